@@ -1,0 +1,106 @@
+//! `soc.toml`: where the receiver listens, with which certificates, and where
+//! it stores events. Loaded with `owlet-tomlconf`: errors name file, line,
+//! column and key; unknown keys are errors; relative paths are taken from the
+//! config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use owlet_tomlconf::ConfigErrors;
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/owlet-soc/soc.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SocConfig {
+    pub server: ServerSection,
+    pub sink: SinkSection,
+    #[serde(default)]
+    pub liveness: LivenessSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSection {
+    /// Address to listen on, e.g. "0.0.0.0:4443".
+    pub listen: SocketAddr,
+    /// The SOC's server certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs agent certificates; only its agents are accepted.
+    pub client_ca: PathBuf,
+    /// Connections (TLS handshakes + streams) served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkSection {
+    /// Embedded SQLite database (one file, WAL).
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LivenessSection {
+    /// A known agent without a heartbeat for this long is reported silent.
+    #[serde(default = "default_silent_after", with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// How often agents are checked.
+    #[serde(default = "default_check_every", with = "humantime_serde")]
+    pub check_every: Duration,
+}
+
+impl Default for LivenessSection {
+    fn default() -> Self {
+        Self { silent_after: default_silent_after(), check_every: default_check_every() }
+    }
+}
+
+fn default_silent_after() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_check_every() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl SocConfig {
+    /// The SQLite file of the configured sink.
+    pub fn sqlite_path(&self) -> &Path {
+        match &self.sink {
+            SinkSection::Sqlite { path } => path,
+        }
+    }
+}
+
+/// Loads and checks a SOC config file.
+pub fn load(path: &Path) -> Result<SocConfig, ConfigErrors> {
+    let (mut config, source): (SocConfig, _) = owlet_tomlconf::load(path)?;
+    let server = &mut config.server;
+    for p in [&mut server.cert, &mut server.key, &mut server.client_ca] {
+        *p = source.resolve(p);
+    }
+    match &mut config.sink {
+        SinkSection::Sqlite { path } => *path = source.resolve(path),
+    }
+    let mut errors = Vec::new();
+    for (key, path) in [("server.cert", &config.server.cert), ("server.client_ca", &config.server.client_ca)] {
+        if let Err(e) = owlet_tls::load_certs(path) {
+            errors.push(source.error(key, e.to_string()));
+        }
+    }
+    if let Err(e) = owlet_tls::load_private_key(&config.server.key) {
+        errors.push(source.error("server.key", e.to_string()));
+    }
+    if config.liveness.silent_after.is_zero() || config.liveness.check_every.is_zero() {
+        errors.push(source.error("liveness", "silent_after and check_every must be more than 0s"));
+    }
+    if config.server.max_connections == 0 {
+        errors.push(source.error("server.max_connections", "must be at least 1"));
+    }
+    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+}

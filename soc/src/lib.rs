@@ -1,0 +1,14 @@
+//! owlet-soc: the SOC side of the wire. It terminates agents' mutually
+//! authenticated gRPC streams, takes identity only from client certificates,
+//! stores each (agent, sequence) at most once, and acknowledges only what its
+//! sink made durable. It also watches agents' heartbeats (the monitor of the
+//! monitor) and provides CA tooling for small deployments.
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod config;
+pub mod enroll;
+pub mod query;
+pub mod serve;
+pub mod service;
+pub mod sink;

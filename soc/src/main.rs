@@ -1,0 +1,184 @@
+//! The `owlet-soc` binary: see `owlet-soc --help` and the README.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use owlet_soc::{config, enroll, query, serve};
+
+#[derive(Debug, Parser)]
+#[command(name = "owlet-soc", version, about = "owlet SOC receiver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Certificate authority for agents (small deployments and tests).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Receive agents' streams.
+    Serve {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Known agents with their state and last contact.
+    Agents {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print stored events as they arrive.
+    Tail {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Only this agent: TENANT/AGENT or AGENT.
+        #[arg(long)]
+        agent: Option<String>,
+        /// JSON lines (proto3 JSON mapping for the event).
+        #[arg(long)]
+        json: bool,
+        /// Start from the first stored event instead of new ones.
+        #[arg(long)]
+        from_start: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the agent CA, the SOC server certificate and soc.toml in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names (DNS or IP) agents use to reach the SOC; repeatable.
+        #[arg(long = "soc-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        soc_names: Vec<String>,
+        /// Listen address written into soc.toml.
+        #[arg(long, default_value = "127.0.0.1:4443")]
+        listen: String,
+    },
+    /// Issue an agent certificate and a ready owlet.toml into OUT.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// SOC address written into owlet.toml.
+        #[arg(long, default_value = "localhost:4443")]
+        soc: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("owlet-soc: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<config::SocConfig> {
+    config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Ca(CaCommand::Init { dir, soc_names, listen }) => {
+            let config = enroll::init(&dir, &soc_names, &listen)?;
+            println!("CA, SOC certificate and {} written.", config.display());
+            println!("Next: owlet-soc ca issue --dir {} --tenant T --agent A --out DIR", dir.display());
+            Ok(0)
+        }
+        Command::Ca(CaCommand::Issue { dir, tenant, agent, out, soc }) => {
+            let identity = owlet_tls::Identity::new(tenant, agent)?;
+            let options = enroll::AgentConfigOptions {
+                soc_address: &soc,
+                state_dir: std::path::Path::new("/var/lib/owlet"),
+                socket: std::path::Path::new("/run/owlet/owlet.sock"),
+                status_interval: "30s",
+            };
+            let config = enroll::issue(&dir, &identity, &out, &options)?;
+            println!("Agent {identity}: certificate, key and {} written.", config.display());
+            println!("Copy {}/* to the sensor's /etc/owlet/ and run: owlet check-config /etc/owlet/owlet.toml", out.display());
+            Ok(0)
+        }
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            init_logging();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let receiver = serve::Receiver::bind(config).await?;
+                receiver.serve(shutdown_signal()).await
+            })?;
+            Ok(0)
+        }
+        Command::Agents { config, json } => {
+            let config = load(&config)?;
+            let db = query::open_read_only(config.sqlite_path())
+                .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
+            let rows = query::agents(&db)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<28} {:<13} {:<9} {:<24} {:>10}  HOST", "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms");
+                for r in rows {
+                    println!(
+                        "{:<28} {:<13} {:<9} {:<24} {:>10}  {}",
+                        format!("{}/{}", r.tenant, r.agent_id),
+                        r.state,
+                        r.version,
+                        r.last_seen,
+                        r.clock_offset_ms,
+                        r.hostname
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Tail { config, agent, json, from_start } => {
+            let config = load(&config)?;
+            let db = query::open_read_only(config.sqlite_path())
+                .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
+            let mut after = if from_start { 0 } else { query::last_row(&db)? };
+            loop {
+                let events = query::events_after(&db, after, agent.as_deref(), 1000)?;
+                for e in &events {
+                    println!("{}", if json { query::json_line(e) } else { query::text_line(e) });
+                    after = e.row;
+                }
+                if events.is_empty() {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,88 @@
+//! `owlet-soc serve`: the receiver process — accept loop, gRPC service, sink
+//! thread and liveness monitor.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use owlet_proto::v1::telemetry_server::TelemetryServer;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+use tracing::{info, warn};
+
+use crate::accept;
+use crate::config::SocConfig;
+use crate::service::TelemetryService;
+use crate::sink::{SinkHandle, SqliteSink};
+
+/// A bound, ready receiver.
+pub struct Receiver {
+    listener: TcpListener,
+    config: SocConfig,
+}
+
+impl Receiver {
+    /// Binds the listening socket (so callers know the port before serving).
+    pub async fn bind(config: SocConfig) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        Ok(Self { listener, config })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let config = self.config;
+        let tls = owlet_tls::server_config(&config.server.cert, &config.server.key, &config.server.client_ca)?;
+        let db = config.sqlite_path();
+        let sink = SqliteSink::open(db).with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
+        let sink = SinkHandle::spawn(sink)?;
+
+        let (conn_tx, conn_rx) = mpsc::channel(64);
+        let accept = tokio::spawn(accept::accept_loop(
+            self.listener,
+            Arc::new(tls),
+            config.server.max_connections,
+            conn_tx,
+        ));
+        let liveness = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
+
+        let service = TelemetryServer::new(TelemetryService::new(sink))
+            .max_decoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        info!(listen = %config.server.listen, sink = %db.display(), "owlet-soc {} serving", env!("CARGO_PKG_VERSION"));
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
+            .await;
+        accept.abort();
+        liveness.abort();
+        result.context("gRPC server")
+    }
+}
+
+/// Periodically asks the sink which agents went silent.
+async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection) {
+    let mut ticker = tokio::time::interval(config.check_every);
+    loop {
+        ticker.tick().await;
+        match sink.check_liveness(std::time::SystemTime::now(), config.silent_after).await {
+            Ok(changes) => {
+                for change in changes {
+                    warn!(agent = %change.agent, window = ?config.silent_after, "agent_silent: no heartbeat within the window");
+                }
+            }
+            Err(e) => warn!(error = %e, "liveness check failed"),
+        }
+    }
+}

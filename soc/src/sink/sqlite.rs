@@ -1,0 +1,299 @@
+//! The embedded default sink: one SQLite file in WAL mode.
+//!
+//! Durability: `synchronous = FULL`, so a committed transaction survives power
+//! loss; one transaction per batch, committed before `store_batch` returns.
+//! Exactly once: `agents.acked_seq` is the per-agent high-water mark, read and
+//! advanced inside the same transaction as the inserts, and a unique index on
+//! `events(agent, seq)` makes a duplicate impossible even if that logic were
+//! wrong.
+//!
+//! Layout (the `agents` and `events` tables are also read by `owlet-soc agents`
+//! and `owlet-soc tail`, see `crate::query`):
+//! * `agents`: one row per (tenant, agent id) with version, profile, host,
+//!   time zone, first/last seen, last heartbeat, clock offset, connection and
+//!   liveness state, high-water mark;
+//! * `events`: one row per event in arrival order (`id`), with the agent row,
+//!   sequence number (NULL for alerts the SOC raised itself), kind name, event
+//!   time, receive time and the protobuf-encoded `owlet.v1.Event`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use owlet_proto::v1::{Alert, Batch, Event, Hello, Severity, State, event::Kind};
+use owlet_tls::Identity;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{LivenessChange, Sink, SinkError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    id                   INTEGER PRIMARY KEY,
+    tenant               TEXT NOT NULL,
+    agent_id             TEXT NOT NULL,
+    version              TEXT NOT NULL DEFAULT '',
+    hw_profile           TEXT NOT NULL DEFAULT '',
+    hostname             TEXT NOT NULL DEFAULT '',
+    time_zone            TEXT NOT NULL DEFAULT '',
+    os                   TEXT NOT NULL DEFAULT '',
+    peer                 TEXT NOT NULL DEFAULT '',
+    first_seen_us        INTEGER NOT NULL,
+    last_seen_us         INTEGER NOT NULL,
+    last_heartbeat_us    INTEGER,
+    clock_offset_ms      INTEGER NOT NULL DEFAULT 0,
+    connected            INTEGER NOT NULL DEFAULT 0,
+    silent               INTEGER NOT NULL DEFAULT 0,
+    acked_seq            INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (tenant, agent_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    agent       INTEGER NOT NULL REFERENCES agents(id),
+    seq         INTEGER,
+    kind        TEXT NOT NULL,
+    time_us     INTEGER NOT NULL,
+    received_us INTEGER NOT NULL,
+    body        BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_agent_seq ON events (agent, seq);
+";
+
+pub struct SqliteSink {
+    db: Connection,
+}
+
+impl SqliteSink {
+    /// Opens (creating if needed) the database. Every agent starts
+    /// disconnected: a restarted SOC has no streams yet.
+    pub fn open(path: &Path) -> Result<Self, SinkError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA)?;
+        db.execute("UPDATE agents SET connected = 0", [])?;
+        Ok(Self { db })
+    }
+
+    fn agent_row(&self, who: &Identity) -> Result<Option<(i64, u64, bool)>, SinkError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
+                params![who.tenant, who.agent_id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
+            )
+            .optional()?)
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    owlet_proto::timestamp_micros(&owlet_proto::timestamp(t))
+}
+
+/// An alert the SOC raises about an agent, stored like any event (seq NULL).
+fn liveness_alert(who: &Identity, silent: bool, detail: String) -> Event {
+    let (name, severity, old, new) = if silent {
+        ("agent_silent", Severity::Critical, State::Up, State::Down)
+    } else {
+        ("agent_recovered", Severity::Info, State::Down, State::Up)
+    };
+    Event {
+        seq: 0,
+        time: Some(owlet_proto::now()),
+        kind: Some(Kind::Alert(Alert {
+            source: "soc".into(),
+            subject: who.to_string(),
+            name: name.into(),
+            severity: severity as i32,
+            old_state: old as i32,
+            new_state: new as i32,
+            message: detail,
+            ..Default::default()
+        })),
+    }
+}
+
+fn insert_soc_event(db: &Connection, agent_row: i64, event: &Event, now_us: i64) -> Result<(), SinkError> {
+    db.execute(
+        "INSERT INTO events (agent, seq, kind, time_us, received_us, body) VALUES (?1, NULL, ?2, ?3, ?3, ?4)",
+        params![agent_row, event.kind_name(), now_us, event.encode_to_vec()],
+    )?;
+    Ok(())
+}
+
+impl Sink for SqliteSink {
+    fn agent_connected(
+        &mut self,
+        who: &Identity,
+        hello: &Hello,
+        clock_offset_ms: i64,
+        peer: &str,
+    ) -> Result<u64, SinkError> {
+        let now = micros(SystemTime::now());
+        self.db.execute(
+            "INSERT INTO agents (tenant, agent_id, version, hw_profile, hostname, time_zone, os, peer,
+                                 first_seen_us, last_seen_us, clock_offset_ms, connected)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1)
+             ON CONFLICT (tenant, agent_id) DO UPDATE SET
+                version = excluded.version, hw_profile = excluded.hw_profile,
+                hostname = excluded.hostname, time_zone = excluded.time_zone, os = excluded.os,
+                peer = excluded.peer, last_seen_us = excluded.last_seen_us,
+                clock_offset_ms = excluded.clock_offset_ms, connected = 1",
+            params![
+                who.tenant,
+                who.agent_id,
+                hello.agent_version,
+                hello.hw_profile,
+                hello.hostname,
+                hello.time_zone,
+                hello.os,
+                peer,
+                now,
+                clock_offset_ms
+            ],
+        )?;
+        Ok(self.agent_row(who)?.map_or(0, |(_, acked, _)| acked))
+    }
+
+    fn store_batch(&mut self, who: &Identity, batch: &Batch) -> Result<(u64, Option<LivenessChange>), SinkError> {
+        let now = micros(SystemTime::now());
+        let tx = self.db.transaction()?;
+        let (agent, acked, silent) = tx
+            .query_row(
+                "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
+                params![who.tenant, who.agent_id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
+            )?;
+        let mut heartbeat = false;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (agent, seq, kind, time_us, received_us, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut body = Vec::with_capacity(256);
+            for event in batch.events.iter().filter(|e| e.seq > acked) {
+                heartbeat |= matches!(event.kind, Some(Kind::AgentStatus(_)));
+                body.clear();
+                event.encode(&mut body).map_err(|e| SinkError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+                let time = event.time.as_ref().map_or(now, owlet_proto::timestamp_micros);
+                insert.execute(params![agent, event.seq as i64, event.kind_name(), time, now, body])?;
+            }
+        }
+        let new_acked = acked.max(batch.last_seq);
+        tx.execute(
+            "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
+                    last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
+                    silent = CASE WHEN ?4 THEN 0 ELSE silent END
+             WHERE id = ?1",
+            params![agent, new_acked as i64, now, heartbeat],
+        )?;
+        let recovered = silent && heartbeat;
+        if recovered {
+            let alert = liveness_alert(who, false, format!("{who} is sending heartbeats again"));
+            insert_soc_event(&tx, agent, &alert, now)?;
+        }
+        tx.commit()?;
+        Ok((new_acked, recovered.then(|| LivenessChange { agent: who.clone(), silent: false })))
+    }
+
+    fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
+        self.db.execute(
+            "UPDATE agents SET connected = 0, last_seen_us = ?3 WHERE tenant = ?1 AND agent_id = ?2",
+            params![who.tenant, who.agent_id, micros(SystemTime::now())],
+        )?;
+        Ok(())
+    }
+
+    fn check_liveness(&mut self, now: SystemTime, silent_after: Duration) -> Result<Vec<LivenessChange>, SinkError> {
+        let now_us = micros(now);
+        let cutoff = now_us - i64::try_from(silent_after.as_micros()).unwrap_or(i64::MAX);
+        let tx = self.db.transaction()?;
+        let overdue: Vec<(i64, String, String, i64)> = {
+            // An agent that never sent a heartbeat is judged from when it was
+            // first seen.
+            let mut stmt = tx.prepare(
+                "SELECT id, tenant, agent_id, COALESCE(last_heartbeat_us, first_seen_us) FROM agents
+                 WHERE silent = 0 AND COALESCE(last_heartbeat_us, first_seen_us) < ?1",
+            )?;
+            stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut changes = Vec::new();
+        for (row, tenant, agent_id, last) in overdue {
+            let who = Identity { tenant, agent_id };
+            let quiet = Duration::from_micros(u64::try_from(now_us - last).unwrap_or(0));
+            let detail = format!(
+                "no heartbeat from {who} for {}s (window {}s)",
+                quiet.as_secs(),
+                silent_after.as_secs()
+            );
+            tx.execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
+            insert_soc_event(&tx, row, &liveness_alert(&who, true, detail), now_us)?;
+            changes.push(LivenessChange { agent: who, silent: true });
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_proto::v1::AgentStatus;
+
+    fn event(seq: u64, status: bool) -> Event {
+        let kind = if status {
+            Kind::AgentStatus(AgentStatus::default())
+        } else {
+            Kind::Alert(Alert::default())
+        };
+        Event { seq, time: Some(owlet_proto::now()), kind: Some(kind) }
+    }
+
+    fn batch(seqs: &[u64]) -> Batch {
+        Batch {
+            first_seq: seqs[0],
+            last_seq: *seqs.last().unwrap(),
+            events: seqs.iter().map(|&s| event(s, false)).collect(),
+        }
+    }
+
+    fn count(sink: &SqliteSink) -> i64 {
+        sink.db.query_row("SELECT COUNT(*) FROM events WHERE seq IS NOT NULL", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn duplicates_are_dropped_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let who = Identity::new("acme", "s1").unwrap();
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 0);
+        assert_eq!(sink.store_batch(&who, &batch(&[1, 2, 3])).unwrap().0, 3);
+        assert_eq!(sink.store_batch(&who, &batch(&[2, 3, 4])).unwrap().0, 4);
+        drop(sink);
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 4);
+        assert_eq!(sink.store_batch(&who, &batch(&[1, 2, 3, 4, 5])).unwrap().0, 5);
+        assert_eq!(count(&sink), 5);
+    }
+
+    #[test]
+    fn silence_and_recovery_raise_alerts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let who = Identity::new("acme", "s1").unwrap();
+        let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
+        sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let changes = sink.check_liveness(later, Duration::from_secs(60)).unwrap();
+        assert_eq!(changes, vec![LivenessChange { agent: who.clone(), silent: true }]);
+        assert!(sink.check_liveness(later, Duration::from_secs(60)).unwrap().is_empty());
+        let hb = Batch { first_seq: 1, last_seq: 1, events: vec![event(1, true)] };
+        let (_, change) = sink.store_batch(&who, &hb).unwrap();
+        assert_eq!(change, Some(LivenessChange { agent: who, silent: false }));
+        let alerts: i64 =
+            sink.db.query_row("SELECT COUNT(*) FROM events WHERE seq IS NULL AND kind = 'alert'", [], |r| r.get(0)).unwrap();
+        assert_eq!(alerts, 2);
+    }
+}
