@@ -1,0 +1,141 @@
+//! The `owlet` command line. A thin shell: each subcommand parses its
+//! arguments and calls library code. Exit statuses are part of the interface
+//! (scripts and monitoring depend on them): 0 success / OK, 1 warning,
+//! 2 failure / critical, 3 unknown (Nagios plugin conventions).
+
+mod health;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+#[derive(Debug, Parser)]
+#[command(name = "owlet", version, about = "On-premises monitoring agent for managed security services")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a service: collect, spool and stream to the SOC.
+    Run {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; every error names file, line and key.
+    CheckConfig {
+        #[arg(default_value = config::DEFAULT_PATH)]
+        file: PathBuf,
+    },
+    /// Everything on loopback: a throwaway CA, a real SOC receiver and a real
+    /// agent, with the SOC's view shown live.
+    Demo {
+        /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Keep the demo's files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run one uptime check now and print the result.
+
+    /// Ask the running agent how it is (Nagios exit codes).
+    Health {
+        #[arg(long)]
+        json: bool,
+        /// Control socket of the agent.
+        #[arg(long, default_value = "/run/owlet/owlet.sock")]
+        socket: PathBuf,
+    },
+    /// Ask the running agent to re-read its configuration (same as SIGHUP).
+    Reload {
+        #[arg(long, default_value = "/run/owlet/owlet.sock")]
+        socket: PathBuf,
+    },
+}
+
+/// Runs the parsed command; returns the process exit status.
+pub fn main(cli: Cli) -> i32 {
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run(config),
+        Command::Demo { duration, dir } => runtime_then(|| crate::demo::run(duration, dir)),
+
+        Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
+        Command::Reload { socket } => runtime_then(|| health::reload(socket)),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> i32 {
+    match config::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: OK (SOC {}, {} checks, spool {})",
+                file.display(),
+                config.soc.address,
+                0,
+                config.spool_dir().display()
+            );
+            0
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+            2
+        }
+    }
+}
+
+fn run(path: PathBuf) -> i32 {
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return 2;
+        }
+    };
+    crate::logging::init(config.log.format, &config.log.level);
+    runtime_then(|| crate::service::run(path, config))
+}
+
+/// Builds the tokio runtime, runs `f` on it and maps errors to exit status 2.
+fn runtime_then<F, Fut, T>(f: F) -> i32
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Into<ExitStatus>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("owlet: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(value) => value.into().0,
+        Err(e) => {
+            eprintln!("owlet: {e:#}");
+            2
+        }
+    }
+}
+
+/// A process exit status.
+pub struct ExitStatus(pub i32);
+
+impl From<()> for ExitStatus {
+    fn from((): ()) -> Self {
+        ExitStatus(0)
+    }
+}
+
+impl From<i32> for ExitStatus {
+    fn from(code: i32) -> Self {
+        ExitStatus(code)
+    }
+}

@@ -1,0 +1,146 @@
+//! The agent's configuration file (`/etc/owlet/owlet.toml` by default).
+//!
+//! Guarantees: a config that loads is complete and consistent — every file it
+//! names exists and is readable, private keys are not readable by others,
+//! durations and sizes are in range. Every problem is reported at once where
+//! possible, each naming file, line, column and key (see `owlet-tomlconf`).
+//! Unknown keys are errors. Relative paths are resolved against the directory
+//! of the config file.
+//!
+//! This module only reads and checks; it never creates files or directories.
+
+mod schema;
+
+pub use schema::*;
+
+use std::path::{Path, PathBuf};
+
+use owlet_tomlconf::{ConfigError, ConfigErrors, Source};
+
+/// Default location of the agent's configuration.
+pub const DEFAULT_PATH: &str = "/etc/owlet/owlet.toml";
+
+/// Loads, resolves and validates an agent configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (mut config, source): (Config, Source) = owlet_tomlconf::load(path)?;
+    config.resolve_paths(&source);
+    let errors = config.validate(&source);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+impl Config {
+    fn resolve_paths(&mut self, source: &Source) {
+        for p in [
+            &mut self.soc.ca,
+            &mut self.soc.cert,
+            &mut self.soc.key,
+            &mut self.agent.state_dir,
+            &mut self.control.socket,
+        ] {
+            *p = source.resolve(p);
+        }
+        if let Some(dir) = &mut self.spool.dir {
+            *dir = source.resolve(dir);
+        }
+    }
+
+    /// Directory of the spool: `spool.dir`, or `STATE_DIR/spool`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.agent.state_dir.join("spool"))
+    }
+
+    fn validate(&self, src: &Source) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(src.error(key, message));
+            }
+        };
+
+        check(
+            split_host_port(&self.soc.address).is_some(),
+            "soc.address",
+            "expected HOST:PORT, e.g. \"soc.example.net:4443\" or \"[2001:db8::1]:4443\"",
+        );
+        check(
+            !self.server_name().is_empty(),
+            "soc.server_name",
+            "cannot be empty: it is the name the SOC's certificate must carry",
+        );
+        check(self.batch.max_events >= 1, "batch.max_events", "must be at least 1");
+        check(
+            self.batch.max_events <= owlet_proto::MAX_BATCH_EVENTS,
+            "batch.max_events",
+            &format!("must be at most {}", owlet_proto::MAX_BATCH_EVENTS),
+        );
+        check(
+            self.batch.max_bytes.as_u64() >= 1024
+                && self.batch.max_bytes.as_u64() <= (owlet_proto::MAX_MESSAGE_BYTES / 2) as u64,
+            "batch.max_bytes",
+            "must be between 1 KiB and 2 MiB (half the 4 MiB gRPC message limit)",
+        );
+        check(
+            self.spool.max_bytes.as_u64() >= 4 * self.spool.segment_bytes.as_u64(),
+            "spool.max_bytes",
+            "must be at least 4 x spool.segment_bytes so dropping one segment frees room",
+        );
+        check(
+            self.spool.segment_bytes.as_u64() >= 2 * self.batch.max_bytes.as_u64(),
+            "spool.segment_bytes",
+            "must be at least 2 x batch.max_bytes",
+        );
+        check(!self.status.interval.is_zero(), "status.interval", "must be more than 0s");
+        check(
+            self.soc.backoff_min <= self.soc.backoff_max && !self.soc.backoff_min.is_zero(),
+            "soc.backoff_min",
+            "must be more than 0s and not more than soc.backoff_max",
+        );
+        for (key, id) in [("agent.tenant", &self.agent.tenant), ("agent.id", &self.agent.id)] {
+            if let Some(id) = id
+                && let Err(e) = owlet_tls::Identity::new(id, "x").and_then(|_| owlet_tls::Identity::new("x", id))
+            {
+                errors.push(src.error(key, e.to_string()));
+            }
+        }
+
+        for (key, path) in [("soc.ca", &self.soc.ca), ("soc.cert", &self.soc.cert)] {
+            if let Err(e) = owlet_tls::load_certs(path) {
+                errors.push(src.error(key, e.to_string()));
+            }
+        }
+        if let Err(e) = owlet_tls::load_private_key(&self.soc.key) {
+            errors.push(src.error("soc.key", e.to_string()));
+        }
+
+        errors
+    }
+
+    /// Name the SOC's certificate must match: `soc.server_name`, or the host
+    /// part of `soc.address`.
+    pub fn server_name(&self) -> String {
+        match &self.soc.server_name {
+            Some(name) => name.clone(),
+            None => split_host_port(&self.soc.address)
+                .map(|(host, _)| host.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Splits `host:port` / `[v6]:port`; `None` when malformed.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0 && !host.contains(char::is_whitespace)).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! The shape of `owlet.toml`, with defaults. Every section is optional except
+//! `[soc]`; `packaging/owlet.toml` is the commented reference.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSection,
+    pub soc: SocSection,
+    #[serde(default)]
+    pub spool: SpoolSection,
+    #[serde(default)]
+    pub batch: BatchSection,
+    #[serde(default)]
+    pub status: StatusSection,
+    #[serde(default)]
+    pub control: ControlSection,
+    #[serde(default)]
+    pub log: LogSection,
+
+}
+
+/// Who this agent says it is (the certificate decides) and where it keeps state.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentSection {
+    /// Tenant the certificate must carry; the SOC refuses a mismatch.
+    pub tenant: Option<String>,
+    /// Agent id the certificate must carry; the SOC refuses a mismatch.
+    pub id: Option<String>,
+    /// Hardware profile name (see hw-profiles/), reported to the SOC.
+    #[serde(default)]
+    pub hw_profile: String,
+    /// Directory for the spool and other state.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self { tenant: None, id: None, hw_profile: String::new(), state_dir: default_state_dir() }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/owlet")
+}
+
+/// Compression of the gRPC stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    #[default]
+    Zstd,
+}
+
+/// The SOC to stream to, and the agent's credentials.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SocSection {
+    /// `HOST:PORT` of the SOC receiver.
+    pub address: String,
+    /// Name the SOC certificate must carry (default: host part of `address`).
+    pub server_name: Option<String>,
+    /// CA that signed the SOC's certificate; the only CA trusted (pinning).
+    pub ca: PathBuf,
+    /// This agent's certificate (PEM).
+    pub cert: PathBuf,
+    /// This agent's private key (PEM, mode 0600).
+    pub key: PathBuf,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Bytes sent but not yet acknowledged; more waits in the spool.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_bytes: ByteSize,
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_inflight() -> ByteSize {
+    ByteSize::mib(8)
+}
+
+/// When the spool forces data to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// fdatasync after every batch: survives power loss. The default.
+    #[default]
+    EveryBatch,
+    /// fdatasync at most every `spool.fsync_interval`: survives kill -9, may
+    /// lose up to that interval on power loss.
+    Interval,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpoolSection {
+    /// Default: `STATE_DIR/spool`.
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_spool_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: ByteSize,
+    #[serde(default)]
+    pub durability: Durability,
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: default_spool_max_bytes(),
+            max_age: default_spool_max_age(),
+            segment_bytes: default_segment_bytes(),
+            durability: Durability::default(),
+            fsync_interval: default_fsync_interval(),
+        }
+    }
+}
+
+fn default_spool_max_bytes() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_spool_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_segment_bytes() -> ByteSize {
+    ByteSize::mib(16)
+}
+fn default_fsync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// How events are grouped before they are spooled and sent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchSection {
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: ByteSize,
+    /// How long the first event of a batch may wait for company.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        Self { max_events: default_batch_events(), max_bytes: default_batch_bytes(), linger: default_linger() }
+    }
+}
+
+fn default_batch_events() -> usize {
+    2000
+}
+fn default_batch_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(100)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusSection {
+    /// Heartbeat period.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for StatusSection {
+    fn default() -> Self {
+        Self { interval: default_status_interval() }
+    }
+}
+
+fn default_status_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ControlSection {
+    /// Unix socket for `owlet health` / `owlet reload` (the agent opens no
+    /// network port).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self { socket: default_socket() }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/owlet/owlet.sock")
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human on a terminal, journald-friendly under systemd, JSON otherwise.
+    #[default]
+    Auto,
+    Human,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSection {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. "info" or "owlet=debug,info".
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::default(), level: default_level() }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}

@@ -1,0 +1,104 @@
+//! The local control socket: how operators talk to a running agent.
+//!
+//! A Unix stream socket (mode 0660) at `control.socket`. The agent opens no
+//! network port and takes no command from the SOC (invariant 5). Protocol:
+//! the client writes one command line (`health` or `reload`), the agent
+//! answers with one JSON line and closes. Requests are read with a size and
+//! time limit so a stuck client cannot hold the agent.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 256;
+/// Time a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the control socket can ask the service to do.
+pub trait Handler: Send + Sync + 'static {
+    /// JSON for `health`.
+    fn health_json(&self) -> String;
+}
+
+/// Binds the socket (replacing a stale one) and serves until shutdown.
+/// `reload` requests are forwarded on `reload_tx`.
+pub async fn serve(
+    path: PathBuf,
+    handler: std::sync::Arc<dyn Handler>,
+    reload_tx: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = bind(&path)?;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => { warn!(error = %e, "control socket accept failed"); continue; }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let handler = handler.clone();
+        let reload_tx = reload_tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, handler.as_ref(), &reload_tx).await {
+                debug!(error = %e, "control client went away");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket file left by a previous run (kill -9) would make bind fail.
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind the control socket {}: {e} (is another owlet running?)", path.display()))
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn answer(stream: UnixStream, handler: &dyn Handler, reload_tx: &mpsc::Sender<()>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let reply = match line.trim() {
+        "health" => handler.health_json(),
+        "reload" => match reload_tx.try_send(()) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(())) => r#"{"reload":"requested"}"#.to_string(),
+            Err(mpsc::error::TrySendError::Closed(())) => r#"{"error":"agent is shutting down"}"#.to_string(),
+        },
+        other => serde_json::json!({ "error": format!("unknown command {other:?}; try health or reload") }).to_string(),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+/// Client side: sends `command`, returns the reply line.
+pub async fn request(path: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = tokio::time::timeout(REQUEST_TIMEOUT, UnixStream::connect(path))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, stream.take(1 << 20).read_to_string(&mut reply))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
+    Ok(reply.trim().to_string())
+}

@@ -1,0 +1,19 @@
+//! owlet, the agent: collectors produce typed events onto a bounded bus; the
+//! spool writer makes them durable; the uplink streams them to the SOC over
+//! mutually authenticated gRPC and deletes them only when acknowledged.
+//!
+//! Capabilities live in their own crates (`owlet-probe`, ...) and see only an
+//! [`pipeline::bus::EventSender`]; nothing outside `uplink` knows about gRPC,
+//! nothing outside the spool knows about disks.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod facts;
+pub mod logging;
+pub mod pipeline;
+pub mod service;
+pub mod status;
+pub mod uplink;

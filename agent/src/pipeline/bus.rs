@@ -1,0 +1,125 @@
+//! The bus: typed events in, batches out.
+//!
+//! Producers hold an [`EventSender`] (a bounded channel: when the spool writer
+//! falls behind, `send().await` waits — producers that must not wait, such as
+//! packet capture, use `try_send` and count what they drop). The [`Batcher`]
+//! groups events by count, encoded bytes and a short linger so the disk and the
+//! wire see few, well-filled batches.
+//!
+//! Nothing here knows about disks or gRPC.
+
+use std::time::Duration;
+
+use owlet_proto::v1::Event;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Where collectors put events. Cheap to clone.
+pub type EventSender = mpsc::Sender<Event>;
+
+/// Limits of one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+}
+
+/// Creates the bus: a bounded channel of `capacity` events and its batcher.
+pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (tx, Batcher { rx, limits, carry: None })
+}
+
+/// Turns the event stream into batches.
+pub struct Batcher {
+    rx: mpsc::Receiver<Event>,
+    limits: BatchLimits,
+    /// An event that did not fit the previous batch by bytes.
+    carry: Option<Event>,
+}
+
+impl Batcher {
+    /// The next batch: waits for a first event, then collects more until the
+    /// batch is full or `linger` has passed since the first event. Returns
+    /// `None` once every sender is gone and nothing is left.
+    pub async fn next_batch(&mut self) -> Option<Vec<Event>> {
+        let first = match self.carry.take() {
+            Some(event) => event,
+            None => self.rx.recv().await?,
+        };
+        let deadline = Instant::now() + self.limits.linger;
+        let mut bytes = first.encoded_len();
+        let mut batch = vec![first];
+        let mut incoming = Vec::with_capacity(256);
+        while batch.len() < self.limits.max_events && bytes < self.limits.max_bytes {
+            let room = (self.limits.max_events - batch.len()).min(256);
+            let received = tokio::select! {
+                n = self.rx.recv_many(&mut incoming, room) => n,
+                () = tokio::time::sleep_until(deadline) => 0,
+            };
+            if received == 0 {
+                break; // linger over, or every sender is gone
+            }
+            for event in incoming.drain(..) {
+                let len = event.encoded_len();
+                if bytes + len > self.limits.max_bytes {
+                    // Keep it for the next batch; the receive limit above
+                    // means at most one event can be carried.
+                    self.carry = Some(event);
+                    continue;
+                }
+                bytes += len;
+                batch.push(event);
+            }
+            if self.carry.is_some() {
+                break;
+            }
+        }
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_proto::v1::{AgentStatus, event::Kind};
+
+    fn status(version: &str) -> Event {
+        Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(Kind::AgentStatus(AgentStatus { agent_version: version.into(), ..Default::default() })),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_count_then_linger_and_ends_when_senders_close() {
+        let limits = BatchLimits { max_events: 3, max_bytes: 1 << 20, linger: Duration::from_millis(50) };
+        let (tx, mut batcher) = channel(16, limits);
+        for _ in 0..4 {
+            tx.send(status("1")).await.unwrap();
+        }
+        assert_eq!(batcher.next_batch().await.unwrap().len(), 3);
+        assert_eq!(batcher.next_batch().await.unwrap().len(), 1, "linger releases a partial batch");
+        drop(tx);
+        assert!(batcher.next_batch().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_bytes_without_losing_the_overflowing_event() {
+        let big = "x".repeat(600);
+        let limits = BatchLimits { max_events: 100, max_bytes: 1000, linger: Duration::from_millis(50) };
+        let (tx, mut batcher) = channel(16, limits);
+        for _ in 0..3 {
+            tx.send(status(&big)).await.unwrap();
+        }
+        drop(tx);
+        let mut sizes = Vec::new();
+        while let Some(batch) = batcher.next_batch().await {
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes, vec![1, 1, 1]);
+    }
+}

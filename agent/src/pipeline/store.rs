@@ -1,0 +1,77 @@
+//! An async handle on the on-disk spool (`owlet-spool`), shared by the spool
+//! writer and the uplink.
+//!
+//! Every spool call is blocking file I/O (and may fsync), so it runs on
+//! tokio's blocking pool, never on an async worker. The writer wakes the
+//! uplink through [`Store::appended`] after each append.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use owlet_proto::v1::{Batch, Event};
+use owlet_spool::{Appended, Spool, SpoolError, SpoolStats};
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct Store {
+    spool: Arc<Mutex<Spool>>,
+    appended: Arc<Notify>,
+}
+
+impl Store {
+    pub fn new(spool: Spool) -> Self {
+        Self { spool: Arc::new(Mutex::new(spool)), appended: Arc::new(Notify::new()) }
+    }
+
+    /// Appends events (the spool numbers them). Once this returns `Ok` the
+    /// events are *accepted*: they reach the SOC or are counted as lost.
+    pub async fn append(&self, events: Vec<Event>) -> Result<Appended, SpoolError> {
+        let result = self.blocking(move |spool| spool.append(events)).await;
+        self.appended.notify_one();
+        result
+    }
+
+    /// Stored batches after `after_seq`, about `max_bytes` worth.
+    pub async fn read_after(&self, after_seq: u64, max_bytes: usize) -> Result<Vec<Batch>, SpoolError> {
+        self.blocking(move |spool| spool.read_after(after_seq, max_bytes)).await
+    }
+
+    /// Records the SOC's cumulative acknowledgement.
+    pub async fn ack(&self, seq: u64) -> Result<(), SpoolError> {
+        self.blocking(move |spool| spool.ack(seq)).await
+    }
+
+    /// Drops data older than the spool's age bound; returns what was lost.
+    pub async fn expire(&self) -> Result<Vec<owlet_proto::v1::DataLoss>, SpoolError> {
+        self.blocking(|spool| spool.expire(std::time::SystemTime::now())).await
+    }
+
+    /// Counters from the spool's in-memory index (cheap).
+    pub fn stats(&self) -> SpoolStats {
+        lock(&self.spool).stats()
+    }
+
+    /// Resolves after the next append (or at once if one happened since the
+    /// last call).
+    pub async fn appended(&self) {
+        self.appended.notified().await;
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let spool = Arc::clone(&self.spool);
+        match tokio::task::spawn_blocking(move || f(&mut lock(&spool))).await {
+            Ok(result) => result,
+            // The closure panicked: a bug, not an input problem. Surface it.
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+/// A panic while holding the lock cannot leave the spool half-written in a
+/// way the next call could observe (each spool method restores its own
+/// invariants before returning an error), so a poisoned lock is still usable.
+fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,247 @@
+//! The uplink: one long-lived gRPC stream to the SOC that carries spooled
+//! batches out and acknowledgements back.
+//!
+//! Guarantees:
+//! * only the spool feeds the wire, so a slow or absent SOC never blocks a
+//!   producer: data waits on disk, bounded by the spool's limits;
+//! * at most `soc.max_inflight_bytes` are sent and not yet acknowledged;
+//! * after any failure it reconnects with exponential backoff and full jitter
+//!   and resends everything above the last acknowledgement (the SOC drops what
+//!   it already stored);
+//! * it never deletes data itself: the spool does, on a cumulative ack.
+
+mod backoff;
+mod connect;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use owlet_proto::v1::{
+    AgentMessage, Batch, ConnectionState, Hello, agent_message, soc_message, telemetry_client::TelemetryClient,
+};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+use tracing::{debug, info, warn};
+
+use crate::config::{Compression, Config};
+use crate::facts::HostFacts;
+use crate::pipeline::{metrics::Metrics, store::Store};
+pub use backoff::Backoff;
+pub use connect::Connector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("TLS setup: {0}")]
+    Tls(#[from] owlet_tls::TlsError),
+    #[error("soc.server_name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+    #[error("cannot connect to the SOC at {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS handshake with the SOC at {0} failed: {1} (check that the SOC certificate is signed by soc.ca and names soc.server_name, and that this agent's certificate is from the SOC's agent CA)")]
+    Handshake(String, std::io::Error),
+    #[error("no answer from the SOC at {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("gRPC transport: {0}")]
+    Transport(Box<tonic::transport::Error>),
+    #[error("the SOC refused the stream: {0}")]
+    Refused(tonic::Status),
+    #[error("the SOC broke the protocol: {0}")]
+    Protocol(String),
+    #[error("stream closed by the SOC")]
+    Closed,
+    #[error("spool: {0}")]
+    Spool(#[from] owlet_spool::SpoolError),
+}
+
+impl UplinkError {
+    /// Error class for the agent's counters.
+    fn class(&self) -> &'static str {
+        match self {
+            Self::Tls(_) | Self::ServerName(_) => "uplink_config",
+            Self::Connect(..) | Self::Timeout(..) | Self::Transport(_) => "uplink_connect",
+            Self::Handshake(..) => "uplink_tls",
+            Self::Refused(_) => "uplink_refused",
+            Self::Protocol(_) | Self::Closed => "uplink_stream",
+            Self::Spool(_) => "spool_io",
+        }
+    }
+}
+
+pub struct Uplink {
+    connector: Connector,
+    store: Store,
+    metrics: Arc<Metrics>,
+    facts: HostFacts,
+    tenant: String,
+    agent_id: String,
+    hw_profile: String,
+    compression: Compression,
+    max_inflight: usize,
+    backoff: Backoff,
+}
+
+impl Uplink {
+    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>, facts: HostFacts) -> Result<Self, UplinkError> {
+        Ok(Self {
+            connector: Connector::new(config)?,
+            store,
+            metrics,
+            facts,
+            tenant: config.agent.tenant.clone().unwrap_or_default(),
+            agent_id: config.agent.id.clone().unwrap_or_default(),
+            hw_profile: config.agent.hw_profile.clone(),
+            compression: config.soc.compression,
+            max_inflight: usize::try_from(config.soc.max_inflight_bytes.as_u64()).unwrap_or(usize::MAX).max(1),
+            backoff: Backoff::new(config.soc.backoff_min, config.soc.backoff_max),
+        })
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            self.metrics.set_connection(ConnectionState::Connecting);
+            let result = tokio::select! {
+                r = self.session() => r,
+                _ = shutdown.changed() => break,
+            };
+            self.metrics.set_connection(ConnectionState::Disconnected);
+            if let Err(e) = result {
+                self.metrics.error(e.class());
+                warn!(error = %e, "uplink to the SOC lost; will retry");
+            }
+            let delay = self.backoff.next_delay();
+            debug!(?delay, "reconnecting after backoff");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol_version: owlet_proto::PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            hw_profile: self.hw_profile.clone(),
+            hostname: self.facts.hostname.clone(),
+            time_zone: self.facts.time_zone.clone(),
+            utc_offset_seconds: crate::facts::utc_offset_seconds(),
+            agent_time: Some(owlet_proto::now()),
+            claimed_tenant: self.tenant.clone(),
+            claimed_agent_id: self.agent_id.clone(),
+            last_seq: self.store.stats().last_seq,
+            os: self.facts.os.clone(),
+        }
+    }
+
+    /// One connection: hello/welcome, then stream batches and take acks
+    /// until something fails.
+    async fn session(&mut self) -> Result<(), UplinkError> {
+        let channel = self.connector.channel().await?;
+        let mut client = TelemetryClient::new(channel)
+            .max_decoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(owlet_proto::MAX_MESSAGE_BYTES);
+        let encoding = match self.compression {
+            Compression::None => None,
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+        };
+        if let Some(encoding) = encoding {
+            client = client.send_compressed(encoding).accept_compressed(encoding);
+        }
+
+        // Small: the in-flight byte window is the real bound.
+        let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
+        let hello = AgentMessage { body: Some(agent_message::Body::Hello(self.hello())) };
+        outbound.send(hello).await.map_err(|_| UplinkError::Closed)?;
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(UplinkError::Refused)?.into_inner();
+
+        let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await {
+            Err(_) => return Err(UplinkError::Protocol("no welcome after hello".into())),
+            Ok(Err(status)) => return Err(UplinkError::Refused(status)),
+            Ok(Ok(None)) => return Err(UplinkError::Closed),
+            Ok(Ok(Some(msg))) => match msg.body {
+                Some(soc_message::Body::Welcome(w)) => w,
+                _ => return Err(UplinkError::Protocol("first message was not a welcome".into())),
+            },
+        };
+        self.metrics.set_connection(ConnectionState::Connected);
+        self.backoff.reset();
+        info!(tenant = %welcome.tenant, agent = %welcome.agent_id, acked_seq = welcome.acked_seq,
+              soc_version = %welcome.soc_version, "connected to the SOC");
+        if welcome.acked_seq > 0 {
+            self.store.ack(welcome.acked_seq).await?;
+        }
+
+        let mut window = Window::default();
+        let mut cursor = self.store.stats().acked_seq.max(welcome.acked_seq);
+        loop {
+            if window.bytes < self.max_inflight {
+                let batches = self.store.read_after(cursor, self.max_inflight - window.bytes).await?;
+                if !batches.is_empty() {
+                    for batch in batches {
+                        cursor = batch.last_seq;
+                        window.push(&batch);
+                        let msg = AgentMessage { body: Some(agent_message::Body::Batch(batch)) };
+                        tokio::select! {
+                            sent = outbound.send(msg) => sent.map_err(|_| UplinkError::Closed)?,
+                            msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
+                        }
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
+                () = self.store.appended(), if window.bytes < self.max_inflight => {}
+            }
+        }
+    }
+
+    async fn on_soc_message(
+        &self,
+        msg: Result<Option<owlet_proto::v1::SocMessage>, tonic::Status>,
+        window: &mut Window,
+    ) -> Result<(), UplinkError> {
+        match msg.map_err(UplinkError::Refused)? {
+            None => Err(UplinkError::Closed),
+            Some(msg) => match msg.body {
+                Some(soc_message::Body::Ack(ack)) => {
+                    self.store.ack(ack.acked_seq).await?;
+                    window.ack(ack.acked_seq);
+                    self.metrics.acked();
+                    Ok(())
+                }
+                _ => Err(UplinkError::Protocol("unexpected message after welcome".into())),
+            },
+        }
+    }
+}
+
+/// Batches sent and not yet acknowledged: (last_seq, encoded bytes).
+#[derive(Default)]
+struct Window {
+    sent: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl Window {
+    fn push(&mut self, batch: &Batch) {
+        let len = batch.encoded_len();
+        self.sent.push_back((batch.last_seq, len));
+        self.bytes += len;
+    }
+
+    fn ack(&mut self, acked_seq: u64) {
+        while let Some(&(last, len)) = self.sent.front() {
+            if last > acked_seq {
+                break;
+            }
+            self.sent.pop_front();
+            self.bytes -= len;
+        }
+    }
+}

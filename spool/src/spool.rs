@@ -1,0 +1,666 @@
+//! The `Spool` itself: append, read, ack, bounds, sync. See the crate doc for
+//! the design; this module keeps the index, the files and the ack state in
+//! step, and is the only code that writes or deletes spool files after open.
+//!
+//! Invariant kept by every method, including on error returns: the index
+//! describes exactly the records on disk that the spool considers stored, and
+//! the segment holding the highest assigned sequence number is never deleted
+//! unless the ack file durably records that number.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
+use prost::Message;
+
+use crate::error::SpoolError;
+use crate::index::{LossBuilder, RecordMeta, SegmentMeta};
+use crate::recovery::{self, LOCK_NAME};
+use crate::segment::{self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::state::{self, State};
+use crate::{Appended, Durability, SpoolConfig, SpoolStats};
+
+/// The durable spool. Blocking, not internally locked: wrap it in a `Mutex`.
+#[derive(Debug)]
+pub struct Spool {
+    config: SpoolConfig,
+    /// Holds the exclusive directory lock for the spool's lifetime.
+    _lock: File,
+    segments: VecDeque<SegmentMeta>,
+    /// Open handle on `segments.back()` while it accepts appends.
+    active: Option<File>,
+    acked_seq: u64,
+    dropped_seq: u64,
+    last_seq: u64,
+    /// What the ack file on disk says (after the last successful write).
+    persisted: State,
+    /// Losses found by a call that could not return them (failed append,
+    /// read); handed out by the next `append` or `expire`.
+    pending_losses: Vec<DataLoss>,
+    /// The active segment has appended data not yet fdatasync'ed.
+    unsynced: bool,
+    last_sync: Instant,
+    /// A failed append could not truncate its partial write: do it first.
+    needs_truncate: bool,
+}
+
+fn micros_since_epoch(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn open_lock(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join(LOCK_NAME);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| SpoolError::io("open of lock file", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(SpoolError::Locked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(SpoolError::io("locking of", &path, e));
+        }
+    }
+    // The pid is for the operator reading the directory; the lock is the flock.
+    let _ = f
+        .set_len(0)
+        .and_then(|()| f.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(f, "{}", std::process::id()));
+    Ok(f)
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `config.dir`, takes the directory lock,
+    /// recovers the index, and returns the losses recovery found (`CORRUPT`).
+    pub fn open(config: SpoolConfig) -> Result<(Spool, Vec<DataLoss>), SpoolError> {
+        config.validate()?;
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creation of directory", &dir, e))?;
+        let lock = open_lock(&dir)?;
+        let now_us = u64::try_from(micros_since_epoch(SystemTime::now())).unwrap_or(0);
+        let rec = recovery::recover(&dir, now_us)?;
+        let active = match rec.segments.last() {
+            Some(seg) => Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(|e| SpoolError::io("open of segment", &seg.path, e))?,
+            ),
+            None => None,
+        };
+        let mut spool = Spool {
+            config,
+            _lock: lock,
+            segments: rec.segments.into(),
+            active,
+            acked_seq: rec.state.acked_seq,
+            dropped_seq: rec.state.dropped_seq,
+            last_seq: rec.state.last_seq,
+            persisted: State::default(),
+            pending_losses: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+            needs_truncate: false,
+        };
+        if rec.state_dirty {
+            spool.persist_state()?;
+        } else {
+            spool.persisted = rec.state;
+        }
+        Ok((spool, rec.losses))
+    }
+
+    fn floor(&self) -> u64 {
+        self.acked_seq.max(self.dropped_seq)
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    fn persist_state(&mut self) -> Result<(), SpoolError> {
+        let s = State {
+            acked_seq: self.acked_seq,
+            dropped_seq: self.dropped_seq,
+            last_seq: self.last_seq,
+        };
+        state::store(&self.config.dir, &s)?;
+        self.persisted = s;
+        Ok(())
+    }
+
+    /// Appends one batch. Assigns `seq` to every event (overwriting what the
+    /// caller set), and returns the range. When it returns `Ok` with
+    /// [`Durability::EveryBatch`], the batch is on stable storage.
+    ///
+    /// `losses` carries any `DataLoss` the spool had to cause (oldest data
+    /// dropped to stay within `max_bytes`) or found since the last call; the
+    /// caller must turn each into an event and append it.
+    ///
+    /// On error nothing was stored, no sequence number was consumed, and the
+    /// spool is consistent; the call can be retried.
+    pub fn append(&mut self, mut events: Vec<Event>) -> Result<Appended, SpoolError> {
+        if events.is_empty() {
+            return Err(SpoolError::InvalidBatch("a batch needs at least one event".into()));
+        }
+        if events.len() > owlet_proto::MAX_BATCH_EVENTS {
+            return Err(SpoolError::InvalidBatch(format!(
+                "{} events in one batch, at most {} allowed; split it",
+                events.len(),
+                owlet_proto::MAX_BATCH_EVENTS
+            )));
+        }
+        self.repair_active()?;
+        let exhausted = SpoolError::SeqExhausted {
+            last_seq: self.last_seq,
+        };
+        let n = events.len() as u64;
+        let Some(first_seq) = self.last_seq.checked_add(1) else {
+            return Err(exhausted);
+        };
+        let Some(last_seq) = first_seq.checked_add(n - 1) else {
+            return Err(exhausted);
+        };
+        for (seq, e) in (first_seq..).zip(events.iter_mut()) {
+            e.seq = seq;
+        }
+        let batch = Batch {
+            first_seq,
+            last_seq,
+            events,
+        };
+        let payload = batch.encode_to_vec();
+        if payload.len() > MAX_PAYLOAD as usize {
+            return Err(SpoolError::BatchTooLarge {
+                bytes: payload.len() as u64,
+                limit: u64::from(MAX_PAYLOAD),
+            });
+        }
+        let record = segment::encode_record(&payload);
+        let rec_len = record.len() as u64;
+        if rec_len + SEGMENT_HEADER_LEN > self.config.max_bytes {
+            return Err(SpoolError::BatchTooLarge {
+                bytes: rec_len + SEGMENT_HEADER_LEN,
+                limit: self.config.max_bytes,
+            });
+        }
+
+        let roll = match (&self.active, self.segments.back()) {
+            (Some(_), Some(seg)) => {
+                seg.size > SEGMENT_HEADER_LEN && seg.size + rec_len > self.config.segment_bytes
+            }
+            _ => true,
+        };
+        if roll {
+            self.seal_active()?;
+            self.gc();
+        }
+        let mut loss = LossBuilder::new(DataLossReason::SpoolFull);
+        let made_room = self.make_room(rec_len, &mut loss);
+        if !loss.is_empty() {
+            self.pending_losses.push(loss.finish());
+        }
+        made_room?;
+        if self.active.is_none() {
+            self.create_segment(first_seq)?;
+        }
+        self.write_record(&record)?;
+
+        let meta = RecordMeta::from_batch(0, 0, &batch);
+        let Some(seg) = self.segments.back_mut() else {
+            unreachable!("write_record succeeded, so there is an active segment")
+        };
+        seg.records.push(RecordMeta {
+            offset: seg.size,
+            payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            ..meta
+        });
+        seg.size += rec_len;
+        self.last_seq = last_seq;
+        Ok(Appended {
+            first_seq,
+            last_seq,
+            losses: std::mem::take(&mut self.pending_losses),
+        })
+    }
+
+    /// Drops whole oldest segments until a record of `rec_len` bytes (plus a
+    /// segment header if a new segment is needed) fits in `max_bytes`.
+    fn make_room(&mut self, rec_len: u64, loss: &mut LossBuilder) -> Result<(), SpoolError> {
+        let need = |s: &Self| {
+            rec_len
+                + if s.active.is_none() {
+                    SEGMENT_HEADER_LEN
+                } else {
+                    0
+                }
+        };
+        let mut removed = false;
+        while !self.segments.is_empty() && self.total_bytes() + need(self) > self.config.max_bytes
+        {
+            if self.segments.len() == 1 && self.active.is_some() {
+                // The active segment alone is too big to take the batch: it is
+                // the oldest data too, so it goes like any other segment.
+                self.seal_active()?;
+            }
+            let seg = self.remove_front_segment()?;
+            removed = true;
+            let floor = self.floor();
+            for r in seg.records.iter().filter(|r| r.last_seq > floor) {
+                loss.add_record(r);
+                self.dropped_seq = self.dropped_seq.max(r.last_seq);
+            }
+        }
+        if removed && let Err(e) = state::sync_dir(&self.config.dir) {
+            tracing::warn!(error = %e, "dropped spool segments may reappear after a power loss");
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest segment file. If it holds the highest sequence
+    /// number, the ack file must record that number first.
+    fn remove_front_segment(&mut self) -> Result<SegmentMeta, SpoolError> {
+        if self.segments.len() == 1 {
+            if self.persisted.last_seq < self.last_seq {
+                self.persist_state()?;
+            }
+            self.active = None;
+            self.unsynced = false;
+            self.needs_truncate = false;
+        }
+        let Some(front) = self.segments.front() else {
+            unreachable!("callers check that a segment exists")
+        };
+        match fs::remove_file(&front.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("removal of segment", &front.path, e)),
+        }
+        let Some(seg) = self.segments.pop_front() else {
+            unreachable!("front() was Some")
+        };
+        Ok(seg)
+    }
+
+    /// Deletes leading segments that hold nothing above the floor, never the
+    /// last one. Failures are logged: the files are retried next time.
+    fn gc(&mut self) {
+        let floor = self.floor();
+        while self.segments.len() > 1 && self.segments[0].is_dead(floor) {
+            if let Err(e) = self.remove_front_segment() {
+                tracing::warn!(error = %e, "could not delete an acknowledged spool segment");
+                return;
+            }
+        }
+    }
+
+    /// Makes the active segment durable and stops appending to it.
+    fn seal_active(&mut self) -> Result<(), SpoolError> {
+        self.sync()?;
+        self.active = None;
+        Ok(())
+    }
+
+    fn create_segment(&mut self, first_seq: u64) -> Result<(), SpoolError> {
+        let path = self.config.dir.join(segment::file_name(first_seq));
+        let result = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io("creation of segment", &path, e))
+            .and_then(|mut f| {
+                f.write_all(&segment::header())
+                    .map_err(|e| SpoolError::io("write of segment header", &path, e))?;
+                f.sync_data()
+                    .map_err(|e| SpoolError::io("fdatasync of segment", &path, e))?;
+                state::sync_dir(&self.config.dir)?;
+                Ok(f)
+            });
+        match result {
+            Ok(f) => {
+                self.segments.push_back(SegmentMeta {
+                    name_seq: first_seq,
+                    path,
+                    size: SEGMENT_HEADER_LEN,
+                    records: Vec::new(),
+                });
+                self.active = Some(f);
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a framed record at the end of the active segment and applies
+    /// the durability policy. On failure the partial write is cut off again.
+    fn write_record(&mut self, record: &[u8]) -> Result<(), SpoolError> {
+        let (Some(file), Some(seg)) = (&self.active, self.segments.back()) else {
+            unreachable!("append creates a segment before writing")
+        };
+        let offset = seg.size;
+        let sync_now = match self.config.durability {
+            Durability::EveryBatch => true,
+            Durability::Interval(d) => self.last_sync.elapsed() >= d,
+        };
+        let result = file
+            .write_all_at(record, offset)
+            .map_err(|e| SpoolError::io("write to segment", &seg.path, e))
+            .and_then(|()| {
+                if sync_now {
+                    file.sync_data()
+                        .map_err(|e| SpoolError::io("fdatasync of segment", &seg.path, e))
+                } else {
+                    Ok(())
+                }
+            });
+        match result {
+            Ok(()) => {
+                if sync_now {
+                    self.unsynced = false;
+                    self.last_sync = Instant::now();
+                } else {
+                    self.unsynced = true;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(te) = file.set_len(offset) {
+                    tracing::warn!(error = %te, path = %seg.path.display(),
+                        "could not cut off a failed spool append; retrying before the next one");
+                    self.needs_truncate = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn repair_active(&mut self) -> Result<(), SpoolError> {
+        if !self.needs_truncate {
+            return Ok(());
+        }
+        if let (Some(file), Some(seg)) = (&self.active, self.segments.back()) {
+            file.set_len(seg.size)
+                .map_err(|e| SpoolError::io("truncation of segment", &seg.path, e))?;
+        }
+        self.needs_truncate = false;
+        Ok(())
+    }
+
+    /// Flushes appended data to stable storage now (fdatasync). With
+    /// [`Durability::Interval`] call it on a timer and at shutdown.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let (Some(file), Some(seg)) = (&self.active, self.segments.back()) {
+            file.sync_data()
+                .map_err(|e| SpoolError::io("fdatasync of segment", &seg.path, e))?;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Returns, in order, the stored batches whose `last_seq > after_seq`,
+    /// stopping before the batch that would take the total encoded size over
+    /// `max_bytes` (at least one batch is returned if any is stored).
+    ///
+    /// Reads only the records the index points at. A record that no longer
+    /// reads back intact (disk error, tampering) is never returned: it and the
+    /// rest of its segment are dropped and reported as a `CORRUPT` loss by the
+    /// next `append` or `expire`.
+    pub fn read_after(&mut self, after_seq: u64, max_bytes: usize) -> Result<Vec<Batch>, SpoolError> {
+        loop {
+            match self.try_read_after(after_seq, max_bytes)? {
+                (batches, None) => return Ok(batches),
+                (batches, Some((si, ri, why))) => {
+                    self.drop_unreadable(si, ri, &why);
+                    if !batches.is_empty() {
+                        return Ok(batches);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_read_after(
+        &self,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Batch>, Option<(usize, usize, String)>), SpoolError> {
+        let from = after_seq.max(self.floor());
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (si, seg) in self.segments.iter().enumerate() {
+            if seg.is_dead(from) {
+                continue;
+            }
+            let mut file = File::open(&seg.path)
+                .map_err(|e| SpoolError::io("open for reading of segment", &seg.path, e))?;
+            for (ri, r) in seg.records.iter().enumerate() {
+                if r.last_seq <= from {
+                    continue;
+                }
+                let len = r.payload_len as usize;
+                if !out.is_empty() && bytes + len > max_bytes {
+                    return Ok((out, None));
+                }
+                let mut buf = vec![0u8; len + RECORD_HEADER_LEN as usize];
+                file.seek(SeekFrom::Start(r.offset))
+                    .and_then(|_| file.read_exact(&mut buf))
+                    .or_else(|e| match e.kind() {
+                        // The file got shorter than the index says: damage.
+                        ErrorKind::UnexpectedEof => {
+                            buf.clear();
+                            Ok(())
+                        }
+                        _ => Err(e),
+                    })
+                    .map_err(|e| SpoolError::io("read of segment", &seg.path, e))?;
+                match decode_indexed(&buf, r) {
+                    Ok(batch) => {
+                        bytes += len;
+                        out.push(batch);
+                    }
+                    Err(why) => return Ok((out, Some((si, ri, why)))),
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Drops record `ri` of segment `si` and everything after it in that
+    /// segment (the same rule recovery applies), truncating the file so the
+    /// loss is reported once.
+    fn drop_unreadable(&mut self, si: usize, ri: usize, why: &str) {
+        let floor = self.floor();
+        let is_last = si + 1 == self.segments.len();
+        let seg = &mut self.segments[si];
+        tracing::warn!(path = %seg.path.display(), offset = seg.records[ri].offset, reason = why,
+            "spool record no longer reads back intact; reporting it as CORRUPT");
+        let mut loss = LossBuilder::new(DataLossReason::Corrupt);
+        for r in seg.records[ri..].iter().filter(|r| r.last_seq > floor) {
+            loss.add_record(r);
+        }
+        let cut = seg.records[ri].offset;
+        seg.records.truncate(ri);
+        seg.size = cut;
+        let truncated = OpenOptions::new()
+            .write(true)
+            .open(&seg.path)
+            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_all()));
+        if let Err(e) = truncated {
+            tracing::warn!(path = %seg.path.display(), error = %e,
+                "could not truncate a damaged spool segment; recovery will report it again");
+        }
+        if is_last {
+            // Do not append after a region we could not truncate; and keep the
+            // highest seq on record now that the segment no longer holds it.
+            self.active = None;
+            self.unsynced = false;
+            if self.persisted.last_seq < self.last_seq
+                && let Err(e) = self.persist_state()
+            {
+                tracing::warn!(error = %e, "could not record the highest spool seq");
+            }
+        }
+        if !loss.is_empty() {
+            self.pending_losses.push(loss.finish());
+        }
+    }
+
+    /// Records the SOC's cumulative ack and deletes segments it fully covers
+    /// (except the last segment, which is reused until it rolls).
+    ///
+    /// Lower-than-current acks are ignored. An ack above the last assigned
+    /// seq means the SOC holds numbers this spool no longer remembers (power
+    /// loss under `Interval` durability, a restored backup): it is logged and
+    /// numbering continues after it, so no number the SOC holds is reused.
+    ///
+    /// If the ack file cannot be written the error is returned, but the ack
+    /// still takes effect in memory and covered segments are still deleted
+    /// (freeing space on a full disk); it is retried with the next ack.
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if seq <= self.acked_seq {
+            return Ok(());
+        }
+        if seq > self.last_seq {
+            tracing::warn!(
+                acked = seq,
+                last_seq = self.last_seq,
+                "the SOC acknowledged seqs this spool never assigned (data lost before a \
+                 restart?); numbering continues after the ack"
+            );
+            self.last_seq = seq;
+        }
+        self.acked_seq = seq;
+        let persisted = self.persist_state();
+        self.gc();
+        persisted
+    }
+
+    /// Drops, oldest first, the batches whose newest event is older than
+    /// `now - max_age` and returns the `SPOOL_AGE` loss (plus any loss pending
+    /// from earlier calls). Stops at the first batch that is not expired.
+    pub fn expire(&mut self, now: SystemTime) -> Result<Vec<DataLoss>, SpoolError> {
+        let max_age_us = i64::try_from(self.config.max_age.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = micros_since_epoch(now).saturating_sub(max_age_us);
+        let floor = self.floor();
+        let mut loss = LossBuilder::new(DataLossReason::SpoolAge);
+        let mut new_dropped = self.dropped_seq;
+        'scan: for seg in &self.segments {
+            for r in seg.records.iter().filter(|r| r.last_seq > floor) {
+                if r.newest_us.is_some_and(|t| t < cutoff) {
+                    loss.add_record(r);
+                    new_dropped = r.last_seq;
+                } else {
+                    break 'scan;
+                }
+            }
+        }
+        let mut out = std::mem::take(&mut self.pending_losses);
+        if loss.is_empty() {
+            return Ok(out);
+        }
+        self.dropped_seq = new_dropped;
+        if let Err(e) = self.persist_state() {
+            // The loss is reported now regardless; if the spool restarts
+            // before the next successful write, some of it may be resent.
+            tracing::warn!(error = %e, "could not record expired spool data");
+        }
+        self.gc();
+        out.push(loss.finish());
+        Ok(out)
+    }
+
+    /// Counters from the index; no I/O.
+    pub fn stats(&self) -> SpoolStats {
+        let floor = self.floor();
+        let mut s = SpoolStats {
+            events: 0,
+            batches: 0,
+            bytes: self.total_bytes(),
+            oldest: None,
+            acked_seq: self.acked_seq,
+            last_seq: self.last_seq,
+        };
+        let mut oldest_us: Option<i64> = None;
+        for r in self.segments.iter().flat_map(|s| &s.records).filter(|r| r.last_seq > floor) {
+            s.events += u64::from(r.events);
+            s.batches += 1;
+            if let Some(o) = r.oldest_us {
+                oldest_us = Some(oldest_us.map_or(o, |x| x.min(o)));
+            }
+        }
+        s.oldest = oldest_us.map(|us| {
+            let d = std::time::Duration::from_micros(us.unsigned_abs());
+            if us >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+        });
+        s
+    }
+
+    /// Highest sequence number assigned (or reserved) so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Highest sequence number the SOC acknowledged.
+    pub fn acked_seq(&self) -> u64 {
+        self.acked_seq
+    }
+
+    /// The directory this spool lives in.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+}
+
+/// Checks a record read back through the index and decodes it.
+fn decode_indexed(buf: &[u8], r: &RecordMeta) -> Result<Batch, String> {
+    if buf.len() < RECORD_HEADER_LEN as usize {
+        return Err("segment is shorter than the index says".into());
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len != r.payload_len {
+        return Err("record length changed on disk".into());
+    }
+    let batch = segment::decode_payload(&buf[RECORD_HEADER_LEN as usize..], crc)?;
+    if batch.first_seq != r.first_seq
+        || batch.last_seq != r.last_seq
+        || batch.events.len() != r.events as usize
+    {
+        return Err("record no longer matches the index".into());
+    }
+    Ok(batch)
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "spool sync at close failed");
+        }
+    }
+}
