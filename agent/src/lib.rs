@@ -16,4 +16,5 @@ pub mod logging;
 pub mod pipeline;
 pub mod service;
 pub mod status;
+pub mod synthetic;
 pub mod uplink;

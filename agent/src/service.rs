@@ -25,7 +25,8 @@ use crate::uplink::Uplink;
 
 /// Events the bus holds before producers wait.
 const BUS_CAPACITY: usize = 8192;
-/// How long the uplink may keep delivering after a stop request.
+/// How long the uplink may keep delivering spooled events after a stop
+/// request (what is left stays spooled for the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Opens the spool described by the config.
@@ -71,11 +72,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         linger: config.batch.linger,
     };
     let (bus_tx, batcher) = bus::channel(BUS_CAPACITY, limits);
+    // Producers stop first; the uplink later, after a grace period to deliver.
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let (uplink_stop_tx, uplink_stop) = watch::channel(false);
 
     let writer = tokio::spawn(writer::run(batcher, store.clone(), metrics.clone(), recovered_losses));
     let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
-    let uplink = tokio::spawn(uplink.run(shutdown.clone()));
+    let uplink = tokio::spawn(uplink.run(uplink_stop));
     let heartbeat = tokio::spawn(status::heartbeat(
         config.status.interval,
         config.agent.hw_profile.clone(),
@@ -85,6 +88,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         bus_tx.clone(),
         shutdown.clone(),
     ));
+    let synthetic = tokio::spawn(crate::synthetic::run(config.synthetic.clone(), bus_tx.clone(), shutdown.clone()));
     let probes = ();
 
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
@@ -112,11 +116,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let () = probes;
     let _ = shutdown_tx.send(true);
     let _ = heartbeat.await;
+    let _ = synthetic.await;
     drop(bus_tx);
     if writer.await.is_err() {
         error!("spool writer failed during shutdown");
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, uplink).await;
+    let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while store.stats().events > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = uplink_stop_tx.send(true);
+    let _ = uplink.await;
     if let Ok(Err(e)) = control.await {
         warn!(error = %e, "control socket");
     }
