@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Pipeline benchmark: reliable forwarding of N events over mutually
+# authenticated TLS on loopback, with the receiver persisting every event.
+#
+#   owlet : agent (synthetic producer -> bus -> spool, fsync per batch -> gRPC/mTLS)
+#           -> owlet-soc (SQLite WAL, synchronous=FULL, ack after commit)
+#   peer  : loggen -> syslog-ng "agent" (disk-buffer reliable(yes) -> network TLS, mutual auth)
+#           -> syslog-ng "receiver" (file)
+#
+# Prints events/s, CPU seconds and peak RSS of each side and the owlet/peer ratios.
+# Usage: bench/pipeline/run.sh [EVENTS]     (default 1,000,000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-1000000}
+OUT=$(mktemp -d /tmp/owlet-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+
+command -v syslog-ng >/dev/null || { apt-get install -y -qq syslog-ng-core >/dev/null; }
+systemctl stop syslog-ng >/dev/null 2>&1 || true
+cargo build --release -q -p owlet-agent -p owlet-soc
+BIN=target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_seconds() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
+peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- owlet
+PORT=$(free_port)
+$BIN/owlet-soc ca init --dir "$OUT/soc" --listen "127.0.0.1:$PORT" >/dev/null
+$BIN/owlet-soc ca issue --dir "$OUT/soc" --tenant bench --agent a1 --out "$OUT/agent" --soc "127.0.0.1:$PORT" >/dev/null
+sed -i "s|/var/lib/owlet|$OUT/agent/state|; s|/run/owlet/owlet.sock|$OUT/agent/owlet.sock|; s|interval = \"30s\"|interval = \"1s\"|" "$OUT/agent/owlet.toml"
+cat >> "$OUT/agent/owlet.toml" <<CONF
+
+[log]
+level = "warn"
+
+[synthetic]
+rate = 10000000
+total = $N
+CONF
+RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>"$OUT/soc.log" &
+SOC_PID=$!
+sleep 0.5
+$BIN/owlet run --config "$OUT/agent/owlet.toml" 2>"$OUT/agent.log" &
+AGENT_PID=$!
+python3 - "$OUT/soc/soc.db" "$N" <<'PY'
+import sqlite3, sys, time
+db, n = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 600
+while time.time() < deadline:
+    try:
+        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        got = c.execute("SELECT COUNT(*) FROM events WHERE kind='check_result'").fetchone()[0]
+        if got >= n: break
+    except sqlite3.OperationalError:
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit(f"owlet: only {got} of {n} events arrived")
+PY
+OWLET_AGENT_CPU=$(cpu_seconds $AGENT_PID); OWLET_AGENT_RSS=$(peak_rss_mb $AGENT_PID)
+OWLET_SOC_CPU=$(cpu_seconds $SOC_PID); OWLET_SOC_RSS=$(peak_rss_mb $SOC_PID)
+kill $AGENT_PID $SOC_PID; wait $AGENT_PID $SOC_PID 2>/dev/null || true
+read -r OWLET_RATE P50 P99 < <(python3 - "$OUT/soc/soc.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+lo, hi = c.execute("SELECT MIN(time_us), MAX(received_us) FROM events WHERE kind='check_result'").fetchone()
+n = c.execute("SELECT COUNT(*) FROM events WHERE kind='check_result'").fetchone()[0]
+lat = sorted(r[0] for r in c.execute("SELECT received_us - time_us FROM events WHERE kind='check_result'"))
+print(int(n / ((hi - lo) / 1e6)), lat[len(lat)//2] / 1000, lat[int(len(lat)*0.99)] / 1000)
+PY
+)
+
+# ---------------------------------------------------------------- syslog-ng peer
+RPORT=$(free_port); SPORT=$(free_port)
+mkdir -p "$OUT/peer"
+cat > "$OUT/peer/receiver.conf" <<CONF
+@version: 3.38
+options { keep-hostname(yes); flush-lines(1000); };
+source s_tls { network(ip(127.0.0.1) port($RPORT) transport("tls") max-connections(10) log-iw-size(100000)
+  tls(key-file("$OUT/soc/soc.key") cert-file("$OUT/soc/soc.pem") ca-file("$OUT/soc/ca.pem") peer-verify(required-trusted))); };
+destination d_file { file("$OUT/peer/received.log" flush-lines(1000)); };
+log { source(s_tls); destination(d_file); flags(flow-control); };
+CONF
+cat > "$OUT/peer/agent.conf" <<CONF
+@version: 3.38
+options { keep-hostname(yes); };
+source s_in { network(ip(127.0.0.1) port($SPORT) transport("tcp") max-connections(10) log-iw-size(100000)); };
+destination d_soc { network("127.0.0.1" port($RPORT) transport("tls")
+  tls(key-file("$OUT/agent/agent.key") cert-file("$OUT/agent/agent.pem") ca-file("$OUT/agent/ca.pem") peer-verify(required-trusted))
+  disk-buffer(reliable(yes) dir("$OUT/peer") disk-buf-size(1073741824) mem-buf-size(10485760))); };
+log { source(s_in); destination(d_soc); flags(flow-control); };
+CONF
+touch "$OUT/peer/received.log"
+syslog-ng -F -f "$OUT/peer/receiver.conf" -R "$OUT/peer/r.persist" -p "$OUT/peer/r.pid" -c "$OUT/peer/r.ctl" 2>"$OUT/peer/receiver.log" &
+RECV_PID=$!
+syslog-ng -F -f "$OUT/peer/agent.conf" -R "$OUT/peer/a.persist" -p "$OUT/peer/a.pid" -c "$OUT/peer/a.ctl" 2>"$OUT/peer/agent.log" &
+PEER_PID=$!
+sleep 1
+START=$(date +%s.%N)
+loggen --stream --rate 10000000 --number "$N" --size 120 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
+while [ "$(wc -l < "$OUT/peer/received.log")" -lt "$N" ]; do
+  sleep 0.5
+  [ "$(echo "$(date +%s.%N) - $START > 600" | bc)" = 1 ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
+done
+END=$(date +%s.%N)
+PEER_CPU=$(cpu_seconds $PEER_PID); PEER_RSS=$(peak_rss_mb $PEER_PID)
+kill $PEER_PID $RECV_PID; wait $PEER_PID $RECV_PID 2>/dev/null || true
+PEER_RATE=$(python3 -c "print(int($(wc -l < "$OUT/peer/received.log") / ($END - $START)))")
+
+python3 - <<PY
+o_rate, p_rate = $OWLET_RATE, $PEER_RATE
+o_cpu, p_cpu = $OWLET_AGENT_CPU, $PEER_CPU
+n = $N
+print(f"pipeline benchmark, {n:,} events, loopback, mutual TLS, receiver persists every event")
+print(f"{'':30} {'owlet':>14} {'syslog-ng':>14} {'owlet/peer':>11}")
+print(f"{'events/s end to end':30} {o_rate:>14,} {p_rate:>14,} {o_rate/p_rate:>11.2f}")
+print(f"{'agent CPU s per 1M events':30} {o_cpu*1e6/n:>14.2f} {p_cpu*1e6/n:>14.2f} {o_cpu/p_cpu:>11.2f}")
+print(f"{'agent peak RSS MB':30} {$OWLET_AGENT_RSS:>14} {$PEER_RSS:>14} {$OWLET_AGENT_RSS/$PEER_RSS:>11.2f}")
+print(f"owlet latency event->SOC stored: p50 {$P50:.1f} ms, p99 {$P99:.1f} ms; owlet-soc CPU {$OWLET_SOC_CPU:.1f} s, RSS {$OWLET_SOC_RSS} MB")
+PY
+echo "work dir: $OUT"
