@@ -1,0 +1,91 @@
+//! Each mistake a field engineer can make in owlet.toml gives a message with
+//! file, line and key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// A directory with a CA-issued agent certificate, key and CA copy.
+fn enrolled() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+    let agent = dir.path().join("agent");
+    let id = owlet_tls::Identity::new("acme", "s1").unwrap();
+    owlet_tls::ca::issue(&ca, &id, &agent, 30).unwrap();
+    (dir, agent)
+}
+
+const VALID: &str = "[agent]\nstate_dir = \"state\"\n\n[soc]\naddress = \"localhost:4443\"\nca = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n";
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("owlet.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn errors(dir: &Path, text: &str) -> Vec<owlet_tomlconf::ConfigError> {
+    load(&write(dir, text)).expect_err("config should be refused").0
+}
+
+#[test]
+fn a_valid_file_loads_and_resolves_paths_from_its_directory() {
+    let (_tmp, dir) = enrolled();
+    let config = load(&write(&dir, VALID)).unwrap();
+    assert_eq!(config.soc.cert, dir.join("agent.pem"));
+    assert_eq!(config.spool_dir(), dir.join("state").join("spool"));
+    assert_eq!(config.server_name(), "localhost");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_line_and_key() {
+    let (_tmp, dir) = enrolled();
+    let errs = errors(&dir, &format!("{VALID}kye = \"x\"\n\n[spol]\nmax_bytes = 1\n"));
+    let keys: Vec<_> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(keys, vec![(9, "soc.kye"), (11, "spol")]);
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let (_tmp, dir) = enrolled();
+    let errs = errors(&dir, &format!("{VALID}\n[batch]\nmax_events = \"many\"\n"));
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (11, "batch.max_events"));
+}
+
+#[test]
+fn unreadable_certificate_names_the_key_and_the_file() {
+    let (_tmp, dir) = enrolled();
+    let errs = errors(&dir, &VALID.replace("agent.pem", "missing.pem"));
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (7, "soc.cert"));
+    assert!(errs[0].message.contains("missing.pem"), "{}", errs[0].message);
+}
+
+#[test]
+fn private_key_readable_by_others_is_refused_with_the_fix() {
+    let (_tmp, dir) = enrolled();
+    std::fs::set_permissions(dir.join("agent.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let errs = errors(&dir, VALID);
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (8, "soc.key"));
+    assert!(errs[0].message.contains("chmod 600"), "{}", errs[0].message);
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let (_tmp, dir) = enrolled();
+    let text = VALID.replace("localhost:4443", "localhost")
+        + "\n[spool]\nmax_bytes = \"1MiB\"\nsegment_bytes = \"1MiB\"\n\n[status]\ninterval = \"0s\"\n";
+    let keys: Vec<_> = errors(&dir, &text).into_iter().map(|e| e.key).collect();
+    for key in ["soc.address", "spool.max_bytes", "status.interval"] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn host_port_forms() {
+    assert_eq!(split_host_port("soc:4443"), Some(("soc", 4443)));
+    assert_eq!(split_host_port("[2001:db8::1]:4443"), Some(("2001:db8::1", 4443)));
+    assert_eq!(split_host_port("soc"), None);
+    assert_eq!(split_host_port("soc:0"), None);
+    assert_eq!(split_host_port(":4443"), None);
+}

@@ -8,6 +8,7 @@
 //!
 //! Nothing here knows about disks or gRPC.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use owlet_proto::v1::Event;
@@ -29,15 +30,20 @@ pub struct BatchLimits {
 /// Creates the bus: a bounded channel of `capacity` events and its batcher.
 pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
     let (tx, rx) = mpsc::channel(capacity);
-    (tx, Batcher { rx, limits, carry: None })
+    (tx, Batcher { rx, limits, pending: VecDeque::new(), incoming: Vec::new() })
 }
+
+/// Events taken from the channel per receive: bounds `pending`.
+const RECEIVE_CHUNK: usize = 256;
 
 /// Turns the event stream into batches.
 pub struct Batcher {
     rx: mpsc::Receiver<Event>,
     limits: BatchLimits,
-    /// An event that did not fit the previous batch by bytes.
-    carry: Option<Event>,
+    /// Received but not yet batched (at most `RECEIVE_CHUNK`): what did not
+    /// fit the previous batch.
+    pending: VecDeque<Event>,
+    incoming: Vec<Event>,
 }
 
 impl Batcher {
@@ -45,37 +51,33 @@ impl Batcher {
     /// batch is full or `linger` has passed since the first event. Returns
     /// `None` once every sender is gone and nothing is left.
     pub async fn next_batch(&mut self) -> Option<Vec<Event>> {
-        let first = match self.carry.take() {
+        let first = match self.pending.pop_front() {
             Some(event) => event,
             None => self.rx.recv().await?,
         };
         let deadline = Instant::now() + self.limits.linger;
         let mut bytes = first.encoded_len();
         let mut batch = vec![first];
-        let mut incoming = Vec::with_capacity(256);
         while batch.len() < self.limits.max_events && bytes < self.limits.max_bytes {
-            let room = (self.limits.max_events - batch.len()).min(256);
-            let received = tokio::select! {
-                n = self.rx.recv_many(&mut incoming, room) => n,
-                () = tokio::time::sleep_until(deadline) => 0,
-            };
-            if received == 0 {
-                break; // linger over, or every sender is gone
-            }
-            for event in incoming.drain(..) {
-                let len = event.encoded_len();
-                if bytes + len > self.limits.max_bytes {
-                    // Keep it for the next batch; the receive limit above
-                    // means at most one event can be carried.
-                    self.carry = Some(event);
-                    continue;
+            if self.pending.is_empty() {
+                let room = (self.limits.max_events - batch.len()).min(RECEIVE_CHUNK);
+                let received = tokio::select! {
+                    n = self.rx.recv_many(&mut self.incoming, room) => n,
+                    () = tokio::time::sleep_until(deadline) => 0,
+                };
+                if received == 0 {
+                    break; // linger over, or every sender is gone
                 }
-                bytes += len;
-                batch.push(event);
+                self.pending.extend(self.incoming.drain(..));
             }
-            if self.carry.is_some() {
+            let Some(event) = self.pending.pop_front() else { break };
+            let len = event.encoded_len();
+            if bytes + len > self.limits.max_bytes {
+                self.pending.push_front(event); // first of the next batch
                 break;
             }
+            bytes += len;
+            batch.push(event);
         }
         Some(batch)
     }
