@@ -204,7 +204,9 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
         // never reuses a number the SOC may hold.
         last_seq = last_seq.max(now_us.saturating_sub(1));
     }
-    let state_dirty = distrust;
+    // A new spool records its clock-based start at once, so reopening it
+    // before the first append does not move the base.
+    let state_dirty = distrust || fresh;
     st.last_seq = last_seq;
     state::sync_dir(dir)?;
     Ok(Recovered {

@@ -208,7 +208,6 @@ impl Spool {
         };
         if roll {
             self.seal_active()?;
-            self.gc();
         }
         let mut loss = LossBuilder::new(DataLossReason::SpoolFull);
         let made_room = self.make_room(rec_len, &mut loss);
@@ -218,6 +217,8 @@ impl Spool {
         made_room?;
         if self.active.is_none() {
             self.create_segment(first_seq)?;
+            // The sealed segment may be fully acked already.
+            self.gc();
         }
         self.write_record(&record)?;
 
@@ -434,12 +435,8 @@ impl Spool {
         loop {
             match self.try_read_after(after_seq, max_bytes)? {
                 (batches, None) => return Ok(batches),
-                (batches, Some((si, ri, why))) => {
-                    self.drop_unreadable(si, ri, &why);
-                    if !batches.is_empty() {
-                        return Ok(batches);
-                    }
-                }
+                // Each retry drops at least one record, so this terminates.
+                (_, Some((si, ri, why))) => self.drop_unreadable(si, ri, &why),
             }
         }
     }

@@ -185,11 +185,15 @@ impl Uplink {
                     for batch in batches {
                         cursor = batch.last_seq;
                         window.push(&batch);
-                        let msg = AgentMessage { body: Some(agent_message::Body::Batch(batch)) };
-                        tokio::select! {
-                            sent = outbound.send(msg) => sent.map_err(|_| UplinkError::Closed)?,
-                            msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
-                        }
+                        // Reserve first: a batch must never be dropped half-sent
+                        // (the SOC would store its successors and ack past it).
+                        let permit = loop {
+                            tokio::select! {
+                                permit = outbound.reserve() => break permit.map_err(|_| UplinkError::Closed)?,
+                                msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
+                            }
+                        };
+                        permit.send(AgentMessage { body: Some(agent_message::Body::Batch(batch)) });
                     }
                     continue;
                 }
