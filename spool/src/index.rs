@@ -55,18 +55,11 @@ impl RecordMeta {
             kinds,
         }
     }
-
-    /// Bytes the record occupies in its file.
-    pub fn disk_len(&self) -> u64 {
-        crate::segment::RECORD_HEADER_LEN + u64::from(self.payload_len)
-    }
 }
 
 /// One segment file and the records it holds, in order.
 #[derive(Debug)]
 pub struct SegmentMeta {
-    /// The number in the file name (the first seq it was created for).
-    pub name_seq: u64,
     pub path: PathBuf,
     /// File size in bytes, header included.
     pub size: u64,

@@ -55,7 +55,8 @@ fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
         .map_err(|e| SpoolError::io("open for repair of", path, e))?;
     f.set_len(len)
         .map_err(|e| SpoolError::io("truncation of", path, e))?;
-    f.sync_all().map_err(|e| SpoolError::io("fsync of", path, e))
+    f.sync_all()
+        .map_err(|e| SpoolError::io("fsync of", path, e))
 }
 
 /// Lists segment files, sorted by the number in their name.
@@ -179,7 +180,6 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
             hwm = hwm.max(r.last_seq);
         }
         segments.push(SegmentMeta {
-            name_seq: *name_seq,
             path: path.clone(),
             size,
             records,
@@ -192,10 +192,7 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
         remove(&seg.path)?;
     }
 
-    let mut last_seq = hwm
-        .max(st.last_seq)
-        .max(st.acked_seq)
-        .max(st.dropped_seq);
+    let mut last_seq = hwm.max(st.last_seq).max(st.acked_seq).max(st.dropped_seq);
     let fresh = state_missing && segments.is_empty();
     let distrust = state_bad || unknown_upper_bound;
     if fresh || distrust {

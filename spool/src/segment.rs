@@ -153,7 +153,10 @@ impl BadRecord {
     pub fn is_torn_write(&self) -> bool {
         matches!(
             self,
-            BadRecord::ShortHeader | BadRecord::PastEof | BadRecord::BadCrcAtEof | BadRecord::ZeroTail
+            BadRecord::ShortHeader
+                | BadRecord::PastEof
+                | BadRecord::BadCrcAtEof
+                | BadRecord::ZeroTail
         )
     }
 
@@ -214,7 +217,13 @@ pub fn scan(data: &[u8], mut min_first_seq: u64) -> (Vec<Scanned>, Option<(u64, 
         let batch = match Batch::decode(payload) {
             Ok(b) => b,
             Err(e) => {
-                return (out, Some((offset, BadRecord::BadBatch(format!("payload does not decode: {e}")))));
+                return (
+                    out,
+                    Some((
+                        offset,
+                        BadRecord::BadBatch(format!("payload does not decode: {e}")),
+                    )),
+                );
             }
         };
         if let Err(why) = validate_batch(&batch, min_first_seq) {
@@ -310,8 +319,14 @@ mod tests {
         zeros.extend([0u8; 100]);
         assert_eq!(scan(&zeros, 10).1.unwrap().1, BadRecord::ZeroTail);
         let backwards = segment(&[batch(10, 3), batch(11, 1)]);
-        assert!(matches!(scan(&backwards, 10).1.unwrap().1, BadRecord::BadBatch(_)));
-        assert!(matches!(scan(&good, 11).1.unwrap().1, BadRecord::BadBatch(_)));
+        assert!(matches!(
+            scan(&backwards, 10).1.unwrap().1,
+            BadRecord::BadBatch(_)
+        ));
+        assert!(matches!(
+            scan(&good, 11).1.unwrap().1,
+            BadRecord::BadBatch(_)
+        ));
 
         // Garbage never panics.
         let mut junk = header().to_vec();

@@ -64,15 +64,26 @@ fn open_lock(dir: &Path) -> Result<File, SpoolError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| SpoolError::io("open of lock file", &path, e))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(SpoolError::Locked {
-                dir: dir.to_path_buf(),
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(SpoolError::io("locking of", &path, e));
+    // flock belongs to the open file description, and a process spawned by
+    // this one holds a copy of every descriptor until its exec closes it. So
+    // a spool dropped and reopened in the same process can see the lock held
+    // for a moment: retry briefly before blaming another agent.
+    let mut attempts = 0;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SpoolError::io("locking of", &path, e));
+            }
         }
     }
     // The pid is for the operator reading the directory; the lock is the flock.
@@ -156,7 +167,9 @@ impl Spool {
     /// spool is consistent; the call can be retried.
     pub fn append(&mut self, mut events: Vec<Event>) -> Result<Appended, SpoolError> {
         if events.is_empty() {
-            return Err(SpoolError::InvalidBatch("a batch needs at least one event".into()));
+            return Err(SpoolError::InvalidBatch(
+                "a batch needs at least one event".into(),
+            ));
         }
         if events.len() > owlet_proto::MAX_BATCH_EVENTS {
             return Err(SpoolError::InvalidBatch(format!(
@@ -252,8 +265,7 @@ impl Spool {
                 }
         };
         let mut removed = false;
-        while !self.segments.is_empty() && self.total_bytes() + need(self) > self.config.max_bytes
-        {
+        while !self.segments.is_empty() && self.total_bytes() + need(self) > self.config.max_bytes {
             if self.segments.len() == 1 && self.active.is_some() {
                 // The active segment alone is too big to take the batch: it is
                 // the oldest data too, so it goes like any other segment.
@@ -337,7 +349,6 @@ impl Spool {
         match result {
             Ok(f) => {
                 self.segments.push_back(SegmentMeta {
-                    name_seq: first_seq,
                     path,
                     size: SEGMENT_HEADER_LEN,
                     records: Vec::new(),
@@ -431,7 +442,11 @@ impl Spool {
     /// reads back intact (disk error, tampering) is never returned: it and the
     /// rest of its segment are dropped and reported as a `CORRUPT` loss by the
     /// next `append` or `expire`.
-    pub fn read_after(&mut self, after_seq: u64, max_bytes: usize) -> Result<Vec<Batch>, SpoolError> {
+    pub fn read_after(
+        &mut self,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Batch>, SpoolError> {
         loop {
             match self.try_read_after(after_seq, max_bytes)? {
                 (batches, None) => return Ok(batches),
@@ -604,7 +619,12 @@ impl Spool {
             last_seq: self.last_seq,
         };
         let mut oldest_us: Option<i64> = None;
-        for r in self.segments.iter().flat_map(|s| &s.records).filter(|r| r.last_seq > floor) {
+        for r in self
+            .segments
+            .iter()
+            .flat_map(|s| &s.records)
+            .filter(|r| r.last_seq > floor)
+        {
             s.events += u64::from(r.events);
             s.batches += 1;
             if let Some(o) = r.oldest_us {
@@ -613,7 +633,11 @@ impl Spool {
         }
         s.oldest = oldest_us.map(|us| {
             let d = std::time::Duration::from_micros(us.unsigned_abs());
-            if us >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+            if us >= 0 {
+                UNIX_EPOCH + d
+            } else {
+                UNIX_EPOCH - d
+            }
         });
         s
     }

@@ -60,7 +60,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 pub fn decode(b: &[u8], path: &Path) -> Result<Loaded, SpoolError> {
     if b.len() != LEN {
-        return Ok(Loaded::Unreadable(format!("{} bytes, expected {LEN}", b.len())));
+        return Ok(Loaded::Unreadable(format!(
+            "{} bytes, expected {LEN}",
+            b.len()
+        )));
     }
     if b[0..4] != MAGIC {
         return Ok(Loaded::Unreadable("bad magic".into()));
@@ -105,7 +108,8 @@ pub fn store(dir: &Path, s: &State) -> Result<(), SpoolError> {
         .map_err(|e| SpoolError::io("create of", &tmp, e))?;
     f.write_all(&encode(s))
         .map_err(|e| SpoolError::io("write of", &tmp, e))?;
-    f.sync_all().map_err(|e| SpoolError::io("fsync of", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| SpoolError::io("fsync of", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, &path).map_err(|e| SpoolError::io("rename onto", &path, e))?;
     sync_dir(dir)

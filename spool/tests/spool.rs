@@ -18,13 +18,21 @@ fn fresh_spool_numbers_from_the_clock_and_reopen_continues() {
     let before = now_us() as u64;
     let (mut spool, losses) = Spool::open(config(dir.path(), 4096, 1 << 20)).unwrap();
     assert!(losses.is_empty());
-    let a = spool.append(vec![event(0, 10, 1), event(1, 10, 2)]).unwrap();
+    let a = spool
+        .append(vec![event(0, 10, 1), event(1, 10, 2)])
+        .unwrap();
     let after = now_us() as u64;
-    assert!(a.first_seq >= before && a.first_seq <= after, "{a:?} not in [{before}, {after}]");
+    assert!(
+        a.first_seq >= before && a.first_seq <= after,
+        "{a:?} not in [{before}, {after}]"
+    );
     assert_eq!(a.last_seq, a.first_seq + 1);
     let b = all(&mut spool);
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![a.first_seq, a.last_seq]);
+    assert_eq!(
+        b[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![a.first_seq, a.last_seq]
+    );
     drop(spool);
 
     let (mut spool, _) = Spool::open(config(dir.path(), 4096, 1 << 20)).unwrap();
@@ -35,7 +43,10 @@ fn fresh_spool_numbers_from_the_clock_and_reopen_continues() {
     spool.ack(c.last_seq).unwrap();
     drop(spool);
     let (mut spool, _) = Spool::open(config(dir.path(), 4096, 1 << 20)).unwrap();
-    assert_eq!(spool.append(vec![event(2, 10, 3)]).unwrap().first_seq, c.last_seq + 1);
+    assert_eq!(
+        spool.append(vec![event(2, 10, 3)]).unwrap().first_seq,
+        c.last_seq + 1
+    );
 }
 
 #[test]
@@ -102,7 +113,10 @@ fn ack_deletes_covered_segments_and_persists() {
     // An ack above anything assigned moves numbering past it.
     spool.ack(last + 100).unwrap();
     assert_eq!(spool.last_seq(), last + 100);
-    assert_eq!(spool.append(vec![event(0, 1, 1)]).unwrap().first_seq, last + 101);
+    assert_eq!(
+        spool.append(vec![event(0, 1, 1)]).unwrap().first_seq,
+        last + 101
+    );
     drop(spool);
     let (spool, _) = Spool::open(config(dir.path(), 600, 1 << 20)).unwrap();
     assert_eq!(spool.last_seq(), last + 101);
@@ -133,7 +147,10 @@ fn spool_full_drops_oldest_segments_with_exact_counts() {
     let stored = all(&mut spool);
     let first_stored = stored[0].first_seq;
     // Every batch is either stored or in exactly one loss.
-    let mut lost_batches: Vec<&(u64, Batch)> = kept.iter().filter(|(_, b)| b.last_seq < first_stored).collect();
+    let mut lost_batches: Vec<&(u64, Batch)> = kept
+        .iter()
+        .filter(|(_, b)| b.last_seq < first_stored)
+        .collect();
     let total_events: u64 = losses.iter().map(|l| l.events_lost).sum();
     let total_batches: u64 = losses.iter().map(|l| l.batches_lost).sum();
     assert_eq!(total_batches as usize, lost_batches.len());
@@ -158,7 +175,13 @@ fn spool_full_drops_oldest_segments_with_exact_counts() {
         assert_eq!(l.lost_by_kind, kinds);
         let (i0, i1) = (in_loss.first().unwrap().0, in_loss.last().unwrap().0);
         assert_eq!(l.oldest.unwrap().seconds, 1000 + i0 as i64);
-        assert_eq!(l.newest.unwrap(), owlet_proto::Timestamp { seconds: 1000 + i1 as i64, nanos: 2000 });
+        assert_eq!(
+            l.newest.unwrap(),
+            owlet_proto::Timestamp {
+                seconds: 1000 + i1 as i64,
+                nanos: 2000
+            }
+        );
         next = l.last_seq + 1;
     }
     assert_eq!(next, first_stored);
@@ -172,10 +195,19 @@ fn a_batch_bigger_than_max_bytes_is_refused_and_consumes_no_seq() {
     let a = spool.append(vec![event(0, 10, 1)]).unwrap();
     let err = spool.append(vec![event(0, 2000, 1)]).unwrap_err();
     assert!(matches!(err, SpoolError::BatchTooLarge { .. }), "{err:?}");
-    assert!(matches!(spool.append(vec![]).unwrap_err(), SpoolError::InvalidBatch(_)));
+    assert!(matches!(
+        spool.append(vec![]).unwrap_err(),
+        SpoolError::InvalidBatch(_)
+    ));
     let too_many = vec![event(0, 0, 1); owlet_proto::MAX_BATCH_EVENTS + 1];
-    assert!(matches!(spool.append(too_many).unwrap_err(), SpoolError::InvalidBatch(_)));
-    assert_eq!(spool.append(vec![event(0, 10, 1)]).unwrap().first_seq, a.last_seq + 1);
+    assert!(matches!(
+        spool.append(too_many).unwrap_err(),
+        SpoolError::InvalidBatch(_)
+    ));
+    assert_eq!(
+        spool.append(vec![event(0, 10, 1)]).unwrap().first_seq,
+        a.last_seq + 1
+    );
 }
 
 #[test]
@@ -186,12 +218,17 @@ fn expire_drops_old_prefix_as_spool_age_and_it_stays_dropped() {
     let (mut spool, _) = Spool::open(cfg.clone()).unwrap();
     let now = 10_000i64;
     let s = |secs: i64| secs * 1_000_000;
-    let a = spool.append(vec![event(0, 5, s(now - 500)), event(3, 5, s(now - 400))]).unwrap();
+    let a = spool
+        .append(vec![event(0, 5, s(now - 500)), event(3, 5, s(now - 400))])
+        .unwrap();
     let b = spool.append(vec![event(3, 5, s(now - 300))]).unwrap();
     let c = spool.append(vec![event(1, 5, s(now - 10))]).unwrap(); // young
     let _d = spool.append(vec![event(1, 5, s(now - 900))]).unwrap(); // old, behind a young one
     let now_t = UNIX_EPOCH + Duration::from_secs(now as u64);
-    assert_eq!(spool.stats().oldest, Some(UNIX_EPOCH + Duration::from_secs((now - 900) as u64)));
+    assert_eq!(
+        spool.stats().oldest,
+        Some(UNIX_EPOCH + Duration::from_secs((now - 900) as u64))
+    );
 
     let losses = spool.expire(now_t).unwrap();
     assert_eq!(losses.len(), 1);
@@ -199,7 +236,10 @@ fn expire_drops_old_prefix_as_spool_age_and_it_stays_dropped() {
     assert_eq!(l.reason, DataLossReason::SpoolAge as i32);
     assert_eq!((l.first_seq, l.last_seq), (a.first_seq, b.last_seq));
     assert_eq!((l.events_lost, l.batches_lost), (3, 2));
-    assert_eq!(l.lost_by_kind, HashMap::from([("check_result".into(), 1), ("flow_record".into(), 2)]));
+    assert_eq!(
+        l.lost_by_kind,
+        HashMap::from([("check_result".into(), 1), ("flow_record".into(), 2)])
+    );
     assert_eq!(l.oldest.unwrap().seconds, now - 500);
     assert_eq!(l.newest.unwrap().seconds, now - 300);
     assert!(spool.expire(now_t).unwrap().is_empty(), "reported once");
@@ -221,13 +261,26 @@ fn expire_drops_old_prefix_as_spool_age_and_it_stays_dropped() {
 fn read_after_respects_cursor_and_byte_budget() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(config(dir.path(), 700, 1 << 20)).unwrap();
-    let seqs: Vec<_> = (0..10u8).map(|i| spool.append(vec![event(i, 100, 1)]).unwrap()).collect();
+    let seqs: Vec<_> = (0..10u8)
+        .map(|i| spool.append(vec![event(i, 100, 1)]).unwrap())
+        .collect();
     let got = spool.read_after(seqs[3].last_seq, usize::MAX).unwrap();
     assert_eq!(got.len(), 6);
     assert_eq!(got[0].first_seq, seqs[4].first_seq);
     // A tiny budget still yields one batch.
     assert_eq!(spool.read_after(0, 1).unwrap().len(), 1);
     let one = prost::Message::encoded_len(&got[0]);
-    assert_eq!(spool.read_after(seqs[3].last_seq, 2 * one + 1).unwrap().len(), 2);
-    assert!(spool.read_after(spool.last_seq(), usize::MAX).unwrap().is_empty());
+    assert_eq!(
+        spool
+            .read_after(seqs[3].last_seq, 2 * one + 1)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        spool
+            .read_after(spool.last_seq(), usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }

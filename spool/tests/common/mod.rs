@@ -14,17 +14,38 @@ pub const KINDS: u8 = 9;
 pub fn event(kind: u8, size: usize, time_us: i64) -> Event {
     let s = "x".repeat(size);
     let kind = match kind % KINDS {
-        0 => Some(Kind::CheckResult(v1::CheckResult { message: s, ..Default::default() })),
-        1 => Some(Kind::Alert(v1::Alert { message: s, ..Default::default() })),
+        0 => Some(Kind::CheckResult(v1::CheckResult {
+            message: s,
+            ..Default::default()
+        })),
+        1 => Some(Kind::Alert(v1::Alert {
+            message: s,
+            ..Default::default()
+        })),
         2 => Some(Kind::HostMetrics(v1::HostMetrics {
             cpu_core_percent: vec![1.0; size / 8],
             ..Default::default()
         })),
-        3 => Some(Kind::FlowRecord(v1::FlowRecord { interface: s, ..Default::default() })),
-        4 => Some(Kind::FileChange(v1::FileChange { path: s, ..Default::default() })),
-        5 => Some(Kind::AgentStatus(v1::AgentStatus { agent_version: s, ..Default::default() })),
-        6 => Some(Kind::DataLoss(v1::DataLoss { events_lost: size as u64, ..Default::default() })),
-        7 => Some(Kind::CaptureStats(v1::CaptureStats { interface: s, ..Default::default() })),
+        3 => Some(Kind::FlowRecord(v1::FlowRecord {
+            interface: s,
+            ..Default::default()
+        })),
+        4 => Some(Kind::FileChange(v1::FileChange {
+            path: s,
+            ..Default::default()
+        })),
+        5 => Some(Kind::AgentStatus(v1::AgentStatus {
+            agent_version: s,
+            ..Default::default()
+        })),
+        6 => Some(Kind::DataLoss(v1::DataLoss {
+            events_lost: size as u64,
+            ..Default::default()
+        })),
+        7 => Some(Kind::CaptureStats(v1::CaptureStats {
+            interface: s,
+            ..Default::default()
+        })),
         _ => None,
     };
     Event {
