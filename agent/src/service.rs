@@ -76,7 +76,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (uplink_stop_tx, uplink_stop) = watch::channel(false);
 
-    let writer = tokio::spawn(writer::run(batcher, store.clone(), metrics.clone(), recovered_losses));
+    let sync_every = (config.spool.durability == Durability::Interval).then_some(config.spool.fsync_interval);
+    let writer = tokio::spawn(writer::run(batcher, store.clone(), metrics.clone(), recovered_losses, sync_every));
     let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
     let uplink = tokio::spawn(uplink.run(uplink_stop));
     let heartbeat = tokio::spawn(status::heartbeat(

@@ -45,6 +45,11 @@ impl Store {
         self.blocking(|spool| spool.expire(std::time::SystemTime::now())).await
     }
 
+    /// Forces appended data to stable storage now.
+    pub async fn sync(&self) -> Result<(), SpoolError> {
+        self.blocking(|spool| spool.sync()).await
+    }
+
     /// Counters from the spool's in-memory index (cheap).
     pub fn stats(&self) -> SpoolStats {
         lock(&self.spool).stats()

@@ -21,9 +21,18 @@ use super::store::Store;
 /// How often the age bound is enforced.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs until every bus sender is gone and the bus is drained.
-pub async fn run(mut batcher: Batcher, store: Store, metrics: Arc<Metrics>, mut pending: Vec<DataLoss>) {
+/// Runs until every bus sender is gone and the bus is drained. With
+/// interval durability, `sync_every` makes sure the tail of the spool reaches
+/// the disk even when appends stop.
+pub async fn run(
+    mut batcher: Batcher,
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut pending: Vec<DataLoss>,
+    sync_every: Option<Duration>,
+) {
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
+    let mut sync = tokio::time::interval(sync_every.unwrap_or(EXPIRE_EVERY));
     loop {
         let events = tokio::select! {
             batch = batcher.next_batch() => match batch {
@@ -37,6 +46,13 @@ pub async fn run(mut batcher: Batcher, store: Store, metrics: Arc<Metrics>, mut 
                         metrics.error("spool_io");
                         warn!(error = %e, "spool age check failed");
                     }
+                }
+                Vec::new()
+            }
+            _ = sync.tick(), if sync_every.is_some() => {
+                if let Err(e) = store.sync().await {
+                    metrics.error("spool_io");
+                    warn!(error = %e, "spool sync failed");
                 }
                 Vec::new()
             }
@@ -58,6 +74,9 @@ pub async fn run(mut batcher: Batcher, store: Store, metrics: Arc<Metrics>, mut 
                 Err(e) => warn!(error = %e, "could not write the data-loss report yet"),
             }
         }
+    }
+    if let Err(e) = store.sync().await {
+        warn!(error = %e, "final spool sync failed");
     }
 }
 
