@@ -29,24 +29,21 @@ PORT=$(free_port)
 $BIN/owlet-soc ca init --dir "$OUT/soc" --listen "127.0.0.1:$PORT" >/dev/null
 $BIN/owlet-soc ca issue --dir "$OUT/soc" --tenant bench --agent a1 --out "$OUT/agent" --soc "127.0.0.1:$PORT" >/dev/null
 sed -i "s|/var/lib/owlet|$OUT/agent/state|; s|/run/owlet/owlet.sock|$OUT/agent/owlet.sock|; s|interval = \"30s\"|interval = \"1s\"|" "$OUT/agent/owlet.toml"
-cat >> "$OUT/agent/owlet.toml" <<CONF
+cp "$OUT/agent/owlet.toml" "$OUT/agent/base.toml"
 
-[log]
-level = "warn"
-
-[synthetic]
-rate = 10000000
-total = $N
-CONF
-RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>"$OUT/soc.log" &
-SOC_PID=$!
-sleep 0.5
-$BIN/owlet run --config "$OUT/agent/owlet.toml" 2>"$OUT/agent.log" &
-AGENT_PID=$!
-python3 - "$OUT/soc/soc.db" "$N" <<'PY'
+# run_owlet RATE TOTAL -> "events/s p50_ms p99_ms agent_cpu_s agent_rss_mb soc_cpu_s soc_rss_mb"
+run_owlet() {
+  rm -rf "$OUT/agent/state" "$OUT/soc/soc.db"*
+  { cat "$OUT/agent/base.toml"; printf '\n[log]\nlevel = "warn"\n\n[synthetic]\nrate = %s\ntotal = %s\n' "$1" "$2"; } > "$OUT/agent/owlet.toml"
+  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>>"$OUT/soc.log" &
+  local soc=$!
+  sleep 0.5
+  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  local agent=$!
+  python3 - "$OUT/soc/soc.db" "$2" <<'PY' >&2
 import sqlite3, sys, time
 db, n = sys.argv[1], int(sys.argv[2])
-deadline = time.time() + 600
+deadline, got = time.time() + 600, 0
 while time.time() < deadline:
     try:
         c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -54,22 +51,27 @@ while time.time() < deadline:
         if got >= n: break
     except sqlite3.OperationalError:
         pass
-    time.sleep(0.5)
+    time.sleep(0.2)
 else:
     sys.exit(f"owlet: only {got} of {n} events arrived")
 PY
-OWLET_AGENT_CPU=$(cpu_seconds $AGENT_PID); OWLET_AGENT_RSS=$(peak_rss_mb $AGENT_PID)
-OWLET_SOC_CPU=$(cpu_seconds $SOC_PID); OWLET_SOC_RSS=$(peak_rss_mb $SOC_PID)
-kill $AGENT_PID $SOC_PID; wait $AGENT_PID $SOC_PID 2>/dev/null || true
-read -r OWLET_RATE P50 P99 < <(python3 - "$OUT/soc/soc.db" <<'PY'
+  local a_cpu a_rss s_cpu s_rss
+  a_cpu=$(cpu_seconds $agent); a_rss=$(peak_rss_mb $agent); s_cpu=$(cpu_seconds $soc); s_rss=$(peak_rss_mb $soc)
+  kill $agent $soc; wait $agent $soc 2>/dev/null || true
+  python3 - "$OUT/soc/soc.db" "$a_cpu $a_rss $s_cpu $s_rss" <<'PY'
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
-lo, hi = c.execute("SELECT MIN(time_us), MAX(received_us) FROM events WHERE kind='check_result'").fetchone()
-n = c.execute("SELECT COUNT(*) FROM events WHERE kind='check_result'").fetchone()[0]
+lo, hi, n = c.execute("SELECT MIN(time_us), MAX(received_us), COUNT(*) FROM events WHERE kind='check_result'").fetchone()
 lat = sorted(r[0] for r in c.execute("SELECT received_us - time_us FROM events WHERE kind='check_result'"))
-print(int(n / ((hi - lo) / 1e6)), lat[len(lat)//2] / 1000, lat[int(len(lat)*0.99)] / 1000)
+print(int(n / ((hi - lo) / 1e6)), lat[len(lat)//2] / 1000, lat[int(len(lat)*0.99)] / 1000, sys.argv[2])
 PY
-)
+}
+
+# Saturation: the producer offers far more than the pipeline carries.
+read -r OWLET_RATE _ _ OWLET_AGENT_CPU OWLET_AGENT_RSS OWLET_SOC_CPU OWLET_SOC_RSS < <(run_owlet 10000000 "$N")
+# Latency at half the sustained rate, for 10 seconds.
+HALF=$((OWLET_RATE / 2))
+read -r HALF_RATE P50 P99 _ HALF_AGENT_RSS _ _ < <(run_owlet "$HALF" $((HALF * 10)))
 
 # ---------------------------------------------------------------- syslog-ng peer
 RPORT=$(free_port); SPORT=$(free_port)
@@ -77,16 +79,16 @@ mkdir -p "$OUT/peer"
 cat > "$OUT/peer/receiver.conf" <<CONF
 @version: 3.38
 options { keep-hostname(yes); flush-lines(1000); };
-source s_tls { network(ip(127.0.0.1) port($RPORT) transport("tls") max-connections(10) log-iw-size(100000)
+source s_tls { syslog(ip(127.0.0.1) port($RPORT) transport("tls") max-connections(10) log-iw-size(100000)
   tls(key-file("$OUT/soc/soc.key") cert-file("$OUT/soc/soc.pem") ca-file("$OUT/soc/ca.pem") peer-verify(required-trusted))); };
-destination d_file { file("$OUT/peer/received.log" flush-lines(1000)); };
+destination d_file { file("$OUT/peer/received.log" template("\$MSG\n") flush-lines(1000)); };
 log { source(s_tls); destination(d_file); flags(flow-control); };
 CONF
 cat > "$OUT/peer/agent.conf" <<CONF
 @version: 3.38
 options { keep-hostname(yes); };
-source s_in { network(ip(127.0.0.1) port($SPORT) transport("tcp") max-connections(10) log-iw-size(100000)); };
-destination d_soc { network("127.0.0.1" port($RPORT) transport("tls")
+source s_in { syslog(ip(127.0.0.1) port($SPORT) transport("tcp") max-connections(10) log-iw-size(100000)); };
+destination d_soc { syslog("127.0.0.1" port($RPORT) transport("tls")
   tls(key-file("$OUT/agent/agent.key") cert-file("$OUT/agent/agent.pem") ca-file("$OUT/agent/ca.pem") peer-verify(required-trusted))
   disk-buffer(reliable(yes) dir("$OUT/peer") disk-buf-size(1073741824) mem-buf-size(10485760))); };
 log { source(s_in); destination(d_soc); flags(flow-control); };
@@ -98,7 +100,7 @@ syslog-ng -F -f "$OUT/peer/agent.conf" -R "$OUT/peer/a.persist" -p "$OUT/peer/a.
 PEER_PID=$!
 sleep 1
 START=$(date +%s.%N)
-loggen --stream --rate 10000000 --number "$N" --size 120 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
+loggen --syslog-proto --stream --rate 10000000 --number "$N" --size 120 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
 while [ "$(wc -l < "$OUT/peer/received.log")" -lt "$N" ]; do
   sleep 0.5
   [ "$(echo "$(date +%s.%N) - $START > 600" | bc)" = 1 ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
@@ -117,6 +119,7 @@ print(f"{'':30} {'owlet':>14} {'syslog-ng':>14} {'owlet/peer':>11}")
 print(f"{'events/s end to end':30} {o_rate:>14,} {p_rate:>14,} {o_rate/p_rate:>11.2f}")
 print(f"{'agent CPU s per 1M events':30} {o_cpu*1e6/n:>14.2f} {p_cpu*1e6/n:>14.2f} {o_cpu/p_cpu:>11.2f}")
 print(f"{'agent peak RSS MB':30} {$OWLET_AGENT_RSS:>14} {$PEER_RSS:>14} {$OWLET_AGENT_RSS/$PEER_RSS:>11.2f}")
-print(f"owlet latency event->SOC stored: p50 {$P50:.1f} ms, p99 {$P99:.1f} ms; owlet-soc CPU {$OWLET_SOC_CPU:.1f} s, RSS {$OWLET_SOC_RSS} MB")
+print(f"owlet-soc at saturation: CPU {$OWLET_SOC_CPU:.1f} s, peak RSS {$OWLET_SOC_RSS} MB")
+print(f"owlet latency event created -> stored at the SOC, at {$HALF_RATE:,} events/s (half the sustained rate): p50 {$P50:.1f} ms, p99 {$P99:.1f} ms, agent RSS {$HALF_AGENT_RSS} MB")
 PY
 echo "work dir: $OUT"

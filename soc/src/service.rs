@@ -9,6 +9,7 @@
 //! after the sink said it is durable. A malformed message ends that one stream
 //! with INVALID_ARGUMENT; it never affects other agents.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -18,13 +19,13 @@ use owlet_proto::v1::{
     telemetry_server::Telemetry,
 };
 use owlet_tls::Identity;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::accept::Peer;
-use crate::sink::SinkHandle;
+use crate::sink::{SinkError, SinkHandle, Stored};
 
 /// Time an agent has to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +105,10 @@ fn check_claims(peer: &Peer, hello: &Hello) -> Result<(), Status> {
     )))
 }
 
+/// Batches of one stream queued in the sink and not yet durable. Reading the
+/// next batch while earlier ones commit lets the sink commit several at once.
+const STREAM_PIPELINE: usize = 8;
+
 /// Stores batches in order, acknowledging each once durable.
 async fn receive_batches(
     sink: SinkHandle,
@@ -112,19 +117,37 @@ async fn receive_batches(
     tx: mpsc::Sender<Result<SocMessage, Status>>,
 ) {
     let result: Result<(), Status> = async {
-        while let Some(msg) = inbound.message().await? {
-            let batch = match msg.body {
-                Some(agent_message::Body::Batch(batch)) => batch,
-                _ => return Err(Status::invalid_argument("expected a batch")),
-            };
-            validate(&batch)?;
-            let (acked_seq, _) = sink
-                .store_batch(peer.identity.clone(), batch)
-                .await
-                .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
-            let ack = SocMessage { body: Some(soc_message::Body::Ack(Ack { acked_seq })) };
-            if tx.send(Ok(ack)).await.is_err() {
-                break;
+        let mut pending: VecDeque<Receipt> = VecDeque::with_capacity(STREAM_PIPELINE);
+        let mut open = true;
+        while open || !pending.is_empty() {
+            tokio::select! {
+                // Acks go out strictly in order: the oldest pending batch first.
+                stored = oldest(&mut pending), if !pending.is_empty() => {
+                    pending.pop_front();
+                    let stored = stored
+                        .map_err(|_| Status::unavailable("storage went away"))?
+                        .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
+                    let ack = SocMessage { body: Some(soc_message::Body::Ack(Ack { acked_seq: stored.acked_seq })) };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                msg = inbound.message(), if open && pending.len() < STREAM_PIPELINE => {
+                    let Some(msg) = msg? else {
+                        open = false;
+                        continue;
+                    };
+                    let batch = match msg.body {
+                        Some(agent_message::Body::Batch(batch)) => batch,
+                        _ => return Err(Status::invalid_argument("expected a batch")),
+                    };
+                    validate(&batch)?;
+                    let receipt = sink
+                        .submit_batch(peer.identity.clone(), batch)
+                        .await
+                        .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
+                    pending.push_back(receipt);
+                }
             }
         }
         Ok(())
@@ -136,6 +159,16 @@ async fn receive_batches(
     }
     sink.agent_disconnected(peer.identity.clone()).await;
     info!(agent = %peer.identity, addr = %peer.addr, "agent disconnected");
+}
+
+type Receipt = oneshot::Receiver<Result<Stored, SinkError>>;
+
+/// Waits for the oldest pending batch to be durable.
+async fn oldest(pending: &mut VecDeque<Receipt>) -> Result<Result<Stored, SinkError>, oneshot::error::RecvError> {
+    match pending.front_mut() {
+        Some(receipt) => receipt.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Checks a batch's shape before anything is stored.

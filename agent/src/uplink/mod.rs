@@ -70,6 +70,9 @@ impl UplinkError {
     }
 }
 
+/// Spool bytes read (and decoded) at a time: bounds the uplink's memory.
+const READ_CHUNK: usize = 512 * 1024;
+
 pub struct Uplink {
     connector: Connector,
     store: Store,
@@ -180,7 +183,8 @@ impl Uplink {
         let mut cursor = self.store.stats().acked_seq.max(welcome.acked_seq);
         loop {
             if window.bytes < self.max_inflight {
-                let batches = self.store.read_after(cursor, self.max_inflight - window.bytes).await?;
+                let budget = (self.max_inflight - window.bytes).min(READ_CHUNK);
+                let batches = self.store.read_after(cursor, budget).await?;
                 if !batches.is_empty() {
                     for batch in batches {
                         cursor = batch.last_seq;

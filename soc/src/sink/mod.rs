@@ -29,6 +29,8 @@ pub enum SinkError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the sink thread is gone")]
     Gone,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// An agent's liveness changed (raised by [`Sink::check_liveness`] or by a
@@ -51,10 +53,12 @@ pub trait Sink: Send + 'static {
         peer: &str,
     ) -> Result<u64, SinkError>;
 
-    /// Stores the events of `batch` above the agent's high-water mark,
-    /// durably; returns the new high-water mark. Also notes heartbeats, and
-    /// reports the agent recovered if it was silent.
-    fn store_batch(&mut self, who: &Identity, batch: &Batch) -> Result<(u64, Option<LivenessChange>), SinkError>;
+    /// Stores, durably and all-or-nothing, the events of each batch above its
+    /// agent's high-water mark, in order; returns each batch's new high-water
+    /// mark. Also notes heartbeats, and reports an agent recovered if it was
+    /// silent. Several batches in one call let a sink commit them together
+    /// (group commit: one fsync for all).
+    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError>;
 
     /// Marks the agent disconnected (its last stream ended).
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError>;
@@ -64,11 +68,19 @@ pub trait Sink: Send + 'static {
     fn check_liveness(&mut self, now: SystemTime, silent_after: Duration) -> Result<Vec<LivenessChange>, SinkError>;
 }
 
+/// What storing one batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The agent's high-water mark after the batch: safe to acknowledge.
+    pub acked_seq: u64,
+    pub change: Option<LivenessChange>,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, SinkError>>;
 
 enum Request {
     Connected { who: Identity, hello: Box<Hello>, clock_offset_ms: i64, peer: String, reply: Reply<u64> },
-    Store { who: Identity, batch: Batch, reply: Reply<(u64, Option<LivenessChange>)> },
+    Store { who: Identity, batch: Batch, reply: Reply<Stored> },
     Disconnected { who: Identity },
     Liveness { now: SystemTime, silent_after: Duration, reply: Reply<Vec<LivenessChange>> },
 }
@@ -81,6 +93,8 @@ pub struct SinkHandle {
 
 /// Requests waiting for the sink thread; senders wait when it is full.
 const QUEUE: usize = 256;
+/// Most batches committed in one transaction.
+const GROUP_COMMIT_BATCHES: usize = 64;
 
 impl SinkHandle {
     /// Moves `sink` to a dedicated thread. The thread ends when every handle
@@ -88,13 +102,42 @@ impl SinkHandle {
     pub fn spawn(mut sink: impl Sink) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Request>(QUEUE);
         std::thread::Builder::new().name("owlet-soc-sink".into()).spawn(move || {
-            while let Some(request) = rx.blocking_recv() {
+            let mut next = None;
+            while let Some(request) = next.take().or_else(|| rx.blocking_recv()) {
                 match request {
+                    Request::Store { who, batch, reply } => {
+                        // Group commit: take every store request already queued.
+                        let mut group = vec![(who, batch)];
+                        let mut replies = vec![reply];
+                        while group.len() < GROUP_COMMIT_BATCHES {
+                            match rx.try_recv() {
+                                Ok(Request::Store { who, batch, reply }) => {
+                                    group.push((who, batch));
+                                    replies.push(reply);
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        match sink.store_batches(&group) {
+                            Ok(results) => {
+                                for (reply, stored) in replies.into_iter().zip(results) {
+                                    let _ = reply.send(Ok(stored));
+                                }
+                            }
+                            Err(e) => {
+                                let message = e.to_string();
+                                for reply in replies {
+                                    let _ = reply.send(Err(SinkError::Failed(message.clone())));
+                                }
+                            }
+                        }
+                    }
                     Request::Connected { who, hello, clock_offset_ms, peer, reply } => {
                         let _ = reply.send(sink.agent_connected(&who, &hello, clock_offset_ms, &peer));
-                    }
-                    Request::Store { who, batch, reply } => {
-                        let _ = reply.send(sink.store_batch(&who, &batch));
                     }
                     Request::Disconnected { who } => {
                         if let Err(e) = sink.agent_disconnected(&who) {
@@ -126,8 +169,13 @@ impl SinkHandle {
         self.call(|reply| Request::Connected { who, hello: Box::new(hello), clock_offset_ms, peer, reply }).await
     }
 
-    pub async fn store_batch(&self, who: Identity, batch: Batch) -> Result<(u64, Option<LivenessChange>), SinkError> {
-        self.call(|reply| Request::Store { who, batch, reply }).await
+    /// Queues a batch for storage and returns once it is queued (in call
+    /// order); the receiver resolves when the batch is durable. Queuing in
+    /// order matters: a batch must never be stored after its successor.
+    pub async fn submit_batch(&self, who: Identity, batch: Batch) -> Result<oneshot::Receiver<Result<Stored, SinkError>>, SinkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Store { who, batch, reply }).await.map_err(|_| SinkError::Gone)?;
+        Ok(rx)
     }
 
     pub async fn agent_disconnected(&self, who: Identity) {

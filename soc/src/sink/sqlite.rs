@@ -24,7 +24,7 @@ use owlet_tls::Identity;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{LivenessChange, Sink, SinkError};
+use super::{LivenessChange, Sink, SinkError, Stored};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -122,6 +122,44 @@ fn insert_soc_event(db: &Connection, agent_row: i64, event: &Event, now_us: i64)
     Ok(())
 }
 
+/// Stores one batch inside the caller's transaction.
+fn store_one(tx: &Connection, who: &Identity, batch: &Batch, now: i64) -> Result<Stored, SinkError> {
+    let (agent, acked, silent) = tx.query_row(
+        "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
+        params![who.tenant, who.agent_id],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
+    )?;
+    let mut heartbeat = false;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (agent, seq, kind, time_us, received_us, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut body = Vec::with_capacity(256);
+        for event in batch.events.iter().filter(|e| e.seq > acked) {
+            heartbeat |= matches!(event.kind, Some(Kind::AgentStatus(_)));
+            body.clear();
+            event.encode(&mut body).map_err(|e| SinkError::Failed(e.to_string()))?;
+            let time = event.time.as_ref().map_or(now, owlet_proto::timestamp_micros);
+            insert.execute(params![agent, event.seq as i64, event.kind_name(), time, now, body])?;
+        }
+    }
+    let acked_seq = acked.max(batch.last_seq);
+    tx.execute(
+        "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
+                last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
+                silent = CASE WHEN ?4 THEN 0 ELSE silent END
+         WHERE id = ?1",
+        params![agent, acked_seq as i64, now, heartbeat],
+    )?;
+    let recovered = silent && heartbeat;
+    if recovered {
+        let alert = liveness_alert(who, false, format!("{who} is sending heartbeats again"));
+        insert_soc_event(tx, agent, &alert, now)?;
+    }
+    Ok(Stored { acked_seq, change: recovered.then(|| LivenessChange { agent: who.clone(), silent: false }) })
+}
+
 impl Sink for SqliteSink {
     fn agent_connected(
         &mut self,
@@ -156,45 +194,15 @@ impl Sink for SqliteSink {
         Ok(self.agent_row(who)?.map_or(0, |(_, acked, _)| acked))
     }
 
-    fn store_batch(&mut self, who: &Identity, batch: &Batch) -> Result<(u64, Option<LivenessChange>), SinkError> {
+    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError> {
         let now = micros(SystemTime::now());
         let tx = self.db.transaction()?;
-        let (agent, acked, silent) = tx
-            .query_row(
-                "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
-                params![who.tenant, who.agent_id],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
-            )?;
-        let mut heartbeat = false;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (agent, seq, kind, time_us, received_us, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut body = Vec::with_capacity(256);
-            for event in batch.events.iter().filter(|e| e.seq > acked) {
-                heartbeat |= matches!(event.kind, Some(Kind::AgentStatus(_)));
-                body.clear();
-                event.encode(&mut body).map_err(|e| SinkError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-                let time = event.time.as_ref().map_or(now, owlet_proto::timestamp_micros);
-                insert.execute(params![agent, event.seq as i64, event.kind_name(), time, now, body])?;
-            }
-        }
-        let new_acked = acked.max(batch.last_seq);
-        tx.execute(
-            "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
-                    last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
-                    silent = CASE WHEN ?4 THEN 0 ELSE silent END
-             WHERE id = ?1",
-            params![agent, new_acked as i64, now, heartbeat],
-        )?;
-        let recovered = silent && heartbeat;
-        if recovered {
-            let alert = liveness_alert(who, false, format!("{who} is sending heartbeats again"));
-            insert_soc_event(&tx, agent, &alert, now)?;
+        let mut results = Vec::with_capacity(batches.len());
+        for (who, batch) in batches {
+            results.push(store_one(&tx, who, batch, now)?);
         }
         tx.commit()?;
-        Ok((new_acked, recovered.then(|| LivenessChange { agent: who.clone(), silent: false })))
+        Ok(results)
     }
 
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
@@ -270,12 +278,12 @@ mod tests {
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&path).unwrap();
         assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 0);
-        assert_eq!(sink.store_batch(&who, &batch(&[1, 2, 3])).unwrap().0, 3);
-        assert_eq!(sink.store_batch(&who, &batch(&[2, 3, 4])).unwrap().0, 4);
+        let stored = sink.store_batches(&[(who.clone(), batch(&[1, 2, 3])), (who.clone(), batch(&[2, 3, 4]))]).unwrap();
+        assert_eq!(stored.iter().map(|s| s.acked_seq).collect::<Vec<_>>(), vec![3, 4]);
         drop(sink);
         let mut sink = SqliteSink::open(&path).unwrap();
         assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 4);
-        assert_eq!(sink.store_batch(&who, &batch(&[1, 2, 3, 4, 5])).unwrap().0, 5);
+        assert_eq!(sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))]).unwrap()[0].acked_seq, 5);
         assert_eq!(count(&sink), 5);
     }
 
@@ -290,8 +298,8 @@ mod tests {
         assert_eq!(changes, vec![LivenessChange { agent: who.clone(), silent: true }]);
         assert!(sink.check_liveness(later, Duration::from_secs(60)).unwrap().is_empty());
         let hb = Batch { first_seq: 1, last_seq: 1, events: vec![event(1, true)] };
-        let (_, change) = sink.store_batch(&who, &hb).unwrap();
-        assert_eq!(change, Some(LivenessChange { agent: who, silent: false }));
+        let stored = sink.store_batches(&[(who.clone(), hb)]).unwrap();
+        assert_eq!(stored[0].change, Some(LivenessChange { agent: who, silent: false }));
         let alerts: i64 =
             sink.db.query_row("SELECT COUNT(*) FROM events WHERE seq IS NULL AND kind = 'alert'", [], |r| r.get(0)).unwrap();
         assert_eq!(alerts, 2);
