@@ -72,6 +72,7 @@ read -r OWLET_RATE _ _ OWLET_AGENT_CPU OWLET_AGENT_RSS OWLET_SOC_CPU OWLET_SOC_R
 # Latency at half the sustained rate, for 10 seconds.
 HALF=$((OWLET_RATE / 2))
 read -r HALF_RATE P50 P99 _ HALF_AGENT_RSS _ _ < <(run_owlet "$HALF" $((HALF * 10)))
+echo "owlet: $OWLET_RATE events/s sustained (agent CPU ${OWLET_AGENT_CPU}s, RSS ${OWLET_AGENT_RSS} MB); at $HALF_RATE/s p50 ${P50} ms p99 ${P99} ms"
 
 # ---------------------------------------------------------------- syslog-ng peer
 RPORT=$(free_port); SPORT=$(free_port)
@@ -100,7 +101,7 @@ syslog-ng -F -f "$OUT/peer/agent.conf" -R "$OUT/peer/a.persist" -p "$OUT/peer/a.
 PEER_PID=$!
 sleep 1
 START=$(date +%s.%N)
-loggen --syslog-proto --stream --rate 10000000 --number "$N" --size 120 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
+loggen --syslog-proto --stream --rate 10000000 --number "$N" --size 160 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
 while [ "$(wc -l < "$OUT/peer/received.log")" -lt "$N" ]; do
   sleep 0.5
   [ "$(echo "$(date +%s.%N) - $START > 600" | bc)" = 1 ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
