@@ -74,17 +74,17 @@ impl SqliteSink {
         db.execute("UPDATE agents SET connected = 0", [])?;
         Ok(Self { db })
     }
+}
 
-    fn agent_row(&self, who: &Identity) -> Result<Option<(i64, u64, bool)>, SinkError> {
-        Ok(self
-            .db
-            .query_row(
-                "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
-                params![who.tenant, who.agent_id],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
-            )
-            .optional()?)
-    }
+/// The agent's row id, high-water mark and liveness flag.
+fn agent_row(db: &Connection, who: &Identity) -> Result<Option<(i64, u64, bool)>, SinkError> {
+    Ok(db
+        .query_row(
+            "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
+            params![who.tenant, who.agent_id],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
+        )
+        .optional()?)
 }
 
 fn micros(t: SystemTime) -> i64 {
@@ -124,11 +124,8 @@ fn insert_soc_event(db: &Connection, agent_row: i64, event: &Event, now_us: i64)
 
 /// Stores one batch inside the caller's transaction.
 fn store_one(tx: &Connection, who: &Identity, batch: &Batch, now: i64) -> Result<Stored, SinkError> {
-    let (agent, acked, silent) = tx.query_row(
-        "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
-        params![who.tenant, who.agent_id],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
-    )?;
+    let (agent, acked, silent) = agent_row(tx, who)?
+        .ok_or_else(|| SinkError::Failed(format!("batch from {who} before its hello was recorded")))?;
     let mut heartbeat = false;
     {
         let mut insert = tx.prepare_cached(
@@ -191,7 +188,7 @@ impl Sink for SqliteSink {
                 clock_offset_ms
             ],
         )?;
-        Ok(self.agent_row(who)?.map_or(0, |(_, acked, _)| acked))
+        Ok(agent_row(&self.db, who)?.map_or(0, |(_, acked, _)| acked))
     }
 
     fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError> {
