@@ -34,7 +34,7 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
     let dir = config.spool_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the spool directory {}", dir.display()))?;
     let durability = match config.spool.durability {
-        Durability::EveryBatch => owlet_spool::Durability::EveryBatch,
+        Durability::EveryBatch => owlet_spool::Durability::Deferred,
         Durability::Interval => owlet_spool::Durability::Interval(config.spool.fsync_interval),
     };
     let spool_config = SpoolConfig {

@@ -157,7 +157,7 @@ use std::time::{Duration, SystemTime};
 
 pub use error::SpoolError;
 pub use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
-pub use spool::Spool;
+pub use spool::{Spool, SyncHandle};
 
 /// When appended data is forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,12 @@ pub enum Durability {
     EveryBatch,
     /// `fdatasync` at most once per interval (at append or [`Spool::sync`]).
     Interval(Duration),
+    /// `append` never syncs; the caller makes each append durable with the
+    /// [`SyncHandle`] from [`Spool::sync_handle`] before it appends again and
+    /// before it calls the batch accepted. The point: the handle works without
+    /// the caller's lock around the spool, so readers (the uplink) are not held
+    /// up by the disk flush. Same guarantee as `EveryBatch` once synced.
+    Deferred,
 }
 
 /// Where the spool lives and how big it may get.

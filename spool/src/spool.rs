@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
@@ -374,6 +374,7 @@ impl Spool {
         let sync_now = match self.config.durability {
             Durability::EveryBatch => true,
             Durability::Interval(d) => self.last_sync.elapsed() >= d,
+            Durability::Deferred => false,
         };
         let result = file
             .write_all_at(record, offset)
@@ -432,6 +433,26 @@ impl Spool {
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
+    }
+
+    /// The durability policy this spool was opened with.
+    pub fn durability(&self) -> Durability {
+        self.config.durability
+    }
+
+    /// A handle that makes everything appended so far to the active segment
+    /// durable, usable after the caller released the spool (see
+    /// [`Durability::Deferred`]). `None` when nothing was written yet.
+    pub fn sync_handle(&self) -> Result<Option<SyncHandle>, SpoolError> {
+        match (&self.active, self.segments.back()) {
+            (Some(file), Some(seg)) => Ok(Some(SyncHandle {
+                file: file
+                    .try_clone()
+                    .map_err(|e| SpoolError::io("duplicate handle of segment", &seg.path, e))?,
+                path: seg.path.clone(),
+            })),
+            _ => Ok(None),
+        }
     }
 
     /// Returns, in order, the stored batches whose `last_seq > after_seq`,
@@ -683,5 +704,22 @@ impl Drop for Spool {
         if let Err(e) = self.sync() {
             tracing::warn!(error = %e, "spool sync at close failed");
         }
+    }
+}
+
+/// Flushes one segment to stable storage without the [`Spool`] (see
+/// [`Spool::sync_handle`]).
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: File,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// `fdatasync` of the segment.
+    pub fn sync(self) -> Result<(), SpoolError> {
+        self.file
+            .sync_data()
+            .map_err(|e| SpoolError::io("fdatasync of segment", &self.path, e))
     }
 }

@@ -284,3 +284,22 @@ fn read_after_respects_cursor_and_byte_budget() {
             .is_empty()
     );
 }
+
+#[test]
+fn deferred_durability_syncs_through_the_handle_without_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 4096, 1 << 20);
+    cfg.durability = owlet_spool::Durability::Deferred;
+    let (mut spool, _) = Spool::open(cfg.clone()).unwrap();
+    assert!(spool.sync_handle().unwrap().is_none(), "nothing written yet");
+    let a = spool.append(vec![event(0, 10, 1)]).unwrap();
+    let handle = spool.sync_handle().unwrap().expect("a segment is open");
+    // The spool stays usable while the handle flushes.
+    let read = all(&mut spool);
+    handle.sync().unwrap();
+    assert_eq!(read[0].last_seq, a.last_seq);
+    drop(spool);
+    let (mut spool, losses) = Spool::open(cfg).unwrap();
+    assert!(losses.is_empty());
+    assert_eq!(all(&mut spool)[0].last_seq, a.last_seq);
+}

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use owlet_proto::v1::{Batch, Event};
-use owlet_spool::{Appended, Spool, SpoolError, SpoolStats};
+use owlet_spool::{Appended, Durability, Spool, SpoolError, SpoolStats};
 use tokio::sync::Notify;
 
 #[derive(Clone)]
@@ -24,10 +24,27 @@ impl Store {
 
     /// Appends events (the spool numbers them). Once this returns `Ok` the
     /// events are *accepted*: they reach the SOC or are counted as lost.
+    ///
+    /// With deferred durability the flush to disk happens after the spool
+    /// lock is released, so the uplink can read and send while the disk
+    /// works. (Sending a batch before it is flushed is safe: if power is lost
+    /// and its numbers come back, the SOC's ack moves numbering past them.)
     pub async fn append(&self, events: Vec<Event>) -> Result<Appended, SpoolError> {
-        let result = self.blocking(move |spool| spool.append(events)).await;
+        let (appended, flush) = self
+            .blocking(move |spool| {
+                let appended = spool.append(events)?;
+                let flush = if spool.durability() == Durability::Deferred { spool.sync_handle()? } else { None };
+                Ok((appended, flush))
+            })
+            .await?;
         self.appended.notify_one();
-        result
+        if let Some(flush) = flush {
+            match tokio::task::spawn_blocking(move || flush.sync()).await {
+                Ok(result) => result?,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        }
+        Ok(appended)
     }
 
     /// Stored batches after `after_seq`, about `max_bytes` worth.
