@@ -101,7 +101,7 @@ syslog-ng -F -f "$OUT/peer/agent.conf" -R "$OUT/peer/a.persist" -p "$OUT/peer/a.
 PEER_PID=$!
 sleep 1
 START=$(date +%s.%N)
-loggen --syslog-proto --stream --rate 10000000 --number "$N" --size 160 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
+loggen --syslog-proto --stream --rate 10000000 --interval 3600 --number "$N" --size 160 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
 while [ "$(wc -l < "$OUT/peer/received.log")" -lt "$N" ]; do
   sleep 0.5
   [ "$(echo "$(date +%s.%N) - $START > 600" | bc)" = 1 ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
