@@ -64,13 +64,23 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
         let _ = std::fs::remove_file(path);
     }
     let listener = UnixListener::bind(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot bind the control socket {}: {e} (is another owlet running?)", path.display()))
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot bind the control socket {}: {e} (is another owlet running?)",
+                path.display()
+            ),
+        )
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
 
-async fn answer(stream: UnixStream, handler: &dyn Handler, reload_tx: &mpsc::Sender<()>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    handler: &dyn Handler,
+    reload_tx: &mpsc::Sender<()>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -97,8 +107,11 @@ pub async fn request(path: &Path, command: &str) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.write_all(format!("{command}\n").as_bytes()).await?;
     let mut reply = String::new();
-    tokio::time::timeout(REQUEST_TIMEOUT, stream.take(1 << 20).read_to_string(&mut reply))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        stream.take(1 << 20).read_to_string(&mut reply),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
     Ok(reply.trim().to_string())
 }

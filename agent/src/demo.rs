@@ -23,7 +23,8 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
     let _temp;
     let dir = match dir {
         Some(dir) => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             dir
         }
         None => {
@@ -35,8 +36,12 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
 
     // 1. A CA and a SOC receiver on a free loopback port.
     let ca_dir = dir.join("soc");
-    let soc_toml = enroll::init(&ca_dir, &["localhost".into(), "127.0.0.1".into()], "127.0.0.1:0")
-        .context("creating the demo CA")?;
+    let soc_toml = enroll::init(
+        &ca_dir,
+        &["localhost".into(), "127.0.0.1".into()],
+        "127.0.0.1:0",
+    )
+    .context("creating the demo CA")?;
     let soc_config = owlet_soc::config::load(&soc_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let db_path = soc_config.sqlite_path().to_path_buf();
     let receiver = serve::Receiver::bind(soc_config).await?;
@@ -45,7 +50,10 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
     let soc = tokio::spawn(receiver.serve(async {
         let _ = soc_stopped.await;
     }));
-    println!("SOC receiver listening on {soc_addr} (mTLS, SQLite sink {})", db_path.display());
+    println!(
+        "SOC receiver listening on {soc_addr} (mTLS, SQLite sink {})",
+        db_path.display()
+    );
 
     // 2. An enrolled agent, as a separate process.
     let agent_dir = dir.join("agent");
@@ -58,8 +66,15 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
     };
     let agent_toml = enroll::issue(&ca_dir, &identity, &agent_dir, &options)?;
     let mut agent = start_agent(&agent_toml, &agent_dir.join("agent.log"))?;
-    println!("agent {identity} started (pid {}), log {}", agent.id().unwrap_or(0), agent_dir.join("agent.log").display());
-    println!("operator view: owlet health --socket {}", agent_dir.join("owlet.sock").display());
+    println!(
+        "agent {identity} started (pid {}), log {}",
+        agent.id().unwrap_or(0),
+        agent_dir.join("agent.log").display()
+    );
+    println!(
+        "operator view: owlet health --socket {}",
+        agent_dir.join("owlet.sock").display()
+    );
     println!("--- what the SOC stores, live (Ctrl-C to stop) ---");
 
     // 3. The SOC's view, live.
@@ -104,9 +119,15 @@ fn start_agent(config: &Path, log: &Path) -> anyhow::Result<Child> {
 /// SIGTERM, then a few seconds for a clean stop, then SIGKILL.
 async fn stop_agent(agent: &mut Child) {
     if let Some(pid) = agent.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
-    if tokio::time::timeout(Duration::from_secs(5), agent.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), agent.wait())
+        .await
+        .is_err()
+    {
         let _ = agent.kill().await;
     }
 }

@@ -19,12 +19,18 @@ impl HostFacts {
         let pretty = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+                text.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
             })
             .unwrap_or_default();
         let kernel = read_trimmed("/proc/sys/kernel/osrelease");
-        Self { hostname, time_zone, os: format!("{pretty} / Linux {kernel}") }
+        Self {
+            hostname,
+            time_zone,
+            os: format!("{pretty} / Linux {kernel}"),
+        }
     }
 }
 
@@ -35,5 +41,7 @@ pub fn utc_offset_seconds() -> i32 {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }

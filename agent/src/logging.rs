@@ -19,10 +19,16 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Auto => LogFormat::Json,
         other => other,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
-        LogFormat::Journald => builder.without_time().with_ansi(false).with_target(false).try_init(),
+        LogFormat::Journald => builder
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .try_init(),
         LogFormat::Human | LogFormat::Auto => builder.try_init(),
     };
 }

@@ -32,7 +32,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Opens the spool described by the config.
 pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1::DataLoss>)> {
     let dir = config.spool_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the spool directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the spool directory {}", dir.display()))?;
     let durability = match config.spool.durability {
         Durability::EveryBatch => owlet_spool::Durability::Deferred,
         Durability::Interval => owlet_spool::Durability::Interval(config.spool.fsync_interval),
@@ -76,8 +77,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (uplink_stop_tx, uplink_stop) = watch::channel(false);
 
-    let sync_every = (config.spool.durability == Durability::Interval).then_some(config.spool.fsync_interval);
-    let writer = tokio::spawn(writer::run(batcher, store.clone(), metrics.clone(), recovered_losses, sync_every));
+    let sync_every =
+        (config.spool.durability == Durability::Interval).then_some(config.spool.fsync_interval);
+    let writer = tokio::spawn(writer::run(
+        batcher,
+        store.clone(),
+        metrics.clone(),
+        recovered_losses,
+        sync_every,
+    ));
     let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
     let uplink = tokio::spawn(uplink.run(uplink_stop));
     let heartbeat = tokio::spawn(status::heartbeat(
@@ -89,7 +97,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         bus_tx.clone(),
         shutdown.clone(),
     ));
-    let synthetic = tokio::spawn(crate::synthetic::run(config.synthetic.clone(), bus_tx.clone(), shutdown.clone()));
+    let synthetic = tokio::spawn(crate::synthetic::run(
+        config.synthetic.clone(),
+        bus_tx.clone(),
+        shutdown.clone(),
+    ));
     let probes = ();
 
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
@@ -98,7 +110,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         spool_max_bytes: config.spool.max_bytes.as_u64(),
     });
-    let control = tokio::spawn(control::serve(config.control.socket.clone(), health, reload_tx.clone(), shutdown.clone()));
+    let control = tokio::spawn(control::serve(
+        config.control.socket.clone(),
+        health,
+        reload_tx.clone(),
+        shutdown.clone(),
+    ));
     info!(config = %config_path.display(), soc = %config.soc.address, spool = %config.spool_dir().display(),
           "owlet {} running", env!("CARGO_PKG_VERSION"));
 
@@ -132,7 +149,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         warn!(error = %e, "control socket");
     }
     let left = store.stats();
-    info!(spooled_events = left.events, "stopped; unacknowledged events stay in the spool");
+    info!(
+        spooled_events = left.events,
+        "stopped; unacknowledged events stay in the spool"
+    );
     Ok(())
 }
 

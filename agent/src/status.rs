@@ -68,7 +68,11 @@ fn status_event(
         rss_bytes: rss_bytes(),
         reconnects: m.reconnects,
     };
-    Event { seq: 0, time: Some(owlet_proto::now()), kind: Some(Kind::AgentStatus(status)) }
+    Event {
+        seq: 0,
+        time: Some(owlet_proto::now()),
+        kind: Some(Kind::AgentStatus(status)),
+    }
 }
 
 fn oldest_age(spool: &SpoolStats) -> u64 {
@@ -82,7 +86,11 @@ fn oldest_age(spool: &SpoolStats) -> u64 {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -140,16 +148,29 @@ pub fn health(metrics: &Metrics, spool: &SpoolStats, spool_max_bytes: u64) -> He
         } else {
             Verdict::Warning
         };
-        raise(level, format!("not connected to the SOC for {}s", m.connection_state_seconds));
+        raise(
+            level,
+            format!(
+                "not connected to the SOC for {}s",
+                m.connection_state_seconds
+            ),
+        );
     }
-    let fill = if spool_max_bytes == 0 { 0 } else { spool.bytes.saturating_mul(100) / spool_max_bytes };
+    let fill = spool
+        .bytes
+        .saturating_mul(100)
+        .checked_div(spool_max_bytes)
+        .unwrap_or(0);
     if fill >= 90 {
         raise(Verdict::Critical, format!("spool {fill}% full"));
     } else if fill >= 50 {
         raise(Verdict::Warning, format!("spool {fill}% full"));
     }
     if m.events_dropped > 0 {
-        raise(Verdict::Warning, format!("{} events lost since start", m.events_dropped));
+        raise(
+            Verdict::Warning,
+            format!("{} events lost since start", m.events_dropped),
+        );
     }
     Health {
         verdict,
@@ -174,6 +195,10 @@ impl Verdict {
     }
 
     fn max_with(self, other: Verdict) -> Verdict {
-        if other.rank() > self.rank() { other } else { self }
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
     }
 }

@@ -31,7 +31,11 @@ pub async fn run(config: SyntheticSection, bus: EventSender, mut shutdown: watch
     if config.rate == 0 {
         return;
     }
-    let limit = if config.total == 0 { u64::MAX } else { config.total };
+    let limit = if config.total == 0 {
+        u64::MAX
+    } else {
+        config.total
+    };
     let per_tick = config.rate.div_ceil(TICKS).max(1);
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / TICKS));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -82,7 +82,10 @@ mod tests {
     fn event_round_trips_and_renders_as_proto3_json() {
         let event = v1::Event {
             seq: 7,
-            time: Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            time: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             kind: Some(v1::event::Kind::DataLoss(v1::DataLoss {
                 reason: v1::DataLossReason::SpoolFull as i32,
                 events_lost: 3,
@@ -100,7 +103,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_micros() {
-        let t = Timestamp { seconds: 2, nanos: 500_000 };
+        let t = Timestamp {
+            seconds: 2,
+            nanos: 500_000,
+        };
         assert_eq!(timestamp_micros(&t), 2_000_500);
     }
 }

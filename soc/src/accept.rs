@@ -56,7 +56,9 @@ pub async fn accept_loop(
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(max_connections));
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -71,7 +73,11 @@ pub async fn accept_loop(
             match authenticate(acceptor, tcp, addr).await {
                 Ok((stream, identity)) => {
                     debug!(%addr, agent = %identity, "agent authenticated");
-                    let conn = AgentConn { stream, peer: Peer { identity, addr }, _permit: permit };
+                    let conn = AgentConn {
+                        stream,
+                        peer: Peer { identity, addr },
+                        _permit: permit,
+                    };
                     let _ = tx.send(Ok(conn)).await;
                 }
                 Err(reason) => warn!(%addr, %reason, "connection refused"),
@@ -80,25 +86,38 @@ pub async fn accept_loop(
     }
 }
 
-async fn authenticate(acceptor: TlsAcceptor, tcp: TcpStream, addr: SocketAddr) -> Result<(TlsStream<TcpStream>, Identity), String> {
+async fn authenticate(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<(TlsStream<TcpStream>, Identity), String> {
     let _ = tcp.set_nodelay(true);
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| format!("TLS handshake from {addr} timed out"))?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
-    let identity = owlet_tls::identity_from_peer_certs(certs).map_err(|e| format!("client certificate: {e}"))?;
+    let identity = owlet_tls::identity_from_peer_certs(certs)
+        .map_err(|e| format!("client certificate: {e}"))?;
     Ok((stream, identity))
 }
 
 impl AsyncRead for AgentConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for AgentConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -57,7 +57,10 @@ pub struct LivenessSection {
 
 impl Default for LivenessSection {
     fn default() -> Self {
-        Self { silent_after: default_silent_after(), check_every: default_check_every() }
+        Self {
+            silent_after: default_silent_after(),
+            check_every: default_check_every(),
+        }
     }
 }
 
@@ -88,7 +91,10 @@ pub fn load(path: &Path) -> Result<SocConfig, ConfigErrors> {
         SinkSection::Sqlite { path } => *path = source.resolve(path),
     }
     let mut errors = Vec::new();
-    for (key, path) in [("server.cert", &config.server.cert), ("server.client_ca", &config.server.client_ca)] {
+    for (key, path) in [
+        ("server.cert", &config.server.cert),
+        ("server.client_ca", &config.server.client_ca),
+    ] {
         if let Err(e) = owlet_tls::load_certs(path) {
             errors.push(source.error(key, e.to_string()));
         }
@@ -97,10 +103,17 @@ pub fn load(path: &Path) -> Result<SocConfig, ConfigErrors> {
         errors.push(source.error("server.key", e.to_string()));
     }
     if config.liveness.silent_after.is_zero() || config.liveness.check_every.is_zero() {
-        errors.push(source.error("liveness", "silent_after and check_every must be more than 0s"));
+        errors.push(source.error(
+            "liveness",
+            "silent_after and check_every must be more than 0s",
+        ));
     }
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
     }
-    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }

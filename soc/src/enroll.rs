@@ -49,7 +49,12 @@ pub struct AgentConfigOptions<'a> {
 }
 
 /// Issues an agent certificate into `out` and writes `out/owlet.toml`.
-pub fn issue(ca_dir: &Path, identity: &Identity, out: &Path, options: &AgentConfigOptions<'_>) -> anyhow::Result<PathBuf> {
+pub fn issue(
+    ca_dir: &Path,
+    identity: &Identity,
+    out: &Path,
+    options: &AgentConfigOptions<'_>,
+) -> anyhow::Result<PathBuf> {
     owlet_tls::ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
     let config = out.join("owlet.toml");
     let text = format!(

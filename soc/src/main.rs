@@ -95,13 +95,26 @@ fn load(path: &std::path::Path) -> anyhow::Result<config::SocConfig> {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Ca(CaCommand::Init { dir, soc_names, listen }) => {
+        Command::Ca(CaCommand::Init {
+            dir,
+            soc_names,
+            listen,
+        }) => {
             let config = enroll::init(&dir, &soc_names, &listen)?;
             println!("CA, SOC certificate and {} written.", config.display());
-            println!("Next: owlet-soc ca issue --dir {} --tenant T --agent A --out DIR", dir.display());
+            println!(
+                "Next: owlet-soc ca issue --dir {} --tenant T --agent A --out DIR",
+                dir.display()
+            );
             Ok(0)
         }
-        Command::Ca(CaCommand::Issue { dir, tenant, agent, out, soc }) => {
+        Command::Ca(CaCommand::Issue {
+            dir,
+            tenant,
+            agent,
+            out,
+            soc,
+        }) => {
             let identity = owlet_tls::Identity::new(tenant, agent)?;
             let options = enroll::AgentConfigOptions {
                 soc_address: &soc,
@@ -110,8 +123,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 status_interval: "30s",
             };
             let config = enroll::issue(&dir, &identity, &out, &options)?;
-            println!("Agent {identity}: certificate, key and {} written.", config.display());
-            println!("Copy {}/* to the sensor's /etc/owlet/ and run: owlet check-config /etc/owlet/owlet.toml", out.display());
+            println!(
+                "Agent {identity}: certificate, key and {} written.",
+                config.display()
+            );
+            println!(
+                "Copy {}/* to the sensor's /etc/owlet/ and run: owlet check-config /etc/owlet/owlet.toml",
+                out.display()
+            );
             Ok(0)
         }
         Command::Serve { config } => {
@@ -132,7 +151,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<28} {:<13} {:<9} {:<24} {:>10}  HOST", "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms");
+                println!(
+                    "{:<28} {:<13} {:<9} {:<24} {:>10}  HOST",
+                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms"
+                );
                 for r in rows {
                     println!(
                         "{:<28} {:<13} {:<9} {:<24} {:>10}  {}",
@@ -147,7 +169,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Tail { config, agent, json, from_start } => {
+        Command::Tail {
+            config,
+            agent,
+            json,
+            from_start,
+        } => {
             let config = load(&config)?;
             let db = query::open_read_only(config.sqlite_path())
                 .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
@@ -155,7 +182,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             loop {
                 let events = query::events_after(&db, after, agent.as_deref(), 1000)?;
                 for e in &events {
-                    println!("{}", if json { query::json_line(e) } else { query::text_line(e) });
+                    println!(
+                        "{}",
+                        if json {
+                            query::json_line(e)
+                        } else {
+                            query::text_line(e)
+                        }
+                    );
                     after = e.row;
                 }
                 if events.is_empty() {
@@ -169,12 +203,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

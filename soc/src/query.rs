@@ -28,7 +28,10 @@ pub struct AgentRow {
 }
 
 pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let db = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     db.busy_timeout(Duration::from_secs(5))?;
     Ok(db)
 }
@@ -49,7 +52,14 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             hw_profile: r.get(3)?,
             hostname: r.get(4)?,
             time_zone: r.get(5)?,
-            state: if silent { "silent" } else if connected { "connected" } else { "disconnected" }.to_string(),
+            state: if silent {
+                "silent"
+            } else if connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+            .to_string(),
             first_seen: rfc3339(r.get(8)?),
             last_seen: rfc3339(r.get(9)?),
             clock_offset_ms: r.get(10)?,
@@ -72,7 +82,12 @@ pub struct StoredEvent {
 
 /// Events stored after row `after`, oldest first, optionally for one agent
 /// (`TENANT/AGENT` or just `AGENT`).
-pub fn events_after(db: &Connection, after: i64, agent: Option<&str>, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
+pub fn events_after(
+    db: &Connection,
+    after: i64,
+    agent: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<StoredEvent>> {
     let (tenant, agent_id) = match agent.map(|a| a.split_once('/')) {
         Some(Some((t, a))) => (Some(t), Some(a)),
         Some(None) => (None, agent),
@@ -115,11 +130,29 @@ pub fn json_line(stored: &StoredEvent) -> String {
 /// One readable line per event.
 pub fn text_line(stored: &StoredEvent) -> String {
     let Some(event) = &stored.event else {
-        return format!("{} {}/{} <undecodable event>", rfc3339(stored.received_us), stored.tenant, stored.agent_id);
+        return format!(
+            "{} {}/{} <undecodable event>",
+            rfc3339(stored.received_us),
+            stored.tenant,
+            stored.agent_id
+        );
     };
-    let time = event.time.as_ref().map_or_else(String::new, |t| rfc3339(owlet_proto::timestamp_micros(t)));
-    let seq = if event.seq == 0 { "soc".to_string() } else { format!("#{}", event.seq) };
-    format!("{time} {}/{} {seq} {}: {}", stored.tenant, stored.agent_id, event.kind_name(), summary(event))
+    let time = event
+        .time
+        .as_ref()
+        .map_or_else(String::new, |t| rfc3339(owlet_proto::timestamp_micros(t)));
+    let seq = if event.seq == 0 {
+        "soc".to_string()
+    } else {
+        format!("#{}", event.seq)
+    };
+    format!(
+        "{time} {}/{} {seq} {}: {}",
+        stored.tenant,
+        stored.agent_id,
+        event.kind_name(),
+        summary(event)
+    )
 }
 
 fn summary(event: &Event) -> String {
@@ -141,7 +174,13 @@ fn summary(event: &Event) -> String {
             d.last_seq,
             d.lost_by_kind
         ),
-        Some(Kind::Alert(a)) => format!("[{:?}] {} {}: {}", a.severity(), a.name, a.subject, a.message),
+        Some(Kind::Alert(a)) => format!(
+            "[{:?}] {} {}: {}",
+            a.severity(),
+            a.name,
+            a.subject,
+            a.message
+        ),
         Some(Kind::CheckResult(c)) => format!(
             "{} {:?} {} -> {:?} {} ({} ms)",
             c.check_id,

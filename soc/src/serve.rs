@@ -27,7 +27,9 @@ impl Receiver {
     pub async fn bind(config: SocConfig) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.server.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+            .with_context(|| {
+                format!("cannot listen on {} (server.listen)", config.server.listen)
+            })?;
         Ok(Self { listener, config })
     }
 
@@ -36,11 +38,19 @@ impl Receiver {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let config = self.config;
-        let tls = owlet_tls::server_config(&config.server.cert, &config.server.key, &config.server.client_ca)?;
+        let tls = owlet_tls::server_config(
+            &config.server.cert,
+            &config.server.key,
+            &config.server.client_ca,
+        )?;
         let db = config.sqlite_path();
-        let sink = SqliteSink::open(db).with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
+        let sink = SqliteSink::open(db)
+            .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
         let sink = SinkHandle::spawn(sink)?;
 
         let (conn_tx, conn_rx) = mpsc::channel(64);
@@ -76,7 +86,10 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
     let mut ticker = tokio::time::interval(config.check_every);
     loop {
         ticker.tick().await;
-        match sink.check_liveness(std::time::SystemTime::now(), config.silent_after).await {
+        match sink
+            .check_liveness(std::time::SystemTime::now(), config.silent_after)
+            .await
+        {
             Ok(changes) => {
                 for change in changes {
                     warn!(agent = %change.agent, window = ?config.silent_after, "agent_silent: no heartbeat within the window");

@@ -46,7 +46,10 @@ type SocStream = Pin<Box<dyn Stream<Item = Result<SocMessage, Status>> + Send>>;
 impl Telemetry for TelemetryService {
     type StreamStream = SocStream;
 
-    async fn stream(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SocStream>, Status> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<SocStream>, Status> {
         let peer = request
             .extensions()
             .get::<Peer>()
@@ -57,19 +60,27 @@ impl Telemetry for TelemetryService {
             Err(_) => return Err(Status::deadline_exceeded("no hello")),
             Ok(msg) => match msg?.and_then(|m| m.body) {
                 Some(agent_message::Body::Hello(hello)) => hello,
-                _ => return Err(Status::invalid_argument("the first message must be a hello")),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "the first message must be a hello",
+                    ));
+                }
             },
         };
         check_claims(&peer, &hello)?;
 
         let received = owlet_proto::now();
-        let clock_offset_ms = hello
-            .agent_time
-            .as_ref()
-            .map_or(0, |t| (owlet_proto::timestamp_micros(t) - owlet_proto::timestamp_micros(&received)) / 1000);
+        let clock_offset_ms = hello.agent_time.as_ref().map_or(0, |t| {
+            (owlet_proto::timestamp_micros(t) - owlet_proto::timestamp_micros(&received)) / 1000
+        });
         let acked_seq = self
             .sink
-            .agent_connected(peer.identity.clone(), hello.clone(), clock_offset_ms, peer.addr.to_string())
+            .agent_connected(
+                peer.identity.clone(),
+                hello.clone(),
+                clock_offset_ms,
+                peer.addr.to_string(),
+            )
             .await
             .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
         info!(agent = %peer.identity, addr = %peer.addr, version = %hello.agent_version, acked_seq, clock_offset_ms, "agent connected");
@@ -83,7 +94,11 @@ impl Telemetry for TelemetryService {
             soc_version: env!("CARGO_PKG_VERSION").to_string(),
             max_message_bytes: owlet_proto::MAX_MESSAGE_BYTES as u32,
         };
-        let _ = tx.send(Ok(SocMessage { body: Some(soc_message::Body::Welcome(welcome)) })).await;
+        let _ = tx
+            .send(Ok(SocMessage {
+                body: Some(soc_message::Body::Welcome(welcome)),
+            }))
+            .await;
         tokio::spawn(receive_batches(self.sink.clone(), peer, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -164,7 +179,9 @@ async fn receive_batches(
 type Receipt = oneshot::Receiver<Result<Stored, SinkError>>;
 
 /// Waits for the oldest pending batch to be durable.
-async fn oldest(pending: &mut VecDeque<Receipt>) -> Result<Result<Stored, SinkError>, oneshot::error::RecvError> {
+async fn oldest(
+    pending: &mut VecDeque<Receipt>,
+) -> Result<Result<Stored, SinkError>, oneshot::error::RecvError> {
     match pending.front_mut() {
         Some(receipt) => receipt.await,
         None => std::future::pending().await,
@@ -180,13 +197,16 @@ pub fn validate(batch: &Batch) -> Result<(), Status> {
     if batch.events.len() > owlet_proto::MAX_BATCH_EVENTS {
         return bad("too many events");
     }
-    if batch.first_seq == 0 || batch.first_seq > batch.last_seq || batch.last_seq > i64::MAX as u64 {
+    if batch.first_seq == 0 || batch.first_seq > batch.last_seq || batch.last_seq > i64::MAX as u64
+    {
         return bad("sequence range out of bounds");
     }
     let mut previous = 0;
     for event in &batch.events {
         if event.seq <= previous || event.seq < batch.first_seq || event.seq > batch.last_seq {
-            return bad("event sequence numbers must increase strictly within [first_seq, last_seq]");
+            return bad(
+                "event sequence numbers must increase strictly within [first_seq, last_seq]",
+            );
         }
         previous = event.seq;
     }

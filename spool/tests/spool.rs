@@ -291,7 +291,10 @@ fn deferred_durability_syncs_through_the_handle_without_the_spool() {
     let mut cfg = config(dir.path(), 4096, 1 << 20);
     cfg.durability = owlet_spool::Durability::Deferred;
     let (mut spool, _) = Spool::open(cfg.clone()).unwrap();
-    assert!(spool.sync_handle().unwrap().is_none(), "nothing written yet");
+    assert!(
+        spool.sync_handle().unwrap().is_none(),
+        "nothing written yet"
+    );
     let a = spool.append(vec![event(0, 10, 1)]).unwrap();
     let handle = spool.sync_handle().unwrap().expect("a segment is open");
     // The spool stays usable while the handle flushes.

@@ -120,7 +120,7 @@ impl Source {
                     table = None;
                 }
                 Segment::Index(i) => {
-                    let v = value?.get_ref().as_array()?.iter().nth(i)?;
+                    let v = value?.get_ref().as_array()?.get(i)?;
                     best = Some(v.span().start);
                     value = Some(v);
                     table = None;
@@ -130,9 +130,20 @@ impl Source {
         best.map(|offset| line_column(&self.text, offset))
     }
 
-    fn error_at(&self, span: Option<std::ops::Range<usize>>, key: String, message: String) -> ConfigError {
+    fn error_at(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: String,
+        message: String,
+    ) -> ConfigError {
         let (line, column) = span.map_or((0, 0), |s| line_column(&self.text, s.start));
-        ConfigError { file: self.file.clone(), line, column, key, message }
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message,
+        }
     }
 }
 
@@ -153,7 +164,10 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, Source), ConfigError
 
 /// Deserializes `text` as if read from `file` (used by `load` and by tests).
 pub fn parse<T: DeserializeOwned>(file: &Path, text: String) -> Result<(T, Source), ConfigErrors> {
-    let source = Source { file: file.to_path_buf(), text };
+    let source = Source {
+        file: file.to_path_buf(),
+        text,
+    };
     let table = match DeTable::parse(&source.text) {
         Ok(t) => t,
         Err(e) => {
@@ -170,7 +184,12 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: String) -> Result<(T, Sourc
     };
     let mut errors: Vec<ConfigError> = unknown
         .iter()
-        .map(|key| source.error(key, "unknown key (check its spelling and the section it is in)"))
+        .map(|key| {
+            source.error(
+                key,
+                "unknown key (check its spelling and the section it is in)",
+            )
+        })
         .collect();
     match result {
         Ok(value) if errors.is_empty() => Ok((value, source)),
@@ -215,7 +234,9 @@ fn parse_key_path(path: &str) -> Vec<Segment<'_>> {
             out.push(Segment::Key(&rest[..open]));
             rest = &rest[open..];
             while let Some(stripped) = rest.strip_prefix('[') {
-                let Some(close) = stripped.find(']') else { break };
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
                 if let Ok(i) = stripped[..close].parse() {
                     out.push(Segment::Index(i));
                 }
@@ -259,14 +280,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_all_reported_with_their_lines() {
-        let err = parse_conf("[soc]\naddress = \"x\"\nadress = \"y\"\n\n[sco]\nz = 1\n").unwrap_err();
+        let err =
+            parse_conf("[soc]\naddress = \"x\"\nadress = \"y\"\n\n[sco]\nz = 1\n").unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 2, "{text}");
         assert_eq!(err.0[0].line, 3);
         assert_eq!(err.0[0].key, "soc.adress");
         assert_eq!(err.0[1].line, 5);
         assert_eq!(err.0[1].key, "sco");
-        assert!(text.starts_with("/etc/owlet/owlet.toml:3:1: soc.adress: unknown key"), "{text}");
+        assert!(
+            text.starts_with("/etc/owlet/owlet.toml:3:1: soc.adress: unknown key"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -287,21 +312,33 @@ mod tests {
     #[test]
     fn missing_key_names_the_table() {
         let err = parse_conf("[soc]\nport = 1\n").unwrap_err();
-        assert!(err.0[0].message.contains("missing field `address`"), "{err}");
+        assert!(
+            err.0[0].message.contains("missing field `address`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn later_checks_locate_nested_keys() {
-        let (_, src) = parse_conf("[soc]\naddress = \"x\"\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\n").unwrap();
+        let (_, src) =
+            parse_conf("[soc]\naddress = \"x\"\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\n")
+                .unwrap();
         assert_eq!(src.locate("check[1].id"), Some((6, 1)));
         assert_eq!(src.locate("soc.address"), Some((2, 1)));
         assert_eq!(src.locate("nowhere"), None);
-        assert_eq!(src.error("soc.address", "bad").to_string(), "/etc/owlet/owlet.toml:2:1: soc.address: bad");
+        assert_eq!(
+            src.error("soc.address", "bad").to_string(),
+            "/etc/owlet/owlet.toml:2:1: soc.address: bad"
+        );
     }
 
     #[test]
     fn unreadable_file_is_a_file_level_error() {
         let err = load::<Conf>(Path::new("/nonexistent/owlet.toml")).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/owlet.toml: cannot read"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/owlet.toml: cannot read"),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,10 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     let reply = match control::request(&socket, "health").await {
         Ok(reply) => reply,
         Err(e) => {
-            println!("OWLET UNKNOWN - cannot reach the agent at {}: {e} (is `owlet run` up?)", socket.display());
+            println!(
+                "OWLET UNKNOWN - cannot reach the agent at {}: {e} (is `owlet run` up?)",
+                socket.display()
+            );
             return Ok(Verdict::Unknown.exit_code());
         }
     };
@@ -25,8 +28,17 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     if json {
         println!("{reply}");
     } else {
-        let reasons: Vec<&str> = value["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
-        let summary = if reasons.is_empty() { "all good".to_string() } else { reasons.join("; ") };
+        let reasons: Vec<&str> = value["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .collect();
+        let summary = if reasons.is_empty() {
+            "all good".to_string()
+        } else {
+            reasons.join("; ")
+        };
         let m = &value["metrics"];
         println!(
             "OWLET {} - {summary} | connection={} spool_events={} spool_bytes={}B accepted={}c dropped={}c",

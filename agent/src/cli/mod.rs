@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use crate::config;
 
 #[derive(Debug, Parser)]
-#[command(name = "owlet", version, about = "On-premises monitoring agent for managed security services")]
+#[command(
+    name = "owlet",
+    version,
+    about = "On-premises monitoring agent for managed security services"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -109,7 +113,10 @@ where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
     T: Into<ExitStatus>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("owlet: cannot start the async runtime: {e}");

@@ -74,7 +74,11 @@ impl Config {
             "soc.server_name",
             "cannot be empty: it is the name the SOC's certificate must carry",
         );
-        check(self.batch.max_events >= 1, "batch.max_events", "must be at least 1");
+        check(
+            self.batch.max_events >= 1,
+            "batch.max_events",
+            "must be at least 1",
+        );
         check(
             self.batch.max_events <= owlet_proto::MAX_BATCH_EVENTS,
             "batch.max_events",
@@ -96,15 +100,23 @@ impl Config {
             "spool.segment_bytes",
             "must be at least 2 x batch.max_bytes",
         );
-        check(!self.status.interval.is_zero(), "status.interval", "must be more than 0s");
+        check(
+            !self.status.interval.is_zero(),
+            "status.interval",
+            "must be more than 0s",
+        );
         check(
             self.soc.backoff_min <= self.soc.backoff_max && !self.soc.backoff_min.is_zero(),
             "soc.backoff_min",
             "must be more than 0s and not more than soc.backoff_max",
         );
-        for (key, id) in [("agent.tenant", &self.agent.tenant), ("agent.id", &self.agent.id)] {
+        for (key, id) in [
+            ("agent.tenant", &self.agent.tenant),
+            ("agent.id", &self.agent.id),
+        ] {
             if let Some(id) = id
-                && let Err(e) = owlet_tls::Identity::new(id, "x").and_then(|_| owlet_tls::Identity::new("x", id))
+                && let Err(e) = owlet_tls::Identity::new(id, "x")
+                    .and_then(|_| owlet_tls::Identity::new("x", id))
             {
                 errors.push(src.error(key, e.to_string()));
             }
@@ -137,7 +149,10 @@ impl Config {
 /// Splits `host:port` / `[v6]:port`; `None` when malformed.
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port: u16 = port.parse().ok()?;
     (!host.is_empty() && port != 0 && !host.contains(char::is_whitespace)).then_some((host, port))
 }

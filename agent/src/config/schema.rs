@@ -25,7 +25,6 @@ pub struct Config {
     /// Synthetic load for benchmarks and tests (off by default).
     #[serde(default)]
     pub synthetic: crate::synthetic::SyntheticSection,
-
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.
@@ -45,7 +44,12 @@ pub struct AgentSection {
 
 impl Default for AgentSection {
     fn default() -> Self {
-        Self { tenant: None, id: None, hw_profile: String::new(), state_dir: default_state_dir() }
+        Self {
+            tenant: None,
+            id: None,
+            hw_profile: String::new(),
+            state_dir: default_state_dir(),
+        }
     }
 }
 
@@ -170,7 +174,11 @@ pub struct BatchSection {
 
 impl Default for BatchSection {
     fn default() -> Self {
-        Self { max_events: default_batch_events(), max_bytes: default_batch_bytes(), linger: default_linger() }
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+            linger: default_linger(),
+        }
     }
 }
 
@@ -193,7 +201,9 @@ pub struct StatusSection {
 
 impl Default for StatusSection {
     fn default() -> Self {
-        Self { interval: default_status_interval() }
+        Self {
+            interval: default_status_interval(),
+        }
     }
 }
 
@@ -211,7 +221,9 @@ pub struct ControlSection {
 
 impl Default for ControlSection {
     fn default() -> Self {
-        Self { socket: default_socket() }
+        Self {
+            socket: default_socket(),
+        }
     }
 }
 
@@ -242,7 +254,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::default(), level: default_level() }
+        Self {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
     }
 }
 

@@ -26,7 +26,9 @@ fn write(dir: &Path, text: &str) -> PathBuf {
 }
 
 fn errors(dir: &Path, text: &str) -> Vec<owlet_tomlconf::ConfigError> {
-    load(&write(dir, text)).expect_err("config should be refused").0
+    load(&write(dir, text))
+        .expect_err("config should be refused")
+        .0
 }
 
 #[test]
@@ -41,7 +43,10 @@ fn a_valid_file_loads_and_resolves_paths_from_its_directory() {
 #[test]
 fn unknown_keys_are_errors_with_line_and_key() {
     let (_tmp, dir) = enrolled();
-    let errs = errors(&dir, &format!("{VALID}kye = \"x\"\n\n[spol]\nmax_bytes = 1\n"));
+    let errs = errors(
+        &dir,
+        &format!("{VALID}kye = \"x\"\n\n[spol]\nmax_bytes = 1\n"),
+    );
     let keys: Vec<_> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(keys, vec![(9, "soc.kye"), (11, "spol")]);
 }
@@ -50,7 +55,10 @@ fn unknown_keys_are_errors_with_line_and_key() {
 fn wrong_type_is_located() {
     let (_tmp, dir) = enrolled();
     let errs = errors(&dir, &format!("{VALID}\n[batch]\nmax_events = \"many\"\n"));
-    assert_eq!((errs[0].line, errs[0].key.as_str()), (11, "batch.max_events"));
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (11, "batch.max_events")
+    );
 }
 
 #[test]
@@ -58,13 +66,21 @@ fn unreadable_certificate_names_the_key_and_the_file() {
     let (_tmp, dir) = enrolled();
     let errs = errors(&dir, &VALID.replace("agent.pem", "missing.pem"));
     assert_eq!((errs[0].line, errs[0].key.as_str()), (7, "soc.cert"));
-    assert!(errs[0].message.contains("missing.pem"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("missing.pem"),
+        "{}",
+        errs[0].message
+    );
 }
 
 #[test]
 fn private_key_readable_by_others_is_refused_with_the_fix() {
     let (_tmp, dir) = enrolled();
-    std::fs::set_permissions(dir.join("agent.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        dir.join("agent.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let errs = errors(&dir, VALID);
     assert_eq!((errs[0].line, errs[0].key.as_str()), (8, "soc.key"));
     assert!(errs[0].message.contains("chmod 600"), "{}", errs[0].message);
@@ -84,7 +100,10 @@ fn semantic_errors_are_all_reported() {
 #[test]
 fn host_port_forms() {
     assert_eq!(split_host_port("soc:4443"), Some(("soc", 4443)));
-    assert_eq!(split_host_port("[2001:db8::1]:4443"), Some(("2001:db8::1", 4443)));
+    assert_eq!(
+        split_host_port("[2001:db8::1]:4443"),
+        Some(("2001:db8::1", 4443))
+    );
     assert_eq!(split_host_port("soc"), None);
     assert_eq!(split_host_port("soc:0"), None);
     assert_eq!(split_host_port(":4443"), None);

@@ -30,7 +30,15 @@ pub struct BatchLimits {
 /// Creates the bus: a bounded channel of `capacity` events and its batcher.
 pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
     let (tx, rx) = mpsc::channel(capacity);
-    (tx, Batcher { rx, limits, pending: VecDeque::new(), incoming: Vec::new() })
+    (
+        tx,
+        Batcher {
+            rx,
+            limits,
+            pending: VecDeque::new(),
+            incoming: Vec::new(),
+        },
+    )
 }
 
 /// Events taken from the channel per receive: bounds `pending`.
@@ -70,7 +78,9 @@ impl Batcher {
                 }
                 self.pending.extend(self.incoming.drain(..));
             }
-            let Some(event) = self.pending.pop_front() else { break };
+            let Some(event) = self.pending.pop_front() else {
+                break;
+            };
             let len = event.encoded_len();
             if bytes + len > self.limits.max_bytes {
                 self.pending.push_front(event); // first of the next batch
@@ -92,19 +102,30 @@ mod tests {
         Event {
             seq: 0,
             time: Some(owlet_proto::now()),
-            kind: Some(Kind::AgentStatus(AgentStatus { agent_version: version.into(), ..Default::default() })),
+            kind: Some(Kind::AgentStatus(AgentStatus {
+                agent_version: version.into(),
+                ..Default::default()
+            })),
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn batches_by_count_then_linger_and_ends_when_senders_close() {
-        let limits = BatchLimits { max_events: 3, max_bytes: 1 << 20, linger: Duration::from_millis(50) };
+        let limits = BatchLimits {
+            max_events: 3,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+        };
         let (tx, mut batcher) = channel(16, limits);
         for _ in 0..4 {
             tx.send(status("1")).await.unwrap();
         }
         assert_eq!(batcher.next_batch().await.unwrap().len(), 3);
-        assert_eq!(batcher.next_batch().await.unwrap().len(), 1, "linger releases a partial batch");
+        assert_eq!(
+            batcher.next_batch().await.unwrap().len(),
+            1,
+            "linger releases a partial batch"
+        );
         drop(tx);
         assert!(batcher.next_batch().await.is_none());
     }
@@ -112,7 +133,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batches_by_bytes_without_losing_the_overflowing_event() {
         let big = "x".repeat(600);
-        let limits = BatchLimits { max_events: 100, max_bytes: 1000, linger: Duration::from_millis(50) };
+        let limits = BatchLimits {
+            max_events: 100,
+            max_bytes: 1000,
+            linger: Duration::from_millis(50),
+        };
         let (tx, mut batcher) = channel(16, limits);
         for _ in 0..3 {
             tx.send(status(&big)).await.unwrap();

@@ -75,7 +75,8 @@ impl Metrics {
     pub fn set_connection(&self, state: ConnectionState) {
         let previous = self.connection.swap(state as u8, Ordering::Relaxed);
         if previous != state as u8 {
-            self.connection_since_micros.store(now_micros(), Ordering::Relaxed);
+            self.connection_since_micros
+                .store(now_micros(), Ordering::Relaxed);
             if state == ConnectionState::Connected {
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
             }
@@ -89,7 +90,8 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         let now = now_micros();
         let connection_state =
-            ConnectionState::try_from(i32::from(self.connection.load(Ordering::Relaxed))).unwrap_or_default();
+            ConnectionState::try_from(i32::from(self.connection.load(Ordering::Relaxed)))
+                .unwrap_or_default();
         let last_ack = self.last_ack_micros.load(Ordering::Relaxed);
         Snapshot {
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -103,7 +105,10 @@ impl Metrics {
                 ConnectionState::Unspecified => "unknown",
             },
             connection_state,
-            connection_state_seconds: seconds_between(self.connection_since_micros.load(Ordering::Relaxed), now),
+            connection_state_seconds: seconds_between(
+                self.connection_since_micros.load(Ordering::Relaxed),
+                now,
+            ),
             last_ack_age_seconds: (last_ack > 0).then(|| seconds_between(last_ack, now)),
             last_ack_micros: last_ack,
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),

@@ -19,7 +19,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(spool: Spool) -> Self {
-        Self { spool: Arc::new(Mutex::new(spool)), appended: Arc::new(Notify::new()) }
+        Self {
+            spool: Arc::new(Mutex::new(spool)),
+            appended: Arc::new(Notify::new()),
+        }
     }
 
     /// Appends events (the spool numbers them). Once this returns `Ok` the
@@ -33,7 +36,11 @@ impl Store {
         let (appended, flush) = self
             .blocking(move |spool| {
                 let appended = spool.append(events)?;
-                let flush = if spool.durability() == Durability::Deferred { spool.sync_handle()? } else { None };
+                let flush = if spool.durability() == Durability::Deferred {
+                    spool.sync_handle()?
+                } else {
+                    None
+                };
                 Ok((appended, flush))
             })
             .await?;
@@ -48,8 +55,13 @@ impl Store {
     }
 
     /// Stored batches after `after_seq`, about `max_bytes` worth.
-    pub async fn read_after(&self, after_seq: u64, max_bytes: usize) -> Result<Vec<Batch>, SpoolError> {
-        self.blocking(move |spool| spool.read_after(after_seq, max_bytes)).await
+    pub async fn read_after(
+        &self,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Batch>, SpoolError> {
+        self.blocking(move |spool| spool.read_after(after_seq, max_bytes))
+            .await
     }
 
     /// Records the SOC's cumulative acknowledgement.
@@ -59,7 +71,8 @@ impl Store {
 
     /// Drops data older than the spool's age bound; returns what was lost.
     pub async fn expire(&self) -> Result<Vec<owlet_proto::v1::DataLoss>, SpoolError> {
-        self.blocking(|spool| spool.expire(std::time::SystemTime::now())).await
+        self.blocking(|spool| spool.expire(std::time::SystemTime::now()))
+            .await
     }
 
     /// Forces appended data to stable storage now.
@@ -95,5 +108,7 @@ impl Store {
 /// way the next call could observe (each spool method restores its own
 /// invariants before returning an error), so a poisoned lock is still usable.
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
-    spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

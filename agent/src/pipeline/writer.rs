@@ -115,7 +115,9 @@ fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
 fn write_failed_report(events: &[Event]) -> DataLoss {
     let mut lost_by_kind = BTreeMap::<String, u64>::new();
     for event in events {
-        *lost_by_kind.entry(event.kind_name().to_string()).or_default() += 1;
+        *lost_by_kind
+            .entry(event.kind_name().to_string())
+            .or_default() += 1;
     }
     let times = events.iter().filter_map(|e| e.time);
     DataLoss {
@@ -132,5 +134,9 @@ fn write_failed_report(events: &[Event]) -> DataLoss {
 
 /// Wraps a loss report as an event.
 pub fn loss_event(loss: &DataLoss) -> Event {
-    Event { seq: 0, time: Some(owlet_proto::now()), kind: Some(Kind::DataLoss(loss.clone())) }
+    Event {
+        seq: 0,
+        time: Some(owlet_proto::now()),
+        kind: Some(Kind::DataLoss(loss.clone())),
+    }
 }

@@ -13,13 +13,20 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, attempt: 0 }
+        Self {
+            min,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay: uniform in [min/2, ceiling], ceiling = min * 2^attempt
     /// capped at max.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.min.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        let ceiling = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let floor = self.min / 2;
         if ceiling <= floor {
@@ -43,7 +50,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for _ in 0..30 {
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

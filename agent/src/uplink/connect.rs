@@ -52,7 +52,8 @@ impl Connector {
             let tcp = TcpStream::connect(&self.address)
                 .await
                 .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
-            tcp.set_nodelay(true).map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
+            tcp.set_nodelay(true)
+                .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
             self.tls
                 .connect(self.server_name.clone(), tcp)
                 .await

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use owlet_proto::v1::{
-    AgentMessage, Batch, ConnectionState, Hello, agent_message, soc_message, telemetry_client::TelemetryClient,
+    AgentMessage, Batch, ConnectionState, Hello, agent_message, soc_message,
+    telemetry_client::TelemetryClient,
 };
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -40,7 +41,9 @@ pub enum UplinkError {
     ServerName(String),
     #[error("cannot connect to the SOC at {0}: {1}")]
     Connect(String, std::io::Error),
-    #[error("TLS handshake with the SOC at {0} failed: {1} (check that the SOC certificate is signed by soc.ca and names soc.server_name, and that this agent's certificate is from the SOC's agent CA)")]
+    #[error(
+        "TLS handshake with the SOC at {0} failed: {1} (check that the SOC certificate is signed by soc.ca and names soc.server_name, and that this agent's certificate is from the SOC's agent CA)"
+    )]
     Handshake(String, std::io::Error),
     #[error("no answer from the SOC at {0} within {1:?}")]
     Timeout(String, Duration),
@@ -87,7 +90,12 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>, facts: HostFacts) -> Result<Self, UplinkError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        facts: HostFacts,
+    ) -> Result<Self, UplinkError> {
         Ok(Self {
             connector: Connector::new(config)?,
             store,
@@ -97,7 +105,9 @@ impl Uplink {
             agent_id: config.agent.id.clone().unwrap_or_default(),
             hw_profile: config.agent.hw_profile.clone(),
             compression: config.soc.compression,
-            max_inflight: usize::try_from(config.soc.max_inflight_bytes.as_u64()).unwrap_or(usize::MAX).max(1),
+            max_inflight: usize::try_from(config.soc.max_inflight_bytes.as_u64())
+                .unwrap_or(usize::MAX)
+                .max(1),
             backoff: Backoff::new(config.soc.backoff_min, config.soc.backoff_max),
         })
     }
@@ -158,17 +168,31 @@ impl Uplink {
 
         // Small: the in-flight byte window is the real bound.
         let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
-        let hello = AgentMessage { body: Some(agent_message::Body::Hello(self.hello())) };
-        outbound.send(hello).await.map_err(|_| UplinkError::Closed)?;
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(UplinkError::Refused)?.into_inner();
+        let hello = AgentMessage {
+            body: Some(agent_message::Body::Hello(self.hello())),
+        };
+        outbound
+            .send(hello)
+            .await
+            .map_err(|_| UplinkError::Closed)?;
+        let mut inbound = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .map_err(UplinkError::Refused)?
+            .into_inner();
 
-        let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await {
+        let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await
+        {
             Err(_) => return Err(UplinkError::Protocol("no welcome after hello".into())),
             Ok(Err(status)) => return Err(UplinkError::Refused(status)),
             Ok(Ok(None)) => return Err(UplinkError::Closed),
             Ok(Ok(Some(msg))) => match msg.body {
                 Some(soc_message::Body::Welcome(w)) => w,
-                _ => return Err(UplinkError::Protocol("first message was not a welcome".into())),
+                _ => {
+                    return Err(UplinkError::Protocol(
+                        "first message was not a welcome".into(),
+                    ));
+                }
             },
         };
         self.metrics.set_connection(ConnectionState::Connected);
@@ -197,7 +221,9 @@ impl Uplink {
                                 msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
                             }
                         };
-                        permit.send(AgentMessage { body: Some(agent_message::Body::Batch(batch)) });
+                        permit.send(AgentMessage {
+                            body: Some(agent_message::Body::Batch(batch)),
+                        });
                     }
                     continue;
                 }
@@ -223,7 +249,9 @@ impl Uplink {
                     self.metrics.acked();
                     Ok(())
                 }
-                _ => Err(UplinkError::Protocol("unexpected message after welcome".into())),
+                _ => Err(UplinkError::Protocol(
+                    "unexpected message after welcome".into(),
+                )),
             },
         }
     }

@@ -65,7 +65,11 @@ pub trait Sink: Send + 'static {
 
     /// Marks agents without a heartbeat for `silent_after` as silent and
     /// records an `agent_silent` alert for each newly silent one.
-    fn check_liveness(&mut self, now: SystemTime, silent_after: Duration) -> Result<Vec<LivenessChange>, SinkError>;
+    fn check_liveness(
+        &mut self,
+        now: SystemTime,
+        silent_after: Duration,
+    ) -> Result<Vec<LivenessChange>, SinkError>;
 }
 
 /// What storing one batch did.
@@ -79,10 +83,26 @@ pub struct Stored {
 type Reply<T> = oneshot::Sender<Result<T, SinkError>>;
 
 enum Request {
-    Connected { who: Identity, hello: Box<Hello>, clock_offset_ms: i64, peer: String, reply: Reply<u64> },
-    Store { who: Identity, batch: Batch, reply: Reply<Stored> },
-    Disconnected { who: Identity },
-    Liveness { now: SystemTime, silent_after: Duration, reply: Reply<Vec<LivenessChange>> },
+    Connected {
+        who: Identity,
+        hello: Box<Hello>,
+        clock_offset_ms: i64,
+        peer: String,
+        reply: Reply<u64>,
+    },
+    Store {
+        who: Identity,
+        batch: Batch,
+        reply: Reply<Stored>,
+    },
+    Disconnected {
+        who: Identity,
+    },
+    Liveness {
+        now: SystemTime,
+        silent_after: Duration,
+        reply: Reply<Vec<LivenessChange>>,
+    },
 }
 
 /// Async front of a sink running on its own thread.
@@ -155,7 +175,10 @@ impl SinkHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, SinkError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| SinkError::Gone)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SinkError::Gone)?;
         rx.await.map_err(|_| SinkError::Gone)?
     }
 
@@ -166,15 +189,29 @@ impl SinkHandle {
         clock_offset_ms: i64,
         peer: String,
     ) -> Result<u64, SinkError> {
-        self.call(|reply| Request::Connected { who, hello: Box::new(hello), clock_offset_ms, peer, reply }).await
+        self.call(|reply| Request::Connected {
+            who,
+            hello: Box::new(hello),
+            clock_offset_ms,
+            peer,
+            reply,
+        })
+        .await
     }
 
     /// Queues a batch for storage and returns once it is queued (in call
     /// order); the receiver resolves when the batch is durable. Queuing in
     /// order matters: a batch must never be stored after its successor.
-    pub async fn submit_batch(&self, who: Identity, batch: Batch) -> Result<oneshot::Receiver<Result<Stored, SinkError>>, SinkError> {
+    pub async fn submit_batch(
+        &self,
+        who: Identity,
+        batch: Batch,
+    ) -> Result<oneshot::Receiver<Result<Stored, SinkError>>, SinkError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Store { who, batch, reply }).await.map_err(|_| SinkError::Gone)?;
+        self.tx
+            .send(Request::Store { who, batch, reply })
+            .await
+            .map_err(|_| SinkError::Gone)?;
         Ok(rx)
     }
 
@@ -182,7 +219,16 @@ impl SinkHandle {
         let _ = self.tx.send(Request::Disconnected { who }).await;
     }
 
-    pub async fn check_liveness(&self, now: SystemTime, silent_after: Duration) -> Result<Vec<LivenessChange>, SinkError> {
-        self.call(|reply| Request::Liveness { now, silent_after, reply }).await
+    pub async fn check_liveness(
+        &self,
+        now: SystemTime,
+        silent_after: Duration,
+    ) -> Result<Vec<LivenessChange>, SinkError> {
+        self.call(|reply| Request::Liveness {
+            now,
+            silent_after,
+            reply,
+        })
+        .await
     }
 }

@@ -82,7 +82,13 @@ fn agent_row(db: &Connection, who: &Identity) -> Result<Option<(i64, u64, bool)>
         .query_row(
             "SELECT id, acked_seq, silent FROM agents WHERE tenant = ?1 AND agent_id = ?2",
             params![who.tenant, who.agent_id],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, bool>(2)?,
+                ))
+            },
         )
         .optional()?)
 }
@@ -114,7 +120,12 @@ fn liveness_alert(who: &Identity, silent: bool, detail: String) -> Event {
     }
 }
 
-fn insert_soc_event(db: &Connection, agent_row: i64, event: &Event, now_us: i64) -> Result<(), SinkError> {
+fn insert_soc_event(
+    db: &Connection,
+    agent_row: i64,
+    event: &Event,
+    now_us: i64,
+) -> Result<(), SinkError> {
     db.execute(
         "INSERT INTO events (agent, seq, kind, time_us, received_us, body) VALUES (?1, NULL, ?2, ?3, ?3, ?4)",
         params![agent_row, event.kind_name(), now_us, event.encode_to_vec()],
@@ -123,9 +134,15 @@ fn insert_soc_event(db: &Connection, agent_row: i64, event: &Event, now_us: i64)
 }
 
 /// Stores one batch inside the caller's transaction.
-fn store_one(tx: &Connection, who: &Identity, batch: &Batch, now: i64) -> Result<Stored, SinkError> {
-    let (agent, acked, silent) = agent_row(tx, who)?
-        .ok_or_else(|| SinkError::Failed(format!("batch from {who} before its hello was recorded")))?;
+fn store_one(
+    tx: &Connection,
+    who: &Identity,
+    batch: &Batch,
+    now: i64,
+) -> Result<Stored, SinkError> {
+    let (agent, acked, silent) = agent_row(tx, who)?.ok_or_else(|| {
+        SinkError::Failed(format!("batch from {who} before its hello was recorded"))
+    })?;
     let mut heartbeat = false;
     {
         let mut insert = tx.prepare_cached(
@@ -136,9 +153,21 @@ fn store_one(tx: &Connection, who: &Identity, batch: &Batch, now: i64) -> Result
         for event in batch.events.iter().filter(|e| e.seq > acked) {
             heartbeat |= matches!(event.kind, Some(Kind::AgentStatus(_)));
             body.clear();
-            event.encode(&mut body).map_err(|e| SinkError::Failed(e.to_string()))?;
-            let time = event.time.as_ref().map_or(now, owlet_proto::timestamp_micros);
-            insert.execute(params![agent, event.seq as i64, event.kind_name(), time, now, body])?;
+            event
+                .encode(&mut body)
+                .map_err(|e| SinkError::Failed(e.to_string()))?;
+            let time = event
+                .time
+                .as_ref()
+                .map_or(now, owlet_proto::timestamp_micros);
+            insert.execute(params![
+                agent,
+                event.seq as i64,
+                event.kind_name(),
+                time,
+                now,
+                body
+            ])?;
         }
     }
     let acked_seq = acked.max(batch.last_seq);
@@ -154,7 +183,13 @@ fn store_one(tx: &Connection, who: &Identity, batch: &Batch, now: i64) -> Result
         let alert = liveness_alert(who, false, format!("{who} is sending heartbeats again"));
         insert_soc_event(tx, agent, &alert, now)?;
     }
-    Ok(Stored { acked_seq, change: recovered.then(|| LivenessChange { agent: who.clone(), silent: false }) })
+    Ok(Stored {
+        acked_seq,
+        change: recovered.then(|| LivenessChange {
+            agent: who.clone(),
+            silent: false,
+        }),
+    })
 }
 
 impl Sink for SqliteSink {
@@ -210,7 +245,11 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
-    fn check_liveness(&mut self, now: SystemTime, silent_after: Duration) -> Result<Vec<LivenessChange>, SinkError> {
+    fn check_liveness(
+        &mut self,
+        now: SystemTime,
+        silent_after: Duration,
+    ) -> Result<Vec<LivenessChange>, SinkError> {
         let now_us = micros(now);
         let cutoff = now_us - i64::try_from(silent_after.as_micros()).unwrap_or(i64::MAX);
         let tx = self.db.transaction()?;
@@ -221,8 +260,10 @@ impl Sink for SqliteSink {
                 "SELECT id, tenant, agent_id, COALESCE(last_heartbeat_us, first_seen_us) FROM agents
                  WHERE silent = 0 AND COALESCE(last_heartbeat_us, first_seen_us) < ?1",
             )?;
-            stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?
+            stmt.query_map(params![cutoff], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?
         };
         let mut changes = Vec::new();
         for (row, tenant, agent_id, last) in overdue {
@@ -235,7 +276,10 @@ impl Sink for SqliteSink {
             );
             tx.execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
             insert_soc_event(&tx, row, &liveness_alert(&who, true, detail), now_us)?;
-            changes.push(LivenessChange { agent: who, silent: true });
+            changes.push(LivenessChange {
+                agent: who,
+                silent: true,
+            });
         }
         tx.commit()?;
         Ok(changes)
@@ -253,7 +297,11 @@ mod tests {
         } else {
             Kind::Alert(Alert::default())
         };
-        Event { seq, time: Some(owlet_proto::now()), kind: Some(kind) }
+        Event {
+            seq,
+            time: Some(owlet_proto::now()),
+            kind: Some(kind),
+        }
     }
 
     fn batch(seqs: &[u64]) -> Batch {
@@ -265,7 +313,13 @@ mod tests {
     }
 
     fn count(sink: &SqliteSink) -> i64 {
-        sink.db.query_row("SELECT COUNT(*) FROM events WHERE seq IS NOT NULL", [], |r| r.get(0)).unwrap()
+        sink.db
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE seq IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
     }
 
     #[test]
@@ -274,13 +328,34 @@ mod tests {
         let path = dir.path().join("soc.db");
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&path).unwrap();
-        assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 0);
-        let stored = sink.store_batches(&[(who.clone(), batch(&[1, 2, 3])), (who.clone(), batch(&[2, 3, 4]))]).unwrap();
-        assert_eq!(stored.iter().map(|s| s.acked_seq).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p")
+                .unwrap(),
+            0
+        );
+        let stored = sink
+            .store_batches(&[
+                (who.clone(), batch(&[1, 2, 3])),
+                (who.clone(), batch(&[2, 3, 4])),
+            ])
+            .unwrap();
+        assert_eq!(
+            stored.iter().map(|s| s.acked_seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         drop(sink);
         let mut sink = SqliteSink::open(&path).unwrap();
-        assert_eq!(sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap(), 4);
-        assert_eq!(sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))]).unwrap()[0].acked_seq, 5);
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p")
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))])
+                .unwrap()[0]
+                .acked_seq,
+            5
+        );
         assert_eq!(count(&sink), 5);
     }
 
@@ -289,16 +364,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
-        sink.agent_connected(&who, &Hello::default(), 0, "p").unwrap();
+        sink.agent_connected(&who, &Hello::default(), 0, "p")
+            .unwrap();
         let later = SystemTime::now() + Duration::from_secs(120);
         let changes = sink.check_liveness(later, Duration::from_secs(60)).unwrap();
-        assert_eq!(changes, vec![LivenessChange { agent: who.clone(), silent: true }]);
-        assert!(sink.check_liveness(later, Duration::from_secs(60)).unwrap().is_empty());
-        let hb = Batch { first_seq: 1, last_seq: 1, events: vec![event(1, true)] };
+        assert_eq!(
+            changes,
+            vec![LivenessChange {
+                agent: who.clone(),
+                silent: true
+            }]
+        );
+        assert!(
+            sink.check_liveness(later, Duration::from_secs(60))
+                .unwrap()
+                .is_empty()
+        );
+        let hb = Batch {
+            first_seq: 1,
+            last_seq: 1,
+            events: vec![event(1, true)],
+        };
         let stored = sink.store_batches(&[(who.clone(), hb)]).unwrap();
-        assert_eq!(stored[0].change, Some(LivenessChange { agent: who, silent: false }));
-        let alerts: i64 =
-            sink.db.query_row("SELECT COUNT(*) FROM events WHERE seq IS NULL AND kind = 'alert'", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            stored[0].change,
+            Some(LivenessChange {
+                agent: who,
+                silent: false
+            })
+        );
+        let alerts: i64 = sink
+            .db
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE seq IS NULL AND kind = 'alert'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(alerts, 2);
     }
 }
