@@ -8,6 +8,7 @@
 //! unless `--dir` is given). Nothing needs root; checks that do (ICMP without
 //! the unprivileged ping socket) report themselves as such.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
         status_interval: DEMO_HEARTBEAT,
     };
     let agent_toml = enroll::issue(&ca_dir, &identity, &agent_dir, &options)?;
+    let web = start_web_server().await?;
+    add_demo_checks(&agent_toml, soc_addr, web)?;
     let mut agent = start_agent(&agent_toml, &agent_dir.join("agent.log"))?;
     println!(
         "agent {identity} started (pid {}), log {}",
@@ -98,6 +101,87 @@ pub async fn run(duration: Option<Duration>, dir: Option<PathBuf>) -> anyhow::Re
     let _ = soc.await;
     summary(&db_path)?;
     outcome
+}
+
+/// Appends the demo's uptime checks: a ping of loopback (when this user may
+/// ping), a TCP check of the SOC's port and a URL check of a local web server.
+fn add_demo_checks(agent_toml: &Path, soc: SocketAddr, web: SocketAddr) -> anyhow::Result<()> {
+    let mut checks = String::from("\n[probe]\nmax_concurrency = 8\n");
+    let check = |id: &str, kind: &str, target: &str| {
+        format!(
+            "\n[[probe.check]]\nid = \"{id}\"\ntype = \"{kind}\"\ntarget = \"{target}\"\ninterval = \"5s\"\ntimeout = \"2s\"\n"
+        )
+    };
+    if icmp_allowed() {
+        checks += &check("demo-ping", "icmp", "127.0.0.1");
+    } else {
+        println!(
+            "note: ICMP check skipped (needs root, CAP_NET_RAW or net.ipv4.ping_group_range for this group)"
+        );
+    }
+    checks += &check("demo-soc-port", "tcp", &soc.to_string());
+    checks += &check("demo-web", "http", &format!("http://{web}/"));
+    let mut file = std::fs::OpenOptions::new().append(true).open(agent_toml)?;
+    std::io::Write::write_all(&mut file, checks.as_bytes())?;
+    Ok(())
+}
+
+/// Whether this process may send ICMP echo: root, or a group inside the
+/// kernel's unprivileged ping range. (A binary given CAP_NET_RAW also may; the
+/// demo does not look for that.)
+fn icmp_allowed() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let id = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    if id("Uid:") == Some(0) {
+        return true;
+    }
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u32>().ok());
+    match (bounds.next(), bounds.next(), id("Gid:")) {
+        (Some(lo), Some(hi), Some(gid)) => lo <= gid && gid <= hi,
+        _ => false,
+    }
+}
+
+/// A tiny HTTP/1.1 server on a free loopback port for the demo's URL check.
+async fn start_web_server() -> anyhow::Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 8192];
+                let mut len = 0;
+                while len < request.len() && !request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        stream.read(&mut request[len..]),
+                    )
+                    .await
+                    {
+                        Ok(Ok(n)) if n > 0 => len += n,
+                        _ => return,
+                    }
+                }
+                let body = "owlet demo web server\n";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 fn start_agent(config: &Path, log: &Path) -> anyhow::Result<Child> {

@@ -102,7 +102,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         bus_tx.clone(),
         shutdown.clone(),
     ));
-    let probes = ();
+    let probes = owlet_probe::spawn(config.probe.clone(), bus_tx.clone());
 
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
     let health = Arc::new(HealthSource {
@@ -131,7 +131,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
     }
     info!("stopping: draining the bus into the spool");
-    let () = probes;
+    probes.shutdown().await;
     let _ = shutdown_tx.send(true);
     let _ = heartbeat.await;
     let _ = synthetic.await;
@@ -158,10 +158,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
 /// Re-reads the config file and applies what can change without a restart
 /// (the check list). A broken file is reported and the running config kept.
-fn reload(path: &Path, probes: &()) {
+fn reload(path: &Path, probes: &owlet_probe::ProbeHandle) {
     match config::load(path) {
         Ok(new) => {
-            let _ = (probes, new);
+            probes.reload(new.probe);
             info!(config = %path.display(), "configuration reloaded (checks); other changes need a restart");
         }
         Err(errors) => error!("configuration not reloaded, keeping the running one:\n{errors}"),

@@ -16,21 +16,31 @@ use crate::config::SocConfig;
 use crate::service::TelemetryService;
 use crate::sink::{SinkHandle, SqliteSink};
 
-/// A bound, ready receiver.
+/// A bound, ready receiver: its port is listening and its sink is open.
 pub struct Receiver {
     listener: TcpListener,
     config: SocConfig,
+    sink: SinkHandle,
 }
 
 impl Receiver {
-    /// Binds the listening socket (so callers know the port before serving).
+    /// Opens the sink and binds the listening socket, so callers know the
+    /// port and can read the sink before serving starts.
     pub async fn bind(config: SocConfig) -> anyhow::Result<Self> {
+        let db = config.sqlite_path();
+        let sink = SqliteSink::open(db)
+            .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
+        let sink = SinkHandle::spawn(sink)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| {
                 format!("cannot listen on {} (server.listen)", config.server.listen)
             })?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            config,
+            sink,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -42,20 +52,20 @@ impl Receiver {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let config = self.config;
+        let Self {
+            listener,
+            config,
+            sink,
+        } = self;
         let tls = owlet_tls::server_config(
             &config.server.cert,
             &config.server.key,
             &config.server.client_ca,
         )?;
         let db = config.sqlite_path();
-        let sink = SqliteSink::open(db)
-            .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
-        let sink = SinkHandle::spawn(sink)?;
-
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let accept = tokio::spawn(accept::accept_loop(
-            self.listener,
+            listener,
             Arc::new(tls),
             config.server.max_connections,
             conn_tx,

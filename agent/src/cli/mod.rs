@@ -46,7 +46,7 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
     /// Run one uptime check now and print the result.
-
+    Probe(owlet_probe::cli::ProbeArgs),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -68,7 +68,9 @@ pub fn main(cli: Cli) -> i32 {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run(config),
         Command::Demo { duration, dir } => runtime_then(|| crate::demo::run(duration, dir)),
-
+        Command::Probe(args) => {
+            runtime_then(|| async move { Ok(owlet_probe::cli::run(args).await) })
+        }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
         Command::Reload { socket } => runtime_then(|| health::reload(socket)),
     }
@@ -81,7 +83,7 @@ fn check_config(file: &std::path::Path) -> i32 {
                 "{}: OK (SOC {}, {} checks, spool {})",
                 file.display(),
                 config.soc.address,
-                0,
+                config.probe.checks.len(),
                 config.spool_dir().display()
             );
             0

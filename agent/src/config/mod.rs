@@ -131,6 +131,9 @@ impl Config {
             errors.push(src.error("soc.key", e.to_string()));
         }
 
+        for issue in self.probe.validate() {
+            errors.push(src.error(&format!("probe.{}", issue.path), issue.message));
+        }
         errors
     }
 

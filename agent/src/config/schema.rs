@@ -22,6 +22,9 @@ pub struct Config {
     pub control: ControlSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Uptime checks (`[probe]`, `[[probe.check]]`).
+    #[serde(default)]
+    pub probe: owlet_probe::ProbeConfig,
     /// Synthetic load for benchmarks and tests (off by default).
     #[serde(default)]
     pub synthetic: crate::synthetic::SyntheticSection,
