@@ -82,7 +82,13 @@ impl SocConfig {
 
 /// Loads and checks a SOC config file.
 pub fn load(path: &Path) -> Result<SocConfig, ConfigErrors> {
-    let (mut config, source): (SocConfig, _) = owlet_tomlconf::load(path)?;
+    owlet_tomlconf::load(path, resolve_and_check)
+}
+
+fn resolve_and_check(
+    config: &mut SocConfig,
+    source: &owlet_tomlconf::Source,
+) -> Vec<owlet_tomlconf::ConfigError> {
     let server = &mut config.server;
     for p in [&mut server.cert, &mut server.key, &mut server.client_ca] {
         *p = source.resolve(p);
@@ -111,9 +117,5 @@ pub fn load(path: &Path) -> Result<SocConfig, ConfigErrors> {
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    errors
 }

@@ -16,6 +16,9 @@ use crate::config::SocConfig;
 use crate::service::TelemetryService;
 use crate::sink::{SinkHandle, SqliteSink};
 
+/// How long open agent streams may finish after a stop request.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A bound, ready receiver: its port is listening and its sink is open.
 pub struct Receiver {
     listener: TcpListener,
@@ -80,11 +83,26 @@ impl Receiver {
             .send_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
         info!(listen = %config.server.listen, sink = %db.display(), "owlet-soc {} serving", env!("CARGO_PKG_VERSION"));
-        let result = tonic::transport::Server::builder()
+        // Graceful stop first (no new streams); agent streams never end by
+        // themselves, so after a grace period the connections are dropped.
+        // Nothing is lost: only durable batches were acknowledged, and agents
+        // resend the rest to whichever SOC they reach next.
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(service)
-            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            });
+        let result = tokio::select! {
+            result = server => result,
+            () = async {
+                shutdown.await;
+                info!("stopping: closing agent streams");
+                let _ = stop_tx.send(true);
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Ok(()),
+        };
         accept.abort();
         liveness.abort();
         result.context("gRPC server")

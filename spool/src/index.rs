@@ -25,6 +25,20 @@ pub struct RecordMeta {
     pub newest_us: Option<i64>,
     /// Events by kind name, for loss reports.
     pub kinds: Vec<(&'static str, u32)>,
+    /// What the batch's own `DataLoss` events reported (rare, hence boxed):
+    /// if this batch is lost in turn, those counts are carried into the new
+    /// report, so a lost loss report never makes loss silent.
+    pub nested_loss: Option<Box<NestedLoss>>,
+}
+
+/// The sum of the `DataLoss` reports inside one batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NestedLoss {
+    pub events: u64,
+    pub batches: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub kinds: BTreeMap<String, u64>,
 }
 
 impl RecordMeta {
@@ -32,7 +46,20 @@ impl RecordMeta {
         let mut kinds: Vec<(&'static str, u32)> = Vec::new();
         let mut oldest_us: Option<i64> = None;
         let mut newest_us: Option<i64> = None;
+        let mut nested_loss: Option<Box<NestedLoss>> = None;
         for e in &batch.events {
+            if let Some(owlet_proto::v1::event::Kind::DataLoss(d)) = &e.kind {
+                let nested = nested_loss.get_or_insert_with(Box::default);
+                nested.events += d.events_lost;
+                nested.batches += d.batches_lost;
+                if d.first_seq != 0 && (nested.first_seq == 0 || d.first_seq < nested.first_seq) {
+                    nested.first_seq = d.first_seq;
+                }
+                nested.last_seq = nested.last_seq.max(d.last_seq);
+                for (k, n) in &d.lost_by_kind {
+                    *nested.kinds.entry(k.clone()).or_default() += n;
+                }
+            }
             let name = e.kind_name();
             match kinds.iter_mut().find(|(k, _)| *k == name) {
                 Some((_, n)) => *n += 1,
@@ -53,6 +80,7 @@ impl RecordMeta {
             oldest_us,
             newest_us,
             kinds,
+            nested_loss,
         }
     }
 }
@@ -86,7 +114,7 @@ pub struct LossBuilder {
     batches: u64,
     first_seq: u64,
     last_seq: u64,
-    kinds: BTreeMap<&'static str, u64>,
+    kinds: BTreeMap<String, u64>,
     oldest_us: Option<i64>,
     newest_us: Option<i64>,
 }
@@ -118,7 +146,17 @@ impl LossBuilder {
         self.batches += 1;
         self.widen_seq(r.first_seq, r.last_seq);
         for (k, n) in &r.kinds {
-            *self.kinds.entry(k).or_default() += u64::from(*n);
+            *self.kinds.entry((*k).to_string()).or_default() += u64::from(*n);
+        }
+        if let Some(nested) = &r.nested_loss {
+            self.events += nested.events;
+            self.batches += nested.batches;
+            if nested.first_seq != 0 {
+                self.widen_seq(nested.first_seq, nested.last_seq);
+            }
+            for (k, n) in &nested.kinds {
+                *self.kinds.entry(k.clone()).or_default() += n;
+            }
         }
         if let Some(o) = r.oldest_us {
             self.oldest_us = Some(self.oldest_us.map_or(o, |x| x.min(o)));
@@ -138,14 +176,14 @@ impl LossBuilder {
                 let n = last - first + 1;
                 self.events += n;
                 self.widen_seq(first, last);
-                *self.kinds.entry("unknown").or_default() += n;
+                *self.kinds.entry("unknown".to_string()).or_default() += n;
             }
             Some(_) => {}
             None => {
                 if self.first_seq == 0 || first < self.first_seq {
                     self.first_seq = first;
                 }
-                self.kinds.entry("unknown").or_default();
+                self.kinds.entry("unknown".to_string()).or_default();
             }
         }
     }
@@ -161,11 +199,7 @@ impl LossBuilder {
             batches_lost: self.batches,
             first_seq: self.first_seq,
             last_seq: self.last_seq,
-            lost_by_kind: self
-                .kinds
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            lost_by_kind: self.kinds.into_iter().collect(),
             oldest: self.oldest_us.map(micros_to_timestamp),
             newest: self.newest_us.map(micros_to_timestamp),
         }

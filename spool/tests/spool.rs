@@ -306,3 +306,52 @@ fn deferred_durability_syncs_through_the_handle_without_the_spool() {
     assert!(losses.is_empty());
     assert_eq!(all(&mut spool)[0].last_seq, a.last_seq);
 }
+
+#[test]
+fn a_lost_loss_report_is_carried_into_the_next_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(config(dir.path(), 1000, 3000)).unwrap();
+    let earlier = owlet_spool::DataLoss {
+        reason: DataLossReason::SpoolFull as i32,
+        events_lost: 500,
+        batches_lost: 5,
+        first_seq: 7,
+        last_seq: 506,
+        lost_by_kind: [("check_result".to_string(), 500)].into(),
+        ..Default::default()
+    };
+    let report = owlet_spool::Event {
+        seq: 0,
+        time: event(0, 0, now_us()).time,
+        kind: Some(owlet_proto::v1::event::Kind::DataLoss(earlier)),
+    };
+    let mut losses = spool.append(vec![report]).unwrap().losses;
+    // Fill until the report's batch is dropped.
+    for _ in 0..40 {
+        losses.extend(spool.append(vec![event(0, 200, now_us())]).unwrap().losses);
+    }
+    let total: u64 = losses.iter().map(|l| l.events_lost).sum();
+    let kinds: u64 = losses
+        .iter()
+        .map(|l| l.lost_by_kind.get("check_result").copied().unwrap_or(0))
+        .sum();
+    let first = losses.iter().map(|l| l.first_seq).min().unwrap();
+    assert!(
+        losses
+            .iter()
+            .any(|l| l.lost_by_kind.get("data_loss") == Some(&1)),
+        "{losses:?}"
+    );
+    // The dropped report's 500 events are counted again, plus what was dropped directly.
+    let direct: u64 = losses
+        .iter()
+        .map(|l| l.lost_by_kind.values().sum::<u64>())
+        .sum::<u64>()
+        - 500;
+    assert_eq!(total, direct + 500);
+    assert!(kinds >= 500);
+    assert_eq!(
+        first, 7,
+        "the range reaches back to what the lost report covered"
+    );
+}

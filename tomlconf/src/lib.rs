@@ -147,9 +147,13 @@ impl Source {
     }
 }
 
-/// Reads and deserializes `path`. On success returns the value and its
-/// [`Source`] for further, located validation.
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, Source), ConfigErrors> {
+/// Reads and deserializes `path`, then runs `check` on the value (resolve
+/// paths, semantic checks located with [`Source::error`]). Every problem is
+/// returned at once: unknown keys do not stop `check` from running.
+pub fn load<T: DeserializeOwned>(
+    path: &Path,
+    check: impl FnOnce(&mut T, &Source) -> Vec<ConfigError>,
+) -> Result<T, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -159,11 +163,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, Source), ConfigError
             message: format!("cannot read the configuration file: {e}"),
         }])
     })?;
-    parse(path, text)
+    parse(path, text, check)
 }
 
-/// Deserializes `text` as if read from `file` (used by `load` and by tests).
-pub fn parse<T: DeserializeOwned>(file: &Path, text: String) -> Result<(T, Source), ConfigErrors> {
+/// Like [`load`], for `text` as if read from `file`.
+pub fn parse<T: DeserializeOwned>(
+    file: &Path,
+    text: String,
+    check: impl FnOnce(&mut T, &Source) -> Vec<ConfigError>,
+) -> Result<T, ConfigErrors> {
     let source = Source {
         file: file.to_path_buf(),
         text,
@@ -192,8 +200,14 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: String) -> Result<(T, Sourc
         })
         .collect();
     match result {
-        Ok(value) if errors.is_empty() => Ok((value, source)),
-        Ok(_) => Err(ConfigErrors(sorted(errors))),
+        Ok(mut value) => {
+            errors.extend(check(&mut value, &source));
+            if errors.is_empty() {
+                Ok(value)
+            } else {
+                Err(ConfigErrors(sorted(errors)))
+            }
+        }
         Err(e) => {
             let key = track.path().to_string();
             let key = if key == "." { String::new() } else { key };
@@ -274,8 +288,12 @@ mod tests {
         id: String,
     }
 
-    fn parse_conf(text: &str) -> Result<(Conf, Source), ConfigErrors> {
-        parse(Path::new("/etc/owlet/owlet.toml"), text.to_string())
+    fn parse_conf(text: &str) -> Result<Conf, ConfigErrors> {
+        parse(
+            Path::new("/etc/owlet/owlet.toml"),
+            text.to_string(),
+            |_, _| Vec::new(),
+        )
     }
 
     #[test]
@@ -319,22 +337,33 @@ mod tests {
     }
 
     #[test]
-    fn later_checks_locate_nested_keys() {
-        let (_, src) =
-            parse_conf("[soc]\naddress = \"x\"\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\n")
-                .unwrap();
-        assert_eq!(src.locate("check[1].id"), Some((6, 1)));
-        assert_eq!(src.locate("soc.address"), Some((2, 1)));
-        assert_eq!(src.locate("nowhere"), None);
+    fn later_checks_locate_nested_keys_and_run_despite_unknown_keys() {
+        let text =
+            "[soc]\naddress = \"x\"\nbogus = 1\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\n";
+        let err = parse(
+            Path::new("/etc/owlet/owlet.toml"),
+            text.to_string(),
+            |_: &mut Conf, src| {
+                assert_eq!(src.locate("check[1].id"), Some((7, 1)));
+                assert_eq!(src.locate("nowhere"), None);
+                vec![src.error("soc.address", "bad")]
+            },
+        )
+        .unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         assert_eq!(
-            src.error("soc.address", "bad").to_string(),
-            "/etc/owlet/owlet.toml:2:1: soc.address: bad"
+            lines,
+            vec![
+                "/etc/owlet/owlet.toml:2:1: soc.address: bad",
+                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key (check its spelling and the section it is in)",
+            ]
         );
     }
 
     #[test]
     fn unreadable_file_is_a_file_level_error() {
-        let err = load::<Conf>(Path::new("/nonexistent/owlet.toml")).unwrap_err();
+        let err =
+            load::<Conf>(Path::new("/nonexistent/owlet.toml"), |_, _| Vec::new()).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("/nonexistent/owlet.toml: cannot read"),

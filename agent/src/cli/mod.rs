@@ -46,7 +46,7 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
     /// Run one uptime check now and print the result.
-    Probe(owlet_probe::cli::ProbeArgs),
+    Probe(Box<owlet_probe::cli::ProbeArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -69,7 +69,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Run { config } => run(config),
         Command::Demo { duration, dir } => runtime_then(|| crate::demo::run(duration, dir)),
         Command::Probe(args) => {
-            runtime_then(|| async move { Ok(owlet_probe::cli::run(args).await) })
+            runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
         Command::Reload { socket } => runtime_then(|| health::reload(socket)),

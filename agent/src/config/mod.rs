@@ -22,14 +22,10 @@ pub const DEFAULT_PATH: &str = "/etc/owlet/owlet.toml";
 
 /// Loads, resolves and validates an agent configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let (mut config, source): (Config, Source) = owlet_tomlconf::load(path)?;
-    config.resolve_paths(&source);
-    let errors = config.validate(&source);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    owlet_tomlconf::load(path, |config: &mut Config, source| {
+        config.resolve_paths(source);
+        config.validate(source)
+    })
 }
 
 impl Config {
@@ -70,7 +66,7 @@ impl Config {
             "expected HOST:PORT, e.g. \"soc.example.net:4443\" or \"[2001:db8::1]:4443\"",
         );
         check(
-            !self.server_name().is_empty(),
+            self.soc.server_name.as_deref() != Some(""),
             "soc.server_name",
             "cannot be empty: it is the name the SOC's certificate must carry",
         );

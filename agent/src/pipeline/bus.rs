@@ -30,21 +30,26 @@ pub struct BatchLimits {
 /// Creates the bus: a bounded channel of `capacity` events and its batcher.
 pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
     let (tx, rx) = mpsc::channel(capacity);
-    (
-        tx,
-        Batcher {
-            rx,
-            limits,
-            pending: VecDeque::new(),
-            incoming: Vec::new(),
-        },
-    )
+    let batcher = Batcher {
+        rx,
+        limits,
+        pending: VecDeque::new(),
+        incoming: Vec::new(),
+        building: Vec::new(),
+        building_bytes: 0,
+        deadline: Instant::now(),
+    };
+    (tx, batcher)
 }
 
 /// Events taken from the channel per receive: bounds `pending`.
 const RECEIVE_CHUNK: usize = 256;
 
 /// Turns the event stream into batches.
+///
+/// [`Batcher::next_batch`] is cancel-safe: every event taken off the channel
+/// lives in the batcher itself until a batch is returned, so a caller may
+/// race it against timers in `select!` without losing events.
 pub struct Batcher {
     rx: mpsc::Receiver<Event>,
     limits: BatchLimits,
@@ -52,6 +57,10 @@ pub struct Batcher {
     /// fit the previous batch.
     pending: VecDeque<Event>,
     incoming: Vec<Event>,
+    /// The batch being filled, its encoded size and when it must go out.
+    building: Vec<Event>,
+    building_bytes: usize,
+    deadline: Instant,
 }
 
 impl Batcher {
@@ -59,19 +68,25 @@ impl Batcher {
     /// batch is full or `linger` has passed since the first event. Returns
     /// `None` once every sender is gone and nothing is left.
     pub async fn next_batch(&mut self) -> Option<Vec<Event>> {
-        let first = match self.pending.pop_front() {
-            Some(event) => event,
-            None => self.rx.recv().await?,
-        };
-        let deadline = Instant::now() + self.limits.linger;
-        let mut bytes = first.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < self.limits.max_events && bytes < self.limits.max_bytes {
+        if self.building.is_empty() {
+            let first = match self.pending.pop_front() {
+                Some(event) => event,
+                None => self.rx.recv().await?,
+            };
+            self.deadline = Instant::now() + self.limits.linger;
+            self.building_bytes = first.encoded_len();
+            self.building.push(first);
+        }
+        while self.building.len() < self.limits.max_events
+            && self.building_bytes < self.limits.max_bytes
+        {
             if self.pending.is_empty() {
-                let room = (self.limits.max_events - batch.len()).min(RECEIVE_CHUNK);
+                let room = (self.limits.max_events - self.building.len()).min(RECEIVE_CHUNK);
+                // Both futures are cancel-safe (`recv_many` keeps nothing it
+                // has not handed over).
                 let received = tokio::select! {
                     n = self.rx.recv_many(&mut self.incoming, room) => n,
-                    () = tokio::time::sleep_until(deadline) => 0,
+                    () = tokio::time::sleep_until(self.deadline) => 0,
                 };
                 if received == 0 {
                     break; // linger over, or every sender is gone
@@ -82,14 +97,15 @@ impl Batcher {
                 break;
             };
             let len = event.encoded_len();
-            if bytes + len > self.limits.max_bytes {
+            if self.building_bytes + len > self.limits.max_bytes {
                 self.pending.push_front(event); // first of the next batch
                 break;
             }
-            bytes += len;
-            batch.push(event);
+            self.building_bytes += len;
+            self.building.push(event);
         }
-        Some(batch)
+        self.building_bytes = 0;
+        Some(std::mem::take(&mut self.building))
     }
 }
 
@@ -148,5 +164,25 @@ mod tests {
             sizes.push(batch.len());
         }
         assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_a_batch_in_its_linger_loses_nothing() {
+        let limits = BatchLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+        };
+        let (tx, mut batcher) = channel(16, limits);
+        for _ in 0..3 {
+            tx.send(status("1")).await.unwrap();
+        }
+        // Cancel next_batch while it lingers for more events.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), batcher.next_batch()).await;
+        assert!(cancelled.is_err());
+        tx.send(status("1")).await.unwrap();
+        drop(tx);
+        assert_eq!(batcher.next_batch().await.unwrap().len(), 4);
+        assert!(batcher.next_batch().await.is_none());
     }
 }

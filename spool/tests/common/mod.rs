@@ -38,10 +38,10 @@ pub fn event(kind: u8, size: usize, time_us: i64) -> Event {
             agent_version: s,
             ..Default::default()
         })),
-        6 => Some(Kind::DataLoss(v1::DataLoss {
-            events_lost: size as u64,
-            ..Default::default()
-        })),
+        // An empty report: a report's own counts are carried into the report
+        // of its loss (tested on its own), which would blur the exact counts
+        // the other tests check.
+        6 => Some(Kind::DataLoss(v1::DataLoss::default())),
         7 => Some(Kind::CaptureStats(v1::CaptureStats {
             interface: s,
             ..Default::default()
