@@ -33,6 +33,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use config::{CheckConfig, CheckTypeName, ConfigIssue, IcmpSocketMode, ProbeConfig, Secret};
+/// The ICMP wire parser (public for the fuzz targets).
+pub use icmp::packet as icmp_packet;
 pub use memory::RunMemory;
 pub use owlet_proto::v1::Event;
 use owlet_proto::v1::{CheckResult, CheckType, FailureClass, State};
@@ -106,7 +108,11 @@ pub(crate) fn classify_io(e: &std::io::Error) -> FailureClass {
 }
 
 /// Resolves `host` (IP literals without a lookup). Failures are DNS class.
-pub(crate) async fn resolve(host: &str, port: u16, deadline: Instant) -> Result<SocketAddr, Outcome> {
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<SocketAddr, Outcome> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -155,7 +161,10 @@ pub async fn run_check(spec: &CheckSpec) -> CheckResult {
         Ok(o) => o,
         Err(_) => Outcome::down(
             FailureClass::Timeout,
-            format!("check did not finish within its timeout of {}", humantime::format_duration(spec.timeout)),
+            format!(
+                "check did not finish within its timeout of {}",
+                humantime::format_duration(spec.timeout)
+            ),
         ),
     };
     r.result = outcome.state as i32;
