@@ -24,7 +24,7 @@ use crate::status;
 use crate::uplink::Uplink;
 
 /// Events the bus holds before producers wait.
-const BUS_CAPACITY: usize = 8192;
+const BUS_CAPACITY: usize = 4096;
 /// How long the uplink may keep delivering spooled events after a stop
 /// request (what is left stays spooled for the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

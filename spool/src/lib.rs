@@ -157,7 +157,7 @@ use std::time::{Duration, SystemTime};
 
 pub use error::SpoolError;
 pub use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
-pub use spool::{Spool, SyncHandle};
+pub use spool::{EncodedBatch, Spool, SyncHandle};
 
 /// When appended data is forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

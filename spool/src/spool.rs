@@ -468,8 +468,28 @@ impl Spool {
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<Batch>, SpoolError> {
+        self.read_with(after_seq, max_bytes, decode_indexed)
+    }
+
+    /// Like [`Spool::read_after`], but returns each batch as the encoded
+    /// `owlet.v1.Batch` bytes that were stored (checksum verified, not
+    /// decoded): what the uplink puts on the wire as it is.
+    pub fn read_encoded_after(
+        &mut self,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<EncodedBatch>, SpoolError> {
+        self.read_with(after_seq, max_bytes, payload_indexed)
+    }
+
+    fn read_with<T>(
+        &mut self,
+        after_seq: u64,
+        max_bytes: usize,
+        take: fn(Vec<u8>, &RecordMeta) -> Result<T, String>,
+    ) -> Result<Vec<T>, SpoolError> {
         loop {
-            match self.try_read_after(after_seq, max_bytes)? {
+            match self.try_read_after(after_seq, max_bytes, take)? {
                 (batches, None) => return Ok(batches),
                 // Each retry drops at least one record, so this terminates.
                 (_, Some((si, ri, why))) => self.drop_unreadable(si, ri, &why),
@@ -478,11 +498,12 @@ impl Spool {
     }
 
     #[allow(clippy::type_complexity)]
-    fn try_read_after(
+    fn try_read_after<T>(
         &self,
         after_seq: u64,
         max_bytes: usize,
-    ) -> Result<(Vec<Batch>, Option<(usize, usize, String)>), SpoolError> {
+        take: fn(Vec<u8>, &RecordMeta) -> Result<T, String>,
+    ) -> Result<(Vec<T>, Option<(usize, usize, String)>), SpoolError> {
         let from = after_seq.max(self.floor());
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -512,7 +533,7 @@ impl Spool {
                         _ => Err(e),
                     })
                     .map_err(|e| SpoolError::io("read of segment", &seg.path, e))?;
-                match decode_indexed(&buf, r) {
+                match take(buf, r) {
                     Ok(batch) => {
                         bytes += len;
                         out.push(batch);
@@ -680,7 +701,18 @@ impl Spool {
 }
 
 /// Checks a record read back through the index and decodes it.
-fn decode_indexed(buf: &[u8], r: &RecordMeta) -> Result<Batch, String> {
+/// A stored batch as the encoded `owlet.v1.Batch` bytes (see
+/// [`Spool::read_encoded_after`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Prost encoding of the `Batch`, checksum verified.
+    pub bytes: Vec<u8>,
+}
+
+/// The record's header fields, checked against the index: (length, crc).
+fn indexed_header(buf: &[u8], r: &RecordMeta) -> Result<u32, String> {
     if buf.len() < RECORD_HEADER_LEN as usize {
         return Err("segment is shorter than the index says".into());
     }
@@ -689,6 +721,24 @@ fn decode_indexed(buf: &[u8], r: &RecordMeta) -> Result<Batch, String> {
     if len != r.payload_len {
         return Err("record length changed on disk".into());
     }
+    Ok(crc)
+}
+
+fn payload_indexed(mut buf: Vec<u8>, r: &RecordMeta) -> Result<EncodedBatch, String> {
+    let crc = indexed_header(&buf, r)?;
+    let bytes = buf.split_off(RECORD_HEADER_LEN as usize);
+    if crc32fast::hash(&bytes) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(EncodedBatch {
+        first_seq: r.first_seq,
+        last_seq: r.last_seq,
+        bytes,
+    })
+}
+
+fn decode_indexed(buf: Vec<u8>, r: &RecordMeta) -> Result<Batch, String> {
+    let crc = indexed_header(&buf, r)?;
     let batch = segment::decode_payload(&buf[RECORD_HEADER_LEN as usize..], crc)?;
     if batch.first_seq != r.first_seq
         || batch.last_seq != r.last_seq

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use owlet_proto::v1::{Batch, Event};
-use owlet_spool::{Appended, Durability, Spool, SpoolError, SpoolStats};
+use owlet_proto::v1::Event;
+use owlet_spool::{Appended, Durability, EncodedBatch, Spool, SpoolError, SpoolStats};
 use tokio::sync::Notify;
 
 #[derive(Clone)]
@@ -54,13 +54,14 @@ impl Store {
         Ok(appended)
     }
 
-    /// Stored batches after `after_seq`, about `max_bytes` worth.
-    pub async fn read_after(
+    /// Stored batches after `after_seq`, about `max_bytes` worth, as the
+    /// encoded bytes the spool holds (what goes on the wire).
+    pub async fn read_encoded_after(
         &self,
         after_seq: u64,
         max_bytes: usize,
-    ) -> Result<Vec<Batch>, SpoolError> {
-        self.blocking(move |spool| spool.read_after(after_seq, max_bytes))
+    ) -> Result<Vec<EncodedBatch>, SpoolError> {
+        self.blocking(move |spool| spool.read_encoded_after(after_seq, max_bytes))
             .await
     }
 

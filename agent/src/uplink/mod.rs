@@ -12,18 +12,16 @@
 
 mod backoff;
 mod connect;
+mod wire;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use owlet_proto::v1::{
-    AgentMessage, Batch, ConnectionState, Hello, agent_message, soc_message,
-    telemetry_client::TelemetryClient,
+    ConnectionState, Hello, soc_message,
 };
-use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tracing::{debug, info, warn};
 
@@ -31,6 +29,8 @@ use crate::config::{Compression, Config};
 use crate::facts::HostFacts;
 use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
+use owlet_spool::EncodedBatch;
+use wire::Outbound;
 pub use connect::Connector;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ impl UplinkError {
 }
 
 /// Spool bytes read (and decoded) at a time: bounds the uplink's memory.
-const READ_CHUNK: usize = 512 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Uplink {
     connector: Connector,
@@ -154,32 +154,20 @@ impl Uplink {
     /// until something fails.
     async fn session(&mut self) -> Result<(), UplinkError> {
         let channel = self.connector.channel().await?;
-        let mut client = TelemetryClient::new(channel)
-            .max_decoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(owlet_proto::MAX_MESSAGE_BYTES);
         let encoding = match self.compression {
             Compression::None => None,
             Compression::Gzip => Some(CompressionEncoding::Gzip),
             Compression::Zstd => Some(CompressionEncoding::Zstd),
         };
-        if let Some(encoding) = encoding {
-            client = client.send_compressed(encoding).accept_compressed(encoding);
-        }
-
         // Small: the in-flight byte window is the real bound.
-        let (outbound, rx) = mpsc::channel::<AgentMessage>(4);
-        let hello = AgentMessage {
-            body: Some(agent_message::Body::Hello(self.hello())),
-        };
+        let (outbound, rx) = mpsc::channel::<Outbound>(2);
         outbound
-            .send(hello)
+            .send(Outbound::Hello(self.hello()))
             .await
             .map_err(|_| UplinkError::Closed)?;
-        let mut inbound = client
-            .stream(ReceiverStream::new(rx))
+        let mut inbound = wire::open(channel, encoding, rx)
             .await
-            .map_err(UplinkError::Refused)?
-            .into_inner();
+            .map_err(UplinkError::Refused)?;
 
         let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await
         {
@@ -208,7 +196,7 @@ impl Uplink {
         loop {
             if window.bytes < self.max_inflight {
                 let budget = (self.max_inflight - window.bytes).min(READ_CHUNK);
-                let batches = self.store.read_after(cursor, budget).await?;
+                let batches = self.store.read_encoded_after(cursor, budget).await?;
                 if !batches.is_empty() {
                     for batch in batches {
                         cursor = batch.last_seq;
@@ -221,9 +209,7 @@ impl Uplink {
                                 msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
                             }
                         };
-                        permit.send(AgentMessage {
-                            body: Some(agent_message::Body::Batch(batch)),
-                        });
+                        permit.send(Outbound::Batch(batch));
                     }
                     continue;
                 }
@@ -265,8 +251,8 @@ struct Window {
 }
 
 impl Window {
-    fn push(&mut self, batch: &Batch) {
-        let len = batch.encoded_len();
+    fn push(&mut self, batch: &EncodedBatch) {
+        let len = batch.bytes.len();
         self.sent.push_back((batch.last_seq, len));
         self.bytes += len;
     }
