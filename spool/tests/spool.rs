@@ -362,11 +362,17 @@ fn encoded_reads_are_the_stored_bytes_of_the_decoded_reads() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(config(dir.path(), 4096, 1 << 20)).unwrap();
     for i in 0..5u8 {
-        spool.append(vec![event(i, 30, now_us()), event(i + 1, 30, now_us())]).unwrap();
+        spool
+            .append(vec![event(i, 30, now_us()), event(i + 1, 30, now_us())])
+            .unwrap();
     }
     let decoded = spool.read_after(0, 300).unwrap();
     let encoded = spool.read_encoded_after(0, 300).unwrap();
-    assert_eq!(decoded.len(), encoded.len(), "same byte budget, same batches");
+    assert_eq!(
+        decoded.len(),
+        encoded.len(),
+        "same byte budget, same batches"
+    );
     for (d, e) in decoded.iter().zip(&encoded) {
         assert_eq!((e.first_seq, e.last_seq), (d.first_seq, d.last_seq));
         assert_eq!(&Batch::decode(e.bytes.as_slice()).unwrap(), d);

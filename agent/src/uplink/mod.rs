@@ -18,9 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use owlet_proto::v1::{
-    ConnectionState, Hello, soc_message,
-};
+use owlet_proto::v1::{ConnectionState, Hello, soc_message};
 use tokio::sync::{mpsc, watch};
 use tonic::codec::CompressionEncoding;
 use tracing::{debug, info, warn};
@@ -29,9 +27,9 @@ use crate::config::{Compression, Config};
 use crate::facts::HostFacts;
 use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
+pub use connect::Connector;
 use owlet_spool::EncodedBatch;
 use wire::Outbound;
-pub use connect::Connector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {

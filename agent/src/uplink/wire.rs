@@ -94,7 +94,10 @@ pub async fn open(
         .extensions_mut()
         .insert(tonic::GrpcMethod::new("owlet.v1.Telemetry", "Stream"));
     let path = PathAndQuery::from_static("/owlet.v1.Telemetry/Stream");
-    Ok(grpc.streaming(request, path, UplinkCodec).await?.into_inner())
+    Ok(grpc
+        .streaming(request, path, UplinkCodec)
+        .await?
+        .into_inner())
 }
 
 #[cfg(test)]
