@@ -103,11 +103,11 @@ RECV_PID=$!
 syslog-ng -F -f "$OUT/peer/agent.conf" -R "$OUT/peer/a.persist" -p "$OUT/peer/a.pid" -c "$OUT/peer/a.ctl" 2>"$OUT/peer/agent.log" &
 PEER_PID=$!
 sleep 1
-START=$(date +%s.%N)
+START=$(date +%s.%N); PEER_DEADLINE=$((SECONDS + 600))
 loggen --syslog-proto --stream --rate 10000000 --interval 3600 --number "$N" --size 160 127.0.0.1 "$SPORT" >"$OUT/peer/loggen.log" 2>&1 || true
 while [ "$(wc -l < "$OUT/peer/received.log")" -lt "$N" ]; do
   sleep 0.5
-  [ "$(echo "$(date +%s.%N) - $START > 600" | bc)" = 1 ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
+  [ "$SECONDS" -gt "$PEER_DEADLINE" ] && { echo "peer: only $(wc -l < "$OUT/peer/received.log") of $N arrived"; break; }
 done
 END=$(date +%s.%N)
 PEER_CPU=$(cpu_seconds $PEER_PID); PEER_RSS=$(peak_rss_mb $PEER_PID)
