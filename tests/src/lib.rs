@@ -450,6 +450,25 @@ impl Agent {
         }
     }
 
+    /// Waits (up to `deadline`) until the `[synthetic]` producer has produced
+    /// its total.
+    pub fn wait_synthetic_finished(&self, deadline: Duration) {
+        wait_until("the synthetic load to finish", deadline, || {
+            self.log().contains("synthetic load finished")
+        });
+    }
+
+    /// Waits until the SOC acknowledged everything spooled, gives a late
+    /// duplicate a second to show up at the SOC, then stops the agent and
+    /// asserts it exited 0.
+    pub fn drain_and_stop(&mut self, deadline: Duration) {
+        wait_until("the agent's spool to be empty", deadline, || {
+            self.spool_events() == Some(0)
+        });
+        sleep(Duration::from_secs(1));
+        assert!(self.stop().success(), "agent did not exit 0 after SIGTERM");
+    }
+
     /// SIGTERM and wait for exit (drains first).
     pub fn stop(&mut self) -> ExitStatus {
         self.proc

@@ -29,17 +29,8 @@ fn agent_kill9_mid_stream_loses_nothing_accepted_and_duplicates_nothing() {
 
     agent.synthetic(2000, LAST_RUN_TOTAL);
     agent.start();
-    wait_until(
-        "the last run to finish its synthetic load",
-        Duration::from_secs(120),
-        || agent.log().contains("synthetic load finished"),
-    );
-    wait_until(
-        "the agent's spool to be empty",
-        Duration::from_secs(120),
-        || agent.spool_events() == Some(0),
-    );
-    assert!(agent.stop().success(), "agent did not exit 0 after SIGTERM");
+    agent.wait_synthetic_finished(Duration::from_secs(120));
+    agent.drain_and_stop(Duration::from_secs(120));
 
     let events = db.events_of("acme", "a");
     let seqs = assert_in_order_no_duplicates(&events);

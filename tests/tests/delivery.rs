@@ -1,7 +1,5 @@
 //! Agent → SOC over mTLS: events arrive in order, exactly once.
 
-use std::time::Duration;
-
 use owlet_tests::*;
 
 #[test]
@@ -14,15 +12,8 @@ fn synthetic_events_arrive_in_order_exactly_once() {
     agent.start();
 
     let db = soc.db();
-    wait_until("the synthetic load to finish", DEADLINE, || {
-        agent.log().contains("synthetic load finished")
-    });
-    wait_until("the agent's spool to be empty", DEADLINE, || {
-        agent.spool_events() == Some(0)
-    });
-    // Give a late duplicate the chance to show up before counting.
-    sleep(Duration::from_secs(1));
-    assert!(agent.stop().success(), "agent did not exit 0 after SIGTERM");
+    agent.wait_synthetic_finished(DEADLINE);
+    agent.drain_and_stop(DEADLINE);
 
     let events = db.events_of("acme", "a");
     let seqs = assert_in_order_no_duplicates(&events);

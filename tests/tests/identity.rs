@@ -80,13 +80,8 @@ fn agent_without_claims_stores_under_its_certificate_identity() {
     agent.synthetic(500, 300);
     agent.start();
     let db = soc.db();
-    wait_until("the synthetic load to finish", DEADLINE, || {
-        agent.log().contains("synthetic load finished")
-    });
-    wait_until("the agent's spool to be empty", DEADLINE, || {
-        agent.spool_events() == Some(0)
-    });
-    assert!(agent.stop().success());
+    agent.wait_synthetic_finished(DEADLINE);
+    agent.drain_and_stop(DEADLINE);
     let agents = db.agents();
     assert_eq!(agents.len(), 1, "agent rows: {agents:?}");
     assert_eq!(

@@ -38,16 +38,8 @@ fn soc_outage_of_60s_loses_nothing_and_duplicates_nothing() {
     );
 
     soc.start();
-    wait_until(
-        "the synthetic load to finish",
-        Duration::from_secs(180),
-        || agent.log().contains("synthetic load finished"),
-    );
-    wait_until("the agent's spool to be empty", DEADLINE, || {
-        agent.spool_events() == Some(0)
-    });
-    sleep(Duration::from_secs(1));
-    assert!(agent.stop().success(), "agent did not exit 0 after SIGTERM");
+    agent.wait_synthetic_finished(Duration::from_secs(180));
+    agent.drain_and_stop(DEADLINE);
 
     let events = db.events_of("acme", "a");
     let seqs = assert_in_order_no_duplicates(&events);

@@ -17,11 +17,7 @@ fn spool_bound_drops_oldest_and_reports_data_loss_exactly() {
         .set("status", "interval", "1h");
     agent.synthetic(20_000, N);
     agent.start();
-    wait_until(
-        "the synthetic load to finish",
-        Duration::from_secs(120),
-        || agent.log().contains("synthetic load finished"),
-    );
+    agent.wait_synthetic_finished(Duration::from_secs(120));
     sleep(Duration::from_secs(2));
     let health = agent.health().expect("agent health");
     assert!(
@@ -34,11 +30,7 @@ fn spool_bound_drops_oldest_and_reports_data_loss_exactly() {
     wait_until("a data_loss event stored", DEADLINE, || {
         db.events().iter().any(|e| e.kind == "data_loss")
     });
-    wait_until("the agent's spool to be empty", DEADLINE, || {
-        agent.spool_events() == Some(0)
-    });
-    sleep(Duration::from_secs(1));
-    assert!(agent.stop().success(), "agent did not exit 0 after SIGTERM");
+    agent.drain_and_stop(DEADLINE);
 
     let events = db.events_of("acme", "a");
     let seqs = assert_in_order_no_duplicates(&events);

@@ -52,18 +52,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// the chain in `cert` and the key in `key`.
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig> {
     let roots = root_store(ca)?;
-    let chain = load_certs(cert)?;
-    let private_key = load_private_key(key)?;
+    let (chain, private_key) = (load_certs(cert)?, load_private_key(key)?);
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, private_key)
-        .map_err(|source| TlsError::CertKey {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            source,
-        })?;
+        .map_err(cert_key_error(cert, key))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
@@ -79,20 +74,28 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Server
             path: client_ca.to_owned(),
             detail: e.to_string(),
         })?;
-    let chain = load_certs(cert)?;
-    let private_key = load_private_key(key)?;
+    let (chain, private_key) = (load_certs(cert)?, load_private_key(key)?);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key)
-        .map_err(|source| TlsError::CertKey {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            source,
-        })?;
+        .map_err(cert_key_error(cert, key))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
+}
+
+/// rustls refused the certificate chain / private key pair (e.g. they do
+/// not match).
+fn cert_key_error<'a>(
+    cert: &'a Path,
+    key: &'a Path,
+) -> impl FnOnce(rustls::Error) -> TlsError + 'a {
+    move |source| TlsError::CertKey {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    }
 }
 
 /// A root store holding exactly the certificates in `path` — nothing else.
