@@ -700,7 +700,6 @@ impl Spool {
     }
 }
 
-/// Checks a record read back through the index and decodes it.
 /// A stored batch as the encoded `owlet.v1.Batch` bytes (see
 /// [`Spool::read_encoded_after`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -711,7 +710,8 @@ pub struct EncodedBatch {
     pub bytes: Vec<u8>,
 }
 
-/// The record's header fields, checked against the index: (length, crc).
+/// Checks a record's header (read back through the index) against the index;
+/// returns the stored checksum of its payload.
 fn indexed_header(buf: &[u8], r: &RecordMeta) -> Result<u32, String> {
     if buf.len() < RECORD_HEADER_LEN as usize {
         return Err("segment is shorter than the index says".into());
@@ -724,9 +724,11 @@ fn indexed_header(buf: &[u8], r: &RecordMeta) -> Result<u32, String> {
     Ok(crc)
 }
 
-fn payload_indexed(mut buf: Vec<u8>, r: &RecordMeta) -> Result<EncodedBatch, String> {
-    let crc = indexed_header(&buf, r)?;
-    let bytes = buf.split_off(RECORD_HEADER_LEN as usize);
+/// A record read back through the index, checksum verified, payload kept
+/// encoded.
+fn payload_indexed(mut bytes: Vec<u8>, r: &RecordMeta) -> Result<EncodedBatch, String> {
+    let crc = indexed_header(&bytes, r)?;
+    bytes.drain(..RECORD_HEADER_LEN as usize);
     if crc32fast::hash(&bytes) != crc {
         return Err("checksum mismatch".into());
     }
@@ -737,6 +739,7 @@ fn payload_indexed(mut buf: Vec<u8>, r: &RecordMeta) -> Result<EncodedBatch, Str
     })
 }
 
+/// A record read back through the index, checksum verified and decoded.
 fn decode_indexed(buf: Vec<u8>, r: &RecordMeta) -> Result<Batch, String> {
     let crc = indexed_header(&buf, r)?;
     let batch = segment::decode_payload(&buf[RECORD_HEADER_LEN as usize..], crc)?;

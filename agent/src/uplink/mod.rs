@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use owlet_proto::v1::{ConnectionState, Hello, soc_message};
+use owlet_spool::EncodedBatch;
 use tokio::sync::{mpsc, watch};
 use tonic::codec::CompressionEncoding;
 use tracing::{debug, info, warn};
@@ -28,7 +29,6 @@ use crate::facts::HostFacts;
 use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
 pub use connect::Connector;
-use owlet_spool::EncodedBatch;
 use wire::Outbound;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ impl UplinkError {
     }
 }
 
-/// Spool bytes read (and decoded) at a time: bounds the uplink's memory.
+/// Spool bytes read at a time: bounds the uplink's memory.
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Uplink {
