@@ -15,7 +15,8 @@ N=${1:-1000000}
 OUT=$(mktemp -d /tmp/owlet-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
-command -v syslog-ng >/dev/null || { apt-get install -y -qq syslog-ng-core >/dev/null; }
+source dev/lib.sh
+ensure_packages syslog-ng-core
 systemctl stop syslog-ng >/dev/null 2>&1 || true
 cargo build --release -q -p owlet-agent -p owlet-soc
 BIN=target/release

@@ -6,8 +6,8 @@
 # Prints CPU seconds per 10,000 checks of each type and the peer/owlet ratio,
 # checks per second, and owlet's peak RSS with 10,000 configured checks.
 #
-# Needs root (ICMP) and: nginx-light prometheus-blackbox-exporter
-# monitoring-plugins-basic. Usage: bench/probe/run.sh   (env N, PLUGIN_N, RSS_SECS)
+# Needs root (ICMP); installs the peers (nginx-light prometheus-blackbox-exporter
+# monitoring-plugins-basic) when missing. Usage: bench/probe/run.sh   (env N, PLUGIN_N, RSS_SECS)
 set -euo pipefail
 
 N=${N:-10000}              # checks per type for owlet and blackbox_exporter
@@ -16,11 +16,10 @@ RSS_SECS=${RSS_SECS:-25}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PLUGINS=/usr/lib/nagios/plugins
 
-for bin in nginx prometheus-blackbox-exporter; do
-    command -v "$bin" >/dev/null || { echo "missing $bin: apt-get install -y nginx-light prometheus-blackbox-exporter" >&2; exit 1; }
-done
-[ -x "$PLUGINS/check_tcp" ] || { echo "missing check_tcp: apt-get install -y monitoring-plugins-basic" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (ICMP raw sockets)" >&2; exit 1; }
+# shellcheck source=../../dev/lib.sh
+source "$ROOT/dev/lib.sh"
+ensure_packages nginx-light prometheus-blackbox-exporter monitoring-plugins-basic
 
 cd "$ROOT"
 cargo build --release -p owlet-probe --example bench >&2

@@ -182,9 +182,9 @@ fn summary(event: &Event) -> String {
             a.message
         ),
         Some(Kind::CheckResult(c)) => format!(
-            "{} {:?} {} -> {:?} {} ({} ms)",
+            "{} {} {} -> {:?} {} ({} ms)",
             c.check_id,
-            c.check_type(),
+            format!("{:?}", c.check_type()).to_lowercase(),
             c.target,
             c.result(),
             c.message,
