@@ -67,11 +67,18 @@ impl Telemetry for TelemetryService {
                 }
             },
         };
+        if hello.protocol_version != owlet_proto::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "this SOC speaks owlet wire protocol {}, the agent {}: upgrade the older side",
+                owlet_proto::PROTOCOL_VERSION,
+                hello.protocol_version
+            )));
+        }
         check_claims(&peer, &hello)?;
 
         let received = owlet_proto::now();
         let clock_offset_ms = hello.agent_time.as_ref().map_or(0, |t| {
-            (owlet_proto::timestamp_micros(t) - owlet_proto::timestamp_micros(&received)) / 1000
+            owlet_proto::timestamp_micros(t).saturating_sub(owlet_proto::timestamp_micros(&received)) / 1000
         });
         let acked_seq = self
             .sink

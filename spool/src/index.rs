@@ -140,6 +140,11 @@ impl LossBuilder {
         self.last_seq = self.last_seq.max(last);
     }
 
+    /// Events counted so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     /// Counts one fully known record as lost.
     pub fn add_record(&mut self, r: &RecordMeta) {
         self.events += u64::from(r.events);

@@ -601,12 +601,26 @@ impl Spool {
             return Ok(());
         }
         if seq > self.last_seq {
+            // The SOC holds other events under numbers this spool assigned
+            // (or is about to): what is stored past the old ack cannot be
+            // sent under its numbers any more. Report it instead of letting
+            // the ack delete it silently.
+            let mut loss = LossBuilder::new(DataLossReason::SeqConflict);
+            for r in self.segments.iter().flat_map(|s| &s.records) {
+                if r.last_seq > self.floor() {
+                    loss.add_record(r);
+                }
+            }
             tracing::warn!(
                 acked = seq,
                 last_seq = self.last_seq,
+                unsent_dropped = loss.events(),
                 "the SOC acknowledged seqs this spool never assigned (data lost before a \
-                 restart?); numbering continues after the ack"
+                 restart, a reset spool, or a cloned sensor?); numbering continues after the ack"
             );
+            if !loss.is_empty() {
+                self.pending_losses.push(loss.finish());
+            }
             self.last_seq = seq;
         }
         self.acked_seq = seq;

@@ -181,6 +181,16 @@ fn run(ops: Vec<Op>, every_batch: bool) {
                     .max(m.live.front().map_or(m.last, |b| b.first_seq - 1))
                     + k;
                 spool.ack(seq).unwrap();
+                if seq > m.last && !m.live.is_empty() {
+                    // The SOC acked numbers never assigned: what is live was
+                    // never sent under those numbers and is reported (the
+                    // report is pending; expire at the same time hands it out).
+                    let losses = spool
+                        .expire(UNIX_EPOCH + Duration::from_secs(m.now_s))
+                        .unwrap();
+                    assert_eq!(losses.len(), 1, "{losses:?}");
+                    m.take_loss(&losses[0], DataLossReason::SeqConflict);
+                }
                 if seq > m.acked {
                     m.acked = seq;
                     m.last = m.last.max(seq);

@@ -123,6 +123,35 @@ fn ack_deletes_covered_segments_and_persists() {
 }
 
 #[test]
+fn an_ack_above_every_assigned_seq_reports_the_unsent_events_as_conflicting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(config(dir.path(), 600, 1 << 20)).unwrap();
+    let first = spool.append(vec![event(0, 50, 1)]).unwrap();
+    spool.ack(first.last_seq).unwrap();
+    // Two batches the SOC has not acknowledged, then the SOC claims more.
+    spool
+        .append(vec![event(0, 50, 1), event(1, 50, 1)])
+        .unwrap();
+    let last = spool.append(vec![event(0, 50, 1)]).unwrap().last_seq;
+    spool.ack(last + 1000).unwrap();
+    assert!(all(&mut spool).is_empty());
+    let next = spool.append(vec![event(0, 1, 1)]).unwrap();
+    assert_eq!(next.first_seq, last + 1001);
+    let conflict: Vec<_> = next
+        .losses
+        .iter()
+        .filter(|l| l.reason == DataLossReason::SeqConflict as i32)
+        .collect();
+    assert_eq!(conflict.len(), 1, "{:?}", next.losses);
+    assert_eq!(conflict[0].events_lost, 3);
+    assert_eq!(conflict[0].batches_lost, 2);
+    assert_eq!(
+        (conflict[0].first_seq, conflict[0].last_seq),
+        (first.last_seq + 1, last)
+    );
+}
+
+#[test]
 fn spool_full_drops_oldest_segments_with_exact_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(config(dir.path(), 1000, 3000)).unwrap();

@@ -11,8 +11,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use owlet_proto::v1::Event;
+use owlet_proto::v1::{DataLoss, DataLossReason, Event};
 use prost::Message;
+
+use super::loss::LossTally;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -38,6 +40,7 @@ pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
         building: Vec::new(),
         building_bytes: 0,
         deadline: Instant::now(),
+        oversized: LossTally::default(),
     };
     (tx, batcher)
 }
@@ -61,20 +64,31 @@ pub struct Batcher {
     building: Vec<Event>,
     building_bytes: usize,
     deadline: Instant,
+    /// Events larger than a whole batch may be: never sendable, so counted
+    /// here instead of batched.
+    oversized: LossTally,
 }
 
 impl Batcher {
     /// The next batch: waits for a first event, then collects more until the
     /// batch is full or `linger` has passed since the first event. Returns
-    /// `None` once every sender is gone and nothing is left.
+    /// `None` once every sender is gone and nothing is left. An event larger
+    /// than `max_bytes` is never batched: it is counted for
+    /// [`Batcher::take_oversized`] and an empty batch returned at once, so
+    /// the caller reports it promptly.
     pub async fn next_batch(&mut self) -> Option<Vec<Event>> {
         if self.building.is_empty() {
             let first = match self.pending.pop_front() {
                 Some(event) => event,
                 None => self.rx.recv().await?,
             };
+            let len = first.encoded_len();
+            if len > self.limits.max_bytes {
+                self.oversized.add(&first);
+                return Some(Vec::new());
+            }
             self.deadline = Instant::now() + self.limits.linger;
-            self.building_bytes = first.encoded_len();
+            self.building_bytes = len;
             self.building.push(first);
         }
         while self.building.len() < self.limits.max_events
@@ -97,6 +111,10 @@ impl Batcher {
                 break;
             };
             let len = event.encoded_len();
+            if len > self.limits.max_bytes {
+                self.oversized.add(&event);
+                continue;
+            }
             if self.building_bytes + len > self.limits.max_bytes {
                 self.pending.push_front(event); // first of the next batch
                 break;
@@ -106,6 +124,11 @@ impl Batcher {
         }
         self.building_bytes = 0;
         Some(std::mem::take(&mut self.building))
+    }
+
+    /// The `TOO_LARGE` report for events refused since the last call.
+    pub fn take_oversized(&mut self) -> Option<DataLoss> {
+        self.oversized.take(DataLossReason::TooLarge, 0)
     }
 }
 
@@ -164,6 +187,30 @@ mod tests {
             sizes.push(batch.len());
         }
         assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_larger_than_a_batch_are_counted_not_batched() {
+        let limits = BatchLimits {
+            max_events: 100,
+            max_bytes: 1000,
+            linger: Duration::from_millis(50),
+        };
+        let (tx, mut batcher) = channel(16, limits);
+        for version in ["1", &"x".repeat(2000), "2", &"y".repeat(5000)] {
+            tx.send(status(version)).await.unwrap();
+        }
+        drop(tx);
+        let mut batched = 0;
+        while let Some(batch) = batcher.next_batch().await {
+            batched += batch.len();
+        }
+        assert_eq!(batched, 2);
+        let loss = batcher.take_oversized().expect("a TOO_LARGE report");
+        assert_eq!(loss.reason, DataLossReason::TooLarge as i32);
+        assert_eq!(loss.events_lost, 2);
+        assert_eq!(loss.lost_by_kind["agent_status"], 2);
+        assert!(batcher.take_oversized().is_none(), "reported twice");
     }
 
     #[tokio::test(start_paused = true)]

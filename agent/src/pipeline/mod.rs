@@ -2,6 +2,7 @@
 //! counters every stage updates. The uplink reads from the store.
 
 pub mod bus;
+pub mod loss;
 pub mod metrics;
 pub mod store;
 pub mod writer;

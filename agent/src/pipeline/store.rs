@@ -11,6 +11,14 @@ use owlet_proto::v1::Event;
 use owlet_spool::{Appended, Durability, EncodedBatch, Spool, SpoolError, SpoolStats};
 use tokio::sync::Notify;
 
+/// What an append did.
+pub struct Written {
+    /// Numbering, and the losses the spool reports with this append.
+    pub appended: Appended,
+    /// The deferred flush after the append failed; the events are spooled.
+    pub sync_error: Option<SpoolError>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     spool: Arc<Mutex<Spool>>,
@@ -30,28 +38,33 @@ impl Store {
     ///
     /// With deferred durability the flush to disk happens after the spool
     /// lock is released, so the uplink can read and send while the disk
-    /// works. (Sending a batch before it is flushed is safe: if power is lost
-    /// and its numbers come back, the SOC's ack moves numbering past them.)
-    pub async fn append(&self, events: Vec<Event>) -> Result<Appended, SpoolError> {
+    /// works. A failed flush does not undo the append: it is returned in
+    /// [`Written::sync_error`].
+    pub async fn append(&self, events: Vec<Event>) -> Result<Written, SpoolError> {
         let (appended, flush) = self
             .blocking(move |spool| {
                 let appended = spool.append(events)?;
                 let flush = if spool.durability() == Durability::Deferred {
-                    spool.sync_handle()?
+                    spool.sync_handle()
                 } else {
-                    None
+                    Ok(None)
                 };
                 Ok((appended, flush))
             })
             .await?;
         self.appended.notify_one();
-        if let Some(flush) = flush {
-            match tokio::task::spawn_blocking(move || flush.sync()).await {
-                Ok(result) => result?,
+        let sync_error = match flush {
+            Ok(None) => None,
+            Ok(Some(flush)) => match tokio::task::spawn_blocking(move || flush.sync()).await {
+                Ok(result) => result.err(),
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
-            }
-        }
-        Ok(appended)
+            },
+            Err(e) => Some(e),
+        };
+        Ok(Written {
+            appended,
+            sync_error,
+        })
     }
 
     /// Stored batches after `after_seq`, about `max_bytes` worth, as the

@@ -4,19 +4,20 @@
 //! Guarantees: an event is *accepted* when the spool append that holds it
 //! returned `Ok`; every accepted event later lost is counted in a `DataLoss`
 //! event (spool full, spool age, corruption). Events that could not be written
-//! at all (disk full, I/O error) are counted as `WRITE_FAILED` loss. Loss
-//! reports themselves are retried until they are written.
+//! at all (disk full, I/O error) are counted as `WRITE_FAILED` loss, events
+//! too large to ever send as `TOO_LARGE`. Loss reports themselves are retried
+//! until they are written, merged by reason when many wait.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use owlet_proto::v1::{DataLoss, DataLossReason, Event, event::Kind};
+use owlet_proto::v1::{DataLoss, DataLossReason, Event};
 use tracing::{error, warn};
 
 use super::bus::Batcher;
+use super::loss::{self, LossTally, loss_event};
 use super::metrics::Metrics;
-use super::store::Store;
+use super::store::{Store, Written};
 
 /// How often the age bound is enforced.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
@@ -57,45 +58,83 @@ pub async fn run(
                 Vec::new()
             }
         };
+        take_oversized(&mut batcher, &metrics, &mut pending);
         if !events.is_empty() {
             write(&store, &metrics, events, &mut pending).await;
         }
-        if !pending.is_empty() {
-            let reports: Vec<Event> = pending.iter().map(loss_event).collect();
-            let count = reports.len();
-            match store.append(reports).await {
-                Ok(appended) => {
-                    metrics.accepted(count as u64);
-                    pending.clear();
-                    record_losses(&metrics, &appended.losses);
-                    pending.extend(appended.losses);
-                }
-                // Keep them; they are retried after the next batch.
-                Err(e) => warn!(error = %e, "could not write the data-loss report yet"),
-            }
-        }
+        write_reports(&store, &metrics, &mut pending).await;
+    }
+    take_oversized(&mut batcher, &metrics, &mut pending);
+    write_reports(&store, &metrics, &mut pending).await;
+    if !pending.is_empty() {
+        let events: u64 = pending.iter().map(|l| l.events_lost).sum();
+        error!(
+            events,
+            "stopping with data-loss reports that could not be written"
+        );
     }
     if let Err(e) = store.sync().await {
         warn!(error = %e, "final spool sync failed");
     }
 }
 
+/// Counts the events the batcher refused for size.
+fn take_oversized(batcher: &mut Batcher, metrics: &Metrics, pending: &mut Vec<DataLoss>) {
+    if let Some(loss) = batcher.take_oversized() {
+        metrics.dropped(loss.events_lost);
+        error!(events = loss.events_lost, kinds = ?loss.lost_by_kind,
+               "events larger than batch.max_bytes can never be sent; they are dropped and reported");
+        pending.push(loss);
+    }
+}
+
+/// Writes the pending loss reports (merged when too many wait); what cannot
+/// be written yet stays pending and is retried after the next batch.
+async fn write_reports(store: &Store, metrics: &Metrics, pending: &mut Vec<DataLoss>) {
+    if pending.is_empty() {
+        return;
+    }
+    loss::bound_pending(pending);
+    let reports: Vec<Event> = pending.iter().map(loss_event).collect();
+    let count = reports.len();
+    match store.append(reports).await {
+        Ok(written) => {
+            metrics.accepted(count as u64);
+            pending.clear();
+            note_written(metrics, written, pending);
+        }
+        Err(e) => warn!(error = %e, "could not write the data-loss report yet"),
+    }
+}
+
 async fn write(store: &Store, metrics: &Metrics, events: Vec<Event>, pending: &mut Vec<DataLoss>) {
     let count = events.len() as u64;
-    let failed = write_failed_report(&events);
+    let mut failed = LossTally::default();
+    events.iter().for_each(|e| failed.add(e));
     match store.append(events).await {
-        Ok(appended) => {
+        Ok(written) => {
             metrics.accepted(count);
-            record_losses(metrics, &appended.losses);
-            pending.extend(appended.losses);
+            note_written(metrics, written, pending);
         }
         Err(e) => {
             metrics.error("spool_write");
             metrics.dropped(count);
             error!(error = %e, events = count, "could not write events to the spool; they are lost and reported");
-            pending.push(failed);
+            pending.extend(failed.take(DataLossReason::WriteFailed, 1));
         }
     }
+}
+
+/// Takes in what an append reports: the spool's losses, and a failed flush
+/// (the events are spooled and will be sent; only power loss could still
+/// take them, so that is an error to see, not a loss to report).
+fn note_written(metrics: &Metrics, written: Written, pending: &mut Vec<DataLoss>) {
+    if let Some(e) = written.sync_error {
+        metrics.error("spool_sync");
+        error!(error = %e, "spooled events are not yet on stable storage; the next write retries the flush");
+    }
+    record_losses(metrics, &written.appended.losses);
+    pending.extend(written.appended.losses);
 }
 
 fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
@@ -108,35 +147,5 @@ fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
             last_seq = loss.last_seq,
             "spool dropped events"
         );
-    }
-}
-
-/// The report for a batch the spool refused: counts by kind and time range.
-fn write_failed_report(events: &[Event]) -> DataLoss {
-    let mut lost_by_kind = BTreeMap::<String, u64>::new();
-    for event in events {
-        *lost_by_kind
-            .entry(event.kind_name().to_string())
-            .or_default() += 1;
-    }
-    let times = events.iter().filter_map(|e| e.time);
-    DataLoss {
-        reason: DataLossReason::WriteFailed as i32,
-        events_lost: events.len() as u64,
-        batches_lost: 1,
-        first_seq: 0,
-        last_seq: 0,
-        lost_by_kind: lost_by_kind.into_iter().collect(),
-        oldest: times.clone().min_by_key(owlet_proto::timestamp_micros),
-        newest: times.max_by_key(owlet_proto::timestamp_micros),
-    }
-}
-
-/// Wraps a loss report as an event.
-pub fn loss_event(loss: &DataLoss) -> Event {
-    Event {
-        seq: 0,
-        time: Some(owlet_proto::now()),
-        kind: Some(Kind::DataLoss(loss.clone())),
     }
 }

@@ -163,9 +163,17 @@ impl Uplink {
             .send(Outbound::Hello(self.hello()))
             .await
             .map_err(|_| UplinkError::Closed)?;
-        let mut inbound = wire::open(channel, encoding, rx)
-            .await
-            .map_err(UplinkError::Refused)?;
+        let mut inbound =
+            match tokio::time::timeout(self.connector.timeout(), wire::open(channel, encoding, rx))
+                .await
+            {
+                Err(_) => {
+                    return Err(UplinkError::Protocol(
+                        "the SOC did not open the stream".into(),
+                    ));
+                }
+                Ok(opened) => opened.map_err(UplinkError::Refused)?,
+            };
 
         let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await
         {
@@ -182,16 +190,20 @@ impl Uplink {
             },
         };
         self.metrics.set_connection(ConnectionState::Connected);
-        self.backoff.reset();
         info!(tenant = %welcome.tenant, agent = %welcome.agent_id, acked_seq = welcome.acked_seq,
               soc_version = %welcome.soc_version, "connected to the SOC");
         if welcome.acked_seq > 0 {
             self.store.ack(welcome.acked_seq).await?;
         }
 
-        let mut window = Window::default();
         let mut cursor = self.store.stats().acked_seq.max(welcome.acked_seq);
+        let mut window = Window::starting_at(cursor);
         loop {
+            // The backoff resets only once the SOC stores something: a SOC
+            // that welcomes and then fails must not be hammered.
+            if std::mem::take(&mut window.progressed) {
+                self.backoff.reset();
+            }
             if window.bytes < self.max_inflight {
                 let budget = (self.max_inflight - window.bytes).min(READ_CHUNK);
                 let batches = self.store.read_encoded_after(cursor, budget).await?;
@@ -205,6 +217,7 @@ impl Uplink {
                             tokio::select! {
                                 permit = outbound.reserve() => break permit.map_err(|_| UplinkError::Closed)?,
                                 msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
+                                () = window.stalled() => return Err(window.stall_error()),
                             }
                         };
                         permit.send(Outbound::Batch(batch));
@@ -215,6 +228,7 @@ impl Uplink {
             tokio::select! {
                 msg = inbound.message() => self.on_soc_message(msg, &mut window).await?,
                 () = self.store.appended(), if window.bytes < self.max_inflight => {}
+                () = window.stalled() => return Err(window.stall_error()),
             }
         }
     }
@@ -228,6 +242,13 @@ impl Uplink {
             None => Err(UplinkError::Closed),
             Some(msg) => match msg.body {
                 Some(soc_message::Body::Ack(ack)) => {
+                    if ack.acked_seq > window.highest_sent {
+                        // Acking what was never sent would delete unsent events.
+                        return Err(UplinkError::Protocol(format!(
+                            "the SOC acknowledged seq {} but this stream sent only up to {}",
+                            ack.acked_seq, window.highest_sent
+                        )));
+                    }
                     self.store.ack(ack.acked_seq).await?;
                     window.ack(ack.acked_seq);
                     self.metrics.acked();
@@ -241,18 +262,43 @@ impl Uplink {
     }
 }
 
+/// How long sent batches may wait for an acknowledgement before the stream
+/// is given up (a wedged SOC, or one behind a load balancer that lost it);
+/// the reconnect may reach another collector.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Batches sent and not yet acknowledged: (last_seq, encoded bytes).
-#[derive(Default)]
 struct Window {
     sent: VecDeque<(u64, usize)>,
     bytes: usize,
+    /// Highest seq sent on this stream (or acknowledged before it opened).
+    highest_sent: u64,
+    /// When the SOC last acknowledged something, or the window last went
+    /// from empty to non-empty.
+    last_progress: tokio::time::Instant,
+    /// An ack advanced since the flag was last taken.
+    progressed: bool,
 }
 
 impl Window {
+    fn starting_at(acked_seq: u64) -> Self {
+        Self {
+            sent: VecDeque::new(),
+            bytes: 0,
+            highest_sent: acked_seq,
+            last_progress: tokio::time::Instant::now(),
+            progressed: false,
+        }
+    }
+
     fn push(&mut self, batch: &EncodedBatch) {
+        if self.sent.is_empty() {
+            self.last_progress = tokio::time::Instant::now();
+        }
         let len = batch.bytes.len();
         self.sent.push_back((batch.last_seq, len));
         self.bytes += len;
+        self.highest_sent = batch.last_seq;
     }
 
     fn ack(&mut self, acked_seq: u64) {
@@ -262,6 +308,25 @@ impl Window {
             }
             self.sent.pop_front();
             self.bytes -= len;
+            self.last_progress = tokio::time::Instant::now();
+            self.progressed = true;
         }
+    }
+
+    /// Resolves when batches have waited [`ACK_TIMEOUT`] without any ack;
+    /// never while nothing is in flight.
+    async fn stalled(&self) {
+        if self.sent.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.last_progress + ACK_TIMEOUT).await;
+    }
+
+    fn stall_error(&self) -> UplinkError {
+        UplinkError::Protocol(format!(
+            "no acknowledgement for {}s with {} batches in flight",
+            ACK_TIMEOUT.as_secs(),
+            self.sent.len()
+        ))
     }
 }

@@ -17,6 +17,7 @@ mod sqlite;
 
 pub use sqlite::SqliteSink;
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::{Batch, Hello};
@@ -116,6 +117,48 @@ const QUEUE: usize = 256;
 /// Most batches committed in one transaction.
 const GROUP_COMMIT_BATCHES: usize = 64;
 
+/// Stores one group commit and answers each batch.
+///
+/// When the commit fails, every agent in the group is marked broken: its
+/// batches still queued behind the failed one are refused, not stored, until
+/// the agent reconnects. Storing them would move its high-water mark past the
+/// batch that failed, the next welcome would acknowledge that batch, and the
+/// agent would delete events the SOC never stored.
+fn store_group(
+    sink: &mut impl Sink,
+    broken: &mut HashSet<Identity>,
+    group: Vec<(Identity, Batch)>,
+    replies: Vec<Reply<Stored>>,
+) {
+    let (group, refused): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .zip(replies)
+        .partition(|((who, _), _)| !broken.contains(who));
+    for ((who, _), reply) in refused {
+        let _ = reply.send(Err(SinkError::Failed(format!(
+            "an earlier batch of {who} was not stored; it must reconnect and resend"
+        ))));
+    }
+    if group.is_empty() {
+        return;
+    }
+    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    match sink.store_batches(&batches) {
+        Ok(results) => {
+            for (reply, stored) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(stored));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            broken.extend(batches.into_iter().map(|(who, _)| who));
+            for reply in replies {
+                let _ = reply.send(Err(SinkError::Failed(message.clone())));
+            }
+        }
+    }
+}
+
 impl SinkHandle {
     /// Moves `sink` to a dedicated thread. The thread ends when every handle
     /// is dropped.
@@ -123,6 +166,7 @@ impl SinkHandle {
         let (tx, mut rx) = mpsc::channel::<Request>(QUEUE);
         std::thread::Builder::new().name("owlet-soc-sink".into()).spawn(move || {
             let mut next = None;
+            let mut broken = HashSet::new();
             while let Some(request) = next.take().or_else(|| rx.blocking_recv()) {
                 match request {
                     Request::Store { who, batch, reply } => {
@@ -142,21 +186,11 @@ impl SinkHandle {
                                 Err(_) => break,
                             }
                         }
-                        match sink.store_batches(&group) {
-                            Ok(results) => {
-                                for (reply, stored) in replies.into_iter().zip(results) {
-                                    let _ = reply.send(Ok(stored));
-                                }
-                            }
-                            Err(e) => {
-                                let message = e.to_string();
-                                for reply in replies {
-                                    let _ = reply.send(Err(SinkError::Failed(message.clone())));
-                                }
-                            }
-                        }
+                        store_group(&mut sink, &mut broken, group, replies);
                     }
                     Request::Connected { who, hello, clock_offset_ms, peer, reply } => {
+                        // A new stream starts again from the high-water mark.
+                        broken.remove(&who);
                         let _ = reply.send(sink.agent_connected(&who, &hello, clock_offset_ms, &peer));
                     }
                     Request::Disconnected { who } => {
@@ -230,5 +264,97 @@ impl SinkHandle {
             reply,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails the first `fail` commits, then stores everything.
+    struct FlakySink {
+        fail: usize,
+        committed: Vec<u64>,
+    }
+
+    impl Sink for FlakySink {
+        fn agent_connected(
+            &mut self,
+            _: &Identity,
+            _: &Hello,
+            _: i64,
+            _: &str,
+        ) -> Result<u64, SinkError> {
+            Ok(self.committed.last().copied().unwrap_or(0))
+        }
+        fn store_batches(
+            &mut self,
+            batches: &[(Identity, Batch)],
+        ) -> Result<Vec<Stored>, SinkError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(SinkError::Failed("disk I/O error".into()));
+            }
+            self.committed
+                .extend(batches.iter().map(|(_, b)| b.last_seq));
+            Ok(batches
+                .iter()
+                .map(|(_, b)| Stored {
+                    acked_seq: b.last_seq,
+                    change: None,
+                })
+                .collect())
+        }
+        fn agent_disconnected(&mut self, _: &Identity) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn check_liveness(
+            &mut self,
+            _: SystemTime,
+            _: Duration,
+        ) -> Result<Vec<LivenessChange>, SinkError> {
+            Ok(vec![])
+        }
+    }
+
+    fn batch(seq: u64) -> Batch {
+        Batch {
+            first_seq: seq,
+            last_seq: seq,
+            events: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_queued_behind_a_failed_commit_are_refused_until_reconnect() {
+        let who = Identity::new("acme", "s1").unwrap();
+        let sink = SinkHandle::spawn(FlakySink {
+            fail: 1,
+            committed: vec![],
+        })
+        .unwrap();
+        // Queue three batches before the sink thread answers any of them.
+        let mut receipts = Vec::new();
+        for seq in 1..=3 {
+            receipts.push(sink.submit_batch(who.clone(), batch(seq)).await.unwrap());
+        }
+        let mut results = Vec::new();
+        for r in receipts {
+            results.push(r.await.unwrap().map(|s| s.acked_seq));
+        }
+        assert!(results[0].is_err(), "the first commit was meant to fail");
+        assert!(
+            results.iter().all(Result::is_err),
+            "a batch behind the failed one was stored: {results:?}"
+        );
+        // Reconnecting clears the mark: the resend is stored.
+        assert_eq!(
+            sink.agent_connected(who.clone(), Hello::default(), 0, "p".into())
+                .await
+                .unwrap(),
+            0
+        );
+        let r = sink.submit_batch(who.clone(), batch(1)).await.unwrap();
+        assert_eq!(r.await.unwrap().unwrap().acked_seq, 1);
     }
 }

@@ -148,7 +148,7 @@ fn store_one(
     let mut heartbeat = false;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (agent, seq, kind, time_us, received_us, body)
+            "INSERT INTO events (agent, seq, kind, time_us, received_us, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut body = Vec::with_capacity(256);
