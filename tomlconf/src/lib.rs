@@ -111,21 +111,21 @@ impl Source {
         let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
         let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
         for segment in parse_key_path(key) {
-            match segment {
-                Segment::Key(name) => {
-                    let t = table.or_else(|| value.and_then(|v| v.get_ref().as_table()))?;
-                    let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
-                    best = Some(k.span().start);
-                    value = Some(v);
-                    table = None;
-                }
-                Segment::Index(i) => {
-                    let v = value?.get_ref().as_array()?.get(i)?;
-                    best = Some(v.span().start);
-                    value = Some(v);
-                    table = None;
-                }
-            }
+            // A segment missing from the file ends the walk at its parent.
+            let next = match segment {
+                Segment::Key(name) => table
+                    .or_else(|| value.and_then(|v| v.get_ref().as_table()))
+                    .and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == name))
+                    .map(|(k, v)| (k.span().start, v)),
+                Segment::Index(i) => value
+                    .and_then(|v| v.get_ref().as_array())
+                    .and_then(|a| a.get(i))
+                    .map(|v| (v.span().start, v)),
+            };
+            let Some((offset, v)) = next else { break };
+            best = Some(offset);
+            value = Some(v);
+            table = None;
         }
         best.map(|offset| line_column(&self.text, offset))
     }
@@ -319,6 +319,17 @@ mod tests {
         let e = &err.0[0];
         assert_eq!((e.line, e.column, e.key.as_str()), (3, 8, "soc.port"));
         assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_key_missing_from_the_file_is_located_at_its_closest_parent() {
+        let source = Source {
+            file: PathBuf::from("/etc/owlet/owlet.toml"),
+            text: "[agent]\nid = \"a\"\n\n[spool]\nsegment_bytes = \"1MiB\"\n".into(),
+        };
+        assert_eq!(source.locate("spool.max_bytes"), Some((4, 2)));
+        assert_eq!(source.locate("spool.segment_bytes"), Some((5, 1)));
+        assert_eq!(source.locate("batch.linger"), None);
     }
 
     #[test]
