@@ -1,6 +1,7 @@
 //! The `owlet-soc` binary: see `owlet-soc --help` and the README.
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -179,18 +180,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let db = query::open_read_only(config.sqlite_path())
                 .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
             let mut after = if from_start { 0 } else { query::last_row(&db)? };
+            let mut out = std::io::stdout().lock();
             loop {
                 let events = query::events_after(&db, after, agent.as_deref(), 1000)?;
                 for e in &events {
-                    println!(
-                        "{}",
-                        if json {
-                            query::json_line(e)
-                        } else {
-                            query::text_line(e)
-                        }
-                    );
+                    let line = if json {
+                        query::json_line(e)
+                    } else {
+                        query::text_line(e)
+                    };
+                    if !write_or_done(writeln!(out, "{line}"))? {
+                        return Ok(0);
+                    }
                     after = e.row;
+                }
+                if !write_or_done(out.flush())? {
+                    return Ok(0);
                 }
                 if events.is_empty() {
                     std::thread::sleep(Duration::from_millis(250));
@@ -220,5 +225,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+/// `Ok(false)` when stdout's reader went away (`owlet-soc tail | head`).
+fn write_or_done(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }

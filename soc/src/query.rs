@@ -116,6 +116,11 @@ pub fn last_row(db: &Connection) -> rusqlite::Result<i64> {
     db.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
 }
 
+/// Number of stored events.
+pub fn event_count(db: &Connection) -> rusqlite::Result<i64> {
+    db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+}
+
 /// One JSON object per event: agent identity plus the event in proto3 JSON.
 pub fn json_line(stored: &StoredEvent) -> String {
     serde_json::json!({

@@ -78,7 +78,9 @@ impl Telemetry for TelemetryService {
 
         let received = owlet_proto::now();
         let clock_offset_ms = hello.agent_time.as_ref().map_or(0, |t| {
-            owlet_proto::timestamp_micros(t).saturating_sub(owlet_proto::timestamp_micros(&received)) / 1000
+            owlet_proto::timestamp_micros(t)
+                .saturating_sub(owlet_proto::timestamp_micros(&received))
+                / 1000
         });
         let acked_seq = self
             .sink

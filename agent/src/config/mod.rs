@@ -42,6 +42,9 @@ impl Config {
         if let Some(dir) = &mut self.spool.dir {
             *dir = source.resolve(dir);
         }
+        for ca in self.probe.checks.iter_mut().filter_map(|c| c.ca.as_mut()) {
+            *ca = source.resolve(ca);
+        }
     }
 
     /// Directory of the spool: `spool.dir`, or `STATE_DIR/spool`.
@@ -96,11 +99,15 @@ impl Config {
             "spool.segment_bytes",
             "must be at least 2 x batch.max_bytes",
         );
-        check(
-            !self.status.interval.is_zero(),
-            "status.interval",
-            "must be more than 0s",
-        );
+        for (key, duration) in [
+            ("status.interval", self.status.interval),
+            ("soc.connect_timeout", self.soc.connect_timeout),
+            ("batch.linger", self.batch.linger),
+            ("spool.max_age", self.spool.max_age),
+            ("spool.fsync_interval", self.spool.fsync_interval),
+        ] {
+            check(!duration.is_zero(), key, "must be more than 0s");
+        }
         check(
             self.soc.backoff_min <= self.soc.backoff_max && !self.soc.backoff_min.is_zero(),
             "soc.backoff_min",

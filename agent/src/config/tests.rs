@@ -108,3 +108,36 @@ fn host_port_forms() {
     assert_eq!(split_host_port("soc:0"), None);
     assert_eq!(split_host_port(":4443"), None);
 }
+
+#[test]
+fn zero_durations_that_would_break_the_agent_are_refused() {
+    let (_tmp, dir) = enrolled();
+    let text = VALID.replace("[soc]\n", "[soc]\nconnect_timeout = \"0s\"\n")
+        + "\n[batch]\nlinger = \"0s\"\n\n[spool]\nmax_age = \"0s\"\nfsync_interval = \"0s\"\n";
+    let errs = errors(&dir, &text);
+    let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    for key in [
+        "soc.connect_timeout",
+        "batch.linger",
+        "spool.max_age",
+        "spool.fsync_interval",
+    ] {
+        assert!(
+            keys.iter().any(|(k, line)| *k == key && *line > 0),
+            "{key} missing or unlocated in {keys:?}"
+        );
+    }
+}
+
+#[test]
+fn a_relative_probe_ca_is_taken_from_the_config_directory() {
+    let (_tmp, dir) = enrolled();
+    let text = format!(
+        "{VALID}\n[[probe.check]]\nid = \"web\"\ntype = \"http\"\ntarget = \"https://localhost/\"\nca = \"ca.pem\"\n"
+    );
+    let config = load(&write(&dir, &text)).unwrap();
+    assert_eq!(
+        config.probe.checks[0].ca.as_deref(),
+        Some(dir.join("ca.pem").as_path())
+    );
+}
