@@ -26,15 +26,15 @@ pub trait Handler: Send + Sync + 'static {
     fn health_json(&self) -> String;
 }
 
-/// Binds the socket (replacing a stale one) and serves until shutdown.
-/// `reload` requests are forwarded on `reload_tx`.
+/// Serves the socket [`bind`] opened at `path` until shutdown, then removes
+/// it. `reload` requests are forwarded on `reload_tx`.
 pub async fn serve(
+    listener: UnixListener,
     path: PathBuf,
     handler: std::sync::Arc<dyn Handler>,
     reload_tx: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let listener = bind(&path)?;
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -52,10 +52,12 @@ pub async fn serve(
         });
     }
     let _ = std::fs::remove_file(&path);
-    Ok(())
 }
 
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Binds the control socket (replacing a stale one left by a kill -9), mode
+/// 0660. Done before the agent starts its work, so a socket that cannot be
+/// bound stops the start with a clear error instead of a silent UNKNOWN.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

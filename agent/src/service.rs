@@ -14,7 +14,7 @@ use anyhow::Context;
 use owlet_spool::{Spool, SpoolConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::{self, Config, Durability};
 use crate::control;
@@ -64,6 +64,7 @@ impl control::Handler for HealthSource {
 /// Runs the agent until a stop signal.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (spool, recovered_losses) = open_spool(&config)?;
+    let control_listener = control::bind(&config.control.socket)?;
     let store = Store::new(spool);
     let metrics = Arc::new(Metrics::default());
     let facts = HostFacts::read();
@@ -111,6 +112,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         spool_max_bytes: config.spool.max_bytes.as_u64(),
     });
     let control = tokio::spawn(control::serve(
+        control_listener,
         config.control.socket.clone(),
         health,
         reload_tx.clone(),
@@ -145,9 +147,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     let _ = uplink_stop_tx.send(true);
     let _ = uplink.await;
-    if let Ok(Err(e)) = control.await {
-        warn!(error = %e, "control socket");
-    }
+    let _ = control.await;
     let left = store.stats();
     info!(
         spooled_events = left.events,

@@ -90,6 +90,11 @@ pub enum TlsError {
     #[error("certificate carries no usable owlet identity: {0}")]
     CertIdentity(String),
 
+    /// A certificate is outside its validity period (expired, or not yet
+    /// valid: check the clock).
+    #[error("certificate is {0}")]
+    CertValidity(String),
+
     /// A certificate could not be parsed as X.509.
     #[error("cannot parse certificate{}: {detail}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
     CertParse {

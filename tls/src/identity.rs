@@ -112,6 +112,33 @@ fn validate_part(part: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `now` lies in the certificate's validity period, with a
+/// message that says which side it fell off and when.
+pub fn check_validity(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Result<()> {
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::CertParse {
+            path: None,
+            detail: e.to_string(),
+        })?;
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let validity = x509.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(TlsError::CertValidity(format!(
+            "not valid before {} (is this host's clock right?)",
+            validity.not_before
+        )));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(TlsError::CertValidity(format!(
+            "expired on {}: issue a new one (e.g. owlet-soc ca issue)",
+            validity.not_after
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the owlet identity from a (verified) certificate.
 ///
 /// Exactly one URI SAN with scheme `owlet` is required; it must be a valid

@@ -49,7 +49,7 @@ pub use error::{Result, TlsError};
 pub use files::{
     check_key_permissions, load_certs, load_private_key, write_public_file, write_secret_file,
 };
-pub use identity::{Identity, identity_from_cert, identity_from_peer_certs};
+pub use identity::{Identity, check_validity, identity_from_cert, identity_from_peer_certs};
 
 /// Re-exported so callers name the same rustls/pki-types versions as this crate.
 pub use rustls;

@@ -79,6 +79,9 @@ pub fn main(cli: Cli) -> i32 {
 fn check_config(file: &std::path::Path) -> i32 {
     match config::load(file) {
         Ok(config) => {
+            if let Some(warning) = config.certificate_warning() {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
             println!(
                 "{}: OK (SOC {}, {} checks, spool {})",
                 file.display(),
@@ -105,6 +108,9 @@ fn run(path: PathBuf) -> i32 {
         }
     };
     crate::logging::init(config.log.format, &config.log.level);
+    if let Some(warning) = config.certificate_warning() {
+        tracing::warn!("{warning}");
+    }
     runtime_then(|| crate::service::run(path, config))
 }
 

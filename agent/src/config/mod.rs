@@ -125,19 +125,51 @@ impl Config {
             }
         }
 
-        for (key, path) in [("soc.ca", &self.soc.ca), ("soc.cert", &self.soc.cert)] {
-            if let Err(e) = owlet_tls::load_certs(path) {
-                errors.push(src.error(key, e.to_string()));
-            }
+        if let Err(e) = owlet_tls::load_certs(&self.soc.ca) {
+            errors.push(src.error("soc.ca", e.to_string()));
         }
-        if let Err(e) = owlet_tls::load_private_key(&self.soc.key) {
-            errors.push(src.error("soc.key", e.to_string()));
+        let cert_problem = match owlet_tls::load_certs(&self.soc.cert) {
+            Err(e) => Some(e.to_string()),
+            Ok(chain) => chain
+                .first()
+                .and_then(|leaf| owlet_tls::identity_from_cert(leaf).err())
+                .map(|e| format!("{}: {e}", self.soc.cert.display())),
+        };
+        let cert_ok = cert_problem.is_none();
+        if let Some(problem) = cert_problem {
+            errors.push(src.error("soc.cert", problem));
+        }
+        match owlet_tls::load_private_key(&self.soc.key) {
+            Err(e) => errors.push(src.error("soc.key", e.to_string())),
+            // Both readable: they must also belong together.
+            Ok(_) if cert_ok => {
+                if let Err(e @ owlet_tls::TlsError::CertKey { .. }) =
+                    owlet_tls::client_config(&self.soc.ca, &self.soc.cert, &self.soc.key)
+                {
+                    errors.push(src.error("soc.key", e.to_string()));
+                }
+            }
+            Ok(_) => {}
         }
 
         for issue in self.probe.validate() {
             errors.push(src.error(&format!("probe.{}", issue.path), issue.message));
         }
         errors
+    }
+
+    /// A warning when the agent's certificate is outside its validity
+    /// period. Not an error: an agent that cannot reach the SOC still
+    /// monitors and spools (nothing is lost), and delivery resumes once the
+    /// certificate is replaced and the agent restarted.
+    pub fn certificate_warning(&self) -> Option<String> {
+        let chain = owlet_tls::load_certs(&self.soc.cert).ok()?;
+        let problem =
+            owlet_tls::check_validity(chain.first()?, std::time::SystemTime::now()).err()?;
+        Some(format!(
+            "soc.cert {}: {problem}; the SOC will refuse this agent until it is replaced",
+            self.soc.cert.display()
+        ))
     }
 
     /// Name the SOC's certificate must match: `soc.server_name`, or the host

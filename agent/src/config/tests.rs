@@ -141,3 +141,42 @@ fn a_relative_probe_ca_is_taken_from_the_config_directory() {
         Some(dir.join("ca.pem").as_path())
     );
 }
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+    let (tmp, dir) = enrolled();
+    let other = tmp.path().join("other");
+    owlet_tls::ca::issue(
+        &tmp.path().join("ca"),
+        &owlet_tls::Identity::new("acme", "s2").unwrap(),
+        &other,
+        30,
+    )
+    .unwrap();
+    std::fs::copy(other.join("agent.key"), dir.join("agent.key")).unwrap();
+    let errs = errors(&dir, VALID);
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (8, "soc.key"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_a_warning_not_an_error() {
+    let (tmp, dir) = enrolled();
+    let now = time::OffsetDateTime::now_utc();
+    owlet_tls::ca::issue_with_validity(
+        &tmp.path().join("ca"),
+        &owlet_tls::Identity::new("acme", "s1").unwrap(),
+        &tmp.path().join("expired"),
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    std::fs::copy(tmp.path().join("expired/agent.pem"), dir.join("agent.pem")).unwrap();
+    std::fs::copy(tmp.path().join("expired/agent.key"), dir.join("agent.key")).unwrap();
+    let config = load(&write(&dir, VALID)).expect("an expired certificate still loads");
+    let warning = config.certificate_warning().expect("a warning");
+    assert!(warning.contains("expired on"), "{warning}");
+}

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen_us         INTEGER NOT NULL,
     last_heartbeat_us    INTEGER,
     clock_offset_ms      INTEGER NOT NULL DEFAULT 0,
+    -- open streams (an agent can reconnect before its old stream times out)
     connected            INTEGER NOT NULL DEFAULT 0,
     silent               INTEGER NOT NULL DEFAULT 0,
     acked_seq            INTEGER NOT NULL DEFAULT 0,
@@ -211,7 +212,7 @@ impl Sink for SqliteSink {
                 version = excluded.version, hw_profile = excluded.hw_profile,
                 hostname = excluded.hostname, time_zone = excluded.time_zone, os = excluded.os,
                 peer = excluded.peer, last_seen_us = excluded.last_seen_us,
-                clock_offset_ms = excluded.clock_offset_ms, connected = 1",
+                clock_offset_ms = excluded.clock_offset_ms, connected = connected + 1",
             params![
                 who.tenant,
                 who.agent_id,
@@ -241,7 +242,7 @@ impl Sink for SqliteSink {
 
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
         self.db.execute(
-            "UPDATE agents SET connected = 0, last_seen_us = ?3 WHERE tenant = ?1 AND agent_id = ?2",
+            "UPDATE agents SET connected = MAX(connected - 1, 0), last_seen_us = ?3 WHERE tenant = ?1 AND agent_id = ?2",
             params![who.tenant, who.agent_id, micros(SystemTime::now())],
         )?;
         Ok(())
