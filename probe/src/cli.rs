@@ -80,7 +80,7 @@ pub struct TcpArgs {
     pub common: CommonArgs,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args)]
 pub struct HttpArgs {
     /// http:// or https:// URL.
     pub url: String,
@@ -121,7 +121,7 @@ pub struct HttpArgs {
     pub common: CommonArgs,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args)]
 pub struct SnmpArgs {
     /// HOST or HOST:PORT (default port 161).
     pub target: String,
@@ -157,6 +157,53 @@ pub struct SnmpArgs {
     pub retries: Option<u32>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `--header` values may be credentials: `Debug` shows the names only.
+impl std::fmt::Debug for HttpArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self
+            .headers
+            .iter()
+            .map(|h| h.split_once(':').map_or(h.as_str(), |(k, _)| k.trim()))
+            .collect();
+        f.debug_struct("HttpArgs")
+            .field("url", &self.url)
+            .field("expect_status", &self.expect_status)
+            .field("contains", &self.contains)
+            .field("regex", &self.regex)
+            .field("proxy", &self.proxy)
+            .field("ca", &self.ca)
+            .field("insecure", &self.insecure)
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("no_follow", &self.no_follow)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("http_version", &self.http_version)
+            .field("common", &self.common)
+            .finish()
+    }
+}
+
+/// Community and keys are secrets: `Debug` shows only whether they are set.
+impl std::fmt::Debug for SnmpArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SnmpArgs")
+            .field("target", &self.target)
+            .field("community", &set(&self.community))
+            .field("user", &self.user)
+            .field("auth_proto", &self.auth_proto)
+            .field("auth_key", &set(&self.auth_key))
+            .field("priv_proto", &self.priv_proto)
+            .field("priv_key", &set(&self.priv_key))
+            .field("oids", &self.oids)
+            .field("walk", &self.walk)
+            .field("preset", &self.preset)
+            .field("retries", &self.retries)
+            .field("common", &self.common)
+            .finish()
+    }
 }
 
 fn base(t: CheckTypeName, target: &str, c: &CommonArgs) -> CheckConfig {

@@ -8,7 +8,8 @@
 //! goes through the same code.
 //!
 //! Invariant: secrets (SNMP community, USM keys) live in [`Secret`], whose
-//! `Debug` never prints the value; no message built here contains one.
+//! `Debug` never prints the value; HTTP header values and bodies are
+//! redacted in `Debug` too; no message built here contains one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +51,13 @@ pub struct ProbeConfig {
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckConfig>,
 }
+
+/// Upper bound of `max_concurrency` (also applied by the scheduler, so an
+/// unvalidated config cannot make it panic).
+pub const MAX_CONCURRENCY: usize = 65_536;
+
+/// Upper bound of `interval`, `timeout` and `echo_interval`.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 fn default_max_concurrency() -> usize {
     256
@@ -101,7 +109,7 @@ pub enum IcmpSocketMode {
 
 /// One `[[probe.check]]`. Type-specific keys are optional; a key that does not
 /// belong to the check's type is a validation error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     pub id: String,
@@ -203,6 +211,75 @@ pub struct CheckConfig {
     /// Retransmissions after the first request (default 1).
     #[serde(default)]
     pub retries: Option<u32>,
+}
+
+/// `Debug` of a redacted value: only its length.
+pub(crate) struct Redacted(pub usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0)
+    }
+}
+
+/// `Debug` of configured headers: names only (values may be credentials).
+struct RedactedHeaders<'a>(&'a BTreeMap<String, String>);
+
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, Redacted(v.len()))))
+            .finish()
+    }
+}
+
+/// Header values and the request body may hold credentials: `Debug` shows
+/// header names and lengths only. (Secrets are [`Secret`] already.)
+impl fmt::Debug for CheckConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckConfig")
+            .field("id", &self.id)
+            .field("check_type", &self.check_type)
+            .field("target", &self.target)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("down_after", &self.down_after)
+            .field("up_after", &self.up_after)
+            .field("count", &self.count)
+            .field("echo_interval", &self.echo_interval)
+            .field("loss_degraded_percent", &self.loss_degraded_percent)
+            .field("socket", &self.socket)
+            .field("tls", &self.tls)
+            .field("send", &self.send)
+            .field("expect", &self.expect)
+            .field("server_name", &self.server_name)
+            .field("ca", &self.ca)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("cert_expiry_warn_days", &self.cert_expiry_warn_days)
+            .field("method", &self.method)
+            .field("headers", &self.headers.as_ref().map(RedactedHeaders))
+            .field("body", &self.body.as_ref().map(|b| Redacted(b.len())))
+            .field("expect_status", &self.expect_status)
+            .field("contains", &self.contains)
+            .field("regex", &self.regex)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("follow_redirects", &self.follow_redirects)
+            .field("max_redirects", &self.max_redirects)
+            .field("proxy", &self.proxy)
+            .field("http_version", &self.http_version)
+            .field("version", &self.version)
+            .field("community", &self.community)
+            .field("user", &self.user)
+            .field("auth_proto", &self.auth_proto)
+            .field("auth_key", &self.auth_key)
+            .field("priv_proto", &self.priv_proto)
+            .field("priv_key", &self.priv_key)
+            .field("oids", &self.oids)
+            .field("walk", &self.walk)
+            .field("preset", &self.preset)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 fn default_interval() -> Duration {
@@ -367,6 +444,14 @@ impl ProbeConfig {
                 path: "max_concurrency".into(),
                 message: "must be at least 1 (it limits how many checks run at once; 256 is a good start)".into(),
             });
+        } else if self.max_concurrency > MAX_CONCURRENCY {
+            issues.push(ConfigIssue {
+                path: "max_concurrency".into(),
+                message: format!(
+                    "{} is too large; use at most {MAX_CONCURRENCY} (256 is a good start)",
+                    self.max_concurrency
+                ),
+            });
         }
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, check) in self.checks.iter().enumerate() {
@@ -407,5 +492,20 @@ mod tests {
         c.auth_key = Some(Secret::new("authsecret"));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("public-secret") && !dbg.contains("authsecret"));
+        let mut c = CheckConfig::new("x", CheckTypeName::Http, "http://h/");
+        c.headers = Some(BTreeMap::from([(
+            "Authorization".to_string(),
+            "Bearer tok-secret".to_string(),
+        )]));
+        c.body = Some("password=body-secret".into());
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("Authorization") && dbg.contains("http://h/"),
+            "{dbg}"
+        );
+        assert!(
+            !dbg.contains("tok-secret") && !dbg.contains("body-secret"),
+            "{dbg}"
+        );
     }
 }

@@ -3,10 +3,16 @@
 //!
 //! HTTP/1.1 and HTTP/2 (ALPN on HTTPS, prior knowledge with
 //! `http_version = "2"` on cleartext), redirects followed by hand (each hop
-//! re-validates TLS), HTTP proxies (absolute-form for http://, CONNECT
+//! re-validates TLS; configured Authorization, Cookie and
+//! Proxy-Authorization headers are sent only while the hop has the
+//! configured scheme, host and port, and `server_name` is used only while the
+//! hop has the configured host), HTTP proxies (absolute-form for http://, CONNECT
 //! tunnel for https://). The connection task is driven inside the check's own
 //! future, never spawned, so dropping the check (timeout) closes everything:
 //! a slowloris server cannot keep anything alive past the deadline.
+//!
+//! The body is read up to `max_body_bytes`; it is kept in memory only when
+//! `contains` or `regex` needs it, otherwise it is counted and discarded.
 
 use std::time::Instant;
 
@@ -88,6 +94,11 @@ pub(crate) async fn run(spec: &CheckSpec, h: &HttpSpec, r: &mut CheckResult) -> 
     }
     r.detail = Some(Detail::Http(d));
     o
+}
+
+/// Headers dropped when a redirect leaves the configured origin.
+fn is_credential_header(name: &http::HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || name == header::PROXY_AUTHORIZATION
 }
 
 fn is_redirect(s: StatusCode) -> bool {
@@ -194,7 +205,7 @@ fn evaluate(h: &HttpSpec, d: &HttpDetail, resp: Response) -> Outcome {
         );
     }
     let trunc = if resp.truncated {
-        format!(" (only the first {} bytes were read)", resp.body.len())
+        format!(" (only the first {} bytes were read)", d.body_bytes)
     } else {
         String::new()
     };
@@ -250,7 +261,7 @@ async fn connect_tunnel(tcp: &mut TcpStream, target: &HostPort) -> Result<(), Ou
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: owlet-probe\r\n\r\n");
     tcp.write_all(req.as_bytes())
         .await
-        .map_err(|e| Outcome::down(crate::classify_io(&e), format!("proxy: {e}")))?;
+        .map_err(|e| Outcome::failed(crate::classify_io(&e), format!("proxy: {e}")))?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -263,7 +274,7 @@ async fn connect_tunnel(tcp: &mut TcpStream, target: &HostPort) -> Result<(), Ou
         let n = tcp
             .read(&mut chunk)
             .await
-            .map_err(|e| Outcome::down(crate::classify_io(&e), format!("proxy: {e}")))?;
+            .map_err(|e| Outcome::failed(crate::classify_io(&e), format!("proxy: {e}")))?;
         if n == 0 {
             return Err(Outcome::down(
                 FailureClass::Protocol,
@@ -335,6 +346,10 @@ async fn one_request(
 ) -> Result<Response, Outcome> {
     let (_, target, https) =
         parse_url(&url.to_string()).map_err(|e| Outcome::down(FailureClass::Protocol, e))?;
+    let (_, origin, origin_https) =
+        parse_url(&h.url.to_string()).map_err(|e| Outcome::down(FailureClass::Protocol, e))?;
+    let same_host = target.host.eq_ignore_ascii_case(&origin.host);
+    let same_origin = same_host && target.port == origin.port && https == origin_https;
     d.final_url = url.to_string();
     *d = HttpDetail {
         redirects: d.redirects,
@@ -366,13 +381,21 @@ async fn one_request(
     let io: Box<dyn Io> = if https {
         *phase = Phase::Tls;
         let t = Instant::now();
-        let name = h.tls.server_name.as_deref().unwrap_or(&target.host);
-        let server_name =
-            crate::tls::server_name(name).map_err(|e| Outcome::down(FailureClass::Local, e))?;
-        let tls = tokio_rustls::TlsConnector::from(h.tls.config.clone())
+        // The configured server name belongs to the configured host; a
+        // redirect to another host is verified against that host's name.
+        let name = match &h.tls.server_name {
+            Some(n) if same_host => n.as_str(),
+            _ => &target.host,
+        };
+        let server_name = crate::tls::server_name(name).map_err(Outcome::unknown)?;
+        let config = h
+            .tls
+            .client_config()
+            .map_err(|e| Outcome::unknown(format!("cannot set up TLS: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
-            .map_err(|e| Outcome::down(FailureClass::Tls, crate::tls::describe_tls_error(&e)))?;
+            .map_err(|e| crate::tls::tls_failure(&e))?;
         d.tls_us = micros(t.elapsed());
         let conn = tls.get_ref().1;
         h2 = conn.alpn_protocol() == Some(b"h2");
@@ -412,18 +435,19 @@ async fn one_request(
     }
     let mut req = builder
         .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| {
-            Outcome::down(
-                FailureClass::Local,
-                format!("cannot build the request: {e}"),
-            )
-        })?;
+        .map_err(|e| Outcome::unknown(format!("cannot build the request: {e}")))?;
     for (k, v) in &h.headers {
+        // Credentials are for the configured origin only: never sent to
+        // another scheme, host or port a redirect points at.
+        if !same_origin && is_credential_header(k) {
+            continue;
+        }
         req.headers_mut().insert(k.clone(), v.clone());
     }
     *phase = Phase::FirstByte;
     let sent = Instant::now();
     let max = usize::try_from(h.max_body_bytes).unwrap_or(usize::MAX);
+    let keep_body = h.contains.is_some() || h.regex.is_some();
     let io = TokioIo::new(io);
     if use_h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -435,7 +459,7 @@ async fn one_request(
                 .send_request(req)
                 .await
                 .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-            read_response(resp, d, phase, sent, hop_start, max).await
+            read_response(resp, d, phase, sent, keep_body, max).await
         })
         .await
     } else {
@@ -448,18 +472,20 @@ async fn one_request(
                 .send_request(req)
                 .await
                 .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-            read_response(resp, d, phase, sent, hop_start, max).await
+            read_response(resp, d, phase, sent, keep_body, max).await
         })
         .await
     }
 }
 
+/// Reads the body up to `max` bytes. With `keep`, the bytes are buffered
+/// for `contains` / `regex`; without, they are only counted and dropped.
 async fn read_response(
     resp: hyper::Response<hyper::body::Incoming>,
     d: &mut HttpDetail,
     phase: &mut Phase,
     sent: Instant,
-    hop_start: Instant,
+    keep: bool,
     max: usize,
 ) -> Result<Response, Outcome> {
     d.first_byte_us = micros(sent.elapsed());
@@ -470,22 +496,24 @@ async fn read_response(
         d.http_version = "HTTP/1.0".into();
     }
     let mut buf: Vec<u8> = Vec::new();
+    let mut read = 0usize;
     let mut truncated = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| hyper_err(e, Phase::Body))?;
         if let Ok(data) = frame.into_data() {
-            let room = max.saturating_sub(buf.len());
+            let room = max.saturating_sub(read);
+            let take = data.len().min(room);
+            if keep {
+                buf.extend_from_slice(&data[..take]);
+            }
+            read += take;
+            d.body_bytes = read as u64;
             if data.len() > room {
-                buf.extend_from_slice(&data[..room]);
                 truncated = true;
-                d.body_bytes = buf.len() as u64;
                 break;
             }
-            buf.extend_from_slice(&data);
-            d.body_bytes = buf.len() as u64;
         }
     }
-    let _ = hop_start;
     Ok(Response {
         status: parts.status,
         headers: parts.headers,

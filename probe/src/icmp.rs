@@ -358,13 +358,10 @@ fn get_engine(v6: bool, mode: IcmpSocketMode) -> Result<Arc<Engine>, Outcome> {
             )),
         }
     }
-    Err(Outcome::down(
-        FailureClass::Local,
-        format!(
-            "cannot open an ICMP socket ({}); run the agent with CAP_NET_RAW, or allow unprivileged ping via sysctl net.ipv4.ping_group_range",
-            errors.join("; ")
-        ),
-    ))
+    Err(Outcome::unknown(format!(
+        "cannot open an ICMP socket ({}); run the agent with CAP_NET_RAW, or allow unprivileged ping via sysctl net.ipv4.ping_group_range",
+        errors.join("; ")
+    )))
 }
 
 pub(crate) async fn run(spec: &CheckSpec, s: &IcmpSpec, r: &mut CheckResult) -> Outcome {
@@ -473,7 +470,7 @@ async fn inner(
         }
         if let Some(e) = send_error {
             let class = crate::classify_io(&e);
-            return Outcome::down(class, format!("cannot send echo request to {ip}: {e}"));
+            return Outcome::failed(class, format!("cannot send echo request to {ip}: {e}"));
         }
         return Outcome::down(
             FailureClass::Timeout,

@@ -13,8 +13,12 @@
 //!
 //! Invariants: a check never runs longer than its timeout (plus a small
 //! grace backstop); malformed replies are classified (`PROTOCOL`), never a
-//! panic; secrets never appear in results, alerts, logs or `Debug`; every
-//! queue is bounded. No unsafe code: raw ICMP sockets come from `socket2`.
+//! panic; failures on the agent's side (`LOCAL`: permissions, out of file
+//! descriptors or buffers, no socket) are UNKNOWN, never DOWN (`owlet probe`
+//! exits 3); bad config is a validation error, never a panic; secrets never
+//! appear in results, alerts, logs or `Debug`; every queue is bounded, and
+//! name lookups occupy at most [`MAX_CONCURRENT_LOOKUPS`] blocking threads.
+//! No unsafe code: raw ICMP sockets come from `socket2`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -30,7 +34,10 @@ mod tcp;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 pub use config::{CheckConfig, CheckTypeName, ConfigIssue, IcmpSocketMode, ProbeConfig, Secret};
 /// The ICMP wire parser (public for the fuzz targets).
@@ -75,6 +82,24 @@ impl Outcome {
             message: message.into(),
         }
     }
+    /// The check could not run because of the agent itself (LOCAL class:
+    /// permissions, out of file descriptors or buffers, no socket): says
+    /// nothing about the target, so it is UNKNOWN, never DOWN.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Outcome {
+            state: State::Unknown,
+            failure: FailureClass::Local,
+            message: message.into(),
+        }
+    }
+    /// A failed run: DOWN, or UNKNOWN when `failure` is LOCAL (agent-side).
+    pub fn failed(failure: FailureClass, message: impl Into<String>) -> Self {
+        if failure == FailureClass::Local {
+            Outcome::unknown(message)
+        } else {
+            Outcome::down(failure, message)
+        }
+    }
 }
 
 /// A byte stream a check talks over (TCP, TLS over TCP, a proxy tunnel).
@@ -107,8 +132,38 @@ pub(crate) fn classify_io(e: &std::io::Error) -> FailureClass {
     }
 }
 
+/// Most name lookups running at once, process-wide. Lookups run
+/// `getaddrinfo` on tokio's blocking pool, which the agent shares with other
+/// work (the spool); a hung resolver can occupy at most this many threads.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 16;
+
+fn lookup_slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS)))
+}
+
+fn getaddrinfo(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
 /// Resolves `host` (IP literals without a lookup). Failures are DNS class.
 pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<SocketAddr, Outcome> {
+    resolve_with(lookup_slots(), getaddrinfo, host, port, deadline).await
+}
+
+/// [`resolve`] with the slot pool and the blocking lookup as parameters.
+///
+/// The permit is moved into the blocking closure, so a lookup that outlives
+/// its caller's deadline keeps its slot until getaddrinfo really returns:
+/// the cap holds for threads, not just for waiting callers.
+pub(crate) async fn resolve_with(
+    slots: &Arc<Semaphore>,
+    lookup: fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
     host: &str,
     port: u16,
     deadline: Instant,
@@ -116,16 +171,36 @@ pub(crate) async fn resolve(
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    match tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(Outcome::down(
-            FailureClass::Dns,
-            format!("DNS lookup of {host} timed out"),
-        )),
-        Ok(Err(e)) => Err(Outcome::down(
+    let timed_out = || Outcome::down(FailureClass::Dns, format!("DNS lookup of {host} timed out"));
+    let permit = match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await
+    {
+        Err(_) => {
+            return Err(Outcome::down(
+                FailureClass::Dns,
+                format!(
+                    "DNS lookup of {host} timed out waiting for a resolver slot \
+                     (all {MAX_CONCURRENT_LOOKUPS} busy: the resolver is slow or hanging)"
+                ),
+            ));
+        }
+        Ok(Err(_)) => return Err(Outcome::unknown("DNS resolver pool is closed")),
+        Ok(Ok(p)) => p,
+    };
+    let name = host.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        lookup(&name, port)
+    });
+    match tokio::time::timeout_at(deadline.into(), task).await {
+        Err(_) => Err(timed_out()),
+        Ok(Err(e)) => Err(Outcome::unknown(format!(
+            "DNS lookup of {host} did not complete: {e}"
+        ))),
+        Ok(Ok(Err(e))) => Err(Outcome::down(
             FailureClass::Dns,
             format!("cannot resolve {host}: {e}"),
         )),
-        Ok(Ok(mut addrs)) => addrs.next().ok_or_else(|| {
+        Ok(Ok(Ok(addrs))) => addrs.into_iter().next().ok_or_else(|| {
             Outcome::down(FailureClass::Dns, format!("{host} resolved to no address"))
         }),
     }
@@ -157,7 +232,7 @@ pub async fn run_check(spec: &CheckSpec) -> CheckResult {
             CheckKind::Snmp(s) => snmp::run(spec, s, &mut r).await,
         }
     };
-    let outcome = match tokio::time::timeout(spec.timeout + BACKSTOP_GRACE, work).await {
+    let mut outcome = match tokio::time::timeout(spec.timeout + BACKSTOP_GRACE, work).await {
         Ok(o) => o,
         Err(_) => Outcome::down(
             FailureClass::Timeout,
@@ -167,6 +242,10 @@ pub async fn run_check(spec: &CheckSpec) -> CheckResult {
             ),
         ),
     };
+    if outcome.failure == FailureClass::Local && outcome.state == State::Down {
+        // Agent-side failures say nothing about the target.
+        outcome.state = State::Unknown;
+    }
     r.result = outcome.state as i32;
     r.state = outcome.state as i32;
     r.failure = outcome.failure as i32;
@@ -182,5 +261,71 @@ pub fn exit_code(state: State) -> i32 {
         State::Degraded => 1,
         State::Down => 2,
         State::Unknown | State::Unspecified => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slow_lookup(_: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(vec![SocketAddr::from(([192, 0, 2, 1], port))])
+    }
+
+    fn fast_lookup(_: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(vec![SocketAddr::from(([192, 0, 2, 7], port))])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hung_lookups_hold_at_most_the_cap_of_blocking_threads() {
+        let slots = Arc::new(Semaphore::new(1));
+        let soon = || Instant::now() + Duration::from_millis(50);
+        // The lookup hangs past the deadline: DNS timeout, slot still taken.
+        let o = resolve_with(&slots, slow_lookup, "hung.example", 80, soon())
+            .await
+            .unwrap_err();
+        assert_eq!((o.state, o.failure), (State::Down, FailureClass::Dns));
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "permit must stay with the thread"
+        );
+        // A second lookup cannot start another thread: it times out waiting.
+        let calls = Instant::now();
+        let o = resolve_with(&slots, fast_lookup, "other.example", 80, soon())
+            .await
+            .unwrap_err();
+        assert_eq!(o.failure, FailureClass::Dns);
+        assert!(calls.elapsed() < Duration::from_millis(300));
+        // Once the hung lookup returns, the slot is free again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(slots.available_permits(), 1);
+        let a = resolve_with(&slots, fast_lookup, "other.example", 81, soon())
+            .await
+            .unwrap();
+        assert_eq!(a, SocketAddr::from(([192, 0, 2, 7], 81)));
+        // IP literals never take a slot.
+        let _p = slots.clone().acquire_owned().await.unwrap();
+        let a = resolve_with(&slots, slow_lookup, "::1", 5, soon())
+            .await
+            .unwrap();
+        assert_eq!(a.port(), 5);
+    }
+
+    #[test]
+    fn local_failures_are_unknown_not_down() {
+        let o = Outcome::failed(FailureClass::Local, "EMFILE");
+        assert_eq!((o.state, o.failure), (State::Unknown, FailureClass::Local));
+        let o = Outcome::failed(FailureClass::Refused, "refused");
+        assert_eq!(o.state, State::Down);
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert_eq!(classify_io(&emfile), FailureClass::Local);
+        let enobufs = std::io::Error::from_raw_os_error(105);
+        assert_eq!(classify_io(&enobufs), FailureClass::Local);
+        assert_eq!(
+            exit_code(Outcome::failed(classify_io(&emfile), "x").state),
+            3
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! What a check remembers between runs: SNMP sysUpTime (reboot detection)
-//! and interface counters (rates with counter-wrap handling).
+//! and interface counters (rates with counter-wrap handling; a counter that
+//! goes down without a plausible 32-bit wrap is a discontinuity and yields no
+//! rate for that interval, see [`counter_delta`]).
 //!
 //! Kept outside [`crate::run_check`] so a single run (the operator tool) and
 //! the scheduler share the check code; the scheduler applies this after each
@@ -16,12 +18,65 @@ use crate::snmp::{Oid, RATE_COLUMNS, SS_CPU_RAW, SYS_UPTIME};
 #[derive(Debug, Default)]
 pub struct RunMemory {
     uptime: Option<(Instant, u32)>,
-    counters: HashMap<String, u64>,
+    /// Last value and SNMP type of each counter.
+    counters: HashMap<String, (u64, CounterKind)>,
     counters_at: Option<Instant>,
-    cpu_raw: Option<[u64; 4]>,
+    cpu_raw: Option<[(u64, CounterKind); 4]>,
 }
 
 const TICKS_WRAP: f64 = 4_294_967_296.0;
+
+/// The SNMP type of a sampled counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CounterKind {
+    C32,
+    C64,
+    Other,
+}
+
+impl CounterKind {
+    fn of(value_type: &str) -> Self {
+        match value_type {
+            "Counter32" => CounterKind::C32,
+            "Counter64" => CounterKind::C64,
+            _ => CounterKind::Other,
+        }
+    }
+}
+
+/// Increase of a counter between two samples, or `None` for a discontinuity
+/// (no rate is reported for that interval).
+///
+/// - Counter64 never wraps in practice (2^64 octets is centuries at 100
+///   Gbit/s), so a decrease is a reset (agent restart, interface re-created,
+///   counter cleared): no sample, never a ~1e19 "rate".
+/// - Counter32 wraps after 2^32. A decrease is taken as one wrap only when it
+///   is plausible: both values fit in 32 bits and the implied increase is less
+///   than half the counter range (RFC 2578 requires sampling faster than
+///   that). Anything else is a discontinuity.
+/// - Other types (Gauge32, ...) or a type change between samples: a
+///   decrease / mismatch is a discontinuity; a 32-bit value above 2^32 - 1
+///   is one too.
+pub(crate) fn counter_delta(
+    prev: u64,
+    prev_kind: CounterKind,
+    cur: u64,
+    kind: CounterKind,
+) -> Option<u64> {
+    if prev_kind != kind {
+        return None;
+    }
+    if cur >= prev {
+        return Some(cur - prev);
+    }
+    if kind != CounterKind::C32 {
+        return None;
+    }
+    let prev32 = u32::try_from(prev).ok()?;
+    let cur32 = u32::try_from(cur).ok()?;
+    let delta = cur32.wrapping_sub(prev32);
+    (delta < 1 << 31).then_some(u64::from(delta))
+}
 
 impl RunMemory {
     /// Adds derived values (rates, reboot detection) to a fresh result.
@@ -60,26 +115,29 @@ impl RunMemory {
             }
             self.uptime = Some((now, ticks));
         }
-        let raw: Vec<u64> = SS_CPU_RAW
+        let raw: Vec<(u64, CounterKind)> = SS_CPU_RAW
             .iter()
             .filter_map(|o| snmp.varbinds.iter().find(|v| v.oid == *o))
-            .filter_map(|v| v.value.parse().ok())
+            .filter_map(|v| Some((v.value.parse().ok()?, CounterKind::of(&v.value_type))))
             .collect();
-        if let Ok(raw) = <[u64; 4]>::try_from(raw) {
+        if let Ok(raw) = <[(u64, CounterKind); 4]>::try_from(raw) {
             if let Some(prev) = self.cpu_raw
                 && !rebooted
             {
-                let d: Vec<u64> = raw
+                // Any discontinuity (reset, implausible wrap): no sample.
+                let d: Option<Vec<u64>> = raw
                     .iter()
                     .zip(prev)
-                    .map(|(c, p)| c.wrapping_sub(p) & 0xffff_ffff)
+                    .map(|(&(c, ck), (p, pk))| counter_delta(p, pk, c, ck))
                     .collect();
-                let total: u64 = d.iter().sum();
-                if total > 0 {
-                    snmp.metrics.insert(
-                        "cpu.busy_percent".into(),
-                        100.0 * (1.0 - d[3] as f64 / total as f64),
-                    );
+                if let Some(d) = d {
+                    let total = d.iter().fold(0u64, |a, x| a.saturating_add(*x));
+                    if total > 0 {
+                        snmp.metrics.insert(
+                            "cpu.busy_percent".into(),
+                            100.0 * (1.0 - d[3] as f64 / total as f64),
+                        );
+                    }
                 }
             }
             self.cpu_raw = Some(raw);
@@ -103,20 +161,12 @@ impl RunMemory {
             let Ok(cur) = vb.value.parse::<u64>() else {
                 continue;
             };
-            let wrap: u128 = if vb.value_type == "Counter64" {
-                1 << 64
-            } else {
-                1 << 32
-            };
-            if let (Some(prev), Some(secs)) = (self.counters.get(&vb.oid), elapsed)
+            let kind = CounterKind::of(&vb.value_type);
+            if let (Some(&(prev, prev_kind)), Some(secs)) = (self.counters.get(&vb.oid), elapsed)
                 && secs > 0.0
                 && !rebooted
+                && let Some(delta) = counter_delta(prev, prev_kind, cur, kind)
             {
-                let delta = if cur >= *prev {
-                    u128::from(cur - prev)
-                } else {
-                    wrap - u128::from(*prev) + u128::from(cur)
-                };
                 let index: Vec<String> = oid.arcs()[col.arcs().len()..]
                     .iter()
                     .map(|a| a.to_string())
@@ -126,7 +176,7 @@ impl RunMemory {
                     delta as f64 / secs * mult,
                 );
             }
-            fresh.insert(vb.oid.clone(), cur);
+            fresh.insert(vb.oid.clone(), (cur, kind));
         }
         if !fresh.is_empty() {
             self.counters = fresh;
@@ -185,10 +235,84 @@ mod tests {
         ]);
         m.apply(&mut b);
         assert!(!snmp(&b).reboot_detected);
-        let rate = snmp(&b).metrics["if.2.in_bps"];
+        // A Counter64 going down is a reset, not a wrap: no rate at all.
+        assert!(
+            !snmp(&b).metrics.contains_key("if.2.in_bps"),
+            "{:?}",
+            snmp(&b).metrics
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut b2 = result(vec![
+            (SYS_UPTIME, "50200", "TimeTicks"),
+            ("1.3.6.1.2.1.31.1.1.1.6.2", "1400", "Counter64"),
+        ]);
+        m.apply(&mut b2);
+        let rate = snmp(&b2).metrics["if.2.in_bps"];
         assert!(rate > 0.0 && rate.is_finite(), "{rate}");
         let mut c = result(vec![(SYS_UPTIME, "10", "TimeTicks")]);
         m.apply(&mut c);
         assert!(snmp(&c).reboot_detected);
+    }
+
+    #[test]
+    fn counter_deltas() {
+        use CounterKind::*;
+        assert_eq!(counter_delta(10, C64, 25, C64), Some(15));
+        // Counter64 reset: never a wrap.
+        assert_eq!(counter_delta(u64::MAX - 5, C64, 3, C64), None);
+        assert_eq!(counter_delta(1000, C64, 3, C64), None);
+        // Counter32: plausible wrap near the top.
+        assert_eq!(counter_delta(0xffff_fff0, C32, 0x10, C32), Some(0x20));
+        // Counter32: implausible "wrap" (value fell by a little) is a reset.
+        assert_eq!(counter_delta(1_000_000, C32, 10, C32), None);
+        // 32-bit type with a value >= 2^32 (broken agent): no panic, no rate.
+        assert_eq!(counter_delta(u64::MAX, C32, 5, C32), None);
+        assert_eq!(counter_delta(1 << 40, C32, 5, C32), None);
+        // Gauge going down, or a type change: discontinuity.
+        assert_eq!(counter_delta(10, Other, 5, Other), None);
+        assert_eq!(counter_delta(10, C32, 20, C64), None);
+    }
+
+    #[test]
+    fn counter64_reset_and_bogus_counter32_never_panic_or_explode() {
+        let mut m = RunMemory::default();
+        let col = "1.3.6.1.2.1.2.2.1.14.7";
+        let mut a = result(vec![(col, "18446744073709551000", "Counter32")]);
+        m.apply(&mut a);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut b = result(vec![(col, "3", "Counter32")]);
+        m.apply(&mut b);
+        assert!(snmp(&b).metrics.is_empty(), "{:?}", snmp(&b).metrics);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut c = result(vec![(col, "4294967290", "Counter32")]);
+        m.apply(&mut c);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut d = result(vec![(col, "4", "Counter32")]);
+        m.apply(&mut d);
+        let rate = snmp(&d).metrics["if.7.in_errors_per_s"];
+        assert!(rate > 0.0 && rate < 1e6, "{rate}");
+    }
+
+    #[test]
+    fn cpu_busy_skips_counter_resets() {
+        let cpu = |v: [&'static str; 4]| {
+            result(
+                SS_CPU_RAW
+                    .iter()
+                    .zip(v)
+                    .map(|(o, x)| (*o, x, "Counter32"))
+                    .collect(),
+            )
+        };
+        let mut m = RunMemory::default();
+        m.apply(&mut cpu(["100", "0", "100", "800"]));
+        let mut b = cpu(["200", "0", "200", "1400"]);
+        m.apply(&mut b);
+        let busy = snmp(&b).metrics["cpu.busy_percent"];
+        assert!((busy - 25.0).abs() < 1e-9, "{busy}");
+        // ssCpuRawIdle went back a little (counter reset): no sample.
+        let mut c = cpu(["300", "0", "300", "5"]);
+        m.apply(&mut c);
+        assert!(!snmp(&c).metrics.contains_key("cpu.busy_percent"));
     }
 }

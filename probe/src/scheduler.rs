@@ -104,7 +104,9 @@ async fn supervise(
     mut stop: oneshot::Receiver<()>,
     events: mpsc::Sender<Event>,
 ) {
-    let limit = initial.max_concurrency.max(1);
+    let limit = initial
+        .max_concurrency
+        .clamp(1, crate::config::MAX_CONCURRENCY);
     let sem = Arc::new(Semaphore::new(limit));
     let mut sup = Supervisor {
         sem,
@@ -143,7 +145,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn apply(&mut self, cfg: &ProbeConfig) {
-        let want = cfg.max_concurrency.max(1);
+        let want = cfg.max_concurrency.clamp(1, crate::config::MAX_CONCURRENCY);
         if want > self.limit {
             self.sem.add_permits(want - self.limit);
         } else if want < self.limit {

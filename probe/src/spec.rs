@@ -4,6 +4,7 @@
 //! the scheduler and `owlet probe` all build a `CheckSpec` through
 //! [`CheckSpec::from_config`]. Every error names the key and says how to fix it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use regex::Regex;
 
-use crate::config::{CheckConfig, CheckTypeName, FieldIssue, IcmpSocketMode, Secret};
+use crate::config::{CheckConfig, CheckTypeName, FieldIssue, IcmpSocketMode, MAX_DURATION, Secret};
 use crate::snmp::{AuthProto, Oid, Preset, PrivProto, UsmUser};
 
 /// A validated check, ready to run.
@@ -66,10 +67,26 @@ pub struct IcmpSpec {
 /// TLS settings shared by TCP+TLS and HTTPS.
 #[derive(Debug, Clone)]
 pub struct TlsSpec {
-    pub(crate) config: Arc<rustls::ClientConfig>,
+    /// Built when the check is built for TLS targets. `None` for an http://
+    /// URL that names no `ca` and no `insecure_skip_verify`: plain HTTP then
+    /// needs no system CA roots, and the config is built (and cached) only
+    /// if a redirect leads to https.
+    pub(crate) config: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) alpn: &'static [&'static [u8]],
     pub server_name: Option<String>,
     pub insecure: bool,
     pub warn_days: u32,
+}
+
+impl TlsSpec {
+    /// The client config, building it now if the check was built without one.
+    pub(crate) fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        match &self.config {
+            Some(c) => Ok(c.clone()),
+            None => crate::tls::client_config(self.ca.as_deref(), self.insecure, self.alpn),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +107,7 @@ pub enum HttpVersionPref {
     Http2,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSpec {
     pub url: Uri,
     pub method: Method,
@@ -107,6 +124,36 @@ pub struct HttpSpec {
     pub version: HttpVersionPref,
     /// TLS for https URLs (also used after a redirect to https).
     pub tls: TlsSpec,
+}
+
+/// Header values (marked sensitive, so `HeaderValue`'s `Debug` hides them)
+/// and the body may hold credentials: `Debug` shows neither.
+impl std::fmt::Debug for HttpSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&HeaderName, crate::config::Redacted)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k, crate::config::Redacted(v.len())))
+            .collect();
+        f.debug_struct("HttpSpec")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| crate::config::Redacted(b.len())),
+            )
+            .field("expect_status", &self.expect_status)
+            .field("contains", &self.contains)
+            .field("regex", &self.regex)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("follow_redirects", &self.follow_redirects)
+            .field("max_redirects", &self.max_redirects)
+            .field("proxy", &self.proxy)
+            .field("version", &self.version)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// SNMP version and credentials.
@@ -325,7 +372,14 @@ pub fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
-fn build_tls(c: &CheckConfig, alpn: &[&[u8]], errs: &mut Vec<FieldIssue>) -> Option<TlsSpec> {
+/// TLS settings; with `eager`, the client config is built now (so a bad CA
+/// file or missing system roots is a config error), else on first use.
+fn build_tls(
+    c: &CheckConfig,
+    alpn: &'static [&'static [u8]],
+    eager: bool,
+    errs: &mut Vec<FieldIssue>,
+) -> Option<TlsSpec> {
     let insecure = c.insecure_skip_verify.unwrap_or(false);
     if insecure && c.ca.is_some() {
         errs.push(FieldIssue::new(
@@ -341,23 +395,28 @@ fn build_tls(c: &CheckConfig, alpn: &[&[u8]], errs: &mut Vec<FieldIssue>) -> Opt
             format!("\"{sn}\" is not a valid TLS server name"),
         ));
     }
-    match crate::tls::client_config(c.ca.as_deref(), insecure, alpn) {
-        Ok(config) => {
-            if insecure {
-                tracing::warn!(check = %c.id, "TLS certificate verification is DISABLED for this check (insecure_skip_verify = true)");
+    let config = if eager {
+        match crate::tls::client_config(c.ca.as_deref(), insecure, alpn) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                errs.push(FieldIssue::new("ca", e));
+                return None;
             }
-            Some(TlsSpec {
-                config,
-                server_name: c.server_name.clone(),
-                insecure,
-                warn_days: c.cert_expiry_warn_days.unwrap_or(14),
-            })
         }
-        Err(e) => {
-            errs.push(FieldIssue::new("ca", e));
-            None
-        }
+    } else {
+        None
+    };
+    if insecure {
+        tracing::warn!(check = %c.id, "TLS certificate verification is DISABLED for this check (insecure_skip_verify = true)");
     }
+    Some(TlsSpec {
+        config,
+        ca: c.ca.clone(),
+        alpn,
+        server_name: c.server_name.clone(),
+        insecure,
+        warn_days: c.cert_expiry_warn_days.unwrap_or(14),
+    })
 }
 
 impl CheckSpec {
@@ -376,13 +435,32 @@ impl CheckSpec {
                 "must be at most 128 printable characters",
             ));
         }
+        let too_long = |d: Duration| d > MAX_DURATION;
         if c.interval.is_zero() {
             errs.push(FieldIssue::new(
                 "interval",
                 "must be greater than zero (e.g. \"30s\")",
             ));
+        } else if too_long(c.interval) {
+            errs.push(FieldIssue::new(
+                "interval",
+                format!(
+                    "{} is too long; use at most {}",
+                    humantime::format_duration(c.interval),
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            ));
         }
-        if c.timeout.is_zero() {
+        if too_long(c.timeout) {
+            errs.push(FieldIssue::new(
+                "timeout",
+                format!(
+                    "{} is too long; use at most {}",
+                    humantime::format_duration(c.timeout),
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            ));
+        } else if c.timeout.is_zero() {
             errs.push(FieldIssue::new(
                 "timeout",
                 "must be greater than zero (e.g. \"5s\")",
@@ -452,7 +530,16 @@ fn build_icmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<IcmpSpec> {
         ));
     }
     let echo_interval = c.echo_interval.unwrap_or(Duration::from_millis(100));
-    if count > 1 && echo_interval * (count - 1) >= c.timeout {
+    let spread = echo_interval.checked_mul(count.saturating_sub(1));
+    if echo_interval > MAX_DURATION {
+        errs.push(FieldIssue::new(
+            "echo_interval",
+            format!(
+                "{} is too long; it must fit (count - 1) times in `timeout`",
+                humantime::format_duration(echo_interval)
+            ),
+        ));
+    } else if count > 1 && spread.is_none_or(|s| s >= c.timeout) {
         errs.push(FieldIssue::new(
             "count",
             format!(
@@ -483,7 +570,7 @@ fn build_tcp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<TcpSpec> {
         .map_err(|e| errs.push(FieldIssue::new("target", e)))
         .ok();
     let tls = if c.tls.unwrap_or(false) {
-        Some(build_tls(c, &[], errs)?)
+        Some(build_tls(c, &[], true, errs)?)
     } else {
         for (set, key) in [
             (c.ca.is_some(), "ca"),
@@ -534,7 +621,10 @@ fn build_http(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<HttpSpec> {
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
-            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.push((n, v));
+            }
             _ => errs.push(FieldIssue::new(
                 "headers",
                 format!("header \"{k}\" is not a valid HTTP header name/value"),
@@ -574,7 +664,7 @@ fn build_http(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<HttpSpec> {
     if max_body_bytes > 64 * 1024 * 1024 {
         errs.push(FieldIssue::new(
             "max_body_bytes",
-            "must be at most 64 MiB (the check keeps the body in memory)",
+            "must be at most 64 MiB (with `contains` or `regex` the body is kept in memory)",
         ));
     }
     let proxy = match &c.proxy {
@@ -606,12 +696,15 @@ fn build_http(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<HttpSpec> {
             HttpVersionPref::Auto
         }
     };
-    let alpn: &[&[u8]] = match version {
+    let alpn: &'static [&'static [u8]] = match version {
         HttpVersionPref::Auto => &[b"h2", b"http/1.1"],
         HttpVersionPref::Http1 => &[b"http/1.1"],
         HttpVersionPref::Http2 => &[b"h2"],
     };
-    let tls = build_tls(c, alpn, errs)?;
+    // Plain http:// needs no CA roots unless TLS settings were given.
+    let eager =
+        !matches!(&url, Some((_, _, false))) || c.ca.is_some() || c.insecure_skip_verify.is_some();
+    let tls = build_tls(c, alpn, eager, errs)?;
     Some(HttpSpec {
         url: url?.0,
         method,
@@ -824,6 +917,44 @@ mod tests {
         assert!(parse_host("1.2.3.4:5").is_err());
         assert!(parse_host("bad host").is_err());
         assert_eq!(parse_host("[::1]").unwrap(), "::1");
+    }
+
+    #[test]
+    fn plain_http_does_not_build_tls() {
+        let c = CheckConfig::new("h", CheckTypeName::Http, "http://127.0.0.1:1/");
+        let CheckKind::Http(h) = CheckSpec::from_config(&c).unwrap().kind else {
+            panic!()
+        };
+        assert!(h.tls.config.is_none());
+        let mut c = CheckConfig::new("h", CheckTypeName::Http, "https://127.0.0.1:1/");
+        c.insecure_skip_verify = Some(true);
+        let CheckKind::Http(h) = CheckSpec::from_config(&c).unwrap().kind else {
+            panic!()
+        };
+        assert!(h.tls.config.is_some());
+        // A CA file given for an http:// URL is still checked at load.
+        let mut c = CheckConfig::new("h", CheckTypeName::Http, "http://127.0.0.1:1/");
+        c.ca = Some("/nonexistent/ca.pem".into());
+        let errs = CheckSpec::from_config(&c).unwrap_err();
+        assert!(errs.iter().any(|e| e.field == "ca"), "{errs:?}");
+    }
+
+    #[test]
+    fn http_spec_debug_hides_header_values_and_body() {
+        let mut c = CheckConfig::new("h", CheckTypeName::Http, "http://127.0.0.1:1/");
+        c.headers = Some(
+            [("Authorization".to_string(), "Bearer tok-secret".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        c.body = Some("pw=body-secret".into());
+        let spec = CheckSpec::from_config(&c).unwrap();
+        let dbg = format!("{spec:?}");
+        assert!(dbg.contains("authorization"), "{dbg}");
+        assert!(
+            !dbg.contains("tok-secret") && !dbg.contains("body-secret"),
+            "{dbg}"
+        );
     }
 
     #[test]

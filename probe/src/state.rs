@@ -8,8 +8,9 @@
 //!   consecutive healthy results (UP or DEGRADED count alike).
 //! - UP → DEGRADED after N consecutive DEGRADED results; DEGRADED → UP after
 //!   M consecutive UP results.
-//! - An UNKNOWN result (the check could not run) moves to UNKNOWN after N
-//!   consecutive ones.
+//! - An UNKNOWN result (the check could not run, e.g. a LOCAL failure on the
+//!   agent's side) moves to UNKNOWN after N consecutive ones, and breaks a
+//!   DOWN streak: agent-side trouble never raises a "down" alert.
 //!
 //! Every transition is reported once; the caller turns it into an alert.
 
@@ -146,5 +147,20 @@ mod tests {
         assert_eq!(feed(&mut d, &[Down]), vec![]);
         assert_eq!(feed(&mut d, &[Down]), vec![(Unknown, Down)]);
         assert_eq!(feed(&mut d, &[Down, Down]), vec![]);
+    }
+
+    #[test]
+    fn local_failures_never_raise_down() {
+        // UNKNOWN results (agent-side failures) interrupt a DOWN streak and
+        // lead to UNKNOWN, never to DOWN.
+        let mut d = Damper::new(3, 2);
+        assert_eq!(feed(&mut d, &[Up]), vec![(Unknown, Up)]);
+        assert_eq!(feed(&mut d, &[Down, Down, Unknown, Down, Down]), vec![]);
+        assert_eq!(
+            feed(&mut d, &[Unknown, Unknown, Unknown]),
+            vec![(Up, Unknown)]
+        );
+        assert_eq!(feed(&mut d, &[Unknown; 10]), vec![]);
+        assert_eq!(feed(&mut d, &[Up]), vec![(Unknown, Up)]);
     }
 }

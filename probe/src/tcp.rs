@@ -47,7 +47,7 @@ pub(crate) async fn connect(
                 FailureClass::Unreachable => format!("unreachable ({e})"),
                 _ => e.to_string(),
             };
-            Err(Outcome::down(
+            Err(Outcome::failed(
                 class,
                 format!("TCP connect to {addr}: {what}"),
             ))
@@ -85,9 +85,13 @@ async fn inner(
         let name = tls.server_name.as_deref().unwrap_or(&t.addr.host);
         let server_name = match crate::tls::server_name(name) {
             Ok(n) => n,
-            Err(e) => return Outcome::down(FailureClass::Local, e),
+            Err(e) => return Outcome::unknown(e),
         };
-        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let config = match tls.client_config() {
+            Ok(c) => c,
+            Err(e) => return Outcome::unknown(format!("cannot set up TLS: {e}")),
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         let t1 = Instant::now();
         let tls_stream = match tokio::time::timeout_at(
             deadline.into(),
@@ -96,9 +100,7 @@ async fn inner(
         .await
         {
             Err(_) => return Outcome::down(FailureClass::Timeout, "TLS handshake timed out"),
-            Ok(Err(e)) => {
-                return Outcome::down(FailureClass::Tls, crate::tls::describe_tls_error(&e));
-            }
+            Ok(Err(e)) => return crate::tls::tls_failure(&e),
             Ok(Ok(s)) => s,
         };
         d.tls_handshake_us = micros(t1.elapsed());
@@ -134,7 +136,7 @@ async fn inner(
         .await
         {
             Err(_) => return Outcome::down(FailureClass::Timeout, "timed out sending data"),
-            Ok(Err(e)) => return Outcome::down(classify_io(&e), format!("sending failed: {e}")),
+            Ok(Err(e)) => return Outcome::failed(classify_io(&e), format!("sending failed: {e}")),
             Ok(Ok(())) => {}
         }
     }
@@ -152,7 +154,7 @@ async fn inner(
                 Err(_) => break Err(true),
                 Ok(Err(e)) => {
                     d.banner = banner(&buf);
-                    return Outcome::down(classify_io(&e), format!("reading failed: {e}"));
+                    return Outcome::failed(classify_io(&e), format!("reading failed: {e}"));
                 }
                 Ok(Ok(0)) => break Err(false),
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n.min(MAX_READ)]),

@@ -1,7 +1,8 @@
 //! TLS client configuration for TCP+TLS and HTTPS checks, and certificate
 //! expiry.
 //!
-//! Trust comes from the system roots (loaded once per process) or from a
+//! Trust comes from the system roots (loaded once per process, on first use
+//! by a TLS check; a failed load is retried, never cached) or from a
 //! configured CA file. Skipping verification is possible but never silent:
 //! the check result says so (`tls_verify_skipped`, message suffix) and a
 //! warning is logged when the check is built. Handshake signatures are still
@@ -22,22 +23,33 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// `cell`'s value, or `init`'s if that succeeds (then stored). Errors are
+/// not cached: installing CA certificates later fixes the next attempt.
+fn cached_ok<T: Clone>(
+    cell: &OnceLock<T>,
+    init: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let v = init()?;
+    Ok(cell.get_or_init(|| v).clone())
+}
+
 fn native_roots() -> Result<Arc<RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let loaded = rustls_native_certs::load_native_certs();
-            let mut store = RootCertStore::empty();
-            let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
-            if added == 0 {
-                return Err(
-                    "no system CA certificates found (install ca-certificates, or set `ca` to a PEM file)"
-                        .to_string(),
-                );
-            }
-            Ok(Arc::new(store))
-        })
-        .clone()
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    cached_ok(&ROOTS, || {
+        let loaded = rustls_native_certs::load_native_certs();
+        let mut store = RootCertStore::empty();
+        let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            return Err(
+                "no system CA certificates found (install ca-certificates, or set `ca` to a PEM file)"
+                    .to_string(),
+            );
+        }
+        Ok(Arc::new(store))
+    })
 }
 
 fn ca_file_roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
@@ -159,6 +171,27 @@ pub(crate) fn describe_tls_error(e: &io::Error) -> String {
     format!("TLS handshake failed: {e}")
 }
 
+/// Class of a failed handshake: CERT_EXPIRY when the certificate was
+/// rejected because it has expired, else TLS.
+pub(crate) fn tls_failure_class(e: &io::Error) -> owlet_proto::v1::FailureClass {
+    use owlet_proto::v1::FailureClass;
+    use rustls::CertificateError as C;
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
+            FailureClass::CertExpiry
+        }
+        _ => FailureClass::Tls,
+    }
+}
+
+/// A failed handshake as an outcome (class and readable reason).
+pub(crate) fn tls_failure(e: &io::Error) -> crate::Outcome {
+    crate::Outcome::down(tls_failure_class(e), describe_tls_error(e))
+}
+
 /// Accepts any chain but still checks handshake signatures. Used only with
 /// `insecure_skip_verify = true`.
 #[derive(Debug)]
@@ -206,5 +239,36 @@ impl ServerCertVerifier for NoChainVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_proto::v1::FailureClass;
+
+    #[test]
+    fn errors_are_not_cached() {
+        let cell: OnceLock<u32> = OnceLock::new();
+        assert!(cached_ok(&cell, || Err("no roots".into())).is_err());
+        assert_eq!(cached_ok(&cell, || Ok(7)), Ok(7));
+        assert_eq!(cached_ok(&cell, || Err("not called".into())), Ok(7));
+    }
+
+    #[test]
+    fn expired_certificate_is_cert_expiry() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let expired = wrap(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        assert_eq!(tls_failure_class(&expired), FailureClass::CertExpiry);
+        let other = wrap(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(tls_failure_class(&other), FailureClass::Tls);
+        assert_eq!(
+            tls_failure_class(&io::Error::other("reset")),
+            FailureClass::Tls
+        );
     }
 }

@@ -229,3 +229,83 @@ async fn cli_exit_codes() {
         "no credentials"
     );
 }
+
+#[test]
+fn out_of_range_values_are_errors_not_panics() {
+    let got = issues(
+        r#"
+[probe]
+max_concurrency = 18446744073709551615
+[[probe.check]]
+id = "a"
+type = "icmp"
+target = "10.0.0.1"
+interval = "500000000years"
+timeout = "400000000years"
+[[probe.check]]
+id = "b"
+type = "icmp"
+target = "10.0.0.1"
+count = 1000
+echo_interval = "500000000years"
+[[probe.check]]
+id = "c"
+type = "icmp"
+target = "10.0.0.1"
+count = 1000
+echo_interval = "20h"
+interval = "1d"
+timeout = "1d"
+"#,
+    );
+    let has = |path: &str, needle: &str| {
+        assert!(
+            got.iter().any(|(p, m)| p == path && m.contains(needle)),
+            "no issue at {path} containing {needle:?}; got {got:#?}"
+        )
+    };
+    has("max_concurrency", "at most 65536");
+    has("check[0].interval", "too long");
+    has("check[0].timeout", "too long");
+    has("check[1].echo_interval", "too long");
+    // 999 * 20h overflows nothing but does not fit in the timeout.
+    has("check[2].count", "do not fit in timeout");
+}
+
+#[tokio::test]
+async fn cli_rejects_huge_timeout_without_panicking() {
+    assert_eq!(
+        cli::run(args("tcp 127.0.0.1:1 --timeout 500000000years")).await,
+        3
+    );
+    assert_eq!(
+        cli::run(args(
+            "icmp 127.0.0.1 --count 1000 --echo-interval 100000000years --timeout 1s"
+        ))
+        .await,
+        3
+    );
+}
+
+#[test]
+fn cli_debug_does_not_leak_secrets() {
+    let a = args(
+        "snmp 10.0.0.1 --community comm-secret --user u --auth-proto sha256 --auth-key auth-secret --priv-proto aes --priv-key priv-secret --oid 1.3.6.1.2.1.1.3.0",
+    );
+    let dbg = format!("{a:?}");
+    assert!(dbg.contains("10.0.0.1"), "{dbg}");
+    for s in ["comm-secret", "auth-secret", "priv-secret"] {
+        assert!(!dbg.contains(s), "{s} leaked: {dbg}");
+    }
+    let a = args("http http://h/ --header Authorization:Bearer-tok-secret");
+    let dbg = format!("{a:?}");
+    assert!(
+        dbg.contains("Authorization") && !dbg.contains("tok-secret"),
+        "{dbg}"
+    );
+    let dbg = format!("{:?}", cli::to_config(&a).0);
+    assert!(
+        dbg.contains("Authorization") && !dbg.contains("tok-secret"),
+        "{dbg}"
+    );
+}

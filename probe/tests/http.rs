@@ -122,7 +122,8 @@ async fn expired_certificate_and_insecure_skip_verify() {
     let mut c = url_check(&url);
     c.ca = Some(n.ca_file.clone());
     let r = run_check(&spec(&c)).await;
-    assert_result(&r, State::Down, FailureClass::Tls);
+    // Rejected because it expired: CERT_EXPIRY, not a generic TLS failure.
+    assert_result(&r, State::Down, FailureClass::CertExpiry);
     assert!(
         r.message.to_lowercase().contains("expired"),
         "{}",
@@ -316,4 +317,114 @@ async fn through_a_proxy() {
         State::Down,
         FailureClass::Refused,
     );
+}
+
+/// Answers `/cross` with a redirect to `other` (another port, so another
+/// origin), `/same` with a redirect to `/end` here, `/big` with a large
+/// body, anything else with 200; records every request head.
+async fn recording_server(seen: Arc<std::sync::Mutex<Vec<String>>>, other: Option<u16>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let resp = match (path.as_str(), other) {
+                    ("/cross", Some(o)) => format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{o}/end\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    ("/same", _) => "HTTP/1.1 302 Found\r\nLocation: /end\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                    ("/big", _) => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8000000\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let chunk = vec![b'z'; 64 * 1024];
+                        for _ in 0..(8_000_000 / chunk.len() + 1) {
+                            if s.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string(),
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn credentials_are_not_sent_to_another_origin_after_a_redirect() {
+    let seen_b = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = recording_server(seen_b.clone(), None).await;
+    let seen_a = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = recording_server(seen_a.clone(), Some(b)).await;
+    let headers = [
+        ("Authorization", "Bearer s3cr3t-token"),
+        ("Cookie", "session=s3cr3t-cookie"),
+        ("Proxy-Authorization", "Basic s3cr3t-proxy"),
+        ("X-Trace", "keep-me"),
+    ];
+    let mut c = url_check(&format!("http://127.0.0.1:{a}/cross"));
+    c.headers = Some(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    assert_eq!(http(&r).redirects, 1);
+    let a_req = seen_a.lock().unwrap().join("\n");
+    assert!(a_req.contains("s3cr3t-token") && a_req.contains("s3cr3t-cookie"));
+    let b_req = seen_b.lock().unwrap().join("\n");
+    assert!(b_req.contains("x-trace: keep-me"), "{b_req}");
+    assert!(!b_req.contains("s3cr3t"), "credentials leaked: {b_req}");
+
+    // Same origin: the credentials follow the redirect.
+    seen_a.lock().unwrap().clear();
+    c.target = format!("http://127.0.0.1:{a}/same");
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    let reqs = seen_a.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[1].contains("s3cr3t-token"), "{}", reqs[1]);
+}
+
+#[tokio::test]
+async fn body_without_content_checks_is_counted_not_kept() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = recording_server(seen, None).await;
+    let mut c = url_check(&format!("http://127.0.0.1:{port}/big"));
+    c.max_body_bytes = Some(100_000);
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    assert_eq!(http(&r).body_bytes, 100_000);
+    assert!(r.message.contains("truncated"), "{}", r.message);
+    // Default limit (1 MiB) still bounds the read.
+    let c = url_check(&format!("http://127.0.0.1:{port}/big"));
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    assert_eq!(http(&r).body_bytes, 1024 * 1024);
+    // Small body: counted exactly.
+    let c = url_check(&format!("http://127.0.0.1:{port}/small"));
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    assert_eq!(http(&r).body_bytes, 2);
 }

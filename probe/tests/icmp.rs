@@ -228,7 +228,9 @@ async fn datagram_socket_mode_reports_local_error_or_works() {
     if allowed {
         assert_result(&r, State::Up, FailureClass::Unspecified);
     } else {
-        assert_result(&r, State::Down, FailureClass::Local);
+        // Agent-side: UNKNOWN (exit 3 for `owlet probe`), never DOWN.
+        assert_result(&r, State::Unknown, FailureClass::Local);
+        assert_eq!(owlet_probe::exit_code(State::Unknown), 3);
         assert!(r.message.contains("ping_group_range"), "{}", r.message);
     }
 }

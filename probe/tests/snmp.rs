@@ -192,6 +192,15 @@ async fn presets_report_health_metrics() {
             "{preset}: {:?}",
             snmp(&r).metrics
         );
+        if preset == "interfaces" {
+            assert!(
+                snmp(&r)
+                    .varbinds
+                    .iter()
+                    .any(|v| v.oid == "1.3.6.1.2.1.1.3.0" && v.value_type == "TimeTicks"),
+                "interfaces preset without sysUpTime.0"
+            );
+        }
     }
 }
 
@@ -222,7 +231,8 @@ async fn restart_is_detected_as_reboot_and_rates_are_computed() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut restarted = false;
     let mut rebooted = false;
-    while tokio::time::Instant::now() < deadline && !(rebooted && saw_rate) {
+    let mut ifs_rebooted = false;
+    while tokio::time::Instant::now() < deadline && !(rebooted && saw_rate && ifs_rebooted) {
         let ev = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .unwrap()
@@ -232,6 +242,12 @@ async fn restart_is_detected_as_reboot_and_rates_are_computed() {
         };
         if r.check_id == "ifs" {
             saw_rate |= snmp(&r).metrics.keys().any(|k| k.ends_with(".in_bps"));
+            // The interfaces preset carries sysUpTime.0 too, so its rates
+            // are guarded against the reboot as well.
+            if snmp(&r).reboot_detected {
+                assert!(restarted, "ifs: reboot reported before the restart");
+                ifs_rebooted = true;
+            }
             continue;
         }
         if state(&r) != State::Up {
@@ -251,6 +267,7 @@ async fn restart_is_detected_as_reboot_and_rates_are_computed() {
     handle.shutdown().await;
     assert!(rebooted, "snmpd restart was not detected as a reboot");
     assert!(saw_rate, "interface rates were never computed");
+    assert!(ifs_rebooted, "interfaces preset did not see the reboot");
 }
 
 #[tokio::test]
