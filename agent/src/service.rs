@@ -43,6 +43,7 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
         max_bytes: config.spool.max_bytes.as_u64(),
         max_age: config.spool.max_age,
         segment_bytes: config.spool.segment_bytes.as_u64(),
+        max_batches: config.spool.max_batches,
         durability,
     };
     Ok(Spool::open(spool_config)?)

@@ -185,17 +185,25 @@ pub struct SpoolConfig {
     pub max_age: Duration,
     /// Size at which the active segment rolls, bytes.
     pub segment_bytes: u64,
+    /// Bound on the number of batches held (acknowledged ones in a live
+    /// segment included): each costs an in-memory index entry of about
+    /// 150 bytes, so this bounds the spool's memory as `max_bytes` bounds
+    /// its disk. Hitting it drops the oldest segment, reported as
+    /// `SPOOL_FULL`, like the byte bound.
+    pub max_batches: u64,
     pub durability: Durability,
 }
 
 impl SpoolConfig {
-    /// Defaults: 1 GiB, 7 days, 16 MiB segments, `EveryBatch`.
+    /// Defaults: 1 GiB, 7 days, 16 MiB segments, 1,000,000 batches,
+    /// `EveryBatch`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         SpoolConfig {
             dir: dir.into(),
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(7 * 24 * 3600),
             segment_bytes: 16 << 20,
+            max_batches: 1_000_000,
             durability: Durability::EveryBatch,
         }
     }
@@ -205,6 +213,12 @@ impl SpoolConfig {
             return Err(SpoolError::Config(format!(
                 "segment_bytes = {} is too small; use at least 64 KiB",
                 self.segment_bytes
+            )));
+        }
+        if self.max_batches < 1000 {
+            return Err(SpoolError::Config(format!(
+                "max_batches = {} is too small; use at least 1000",
+                self.max_batches
             )));
         }
         if self.max_bytes < self.segment_bytes {

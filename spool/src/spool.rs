@@ -140,6 +140,12 @@ impl Spool {
         self.acked_seq.max(self.dropped_seq)
     }
 
+    /// Index entries held (one per stored batch, acknowledged or not, until
+    /// its segment goes).
+    fn batch_count(&self) -> u64 {
+        self.segments.iter().map(|s| s.records.len() as u64).sum()
+    }
+
     fn total_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
     }
@@ -265,7 +271,10 @@ impl Spool {
                 }
         };
         let mut removed = false;
-        while !self.segments.is_empty() && self.total_bytes() + need(self) > self.config.max_bytes {
+        while !self.segments.is_empty()
+            && (self.total_bytes() + need(self) > self.config.max_bytes
+                || self.batch_count() >= self.config.max_batches)
+        {
             if self.segments.len() == 1 && self.active.is_some() {
                 // The active segment alone is too big to take the batch: it is
                 // the oldest data too, so it goes like any other segment.

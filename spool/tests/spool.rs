@@ -152,6 +152,25 @@ fn an_ack_above_every_assigned_seq_reports_the_unsent_events_as_conflicting() {
 }
 
 #[test]
+fn the_batch_bound_caps_index_entries_and_reports_what_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64 << 10, 1 << 30);
+    cfg.max_batches = 1000;
+    let (mut spool, _) = Spool::open(cfg).unwrap();
+    let mut lost = 0;
+    for i in 0..3000u32 {
+        let appended = spool.append(vec![event((i % 3) as u8, 20, 1)]).unwrap();
+        for l in &appended.losses {
+            assert_eq!(l.reason, DataLossReason::SpoolFull as i32);
+            lost += l.events_lost;
+        }
+        assert!(spool.stats().batches <= 1000, "{:?}", spool.stats());
+    }
+    assert!(lost > 0, "the bound was never hit");
+    assert_eq!(lost + spool.stats().events, 3000);
+}
+
+#[test]
 fn spool_full_drops_oldest_segments_with_exact_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(config(dir.path(), 1000, 3000)).unwrap();

@@ -95,6 +95,11 @@ impl Config {
             "must be at least 4 x spool.segment_bytes so dropping one segment frees room",
         );
         check(
+            self.spool.max_batches >= 1000,
+            "spool.max_batches",
+            "must be at least 1000",
+        );
+        check(
             self.spool.segment_bytes.as_u64() >= 2 * self.batch.max_bytes.as_u64(),
             "spool.segment_bytes",
             "must be at least 2 x batch.max_bytes",

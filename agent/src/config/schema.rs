@@ -131,6 +131,9 @@ pub struct SpoolSection {
     pub max_age: Duration,
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: ByteSize,
+    /// Bound on batches held (each costs ~150 bytes of memory).
+    #[serde(default = "default_spool_max_batches")]
+    pub max_batches: u64,
     #[serde(default)]
     pub durability: Durability,
     #[serde(default = "default_fsync_interval", with = "humantime_serde")]
@@ -144,6 +147,7 @@ impl Default for SpoolSection {
             max_bytes: default_spool_max_bytes(),
             max_age: default_spool_max_age(),
             segment_bytes: default_segment_bytes(),
+            max_batches: default_spool_max_batches(),
             durability: Durability::default(),
             fsync_interval: default_fsync_interval(),
         }
@@ -155,6 +159,9 @@ fn default_spool_max_bytes() -> ByteSize {
 }
 fn default_spool_max_age() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+fn default_spool_max_batches() -> u64 {
+    1_000_000
 }
 fn default_segment_bytes() -> ByteSize {
     ByteSize::mib(16)

@@ -40,10 +40,14 @@ pub fn channel(capacity: usize, limits: BatchLimits) -> (EventSender, Batcher) {
         building: Vec::new(),
         building_bytes: 0,
         deadline: Instant::now(),
+        linger: limits.linger,
         oversized: LossTally::default(),
     };
     (tx, batcher)
 }
+
+/// Linger while the SOC is unreachable (see [`Batcher::set_outage`]).
+pub const OUTAGE_LINGER: Duration = Duration::from_secs(1);
 
 /// Events taken from the channel per receive: bounds `pending`.
 const RECEIVE_CHUNK: usize = 256;
@@ -64,6 +68,9 @@ pub struct Batcher {
     building: Vec<Event>,
     building_bytes: usize,
     deadline: Instant,
+    /// The linger in force: `limits.linger`, or [`OUTAGE_LINGER`] while the
+    /// SOC is unreachable.
+    linger: Duration,
     /// Events larger than a whole batch may be: never sendable, so counted
     /// here instead of batched.
     oversized: LossTally,
@@ -87,7 +94,7 @@ impl Batcher {
                 self.oversized.add(&first);
                 return Some(Vec::new());
             }
-            self.deadline = Instant::now() + self.limits.linger;
+            self.deadline = Instant::now() + self.linger;
             self.building_bytes = len;
             self.building.push(first);
         }
@@ -124,6 +131,18 @@ impl Batcher {
         }
         self.building_bytes = 0;
         Some(std::mem::take(&mut self.building))
+    }
+
+    /// Switches to the outage linger (or back). While the SOC is unreachable
+    /// nothing is sent anyway, and fuller batches keep the spool's in-memory
+    /// index small over a long outage (one index entry per batch); the price
+    /// is that events wait up to [`OUTAGE_LINGER`] before they are accepted.
+    pub fn set_outage(&mut self, outage: bool) {
+        self.linger = if outage {
+            self.limits.linger.max(OUTAGE_LINGER)
+        } else {
+            self.limits.linger
+        };
     }
 
     /// The `TOO_LARGE` report for events refused since the last call.

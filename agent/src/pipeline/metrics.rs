@@ -83,6 +83,11 @@ impl Metrics {
         }
     }
 
+    /// Whether the uplink is connected to the SOC now.
+    pub fn connected(&self) -> bool {
+        self.connection.load(Ordering::Relaxed) == ConnectionState::Connected as u8
+    }
+
     pub fn acked(&self) {
         self.last_ack_micros.store(now_micros(), Ordering::Relaxed);
     }

@@ -35,6 +35,7 @@ pub async fn run(
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
     let mut sync = tokio::time::interval(sync_every.unwrap_or(EXPIRE_EVERY));
     loop {
+        batcher.set_outage(!metrics.connected());
         let events = tokio::select! {
             batch = batcher.next_batch() => match batch {
                 Some(events) => events,

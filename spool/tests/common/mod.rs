@@ -64,6 +64,7 @@ pub fn config(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolConfig {
         max_bytes,
         max_age: Duration::from_secs(3600),
         segment_bytes,
+        max_batches: 1_000_000,
         durability: Durability::Interval(Duration::from_secs(3600)),
     }
 }
