@@ -520,8 +520,15 @@ impl Spool {
             if seg.is_dead(from) {
                 continue;
             }
-            let mut file = File::open(&seg.path)
-                .map_err(|e| SpoolError::io("open for reading of segment", &seg.path, e))?;
+            let mut file = match File::open(&seg.path) {
+                Ok(file) => file,
+                // Deleted under us: its data is gone, and retrying would
+                // stall the reader forever. Report it like damage.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Ok((out, Some((si, 0, "segment file is missing".into()))));
+                }
+                Err(e) => return Err(SpoolError::io("open for reading of segment", &seg.path, e)),
+            };
             for (ri, r) in seg.records.iter().enumerate() {
                 if r.last_seq <= from {
                     continue;

@@ -171,6 +171,32 @@ fn the_batch_bound_caps_index_entries_and_reports_what_it_drops() {
 }
 
 #[test]
+fn a_segment_deleted_under_the_spool_is_reported_not_a_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(config(dir.path(), 600, 1 << 20)).unwrap();
+    for i in 0..20u8 {
+        spool.append(vec![event(i, 200, 1)]).unwrap();
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    std::fs::remove_file(&segs[0]).unwrap();
+    let read = all(&mut spool);
+    assert!(
+        !read.is_empty() && read.len() < 20,
+        "{} batches read",
+        read.len()
+    );
+    let next = spool.append(vec![event(0, 1, 1)]).unwrap();
+    let corrupt: u64 = next
+        .losses
+        .iter()
+        .filter(|l| l.reason == DataLossReason::Corrupt as i32)
+        .map(|l| l.events_lost)
+        .sum();
+    assert_eq!(corrupt + read.len() as u64, 20);
+}
+
+#[test]
 fn spool_full_drops_oldest_segments_with_exact_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(config(dir.path(), 1000, 3000)).unwrap();
