@@ -180,3 +180,12 @@ fn an_expired_certificate_is_a_warning_not_an_error() {
     let warning = config.certificate_warning().expect("a warning");
     assert!(warning.contains("expired on"), "{warning}");
 }
+
+#[test]
+fn the_packaged_reference_config_is_valid() {
+    let (_tmp, dir) = enrolled();
+    let reference = include_str!("../../../packaging/owlet.toml");
+    let config = load(&write(&dir, reference)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.spool.max_batches, 1_000_000);
+    assert_eq!(config.probe.max_concurrency, 256);
+}
