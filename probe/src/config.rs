@@ -44,7 +44,9 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
-    /// Global limit on checks running at once.
+    /// Global limit on TCP, HTTP and SNMP checks running at once (ICMP
+    /// echoes share one socket and take no slot; checks whose last run
+    /// timed out may hold at most half the slots).
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// `[[probe.check]]` entries.

@@ -15,6 +15,12 @@
 //! runtime, so they survive runtime restarts). Pending entries are removed
 //! when a run ends or is cancelled (drop guard): the map is bounded by the
 //! echoes in flight. The parser takes untrusted bytes and never panics.
+//!
+//! Sends never block a tokio worker: they use `MSG_DONTWAIT` (the receiver
+//! thread keeps its blocking reads on the same socket). A full send buffer
+//! (`EWOULDBLOCK`) or `ENOBUFS` is a LOCAL error for that echo: the echo is
+//! not counted as sent (so it is not target loss), and a run that could send
+//! none is UNKNOWN.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -313,6 +319,23 @@ impl Engine {
     }
 }
 
+/// `MSG_DONTWAIT`: this send alone is non-blocking.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MSG_DONTWAIT: i32 = 0x40;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const MSG_DONTWAIT: i32 = 0x80;
+
+/// Sends one datagram without blocking (a full send buffer is
+/// `WouldBlock`, never a stalled tokio worker). The socket itself stays
+/// blocking for the receiver thread.
+pub(crate) fn send_nonblocking<S: std::os::fd::AsFd>(
+    sock: &S,
+    pkt: &[u8],
+    dest: &socket2::SockAddr,
+) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send_to_with_flags(pkt, dest, MSG_DONTWAIT)
+}
+
 /// Removes this run's pending entries however the run ends.
 struct PendingGuard<'a> {
     engine: &'a Engine,
@@ -395,7 +418,7 @@ async fn inner(
     };
     let mut waits = Vec::with_capacity(s.count as usize);
     let mut send_error: Option<std::io::Error> = None;
-    let dest = SocketAddr::new(ip, 0);
+    let dest_addr = socket2::SockAddr::from(SocketAddr::new(ip, 0));
     for i in 0..s.count {
         if i > 0 {
             tokio::time::sleep(s.echo_interval).await;
@@ -407,7 +430,7 @@ async fn inner(
         guard.keys.push(key);
         let pkt = packet::echo_request(ip.is_ipv6(), key.0, key.1, token);
         engine.mark_sent(key);
-        match engine.sock.send_to(&pkt, dest) {
+        match send_nonblocking(&engine.sock, &pkt, &dest_addr) {
             Ok(_) => waits.push(rx),
             Err(e) => {
                 lock(&engine.pending).remove(&key);
@@ -416,6 +439,7 @@ async fn inner(
         }
     }
     d.sent = s.count;
+    let sent_ok = waits.len() as u32;
     let mut rtts = Vec::with_capacity(waits.len());
     let mut error: Option<(IpAddr, bool, u8)> = None;
     for rx in waits {
@@ -433,10 +457,12 @@ async fn inner(
     drop(guard);
     let received = rtts.len() as u32;
     d.received = received;
-    d.loss_percent = if s.count == 0 {
-        0.0
+    // Loss over the echoes that went out: one the agent could not send
+    // (LOCAL) says nothing about the target.
+    d.loss_percent = if sent_ok == 0 {
+        if s.count == 0 { 0.0 } else { 100.0 }
     } else {
-        f64::from(s.count - received) * 100.0 / f64::from(s.count)
+        f64::from(sent_ok.saturating_sub(received)) * 100.0 / f64::from(sent_ok)
     };
     if !rtts.is_empty() {
         let us: Vec<u64> = rtts.iter().map(|r| micros(*r)).collect();
@@ -448,14 +474,21 @@ async fn inner(
             d.jitter_us = diffs / (us.len() as u64 - 1);
         }
     }
-    let summary = format!(
-        "{received}/{} replies, {:.0}% loss, rtt min/avg/max {:.2}/{:.2}/{:.2} ms",
-        s.count,
+    let mut summary = format!(
+        "{received}/{sent_ok} replies, {:.0}% loss, rtt min/avg/max {:.2}/{:.2}/{:.2} ms",
         d.loss_percent,
         d.rtt_min_us as f64 / 1000.0,
         d.rtt_avg_us as f64 / 1000.0,
         d.rtt_max_us as f64 / 1000.0
     );
+    if sent_ok < s.count
+        && let Some(e) = &send_error
+    {
+        summary.push_str(&format!(
+            "; {} echo request(s) not sent: {e}",
+            s.count - sent_ok
+        ));
+    }
     if received == 0 {
         if let Some((from, unreachable, code)) = error {
             let what = if unreachable {
@@ -468,7 +501,9 @@ async fn inner(
                 format!("{what} reported by {from}"),
             );
         }
-        if let Some(e) = send_error {
+        if let Some(e) = send_error
+            && sent_ok == 0
+        {
             let class = crate::classify_io(&e);
             return Outcome::failed(class, format!("cannot send echo request to {ip}: {e}"));
         }
@@ -487,6 +522,32 @@ async fn inner(
 mod tests {
     use super::packet::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn full_send_buffer_is_a_local_error_not_a_blocked_thread() {
+        // A datagram peer that never reads: once its queue is full a
+        // blocking send would hang; the non-blocking send must fail fast
+        // with WouldBlock, which is a LOCAL failure.
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let peer = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
+        peer.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        let tx = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
+        let dest = SockAddr::unix(&path).unwrap();
+        let pkt = vec![0u8; 1024];
+        let start = std::time::Instant::now();
+        let err = (0..1_000_000)
+            .find_map(|_| super::send_nonblocking(&tx, &pkt, &dest).err())
+            .expect("the peer's queue never filled");
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err:?}");
+        assert_eq!(
+            crate::classify_io(&err),
+            owlet_proto::v1::FailureClass::Local
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        drop(peer);
+    }
 
     #[test]
     fn reply_roundtrip_v4_with_header() {

@@ -5,14 +5,18 @@
 //! Entry points:
 //! - [`ProbeConfig`] — the agent's `[probe]` table, with [`ProbeConfig::validate`].
 //! - [`spawn`] — runs the configured checks and sends [`Event`]s
-//!   (`CheckResult` for every run, `Alert` for every damped state change) to a
-//!   bounded channel; [`ProbeHandle::reload`] applies config changes.
+//!   (`CheckResult` for every run, `Alert` for every damped state change
+//!   except the quiet first UNKNOWN → UP, for a DOWN check removed by reload,
+//!   and for an SNMP device reboot) to a bounded channel;
+//!   [`ProbeHandle::reload`] applies config changes and
+//!   [`ProbeHandle::run_stats`] gives per-check skipped / late run counts.
 //! - [`run_check`] — one run of one check; the scheduler and `owlet probe`
 //!   ([`cli`]) both use it, so what an operator sees on site is what the SOC
 //!   gets.
 //!
 //! Invariants: a check never runs longer than its timeout (plus a small
-//! grace backstop); malformed replies are classified (`PROTOCOL`), never a
+//! grace backstop); a panic in a check is an UNKNOWN (LOCAL) result, never a
+//! dead check; malformed replies are classified (`PROTOCOL`), never a
 //! panic; failures on the agent's side (`LOCAL`: permissions, out of file
 //! descriptors or buffers, no socket) are UNKNOWN, never DOWN (`owlet probe`
 //! exits 3); bad config is a validation error, never a panic; secrets never
@@ -45,7 +49,7 @@ pub use icmp::packet as icmp_packet;
 pub use memory::RunMemory;
 pub use owlet_proto::v1::Event;
 use owlet_proto::v1::{CheckResult, CheckType, FailureClass, State};
-pub use scheduler::{ProbeHandle, phase_offset, spawn};
+pub use scheduler::{ProbeHandle, RunStats, phase_offset, spawn};
 pub use spec::{CheckKind, CheckSpec};
 pub use state::{Damper, Transition};
 
@@ -122,7 +126,10 @@ pub(crate) fn classify_io(e: &std::io::Error) -> FailureClass {
         K::ConnectionRefused => FailureClass::Refused,
         K::HostUnreachable | K::NetworkUnreachable => FailureClass::Unreachable,
         K::TimedOut => FailureClass::Timeout,
-        K::PermissionDenied | K::AddrNotAvailable | K::AddrInUse => FailureClass::Local,
+        // WouldBlock: our own send buffer is full (sends are non-blocking).
+        K::PermissionDenied | K::AddrNotAvailable | K::AddrInUse | K::WouldBlock => {
+            FailureClass::Local
+        }
         _ => match e.raw_os_error() {
             // EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN (Linux numbers)
             Some(113) | Some(101) | Some(112) | Some(100) => FailureClass::Unreachable,

@@ -6,6 +6,8 @@
 //! Kept outside [`crate::run_check`] so a single run (the operator tool) and
 //! the scheduler share the check code; the scheduler applies this after each
 //! run. Memory is bounded by what one reply can hold (a walk is capped).
+//! A detected reboot sets `reboot_detected` and prefixes the message; the
+//! scheduler turns it into a `device_rebooted` warning alert.
 
 use std::collections::HashMap;
 use std::time::Instant;

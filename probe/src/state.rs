@@ -12,7 +12,8 @@
 //!   agent's side) moves to UNKNOWN after N consecutive ones, and breaks a
 //!   DOWN streak: agent-side trouble never raises a "down" alert.
 //!
-//! Every transition is reported once; the caller turns it into an alert.
+//! Every transition is reported once; the caller turns it into an alert (the
+//! scheduler keeps the first UNKNOWN → UP after start quiet).
 
 use owlet_proto::v1::State;
 

@@ -72,20 +72,16 @@ async fn results_and_damped_alerts() {
         tx,
     );
 
-    let (before, up) = alert_for(&mut rx, "web").await;
-    assert_eq!(before.len(), 1, "first success moves UNKNOWN -> UP at once");
-    assert_eq!(
-        (up.name.as_str(), up.severity()),
-        ("check_up", Severity::Info)
-    );
-    assert_eq!(
-        (up.old_state(), up.new_state()),
-        (State::Unknown, State::Up)
-    );
-    assert_eq!(up.source, "check");
-    assert_eq!(up.labels["type"], "tcp");
-    assert_eq!(up.labels["target"], format!("127.0.0.1:{port}"));
-    assert_eq!(up.last_result.as_ref().unwrap().check_id, "web");
+    // The first success moves UNKNOWN -> UP at once, without an alert (an
+    // agent restart must not raise a `check_up` per check).
+    let first = loop {
+        match next(&mut rx).await {
+            Ev::R(r) if r.check_id == "web" => break r,
+            Ev::A(a) => panic!("startup UNKNOWN -> UP must not alert: {a:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!((first.result(), first.state()), (State::Up, State::Up));
 
     server.abort();
     let _ = server.await;
@@ -105,6 +101,14 @@ async fn results_and_damped_alerts() {
         (down.name.as_str(), down.severity()),
         ("check_down", Severity::Critical)
     );
+    assert_eq!(
+        (down.old_state(), down.new_state()),
+        (State::Up, State::Down)
+    );
+    assert_eq!(down.source, "check");
+    assert_eq!(down.labels["type"], "tcp");
+    assert_eq!(down.labels["target"], format!("127.0.0.1:{port}"));
+    assert_eq!(down.last_result.as_ref().unwrap().check_id, "web");
     assert_eq!(down.failure(), FailureClass::Refused);
     assert_eq!(down.last_result.as_ref().unwrap().result(), State::Down);
     assert!(down.message.contains("web"), "{}", down.message);
@@ -138,8 +142,10 @@ async fn reload_adds_removes_changes_and_keeps_unchanged() {
     );
     let mut up = std::collections::HashSet::new();
     while up.len() < 3 {
-        if let Ev::A(a) = next(&mut rx).await {
-            up.insert(a.subject);
+        if let Ev::R(r) = next(&mut rx).await
+            && r.state() == State::Up
+        {
+            up.insert(r.check_id);
         }
     }
     let mut moved2 = tcp("moved", p2, 100);
@@ -183,24 +189,20 @@ async fn reload_adds_removes_changes_and_keeps_unchanged() {
         .iter()
         .map(|a| (a.subject.as_str(), a.name.as_str()))
         .collect();
-    assert!(alert_subjects.contains(&("added", "check_up")));
-    assert!(
-        alert_subjects.contains(&("moved", "check_up")),
-        "changed target: fresh state"
-    );
-    assert!(
-        !alert_subjects.iter().any(|(s, _)| *s == "keep"),
-        "unchanged check was restarted: {alert_subjects:?}"
-    );
+    // Added and re-targeted checks start fresh (quiet UNKNOWN -> UP); none
+    // was DOWN, so nothing is closed; the unchanged check is untouched.
+    assert!(alert_subjects.is_empty(), "{alert_subjects:?}");
+    assert!(results["added"].iter().all(|r| r.state() == State::Up));
+    assert!(results["moved"].iter().all(|r| r.state() == State::Up));
     h.shutdown().await;
 }
 
-#[tokio::test]
-async fn hanging_target_does_not_delay_other_checks() {
-    // A server that accepts and never answers HTTP.
+/// A TCP server that accepts and never answers (every HTTP run against it
+/// hangs until its timeout); its port and task.
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
         let mut keep = Vec::new();
         loop {
             if let Ok((s, _)) = l.accept().await {
@@ -208,6 +210,12 @@ async fn hanging_target_does_not_delay_other_checks() {
             }
         }
     });
+    (port, task)
+}
+
+#[tokio::test]
+async fn hanging_target_does_not_delay_other_checks() {
+    let (hang_port, _server) = silent_server().await;
     let fast_port = free_tcp_port();
     let _fast = listen(fast_port).await;
     let mut hang = CheckConfig::new(
@@ -260,6 +268,108 @@ async fn hanging_target_does_not_delay_other_checks() {
         "fast check ran only {fast} times in 2s next to hanging ones"
     );
     assert!(hung >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hanging_checks_filling_the_limit_do_not_starve_a_healthy_one() {
+    let (hang_port, server) = silent_server().await;
+    let fast_port = free_tcp_port();
+    let _fast = listen(fast_port).await;
+    // 16 hanging checks, each wanting a slot for its whole 1 s interval,
+    // against a limit of 4: four times more than the limit can hold.
+    let mut checks: Vec<CheckConfig> = (0..16)
+        .map(|i| {
+            let mut c = CheckConfig::new(
+                format!("hang{i}"),
+                CheckTypeName::Http,
+                format!("http://127.0.0.1:{hang_port}/h{i}"),
+            );
+            c.interval = Duration::from_secs(1);
+            c.timeout = Duration::from_secs(1);
+            c
+        })
+        .collect();
+    checks.push(tcp("fast", fast_port, 200));
+    let (tx, mut rx) = mpsc::channel(256);
+    let h = spawn(
+        ProbeConfig {
+            max_concurrency: 4,
+            checks,
+        },
+        tx,
+    );
+    let start = tokio::time::Instant::now();
+    // The first round may take every slot (nothing is known to hang yet);
+    // from then on the hanging checks hold at most half of them.
+    let judged_from = start + Duration::from_secs(3);
+    let until = start + Duration::from_secs(7);
+    let (mut fast, mut hang_skips_reported) = (0, false);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+        if let Some(Kind::CheckResult(r)) = ev.kind {
+            if r.check_id == "fast" {
+                assert_eq!(r.result(), State::Up, "{}", r.message);
+                if tokio::time::Instant::now() >= judged_from {
+                    fast += 1;
+                }
+            } else if r.message.contains("skipped") {
+                hang_skips_reported = true;
+            }
+        }
+    }
+    let stats = h.run_stats();
+    h.shutdown().await;
+    server.abort();
+    // 200 ms interval over 4 s is 20 runs; a starved check gets a few.
+    assert!(
+        fast >= 10,
+        "healthy check ran only {fast} times in 4 s next to hanging ones"
+    );
+    let hang_skipped: u64 = (0..16).map(|i| stats[&format!("hang{i}")].skipped).sum();
+    assert!(
+        hang_skipped > 0,
+        "oversubscribed hanging checks must be skipped and counted: {stats:?}"
+    );
+    assert!(hang_skips_reported, "skips are reported in the next result");
+    assert!(stats.contains_key("fast"));
+}
+
+#[tokio::test]
+async fn removing_a_down_check_closes_its_alert() {
+    let port = free_tcp_port(); // nothing listens: refused
+    let mut c = tcp("doomed", port, 100);
+    c.down_after = 1;
+    let (tx, mut rx) = mpsc::channel(64);
+    let h = spawn(
+        ProbeConfig {
+            max_concurrency: 8,
+            checks: vec![c],
+        },
+        tx,
+    );
+    let (_, down) = alert_for(&mut rx, "doomed").await;
+    assert_eq!(
+        (down.name.as_str(), down.old_state(), down.new_state()),
+        ("check_down", State::Unknown, State::Down),
+        "startup UNKNOWN -> DOWN alerts"
+    );
+    h.reload(ProbeConfig {
+        max_concurrency: 8,
+        checks: vec![],
+    });
+    let (_, closed) = alert_for(&mut rx, "doomed").await;
+    assert_eq!(closed.name, "check_removed");
+    assert_eq!(
+        (closed.old_state(), closed.new_state()),
+        (State::Down, State::Unknown)
+    );
+    assert!(
+        closed.message.contains("check removed"),
+        "{}",
+        closed.message
+    );
+    assert_eq!(closed.labels["type"], "tcp");
+    assert!(!h.run_stats().contains_key("doomed"));
+    h.shutdown().await;
 }
 
 #[tokio::test]

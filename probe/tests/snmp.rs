@@ -205,6 +205,56 @@ async fn presets_report_health_metrics() {
 }
 
 #[tokio::test]
+async fn memory_preset_falls_back_to_hr_storage_without_ucd() {
+    // UCD-SNMP-MIB hidden: the preset must use hrStorageRam instead.
+    let d = Snmpd::start_hiding(Some(".1.3.6.1.4.1.2021"));
+    let hidden = d.snmpget(&["1.3.6.1.4.1.2021.4.5.0"]);
+    assert!(
+        hidden
+            .as_ref()
+            .is_none_or(|o| o.iter().all(|(_, v)| v.contains("No Such"))),
+        "UCD memory must be hidden for this test: {hidden:?}"
+    );
+    let mut c = v2c(&d.target());
+    c.preset = Some("memory".into());
+    let r = run_check(&spec(&c)).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    let m = &snmp(&r).metrics;
+    let total = m["mem.total_bytes"];
+    let avail = m["mem.available_bytes"];
+    let used = m["mem.used_percent"];
+    assert!(total > 1e6, "{m:?}");
+    assert!(avail >= 0.0 && avail <= total, "{m:?}");
+    assert!((0.0..=100.0).contains(&used), "{m:?}");
+    assert!(
+        snmp(&r)
+            .varbinds
+            .iter()
+            .any(|v| v.oid.starts_with("1.3.6.1.2.1.25.2.3.1.5.")),
+        "hrStorageSize varbind missing: {:?}",
+        snmp(&r).varbinds
+    );
+    // With UCD visible the preset keeps using it (no hrStorage varbinds).
+    let full = Snmpd::start();
+    let r = run_check(&spec(&v2c_preset(&full.target(), "memory"))).await;
+    assert_result(&r, State::Up, FailureClass::Unspecified);
+    assert!(
+        snmp(&r)
+            .varbinds
+            .iter()
+            .all(|v| !v.oid.starts_with("1.3.6.1.2.1.25.2.3.1.")),
+        "{:?}",
+        snmp(&r).varbinds
+    );
+}
+
+fn v2c_preset(target: &str, preset: &str) -> owlet_probe::CheckConfig {
+    let mut c = v2c(target);
+    c.preset = Some(preset.into());
+    c
+}
+
+#[tokio::test]
 async fn restart_is_detected_as_reboot_and_rates_are_computed() {
     let mut d = Snmpd::start();
     // Let sysUpTime grow past a few seconds so the restart makes it go back.
@@ -232,11 +282,22 @@ async fn restart_is_detected_as_reboot_and_rates_are_computed() {
     let mut restarted = false;
     let mut rebooted = false;
     let mut ifs_rebooted = false;
-    while tokio::time::Instant::now() < deadline && !(rebooted && saw_rate && ifs_rebooted) {
+    let mut reboot_alerts = std::collections::HashSet::new();
+    while tokio::time::Instant::now() < deadline
+        && !(rebooted && saw_rate && ifs_rebooted && reboot_alerts.len() == 2)
+    {
         let ev = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .unwrap()
             .unwrap();
+        if let Some(Kind::Alert(a)) = &ev.kind
+            && a.name == "device_rebooted"
+        {
+            assert!(restarted, "reboot alert before the restart");
+            assert_eq!(a.severity(), owlet_proto::v1::Severity::Warning);
+            assert!(a.message.contains("rebooted"), "{}", a.message);
+            reboot_alerts.insert(a.subject.clone());
+        }
         let Some(Kind::CheckResult(r)) = ev.kind else {
             continue;
         };
@@ -268,6 +329,11 @@ async fn restart_is_detected_as_reboot_and_rates_are_computed() {
     assert!(rebooted, "snmpd restart was not detected as a reboot");
     assert!(saw_rate, "interface rates were never computed");
     assert!(ifs_rebooted, "interfaces preset did not see the reboot");
+    assert_eq!(
+        reboot_alerts.len(),
+        2,
+        "each check raises a device_rebooted alert: {reboot_alerts:?}"
+    );
 }
 
 #[tokio::test]

@@ -101,6 +101,13 @@ const MEM_TOTAL_REAL: &str = "1.3.6.1.4.1.2021.4.5.0";
 const MEM_AVAIL_REAL: &str = "1.3.6.1.4.1.2021.4.6.0";
 const MEM_BUFFER: &str = "1.3.6.1.4.1.2021.4.14.0";
 const MEM_CACHED: &str = "1.3.6.1.4.1.2021.4.15.0";
+/// HOST-RESOURCES-MIB hrStorageTable columns, and the hrStorageRam type:
+/// the memory preset's fallback when UCD-SNMP-MIB memory is absent.
+const HR_STORAGE_TYPE: &str = "1.3.6.1.2.1.25.2.3.1.2";
+const HR_STORAGE_UNITS: &str = "1.3.6.1.2.1.25.2.3.1.4";
+const HR_STORAGE_SIZE: &str = "1.3.6.1.2.1.25.2.3.1.5";
+const HR_STORAGE_USED: &str = "1.3.6.1.2.1.25.2.3.1.6";
+const HR_STORAGE_RAM: &str = "1.3.6.1.2.1.25.2.1.2";
 
 /// Counter columns of the interfaces preset turned into per-second rates by
 /// [`crate::RunMemory`]: (column OID, metric suffix, multiplier).
@@ -691,9 +698,7 @@ async fn run_preset(
                 .await?;
             let num = |i: usize| vbs.get(i).and_then(|(_, v)| v.as_u64()).map(|x| x as f64);
             let (Some(total), Some(avail)) = (num(0), num(1)) else {
-                return Err(SnmpFail::Error(
-                    "device does not expose memTotalReal/memAvailReal (UCD-SNMP-MIB)".into(),
-                ));
+                return hr_storage_memory(s, metrics).await;
             };
             let buffers = num(2).unwrap_or(0.0);
             let cached = num(3).unwrap_or(0.0);
@@ -706,6 +711,65 @@ async fn run_preset(
             out = vbs.into_iter().filter(|(_, v)| !v.is_exception()).collect();
         }
     }
+    Ok((out, truncated))
+}
+
+/// The memory preset from HOST-RESOURCES-MIB: the hrStorageTable rows of
+/// type hrStorageRam (sizes in allocation units). Used memory there includes
+/// buffers and cache on net-snmp, so `mem.used_percent` reads higher than
+/// the UCD-based figure.
+async fn hr_storage_memory(
+    s: &mut Session<'_>,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<(Vec<(Oid, Value)>, bool), SnmpFail> {
+    let missing = || {
+        SnmpFail::Error(
+            "device exposes neither memTotalReal/memAvailReal (UCD-SNMP-MIB) nor an \
+             hrStorageRam entry (HOST-RESOURCES-MIB hrStorageTable)"
+                .into(),
+        )
+    };
+    let (types, truncated) = s.walk(&oid(HR_STORAGE_TYPE)).await?;
+    let ram = oid(HR_STORAGE_RAM);
+    let type_col = oid(HR_STORAGE_TYPE);
+    let indices: Vec<u32> = types
+        .iter()
+        .filter(|(_, v)| matches!(v, Value::Oid(t) if *t == ram))
+        .filter_map(|(o, _)| match o.arcs()[type_col.arcs().len()..] {
+            [i] => Some(i),
+            _ => None,
+        })
+        .take(16)
+        .collect();
+    if indices.is_empty() {
+        return Err(missing());
+    }
+    let mut ask = Vec::with_capacity(indices.len() * 3);
+    for i in &indices {
+        for col in [HR_STORAGE_UNITS, HR_STORAGE_SIZE, HR_STORAGE_USED] {
+            ask.push(oid(&format!("{col}.{i}")));
+        }
+    }
+    let vbs = s.get(&ask).await?;
+    let (mut total, mut used) = (0.0, 0.0);
+    for row in vbs.chunks(3) {
+        let n = |k: usize| row.get(k).and_then(|(_, v)| v.as_u64()).map(|x| x as f64);
+        if let (Some(units), Some(size), Some(u)) = (n(0), n(1), n(2)) {
+            total += size * units;
+            used += u * units;
+        }
+    }
+    if total <= 0.0 {
+        return Err(missing());
+    }
+    metrics.insert("mem.total_bytes".into(), total);
+    metrics.insert("mem.available_bytes".into(), (total - used).max(0.0));
+    metrics.insert("mem.used_percent".into(), (used / total * 100.0).min(100.0));
+    let mut out: Vec<(Oid, Value)> = types
+        .into_iter()
+        .filter(|(_, v)| matches!(v, Value::Oid(t) if *t == ram))
+        .collect();
+    out.extend(vbs.into_iter().filter(|(_, v)| !v.is_exception()));
     Ok((out, truncated))
 }
 

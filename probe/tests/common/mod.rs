@@ -386,10 +386,24 @@ pub struct Snmpd {
 
 impl Snmpd {
     pub fn start() -> Snmpd {
+        Snmpd::start_hiding(None)
+    }
+
+    /// Like [`Snmpd::start`], but the v2c community cannot see `subtree`
+    /// (e.g. a device without UCD-SNMP-MIB).
+    pub fn start_hiding(subtree: Option<&str>) -> Snmpd {
         require_bin("snmpd", "snmpd");
         let dir = tempfile::tempdir().unwrap();
+        let community = match subtree {
+            None => format!("rocommunity {COMMUNITY} 127.0.0.1\n"),
+            Some(t) => format!(
+                "view owletview included .1\n\
+                 view owletview excluded {t}\n\
+                 rocommunity {COMMUNITY} 127.0.0.1 -V owletview\n"
+            ),
+        };
         let conf = format!(
-            "rocommunity {COMMUNITY} 127.0.0.1\n\
+            "{community}\
              createUser {V3_USER} SHA-256 \"{V3_AUTH}\" AES \"{V3_PRIV}\"\n\
              createUser {V3_AUTH_ONLY_USER} SHA-256 \"{V3_AUTH}\"\n\
              rouser {V3_USER} priv\n\
