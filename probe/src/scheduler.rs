@@ -775,12 +775,13 @@ async fn run_once(ctx: &Ctx, runner: Runner, slot: Instant) -> bool {
 }
 
 async fn check_loop(ctx: Ctx, runner: Runner, prev: Option<Predecessor>) {
+    // Boxed like the runs: awaited once, they must not size the idle loop.
     if let Some(prev) = prev
-        && !take_over(prev, &ctx.events).await
+        && !Box::pin(take_over(prev, &ctx.events)).await
     {
         return;
     }
-    if !flush_pending(&ctx.shared, &ctx.events).await {
+    if !Box::pin(flush_pending(&ctx.shared, &ctx.events)).await {
         return;
     }
     let interval = ctx.spec.interval;
