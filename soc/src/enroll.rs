@@ -55,8 +55,17 @@ pub fn issue(
     out: &Path,
     options: &AgentConfigOptions<'_>,
 ) -> anyhow::Result<PathBuf> {
-    owlet_tls::ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
     let config = out.join("owlet.toml");
+    // Refuse before anything is written: an existing agent's key must not be
+    // replaced by a half-finished enrolment.
+    for existing in ["owlet.toml", "agent.key", "agent.pem"].map(|f| out.join(f)) {
+        anyhow::ensure!(
+            !existing.exists(),
+            "{} already exists: issue into a new directory (this looks like an enrolled agent)",
+            existing.display()
+        );
+    }
+    owlet_tls::ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
     let text = format!(
         "# owlet agent configuration written by `owlet-soc ca issue`.\n\
          # Relative paths are taken from this file's directory. Reference: packaging/owlet.toml.\n\n\
@@ -91,4 +100,29 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
         .with_context(|| format!("cannot write {} (it must not exist yet)", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuing_into_an_enrolled_directory_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+        let out = tmp.path().join("agent");
+        let options = AgentConfigOptions {
+            soc_address: "localhost:4443",
+            state_dir: Path::new("/var/lib/owlet"),
+            socket: Path::new("/run/owlet/owlet.sock"),
+            status_interval: "30s",
+        };
+        let who = Identity::new("acme", "s1").unwrap();
+        issue(&ca, &who, &out, &options).unwrap();
+        let key = std::fs::read(out.join("agent.key")).unwrap();
+        let err = issue(&ca, &who, &out, &options).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(out.join("agent.key")).unwrap(), key);
+    }
 }
