@@ -11,7 +11,7 @@ use common::*;
 use owlet_probe::{CheckTypeName, run_check};
 use owlet_proto::v1::{CheckResult, FailureClass, HttpDetail, State, check_result::Detail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn http(r: &CheckResult) -> &HttpDetail {
     match &r.detail {
@@ -160,33 +160,24 @@ async fn huge_body_is_read_bounded() {
 /// A server that answers one byte at a time, forever (slowloris), either
 /// in the headers or in the body.
 async fn trickle_server(in_body: bool) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                if in_body {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
-                        .await;
-                } else {
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n").await;
-                }
-                loop {
-                    if s.write_all(b"X").await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
+    serve(move |mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        if in_body {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+                .await;
+        } else {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n").await;
         }
-    });
-    port
+        loop {
+            if s.write_all(b"X").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -213,76 +204,63 @@ async fn slowloris_is_a_timeout_and_never_stalls() {
 
 #[tokio::test]
 async fn garbage_response_is_protocol_error() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let _ = s.read(&mut [0u8; 1024]).await;
-            let _ = s
-                .write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n")
-                .await;
-        }
-    });
+    let port = serve(|mut s| async move {
+        let _ = s.read(&mut [0u8; 1024]).await;
+        let _ = s
+            .write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+            .await;
+    })
+    .await;
     let r = run_check(&spec(&url_check(&format!("http://127.0.0.1:{port}/")))).await;
     assert_result(&r, State::Down, FailureClass::Protocol);
 }
 
 /// A minimal HTTP proxy: CONNECT tunnels and absolute-form forwarding.
 async fn proxy(count: Arc<AtomicUsize>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
+    serve(move |mut s| {
+        let count = count.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut b).await.unwrap_or(0) == 0 {
+                    return;
                 }
-                let text = String::from_utf8_lossy(&head).to_string();
-                let mut parts = text.split_whitespace();
-                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                count.fetch_add(1, Ordering::SeqCst);
-                if method == "CONNECT" {
-                    let upstream = target.replace("localhost", "127.0.0.1");
-                    let Ok(mut up) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await;
-                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
-                } else {
-                    assert!(
-                        target.starts_with("http://"),
-                        "proxy got origin-form: {text}"
-                    );
-                    let hostport = target
-                        .trim_start_matches("http://")
-                        .split('/')
-                        .next()
-                        .unwrap()
-                        .to_string();
-                    let Ok(mut up) = TcpStream::connect(hostport).await else {
-                        return;
-                    };
-                    let _ = up.write_all(&head).await;
-                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
-                }
-            });
+                head.push(b[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let mut parts = text.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            count.fetch_add(1, Ordering::SeqCst);
+            if method == "CONNECT" {
+                let upstream = target.replace("localhost", "127.0.0.1");
+                let Ok(mut up) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            } else {
+                assert!(
+                    target.starts_with("http://"),
+                    "proxy got origin-form: {text}"
+                );
+                let hostport = target
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let Ok(mut up) = TcpStream::connect(hostport).await else {
+                    return;
+                };
+                let _ = up.write_all(&head).await;
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            }
         }
-    });
-    port
+    })
+    .await
 }
 
 #[tokio::test]
@@ -323,15 +301,9 @@ async fn through_a_proxy() {
 /// origin), `/same` with a redirect to `/end` here, `/big` with a large
 /// body, anything else with 200; records every request head.
 async fn recording_server(seen: Arc<std::sync::Mutex<Vec<String>>>, other: Option<u16>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
+    serve(move |mut s| {
             let seen = seen.clone();
-            tokio::spawn(async move {
+        async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -363,10 +335,9 @@ async fn recording_server(seen: Arc<std::sync::Mutex<Vec<String>>>, other: Optio
                     _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string(),
                 };
                 let _ = s.write_all(resp.as_bytes()).await;
-            });
         }
-    });
-    port
+    })
+    .await
 }
 
 #[tokio::test]

@@ -197,22 +197,6 @@ async fn reload_adds_removes_changes_and_keeps_unchanged() {
     h.shutdown().await;
 }
 
-/// A TCP server that accepts and never answers (every HTTP run against it
-/// hangs until its timeout); its port and task.
-async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let mut keep = Vec::new();
-        loop {
-            if let Ok((s, _)) = l.accept().await {
-                keep.push(s);
-            }
-        }
-    });
-    (port, task)
-}
-
 #[tokio::test]
 async fn hanging_target_does_not_delay_other_checks() {
     let (hang_port, _server) = silent_server().await;

@@ -91,27 +91,18 @@ async fn blackholed_address_times_out_and_unreachable_is_unreachable() {
 }
 
 async fn banner_server(banner: &'static [u8], echo: bool) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let _ = s.write_all(banner).await;
-                if echo {
-                    let mut buf = [0u8; 64];
-                    if let Ok(n) = s.read(&mut buf).await {
-                        let _ = s.write_all(b"ECHO ").await;
-                        let _ = s.write_all(&buf[..n]).await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            });
+    serve(move |mut s| async move {
+        let _ = s.write_all(banner).await;
+        if echo {
+            let mut buf = [0u8; 64];
+            if let Ok(n) = s.read(&mut buf).await {
+                let _ = s.write_all(b"ECHO ").await;
+                let _ = s.write_all(&buf[..n]).await;
+            }
         }
-    });
-    port
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -142,15 +133,7 @@ async fn banner_expect_and_send() {
 
 #[tokio::test]
 async fn silent_server_with_expect_times_out_within_timeout() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut keep = Vec::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            keep.push(s);
-        }
-    });
+    let (port, _server) = silent_server().await;
     let mut c = check(CheckTypeName::Tcp, &format!("127.0.0.1:{port}"));
     c.expect = Some("hello".into());
     c.timeout = Duration::from_millis(500);
@@ -184,20 +167,16 @@ async fn tls_handshake_cert_days_and_validation() {
     .with_single_cert(certs, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            let a = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut t) = a.accept(s).await {
-                    let _ = t.write_all(b"+OK tls banner\r\n").await;
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            });
+    let port = serve(move |s| {
+        let a = acceptor.clone();
+        async move {
+            if let Ok(mut t) = a.accept(s).await {
+                let _ = t.write_all(b"+OK tls banner\r\n").await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
-    });
+    })
+    .await;
     // Trusted CA, name matches, 5 days left < 14 day threshold: DEGRADED.
     let mut c = check(CheckTypeName::Tcp, &format!("localhost:{port}"));
     c.tls = Some(true);

@@ -501,3 +501,36 @@ impl Snmpd {
         self.tool("snmpwalk", &[oid])
     }
 }
+
+/// A loopback TCP server that hands each accepted connection to `handle` on
+/// its own task; returns the port.
+pub async fn serve<F, Fut>(handle: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(handle(s));
+        }
+    });
+    port
+}
+
+/// A TCP server that accepts and never answers (every HTTP run against it
+/// hangs until its timeout); its port and task.
+pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut keep = Vec::new();
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                keep.push(s);
+            }
+        }
+    });
+    (port, task)
+}
