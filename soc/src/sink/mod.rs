@@ -333,27 +333,30 @@ mod tests {
             committed: vec![],
         })
         .unwrap();
-        // Queue three batches before the sink thread answers any of them.
-        let mut receipts = Vec::new();
-        for seq in 1..=3 {
-            receipts.push(sink.submit_batch(who.clone(), batch(seq)).await.unwrap());
-        }
-        let mut results = Vec::new();
-        for r in receipts {
-            results.push(r.await.unwrap().map(|s| s.acked_seq));
-        }
-        assert!(results[0].is_err(), "the first commit was meant to fail");
+        // The first commit fails; batches of the same stream that come after
+        // it (in the SOC they were already queued) must not be stored, or
+        // the high-water mark would pass the failed batch.
+        let first = sink.submit_batch(who.clone(), batch(1)).await.unwrap();
         assert!(
-            results.iter().all(Result::is_err),
-            "a batch behind the failed one was stored: {results:?}"
+            first.await.unwrap().is_err(),
+            "the first commit was meant to fail"
         );
+        for seq in 2..=3 {
+            let r = sink.submit_batch(who.clone(), batch(seq)).await.unwrap();
+            let result = r.await.unwrap();
+            assert!(
+                result.is_err(),
+                "batch {seq} behind the failed one was stored: {result:?}"
+            );
+        }
+        // Another agent is not affected.
+        let other = Identity::new("acme", "s2").unwrap();
+        let r = sink.submit_batch(other, batch(7)).await.unwrap();
+        assert_eq!(r.await.unwrap().unwrap().acked_seq, 7);
         // Reconnecting clears the mark: the resend is stored.
-        assert_eq!(
-            sink.agent_connected(who.clone(), Hello::default(), 0, "p".into())
-                .await
-                .unwrap(),
-            0
-        );
+        sink.agent_connected(who.clone(), Hello::default(), 0, "p".into())
+            .await
+            .unwrap();
         let r = sink.submit_batch(who.clone(), batch(1)).await.unwrap();
         assert_eq!(r.await.unwrap().unwrap().acked_seq, 1);
     }
