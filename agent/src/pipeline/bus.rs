@@ -233,6 +233,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_outage_stretches_the_linger_and_recovery_restores_it() {
+        let limits = BatchLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+        };
+        let (tx, mut batcher) = channel(16, limits);
+        for (outage, linger) in [(true, OUTAGE_LINGER), (false, limits.linger)] {
+            batcher.set_outage(outage);
+            tx.send(status("1")).await.unwrap();
+            let start = Instant::now();
+            assert_eq!(batcher.next_batch().await.unwrap().len(), 1);
+            assert_eq!(start.elapsed(), linger, "outage {outage}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn cancelling_a_batch_in_its_linger_loses_nothing() {
         let limits = BatchLimits {
             max_events: 100,
