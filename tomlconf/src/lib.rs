@@ -3,7 +3,13 @@
 //!
 //! Guarantees:
 //! * unknown keys are errors, never silently ignored; all unknown keys of a file
-//!   are reported at once (they do not stop deserialization);
+//!   are reported at once (they do not stop deserialization), each with the
+//!   nearest valid key of its table (`did you mean `interval`?`) or, when none
+//!   is close, the list of valid keys; the valid keys come from the target
+//!   type itself (see `fields`), so they cannot drift from the schema;
+//! * serde's own messages are put in the operator's terms (see `hints`): a
+//!   `deny_unknown_fields` or unknown enum value gets the same suggestion, a
+//!   malformed duration an example (`"30s"`);
 //! * a syntax or type error is reported with the exact position of the value
 //!   and the dotted key path (`soc.cert`, `probe.check[2].timeout`);
 //! * semantic checks made after loading (a missing file, a bad permission) are
@@ -11,6 +17,9 @@
 //!
 //! It never panics on file contents and never reads anything but the one file.
 #![forbid(unsafe_code)]
+
+mod fields;
+pub mod hints;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -183,22 +192,21 @@ pub fn parse<T: DeserializeOwned>(
             return Err(ConfigErrors(vec![err]));
         }
     };
-    let mut unknown = Vec::new();
+    let mut unknown: Vec<(String, String)> = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let result = {
         let de = toml::de::Deserializer::from(table);
         let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
-        serde_ignored::deserialize(tracked, |path| unknown.push(path.to_string()))
-    };
-    let mut errors: Vec<ConfigError> = unknown
-        .iter()
-        .map(|key| {
-            source.error(
-                key,
-                "unknown key (check its spelling and the section it is in)",
-            )
+        serde_ignored::deserialize(tracked, |path| {
+            unknown.push(match &path {
+                serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
+                // Not a key (serde_ignored reports keys only, but an ignored
+                // value must never pass silently): located at its path.
+                other => (dotted(other), String::new()),
+            });
         })
-        .collect();
+    };
+    let mut errors = unknown_key_errors::<T>(&source, &unknown);
     match result {
         Ok(mut value) => {
             errors.extend(check(&mut value, &source));
@@ -211,9 +219,54 @@ pub fn parse<T: DeserializeOwned>(
         Err(e) => {
             let key = track.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            errors.push(source.error_at(e.span(), key, first_line(e.message())));
+            let message = hints::rewrite(&first_line(e.message()));
+            errors.push(source.error_at(e.span(), key, message));
             Err(ConfigErrors(sorted(errors)))
         }
+    }
+}
+
+/// One error per unknown key (`(table path, key)`), each suggesting the
+/// nearest key its table accepts.
+fn unknown_key_errors<T: DeserializeOwned>(
+    source: &Source,
+    unknown: &[(String, String)],
+) -> Vec<ConfigError> {
+    if unknown.is_empty() {
+        return Vec::new();
+    }
+    let lists = fields::field_lists::<T>(&source.text);
+    unknown
+        .iter()
+        .map(|(table, key)| {
+            if key.is_empty() {
+                return source.error(table, "unexpected value (check the section it is in)");
+            }
+            let valid = lists.get(table).copied().unwrap_or_default();
+            let path = if table.is_empty() {
+                key.clone()
+            } else {
+                format!("{table}.{key}")
+            };
+            source.error(&path, hints::unknown_key(key, valid))
+        })
+        .collect()
+}
+
+/// `a.b[2].c`, the form [`Source::locate`] reads, from serde_ignored's path
+/// (whose own Display writes indices as `.2` and options as `?`).
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => match dotted(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
     }
 }
 
@@ -366,8 +419,94 @@ mod tests {
             lines,
             vec![
                 "/etc/owlet/owlet.toml:2:1: soc.address: bad",
-                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key (check its spelling and the section it is in)",
+                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key `bogus`; expected one of `address`, `port`",
             ]
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        #[serde(default)]
+        soc: Option<Soc>,
+        #[serde(default)]
+        check: Vec<Check>,
+        #[serde(default)]
+        strict: Vec<Strict>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        interval: Option<u32>,
+        #[serde(default)]
+        kind: Kind,
+    }
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Kind {
+        #[default]
+        Tcp,
+        Http,
+    }
+
+    fn nested_errors(text: &str) -> Vec<(usize, String, String)> {
+        parse::<Nested>(Path::new("/c.toml"), text.to_string(), |_, _| Vec::new())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.line, e.key, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_key_of_their_own_table() {
+        let errs = nested_errors(
+            "[soc]\naddress = \"x\"\nprot = 1\n\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\nidd = \"b\"\n\n[sock]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                (
+                    3,
+                    "soc.prot".into(),
+                    "unknown key `prot`; did you mean `port`?".into()
+                ),
+                (
+                    9,
+                    "check[1].idd".into(),
+                    "unknown key `idd`; did you mean `id`?".into()
+                ),
+                (
+                    11,
+                    "sock".into(),
+                    "unknown key `sock`; did you mean `soc`?".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_tables_get_the_same_suggestion_and_enum_values_too() {
+        let errs = nested_errors("[[strict]]\nintervall = 5\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, 2, "{errs:?}");
+        assert_eq!(
+            errs[0].2,
+            "unknown key `intervall`; did you mean `interval`?"
+        );
+        let errs = nested_errors("[[strict]]\nkind = \"htp\"\n");
+        assert_eq!(
+            (errs[0].0, errs[0].1.as_str()),
+            (2, "strict[0].kind"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0]
+                .2
+                .starts_with("unknown value `htp`; did you mean `http`?"),
+            "{errs:?}"
         );
     }
 
