@@ -1,14 +1,17 @@
-//! Which keys each table of a file may hold, learnt from the target type
-//! itself: the file is deserialized once more through a deserializer that
-//! notes, for every table read as a struct, the field names serde's derive
-//! passes to `deserialize_struct`. Those lists feed the "did you mean"
-//! suggestion for an unknown key, so the suggestions can never drift from
-//! the schema (no hand-kept key lists).
+//! A survey of a file against its target type: which keys each table may
+//! hold and which keys of the file no table accepts. The file is read into
+//! the type once through a deserializer that notes, for every table read as
+//! a struct, the field names (aliases included) serde's derive passes to
+//! `deserialize_struct`, and hides the keys outside that list from the
+//! struct. So:
+//! * the suggestions for an unknown key come from the type itself and cannot
+//!   drift from the schema (no hand-kept key lists);
+//! * an unknown key never stops the survey, not even in a table whose type
+//!   says `deny_unknown_fields`: every unknown key is found in one pass.
 //!
-//! Only run when a file has unknown keys. The pass reads the same text and
-//! produces nothing but the lists: its value and its errors are discarded
-//! (an error stops the walk, so tables after a type error get no list; the
-//! unknown-key pass stops at the same point, so nothing is lost).
+//! The survey's value and errors are discarded. A type error stops it (serde
+//! cannot go on past a value it could not read); the real load stops at the
+//! same point, so no unknown key goes unreported that the load would reach.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,31 +22,38 @@ use serde::de::{
 };
 use serde::forward_to_deserialize_any;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, Error, ValueDeserializer};
+use toml::de::{DeString, DeTable, DeValue, Error, ValueDeserializer};
 
-/// Field names by dotted path (`""` is the root, `probe.check[2]` an entry).
-pub(crate) type FieldLists = HashMap<String, &'static [&'static str]>;
+/// What a survey found.
+#[derive(Debug, Default)]
+pub(crate) struct Survey {
+    /// Field names by dotted table path (`""` is the root, `probe.check[2]`
+    /// an entry).
+    pub lists: HashMap<String, &'static [&'static str]>,
+    /// Unknown keys as (dotted table path, key), in file order per table.
+    pub unknown: Vec<(String, String)>,
+}
 
-/// The field names of every struct-typed table of `text` as `T` reads it.
-pub(crate) fn field_lists<T: DeserializeOwned>(text: &str) -> FieldLists {
-    let lists = RefCell::new(FieldLists::new());
+/// Surveys `text` against `T`; an unparsable text gives an empty survey.
+pub(crate) fn survey<T: DeserializeOwned>(text: &str) -> Survey {
+    let survey = RefCell::new(Survey::default());
     if let Ok(root) = DeTable::parse(text) {
         let span = root.span();
         let root = Spanned::new(span, DeValue::Table(root.into_inner()));
-        // The value and any error are irrelevant: only the lists are wanted.
+        // The value and any error are irrelevant: only the survey is wanted.
         let _ = T::deserialize(Recorder {
             value: root,
             path: String::new(),
-            lists: &lists,
+            survey: &survey,
         });
     }
-    lists.into_inner()
+    survey.into_inner()
 }
 
 struct Recorder<'a, 'de> {
     value: Spanned<DeValue<'de>>,
     path: String,
-    lists: &'a RefCell<FieldLists>,
+    survey: &'a RefCell<Survey>,
 }
 
 impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
@@ -53,15 +63,15 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
         let span = self.value.span();
         match self.value.into_inner() {
             DeValue::Table(table) => visitor.visit_map(TableAccess {
-                entries: table.into_iter(),
+                entries: table.into_iter().collect::<Vec<_>>().into_iter(),
                 pending: None,
                 path: self.path,
-                lists: self.lists,
+                survey: self.survey,
             }),
             DeValue::Array(array) => visitor.visit_seq(ArrayAccess {
                 items: array.into_iter().enumerate(),
                 path: self.path,
-                lists: self.lists,
+                survey: self.survey,
             }),
             scalar => ValueDeserializer::from(Spanned::new(span, scalar)).deserialize_any(visitor),
         }
@@ -73,12 +83,33 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        if !matches!(self.value.get_ref(), DeValue::Table(_)) {
+        let span = self.value.span();
+        let table = match self.value.into_inner() {
+            DeValue::Table(table) => table,
             // toml's own handling (datetimes, spanned values, type errors).
-            return ValueDeserializer::from(self.value).deserialize_struct(name, fields, visitor);
+            other => {
+                return ValueDeserializer::from(Spanned::new(span, other))
+                    .deserialize_struct(name, fields, visitor);
+            }
+        };
+        let (known, unknown): (Vec<_>, Vec<_>) = table
+            .into_iter()
+            .partition(|(key, _)| fields.contains(&key.get_ref().as_ref()));
+        {
+            let mut survey = self.survey.borrow_mut();
+            survey.lists.insert(self.path.clone(), fields);
+            survey.unknown.extend(
+                unknown
+                    .into_iter()
+                    .map(|(key, _)| (self.path.clone(), key.into_inner().into_owned())),
+            );
         }
-        self.lists.borrow_mut().insert(self.path.clone(), fields);
-        self.deserialize_any(visitor)
+        visitor.visit_map(TableAccess {
+            entries: known.into_iter(),
+            pending: None,
+            path: self.path,
+            survey: self.survey,
+        })
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -110,10 +141,10 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
 }
 
 struct TableAccess<'a, 'de> {
-    entries: toml::map::IntoIter<Spanned<toml::de::DeString<'de>>, Spanned<DeValue<'de>>>,
+    entries: std::vec::IntoIter<(Spanned<DeString<'de>>, Spanned<DeValue<'de>>)>,
     pending: Option<(String, Spanned<DeValue<'de>>)>,
     path: String,
-    lists: &'a RefCell<FieldLists>,
+    survey: &'a RefCell<Survey>,
 }
 
 impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
@@ -144,7 +175,7 @@ impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
         seed.deserialize(Recorder {
             value,
             path,
-            lists: self.lists,
+            survey: self.survey,
         })
     }
 }
@@ -152,7 +183,7 @@ impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
 struct ArrayAccess<'a, 'de> {
     items: std::iter::Enumerate<std::vec::IntoIter<Spanned<DeValue<'de>>>>,
     path: String,
-    lists: &'a RefCell<FieldLists>,
+    survey: &'a RefCell<Survey>,
 }
 
 impl<'de> SeqAccess<'de> for ArrayAccess<'_, 'de> {
@@ -168,7 +199,7 @@ impl<'de> SeqAccess<'de> for ArrayAccess<'_, 'de> {
         seed.deserialize(Recorder {
             value,
             path: format!("{}[{index}]", self.path),
-            lists: self.lists,
+            survey: self.survey,
         })
         .map(Some)
     }

@@ -185,20 +185,30 @@ pub fn parse<T: DeserializeOwned>(
         file: file.to_path_buf(),
         text,
     };
-    let table = match DeTable::parse(&source.text) {
+    let mut table = match DeTable::parse(&source.text) {
         Ok(t) => t,
         Err(e) => {
             let err = source.error_at(e.span(), String::new(), first_line(e.message()));
             return Err(ConfigErrors(vec![err]));
         }
     };
-    let mut unknown: Vec<(String, String)> = Vec::new();
+    // Every unknown key, found before the real load and removed from what it
+    // reads, so none can stop it (`deny_unknown_fields` included).
+    let survey = fields::survey::<T>(&source.text);
+    for (path, key) in &survey.unknown {
+        if let Some(t) = table_at(table.get_mut(), path) {
+            t.remove(key.as_str());
+        }
+    }
+    // Keys serde ignored that the survey could not see (a flattened struct)
+    // are still errors.
+    let mut ignored: Vec<(String, String)> = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let result = {
         let de = toml::de::Deserializer::from(table);
         let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
         serde_ignored::deserialize(tracked, |path| {
-            unknown.push(match &path {
+            ignored.push(match &path {
                 serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
                 // Not a key (serde_ignored reports keys only, but an ignored
                 // value must never pass silently): located at its path.
@@ -206,7 +216,7 @@ pub fn parse<T: DeserializeOwned>(
             });
         })
     };
-    let mut errors = unknown_key_errors::<T>(&source, &unknown);
+    let mut errors = unknown_key_errors(&source, &survey, &ignored);
     match result {
         Ok(mut value) => {
             errors.extend(check(&mut value, &source));
@@ -226,23 +236,24 @@ pub fn parse<T: DeserializeOwned>(
     }
 }
 
-/// One error per unknown key (`(table path, key)`), each suggesting the
-/// nearest key its table accepts.
-fn unknown_key_errors<T: DeserializeOwned>(
+/// One error per unknown key (`(table path, key)`) of the survey and of
+/// `ignored`, each suggesting the nearest key its table accepts.
+fn unknown_key_errors(
     source: &Source,
-    unknown: &[(String, String)],
+    survey: &fields::Survey,
+    ignored: &[(String, String)],
 ) -> Vec<ConfigError> {
-    if unknown.is_empty() {
-        return Vec::new();
-    }
-    let lists = fields::field_lists::<T>(&source.text);
-    unknown
+    let mut seen = std::collections::HashSet::new();
+    survey
+        .unknown
         .iter()
+        .chain(ignored)
+        .filter(|entry| seen.insert(*entry))
         .map(|(table, key)| {
             if key.is_empty() {
                 return source.error(table, "unexpected value (check the section it is in)");
             }
-            let valid = lists.get(table).copied().unwrap_or_default();
+            let valid = survey.lists.get(table).copied().unwrap_or_default();
             let path = if table.is_empty() {
                 key.clone()
             } else {
@@ -251,6 +262,30 @@ fn unknown_key_errors<T: DeserializeOwned>(
             source.error(&path, hints::unknown_key(key, valid))
         })
         .collect()
+}
+
+/// The table at dotted `path` (`a.b[2]`; `""` is `root`), if there is one.
+fn table_at<'t, 'i>(root: &'t mut DeTable<'i>, path: &str) -> Option<&'t mut DeTable<'i>> {
+    let mut table = root;
+    let mut segments = parse_key_path(path).into_iter().peekable();
+    while let Some(segment) = segments.next() {
+        let Segment::Key(name) = segment else {
+            return None;
+        };
+        let mut value = table.get_mut(name)?.get_mut();
+        while let Some(Segment::Index(i)) = segments.peek() {
+            let DeValue::Array(array) = value else {
+                return None;
+            };
+            value = array.get_mut(*i)?.get_mut();
+            segments.next();
+        }
+        let DeValue::Table(next) = value else {
+            return None;
+        };
+        table = next;
+    }
+    Some(table)
 }
 
 /// `a.b[2].c`, the form [`Source::locate`] reads, from serde_ignored's path
@@ -508,6 +543,33 @@ mod tests {
                 .starts_with("unknown value `htp`; did you mean `http`?"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_strict_table_stops_nothing() {
+        let text = "[soc]\naddress = \"x\"\nprot = 1\n\n[[strict]]\nintervall = 5\nkind = \"http\"\n\n[[strict]]\nkid = \"tcp\"\n";
+        let err = parse(
+            Path::new("/c.toml"),
+            text.to_string(),
+            |value: &mut Nested, src| {
+                // The load went on: the second entry's good key was read.
+                assert!(matches!(value.strict[0].kind, Kind::Http));
+                vec![src.error("soc.address", "semantic check ran")]
+            },
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (2, "soc.address"),
+                (3, "soc.prot"),
+                (6, "strict[0].intervall"),
+                (10, "strict[1].kid"),
+            ],
+            "{err}"
+        );
+        assert!(err.0[3].message.ends_with("did you mean `kind`?"), "{err}");
     }
 
     #[test]
