@@ -4,11 +4,11 @@
 //! names exists and is readable, private keys are not readable by others,
 //! durations and sizes are in range, `agent.tenant` / `agent.id` (when given)
 //! agree with the certificate's `owlet://TENANT/AGENT` identity, and
-//! `agent.hw_profile` (when given) is one of [`HW_PROFILES`]. Every problem is reported at once where
-//! possible, each naming file, line, column and key (see `owlet-tomlconf`).
-//! Unknown keys are errors that name the nearest valid key; a malformed
-//! duration or byte size is answered with an example. Relative paths are resolved against the directory
-//! of the config file.
+//! `agent.hw_profile` (when given) is one of [`HW_PROFILES`]. Every problem is
+//! reported at once where possible, each naming file, line, column and key
+//! (see `owlet-tomlconf`). Unknown keys are errors that name the nearest valid
+//! key; a malformed duration or byte size is answered with an example.
+//! Relative paths are resolved against the directory of the config file.
 //!
 //! This module only reads and checks; it never creates files or directories.
 
