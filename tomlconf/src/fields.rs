@@ -85,7 +85,9 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
     ) -> Result<V::Value, Error> {
         let span = self.value.span();
         let table = match self.value.into_inner() {
-            DeValue::Table(table) => table,
+            // serde's private marker structs (toml datetimes, spanned
+            // values) are not tables of the schema.
+            DeValue::Table(table) if !name.starts_with("$__") => table,
             // toml's own handling (datetimes, spanned values, type errors).
             other => {
                 return ValueDeserializer::from(Spanned::new(span, other))

@@ -295,6 +295,9 @@ fn dotted(path: &serde_ignored::Path<'_>) -> String {
     match path {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        // serde's private wrapper fields (a `toml::Spanned` value) are not
+        // keys of the file.
+        Path::Map { parent, key } if key.starts_with("$__") => dotted(parent),
         Path::Map { parent, key } => match dotted(parent) {
             p if p.is_empty() => key.clone(),
             p => format!("{p}.{key}"),
@@ -570,6 +573,29 @@ mod tests {
             "{err}"
         );
         assert!(err.0[3].message.ends_with("did you mean `kind`?"), "{err}");
+    }
+
+    #[test]
+    fn spanned_tables_and_datetimes_are_not_mistaken_for_unknown_keys() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct WithSpans {
+            soc: toml::Spanned<Soc>,
+            when: toml::value::Datetime,
+        }
+        let text = "when = 2026-11-26T10:00:00Z\n[soc]\naddress = \"x\"\n";
+        let value: WithSpans = parse(Path::new("/c.toml"), text.into(), |_, _| Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value.soc.get_ref().address, "x");
+        let err = parse::<WithSpans>(Path::new("/c.toml"), format!("{text}prot = 1\n"), |_, _| {
+            Vec::new()
+        })
+        .unwrap_err();
+        assert_eq!(
+            (err.0[0].line, err.0[0].key.as_str()),
+            (4, "soc.prot"),
+            "{err}"
+        );
     }
 
     #[test]
