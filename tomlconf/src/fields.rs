@@ -62,12 +62,11 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let span = self.value.span();
         match self.value.into_inner() {
-            DeValue::Table(table) => visitor.visit_map(TableAccess {
-                entries: table.into_iter().collect::<Vec<_>>().into_iter(),
-                pending: None,
-                path: self.path,
-                survey: self.survey,
-            }),
+            DeValue::Table(table) => visitor.visit_map(TableAccess::new(
+                table.into_iter().collect(),
+                self.path,
+                self.survey,
+            )),
             DeValue::Array(array) => visitor.visit_seq(ArrayAccess {
                 items: array.into_iter().enumerate(),
                 path: self.path,
@@ -106,12 +105,7 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
                     .map(|(key, _)| (self.path.clone(), key.into_inner().into_owned())),
             );
         }
-        visitor.visit_map(TableAccess {
-            entries: known.into_iter(),
-            pending: None,
-            path: self.path,
-            survey: self.survey,
-        })
+        visitor.visit_map(TableAccess::new(known, self.path, self.survey))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -143,10 +137,23 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
 }
 
 struct TableAccess<'a, 'de> {
-    entries: std::vec::IntoIter<(Spanned<DeString<'de>>, Spanned<DeValue<'de>>)>,
+    entries: std::vec::IntoIter<Entry<'de>>,
     pending: Option<(String, Spanned<DeValue<'de>>)>,
     path: String,
     survey: &'a RefCell<Survey>,
+}
+
+type Entry<'de> = (Spanned<DeString<'de>>, Spanned<DeValue<'de>>);
+
+impl<'a, 'de> TableAccess<'a, 'de> {
+    fn new(entries: Vec<Entry<'de>>, path: String, survey: &'a RefCell<Survey>) -> Self {
+        TableAccess {
+            entries: entries.into_iter(),
+            pending: None,
+            path,
+            survey,
+        }
+    }
 }
 
 impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
@@ -169,14 +176,9 @@ impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
         let Some((key, value)) = self.pending.take() else {
             return Err(serde::de::Error::custom("value requested before its key"));
         };
-        let path = if self.path.is_empty() {
-            key
-        } else {
-            format!("{}.{key}", self.path)
-        };
         seed.deserialize(Recorder {
             value,
-            path,
+            path: crate::join_key(&self.path, &key),
             survey: self.survey,
         })
     }

@@ -254,14 +254,18 @@ fn unknown_key_errors(
                 return source.error(table, "unexpected value (check the section it is in)");
             }
             let valid = survey.lists.get(table).copied().unwrap_or_default();
-            let path = if table.is_empty() {
-                key.clone()
-            } else {
-                format!("{table}.{key}")
-            };
-            source.error(&path, hints::unknown_key(key, valid))
+            source.error(&join_key(table, key), hints::unknown_key(key, valid))
         })
         .collect()
+}
+
+/// The dotted path of `key` in the table at `table` (`""` is the root).
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
 }
 
 /// The table at dotted `path` (`a.b[2]`; `""` is `root`), if there is one.
@@ -298,10 +302,7 @@ fn dotted(path: &serde_ignored::Path<'_>) -> String {
         // serde's private wrapper fields (a `toml::Spanned` value) are not
         // keys of the file.
         Path::Map { parent, key } if key.starts_with("$__") => dotted(parent),
-        Path::Map { parent, key } => match dotted(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
+        Path::Map { parent, key } => join_key(&dotted(parent), key),
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => dotted(parent),
