@@ -312,6 +312,7 @@ fn unknown_key_errors(
     ignored: &[(String, String)],
 ) -> Vec<ConfigError> {
     let mut seen = std::collections::HashSet::new();
+    let mut messages: HashMap<(usize, &str), String> = HashMap::new();
     survey
         .unknown
         .iter()
@@ -322,7 +323,11 @@ fn unknown_key_errors(
                 return source.error(table, "unexpected value (check the section it is in)");
             }
             let valid = survey.lists.get(table).copied().unwrap_or_default();
-            source.error(&join_key(table, key), hints::unknown_key(key, valid))
+            // The same typo in every entry of a long list is worked out once.
+            let message = messages
+                .entry((valid.as_ptr() as usize, key.as_str()))
+                .or_insert_with(|| hints::unknown_key(key, valid));
+            source.error(&join_key(table, key), message.clone())
         })
         .collect()
 }
