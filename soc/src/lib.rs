@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod config;
 pub mod enroll;
+pub mod lock;
 pub mod query;
 pub mod serve;
 pub mod service;
