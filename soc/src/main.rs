@@ -153,17 +153,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10}  HOST",
-                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms"
+                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  HOST",
+                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms", "DUPLICATES"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10}  {}",
+                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {}",
                         format!("{}/{}", r.tenant, r.agent_id),
                         r.state,
                         r.version,
                         r.last_seen,
                         r.clock_offset_ms,
+                        r.duplicates_dropped,
                         r.hostname
                     );
                 }
