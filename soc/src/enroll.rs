@@ -31,7 +31,13 @@ pub fn init(dir: &Path, soc_names: &[String], listen: &str) -> anyhow::Result<Pa
          path = \"soc.db\"\n\n\
          [liveness]\n\
          # A known agent without a heartbeat for this long raises agent_silent.\n\
-         silent_after = \"90s\"\n"
+         silent_after = \"90s\"\n\n\
+         [log]\n\
+         # auto: human on a terminal, journald under systemd, JSON lines otherwise;\n\
+         # or human | journald | json. Colour only on a terminal.\n\
+         format = \"auto\"\n\
+         # A tracing filter, e.g. \"info\" or \"owlet_soc=debug,info\" (RUST_LOG overrides it).\n\
+         level = \"info\"\n"
     );
     write_new(&config, &text)?;
     Ok(config)

@@ -9,6 +9,7 @@ pub mod accept;
 pub mod config;
 pub mod enroll;
 pub mod lock;
+pub mod logging;
 pub mod query;
 pub mod serve;
 pub mod service;

@@ -136,7 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve { config } => {
             let config = load(&config)?;
-            init_logging();
+            owlet_soc::logging::init(&config.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let receiver = serve::Receiver::bind(config).await?;
@@ -204,15 +204,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 async fn shutdown_signal() {
