@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod config;
+pub mod demo;
 pub mod enroll;
 pub mod lock;
 pub mod logging;
