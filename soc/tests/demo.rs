@@ -232,3 +232,42 @@ fn the_demo_runs_as_an_unprivileged_user_without_the_ping_check() {
         "no check results:\n{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn an_issued_user_layout_config_with_every_example_passes_the_agents_check() {
+    let owlet = owlet_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{cmd:?}: {stdout}\n{stderr}");
+        stdout
+    };
+    let ca = tmp.path().join("ca");
+    run(Command::new(SOC).args(["ca", "init", "--dir"]).arg(&ca));
+    let out = tmp.path().join("a1");
+    run(Command::new(SOC)
+        .args([
+            "ca", "issue", "--tenant", "t", "--agent", "a1", "--layout", "user", "--dir",
+        ])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&out));
+    let text = std::fs::read_to_string(out.join("owlet.toml")).unwrap();
+    // Uncomment every example line: `#key = ...` and `#[table]`.
+    let full: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(out.join("full.toml"), full).unwrap();
+    let report = run(Command::new(&owlet)
+        .arg("check-config")
+        .arg(out.join("full.toml")));
+    assert!(report.contains("4 checks"), "{report}");
+    let spool = out.join("state").join("spool");
+    assert!(report.contains(&spool.display().to_string()), "{report}");
+}
