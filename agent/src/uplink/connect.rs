@@ -49,9 +49,28 @@ impl Connector {
     /// TCP connect + TLS handshake, bounded by the connect timeout.
     async fn connect_tls(&self) -> Result<TlsStream<TcpStream>, UplinkError> {
         let attempt = async {
-            let tcp = TcpStream::connect(&self.address)
+            // Resolve first, so a DNS failure is told apart from a refusal.
+            let addrs: Vec<_> = tokio::net::lookup_host(&self.address)
                 .await
-                .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
+                .map_err(|e| UplinkError::Dns(self.address.clone(), e))?
+                .collect();
+            let mut last_error = None;
+            let mut connected = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        connected = Some(tcp);
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            let tcp = connected.ok_or_else(|| {
+                let e = last_error.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses")
+                });
+                UplinkError::Connect(self.address.clone(), e)
+            })?;
             tcp.set_nodelay(true)
                 .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
             self.tls
