@@ -147,6 +147,8 @@
 
 mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod recovery;
 pub mod segment;
