@@ -99,16 +99,15 @@ fn inject() -> impl Strategy<Value = Inject> {
 }
 
 fn op(bounds: Bounds) -> impl Strategy<Value = Op> {
-    let many = if bounds.segment_bytes == COUNT.segment_bytes {
-        3
-    } else {
-        0
-    };
+    // The count runs append many tiny batches and ack rarely, so the count
+    // bound is reached; the byte runs append big batches.
+    let count = bounds.segment_bytes == COUNT.segment_bytes;
+    let (many, ack) = if count { (6, 1) } else { (0, 2) };
     prop_oneof![
-        8 => (prop::collection::vec((0u8..9, 0usize..300, 0u64..150), 1..6), inject())
+        10 => (prop::collection::vec((0u8..9, 0usize..300, 0u64..150), 1..6), inject())
             .prop_map(|(e, i)| Op::Append(e, i)),
-        many => (100usize..400, 0usize..8).prop_map(|(n, s)| Op::AppendMany(n, s)),
-        3 => (0u64..12, prop::bool::weighted(0.2)).prop_map(|(k, f)| Op::Ack(k, f)),
+        many => (200usize..500, 0usize..8).prop_map(|(n, s)| Op::AppendMany(n, s)),
+        ack => (0u64..6, prop::bool::weighted(0.2)).prop_map(|(k, f)| Op::Ack(k, f)),
         2 => (0u64..12, 1usize..3000).prop_map(|(k, b)| Op::Read(k, b)),
         1 => inject().prop_map(Op::Sync),
         1 => Just(Op::Reopen),
@@ -175,6 +174,8 @@ struct Model {
     /// Losses the spool holds until the next append or expire.
     pending: Vec<Expect>,
     now_s: u64,
+    /// What the run exercised, by name (printed with OWLET_SPOOL_MODEL_STATS).
+    seen: BTreeMap<String, u64>,
 }
 
 /// What happened to one armed fault during an operation.
@@ -294,6 +295,7 @@ impl Model {
 /// batches lost.
 fn take_loss(m: &mut Model, l: &DataLoss, e: &Expect) {
     assert_eq!(l.reason, e.reason as i32, "{l:?} vs {e:?}");
+    *m.seen.entry(format!("{:?}", e.reason)).or_default() += 1;
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut times = Vec::new();
     let mut events = 0;
@@ -491,7 +493,11 @@ fn append(m: &mut Model, spool: &mut Spool, fs: &FaultyFs, spec: &[(u8, usize, u
         }
     }
     let result = spool.append(events);
+    if m.batch_count() >= MAX_BATCHES - 1 {
+        *m.seen.entry("near the count bound".into()).or_default() += 1;
+    }
     if refused {
+        *m.seen.entry("refused append".into()).or_default() += 1;
         fs.heal();
         assert!(result.is_err(), "the model expected a refused append: {result:?}");
         if consumed {
@@ -578,6 +584,7 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
         last: 0,
         pending: Vec::new(),
         now_s: 1_000_000,
+        seen: BTreeMap::new(),
     };
     let (mut spool, losses) = open(dir.path(), &m, &fs);
     assert!(losses.is_empty());
@@ -711,6 +718,7 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
                 let (s, losses) = open(dir.path(), &m, &fs);
                 spool = s;
                 assert_eq!(losses.len(), 1, "a torn tail must be reported: {losses:?}");
+                *m.seen.entry("torn tail".into()).or_default() += 1;
                 let l = &losses[0];
                 assert_eq!(l.reason, DataLossReason::Corrupt as i32, "{l:?}");
                 assert_eq!((l.first_seq, l.last_seq), (from, 0), "{l:?}");
@@ -761,11 +769,13 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
     let count = |s| m.batches.iter().filter(|b| b.status == s).count();
     if std::env::var_os("OWLET_SPOOL_MODEL_STATS").is_some() {
         eprintln!(
-            "{mode:?}: live {} acked {} lost {} segments {}",
+            "{mode:?}: live {} acked {} lost {} gap {} segments {} seen {:?}",
             count(Status::Live),
             count(Status::Acked),
             count(Status::Lost),
-            m.segs.len()
+            count(Status::Gap),
+            m.segs.len(),
+            m.seen
         );
     }
 }
@@ -782,17 +792,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn interval_durability_matches_the_model(ops in ops(BYTES, 60)) {
+    fn interval_durability_matches_the_model(ops in ops(BYTES, 80)) {
         run(ops, Mode::Interval, BYTES);
     }
 
     #[test]
-    fn every_batch_durability_matches_the_model(ops in ops(BYTES, 30)) {
+    fn every_batch_durability_matches_the_model(ops in ops(BYTES, 40)) {
         run(ops, Mode::EveryBatch, BYTES);
     }
 
     #[test]
-    fn deferred_durability_matches_the_model(ops in ops(BYTES, 30)) {
+    fn deferred_durability_matches_the_model(ops in ops(BYTES, 40)) {
         run(ops, Mode::Deferred, BYTES);
     }
 }

@@ -149,3 +149,91 @@ fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_proto::v1::{CheckResult, event::Kind};
+    use owlet_spool::SpoolConfig;
+    use owlet_spool::fs::{Fault, FaultOp, FaultyFs};
+
+    pub(crate) fn event() -> Event {
+        Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(Kind::CheckResult(CheckResult::default())),
+        }
+    }
+
+    pub(crate) fn store(dir: &std::path::Path, durability: Durability, fs: &FaultyFs) -> Store {
+        let mut cfg = SpoolConfig::new(dir);
+        cfg.durability = durability;
+        let (spool, _) = Spool::open_with(cfg, Arc::new(fs.clone())).unwrap();
+        Store::new(spool)
+    }
+
+    /// A blocking thread holds the spool inside an fdatasync that does not
+    /// return; the statistics the heartbeat and `owlet health` read must
+    /// not wait for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_do_not_wait_for_a_sync_holding_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let store = store(dir.path(), Durability::EveryBatch, &fs);
+        store.append(vec![event()]).await.unwrap();
+        let gate = fs.block_next_sync();
+        let appending = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(vec![event(), event()]).await })
+        };
+        let waiter = gate.clone();
+        tokio::task::spawn_blocking(move || waiter.wait_entered())
+            .await
+            .unwrap();
+        // Read from a plain thread so a stats() that waits for the lock
+        // shows up as a failure, not a hung test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        std::thread::spawn(move || tx.send(reader.stats()));
+        let during = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("stats() waited for the spool lock held across an fsync");
+        assert_eq!(during.events, 1);
+        gate.release();
+        appending.await.unwrap().unwrap();
+        assert_eq!(store.stats().events, 3);
+    }
+
+    /// With deferred durability (`every_batch`), a failed flush means the
+    /// events are not accepted: the caller is told, the spool no longer
+    /// holds them, and it does not report them a second time.
+    #[tokio::test]
+    async fn a_failed_deferred_flush_is_not_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let store = store(dir.path(), Durability::Deferred, &fs);
+        let first = store.append(vec![event()]).await.unwrap();
+        assert!(first.sync_error.is_none());
+        fs.fail(FaultOp::Sync, Fault::Io, 1);
+        let failed = store.append(vec![event(), event()]).await.unwrap();
+        assert!(
+            failed.sync_error.is_some(),
+            "a failed flush must be reported"
+        );
+        let stored = store.read_encoded_after(0, usize::MAX).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|b| b.last_seq).collect::<Vec<_>>(),
+            vec![first.appended.last_seq],
+            "the unflushed batch must leave the spool"
+        );
+        assert_eq!(store.stats().events, 1);
+        let next = store.append(vec![event()]).await.unwrap();
+        assert!(next.sync_error.is_none());
+        assert!(
+            next.appended.losses.is_empty(),
+            "{:?}",
+            next.appended.losses
+        );
+        assert!(next.appended.first_seq > failed.appended.last_seq);
+    }
+}

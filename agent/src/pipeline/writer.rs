@@ -168,3 +168,55 @@ fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_spool::fs::{Fault, FaultOp, FaultyFs};
+    use owlet_spool::{Durability, Spool, SpoolConfig};
+
+    fn event() -> Event {
+        Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(owlet_proto::v1::event::Kind::CheckResult(Default::default())),
+        }
+    }
+
+    /// The agent's `every_batch` durability (deferred flush): events whose
+    /// flush failed are counted dropped and reported as `WRITE_FAILED`, never
+    /// counted accepted, and the failed report is retried.
+    #[tokio::test]
+    async fn events_whose_flush_failed_are_reported_not_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = SpoolConfig::new(dir.path());
+        cfg.durability = Durability::Deferred;
+        let (spool, _) = Spool::open_with(cfg, Arc::new(fs.clone())).unwrap();
+        let store = Store::new(spool);
+        let metrics = Metrics::default();
+        let mut pending = Vec::new();
+        write(&store, &metrics, vec![event()], &mut pending).await;
+        assert_eq!(metrics.snapshot().events_accepted, 1);
+
+        fs.fail(FaultOp::Sync, Fault::Io, 1);
+        write(&store, &metrics, vec![event(), event()], &mut pending).await;
+        let snap = metrics.snapshot();
+        assert_eq!(
+            snap.events_accepted, 1,
+            "a batch whose flush failed was counted accepted"
+        );
+        assert_eq!(snap.events_dropped, 2);
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].reason, DataLossReason::WriteFailed as i32);
+        assert_eq!(pending[0].events_lost, 2);
+
+        // The report itself hits a failed flush: it stays pending.
+        fs.fail(FaultOp::Sync, Fault::Io, 1);
+        write_reports(&store, &metrics, &mut pending).await;
+        assert_eq!(pending.len(), 1);
+        write_reports(&store, &metrics, &mut pending).await;
+        assert!(pending.is_empty());
+        assert_eq!(store.stats().events, 2, "the first event and one report");
+    }
+}
