@@ -126,8 +126,8 @@ pub struct SnmpArgs {
     /// HOST or HOST:PORT (default port 161).
     pub target: String,
     /// v2c community.
-    #[arg(long)]
-    pub community: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub community: Option<Secret>,
     /// v3 user name.
     #[arg(long)]
     pub user: Option<String>,
@@ -135,14 +135,14 @@ pub struct SnmpArgs {
     #[arg(long)]
     pub auth_proto: Option<String>,
     /// v3 authentication passphrase.
-    #[arg(long)]
-    pub auth_key: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub auth_key: Option<Secret>,
     /// v3 privacy protocol: aes.
     #[arg(long)]
     pub priv_proto: Option<String>,
     /// v3 privacy passphrase.
-    #[arg(long)]
-    pub priv_key: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub priv_key: Option<Secret>,
     /// OID to GET, numeric (repeatable).
     #[arg(long = "oid")]
     pub oids: Vec<String>,
@@ -159,51 +159,20 @@ pub struct SnmpArgs {
     pub common: CommonArgs,
 }
 
-/// `--header` values may be credentials: `Debug` shows the names only.
-impl std::fmt::Debug for HttpArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<&str> = self
-            .headers
-            .iter()
-            .map(|h| h.split_once(':').map_or(h.as_str(), |(k, _)| k.trim()))
-            .collect();
-        f.debug_struct("HttpArgs")
-            .field("url", &self.url)
-            .field("expect_status", &self.expect_status)
-            .field("contains", &self.contains)
-            .field("regex", &self.regex)
-            .field("proxy", &self.proxy)
-            .field("ca", &self.ca)
-            .field("insecure", &self.insecure)
-            .field("method", &self.method)
-            .field("headers", &headers)
-            .field("no_follow", &self.no_follow)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("http_version", &self.http_version)
-            .field("common", &self.common)
-            .finish()
-    }
-}
+// `--header` values may be credentials: `Debug` shows the names only.
+crate::redact::redacted_debug!(HttpArgs {
+    url, expect_status, contains, regex, proxy, ca, insecure, method,
+    no_follow, max_body_bytes, http_version, common,
+} redact { headers });
 
-/// Community and keys are secrets: `Debug` shows only whether they are set.
-impl std::fmt::Debug for SnmpArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
-        f.debug_struct("SnmpArgs")
-            .field("target", &self.target)
-            .field("community", &set(&self.community))
-            .field("user", &self.user)
-            .field("auth_proto", &self.auth_proto)
-            .field("auth_key", &set(&self.auth_key))
-            .field("priv_proto", &self.priv_proto)
-            .field("priv_key", &set(&self.priv_key))
-            .field("oids", &self.oids)
-            .field("walk", &self.walk)
-            .field("preset", &self.preset)
-            .field("retries", &self.retries)
-            .field("common", &self.common)
-            .finish()
-    }
+// Community and keys are [`Secret`]s: their `Debug` shows nothing of them.
+crate::redact::redacted_debug!(SnmpArgs {
+    target, community, user, auth_proto, auth_key, priv_proto, priv_key,
+    oids, walk, preset, retries, common,
+} redact {});
+
+fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
 }
 
 fn base(t: CheckTypeName, target: &str, c: &CommonArgs) -> CheckConfig {
@@ -268,12 +237,12 @@ pub fn to_config(args: &ProbeArgs) -> (CheckConfig, bool) {
             let mut c = base(CheckTypeName::Snmp, &a.target, &a.common);
             let v3 = a.user.is_some() || a.auth_key.is_some() || a.auth_proto.is_some();
             c.version = Some(if v3 { "3".into() } else { "2c".into() });
-            c.community = a.community.clone().map(Secret::new);
+            c.community = a.community.clone();
             c.user = a.user.clone();
             c.auth_proto = a.auth_proto.clone();
-            c.auth_key = a.auth_key.clone().map(Secret::new);
+            c.auth_key = a.auth_key.clone();
             c.priv_proto = a.priv_proto.clone();
-            c.priv_key = a.priv_key.clone().map(Secret::new);
+            c.priv_key = a.priv_key.clone();
             c.oids = (!a.oids.is_empty()).then(|| a.oids.clone());
             c.walk = a.walk.clone();
             c.preset = a.preset.clone();

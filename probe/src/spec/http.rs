@@ -37,35 +37,12 @@ pub struct HttpSpec {
     pub tls: TlsSpec,
 }
 
-/// Header values (marked sensitive, so `HeaderValue`'s `Debug` hides them)
-/// and the body may hold credentials: `Debug` shows neither.
-impl std::fmt::Debug for HttpSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<(&HeaderName, crate::config::Redacted)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k, crate::config::Redacted(v.len())))
-            .collect();
-        f.debug_struct("HttpSpec")
-            .field("url", &self.url)
-            .field("method", &self.method)
-            .field("headers", &headers)
-            .field(
-                "body",
-                &self.body.as_ref().map(|b| crate::config::Redacted(b.len())),
-            )
-            .field("expect_status", &self.expect_status)
-            .field("contains", &self.contains)
-            .field("regex", &self.regex)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("follow_redirects", &self.follow_redirects)
-            .field("max_redirects", &self.max_redirects)
-            .field("proxy", &self.proxy)
-            .field("version", &self.version)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
+// Header values (also marked sensitive, so `HeaderValue`'s `Debug` hides
+// them) and the body may hold credentials: `Debug` shows neither.
+crate::redact::redacted_debug!(HttpSpec {
+    url, method, expect_status, contains, regex, max_body_bytes,
+    follow_redirects, max_redirects, proxy, version, tls,
+} redact { headers, body });
 
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 
