@@ -362,8 +362,9 @@ impl Soc {
                 .args(["agents", "--json", "--config"])
                 .arg(&self.config),
         );
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("owlet-soc agents --json printed no JSON array ({e}): {out}"))
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("owlet-soc agents --json printed no JSON array ({e}): {out}")
+        })
     }
 
     /// `duplicates_dropped` of one agent from `owlet-soc agents --json`
@@ -558,9 +559,11 @@ impl Agent {
     /// reached.
     pub fn spool_last_seq(&self) -> Option<u64> {
         let health = self.health()?;
-        Some(health["spool_last_seq"].as_u64().unwrap_or_else(|| {
-            panic!("owlet health --json has no spool_last_seq: {health}")
-        }))
+        Some(
+            health["spool_last_seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("owlet health --json has no spool_last_seq: {health}")),
+        )
     }
 
     /// `owlet reload --socket SOCKET`, run to completion.

@@ -1,21 +1,34 @@
 //! Agent kill -9 at several points mid-stream, restarted with the same state
-//! dir: nothing the spool accepted is lost, nothing is stored twice.
+//! dir: every event the spool accepted in ANY run reaches the SOC, nothing is
+//! stored twice.
+//!
+//! Before each kill the test records what the spool had accepted
+//! (`spool_last_seq` from `owlet health`) and when the run was killed. At the
+//! end every seq up to each recorded mark must be stored, as the event that
+//! run (or an earlier one) made: a restarted spool that forgot an accepted
+//! tail would hand those seqs to new events, and the SOC would either drop
+//! them as duplicates of what it had or store a later run's events under
+//! them. Checking only the last run would miss both.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use owlet_tests::*;
 use rand::Rng;
 
 #[test]
-fn agent_kill9_mid_stream_loses_nothing_accepted_and_duplicates_nothing() {
+fn agent_kill9_mid_stream_loses_nothing_any_run_accepted_and_duplicates_nothing() {
     const LAST_RUN_TOTAL: u64 = 3000;
+    const KILLS: usize = 4;
     let mut soc = Soc::init();
     soc.start();
     let db = soc.db();
     let mut agent = soc.issue("acme", "a");
     let mut rng = rand::rng();
 
-    for round in 0..4 {
+    // Per killed run: (spool_last_seq just before the kill, time of the kill).
+    let mut killed: Vec<(u64, SystemTime)> = Vec::new();
+    for round in 0..KILLS {
         agent.synthetic(2000, 0);
         agent.start();
         let before = db.count();
@@ -24,7 +37,11 @@ fn agent_kill9_mid_stream_loses_nothing_accepted_and_duplicates_nothing() {
             db.count() > before
         });
         sleep(Duration::from_millis(rng.random_range(100..2500)));
+        let accepted = agent
+            .spool_last_seq()
+            .unwrap_or_else(|| panic!("round {round}: no health answer before the kill"));
         agent.kill9();
+        killed.push((accepted, SystemTime::now()));
     }
 
     agent.synthetic(2000, LAST_RUN_TOTAL);
@@ -40,6 +57,35 @@ fn agent_kill9_mid_stream_loses_nothing_accepted_and_duplicates_nothing() {
         lost, 0,
         "data_loss after kill -9 (no bound was hit): {by_kind:?}"
     );
+
+    // Every run's accepted events arrived, as that run's events.
+    let by_seq: BTreeMap<u64, &Stored> = events
+        .iter()
+        .filter_map(|e| e.seq.map(|s| (s, e)))
+        .collect();
+    // Seqs start where the spool's clock-based numbering put them.
+    let mut previous = seqs[0] - 1;
+    for (run, (accepted, killed_at)) in killed.iter().enumerate() {
+        assert!(
+            *accepted > previous,
+            "run {run} accepted nothing new (spool_last_seq {accepted}, previous run {previous}): its kill proves nothing"
+        );
+        for seq in previous + 1..=*accepted {
+            let stored = by_seq.get(&seq).unwrap_or_else(|| {
+                panic!(
+                    "seq {seq}, accepted by run {run} (spool_last_seq {accepted} before its kill -9), never reached the SOC; stored seqs {:?}..={:?}",
+                    seqs.first(),
+                    seqs.last()
+                )
+            });
+            assert!(
+                stored.time() < *killed_at,
+                "seq {seq} was accepted by run {run} (spool_last_seq {accepted} before its kill -9) but the SOC holds an event made after that kill under it: the restarted spool handed out an accepted seq again: {stored:?}"
+            );
+        }
+        previous = *accepted;
+    }
+
     // The last run's events have the highest seqs: its whole load arrived.
     let mut synthetic: Vec<(u64, u64)> = events
         .iter()
