@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use owlet_proto::v1::{Event, event::Kind};
+use owlet_proto::v1::{Alert, CheckResult, Event, event::Kind};
 use prost::Message;
 
 /// Generous default deadline for "eventually" conditions.
@@ -493,6 +493,14 @@ impl Agent {
         self.proc = Some(Proc::spawn("owlet", cmd, &self.dir));
     }
 
+    /// Panics with the agent's log if it has exited.
+    pub fn assert_running(&mut self) {
+        let status = self.proc.as_mut().and_then(Proc::try_wait);
+        if let Some(status) = status {
+            panic!("the agent exited with {status}:\n{}", self.log());
+        }
+    }
+
     pub fn running(&mut self) -> bool {
         match &mut self.proc {
             Some(p) => p.try_wait().is_none(),
@@ -839,6 +847,20 @@ impl Stored {
             .as_ref()
             .unwrap_or_else(|| panic!("stored event without a time: {self:?}"));
         UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)
+    }
+
+    pub fn check_result(&self) -> Option<&CheckResult> {
+        match &self.event.kind {
+            Some(Kind::CheckResult(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn alert(&self) -> Option<&Alert> {
+        match &self.event.kind {
+            Some(Kind::Alert(a)) => Some(a),
+            _ => None,
+        }
     }
 
     pub fn alert_name(&self) -> Option<&str> {
