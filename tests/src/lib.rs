@@ -621,7 +621,7 @@ impl Drop for Soc {
 /// - [`Relay::cut_agent_side`]: those connections are closed towards the
 ///   agent only, so it reconnects, while the SOC's end stays open and idle;
 /// - [`Relay::release`]: the held bytes reach the SOC, late, on the old
-///   connection.
+///   connection; or [`Relay::sever`]: they never do, both sides are closed.
 ///
 /// Connections opened later are forwarded normally. Dropping the relay
 /// closes every connection.
@@ -705,6 +705,21 @@ impl Relay {
         for link in links.iter().filter(|l| l.held.lock().unwrap().is_some()) {
             link.agent_gone.store(true, Ordering::SeqCst);
             let _ = link.agent.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Closes the held connections on both sides; the held bytes are
+    /// discarded (the SOC never sees them).
+    pub fn sever(&self) {
+        let links = self.shared.links.lock().unwrap();
+        for link in links.iter() {
+            let mut held = link.held.lock().unwrap();
+            if let Some(bytes) = held.as_mut() {
+                bytes.clear();
+                link.agent_gone.store(true, Ordering::SeqCst);
+                let _ = link.agent.shutdown(Shutdown::Both);
+                let _ = link.soc.shutdown(Shutdown::Both);
+            }
         }
     }
 
