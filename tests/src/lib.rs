@@ -304,6 +304,11 @@ impl Soc {
         self.proc = Some(proc);
     }
 
+    /// Sends `sig` to the running SOC (SIGSTOP / SIGCONT to freeze it).
+    pub fn signal(&self, sig: Signal) {
+        self.proc.as_ref().expect("SOC not running").signal(sig);
+    }
+
     /// SIGKILL, no chance to finish anything (the database stays as the
     /// crash left it).
     pub fn kill9(&mut self) {
@@ -990,6 +995,16 @@ impl Db {
         let Some(db) = self.open() else { return 0 };
         db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// Takes the database's write lock (`BEGIN IMMEDIATE`) and holds it
+    /// until the returned connection is dropped (rolled back, nothing
+    /// written): the SOC's commits stall meanwhile, like on a stalled disk.
+    pub fn hold_write_lock(&self) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(&self.path).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        db
     }
 
     /// (tenant/agent, kind, count, min seq, max seq) for diagnostics.
