@@ -7,7 +7,10 @@
 
 pub mod accept;
 pub mod config;
+pub mod demo;
 pub mod enroll;
+pub mod lock;
+pub mod logging;
 pub mod query;
 pub mod serve;
 pub mod service;

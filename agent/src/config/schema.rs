@@ -25,9 +25,6 @@ pub struct Config {
     /// Uptime checks (`[probe]`, `[[probe.check]]`).
     #[serde(default)]
     pub probe: owlet_probe::ProbeConfig,
-    /// Synthetic load for benchmarks and tests (off by default).
-    #[serde(default)]
-    pub synthetic: crate::synthetic::SyntheticSection,
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.
