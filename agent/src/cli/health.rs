@@ -5,8 +5,7 @@
 //! another `--socket` is configured), a socket nobody listens on, or a socket
 //! this user may not open — then naming the group that owns it and the fix.
 //! `reload` prints the agent's verdict: exit 0 when the new configuration
-//! was applied, 2 when it was rejected (the agent keeps the old one), with
-//! the agent's JSON answer as the last line of stdout for scripts. Keys of
+//! was applied, 2 when it was rejected (the agent keeps the old one). Keys of
 //! a reply this client does not know are ignored, so an older client works
 //! with a newer agent.
 
@@ -75,10 +74,6 @@ pub async fn reload(socket: PathBuf) -> anyhow::Result<i32> {
                 println!("{text}");
             } else {
                 eprintln!("{text}");
-            }
-            // The agent's own answer, for scripts: the last line of stdout.
-            if serde_json::from_str::<serde_json::Value>(&reply).is_ok_and(|v| v.is_object()) {
-                println!("{reply}");
             }
             Ok(code)
         }
