@@ -35,6 +35,7 @@ pub mod config;
 mod http;
 mod icmp;
 mod memory;
+mod redact;
 mod scheduler;
 pub mod snmp;
 pub mod spec;

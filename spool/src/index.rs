@@ -29,6 +29,9 @@ pub struct RecordMeta {
     /// if this batch is lost in turn, those counts are carried into the new
     /// report, so a lost loss report never makes loss silent.
     pub nested_loss: Option<Box<NestedLoss>>,
+    /// Events in the records before this one in its segment (set by
+    /// [`SegmentMeta::push`]), so live counts need no scan.
+    pub events_before: u64,
 }
 
 /// The sum of the `DataLoss` reports inside one batch.
@@ -81,6 +84,7 @@ impl RecordMeta {
             newest_us,
             kinds,
             nested_loss,
+            events_before: 0,
         }
     }
 }
@@ -95,6 +99,27 @@ pub struct SegmentMeta {
 }
 
 impl SegmentMeta {
+    /// Appends a record's metadata, keeping `events_before` right.
+    pub fn push(&mut self, mut r: RecordMeta) {
+        r.events_before = self
+            .records
+            .last()
+            .map_or(0, |p| p.events_before + u64::from(p.events));
+        self.records.push(r);
+    }
+
+    /// Events and batches in records above `floor`: O(log n), the records
+    /// being sorted by seq.
+    pub fn live_counts(&self, floor: u64) -> (u64, u64) {
+        let Some(last) = self.records.last() else {
+            return (0, 0);
+        };
+        let i = self.records.partition_point(|r| r.last_seq <= floor);
+        let total = last.events_before + u64::from(last.events);
+        let before = self.records.get(i).map_or(total, |r| r.events_before);
+        (total - before, (self.records.len() - i) as u64)
+    }
+
     /// Highest seq stored in the segment, if it holds any record.
     pub fn last_seq(&self) -> Option<u64> {
         self.records.last().map(|r| r.last_seq)

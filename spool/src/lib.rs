@@ -146,18 +146,22 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod recovery;
 pub mod segment;
 mod spool;
-mod state;
+#[doc(hidden)]
+pub mod state;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 pub use error::SpoolError;
 pub use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
-pub use spool::{EncodedBatch, Spool, SyncHandle};
+pub use spool::{EncodedBatch, Spool, StatsHandle, SyncHandle};
 
 /// When appended data is forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +246,7 @@ pub struct Appended {
 }
 
 /// Cheap counters from the in-memory index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpoolStats {
     /// Events in stored, unacknowledged (or partly acknowledged) batches.
     pub events: u64,

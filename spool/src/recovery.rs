@@ -2,14 +2,18 @@
 //! at open, repairing crash artifacts and reporting real damage.
 //!
 //! Rules (the crate doc explains why):
-//! - A bad record at the tail of the *last* segment whose shape an interrupted
-//!   append explains (short header, length past EOF, bad CRC on a record that
-//!   ends at EOF, zero-filled tail) is truncated away silently: its append
-//!   never returned, so those events were never accepted. A last segment with
-//!   no complete header (or only zeros) is removed for the same reason.
-//! - Any other bad record, or a bad record in an earlier segment: the rest of
-//!   that segment is unreadable. It is reported as one `CORRUPT` `DataLoss`
-//!   and the file is truncated at the bad record, so the loss is reported once.
+//! - A bad record anywhere, including a torn record at the tail of the last
+//!   segment: the rest of that segment is unreadable. It is reported as one
+//!   `CORRUPT` `DataLoss` and the file is truncated at the bad record, so the
+//!   loss is reported once. A torn tail is what an append interrupted by a
+//!   power loss leaves, but also what a lost write-back of accepted data
+//!   leaves, and recovery cannot tell them apart: so it reports it, with the
+//!   seq range open-ended (`last_seq` 0), and numbering jumps by the clock
+//!   rule, because the torn batch may have reached the SOC under its numbers
+//!   (the uplink can read a batch before its fdatasync finishes).
+//! - A last segment with no complete header (or only zeros) is removed
+//!   silently: a segment's header is synced before any record is written to
+//!   it, so nothing was ever accepted into it.
 //! - A segment written by a newer format version is an error, never repaired:
 //!   a newer owlet's data is not ours to destroy.
 //! - Segments holding nothing above the ack/drop floor are deleted, except the
@@ -18,13 +22,13 @@
 //! Recovery never panics on file contents and never deletes a file it does
 //! not recognise (unknown files are logged and left alone).
 
-use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use owlet_proto::v1::{DataLoss, DataLossReason};
 
 use crate::error::SpoolError;
+use crate::fs::{Filesystem, OpenMode};
 use crate::index::{LossBuilder, RecordMeta, SegmentMeta};
 use crate::segment::{self, HeaderCheck};
 use crate::state::{self, Loaded, State};
@@ -40,46 +44,48 @@ pub struct Recovered {
 
 pub const LOCK_NAME: &str = "lock";
 
-fn remove(path: &Path) -> Result<(), SpoolError> {
-    match fs::remove_file(path) {
+fn remove(fs: &dyn Filesystem, path: &Path) -> Result<(), SpoolError> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(SpoolError::io("removal of", path, e)),
     }
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
+fn truncate(fs: &dyn Filesystem, path: &Path, len: u64) -> Result<(), SpoolError> {
+    let f = fs
+        .open(path, OpenMode::ReadWrite)
         .map_err(|e| SpoolError::io("open for repair of", path, e))?;
     f.set_len(len)
         .map_err(|e| SpoolError::io("truncation of", path, e))?;
-    f.sync_all()
+    f.sync_data()
         .map_err(|e| SpoolError::io("fsync of", path, e))
 }
 
 /// Lists segment files, sorted by the number in their name.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+fn list_segments(fs: &dyn Filesystem, dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     let mut segs = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| SpoolError::io("listing of", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| SpoolError::io("listing of", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| SpoolError::io("listing of", dir, e))?;
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(seq) = segment::parse_file_name(&name) {
-            segs.push((seq, entry.path()));
+            segs.push((seq, path));
         } else if name != state::FILE_NAME && name != state::TMP_NAME && name != LOCK_NAME {
-            tracing::warn!(path = %entry.path().display(), "unknown file in the spool directory; left alone");
+            tracing::warn!(path = %path.display(), "unknown file in the spool directory; left alone");
         }
     }
     segs.sort_by_key(|(seq, _)| *seq);
     Ok(segs)
 }
 
-pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
-    remove(&dir.join(state::TMP_NAME))?;
-    let (mut st, state_missing, state_bad) = match state::load(dir)? {
+pub fn recover(fs: &dyn Filesystem, dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
+    remove(fs, &dir.join(state::TMP_NAME))?;
+    let (mut st, state_missing, state_bad) = match state::load(fs, dir)? {
         Loaded::Missing => (State::default(), true, false),
         Loaded::Valid(s) => (s, false, false),
         Loaded::Unreadable(why) => {
@@ -94,7 +100,7 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
     };
     let floor = st.acked_seq.max(st.dropped_seq);
 
-    let files = list_segments(dir)?;
+    let files = list_segments(fs, dir)?;
     let mut segments: Vec<SegmentMeta> = Vec::new();
     let mut losses = Vec::new();
     // Set when a damaged region's highest seq cannot be bounded: numbering
@@ -106,7 +112,9 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
         let is_last = i + 1 == files.len();
         let next_name = files.get(i + 1).map(|(s, _)| *s);
         let min_first = (*name_seq).max(hwm.saturating_add(1));
-        let data = fs::read(path).map_err(|e| SpoolError::io("read of segment", path, e))?;
+        let data = fs
+            .read(path)
+            .map_err(|e| SpoolError::io("read of segment", path, e))?;
 
         let mut corrupt_at: Option<(u64, String)> = None;
         let mut records = Vec::new();
@@ -124,7 +132,7 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
             {
                 // The segment's creation was interrupted: nothing was accepted into it.
                 tracing::info!(path = %path.display(), "removing incomplete last spool segment");
-                remove(path)?;
+                remove(fs, path)?;
                 continue;
             }
             HeaderCheck::Short | HeaderCheck::BadMagic => {
@@ -138,15 +146,7 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
                     .map(|s| RecordMeta::from_batch(s.offset, s.payload_len, &s.batch))
                     .collect::<Vec<_>>();
                 if let Some((offset, bad)) = stop {
-                    if is_last && bad.is_torn_write() {
-                        tracing::info!(
-                            path = %path.display(), offset, reason = %bad.describe(),
-                            "truncating an interrupted append at the end of the spool"
-                        );
-                        truncate(path, offset)?;
-                    } else {
-                        corrupt_at = Some((offset, bad.describe()));
-                    }
+                    corrupt_at = Some((offset, bad.describe()));
                     size = offset;
                 }
             }
@@ -170,26 +170,28 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
                 unknown_upper_bound = true;
             }
             if offset < segment::SEGMENT_HEADER_LEN {
-                remove(path)?;
+                remove(fs, path)?;
                 continue;
             }
-            truncate(path, offset)?;
+            truncate(fs, path, offset)?;
         }
 
         if let Some(r) = records.last() {
             hwm = hwm.max(r.last_seq);
         }
-        segments.push(SegmentMeta {
+        let mut seg = SegmentMeta {
             path: path.clone(),
             size,
-            records,
-        });
+            records: Vec::with_capacity(records.len()),
+        };
+        records.into_iter().for_each(|r| seg.push(r));
+        segments.push(seg);
     }
 
     // Delete segments that hold nothing above the floor; keep the last.
     while segments.len() > 1 && segments[0].is_dead(floor) {
         let seg = segments.remove(0);
-        remove(&seg.path)?;
+        remove(fs, &seg.path)?;
     }
 
     let mut last_seq = hwm.max(st.last_seq).max(st.acked_seq).max(st.dropped_seq);
@@ -205,7 +207,7 @@ pub fn recover(dir: &Path, now_us: u64) -> Result<Recovered, SpoolError> {
     // before the first append does not move the base.
     let state_dirty = distrust || fresh;
     st.last_seq = last_seq;
-    state::sync_dir(dir)?;
+    state::sync_dir(fs, dir)?;
     Ok(Recovered {
         segments,
         state: st,

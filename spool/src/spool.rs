@@ -8,44 +8,93 @@
 //! unless the ack file durably records that number.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::{Batch, DataLoss, DataLossReason, Event};
 use prost::Message;
 
 use crate::error::SpoolError;
+use crate::fs::{Filesystem, OpenMode, RealFs, SpoolFile};
 use crate::index::{LossBuilder, RecordMeta, SegmentMeta};
 use crate::recovery::{self, LOCK_NAME};
 use crate::segment::{self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::state::{self, State};
 use crate::{Appended, Durability, SpoolConfig, SpoolStats};
 
-/// The durable spool. Blocking, not internally locked: wrap it in a `Mutex`.
+/// The durable spool. Blocking, not internally locked: wrap it in a `Mutex`
+/// (and read statistics through [`Spool::stats_handle`], which needs no lock).
 #[derive(Debug)]
 pub struct Spool {
     config: SpoolConfig,
+    fs: Arc<dyn Filesystem>,
     /// Holds the exclusive directory lock for the spool's lifetime.
     _lock: File,
     segments: VecDeque<SegmentMeta>,
     /// Open handle on `segments.back()` while it accepts appends.
-    active: Option<File>,
+    active: Option<Box<dyn SpoolFile>>,
+    /// Durability of the active segment, shared with its [`SyncHandle`]s.
+    active_sync: Arc<SyncState>,
     acked_seq: u64,
     dropped_seq: u64,
     last_seq: u64,
     /// What the ack file on disk says (after the last successful write).
     persisted: State,
     /// Losses found by a call that could not return them (failed append,
-    /// read); handed out by the next `append` or `expire`.
+    /// read, failed fdatasync); handed out by the next `append` or `expire`.
     pending_losses: Vec<DataLoss>,
-    /// The active segment has appended data not yet fdatasync'ed.
-    unsynced: bool,
     last_sync: Instant,
     /// A failed append could not truncate its partial write: do it first.
     needs_truncate: bool,
+    /// Sliding-window minimum of the live records' oldest event times:
+    /// `(last_seq, oldest_us)`, increasing in both, front = the minimum.
+    oldest: VecDeque<(u64, i64)>,
+    /// The published statistics (see [`StatsHandle`]).
+    stats: StatsHandle,
+}
+
+/// How far the active segment is known durable. Shared between the spool
+/// and the [`SyncHandle`]s of that segment; a new segment gets a new one.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// File length covered by the last successful fdatasync.
+    synced: AtomicU64,
+    /// An fdatasync of this segment failed. The kernel may have dropped the
+    /// dirty pages and cleared the error, so a later successful fdatasync
+    /// proves nothing: nothing past `synced` is trusted, and the segment
+    /// takes no more appends.
+    poisoned: AtomicBool,
+    /// End of the data covered by a [`SyncHandle`] whose sync failed: its
+    /// caller was told those appends are not accepted and reports them, so
+    /// the spool drops them without a report of its own.
+    refused: AtomicU64,
+}
+
+/// A snapshot of [`SpoolStats`], republished after every change to the
+/// spool. Reading it takes a small lock held only for a copy, never the
+/// lock around the [`Spool`], so it does not wait for an fsync or a rename.
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Mutex<SpoolStats>>);
+
+impl StatsHandle {
+    /// The statistics as of the end of the last spool call that changed them.
+    pub fn get(&self) -> SpoolStats {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, s: SpoolStats) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+    }
 }
 
 fn micros_since_epoch(t: SystemTime) -> i64 {
@@ -98,42 +147,69 @@ impl Spool {
     /// Opens (or creates) the spool in `config.dir`, takes the directory lock,
     /// recovers the index, and returns the losses recovery found (`CORRUPT`).
     pub fn open(config: SpoolConfig) -> Result<(Spool, Vec<DataLoss>), SpoolError> {
+        Self::open_with(config, Arc::new(RealFs))
+    }
+
+    /// [`Spool::open`] doing every file operation through `fs` (tests use a
+    /// filesystem that fails on command).
+    pub fn open_with(
+        config: SpoolConfig,
+        fs: Arc<dyn Filesystem>,
+    ) -> Result<(Spool, Vec<DataLoss>), SpoolError> {
         config.validate()?;
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creation of directory", &dir, e))?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| SpoolError::io("creation of directory", &dir, e))?;
         let lock = open_lock(&dir)?;
         let now_us = u64::try_from(micros_since_epoch(SystemTime::now())).unwrap_or(0);
-        let rec = recovery::recover(&dir, now_us)?;
+        let rec = recovery::recover(fs.as_ref(), &dir, now_us)?;
+        let active_sync = Arc::new(SyncState::default());
         let active = match rec.segments.last() {
-            Some(seg) => Some(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&seg.path)
-                    .map_err(|e| SpoolError::io("open of segment", &seg.path, e))?,
-            ),
+            Some(seg) => {
+                let f = fs
+                    .open(&seg.path, OpenMode::ReadWrite)
+                    .map_err(|e| SpoolError::io("open of segment", &seg.path, e))?;
+                // What recovery found may sit in the page cache only (a
+                // process killed before its sync): make it durable before
+                // it counts as such.
+                f.sync_data()
+                    .map_err(|e| SpoolError::io("fdatasync of segment", &seg.path, e))?;
+                active_sync.synced.store(seg.size, Ordering::Release);
+                Some(f)
+            }
             None => None,
         };
         let mut spool = Spool {
             config,
+            fs,
             _lock: lock,
             segments: rec.segments.into(),
             active,
+            active_sync,
             acked_seq: rec.state.acked_seq,
             dropped_seq: rec.state.dropped_seq,
             last_seq: rec.state.last_seq,
             persisted: State::default(),
             pending_losses: Vec::new(),
-            unsynced: false,
             last_sync: Instant::now(),
             needs_truncate: false,
+            oldest: VecDeque::new(),
+            stats: StatsHandle(Arc::new(Mutex::new(SpoolStats::default()))),
         };
         if rec.state_dirty {
             spool.persist_state()?;
         } else {
             spool.persisted = rec.state;
         }
+        spool.rebuild_oldest();
+        spool.publish();
         Ok((spool, rec.losses))
+    }
+
+    /// A handle on the spool's statistics, readable from any thread without
+    /// the caller's lock around the spool (see [`StatsHandle`]).
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.stats.clone()
     }
 
     fn floor(&self) -> u64 {
@@ -156,7 +232,7 @@ impl Spool {
             dropped_seq: self.dropped_seq,
             last_seq: self.last_seq,
         };
-        state::store(&self.config.dir, &s)?;
+        state::store(self.fs.as_ref(), &self.config.dir, &s)?;
         self.persisted = s;
         Ok(())
     }
@@ -166,12 +242,22 @@ impl Spool {
     /// [`Durability::EveryBatch`], the batch is on stable storage.
     ///
     /// `losses` carries any `DataLoss` the spool had to cause (oldest data
-    /// dropped to stay within `max_bytes`) or found since the last call; the
-    /// caller must turn each into an event and append it.
+    /// dropped to stay within `max_bytes`, data lost to a failed fdatasync)
+    /// or found since the last call; the caller must turn each into an event
+    /// and append it.
     ///
-    /// On error nothing was stored, no sequence number was consumed, and the
-    /// spool is consistent; the call can be retried.
-    pub fn append(&mut self, mut events: Vec<Event>) -> Result<Appended, SpoolError> {
+    /// On error the batch is not stored and the spool is consistent; the
+    /// call can be retried. No sequence number is consumed, except when the
+    /// record reached the segment file and its fdatasync failed: then its
+    /// numbers are never reused (the bytes may still surface after a
+    /// restart, and must not collide with other events).
+    pub fn append(&mut self, events: Vec<Event>) -> Result<Appended, SpoolError> {
+        let result = self.append_inner(events);
+        self.publish();
+        result
+    }
+
+    fn append_inner(&mut self, mut events: Vec<Event>) -> Result<Appended, SpoolError> {
         if events.is_empty() {
             return Err(SpoolError::InvalidBatch(
                 "a batch needs at least one event".into(),
@@ -184,6 +270,7 @@ impl Spool {
                 owlet_proto::MAX_BATCH_EVENTS
             )));
         }
+        self.check_poison();
         self.repair_active()?;
         let exhausted = SpoolError::SeqExhausted {
             last_seq: self.last_seq,
@@ -226,7 +313,7 @@ impl Spool {
             _ => true,
         };
         if roll {
-            self.seal_active()?;
+            self.seal_active();
         }
         let mut loss = LossBuilder::new(DataLossReason::SpoolFull);
         let made_room = self.make_room(rec_len, &mut loss);
@@ -239,14 +326,21 @@ impl Spool {
             // The sealed segment may be fully acked already.
             self.gc();
         }
-        self.write_record(&record)?;
+        self.write_record(&record, last_seq)?;
 
         let meta = RecordMeta::from_batch(0, 0, &batch);
         let Some(seg) = self.segments.back_mut() else {
             unreachable!("write_record succeeded, so there is an active segment")
         };
-        seg.records.push(RecordMeta {
-            offset: seg.size,
+        let offset = seg.size;
+        if let Some(o) = meta.oldest_us {
+            while self.oldest.back().is_some_and(|(_, b)| *b >= o) {
+                self.oldest.pop_back();
+            }
+            self.oldest.push_back((last_seq, o));
+        }
+        seg.push(RecordMeta {
+            offset,
             payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
             ..meta
         });
@@ -278,7 +372,8 @@ impl Spool {
             if self.segments.len() == 1 && self.active.is_some() {
                 // The active segment alone is too big to take the batch: it is
                 // the oldest data too, so it goes like any other segment.
-                self.seal_active()?;
+                self.seal_active();
+                continue;
             }
             let seg = self.remove_front_segment()?;
             removed = true;
@@ -288,7 +383,7 @@ impl Spool {
                 self.dropped_seq = self.dropped_seq.max(r.last_seq);
             }
         }
-        if removed && let Err(e) = state::sync_dir(&self.config.dir) {
+        if removed && let Err(e) = state::sync_dir(self.fs.as_ref(), &self.config.dir) {
             tracing::warn!(error = %e, "dropped spool segments may reappear after a power loss");
         }
         Ok(())
@@ -302,13 +397,12 @@ impl Spool {
                 self.persist_state()?;
             }
             self.active = None;
-            self.unsynced = false;
             self.needs_truncate = false;
         }
         let Some(front) = self.segments.front() else {
             unreachable!("callers check that a segment exists")
         };
-        match fs::remove_file(&front.path) {
+        match self.fs.remove_file(&front.path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(SpoolError::io("removal of segment", &front.path, e)),
@@ -331,28 +425,29 @@ impl Spool {
         }
     }
 
-    /// Makes the active segment durable and stops appending to it.
-    fn seal_active(&mut self) -> Result<(), SpoolError> {
-        self.sync()?;
+    /// Makes the active segment durable and stops appending to it. If the
+    /// fdatasync fails, the segment is abandoned instead (see
+    /// [`Spool::abandon_active`]): what it could not make durable is
+    /// reported lost, and appends go on in a new segment.
+    fn seal_active(&mut self) {
+        if let Err(e) = self.sync_inner() {
+            tracing::warn!(error = %e, "could not seal a spool segment; it was abandoned");
+        }
         self.active = None;
-        Ok(())
     }
 
     fn create_segment(&mut self, first_seq: u64) -> Result<(), SpoolError> {
         let path = self.config.dir.join(segment::file_name(first_seq));
-        let result = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let result = self
+            .fs
+            .open(&path, OpenMode::Create)
             .map_err(|e| SpoolError::io("creation of segment", &path, e))
-            .and_then(|mut f| {
-                f.write_all(&segment::header())
+            .and_then(|f| {
+                f.write_all_at(&segment::header(), 0)
                     .map_err(|e| SpoolError::io("write of segment header", &path, e))?;
                 f.sync_data()
                     .map_err(|e| SpoolError::io("fdatasync of segment", &path, e))?;
-                state::sync_dir(&self.config.dir)?;
+                state::sync_dir(self.fs.as_ref(), &self.config.dir)?;
                 Ok(f)
             });
         match result {
@@ -363,19 +458,25 @@ impl Spool {
                     records: Vec::new(),
                 });
                 self.active = Some(f);
+                self.active_sync = Arc::new(SyncState::default());
+                self.active_sync
+                    .synced
+                    .store(SEGMENT_HEADER_LEN, Ordering::Release);
                 self.last_sync = Instant::now();
                 Ok(())
             }
             Err(e) => {
-                let _ = fs::remove_file(&path);
+                let _ = self.fs.remove_file(&path);
                 Err(e)
             }
         }
     }
 
-    /// Writes a framed record at the end of the active segment and applies
-    /// the durability policy. On failure the partial write is cut off again.
-    fn write_record(&mut self, record: &[u8]) -> Result<(), SpoolError> {
+    /// Writes a framed record holding seqs up to `last_seq` at the end of the
+    /// active segment and applies the durability policy. On a failed write
+    /// the partial write is cut off again. On a failed fdatasync the segment
+    /// is abandoned (the record is not accepted, its numbers are consumed).
+    fn write_record(&mut self, record: &[u8], last_seq: u64) -> Result<(), SpoolError> {
         let (Some(file), Some(seg)) = (&self.active, self.segments.back()) else {
             unreachable!("append creates a segment before writing")
         };
@@ -385,34 +486,30 @@ impl Spool {
             Durability::Interval(d) => self.last_sync.elapsed() >= d,
             Durability::Deferred => false,
         };
-        let result = file
-            .write_all_at(record, offset)
-            .map_err(|e| SpoolError::io("write to segment", &seg.path, e))
-            .and_then(|()| {
-                if sync_now {
-                    file.sync_data()
-                        .map_err(|e| SpoolError::io("fdatasync of segment", &seg.path, e))
-                } else {
-                    Ok(())
-                }
-            });
-        match result {
+        if let Err(e) = file.write_all_at(record, offset) {
+            if let Err(te) = file.set_len(offset) {
+                tracing::warn!(error = %te, path = %seg.path.display(),
+                    "could not cut off a failed spool append; retrying before the next one");
+                self.needs_truncate = true;
+            }
+            return Err(SpoolError::io("write to segment", &seg.path, e));
+        }
+        if !sync_now {
+            return Ok(());
+        }
+        let end = offset + record.len() as u64;
+        match file.sync_data() {
             Ok(()) => {
-                if sync_now {
-                    self.unsynced = false;
-                    self.last_sync = Instant::now();
-                } else {
-                    self.unsynced = true;
-                }
+                self.active_sync.synced.fetch_max(end, Ordering::AcqRel);
+                self.last_sync = Instant::now();
                 Ok(())
             }
             Err(e) => {
-                if let Err(te) = file.set_len(offset) {
-                    tracing::warn!(error = %te, path = %seg.path.display(),
-                        "could not cut off a failed spool append; retrying before the next one");
-                    self.needs_truncate = true;
-                }
-                Err(e)
+                let err = SpoolError::io("fdatasync of segment", &seg.path, e);
+                self.last_seq = last_seq;
+                self.active_sync.poisoned.store(true, Ordering::Release);
+                self.abandon_active();
+                Err(err)
             }
         }
     }
@@ -429,19 +526,99 @@ impl Spool {
         Ok(())
     }
 
+    /// Abandons the active segment if a [`SyncHandle`] of it failed.
+    fn check_poison(&mut self) {
+        if self.active.is_some() && self.active_sync.poisoned.load(Ordering::Acquire) {
+            self.abandon_active();
+        }
+    }
+
+    /// The active segment saw a failed fdatasync, so whatever was written to
+    /// it since its last successful one may be gone from the disk even if it
+    /// still reads back. Those records leave the index: the ones whose
+    /// callers were told they are not accepted silently, the others (with
+    /// `Interval` durability: accepted, not yet synced) as one
+    /// `WRITE_FAILED` loss. The file is cut back to its synced length and
+    /// takes no more appends; the next append starts a new segment, so no
+    /// later fdatasync can vouch for bytes written before the failure.
+    fn abandon_active(&mut self) {
+        let synced = self.active_sync.synced.load(Ordering::Acquire);
+        let refused = self.active_sync.refused.load(Ordering::Acquire);
+        self.active = None;
+        self.needs_truncate = false;
+        let floor = self.floor();
+        let Some(seg) = self.segments.back_mut() else {
+            return;
+        };
+        let keep = seg.records.partition_point(|r| r.offset < synced);
+        let mut loss = LossBuilder::new(DataLossReason::WriteFailed);
+        for r in seg.records[keep..]
+            .iter()
+            .filter(|r| r.last_seq > floor && r.offset >= refused)
+        {
+            loss.add_record(r);
+        }
+        let cut = seg.records.get(keep).map_or(seg.size, |r| r.offset);
+        seg.records.truncate(keep);
+        seg.size = cut;
+        tracing::error!(path = %seg.path.display(), events_lost = loss.events(),
+            "an fdatasync of a spool segment failed: what it held since its last good \
+             sync is not trusted; continuing in a new segment");
+        let truncated = self
+            .fs
+            .open(&seg.path, OpenMode::ReadWrite)
+            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_data()));
+        if let Err(e) = truncated {
+            tracing::warn!(path = %seg.path.display(), error = %e,
+                "could not cut back an abandoned spool segment; a restart may find (and \
+                 deliver) events already reported lost");
+        }
+        if !loss.is_empty() {
+            self.pending_losses.push(loss.finish());
+        }
+        if self.persisted.last_seq < self.last_seq
+            && let Err(e) = self.persist_state()
+        {
+            tracing::warn!(error = %e, "could not record the highest spool seq");
+        }
+        self.rebuild_oldest();
+    }
+
     /// Flushes appended data to stable storage now (fdatasync). With
     /// [`Durability::Interval`] call it on a timer and at shutdown.
+    ///
+    /// If the fdatasync fails (now, or earlier through a [`SyncHandle`]),
+    /// the data it should have covered is not trusted: it leaves the spool
+    /// and is reported as a `WRITE_FAILED` loss by the next `append` or
+    /// `expire`, and appends continue in a new segment.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        if !self.unsynced {
+        self.check_poison();
+        let result = self.sync_inner();
+        self.publish();
+        result
+    }
+
+    fn sync_inner(&mut self) -> Result<(), SpoolError> {
+        let (Some(file), Some(seg)) = (&self.active, self.segments.back()) else {
+            return Ok(());
+        };
+        let size = seg.size;
+        if self.active_sync.synced.load(Ordering::Acquire) >= size {
             return Ok(());
         }
-        if let (Some(file), Some(seg)) = (&self.active, self.segments.back()) {
-            file.sync_data()
-                .map_err(|e| SpoolError::io("fdatasync of segment", &seg.path, e))?;
+        match file.sync_data() {
+            Ok(()) => {
+                self.active_sync.synced.fetch_max(size, Ordering::AcqRel);
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                let err = SpoolError::io("fdatasync of segment", &seg.path, e);
+                self.active_sync.poisoned.store(true, Ordering::Release);
+                self.abandon_active();
+                Err(err)
+            }
         }
-        self.unsynced = false;
-        self.last_sync = Instant::now();
-        Ok(())
     }
 
     /// The durability policy this spool was opened with.
@@ -452,6 +629,10 @@ impl Spool {
     /// A handle that makes everything appended so far to the active segment
     /// durable, usable after the caller released the spool (see
     /// [`Durability::Deferred`]). `None` when nothing was written yet.
+    ///
+    /// If its sync fails, the appends it covered are not accepted: the
+    /// caller reports them (`WRITE_FAILED`) and should call [`Spool::sync`]
+    /// soon, which drops them from the spool without a second report.
     pub fn sync_handle(&self) -> Result<Option<SyncHandle>, SpoolError> {
         match (&self.active, self.segments.back()) {
             (Some(file), Some(seg)) => Ok(Some(SyncHandle {
@@ -459,6 +640,8 @@ impl Spool {
                     .try_clone()
                     .map_err(|e| SpoolError::io("duplicate handle of segment", &seg.path, e))?,
                 path: seg.path.clone(),
+                state: Arc::clone(&self.active_sync),
+                upto: seg.size,
             })),
             _ => Ok(None),
         }
@@ -497,13 +680,17 @@ impl Spool {
         max_bytes: usize,
         take: fn(Vec<u8>, &RecordMeta) -> Result<T, String>,
     ) -> Result<Vec<T>, SpoolError> {
-        loop {
-            match self.try_read_after(after_seq, max_bytes, take)? {
-                (batches, None) => return Ok(batches),
+        self.check_poison();
+        let result = loop {
+            match self.try_read_after(after_seq, max_bytes, take) {
+                Ok((batches, None)) => break Ok(batches),
                 // Each retry drops at least one record, so this terminates.
-                (_, Some((si, ri, why))) => self.drop_unreadable(si, ri, &why),
+                Ok((_, Some((si, ri, why)))) => self.drop_unreadable(si, ri, &why),
+                Err(e) => break Err(e),
             }
-        }
+        };
+        self.publish();
+        result
     }
 
     #[allow(clippy::type_complexity)]
@@ -520,7 +707,7 @@ impl Spool {
             if seg.is_dead(from) {
                 continue;
             }
-            let mut file = match File::open(&seg.path) {
+            let file = match self.fs.open(&seg.path, OpenMode::Read) {
                 Ok(file) => file,
                 // Deleted under us: its data is gone, and retrying would
                 // stall the reader forever. Report it like damage.
@@ -538,8 +725,7 @@ impl Spool {
                     return Ok((out, None));
                 }
                 let mut buf = vec![0u8; len + RECORD_HEADER_LEN as usize];
-                file.seek(SeekFrom::Start(r.offset))
-                    .and_then(|_| file.read_exact(&mut buf))
+                file.read_exact_at(&mut buf, r.offset)
                     .or_else(|e| match e.kind() {
                         // The file got shorter than the index says: damage.
                         ErrorKind::UnexpectedEof => {
@@ -577,10 +763,10 @@ impl Spool {
         let cut = seg.records[ri].offset;
         seg.records.truncate(ri);
         seg.size = cut;
-        let truncated = OpenOptions::new()
-            .write(true)
-            .open(&seg.path)
-            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_all()));
+        let truncated = self
+            .fs
+            .open(&seg.path, OpenMode::ReadWrite)
+            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_data()));
         if let Err(e) = truncated {
             tracing::warn!(path = %seg.path.display(), error = %e,
                 "could not truncate a damaged spool segment; recovery will report it again");
@@ -589,7 +775,6 @@ impl Spool {
             // Do not append after a region we could not truncate; and keep the
             // highest seq on record now that the segment no longer holds it.
             self.active = None;
-            self.unsynced = false;
             if self.persisted.last_seq < self.last_seq
                 && let Err(e) = self.persist_state()
             {
@@ -599,6 +784,7 @@ impl Spool {
         if !loss.is_empty() {
             self.pending_losses.push(loss.finish());
         }
+        self.rebuild_oldest();
     }
 
     /// Records the SOC's cumulative ack and deletes segments it fully covers
@@ -613,6 +799,12 @@ impl Spool {
     /// still takes effect in memory and covered segments are still deleted
     /// (freeing space on a full disk); it is retried with the next ack.
     pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let result = self.ack_inner(seq);
+        self.publish();
+        result
+    }
+
+    fn ack_inner(&mut self, seq: u64) -> Result<(), SpoolError> {
         if seq <= self.acked_seq {
             return Ok(());
         }
@@ -649,6 +841,13 @@ impl Spool {
     /// `now - max_age` and returns the `SPOOL_AGE` loss (plus any loss pending
     /// from earlier calls). Stops at the first batch that is not expired.
     pub fn expire(&mut self, now: SystemTime) -> Result<Vec<DataLoss>, SpoolError> {
+        self.check_poison();
+        let result = self.expire_inner(now);
+        self.publish();
+        result
+    }
+
+    fn expire_inner(&mut self, now: SystemTime) -> Result<Vec<DataLoss>, SpoolError> {
         let max_age_us = i64::try_from(self.config.max_age.as_micros()).unwrap_or(i64::MAX);
         let cutoff = micros_since_epoch(now).saturating_sub(max_age_us);
         let floor = self.floor();
@@ -679,39 +878,58 @@ impl Spool {
         Ok(out)
     }
 
-    /// Counters from the index; no I/O.
+    /// Counters from the index; no I/O. The same values the
+    /// [`StatsHandle`] holds.
     pub fn stats(&self) -> SpoolStats {
+        self.stats.get()
+    }
+
+    /// Recomputes the published statistics: O(segments), from the per-segment
+    /// event counts and the sliding minimum of event times.
+    fn publish(&mut self) {
         let floor = self.floor();
-        let mut s = SpoolStats {
-            events: 0,
-            batches: 0,
+        while self.oldest.front().is_some_and(|(seq, _)| *seq <= floor) {
+            self.oldest.pop_front();
+        }
+        let (mut events, mut batches) = (0, 0);
+        for seg in self.segments.iter().filter(|s| !s.is_dead(floor)) {
+            let (e, b) = seg.live_counts(floor);
+            events += e;
+            batches += b;
+        }
+        self.stats.set(SpoolStats {
+            events,
             bytes: self.total_bytes(),
-            oldest: None,
+            batches,
+            oldest: self.oldest.front().map(|(_, us)| {
+                let d = std::time::Duration::from_micros(us.unsigned_abs());
+                if *us >= 0 {
+                    UNIX_EPOCH + d
+                } else {
+                    UNIX_EPOCH - d
+                }
+            }),
             acked_seq: self.acked_seq,
             last_seq: self.last_seq,
-        };
-        let mut oldest_us: Option<i64> = None;
-        for r in self
-            .segments
-            .iter()
-            .flat_map(|s| &s.records)
-            .filter(|r| r.last_seq > floor)
-        {
-            s.events += u64::from(r.events);
-            s.batches += 1;
+        });
+    }
+
+    /// Rebuilds the sliding minimum of event times after records left the
+    /// index other than from the front (damage, a failed fdatasync).
+    fn rebuild_oldest(&mut self) {
+        let floor = self.floor();
+        self.oldest.clear();
+        for r in self.segments.iter().flat_map(|s| &s.records) {
+            if r.last_seq <= floor {
+                continue;
+            }
             if let Some(o) = r.oldest_us {
-                oldest_us = Some(oldest_us.map_or(o, |x| x.min(o)));
+                while self.oldest.back().is_some_and(|(_, b)| *b >= o) {
+                    self.oldest.pop_back();
+                }
+                self.oldest.push_back((r.last_seq, o));
             }
         }
-        s.oldest = oldest_us.map(|us| {
-            let d = std::time::Duration::from_micros(us.unsigned_abs());
-            if us >= 0 {
-                UNIX_EPOCH + d
-            } else {
-                UNIX_EPOCH - d
-            }
-        });
-        s
     }
 
     /// Highest sequence number assigned (or reserved) so far.
@@ -783,9 +1001,17 @@ fn decode_indexed(buf: Vec<u8>, r: &RecordMeta) -> Result<Batch, String> {
 }
 
 impl Drop for Spool {
+    /// Syncs the active segment. A failure here cannot be reported as a
+    /// loss, so the data is left as it is for recovery to judge.
     fn drop(&mut self) {
-        if let Err(e) = self.sync() {
-            tracing::warn!(error = %e, "spool sync at close failed");
+        if self.active_sync.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        if let (Some(file), Some(seg)) = (&self.active, self.segments.back())
+            && self.active_sync.synced.load(Ordering::Acquire) < seg.size
+            && let Err(e) = file.sync_data()
+        {
+            tracing::warn!(error = %e, path = %seg.path.display(), "spool sync at close failed");
         }
     }
 }
@@ -794,15 +1020,42 @@ impl Drop for Spool {
 /// [`Spool::sync_handle`]).
 #[derive(Debug)]
 pub struct SyncHandle {
-    file: File,
+    file: Box<dyn SpoolFile>,
     path: PathBuf,
+    state: Arc<SyncState>,
+    /// Segment length when the handle was made: what it vouches for.
+    upto: u64,
 }
 
 impl SyncHandle {
-    /// `fdatasync` of the segment.
+    /// `fdatasync` of the segment. `Err` means the appends this handle
+    /// covers are not durable and never will be: once an fdatasync of a
+    /// segment failed, no later one is trusted for it.
     pub fn sync(self) -> Result<(), SpoolError> {
-        self.file
-            .sync_data()
-            .map_err(|e| SpoolError::io("fdatasync of segment", &self.path, e))
+        let refuse = |e: std::io::Error| {
+            self.state.poisoned.store(true, Ordering::Release);
+            self.state.refused.fetch_max(self.upto, Ordering::AcqRel);
+            Err(SpoolError::io("fdatasync of segment", &self.path, e))
+        };
+        if self.state.synced.load(Ordering::Acquire) >= self.upto {
+            return Ok(());
+        }
+        if self.state.poisoned.load(Ordering::Acquire) {
+            return refuse(std::io::Error::other(
+                "an earlier fdatasync of this segment failed",
+            ));
+        }
+        match self.file.sync_data() {
+            // Another handle failed meanwhile: this success may not cover
+            // the pages that failure dropped.
+            Ok(()) if self.state.poisoned.load(Ordering::Acquire) => refuse(std::io::Error::other(
+                "a concurrent fdatasync of this segment failed",
+            )),
+            Ok(()) => {
+                self.state.synced.fetch_max(self.upto, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => refuse(e),
+        }
     }
 }

@@ -13,11 +13,11 @@
 //! file, never a mix; a file that still fails its checksum is reported as
 //! unreadable and recovery falls back to safe defaults (see the crate doc).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use crate::error::SpoolError;
+use crate::fs::{Filesystem, OpenMode};
 use crate::segment::FORMAT_VERSION;
 
 pub const FILE_NAME: &str = "ack";
@@ -87,9 +87,9 @@ pub fn decode(b: &[u8], path: &Path) -> Result<Loaded, SpoolError> {
     }))
 }
 
-pub fn load(dir: &Path) -> Result<Loaded, SpoolError> {
+pub fn load(fs: &dyn Filesystem, dir: &Path) -> Result<Loaded, SpoolError> {
     let path = dir.join(FILE_NAME);
-    match fs::read(&path) {
+    match fs.read(&path) {
         Ok(b) => decode(&b, &path),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Loaded::Missing),
         Err(e) => Err(SpoolError::io("read of ack file", path, e)),
@@ -97,28 +97,25 @@ pub fn load(dir: &Path) -> Result<Loaded, SpoolError> {
 }
 
 /// Atomically replaces the ack file (write temp, fsync, rename, fsync dir).
-pub fn store(dir: &Path, s: &State) -> Result<(), SpoolError> {
+pub fn store(fs: &dyn Filesystem, dir: &Path, s: &State) -> Result<(), SpoolError> {
     let tmp = dir.join(TMP_NAME);
     let path = dir.join(FILE_NAME);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let f = fs
+        .open(&tmp, OpenMode::Create)
         .map_err(|e| SpoolError::io("create of", &tmp, e))?;
-    f.write_all(&encode(s))
+    f.write_all_at(&encode(s), 0)
         .map_err(|e| SpoolError::io("write of", &tmp, e))?;
-    f.sync_all()
+    f.sync_data()
         .map_err(|e| SpoolError::io("fsync of", &tmp, e))?;
     drop(f);
-    fs::rename(&tmp, &path).map_err(|e| SpoolError::io("rename onto", &path, e))?;
-    sync_dir(dir)
+    fs.rename(&tmp, &path)
+        .map_err(|e| SpoolError::io("rename onto", &path, e))?;
+    sync_dir(fs, dir)
 }
 
 /// Makes directory entry changes (create, rename, unlink) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(fs: &dyn Filesystem, dir: &Path) -> Result<(), SpoolError> {
+    fs.sync_dir(dir)
         .map_err(|e| SpoolError::io("fsync of directory", dir, e))
 }
 
@@ -126,23 +123,35 @@ pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 mod tests {
     use super::*;
 
+    use crate::fs::RealFs;
+    use std::fs;
+
     #[test]
     fn round_trips_and_rejects_damage() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load(dir.path()).unwrap(), Loaded::Missing));
+        assert!(matches!(
+            load(&RealFs, dir.path()).unwrap(),
+            Loaded::Missing
+        ));
         let s = State {
             acked_seq: 5,
             dropped_seq: 7,
             last_seq: 9,
         };
-        store(dir.path(), &s).unwrap();
-        assert!(matches!(load(dir.path()).unwrap(), Loaded::Valid(x) if x == s));
+        store(&RealFs, dir.path(), &s).unwrap();
+        assert!(matches!(load(&RealFs, dir.path()).unwrap(), Loaded::Valid(x) if x == s));
         let p = dir.path().join(FILE_NAME);
         let mut b = fs::read(&p).unwrap();
         b[10] ^= 1;
         fs::write(&p, &b).unwrap();
-        assert!(matches!(load(dir.path()).unwrap(), Loaded::Unreadable(_)));
+        assert!(matches!(
+            load(&RealFs, dir.path()).unwrap(),
+            Loaded::Unreadable(_)
+        ));
         fs::write(&p, b"x").unwrap();
-        assert!(matches!(load(dir.path()).unwrap(), Loaded::Unreadable(_)));
+        assert!(matches!(
+            load(&RealFs, dir.path()).unwrap(),
+            Loaded::Unreadable(_)
+        ));
     }
 }

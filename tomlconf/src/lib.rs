@@ -3,7 +3,13 @@
 //!
 //! Guarantees:
 //! * unknown keys are errors, never silently ignored; all unknown keys of a file
-//!   are reported at once (they do not stop deserialization);
+//!   are reported at once (they do not stop deserialization), each with the
+//!   nearest valid key of its table (`did you mean `interval`?`) or, when none
+//!   is close, the list of valid keys; the valid keys come from the target
+//!   type itself (see `fields`), so they cannot drift from the schema;
+//! * serde's own messages are put in the operator's terms (see `hints`): a
+//!   `deny_unknown_fields` or unknown enum value gets the same suggestion, a
+//!   malformed duration an example (`"30s"`);
 //! * a syntax or type error is reported with the exact position of the value
 //!   and the dotted key path (`soc.cert`, `probe.check[2].timeout`);
 //! * semantic checks made after loading (a missing file, a bad permission) are
@@ -11,6 +17,9 @@
 //!
 //! It never panics on file contents and never reads anything but the one file.
 #![forbid(unsafe_code)]
+
+mod fields;
+pub mod hints;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -176,29 +185,38 @@ pub fn parse<T: DeserializeOwned>(
         file: file.to_path_buf(),
         text,
     };
-    let table = match DeTable::parse(&source.text) {
+    let mut table = match DeTable::parse(&source.text) {
         Ok(t) => t,
         Err(e) => {
             let err = source.error_at(e.span(), String::new(), first_line(e.message()));
             return Err(ConfigErrors(vec![err]));
         }
     };
-    let mut unknown = Vec::new();
+    // Every unknown key, found before the real load and removed from what it
+    // reads, so none can stop it (`deny_unknown_fields` included).
+    let survey = fields::survey::<T>(&source.text);
+    for (path, key) in &survey.unknown {
+        if let Some(t) = table_at(table.get_mut(), path) {
+            t.remove(key.as_str());
+        }
+    }
+    // Keys serde ignored that the survey could not see (a flattened struct)
+    // are still errors.
+    let mut ignored: Vec<(String, String)> = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let result = {
         let de = toml::de::Deserializer::from(table);
         let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
-        serde_ignored::deserialize(tracked, |path| unknown.push(path.to_string()))
-    };
-    let mut errors: Vec<ConfigError> = unknown
-        .iter()
-        .map(|key| {
-            source.error(
-                key,
-                "unknown key (check its spelling and the section it is in)",
-            )
+        serde_ignored::deserialize(tracked, |path| {
+            ignored.push(match &path {
+                serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
+                // Not a key (serde_ignored reports keys only, but an ignored
+                // value must never pass silently): located at its path.
+                other => (dotted(other), String::new()),
+            });
         })
-        .collect();
+    };
+    let mut errors = unknown_key_errors(&source, &survey, &ignored);
     match result {
         Ok(mut value) => {
             errors.extend(check(&mut value, &source));
@@ -211,9 +229,83 @@ pub fn parse<T: DeserializeOwned>(
         Err(e) => {
             let key = track.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            errors.push(source.error_at(e.span(), key, first_line(e.message())));
+            let message = hints::rewrite(&first_line(e.message()));
+            errors.push(source.error_at(e.span(), key, message));
             Err(ConfigErrors(sorted(errors)))
         }
+    }
+}
+
+/// One error per unknown key (`(table path, key)`) of the survey and of
+/// `ignored`, each suggesting the nearest key its table accepts.
+fn unknown_key_errors(
+    source: &Source,
+    survey: &fields::Survey,
+    ignored: &[(String, String)],
+) -> Vec<ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    survey
+        .unknown
+        .iter()
+        .chain(ignored)
+        .filter(|entry| seen.insert(*entry))
+        .map(|(table, key)| {
+            if key.is_empty() {
+                return source.error(table, "unexpected value (check the section it is in)");
+            }
+            let valid = survey.lists.get(table).copied().unwrap_or_default();
+            source.error(&join_key(table, key), hints::unknown_key(key, valid))
+        })
+        .collect()
+}
+
+/// The dotted path of `key` in the table at `table` (`""` is the root).
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// The table at dotted `path` (`a.b[2]`; `""` is `root`), if there is one.
+fn table_at<'t, 'i>(root: &'t mut DeTable<'i>, path: &str) -> Option<&'t mut DeTable<'i>> {
+    let mut table = root;
+    let mut segments = parse_key_path(path).into_iter().peekable();
+    while let Some(segment) = segments.next() {
+        let Segment::Key(name) = segment else {
+            return None;
+        };
+        let mut value = table.get_mut(name)?.get_mut();
+        while let Some(Segment::Index(i)) = segments.peek() {
+            let DeValue::Array(array) = value else {
+                return None;
+            };
+            value = array.get_mut(*i)?.get_mut();
+            segments.next();
+        }
+        let DeValue::Table(next) = value else {
+            return None;
+        };
+        table = next;
+    }
+    Some(table)
+}
+
+/// `a.b[2].c`, the form [`Source::locate`] reads, from serde_ignored's path
+/// (whose own Display writes indices as `.2` and options as `?`).
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        // serde's private wrapper fields (a `toml::Spanned` value) are not
+        // keys of the file.
+        Path::Map { parent, key } if key.starts_with("$__") => dotted(parent),
+        Path::Map { parent, key } => join_key(&dotted(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
     }
 }
 
@@ -366,8 +458,144 @@ mod tests {
             lines,
             vec![
                 "/etc/owlet/owlet.toml:2:1: soc.address: bad",
-                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key (check its spelling and the section it is in)",
+                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key `bogus`; expected one of `address`, `port`",
             ]
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        #[serde(default)]
+        soc: Option<Soc>,
+        #[serde(default)]
+        check: Vec<Check>,
+        #[serde(default)]
+        strict: Vec<Strict>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        interval: Option<u32>,
+        #[serde(default)]
+        kind: Kind,
+    }
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Kind {
+        #[default]
+        Tcp,
+        Http,
+    }
+
+    fn nested_errors(text: &str) -> Vec<(usize, String, String)> {
+        parse::<Nested>(Path::new("/c.toml"), text.to_string(), |_, _| Vec::new())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.line, e.key, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_key_of_their_own_table() {
+        let errs = nested_errors(
+            "[soc]\naddress = \"x\"\nprot = 1\n\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\nidd = \"b\"\n\n[sock]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                (
+                    3,
+                    "soc.prot".into(),
+                    "unknown key `prot`; did you mean `port`?".into()
+                ),
+                (
+                    9,
+                    "check[1].idd".into(),
+                    "unknown key `idd`; did you mean `id`?".into()
+                ),
+                (
+                    11,
+                    "sock".into(),
+                    "unknown key `sock`; did you mean `soc`?".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_tables_get_the_same_suggestion_and_enum_values_too() {
+        let errs = nested_errors("[[strict]]\nintervall = 5\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, 2, "{errs:?}");
+        assert_eq!(
+            errs[0].2,
+            "unknown key `intervall`; did you mean `interval`?"
+        );
+        let errs = nested_errors("[[strict]]\nkind = \"htp\"\n");
+        assert_eq!(
+            (errs[0].0, errs[0].1.as_str()),
+            (2, "strict[0].kind"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0]
+                .2
+                .starts_with("unknown value `htp`; did you mean `http`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_strict_table_stops_nothing() {
+        let text = "[soc]\naddress = \"x\"\nprot = 1\n\n[[strict]]\nintervall = 5\nkind = \"http\"\n\n[[strict]]\nkid = \"tcp\"\n";
+        let err = parse(
+            Path::new("/c.toml"),
+            text.to_string(),
+            |value: &mut Nested, src| {
+                // The load went on: the second entry's good key was read.
+                assert!(matches!(value.strict[0].kind, Kind::Http));
+                vec![src.error("soc.address", "semantic check ran")]
+            },
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (2, "soc.address"),
+                (3, "soc.prot"),
+                (6, "strict[0].intervall"),
+                (10, "strict[1].kid"),
+            ],
+            "{err}"
+        );
+        assert!(err.0[3].message.ends_with("did you mean `kind`?"), "{err}");
+    }
+
+    #[test]
+    fn spanned_tables_and_datetimes_are_not_mistaken_for_unknown_keys() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct WithSpans {
+            soc: toml::Spanned<Soc>,
+            when: toml::value::Datetime,
+        }
+        let text = "when = 2026-11-26T10:00:00Z\n[soc]\naddress = \"x\"\n";
+        let value: WithSpans = parse(Path::new("/c.toml"), text.into(), |_, _| Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value.soc.get_ref().address, "x");
+        let err = parse::<WithSpans>(Path::new("/c.toml"), format!("{text}prot = 1\n"), |_, _| {
+            Vec::new()
+        })
+        .unwrap_err();
+        assert_eq!(
+            (err.0[0].line, err.0[0].key.as_str()),
+            (4, "soc.prot"),
+            "{err}"
         );
     }
 

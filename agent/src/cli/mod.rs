@@ -83,8 +83,13 @@ fn check_config(file: &std::path::Path) -> i32 {
             if let Some(warning) = config.certificate_warning() {
                 eprintln!("{}: warning: {warning}", file.display());
             }
+            // The identity the SOC will know this agent by (the config
+            // loaded, so the certificate has one).
+            let identity = config
+                .certificate_identity()
+                .map_or_else(|e| format!("unknown: {e}"), |id| id.to_string());
             println!(
-                "{}: OK (SOC {}, {} checks, spool {})",
+                "{}: OK (agent {identity}, SOC {}, {} checks, spool {})",
                 file.display(),
                 config.soc.address,
                 config.probe.checks.len(),

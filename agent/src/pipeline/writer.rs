@@ -4,7 +4,8 @@
 //! Guarantees: an event is *accepted* when the spool append that holds it
 //! returned `Ok`; every accepted event later lost is counted in a `DataLoss`
 //! event (spool full, spool age, corruption). Events that could not be written
-//! at all (disk full, I/O error) are counted as `WRITE_FAILED` loss, events
+//! at all (disk full, I/O error, a failed fdatasync) are counted as
+//! `WRITE_FAILED` loss, events
 //! too large to ever send as `TOO_LARGE`. Loss reports themselves are retried
 //! until they are written, merged by reason when many wait.
 
@@ -100,9 +101,18 @@ async fn write_reports(store: &Store, metrics: &Metrics, pending: &mut Vec<DataL
     let count = reports.len();
     match store.append(reports).await {
         Ok(written) => {
-            metrics.accepted(count as u64);
-            pending.clear();
-            note_written(metrics, written, pending);
+            let mut losses = Vec::new();
+            match note_written(metrics, written, &mut losses) {
+                None => {
+                    metrics.accepted(count as u64);
+                    pending.clear();
+                }
+                Some(e) => {
+                    metrics.error("spool_sync");
+                    warn!(error = %e, "could not flush the data-loss report yet");
+                }
+            }
+            pending.extend(losses);
         }
         Err(e) => warn!(error = %e, "could not write the data-loss report yet"),
     }
@@ -112,30 +122,38 @@ async fn write(store: &Store, metrics: &Metrics, events: Vec<Event>, pending: &m
     let count = events.len() as u64;
     let mut failed = LossTally::default();
     events.iter().for_each(|e| failed.add(e));
-    match store.append(events).await {
-        Ok(written) => {
-            metrics.accepted(count);
-            note_written(metrics, written, pending);
-        }
+    let e = match store.append(events).await {
+        Ok(written) => match note_written(metrics, written, pending) {
+            None => {
+                metrics.accepted(count);
+                return;
+            }
+            Some(e) => {
+                metrics.error("spool_sync");
+                e
+            }
+        },
         Err(e) => {
             metrics.error("spool_write");
-            metrics.dropped(count);
-            error!(error = %e, events = count, "could not write events to the spool; they are lost and reported");
-            pending.extend(failed.take(DataLossReason::WriteFailed, 1));
+            e
         }
-    }
+    };
+    metrics.dropped(count);
+    error!(error = %e, events = count, "could not write events to the spool; they are lost and reported");
+    pending.extend(failed.take(DataLossReason::WriteFailed, 1));
 }
 
-/// Takes in what an append reports: the spool's losses, and a failed flush
-/// (the events are spooled and will be sent; only power loss could still
-/// take them, so that is an error to see, not a loss to report).
-fn note_written(metrics: &Metrics, written: Written, pending: &mut Vec<DataLoss>) {
-    if let Some(e) = written.sync_error {
-        metrics.error("spool_sync");
-        error!(error = %e, "spooled events are not yet on stable storage; the next write retries the flush");
-    }
+/// Takes in the losses the spool reported with an append; returns the failed
+/// flush, if any: then the events are not accepted (after a failed fdatasync
+/// a later one proves nothing), and the spool already dropped them again.
+fn note_written(
+    metrics: &Metrics,
+    written: Written,
+    pending: &mut Vec<DataLoss>,
+) -> Option<owlet_spool::SpoolError> {
     record_losses(metrics, &written.appended.losses);
     pending.extend(written.appended.losses);
+    written.sync_error
 }
 
 fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
@@ -148,5 +166,57 @@ fn record_losses(metrics: &Metrics, losses: &[DataLoss]) {
             last_seq = loss.last_seq,
             "spool dropped events"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use owlet_spool::fs::{Fault, FaultOp, FaultyFs};
+    use owlet_spool::{Durability, Spool, SpoolConfig};
+
+    fn event() -> Event {
+        Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(owlet_proto::v1::event::Kind::CheckResult(Default::default())),
+        }
+    }
+
+    /// The agent's `every_batch` durability (deferred flush): events whose
+    /// flush failed are counted dropped and reported as `WRITE_FAILED`, never
+    /// counted accepted, and the failed report is retried.
+    #[tokio::test]
+    async fn events_whose_flush_failed_are_reported_not_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = SpoolConfig::new(dir.path());
+        cfg.durability = Durability::Deferred;
+        let (spool, _) = Spool::open_with(cfg, Arc::new(fs.clone())).unwrap();
+        let store = Store::new(spool);
+        let metrics = Metrics::default();
+        let mut pending = Vec::new();
+        write(&store, &metrics, vec![event()], &mut pending).await;
+        assert_eq!(metrics.snapshot().events_accepted, 1);
+
+        fs.fail(FaultOp::Sync, Fault::Io, 1);
+        write(&store, &metrics, vec![event(), event()], &mut pending).await;
+        let snap = metrics.snapshot();
+        assert_eq!(
+            snap.events_accepted, 1,
+            "a batch whose flush failed was counted accepted"
+        );
+        assert_eq!(snap.events_dropped, 2);
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].reason, DataLossReason::WriteFailed as i32);
+        assert_eq!(pending[0].events_lost, 2);
+
+        // The report itself hits a failed flush: it stays pending.
+        fs.fail(FaultOp::Sync, Fault::Io, 1);
+        write_reports(&store, &metrics, &mut pending).await;
+        assert_eq!(pending.len(), 1);
+        write_reports(&store, &metrics, &mut pending).await;
+        assert!(pending.is_empty());
+        assert_eq!(store.stats().events, 2, "the first event and one report");
     }
 }

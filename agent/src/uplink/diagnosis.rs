@@ -159,6 +159,10 @@ fn from_status(status: &tonic::Status, setting: &Setting) -> Diagnosis {
 fn from_chain(error: &(dyn StdError + 'static), setting: &Setting) -> Option<Diagnosis> {
     let mut next = Some(error);
     while let Some(e) = next {
+        // Our own connector's error, carried through tonic and hyper.
+        if let Some(uplink) = e.downcast_ref::<UplinkError>() {
+            return Some(diagnose(uplink, setting));
+        }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(from_tls(tls, setting));
         }
@@ -361,6 +365,21 @@ mod tests {
         let found = diagnose(&UplinkError::Refused(status), &setting());
         assert_eq!(found.class, "tls_refused_by_soc");
         assert!(found.problem.contains("/etc/owlet/agent.crt"), "{found}");
+    }
+
+    #[test]
+    fn our_connector_error_inside_a_transport_error_is_found() {
+        // tonic boxes the connector's error: Status -> UplinkError -> io -> rustls.
+        let inner = UplinkError::Handshake(
+            "x".into(),
+            io_wrapping(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            )),
+        );
+        let mut status = tonic::Status::unavailable("transport error");
+        status.set_source(std::sync::Arc::new(inner));
+        let found = diagnose(&UplinkError::Refused(status), &setting());
+        assert_eq!(found.class, "tls_name_mismatch", "{found}");
     }
 
     #[test]

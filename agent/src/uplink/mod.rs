@@ -13,6 +13,7 @@
 mod backoff;
 mod connect;
 mod diagnosis;
+mod replay;
 mod wire;
 
 use std::collections::VecDeque;
