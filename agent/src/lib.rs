@@ -12,7 +12,6 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod facts;
-pub mod logging;
 pub mod pipeline;
 pub mod service;
 pub mod status;

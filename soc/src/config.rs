@@ -20,7 +20,7 @@ pub struct SocConfig {
     pub liveness: LivenessSection,
     /// `[log]`: format (auto | human | journald | json) and level.
     #[serde(default)]
-    pub log: crate::logging::LogSection,
+    pub log: owlet_logging::LogSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,7 +138,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
         let config = load(&path).unwrap();
-        assert_eq!(config.log.format, crate::logging::LogFormat::Auto);
+        assert_eq!(config.log.format, owlet_logging::LogFormat::Auto);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(
             &path,
@@ -147,7 +147,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             load(&path).unwrap().log.format,
-            crate::logging::LogFormat::Json
+            owlet_logging::LogFormat::Json
         );
         std::fs::write(
             &path,

@@ -12,7 +12,6 @@ pub mod config;
 pub mod demo;
 pub mod enroll;
 pub mod lock;
-pub mod logging;
 pub mod query;
 pub mod serve;
 pub mod service;

@@ -200,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve { config } => {
             let config = load(&config)?;
-            owlet_soc::logging::init(&config.log);
+            owlet_logging::init(&config.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let receiver = serve::Receiver::bind(config).await?;

@@ -119,7 +119,7 @@ pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -
             return 2;
         }
     };
-    crate::logging::init(config.log.format, &config.log.level);
+    owlet_logging::init(&config.log);
     if let Some(warning) = config.certificate_warning() {
         tracing::warn!("{warning}");
     }

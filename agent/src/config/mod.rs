@@ -168,6 +168,9 @@ impl Config {
             ));
         }
 
+        if let Err(e) = owlet_logging::check_level(&self.log.level) {
+            errors.push(src.error("log.level", format!("not a log filter: {e}")));
+        }
         for issue in self.probe.validate() {
             errors.push(src.error(&format!("probe.{}", issue.path), issue.message));
         }

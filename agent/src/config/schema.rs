@@ -21,7 +21,7 @@ pub struct Config {
     #[serde(default)]
     pub control: ControlSection,
     #[serde(default)]
-    pub log: LogSection,
+    pub log: owlet_logging::LogSection,
     /// Uptime checks (`[probe]`, `[[probe.check]]`).
     #[serde(default)]
     pub probe: owlet_probe::ProbeConfig,
@@ -236,40 +236,6 @@ impl Default for ControlSection {
 
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/owlet/owlet.sock")
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human on a terminal, journald-friendly under systemd, JSON otherwise.
-    #[default]
-    Auto,
-    Human,
-    Json,
-    Journald,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogSection {
-    #[serde(default)]
-    pub format: LogFormat,
-    /// A tracing filter, e.g. "info" or "owlet=debug,info".
-    #[serde(default = "default_level")]
-    pub level: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_level(),
-        }
-    }
-}
-
-fn default_level() -> String {
-    "info".to_string()
 }
 
 /// Reads a byte size (`"64MiB"`, `"512 KiB"`, or a plain number of bytes);

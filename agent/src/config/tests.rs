@@ -339,3 +339,15 @@ fn the_compiled_hardware_profiles_are_the_files_of_hw_profiles() {
         dir.display()
     );
 }
+
+#[test]
+fn a_bad_log_level_is_located() {
+    let (_dir, agent) = enrolled();
+    let found = errors(&agent, &format!("{VALID}\n[log]\nlevel = \"owlet=loud\"\n"));
+    let text: Vec<String> = found.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|e| e.contains("log.level: not a log filter")),
+        "{text:?}"
+    );
+}

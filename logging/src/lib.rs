@@ -1,11 +1,13 @@
-//! Log output of `owlet-soc serve` (the `[log]` section of soc.toml), the
-//! same choices as the agent's: human-readable on a terminal,
+//! Log output of both binaries (the `[log]` section of owlet.toml and
+//! soc.toml): human-readable on a terminal,
 //! journald-friendly under systemd (no timestamps, the journal adds its own),
 //! JSON lines otherwise (for log shippers).
 //!
 //! Guarantee: no ANSI colour codes unless stderr is a terminal and the
 //! process does not run under journald (`JOURNAL_STREAM` unset), whatever
 //! format is configured: escape codes in a log file or the journal are noise.
+
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 
@@ -79,6 +81,13 @@ impl Output {
     pub fn ansi(self) -> bool {
         self.terminal && !self.journald
     }
+}
+
+/// Checks `[log] level` the way [`init`] will read it; the error says why.
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| format!("{e} (examples: \"info\", \"debug\", \"owlet_agent=debug,info\")"))
 }
 
 /// Installs the global subscriber on stderr.
