@@ -468,7 +468,10 @@ fn an_empty_last_segment_bounds_numbering() {
     assert!(a.first_seq >= name, "{a:?}");
     drop(spool);
     let (mut spool, losses, after) = reopen(dir.path());
-    assert!(losses.is_empty(), "the append became corruption: {losses:?}");
+    assert!(
+        losses.is_empty(),
+        "the append became corruption: {losses:?}"
+    );
     assert_eq!(after.len(), 1);
     let _ = spool.expire(std::time::SystemTime::now()).unwrap();
 }
