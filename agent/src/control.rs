@@ -5,6 +5,12 @@
 //! the client writes one command line (`health` or `reload`), the agent
 //! answers with one JSON line and closes. Requests are read with a size and
 //! time limit so a stuck client cannot hold the agent.
+//!
+//! The answer comes from the service's main loop (which owns the collectors
+//! and the configuration), so `reload` answers only once the reload has been
+//! applied or rejected, with its outcome:
+//! `{"reload":"applied","added":[..],"changed":[..],"removed":[..]}` or
+//! `{"reload":"rejected","errors":"FILE:LINE:COL: key: ..."}`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +18,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 /// Longest request line accepted.
@@ -20,19 +26,23 @@ const MAX_REQUEST: u64 = 256;
 /// Time a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the control socket can ask the service to do.
-pub trait Handler: Send + Sync + 'static {
-    /// JSON for `health`.
-    fn health_json(&self) -> String;
+/// A request for the service's main loop; it answers with one JSON line.
+#[derive(Debug)]
+pub enum Request {
+    Health(oneshot::Sender<String>),
+    Reload(oneshot::Sender<String>),
 }
 
+/// How long the main loop may take to answer (a reload parses the config
+/// and re-plans the checks).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Serves the socket [`bind`] opened at `path` until shutdown, then removes
-/// it. `reload` requests are forwarded on `reload_tx`.
+/// it. Requests go to the main loop on `requests`.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
-    handler: std::sync::Arc<dyn Handler>,
-    reload_tx: mpsc::Sender<()>,
+    requests: mpsc::Sender<Request>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -43,10 +53,9 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let handler = handler.clone();
-        let reload_tx = reload_tx.clone();
+        let requests = requests.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, handler.as_ref(), &reload_tx).await {
+            if let Err(e) = answer(stream, &requests).await {
                 debug!(error = %e, "control client went away");
             }
         });
@@ -78,28 +87,49 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn answer(
-    stream: UnixStream,
-    handler: &dyn Handler,
-    reload_tx: &mpsc::Sender<()>,
-) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, requests: &mpsc::Sender<Request>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let reply = match line.trim() {
-        "health" => handler.health_json(),
-        "reload" => match reload_tx.try_send(()) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(())) => r#"{"reload":"requested"}"#.to_string(),
-            Err(mpsc::error::TrySendError::Closed(())) => r#"{"error":"agent is shutting down"}"#.to_string(),
-        },
-        other => serde_json::json!({ "error": format!("unknown command {other:?}; try health or reload") }).to_string(),
+    let (tx, rx) = oneshot::channel();
+    let request = match line.trim() {
+        "health" => Some(Request::Health(tx)),
+        "reload" => Some(Request::Reload(tx)),
+        _ => None,
+    };
+    let reply = match request {
+        None => serde_json::json!({
+            "error": format!("unknown command {:?}; try health or reload", line.trim())
+        })
+        .to_string(),
+        Some(request) => ask(requests, request, rx).await,
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
+}
+
+/// Hands `request` to the main loop and waits for its answer.
+async fn ask(
+    requests: &mpsc::Sender<Request>,
+    request: Request,
+    answer: oneshot::Receiver<String>,
+) -> String {
+    let error = |text: &str| serde_json::json!({ "error": text }).to_string();
+    if requests.send(request).await.is_err() {
+        return error("the agent is shutting down");
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => error("the agent is shutting down"),
+        Err(_) => error(&format!(
+            "the agent did not answer within {}s (its main loop is busy or stuck; see its log)",
+            ANSWER_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// Client side: sends `command`, returns the reply line.
@@ -110,7 +140,7 @@ pub async fn request(path: &Path, command: &str) -> std::io::Result<String> {
     stream.write_all(format!("{command}\n").as_bytes()).await?;
     let mut reply = String::new();
     tokio::time::timeout(
-        REQUEST_TIMEOUT,
+        ANSWER_TIMEOUT + REQUEST_TIMEOUT,
         stream.take(1 << 20).read_to_string(&mut reply),
     )
     .await

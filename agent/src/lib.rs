@@ -8,13 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod facts;
 pub mod logging;
 pub mod pipeline;
 pub mod service;
 pub mod status;
-pub mod synthetic;
+pub mod tasks;
 pub mod uplink;

@@ -13,8 +13,9 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let format = match format {
-        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+        LogFormat::Auto if under_journald => LogFormat::Journald,
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Human,
         LogFormat::Auto => LogFormat::Json,
         other => other,
@@ -29,6 +30,10 @@ pub fn init(format: LogFormat, level: &str) {
             .with_ansi(false)
             .with_target(false)
             .try_init(),
-        LogFormat::Human | LogFormat::Auto => builder.try_init(),
+        // Colour only for a person at a terminal: never into a file, a
+        // pipe or the journal.
+        LogFormat::Human | LogFormat::Auto => builder
+            .with_ansi(std::io::stderr().is_terminal() && !under_journald)
+            .try_init(),
     };
 }

@@ -16,11 +16,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
+use crate::collect::{Checks, Collector, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
 use crate::pipeline::{bus, metrics::Metrics, store::Store, writer};
 use crate::status;
+use crate::tasks::spawn_critical;
 use crate::uplink::Uplink;
 
 /// Events the bus holds before producers wait.
@@ -28,6 +30,8 @@ const BUS_CAPACITY: usize = 4096;
 /// How long the uplink may keep delivering spooled events after a stop
 /// request (what is left stays spooled for the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the stop may take after a pipeline task died.
+const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Opens the spool described by the config.
 pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1::DataLoss>)> {
@@ -49,21 +53,17 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
     Ok(Spool::open(spool_config)?)
 }
 
-struct HealthSource {
-    metrics: Arc<Metrics>,
-    store: Store,
-    spool_max_bytes: u64,
-}
-
-impl control::Handler for HealthSource {
-    fn health_json(&self) -> String {
-        let health = status::health(&self.metrics, &self.store.stats(), self.spool_max_bytes);
-        serde_json::to_string(&health).unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#))
-    }
-}
-
-/// Runs the agent until a stop signal.
-pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// Runs the agent until a stop signal, with the collectors the
+/// configuration asks for plus `extra` ones (the load generator of
+/// `owlet-loadgen`; the `owlet` binary passes none).
+///
+/// Returns an error — so the process exits non-zero and the service manager
+/// restarts it — when a pipeline task ends on its own.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    extra: Vec<Box<dyn Collector>>,
+) -> anyhow::Result<()> {
     let (spool, recovered_losses) = open_spool(&config)?;
     let control_listener = control::bind(&config.control.socket)?;
     let store = Store::new(spool);
@@ -78,93 +78,150 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     // Producers stop first; the uplink later, after a grace period to deliver.
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (uplink_stop_tx, uplink_stop) = watch::channel(false);
+    let (ends_tx, mut ends) = mpsc::channel(8);
 
     let sync_every =
         (config.spool.durability == Durability::Interval).then_some(config.spool.fsync_interval);
-    let writer = tokio::spawn(writer::run(
-        batcher,
-        store.clone(),
-        metrics.clone(),
-        recovered_losses,
-        sync_every,
-    ));
+    let writer = spawn_critical(
+        "spool writer",
+        writer::run(
+            batcher,
+            store.clone(),
+            metrics.clone(),
+            recovered_losses,
+            sync_every,
+        ),
+        ends_tx.clone(),
+    );
     let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
-    let uplink = tokio::spawn(uplink.run(uplink_stop));
-    let heartbeat = tokio::spawn(status::heartbeat(
-        config.status.interval,
-        config.agent.hw_profile.clone(),
-        facts,
-        store.clone(),
-        metrics.clone(),
-        bus_tx.clone(),
-        shutdown.clone(),
-    ));
-    let synthetic = tokio::spawn(crate::synthetic::run(
-        config.synthetic.clone(),
-        bus_tx.clone(),
-        shutdown.clone(),
-    ));
-    let probes = owlet_probe::spawn(config.probe.clone(), bus_tx.clone());
+    let uplink = spawn_critical("uplink", uplink.run(uplink_stop), ends_tx.clone());
+    let heartbeat = spawn_critical(
+        "heartbeat",
+        status::heartbeat(
+            config.status.interval,
+            config.agent.hw_profile.clone(),
+            facts,
+            store.clone(),
+            metrics.clone(),
+            bus_tx.clone(),
+            shutdown.clone(),
+        ),
+        ends_tx.clone(),
+    );
+    let (requests_tx, mut requests) = mpsc::channel(8);
+    let control = spawn_critical(
+        "control socket",
+        control::serve(
+            control_listener,
+            config.control.socket.clone(),
+            requests_tx,
+            shutdown.clone(),
+        ),
+        ends_tx,
+    );
 
-    let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    let health = Arc::new(HealthSource {
-        metrics: metrics.clone(),
-        store: store.clone(),
-        spool_max_bytes: config.spool.max_bytes.as_u64(),
-    });
-    let control = tokio::spawn(control::serve(
-        control_listener,
-        config.control.socket.clone(),
-        health,
-        reload_tx.clone(),
-        shutdown.clone(),
-    ));
+    let mut collectors = Supervisor::new(bus_tx.clone());
+    collectors.add(Box::new(Checks::new(config.probe.clone())));
+    for collector in extra {
+        collectors.add(collector);
+    }
+    let mut reload_rejected: Option<String> = None;
     info!(config = %config_path.display(), soc = %config.soc.address, spool = %config.spool_dir().display(),
           "owlet {} running", env!("CARGO_PKG_VERSION"));
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    loop {
+    let failure = loop {
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = sighup.recv() => reload(&config_path, &probes),
-            Some(()) = reload_rx.recv() => reload(&config_path, &probes),
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
+            _ = sighup.recv() => {
+                reload(&config_path, &mut collectors, &mut reload_rejected);
+            }
+            Some(request) = requests.recv() => match request {
+                control::Request::Health(answer) => {
+                    let health = status::health(status::HealthInputs {
+                        metrics: metrics.snapshot(),
+                        spool: &store.stats(),
+                        spool_max_bytes: config.spool.max_bytes.as_u64(),
+                        collectors: collectors.reports(),
+                        reload_rejected: reload_rejected.as_deref(),
+                    });
+                    let _ = answer.send(serde_json::to_string(&health)
+                        .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
+                }
+                control::Request::Reload(answer) => {
+                    let outcome = reload(&config_path, &mut collectors, &mut reload_rejected);
+                    let _ = answer.send(outcome.to_string());
+                }
+            },
+            Some(end) = ends.recv() => {
+                error!("{end}; stopping so that the service manager restarts owlet");
+                break Some(end);
+            }
+            () = collectors.tend() => {}
         }
-    }
+    };
     info!("stopping: draining the bus into the spool");
-    probes.shutdown().await;
-    let _ = shutdown_tx.send(true);
-    let _ = heartbeat.await;
-    let _ = synthetic.await;
-    drop(bus_tx);
-    if writer.await.is_err() {
-        error!("spool writer failed during shutdown");
+    let drain = async {
+        collectors.stop_all().await;
+        let _ = shutdown_tx.send(true);
+        let _ = heartbeat.await;
+        drop(collectors);
+        drop(bus_tx);
+        let _ = writer.await;
+        let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while failure.is_none() && store.stats().events > 0 && tokio::time::Instant::now() < grace {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = uplink_stop_tx.send(true);
+        let _ = uplink.await;
+        let _ = control.await;
+    };
+    if failure.is_some() {
+        // A dead pipeline task may leave others waiting on it: bound the
+        // drain, the spool keeps whatever it had accepted.
+        let _ = tokio::time::timeout(FAILED_DRAIN_LIMIT, drain).await;
+    } else {
+        drain.await;
     }
-    let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while store.stats().events > 0 && tokio::time::Instant::now() < grace {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let _ = uplink_stop_tx.send(true);
-    let _ = uplink.await;
-    let _ = control.await;
     let left = store.stats();
     info!(
         spooled_events = left.events,
         "stopped; unacknowledged events stay in the spool"
     );
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(end) => Err(anyhow::anyhow!("{end}")),
+    }
 }
 
 /// Re-reads the config file and applies what can change without a restart
-/// (the check list). A broken file is reported and the running config kept.
-fn reload(path: &Path, probes: &owlet_probe::ProbeHandle) {
+/// (each collector's part). A broken file is reported — in the log, in the
+/// answer and in `owlet health` until a good reload — and the running
+/// configuration kept. Returns the JSON answer for `owlet reload`.
+fn reload(
+    path: &Path,
+    collectors: &mut Supervisor,
+    rejected: &mut Option<String>,
+) -> serde_json::Value {
     match config::load(path) {
         Ok(new) => {
-            probes.reload(new.probe);
-            info!(config = %path.display(), "configuration reloaded (checks); other changes need a restart");
+            let report = collectors.reload(&new);
+            *rejected = None;
+            info!(config = %path.display(), added = ?report.added, changed = ?report.changed,
+                  removed = ?report.removed,
+                  "configuration reloaded; changes outside the collectors need a restart");
+            let mut answer = serde_json::to_value(&report).unwrap_or_default();
+            answer["reload"] = "applied".into();
+            answer
         }
-        Err(errors) => error!("configuration not reloaded, keeping the running one:\n{errors}"),
+        Err(errors) => {
+            let text = errors.to_string();
+            error!("configuration not reloaded, keeping the running one:\n{text}");
+            *rejected = Some(text.clone());
+            serde_json::json!({ "reload": "rejected", "errors": text })
+        }
     }
 }

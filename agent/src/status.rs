@@ -4,6 +4,7 @@
 //! The heartbeat is also what the SOC's liveness monitor watches: an agent
 //! that stops sending it is reported silent even if its TCP connection lives.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +13,7 @@ use owlet_spool::SpoolStats;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::collect::CollectorReport;
 use crate::facts::HostFacts;
 use crate::pipeline::{bus::EventSender, metrics::Metrics, store::Store};
 
@@ -120,7 +122,7 @@ impl Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub verdict: Verdict,
-    /// Why the verdict is not OK (empty when OK).
+    /// Why the verdict is not OK (empty when OK), worst first.
     pub reasons: Vec<String>,
     pub version: &'static str,
     pub metrics: crate::pipeline::metrics::Snapshot,
@@ -128,33 +130,61 @@ pub struct Health {
     pub spool_bytes: u64,
     pub spool_max_bytes: u64,
     pub spool_oldest_age_seconds: u64,
+    /// Highest sequence number the spool has accepted (0: none yet).
+    pub spool_last_seq: u64,
+    /// Every collector's state and its own findings.
+    pub collectors: BTreeMap<&'static str, CollectorReport>,
+    /// The last rejected reload's errors, until a reload succeeds.
+    pub reload_rejected: Option<String>,
 }
 
-/// Disconnected longer than this is CRITICAL (shorter is a WARNING).
-const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
+/// What the verdict is judged from.
+pub struct HealthInputs<'a> {
+    pub metrics: crate::pipeline::metrics::Snapshot,
+    pub spool: &'a SpoolStats,
+    pub spool_max_bytes: u64,
+    pub collectors: BTreeMap<&'static str, CollectorReport>,
+    pub reload_rejected: Option<&'a str>,
+}
 
-/// Judges the agent's health from its counters.
-pub fn health(metrics: &Metrics, spool: &SpoolStats, spool_max_bytes: u64) -> Health {
-    let m = metrics.snapshot();
-    let mut verdict = Verdict::Ok;
-    let mut reasons = Vec::new();
-    let mut raise = |level: Verdict, reason: String| {
-        verdict = verdict.max_with(level);
-        reasons.push(reason);
-    };
+/// Not connected for longer than this is CRITICAL (shorter is a WARNING:
+/// a SOC restart or a short network hiccup is normal).
+pub const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
+
+/// Judges the agent's health. The rule (README, "owlet health"):
+/// * CRITICAL: not connected to the SOC for 5 minutes or more; spool 90 %
+///   full or more; a collector failed and is being restarted;
+/// * WARNING: not connected for less than 5 minutes; spool 50 % full or
+///   more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
+///   last reload was rejected (the previous configuration still runs);
+/// * OK otherwise. (UNKNOWN, 3, is what the client reports when it cannot
+///   reach the agent at all.)
+pub fn health(inputs: HealthInputs<'_>) -> Health {
+    let HealthInputs {
+        metrics: m,
+        spool,
+        spool_max_bytes,
+        collectors,
+        reload_rejected,
+    } = inputs;
+    let mut findings: Vec<(Verdict, String)> = Vec::new();
     if m.connection_state != ConnectionState::Connected {
-        let level = if m.connection_state_seconds >= DISCONNECTED_CRITICAL.as_secs() {
+        let level = if m.disconnected_seconds >= DISCONNECTED_CRITICAL.as_secs() {
             Verdict::Critical
         } else {
             Verdict::Warning
         };
-        raise(
+        let why = m
+            .uplink_problem
+            .as_ref()
+            .map_or(String::new(), |p| format!(": {}", p.reason));
+        findings.push((
             level,
             format!(
-                "not connected to the SOC for {}s",
-                m.connection_state_seconds
+                "not connected to the SOC for {}{why}",
+                humantime::format_duration(Duration::from_secs(m.disconnected_seconds))
             ),
-        );
+        ));
     }
     let fill = spool
         .bytes
@@ -162,24 +192,44 @@ pub fn health(metrics: &Metrics, spool: &SpoolStats, spool_max_bytes: u64) -> He
         .checked_div(spool_max_bytes)
         .unwrap_or(0);
     if fill >= 90 {
-        raise(Verdict::Critical, format!("spool {fill}% full"));
+        findings.push((Verdict::Critical, format!("spool {fill}% full")));
     } else if fill >= 50 {
-        raise(Verdict::Warning, format!("spool {fill}% full"));
+        findings.push((Verdict::Warning, format!("spool {fill}% full")));
     }
     if m.events_dropped > 0 {
-        raise(
+        findings.push((
             Verdict::Warning,
             format!("{} events lost since start", m.events_dropped),
-        );
+        ));
     }
+    for report in collectors.values() {
+        for reason in &report.health.reasons {
+            findings.push((report.health.verdict, reason.clone()));
+        }
+    }
+    if let Some(errors) = reload_rejected {
+        let first = errors.lines().next().unwrap_or_default();
+        findings.push((
+            Verdict::Warning,
+            format!("the last reload was rejected, the previous configuration still runs: {first}"),
+        ));
+    }
+    // Worst first, so the one-line summary leads with what matters most.
+    findings.sort_by_key(|(level, _)| std::cmp::Reverse(level.rank()));
+    let verdict = findings
+        .iter()
+        .fold(Verdict::Ok, |v, (level, _)| v.max_with(*level));
     Health {
         verdict,
-        reasons,
+        reasons: findings.into_iter().map(|(_, reason)| reason).collect(),
         version: env!("CARGO_PKG_VERSION"),
         spool_events: spool.events,
         spool_bytes: spool.bytes,
         spool_max_bytes,
         spool_oldest_age_seconds: oldest_age(spool),
+        spool_last_seq: spool.last_seq,
+        collectors,
+        reload_rejected: reload_rejected.map(str::to_string),
         metrics: m,
     }
 }
@@ -200,5 +250,171 @@ impl Verdict {
         } else {
             self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::CollectorHealth;
+    use crate::pipeline::metrics::UplinkProblem;
+
+    fn connected() -> crate::pipeline::metrics::Snapshot {
+        let metrics = Metrics::default();
+        metrics.set_connection(ConnectionState::Connected);
+        metrics.snapshot()
+    }
+
+    fn spool(bytes: u64) -> SpoolStats {
+        SpoolStats {
+            events: 0,
+            bytes,
+            batches: 0,
+            oldest: None,
+            acked_seq: 0,
+            last_seq: 0,
+        }
+    }
+
+    fn judge(
+        metrics: crate::pipeline::metrics::Snapshot,
+        spool_bytes: u64,
+        collectors: BTreeMap<&'static str, CollectorReport>,
+        reload_rejected: Option<&str>,
+    ) -> Health {
+        health(HealthInputs {
+            metrics,
+            spool: &spool(spool_bytes),
+            spool_max_bytes: 1000,
+            collectors,
+            reload_rejected,
+        })
+    }
+
+    fn checks(verdict: Verdict, reasons: &[&str]) -> BTreeMap<&'static str, CollectorReport> {
+        BTreeMap::from([(
+            "checks",
+            CollectorReport {
+                state: "running",
+                health: CollectorHealth {
+                    verdict,
+                    reasons: reasons.iter().map(|r| r.to_string()).collect(),
+                    detail: serde_json::Value::Null,
+                },
+            },
+        )])
+    }
+
+    #[test]
+    fn connected_and_quiet_is_ok() {
+        let h = judge(connected(), 0, checks(Verdict::Ok, &[]), None);
+        assert_eq!(h.verdict, Verdict::Ok);
+        assert!(h.reasons.is_empty());
+    }
+
+    #[test]
+    fn a_short_outage_warns_with_its_reason_and_a_long_one_is_critical() {
+        let mut m = connected();
+        m.connection_state = ConnectionState::Connecting;
+        m.disconnected_seconds = 42;
+        m.uplink_problem = Some(UplinkProblem {
+            class: "tls_unknown_issuer",
+            reason: "the SOC's certificate is not signed by the CA in soc.ca".into(),
+        });
+        let h = judge(m.clone(), 0, BTreeMap::new(), None);
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(h.reasons[0].contains("42s"), "{:?}", h.reasons);
+        assert!(
+            h.reasons[0].contains("not signed by the CA"),
+            "{:?}",
+            h.reasons
+        );
+
+        m.connection_state = ConnectionState::Disconnected;
+        m.disconnected_seconds = 30 * 60;
+        let h = judge(m, 0, BTreeMap::new(), None);
+        assert_eq!(h.verdict, Verdict::Critical);
+        assert!(h.reasons[0].contains("30m"), "{:?}", h.reasons);
+    }
+
+    #[test]
+    fn the_outage_clock_does_not_restart_when_retries_flip_the_state() {
+        let metrics = Metrics::default();
+        metrics.set_connection(ConnectionState::Connected);
+        metrics.set_connection(ConnectionState::Disconnected);
+        std::thread::sleep(Duration::from_millis(1100));
+        // Retries: connecting, failed, connecting, failed ...
+        for _ in 0..3 {
+            metrics.set_connection(ConnectionState::Connecting);
+            metrics.set_connection(ConnectionState::Disconnected);
+        }
+        metrics.set_connection(ConnectionState::Connecting);
+        assert!(
+            metrics.snapshot().disconnected_seconds >= 1,
+            "the outage is counted from the last time the stream was up"
+        );
+        metrics.set_connection(ConnectionState::Connected);
+        assert_eq!(metrics.snapshot().disconnected_seconds, 0);
+    }
+
+    #[test]
+    fn spool_fill_and_losses() {
+        assert_eq!(
+            judge(connected(), 500, BTreeMap::new(), None).verdict,
+            Verdict::Warning
+        );
+        assert_eq!(
+            judge(connected(), 900, BTreeMap::new(), None).verdict,
+            Verdict::Critical
+        );
+        let mut m = connected();
+        m.events_dropped = 7;
+        let h = judge(m, 0, BTreeMap::new(), None);
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert_eq!(h.reasons, vec!["7 events lost since start"]);
+    }
+
+    #[test]
+    fn checks_down_and_failed_collectors_are_named() {
+        let h = judge(
+            connected(),
+            0,
+            checks(Verdict::Warning, &["2 checks down: dns1, web"]),
+            None,
+        );
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert_eq!(h.reasons, vec!["2 checks down: dns1, web"]);
+
+        let mut collectors = checks(Verdict::Warning, &["1 check down: web"]);
+        collectors.insert(
+            "capture",
+            CollectorReport {
+                state: "restarting",
+                health: CollectorHealth {
+                    verdict: Verdict::Critical,
+                    reasons: vec!["capture failed (1x): no eth9".into()],
+                    detail: serde_json::Value::Null,
+                },
+            },
+        );
+        let h = judge(connected(), 0, collectors, None);
+        assert_eq!(h.verdict, Verdict::Critical);
+        // Worst first.
+        assert_eq!(h.reasons[0], "capture failed (1x): no eth9");
+    }
+
+    #[test]
+    fn a_rejected_reload_warns_until_cleared() {
+        let h = judge(
+            connected(),
+            0,
+            BTreeMap::new(),
+            Some("owlet.toml:3:1: probe.check[0].interval: expected a duration\nsecond"),
+        );
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(h.reasons[0].contains("reload was rejected"));
+        assert!(h.reasons[0].contains("owlet.toml:3:1"));
+        assert!(!h.reasons[0].contains("second"));
+        assert!(h.reload_rejected.is_some());
     }
 }

@@ -2,7 +2,8 @@
 # Pipeline benchmark: reliable forwarding of N events over mutually
 # authenticated TLS on loopback, with the receiver persisting every event.
 #
-#   owlet : agent (synthetic producer -> bus -> spool, fsync per batch -> gRPC/mTLS)
+#   owlet : agent (owlet-loadgen: the agent plus a synthetic producer -> bus -> spool,
+#           fsync per batch -> gRPC/mTLS)
 #           -> owlet-soc (SQLite WAL, synchronous=FULL, ack after commit)
 #   peer  : loggen -> syslog-ng "agent" (disk-buffer reliable(yes) -> network TLS, mutual auth)
 #           -> syslog-ng "receiver" (file)
@@ -19,7 +20,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 source dev/lib.sh
 ensure_packages syslog-ng-core
 systemctl stop syslog-ng >/dev/null 2>&1 || true
-cargo build --release -q -p owlet-agent -p owlet-soc
+cargo build --release -q -p owlet-agent -p owlet-loadgen -p owlet-soc
 BIN=target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -36,11 +37,11 @@ cp "$OUT/agent/owlet.toml" "$OUT/agent/base.toml"
 # run_owlet RATE TOTAL -> "events/s p50_ms p99_ms agent_cpu_s agent_rss_mb soc_cpu_s soc_rss_mb"
 run_owlet() {
   rm -rf "$OUT/agent/state" "$OUT/soc/soc.db"*
-  { cat "$OUT/agent/base.toml"; printf '\n[log]\nlevel = "warn"\n\n[synthetic]\nrate = %s\ntotal = %s\n' "$1" "$2"; } > "$OUT/agent/owlet.toml"
+  { cat "$OUT/agent/base.toml"; printf '\n[log]\nlevel = "warn"\n'; } > "$OUT/agent/owlet.toml"
   RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>>"$OUT/soc.log" &
   local soc=$!
   sleep 0.5
-  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  $BIN/owlet-loadgen run --config "$OUT/agent/owlet.toml" --rate "$1" --total "$2" 2>>"$OUT/agent.log" &
   local agent=$!
   python3 - "$OUT/soc/soc.db" "$2" <<'PY' >&2
 import sqlite3, sys, time

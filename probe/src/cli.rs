@@ -1,9 +1,17 @@
 //! `owlet probe`: run one check now and print the result.
 //!
 //! The agent's main mounts [`ProbeArgs`] as the `probe` subcommand and exits
-//! with [`run`]'s return value (Nagios convention: 0 up, 1 degraded, 2 down,
-//! 3 unknown or usage error). Arguments become a [`CheckConfig`] that goes
+//! with [`run`]'s return value. Arguments become a [`CheckConfig`] that goes
 //! through the same validation and [`crate::run_check`] as configured checks.
+//!
+//! Output follows the Nagios plugin convention, so check_http / check_tcp
+//! users can swap it in: the first line is `SERVICE STATUS - message |
+//! perfdata` (`HTTP OK - HTTP 200 in 12.0ms | time=0.012000s;0.5;1;0
+//! size=612B;;;0`), detail rows follow (only rows with a measured value).
+//! Exit codes: 0 OK, 1 WARNING (DEGRADED, or latency over `--warning`), 2
+//! CRITICAL (DOWN, or latency over `--critical`), 3 UNKNOWN (the check could
+//! not run, or a usage error). Errors name the command-line flag, not the
+//! config key.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +49,67 @@ pub struct CommonArgs {
     /// Print the result as one JSON object (the CheckResult event payload).
     #[arg(long)]
     pub json: bool,
+    /// Latency above this is WARNING (exit 1): seconds ("0.5") or a duration
+    /// ("500ms"). Latency: ICMP average round trip, HTTP total, else the run.
+    #[arg(long, short = 'w', value_parser = threshold)]
+    pub warning: Option<Duration>,
+    /// Latency above this is CRITICAL (exit 2); same forms as --warning.
+    #[arg(long, short = 'c', value_parser = threshold)]
+    pub critical: Option<Duration>,
+}
+
+/// A latency threshold: plain seconds as Nagios plugins take them ("0.5"),
+/// or a duration ("500ms").
+fn threshold(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| {
+            format!("\"{s}\" is not a latency; use seconds (0.5) or a duration (500ms)")
+        });
+    }
+    humantime::parse_duration(s)
+        .map_err(|_| format!("\"{s}\" is not a latency; use seconds (0.5) or a duration (500ms)"))
+}
+
+/// One `--expect-status` item: a code (`200`), a class (`2xx`) or a range
+/// (`301-399`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+fn status_range(s: &str) -> Result<StatusRange, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "\"{t}\" is not a status code (200), a class (2xx) or a range (301-399) within 100-599"
+        )
+    };
+    let code = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+    };
+    let r = if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+        let d = class.parse::<u16>().map_err(|_| bad())?;
+        StatusRange {
+            lo: d * 100,
+            hi: d * 100 + 99,
+        }
+    } else if let Some((a, b)) = t.split_once('-') {
+        StatusRange {
+            lo: code(a).ok_or_else(bad)?,
+            hi: code(b).ok_or_else(bad)?,
+        }
+    } else {
+        let c = code(t).ok_or_else(bad)?;
+        StatusRange { lo: c, hi: c }
+    };
+    if r.lo > r.hi || !(100..=599).contains(&r.lo) || !(100..=599).contains(&r.hi) {
+        return Err(bad());
+    }
+    Ok(r)
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,9 +153,10 @@ pub struct TcpArgs {
 pub struct HttpArgs {
     /// http:// or https:// URL.
     pub url: String,
-    /// Acceptable status codes, comma separated (default: any 2xx/3xx).
-    #[arg(long, value_delimiter = ',')]
-    pub expect_status: Vec<u16>,
+    /// Acceptable statuses, comma separated: codes, classes and ranges, e.g.
+    /// "2xx" or "200,301-399" (default: any 2xx/3xx).
+    #[arg(long, value_delimiter = ',', value_parser = status_range)]
+    pub expect_status: Vec<StatusRange>,
     /// Text the body must contain.
     #[arg(long)]
     pub contains: Option<String>,
@@ -126,8 +196,8 @@ pub struct SnmpArgs {
     /// HOST or HOST:PORT (default port 161).
     pub target: String,
     /// v2c community.
-    #[arg(long)]
-    pub community: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub community: Option<Secret>,
     /// v3 user name.
     #[arg(long)]
     pub user: Option<String>,
@@ -135,14 +205,14 @@ pub struct SnmpArgs {
     #[arg(long)]
     pub auth_proto: Option<String>,
     /// v3 authentication passphrase.
-    #[arg(long)]
-    pub auth_key: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub auth_key: Option<Secret>,
     /// v3 privacy protocol: aes.
     #[arg(long)]
     pub priv_proto: Option<String>,
     /// v3 privacy passphrase.
-    #[arg(long)]
-    pub priv_key: Option<String>,
+    #[arg(long, value_parser = secret)]
+    pub priv_key: Option<Secret>,
     /// OID to GET, numeric (repeatable).
     #[arg(long = "oid")]
     pub oids: Vec<String>,
@@ -159,51 +229,20 @@ pub struct SnmpArgs {
     pub common: CommonArgs,
 }
 
-/// `--header` values may be credentials: `Debug` shows the names only.
-impl std::fmt::Debug for HttpArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<&str> = self
-            .headers
-            .iter()
-            .map(|h| h.split_once(':').map_or(h.as_str(), |(k, _)| k.trim()))
-            .collect();
-        f.debug_struct("HttpArgs")
-            .field("url", &self.url)
-            .field("expect_status", &self.expect_status)
-            .field("contains", &self.contains)
-            .field("regex", &self.regex)
-            .field("proxy", &self.proxy)
-            .field("ca", &self.ca)
-            .field("insecure", &self.insecure)
-            .field("method", &self.method)
-            .field("headers", &headers)
-            .field("no_follow", &self.no_follow)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("http_version", &self.http_version)
-            .field("common", &self.common)
-            .finish()
-    }
-}
+// `--header` values may be credentials: `Debug` shows the names only.
+crate::redact::redacted_debug!(HttpArgs {
+    url, expect_status, contains, regex, proxy, ca, insecure, method,
+    no_follow, max_body_bytes, http_version, common,
+} redact { headers });
 
-/// Community and keys are secrets: `Debug` shows only whether they are set.
-impl std::fmt::Debug for SnmpArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
-        f.debug_struct("SnmpArgs")
-            .field("target", &self.target)
-            .field("community", &set(&self.community))
-            .field("user", &self.user)
-            .field("auth_proto", &self.auth_proto)
-            .field("auth_key", &set(&self.auth_key))
-            .field("priv_proto", &self.priv_proto)
-            .field("priv_key", &set(&self.priv_key))
-            .field("oids", &self.oids)
-            .field("walk", &self.walk)
-            .field("preset", &self.preset)
-            .field("retries", &self.retries)
-            .field("common", &self.common)
-            .finish()
-    }
+// Community and keys are [`Secret`]s: their `Debug` shows nothing of them.
+crate::redact::redacted_debug!(SnmpArgs {
+    target, community, user, auth_proto, auth_key, priv_proto, priv_key,
+    oids, walk, preset, retries, common,
+} redact {});
+
+fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
 }
 
 fn base(t: CheckTypeName, target: &str, c: &CommonArgs) -> CheckConfig {
@@ -244,7 +283,13 @@ pub fn to_config(args: &ProbeArgs) -> (CheckConfig, bool) {
         }
         ProbeCommand::Http(a) => {
             let mut c = base(CheckTypeName::Http, &a.url, &a.common);
-            c.expect_status = (!a.expect_status.is_empty()).then(|| a.expect_status.clone());
+            c.expect_status = (!a.expect_status.is_empty()).then(|| {
+                let mut codes: Vec<u16> =
+                    a.expect_status.iter().flat_map(|r| r.lo..=r.hi).collect();
+                codes.sort_unstable();
+                codes.dedup();
+                codes
+            });
             c.contains = a.contains.clone();
             c.regex = a.regex.clone();
             c.proxy = a.proxy.clone();
@@ -268,12 +313,12 @@ pub fn to_config(args: &ProbeArgs) -> (CheckConfig, bool) {
             let mut c = base(CheckTypeName::Snmp, &a.target, &a.common);
             let v3 = a.user.is_some() || a.auth_key.is_some() || a.auth_proto.is_some();
             c.version = Some(if v3 { "3".into() } else { "2c".into() });
-            c.community = a.community.clone().map(Secret::new);
+            c.community = a.community.clone();
             c.user = a.user.clone();
             c.auth_proto = a.auth_proto.clone();
-            c.auth_key = a.auth_key.clone().map(Secret::new);
+            c.auth_key = a.auth_key.clone();
             c.priv_proto = a.priv_proto.clone();
-            c.priv_key = a.priv_key.clone().map(Secret::new);
+            c.priv_key = a.priv_key.clone();
             c.oids = (!a.oids.is_empty()).then(|| a.oids.clone());
             c.walk = a.walk.clone();
             c.preset = a.preset.clone();
@@ -285,43 +330,228 @@ pub fn to_config(args: &ProbeArgs) -> (CheckConfig, bool) {
 
 /// Runs the check and prints the result; returns the process exit code.
 pub async fn run(args: ProbeArgs) -> i32 {
-    let (cfg, json) = to_config(&args);
+    let out = execute(&args).await;
+    // A closed stdout (`owlet probe ... | head -0`) is not an error worth a panic.
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+    out.code
+}
+
+/// What `owlet probe` prints and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Runs the check; returns what [`run`] prints and its exit code.
+pub async fn execute(args: &ProbeArgs) -> Output {
+    let (cfg, json) = to_config(args);
+    let common = common(args);
     let spec = match CheckSpec::from_config(&cfg) {
         Ok(s) => s,
         Err(errs) => {
-            for e in errs {
-                let key = match e.field {
-                    "target" => "target".to_string(),
-                    f => format!("--{}", f.replace('_', "-")),
-                };
-                eprintln!("owlet probe: {key}: {}", e.message);
-            }
-            return 3;
+            let stderr = errs
+                .iter()
+                .map(|e| {
+                    format!(
+                        "owlet probe: {}: {}\n",
+                        flag_name(args, e.field),
+                        flag_message(&e.message)
+                    )
+                })
+                .collect();
+            return Output {
+                stdout: String::new(),
+                stderr,
+                code: 3,
+            };
         }
     };
     let result = crate::run_check(&spec).await;
+    let verdict = Verdict::of(&result, common.warning, common.critical);
     if json {
-        match serde_json::to_string(&result) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("owlet probe: cannot render JSON: {e}");
-                return 3;
-            }
-        }
-    } else {
-        print!("{}", render(&result));
+        return match serde_json::to_string(&result) {
+            Ok(s) => Output {
+                stdout: format!("{s}\n"),
+                stderr: String::new(),
+                code: verdict.code,
+            },
+            Err(e) => Output {
+                stdout: String::new(),
+                stderr: format!("owlet probe: cannot render JSON: {e}\n"),
+                code: 3,
+            },
+        };
     }
-    crate::exit_code(State::try_from(result.result).unwrap_or(State::Unknown))
+    Output {
+        stdout: render_with(&result, &verdict, common.warning, common.critical),
+        stderr: String::new(),
+        code: verdict.code,
+    }
 }
 
-/// Human-readable rendering of a result.
+fn common(args: &ProbeArgs) -> &CommonArgs {
+    match &args.command {
+        ProbeCommand::Icmp(a) => &a.common,
+        ProbeCommand::Tcp(a) => &a.common,
+        ProbeCommand::Http(a) => &a.common,
+        ProbeCommand::Snmp(a) => &a.common,
+    }
+}
+
+/// The command-line name of a config key, as the user typed it.
+fn flag_name(args: &ProbeArgs, field: &str) -> String {
+    match field {
+        "target" => match args.command {
+            ProbeCommand::Icmp(_) => "<HOST>".into(),
+            ProbeCommand::Http(_) => "<URL>".into(),
+            _ => "<TARGET>".into(),
+        },
+        "interval" | "timeout" => "--timeout".into(),
+        other => config_flag(other).unwrap_or_else(|| format!("--{}", other.replace('_', "-"))),
+    }
+}
+
+/// Flags whose name differs from the config key.
+fn config_flag(key: &str) -> Option<String> {
+    Some(
+        match key {
+            "insecure_skip_verify" => "--insecure",
+            "headers" => "--header",
+            "follow_redirects" | "max_redirects" => "--no-follow",
+            "oids" => "--oid",
+            _ => return None,
+        }
+        .into(),
+    )
+}
+
+/// Rewrites config keys quoted in a validation message (`` `ca` ``,
+/// `` `tls = true` ``) as the flags that set them.
+fn flag_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        let quoted = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..open]);
+        let (key, value) = match quoted.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+            None => (quoted.trim(), None),
+        };
+        let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        if is_key {
+            let flag = config_flag(key).unwrap_or_else(|| format!("--{}", key.replace('_', "-")));
+            match value {
+                Some("true") | None => out.push_str(&flag),
+                Some(v) => {
+                    out.push_str(&flag);
+                    out.push(' ');
+                    out.push_str(v);
+                }
+            }
+        } else {
+            out.push('`');
+            out.push_str(quoted);
+            out.push('`');
+        }
+        rest = &rest[open + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The Nagios status of a result, after latency thresholds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    code: i32,
+    word: &'static str,
+    /// Why a threshold changed the status, if one did.
+    note: Option<String>,
+}
+
+impl Verdict {
+    fn of(r: &CheckResult, warning: Option<Duration>, critical: Option<Duration>) -> Verdict {
+        let state = State::try_from(r.result).unwrap_or(State::Unknown);
+        let mut code = crate::exit_code(state);
+        let mut note = None;
+        if matches!(state, State::Up | State::Degraded)
+            && let Some(lat) = latency(r)
+        {
+            let over = |t: Option<Duration>| t.filter(|t| lat > *t);
+            if let Some(c) = over(critical) {
+                code = 2;
+                note = Some(format!(
+                    "latency {} over the critical threshold {}",
+                    secs(lat),
+                    secs(c)
+                ));
+            } else if let Some(w) = over(warning)
+                && code < 1
+            {
+                code = 1;
+                note = Some(format!(
+                    "latency {} over the warning threshold {}",
+                    secs(lat),
+                    secs(w)
+                ));
+            }
+        }
+        let word = match code {
+            0 => "OK",
+            1 => "WARNING",
+            2 => "CRITICAL",
+            _ => "UNKNOWN",
+        };
+        Verdict { code, word, note }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", trim_float(d.as_secs_f64()))
+}
+
+/// `0.5`, `1`, `0.012345` (no trailing zeros, as perfdata thresholds).
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// The latency thresholds apply to: ICMP average round trip (none when no
+/// echo came back), HTTP total time, otherwise the run's duration.
+fn latency(r: &CheckResult) -> Option<Duration> {
+    match &r.detail {
+        Some(Detail::Icmp(d)) => (d.received > 0).then(|| Duration::from_micros(d.rtt_avg_us)),
+        Some(Detail::Http(d)) if d.total_us > 0 => Some(Duration::from_micros(d.total_us)),
+        _ => Some(Duration::from_micros(r.duration_us)),
+    }
+}
+
+/// Human-readable rendering of a result (no thresholds).
 pub fn render(r: &CheckResult) -> String {
+    let v = Verdict::of(r, None, None);
+    render_with(r, &v, None, None)
+}
+
+fn render_with(
+    r: &CheckResult,
+    v: &Verdict,
+    warning: Option<Duration>,
+    critical: Option<Duration>,
+) -> String {
     use std::fmt::Write;
-    let state = match State::try_from(r.result).unwrap_or(State::Unknown) {
-        State::Up => "UP",
-        State::Down => "DOWN",
-        State::Degraded => "DEGRADED",
-        _ => "UNKNOWN",
+    let service = match owlet_proto::v1::CheckType::try_from(r.check_type) {
+        Ok(owlet_proto::v1::CheckType::Icmp) => "PING",
+        Ok(owlet_proto::v1::CheckType::Tcp) => "TCP",
+        Ok(owlet_proto::v1::CheckType::Http) => "HTTP",
+        Ok(owlet_proto::v1::CheckType::Snmp) => "SNMP",
+        _ => "CHECK",
     };
     let failure = owlet_proto::v1::FailureClass::try_from(r.failure)
         .map(|f| {
@@ -331,11 +561,16 @@ pub fn render(r: &CheckResult) -> String {
         })
         .unwrap_or_default();
     let mut s = String::new();
-    let _ = write!(s, "{state}: {}", r.message);
+    // Nagios keeps the first line; `|` would start the perfdata early.
+    let message = r.message.replace(['|', '\n'], " ");
+    let _ = write!(s, "{service} {} - {message}", v.word);
     if failure != "unspecified" && !failure.is_empty() {
         let _ = write!(s, " [{failure}]");
     }
-    let _ = writeln!(s);
+    if let Some(note) = &v.note {
+        let _ = write!(s, "; {note}");
+    }
+    let _ = writeln!(s, " | {}", perfdata(r, warning, critical));
     let _ = writeln!(s, "  target    {}", r.target);
     if !r.resolved_address.is_empty() {
         let _ = writeln!(s, "  address   {}", r.resolved_address);
@@ -346,18 +581,24 @@ pub fn render(r: &CheckResult) -> String {
         Some(Detail::Icmp(d)) => {
             let _ = writeln!(
                 s,
-                "  echoes    {}/{} received, {:.1}% loss\n  rtt       min {:.3} / avg {:.3} / max {:.3} ms, jitter {:.3} ms",
-                d.received,
-                d.sent,
-                d.loss_percent,
-                msf(d.rtt_min_us),
-                msf(d.rtt_avg_us),
-                msf(d.rtt_max_us),
-                msf(d.jitter_us)
+                "  echoes    {}/{} received, {:.1}% loss",
+                d.received, d.sent, d.loss_percent
             );
+            if d.received > 0 {
+                let _ = writeln!(
+                    s,
+                    "  rtt       min {:.3} / avg {:.3} / max {:.3} ms, jitter {:.3} ms",
+                    msf(d.rtt_min_us),
+                    msf(d.rtt_avg_us),
+                    msf(d.rtt_max_us),
+                    msf(d.jitter_us)
+                );
+            }
         }
         Some(Detail::Tcp(d)) => {
-            let _ = writeln!(s, "  connect   {:.3} ms", msf(d.connect_us));
+            if d.connect_us > 0 {
+                let _ = writeln!(s, "  connect   {:.3} ms", msf(d.connect_us));
+            }
             if d.tls_handshake_us > 0 {
                 let _ = writeln!(s, "  tls       {:.3} ms", msf(d.tls_handshake_us));
             }
@@ -369,17 +610,26 @@ pub fn render(r: &CheckResult) -> String {
             }
         }
         Some(Detail::Http(d)) => {
-            let _ = writeln!(s, "  status    {} {}", d.status_code, d.http_version);
-            let _ = writeln!(
-                s,
-                "  timings   dns {:.3} / connect {:.3} / tls {:.3} / first byte {:.3} / total {:.3} ms",
-                msf(d.dns_us),
-                msf(d.connect_us),
-                msf(d.tls_us),
-                msf(d.first_byte_us),
-                msf(d.total_us)
-            );
-            let _ = writeln!(s, "  body      {} bytes", d.body_bytes);
+            if d.status_code > 0 {
+                let _ = writeln!(s, "  status    {} {}", d.status_code, d.http_version);
+            }
+            let phases: Vec<String> = [
+                ("dns", d.dns_us),
+                ("connect", d.connect_us),
+                ("tls", d.tls_us),
+                ("first byte", d.first_byte_us),
+                ("total", d.total_us),
+            ]
+            .iter()
+            .filter(|(_, us)| *us > 0)
+            .map(|(name, us)| format!("{name} {:.3}", msf(*us)))
+            .collect();
+            if !phases.is_empty() {
+                let _ = writeln!(s, "  timings   {} ms", phases.join(" / "));
+            }
+            if d.status_code > 0 {
+                let _ = writeln!(s, "  body      {} bytes", d.body_bytes);
+            }
             if d.redirects > 0 {
                 let _ = writeln!(s, "  redirects {} -> {}", d.redirects, d.final_url);
             }
@@ -391,16 +641,18 @@ pub fn render(r: &CheckResult) -> String {
             }
         }
         Some(Detail::Snmp(d)) => {
-            let _ = writeln!(
-                s,
-                "  version   {}{}",
-                d.version,
-                if d.preset.is_empty() {
-                    String::new()
-                } else {
-                    format!(", preset {}", d.preset)
-                }
-            );
+            if !d.version.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  version   {}{}",
+                    d.version,
+                    if d.preset.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", preset {}", d.preset)
+                    }
+                );
+            }
             for vb in &d.varbinds {
                 let _ = writeln!(s, "  {} = {}: {}", vb.oid, vb.value_type, vb.value);
             }
@@ -413,4 +665,56 @@ pub fn render(r: &CheckResult) -> String {
         None => {}
     }
     s
+}
+
+/// Nagios performance data: `label=value[unit];warn;crit;min[;max]`.
+fn perfdata(r: &CheckResult, warning: Option<Duration>, critical: Option<Duration>) -> String {
+    let th = |t: Option<Duration>, scale: f64| {
+        t.map(|d| trim_float(d.as_secs_f64() * scale))
+            .unwrap_or_default()
+    };
+    let mut items = Vec::new();
+    match &r.detail {
+        Some(Detail::Icmp(d)) => {
+            if d.received > 0 {
+                items.push(format!(
+                    "rta={}ms;{};{};0",
+                    trim_float(d.rtt_avg_us as f64 / 1000.0),
+                    th(warning, 1000.0),
+                    th(critical, 1000.0)
+                ));
+            }
+            items.push(format!("pl={}%;;;0;100", trim_float(d.loss_percent)));
+        }
+        Some(Detail::Http(d)) => {
+            let t = if d.total_us > 0 {
+                d.total_us
+            } else {
+                r.duration_us
+            };
+            items.push(format!(
+                "time={}s;{};{};0",
+                trim_float(t as f64 / 1e6),
+                th(warning, 1.0),
+                th(critical, 1.0)
+            ));
+            items.push(format!("size={}B;;;0", d.body_bytes));
+        }
+        detail => {
+            items.push(format!(
+                "time={}s;{};{};0",
+                trim_float(r.duration_us as f64 / 1e6),
+                th(warning, 1.0),
+                th(critical, 1.0)
+            ));
+            if let Some(Detail::Snmp(d)) = detail {
+                let mut metrics: Vec<_> = d.metrics.iter().collect();
+                metrics.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in metrics {
+                    items.push(format!("'{}'={v}", k.replace('\'', "")));
+                }
+            }
+        }
+    }
+    items.join(" ")
 }

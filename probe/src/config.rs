@@ -215,74 +215,17 @@ pub struct CheckConfig {
     pub retries: Option<u32>,
 }
 
-/// `Debug` of a redacted value: only its length.
-pub(crate) struct Redacted(pub usize);
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted {} bytes>", self.0)
-    }
-}
-
-/// `Debug` of configured headers: names only (values may be credentials).
-struct RedactedHeaders<'a>(&'a BTreeMap<String, String>);
-
-impl fmt::Debug for RedactedHeaders<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, Redacted(v.len()))))
-            .finish()
-    }
-}
-
-/// Header values and the request body may hold credentials: `Debug` shows
-/// header names and lengths only. (Secrets are [`Secret`] already.)
-impl fmt::Debug for CheckConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckConfig")
-            .field("id", &self.id)
-            .field("check_type", &self.check_type)
-            .field("target", &self.target)
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("down_after", &self.down_after)
-            .field("up_after", &self.up_after)
-            .field("count", &self.count)
-            .field("echo_interval", &self.echo_interval)
-            .field("loss_degraded_percent", &self.loss_degraded_percent)
-            .field("socket", &self.socket)
-            .field("tls", &self.tls)
-            .field("send", &self.send)
-            .field("expect", &self.expect)
-            .field("server_name", &self.server_name)
-            .field("ca", &self.ca)
-            .field("insecure_skip_verify", &self.insecure_skip_verify)
-            .field("cert_expiry_warn_days", &self.cert_expiry_warn_days)
-            .field("method", &self.method)
-            .field("headers", &self.headers.as_ref().map(RedactedHeaders))
-            .field("body", &self.body.as_ref().map(|b| Redacted(b.len())))
-            .field("expect_status", &self.expect_status)
-            .field("contains", &self.contains)
-            .field("regex", &self.regex)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("follow_redirects", &self.follow_redirects)
-            .field("max_redirects", &self.max_redirects)
-            .field("proxy", &self.proxy)
-            .field("http_version", &self.http_version)
-            .field("version", &self.version)
-            .field("community", &self.community)
-            .field("user", &self.user)
-            .field("auth_proto", &self.auth_proto)
-            .field("auth_key", &self.auth_key)
-            .field("priv_proto", &self.priv_proto)
-            .field("priv_key", &self.priv_key)
-            .field("oids", &self.oids)
-            .field("walk", &self.walk)
-            .field("preset", &self.preset)
-            .field("retries", &self.retries)
-            .finish()
-    }
-}
+// Header values and the request body may hold credentials: `Debug` shows
+// header names and lengths only. (Secrets are [`Secret`] already.)
+crate::redact::redacted_debug!(CheckConfig {
+    id, check_type, target, interval, timeout, down_after, up_after,
+    count, echo_interval, loss_degraded_percent, socket,
+    tls, send, expect, server_name, ca, insecure_skip_verify, cert_expiry_warn_days,
+    method, expect_status, contains, regex, max_body_bytes, follow_redirects,
+    max_redirects, proxy, http_version,
+    version, community, user, auth_proto, auth_key, priv_proto, priv_key,
+    oids, walk, preset, retries,
+} redact { headers, body });
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)

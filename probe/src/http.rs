@@ -449,32 +449,47 @@ async fn one_request(
     let max = usize::try_from(h.max_body_bytes).unwrap_or(usize::MAX);
     let keep_body = h.contains.is_some() || h.regex.is_some();
     let io = TokioIo::new(io);
-    if use_h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+    // One path for both versions: only the handshake differs.
+    let (mut sender, conn, version) = if use_h2 {
+        let (s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-        d.http_version = "HTTP/2".into();
-        drive(conn, async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-            read_response(resp, d, phase, sent, keep_body, max).await
-        })
-        .await
+        (Sender::H2(s), Box::pin(c) as Conn, "HTTP/2")
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (s, c) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-        d.http_version = "HTTP/1.1".into();
-        drive(conn, async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| hyper_err(e, Phase::FirstByte))?;
-            read_response(resp, d, phase, sent, keep_body, max).await
-        })
-        .await
+        (Sender::H1(s), Box::pin(c) as Conn, "HTTP/1.1")
+    };
+    d.http_version = version.into();
+    drive(conn, async {
+        let resp = sender
+            .send(req)
+            .await
+            .map_err(|e| hyper_err(e, Phase::FirstByte))?;
+        read_response(resp, d, phase, sent, keep_body, max).await
+    })
+    .await
+}
+
+/// A hyper connection task of either version (driven by [`drive`]).
+type Conn = std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// The request half of a hyper connection of either version.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
     }
 }
 

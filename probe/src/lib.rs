@@ -8,7 +8,12 @@
 //!   (`CheckResult` for every run, `Alert` for every damped state change
 //!   except the quiet first UNKNOWN → UP, for a DOWN check removed by reload,
 //!   and for an SNMP device reboot) to a bounded channel;
-//!   [`ProbeHandle::reload`] applies config changes and
+//!   [`ProbeHandle::reload`] applies config changes and returns what was
+//!   added / changed / removed ([`ReloadOutcome`]; added checks are announced
+//!   with a `check_added` alert), [`ProbeHandle::states`] gives every
+//!   check's damped state ([`CheckStatus`]) without waiting,
+//!   [`ProbeHandle::wait_ended`] resolves with a reason if the scheduler
+//!   stops unexpectedly (a panic, the channel closing), and
 //!   [`ProbeHandle::run_stats`] gives per-check skipped / late run counts.
 //! - [`run_check`] — one run of one check; the scheduler and `owlet probe`
 //!   ([`cli`]) both use it, so what an operator sees on site is what the SOC
@@ -30,6 +35,7 @@ pub mod config;
 mod http;
 mod icmp;
 mod memory;
+mod redact;
 mod scheduler;
 pub mod snmp;
 pub mod spec;
@@ -48,8 +54,9 @@ pub use config::{CheckConfig, CheckTypeName, ConfigIssue, IcmpSocketMode, ProbeC
 pub use icmp::packet as icmp_packet;
 pub use memory::RunMemory;
 pub use owlet_proto::v1::Event;
-use owlet_proto::v1::{CheckResult, CheckType, FailureClass, State};
-pub use scheduler::{ProbeHandle, RunStats, phase_offset, spawn};
+use owlet_proto::v1::{CheckResult, FailureClass};
+pub use owlet_proto::v1::{CheckType, State};
+pub use scheduler::{CheckStatus, ProbeHandle, ReloadOutcome, RunStats, phase_offset, spawn};
 pub use spec::{CheckKind, CheckSpec};
 pub use state::{Damper, Transition};
 

@@ -57,33 +57,26 @@ async fn many_concurrent_checks_share_the_socket() {
     }
 }
 
-#[tokio::test]
-async fn namespace_host_reachable_then_unreachable() {
+fn icmp_check(target: &str, count: u32, timeout: &str) -> String {
+    format!(
+        "id = \"t\"\ntype = \"icmp\"\ntarget = \"{target}\"\ncount = {count}\ntimeout = \"{timeout}\""
+    )
+}
+
+#[test]
+fn namespace_host_reachable_then_unreachable() {
     let ns = Netns::new();
-    let mut c = check(CheckTypeName::Icmp, &ns.peer());
-    c.count = Some(3);
-    let r = run_check(&spec(&c)).await;
+    let r = ns.run_check(&icmp_check(&ns.peer(), 3, "3s"));
     assert_result(&r, State::Up, FailureClass::Unspecified);
 
-    // A /26 routed via the namespace that declares it unreachable: the
-    // namespace answers with ICMP host unreachable, which the shared raw
-    // socket matches to our echo.
-    let net = 64 + (std::process::id() % 128);
-    let unreach = format!("198.19.{net}.0/26");
+    // A /26 routed (in the client namespace) via the peer namespace, which
+    // declares it unreachable: the peer answers with ICMP host unreachable,
+    // which the shared raw socket matches to our echo.
+    let unreach = "198.19.7.0/26";
     ns.exec("sysctl -qw net.ipv4.ip_forward=1");
     ns.exec(&format!("ip route add unreachable {unreach}"));
-    sh(&format!("ip route add {unreach} via {}", ns.peer()));
-    struct Route(String);
-    impl Drop for Route {
-        fn drop(&mut self) {
-            sh_quiet(&format!("ip route del {}", self.0));
-        }
-    }
-    let _route = Route(unreach);
-    let mut c = check(CheckTypeName::Icmp, &format!("198.19.{net}.9"));
-    c.count = Some(2);
-    c.timeout = Duration::from_secs(2);
-    let r = run_check(&spec(&c)).await;
+    ns.exec_client(&format!("ip route add {unreach} via {}", ns.peer()));
+    let r = ns.run_check(&icmp_check("198.19.7.9", 2, "2s"));
     assert_result(&r, State::Down, FailureClass::Unreachable);
     assert!(
         r.message.contains(&ns.peer()),
@@ -92,17 +85,21 @@ async fn namespace_host_reachable_then_unreachable() {
     );
 
     // A silent address on the veth subnet: no reply at all.
-    let mut c = check(CheckTypeName::Icmp, &ns.peer());
     ns.exec(&format!("ip link set {} down", ns.ns_if));
-    c.count = Some(2);
-    c.timeout = Duration::from_millis(600);
-    let r = run_check(&spec(&c)).await;
+    let r = ns.run_check(&icmp_check(&ns.peer(), 2, "600ms"));
     assert_eq!(state(&r), State::Down);
     assert_eq!(icmp(&r).loss_percent, 100.0);
 }
 
-#[tokio::test]
-async fn netem_loss_and_delay_are_measured() {
+/// Not a test: runs one check inside a test namespace for [`Netns::run_check`].
+#[test]
+#[ignore]
+fn check_in_namespace() {
+    check_in_namespace_helper();
+}
+
+#[test]
+fn netem_loss_and_delay_are_measured() {
     let ns = Netns::new();
     require_bin("tc", "iproute2");
     // Replies leave the namespace through its veth end: delay + loss there.
@@ -141,12 +138,10 @@ async fn netem_loss_and_delay_are_measured() {
         std::thread::sleep(Duration::from_millis(300));
         Some(ChildGuard(child))
     };
-    let mut c = check(CheckTypeName::Icmp, &ns.peer());
-    c.count = Some(200);
-    c.echo_interval = Some(Duration::from_millis(5));
-    c.timeout = Duration::from_secs(5);
-    c.interval = Duration::from_secs(10);
-    let r = run_check(&spec(&c)).await;
+    let r = ns.run_check(&format!(
+        "{}\necho_interval = \"5ms\"\ninterval = \"10s\"",
+        icmp_check(&ns.peer(), 200, "5s")
+    ));
     let d = icmp(&r);
     assert!(
         (12.0..=50.0).contains(&d.loss_percent),

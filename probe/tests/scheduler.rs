@@ -2,10 +2,13 @@
 //! reload semantics, isolation from hanging targets, bounded channels.
 mod common;
 
+use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use owlet_probe::{CheckConfig, CheckTypeName, ProbeConfig, phase_offset, spawn};
+use owlet_probe::{
+    CheckConfig, CheckType, CheckTypeName, ProbeConfig, ReloadOutcome, phase_offset, spawn,
+};
 use owlet_proto::v1::{Alert, CheckResult, Event, FailureClass, Severity, State, event::Kind};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -151,10 +154,24 @@ async fn reload_adds_removes_changes_and_keeps_unchanged() {
     let mut moved2 = tcp("moved", p2, 100);
     moved2.down_after = 3;
     let added = tcp("added", p2, 100);
-    h.reload(ProbeConfig {
+    let outcome = h.reload(ProbeConfig {
         max_concurrency: 8,
         checks: vec![keep, moved2, added],
     });
+    assert_eq!(
+        outcome,
+        ReloadOutcome {
+            added: vec!["added".into()],
+            changed: vec!["moved".into()],
+            removed: vec!["gone".into()],
+        }
+    );
+    let ids: Vec<_> = h.states().into_iter().map(|s| s.id).collect();
+    assert_eq!(
+        ids,
+        ["added", "keep", "moved"],
+        "states() follows reload at once"
+    );
     // Watch a while; events already in flight at reload time may still
     // arrive in the first moments, so only later ones are judged.
     let start = tokio::time::Instant::now();
@@ -189,9 +206,20 @@ async fn reload_adds_removes_changes_and_keeps_unchanged() {
         .iter()
         .map(|a| (a.subject.as_str(), a.name.as_str()))
         .collect();
-    // Added and re-targeted checks start fresh (quiet UNKNOWN -> UP); none
-    // was DOWN, so nothing is closed; the unchanged check is untouched.
-    assert!(alert_subjects.is_empty(), "{alert_subjects:?}");
+    // The added check is announced; added and re-targeted checks start
+    // fresh (quiet UNKNOWN -> UP); none was DOWN, so nothing is closed; the
+    // unchanged check is untouched.
+    assert_eq!(alert_subjects, [("added", "check_added")]);
+    let announced = &alerts[0];
+    assert_eq!(
+        (
+            announced.old_state(),
+            announced.new_state(),
+            announced.severity()
+        ),
+        (State::Unspecified, State::Unknown, Severity::Info)
+    );
+    assert_eq!(announced.labels["target"], format!("127.0.0.1:{p2}"));
     assert!(results["added"].iter().all(|r| r.state() == State::Up));
     assert!(results["moved"].iter().all(|r| r.state() == State::Up));
     h.shutdown().await;
@@ -353,6 +381,7 @@ async fn removing_a_down_check_closes_its_alert() {
     );
     assert_eq!(closed.labels["type"], "tcp");
     assert!(!h.run_stats().contains_key("doomed"));
+    assert!(h.states().is_empty());
     h.shutdown().await;
 }
 
@@ -390,4 +419,99 @@ fn phase_offsets_are_stable_and_spread() {
         .collect();
     assert!(offsets.len() > 20, "offsets cluster: {offsets:?}");
     assert!((0..100).all(|i| phase_offset(&format!("check-{i}"), iv) < iv));
+}
+
+#[tokio::test]
+async fn reload_outcome_is_sorted_and_unchanged_reload_is_empty() {
+    let port = free_tcp_port();
+    let (tx, _rx) = mpsc::channel(64);
+    let cfg = |ids: &[&str], iv: u64| ProbeConfig {
+        max_concurrency: 8,
+        checks: ids.iter().map(|id| tcp(id, port, iv)).collect(),
+    };
+    let h = spawn(cfg(&["m", "b", "x"], 60_000), tx);
+    assert_eq!(
+        h.reload(cfg(&["x", "b", "m"], 60_000)),
+        ReloadOutcome::default()
+    );
+    let out = h.reload(cfg(&["z", "x", "a", "b"], 60_000));
+    assert_eq!(out.added, ["a", "z"]);
+    assert_eq!(out.removed, ["m"]);
+    assert!(out.changed.is_empty());
+    let out = h.reload(cfg(&["z", "x", "a", "b"], 30_000));
+    assert_eq!(out.changed, ["a", "b", "x", "z"]);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn states_show_every_check_with_its_damped_state() {
+    let refused = free_tcp_port(); // nothing listens
+    let mut down = tcp("down", refused, 100);
+    down.down_after = 1;
+    let mut idle = tcp("idle", refused, 100);
+    idle.interval = Duration::from_secs(3600); // no result for a long time
+    let (tx, mut rx) = mpsc::channel(64);
+    let h = spawn(
+        ProbeConfig {
+            max_concurrency: 8,
+            checks: vec![idle, down],
+        },
+        tx,
+    );
+    let before = h.states();
+    assert_eq!(before.len(), 2);
+    assert!(
+        before
+            .iter()
+            .all(|s| s.state == State::Unknown && s.since.is_none())
+    );
+    let (_, a) = alert_for(&mut rx, "down").await;
+    assert_eq!(a.name, "check_down");
+    let st = h.states();
+    let ids: Vec<_> = st.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["down", "idle"]);
+    assert_eq!(
+        (st[0].check_type, st[0].state),
+        (CheckType::Tcp, State::Down)
+    );
+    assert!(st[0].since.is_some());
+    assert!(st[0].message.contains("refused"), "{}", st[0].message);
+    assert_eq!((st[1].state, st[1].since), (State::Unknown, None));
+    assert_eq!(st[1].message, "");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn wait_ended_reports_a_closed_event_channel_and_not_a_shutdown() {
+    let port = free_tcp_port();
+    let (tx, rx) = mpsc::channel(4);
+    let h = spawn(
+        ProbeConfig {
+            max_concurrency: 8,
+            checks: vec![tcp("c", port, 100)],
+        },
+        tx,
+    );
+    let first = h.wait_ended();
+    drop(rx);
+    let reason = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("wait_ended did not resolve after the channel closed");
+    assert!(reason.contains("event channel was closed"), "{reason}");
+    // Resolves again, at once, for a later caller.
+    let again = tokio::time::timeout(Duration::from_secs(10), h.wait_ended())
+        .await
+        .unwrap();
+    assert_eq!(again, reason);
+    h.shutdown().await;
+
+    let (tx, _rx) = mpsc::channel(4);
+    let h = spawn(ProbeConfig::default(), tx);
+    let mut ended = Box::pin(h.wait_ended());
+    h.shutdown().await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        ended.as_mut().poll(&mut cx).is_pending(),
+        "a shutdown is not an unexpected end"
+    );
 }

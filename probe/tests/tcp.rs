@@ -57,37 +57,34 @@ async fn unresolvable_name_is_dns() {
     assert_eq!(r.resolved_address, "");
 }
 
-#[tokio::test]
-async fn blackholed_address_times_out_and_unreachable_is_unreachable() {
+#[test]
+fn blackholed_address_times_out_and_unreachable_is_unreachable() {
     let ns = Netns::new();
-    // Two /26s routed through the namespace: one blackholed there (silent
-    // drop: timeout), one "unreachable" (ICMP host unreachable back).
-    let net = 64 + (std::process::id() % 128);
-    let dark = format!("198.18.{net}.0/26");
-    let unreach = format!("198.18.{net}.64/26");
+    // Two /26s routed (in the client namespace) through the peer namespace:
+    // one blackholed there (silent drop: timeout), one "unreachable" (ICMP
+    // host unreachable back). Both namespaces are the test's own.
+    let dark = "198.18.7.0/26";
+    let unreach = "198.18.7.64/26";
     ns.exec("sysctl -qw net.ipv4.ip_forward=1");
     ns.exec(&format!("ip route add blackhole {dark}"));
     ns.exec(&format!("ip route add unreachable {unreach}"));
-    sh(&format!("ip route add {dark} via {}", ns.peer()));
-    sh(&format!("ip route add {unreach} via {}", ns.peer()));
-    struct Routes(String, String);
-    impl Drop for Routes {
-        fn drop(&mut self) {
-            sh_quiet(&format!("ip route del {}", self.0));
-            sh_quiet(&format!("ip route del {}", self.1));
-        }
-    }
-    let _routes = Routes(dark.clone(), unreach.clone());
+    ns.exec_client(&format!("ip route add {dark} via {}", ns.peer()));
+    ns.exec_client(&format!("ip route add {unreach} via {}", ns.peer()));
 
-    let mut c = check(CheckTypeName::Tcp, &format!("198.18.{net}.5:80"));
-    c.timeout = Duration::from_millis(800);
-    let r = run_check(&spec(&c)).await;
+    let r =
+        ns.run_check("id = \"t\"\ntype = \"tcp\"\ntarget = \"198.18.7.5:80\"\ntimeout = \"800ms\"");
     assert_result(&r, State::Down, FailureClass::Timeout);
 
-    let mut c = check(CheckTypeName::Tcp, &format!("198.18.{net}.70:80"));
-    c.timeout = Duration::from_secs(3);
-    let r = run_check(&spec(&c)).await;
+    let r =
+        ns.run_check("id = \"t\"\ntype = \"tcp\"\ntarget = \"198.18.7.70:80\"\ntimeout = \"3s\"");
     assert_result(&r, State::Down, FailureClass::Unreachable);
+}
+
+/// Not a test: runs one check inside a test namespace for [`Netns::run_check`].
+#[test]
+#[ignore]
+fn check_in_namespace() {
+    check_in_namespace_helper();
 }
 
 async fn banner_server(banner: &'static [u8], echo: bool) -> u16 {

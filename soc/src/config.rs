@@ -18,6 +18,9 @@ pub struct SocConfig {
     pub sink: SinkSection,
     #[serde(default)]
     pub liveness: LivenessSection,
+    /// `[log]`: format (auto | human | journald | json) and level.
+    #[serde(default)]
+    pub log: crate::logging::LogSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,8 +117,44 @@ fn resolve_and_check(
             "silent_after and check_every must be more than 0s",
         ));
     }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        errors.push(source.error(
+            "log.level",
+            format!("not a log filter ({e}); examples: \"info\", \"owlet_soc=debug,info\""),
+        ));
+    }
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.log.format, crate::logging::LogFormat::Auto);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("format = \"auto\"", "format = \"json\""),
+        )
+        .unwrap();
+        assert_eq!(
+            load(&path).unwrap().log.format,
+            crate::logging::LogFormat::Json
+        );
+        std::fs::write(
+            &path,
+            text.replace("format = \"auto\"", "format = \"colourful\""),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains("log.format"), "{errors}");
+    }
 }

@@ -31,7 +31,13 @@ pub fn init(dir: &Path, soc_names: &[String], listen: &str) -> anyhow::Result<Pa
          path = \"soc.db\"\n\n\
          [liveness]\n\
          # A known agent without a heartbeat for this long raises agent_silent.\n\
-         silent_after = \"90s\"\n"
+         silent_after = \"90s\"\n\n\
+         [log]\n\
+         # auto: human on a terminal, journald under systemd, JSON lines otherwise;\n\
+         # or human | journald | json. Colour only on a terminal.\n\
+         format = \"auto\"\n\
+         # A tracing filter, e.g. \"info\" or \"owlet_soc=debug,info\" (RUST_LOG overrides it).\n\
+         level = \"info\"\n"
     );
     write_new(&config, &text)?;
     Ok(config)
@@ -47,6 +53,80 @@ pub struct AgentConfigOptions<'a> {
     /// Heartbeat period written into the config.
     pub status_interval: &'a str,
 }
+
+/// Where an issued agent keeps its state and control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The packaged service's paths: /var/lib/owlet and /run/owlet/owlet.sock.
+    #[default]
+    System,
+    /// Everything under the output directory (`state/`, `owlet.sock`): runs
+    /// as any user, and several agents can share one host.
+    User,
+}
+
+impl Layout {
+    /// (state directory, control socket) for an agent issued into `out`.
+    pub fn paths(self, out: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        Ok(match self {
+            Layout::System => (
+                PathBuf::from("/var/lib/owlet"),
+                PathBuf::from("/run/owlet/owlet.sock"),
+            ),
+            Layout::User => {
+                let out = std::path::absolute(out)?;
+                (out.join("state"), out.join("owlet.sock"))
+            }
+        })
+    }
+}
+
+/// Commented example checks appended to every issued `owlet.toml`: one of
+/// each type, each valid once uncommented (lines starting `#` directly
+/// followed by a key or a table are TOML; `# ` lines are prose). A unit test
+/// uncomments them all and checks them against the probe's schema.
+pub const EXAMPLE_CHECKS: &str = r#"
+# Uptime checks: uncomment [probe] and the checks you want, then change the
+# targets (192.0.2.x and example.net are documentation addresses). Keys of
+# every type: id, type, target, interval (default 60s), timeout (5s),
+# down_after (3 failures to go DOWN), up_after (2 successes to come back).
+# Try one first on the sensor: owlet probe icmp|tcp|http|snmp ...
+#[probe]
+#max_concurrency = 256
+#
+# Ping: needs CAP_NET_RAW (the packaged service has it) or a group inside
+# net.ipv4.ping_group_range.
+#[[probe.check]]
+#id = "fw-ping"
+#type = "icmp"
+#target = "192.0.2.1"
+#interval = "30s"
+#count = 3
+#
+# TCP port, optionally with a banner to expect (tls = true for TLS ports).
+#[[probe.check]]
+#id = "fw-ssh"
+#type = "tcp"
+#target = "192.0.2.1:22"
+#expect = "SSH-2.0"
+#
+# URL: status and body content.
+#[[probe.check]]
+#id = "portal"
+#type = "http"
+#target = "https://portal.example.net/health"
+#expect_status = [200]
+#contains = "ok"
+#
+# SNMP v2c poll of a preset (uptime, interfaces, cpu, memory) or oids = [...].
+#[[probe.check]]
+#id = "core-switch"
+#type = "snmp"
+#target = "192.0.2.10:161"
+#version = "2c"
+#community = "change-me"
+#preset = "uptime"
+"#;
 
 /// Issues an agent certificate into `out` and writes `out/owlet.toml`.
 pub fn issue(
@@ -81,13 +161,15 @@ pub fn issue(
          [status]\n\
          interval = \"{interval}\"\n\n\
          [control]\n\
-         socket = \"{socket}\"\n",
+         socket = \"{socket}\"\n\
+         {examples}",
         tenant = identity.tenant,
         agent = identity.agent_id,
         state = options.state_dir.display(),
         soc = options.soc_address,
         interval = options.status_interval,
         socket = options.socket.display(),
+        examples = EXAMPLE_CHECKS,
     );
     write_new(&config, &text)?;
     Ok(config)
@@ -105,6 +187,60 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config text with every example line uncommented.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_example_check_is_valid_once_uncommented() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+        let out = tmp.path().join("agent");
+        let (state_dir, socket) = Layout::User.paths(&out).unwrap();
+        let options = AgentConfigOptions {
+            soc_address: "localhost:4443",
+            state_dir: &state_dir,
+            socket: &socket,
+            status_interval: "30s",
+        };
+        let who = Identity::new("acme", "s1").unwrap();
+        let path = issue(&ca, &who, &out, &options).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        // As written, the examples are comments: no [probe] table.
+        let as_written: toml::Table = toml::from_str(&text).unwrap();
+        assert!(!as_written.contains_key("probe"), "{text}");
+        let config: toml::Table = toml::from_str(&uncommented(&text)).unwrap();
+        let probe: owlet_probe::ProbeConfig = config["probe"]
+            .clone()
+            .try_into()
+            .unwrap_or_else(|e| panic!("an example uses a key the probe does not know: {e}"));
+        let issues = probe.validate();
+        assert!(issues.is_empty(), "invalid example checks: {issues:?}");
+        let mut types: Vec<&str> = probe.checks.iter().map(|c| c.check_type.as_str()).collect();
+        types.sort();
+        assert_eq!(types, ["http", "icmp", "snmp", "tcp"]);
+        // The user layout keeps state and socket inside the output directory.
+        let out = std::path::absolute(&out).unwrap();
+        assert_eq!(
+            config["agent"]["state_dir"].as_str(),
+            out.join("state").to_str()
+        );
+        assert_eq!(
+            config["control"]["socket"].as_str(),
+            out.join("owlet.sock").to_str()
+        );
+    }
 
     #[test]
     fn issuing_into_an_enrolled_directory_changes_nothing() {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use owlet_soc::{config, enroll, query, serve};
+use clap::{Parser, Subcommand, ValueEnum};
+use owlet_soc::{config, demo, enroll, query, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "owlet-soc", version, about = "owlet SOC receiver")]
@@ -23,18 +23,22 @@ enum Command {
     Ca(CaCommand),
     /// Receive agents' streams.
     Serve {
+        /// The SOC configuration (written by `owlet-soc ca init`).
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
-    /// Known agents with their state and last contact.
+    /// Known agents with their state, last contact and duplicates dropped.
     Agents {
+        /// The SOC configuration; its [sink] names the database to read.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// One JSON array of agents instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print stored events as they arrive.
     Tail {
+        /// The SOC configuration; its [sink] names the database to read.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// Only this agent: TENANT/AGENT or AGENT.
@@ -47,12 +51,38 @@ enum Command {
         #[arg(long)]
         from_start: bool,
     },
+    /// Everything on loopback: a throwaway CA, a SOC receiver in this
+    /// process, and an agent (`--agent-bin`) as a child process, with the SOC's
+    /// view live until Ctrl-C or --duration.
+    Demo {
+        /// The `owlet` agent binary to start (`PATH run --config FILE`).
+        #[arg(long, value_name = "PATH")]
+        agent_bin: PathBuf,
+        /// Stop after this long (e.g. "30s", "2m"); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Keep every file (CA, configs, database, agent log) in DIR instead
+        /// of a temporary directory removed at the end.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Where an issued agent keeps its state and control socket.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    /// The packaged service: /var/lib/owlet and /run/owlet/owlet.sock.
+    System,
+    /// Under --out (state/, owlet.sock): runs as any user, several agents per
+    /// host.
+    User,
 }
 
 #[derive(Debug, Subcommand)]
 enum CaCommand {
     /// Create the agent CA, the SOC server certificate and soc.toml in DIR.
     Init {
+        /// Directory for the CA, the SOC certificate and soc.toml (created).
         #[arg(long)]
         dir: PathBuf,
         /// Names (DNS or IP) agents use to reach the SOC; repeatable.
@@ -62,19 +92,28 @@ enum CaCommand {
         #[arg(long, default_value = "127.0.0.1:4443")]
         listen: String,
     },
-    /// Issue an agent certificate and a ready owlet.toml into OUT.
+    /// Issue an agent certificate and a ready owlet.toml (with commented
+    /// example checks) into OUT.
     Issue {
+        /// The CA directory made by `owlet-soc ca init`.
         #[arg(long)]
         dir: PathBuf,
+        /// Tenant (customer) the agent belongs to; part of its identity.
         #[arg(long)]
         tenant: String,
+        /// Agent id, unique within the tenant; part of its identity.
         #[arg(long)]
         agent: String,
+        /// New directory for the certificate, key and owlet.toml.
         #[arg(long)]
         out: PathBuf,
         /// SOC address written into owlet.toml.
         #[arg(long, default_value = "localhost:4443")]
         soc: String,
+        /// Paths of the agent's state and control socket: `system` for the
+        /// packaged service, `user` to keep both under --out.
+        #[arg(long, value_enum, default_value = "system")]
+        layout: LayoutArg,
     },
 }
 
@@ -115,12 +154,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             agent,
             out,
             soc,
+            layout,
         }) => {
             let identity = owlet_tls::Identity::new(tenant, agent)?;
+            let layout = match layout {
+                LayoutArg::System => enroll::Layout::System,
+                LayoutArg::User => enroll::Layout::User,
+            };
+            let (state_dir, socket) = layout
+                .paths(&out)
+                .with_context(|| format!("cannot resolve {}", out.display()))?;
             let options = enroll::AgentConfigOptions {
                 soc_address: &soc,
-                state_dir: std::path::Path::new("/var/lib/owlet"),
-                socket: std::path::Path::new("/run/owlet/owlet.sock"),
+                state_dir: &state_dir,
+                socket: &socket,
                 status_interval: "30s",
             };
             let config = enroll::issue(&dir, &identity, &out, &options)?;
@@ -128,19 +175,36 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 "Agent {identity}: certificate, key and {} written.",
                 config.display()
             );
-            println!(
-                "Copy {}/* to the sensor's /etc/owlet/ and run: owlet check-config /etc/owlet/owlet.toml",
-                out.display()
-            );
+            match layout {
+                enroll::Layout::System => println!(
+                    "Copy {}/* to the sensor's /etc/owlet/ and run: owlet check-config /etc/owlet/owlet.toml",
+                    out.display()
+                ),
+                enroll::Layout::User => println!(
+                    "Run it in place: owlet check-config {0} && owlet run --config {0}\n\
+                     (state in {1}, control socket {2})",
+                    config.display(),
+                    state_dir.display(),
+                    socket.display()
+                ),
+            }
             Ok(0)
+        }
+        Command::Demo {
+            agent_bin,
+            duration,
+            dir,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(demo::run(&agent_bin, duration, dir))
         }
         Command::Serve { config } => {
             let config = load(&config)?;
-            init_logging();
+            owlet_soc::logging::init(&config.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let receiver = serve::Receiver::bind(config).await?;
-                receiver.serve(shutdown_signal()).await
+                receiver.serve(serve::stop_signal()).await
             })?;
             Ok(0)
         }
@@ -153,17 +217,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10}  HOST",
-                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms"
+                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  HOST",
+                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms", "DUPLICATES"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10}  {}",
+                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {}",
                         format!("{}/{}", r.tenant, r.agent_id),
                         r.state,
                         r.version,
                         r.last_seen,
                         r.clock_offset_ms,
+                        r.duplicates_dropped,
                         r.hostname
                     );
                 }
@@ -205,34 +270,43 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-}
-
 /// `Ok(false)` when stdout's reader went away (`owlet-soc tail | head`).
 fn write_or_done(result: std::io::Result<()>) -> anyhow::Result<bool> {
     match result {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Arguments without help text, as "owlet-soc ca issue --tenant".
+    fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name());
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(format!("{path} {} (subcommand)", sub.get_name()));
+            }
+            undocumented(sub, &path, missing);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_subcommand_has_help() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

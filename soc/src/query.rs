@@ -25,6 +25,9 @@ pub struct AgentRow {
     pub last_seen: String,
     pub clock_offset_ms: i64,
     pub acked_seq: u64,
+    /// Events received again after they were stored (resends at or below
+    /// `acked_seq`), dropped by the SOC.
+    pub duplicates_dropped: u64,
 }
 
 pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
@@ -36,12 +39,24 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Ok(db)
 }
 
+/// Whether `table` has `column` (databases written by an older owlet-soc
+/// lack the newer columns until a serving SOC migrates them).
+pub fn has_column(db: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?;
+    stmt.exists(params![table, column])
+}
+
 pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
-    let mut stmt = db.prepare(
+    let duplicates = if has_column(db, "agents", "duplicates_dropped")? {
+        "duplicates_dropped"
+    } else {
+        "0"
+    };
+    let mut stmt = db.prepare(&format!(
         "SELECT tenant, agent_id, version, hw_profile, hostname, time_zone, connected, silent,
-                first_seen_us, last_seen_us, clock_offset_ms, acked_seq
-         FROM agents ORDER BY tenant, agent_id",
-    )?;
+                first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}
+         FROM agents ORDER BY tenant, agent_id"
+    ))?;
     stmt.query_map([], |r| {
         let connected: bool = r.get(6)?;
         let silent: bool = r.get(7)?;
@@ -64,6 +79,7 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             last_seen: rfc3339(r.get(9)?),
             clock_offset_ms: r.get(10)?,
             acked_seq: r.get::<_, i64>(11)? as u64,
+            duplicates_dropped: r.get::<_, i64>(12)? as u64,
         })
     })?
     .collect()

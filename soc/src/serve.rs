@@ -1,5 +1,12 @@
 //! `owlet-soc serve`: the receiver process — accept loop, gRPC service, sink
 //! thread and liveness monitor.
+//!
+//! Start-up order is part of the contract: take the database's instance lock
+//! ([`crate::lock`]), bind the port, and only then open the sink (which
+//! changes stored state: every agent is marked disconnected). A second
+//! instance on the same config therefore fails on the lock and a receiver
+//! whose port is taken fails on the bind, both without touching the
+//! database.
 
 use std::sync::Arc;
 
@@ -13,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::accept;
 use crate::config::SocConfig;
+use crate::lock::InstanceLock;
 use crate::service::TelemetryService;
 use crate::sink::{SinkHandle, SqliteSink};
 
@@ -24,6 +32,8 @@ pub struct Receiver {
     listener: TcpListener,
     config: SocConfig,
     sink: SinkHandle,
+    /// Held until the receiver is dropped (after `serve` returns).
+    _lock: InstanceLock,
 }
 
 impl Receiver {
@@ -31,18 +41,26 @@ impl Receiver {
     /// port and can read the sink before serving starts.
     pub async fn bind(config: SocConfig) -> anyhow::Result<Self> {
         let db = config.sqlite_path();
+        let lock = InstanceLock::acquire(db)?;
+        let listen = config.server.listen;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "cannot listen on {listen} (server.listen): another program already uses this address; \
+                     stop it or choose another server.listen"
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}")
+            }
+        })?;
         let sink = SqliteSink::open(db)
             .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
         let sink = SinkHandle::spawn(sink)?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| {
-                format!("cannot listen on {} (server.listen)", config.server.listen)
-            })?;
         Ok(Self {
             listener,
             config,
             sink,
+            _lock: lock,
         })
     }
 
@@ -59,6 +77,7 @@ impl Receiver {
             listener,
             config,
             sink,
+            _lock,
         } = self;
         let tls = owlet_tls::server_config(
             &config.server.cert,
@@ -125,5 +144,21 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
             }
             Err(e) => warn!(error = %e, "liveness check failed"),
         }
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C); never when the
+/// handlers cannot be installed.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
     }
 }

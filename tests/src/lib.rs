@@ -1,7 +1,8 @@
-//! Harness for owlet's end-to-end tests: it starts the real `owlet` and
-//! `owlet-soc` binaries and talks to them only through their real interfaces
-//! (command line, config files, the agent's control socket, the SOC's SQLite
-//! file).
+//! Harness for owlet's end-to-end tests: it starts the real `owlet`,
+//! `owlet-loadgen` and `owlet-soc` binaries and talks to them only through
+//! their real interfaces (command line, config files, the agent's control
+//! socket, the SOC's SQLite file). A [`Relay`] between agent and SOC can
+//! delay and cut a live connection, to make resends happen on purpose.
 //!
 //! Every test gets its own temporary directory and its own loopback port;
 //! every process is owned by a [`Proc`] guard that SIGKILLs it on drop, so a
@@ -14,15 +15,19 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use owlet_proto::v1::{Event, event::Kind};
+use owlet_proto::v1::{Alert, CheckResult, Event, event::Kind};
 use prost::Message;
 
 /// Generous default deadline for "eventually" conditions.
@@ -55,6 +60,11 @@ pub fn owlet() -> Command {
 
 pub fn owlet_soc() -> Command {
     Command::new(bin("owlet-soc"))
+}
+
+/// The bench / test load generator: the agent with a synthetic producer.
+pub fn owlet_loadgen() -> Command {
+    Command::new(bin("owlet-loadgen"))
 }
 
 /// Runs a command to completion, panicking if it cannot be started.
@@ -294,6 +304,17 @@ impl Soc {
         self.proc = Some(proc);
     }
 
+    /// Sends `sig` to the running SOC (SIGSTOP / SIGCONT to freeze it).
+    pub fn signal(&self, sig: Signal) {
+        self.proc.as_ref().expect("SOC not running").signal(sig);
+    }
+
+    /// SIGKILL, no chance to finish anything (the database stays as the
+    /// crash left it).
+    pub fn kill9(&mut self) {
+        self.proc.take().expect("SOC not running").kill9();
+    }
+
     /// SIGTERM and wait (60 s) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         self.proc
@@ -339,6 +360,33 @@ impl Soc {
         Agent::from_issued(dir)
     }
 
+    /// `owlet-soc agents --json`: one object per agent.
+    pub fn agents_json(&self) -> Vec<serde_json::Value> {
+        let out = run_ok(
+            owlet_soc()
+                .args(["agents", "--json", "--config"])
+                .arg(&self.config),
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("owlet-soc agents --json printed no JSON array ({e}): {out}")
+        })
+    }
+
+    /// `duplicates_dropped` of one agent from `owlet-soc agents --json`
+    /// (0 while the agent is unknown).
+    pub fn duplicates_dropped(&self, tenant: &str, agent: &str) -> u64 {
+        let Some(row) = self
+            .agents_json()
+            .into_iter()
+            .find(|a| a["tenant"] == tenant && a["agent_id"] == agent)
+        else {
+            return 0;
+        };
+        row["duplicates_dropped"].as_u64().unwrap_or_else(|| {
+            panic!("owlet-soc agents --json has no duplicates_dropped count: {row}")
+        })
+    }
+
     /// Read access to the SOC's database.
     pub fn db(&self) -> Db {
         Db {
@@ -358,6 +406,8 @@ pub struct Agent {
     pub socket: PathBuf,
     /// The config written on [`Agent::start`]; edit freely before.
     pub config: toml::Table,
+    /// `Some((rate, total))`: [`Agent::start`] runs `owlet-loadgen`.
+    load: Option<(u64, u64)>,
     proc: Option<Proc>,
 }
 
@@ -393,6 +443,7 @@ impl Agent {
             state_dir,
             socket,
             config,
+            load: None,
             proc: None,
         }
     }
@@ -417,23 +468,42 @@ impl Agent {
         self
     }
 
-    /// `[synthetic] rate`, `total`.
+    /// Makes [`Agent::start`] run the same agent with the synthetic
+    /// producer: `owlet-loadgen run --config FILE --rate RATE --total TOTAL`
+    /// (`total` 0: no end). Check results with check id "synthetic" and a
+    /// counter from 0 as message; it logs "synthetic load finished".
     pub fn synthetic(&mut self, rate: u64, total: u64) -> &mut Self {
-        self.set("synthetic", "rate", rate as i64)
-            .set("synthetic", "total", total as i64)
+        self.load = Some((rate, total));
+        self
     }
 
     pub fn write_config(&self) {
         fs::write(&self.config_path, toml::to_string(&self.config).unwrap()).unwrap();
     }
 
-    /// Writes the config and starts `owlet run`.
+    /// Writes the config and starts `owlet run`, or `owlet-loadgen run`
+    /// after [`Agent::synthetic`]. Both log to `owlet.{out,err}`.
     pub fn start(&mut self) {
         assert!(self.proc.is_none(), "agent already running");
         self.write_config();
-        let mut cmd = owlet();
+        let mut cmd = if self.load.is_some() {
+            owlet_loadgen()
+        } else {
+            owlet()
+        };
         cmd.args(["run", "--config"]).arg(&self.config_path);
+        if let Some((rate, total)) = self.load {
+            cmd.args(["--rate", &rate.to_string(), "--total", &total.to_string()]);
+        }
         self.proc = Some(Proc::spawn("owlet", cmd, &self.dir));
+    }
+
+    /// Panics with the agent's log if it has exited.
+    pub fn assert_running(&mut self) {
+        let status = self.proc.as_mut().and_then(Proc::try_wait);
+        if let Some(status) = status {
+            panic!("the agent exited with {status}:\n{}", self.log());
+        }
     }
 
     pub fn running(&mut self) -> bool {
@@ -497,6 +567,27 @@ impl Agent {
         self.health().and_then(|h| h["spool_events"].as_u64())
     }
 
+    /// `spool_last_seq` from `owlet health --json`: the highest sequence
+    /// number the spool has accepted. `None` while the agent cannot be
+    /// reached.
+    pub fn spool_last_seq(&self) -> Option<u64> {
+        let health = self.health()?;
+        Some(
+            health["spool_last_seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("owlet health --json has no spool_last_seq: {health}")),
+        )
+    }
+
+    /// `owlet reload --socket SOCKET`, run to completion.
+    pub fn reload(&self) -> Output {
+        output(
+            owlet()
+                .args(["reload", "--json", "--socket"])
+                .arg(&self.socket),
+        )
+    }
+
     /// Copies another certificate and key over this agent's (keeping 0600).
     pub fn replace_credentials(&self, cert: &Path, key: &Path) {
         fs::copy(cert, self.dir.join("agent.pem")).unwrap();
@@ -528,6 +619,218 @@ impl Drop for Soc {
     }
 }
 
+// --------------------------------------------------------------------- relay
+
+/// A TCP relay on a free loopback port that forwards every connection to a
+/// target, byte for byte (TLS passes through untouched: the agent still
+/// talks to the SOC). A test makes it misbehave like a network, one
+/// deterministic step at a time:
+/// - [`Relay::hold`]: what the agent sends on the connections open now is
+///   kept here instead of delivered (the SOC's bytes still flow back);
+/// - [`Relay::cut_agent_side`]: those connections are closed towards the
+///   agent only, so it reconnects, while the SOC's end stays open and idle;
+/// - [`Relay::release`]: the held bytes reach the SOC, late, on the old
+///   connection; or [`Relay::sever`]: they never do, both sides are closed.
+///
+/// Connections opened later are forwarded normally. Dropping the relay
+/// closes every connection.
+pub struct Relay {
+    pub port: u16,
+    shared: Arc<RelayShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct RelayShared {
+    stop: AtomicBool,
+    links: Mutex<Vec<Arc<Link>>>,
+}
+
+/// One relayed connection.
+struct Link {
+    agent: TcpStream,
+    soc: TcpStream,
+    /// `Some`: agent-to-SOC bytes are held here instead of delivered.
+    held: Mutex<Option<Vec<u8>>>,
+    /// The agent's side ended (or was cut).
+    agent_gone: AtomicBool,
+}
+
+impl Relay {
+    /// Listens on a free loopback port and forwards to `target`.
+    pub fn start(target: &str) -> Relay {
+        let target: SocketAddr = target.parse().expect("relay target address");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let shared = Arc::new(RelayShared::default());
+        let accept = {
+            let shared = shared.clone();
+            std::thread::spawn(move || relay_accept(listener, target, &shared))
+        };
+        Relay {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn live_links(&self) -> Vec<Arc<Link>> {
+        let links = self.shared.links.lock().unwrap();
+        links
+            .iter()
+            .filter(|l| !l.agent_gone.load(Ordering::SeqCst))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts holding the agent's bytes on every connection open now;
+    /// returns how many connections that is.
+    pub fn hold(&self) -> usize {
+        let links = self.live_links();
+        for link in &links {
+            link.held.lock().unwrap().get_or_insert_with(Vec::new);
+        }
+        links.len()
+    }
+
+    /// Bytes held so far.
+    pub fn held_bytes(&self) -> usize {
+        let links = self.shared.links.lock().unwrap();
+        links
+            .iter()
+            .map(|l| l.held.lock().unwrap().as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// Closes the held connections towards the agent (it sees the
+    /// connection end); their SOC side stays open.
+    pub fn cut_agent_side(&self) {
+        let links = self.shared.links.lock().unwrap();
+        for link in links.iter().filter(|l| l.held.lock().unwrap().is_some()) {
+            link.agent_gone.store(true, Ordering::SeqCst);
+            let _ = link.agent.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Closes the held connections on both sides; the held bytes are
+    /// discarded (the SOC never sees them).
+    pub fn sever(&self) {
+        let links = self.shared.links.lock().unwrap();
+        for link in links.iter() {
+            let mut held = link.held.lock().unwrap();
+            if let Some(bytes) = held.as_mut() {
+                bytes.clear();
+                link.agent_gone.store(true, Ordering::SeqCst);
+                let _ = link.agent.shutdown(Shutdown::Both);
+                let _ = link.soc.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Delivers the held bytes to the SOC (the connections stay open and
+    /// keep holding anything else); returns how many bytes.
+    pub fn release(&self) -> usize {
+        let links = self.shared.links.lock().unwrap();
+        let mut released = 0;
+        for link in links.iter() {
+            let mut held = link.held.lock().unwrap();
+            if let Some(bytes) = held.as_mut() {
+                // A SOC that already closed this connection gets nothing.
+                if (&link.soc).write_all(bytes).is_ok() {
+                    released += bytes.len();
+                }
+                bytes.clear();
+            }
+        }
+        released
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        for link in self.shared.links.lock().unwrap().iter() {
+            let _ = link.agent.shutdown(Shutdown::Both);
+            let _ = link.soc.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn relay_accept(listener: TcpListener, target: SocketAddr, shared: &RelayShared) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let agent = match listener.accept() {
+            Ok((agent, _)) => agent,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => panic!("relay accept: {e}"),
+        };
+        agent.set_nonblocking(false).unwrap();
+        // A target that is down: the agent sees its connection closed.
+        let Ok(soc) = TcpStream::connect(target) else {
+            continue;
+        };
+        let link = Arc::new(Link {
+            agent,
+            soc,
+            held: Mutex::new(None),
+            agent_gone: AtomicBool::new(false),
+        });
+        shared.links.lock().unwrap().push(link.clone());
+        let up = link.clone();
+        std::thread::spawn(move || relay_agent_to_soc(&up));
+        std::thread::spawn(move || relay_soc_to_agent(&link));
+    }
+}
+
+fn relay_agent_to_soc(link: &Link) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match (&link.agent).read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut held = link.held.lock().unwrap();
+        match held.as_mut() {
+            Some(bytes) => bytes.extend_from_slice(&buf[..n]),
+            None => {
+                drop(held);
+                if (&link.soc).write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    link.agent_gone.store(true, Ordering::SeqCst);
+    // A held connection's SOC side stays open: the held bytes come later.
+    if link.held.lock().unwrap().is_none() {
+        let _ = link.soc.shutdown(Shutdown::Write);
+    }
+}
+
+fn relay_soc_to_agent(link: &Link) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match (&link.soc).read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Once the agent side is cut, what the SOC sends is read and dropped
+        // so its writes never block.
+        let _ = (&link.agent).write_all(&buf[..n]);
+    }
+    let _ = link.agent.shutdown(Shutdown::Write);
+}
+
 // ------------------------------------------------------------------ SOC DB
 
 /// Read-only view of the SOC's SQLite file. Each query opens the file anew
@@ -556,6 +859,30 @@ impl Stored {
                     .parse()
                     .unwrap_or_else(|_| panic!("bad synthetic counter {:?}", c.message)),
             ),
+            _ => None,
+        }
+    }
+
+    /// The event's own time stamp (when the agent made it).
+    pub fn time(&self) -> SystemTime {
+        let t = self
+            .event
+            .time
+            .as_ref()
+            .unwrap_or_else(|| panic!("stored event without a time: {self:?}"));
+        UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)
+    }
+
+    pub fn check_result(&self) -> Option<&CheckResult> {
+        match &self.event.kind {
+            Some(Kind::CheckResult(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn alert(&self) -> Option<&Alert> {
+        match &self.event.kind {
+            Some(Kind::Alert(a)) => Some(a),
             _ => None,
         }
     }
@@ -672,6 +999,16 @@ impl Db {
         let Some(db) = self.open() else { return 0 };
         db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// Takes the database's write lock (`BEGIN IMMEDIATE`) and holds it
+    /// until the returned connection is dropped (rolled back, nothing
+    /// written): the SOC's commits stall meanwhile, like on a stalled disk.
+    pub fn hold_write_lock(&self) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(&self.path).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        db
     }
 
     /// (tenant/agent, kind, count, min seq, max seq) for diagnostics.

@@ -180,3 +180,106 @@ fn several_mistakes_are_reported_at_once() {
     assert_error(&dir, "many.toml", &text, 9, "soc.cert", "missing.pem");
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
+
+#[test]
+fn valid_file_names_the_identity_of_its_certificate() {
+    let (_soc, dir) = credentials();
+    let file = dir.join("ok.toml");
+    fs::write(&file, valid("localhost:4443", "agent.pem", "agent.key")).unwrap();
+    let out = output(owlet().arg("check-config").arg(&file));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("agent acme/a"), "{stdout}");
+}
+
+#[test]
+fn a_typo_suggests_the_key_meant() {
+    let (_soc, dir) = credentials();
+    let text = valid("localhost:4443", "agent.pem", "agent.key")
+        .replace("interval = \"30s\"", "interva = \"30s\"")
+        + "\n[[probe.check]]\nid = \"web\"\ntype = \"tcp\"\ntarget = \"localhost:80\"\ntimout = \"2s\"\n";
+    let stderr = assert_error(
+        &dir,
+        "typo.toml",
+        &text,
+        12,
+        "status.interva",
+        "unknown key `interva`; did you mean `interval`?",
+    );
+    assert_all_located(&dir.join("typo.toml"), &stderr);
+    // A check entry: reported on the same run (all errors at once).
+    assert_error(
+        &dir,
+        "typo.toml",
+        &text,
+        18,
+        "probe.check[0].timout",
+        "unknown key `timout`; did you mean `timeout`?",
+    );
+}
+
+#[test]
+fn a_duration_and_a_byte_size_of_the_wrong_form_show_an_example() {
+    let (_soc, dir) = credentials();
+    let text = valid("localhost:4443", "agent.pem", "agent.key")
+        .replace("interval = \"30s\"", "interval = 30");
+    assert_error(
+        &dir,
+        "duration.toml",
+        &text,
+        12,
+        "status.interval",
+        "expected a duration such as \"30s\" or \"5m\"",
+    );
+    let text =
+        valid("localhost:4443", "agent.pem", "agent.key") + "\n[spool]\nmax_bytes = \"a lot\"\n";
+    assert_error(
+        &dir,
+        "bytes.toml",
+        &text,
+        15,
+        "spool.max_bytes",
+        "expected a byte size such as \"64MiB\"",
+    );
+}
+
+#[test]
+fn tenant_or_id_that_contradicts_the_certificate() {
+    let (_soc, dir) = credentials();
+    // The certificate is for acme/a.
+    let text = valid("localhost:4443", "agent.pem", "agent.key")
+        .replace("state_dir", "tenant = \"acme\"\nid = \"b\"\nstate_dir");
+    let stderr = assert_error(
+        &dir,
+        "identity.toml",
+        &text,
+        4,
+        "agent.id",
+        "says `b` but the certificate",
+    );
+    for needle in [
+        "agent id `a`",
+        "owlet://acme/a",
+        "remove tenant/id or correct them",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("1 error(s)"),
+        "the matching tenant is no error:\n{stderr}"
+    );
+}
+
+#[test]
+fn unknown_hardware_profile() {
+    let (_soc, dir) = credentials();
+    let text = valid("localhost:4443", "agent.pem", "agent.key")
+        .replace("state_dir", "hw_profile = \"huge\"\nstate_dir");
+    assert_error(
+        &dir,
+        "profile.toml",
+        &text,
+        3,
+        "agent.hw_profile",
+        "known profiles: small, medium, large",
+    );
+}

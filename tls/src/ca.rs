@@ -139,7 +139,7 @@ pub fn init(dir: &Path, soc_names: &[String], validity_days: u32) -> Result<CaPa
     let ca =
         CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|source| TlsError::Generate {
             what: "CA certificate",
-            source,
+            source: source.into(),
         })?;
 
     let mut soc_params = CertificateParams::default();
@@ -155,7 +155,7 @@ pub fn init(dir: &Path, soc_names: &[String], validity_days: u32) -> Result<CaPa
         .signed_by(&soc_key, &ca)
         .map_err(|source| TlsError::Generate {
             what: "SOC server certificate",
-            source,
+            source: source.into(),
         })?;
 
     create_private_dir(dir)?;
@@ -222,9 +222,9 @@ fn issue_from(
     let uri = identity
         .to_uri()
         .try_into()
-        .map_err(|source| TlsError::Generate {
+        .map_err(|source: rcgen::Error| TlsError::Generate {
             what: "agent identity URI",
-            source,
+            source: source.into(),
         })?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&identity.to_string());
@@ -239,7 +239,7 @@ fn issue_from(
         .signed_by(&key, &ca.issuer)
         .map_err(|source| TlsError::Generate {
             what: "agent certificate",
-            source,
+            source: source.into(),
         })?;
 
     let paths = AgentCertPaths {
@@ -308,8 +308,10 @@ impl LoadedCa {
 }
 
 fn new_key(what: &'static str) -> Result<KeyPair> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|source| TlsError::Generate { what, source })
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| TlsError::Generate {
+        what,
+        source: source.into(),
+    })
 }
 
 fn name(common_name: &str) -> DistinguishedName {

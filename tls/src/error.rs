@@ -119,7 +119,7 @@ pub enum TlsError {
     Generate {
         what: &'static str,
         #[source]
-        source: rcgen::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -3,7 +3,13 @@
 //!
 //! Guarantees:
 //! * unknown keys are errors, never silently ignored; all unknown keys of a file
-//!   are reported at once (they do not stop deserialization);
+//!   are reported at once (they do not stop deserialization), each with the
+//!   nearest valid key of its table (`did you mean `interval`?`) or, when none
+//!   is close, the list of valid keys; the valid keys come from the target
+//!   type itself (see `fields`), so they cannot drift from the schema;
+//! * serde's own messages are put in the operator's terms (see `hints`): a
+//!   `deny_unknown_fields` or unknown enum value gets the same suggestion, a
+//!   malformed duration an example (`"30s"`);
 //! * a syntax or type error is reported with the exact position of the value
 //!   and the dotted key path (`soc.cert`, `probe.check[2].timeout`);
 //! * semantic checks made after loading (a missing file, a bad permission) are
@@ -12,8 +18,13 @@
 //! It never panics on file contents and never reads anything but the one file.
 #![forbid(unsafe_code)]
 
+mod fields;
+pub mod hints;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -65,9 +76,83 @@ impl fmt::Display for ConfigErrors {
 pub struct Source {
     file: PathBuf,
     text: String,
+    /// Built on the first located error, so a valid file never pays for it
+    /// and a file with thousands of errors parses once, not once per error.
+    index: OnceLock<Index>,
+}
+
+/// Where things are in a file's text.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Byte offset of every key (`a.b`) and array element (`a.b[2]`).
+    offsets: HashMap<String, usize>,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
+}
+
+impl Index {
+    fn build(text: &str) -> Index {
+        let mut index = Index {
+            offsets: HashMap::new(),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        };
+        if let Ok(root) = DeTable::parse(text) {
+            index.add_table(root.get_ref(), "");
+        }
+        index
+    }
+
+    fn add_table(&mut self, table: &DeTable<'_>, path: &str) {
+        for (key, value) in table {
+            let path = join_key(path, key.get_ref());
+            self.offsets.insert(path.clone(), key.span().start);
+            self.add_value(value.get_ref(), &path);
+        }
+    }
+
+    fn add_value(&mut self, value: &DeValue<'_>, path: &str) {
+        match value {
+            DeValue::Table(table) => self.add_table(table, path),
+            DeValue::Array(array) => {
+                for (i, item) in array.iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    self.offsets.insert(path.clone(), item.span().start);
+                    self.add_value(item.get_ref(), &path);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
+        (line.max(1), column)
+    }
 }
 
 impl Source {
+    fn new(file: &Path, text: String) -> Source {
+        Source {
+            file: file.to_path_buf(),
+            text,
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index::build(&self.text))
+    }
+
     /// The file this source was read from.
     pub fn file(&self) -> &Path {
         &self.file
@@ -106,28 +191,23 @@ impl Source {
     /// Line and column (1-based) of the value at `key`, or of its closest
     /// parent that exists in the file.
     pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
-        let root = DeTable::parse(&self.text).ok()?;
+        let index = self.index();
+        // The canonical form of each prefix of `key`; the deepest one in the
+        // file wins.
+        let mut prefix = String::new();
         let mut best = None;
-        let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
-        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
         for segment in parse_key_path(key) {
-            // A segment missing from the file ends the walk at its parent.
-            let next = match segment {
-                Segment::Key(name) => table
-                    .or_else(|| value.and_then(|v| v.get_ref().as_table()))
-                    .and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == name))
-                    .map(|(k, v)| (k.span().start, v)),
-                Segment::Index(i) => value
-                    .and_then(|v| v.get_ref().as_array())
-                    .and_then(|a| a.get(i))
-                    .map(|v| (v.span().start, v)),
+            prefix = match segment {
+                Segment::Key(name) => join_key(&prefix, name),
+                Segment::Index(i) => format!("{prefix}[{i}]"),
             };
-            let Some((offset, v)) = next else { break };
+            // A segment missing from the file ends the walk at its parent.
+            let Some(&offset) = index.offsets.get(&prefix) else {
+                break;
+            };
             best = Some(offset);
-            value = Some(v);
-            table = None;
         }
-        best.map(|offset| line_column(&self.text, offset))
+        best.map(|offset| index.line_column(&self.text, offset))
     }
 
     fn error_at(
@@ -136,7 +216,7 @@ impl Source {
         key: String,
         message: String,
     ) -> ConfigError {
-        let (line, column) = span.map_or((0, 0), |s| line_column(&self.text, s.start));
+        let (line, column) = span.map_or((0, 0), |s| self.index().line_column(&self.text, s.start));
         ConfigError {
             file: self.file.clone(),
             line,
@@ -172,33 +252,39 @@ pub fn parse<T: DeserializeOwned>(
     text: String,
     check: impl FnOnce(&mut T, &Source) -> Vec<ConfigError>,
 ) -> Result<T, ConfigErrors> {
-    let source = Source {
-        file: file.to_path_buf(),
-        text,
-    };
-    let table = match DeTable::parse(&source.text) {
+    let source = Source::new(file, text);
+    let mut table = match DeTable::parse(&source.text) {
         Ok(t) => t,
         Err(e) => {
             let err = source.error_at(e.span(), String::new(), first_line(e.message()));
             return Err(ConfigErrors(vec![err]));
         }
     };
-    let mut unknown = Vec::new();
+    // Every unknown key, found before the real load and removed from what it
+    // reads, so none can stop it (`deny_unknown_fields` included).
+    let survey = fields::survey::<T>(&source.text);
+    for (path, key) in &survey.unknown {
+        if let Some(t) = table_at(table.get_mut(), path) {
+            t.remove(key.as_str());
+        }
+    }
+    // Keys serde ignored that the survey could not see (a flattened struct)
+    // are still errors.
+    let mut ignored: Vec<(String, String)> = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let result = {
         let de = toml::de::Deserializer::from(table);
         let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
-        serde_ignored::deserialize(tracked, |path| unknown.push(path.to_string()))
-    };
-    let mut errors: Vec<ConfigError> = unknown
-        .iter()
-        .map(|key| {
-            source.error(
-                key,
-                "unknown key (check its spelling and the section it is in)",
-            )
+        serde_ignored::deserialize(tracked, |path| {
+            ignored.push(match &path {
+                serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
+                // Not a key (serde_ignored reports keys only, but an ignored
+                // value must never pass silently): located at its path.
+                other => (dotted(other), String::new()),
+            });
         })
-        .collect();
+    };
+    let mut errors = unknown_key_errors(&source, &survey, &ignored);
     match result {
         Ok(mut value) => {
             errors.extend(check(&mut value, &source));
@@ -211,9 +297,88 @@ pub fn parse<T: DeserializeOwned>(
         Err(e) => {
             let key = track.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            errors.push(source.error_at(e.span(), key, first_line(e.message())));
+            let message = hints::rewrite(&first_line(e.message()));
+            errors.push(source.error_at(e.span(), key, message));
             Err(ConfigErrors(sorted(errors)))
         }
+    }
+}
+
+/// One error per unknown key (`(table path, key)`) of the survey and of
+/// `ignored`, each suggesting the nearest key its table accepts.
+fn unknown_key_errors(
+    source: &Source,
+    survey: &fields::Survey,
+    ignored: &[(String, String)],
+) -> Vec<ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut messages: HashMap<(usize, &str), String> = HashMap::new();
+    survey
+        .unknown
+        .iter()
+        .chain(ignored)
+        .filter(|entry| seen.insert(*entry))
+        .map(|(table, key)| {
+            if key.is_empty() {
+                return source.error(table, "unexpected value (check the section it is in)");
+            }
+            let valid = survey.lists.get(table).copied().unwrap_or_default();
+            // The same typo in every entry of a long list is worked out once.
+            let message = messages
+                .entry((valid.as_ptr() as usize, key.as_str()))
+                .or_insert_with(|| hints::unknown_key(key, valid));
+            source.error(&join_key(table, key), message.clone())
+        })
+        .collect()
+}
+
+/// The dotted path of `key` in the table at `table` (`""` is the root).
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// The table at dotted `path` (`a.b[2]`; `""` is `root`), if there is one.
+fn table_at<'t, 'i>(root: &'t mut DeTable<'i>, path: &str) -> Option<&'t mut DeTable<'i>> {
+    let mut table = root;
+    let mut segments = parse_key_path(path).into_iter().peekable();
+    while let Some(segment) = segments.next() {
+        let Segment::Key(name) = segment else {
+            return None;
+        };
+        let mut value = table.get_mut(name)?.get_mut();
+        while let Some(Segment::Index(i)) = segments.peek() {
+            let DeValue::Array(array) = value else {
+                return None;
+            };
+            value = array.get_mut(*i)?.get_mut();
+            segments.next();
+        }
+        let DeValue::Table(next) = value else {
+            return None;
+        };
+        table = next;
+    }
+    Some(table)
+}
+
+/// `a.b[2].c`, the form [`Source::locate`] reads, from serde_ignored's path
+/// (whose own Display writes indices as `.2` and options as `?`).
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        // serde's private wrapper fields (a `toml::Spanned` value) are not
+        // keys of the file.
+        Path::Map { parent, key } if key.starts_with("$__") => dotted(parent),
+        Path::Map { parent, key } => join_key(&dotted(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
     }
 }
 
@@ -224,13 +389,6 @@ fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).trim().to_string()
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 enum Segment<'a> {
@@ -323,10 +481,10 @@ mod tests {
 
     #[test]
     fn a_key_missing_from_the_file_is_located_at_its_closest_parent() {
-        let source = Source {
-            file: PathBuf::from("/etc/owlet/owlet.toml"),
-            text: "[agent]\nid = \"a\"\n\n[spool]\nsegment_bytes = \"1MiB\"\n".into(),
-        };
+        let source = Source::new(
+            Path::new("/etc/owlet/owlet.toml"),
+            "[agent]\nid = \"a\"\n\n[spool]\nsegment_bytes = \"1MiB\"\n".into(),
+        );
         assert_eq!(source.locate("spool.max_bytes"), Some((4, 2)));
         assert_eq!(source.locate("spool.segment_bytes"), Some((5, 1)));
         assert_eq!(source.locate("batch.linger"), None);
@@ -366,9 +524,173 @@ mod tests {
             lines,
             vec![
                 "/etc/owlet/owlet.toml:2:1: soc.address: bad",
-                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key (check its spelling and the section it is in)",
+                "/etc/owlet/owlet.toml:3:1: soc.bogus: unknown key `bogus`; expected one of `address`, `port`",
             ]
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        #[serde(default)]
+        soc: Option<Soc>,
+        #[serde(default)]
+        check: Vec<Check>,
+        #[serde(default)]
+        strict: Vec<Strict>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        interval: Option<u32>,
+        #[serde(default)]
+        kind: Kind,
+    }
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Kind {
+        #[default]
+        Tcp,
+        Http,
+    }
+
+    fn nested_errors(text: &str) -> Vec<(usize, String, String)> {
+        parse::<Nested>(Path::new("/c.toml"), text.to_string(), |_, _| Vec::new())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.line, e.key, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_key_of_their_own_table() {
+        let errs = nested_errors(
+            "[soc]\naddress = \"x\"\nprot = 1\n\n[[check]]\nid = \"a\"\n[[check]]\nid = \"b\"\nidd = \"b\"\n\n[sock]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                (
+                    3,
+                    "soc.prot".into(),
+                    "unknown key `prot`; did you mean `port`?".into()
+                ),
+                (
+                    9,
+                    "check[1].idd".into(),
+                    "unknown key `idd`; did you mean `id`?".into()
+                ),
+                (
+                    11,
+                    "sock".into(),
+                    "unknown key `sock`; did you mean `soc`?".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_tables_get_the_same_suggestion_and_enum_values_too() {
+        let errs = nested_errors("[[strict]]\nintervall = 5\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, 2, "{errs:?}");
+        assert_eq!(
+            errs[0].2,
+            "unknown key `intervall`; did you mean `interval`?"
+        );
+        let errs = nested_errors("[[strict]]\nkind = \"htp\"\n");
+        assert_eq!(
+            (errs[0].0, errs[0].1.as_str()),
+            (2, "strict[0].kind"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0]
+                .2
+                .starts_with("unknown value `htp`; did you mean `http`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_strict_table_stops_nothing() {
+        let text = "[soc]\naddress = \"x\"\nprot = 1\n\n[[strict]]\nintervall = 5\nkind = \"http\"\n\n[[strict]]\nkid = \"tcp\"\n";
+        let err = parse(
+            Path::new("/c.toml"),
+            text.to_string(),
+            |value: &mut Nested, src| {
+                // The load went on: the second entry's good key was read.
+                assert!(matches!(value.strict[0].kind, Kind::Http));
+                vec![src.error("soc.address", "semantic check ran")]
+            },
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (2, "soc.address"),
+                (3, "soc.prot"),
+                (6, "strict[0].intervall"),
+                (10, "strict[1].kid"),
+            ],
+            "{err}"
+        );
+        assert!(err.0[3].message.ends_with("did you mean `kind`?"), "{err}");
+    }
+
+    #[test]
+    fn spanned_tables_and_datetimes_are_not_mistaken_for_unknown_keys() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct WithSpans {
+            soc: toml::Spanned<Soc>,
+            when: toml::value::Datetime,
+        }
+        let text = "when = 2026-11-26T10:00:00Z\n[soc]\naddress = \"x\"\n";
+        let value: WithSpans = parse(Path::new("/c.toml"), text.into(), |_, _| Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value.soc.get_ref().address, "x");
+        let err = parse::<WithSpans>(Path::new("/c.toml"), format!("{text}prot = 1\n"), |_, _| {
+            Vec::new()
+        })
+        .unwrap_err();
+        assert_eq!(
+            (err.0[0].line, err.0[0].key.as_str()),
+            (4, "soc.prot"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_one_of_many_errors_is_located_on_its_own_line() {
+        // 2000 entries with a typo each: one error each, at its line (the
+        // file is indexed once, not parsed again per error).
+        let text: String = (0..2000)
+            .map(|i| format!("[[check]]\nid = \"c{i}\"\nidd = 1\n"))
+            .collect();
+        let errs = nested_errors(&text);
+        assert_eq!(errs.len(), 2000);
+        for (i, (line, key, _)) in errs.iter().enumerate() {
+            assert_eq!(
+                (*line, key.as_str()),
+                (3 * i + 3, format!("check[{i}].idd").as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let err = parse_conf("[soc] # é\naddress = \"é\"\nport = \"high\"\n").unwrap_err();
+        assert_eq!((err.0[0].line, err.0[0].column), (3, 8));
+        let source = Source::new(
+            Path::new("/c.toml"),
+            "a = \"é\"\n[soc]\n  \"é\" = 1\n".into(),
+        );
+        assert_eq!(source.locate("soc.é"), Some((3, 3)));
     }
 
     #[test]

@@ -1,9 +1,23 @@
 //! `owlet health` and `owlet reload`: clients of the control socket.
+//!
+//! When the agent cannot be reached the client says why in the operator's
+//! terms and exits 3 (UNKNOWN): no socket (the agent is not running, or
+//! another `--socket` is configured), a socket nobody listens on, or a socket
+//! this user may not open — then naming the group that owns it and the fix.
+//! `reload` prints the agent's verdict: exit 0 when the new configuration
+//! was applied, 2 when it was rejected (the agent keeps the old one). Keys of
+//! a reply this client does not know are ignored, so an older client works
+//! with a newer agent.
 
-use std::path::PathBuf;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::control;
 use crate::status::Verdict;
+
+/// Exit status when the agent cannot be asked (Nagios UNKNOWN).
+const UNREACHABLE: i32 = 3;
 
 /// Prints the agent's health; the exit status is the Nagios verdict, 3
 /// (UNKNOWN) when the agent cannot be reached.
@@ -11,10 +25,7 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     let reply = match control::request(&socket, "health").await {
         Ok(reply) => reply,
         Err(e) => {
-            println!(
-                "OWLET UNKNOWN - cannot reach the agent at {}: {e} (is `owlet run` up?)",
-                socket.display()
-            );
+            println!("OWLET UNKNOWN - {}", unreachable(&socket, &e));
             return Ok(Verdict::Unknown.exit_code());
         }
     };
@@ -53,10 +64,222 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     Ok(verdict.exit_code())
 }
 
-pub async fn reload(socket: PathBuf) -> anyhow::Result<i32> {
-    let reply = control::request(&socket, "reload")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the agent at {}: {e}", socket.display()))?;
-    println!("{reply}");
-    Ok(0)
+/// Asks the agent to reload; prints what changed (exit 0) or why the new
+/// configuration was rejected (exit 2).
+pub async fn reload(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
+    match control::request(&socket, "reload").await {
+        Ok(reply) => {
+            let (text, code) = reload_outcome(&reply);
+            if json {
+                println!("{reply}");
+            } else if code == 0 {
+                println!("{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            Ok(code)
+        }
+        Err(e) => {
+            eprintln!("owlet: {}", unreachable(&socket, &e));
+            Ok(UNREACHABLE)
+        }
+    }
+}
+
+/// The text and exit status for the agent's answer to `reload`.
+fn reload_outcome(reply: &str) -> (String, i32) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(reply) else {
+        return (
+            format!("owlet: the agent answered something unexpected: {reply}"),
+            UNREACHABLE,
+        );
+    };
+    match (value["reload"].as_str(), value["error"].as_str()) {
+        (Some("applied"), _) => {
+            let parts: Vec<String> = ["added", "changed", "removed"]
+                .into_iter()
+                .filter_map(|what| {
+                    let ids: Vec<String> = value[what]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|id| id.as_str().map_or_else(|| id.to_string(), str::to_string))
+                        .collect();
+                    (!ids.is_empty()).then(|| format!("{what} {}", ids.join(", ")))
+                })
+                .collect();
+            let summary = if parts.is_empty() {
+                "no check changed".to_string()
+            } else {
+                parts.join("; ")
+            };
+            (format!("reload applied: {summary}"), 0)
+        }
+        (Some("rejected"), _) => {
+            let errors = value["errors"]
+                .as_str()
+                .map_or_else(|| value["errors"].to_string(), str::to_string);
+            (
+                format!(
+                    "reload rejected; the agent keeps running its previous configuration. Fix these and reload again:\n{errors}"
+                ),
+                2,
+            )
+        }
+        // An agent from before reloads reported their outcome.
+        (Some("requested"), _) => (
+            "reload requested (this agent does not report the outcome: see its log)".to_string(),
+            0,
+        ),
+        (_, Some(error)) => (format!("owlet: the agent refused: {error}"), 2),
+        _ => (
+            format!("owlet: the agent answered something unexpected: {reply}"),
+            UNREACHABLE,
+        ),
+    }
+}
+
+/// Why `socket` could not be used, and what to do about it.
+fn unreachable(socket: &Path, error: &io::Error) -> String {
+    let path = socket.display();
+    match error.kind() {
+        io::ErrorKind::NotFound => format!(
+            "no control socket at {path}: the agent is not running (start it: systemctl start owlet), \
+             or it uses another control.socket (pass that path with --socket)"
+        ),
+        io::ErrorKind::ConnectionRefused => format!(
+            "nothing listens on {path} (a socket left behind by an agent that stopped): \
+             the agent is not running (start it: systemctl start owlet), \
+             or it uses another control.socket (pass that path with --socket)"
+        ),
+        io::ErrorKind::PermissionDenied => permission_denied(socket),
+        _ => format!("cannot reach the agent at {path}: {error}"),
+    }
+}
+
+/// The message for EACCES: which file stopped this user (the socket, or a
+/// directory above it that may not be entered), the group that owns it, and
+/// the fix.
+fn permission_denied(socket: &Path) -> String {
+    let blocker = blocking_path(socket);
+    let Ok(meta) = std::fs::metadata(&blocker) else {
+        return format!(
+            "permission denied on the control socket {}: run this command with sudo, \
+             or as a member of the agent's group",
+            socket.display()
+        );
+    };
+    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    let what = if blocker == socket {
+        "it".to_string()
+    } else {
+        format!("the directory {} above it", blocker.display())
+    };
+    format!(
+        "permission denied: this user may not open the control socket {} \
+         ({what} belongs to group `{group}`, mode {:04o}). Join that group \
+         (`sudo usermod -aG {group} $USER`, then log in again) or run this command with sudo",
+        socket.display(),
+        meta.permissions().mode() & 0o7777,
+    )
+}
+
+/// `socket`, or the first directory above it that this user cannot enter
+/// (so the socket itself cannot even be looked at).
+fn blocking_path(socket: &Path) -> PathBuf {
+    let mut ancestors: Vec<&Path> = socket.ancestors().collect();
+    ancestors.reverse();
+    for pair in ancestors.windows(2) {
+        if let Err(e) = std::fs::symlink_metadata(pair[1])
+            && e.kind() == io::ErrorKind::PermissionDenied
+        {
+            return pair[0].to_path_buf();
+        }
+    }
+    socket.to_path_buf()
+}
+
+/// The name of group `gid` from /etc/group (where the package creates the
+/// service group).
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse() == Ok(gid)).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_applied_reload_lists_what_changed_and_exits_0() {
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":["web","dns"],"changed":[],"removed":["old"],"took_ms":3}"#,
+        );
+        assert_eq!(code, 0);
+        assert_eq!(text, "reload applied: added web, dns; removed old");
+        let (text, code) =
+            reload_outcome(r#"{"reload":"applied","added":[],"changed":[],"removed":[]}"#);
+        assert_eq!(
+            (text.as_str(), code),
+            ("reload applied: no check changed", 0)
+        );
+    }
+
+    #[test]
+    fn a_rejected_reload_prints_the_errors_and_exits_2() {
+        let (text, code) = reload_outcome(
+            r#"{"reload":"rejected","errors":"/etc/owlet/owlet.toml:3:1: agent.colour: unknown key `colour`","future":true}"#,
+        );
+        assert_eq!(code, 2);
+        assert!(
+            text.contains("keeps running its previous configuration"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n/etc/owlet/owlet.toml:3:1: agent.colour: unknown key `colour`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_replies_are_not_taken_for_success() {
+        assert_eq!(reload_outcome(r#"{"reload":"requested"}"#).1, 0);
+        assert_eq!(reload_outcome(r#"{"error":"agent is shutting down"}"#).1, 2);
+        assert_eq!(reload_outcome("not json").1, UNREACHABLE);
+        assert_eq!(reload_outcome(r#"{"reload":"maybe"}"#).1, UNREACHABLE);
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_the_agent_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("owlet.sock");
+        let code = reload(socket.clone(), false).await.unwrap();
+        assert_eq!(code, UNREACHABLE);
+        let e = control::request(&socket, "health").await.unwrap_err();
+        let text = unreachable(&socket, &e);
+        assert!(text.contains("the agent is not running"), "{text}");
+        assert!(text.contains("--socket"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_says_the_agent_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("owlet.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let e = control::request(&socket, "health").await.unwrap_err();
+        let text = unreachable(&socket, &e);
+        assert!(text.starts_with("nothing listens on"), "{text}");
+        assert!(text.contains("the agent is not running"), "{text}");
+    }
+
+    #[test]
+    fn group_names_come_from_etc_group() {
+        assert_eq!(group_name(0).as_deref(), Some("root"));
+        assert_eq!(group_name(u32::MAX - 7), None);
+    }
 }

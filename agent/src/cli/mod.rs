@@ -35,8 +35,9 @@ pub enum Command {
         #[arg(default_value = config::DEFAULT_PATH)]
         file: PathBuf,
     },
-    /// Everything on loopback: a throwaway CA, a real SOC receiver and a real
-    /// agent, with the SOC's view shown live.
+    /// Everything on loopback: a throwaway CA, a real SOC receiver (the
+    /// `owlet-soc` binary, found beside this one or on PATH) and a real agent
+    /// (this binary), with the SOC's view shown live.
     Demo {
         /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -57,6 +58,10 @@ pub enum Command {
     },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
+        /// Print the agent's answer as JSON (`reload`: applied / rejected,
+        /// with added / changed / removed or the errors).
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value = "/run/owlet/owlet.sock")]
         socket: PathBuf,
     },
@@ -66,13 +71,13 @@ pub enum Command {
 pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => run(config),
-        Command::Demo { duration, dir } => runtime_then(|| crate::demo::run(duration, dir)),
+        Command::Run { config } => run_with(config, Vec::new()),
+        Command::Demo { duration, dir } => demo(duration, dir),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
-        Command::Reload { socket } => runtime_then(|| health::reload(socket)),
+        Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
     }
 }
 
@@ -82,8 +87,13 @@ fn check_config(file: &std::path::Path) -> i32 {
             if let Some(warning) = config.certificate_warning() {
                 eprintln!("{}: warning: {warning}", file.display());
             }
+            // The identity the SOC will know this agent by (the config
+            // loaded, so the certificate has one).
+            let identity = config
+                .certificate_identity()
+                .map_or_else(|e| format!("unknown: {e}"), |id| id.to_string());
             println!(
-                "{}: OK (SOC {}, {} checks, spool {})",
+                "{}: OK (agent {identity}, SOC {}, {} checks, spool {})",
                 file.display(),
                 config.soc.address,
                 config.probe.checks.len(),
@@ -99,7 +109,9 @@ fn check_config(file: &std::path::Path) -> i32 {
     }
 }
 
-fn run(path: PathBuf) -> i32 {
+/// `owlet run`, with `extra` collectors beside the configured ones (used by
+/// `owlet-loadgen`; the sensor passes none). Returns the exit status.
+pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -> i32 {
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
@@ -111,7 +123,43 @@ fn run(path: PathBuf) -> i32 {
     if let Some(warning) = config.certificate_warning() {
         tracing::warn!("{warning}");
     }
-    runtime_then(|| crate::service::run(path, config))
+    runtime_then(|| crate::service::run(path, config, extra))
+}
+
+/// `owlet demo`: the sensor binary carries no SOC code, so the demo is run
+/// by `owlet-soc demo`, which starts this binary as its agent.
+fn demo(duration: Option<Duration>, dir: Option<PathBuf>) -> i32 {
+    let me = match std::env::current_exe() {
+        Ok(me) => me,
+        Err(e) => {
+            eprintln!("owlet demo: cannot find this program's own path: {e}");
+            return 2;
+        }
+    };
+    let beside = me.with_file_name("owlet-soc");
+    let soc = if beside.is_file() {
+        beside
+    } else {
+        PathBuf::from("owlet-soc")
+    };
+    let mut command = std::process::Command::new(&soc);
+    command.arg("demo").arg("--agent-bin").arg(&me);
+    if let Some(duration) = duration {
+        command
+            .arg("--duration")
+            .arg(humantime::format_duration(duration).to_string());
+    }
+    if let Some(dir) = dir {
+        command.arg("--dir").arg(dir);
+    }
+    // exec, not spawn: Ctrl-C and SIGTERM reach owlet-soc directly, which
+    // stops its agent child and cleans up before exiting.
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    eprintln!(
+        "owlet demo: cannot start {} ({error}); the demo needs the owlet-soc binary beside owlet or on PATH (cargo build --workspace --bins builds both)",
+        soc.display()
+    );
+    2
 }
 
 /// Builds the tokio runtime, runs `f` on it and maps errors to exit status 2.

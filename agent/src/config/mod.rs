@@ -2,10 +2,13 @@
 //!
 //! Guarantees: a config that loads is complete and consistent — every file it
 //! names exists and is readable, private keys are not readable by others,
-//! durations and sizes are in range. Every problem is reported at once where
-//! possible, each naming file, line, column and key (see `owlet-tomlconf`).
-//! Unknown keys are errors. Relative paths are resolved against the directory
-//! of the config file.
+//! durations and sizes are in range, `agent.tenant` / `agent.id` (when given)
+//! agree with the certificate's `owlet://TENANT/AGENT` identity, and
+//! `agent.hw_profile` (when given) is one of [`HW_PROFILES`]. Every problem is
+//! reported at once where possible, each naming file, line, column and key
+//! (see `owlet-tomlconf`). Unknown keys are errors that name the nearest valid
+//! key; a malformed duration or byte size is answered with an example.
+//! Relative paths are resolved against the directory of the config file.
 //!
 //! This module only reads and checks; it never creates files or directories.
 
@@ -133,17 +136,16 @@ impl Config {
         if let Err(e) = owlet_tls::load_certs(&self.soc.ca) {
             errors.push(src.error("soc.ca", e.to_string()));
         }
-        let cert_problem = match owlet_tls::load_certs(&self.soc.cert) {
-            Err(e) => Some(e.to_string()),
-            Ok(chain) => chain
-                .first()
-                .and_then(|leaf| owlet_tls::identity_from_cert(leaf).err())
-                .map(|e| format!("{}: {e}", self.soc.cert.display())),
+        let cert_ok = match self.certificate_identity() {
+            Err(problem) => {
+                errors.push(src.error("soc.cert", problem));
+                false
+            }
+            Ok(identity) => {
+                errors.extend(self.identity_mismatches(&identity, src));
+                true
+            }
         };
-        let cert_ok = cert_problem.is_none();
-        if let Some(problem) = cert_problem {
-            errors.push(src.error("soc.cert", problem));
-        }
         match owlet_tls::load_private_key(&self.soc.key) {
             Err(e) => errors.push(src.error("soc.key", e.to_string())),
             // Both readable: they must also belong together.
@@ -157,10 +159,53 @@ impl Config {
             Ok(_) => {}
         }
 
+        if !self.agent.hw_profile.is_empty()
+            && !HW_PROFILES.contains(&self.agent.hw_profile.as_str())
+        {
+            errors.push(src.error(
+                "agent.hw_profile",
+                unknown_hw_profile(&self.agent.hw_profile),
+            ));
+        }
+
         for issue in self.probe.validate() {
             errors.push(src.error(&format!("probe.{}", issue.path), issue.message));
         }
         errors
+    }
+
+    /// Who the certificate at `soc.cert` says this agent is (its
+    /// `owlet://TENANT/AGENT` SAN), or why it cannot be read.
+    pub fn certificate_identity(&self) -> Result<owlet_tls::Identity, String> {
+        let chain = owlet_tls::load_certs(&self.soc.cert).map_err(|e| e.to_string())?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| format!("{}: holds no certificate", self.soc.cert.display()))?;
+        owlet_tls::identity_from_cert(leaf).map_err(|e| format!("{}: {e}", self.soc.cert.display()))
+    }
+
+    /// `agent.tenant` / `agent.id` claims that contradict the certificate.
+    /// The SOC goes by the certificate and refuses an agent whose claims
+    /// differ, so a mismatch caught here saves a silent refusal later.
+    fn identity_mismatches(&self, cert: &owlet_tls::Identity, src: &Source) -> Vec<ConfigError> {
+        [
+            ("agent.tenant", "tenant", &self.agent.tenant, &cert.tenant),
+            ("agent.id", "agent id", &self.agent.id, &cert.agent_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, what, claim, actual)| {
+            let claim = claim.as_deref().filter(|c| *c != actual.as_str())?;
+            Some(src.error(
+                key,
+                format!(
+                    "says `{claim}` but the certificate {} is for {what} `{actual}` ({}); \
+                     the SOC identifies this agent by its certificate: remove tenant/id or correct them",
+                    self.soc.cert.display(),
+                    cert.to_uri(),
+                ),
+            ))
+        })
+        .collect()
     }
 
     /// A warning when the agent's certificate is outside its validity
@@ -186,6 +231,23 @@ impl Config {
                 .map(|(host, _)| host.to_string())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// The hardware profiles an agent may report (`agent.hw_profile`): the files
+/// of `hw-profiles/` in the source tree, compiled in (a test keeps the two
+/// equal).
+pub const HW_PROFILES: &[&str] = &["small", "medium", "large"];
+
+fn unknown_hw_profile(name: &str) -> String {
+    let known = HW_PROFILES.join(", ");
+    match owlet_tomlconf::hints::nearest(name, HW_PROFILES) {
+        Some(best) => format!(
+            "unknown hardware profile `{name}`; did you mean `{best}`? (known profiles: {known}; or leave it empty)"
+        ),
+        None => format!(
+            "unknown hardware profile `{name}`; known profiles: {known} (or leave it empty)"
+        ),
     }
 }
 

@@ -25,9 +25,6 @@ pub struct Config {
     /// Uptime checks (`[probe]`, `[[probe.check]]`).
     #[serde(default)]
     pub probe: owlet_probe::ProbeConfig,
-    /// Synthetic load for benchmarks and tests (off by default).
-    #[serde(default)]
-    pub synthetic: crate::synthetic::SyntheticSection,
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.
@@ -90,7 +87,7 @@ pub struct SocSection {
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
     /// Bytes sent but not yet acknowledged; more waits in the spool.
-    #[serde(default = "default_max_inflight")]
+    #[serde(default = "default_max_inflight", deserialize_with = "byte_size")]
     pub max_inflight_bytes: ByteSize,
     #[serde(default)]
     pub compression: Compression,
@@ -125,11 +122,11 @@ pub enum Durability {
 pub struct SpoolSection {
     /// Default: `STATE_DIR/spool`.
     pub dir: Option<PathBuf>,
-    #[serde(default = "default_spool_max_bytes")]
+    #[serde(default = "default_spool_max_bytes", deserialize_with = "byte_size")]
     pub max_bytes: ByteSize,
     #[serde(default = "default_spool_max_age", with = "humantime_serde")]
     pub max_age: Duration,
-    #[serde(default = "default_segment_bytes")]
+    #[serde(default = "default_segment_bytes", deserialize_with = "byte_size")]
     pub segment_bytes: ByteSize,
     /// Bound on batches held (each costs ~150 bytes of memory).
     #[serde(default = "default_spool_max_batches")]
@@ -175,7 +172,7 @@ fn default_fsync_interval() -> Duration {
 pub struct BatchSection {
     #[serde(default = "default_batch_events")]
     pub max_events: usize,
-    #[serde(default = "default_batch_bytes")]
+    #[serde(default = "default_batch_bytes", deserialize_with = "byte_size")]
     pub max_bytes: ByteSize,
     /// How long the first event of a batch may wait for company.
     #[serde(default = "default_linger", with = "humantime_serde")]
@@ -273,4 +270,37 @@ impl Default for LogSection {
 
 fn default_level() -> String {
     "info".to_string()
+}
+
+/// Reads a byte size (`"64MiB"`, `"512 KiB"`, or a plain number of bytes);
+/// a wrong value is answered with an example of a right one.
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct ByteSizeVisitor;
+
+    impl Visitor<'_> for ByteSizeVisitor {
+        type Value = ByteSize;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte size such as \"64MiB\" or \"512KiB\"")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<ByteSize, E> {
+            Ok(ByteSize(v))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<ByteSize, E> {
+            u64::try_from(v)
+                .map(ByteSize)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<ByteSize, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+        }
+    }
+
+    d.deserialize_any(ByteSizeVisitor)
 }

@@ -189,3 +189,153 @@ fn the_packaged_reference_config_is_valid() {
     assert_eq!(config.spool.max_batches, 1_000_000);
     assert_eq!(config.probe.max_concurrency, 256);
 }
+
+/// The one error of `text` at `key`, as (line, message).
+fn error_at(dir: &Path, text: &str, key: &str) -> (usize, String) {
+    let errs = errors(dir, text);
+    let found: Vec<_> = errs.iter().filter(|e| e.key == key).collect();
+    assert_eq!(found.len(), 1, "one error at {key} expected in {errs:?}");
+    (found[0].line, found[0].message.clone())
+}
+
+#[test]
+fn a_typo_in_any_section_suggests_the_key_meant() {
+    let (_tmp, dir) = enrolled();
+    for (text, key, meant) in [
+        (
+            "[status]\ninterva = \"30s\"\n",
+            "status.interva",
+            "interval",
+        ),
+        (
+            "[spool]\nmax_byte = \"1GiB\"\n",
+            "spool.max_byte",
+            "max_bytes",
+        ),
+        ("[batch]\nlingre = \"1s\"\n", "batch.lingre", "linger"),
+        ("[control]\nsoket = \"s\"\n", "control.soket", "socket"),
+        ("[log]\nlevle = \"info\"\n", "log.levle", "level"),
+        ("[spol]\n", "spol", "spool"),
+    ] {
+        let (line, message) = error_at(&dir, &format!("{VALID}\n{text}"), key);
+        assert!(line >= 10, "{key} not located: line {line}");
+        let name = key.rsplit('.').next().unwrap();
+        assert_eq!(
+            message,
+            format!("unknown key `{name}`; did you mean `{meant}`?")
+        );
+    }
+    let text = VALID.replace("state_dir", "hw-profile = \"small\"\nstate_dir");
+    let (line, message) = error_at(&dir, &text, "agent.hw-profile");
+    assert_eq!(line, 2);
+    assert!(message.ends_with("did you mean `hw_profile`?"), "{message}");
+}
+
+#[test]
+fn a_typo_in_a_check_entry_suggests_the_key_meant() {
+    let (_tmp, dir) = enrolled();
+    let text = format!(
+        "{VALID}\n[[probe.check]]\nid = \"web\"\ntype = \"tcp\"\ntarget = \"localhost:80\"\nintervl = \"10s\"\n"
+    );
+    let errs = errors(&dir, &text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, 14, "{errs:?}");
+    assert_eq!(
+        errs[0].message,
+        "unknown key `intervl`; did you mean `interval`?"
+    );
+}
+
+#[test]
+fn a_duration_of_the_wrong_form_shows_an_example() {
+    let (_tmp, dir) = enrolled();
+    for value in ["30", "\"30 seconds please\""] {
+        let text = format!("{VALID}\n[status]\ninterval = {value}\n");
+        let (line, message) = error_at(&dir, &text, "status.interval");
+        assert_eq!(line, 11);
+        assert!(
+            message.ends_with("expected a duration such as \"30s\" or \"5m\""),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_byte_size_of_the_wrong_form_shows_an_example() {
+    let (_tmp, dir) = enrolled();
+    for value in ["true", "\"lots\"", "-1"] {
+        let text = format!("{VALID}\n[spool]\nmax_bytes = {value}\n");
+        let (line, message) = error_at(&dir, &text, "spool.max_bytes");
+        assert_eq!(line, 11);
+        assert!(
+            message.ends_with("expected a byte size such as \"64MiB\" or \"512KiB\""),
+            "{message}"
+        );
+    }
+    // Both written forms still load.
+    let text = format!("{VALID}\n[batch]\nmax_bytes = 65536\n\n[spool]\nmax_bytes = \"2 GiB\"\n");
+    let config = load(&write(&dir, &text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.batch.max_bytes.as_u64(), 65536);
+    assert_eq!(config.spool.max_bytes, bytesize::ByteSize::gib(2));
+}
+
+#[test]
+fn tenant_and_id_claims_must_match_the_certificate() {
+    let (_tmp, dir) = enrolled();
+    // The certificate is for acme/s1: matching claims load.
+    let text = VALID.replace("state_dir", "tenant = \"acme\"\nid = \"s1\"\nstate_dir");
+    load(&write(&dir, &text)).unwrap_or_else(|e| panic!("{e}"));
+
+    let text = VALID.replace("state_dir", "tenant = \"acme2\"\nid = \"s7\"\nstate_dir");
+    let (line, message) = error_at(&dir, &text, "agent.tenant");
+    assert_eq!(line, 2);
+    for needle in [
+        "`acme2`",
+        "tenant `acme`",
+        "owlet://acme/s1",
+        "agent.pem",
+        "remove tenant/id or correct them",
+    ] {
+        assert!(message.contains(needle), "{needle} missing: {message}");
+    }
+    let (line, message) = error_at(&dir, &text, "agent.id");
+    assert_eq!(line, 3);
+    assert!(
+        message.contains("`s7`") && message.contains("agent id `s1`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unknown_hardware_profile_is_an_error_listing_the_known_ones() {
+    let (_tmp, dir) = enrolled();
+    let text = VALID.replace("state_dir", "hw_profile = \"meduim\"\nstate_dir");
+    let (line, message) = error_at(&dir, &text, "agent.hw_profile");
+    assert_eq!(line, 2);
+    assert!(message.contains("did you mean `medium`?"), "{message}");
+    assert!(message.contains("small, medium, large"), "{message}");
+    for name in HW_PROFILES.iter().chain(&[""]) {
+        let text = VALID.replace("state_dir", &format!("hw_profile = \"{name}\"\nstate_dir"));
+        load(&write(&dir, &text)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn the_compiled_hardware_profiles_are_the_files_of_hw_profiles() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut compiled: Vec<&str> = HW_PROFILES.to_vec();
+    compiled.sort();
+    assert_eq!(
+        compiled,
+        on_disk,
+        "HW_PROFILES must list exactly the files of {}",
+        dir.display()
+    );
+}

@@ -18,9 +18,20 @@ pub struct Metrics {
     connection: AtomicU8,
     /// Microseconds since the epoch of the last ack; 0 = never.
     last_ack_micros: AtomicI64,
-    /// Microseconds since the epoch when the connection state last changed.
-    connection_since_micros: AtomicI64,
+    /// Microseconds since the epoch when the stream to the SOC was last up
+    /// (or the agent started, if it never was). Retries flip the state
+    /// between connecting and disconnected; this does not move with them.
+    down_since_micros: AtomicI64,
+    /// Why the last attempt to reach the SOC failed; cleared on connect.
+    uplink_problem: Mutex<Option<UplinkProblem>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The last uplink failure, as `owlet health` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UplinkProblem {
+    pub class: &'static str,
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -32,7 +43,8 @@ impl Default for Metrics {
             reconnects: AtomicU64::new(0),
             connection: AtomicU8::new(ConnectionState::Connecting as u8),
             last_ack_micros: AtomicI64::new(0),
-            connection_since_micros: AtomicI64::new(now_micros()),
+            down_since_micros: AtomicI64::new(now_micros()),
+            uplink_problem: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -48,8 +60,11 @@ pub struct Snapshot {
     pub connection: &'static str,
     #[serde(skip)]
     pub connection_state: ConnectionState,
-    /// Seconds the connection has been in its current state.
-    pub connection_state_seconds: u64,
+    /// Seconds since the stream to the SOC was last up (since start if it
+    /// never was); 0 while connected.
+    pub disconnected_seconds: u64,
+    /// Why the last attempt to reach the SOC failed (none while connected).
+    pub uplink_problem: Option<UplinkProblem>,
     /// Seconds since the last ack; `None` if never acknowledged.
     pub last_ack_age_seconds: Option<u64>,
     #[serde(skip)]
@@ -74,12 +89,28 @@ impl Metrics {
 
     pub fn set_connection(&self, state: ConnectionState) {
         let previous = self.connection.swap(state as u8, Ordering::Relaxed);
-        if previous != state as u8 {
-            self.connection_since_micros
+        let connected = ConnectionState::Connected as u8;
+        if previous == connected && state as u8 != connected {
+            self.down_since_micros
                 .store(now_micros(), Ordering::Relaxed);
-            if state == ConnectionState::Connected {
-                self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        if previous != connected && state as u8 == connected {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut problem) = self.uplink_problem.lock() {
+                *problem = None;
             }
+        }
+    }
+
+    /// Records why reaching the SOC failed (counted by class, shown by
+    /// `owlet health`).
+    pub fn uplink_failed(&self, diagnosis: &crate::uplink::Diagnosis) {
+        self.error(diagnosis.class);
+        if let Ok(mut problem) = self.uplink_problem.lock() {
+            *problem = Some(UplinkProblem {
+                class: diagnosis.class,
+                reason: diagnosis.to_string(),
+            });
         }
     }
 
@@ -110,10 +141,12 @@ impl Metrics {
                 ConnectionState::Unspecified => "unknown",
             },
             connection_state,
-            connection_state_seconds: seconds_between(
-                self.connection_since_micros.load(Ordering::Relaxed),
-                now,
-            ),
+            disconnected_seconds: if connection_state == ConnectionState::Connected {
+                0
+            } else {
+                seconds_between(self.down_since_micros.load(Ordering::Relaxed), now)
+            },
+            uplink_problem: self.uplink_problem.lock().ok().and_then(|p| p.clone()),
             last_ack_age_seconds: (last_ack > 0).then(|| seconds_between(last_ack, now)),
             last_ack_micros: last_ack,
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),

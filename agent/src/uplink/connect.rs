@@ -12,12 +12,17 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::UplinkError;
+use super::replay::Replay;
+
+/// Largest first read from the SOC (its HTTP/2 SETTINGS frame is ~30 bytes).
+const FIRST_READ: usize = 4096;
 use crate::config::Config;
 
 #[derive(Clone)]
@@ -46,18 +51,57 @@ impl Connector {
         self.timeout
     }
 
-    /// TCP connect + TLS handshake, bounded by the connect timeout.
-    async fn connect_tls(&self) -> Result<TlsStream<TcpStream>, UplinkError> {
+    /// TCP connect + TLS handshake + the SOC's first bytes, bounded by the
+    /// connect timeout.
+    ///
+    /// In TLS 1.3 the client's handshake completes before the server has
+    /// judged the client's certificate; a refusal arrives as an alert on the
+    /// first read. Inside tonic that read happens in hyper's connection task,
+    /// which reports only "operation was canceled". So the first read is
+    /// done here — the SOC, an HTTP/2 server, sends its SETTINGS at once —
+    /// and a refusal becomes a handshake error that names its alert; the
+    /// bytes read are replayed to hyper.
+    async fn connect_tls(&self) -> Result<Replay<TlsStream<TcpStream>>, UplinkError> {
         let attempt = async {
-            let tcp = TcpStream::connect(&self.address)
+            // Resolve first, so a DNS failure is told apart from a refusal.
+            let addrs: Vec<_> = tokio::net::lookup_host(&self.address)
                 .await
-                .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
+                .map_err(|e| UplinkError::Dns(self.address.clone(), e))?
+                .collect();
+            let mut last_error = None;
+            let mut connected = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        connected = Some(tcp);
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            let tcp = connected.ok_or_else(|| {
+                let e = last_error.unwrap_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses")
+                });
+                UplinkError::Connect(self.address.clone(), e)
+            })?;
             tcp.set_nodelay(true)
                 .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
-            self.tls
+            let mut tls = self
+                .tls
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(|e| UplinkError::Handshake(self.address.clone(), e))
+                .map_err(|e| UplinkError::Handshake(self.address.clone(), e))?;
+            let mut first = vec![0u8; FIRST_READ];
+            let n = tls
+                .read(&mut first)
+                .await
+                .map_err(|e| UplinkError::Handshake(self.address.clone(), e))?;
+            if n == 0 {
+                return Err(UplinkError::Closed);
+            }
+            first.truncate(n);
+            Ok(Replay::new(first, tls))
         };
         tokio::time::timeout(self.timeout, attempt)
             .await

@@ -12,6 +12,8 @@
 
 mod backoff;
 mod connect;
+mod diagnosis;
+mod replay;
 mod wire;
 
 use std::collections::VecDeque;
@@ -29,6 +31,7 @@ use crate::facts::HostFacts;
 use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
 pub use connect::Connector;
+pub use diagnosis::{Diagnosis, Setting, diagnose};
 use wire::Outbound;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,8 @@ pub enum UplinkError {
     Tls(#[from] owlet_tls::TlsError),
     #[error("soc.server_name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
+    #[error("cannot resolve the SOC address {0}: {1}")]
+    Dns(String, std::io::Error),
     #[error("cannot connect to the SOC at {0}: {1}")]
     Connect(String, std::io::Error),
     #[error(
@@ -57,20 +62,6 @@ pub enum UplinkError {
     Spool(#[from] owlet_spool::SpoolError),
 }
 
-impl UplinkError {
-    /// Error class for the agent's counters.
-    fn class(&self) -> &'static str {
-        match self {
-            Self::Tls(_) | Self::ServerName(_) => "uplink_config",
-            Self::Connect(..) | Self::Timeout(..) | Self::Transport(_) => "uplink_connect",
-            Self::Handshake(..) => "uplink_tls",
-            Self::Refused(_) => "uplink_refused",
-            Self::Protocol(_) | Self::Closed => "uplink_stream",
-            Self::Spool(_) => "spool_io",
-        }
-    }
-}
-
 /// Spool bytes read at a time: bounds the uplink's memory.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -85,6 +76,7 @@ pub struct Uplink {
     compression: Compression,
     max_inflight: usize,
     backoff: Backoff,
+    setting: Setting,
 }
 
 impl Uplink {
@@ -107,6 +99,12 @@ impl Uplink {
                 .unwrap_or(usize::MAX)
                 .max(1),
             backoff: Backoff::new(config.soc.backoff_min, config.soc.backoff_max),
+            setting: Setting {
+                address: config.soc.address.clone(),
+                server_name: config.server_name(),
+                ca: config.soc.ca.display().to_string(),
+                cert: config.soc.cert.display().to_string(),
+            },
         })
     }
 
@@ -119,12 +117,17 @@ impl Uplink {
                 _ = shutdown.changed() => break,
             };
             self.metrics.set_connection(ConnectionState::Disconnected);
-            if let Err(e) = result {
-                self.metrics.error(e.class());
-                warn!(error = %e, "uplink to the SOC lost; will retry");
-            }
             let delay = self.backoff.next_delay();
-            debug!(?delay, "reconnecting after backoff");
+            if let Err(e) = result {
+                let diagnosis = diagnose(&e, &self.setting);
+                self.metrics.uplink_failed(&diagnosis);
+                warn!(
+                    class = diagnosis.class,
+                    retry_in_seconds = delay.as_secs(),
+                    "cannot reach the SOC: {diagnosis}"
+                );
+                debug!(error = ?e, "uplink error in full");
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => break,

@@ -81,11 +81,18 @@ pub fn free_udp_port() -> u16 {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A network namespace joined to the root namespace by a veth pair:
-/// host side `base.1/24`, namespace side `base.2/24`.
+/// Two network namespaces the test creates, joined by a veth pair: the
+/// client namespace (`client`, address `base.1/24` on `client_if`), where
+/// checks run via [`Netns::run_check`], and the peer namespace (`name`,
+/// address `base.2/24` on `ns_if`), which plays the target and the routers.
+/// Nothing is added to the root namespace: its addresses and routes stay
+/// untouched, whatever ranges the machine's own uplink uses.
 pub struct Netns {
+    /// The peer namespace.
     pub name: String,
-    pub host_if: String,
+    /// The client namespace, where checks run.
+    pub client: String,
+    pub client_if: String,
     pub ns_if: String,
     /// e.g. "100.71.23"
     pub base: String,
@@ -98,31 +105,49 @@ impl Netns {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let name = format!("owlet-probe-{pid}-{n}");
-        let host_if = format!("owh{}x{n}", pid % 100_000);
+        let client = format!("owlet-probec-{pid}-{n}");
+        let client_if = format!("owc{}x{n}", pid % 100_000);
         let ns_if = format!("own{}x{n}", pid % 100_000);
         let base = format!("100.{}.{}", 64 + (n % 60), pid % 250);
-        sh_quiet(&format!("ip netns del {name}"));
-        sh(&format!("ip netns add {name}"));
+        let root_before = root_namespace_config();
+        for ns in [&name, &client] {
+            sh_quiet(&format!("ip netns del {ns}"));
+            sh(&format!("ip netns add {ns}"));
+        }
         let ns = Netns {
             name: name.clone(),
-            host_if: host_if.clone(),
+            client: client.clone(),
+            client_if: client_if.clone(),
             ns_if: ns_if.clone(),
             base: base.clone(),
         };
         sh(&format!(
-            "ip link add {host_if} type veth peer name {ns_if} netns {name}"
+            "ip -n {client} link add {client_if} type veth peer name {ns_if} netns {name}"
         ));
         sh(&format!(
-            "ip addr add {base}.1/24 dev {host_if} && ip link set {host_if} up"
+            "ip -n {client} addr add {base}.1/24 dev {client_if} && ip -n {client} link set {client_if} up && ip -n {client} link set lo up"
         ));
         sh(&format!(
             "ip -n {name} addr add {base}.2/24 dev {ns_if} && ip -n {name} link set {ns_if} up && ip -n {name} link set lo up"
         ));
+        assert_eq!(
+            root_before,
+            root_namespace_config(),
+            "setting up the test namespaces changed the root namespace's addresses or routes"
+        );
         // Let the veth pair come up (carrier) before tests send packets.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            let out = Command::new("ping")
-                .args(["-c1", "-W1", &format!("{base}.2")])
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &client,
+                    "ping",
+                    "-c1",
+                    "-W1",
+                    &format!("{base}.2"),
+                ])
                 .output();
             if matches!(out, Ok(o) if o.status.success()) {
                 break;
@@ -136,15 +161,78 @@ impl Netns {
         format!("{}.2", self.base)
     }
 
+    /// Runs `cmd` in the peer namespace.
     pub fn exec(&self, cmd: &str) {
         sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd));
     }
+
+    /// Runs `cmd` in the client namespace.
+    pub fn exec_client(&self, cmd: &str) {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.client, cmd));
+    }
+
+    /// Runs one check (a `[[probe.check]]` table in TOML) from inside the
+    /// client namespace and returns its result. The check runs in a fresh
+    /// process of this test binary (its `check_in_namespace` helper test,
+    /// see [`check_in_namespace_helper`]), started with `ip netns exec`, so
+    /// every socket it opens, the shared ICMP socket included, lives there.
+    pub fn run_check(&self, check_toml: &str) -> CheckResult {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "check_in_namespace", "--nocapture"])
+            .env(CHECK_ENV, check_toml)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "check in namespace {} failed: {stdout}\n{}",
+            self.client,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+            .unwrap_or_else(|| panic!("no result line in: {stdout}"));
+        serde_json::from_str(json).unwrap()
+    }
+}
+
+/// The root namespace's IPv4 addresses and routes (all tables), which test
+/// namespaces must never change.
+fn root_namespace_config() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "ip -4 -o addr show; ip -4 route show table all"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const CHECK_ENV: &str = "OWLET_TEST_CHECK_TOML";
+const RESULT_PREFIX: &str = "OWLET-TEST-RESULT ";
+
+/// The body of each test binary's `check_in_namespace` helper (an ignored
+/// test): runs the check in `OWLET_TEST_CHECK_TOML` and prints its result as
+/// one JSON line. Does nothing when the variable is unset (a plain
+/// `--include-ignored` run).
+pub fn check_in_namespace_helper() {
+    let Ok(toml_text) = std::env::var(CHECK_ENV) else {
+        return;
+    };
+    let c: CheckConfig = toml::from_str(&toml_text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(owlet_probe::run_check(&spec(&c)));
+    println!("{RESULT_PREFIX}{}", serde_json::to_string(&r).unwrap());
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        sh_quiet(&format!("ip link del {}", self.host_if));
         sh_quiet(&format!("ip netns del {}", self.name));
+        sh_quiet(&format!("ip netns del {}", self.client));
     }
 }
 

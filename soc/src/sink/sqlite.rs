@@ -10,11 +10,16 @@
 //! index on `events(agent, seq)` used to double-check this; it cost a quarter
 //! of the SOC's throughput for no case the mark does not already cover.)
 //!
+//! Duplicates are counted, not silently ignored: every event received at or
+//! below the mark is added to `agents.duplicates_dropped` in the same
+//! transaction, so an operator (and a test) can see that resends after a
+//! reconnect reached the SOC and were dropped.
+//!
 //! Layout (the `agents` and `events` tables are also read by `owlet-soc agents`
 //! and `owlet-soc tail`, see `crate::query`):
 //! * `agents`: one row per (tenant, agent id) with version, profile, host,
 //!   time zone, first/last seen, last heartbeat, clock offset, connection and
-//!   liveness state, high-water mark;
+//!   liveness state, high-water mark, duplicates dropped (events);
 //! * `events`: one row per event in arrival order (`id`), with the agent row,
 //!   sequence number (NULL for alerts the SOC raised itself), kind name, event
 //!   time, receive time and the protobuf-encoded `owlet.v1.Event`.
@@ -48,6 +53,8 @@ CREATE TABLE IF NOT EXISTS agents (
     connected            INTEGER NOT NULL DEFAULT 0,
     silent               INTEGER NOT NULL DEFAULT 0,
     acked_seq            INTEGER NOT NULL DEFAULT 0,
+    -- events received at or below acked_seq, dropped as duplicates
+    duplicates_dropped   INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant, agent_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -74,9 +81,27 @@ impl SqliteSink {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         db.execute("UPDATE agents SET connected = 0", [])?;
         Ok(Self { db })
     }
+}
+
+/// Columns added after the first release; `CREATE TABLE IF NOT EXISTS` does
+/// not add them to an existing database.
+const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[(
+    "duplicates_dropped",
+    "ALTER TABLE agents ADD COLUMN duplicates_dropped INTEGER NOT NULL DEFAULT 0",
+)];
+
+/// Brings a database written by an older owlet-soc up to [`SCHEMA`].
+fn migrate(db: &Connection) -> Result<(), SinkError> {
+    for (column, alter) in ADDED_AGENT_COLUMNS {
+        if !crate::query::has_column(db, "agents", column)? {
+            db.execute(alter, [])?;
+        }
+    }
+    Ok(())
 }
 
 /// The agent's row id, high-water mark and liveness flag.
@@ -147,6 +172,7 @@ fn store_one(
         SinkError::Failed(format!("batch from {who} before its hello was recorded"))
     })?;
     let mut heartbeat = false;
+    let duplicates = batch.events.iter().filter(|e| e.seq <= acked).count();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (agent, seq, kind, time_us, received_us, body)
@@ -177,9 +203,10 @@ fn store_one(
     tx.execute(
         "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
                 last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
-                silent = CASE WHEN ?4 THEN 0 ELSE silent END
+                silent = CASE WHEN ?4 THEN 0 ELSE silent END,
+                duplicates_dropped = duplicates_dropped + ?5
          WHERE id = ?1",
-        params![agent, acked_seq as i64, now, heartbeat],
+        params![agent, acked_seq as i64, now, heartbeat, duplicates as i64],
     )?;
     let recovered = silent && heartbeat;
     if recovered {
@@ -360,6 +387,92 @@ mod tests {
             5
         );
         assert_eq!(count(&sink), 5);
+    }
+
+    fn duplicates_dropped(path: &Path) -> u64 {
+        let db = crate::query::open_read_only(path).unwrap();
+        let rows = crate::query::agents(&db).unwrap();
+        assert_eq!(rows.len(), 1);
+        // `owlet-soc agents --json` prints these rows; scripts and the e2e
+        // tests read this exact key.
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        json["duplicates_dropped"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn dropped_duplicates_are_counted_per_agent_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let who = Identity::new("acme", "s1").unwrap();
+        let other = Identity::new("acme", "s2").unwrap();
+        let mut sink = SqliteSink::open(&path).unwrap();
+        for agent in [&who, &other] {
+            sink.agent_connected(agent, &Hello::default(), 0, "p")
+                .unwrap();
+        }
+        sink.store_batches(&[
+            (who.clone(), batch(&[1, 2, 3])),
+            (who.clone(), batch(&[2, 3, 4])),
+            (other.clone(), batch(&[1, 2])),
+        ])
+        .unwrap();
+        drop(sink);
+        // A resend after a reconnect to a restarted SOC: 1..=4 are stored.
+        let mut sink = SqliteSink::open(&path).unwrap();
+        sink.agent_connected(&who, &Hello::default(), 0, "p")
+            .unwrap();
+        sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))])
+            .unwrap();
+        assert_eq!(count(&sink), 7, "duplicates were stored");
+        let per_agent: Vec<(String, i64)> = sink
+            .db
+            .prepare("SELECT agent_id, duplicates_dropped FROM agents ORDER BY agent_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(per_agent, vec![("s1".into(), 2 + 4), ("s2".into(), 0)]);
+        drop(sink);
+        let db = crate::query::open_read_only(&path).unwrap();
+        let json = serde_json::to_value(crate::query::agents(&db).unwrap()).unwrap();
+        assert_eq!(json[0]["duplicates_dropped"], 6, "{json}");
+    }
+
+    #[test]
+    fn an_older_database_gains_the_duplicates_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        {
+            // The agents table as the first release wrote it.
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE agents (
+                    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent_id TEXT NOT NULL,
+                    version TEXT NOT NULL DEFAULT '', hw_profile TEXT NOT NULL DEFAULT '',
+                    hostname TEXT NOT NULL DEFAULT '', time_zone TEXT NOT NULL DEFAULT '',
+                    os TEXT NOT NULL DEFAULT '', peer TEXT NOT NULL DEFAULT '',
+                    first_seen_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
+                    last_heartbeat_us INTEGER, clock_offset_ms INTEGER NOT NULL DEFAULT 0,
+                    connected INTEGER NOT NULL DEFAULT 0, silent INTEGER NOT NULL DEFAULT 0,
+                    acked_seq INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, agent_id));
+                 INSERT INTO agents (tenant, agent_id, first_seen_us, last_seen_us, acked_seq)
+                    VALUES ('acme', 's1', 1, 1, 3);",
+            )
+            .unwrap();
+        }
+        // Before a serving SOC migrated it, the read side shows 0.
+        assert_eq!(duplicates_dropped(&path), 0);
+        let who = Identity::new("acme", "s1").unwrap();
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p")
+                .unwrap(),
+            3
+        );
+        sink.store_batches(&[(who, batch(&[3, 4]))]).unwrap();
+        drop(sink);
+        assert_eq!(duplicates_dropped(&path), 1);
     }
 
     #[test]
