@@ -18,7 +18,12 @@
 //! - **Never panics on file contents**; damage becomes a `CORRUPT` loss or a
 //!   [`SpoolError`] naming the file.
 //! - Plain blocking struct, no internal locking, no threads: the agent wraps
-//!   it in a `Mutex` and calls it from blocking threads.
+//!   it in a `Mutex` and calls it from blocking threads. Statistics are
+//!   published after every call into a [`StatsHandle`] that async code reads
+//!   without that `Mutex` (a blocking thread may hold it across an fsync).
+//! - Every file operation after the directory lock goes through the
+//!   [`fs::Filesystem`] seam, so tests fail writes, fsyncs and renames on
+//!   command (`fs::FaultyFs`, feature `fault-injection`).
 //!
 //! ## On-disk layout (format version 1)
 //!
@@ -65,6 +70,23 @@
 //! batches *without* a `DataLoss` report, and their numbers may be reused
 //! after the restart (until the SOC's ack moves numbering past them). New
 //! segments, the ack file and directory entries are always fsynced.
+//!
+//! **A failed `fdatasync` is never followed by trust.** After a failed
+//! fdatasync the kernel may have dropped the dirty pages and cleared the
+//! error, so a retried one that succeeds proves nothing. The segment that saw
+//! the failure takes no more appends (the next one starts a new segment); the
+//! records written to it since its last successful sync leave the index and
+//! the file is cut back to its synced length. Which records those are, by
+//! mode: `EveryBatch`, the batch being appended, whose `append` returns the
+//! error (not accepted; its numbers are consumed, never reused);
+//! `Interval`, the batches accepted since the last sync, reported as one
+//! `WRITE_FAILED` loss; `Deferred`, the batches the failed [`SyncHandle`]
+//! covered, which its caller reports (the handle returned the error), plus
+//! any appended after it, which the spool reports. A second handle on a
+//! segment whose sync failed fails without trying. A failed sync while
+//! sealing a full segment abandons it the same way and the append goes on in
+//! a new segment. Only `Drop` cannot report, so it leaves the files to
+//! recovery.
 //!
 //! Measured on the development VM (2 vCPU, virtio disk, ext4, shared and
 //! noisy; debug build, so encoding is slower than in release), two runs,
@@ -119,9 +141,14 @@
 //! ## Recovery (at open; `recovery.rs`)
 //!
 //! - A torn record at the tail of the **last** segment (short header, length
-//!   past EOF, bad CRC on a record that ends at EOF, zero-filled tail) is a
-//!   crash artifact: its append never returned, nothing was accepted. It is
-//!   truncated away silently. So is a last segment whose header is incomplete.
+//!   past EOF, bad CRC on a record that ends at EOF, zero-filled tail) is
+//!   what a power loss in the middle of an append leaves, but also what lost
+//!   write-back of accepted data leaves, and the two look the same. It is
+//!   truncated away and reported as a `CORRUPT` loss whose range is open
+//!   (`last_seq` 0), and numbering jumps by the clock rule (the uplink may
+//!   have sent the torn batch before its fdatasync). A last segment whose
+//!   header is incomplete is removed silently: a header is synced before any
+//!   record goes in.
 //! - Any other bad record (bad CRC with data after it, impossible length, a
 //!   payload that is not a valid batch, seqs going backwards), in any segment:
 //!   the rest of that segment is lost, reported as one `CORRUPT` loss with
@@ -139,6 +166,8 @@
 //!
 //! - return `Ok` from `append` before the record is written (and, with
 //!   `EveryBatch`, synced); leave a partial record behind a failed append;
+//! - count a batch as accepted after the fdatasync meant to cover it failed,
+//!   or let a later fdatasync vouch for bytes written before a failed one;
 //! - delete the segment holding the highest seq unless the ack file records it;
 //! - drop data without returning a `DataLoss`, or count an event in two;
 //! - trust a length or offset read from disk beyond the bytes actually there;

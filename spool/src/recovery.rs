@@ -194,7 +194,19 @@ pub fn recover(fs: &dyn Filesystem, dir: &Path, now_us: u64) -> Result<Recovered
         remove(fs, &seg.path)?;
     }
 
-    let mut last_seq = hwm.max(st.last_seq).max(st.acked_seq).max(st.dropped_seq);
+    // A segment is named by the first seq it holds (or was created for), so
+    // numbering continues at or after the last name even when that segment
+    // holds no record yet: the scanner would refuse a lower seq in it.
+    let last_name = segments.last().and_then(|s| {
+        s.path
+            .file_name()
+            .and_then(|n| segment::parse_file_name(&n.to_string_lossy()))
+    });
+    let mut last_seq = hwm
+        .max(st.last_seq)
+        .max(st.acked_seq)
+        .max(st.dropped_seq)
+        .max(last_name.map_or(0, |n| n.saturating_sub(1)));
     let fresh = state_missing && segments.is_empty();
     let distrust = state_bad || unknown_upper_bound;
     if fresh || distrust {

@@ -195,11 +195,10 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = store.clone();
         std::thread::spawn(move || tx.send(reader.stats()));
-        let during = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("stats() waited for the spool lock held across an fsync");
-        assert_eq!(during.events, 1);
+        let during = rx.recv_timeout(std::time::Duration::from_secs(30));
         gate.release();
+        let during = during.expect("stats() waited for the spool lock held across an fsync");
+        assert_eq!(during.events, 1);
         appending.await.unwrap().unwrap();
         assert_eq!(store.stats().events, 3);
     }
