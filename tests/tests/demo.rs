@@ -13,9 +13,12 @@ fn assert_demo_ok(out: std::process::Output) {
         "owlet demo failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
+    // A heartbeat line: "11:41:32  status   agent up 0s, ...".
     assert!(
-        stdout.contains("agent_status"),
-        "no agent_status line in the demo output:\n{stdout}\nstderr:\n{stderr}"
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("status") && l.contains("agent up")),
+        "no heartbeat (status) line in the demo output:\n{stdout}\nstderr:\n{stderr}"
     );
 }
 
