@@ -181,7 +181,7 @@ async fn demo(
     let stop = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
-            None => stop_signal().await,
+            None => serve::stop_signal().await,
         }
     };
     let outcome = tokio::select! {
@@ -210,21 +210,6 @@ impl SocTask {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
     }
 }
 

@@ -2,7 +2,9 @@
 //! authenticated gRPC streams, takes identity only from client certificates,
 //! stores each (agent, sequence) at most once, and acknowledges only what its
 //! sink made durable. It also watches agents' heartbeats (the monitor of the
-//! monitor) and provides CA tooling for small deployments.
+//! monitor) and provides CA tooling for small deployments and the loopback
+//! demo (`owlet-soc demo`, which runs the `owlet` agent as a child process:
+//! the sensor binary links none of this crate).
 #![forbid(unsafe_code)]
 
 pub mod accept;

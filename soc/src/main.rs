@@ -204,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let receiver = serve::Receiver::bind(config).await?;
-                receiver.serve(shutdown_signal()).await
+                receiver.serve(serve::stop_signal()).await
             })?;
             Ok(0)
         }
@@ -267,20 +267,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
     }
 }
 

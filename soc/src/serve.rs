@@ -146,3 +146,19 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
         }
     }
 }
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C); never when the
+/// handlers cannot be installed.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -66,27 +66,26 @@ macro_rules! owlet_or_skip {
     };
 }
 
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs `cmd` to its end; it must succeed. Returns (stdout, stderr).
+fn succeed(cmd: &mut Command) -> (String, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
 }
 
 #[test]
 fn the_demo_shows_check_results_and_an_alert_raised_and_cleared() {
     let owlet = owlet_or_skip!();
-    let out = Command::new(SOC)
-        .args(["demo", "--duration", "30s", "--agent-bin"])
-        .arg(&owlet)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "demo failed ({}):\n{stdout}\n{stderr}",
-        out.status
+    let (stdout, stderr) = succeed(
+        Command::new(SOC)
+            .args(["demo", "--duration", "30s", "--agent-bin"])
+            .arg(&owlet),
     );
     let position = |needle: &str| {
         stdout
@@ -189,29 +188,22 @@ fn the_demo_runs_as_an_unprivileged_user_without_the_ping_check() {
         return;
     }
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "nobody",
-            "--regid",
-            "nogroup",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(SOC)
-        .args(["demo", "--duration", "12s", "--agent-bin"])
-        .arg(&owlet)
-        .env("HOME", home.path())
-        .env("TMPDIR", home.path())
-        .current_dir(home.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "demo as nobody failed ({}):\n{stdout}\n{stderr}",
-        out.status
+    let (stdout, stderr) = succeed(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "nobody",
+                "--regid",
+                "nogroup",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(SOC)
+            .args(["demo", "--duration", "12s", "--agent-bin"])
+            .arg(&owlet)
+            .env("HOME", home.path())
+            .env("TMPDIR", home.path())
+            .current_dir(home.path()),
     );
     let ping_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
     let nogroup_may_ping = {
@@ -237,12 +229,7 @@ fn the_demo_runs_as_an_unprivileged_user_without_the_ping_check() {
 fn an_issued_user_layout_config_with_every_example_passes_the_agents_check() {
     let owlet = owlet_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
-        let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "{cmd:?}: {stdout}\n{stderr}");
-        stdout
-    };
+    let run = |cmd: &mut Command| succeed(cmd).0;
     let ca = tmp.path().join("ca");
     run(Command::new(SOC).args(["ca", "init", "--dir"]).arg(&ca));
     let out = tmp.path().join("a1");

@@ -144,3 +144,23 @@ fn a_port_taken_by_another_program_is_named_and_the_database_untouched() {
         "the database was created before the port was bound"
     );
 }
+
+#[test]
+fn a_killed_instance_leaves_no_lock_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let config = init(dir.path(), addr);
+    let quiet = |cmd: &mut Command| {
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = Guard(quiet(&mut serve(&config)));
+    wait_listening(addr, &mut first.0);
+    first.0.kill().unwrap(); // SIGKILL: no clean-up ran
+    first.0.wait().unwrap();
+    assert!(dir.path().join("soc.db.lock").exists());
+    let mut second = Guard(quiet(&mut serve(&config)));
+    wait_listening(addr, &mut second.0);
+}

@@ -318,7 +318,10 @@ fn take_loss(m: &mut Model, l: &DataLoss, e: &Expect) {
         "{l:?}"
     );
     assert_eq!(
-        l.lost_by_kind.iter().map(|(k, v)| (k.clone(), *v)).collect::<BTreeMap<_, _>>(),
+        l.lost_by_kind
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect::<BTreeMap<_, _>>(),
         kinds
     );
     let us = |t: &owlet_proto::Timestamp| owlet_proto::timestamp_micros(t);
@@ -348,14 +351,21 @@ fn segment_sizes_on_disk(dir: &Path) -> Vec<(u64, u64)> {
 fn check(m: &Model, spool: &mut Spool, dir: &Path) {
     let got = spool.read_after(0, usize::MAX).unwrap();
     let live = m.live();
-    assert_eq!(got.len(), live.len(), "stored batches differ from the model");
+    assert_eq!(
+        got.len(),
+        live.len(),
+        "stored batches differ from the model"
+    );
     for (g, w) in got.iter().zip(&live) {
         assert_eq!(&g, w, "stored batch differs from the model");
     }
     // The files, measured on the filesystem.
     let on_disk = segment_sizes_on_disk(dir);
     let want: Vec<(u64, u64)> = m.segs.iter().map(|s| (s.name, s.size)).collect();
-    assert_eq!(on_disk, want, "segment files (name, size) differ from the model");
+    assert_eq!(
+        on_disk, want,
+        "segment files (name, size) differ from the model"
+    );
     let bytes: u64 = on_disk.iter().map(|(_, s)| s).sum();
     assert!(bytes <= m.bounds.max_bytes, "{bytes} bytes on disk");
     assert!(m.batch_count() <= MAX_BATCHES);
@@ -499,11 +509,18 @@ fn append(m: &mut Model, spool: &mut Spool, fs: &FaultyFs, spec: &[(u8, usize, u
     if refused {
         *m.seen.entry("refused append".into()).or_default() += 1;
         fs.heal();
-        assert!(result.is_err(), "the model expected a refused append: {result:?}");
+        assert!(
+            result.is_err(),
+            "the model expected a refused append: {result:?}"
+        );
         if consumed {
             m.last = batch.last_seq;
         }
-        assert_eq!(spool.last_seq(), m.last, "seqs consumed by a refused append");
+        assert_eq!(
+            spool.last_seq(),
+            m.last,
+            "seqs consumed by a refused append"
+        );
         return;
     }
     let a = result.unwrap_or_else(|e| panic!("append failed: {e}"));
@@ -637,7 +654,11 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
                 let got = spool.read_after(after, budget).unwrap();
                 let live = m.live();
                 let want: Vec<&&Batch> = live.iter().filter(|b| b.last_seq > after).collect();
-                assert_eq!(got.len().min(1), want.len().min(1), "at least one batch when any");
+                assert_eq!(
+                    got.len().min(1),
+                    want.len().min(1),
+                    "at least one batch when any"
+                );
                 let mut used = 0usize;
                 for (i, b) in got.iter().enumerate() {
                     assert_eq!(&b, want[i]);

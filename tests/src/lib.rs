@@ -581,7 +581,11 @@ impl Agent {
 
     /// `owlet reload --socket SOCKET`, run to completion.
     pub fn reload(&self) -> Output {
-        output(owlet().args(["reload", "--socket"]).arg(&self.socket))
+        output(
+            owlet()
+                .args(["reload", "--json", "--socket"])
+                .arg(&self.socket),
+        )
     }
 
     /// Copies another certificate and key over this agent's (keeping 0600)

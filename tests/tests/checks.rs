@@ -128,28 +128,24 @@ fn wait_up(agent: &mut Agent, db: &Db, id: &str) {
     );
 }
 
-/// `owlet reload`: exit code and everything it printed.
-fn reload(agent: &Agent) -> (Option<i32>, String) {
+/// `owlet reload --json`: exit code, the outcome it printed, and all its
+/// output for messages.
+fn reload(agent: &Agent) -> (Option<i32>, serde_json::Value, String) {
     let out = agent.reload();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let outcome = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("owlet reload --json printed no JSON ({e}): {text}"));
+    (out.status.code(), outcome, text)
 }
 
-/// The check ids `owlet reload` listed as `what` (added / changed /
-/// removed) in its "reload applied: added a, b; removed c" line.
-fn listed(text: &str, what: &str) -> Vec<String> {
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("reload applied: "))
-        .unwrap_or_else(|| panic!("owlet reload did not say it applied the config: {text}"));
-    line.split("; ")
-        .filter_map(|part| part.strip_prefix(what)?.strip_prefix(' '))
-        .flat_map(|ids| ids.split(", "))
-        .map(str::to_string)
+/// The check ids the outcome lists as `what` (added / changed / removed).
+fn listed(outcome: &serde_json::Value, what: &str) -> Vec<String> {
+    outcome[what]
+        .as_array()
+        .unwrap_or_else(|| panic!("the reload outcome has no {what:?} list: {outcome}"))
+        .iter()
+        .map(|id| id.as_str().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -243,9 +239,10 @@ fn real_checks_stream_results_and_a_down_alert_and_reload_adds_a_check() {
     checks.push(check("added", "tcp", &added.target()));
     set_checks(&mut agent, &checks);
     agent.write_config();
-    let (code, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload of a good config: {text}");
-    assert_eq!(listed(&text, "added"), ["added"], "{text}");
+    assert_eq!(outcome["reload"], "applied", "{text}");
+    assert_eq!(listed(&outcome, "added"), ["added"], "{text}");
     wait_up(&mut agent, &db, "added");
     assert!(agent.stop().success());
 }
@@ -271,22 +268,23 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
         ],
     );
     agent.write_config();
-    let (code, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload adding a check: {text}");
-    assert_eq!(listed(&text, "added"), ["second"], "{text}");
-    assert!(listed(&text, "changed").is_empty(), "{text}");
-    assert!(listed(&text, "removed").is_empty(), "{text}");
+    assert_eq!(outcome["reload"], "applied", "{text}");
+    assert_eq!(listed(&outcome, "added"), ["second"], "{text}");
+    assert!(listed(&outcome, "changed").is_empty(), "{text}");
+    assert!(listed(&outcome, "removed").is_empty(), "{text}");
     wait_up(&mut agent, &db, "second");
 
     let mut slower = check("second", "tcp", &second.target());
     slower.insert("interval".into(), "2s".into());
     set_checks(&mut agent, std::slice::from_ref(&slower));
     agent.write_config();
-    let (code, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload changing a check: {text}");
-    assert_eq!(listed(&text, "changed"), ["second"], "{text}");
-    assert_eq!(listed(&text, "removed"), ["first"], "{text}");
-    assert!(listed(&text, "added").is_empty(), "{text}");
+    assert_eq!(listed(&outcome, "changed"), ["second"], "{text}");
+    assert_eq!(listed(&outcome, "removed"), ["first"], "{text}");
+    assert!(listed(&outcome, "added").is_empty(), "{text}");
     assert_eq!(
         rejected_reload(&agent),
         (None, vec![]),
@@ -298,11 +296,11 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
     broken.insert("intervall".into(), "1s".into());
     set_checks(&mut agent, &[broken]);
     agent.write_config();
-    let (code, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(2), "owlet reload of a broken config: {text}");
-    assert!(!text.contains("reload applied"), "{text}");
+    assert_eq!(outcome["reload"], "rejected", "{text}");
     assert!(
-        text.contains("intervall"),
+        outcome["errors"].to_string().contains("intervall"),
         "the rejection does not name the bad key: {text}"
     );
     let (errors, reasons) = rejected_reload(&agent);
@@ -325,8 +323,9 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
     // A good reload clears it.
     set_checks(&mut agent, &[slower]);
     agent.write_config();
-    let (code, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload of the fixed config: {text}");
+    assert_eq!(outcome["reload"], "applied", "{text}");
     assert_eq!(
         rejected_reload(&agent),
         (None, vec![]),

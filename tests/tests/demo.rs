@@ -1,11 +1,13 @@
-//! `owlet demo` works by itself, also for an unprivileged user.
-
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
+//! The README's first command: `owlet demo` (the sensor binary hands the demo
+//! to `owlet-soc demo`, which starts this binary as its agent). The demo's
+//! own behaviour — alert raised and cleared, closed pipes, running as nobody —
+//! is tested in soc/tests/demo.rs; this checks the hand-over end to end.
 
 use owlet_tests::*;
 
-fn assert_demo_ok(out: std::process::Output) {
+#[test]
+fn owlet_demo_runs_a_soc_and_an_agent() {
+    let out = output(owlet().args(["demo", "--duration", "8s"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -13,45 +15,8 @@ fn assert_demo_ok(out: std::process::Output) {
         "owlet demo failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-    // A heartbeat line: "11:41:32  status   agent up 0s, ...".
     assert!(
-        stdout
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some("status") && l.contains("agent up")),
-        "no heartbeat (status) line in the demo output:\n{stdout}\nstderr:\n{stderr}"
+        stdout.contains("agent up"),
+        "the demo never showed the agent's heartbeat:\n{stdout}\nstderr:\n{stderr}"
     );
-}
-
-#[test]
-fn demo_runs_and_shows_heartbeats() {
-    assert_demo_ok(output(owlet().args(["demo", "--duration", "8s"])));
-}
-
-#[test]
-fn demo_runs_as_nobody() {
-    let home = tempfile::tempdir().unwrap();
-    // A directory we just created is owned by our effective uid.
-    if std::fs::metadata(home.path()).unwrap().uid() != 0 {
-        eprintln!("skipped: needs root to switch to user nobody");
-        return;
-    }
-    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let bin = bin("owlet");
-    let out = output(
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                "nobody",
-                "--regid",
-                "nogroup",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(&bin)
-            .args(["demo", "--duration", "8s"])
-            .env("HOME", home.path())
-            .env("TMPDIR", home.path())
-            .current_dir(home.path()),
-    );
-    assert_demo_ok(out);
 }

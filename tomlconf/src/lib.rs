@@ -21,8 +21,10 @@
 mod fields;
 pub mod hints;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -74,9 +76,83 @@ impl fmt::Display for ConfigErrors {
 pub struct Source {
     file: PathBuf,
     text: String,
+    /// Built on the first located error, so a valid file never pays for it
+    /// and a file with thousands of errors parses once, not once per error.
+    index: OnceLock<Index>,
+}
+
+/// Where things are in a file's text.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Byte offset of every key (`a.b`) and array element (`a.b[2]`).
+    offsets: HashMap<String, usize>,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
+}
+
+impl Index {
+    fn build(text: &str) -> Index {
+        let mut index = Index {
+            offsets: HashMap::new(),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        };
+        if let Ok(root) = DeTable::parse(text) {
+            index.add_table(root.get_ref(), "");
+        }
+        index
+    }
+
+    fn add_table(&mut self, table: &DeTable<'_>, path: &str) {
+        for (key, value) in table {
+            let path = join_key(path, key.get_ref());
+            self.offsets.insert(path.clone(), key.span().start);
+            self.add_value(value.get_ref(), &path);
+        }
+    }
+
+    fn add_value(&mut self, value: &DeValue<'_>, path: &str) {
+        match value {
+            DeValue::Table(table) => self.add_table(table, path),
+            DeValue::Array(array) => {
+                for (i, item) in array.iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    self.offsets.insert(path.clone(), item.span().start);
+                    self.add_value(item.get_ref(), &path);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = text.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
+        (line.max(1), column)
+    }
 }
 
 impl Source {
+    fn new(file: &Path, text: String) -> Source {
+        Source {
+            file: file.to_path_buf(),
+            text,
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index::build(&self.text))
+    }
+
     /// The file this source was read from.
     pub fn file(&self) -> &Path {
         &self.file
@@ -115,28 +191,23 @@ impl Source {
     /// Line and column (1-based) of the value at `key`, or of its closest
     /// parent that exists in the file.
     pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
-        let root = DeTable::parse(&self.text).ok()?;
+        let index = self.index();
+        // The canonical form of each prefix of `key`; the deepest one in the
+        // file wins.
+        let mut prefix = String::new();
         let mut best = None;
-        let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
-        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
         for segment in parse_key_path(key) {
-            // A segment missing from the file ends the walk at its parent.
-            let next = match segment {
-                Segment::Key(name) => table
-                    .or_else(|| value.and_then(|v| v.get_ref().as_table()))
-                    .and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == name))
-                    .map(|(k, v)| (k.span().start, v)),
-                Segment::Index(i) => value
-                    .and_then(|v| v.get_ref().as_array())
-                    .and_then(|a| a.get(i))
-                    .map(|v| (v.span().start, v)),
+            prefix = match segment {
+                Segment::Key(name) => join_key(&prefix, name),
+                Segment::Index(i) => format!("{prefix}[{i}]"),
             };
-            let Some((offset, v)) = next else { break };
+            // A segment missing from the file ends the walk at its parent.
+            let Some(&offset) = index.offsets.get(&prefix) else {
+                break;
+            };
             best = Some(offset);
-            value = Some(v);
-            table = None;
         }
-        best.map(|offset| line_column(&self.text, offset))
+        best.map(|offset| index.line_column(&self.text, offset))
     }
 
     fn error_at(
@@ -145,7 +216,7 @@ impl Source {
         key: String,
         message: String,
     ) -> ConfigError {
-        let (line, column) = span.map_or((0, 0), |s| line_column(&self.text, s.start));
+        let (line, column) = span.map_or((0, 0), |s| self.index().line_column(&self.text, s.start));
         ConfigError {
             file: self.file.clone(),
             line,
@@ -181,10 +252,7 @@ pub fn parse<T: DeserializeOwned>(
     text: String,
     check: impl FnOnce(&mut T, &Source) -> Vec<ConfigError>,
 ) -> Result<T, ConfigErrors> {
-    let source = Source {
-        file: file.to_path_buf(),
-        text,
-    };
+    let source = Source::new(file, text);
     let mut table = match DeTable::parse(&source.text) {
         Ok(t) => t,
         Err(e) => {
@@ -244,6 +312,7 @@ fn unknown_key_errors(
     ignored: &[(String, String)],
 ) -> Vec<ConfigError> {
     let mut seen = std::collections::HashSet::new();
+    let mut messages: HashMap<(usize, &str), String> = HashMap::new();
     survey
         .unknown
         .iter()
@@ -254,7 +323,11 @@ fn unknown_key_errors(
                 return source.error(table, "unexpected value (check the section it is in)");
             }
             let valid = survey.lists.get(table).copied().unwrap_or_default();
-            source.error(&join_key(table, key), hints::unknown_key(key, valid))
+            // The same typo in every entry of a long list is worked out once.
+            let message = messages
+                .entry((valid.as_ptr() as usize, key.as_str()))
+                .or_insert_with(|| hints::unknown_key(key, valid));
+            source.error(&join_key(table, key), message.clone())
         })
         .collect()
 }
@@ -316,13 +389,6 @@ fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).trim().to_string()
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 enum Segment<'a> {
@@ -415,10 +481,10 @@ mod tests {
 
     #[test]
     fn a_key_missing_from_the_file_is_located_at_its_closest_parent() {
-        let source = Source {
-            file: PathBuf::from("/etc/owlet/owlet.toml"),
-            text: "[agent]\nid = \"a\"\n\n[spool]\nsegment_bytes = \"1MiB\"\n".into(),
-        };
+        let source = Source::new(
+            Path::new("/etc/owlet/owlet.toml"),
+            "[agent]\nid = \"a\"\n\n[spool]\nsegment_bytes = \"1MiB\"\n".into(),
+        );
         assert_eq!(source.locate("spool.max_bytes"), Some((4, 2)));
         assert_eq!(source.locate("spool.segment_bytes"), Some((5, 1)));
         assert_eq!(source.locate("batch.linger"), None);
@@ -597,6 +663,34 @@ mod tests {
             (4, "soc.prot"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_one_of_many_errors_is_located_on_its_own_line() {
+        // 2000 entries with a typo each: one error each, at its line (the
+        // file is indexed once, not parsed again per error).
+        let text: String = (0..2000)
+            .map(|i| format!("[[check]]\nid = \"c{i}\"\nidd = 1\n"))
+            .collect();
+        let errs = nested_errors(&text);
+        assert_eq!(errs.len(), 2000);
+        for (i, (line, key, _)) in errs.iter().enumerate() {
+            assert_eq!(
+                (*line, key.as_str()),
+                (3 * i + 3, format!("check[{i}].idd").as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let err = parse_conf("[soc] # é\naddress = \"é\"\nport = \"high\"\n").unwrap_err();
+        assert_eq!((err.0[0].line, err.0[0].column), (3, 8));
+        let source = Source::new(
+            Path::new("/c.toml"),
+            "a = \"é\"\n[soc]\n  \"é\" = 1\n".into(),
+        );
+        assert_eq!(source.locate("soc.é"), Some((3, 3)));
     }
 
     #[test]

@@ -66,11 +66,13 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
 
 /// Asks the agent to reload; prints what changed (exit 0) or why the new
 /// configuration was rejected (exit 2).
-pub async fn reload(socket: PathBuf) -> anyhow::Result<i32> {
+pub async fn reload(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     match control::request(&socket, "reload").await {
         Ok(reply) => {
             let (text, code) = reload_outcome(&reply);
-            if code == 0 {
+            if json {
+                println!("{reply}");
+            } else if code == 0 {
                 println!("{text}");
             } else {
                 eprintln!("{text}");
@@ -256,7 +258,7 @@ mod tests {
     async fn a_missing_socket_says_the_agent_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("owlet.sock");
-        let code = reload(socket.clone()).await.unwrap();
+        let code = reload(socket.clone(), false).await.unwrap();
         assert_eq!(code, UNREACHABLE);
         let e = control::request(&socket, "health").await.unwrap_err();
         let text = unreachable(&socket, &e);

@@ -58,6 +58,10 @@ pub enum Command {
     },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
+        /// Print the agent's answer as JSON (`reload`: applied / rejected,
+        /// with added / changed / removed or the errors).
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value = "/run/owlet/owlet.sock")]
         socket: PathBuf,
     },
@@ -73,7 +77,7 @@ pub fn main(cli: Cli) -> i32 {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
-        Command::Reload { socket } => runtime_then(|| health::reload(socket)),
+        Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
     }
 }
 
@@ -148,16 +152,14 @@ fn demo(duration: Option<Duration>, dir: Option<PathBuf>) -> i32 {
     if let Some(dir) = dir {
         command.arg("--dir").arg(dir);
     }
-    match command.status() {
-        Ok(status) => status.code().unwrap_or(2),
-        Err(e) => {
-            eprintln!(
-                "owlet demo: cannot start {} ({e}); the demo needs the owlet-soc binary beside owlet or on PATH (cargo build --workspace --bins builds both)",
-                soc.display()
-            );
-            2
-        }
-    }
+    // exec, not spawn: Ctrl-C and SIGTERM reach owlet-soc directly, which
+    // stops its agent child and cleans up before exiting.
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    eprintln!(
+        "owlet demo: cannot start {} ({error}); the demo needs the owlet-soc binary beside owlet or on PATH (cargo build --workspace --bins builds both)",
+        soc.display()
+    );
+    2
 }
 
 /// Builds the tokio runtime, runs `f` on it and maps errors to exit status 2.

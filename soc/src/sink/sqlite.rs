@@ -393,7 +393,10 @@ mod tests {
         let db = crate::query::open_read_only(path).unwrap();
         let rows = crate::query::agents(&db).unwrap();
         assert_eq!(rows.len(), 1);
-        rows[0].duplicates_dropped
+        // `owlet-soc agents --json` prints these rows; scripts and the e2e
+        // tests read this exact key.
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        json["duplicates_dropped"].as_u64().unwrap()
     }
 
     #[test]
@@ -430,6 +433,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(per_agent, vec![("s1".into(), 2 + 4), ("s2".into(), 0)]);
+        drop(sink);
+        let db = crate::query::open_read_only(&path).unwrap();
+        let json = serde_json::to_value(crate::query::agents(&db).unwrap()).unwrap();
+        assert_eq!(json[0]["duplicates_dropped"], 6, "{json}");
     }
 
     #[test]
