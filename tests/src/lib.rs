@@ -588,8 +588,12 @@ impl Agent {
         )
     }
 
-    /// Copies another certificate and key over this agent's (keeping 0600).
-    pub fn replace_credentials(&self, cert: &Path, key: &Path) {
+    /// Copies another certificate and key over this agent's (keeping 0600)
+    /// and drops the config's `agent.tenant` / `agent.id` claims, which
+    /// named the old certificate's identity (the agent refuses to start
+    /// with claims its certificate contradicts).
+    pub fn replace_credentials(&mut self, cert: &Path, key: &Path) {
+        self.unset("agent", "tenant").unset("agent", "id");
         fs::copy(cert, self.dir.join("agent.pem")).unwrap();
         fs::copy(key, self.dir.join("agent.key")).unwrap();
         fs::set_permissions(

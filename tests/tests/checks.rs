@@ -128,37 +128,52 @@ fn wait_up(agent: &mut Agent, db: &Db, id: &str) {
     );
 }
 
-/// `owlet reload`: exit code and the JSON outcome it printed.
+/// `owlet reload --json`: exit code, the outcome it printed, and all its
+/// output for messages.
 fn reload(agent: &Agent) -> (Option<i32>, serde_json::Value, String) {
     let out = agent.reload();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let json = stdout
-        .lines()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (out.status.code(), json, text)
+    let outcome = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("owlet reload --json printed no JSON ({e}): {text}"));
+    (out.status.code(), outcome, text)
 }
 
-/// Health reasons that mention a reload.
-fn reload_reasons(agent: &Agent) -> Vec<String> {
+/// The check ids the outcome lists as `what` (added / changed / removed).
+fn listed(outcome: &serde_json::Value, what: &str) -> Vec<String> {
+    outcome[what]
+        .as_array()
+        .unwrap_or_else(|| panic!("the reload outcome has no {what:?} list: {outcome}"))
+        .iter()
+        .map(|id| id.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// What `owlet health --json` says about a rejected reload: its
+/// `reload_rejected` errors and the reasons that mention a reload.
+fn rejected_reload(agent: &Agent) -> (Option<String>, Vec<String>) {
     let health = agent.health().expect("agent health");
-    health["reasons"]
+    let reasons = health["reasons"]
         .as_array()
         .unwrap_or_else(|| panic!("health without reasons: {health}"))
         .iter()
         .filter_map(|r| r.as_str())
         .filter(|r| r.to_lowercase().contains("reload"))
         .map(str::to_string)
-        .collect()
+        .collect();
+    (
+        health["reload_rejected"].as_str().map(str::to_string),
+        reasons,
+    )
 }
 
-fn ids(outcome: &serde_json::Value, key: &str) -> Vec<String> {
-    outcome[key]
+/// The config's current `[[probe.check]]` tables.
+fn configured_checks(agent: &Agent) -> Vec<toml::Table> {
+    agent.config["probe"]["check"]
         .as_array()
-        .unwrap_or_else(|| panic!("reload outcome without {key:?}: {outcome}"))
+        .unwrap()
         .iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .map(|c| c.as_table().unwrap().clone())
         .collect()
 }
 
@@ -220,22 +235,15 @@ fn real_checks_stream_results_and_a_down_alert_and_reload_adds_a_check() {
 
     // Reload with one more check: it runs and its results arrive.
     let added = Port::open();
-    let mut checks: Vec<toml::Table> = agent.config["probe"]["check"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_table().unwrap().clone())
-        .collect();
+    let mut checks = configured_checks(&agent);
     checks.push(check("added", "tcp", &added.target()));
     set_checks(&mut agent, &checks);
     agent.write_config();
     let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload of a good config: {text}");
+    assert_eq!(outcome["reload"], "applied", "{text}");
+    assert_eq!(listed(&outcome, "added"), ["added"], "{text}");
     wait_up(&mut agent, &db, "added");
-    assert!(
-        ids(&outcome, "added").contains(&"added".to_string()),
-        "the reload outcome does not name the added check: {text}"
-    );
     assert!(agent.stop().success());
 }
 
@@ -263,9 +271,9 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
     let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload adding a check: {text}");
     assert_eq!(outcome["reload"], "applied", "{text}");
-    assert_eq!(ids(&outcome, "added"), ["second"], "{text}");
-    assert!(ids(&outcome, "changed").is_empty(), "{text}");
-    assert!(ids(&outcome, "removed").is_empty(), "{text}");
+    assert_eq!(listed(&outcome, "added"), ["second"], "{text}");
+    assert!(listed(&outcome, "changed").is_empty(), "{text}");
+    assert!(listed(&outcome, "removed").is_empty(), "{text}");
     wait_up(&mut agent, &db, "second");
 
     let mut slower = check("second", "tcp", &second.target());
@@ -274,12 +282,13 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
     agent.write_config();
     let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload changing a check: {text}");
-    assert_eq!(ids(&outcome, "changed"), ["second"], "{text}");
-    assert_eq!(ids(&outcome, "removed"), ["first"], "{text}");
-    assert!(ids(&outcome, "added").is_empty(), "{text}");
-    assert!(
-        reload_reasons(&agent).is_empty(),
-        "health mentions a reload after good ones"
+    assert_eq!(listed(&outcome, "changed"), ["second"], "{text}");
+    assert_eq!(listed(&outcome, "removed"), ["first"], "{text}");
+    assert!(listed(&outcome, "added").is_empty(), "{text}");
+    assert_eq!(
+        rejected_reload(&agent),
+        (None, vec![]),
+        "health mentions a rejected reload after good ones"
     );
 
     // A broken config: rejected with the error, the running checks stay.
@@ -289,14 +298,14 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
     agent.write_config();
     let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(2), "owlet reload of a broken config: {text}");
-    assert_ne!(outcome["reload"], "applied", "{text}");
+    assert_eq!(outcome["reload"], "rejected", "{text}");
     assert!(
-        text.contains("intervall"),
+        outcome["errors"].to_string().contains("intervall"),
         "the rejection does not name the bad key: {text}"
     );
-    let reasons = reload_reasons(&agent);
+    let (errors, reasons) = rejected_reload(&agent);
     assert!(
-        !reasons.is_empty(),
+        errors.is_some_and(|e| e.contains("intervall")) && !reasons.is_empty(),
         "owlet health does not show the rejected reload: {:?}",
         agent.health()
     );
@@ -307,19 +316,20 @@ fn reload_reports_its_outcome_and_a_rejected_reload_shows_in_health_until_a_good
         || results(&db, "second").len() > before + 1,
     );
     assert!(
-        !reload_reasons(&agent).is_empty(),
+        rejected_reload(&agent).0.is_some(),
         "the rejected reload left health before a good reload"
     );
 
     // A good reload clears it.
     set_checks(&mut agent, &[slower]);
     agent.write_config();
-    let (code, _, text) = reload(&agent);
+    let (code, outcome, text) = reload(&agent);
     assert_eq!(code, Some(0), "owlet reload of the fixed config: {text}");
-    assert!(
-        reload_reasons(&agent).is_empty(),
-        "health still shows a rejected reload after a good one: {:?}",
-        agent.health()
+    assert_eq!(outcome["reload"], "applied", "{text}");
+    assert_eq!(
+        rejected_reload(&agent),
+        (None, vec![]),
+        "health still shows a rejected reload after a good one"
     );
     assert!(agent.stop().success());
 }

@@ -120,7 +120,7 @@ fn an_agent_certificate_the_soc_does_not_trust_is_refused_by_the_soc() {
         30,
     )
     .unwrap();
-    let agent = soc.issue("acme", "a");
+    let mut agent = soc.issue("acme", "a");
     agent.replace_credentials(&paths.cert, &paths.key);
     assert_diagnosed(
         agent,
@@ -143,7 +143,7 @@ fn an_expired_agent_certificate_is_named_as_expired() {
         now - time::Duration::days(1),
     )
     .unwrap();
-    let agent = soc.issue("acme", "a");
+    let mut agent = soc.issue("acme", "a");
     agent.replace_credentials(&paths.cert, &paths.key);
     assert_diagnosed(agent, "tls_agent_cert_expired", "as expired");
 }
