@@ -1,5 +1,5 @@
 //! Enrolment for small deployments and tests: `owlet-soc ca init` and
-//! `owlet-soc ca issue`. Certificates come from `owlet_tls::ca`; this module
+//! `owlet-soc ca issue`. Certificates come from `owlet_ca`; this module
 //! adds the ready-to-use config files, so enrolling a sensor is two commands
 //! and a copy.
 
@@ -15,7 +15,7 @@ pub const AGENT_DAYS: u32 = 825;
 /// Creates the CA and the SOC's server certificate in `dir`, plus `soc.toml`
 /// listening on `listen`. Returns the path of `soc.toml`.
 pub fn init(dir: &Path, soc_names: &[String], listen: &str) -> anyhow::Result<PathBuf> {
-    owlet_tls::ca::init(dir, soc_names, CA_DAYS)?;
+    owlet_ca::init(dir, soc_names, CA_DAYS)?;
     let config = dir.join("soc.toml");
     let text = format!(
         "# owlet-soc configuration written by `owlet-soc ca init`.\n\
@@ -145,7 +145,7 @@ pub fn issue(
             existing.display()
         );
     }
-    owlet_tls::ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
+    owlet_ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
     let text = format!(
         "# owlet agent configuration written by `owlet-soc ca issue`.\n\
          # Relative paths are taken from this file's directory. Reference: packaging/owlet.toml.\n\n\
@@ -205,7 +205,7 @@ mod tests {
     fn every_example_check_is_valid_once_uncommented() {
         let tmp = tempfile::tempdir().unwrap();
         let ca = tmp.path().join("ca");
-        owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+        owlet_ca::init(&ca, &["localhost".to_string()], 30).unwrap();
         let out = tmp.path().join("agent");
         let (state_dir, socket) = Layout::User.paths(&out).unwrap();
         let options = AgentConfigOptions {
@@ -246,7 +246,7 @@ mod tests {
     fn issuing_into_an_enrolled_directory_changes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let ca = tmp.path().join("ca");
-        owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+        owlet_ca::init(&ca, &["localhost".to_string()], 30).unwrap();
         let out = tmp.path().join("agent");
         let options = AgentConfigOptions {
             soc_address: "localhost:4443",

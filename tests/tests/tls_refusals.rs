@@ -116,9 +116,9 @@ fn certificate_from_another_ca_is_refused() {
     soc.start();
     let other = tempfile::tempdir().unwrap();
     let other_ca = other.path().join("ca");
-    owlet_tls::ca::init(&other_ca, &["localhost".to_string()], 30).unwrap();
+    owlet_ca::init(&other_ca, &["localhost".to_string()], 30).unwrap();
     let out = other.path().join("agent");
-    let paths = owlet_tls::ca::issue(
+    let paths = owlet_ca::issue(
         &other_ca,
         &owlet_tls::Identity::new("acme", "foreign").unwrap(),
         &out,
@@ -144,7 +144,7 @@ fn expired_certificate_is_refused() {
     soc.start();
     let tmp = tempfile::tempdir().unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let paths = owlet_tls::ca::issue_with_validity(
+    let paths = owlet_ca::issue_with_validity(
         &soc.ca_dir,
         &owlet_tls::Identity::new("acme", "expired").unwrap(),
         tmp.path(),

@@ -69,7 +69,7 @@ fn assert_diagnosed(mut agent: Agent, class: &str, words: &str) {
 
 fn foreign_ca(dir: &Path) -> std::path::PathBuf {
     let ca = dir.join("foreign-ca");
-    owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+    owlet_ca::init(&ca, &["localhost".to_string()], 30).unwrap();
     ca
 }
 
@@ -113,7 +113,7 @@ fn an_agent_certificate_the_soc_does_not_trust_is_refused_by_the_soc() {
     soc.start();
     let tmp = soc.tmp.path().to_path_buf();
     let ca = foreign_ca(&tmp);
-    let paths = owlet_tls::ca::issue(
+    let paths = owlet_ca::issue(
         &ca,
         &owlet_tls::Identity::new("acme", "a").unwrap(),
         &tmp.join("foreign-agent"),
@@ -135,7 +135,7 @@ fn an_expired_agent_certificate_is_named_as_expired() {
     soc.start();
     let tmp = soc.tmp.path().join("expired");
     let now = time::OffsetDateTime::now_utc();
-    let paths = owlet_tls::ca::issue_with_validity(
+    let paths = owlet_ca::issue_with_validity(
         &soc.ca_dir,
         &owlet_tls::Identity::new("acme", "a").unwrap(),
         &tmp,

@@ -69,8 +69,7 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 
 /// Reads a private key file as PEM text, after the same permission check as
 /// [`load_private_key`]. Used by the CA to load its signing key.
-#[cfg(feature = "ca")]
-pub(crate) fn read_private_key_pem(path: &Path) -> Result<String> {
+pub fn read_private_key_pem(path: &Path) -> Result<String> {
     let read_err = |source| TlsError::Read {
         what: "private key",
         path: path.to_owned(),
@@ -136,8 +135,7 @@ pub fn write_public_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Creates `path` with mode 0600 and writes `bytes`, failing if it already
 /// exists (no clobbering, no race: `O_CREAT|O_EXCL`).
-#[cfg(feature = "ca")]
-pub(crate) fn create_secret_file_new(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn create_secret_file_new(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = open_new(path, 0o600).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             TlsError::CaExists {
@@ -153,8 +151,7 @@ pub(crate) fn create_secret_file_new(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Creates `dir` (and parents) if missing; new directories get mode 0700.
-#[cfg(feature = "ca")]
-pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+pub fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -293,7 +290,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(feature = "ca")]
     fn create_new_refuses_existing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.key");

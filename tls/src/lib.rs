@@ -38,10 +38,6 @@
 
 #![forbid(unsafe_code)]
 
-/// CA tooling (certificate generation): only the SOC side enables it, so
-/// the sensor binary carries no certificate generator.
-#[cfg(feature = "ca")]
-pub mod ca;
 pub mod config;
 mod error;
 pub mod files;

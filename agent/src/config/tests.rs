@@ -10,10 +10,10 @@ use super::*;
 fn enrolled() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
-    owlet_tls::ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+    owlet_ca::init(&ca, &["localhost".to_string()], 30).unwrap();
     let agent = dir.path().join("agent");
     let id = owlet_tls::Identity::new("acme", "s1").unwrap();
-    owlet_tls::ca::issue(&ca, &id, &agent, 30).unwrap();
+    owlet_ca::issue(&ca, &id, &agent, 30).unwrap();
     (dir, agent)
 }
 
@@ -146,7 +146,7 @@ fn a_relative_probe_ca_is_taken_from_the_config_directory() {
 fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
     let (tmp, dir) = enrolled();
     let other = tmp.path().join("other");
-    owlet_tls::ca::issue(
+    owlet_ca::issue(
         &tmp.path().join("ca"),
         &owlet_tls::Identity::new("acme", "s2").unwrap(),
         &other,
@@ -166,7 +166,7 @@ fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
 fn an_expired_certificate_is_a_warning_not_an_error() {
     let (tmp, dir) = enrolled();
     let now = time::OffsetDateTime::now_utc();
-    owlet_tls::ca::issue_with_validity(
+    owlet_ca::issue_with_validity(
         &tmp.path().join("ca"),
         &owlet_tls::Identity::new("acme", "s1").unwrap(),
         &tmp.path().join("expired"),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use owlet_tls::ca::{self, AgentCertPaths, CaPaths};
+use owlet_ca::{self as ca, AgentCertPaths, CaPaths};
 use owlet_tls::rustls::{
     self, CertificateError, ClientConfig, ClientConnection, RootCertStore, ServerConfig,
     ServerConnection, StreamOwned, pki_types::ServerName,

@@ -1,4 +1,7 @@
-//! A small certificate authority for owlet deployments.
+//! A small certificate authority for owlet deployments (`owlet-soc ca`).
+//!
+//! Its own crate so that the sensor binary, which never issues
+//! certificates, links no certificate generator.
 //!
 //! One CA (ECDSA P-256, CN "owlet agent CA" plus an OU naming this CA's key
 //! id, path length 0: it signs leaves only) signs both the agent client certificates and the SOC server
@@ -39,12 +42,11 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{Result, TlsError};
-use crate::files::{
+use owlet_tls::files::{
     create_private_dir, create_secret_file_new, read_private_key_pem, write_public_file,
     write_secret_file,
 };
-use crate::identity::Identity;
+use owlet_tls::{Identity, Result, TlsError};
 
 /// CA certificate file name (in the CA directory and in agent bundles).
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -355,8 +357,7 @@ fn parse_soc_name(name: &str) -> Result<SanType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::load_certs;
-    use crate::identity::identity_from_cert;
+    use owlet_tls::{identity_from_cert, load_certs};
 
     #[test]
     fn init_then_issue_writes_files_with_modes() {
