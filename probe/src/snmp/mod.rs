@@ -12,6 +12,12 @@
 //! value is cut at [`MAX_VALUE_BYTES`] and one run's varbinds and metrics
 //! together stay within [`MAX_RESULT_BYTES`]; any cut says "(truncated ...)"
 //! in the message.
+//!
+//! Layout: [`ber`] encodes and decodes the wire format, [`usm`] and [`v3`]
+//! do SNMPv3 security, `session` runs request / reply exchanges over one
+//! socket (GET, GETBULK walks, v3 discovery), `presets` turns device-health
+//! presets into queries and metrics; this module runs one check and bounds
+//! what it reports.
 
 pub mod ber;
 mod presets;
