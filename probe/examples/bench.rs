@@ -145,8 +145,7 @@ async fn drive(urls: &str, n: usize, conc: usize, rate: f64) {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (auth, paths, next, fails) =
-            (auth.clone(), paths.clone(), next.clone(), fails.clone());
+        let (auth, paths, next, fails) = (auth.clone(), paths.clone(), next.clone(), fails.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = None;
             loop {

@@ -138,7 +138,9 @@ struct RunCounters {
 #[derive(Debug)]
 struct Shared {
     damper: Damper,
-    memory: RunMemory,
+    /// Only SNMP results use it: allocated by the first one (most checks
+    /// never pay its ~170 bytes).
+    memory: Option<Box<RunMemory>>,
     /// Alerts committed and not yet taken by the channel (sent before the
     /// next run starts).
     pending_alerts: Vec<Alert>,
@@ -158,7 +160,7 @@ impl Shared {
     fn new(spec: &CheckSpec) -> Self {
         Shared {
             damper: Damper::new(spec.down_after, spec.up_after),
-            memory: RunMemory::default(),
+            memory: None,
             pending_alerts: Vec::new(),
             settled: false,
             suspect: false,
@@ -409,6 +411,14 @@ mod tests {
     use super::*;
     use crate::config::{CheckConfig, CheckTypeName};
     use std::time::Duration;
+
+    /// Every configured check holds one `Shared` for its lifetime: ten
+    /// thousand checks must not pay for what only SNMP checks use.
+    #[test]
+    fn per_check_state_stays_small() {
+        let size = std::mem::size_of::<Shared>();
+        assert!(size <= 128, "Shared is {size} bytes");
+    }
 
     #[tokio::test]
     async fn a_panicking_supervisor_is_reported_and_its_check_tasks_stop() {
