@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn check_list_has_no_spare_capacity() {
         let one = r#"{"id": "c", "type": "icmp", "target": "127.0.0.1"}"#;
-        let json = format!("{{\"check\": [{}]}}", vec![one; 5].join(","));
+        let json = format!("{{\"check\": [{}]}}", [one; 5].join(","));
         let cfg: ProbeConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(cfg.checks.len(), 5);
         assert_eq!(cfg.checks.capacity(), 5);
