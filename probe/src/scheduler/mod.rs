@@ -294,7 +294,9 @@ impl ProbeHandle {
     /// changed ones restart (keeping their damped state when type and
     /// target are unchanged); unchanged checks are not touched. Invalid
     /// checks are skipped with a warning (the old version keeps running);
-    /// validate first. Returns at once; the tasks follow shortly.
+    /// validate first. Returns at once; the tasks follow shortly. After the
+    /// scheduler has ended (see [`wait_ended`](Self::wait_ended)) nothing
+    /// runs the new set: spawn a new scheduler instead.
     pub fn reload(&self, config: ProbeConfig) -> ReloadOutcome {
         let out = relock(&self.desired.desired).plan(&config, true);
         self.desired.changed.notify_one();
@@ -341,8 +343,9 @@ impl ProbeHandle {
     /// Resolves when the scheduler has stopped for any reason other than
     /// [`shutdown`](Self::shutdown) — a panic (its message is in the
     /// reason), the event channel closing, the task being cancelled — with a
-    /// human-readable reason. Its check tasks are stopped by then, so the
-    /// caller can spawn a new scheduler. Cancel-safe: the future holds no
+    /// human-readable reason. Its check tasks have been aborted by then (they
+    /// stop at their next wake-up and send nothing more), so the caller can
+    /// spawn a new scheduler. Cancel-safe: the future holds no
     /// state but a receiver; call it again any time (it resolves at once
     /// once the scheduler has ended). Never resolves after a shutdown.
     pub fn wait_ended(&self) -> impl Future<Output = String> + Send + 'static {
