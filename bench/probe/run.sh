@@ -4,15 +4,25 @@
 #   prometheus-blackbox-exporter (/probe calls, 32 keep-alive clients)
 #   monitoring-plugins check_tcp / check_http (one process per check)
 # Prints CPU seconds per 10,000 checks of each type and the peer/owlet ratio,
-# checks per second, and owlet's peak RSS with 10,000 configured checks.
+# and checks per second (the check code at full speed).
+#
+# Then the real agent: `owlet run` (release build) with AGENT_CHECKS configured
+# checks (a third each TCP, HTTP, ICMP, 10 s interval) streaming over mTLS to a
+# real `owlet-soc` on loopback (set up with `owlet-soc ca init` / `ca issue`),
+# for AGENT_SECS; its peak RSS (VmHWM) and CPU, beside blackbox_exporter given
+# the same steady load (the same targets, AGENT_CHECKS probes per 10 s, round
+# robin over its tcp_connect / http_2xx / icmp modules, as Prometheus would
+# scrape them) over the same time.
 #
 # Needs root (ICMP); installs the peers (nginx-light prometheus-blackbox-exporter
-# monitoring-plugins-basic) when missing. Usage: bench/probe/run.sh   (env N, PLUGIN_N, RSS_SECS)
+# monitoring-plugins-basic) when missing.
+# Usage: bench/probe/run.sh   (env N, PLUGIN_N, AGENT_CHECKS, AGENT_SECS, ONLY_AGENT=1)
 set -euo pipefail
 
 N=${N:-10000}              # checks per type for owlet and blackbox_exporter
 PLUGIN_N=${PLUGIN_N:-2000} # check_tcp/check_http fork per check: run fewer, scale to 10k
-RSS_SECS=${RSS_SECS:-25}
+AGENT_CHECKS=${AGENT_CHECKS:-10000}
+AGENT_SECS=${AGENT_SECS:-60}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PLUGINS=/usr/lib/nagios/plugins
 
@@ -23,7 +33,9 @@ ensure_packages nginx-light prometheus-blackbox-exporter monitoring-plugins-basi
 
 cd "$ROOT"
 cargo build --release -p owlet-probe --example bench >&2
+cargo build --release -p owlet-agent -p owlet-soc >&2
 BENCH="$ROOT/target/release/examples/bench"
+BIN="$ROOT/target/release"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -94,12 +106,74 @@ plugin_run() { # type command...
     echo "plugin $t: $PLUGIN_N runs, cpu ${out}" >&2
 }
 
+agent_run() {
+    # ---- owlet-soc with its own CA, and an agent certificate + config for it
+    local port soc agent c0 s0 bb0 t0 results
+    port=$(free_port)
+    "$BIN/owlet-soc" ca init --dir "$WORK/soc" --listen "127.0.0.1:$port" >/dev/null
+    "$BIN/owlet-soc" ca issue --dir "$WORK/soc" --tenant bench --agent probe1 --out "$WORK/agent" \
+        --soc "127.0.0.1:$port" >/dev/null
+    sed -i "s|/var/lib/owlet|$WORK/agent/state|; s|/run/owlet/owlet.sock|$WORK/agent/owlet.sock|" \
+        "$WORK/agent/owlet.toml"
+    grep -q '^\[probe\]' "$WORK/agent/owlet.toml" && { echo "owlet.toml from ca issue already has [probe]" >&2; exit 1; }
+    {
+        printf '\n[log]\nlevel = "warn"\n\n[probe]\nmax_concurrency = 256\n'
+        awk -v n="$AGENT_CHECKS" -v tcp="$TCP_T" -v url="$URL" 'BEGIN {
+            for (i = 0; i < n; i++) {
+                if (i % 3 == 0)      { t = "tcp";  g = tcp }
+                else if (i % 3 == 1) { t = "http"; g = url }
+                else                 { t = "icmp"; g = "127.0.0.1" }
+                printf "\n[[probe.check]]\nid = \"%s-%d\"\ntype = \"%s\"\ntarget = \"%s\"\ninterval = \"10s\"\ntimeout = \"5s\"\n", t, i, t, g
+                if (t == "icmp") printf "count = 1\n"
+            }
+        }'
+    } >>"$WORK/agent/owlet.toml"
+    RUST_LOG=warn "$BIN/owlet-soc" serve --config "$WORK/soc/soc.toml" 2>>"$WORK/soc.log" & soc=$!; PIDS+=($soc)
+    sleep 0.5
+    "$BIN/owlet" run --config "$WORK/agent/owlet.toml" 2>>"$WORK/agent.log" & agent=$!; PIDS+=($agent)
+    # ---- blackbox_exporter under the same steady load, at the same time
+    local per_s bb_n
+    per_s=$(awk -v n="$AGENT_CHECKS" 'BEGIN{printf "%.1f", n/10}')
+    bb_n=$(awk -v r="$per_s" -v s="$AGENT_SECS" 'BEGIN{printf "%d", r*s}')
+    c0=$(cpu_of "$agent"); s0=$(cpu_of "$soc"); bb0=$(cpu_of "$BBPID"); t0=$(date +%s.%N)
+    local bbu="http://127.0.0.1:$BB/probe?module"
+    "$BENCH" drive "$bbu=tcp_connect&target=$TCP_T,$bbu=http_2xx&target=$URL,$bbu=icmp&target=127.0.0.1" \
+        "$bb_n" 256 "$per_s" >"$WORK/bb-steady.txt" &
+    local driver=$!
+    sleep "$AGENT_SECS"
+    AG_CPU=$(awk -v a="$c0" -v b="$(cpu_of "$agent")" 'BEGIN{printf "%.2f", b-a}')
+    AG_RSS=$(rss_of "$agent"); SOC_RSS=$(rss_of "$soc")
+    SOC_CPU=$(awk -v a="$s0" -v b="$(cpu_of "$soc")" 'BEGIN{printf "%.2f", b-a}')
+    wait "$driver" || true
+    BBS_CPU=$(awk -v a="$bb0" -v b="$(cpu_of "$BBPID")" 'BEGIN{printf "%.2f", b-a}')
+    BBS_RSS=$(rss_of "$BBPID")
+    BBS_LINE=$(cat "$WORK/bb-steady.txt")
+    grep -E '^(VmHWM|VmRSS|RssAnon|RssFile)' "/proc/$agent/status" | tr -s ' ' | paste -sd' ' >&2
+    kill "$agent"; wait "$agent" 2>/dev/null || true
+    results=$(python3 - "$WORK/soc/soc.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+n = c.execute("SELECT COUNT(*) FROM events WHERE kind='check_result'").fetchone()[0]
+alerts = c.execute("SELECT COUNT(*) FROM events WHERE kind='alert' AND seq IS NOT NULL").fetchone()[0]
+print(n, alerts)
+PY
+) || results="? ?"
+    AG_RESULTS=${results% *}; AG_ALERTS=${results#* }
+    kill "$soc"; wait "$soc" 2>/dev/null || true
+}
+
+if [ "${ONLY_AGENT:-0}" = 1 ]; then
+    agent_run
+    echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP, ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
+    echo "  agent peak RSS ${AG_RSS} MB, CPU ${AG_CPU} s; SOC stored ${AG_RESULTS} results and ${AG_ALERTS} alerts; owlet-soc peak RSS ${SOC_RSS} MB, CPU ${SOC_CPU} s"
+    echo "  blackbox_exporter, same targets and rate: peak RSS ${BBS_RSS} MB, CPU ${BBS_CPU} s ($BBS_LINE)"
+    exit 0
+fi
+
 owlet_run tcp "$TCP_T";      bb_run tcp tcp_connect "$TCP_T"; plugin_run tcp "$PLUGINS/check_tcp" -H 127.0.0.1 -p "$WEB"
 owlet_run http "$URL";       bb_run http http_2xx "$URL";     plugin_run http "$PLUGINS/check_http" -I 127.0.0.1 -p "$WEB" -u /index.html
 owlet_run icmp 127.0.0.1;    bb_run icmp icmp 127.0.0.1
-BB_RSS=$(rss_of "$BBPID")
-RSS_LINE=$("$BENCH" rss 10000 "$RSS_SECS" "$TCP_T" "$URL")
-echo "$RSS_LINE" >&2
+agent_run
 
 ratio() { awk -v p="$1" -v o="$2" 'BEGIN{ if (o>0) printf "%.1fx", p/o; else print "n/a" }'; }
 echo
@@ -110,6 +184,7 @@ for t in tcp http icmp; do
     echo "| $t | ${OWLET_CPU[$t]} | ${OWLET_RATE[$t]} | ${BB_CPU[$t]} | $(ratio "${BB_CPU[$t]}" "${OWLET_CPU[$t]}") | ${BB_RATE[$t]} | $pc | $pr | $prate |"
 done
 echo
-echo "owlet with 10,000 configured checks (1/3 each TCP, HTTP, ICMP; 10s interval; ${RSS_SECS}s): $RSS_LINE"
-echo "blackbox_exporter peak RSS after the runs above: ${BB_RSS} MB"
+echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP, ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
+echo "  agent peak RSS ${AG_RSS} MB, CPU ${AG_CPU} s; SOC stored ${AG_RESULTS} results and ${AG_ALERTS} alerts; owlet-soc peak RSS ${SOC_RSS} MB, CPU ${SOC_CPU} s"
+echo "  blackbox_exporter, same targets and rate: peak RSS ${BBS_RSS} MB (after the throughput runs above), CPU ${BBS_CPU} s ($BBS_LINE)"
 echo "(ICMP: 1 echo per check, so checks/s = echoes/s. Plugins ran $PLUGIN_N times, scaled to 10k.)"

@@ -9,9 +9,12 @@
 //!     interval) through owlet_probe::spawn, run for SECONDS, print peak RSS.
 //! bench port
 //!     print a free loopback TCP port.
-//! bench drive URL N CONCURRENCY
+//! bench drive URL[,URL...] N CONCURRENCY [RATE]
 //!     HTTP load generator for peers (e.g. blackbox_exporter's /probe):
-//!     N GETs over CONCURRENCY keep-alive connections; prints failures.
+//!     N GETs over CONCURRENCY keep-alive connections, request i to the
+//!     i-th URL (round robin, one host); with RATE, request i is sent at
+//!     i / RATE seconds (a steady load, as a scraper would make); prints
+//!     failures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,23 +127,37 @@ async fn rss(n: usize, secs: u64, tcp: &str, url: &str) {
     );
 }
 
-async fn drive(url: &str, n: usize, conc: usize) {
+async fn drive(urls: &str, n: usize, conc: usize, rate: f64) {
     use http_body_util::{BodyExt, Empty};
-    let uri: http::Uri = url.parse().expect("url");
-    let auth = uri.authority().expect("authority").clone();
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or("/".into());
+    let uris: Vec<http::Uri> = urls.split(',').map(|u| u.parse().expect("url")).collect();
+    let auth = uris[0].authority().expect("authority").clone();
+    let paths: Arc<Vec<String>> = Arc::new(
+        uris.iter()
+            .map(|u| {
+                u.path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or("/".into())
+            })
+            .collect(),
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let fails = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (auth, path, next, fails) = (auth.clone(), path.clone(), next.clone(), fails.clone());
+        let (auth, paths, next, fails) = (auth.clone(), paths.clone(), next.clone(), fails.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = None;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if rate > 0.0 {
+                    let at = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let path = &paths[i % paths.len()];
                 if sender.is_none() {
                     let tcp = tokio::net::TcpStream::connect(auth.as_str())
                         .await
@@ -203,13 +220,18 @@ fn main() {
     match arg(1).as_str() {
         "rate" => rt.block_on(rate(&arg(2), &arg(3), num(4), num(5))),
         "rss" => rt.block_on(rss(num(2), num(3) as u64, &arg(4), &arg(5))),
-        "drive" => rt.block_on(drive(&arg(2), num(3), num(4))),
+        "drive" => rt.block_on(drive(
+            &arg(2),
+            num(3),
+            num(4),
+            arg(5).parse().unwrap_or(0.0),
+        )),
         "port" => match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
             Ok(a) => println!("{}", a.port()),
             Err(e) => eprintln!("no free port: {e}"),
         },
         _ => eprintln!(
-            "usage: bench rate TYPE TARGET N CONC | rss N SECONDS TCP URL | drive URL N CONC"
+            "usage: bench rate TYPE TARGET N CONC | rss N SECONDS TCP URL | drive URL[,URL] N CONC [RATE]"
         ),
     }
 }

@@ -138,7 +138,9 @@ struct RunCounters {
 #[derive(Debug)]
 struct Shared {
     damper: Damper,
-    memory: RunMemory,
+    /// Only SNMP results use it: allocated by the first one (most checks
+    /// never pay its ~170 bytes).
+    memory: Option<Box<RunMemory>>,
     /// Alerts committed and not yet taken by the channel (sent before the
     /// next run starts).
     pending_alerts: Vec<Alert>,
@@ -158,7 +160,7 @@ impl Shared {
     fn new(spec: &CheckSpec) -> Self {
         Shared {
             damper: Damper::new(spec.down_after, spec.up_after),
-            memory: RunMemory::default(),
+            memory: None,
             pending_alerts: Vec::new(),
             settled: false,
             suspect: false,
@@ -292,7 +294,9 @@ impl ProbeHandle {
     /// changed ones restart (keeping their damped state when type and
     /// target are unchanged); unchanged checks are not touched. Invalid
     /// checks are skipped with a warning (the old version keeps running);
-    /// validate first. Returns at once; the tasks follow shortly.
+    /// validate first. Returns at once; the tasks follow shortly. After the
+    /// scheduler has ended (see [`wait_ended`](Self::wait_ended)) nothing
+    /// runs the new set: spawn a new scheduler instead.
     pub fn reload(&self, config: ProbeConfig) -> ReloadOutcome {
         let out = relock(&self.desired.desired).plan(&config, true);
         self.desired.changed.notify_one();
@@ -339,8 +343,9 @@ impl ProbeHandle {
     /// Resolves when the scheduler has stopped for any reason other than
     /// [`shutdown`](Self::shutdown) — a panic (its message is in the
     /// reason), the event channel closing, the task being cancelled — with a
-    /// human-readable reason. Its check tasks are stopped by then, so the
-    /// caller can spawn a new scheduler. Cancel-safe: the future holds no
+    /// human-readable reason. Its check tasks have been aborted by then (they
+    /// stop at their next wake-up and send nothing more), so the caller can
+    /// spawn a new scheduler. Cancel-safe: the future holds no
     /// state but a receiver; call it again any time (it resolves at once
     /// once the scheduler has ended). Never resolves after a shutdown.
     pub fn wait_ended(&self) -> impl Future<Output = String> + Send + 'static {
@@ -409,6 +414,14 @@ mod tests {
     use super::*;
     use crate::config::{CheckConfig, CheckTypeName};
     use std::time::Duration;
+
+    /// Every configured check holds one `Shared` for its lifetime: ten
+    /// thousand checks must not pay for what only SNMP checks use.
+    #[test]
+    fn per_check_state_stays_small() {
+        let size = std::mem::size_of::<Shared>();
+        assert!(size <= 128, "Shared is {size} bytes");
+    }
 
     #[tokio::test]
     async fn a_panicking_supervisor_is_reported_and_its_check_tasks_stop() {

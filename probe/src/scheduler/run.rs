@@ -201,12 +201,16 @@ async fn run_once(ctx: &Ctx, runner: Runner, slot: Instant) -> bool {
     drop(permits);
     {
         let mut s = relock(&ctx.shared);
-        let applied =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.memory.apply(&mut result)));
-        if let Err(p) = applied {
-            let msg = panic_message(p.as_ref());
-            tracing::error!(check = %spec.id, "run memory panicked (memory reset): {msg}");
-            s.memory = Default::default();
+        if matches!(result.detail, Some(Detail::Snmp(_))) {
+            let memory = s.memory.get_or_insert_with(Box::default);
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                memory.apply(&mut result)
+            }));
+            if let Err(p) = applied {
+                let msg = panic_message(p.as_ref());
+                tracing::error!(check = %spec.id, "run memory panicked (memory reset): {msg}");
+                s.memory = None;
+            }
         }
         if s.unreported_skips > 0 {
             result.message = format!(
