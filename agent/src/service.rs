@@ -61,7 +61,7 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
 /// restarts it — when a pipeline task ends on its own.
 pub async fn run(
     config_path: PathBuf,
-    config: Config,
+    mut config: Config,
     extra: Vec<Box<dyn Collector>>,
 ) -> anyhow::Result<()> {
     let (spool, recovered_losses) = open_spool(&config)?;
@@ -121,7 +121,9 @@ pub async fn run(
     );
 
     let mut collectors = Supervisor::new(bus_tx.clone());
-    collectors.add(Box::new(Checks::new(config.probe.clone())));
+    // The collector keeps the only copy of the check list (for restarts):
+    // with 10,000 checks a second copy costs ~7 MB.
+    collectors.add(Box::new(Checks::new(std::mem::take(&mut config.probe))));
     for collector in extra {
         collectors.add(collector);
     }
