@@ -88,6 +88,19 @@ fn a_second_instance_names_the_running_one_and_changes_nothing() {
             .unwrap(),
     );
     wait_listening(addr, &mut first.0);
+    // The port is bound before the sink opens (on purpose): wait for its
+    // schema too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get::<_, i64>(0)))
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first instance never opened its database"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // An agent the running instance considers connected.
     rusqlite::Connection::open(&db)
         .unwrap()
