@@ -655,13 +655,13 @@ impl Engine {
         } = self;
         let f = table.get_mut(i);
         let is_pool = |name: &str| is_pool_name(pool_suffixes, name);
-        let mut pool_question = false;
+        let mut pool_question: Option<String> = None;
         let mut meta = f.app.take().unwrap_or_default();
         let res = app::parse_dns(msg, &mut |r| match r.section {
             DnsSection::Question => {
                 let name = r.name.as_str();
-                if is_pool(name) {
-                    pool_question = true;
+                if is_pool(name) && pool_question.is_none() {
+                    pool_question = Some(name.to_string());
                 }
                 if meta.dns_query.is_none() {
                     meta.dns_query = Some(name.to_string());
@@ -677,7 +677,7 @@ impl Engine {
                     };
                     meta.dns_answers.push(v);
                 }
-                if (pool_question || is_pool(r.name.as_str()))
+                if (pool_question.is_some() || is_pool(r.name.as_str()))
                     && let Some(a) = r.addr
                     && *learned < MAX_LEARNED_POOL_ADDRS
                     && pool_addrs.insert(a)
@@ -697,13 +697,13 @@ impl Engine {
                             agg.dns_names.add(&r.name.as_str().to_string(), 1, 0);
                         }
                     });
-                    if pool_question && let Some(q) = &meta.dns_query {
+                    if let Some(q) = pool_question {
                         agg.mining_match(MiningMatch {
                             client: addr_ip(&p.src),
                             server: addr_ip(&p.dst),
                             port: p.dst_port,
                             via: MiningVia::Dns,
-                            what: q.clone(),
+                            what: q,
                         });
                     }
                 }
