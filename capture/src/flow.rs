@@ -11,9 +11,10 @@
 //! - at most `max_flows` flows are live; a new flow beyond that evicts the
 //!   least recently seen of a small random sample (approximate LRU, as
 //!   Redis does), and the eviction is reported, never silent;
-//! - the table never allocates per packet: the slab and index are sized once
-//!   up front and reuse freed slots; only a flow that yields application
-//!   names gets a boxed [`crate::engine::AppMeta`].
+//! - the table does not allocate per packet: the slab and index grow (by
+//!   doubling) only when the number of live flows reaches a new high, and
+//!   reuse freed slots; only a flow that yields application names gets a
+//!   boxed [`crate::engine::AppMeta`].
 
 use hashbrown::HashTable;
 
@@ -157,8 +158,10 @@ impl FlowTable {
     pub fn new(max: usize) -> FlowTable {
         let max = max.max(1);
         FlowTable {
-            index: HashTable::with_capacity(max),
-            slab: Vec::with_capacity(max),
+            // Both grow with use: a table sized for the maximum up front
+            // spreads a few flows over megabytes and misses the caches.
+            index: HashTable::new(),
+            slab: Vec::new(),
             free: Vec::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x6f776c6574),
             max,
