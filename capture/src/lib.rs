@@ -1,0 +1,31 @@
+//! owlet-capture: packet *metadata* from mirror ports.
+//!
+//! Pipeline (one [`engine::Engine`] per capture worker):
+//! [`decode`] (zero-copy headers) → fragment attribution → [`flow`] table
+//! (bounded, bidirectional) → [`app`] names (DNS, TLS SNI / ALPN, HTTP,
+//! Stratum) → [`summary`] per interval (top talkers, protocol mix, DNS
+//! names, scan and crypto-mining signatures with alerts).
+//!
+//! Sources: [`pcap`] replays pcap / pcapng files through the same engine; a
+//! live AF_PACKET source feeds [`engine::Engine::process`] the same way,
+//! one engine per worker thread, and merges their interval aggregates with
+//! [`summary::IntervalAgg::merge`] (set `emit_partials`).
+//!
+//! What is kept of a packet: addresses, ports, protocol, VLAN, lengths, TCP
+//! flags, ICMP type / code, timestamps, and the names listed above (DNS
+//! query / answer names and types, SNI, ALPN, HTTP method / Host / path
+//! without its query string, Stratum method names). No other payload byte
+//! leaves [`decode`] / [`app`].
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod decode;
+pub mod engine;
+pub mod flow;
+pub mod pcap;
+pub mod summary;
+
+pub use decode::{DecodeError, ErrorClass, LinkType};
+pub use engine::{Config, EndReason, Engine, FlowRecord, Output, Stats};
+pub use summary::{CaptureAlert, IntervalAgg, Summary, SummaryConfig};
