@@ -329,7 +329,7 @@ fn synthetic() -> Vec<FlowRecord> {
 }
 
 #[test]
-fn nfdump_decodes_what_owlet_exports() {
+fn ipfix_nfdump_decodes_what_owlet_exports() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let cap = Nfcapd::start(port, &tmp.path().join("flows"));
@@ -345,7 +345,7 @@ fn nfdump_decodes_what_owlet_exports() {
 }
 
 #[test]
-fn a_collector_that_was_down_decodes_once_it_is_back() {
+fn ipfix_collector_that_was_down_decodes_once_it_is_back() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let mut cfg = IpfixConfig::new(format!("127.0.0.1:{port}").parse().unwrap());
@@ -386,7 +386,7 @@ fn a_collector_that_was_down_decodes_once_it_is_back() {
 }
 
 #[test]
-fn flows_of_a_real_capture_survive_the_trip_through_nfdump() {
+fn ipfix_real_capture_flows_survive_the_trip_through_nfdump() {
     for t in [
         "ip", "tcpdump", "nmap", "curl", "python3", "dnsmasq", "openssl",
     ] {
