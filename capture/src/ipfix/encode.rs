@@ -505,7 +505,13 @@ pub(crate) mod tests {
 
     #[test]
     fn messages_stay_under_the_limit_and_sequence_counts_records() {
-        let limit = 512;
+        // Limits that are and are not multiples of 4 (padding must fit too).
+        for limit in [512, 511, 1400, 1398] {
+            under_the_limit(limit);
+        }
+    }
+
+    fn under_the_limit(limit: usize) {
         let mut e = Encoder::new(1, limit, Duration::from_secs(600), 0);
         let flows: Vec<Uniflow> = (0..200).map(|i| flow(i, i % 7 < 3)).collect();
         let msgs = e.encode(&flows, t0());
