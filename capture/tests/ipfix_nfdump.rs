@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use owlet_capture::engine::{Config, EndReason, FlowRecord, Output};
-use owlet_capture::ipfix::{IpfixConfig, IpfixExporter, IpfixStats};
+use owlet_capture::ipfix::{BATCH, IpfixConfig, IpfixExporter, IpfixStats};
 
 /// A decoded uniflow, or owlet's expectation of one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -362,6 +362,8 @@ fn ipfix_collector_that_was_down_decodes_once_it_is_back() {
             exp.export(f);
             offered += 1;
         }
+        // Memory does not grow while the collector is away.
+        assert!(exp.pending() <= 64 + BATCH as u64, "{}", exp.pending());
     }
     wait_for("the sender to drain its queue", || exp.pending() == 0);
     let down: IpfixStats = exp.stats();

@@ -37,8 +37,9 @@ pub use encode::{Encoder, TEMPLATE_V4, TEMPLATE_V6, Uniflow};
 
 /// Attempts per message before it is counted as lost.
 pub const SEND_ATTEMPTS: u32 = 3;
-/// Flow records the sender encodes per batch, at most.
-const BATCH: usize = 512;
+/// Flow records the sender takes off the queue per batch, at most: with
+/// the queue, the bound on flow records held ([`IpfixExporter::pending`]).
+pub const BATCH: usize = 512;
 
 /// Exporter settings. [`IpfixConfig::new`] gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -251,7 +252,7 @@ impl IpfixExporter {
         self.counters.snapshot()
     }
 
-    /// Queued flow records not yet encoded.
+    /// Queued flow records not yet encoded: at most `queue` + [`BATCH`].
     pub fn pending(&self) -> u64 {
         let s = &self.counters;
         s.flows_queued
