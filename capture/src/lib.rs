@@ -23,6 +23,7 @@ pub mod cli;
 pub mod decode;
 pub mod engine;
 pub mod flow;
+pub mod ipfix;
 pub mod pcap;
 pub mod summary;
 
