@@ -63,6 +63,8 @@ use crate::filter::{self, FilterError};
 use crate::summary::{IntervalAgg, SummaryConfig};
 use ring::{Ring, Socket, walk_block};
 
+static NEXT_GROUP: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
 /// Live capture settings.
 #[derive(Clone, Debug)]
 pub struct LiveConfig {
@@ -414,7 +416,11 @@ impl Capture {
                     "{name} carries raw IP packets; capture filters are written for Ethernet interfaces: remove the filter for it"
                 )));
             }
+            // Unique per capture and interface in this process (groups are
+            // per network namespace; two captures must not share one).
+            let seq = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
             let group = ((std::process::id() as u16) ^ (nic.index as u16).rotate_left(8))
+                .wrapping_add(seq)
                 .wrapping_add(ii as u16);
             let mut engine_cfg = cfg.engine.clone();
             engine_cfg.emit_partials = true;
