@@ -688,6 +688,19 @@ impl Gen {
                 }
             }
         };
+        self.directed(dir, (src, dst), t, f, side);
+    }
+
+    /// Test the source side, the destination side, either or both with
+    /// `side(gen, which, t, f)`.
+    fn directed<W: Copy>(
+        &mut self,
+        dir: Dir,
+        (src, dst): (W, W),
+        t: Label,
+        f: Label,
+        side: impl Fn(&mut Gen, W, Label, Label),
+    ) {
         match dir {
             Dir::Src => side(self, src, t, f),
             Dir::Dst => side(self, dst, t, f),
@@ -767,26 +780,10 @@ impl Gen {
         };
         let port = port as u32;
         let ports = |g: &mut Gen, src: (u16, u32), dst: (u16, u32), t: Label, f: Label| {
-            let one = |g: &mut Gen, (mode, k): (u16, u32), t, f| {
+            g.directed(dir, (src, dst), t, f, |g, (mode, k), t, f| {
                 g.ld(op::H, mode, k);
                 g.jeq(port, t, f);
-            };
-            match dir {
-                Dir::Src => one(g, src, t, f),
-                Dir::Dst => one(g, dst, t, f),
-                Dir::Any => {
-                    let d = g.label();
-                    one(g, src, t, d);
-                    g.place(d);
-                    one(g, dst, t, f);
-                }
-                Dir::Both => {
-                    let d = g.label();
-                    one(g, src, d, f);
-                    g.place(d);
-                    one(g, dst, t, f);
-                }
-            }
+            });
         };
         let (v6, v4) = (self.label(), self.label());
         self.ld(op::H, op::ABS, 12);
