@@ -43,6 +43,11 @@
 //! front of the frame (and count its 4 bytes, as libpcap does) so the
 //! decoder sees the frame as it was on the wire.
 //!
+//! Capabilities: CAP_NET_RAW only. Promiscuous mode goes through a packet
+//! socket membership (PACKET_MR_PROMISC), which the kernel grants to the
+//! CAP_NET_RAW socket; CAP_NET_ADMIN is not needed (tested), though an
+//! EPERM there is still reported as a missing CAP_NET_ADMIN.
+//!
 //! All `unsafe` (socket options, mmap, ring walking) is in [`ring`].
 
 pub(crate) mod ring;
@@ -72,7 +77,9 @@ pub struct LiveConfig {
     pub interfaces: Vec<String>,
     /// Worker threads per interface (each with its own engine).
     pub workers: usize,
-    /// Put the interfaces in promiscuous mode (needs CAP_NET_ADMIN).
+    /// Put the interfaces in promiscuous mode while the capture runs (a
+    /// packet socket membership, as libpcap does: the kernel grants it with
+    /// CAP_NET_RAW alone and undoes it when the sockets close).
     pub promiscuous: bool,
     /// tcpdump-style filter ("" keeps everything); see [`crate::filter`].
     pub filter: String,
