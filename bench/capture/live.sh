@@ -12,7 +12,7 @@
 # replay (the kernel's copy into the ring runs in the sender's softirq and
 # is not in it).
 #
-# Usage: [WORKERS=2] bench/capture/live.sh [SECONDS_PER_RATE] [RATES...]
+# Usage: [WORKERS=2] [SENDERS=1] bench/capture/live.sh [SECONDS_PER_RATE] [RATES...]
 # Nothing is added to the root namespace. Needs root, tcpreplay, softflowd,
 # python3, iproute2.
 set -euo pipefail
@@ -81,10 +81,23 @@ run_tool() { # tool rate -> prints a result line
   local d0; d0=$(softnet_drops)
   local c0; c0=$(cpu_ticks "$tool_pid")
   local tr
-  tr=$(ip netns exec "$gen" timeout $((secs * 3 + 10)) tcpreplay -q --preload-pcap -i g0 "${pps_arg[@]}" --loop="$loops" --duration="$secs" "$work/small.pcap" 2>&1 || true)
-  local sent actual_pps
-  sent=$(sed -n 's/.*Actual: \([0-9]*\) packets.*/\1/p' <<<"$tr" | head -1)
-  actual_pps=$(sed -n 's/.*Rated: [0-9.]* Bps, [0-9.]* Mbps, \([0-9.]*\) pps.*/\1/p' <<<"$tr" | head -1)
+  # SENDERS tcpreplay processes in parallel, each at rate / SENDERS.
+  local k ns=${SENDERS:-1}
+  if [ "$rate" != max ]; then
+    pps_arg=(--pps="$((rate / ns))")
+    loops=$(( (rate / ns * secs + 65535) / 65536 ))
+  fi
+  for k in $(seq "$ns"); do
+    ip netns exec "$gen" timeout $((secs * 3 + 10)) tcpreplay -q --preload-pcap -i g0 "${pps_arg[@]}" --loop="$loops" --duration="$secs" "$work/small.pcap" >"$work/tr.$k" 2>&1 &
+  done
+  wait $(jobs -p | grep -vx "$tool_pid") 2>/dev/null || true
+  local sent=0 actual_pps=0 v
+  for k in $(seq "$ns"); do
+    v=$(sed -n 's/.*Actual: \([0-9]*\) packets.*/\1/p' "$work/tr.$k" | head -1)
+    sent=$((sent + ${v:-0}))
+    v=$(sed -n 's/.*Rated: [0-9.]* Bps, [0-9.]* Mbps, \([0-9]*\).* pps.*/\1/p' "$work/tr.$k" | head -1)
+    actual_pps=$((actual_pps + ${v:-0}))
+  done
   # CPU seconds the capture tool used during the replay.
   local c1; c1=$(cpu_ticks "$tool_pid")
   local cpu; cpu=$(awk -v a="$c0" -v b="$c1" -v t="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / t}')
