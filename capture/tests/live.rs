@@ -460,6 +460,26 @@ fn a_dead_worker_is_reported() {
     cap.stop();
 }
 
+/// A capture dropped without `stop` ends its workers (sockets released).
+#[test]
+fn dropping_a_capture_ends_its_workers() {
+    let pair = Pair::new();
+    let (cap, _) = start(&pair, "", 2);
+    let h = cap.stats_handle();
+    assert_eq!(h.snapshot()[0].workers_alive, 2);
+    drop(cap);
+    let mut alive = 2;
+    for _ in 0..100 {
+        alive = h.snapshot()[0].workers_alive;
+        if alive == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(alive, 0);
+    assert!(h.failure().is_none(), "asked to end: not a failure");
+}
+
 /// The kernel takes the 802.1Q tag off received frames; the capture puts it
 /// back: the `vlan 100` filter runs on the tag in the kernel, flows carry
 /// VLAN 100 and count the tag's bytes, exactly as tcpdump's recording of

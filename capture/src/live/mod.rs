@@ -551,9 +551,9 @@ impl Capture {
 
     /// Stop the workers, report every flow (reason shutdown) and the last
     /// summaries; returns the final counters.
-    pub fn stop(self) -> Vec<InterfaceStats> {
+    pub fn stop(mut self) -> Vec<InterfaceStats> {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for h in self.threads {
+        for h in std::mem::take(&mut self.threads) {
             let _ = h.join();
         }
         for i in &self.shared.ifaces {
@@ -566,6 +566,14 @@ impl Capture {
             }
         }
         self.shared.ifaces.iter().map(iface_stats).collect()
+    }
+}
+
+/// Dropping a capture without [`Capture::stop`] tells its workers to end
+/// (they flush to the sink and close their sockets) without waiting.
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
     }
 }
 
