@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
-use owlet_capture::engine::{Config, FlowRecord, Output};
+use owlet_capture::engine::{Config, EndReason, FlowRecord, Output};
 use owlet_capture::live::{Capture, CaptureError, LiveConfig};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -674,5 +674,60 @@ fn promiscuous_mode_needs_only_net_raw() {
     assert_eq!(
         line,
         "CHILD-RESULT started promiscuous=true net_admin=false"
+    );
+}
+
+/// On a quiet link flows still end (idle timeout) and intervals close:
+/// the workers move capture time on from the clock.
+#[test]
+fn a_quiet_link_still_ends_flows_and_closes_intervals() {
+    let pair = Pair::new();
+    let got: Sink = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let cfg = LiveConfig {
+        interfaces: vec![pair.ifa.clone()],
+        workers: 2,
+        filter: "udp".into(),
+        block_size: 1 << 16,
+        block_count: 4,
+        block_timeout: Duration::from_millis(10),
+        engine: Config {
+            idle_timeout: Duration::from_secs(1),
+            summary_interval: Duration::from_secs(1),
+            ..Config::default()
+        },
+        ..LiveConfig::default()
+    };
+    let cap = Pair::within(&pair.a, move || {
+        Capture::start(cfg, move |o| g.lock().unwrap().push(o))
+    })
+    .join()
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = pair.addr_a();
+    Pair::within(&pair.b, move || {
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.send_to(b"once", (a.as_str(), 7000)).unwrap();
+    })
+    .join()
+    .unwrap();
+    let mut seen = (false, false);
+    for _ in 0..200 {
+        let v = got.lock().unwrap();
+        seen = (
+            v.iter().any(|o| matches!(o, Output::Flow(f) if f.dst_port == 7000 && f.end_reason == EndReason::IdleTimeout)),
+            v.iter().any(|o| matches!(o, Output::Summary(s) if s.packets == 1)),
+        );
+        drop(v);
+        if seen == (true, true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cap.stop();
+    assert_eq!(
+        seen,
+        (true, true),
+        "(flow ended idle, interval summary) before stop"
     );
 }
