@@ -101,10 +101,9 @@ impl Drop for Pair {
 
 type Sink = Arc<Mutex<Vec<Output>>>;
 
-fn start(pair: &Pair, filter: &str, workers: usize) -> (Capture, Sink) {
-    let got: Sink = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let cfg = LiveConfig {
+/// A small-ring config for `pair`'s capture side.
+fn small(pair: &Pair, filter: &str, workers: usize) -> LiveConfig {
+    LiveConfig {
         interfaces: vec![pair.ifa.clone()],
         workers,
         filter: filter.into(),
@@ -112,7 +111,17 @@ fn start(pair: &Pair, filter: &str, workers: usize) -> (Capture, Sink) {
         block_count: 8,
         block_timeout: Duration::from_millis(10),
         ..LiveConfig::default()
-    };
+    }
+}
+
+fn start(pair: &Pair, filter: &str, workers: usize) -> (Capture, Sink) {
+    start_with(pair, small(pair, filter, workers))
+}
+
+/// Start a capture inside namespace a, collecting every output.
+fn start_with(pair: &Pair, cfg: LiveConfig) -> (Capture, Sink) {
+    let got: Sink = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
     let cap = Pair::within(&pair.a, move || {
         Capture::start(cfg, move |o| g.lock().unwrap().push(o))
     })
@@ -120,6 +129,16 @@ fn start(pair: &Pair, filter: &str, workers: usize) -> (Capture, Sink) {
     .unwrap()
     .unwrap_or_else(|e| panic!("{e}"));
     (cap, got)
+}
+
+/// Run a child test (in `cmd`) and return the line it printed.
+fn child_result(mut cmd: Command) -> String {
+    let o = cmd.output().expect("setpriv runs (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.lines()
+        .find(|l| l.starts_with("CHILD-RESULT"))
+        .unwrap_or_else(|| panic!("child printed no result: {out}"))
+        .to_string()
 }
 
 fn flows(got: &Sink) -> Vec<FlowRecord> {
@@ -388,23 +407,16 @@ fn child_start_without_net_raw() {
 
 #[test]
 fn a_missing_capability_is_named_with_the_fix() {
-    let exe = std::env::current_exe().unwrap();
-    let o = Command::new("setpriv")
-        .args(["--inh-caps=-all", "--bounding-set=-net_raw"])
-        .arg(&exe)
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--inh-caps=-all", "--bounding-set=-net_raw"])
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--ignored",
             "--exact",
             "child_start_without_net_raw",
             "--nocapture",
-        ])
-        .output()
-        .expect("setpriv runs (util-linux)");
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("CHILD-RESULT"))
-        .unwrap_or_else(|| panic!("child printed no result: {out}"));
+        ]);
+    let line = child_result(cmd);
     assert!(
         line.contains("opening a packet socket on lo needs CAP_NET_RAW: run as root or grant it (AmbientCapabilities=CAP_NET_RAW"),
         "{line}"
@@ -549,24 +561,12 @@ for i in range(20):
 #[test]
 fn two_interfaces_and_promiscuous_mode() {
     let pair = Pair::new();
-    let got: Sink = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
     let cfg = LiveConfig {
         interfaces: vec![pair.ifa.clone(), "lo".into()],
-        workers: 1,
         promiscuous: true,
-        filter: "icmp".into(),
-        block_size: 1 << 16,
-        block_count: 4,
-        block_timeout: Duration::from_millis(10),
-        ..LiveConfig::default()
+        ..small(&pair, "icmp", 1)
     };
-    let cap = Pair::within(&pair.a, move || {
-        Capture::start(cfg, move |o| g.lock().unwrap().push(o))
-    })
-    .join()
-    .unwrap()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (cap, got) = start_with(&pair, cfg);
     let link = |ns: &str, dev: &str| {
         let o = Command::new("ip")
             .args(["-n", ns, "-d", "link", "show", dev])
@@ -646,31 +646,24 @@ fn child_promiscuous_without_net_admin() {
 #[test]
 fn promiscuous_mode_needs_only_net_raw() {
     let pair = Pair::new();
-    let exe = std::env::current_exe().unwrap();
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.a,
-            "setpriv",
-            "--inh-caps=-all",
-            "--bounding-set=-net_admin",
-        ])
-        .arg(&exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_promiscuous_without_net_admin",
-            "--nocapture",
-        ])
-        .env("OWLET_TEST_IFACE", &pair.ifa)
-        .output()
-        .expect("setpriv runs (util-linux)");
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("CHILD-RESULT"))
-        .unwrap_or_else(|| panic!("child printed no result: {out}"));
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &pair.a,
+        "setpriv",
+        "--inh-caps=-all",
+        "--bounding-set=-net_admin",
+    ])
+    .arg(std::env::current_exe().unwrap())
+    .args([
+        "--ignored",
+        "--exact",
+        "child_promiscuous_without_net_admin",
+        "--nocapture",
+    ])
+    .env("OWLET_TEST_IFACE", &pair.ifa);
+    let line = child_result(cmd);
     assert_eq!(
         line,
         "CHILD-RESULT started promiscuous=true net_admin=false"
@@ -682,28 +675,15 @@ fn promiscuous_mode_needs_only_net_raw() {
 #[test]
 fn a_quiet_link_still_ends_flows_and_closes_intervals() {
     let pair = Pair::new();
-    let got: Sink = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
     let cfg = LiveConfig {
-        interfaces: vec![pair.ifa.clone()],
-        workers: 2,
-        filter: "udp".into(),
-        block_size: 1 << 16,
-        block_count: 4,
-        block_timeout: Duration::from_millis(10),
         engine: Config {
             idle_timeout: Duration::from_secs(1),
             summary_interval: Duration::from_secs(1),
             ..Config::default()
         },
-        ..LiveConfig::default()
+        ..small(&pair, "udp", 2)
     };
-    let cap = Pair::within(&pair.a, move || {
-        Capture::start(cfg, move |o| g.lock().unwrap().push(o))
-    })
-    .join()
-    .unwrap()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (cap, got) = start_with(&pair, cfg);
     let a = pair.addr_a();
     Pair::within(&pair.b, move || {
         let u = UdpSocket::bind("0.0.0.0:0").unwrap();

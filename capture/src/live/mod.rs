@@ -39,6 +39,11 @@
 //! fanout join (one system call later): during that window a packet may
 //! be seen twice, never lost.
 //!
+//! Capture time is the packets' kernel timestamps; when a worker's ring is
+//! quiet it moves its engine's time on from the clock (one second plus two
+//! block timeouts behind it, so packets still waiting in a block arrive in
+//! order), so flows end and summaries come on a quiet link too.
+//!
 //! The kernel takes the outermost VLAN tag off; the workers put it back in
 //! front of the frame (and count its 4 bytes, as libpcap does) so the
 //! decoder sees the frame as it was on the wire.
