@@ -265,6 +265,31 @@ fn tcpdump_in(ns: &str, iface: &str, out: &std::path::Path, filter: &str) -> Chi
     c
 }
 
+/// Stop the capture and then tcpdump (after the last block was handed over).
+fn stop_both(cap: Capture, mut td: Child) -> Vec<owlet_capture::live::InterfaceStats> {
+    std::thread::sleep(Duration::from_millis(100));
+    let stats = cap.stop();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(td.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .ok();
+    td.wait().unwrap();
+    stats
+}
+
+/// The flows of a pcap file replayed offline.
+fn replay_flows(pcap: &std::path::Path) -> Vec<FlowRecord> {
+    let mut offline = Vec::new();
+    owlet_capture::pcap::replay(pcap, Config::default(), |o| {
+        if let Output::Flow(f) = o {
+            offline.push(f)
+        }
+    })
+    .unwrap();
+    offline
+}
+
 type Conv = (u8, String, String, u16, u16, u64, u64, u64, u64);
 
 fn convs(fl: &[FlowRecord]) -> Vec<Conv> {
@@ -296,7 +321,7 @@ fn live_flows_equal_the_offline_replay_of_tcpdumps_recording() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("live.pcap");
     let a = pair.addr_a();
-    let mut td = tcpdump_in(&pair.a, &pair.ifa, &pcap, "ip");
+    let td = tcpdump_in(&pair.a, &pair.ifa, &pcap, "ip");
     let (cap, got) = start(&pair, "ip", 2);
     // TCP: a listener in a, three connections from b with some bytes.
     let listener = Pair::within(&pair.a, || TcpListener::bind("0.0.0.0:8080").unwrap())
@@ -332,22 +357,9 @@ fn live_flows_equal_the_offline_replay_of_tcpdumps_recording() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    std::thread::sleep(Duration::from_millis(100));
-    let stats = cap.stop();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(td.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .ok();
-    td.wait().unwrap();
+    let stats = stop_both(cap, td);
     let live = convs(&flows(&got));
-    let mut offline = Vec::new();
-    owlet_capture::pcap::replay(&pcap, Config::default(), |o| {
-        if let Output::Flow(f) = o {
-            offline.push(f)
-        }
-    })
-    .unwrap();
+    let offline = replay_flows(&pcap);
     let offline = convs(&offline);
     assert!(live.len() >= 9, "3 TCP, 5 UDP, ICMP: {live:?}");
     assert_eq!(live, offline);
@@ -505,7 +517,7 @@ fn vlan_tags_are_filtered_in_the_kernel_and_put_back_in_the_frame() {
     );
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("vlan.pcap");
-    let mut td = tcpdump_in(&pair.a, &pair.ifa, &pcap, "vlan 100 and udp");
+    let td = tcpdump_in(&pair.a, &pair.ifa, &pcap, "vlan 100 and udp");
     let (cap, got) = start(&pair, "vlan 100 and udp", 2);
     // No 8021q module here: python3 sends the frames raw from namespace b,
     // 10 tagged (VLAN 100) and 10 untagged, UDP with 100 payload bytes.
@@ -529,27 +541,14 @@ for i in range(20):
         .output()
         .expect("python3 runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::thread::sleep(Duration::from_millis(100));
-    let stats = cap.stop();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(td.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .ok();
-    td.wait().unwrap();
+    let stats = stop_both(cap, td);
     let fl = flows(&got);
     assert_eq!(fl.len(), 1, "one flow: {fl:?}");
     assert_eq!(fl[0].vlan, 100);
     assert_eq!(fl[0].packets_out, 10);
     // 14 + 4 (tag) + 20 + 8 + 100 bytes per frame.
     assert_eq!(fl[0].bytes_out, 10 * 146);
-    let mut offline = Vec::new();
-    owlet_capture::pcap::replay(&pcap, Config::default(), |o| {
-        if let Output::Flow(f) = o {
-            offline.push(f)
-        }
-    })
-    .unwrap();
+    let offline = replay_flows(&pcap);
     assert_eq!(convs(&fl), convs(&offline));
     assert_eq!(offline[0].vlan, 100);
     // The untagged frames never reached the socket.
