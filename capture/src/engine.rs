@@ -842,10 +842,11 @@ impl Engine {
     }
 
     /// Advance capture time to `now_ns` without a packet (a live source on
-    /// a quiet link), so idle flows end and intervals close. Earlier times
-    /// are ignored.
+    /// a quiet link), so idle flows end and intervals close (empty ones
+    /// too: every worker of a live capture reports every interval). Earlier
+    /// times are ignored.
     pub fn tick(&mut self, now_ns: u64) {
-        if self.interval.is_some() && now_ns > self.now_ns {
+        if now_ns > self.now_ns {
             self.advance(now_ns);
         }
     }

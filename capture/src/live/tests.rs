@@ -55,3 +55,30 @@ fn an_idle_worker_does_not_hold_summaries_back() {
     // At stop, what is pending is flushed.
     assert_eq!(summaries(&m.flush()), vec![(1, 0)]);
 }
+
+/// A worker that never saw a packet still reports each interval from its
+/// clock ticks, so the merger never waits for it.
+#[test]
+fn a_worker_without_packets_reports_intervals_from_ticks() {
+    let cfg = Config {
+        emit_partials: true,
+        summary_interval: Duration::from_nanos(IV),
+        ..Config::default()
+    };
+    let mut e = Engine::new(LinkType::Ethernet, cfg);
+    e.tick(10 * IV + 5);
+    assert_eq!(e.drain().count(), 0);
+    e.tick(11 * IV + 5);
+    let starts: Vec<u64> = e
+        .drain()
+        .filter_map(|o| match o {
+            Output::Partial(a, _) => Some(a.start_ns),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, vec![10 * IV]);
+    let mut m = merger(2);
+    assert!(m.add(agg(10 * IV, 3), 0).is_empty());
+    let out = m.add(agg(starts[0], 0), 0);
+    assert_eq!(summaries(&out), vec![(3, 0)], "complete at once");
+}
