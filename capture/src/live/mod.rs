@@ -24,7 +24,13 @@
 //!   workers publish after every ring block and (kernel counters) every
 //!   `stats_every`.
 //! - [`Capture::failure`] reports the first worker that ended without
-//!   being asked to (panic, or a socket error), with its reason.
+//!   being asked to (panic, or a socket error), with its reason;
+//!   `workers_alive` in the stats counts the running ones.
+//! - The sink is `Fn(Output) + Send + Sync + Clone + 'static` (each worker
+//!   holds a clone). Dropping a [`Capture`] without `stop` tells the
+//!   workers to end without waiting for them.
+//! - Memory: `block_size` × `block_count` of ring per worker (default
+//!   32 MiB), plus each engine's flow table.
 //!
 //! # How
 //! Per interface, `workers` sockets join one PACKET_FANOUT group in hash
@@ -53,7 +59,8 @@
 //! CAP_NET_RAW socket; CAP_NET_ADMIN is not needed (tested), though an
 //! EPERM there is still reported as a missing CAP_NET_ADMIN.
 //!
-//! All `unsafe` (socket options, mmap, ring walking) is in [`ring`].
+//! All `unsafe` (socket options, mmap, ring walking) is in the `ring`
+//! module, with the invariants it relies on and a test for each.
 
 pub(crate) mod ring;
 
