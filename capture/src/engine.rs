@@ -841,6 +841,16 @@ impl Engine {
         self.out.push(Output::Flow(record(&f, reason, app)));
     }
 
+    /// Advance capture time to `now_ns` without a packet (a live source on
+    /// a quiet link), so idle flows end and intervals close (empty ones
+    /// too: every worker of a live capture reports every interval). Earlier
+    /// times are ignored.
+    pub fn tick(&mut self, now_ns: u64) {
+        if now_ns > self.now_ns {
+            self.advance(now_ns);
+        }
+    }
+
     /// End of input: report every flow (reason shutdown) and the last summary.
     pub fn finish(&mut self) {
         self.sweep(true);

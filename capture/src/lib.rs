@@ -16,14 +16,16 @@
 //! query / answer names and types, SNI, ALPN, HTTP method / Host / path
 //! without its query string, Stratum method names). No other payload byte
 //! leaves [`decode`] / [`app`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod decode;
 pub mod engine;
+pub mod filter;
 pub mod flow;
 pub mod ipfix;
+pub mod live;
 pub mod pcap;
 pub mod summary;
 
