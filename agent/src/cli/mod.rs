@@ -48,6 +48,9 @@ pub enum Command {
     },
     /// Run one uptime check now and print the result.
     Probe(Box<owlet_probe::cli::ProbeArgs>),
+    /// Read a capture file (pcap or pcapng) through the flow pipeline and
+    /// print flow records, interval summaries and alerts.
+    Capture(Box<owlet_capture::cli::CaptureArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -73,6 +76,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run_with(config, Vec::new()),
         Command::Demo { duration, dir } => demo(duration, dir),
+        Command::Capture(args) => owlet_capture::cli::run(*args),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
