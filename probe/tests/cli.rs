@@ -3,25 +3,12 @@
 //! errors that name the flags the user typed.
 mod common;
 
-use clap::Parser;
 use common::*;
 use owlet_probe::cli;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[derive(Parser)]
-struct Owlet {
-    #[command(flatten)]
-    probe: cli::ProbeArgs,
-}
-
-fn args(line: &str) -> cli::ProbeArgs {
-    Owlet::try_parse_from(std::iter::once("probe").chain(line.split_whitespace()))
-        .unwrap_or_else(|e| panic!("{line}: {e}"))
-        .probe
-}
-
 fn parse_err(line: &str) -> String {
-    match Owlet::try_parse_from(std::iter::once("probe").chain(line.split_whitespace())) {
+    match try_args(line) {
         Ok(_) => panic!("{line}: parsed"),
         Err(e) => e.to_string(),
     }

@@ -2,7 +2,7 @@
 //! paths and messages, secret redaction, and the `owlet probe` surface.
 mod common;
 
-use clap::Parser;
+use common::args;
 use owlet_probe::{ProbeConfig, cli};
 
 #[derive(serde::Deserialize)]
@@ -167,18 +167,6 @@ target = "h:99999"
     has("check[6].target", "not a port number");
     has("check[6].community", "needs `community`");
     has("check[6].oids", "exactly one of");
-}
-
-#[derive(Parser)]
-struct Owlet {
-    #[command(flatten)]
-    probe: cli::ProbeArgs,
-}
-
-fn args(line: &str) -> cli::ProbeArgs {
-    Owlet::try_parse_from(std::iter::once("probe").chain(line.split_whitespace()))
-        .unwrap_or_else(|e| panic!("{line}: {e}"))
-        .probe
 }
 
 #[test]

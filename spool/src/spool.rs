@@ -498,6 +498,17 @@ impl Spool {
             return Ok(());
         }
         let end = offset + record.len() as u64;
+        self.sync_active(end, Some(last_seq))
+    }
+
+    /// fdatasyncs the active segment, whose first `end` bytes are then
+    /// durable. On failure the segment is poisoned and abandoned; `consumed`
+    /// is the last seq of a record that is thereby not accepted (its numbers
+    /// are used up).
+    fn sync_active(&mut self, end: u64, consumed: Option<u64>) -> Result<(), SpoolError> {
+        let (Some(file), Some(seg)) = (&self.active, self.segments.back()) else {
+            return Ok(());
+        };
         match file.sync_data() {
             Ok(()) => {
                 self.active_sync.synced.fetch_max(end, Ordering::AcqRel);
@@ -506,7 +517,9 @@ impl Spool {
             }
             Err(e) => {
                 let err = SpoolError::io("fdatasync of segment", &seg.path, e);
-                self.last_seq = last_seq;
+                if let Some(seq) = consumed {
+                    self.last_seq = seq;
+                }
                 self.active_sync.poisoned.store(true, Ordering::Release);
                 self.abandon_active();
                 Err(err)
@@ -599,26 +612,14 @@ impl Spool {
     }
 
     fn sync_inner(&mut self) -> Result<(), SpoolError> {
-        let (Some(file), Some(seg)) = (&self.active, self.segments.back()) else {
+        let (Some(_), Some(seg)) = (&self.active, self.segments.back()) else {
             return Ok(());
         };
         let size = seg.size;
         if self.active_sync.synced.load(Ordering::Acquire) >= size {
             return Ok(());
         }
-        match file.sync_data() {
-            Ok(()) => {
-                self.active_sync.synced.fetch_max(size, Ordering::AcqRel);
-                self.last_sync = Instant::now();
-                Ok(())
-            }
-            Err(e) => {
-                let err = SpoolError::io("fdatasync of segment", &seg.path, e);
-                self.active_sync.poisoned.store(true, Ordering::Release);
-                self.abandon_active();
-                Err(err)
-            }
-        }
+        self.sync_active(size, None)
     }
 
     /// The durability policy this spool was opened with.

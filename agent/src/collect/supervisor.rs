@@ -195,8 +195,11 @@ impl Supervisor {
                     s.generation == generation && matches!(s.state, SlotState::Running { .. })
                 });
                 if current {
-                    self.slots[index].collector.stop().await;
+                    // Record the failure before awaiting anything: if the
+                    // caller's select! drops this future during the stop,
+                    // the restart is still scheduled.
                     self.failed(index, reason);
+                    self.slots[index].collector.stop().await;
                 }
             }
             () = restart_due => {
@@ -279,6 +282,8 @@ mod tests {
         name: &'static str,
         starts: Arc<AtomicU32>,
         fail_start: bool,
+        /// `stop` never finishes (a collector stuck in its shutdown).
+        stop_hangs: bool,
         /// Sending on it makes the current run fail; shared with the test.
         trigger: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
     }
@@ -307,6 +312,7 @@ mod tests {
             name,
             starts: handles.starts.clone(),
             fail_start,
+            stop_hangs: false,
             trigger: handles.trigger.clone(),
         };
         (Box::new(flaky), handles)
@@ -334,7 +340,12 @@ mod tests {
             ReloadReport::default()
         }
         fn stop(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-            Box::pin(async {})
+            let hangs = self.stop_hangs;
+            Box::pin(async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+            })
         }
         fn health(&self) -> CollectorHealth {
             CollectorHealth::ok(serde_json::Value::Null)
@@ -386,6 +397,28 @@ mod tests {
         a_handles.fail();
         supervisor.tend().await;
         assert_eq!(supervisor.reports()["a"].state, "restarting");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_kept_when_tend_is_cancelled_during_the_stop() {
+        let (bus, _rx) = mpsc::channel(16);
+        let mut supervisor = Supervisor::new(bus);
+        let handles = Handles {
+            starts: Arc::default(),
+            trigger: Arc::default(),
+        };
+        supervisor.add(Box::new(Flaky {
+            name: "stuck",
+            starts: handles.starts.clone(),
+            fail_start: false,
+            stop_hangs: true,
+            trigger: handles.trigger.clone(),
+        }));
+        handles.fail();
+        // The main loop's select! drops tend() while the stop hangs.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), supervisor.tend()).await;
+        assert!(cancelled.is_err());
+        assert_eq!(supervisor.reports()["stuck"].state, "restarting");
     }
 
     #[tokio::test(start_paused = true)]

@@ -622,3 +622,21 @@ pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     });
     (port, task)
 }
+
+/// `owlet probe` arguments parsed from one command line (without "probe").
+#[allow(dead_code)] // not every test binary parses command lines
+pub fn try_args(line: &str) -> Result<owlet_probe::cli::ProbeArgs, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Owlet {
+        #[command(flatten)]
+        probe: owlet_probe::cli::ProbeArgs,
+    }
+    <Owlet as clap::Parser>::try_parse_from(std::iter::once("probe").chain(line.split_whitespace()))
+        .map(|o| o.probe)
+}
+
+/// [`try_args`] that must succeed.
+#[allow(dead_code)]
+pub fn args(line: &str) -> owlet_probe::cli::ProbeArgs {
+    try_args(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
