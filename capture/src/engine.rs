@@ -130,9 +130,9 @@ pub struct AppMeta {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stratum_methods: Vec<&'static str>,
     #[serde(skip)]
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
     #[serde(skip)]
-    next_seq: u32,
+    pub(crate) next_seq: u32,
 }
 
 /// DNS answers kept per flow.

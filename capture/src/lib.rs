@@ -15,7 +15,8 @@
 //! flags, ICMP type / code, timestamps, and the names listed above (DNS
 //! query / answer names and types, SNI, ALPN, HTTP method / Host / path
 //! without its query string, Stratum method names). No other payload byte
-//! leaves [`decode`] / [`app`].
+//! leaves [`decode`] / [`app`]. [`proto`] turns records, summaries and
+//! alerts into `owlet.v1` messages.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod decode;
 pub mod engine;
 pub mod flow;
 pub mod pcap;
+pub mod proto;
 pub mod summary;
 
 pub use decode::{DecodeError, ErrorClass, LinkType};
