@@ -1299,6 +1299,54 @@ mod tests {
     }
 
     #[test]
+    fn vlans_separate_flows_and_ipv4_fragments_keep_their_vlan() {
+        let mut e = engine(Config::default());
+        for vlan in [10u16, 20] {
+            let f = eth_ipv4(C, S, 17, &udp(5000, 53, b""), &[vlan]);
+            e.process(&f, f.len() as u32, T0);
+        }
+        e.finish();
+        let mut v: Vec<u16> = flows(&mut e).iter().map(|r| r.vlan).collect();
+        v.sort();
+        assert_eq!(v, vec![10, 20]);
+    }
+
+    #[test]
+    fn pool_addresses_learned_from_dns_answers() {
+        use crate::app::tests::dns_answer_a;
+        let mut e = engine(Config {
+            pool_names: vec!["pool.example".into()],
+            ..Config::default()
+        });
+        let ans = eth_ipv4(
+            S,
+            C,
+            17,
+            &udp(
+                53,
+                3333,
+                &dns_answer_a(1, "xmr.pool.example", [192, 0, 2, 7]),
+            ),
+            &[],
+        );
+        e.process(&ans, ans.len() as u32, T0);
+        let syn = eth_ipv4(C, [192, 0, 2, 7], 6, &tcp(40001, 14444, 0, SYN, b""), &[]);
+        e.process(&syn, syn.len() as u32, T0 + 1);
+        e.finish();
+        let (_, s, a) = outputs(&mut e);
+        let m: Vec<_> = s[0]
+            .mining
+            .iter()
+            .map(|m| (m.via, m.server.to_string(), m.port))
+            .collect();
+        assert_eq!(
+            m,
+            vec![(MiningVia::Address, "192.0.2.7".to_string(), 14444)]
+        );
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
     fn flow_stays_small() {
         // The slab entry; the index adds ~5 bytes per bucket.
         assert!(
