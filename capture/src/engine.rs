@@ -266,6 +266,8 @@ pub struct Engine {
     now_ns: u64,
     interval: Option<u64>,
     last_sweep_s: u64,
+    /// Capture time of the next second or interval boundary.
+    next_check_ns: u64,
     pool_suffixes: Vec<String>,
     pool_addrs: HashSet<[u8; 16]>,
     learned: usize,
@@ -303,6 +305,7 @@ impl Engine {
             now_ns: 0,
             interval: None,
             last_sweep_s: 0,
+            next_check_ns: 0,
             pool_suffixes,
             pool_addrs,
             learned: 0,
@@ -722,9 +725,13 @@ impl Engine {
         } else {
             self.now_ns = ts_ns;
         }
+        if self.now_ns < self.next_check_ns {
+            return; // the common case: no sweep and no interval boundary due
+        }
         let iv = ns(self.cfg.summary_interval).max(1);
         let idx = self.now_ns / iv;
         let sec = self.now_ns / 1_000_000_000;
+        self.next_check_ns = ((sec + 1) * 1_000_000_000).min((idx + 1).saturating_mul(iv));
         if sec != self.last_sweep_s {
             self.last_sweep_s = sec;
             self.sweep(false);
@@ -852,6 +859,7 @@ impl Engine {
                 .min(self.agg.start_ns.saturating_add(iv));
             self.close_interval(end);
             self.interval = None;
+            self.next_check_ns = 0;
         }
     }
 }
