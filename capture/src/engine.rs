@@ -130,9 +130,9 @@ pub struct AppMeta {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stratum_methods: Vec<&'static str>,
     #[serde(skip)]
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
     #[serde(skip)]
-    next_seq: u32,
+    pub(crate) next_seq: u32,
 }
 
 /// DNS answers kept per flow.
@@ -266,6 +266,8 @@ pub struct Engine {
     now_ns: u64,
     interval: Option<u64>,
     last_sweep_s: u64,
+    /// Capture time of the next second or interval boundary.
+    next_check_ns: u64,
     pool_suffixes: Vec<String>,
     pool_addrs: HashSet<[u8; 16]>,
     learned: usize,
@@ -303,6 +305,7 @@ impl Engine {
             now_ns: 0,
             interval: None,
             last_sweep_s: 0,
+            next_check_ns: 0,
             pool_suffixes,
             pool_addrs,
             learned: 0,
@@ -722,9 +725,13 @@ impl Engine {
         } else {
             self.now_ns = ts_ns;
         }
+        if self.now_ns < self.next_check_ns {
+            return; // the common case: no sweep and no interval boundary due
+        }
         let iv = ns(self.cfg.summary_interval).max(1);
         let idx = self.now_ns / iv;
         let sec = self.now_ns / 1_000_000_000;
+        self.next_check_ns = ((sec + 1) * 1_000_000_000).min((idx + 1).saturating_mul(iv));
         if sec != self.last_sweep_s {
             self.last_sweep_s = sec;
             self.sweep(false);
@@ -862,6 +869,7 @@ impl Engine {
                 .min(self.agg.start_ns.saturating_add(iv));
             self.close_interval(end);
             self.interval = None;
+            self.next_check_ns = 0;
         }
     }
 }
@@ -1306,6 +1314,54 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].name, "crypto_mining");
         assert_eq!(a[0].subject, "10.0.0.1");
+    }
+
+    #[test]
+    fn vlans_separate_flows_and_ipv4_fragments_keep_their_vlan() {
+        let mut e = engine(Config::default());
+        for vlan in [10u16, 20] {
+            let f = eth_ipv4(C, S, 17, &udp(5000, 53, b""), &[vlan]);
+            e.process(&f, f.len() as u32, T0);
+        }
+        e.finish();
+        let mut v: Vec<u16> = flows(&mut e).iter().map(|r| r.vlan).collect();
+        v.sort();
+        assert_eq!(v, vec![10, 20]);
+    }
+
+    #[test]
+    fn pool_addresses_learned_from_dns_answers() {
+        use crate::app::tests::dns_answer_a;
+        let mut e = engine(Config {
+            pool_names: vec!["pool.example".into()],
+            ..Config::default()
+        });
+        let ans = eth_ipv4(
+            S,
+            C,
+            17,
+            &udp(
+                53,
+                3333,
+                &dns_answer_a(1, "xmr.pool.example", [192, 0, 2, 7]),
+            ),
+            &[],
+        );
+        e.process(&ans, ans.len() as u32, T0);
+        let syn = eth_ipv4(C, [192, 0, 2, 7], 6, &tcp(40001, 14444, 0, SYN, b""), &[]);
+        e.process(&syn, syn.len() as u32, T0 + 1);
+        e.finish();
+        let (_, s, a) = outputs(&mut e);
+        let m: Vec<_> = s[0]
+            .mining
+            .iter()
+            .map(|m| (m.via, m.server.to_string(), m.port))
+            .collect();
+        assert_eq!(
+            m,
+            vec![(MiningVia::Address, "192.0.2.7".to_string(), 14444)]
+        );
+        assert_eq!(a.len(), 1);
     }
 
     #[test]

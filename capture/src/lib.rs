@@ -15,7 +15,8 @@
 //! flags, ICMP type / code, timestamps, and the names listed above (DNS
 //! query / answer names and types, SNI, ALPN, HTTP method / Host / path
 //! without its query string, Stratum method names). No other payload byte
-//! leaves [`decode`] / [`app`].
+//! leaves [`decode`] / [`app`]. [`proto`] turns records, summaries and
+//! alerts into `owlet.v1` messages.
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod flow;
 pub mod ipfix;
 pub mod live;
 pub mod pcap;
+pub mod proto;
 pub mod summary;
 
 pub use decode::{DecodeError, ErrorClass, LinkType};

@@ -358,6 +358,43 @@ fn flows_names_and_signatures_match_tshark_on_real_traffic() {
         .unwrap();
     assert!(sc.ports >= 200 && sc.completed <= 10, "{sc:?}");
 
+    // The same capture as pcapng (editcap): the same records, timestamps included.
+    let ng = dir.path().join("traffic.pcapng");
+    let st = Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(&pcap)
+        .arg(&ng)
+        .status()
+        .unwrap();
+    assert!(st.success(), "editcap failed");
+    let mut ng_flows = Vec::new();
+    owlet_capture::pcap::replay(&ng, Config::default(), |o| {
+        if let Output::Flow(f) = o {
+            ng_flows.push(f);
+        }
+    })
+    .unwrap();
+    let strip = |v: &[FlowRecord]| -> Vec<(String, u64, u64, u64, u64)> {
+        let mut v: Vec<_> = v
+            .iter()
+            .map(|f| {
+                (
+                    format!(
+                        "{}:{}>{}:{}/{}",
+                        f.src, f.src_port, f.dst, f.dst_port, f.protocol
+                    ),
+                    f.packets_out,
+                    f.bytes_in,
+                    f.first_ns,
+                    f.last_ns,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(strip(&ng_flows), strip(&flows));
+
     // ICMP: the echo flows carry type 8 and are counted.
     assert!(
         flows
