@@ -158,7 +158,14 @@ async fn demo(
             "note: ping check skipped (this user may not ping: needs root, CAP_NET_RAW or net.ipv4.ping_group_range)"
         );
     }
-    add_demo_checks(&agent_toml, icmp, soc_addr, web, flaky.addr)?;
+    // Capture needs CAP_NET_RAW: root here.
+    let capture = is_root();
+    if !capture {
+        say!(
+            "note: packet capture skipped (it needs root or CAP_NET_RAW; as root the demo shows loopback flows and top talkers)"
+        );
+    }
+    add_demo_checks(&agent_toml, icmp, capture, soc_addr, web, flaky.addr)?;
     let log = agent_dir.join("agent.log");
     let mut agent = start_agent(agent_bin, &agent_toml, &log)?;
     say!(
@@ -426,6 +433,10 @@ pub fn demo_line(event: &Event) -> String {
         Some(Kind::DataLoss(d)) => {
             format!("LOSS     {} events lost ({:?})", d.events_lost, d.reason())
         }
+        Some(Kind::FlowRecord(f)) => format!("flow     {}", crate::query::flow_line(f)),
+        Some(Kind::CaptureStats(c)) => {
+            format!("capture  {}", crate::query::capture_line(c))
+        }
         _ => format!("event    {}", event.kind_name()),
     };
     format!("{time}  {what}")
@@ -435,6 +446,7 @@ pub fn demo_line(event: &Event) -> String {
 fn add_demo_checks(
     agent_toml: &Path,
     icmp: bool,
+    capture: bool,
     soc: SocketAddr,
     web: SocketAddr,
     flaky: SocketAddr,
@@ -461,30 +473,43 @@ fn add_demo_checks(
         .append(true)
         .open(agent_toml)
         .with_context(|| format!("cannot append the demo checks to {}", agent_toml.display()))?;
+    if capture {
+        // Packet metadata from the demo's own loopback traffic (the checks):
+        // flows and a top-talkers summary every 10 s. The agent's connection
+        // to this SOC is left out by default.
+        checks += "\n[capture]\ninterfaces = [\"lo\"]\nworkers = 1\nidle_timeout = \"2s\"\nsummary_interval = \"10s\"\n";
+    }
     file.write_all(checks.as_bytes())?;
     Ok(())
+}
+
+/// The real uid or gid of this process (`Uid:` / `Gid:` of /proc/self/status).
+fn own_id(field: &str) -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u32>().ok())
+}
+
+/// Whether this process runs as root (the demo's capture needs CAP_NET_RAW).
+fn is_root() -> bool {
+    own_id("Uid:") == Some(0)
 }
 
 /// Whether this process may send ICMP echo: root, or a group inside the
 /// kernel's unprivileged ping range. (A binary given CAP_NET_RAW also may; the
 /// demo does not look for that.)
 fn icmp_allowed() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let id = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok())
-    };
-    if id("Uid:") == Some(0) {
+    if is_root() {
         return true;
     }
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
     let mut bounds = range
         .split_whitespace()
         .filter_map(|v| v.parse::<u32>().ok());
-    match (bounds.next(), bounds.next(), id("Gid:")) {
+    match (bounds.next(), bounds.next(), own_id("Gid:")) {
         (Some(lo), Some(hi), Some(gid)) => lo <= gid && gid <= hi,
         _ => false,
     }

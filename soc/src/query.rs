@@ -211,9 +211,64 @@ fn summary(event: &Event) -> String {
             c.message,
             c.duration_us / 1000
         ),
+        Some(Kind::FlowRecord(f)) => flow_line(f),
+        Some(Kind::CaptureStats(c)) => capture_line(c),
         Some(other) => format!("{other:?}").chars().take(160).collect(),
         None => "unknown kind (newer agent?)".to_string(),
     }
+}
+
+/// One flow record on one line: who talked to whom, how much each way.
+pub fn flow_line(f: &owlet_proto::v1::FlowRecord) -> String {
+    let proto = match f.protocol {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmp6".to_string(),
+        other => format!("proto {other}"),
+    };
+    format!(
+        "{proto} {}:{} -> {}:{} on {}: {} pkts / {} B out, {} pkts / {} B back ({:?})",
+        f.src_addr,
+        f.src_port,
+        f.dst_addr,
+        f.dst_port,
+        f.interface,
+        f.packets_out,
+        f.bytes_out,
+        f.packets_in,
+        f.bytes_in,
+        f.end_reason()
+    )
+}
+
+/// A capture summary on one line: volume, health and the top talkers.
+pub fn capture_line(c: &owlet_proto::v1::CaptureStats) -> String {
+    let top = |entries: &[owlet_proto::v1::TopEntry]| {
+        entries
+            .iter()
+            .take(3)
+            .map(|e| format!("{} ({} B)", e.key, e.bytes))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let talkers = c
+        .top_talkers
+        .iter()
+        .take(3)
+        .map(|t| format!("{} ({} B)", t.addr, t.bytes))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} over {:.0}s: {} pkts / {} B, {} new flows, {} kernel drops; top sources {talkers}; top ports {}",
+        c.interface,
+        c.interval_seconds,
+        c.packets,
+        c.bytes,
+        c.new_flows,
+        c.kernel_drops,
+        top(&c.top_ports_by_bytes)
+    )
 }
 
 fn rfc3339(micros: i64) -> String {

@@ -16,6 +16,7 @@
 //! A collector must never block the async workers and must never wait on the
 //! SOC: it only sees the bounded bus.
 
+mod capture;
 mod checks;
 mod supervisor;
 
@@ -28,6 +29,7 @@ use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
 
+pub use capture::Capture;
 pub use checks::Checks;
 pub use supervisor::{CollectorReport, Supervisor};
 

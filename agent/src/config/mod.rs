@@ -168,6 +168,27 @@ impl Config {
             ));
         }
 
+        let capture = &self.capture;
+        if !capture.interfaces.is_empty() {
+            if capture.workers == 0 || capture.workers > 64 {
+                errors.push(src.error("capture.workers", "must be between 1 and 64"));
+            }
+            if capture.max_flows == 0 {
+                errors.push(src.error("capture.max_flows", "must be at least 1"));
+            }
+            for (key, value) in [
+                ("capture.idle_timeout", capture.idle_timeout),
+                ("capture.active_timeout", capture.active_timeout),
+                ("capture.summary_interval", capture.summary_interval),
+            ] {
+                if value.is_zero() {
+                    errors.push(src.error(key, "must be more than 0s"));
+                }
+            }
+            if let Err(e) = owlet_capture::filter::compile(&capture.filter) {
+                errors.push(src.error("capture.filter", e.to_string()));
+            }
+        }
         if let Err(e) = owlet_logging::check_level(&self.log.level) {
             errors.push(src.error("log.level", format!("not a log filter: {e}")));
         }

@@ -25,6 +25,90 @@ pub struct Config {
     /// Uptime checks (`[probe]`, `[[probe.check]]`).
     #[serde(default)]
     pub probe: owlet_probe::ProbeConfig,
+    /// Packet metadata from mirror ports (`[capture]`); off without interfaces.
+    #[serde(default)]
+    pub capture: CaptureSection,
+}
+
+/// `[capture]`: live packet metadata (flows, names, summaries) from the
+/// listed interfaces. Payload bytes never leave the decoder.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaptureSection {
+    /// Interfaces to capture on (e.g. the SPAN port); empty = capture off.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Worker threads per interface (PACKET_FANOUT by flow hash).
+    #[serde(default = "default_capture_workers")]
+    pub workers: usize,
+    /// Put the interfaces in promiscuous mode (a mirror port needs it).
+    #[serde(default)]
+    pub promiscuous: bool,
+    /// tcpdump-style capture filter, run in the kernel ("" keeps everything).
+    #[serde(default)]
+    pub filter: String,
+    /// Leave the agent's own connection to the SOC out of the capture.
+    #[serde(default = "default_true")]
+    pub exclude_soc: bool,
+    /// Flows without packets for this long end.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longer flows are reported in slices of this length.
+    #[serde(default = "default_active_timeout", with = "humantime_serde")]
+    pub active_timeout: Duration,
+    /// Summary (top talkers, signatures) and capture-health period.
+    #[serde(default = "default_summary_interval", with = "humantime_serde")]
+    pub summary_interval: Duration,
+    /// Most flows tracked at once per worker; more are evicted, and counted.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+    /// Crypto-mining pool names (subdomains match too).
+    #[serde(default)]
+    pub pool_names: Vec<String>,
+    /// Crypto-mining pool addresses.
+    #[serde(default)]
+    pub pool_addrs: Vec<std::net::IpAddr>,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            workers: default_capture_workers(),
+            promiscuous: false,
+            filter: String::new(),
+            exclude_soc: true,
+            idle_timeout: default_idle_timeout(),
+            active_timeout: default_active_timeout(),
+            summary_interval: default_summary_interval(),
+            max_flows: default_max_flows(),
+            pool_names: Vec::new(),
+            pool_addrs: Vec::new(),
+        }
+    }
+}
+
+fn default_capture_workers() -> usize {
+    2
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_active_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_summary_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_flows() -> usize {
+    1_000_000
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.

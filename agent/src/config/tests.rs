@@ -351,3 +351,23 @@ fn a_bad_log_level_is_located() {
         "{text:?}"
     );
 }
+
+#[test]
+fn a_capture_filter_that_does_not_compile_is_located() {
+    let (_dir, agent) = enrolled();
+    let found = errors(
+        &agent,
+        &format!(
+            "{VALID}\n[capture]\ninterfaces = [\"eth1\"]\nfilter = \"port banana\"\nworkers = 0\n"
+        ),
+    );
+    let text: Vec<String> = found.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter().any(|e| e.contains("capture.filter")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|e| e.contains("capture.workers")),
+        "{text:?}"
+    );
+}

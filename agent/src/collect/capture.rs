@@ -1,0 +1,216 @@
+//! Live packet capture (`owlet-capture`) as a collector: flow records,
+//! one capture summary (top talkers, protocol mix, names, capture health)
+//! per interface and interval, and scan / crypto-mining alerts, as events on
+//! the bus.
+//!
+//! Guarantees:
+//! * capture never waits on the bus: its worker threads hand events over
+//!   with `try_send`; what does not fit is counted (`events_dropped`) and
+//!   shown by `owlet health` — packet processing must not stall behind a
+//!   slow disk;
+//! * the agent's own connection to the SOC is filtered out in the kernel
+//!   unless `capture.exclude_soc = false`;
+//! * a missing interface or capability is a start error that names it; the
+//!   supervisor reports it and retries, and the rest of the agent runs on;
+//! * a worker thread that dies is a collector failure (restart with backoff).
+//!
+//! Health rule: kernel drops, ring freezes or dropped events since start make
+//! the verdict WARNING (the capture is incomplete).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use owlet_capture::live::{Capture as LiveCapture, LiveConfig, StatsHandle};
+use owlet_capture::{Output, filter};
+use owlet_proto::v1::{Event, event::Kind};
+
+use super::{Collector, CollectorHealth, Failure, ReloadReport};
+use crate::config::{CaptureSection, Config};
+use crate::pipeline::bus::EventSender;
+use crate::status::Verdict;
+
+/// How often a running capture is checked for a dead worker.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Capture {
+    section: CaptureSection,
+    soc_address: String,
+    running: Vec<LiveCapture>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Capture {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            section: config.capture.clone(),
+            soc_address: config.soc.address.clone(),
+            running: Vec::new(),
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Whether the configuration asks for capture at all.
+    pub fn wanted(config: &Config) -> bool {
+        !config.capture.interfaces.is_empty()
+    }
+
+    fn live_config(&self, interface: &str) -> Result<LiveConfig, String> {
+        let s = &self.section;
+        let mut filter = s.filter.clone();
+        if s.exclude_soc {
+            let socs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(
+                self.soc_address.as_str(),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot resolve soc.address {} to leave it out of the capture: {e} (or set capture.exclude_soc = false)",
+                    self.soc_address
+                )
+            })?
+            .collect();
+            filter = filter::with_exclusions(&filter, &socs);
+        }
+        let mut engine = owlet_capture::Config {
+            idle_timeout: s.idle_timeout,
+            active_timeout: s.active_timeout,
+            summary_interval: s.summary_interval,
+            max_flows: s.max_flows,
+            pool_names: s.pool_names.clone(),
+            pool_addrs: s.pool_addrs.clone(),
+            ..owlet_capture::Config::default()
+        };
+        engine.summary.interface = interface.to_string();
+        Ok(LiveConfig {
+            interfaces: vec![interface.to_string()],
+            workers: s.workers,
+            promiscuous: s.promiscuous,
+            filter,
+            engine,
+            ..LiveConfig::default()
+        })
+    }
+}
+
+/// Turns engine outputs of one interface into events on the bus.
+fn sink(
+    interface: String,
+    bus: EventSender,
+    dropped: Arc<AtomicU64>,
+    stats: Arc<std::sync::OnceLock<StatsHandle>>,
+) -> impl Fn(Output) + Send + Sync + Clone + 'static {
+    let reported_drops = Arc::new(AtomicU64::new(0));
+    move |output: Output| {
+        let kind = match output {
+            Output::Flow(flow) => Kind::FlowRecord(flow.to_proto(&interface)),
+            Output::Summary(summary) => {
+                let total = stats
+                    .get()
+                    .map(|h| h.snapshot().iter().map(|s| s.kernel_drops).sum())
+                    .unwrap_or(0);
+                let before = reported_drops.swap(total, Ordering::Relaxed);
+                Kind::CaptureStats(summary.to_proto(total.saturating_sub(before)))
+            }
+            Output::Alert(alert) => Kind::Alert(alert.to_proto()),
+            Output::Partial(..) => return,
+        };
+        let event = Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(kind),
+        };
+        if bus.try_send(event).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Collector for Capture {
+    fn name(&self) -> &'static str {
+        "capture"
+    }
+
+    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+        let mut handles = Vec::new();
+        for interface in self.section.interfaces.clone() {
+            let config = self.live_config(&interface)?;
+            let stats = Arc::new(std::sync::OnceLock::new());
+            let out = sink(
+                interface.clone(),
+                bus.clone(),
+                self.dropped.clone(),
+                stats.clone(),
+            );
+            let capture = match LiveCapture::start(config, out) {
+                Ok(capture) => capture,
+                Err(e) => {
+                    // Stop what already started before reporting.
+                    self.running.drain(..).for_each(|c| drop(c.stop()));
+                    return Err(format!("capture on {interface}: {e}"));
+                }
+            };
+            let _ = stats.set(capture.stats_handle());
+            handles.push(capture.stats_handle());
+            self.running.push(capture);
+        }
+        Ok(Box::pin(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                if let Some(failure) = handles.iter().find_map(StatsHandle::failure) {
+                    return format!(
+                        "capture worker {} on {} ended: {}",
+                        failure.worker, failure.interface, failure.reason
+                    );
+                }
+            }
+        }))
+    }
+
+    fn reload(&mut self, config: &Config) -> ReloadReport {
+        // Capture settings apply at the next start (a restart of the agent,
+        // or of the collector after a failure): rebuilding rings on a live
+        // mirror port would lose packets.
+        self.section = config.capture.clone();
+        ReloadReport::default()
+    }
+
+    fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let running = std::mem::take(&mut self.running);
+        Box::pin(async move {
+            // Joining worker threads blocks: not on an async worker.
+            let _ = tokio::task::spawn_blocking(move || {
+                for capture in running {
+                    capture.stop();
+                }
+            })
+            .await;
+        })
+    }
+
+    fn health(&self) -> CollectorHealth {
+        let stats: Vec<_> = self.running.iter().flat_map(LiveCapture::stats).collect();
+        let mut health = CollectorHealth::ok(serde_json::json!({
+            "interfaces": stats,
+            "events_dropped": self.dropped.load(Ordering::Relaxed),
+        }));
+        for s in &stats {
+            if s.kernel_drops > 0 || s.ring_freezes > 0 {
+                health.verdict = Verdict::Warning;
+                health.reasons.push(format!(
+                    "capture on {}: {} packets dropped by the kernel, {} ring freezes since start (add capture.workers or narrow capture.filter)",
+                    s.interface, s.kernel_drops, s.ring_freezes
+                ));
+            }
+        }
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            health.verdict = Verdict::Warning;
+            health.reasons.push(format!(
+                "capture: {dropped} flow/summary events dropped because the bus was full (the spool disk is too slow)"
+            ));
+        }
+        health
+    }
+}
