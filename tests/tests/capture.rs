@@ -135,3 +135,59 @@ fn a_missing_interface_fails_the_capture_alone() {
     );
     agent.drain_and_stop(DEADLINE);
 }
+
+#[test]
+fn flows_are_also_exported_as_ipfix_when_a_collector_is_set() {
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let mut soc = Soc::init();
+    soc.start();
+    let mut agent = soc.issue("acme", "a");
+    capture_on(&mut agent, "lo");
+    agent.set(
+        "capture",
+        "ipfix_collector",
+        collector.local_addr().unwrap().to_string(),
+    );
+    agent.start();
+    // Loopback traffic until an IPFIX message with a data set arrives.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let mut buf = [0u8; 2048];
+    let start = std::time::Instant::now();
+    let mut data_sets = 0;
+    while data_sets == 0 {
+        assert!(start.elapsed() < DEADLINE, "no IPFIX data set arrived");
+        drop(TcpStream::connect(("127.0.0.1", port)));
+        if let Ok(n) = collector.recv(&mut buf) {
+            // RFC 7011: version 10, then the length of the whole message.
+            assert!(n >= 16, "short IPFIX message");
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), 10);
+            assert_eq!(usize::from(u16::from_be_bytes([buf[2], buf[3]])), n);
+            // Sets follow the 16-byte header; id >= 256 is a data set.
+            let mut off = 16;
+            while off + 4 <= n {
+                let id = u16::from_be_bytes([buf[off], buf[off + 1]]);
+                let len = usize::from(u16::from_be_bytes([buf[off + 2], buf[off + 3]]));
+                if id >= 256 {
+                    data_sets += 1;
+                }
+                if len < 4 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+    let health = agent.health().unwrap();
+    assert!(
+        health["collectors"]["capture"]["detail"]["ipfix"]["records_sent"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{health}"
+    );
+    agent.drain_and_stop(DEADLINE);
+}

@@ -12,10 +12,13 @@
 //!   unless `capture.exclude_soc = false`;
 //! * a missing interface or capability is a start error that names it; the
 //!   supervisor reports it and retries, and the rest of the agent runs on;
-//! * a worker thread that dies is a collector failure (restart with backoff).
+//! * a worker thread that dies is a collector failure (restart with backoff);
+//! * with `capture.ipfix_collector` set, every flow record is also exported
+//!   as IPFIX over UDP; the export never blocks (a full queue drops and
+//!   counts) and a collector that is down costs retries, not memory.
 //!
-//! Health rule: kernel drops, ring freezes or dropped events since start make
-//! the verdict WARNING (the capture is incomplete).
+//! Health rule: kernel drops, ring freezes, dropped events or IPFIX records
+//! lost since start make the verdict WARNING (the capture is incomplete).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use owlet_capture::ipfix::{IpfixConfig, IpfixExporter};
 use owlet_capture::live::{Capture as LiveCapture, LiveConfig, StatsHandle};
 use owlet_capture::{Output, filter};
 use owlet_proto::v1::{Event, event::Kind};
@@ -39,6 +43,8 @@ pub struct Capture {
     section: CaptureSection,
     soc_address: String,
     running: Vec<LiveCapture>,
+    /// The IPFIX exporter while running, when `ipfix_collector` is set.
+    ipfix: Option<Arc<IpfixExporter>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -48,6 +54,7 @@ impl Capture {
             section: config.capture.clone(),
             soc_address: config.soc.address.clone(),
             running: Vec::new(),
+            ipfix: None,
             dropped: Arc::default(),
         }
     }
@@ -100,11 +107,18 @@ fn sink(
     bus: EventSender,
     dropped: Arc<AtomicU64>,
     stats: Arc<std::sync::OnceLock<StatsHandle>>,
+    ipfix: Option<Arc<IpfixExporter>>,
 ) -> impl Fn(Output) + Send + Sync + Clone + 'static {
     let reported_drops = Arc::new(AtomicU64::new(0));
     move |output: Output| {
         let kind = match output {
-            Output::Flow(flow) => Kind::FlowRecord(flow.to_proto(&interface)),
+            Output::Flow(flow) => {
+                // Never blocks: a full export queue drops and counts.
+                if let Some(exporter) = &ipfix {
+                    exporter.export(&flow);
+                }
+                Kind::FlowRecord(flow.to_proto(&interface))
+            }
             Output::Summary(summary) => {
                 let total = stats
                     .get()
@@ -133,6 +147,14 @@ impl Collector for Capture {
     }
 
     fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+        if let Some(collector) = &self.section.ipfix_collector {
+            let addr = collector
+                .parse()
+                .map_err(|_| format!("capture.ipfix_collector {collector:?} is not IP:PORT"))?;
+            let exporter = IpfixExporter::start(IpfixConfig::new(addr))
+                .map_err(|e| format!("IPFIX export to {collector}: {e}"))?;
+            self.ipfix = Some(Arc::new(exporter));
+        }
         let mut handles = Vec::new();
         for interface in self.section.interfaces.clone() {
             let config = self.live_config(&interface)?;
@@ -142,12 +164,14 @@ impl Collector for Capture {
                 bus.clone(),
                 self.dropped.clone(),
                 stats.clone(),
+                self.ipfix.clone(),
             );
             let capture = match LiveCapture::start(config, out) {
                 Ok(capture) => capture,
                 Err(e) => {
                     // Stop what already started before reporting.
                     self.running.drain(..).for_each(|c| drop(c.stop()));
+                    self.ipfix = None;
                     return Err(format!("capture on {interface}: {e}"));
                 }
             };
@@ -178,11 +202,17 @@ impl Collector for Capture {
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let running = std::mem::take(&mut self.running);
+        let ipfix = self.ipfix.take();
         Box::pin(async move {
             // Joining worker threads blocks: not on an async worker.
             let _ = tokio::task::spawn_blocking(move || {
                 for capture in running {
                     capture.stop();
+                }
+                // The workers (and their sinks) are gone: the exporter's
+                // last holder sends what it has queued and stops.
+                if let Some(exporter) = ipfix.and_then(|e| Arc::into_inner(e)) {
+                    exporter.shutdown();
                 }
             })
             .await;
@@ -191,9 +221,11 @@ impl Collector for Capture {
 
     fn health(&self) -> CollectorHealth {
         let stats: Vec<_> = self.running.iter().flat_map(LiveCapture::stats).collect();
+        let ipfix = self.ipfix.as_ref().map(|e| e.stats());
         let mut health = CollectorHealth::ok(serde_json::json!({
             "interfaces": stats,
             "events_dropped": self.dropped.load(Ordering::Relaxed),
+            "ipfix": ipfix,
         }));
         for s in &stats {
             if s.kernel_drops > 0 || s.ring_freezes > 0 {
@@ -203,6 +235,20 @@ impl Collector for Capture {
                     s.interface, s.kernel_drops, s.ring_freezes
                 ));
             }
+        }
+        if let Some(ipfix) = &ipfix
+            && (ipfix.flows_dropped > 0 || ipfix.records_lost > 0)
+        {
+            health.verdict = Verdict::Warning;
+            health.reasons.push(format!(
+                "IPFIX export: {} flows dropped (queue full), {} records lost in sending{}",
+                ipfix.flows_dropped,
+                ipfix.records_lost,
+                ipfix
+                    .last_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
+            ));
         }
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {

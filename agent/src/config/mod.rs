@@ -188,6 +188,14 @@ impl Config {
             if let Err(e) = owlet_capture::filter::compile(&capture.filter) {
                 errors.push(src.error("capture.filter", e.to_string()));
             }
+            if let Some(collector) = &capture.ipfix_collector
+                && collector.parse::<std::net::SocketAddr>().is_err()
+            {
+                errors.push(src.error(
+                    "capture.ipfix_collector",
+                    format!("{collector:?} is not IP:PORT (e.g. \"192.0.2.9:4739\"; names are not resolved)"),
+                ));
+            }
         }
         if let Err(e) = owlet_logging::check_level(&self.log.level) {
             errors.push(src.error("log.level", format!("not a log filter: {e}")));

@@ -67,6 +67,10 @@ pub struct CaptureSection {
     /// Crypto-mining pool addresses.
     #[serde(default)]
     pub pool_addrs: Vec<std::net::IpAddr>,
+    /// Also export flow records as IPFIX (RFC 7011, UDP) to this collector,
+    /// `IP:PORT` (e.g. an nfcapd); unset = no export.
+    #[serde(default)]
+    pub ipfix_collector: Option<String>,
 }
 
 impl Default for CaptureSection {
@@ -83,6 +87,7 @@ impl Default for CaptureSection {
             max_flows: default_max_flows(),
             pool_names: Vec::new(),
             pool_addrs: Vec::new(),
+            ipfix_collector: None,
         }
     }
 }
