@@ -211,7 +211,7 @@ impl Collector for Capture {
                 }
                 // The workers (and their sinks) are gone: the exporter's
                 // last holder sends what it has queued and stops.
-                if let Some(exporter) = ipfix.and_then(|e| Arc::into_inner(e)) {
+                if let Some(exporter) = ipfix.and_then(Arc::into_inner) {
                     exporter.shutdown();
                 }
             })
