@@ -577,11 +577,7 @@ impl Spool {
         tracing::error!(path = %seg.path.display(), events_lost = loss.events(),
             "an fdatasync of a spool segment failed: what it held since its last good \
              sync is not trusted; continuing in a new segment");
-        let truncated = self
-            .fs
-            .open(&seg.path, OpenMode::ReadWrite)
-            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_data()));
-        if let Err(e) = truncated {
+        if let Err(e) = cut_back(self.fs.as_ref(), &seg.path, cut) {
             tracing::warn!(path = %seg.path.display(), error = %e,
                 "could not cut back an abandoned spool segment; a restart may find (and \
                  deliver) events already reported lost");
@@ -764,11 +760,7 @@ impl Spool {
         let cut = seg.records[ri].offset;
         seg.records.truncate(ri);
         seg.size = cut;
-        let truncated = self
-            .fs
-            .open(&seg.path, OpenMode::ReadWrite)
-            .and_then(|f| f.set_len(cut).and_then(|()| f.sync_data()));
-        if let Err(e) = truncated {
+        if let Err(e) = cut_back(self.fs.as_ref(), &seg.path, cut) {
             tracing::warn!(path = %seg.path.display(), error = %e,
                 "could not truncate a damaged spool segment; recovery will report it again");
         }
@@ -1059,4 +1051,11 @@ impl SyncHandle {
             Err(e) => refuse(e),
         }
     }
+}
+
+/// Cuts the segment file at `path` back to `len` bytes, durably.
+fn cut_back(fs: &dyn Filesystem, path: &std::path::Path, len: u64) -> std::io::Result<()> {
+    let file = fs.open(path, OpenMode::ReadWrite)?;
+    file.set_len(len)?;
+    file.sync_data()
 }
