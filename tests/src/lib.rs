@@ -1109,6 +1109,19 @@ pub fn data_loss_totals(events: &[Stored]) -> (u64, BTreeMap<String, u64>) {
     (lost, by_kind)
 }
 
+/// Asserts that `events` hold every synthetic counter in `expected` exactly
+/// once, in order, under contiguous, strictly increasing seqs; returns the
+/// seqs. (Exactly-once delivery, as every durability test states it.)
+pub fn assert_delivered_exactly_once(
+    events: &[Stored],
+    expected: std::ops::Range<u64>,
+) -> Vec<u64> {
+    let seqs = assert_in_order_no_duplicates(events);
+    assert_contiguous(&seqs);
+    assert_counters(&synthetic_counters(events), expected);
+    seqs
+}
+
 /// Asserts the stored synthetic counters are exactly `expected`, in arrival
 /// order; on failure names the missing and duplicated counters.
 pub fn assert_counters(counters: &[u64], expected: std::ops::Range<u64>) {

@@ -68,16 +68,25 @@ impl Capture {
         let s = &self.section;
         let mut filter = s.filter.clone();
         if s.exclude_soc {
-            let socs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(
-                self.soc_address.as_str(),
-            )
+            // A name lookup may block for seconds: not on an async worker's
+            // own time (the supervisor starts collectors from the main loop).
+            let lookup = || {
+                std::net::ToSocketAddrs::to_socket_addrs(self.soc_address.as_str())
+                    .map(Iterator::collect::<Vec<SocketAddr>>)
+            };
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let socs = if multi_thread {
+                tokio::task::block_in_place(lookup)
+            } else {
+                lookup()
+            }
             .map_err(|e| {
                 format!(
                     "cannot resolve soc.address {} to leave it out of the capture: {e} (or set capture.exclude_soc = false)",
                     self.soc_address
                 )
-            })?
-            .collect();
+            })?;
             filter = filter::with_exclusions(&filter, &socs);
         }
         let mut engine = owlet_capture::Config {
