@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use owlet_tomlconf::ConfigIssue;
+
 /// A secret string (SNMP community, USM auth/priv key). `Debug` redacts it.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(transparent)]
@@ -356,20 +358,6 @@ impl CheckConfig {
         check(self.preset.is_some(), "preset", &[Snmp]);
         check(self.retries.is_some(), "retries", &[Snmp]);
         out
-    }
-}
-
-/// One validation problem. `path` is relative to `[probe]`, e.g.
-/// `check[2].target` or `max_concurrency`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
     }
 }
 

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub use config::{CheckConfig, CheckTypeName, ConfigIssue, IcmpSocketMode, ProbeConfig, Secret};
+
 /// The ICMP wire parser (public for the fuzz targets).
 pub use icmp::packet as icmp_packet;
 pub use memory::RunMemory;

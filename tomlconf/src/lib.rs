@@ -55,6 +55,31 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// One problem a capability crate finds in its own section after loading
+/// (`probe`, `fim`, `host`): `path` is relative to that section, e.g.
+/// `check[2].target`; the agent prefixes the section and locates it with
+/// [`Source::error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 /// Every problem found in one file, in file order. Never empty.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

@@ -200,8 +200,15 @@ impl Config {
         if let Err(e) = owlet_logging::check_level(&self.log.level) {
             errors.push(src.error("log.level", format!("not a log filter: {e}")));
         }
-        for issue in self.probe.validate() {
-            errors.push(src.error(&format!("probe.{}", issue.path), issue.message));
+        let sections = [
+            ("probe", self.probe.validate()),
+            ("fim", self.fim.validate()),
+            ("host", self.host.validate()),
+        ];
+        for (section, issues) in sections {
+            for issue in issues {
+                errors.push(src.error(&format!("{section}.{}", issue.path), issue.message));
+            }
         }
         errors
     }

@@ -28,6 +28,12 @@ pub struct Config {
     /// Packet metadata from mirror ports (`[capture]`); off without interfaces.
     #[serde(default)]
     pub capture: CaptureSection,
+    /// Watched configuration files (`[fim]`, `[[fim.watch]]`).
+    #[serde(default)]
+    pub fim: owlet_fim::FimConfig,
+    /// Host health sampling, thresholds and learning (`[host]`).
+    #[serde(default)]
+    pub host: owlet_host::HostConfig,
 }
 
 /// `[capture]`: live packet metadata (flows, names, summaries) from the

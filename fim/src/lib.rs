@@ -1,0 +1,7 @@
+//! owlet-fim: file integrity monitoring of configuration files (skeleton;
+//! issue 9 fills it in).
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+pub use config::FimConfig;
