@@ -25,18 +25,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # One UDP packet per flow: 10.x.y.z:port -> 10.255.0.1:53, no two alike.
-python3 - "$OUT/flows.pcap" "$FLOWS" <<'PY'
-import struct, sys
-out, n = open(sys.argv[1], "wb"), int(sys.argv[2])
-out.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
-eth = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
-for i in range(n):
-    src = bytes([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff])
-    udp = struct.pack("!HHHH", 1024 + (i >> 24), 53, 26, 0) + bytes(18)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xffff, 0, 64, 17, 0, src, bytes([10, 255, 0, 1]))
-    frame = eth + ip + udp
-    out.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(frame), len(frame)) + frame)
-PY
+python3 bench/capture/flood_pcap.py "$OUT/flows.pcap" "$FLOWS"
 
 replay() { tcpreplay -q -i lo --mbps 200 "$OUT/flows.pcap" >/dev/null 2>&1; }
 

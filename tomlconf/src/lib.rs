@@ -199,6 +199,12 @@ impl Source {
         }
     }
 
+    /// Whether the file itself writes `key` (dotted path, `a.b`), as
+    /// opposed to leaving it to a default.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index().offsets.contains_key(key)
+    }
+
     /// An error located at `key` (dotted path, `a.b[2].c`). Falls back to the
     /// closest existing parent key, or to the file when nothing matches (a
     /// default value that was not written in the file).

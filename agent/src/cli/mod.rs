@@ -4,6 +4,7 @@
 //! 2 failure / critical, 3 unknown (Nagios plugin conventions).
 
 mod health;
+mod hw_profile;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub enum Command {
         #[arg(long, default_value = "/run/owlet/owlet.sock")]
         socket: PathBuf,
     },
+    /// Hardware profiles: which one fits this machine (`detect`) and what
+    /// one sets (`show NAME`).
+    #[command(subcommand)]
+    HwProfile(hw_profile::HwProfileCommand),
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
         /// Print the agent's answer as JSON (`reload`: applied / rejected,
@@ -82,6 +87,7 @@ pub fn main(cli: Cli) -> i32 {
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
+        Command::HwProfile(command) => hw_profile::run(command),
     }
 }
 

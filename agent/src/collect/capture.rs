@@ -99,13 +99,19 @@ impl Capture {
             ..owlet_capture::Config::default()
         };
         engine.summary.interface = interface.to_string();
+        let defaults = LiveConfig::default();
+        // Validation keeps ring_bytes a whole number of 1 MiB blocks.
+        let block_count = u32::try_from(s.ring_bytes.as_u64() / u64::from(defaults.block_size))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Ok(LiveConfig {
             interfaces: vec![interface.to_string()],
             workers: s.workers,
             promiscuous: s.promiscuous,
             filter,
             engine,
-            ..LiveConfig::default()
+            block_count,
+            ..defaults
         })
     }
 }

@@ -4,7 +4,9 @@
 //! names exists and is readable, private keys are not readable by others,
 //! durations and sizes are in range, `agent.tenant` / `agent.id` (when given)
 //! agree with the certificate's `owlet://TENANT/AGENT` identity, and
-//! `agent.hw_profile` (when given) is one of [`HW_PROFILES`]. Every problem is
+//! `agent.hw_profile` (when given) is one of [`HW_PROFILES`] or `auto`, and
+//! the keys the file leaves out hold that profile's values (see
+//! [`profile`]; a value in the file wins). Every problem is
 //! reported at once where possible, each naming file, line, column and key
 //! (see `owlet-tomlconf`). Unknown keys are errors that name the nearest valid
 //! key; a malformed duration or byte size is answered with an example.
@@ -12,8 +14,10 @@
 //!
 //! This module only reads and checks; it never creates files or directories.
 
+pub mod profile;
 mod schema;
 
+pub use profile::HW_PROFILES;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};
@@ -25,9 +29,25 @@ pub const DEFAULT_PATH: &str = "/etc/owlet/owlet.toml";
 
 /// Loads, resolves and validates an agent configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_profile(path, None)
+}
+
+/// [`load`], with the hardware profile `profile` in place of the file's
+/// `agent.hw_profile` when given (`owlet hw-profile show NAME --config`).
+pub fn load_with_profile(path: &Path, profile: Option<&str>) -> Result<Config, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut Config, source| {
         config.resolve_paths(source);
-        config.validate(source)
+        let mut errors = profile::apply(config, source, profile, Path::new("/"));
+        errors.extend(config.validate(source).into_iter().map(|mut e| {
+            if config.profile.origin(&e.key) == Some(profile::Origin::Profile) {
+                e.message.push_str(&format!(
+                    " (the value comes from hardware profile `{}`: set {} in this file to override it)",
+                    config.agent.hw_profile, e.key
+                ));
+            }
+            e
+        }));
+        errors
     })
 }
 
@@ -159,15 +179,6 @@ impl Config {
             Ok(_) => {}
         }
 
-        if !self.agent.hw_profile.is_empty()
-            && !HW_PROFILES.contains(&self.agent.hw_profile.as_str())
-        {
-            errors.push(src.error(
-                "agent.hw_profile",
-                unknown_hw_profile(&self.agent.hw_profile),
-            ));
-        }
-
         let capture = &self.capture;
         if !capture.interfaces.is_empty() {
             if capture.workers == 0 || capture.workers > 64 {
@@ -175,6 +186,13 @@ impl Config {
             }
             if capture.max_flows == 0 {
                 errors.push(src.error("capture.max_flows", "must be at least 1"));
+            }
+            let ring = capture.ring_bytes.as_u64();
+            if !(MIB..=1024 * MIB).contains(&ring) || !ring.is_multiple_of(MIB) {
+                errors.push(src.error(
+                    "capture.ring_bytes",
+                    "must be a whole number of MiB from 1MiB to 1GiB, e.g. \"32MiB\"",
+                ));
             }
             for (key, value) in [
                 ("capture.idle_timeout", capture.idle_timeout),
@@ -273,22 +291,7 @@ impl Config {
     }
 }
 
-/// The hardware profiles an agent may report (`agent.hw_profile`): the files
-/// of `hw-profiles/` in the source tree, compiled in (a test keeps the two
-/// equal).
-pub const HW_PROFILES: &[&str] = &["small", "medium", "large"];
-
-fn unknown_hw_profile(name: &str) -> String {
-    let known = HW_PROFILES.join(", ");
-    match owlet_tomlconf::hints::nearest(name, HW_PROFILES) {
-        Some(best) => format!(
-            "unknown hardware profile `{name}`; did you mean `{best}`? (known profiles: {known}; or leave it empty)"
-        ),
-        None => format!(
-            "unknown hardware profile `{name}`; known profiles: {known} (or leave it empty)"
-        ),
-    }
-}
+const MIB: u64 = 1 << 20;
 
 /// Splits `host:port` / `[v6]:port`; `None` when malformed.
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {

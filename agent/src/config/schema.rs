@@ -34,6 +34,10 @@ pub struct Config {
     /// Host health sampling, thresholds and learning (`[host]`).
     #[serde(default)]
     pub host: owlet_host::HostConfig,
+    /// The hardware profile applied at load time and where each of its
+    /// settings came from (not a key of the file).
+    #[serde(skip)]
+    pub profile: super::profile::Applied,
 }
 
 /// `[capture]`: live packet metadata (flows, names, summaries) from the
@@ -67,6 +71,10 @@ pub struct CaptureSection {
     /// Most flows tracked at once per worker; more are evicted, and counted.
     #[serde(default = "default_max_flows")]
     pub max_flows: usize,
+    /// Kernel ring per worker (a whole number of MiB): what absorbs a burst
+    /// while the worker is busy.
+    #[serde(default = "default_ring_bytes", deserialize_with = "byte_size")]
+    pub ring_bytes: ByteSize,
     /// Crypto-mining pool names (subdomains match too).
     #[serde(default)]
     pub pool_names: Vec<String>,
@@ -91,6 +99,7 @@ impl Default for CaptureSection {
             active_timeout: default_active_timeout(),
             summary_interval: default_summary_interval(),
             max_flows: default_max_flows(),
+            ring_bytes: default_ring_bytes(),
             pool_names: Vec::new(),
             pool_addrs: Vec::new(),
             ipfix_collector: None,
@@ -122,6 +131,10 @@ fn default_max_flows() -> usize {
     1_000_000
 }
 
+fn default_ring_bytes() -> ByteSize {
+    ByteSize::mib(32)
+}
+
 /// Who this agent says it is (the certificate decides) and where it keeps state.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentSection {
@@ -129,7 +142,9 @@ pub struct AgentSection {
     pub tenant: Option<String>,
     /// Agent id the certificate must carry; the SOC refuses a mismatch.
     pub id: Option<String>,
-    /// Hardware profile name (see hw-profiles/), reported to the SOC.
+    /// Hardware profile (`small`, `medium`, `large`, `auto` or empty; see
+    /// hw-profiles/): its settings fill in what the file leaves out, and its
+    /// name (for `auto`, the one chosen) is reported to the SOC.
     #[serde(default)]
     pub hw_profile: String,
     /// Directory for the spool and other state.

@@ -321,6 +321,48 @@ fn an_unknown_hardware_profile_is_an_error_listing_the_known_ones() {
 }
 
 #[test]
+fn every_hardware_profile_passes_validation_with_capture_on() {
+    let (_tmp, dir) = enrolled();
+    for name in HW_PROFILES {
+        let text = VALID.replace("state_dir", &format!("hw_profile = \"{name}\"\nstate_dir"))
+            + "\n[capture]\ninterfaces = [\"lo\"]\n";
+        let config = load(&write(&dir, &text)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config.profile.name, Some(*name));
+    }
+}
+
+#[test]
+fn a_profile_value_the_file_contradicts_is_an_error_that_says_where_it_came_from() {
+    let (_tmp, dir) = enrolled();
+    // small's 256 MiB spool cannot hold 4 segments of 128 MiB.
+    let text = VALID.replace("state_dir", "hw_profile = \"small\"\nstate_dir")
+        + "\n[spool]\nsegment_bytes = \"128MiB\"\n";
+    let errs = errors(&dir, &text);
+    let e = errs.iter().find(|e| e.key == "spool.max_bytes").unwrap();
+    assert!(
+        e.message
+            .contains("comes from hardware profile `small`: set spool.max_bytes in this file"),
+        "{e}"
+    );
+    // Written in the file, the same mistake is the file's own.
+    let own = text.replace("[spool]\n", "[spool]\nmax_bytes = \"256MiB\"\n");
+    let errs = errors(&dir, &own);
+    let e = errs.iter().find(|e| e.key == "spool.max_bytes").unwrap();
+    assert!(!e.message.contains("hardware profile"), "{e}");
+}
+
+#[test]
+fn a_capture_ring_that_is_not_whole_mib_is_refused() {
+    let (_tmp, dir) = enrolled();
+    for ring in ["\"1500KiB\"", "\"0MiB\"", "\"2GiB\""] {
+        let text = format!("{VALID}\n[capture]\ninterfaces = [\"lo\"]\nring_bytes = {ring}\n");
+        let (line, message) = error_at(&dir, &text, "capture.ring_bytes");
+        assert_eq!(line, 12, "{ring}");
+        assert!(message.contains("whole number of MiB"), "{message}");
+    }
+}
+
+#[test]
 fn the_compiled_hardware_profiles_are_the_files_of_hw_profiles() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)

@@ -1,0 +1,192 @@
+//! `owlet hw-profile detect|show`: which hardware profile fits this machine
+//! and why, and what a profile sets (each value with where it comes from).
+//! Exit status 0, or 2 when the name or the config file is wrong.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::config::profile::{self, AUTO, HW_PROFILES, KNOBS, Origin, Value, detect};
+use crate::config::{self, Config};
+
+#[derive(Debug, Subcommand)]
+pub enum HwProfileCommand {
+    /// What this machine has (cores, memory, NICs and link speeds) and the
+    /// profile `hw_profile = "auto"` picks for it, with why.
+    Detect {
+        #[arg(long)]
+        json: bool,
+        /// Read /proc and /sys under this directory (tests).
+        #[arg(long, hide = true, default_value = "/")]
+        root: PathBuf,
+    },
+    /// The settings of profile NAME (small, medium, large, or auto for this
+    /// machine's), each with where it comes from: the config file, the
+    /// profile, or the built-in default.
+    Show {
+        name: String,
+        /// Apply this owlet.toml's own values over the profile (its
+        /// `hw_profile` is replaced by NAME).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(command: HwProfileCommand) -> i32 {
+    match command {
+        HwProfileCommand::Detect { json, root } => explain(&root, json),
+        HwProfileCommand::Show { name, config, json } => show(&name, config.as_deref(), json),
+    }
+}
+
+fn explain(root: &Path, json: bool) -> i32 {
+    let choice = detect::choose(&detect::detect(root));
+    if json {
+        return print_json(&choice);
+    }
+    let machine = &choice.machine;
+    let cores = machine
+        .cores
+        .map_or("unknown".to_string(), |c| c.to_string());
+    let memory = machine.memory_bytes.map_or("unknown".to_string(), |b| {
+        bytesize::ByteSize(b).display().iec().to_string()
+    });
+    let nics = if machine.nics.is_empty() {
+        "none found".to_string()
+    } else {
+        machine
+            .nics
+            .iter()
+            .map(|n| match n.speed_mbps {
+                Some(s) => format!("{} {s} Mb/s", n.name),
+                None => format!("{} (no link speed)", n.name),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("CPU cores:     {cores}");
+    println!("memory:        {memory}");
+    println!("physical NICs: {nics}");
+    for fit in &choice.fits {
+        let verdict = if fit.unmet.is_empty() {
+            "fits".to_string()
+        } else {
+            format!("does not fit: {}", fit.unmet.join("; "))
+        };
+        println!("  {:<8}{verdict}", fit.profile);
+    }
+    println!("profile:       {}", choice.name);
+    println!("why:           {}", choice.reason);
+    0
+}
+
+/// `hw-profile show --json`.
+#[derive(Serialize)]
+struct Shown<'a> {
+    requested: &'a str,
+    profile: &'a str,
+    description: &'a str,
+    memory_max: u64,
+    config: Option<&'a Path>,
+    settings: Vec<Setting>,
+    detection: Option<&'a detect::Choice>,
+}
+
+#[derive(Serialize)]
+struct Setting {
+    key: &'static str,
+    value: Value,
+    from: Origin,
+}
+
+fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
+    if name != AUTO && !HW_PROFILES.contains(&name) {
+        eprintln!("owlet hw-profile show: {}", profile::unknown(name));
+        return 2;
+    }
+    let loaded = match file {
+        Some(file) => config::load_with_profile(file, Some(name)),
+        None => profile::defaults_with(name),
+    };
+    let config: Config = match loaded {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return 2;
+        }
+    };
+    let applied = &config.profile;
+    let Some(resolved) = applied.name else {
+        eprintln!("owlet hw-profile show: no profile applied for `{name}`");
+        return 2;
+    };
+    let chosen = match profile::builtin(resolved) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!("owlet hw-profile show: {}", profile::unknown(resolved));
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("owlet hw-profile show: {e}");
+            return 2;
+        }
+    };
+    let settings: Vec<Setting> = KNOBS
+        .iter()
+        .map(|knob| Setting {
+            key: knob.key,
+            value: knob.value(&config),
+            from: applied.origin(knob.key).unwrap_or(Origin::Default),
+        })
+        .collect();
+    if json {
+        return print_json(&Shown {
+            requested: name,
+            profile: resolved,
+            description: &chosen.description,
+            memory_max: chosen.memory_max.as_u64(),
+            config: file,
+            settings,
+            detection: applied.choice.as_ref(),
+        });
+    }
+    println!("profile {resolved}");
+    if let Some(choice) = &applied.choice {
+        println!("auto:          {}", choice.reason);
+    }
+    println!("box:           {}", chosen.description);
+    println!(
+        "memory budget: {} (the agent's MemoryMax=)",
+        chosen.memory_max.display().iec()
+    );
+    if let Some(file) = file {
+        println!("config:        {}", file.display());
+    }
+    let width = KNOBS.iter().map(|k| k.key.len()).max().unwrap_or(0);
+    for s in &settings {
+        println!(
+            "  {:<width$}  {:<12}  {}",
+            s.key,
+            s.value.to_string(),
+            s.from
+        );
+    }
+    0
+}
+
+fn print_json(value: &impl Serialize) -> i32 {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("owlet hw-profile: cannot write JSON: {e}");
+            2
+        }
+    }
+}
