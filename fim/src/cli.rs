@@ -96,7 +96,12 @@ fn load(path: &Path) -> Result<(FimConfig, PathBuf), String> {
             path.display()
         ));
     }
-    let state = file.agent.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/owlet"));
+    // As the agent does: a relative state_dir is relative to the config file.
+    let state = match file.agent.state_dir {
+        Some(dir) if dir.is_relative() => path.parent().unwrap_or(Path::new(".")).join(dir),
+        Some(dir) => dir,
+        None => PathBuf::from("/var/lib/owlet"),
+    };
     Ok((file.fim, FimConfig::state_dir(&state)))
 }
 
