@@ -3,5 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod diff;
+pub mod redact;
+pub mod who;
 
 pub use config::FimConfig;
