@@ -446,7 +446,7 @@ mod tests {
         let f = dir.path().join("conf");
         std::fs::write(&f, "old\n").unwrap();
         let old_ino = std::fs::metadata(&f).unwrap().ino();
-        let a = Attribution::start(&[f.clone()]).unwrap();
+        let a = Attribution::start(std::slice::from_ref(&f)).unwrap();
         let own = dir.path().join("own");
         std::fs::write(&own, "x").unwrap();
         // vim-style: write a temp file, then rename it over the original.
