@@ -690,8 +690,14 @@ impl Engine {
         let quiet = self.cfg.coalesce;
         let mut due: Vec<PathBuf> = Vec::new();
         let mut next: Option<Instant> = None;
+        // A rename's source waits for its target (notify may deliver the
+        // two halves in different batches): the target's settle consumes it.
+        let sources: HashSet<&PathBuf> = self.pending.values().filter_map(|p| p.renamed_from.as_ref()).collect();
         for (path, p) in &self.pending {
             let at = (p.last + quiet).min(p.first + quiet * 2);
+            if !all && sources.contains(path) {
+                continue;
+            }
             if all || at <= now {
                 due.push(path.clone());
             } else {
@@ -1093,3 +1099,7 @@ fn progress_line(files: u64, bytes: u64, took: Duration, first: bool) {
         bytes as f64 / 1e6 / secs
     );
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,253 @@
+//! The monitor against real inotify on temporary trees: editor saves,
+//! renames, new directories, bursts, restarts, a damaged baseline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::change::{Action, Change, Output};
+use crate::state::sha256;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    tree: PathBuf,
+    state: PathBuf,
+    out: Arc<Mutex<Vec<Output>>>,
+    monitor: Option<Monitor>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a.conf"), "port = 1\n").unwrap();
+        fs::write(tree.join("sub/b.conf"), "x\n").unwrap();
+        Harness {
+            state: dir.path().join("state"),
+            tree,
+            _dir: dir,
+            out: Arc::default(),
+            monitor: None,
+        }
+    }
+
+    fn config(&self) -> FimConfig {
+        toml::from_str(&format!(
+            "attribution = false\n[[watch]]\npath = \"{}\"\nexclude = [\"**/*.swp\"]\n",
+            self.tree.display()
+        ))
+        .unwrap()
+    }
+
+    fn start(&mut self) {
+        self.start_with(self.config());
+    }
+
+    fn start_with(&mut self, config: FimConfig) {
+        let out = self.out.clone();
+        let before = self.ready_count();
+        self.monitor = Some(
+            Monitor::start(
+                config,
+                self.state.clone(),
+                Box::new(move |o| out.lock().unwrap().push(o)),
+            )
+            .unwrap(),
+        );
+        self.wait("the baseline", |h| h.ready_count() > before);
+    }
+
+    fn stop(&mut self) {
+        self.monitor.take().unwrap().stop();
+    }
+
+    fn ready_count(&self) -> usize {
+        self.alerts("fim_baseline_ready").len()
+    }
+
+    fn alerts(&self, name: &str) -> Vec<FimAlert> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) if a.name == name => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn changes(&self) -> Vec<Change> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Output::Change(c) => Some((**c).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn changes_of(&self, path: &Path) -> Vec<Change> {
+        self.changes().into_iter().filter(|c| c.path == path).collect()
+    }
+
+    fn wait(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:#?}", self.out.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `n` changes in total, then a little longer so that
+    /// unwanted extra changes would show up too.
+    fn wait_changes(&self, n: usize) {
+        self.wait(&format!("{n} changes"), |h| h.changes().len() >= n);
+        // A marker write settles after everything notified before it.
+        let marker = self.tree.join(format!("marker{n}"));
+        fs::write(&marker, "m").unwrap();
+        self.wait("the marker", |h| !h.changes_of(&marker).is_empty());
+        fs::remove_file(&marker).unwrap();
+        self.wait("the marker's deletion", |h| h.changes_of(&marker).len() == 2);
+        let all = self.changes();
+        let real: Vec<_> = all.iter().filter(|c| !c.path.to_string_lossy().contains("marker")).collect();
+        assert_eq!(real.len(), n, "{real:#?}");
+    }
+}
+
+fn sh(script: &str, dir: &Path) {
+    let s = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().unwrap();
+    assert!(s.success(), "{script}");
+}
+
+#[test]
+fn editor_saves_sed_truncate_renames_and_new_directories_are_each_one_change() {
+    let mut h = Harness::new();
+    h.start();
+    let a = h.tree.join("a.conf");
+    let old = sha256(b"port = 1\n");
+
+    // vim-style: write a temp file, rename it over the original.
+    sh("printf 'port = 2\\n' > .a.conf.tmp && mv .a.conf.tmp a.conf", &h.tree);
+    h.wait_changes(1);
+    let c = &h.changes_of(&a)[0];
+    assert_eq!(c.action, Action::Modified);
+    assert_eq!(c.old.as_ref().unwrap().sha256, old);
+    assert_eq!(c.new.as_ref().unwrap().sha256, sha256(b"port = 2\n"));
+    assert!(c.diff.contains("-port = 1") && c.diff.contains("+port = 2"), "{}", c.diff);
+    // The watch survived the rename: the next save is seen too.
+    sh("sed -i s/2/3/ a.conf", &h.tree);
+    h.wait_changes(2);
+    sh(": > a.conf && echo 'port = 4' > a.conf", &h.tree);
+    h.wait_changes(3);
+    assert_eq!(h.changes_of(&a).last().unwrap().new.as_ref().unwrap().sha256, sha256(b"port = 4\n"));
+
+    // A new directory tree and a file in it, written at once.
+    sh("mkdir -p n1/n2 && echo new > n1/n2/f", &h.tree);
+    h.wait_changes(4);
+    let f = h.tree.join("n1/n2/f");
+    assert_eq!(h.changes_of(&f)[0].action, Action::Created);
+    // ... and watched from then on.
+    sh("echo more >> n1/n2/f", &h.tree);
+    h.wait_changes(5);
+
+    // A rename inside the tree is one change naming both paths.
+    sh("mv sub/b.conf sub/c.conf", &h.tree);
+    h.wait_changes(6);
+    let c = &h.changes_of(&h.tree.join("sub/c.conf"))[0];
+    assert_eq!((c.action, c.old_path.clone()), (Action::Renamed, Some(h.tree.join("sub/b.conf"))));
+
+    // Symlink swap, chmod, excluded files.
+    sh("ln -s a.conf link", &h.tree);
+    h.wait_changes(7);
+    sh("ln -sfn sub/c.conf link.new && mv -T link.new link", &h.tree);
+    h.wait_changes(8);
+    let link = h.changes_of(&h.tree.join("link"));
+    assert_eq!(link.len(), 2, "{link:#?}");
+    assert_eq!(link[1].old.as_ref().unwrap().symlink_target, "a.conf");
+    assert_eq!(link[1].new.as_ref().unwrap().symlink_target, "sub/c.conf");
+    sh("chmod 600 a.conf && echo x > ignored.swp", &h.tree);
+    h.wait_changes(9);
+    assert_eq!(h.changes_of(&a).last().unwrap().action, Action::Attributes);
+    h.stop();
+}
+
+#[test]
+fn a_burst_is_coalesced_and_rate_limited_and_ends_in_the_final_state() {
+    let mut h = Harness::new();
+    h.start();
+    let a = h.tree.join("a.conf");
+    for i in 0..1000 {
+        fs::write(&a, format!("port = {i}\n")).unwrap();
+    }
+    h.wait("the final state", |h| {
+        h.changes_of(&a)
+            .last()
+            .is_some_and(|c| c.new.as_ref().unwrap().sha256 == sha256(b"port = 999\n"))
+    });
+    let changes = h.changes_of(&a);
+    assert!(changes.len() <= RATE_BURST as usize + 2, "{} events for one burst", changes.len());
+    let folded: u32 = changes.iter().map(|c| c.coalesced).sum();
+    assert!(folded >= 1000, "{folded} notifications counted");
+    h.stop();
+}
+
+#[test]
+fn changes_while_stopped_are_reported_once_at_start() {
+    let mut h = Harness::new();
+    h.start();
+    h.stop();
+    fs::write(h.tree.join("a.conf"), "port = 9\n").unwrap();
+    fs::remove_file(h.tree.join("sub/b.conf")).unwrap();
+    fs::write(h.tree.join("sub/new"), "n\n").unwrap();
+    h.start();
+    let changes = h.changes();
+    assert_eq!(changes.len(), 3, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.while_agent_stopped));
+    let a = &h.changes_of(&h.tree.join("a.conf"))[0];
+    // The previous content came from the content store: a diff across restarts.
+    assert!(a.diff.contains("-port = 1"), "{}", a.diff);
+    h.stop();
+    // Nothing new on the next start.
+    h.start();
+    assert_eq!(h.changes().len(), 3);
+    h.stop();
+}
+
+#[test]
+fn a_damaged_baseline_is_reported_and_rebuilt() {
+    let mut h = Harness::new();
+    h.start();
+    h.stop();
+    let file = crate::baseline::Baseline::path(&h.state.join(""));
+    let mut bytes = fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 10);
+    fs::write(&file, bytes).unwrap();
+    h.start();
+    assert_eq!(h.alerts("fim_baseline_corrupt").len(), 1);
+    assert!(h.changes().is_empty(), "a rebuilt baseline reports nothing");
+    h.stop();
+    assert!(crate::baseline::Baseline::load(&h.state).is_ok(), "rewritten whole");
+}
+
+#[test]
+fn a_rule_added_later_learns_its_files_quietly() {
+    let mut h = Harness::new();
+    let other = h.tree.parent().unwrap().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o"), "o").unwrap();
+    h.start();
+    h.stop();
+    let mut config = h.config();
+    config.watch.push(toml::from_str(&format!("path = \"{}\"", other.display())).unwrap());
+    h.start_with(config);
+    assert!(h.changes().is_empty(), "{:#?}", h.changes());
+    h.stop();
+}
