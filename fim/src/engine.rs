@@ -537,6 +537,9 @@ impl Engine {
                 self.settle_scanned(&p, ScanKind::Rescan, &mut budget);
             }
         }
+        if let Ok(mut s) = self.stats.lock() {
+            s.fallback_scans += 1;
+        }
         self.sync_stats();
     }
 

@@ -20,6 +20,8 @@ pub struct Stats {
     /// Directories left to periodic scanning (watch limit).
     pub unwatched_dirs: usize,
     pub fallback_scanning: bool,
+    /// Fallback scans done since start.
+    pub fallback_scans: u64,
     pub changes: u64,
     pub overflows: u64,
     pub permission_denied: u64,

@@ -216,3 +216,79 @@ fn every_scripted_change_reaches_the_soc_exactly_once_with_hashes_and_diffs() {
     s.assert_exactly_once();
     agent.drain_and_stop(DEADLINE);
 }
+
+#[test]
+fn past_the_inotify_watch_limit_directories_are_scanned_and_changes_still_found() {
+    let mut soc = Soc::init();
+    soc.start();
+    let db = soc.db();
+    let mut agent = soc.issue("acme", "fim-limit");
+    let tree = agent.dir.join("tree");
+    const DIRS: usize = 20;
+    for i in 0..DIRS {
+        fs::create_dir_all(tree.join(format!("d{i:02}"))).unwrap();
+        fs::write(tree.join(format!("d{i:02}/f.conf")), "v = 1\n").unwrap();
+    }
+    watch(&mut agent, &tree);
+    agent.write_config();
+    // The agent runs in a user namespace of its own whose inotify watch
+    // limit (/proc/sys/user/max_inotify_watches: the per-namespace view of
+    // fs.inotify.max_user_watches) is 5: the tree (21 directories) cannot be
+    // watched whole. The host's limit, which every other process of root
+    // shares, is left alone.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 5 > /proc/sys/user/max_inotify_watches && exec \"$0\" run --config \"$1\"")
+        .arg(bin("owlet"))
+        .arg(&agent.config_path);
+    let mut proc = Proc::spawn("owlet", cmd, &agent.dir);
+    wait_until("fim_watch_limit at the SOC", DEADLINE, || {
+        !fim_alerts(&db, "fim_watch_limit").is_empty()
+    });
+    let alert = &fim_alerts(&db, "fim_watch_limit")[0];
+    assert!(alert.message.contains("scanned every 1s"), "{alert:?}");
+    wait_until("fim_baseline_ready at the SOC", DEADLINE, || {
+        !fim_alerts(&db, "fim_baseline_ready").is_empty()
+    });
+    let health = agent.health().unwrap();
+    let fim = &health["collectors"]["fim"];
+    assert_eq!(fim["detail"]["fallback_scanning"], true, "{health}");
+    assert!(fim["detail"]["unwatched_dirs"].as_u64().unwrap() >= 15, "{health}");
+    assert!(
+        fim["reasons"].to_string().contains("watch limit"),
+        "health says so: {health}"
+    );
+
+    // A change in every directory, watched or not, is found — once each.
+    for i in 0..DIRS {
+        fs::write(tree.join(format!("d{i:02}/f.conf")), "v = 2\n").unwrap();
+    }
+    fs::write(tree.join("d19/new.conf"), "n\n").unwrap();
+    let changes = || {
+        let mut seen: Vec<(String, FileChangeKind)> = file_changes(&db)
+            .into_iter()
+            .map(|c| (c.path.clone(), c.change()))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let mut expected: Vec<(String, FileChangeKind)> = (0..DIRS)
+        .map(|i| (tree.join(format!("d{i:02}/f.conf")).display().to_string(), FileChangeKind::Modified))
+        .collect();
+    expected.push((tree.join("d19/new.conf").display().to_string(), FileChangeKind::Created));
+    expected.sort();
+    wait_until("every change at the SOC", DEADLINE, || changes().len() >= expected.len());
+    // Two more fallback scans: nothing is reported twice.
+    let scans = || {
+        agent
+            .health()
+            .and_then(|h| h["collectors"]["fim"]["detail"]["fallback_scans"].as_u64())
+            .unwrap_or(0)
+    };
+    let now = scans();
+    wait_until("two more fallback scans", DEADLINE, || scans() >= now + 2);
+    assert_eq!(changes(), expected);
+    proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = proc.terminate(DEADLINE);
+    assert!(status.success(), "{}", proc.log());
+}
