@@ -623,11 +623,16 @@ impl Engine {
         if self.rules.wants_dir(&path) {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    if !self.watched.contains(&path) {
+                    if !self.watched.contains(&path) && !self.unwatched.contains(&path) {
                         self.add_tree(&path);
                     }
                 }
-                _ => self.forget_dir(&path),
+                // Only a directory we watched has watches to drop (this
+                // runs for every file notification: keep it O(1)).
+                _ if self.watched.contains(&path) || self.unwatched.contains(&path) => {
+                    self.forget_dir(&path);
+                }
+                _ => {}
             }
         }
         // Baseline entries under a directory that was deleted or moved.

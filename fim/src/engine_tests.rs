@@ -254,3 +254,30 @@ fn a_rule_added_later_learns_its_files_quietly() {
     assert!(h.changes().is_empty(), "{:#?}", h.changes());
     h.stop();
 }
+
+#[test]
+fn a_single_watched_file_survives_rename_over_deletion_and_re_creation() {
+    let mut h = Harness::new();
+    let a = h.tree.join("a.conf");
+    let config: FimConfig = toml::from_str(&format!(
+        "attribution = false\n[[watch]]\npath = \"{}\"\ntag = \"one\"\n",
+        a.display()
+    ))
+    .unwrap();
+    h.start_with(config);
+    sh("echo 'port = 2' > .a.new && mv .a.new a.conf", &h.tree);
+    h.wait("the save", |h| h.changes_of(&a).len() == 1);
+    sh("rm a.conf", &h.tree);
+    h.wait("the deletion", |h| h.changes_of(&a).len() == 2);
+    sh("echo 'port = 3' > a.conf", &h.tree);
+    h.wait("the re-creation", |h| h.changes_of(&a).len() == 3);
+    let kinds: Vec<Action> = h.changes_of(&a).iter().map(|c| c.action).collect();
+    assert_eq!(kinds, [Action::Modified, Action::Deleted, Action::Created]);
+    // Only the watched file: its neighbours are not reported.
+    sh("echo x > other && echo y >> sub/b.conf", &h.tree);
+    sh("echo 'port = 4' > a.conf", &h.tree);
+    h.wait("the last edit", |h| h.changes_of(&a).len() == 4);
+    assert_eq!(h.changes().len(), 4, "{:#?}", h.changes());
+    assert!(h.changes().iter().all(|c| c.tag == "one"));
+    h.stop();
+}
