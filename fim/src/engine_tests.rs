@@ -157,23 +157,28 @@ fn editor_saves_sed_truncate_renames_and_new_directories_are_each_one_change() {
     sh("echo more >> n1/n2/f", &h.tree);
     h.wait_changes(5);
 
+    // A directory tree moved in: no notification names its files, the scan
+    // of the new directory finds them.
+    sh("mkdir -p ../staging/m1/m2 && echo moved > ../staging/m1/m2/g && mv ../staging/m1 .", &h.tree);
+    h.wait_changes(6);
+    assert_eq!(h.changes_of(&h.tree.join("m1/m2/g"))[0].action, Action::Created);
     // A rename inside the tree is one change naming both paths.
     sh("mv sub/b.conf sub/c.conf", &h.tree);
-    h.wait_changes(6);
+    h.wait_changes(7);
     let c = &h.changes_of(&h.tree.join("sub/c.conf"))[0];
     assert_eq!((c.action, c.old_path.clone()), (Action::Renamed, Some(h.tree.join("sub/b.conf"))));
 
     // Symlink swap, chmod, excluded files.
     sh("ln -s a.conf link", &h.tree);
-    h.wait_changes(7);
-    sh("ln -sfn sub/c.conf link.new && mv -T link.new link", &h.tree);
     h.wait_changes(8);
+    sh("ln -sfn sub/c.conf link.new && mv -T link.new link", &h.tree);
+    h.wait_changes(9);
     let link = h.changes_of(&h.tree.join("link"));
     assert_eq!(link.len(), 2, "{link:#?}");
     assert_eq!(link[1].old.as_ref().unwrap().symlink_target, "a.conf");
     assert_eq!(link[1].new.as_ref().unwrap().symlink_target, "sub/c.conf");
     sh("chmod 600 a.conf && echo x > ignored.swp", &h.tree);
-    h.wait_changes(9);
+    h.wait_changes(10);
     assert_eq!(h.changes_of(&a).last().unwrap().action, Action::Attributes);
     h.stop();
 }
@@ -280,4 +285,56 @@ fn a_single_watched_file_survives_rename_over_deletion_and_re_creation() {
     assert_eq!(h.changes().len(), 4, "{:#?}", h.changes());
     assert!(h.changes().iter().all(|c| c.tag == "one"));
     h.stop();
+}
+
+/// Coalescing and the rate limit on a synthetic clock (no inotify).
+#[test]
+fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
+    let h = Harness::new();
+    let out = h.out.clone();
+    let mut config = h.config();
+    config.coalesce = Duration::from_millis(40);
+    config.rate_limit_per_minute = 60;
+    let mut e = Engine::new(config, h.state.clone(), Box::new(move |o| out.lock().unwrap().push(o)), None).unwrap();
+    e.full_scan(ScanKind::Start, true);
+    let a = h.tree.join("a.conf");
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let mut version = 0;
+    let mut write = |e: &mut Engine, at: Instant| {
+        version += 1;
+        fs::write(&a, format!("port = {version}\n")).unwrap();
+        e.touch(a.clone(), at);
+    };
+    // Quiet period: two writes 10 ms apart settle 40 ms after the last.
+    write(&mut e, t0);
+    write(&mut e, t0 + ms(10));
+    e.flush(t0 + ms(45), false);
+    assert!(h.changes().is_empty(), "settled before 40 ms of quiet");
+    e.flush(t0 + ms(50), false);
+    assert_eq!(h.changes().len(), 1);
+    assert_eq!(h.changes()[0].coalesced, 2);
+    // Max hold: a write every 10 ms still settles 80 ms after the first.
+    let t1 = t0 + ms(1000);
+    for i in 0..9 {
+        write(&mut e, t1 + ms(10 * i));
+    }
+    e.flush(t1 + ms(79), false);
+    assert_eq!(h.changes().len(), 1, "held");
+    e.flush(t1 + ms(80), false);
+    assert_eq!(h.changes().len(), 2, "not held past 2 x coalesce");
+    assert_eq!(h.changes()[1].coalesced, 9);
+    // Rate limit: a burst of 5 passes (the bucket refilled meanwhile),
+    // then one a second; the folded writes go out as one, with their count.
+    let mut t = t1 + ms(10_000);
+    for _ in 0..7 {
+        write(&mut e, t);
+        t += ms(100);
+        e.flush(t, false);
+    }
+    assert_eq!(h.changes().len(), 2 + 5, "{:#?}", h.changes());
+    e.flush(t + ms(1000), false);
+    assert_eq!(h.changes().len(), 8, "the folded change goes out a second later");
+    assert_eq!(h.changes()[7].coalesced, 2);
+    assert_eq!(h.changes()[7].new.as_ref().unwrap().sha256, sha256(format!("port = {version}\n").as_bytes()));
 }
