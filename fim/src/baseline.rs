@@ -59,7 +59,10 @@ pub enum LoadError {
 /// Creates the directory (mode 0700: the baseline and stored contents are
 /// copies of configuration files, secrets included).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl Baseline {

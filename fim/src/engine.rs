@@ -273,7 +273,13 @@ impl Engine {
         (self.out)(output);
     }
 
-    fn alert_once(&mut self, name: &'static str, subject: &Path, severity: Severity, message: String) {
+    fn alert_once(
+        &mut self,
+        name: &'static str,
+        subject: &Path,
+        severity: Severity,
+        message: String,
+    ) {
         if self.reported.insert((name, subject.to_path_buf())) {
             let alert = FimAlert::new(name, subject.to_string_lossy(), severity, message);
             self.emit(Output::Alert(alert));
@@ -295,7 +301,9 @@ impl Engine {
                     "fim_baseline_corrupt",
                     &dir,
                     Severity::Warning,
-                    format!("{e}; changes made while the agent was stopped cannot be reported this time"),
+                    format!(
+                        "{e}; changes made while the agent was stopped cannot be reported this time"
+                    ),
                 );
                 false
             }
@@ -343,9 +351,7 @@ impl Engine {
                 let first = self.unwatched.is_empty();
                 self.unwatched.insert(dir.to_path_buf());
                 if first {
-                    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "?".into());
+                    let limit = watch_limit();
                     let alert = FimAlert::new(
                         "fim_watch_limit",
                         dir.to_string_lossy(),
@@ -395,7 +401,11 @@ impl Engine {
 
     /// Walks every tree, watches its directories, and settles every file
     /// with the metadata quick check; baseline entries not found are gone.
-    pub(crate) fn full_scan(&mut self, kind: ScanKind, first_baseline: bool) -> (u64, u64, Duration) {
+    pub(crate) fn full_scan(
+        &mut self,
+        kind: ScanKind,
+        first_baseline: bool,
+    ) -> (u64, u64, Duration) {
         let started = Instant::now();
         let mut budget = IoBudget::new(self.cfg.baseline_io_budget.as_u64());
         let mut seen: HashSet<PathBuf> = HashSet::new();
@@ -481,7 +491,9 @@ impl Engine {
         let prev = self.baseline.entries.get(path);
         let observed = observe(path, prev, true, self.limits(diff), budget);
         let hashed = match &observed {
-            Observed::Entry { entry, .. } if prev.is_none_or(|p| p.sha256 != entry.sha256) => entry.size,
+            Observed::Entry { entry, .. } if prev.is_none_or(|p| p.sha256 != entry.sha256) => {
+                entry.size
+            }
             _ => 0,
         };
         let report = match kind {
@@ -518,7 +530,10 @@ impl Engine {
                 let path = entry.path();
                 let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 if is_dir {
-                    if self.rules.wants_dir(&path) && !self.watched.contains(&path) && !self.unwatched.contains(&path) {
+                    if self.rules.wants_dir(&path)
+                        && !self.watched.contains(&path)
+                        && !self.unwatched.contains(&path)
+                    {
                         self.add_tree(&path);
                     }
                 } else if self.rules.rule_for(&path).is_some() {
@@ -623,7 +638,8 @@ impl Engine {
         if self.rules.wants_dir(&path) {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    if !self.watched.contains(&path) && !self.unwatched.contains(&path) {
+                    let known = self.watched.contains(&path) || self.unwatched.contains(&path);
+                    if !known {
                         self.add_tree(&path);
                     }
                 }
@@ -656,7 +672,12 @@ impl Engine {
     /// watches (the kernel dropped them for a deletion; a moved directory's
     /// watch would report under its old name).
     fn forget_dir(&mut self, dir: &Path) {
-        let gone: Vec<PathBuf> = self.watched.iter().filter(|d| d.starts_with(dir)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| d.starts_with(dir))
+            .cloned()
+            .collect();
         for d in gone {
             if let Some(w) = self.watcher.as_mut() {
                 let _ = w.unwatch(&d);
@@ -682,7 +703,10 @@ impl Engine {
     fn allow(&mut self, path: &Path, now: Instant) -> bool {
         let per_sec = f64::from(self.cfg.rate_limit_per_minute) / 60.0;
         let cap = f64::from(RATE_BURST.min(self.cfg.rate_limit_per_minute));
-        let b = self.buckets.entry(path.to_path_buf()).or_insert(Bucket { tokens: cap, last: now });
+        let b = self.buckets.entry(path.to_path_buf()).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(cap);
         b.last = now;
         if b.tokens >= 1.0 {
@@ -700,7 +724,11 @@ impl Engine {
         let mut next: Option<Instant> = None;
         // A rename's source waits for its target (notify may deliver the
         // two halves in different batches): the target's settle consumes it.
-        let sources: HashSet<&PathBuf> = self.pending.values().filter_map(|p| p.renamed_from.as_ref()).collect();
+        let sources: HashSet<&PathBuf> = self
+            .pending
+            .values()
+            .filter_map(|p| p.renamed_from.as_ref())
+            .collect();
         for (path, p) in &self.pending {
             let at = (p.last + quiet).min(p.first + quiet * 2);
             if !all && sources.contains(path) {
@@ -721,7 +749,9 @@ impl Engine {
                     p.first = now + Duration::from_secs(1) - quiet * 2;
                     p.last = p.first;
                 }
-                next = Some(next.map_or(now + Duration::from_secs(1), |n| n.min(now + Duration::from_secs(1))));
+                next = Some(next.map_or(now + Duration::from_secs(1), |n| {
+                    n.min(now + Duration::from_secs(1))
+                }));
                 continue;
             }
             let Some(p) = self.pending.remove(&path) else {
@@ -771,19 +801,21 @@ impl Engine {
         {
             let (jobs_tx, jobs_rx) = mpsc::sync_channel::<PathBuf>(HASH_QUEUE);
             let budget = self.cfg.baseline_io_budget.as_u64();
-            let started = std::thread::Builder::new().name("fim-hash".into()).spawn(move || {
-                let mut budget = IoBudget::new(budget);
-                let limits = Limits {
-                    max_hash_bytes: u64::MAX,
-                    max_content: 0,
-                };
-                while let Ok(path) = jobs_rx.recv() {
-                    let observed = observe(&path, None, false, limits, &mut budget);
-                    if tx.send(Msg::Hashed(path, observed)).is_err() {
-                        break;
+            let started = std::thread::Builder::new()
+                .name("fim-hash".into())
+                .spawn(move || {
+                    let mut budget = IoBudget::new(budget);
+                    let limits = Limits {
+                        max_hash_bytes: u64::MAX,
+                        max_content: 0,
+                    };
+                    while let Ok(path) = jobs_rx.recv() {
+                        let observed = observe(&path, None, false, limits, &mut budget);
+                        if tx.send(Msg::Hashed(path, observed)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
             if started.is_ok() {
                 self.hasher = Some(jobs_tx);
             }
@@ -806,7 +838,10 @@ impl Engine {
                     "fim_special_file",
                     path,
                     Severity::Info,
-                    format!("{} is a {kind}: skipped (only files and symlinks are watched)", path.display()),
+                    format!(
+                        "{} is a {kind}: skipped (only files and symlinks are watched)",
+                        path.display()
+                    ),
                 );
                 (None, None)
             }
@@ -857,7 +892,9 @@ impl Engine {
         };
         // Keep the new content for the next diff.
         let new_text = content.filter(|c| diff_on && crate::diff::is_text(c));
-        if let (Some(e), Some(c), Some(store), false) = (&new, &new_text, self.store.as_mut(), self.read_only) {
+        if let (Some(e), Some(c), Some(store), false) =
+            (&new, &new_text, self.store.as_mut(), self.read_only)
+        {
             store.put(&e.sha256, c);
         }
         match &new {
@@ -926,9 +963,21 @@ impl Engine {
         if old_text == new_text {
             return;
         }
-        let old_label = change.old_path.as_deref().unwrap_or(&change.path).display().to_string();
+        let old_label = change
+            .old_path
+            .as_deref()
+            .unwrap_or(&change.path)
+            .display()
+            .to_string();
         let new_label = change.path.display().to_string();
-        if let Some(d) = crate::diff::unified(&old_text, new_text, &old_label, &new_label, MAX_DIFF_TEXT, &self.redactor) {
+        if let Some(d) = crate::diff::unified(
+            &old_text,
+            new_text,
+            &old_label,
+            &new_label,
+            MAX_DIFF_TEXT,
+            &self.redactor,
+        ) {
             change.diff = d.text;
             change.diff_truncated = d.truncated;
             change.redacted_lines = d.redacted_lines;
@@ -943,7 +992,10 @@ impl Engine {
     pub(crate) fn save_baseline_now(&mut self) -> Result<(), String> {
         self.save_baseline();
         if self.baseline_dirty {
-            Err(format!("cannot save the baseline in {}", self.dir.display()))
+            Err(format!(
+                "cannot save the baseline in {}",
+                self.dir.display()
+            ))
         } else {
             Ok(())
         }
@@ -956,7 +1008,12 @@ impl Engine {
                 self.baseline_dirty = false;
                 self.known_rules = self.baseline.rules.iter().cloned().collect();
                 if let Some(store) = self.store.as_mut() {
-                    let keep: HashSet<&str> = self.baseline.entries.values().map(|e| e.sha256.as_str()).collect();
+                    let keep: HashSet<&str> = self
+                        .baseline
+                        .entries
+                        .values()
+                        .map(|e| e.sha256.as_str())
+                        .collect();
                     store.gc(&keep);
                 }
             }
@@ -966,7 +1023,10 @@ impl Engine {
                     "fim_error",
                     &dir,
                     Severity::Warning,
-                    format!("cannot save the baseline in {}: {e} (check disk space and permissions)", dir.display()),
+                    format!(
+                        "cannot save the baseline in {}: {e} (check disk space and permissions)",
+                        dir.display()
+                    ),
                 );
             }
         }
@@ -976,7 +1036,8 @@ impl Engine {
     /// Whether the baseline should be written now: every few seconds while
     /// it changes (a large baseline less often).
     fn save_due(&self) -> bool {
-        let every = Duration::from_secs(2) + Duration::from_millis(self.baseline.entries.len() as u64 / 20);
+        let every =
+            Duration::from_secs(2) + Duration::from_millis(self.baseline.entries.len() as u64 / 20);
         self.baseline_dirty && self.last_save.elapsed() >= every
     }
 
@@ -997,7 +1058,9 @@ impl Engine {
                     "fim_attribution_unavailable",
                     "fanotify",
                     Severity::Info,
-                    format!("who changed a file cannot be told ({reason}); changes say changed_by = \"unknown\""),
+                    format!(
+                        "who changed a file cannot be told ({reason}); changes say changed_by = \"unknown\""
+                    ),
                 );
                 self.emit(Output::Alert(alert));
             }
@@ -1045,7 +1108,9 @@ impl Engine {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let wait = next_due
-                .map_or(Duration::from_millis(100), |d| d.saturating_duration_since(now))
+                .map_or(Duration::from_millis(100), |d| {
+                    d.saturating_duration_since(now)
+                })
                 .min(Duration::from_millis(100));
             match rx.recv_timeout(wait) {
                 Ok(msg) => {
@@ -1075,7 +1140,9 @@ impl Engine {
                 self.full_scan(ScanKind::Rescan, false);
             }
             next_due = self.flush(Instant::now(), false);
-            if !self.unwatched.is_empty() && self.last_fallback_scan.elapsed() >= self.cfg.scan_interval {
+            if !self.unwatched.is_empty()
+                && self.last_fallback_scan.elapsed() >= self.cfg.scan_interval
+            {
                 self.fallback_scan();
                 self.last_fallback_scan = Instant::now();
             }
@@ -1097,11 +1164,33 @@ struct Settle {
     renamed_from: Option<PathBuf>,
 }
 
+/// The inotify watch limit in force: the smaller of the host's sysctl and
+/// this user namespace's own (`/proc/sys/user/max_inotify_watches`).
+fn watch_limit() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match (
+        read("/proc/sys/fs/inotify/max_user_watches"),
+        read("/proc/sys/user/max_inotify_watches"),
+    ) {
+        (Some(a), Some(b)) => a.min(b).to_string(),
+        (Some(a), None) | (None, Some(a)) => a.to_string(),
+        (None, None) => "?".into(),
+    }
+}
+
 fn progress_line(files: u64, bytes: u64, took: Duration, first: bool) {
     let secs = took.as_secs_f64().max(1e-3);
     eprint!(
         "\r{} {files} files, {:.1} MB ({:.0} files/s, {:.1} MB/s)   ",
-        if first { "building baseline:" } else { "checking baseline:" },
+        if first {
+            "building baseline:"
+        } else {
+            "checking baseline:"
+        },
         bytes as f64 / 1e6,
         files as f64 / secs,
         bytes as f64 / 1e6 / secs

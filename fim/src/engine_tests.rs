@@ -94,13 +94,20 @@ impl Harness {
     }
 
     fn changes_of(&self, path: &Path) -> Vec<Change> {
-        self.changes().into_iter().filter(|c| c.path == path).collect()
+        self.changes()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
     }
 
     fn wait(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cond(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:#?}", self.out.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.out.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,15 +121,25 @@ impl Harness {
         fs::write(&marker, "m").unwrap();
         self.wait("the marker", |h| !h.changes_of(&marker).is_empty());
         fs::remove_file(&marker).unwrap();
-        self.wait("the marker's deletion", |h| h.changes_of(&marker).len() == 2);
+        self.wait("the marker's deletion", |h| {
+            h.changes_of(&marker).len() == 2
+        });
         let all = self.changes();
-        let real: Vec<_> = all.iter().filter(|c| !c.path.to_string_lossy().contains("marker")).collect();
+        let real: Vec<_> = all
+            .iter()
+            .filter(|c| !c.path.to_string_lossy().contains("marker"))
+            .collect();
         assert_eq!(real.len(), n, "{real:#?}");
     }
 }
 
 fn sh(script: &str, dir: &Path) {
-    let s = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().unwrap();
+    let s = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
     assert!(s.success(), "{script}");
 }
 
@@ -134,19 +151,35 @@ fn editor_saves_sed_truncate_renames_and_new_directories_are_each_one_change() {
     let old = sha256(b"port = 1\n");
 
     // vim-style: write a temp file, rename it over the original.
-    sh("printf 'port = 2\\n' > .a.conf.tmp && mv .a.conf.tmp a.conf", &h.tree);
+    sh(
+        "printf 'port = 2\\n' > .a.conf.tmp && mv .a.conf.tmp a.conf",
+        &h.tree,
+    );
     h.wait_changes(1);
     let c = &h.changes_of(&a)[0];
     assert_eq!(c.action, Action::Modified);
     assert_eq!(c.old.as_ref().unwrap().sha256, old);
     assert_eq!(c.new.as_ref().unwrap().sha256, sha256(b"port = 2\n"));
-    assert!(c.diff.contains("-port = 1") && c.diff.contains("+port = 2"), "{}", c.diff);
+    assert!(
+        c.diff.contains("-port = 1") && c.diff.contains("+port = 2"),
+        "{}",
+        c.diff
+    );
     // The watch survived the rename: the next save is seen too.
     sh("sed -i s/2/3/ a.conf", &h.tree);
     h.wait_changes(2);
     sh(": > a.conf && echo 'port = 4' > a.conf", &h.tree);
     h.wait_changes(3);
-    assert_eq!(h.changes_of(&a).last().unwrap().new.as_ref().unwrap().sha256, sha256(b"port = 4\n"));
+    assert_eq!(
+        h.changes_of(&a)
+            .last()
+            .unwrap()
+            .new
+            .as_ref()
+            .unwrap()
+            .sha256,
+        sha256(b"port = 4\n")
+    );
 
     // A new directory tree and a file in it, written at once.
     sh("mkdir -p n1/n2 && echo new > n1/n2/f", &h.tree);
@@ -159,19 +192,31 @@ fn editor_saves_sed_truncate_renames_and_new_directories_are_each_one_change() {
 
     // A directory tree moved in: no notification names its files, the scan
     // of the new directory finds them.
-    sh("mkdir -p ../staging/m1/m2 && echo moved > ../staging/m1/m2/g && mv ../staging/m1 .", &h.tree);
+    sh(
+        "mkdir -p ../staging/m1/m2 && echo moved > ../staging/m1/m2/g && mv ../staging/m1 .",
+        &h.tree,
+    );
     h.wait_changes(6);
-    assert_eq!(h.changes_of(&h.tree.join("m1/m2/g"))[0].action, Action::Created);
+    assert_eq!(
+        h.changes_of(&h.tree.join("m1/m2/g"))[0].action,
+        Action::Created
+    );
     // A rename inside the tree is one change naming both paths.
     sh("mv sub/b.conf sub/c.conf", &h.tree);
     h.wait_changes(7);
     let c = &h.changes_of(&h.tree.join("sub/c.conf"))[0];
-    assert_eq!((c.action, c.old_path.clone()), (Action::Renamed, Some(h.tree.join("sub/b.conf"))));
+    assert_eq!(
+        (c.action, c.old_path.clone()),
+        (Action::Renamed, Some(h.tree.join("sub/b.conf")))
+    );
 
     // Symlink swap, chmod, excluded files.
     sh("ln -s a.conf link", &h.tree);
     h.wait_changes(8);
-    sh("ln -sfn sub/c.conf link.new && mv -T link.new link", &h.tree);
+    sh(
+        "ln -sfn sub/c.conf link.new && mv -T link.new link",
+        &h.tree,
+    );
     h.wait_changes(9);
     let link = h.changes_of(&h.tree.join("link"));
     assert_eq!(link.len(), 2, "{link:#?}");
@@ -197,7 +242,11 @@ fn a_burst_is_coalesced_and_rate_limited_and_ends_in_the_final_state() {
             .is_some_and(|c| c.new.as_ref().unwrap().sha256 == sha256(b"port = 999\n"))
     });
     let changes = h.changes_of(&a);
-    assert!(changes.len() <= RATE_BURST as usize + 2, "{} events for one burst", changes.len());
+    assert!(
+        changes.len() <= RATE_BURST as usize + 2,
+        "{} events for one burst",
+        changes.len()
+    );
     // Notifications that arrive after the final state was reported settle
     // to "no change" and are not sent, so the counts need not add up to
     // the writes; but the burst was folded.
@@ -242,7 +291,10 @@ fn a_damaged_baseline_is_reported_and_rebuilt() {
     assert_eq!(h.alerts("fim_baseline_corrupt").len(), 1);
     assert!(h.changes().is_empty(), "a rebuilt baseline reports nothing");
     h.stop();
-    assert!(crate::baseline::Baseline::load(&h.state).is_ok(), "rewritten whole");
+    assert!(
+        crate::baseline::Baseline::load(&h.state).is_ok(),
+        "rewritten whole"
+    );
 }
 
 #[test]
@@ -254,7 +306,9 @@ fn a_rule_added_later_learns_its_files_quietly() {
     h.start();
     h.stop();
     let mut config = h.config();
-    config.watch.push(toml::from_str(&format!("path = \"{}\"", other.display())).unwrap());
+    config
+        .watch
+        .push(toml::from_str(&format!("path = \"{}\"", other.display())).unwrap());
     h.start_with(config);
     assert!(h.changes().is_empty(), "{:#?}", h.changes());
     h.stop();
@@ -295,7 +349,13 @@ fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
     let mut config = h.config();
     config.coalesce = Duration::from_millis(40);
     config.rate_limit_per_minute = 60;
-    let mut e = Engine::new(config, h.state.clone(), Box::new(move |o| out.lock().unwrap().push(o)), None).unwrap();
+    let mut e = Engine::new(
+        config,
+        h.state.clone(),
+        Box::new(move |o| out.lock().unwrap().push(o)),
+        None,
+    )
+    .unwrap();
     e.full_scan(ScanKind::Start, true);
     let a = h.tree.join("a.conf");
     let ms = Duration::from_millis;
@@ -334,7 +394,14 @@ fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
     }
     assert_eq!(h.changes().len(), 2 + 5, "{:#?}", h.changes());
     e.flush(t + ms(1000), false);
-    assert_eq!(h.changes().len(), 8, "the folded change goes out a second later");
+    assert_eq!(
+        h.changes().len(),
+        8,
+        "the folded change goes out a second later"
+    );
     assert_eq!(h.changes()[7].coalesced, 2);
-    assert_eq!(h.changes()[7].new.as_ref().unwrap().sha256, sha256(format!("port = {version}\n").as_bytes()));
+    assert_eq!(
+        h.changes()[7].new.as_ref().unwrap().sha256,
+        sha256(format!("port = {version}\n").as_bytes())
+    );
 }

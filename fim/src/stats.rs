@@ -52,7 +52,10 @@ impl Stats {
                     Action::Renamed => "renamed",
                     Action::Attributes => "attributes",
                 };
-                push(&mut self.recent_changes, format!("{what} {}", c.path.display()));
+                push(
+                    &mut self.recent_changes,
+                    format!("{what} {}", c.path.display()),
+                );
             }
             Output::Alert(a) => {
                 if a.name == "fim_permission_denied" {

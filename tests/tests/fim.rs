@@ -26,7 +26,11 @@ fn watch(agent: &mut Agent, tree: &Path) {
 
 fn sh(script: &str, dir: &Path) {
     let out = output(Command::new("sh").arg("-c").arg(script).current_dir(dir));
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sha256(path: &Path) -> String {
@@ -76,7 +80,11 @@ impl Script<'_> {
     /// Waits for the next `kind` change of `rel` (and expects it).
     fn wait_for(&mut self, rel: &str, kind: FileChangeKind) -> FileChange {
         let path = self.path(rel);
-        let before = self.expected.iter().filter(|(p, k)| *p == path && *k == kind).count();
+        let before = self
+            .expected
+            .iter()
+            .filter(|(p, k)| *p == path && *k == kind)
+            .count();
         self.expected.push((path.clone(), kind));
         let mut found = None;
         wait_until(&format!("{kind:?} of {rel} at the SOC"), DEADLINE, || {
@@ -94,7 +102,12 @@ impl Script<'_> {
     /// nothing twice, nothing extra.
     fn assert_exactly_once(&self) {
         let marker = self.path("marker");
-        let markers = || file_changes(self.db).iter().filter(|c| c.path == marker).count();
+        let markers = || {
+            file_changes(self.db)
+                .iter()
+                .filter(|c| c.path == marker)
+                .count()
+        };
         let before = markers();
         sh(&format!("echo {before} > marker"), &self.tree);
         wait_until("the marker at the SOC", DEADLINE, || markers() > before);
@@ -149,8 +162,15 @@ fn every_scripted_change_reaches_the_soc_exactly_once_with_hashes_and_diffs() {
         "app.conf",
         FileChangeKind::Modified,
     );
-    assert_eq!((c.old_sha256.as_str(), c.new_sha256.clone()), (old.as_str(), sha256(&app)));
-    assert!(c.diff.contains("-port = 1") && c.diff.contains("+port = 2"), "{}", c.diff);
+    assert_eq!(
+        (c.old_sha256.as_str(), c.new_sha256.clone()),
+        (old.as_str(), sha256(&app))
+    );
+    assert!(
+        c.diff.contains("-port = 1") && c.diff.contains("+port = 2"),
+        "{}",
+        c.diff
+    );
     assert_eq!((c.tag.as_str(), c.coalesced > 0), ("test-config", true));
     assert_eq!(c.file_type, "file");
     assert!(!c.changed_by.is_empty());
@@ -161,38 +181,83 @@ fn every_scripted_change_reaches_the_soc_exactly_once_with_hashes_and_diffs() {
         "db.conf",
         FileChangeKind::Modified,
     );
-    assert!(!c.diff.contains("hunter2"), "secret in the diff: {}", c.diff);
+    assert!(
+        !c.diff.contains("hunter2"),
+        "secret in the diff: {}",
+        c.diff
+    );
     assert!(c.redacted_lines >= 1, "{c:?}");
     assert_eq!(c.new_sha256, sha256(&tree.join("db.conf")));
 
     // echo >> and truncate.
-    let c = s.step("echo 'debug = true' >> log.conf", "log.conf", FileChangeKind::Modified);
+    let c = s.step(
+        "echo 'debug = true' >> log.conf",
+        "log.conf",
+        FileChangeKind::Modified,
+    );
     assert!(c.diff.contains("+debug = true"), "{}", c.diff);
     let c = s.step(": > log.conf", "log.conf", FileChangeKind::Modified);
-    assert_eq!((c.new_size, c.new_sha256.as_str()), (0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_eq!(
+        (c.new_size, c.new_sha256.as_str()),
+        (
+            0,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        )
+    );
 
     // chmod and chown: attributes only.
-    let c = s.step("chmod 600 mode.conf", "mode.conf", FileChangeKind::Attributes);
+    let c = s.step(
+        "chmod 600 mode.conf",
+        "mode.conf",
+        FileChangeKind::Attributes,
+    );
     assert_eq!((c.old_mode & 0o777, c.new_mode & 0o777), (0o644, 0o600));
     assert_eq!(c.old_sha256, c.new_sha256);
-    let c = s.step("chown 4242:4343 owner.conf", "owner.conf", FileChangeKind::Attributes);
+    let c = s.step(
+        "chown 4242:4343 owner.conf",
+        "owner.conf",
+        FileChangeKind::Attributes,
+    );
     assert_eq!((c.old_uid, c.uid, c.old_gid, c.gid), (0, 4242, 0, 4343));
 
     // mv out of and into the tree; rm.
-    s.step("mv leaving.conf ../outside/", "leaving.conf", FileChangeKind::Deleted);
-    let c = s.step("mv ../outside/arriving.conf .", "arriving.conf", FileChangeKind::Created);
+    s.step(
+        "mv leaving.conf ../outside/",
+        "leaving.conf",
+        FileChangeKind::Deleted,
+    );
+    let c = s.step(
+        "mv ../outside/arriving.conf .",
+        "arriving.conf",
+        FileChangeKind::Created,
+    );
     assert_eq!(c.new_sha256, sha256(&tree.join("arriving.conf")));
     let c = s.step("rm doomed.conf", "doomed.conf", FileChangeKind::Deleted);
     assert!(!c.old_sha256.is_empty() && c.new_sha256.is_empty());
 
     // A new directory tree and a file in it, at once.
-    let c = s.step("mkdir -p a/b && echo 'x = 1' > a/b/new.conf", "a/b/new.conf", FileChangeKind::Created);
+    let c = s.step(
+        "mkdir -p a/b && echo 'x = 1' > a/b/new.conf",
+        "a/b/new.conf",
+        FileChangeKind::Created,
+    );
     assert!(c.diff.contains("+x = 1"), "{}", c.diff);
-    s.step("echo 'y = 2' >> a/b/new.conf", "a/b/new.conf", FileChangeKind::Modified);
+    s.step(
+        "echo 'y = 2' >> a/b/new.conf",
+        "a/b/new.conf",
+        FileChangeKind::Modified,
+    );
 
     // Symlink swap (a new link renamed over the old one).
-    let c = s.step("ln -s sub/v2 current.new && mv -T current.new current", "current", FileChangeKind::Modified);
-    assert_eq!((c.old_symlink_target.as_str(), c.symlink_target.as_str()), ("sub/v1", "sub/v2"));
+    let c = s.step(
+        "ln -s sub/v2 current.new && mv -T current.new current",
+        "current",
+        FileChangeKind::Modified,
+    );
+    assert_eq!(
+        (c.old_symlink_target.as_str(), c.symlink_target.as_str()),
+        ("sub/v1", "sub/v2")
+    );
     assert_eq!(c.file_type, "symlink");
 
     // The vim save again: the file is still watched after the rename.
@@ -206,11 +271,18 @@ fn every_scripted_change_reaches_the_soc_exactly_once_with_hashes_and_diffs() {
     // Edits while the agent is stopped are reported at the next start, once,
     // marked, with the diff against the previous content.
     assert!(agent.stop().success());
-    sh("printf 'port = 4\\nname = web\\n' > app.conf && rm sub/v1", &tree);
+    sh(
+        "printf 'port = 4\\nname = web\\n' > app.conf && rm sub/v1",
+        &tree,
+    );
     agent.start();
     let c = s.wait_for("app.conf", FileChangeKind::Modified);
     assert!(c.while_agent_stopped, "{c:?}");
-    assert!(c.diff.contains("-port = 3") && c.diff.contains("+port = 4"), "{}", c.diff);
+    assert!(
+        c.diff.contains("-port = 3") && c.diff.contains("+port = 4"),
+        "{}",
+        c.diff
+    );
     let c = s.wait_for("sub/v1", FileChangeKind::Deleted);
     assert!(c.while_agent_stopped, "{c:?}");
     s.assert_exactly_once();
@@ -247,13 +319,17 @@ fn past_the_inotify_watch_limit_directories_are_scanned_and_changes_still_found(
     });
     let alert = &fim_alerts(&db, "fim_watch_limit")[0];
     assert!(alert.message.contains("scanned every 1s"), "{alert:?}");
+    assert_eq!(alert.labels["max_user_watches"], "5", "{alert:?}");
     wait_until("fim_baseline_ready at the SOC", DEADLINE, || {
         !fim_alerts(&db, "fim_baseline_ready").is_empty()
     });
     let health = agent.health().unwrap();
     let fim = &health["collectors"]["fim"];
     assert_eq!(fim["detail"]["fallback_scanning"], true, "{health}");
-    assert!(fim["detail"]["unwatched_dirs"].as_u64().unwrap() >= 15, "{health}");
+    assert!(
+        fim["detail"]["unwatched_dirs"].as_u64().unwrap() >= 15,
+        "{health}"
+    );
     assert!(
         fim["reasons"].to_string().contains("watch limit"),
         "health says so: {health}"
@@ -273,11 +349,21 @@ fn past_the_inotify_watch_limit_directories_are_scanned_and_changes_still_found(
         seen
     };
     let mut expected: Vec<(String, FileChangeKind)> = (0..DIRS)
-        .map(|i| (tree.join(format!("d{i:02}/f.conf")).display().to_string(), FileChangeKind::Modified))
+        .map(|i| {
+            (
+                tree.join(format!("d{i:02}/f.conf")).display().to_string(),
+                FileChangeKind::Modified,
+            )
+        })
         .collect();
-    expected.push((tree.join("d19/new.conf").display().to_string(), FileChangeKind::Created));
+    expected.push((
+        tree.join("d19/new.conf").display().to_string(),
+        FileChangeKind::Created,
+    ));
     expected.sort();
-    wait_until("every change at the SOC", DEADLINE, || changes().len() >= expected.len());
+    wait_until("every change at the SOC", DEADLINE, || {
+        changes().len() >= expected.len()
+    });
     // Two more fallback scans: nothing is reported twice.
     let scans = || {
         agent
