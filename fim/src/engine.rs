@@ -207,6 +207,8 @@ pub(crate) struct Engine {
     /// Directories inotify could not watch (limit): scanned instead.
     unwatched: BTreeSet<PathBuf>,
     last_fallback_scan: Instant,
+    /// `fim_watch_limit` was sent and the limit still holds.
+    limit_alerted: bool,
     pending: HashMap<PathBuf, Pending>,
     buckets: HashMap<PathBuf, Bucket>,
     out: Sink,
@@ -252,6 +254,7 @@ impl Engine {
             watched: HashSet::new(),
             unwatched: BTreeSet::new(),
             last_fallback_scan: Instant::now(),
+            limit_alerted: false,
             pending: HashMap::new(),
             buckets: HashMap::new(),
             out,
@@ -325,32 +328,51 @@ impl Engine {
 
     /// Watches one directory; on the watch limit, marks it for scanning.
     fn watch_dir(&mut self, dir: &Path) {
-        let Some(watcher) = self.watcher.as_mut() else {
-            return;
-        };
-        if self.watched.contains(dir) {
-            return;
+        if let Err(e) = try_watch(
+            self.watcher.as_mut(),
+            &mut self.watched,
+            &mut self.unwatched,
+            dir,
+        ) {
+            self.watch_failed(dir, e);
         }
-        // Once the limit is hit, further tries fail too until the next
-        // fallback scan retries.
-        if !self.unwatched.is_empty() {
-            self.unwatched.insert(dir.to_path_buf());
-            return;
+    }
+
+    /// Walks `root`: each directory is watched *before* its entries are
+    /// read, so a file created meanwhile is either listed or notified.
+    /// Returns the files in scope.
+    fn walk_and_watch(&mut self, root: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut failed = Vec::new();
+        let mut errors = Vec::new();
+        let (watcher, watched, unwatched) =
+            (&mut self.watcher, &mut self.watched, &mut self.unwatched);
+        walk(
+            &self.rules,
+            root,
+            &mut |d| {
+                if let Err(e) = try_watch(watcher.as_mut(), watched, unwatched, d) {
+                    failed.push((d.to_path_buf(), e));
+                }
+            },
+            &mut |f| files.push(f),
+            &mut |p, e| errors.push((p.to_path_buf(), e)),
+        );
+        for (d, e) in failed {
+            self.watch_failed(&d, e);
         }
-        match watcher.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                self.watched.insert(dir.to_path_buf());
-            }
-            Err(e) => self.watch_failed(dir, e),
+        for (p, e) in errors {
+            self.dir_error(&p, &e);
         }
+        files
     }
 
     fn watch_failed(&mut self, dir: &Path, e: notify::Error) {
         match e.kind {
             notify::ErrorKind::MaxFilesWatch => {
-                let first = self.unwatched.is_empty();
                 self.unwatched.insert(dir.to_path_buf());
-                if first {
+                // Once per episode (fallback scans retry and fail again).
+                if !std::mem::replace(&mut self.limit_alerted, true) {
                     let limit = watch_limit();
                     let alert = FimAlert::new(
                         "fim_watch_limit",
@@ -412,22 +434,7 @@ impl Engine {
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
-            let mut dirs = Vec::new();
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            walk(
-                &self.rules,
-                &root,
-                &mut |d| dirs.push(d.to_path_buf()),
-                &mut |f| found.push(f),
-                &mut |p, e| errors.push((p.to_path_buf(), e)),
-            );
-            for d in &dirs {
-                self.watch_dir(d);
-            }
-            for (p, e) in errors {
-                self.dir_error(&p, &e);
-            }
+            let found = self.walk_and_watch(&root);
             for path in found {
                 bytes += self.settle_scanned(&path, kind, &mut budget);
                 files += 1;
@@ -555,6 +562,10 @@ impl Engine {
         if let Ok(mut s) = self.stats.lock() {
             s.fallback_scans += 1;
         }
+        if self.unwatched.is_empty() {
+            // Everything is watched again (the limit was raised).
+            self.limit_alerted = false;
+        }
         self.sync_stats();
     }
 
@@ -562,22 +573,7 @@ impl Engine {
     /// subdirectories), then mark every file in it pending — files written
     /// before the watch landed are not missed.
     fn add_tree(&mut self, dir: &Path) {
-        let mut dirs = Vec::new();
-        let mut files = Vec::new();
-        let mut errors = Vec::new();
-        walk(
-            &self.rules,
-            dir,
-            &mut |d| dirs.push(d.to_path_buf()),
-            &mut |f| files.push(f),
-            &mut |p, e| errors.push((p.to_path_buf(), e)),
-        );
-        for d in &dirs {
-            self.watch_dir(d);
-        }
-        for (p, e) in errors {
-            self.dir_error(&p, &e);
-        }
+        let files = self.walk_and_watch(dir);
         let now = Instant::now();
         for f in files {
             self.touch(f, now);
@@ -1162,6 +1158,35 @@ struct Settle {
     report: bool,
     coalesced: u32,
     renamed_from: Option<PathBuf>,
+}
+
+/// Watches one directory (non-recursive). Once the watch limit was hit,
+/// further directories go straight to `unwatched` until the next fallback
+/// scan retries them. The error is for reporting (the limit's error has
+/// already put `dir` into `unwatched`).
+fn try_watch(
+    watcher: Option<&mut INotifyWatcher>,
+    watched: &mut HashSet<PathBuf>,
+    unwatched: &mut BTreeSet<PathBuf>,
+    dir: &Path,
+) -> Result<(), notify::Error> {
+    let Some(watcher) = watcher else {
+        return Ok(());
+    };
+    if watched.contains(dir) {
+        return Ok(());
+    }
+    if !unwatched.is_empty() {
+        unwatched.insert(dir.to_path_buf());
+        return Ok(());
+    }
+    match watcher.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => {
+            watched.insert(dir.to_path_buf());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The inotify watch limit in force: the smaller of the host's sysctl and

@@ -374,6 +374,11 @@ fn past_the_inotify_watch_limit_directories_are_scanned_and_changes_still_found(
     let now = scans();
     wait_until("two more fallback scans", DEADLINE, || scans() >= now + 2);
     assert_eq!(changes(), expected);
+    assert_eq!(
+        fim_alerts(&db, "fim_watch_limit").len(),
+        1,
+        "said once, not at every scan"
+    );
     proc.signal(nix::sys::signal::Signal::SIGTERM);
     let status = proc.terminate(DEADLINE);
     assert!(status.success(), "{}", proc.log());
