@@ -26,6 +26,18 @@ pub enum Action {
     Attributes,
 }
 
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Modified => "modified",
+            Action::Deleted => "deleted",
+            Action::Renamed => "renamed",
+            Action::Attributes => "attributes",
+        }
+    }
+}
+
 /// One reported change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::change::{Action, Output};
+use crate::change::Output;
 use crate::config::FimConfig;
 use crate::engine::{Engine, ScanKind};
 
@@ -200,13 +200,7 @@ fn scan(config: &Path, json: bool) -> i32 {
         let _ = if json {
             writeln!(out, "{}", serde_json::to_string(c).unwrap_or_default())
         } else {
-            let what = match c.action {
-                Action::Created => "created",
-                Action::Modified => "modified",
-                Action::Deleted => "deleted",
-                Action::Renamed => "renamed",
-                Action::Attributes => "attributes",
-            };
+            let what = c.action.name();
             let hash = |e: &Option<crate::state::Entry>| {
                 e.as_ref().map_or("-".to_string(), |e| {
                     if e.sha256.is_empty() {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use crate::change::{Action, Output};
+use crate::change::Output;
 use crate::config::Severity;
 
 /// Recent changes and problems kept for health.
@@ -45,13 +45,7 @@ impl Stats {
         match output {
             Output::Change(c) => {
                 self.changes += 1;
-                let what = match c.action {
-                    Action::Created => "created",
-                    Action::Modified => "modified",
-                    Action::Deleted => "deleted",
-                    Action::Renamed => "renamed",
-                    Action::Attributes => "attributes",
-                };
+                let what = c.action.name();
                 push(
                     &mut self.recent_changes,
                     format!("{what} {}", c.path.display()),
