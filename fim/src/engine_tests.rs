@@ -405,3 +405,28 @@ fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
         sha256(format!("port = {version}\n").as_bytes())
     );
 }
+
+#[test]
+fn large_files_get_metadata_only_or_a_background_hash() {
+    for (mode, hashed) in [("metadata", false), ("background", true)] {
+        let mut h = Harness::new();
+        let big = h.tree.join("big.bin");
+        fs::write(&big, vec![b'a'; 4096]).unwrap();
+        let mut config = h.config();
+        config.max_hash_bytes = bytesize::ByteSize::b(1024);
+        config.large_files = toml::Value::String(mode.into()).try_into().unwrap();
+        h.start_with(config);
+        fs::write(&big, vec![b'b'; 8192]).unwrap();
+        h.wait("the large file's change", |h| !h.changes_of(&big).is_empty());
+        let c = &h.changes_of(&big)[0];
+        let new = c.new.as_ref().unwrap();
+        assert_eq!(new.size, 8192);
+        if hashed {
+            assert_eq!(new.sha256, sha256(&[b'b'; 8192]), "{mode}");
+        } else {
+            assert_eq!((new.sha256.as_str(), new.hash_skipped.as_str()), ("", "too_large"), "{mode}");
+            assert_eq!(c.to_proto().hash_skipped, "too_large");
+        }
+        h.stop();
+    }
+}
