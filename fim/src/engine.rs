@@ -106,6 +106,14 @@ impl Monitor {
         let handler_overflow = overflow.clone();
         let watcher = INotifyWatcher::new(
             move |ev: notify::Result<notify::Event>| {
+                // Reads (our own hashing among them: one open and one close
+                // per file of a baseline) are not changes: they must not
+                // fill the channel.
+                if let Ok(e) = &ev
+                    && is_read(&e.kind)
+                {
+                    return;
+                }
                 // Never block notify's thread: the monitor may be waiting for
                 // it (adding a watch) while it waits for us.
                 if let Err(TrySendError::Full(_)) = handler_tx.try_send(Msg::Fs(ev)) {
@@ -608,9 +616,8 @@ impl Engine {
         }
         let now = Instant::now();
         match ev.kind {
-            // Our own reads (hashing) and other readers: not changes.
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
-            EventKind::Access(_) | EventKind::Other | EventKind::Any => return,
+            kind if is_read(&kind) => return,
+            EventKind::Other | EventKind::Any => return,
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 if let [from, to] = ev.paths.as_slice() {
                     let to = to.clone();
@@ -1158,6 +1165,11 @@ struct Settle {
     report: bool,
     coalesced: u32,
     renamed_from: Option<PathBuf>,
+}
+
+/// A notification of a read (open, close without writing): no change.
+fn is_read(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
 
 /// Watches one directory (non-recursive). Once the watch limit was hit,

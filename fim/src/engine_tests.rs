@@ -417,16 +417,48 @@ fn large_files_get_metadata_only_or_a_background_hash() {
         config.large_files = toml::Value::String(mode.into()).try_into().unwrap();
         h.start_with(config);
         fs::write(&big, vec![b'b'; 8192]).unwrap();
-        h.wait("the large file's change", |h| !h.changes_of(&big).is_empty());
+        h.wait("the large file's change", |h| {
+            !h.changes_of(&big).is_empty()
+        });
         let c = &h.changes_of(&big)[0];
         let new = c.new.as_ref().unwrap();
         assert_eq!(new.size, 8192);
         if hashed {
             assert_eq!(new.sha256, sha256(&[b'b'; 8192]), "{mode}");
         } else {
-            assert_eq!((new.sha256.as_str(), new.hash_skipped.as_str()), ("", "too_large"), "{mode}");
+            assert_eq!(
+                (new.sha256.as_str(), new.hash_skipped.as_str()),
+                ("", "too_large"),
+                "{mode}"
+            );
             assert_eq!(c.to_proto().hash_skipped, "too_large");
         }
         h.stop();
     }
+}
+
+#[test]
+fn the_first_baseline_of_a_big_tree_does_not_overflow_on_its_own_reads() {
+    let mut h = Harness::new();
+    // More files than the notification channel holds: each hashed file is
+    // an open and a close notification in its watched directory.
+    for d in 0..20 {
+        let dir = h.tree.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..(CHANNEL / 20 + 100) {
+            fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    h.start();
+    // Settle whatever is queued, then look.
+    let marker = h.tree.join("marker");
+    fs::write(&marker, "m").unwrap();
+    h.wait("the marker", |h| !h.changes_of(&marker).is_empty());
+    assert!(
+        h.alerts("fim_queue_overflow").is_empty(),
+        "{:?}",
+        h.alerts("fim_queue_overflow")
+    );
+    assert_eq!(h.changes().len(), 1);
+    h.stop();
 }
