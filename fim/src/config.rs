@@ -135,7 +135,7 @@ impl FimConfig {
                 issues.push(ConfigIssue::new(
                     at("path"),
                     format!(
-                        "{:?} is not absolute; write the full path (e.g. \"/etc/{}\")",
+                        "{:?} is not absolute; write the full path (e.g. \"/{}\")",
                         w.path,
                         w.path.trim_start_matches("./")
                     ),
