@@ -659,8 +659,8 @@ impl Engine {
             .baseline
             .entries
             .range(path.clone()..)
-            .skip(1)
             .take_while(|(p, _)| p.starts_with(&path))
+            .filter(|(p, _)| **p != path)
             .map(|(p, _)| p.clone())
             .collect();
         for p in under {

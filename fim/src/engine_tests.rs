@@ -462,3 +462,23 @@ fn the_first_baseline_of_a_big_tree_does_not_overflow_on_its_own_reads() {
     assert_eq!(h.changes().len(), 1);
     h.stop();
 }
+
+#[test]
+fn a_directory_moved_out_of_the_tree_is_every_file_in_it_deleted() {
+    let mut h = Harness::new();
+    fs::create_dir_all(h.tree.join("sub/deep")).unwrap();
+    fs::write(h.tree.join("sub/deep/c.conf"), "c\n").unwrap();
+    h.start();
+    sh("mv sub ../gone", &h.tree);
+    h.wait_changes(2);
+    for f in ["sub/b.conf", "sub/deep/c.conf"] {
+        let c = h.changes_of(&h.tree.join(f));
+        assert_eq!(c.len(), 1, "{f}: {c:#?}");
+        assert_eq!(c[0].action, Action::Deleted);
+    }
+    // Its old watches are gone: edits in the moved directory are not ours.
+    fs::write(h.tree.parent().unwrap().join("gone/b.conf"), "changed\n").unwrap();
+    sh("mkdir sub && echo back > sub/b.conf", &h.tree);
+    h.wait_changes(3);
+    h.stop();
+}
