@@ -126,7 +126,7 @@ impl Monitor {
         let mut engine = Engine::new(config, state_dir, out, Some(watcher))?;
         engine.overflow = overflow;
         engine.tx = Some(tx);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = engine.stop.clone();
         let stats = engine.stats.clone();
         let failure = Arc::new(Mutex::new(None));
         let (stop2, failure2) = (stop.clone(), failure.clone());
@@ -230,6 +230,8 @@ pub(crate) struct Engine {
     pub(crate) progress: bool,
     /// `owlet fim scan`: nothing written (baseline, content store).
     pub(crate) read_only: bool,
+    /// Set when the monitor is asked to stop: long scans give up.
+    stop: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -273,6 +275,7 @@ impl Engine {
             reported: HashSet::new(),
             progress: false,
             read_only: false,
+            stop: Arc::default(),
             cfg,
         })
     }
@@ -444,6 +447,10 @@ impl Engine {
         for root in self.rules.walk_roots() {
             let found = self.walk_and_watch(&root);
             for path in found {
+                if self.stop.load(Ordering::Relaxed) {
+                    // Stopping: what was not reached is compared next time.
+                    return (files, bytes, started.elapsed());
+                }
                 bytes += self.settle_scanned(&path, kind, &mut budget);
                 files += 1;
                 seen.insert(path);
@@ -1005,7 +1012,11 @@ impl Engine {
     }
 
     fn save_baseline(&mut self) {
-        self.baseline.rules = self.rules.specs();
+        self.save_baseline_with(self.rules.specs());
+    }
+
+    fn save_baseline_with(&mut self, rules: Vec<String>) {
+        self.baseline.rules = rules;
         match self.baseline.save(&self.dir) {
             Ok(()) => {
                 self.baseline_dirty = false;
@@ -1074,6 +1085,14 @@ impl Engine {
         self.start_attribution();
         let had_baseline = self.load_baseline();
         let (files, bytes, took) = self.full_scan(ScanKind::Start, !had_baseline);
+        if stop.load(Ordering::Relaxed) {
+            // Interrupted: keep what was compared, but only under the rules
+            // the saved baseline already covered — files not reached yet
+            // must not count as created at the next start.
+            let rules = self.known_rules.iter().cloned().collect();
+            self.save_baseline_with(rules);
+            return;
+        }
         self.save_baseline();
         let stopped_changes = self.stats.lock().map(|s| s.changes).unwrap_or(0);
         let alert = FimAlert::new(

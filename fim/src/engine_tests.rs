@@ -482,3 +482,25 @@ fn a_directory_moved_out_of_the_tree_is_every_file_in_it_deleted() {
     h.wait_changes(3);
     h.stop();
 }
+
+#[test]
+fn a_start_interrupted_by_stop_does_not_make_unscanned_files_new() {
+    let mut h = Harness::new();
+    let out = h.out.clone();
+    let mut e = Engine::new(
+        h.config(),
+        h.state.clone(),
+        Box::new(move |o| out.lock().unwrap().push(o)),
+        None,
+    )
+    .unwrap();
+    let (_tx, rx) = mpsc::sync_channel(1);
+    let stop = e.stop.clone();
+    // Asked to stop before the first baseline got anywhere.
+    stop.store(true, Ordering::Relaxed);
+    e.run(&rx, &stop);
+    drop(e);
+    h.start();
+    assert!(h.changes().is_empty(), "{:#?}", h.changes());
+    h.stop();
+}
