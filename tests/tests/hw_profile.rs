@@ -9,7 +9,7 @@ use owlet_tests::*;
 use serde_json::Value;
 
 const PROFILES: [&str; 3] = ["small", "medium", "large"];
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "capture.workers",
     "capture.ring_bytes",
     "capture.max_flows",
@@ -17,6 +17,7 @@ const KEYS: [&str; 7] = [
     "spool.max_batches",
     "batch.max_events",
     "probe.max_concurrency",
+    "fim.baseline_io_budget",
 ];
 
 fn json(cmd: &mut std::process::Command) -> Value {

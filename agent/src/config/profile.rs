@@ -104,9 +104,6 @@ struct ProbeKnobs {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FimKnobs {
-    /// Not applied yet: `[fim]` has no hashing budget key in this branch
-    /// (it comes with the fim crate's engine).
-    #[allow(dead_code)]
     baseline_io_budget: ByteSize,
 }
 
@@ -196,6 +193,7 @@ pub const KNOBS: &[Knob] = &[
     knob!(spool.max_batches),
     knob!(batch.max_events),
     knob!(probe.max_concurrency),
+    knob!(fim.baseline_io_budget),
 ];
 
 /// Where a setting's value came from.
