@@ -160,8 +160,9 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
     }
     println!("box:           {}", chosen.description);
     println!(
-        "memory budget: {} (the agent's MemoryMax=)",
-        chosen.memory_max.display().iec()
+        "memory budget: {} (the unit's MemoryMax={}M; raise it in a drop-in for a bigger profile)",
+        chosen.memory_max.display().iec(),
+        chosen.memory_max.as_u64() >> 20
     );
     if let Some(file) = file {
         println!("config:        {}", file.display());
