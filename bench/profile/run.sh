@@ -20,7 +20,7 @@
 #
 # Exit status 1 when the small profile's agent peaks above its budget.
 #
-# Usage: [FLOWS=1000000] [LOOPS=3] [MBPS=200] [FIM_FILES=50000] [FIM_CHANGES=1000]
+# Usage: [FLOWS=1000000] [LOOPS=3] [MBPS=200] [FIM_FILES=10000] [FIM_CHANGES=1000]
 #        bench/profile/run.sh
 # Needs root (AF_PACKET), tcpreplay, softflowd, python3. Uses only loopback.
 set -euo pipefail
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/../.."
 FLOWS=${FLOWS:-1000000}
 LOOPS=${LOOPS:-3}
 MBPS=${MBPS:-200}
-FIM_FILES=${FIM_FILES:-50000}
+FIM_FILES=${FIM_FILES:-10000}
 FIM_CHANGES=${FIM_CHANGES:-1000}
 source dev/lib.sh
 ensure_packages tcpreplay softflowd
@@ -126,6 +126,8 @@ else:
   stats=$(capture)
   echo "$(kib $agent VmHWM) $start $stats"
   kill $agent; wait $agent 2>/dev/null || true
+  # The next run binds the same control socket: this agent must be gone.
+  while kill -0 $agent 2>/dev/null; do sleep 0.2; done
 }
 
 read -r P_PEAK P_START P_FLOWS P_DROPS P_EVICT P_FILES P_CHANGES < <(run_agent small)
@@ -155,10 +157,10 @@ print(f"flood: {flows} distinct flows x {loops} loops at {mbps} Mb/s onto lo; sm
 print(f"FIM: {files} files watched, {changes} rewritten during the flood")
 print(f"{'':26}{'peak RSS':>10}{'start':>10}{'flows':>10}{'k.drops':>10}{'evicted':>10}{'fim files':>10}{'changes':>10}")
 for name, (peak, start, fl, drops, ev, ff, fc) in [("owlet, hw_profile small", p), ("owlet, no profile", d)]:
-    print(f"{name:26}{mib(peak):>8.1f}MB{mib(start):>8.1f}MB{fl:>10}{drops:>10}{ev:>10}{ff:>10}{fc:>10}")
-print(f"{'softflowd -m ' + str(table):26}{mib(s_peak):>8.1f}MB{mib(s_start):>8.1f}MB")
+    print(f"{name:26}{mib(peak):>7.1f}MiB{mib(start):>7.1f}MiB{fl:>10}{drops:>10}{ev:>10}{ff:>10}{fc:>10}")
+print(f"{'softflowd -m ' + str(table):26}{mib(s_peak):>7.1f}MiB{mib(s_start):>7.1f}MiB")
 verdict = "inside" if p[0] * 1024 <= budget else "OVER"
-print(f"small profile budget (memory_max): {budget / 2**20:.0f} MiB; peak {mib(p[0]):.1f} MB = "
+print(f"small profile budget (memory_max): {budget / 2**20:.0f} MiB; peak {mib(p[0]):.1f} MiB = "
       f"{p[0] * 1024 / budget:.0%} of it: {verdict}")
 print(f"ratio peak owlet(small)/softflowd: {p[0] / s_peak:.2f}")
 sys.exit(0 if verdict == "inside" else 1)
