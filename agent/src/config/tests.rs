@@ -186,8 +186,14 @@ fn the_packaged_reference_config_is_valid() {
     let (_tmp, dir) = enrolled();
     let reference = include_str!("../../../packaging/owlet.toml");
     let config = load(&write(&dir, reference)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.spool.max_batches, 1_000_000);
-    assert_eq!(config.probe.max_concurrency, 256);
+    // It leaves every key a profile sets to its profile (the unit's
+    // MemoryMax= is the small profile's).
+    assert_eq!(config.agent.hw_profile, "small");
+    for (key, origin) in &config.profile.origins {
+        assert_eq!(*origin, profile::Origin::Profile, "{key}");
+    }
+    assert_eq!(config.spool.max_batches, 100_000);
+    assert_eq!(config.probe.max_concurrency, 32);
 }
 
 /// The one error of `text` at `key`, as (line, message).
