@@ -34,7 +34,10 @@ fn detect_explains_the_choice_for_this_machine() {
     let d = detected();
     let machine = &d["machine"];
     assert!(machine["cores"].as_u64().is_some_and(|c| c >= 1), "{d}");
-    assert!(machine["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{d}");
+    assert!(
+        machine["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{d}"
+    );
     for nic in machine["nics"].as_array().unwrap() {
         assert!(nic["name"].as_str().is_some_and(|n| !n.is_empty()), "{nic}");
         assert!(nic["name"] != "lo", "lo is not a physical NIC");
@@ -56,10 +59,19 @@ fn detect_explains_the_choice_for_this_machine() {
         .iter()
         .find(|f| f["profile"] == name)
         .unwrap();
-    assert!(fit["unmet"].as_array().unwrap().is_empty() || name == "small", "{d}");
+    assert!(
+        fit["unmet"].as_array().unwrap().is_empty() || name == "small",
+        "{d}"
+    );
 
     let text = run_ok(owlet().args(["hw-profile", "detect"]));
-    for label in ["CPU cores:", "memory:", "physical NICs:", "profile:", "why:"] {
+    for label in [
+        "CPU cores:",
+        "memory:",
+        "physical NICs:",
+        "profile:",
+        "why:",
+    ] {
         assert!(text.contains(label), "no {label:?} in:\n{text}");
     }
     assert!(text.contains(&format!("profile:       {name}\n")), "{text}");
@@ -124,7 +136,10 @@ fn show_lists_each_setting_with_where_it_comes_from() {
     let text = run_ok(owlet().args(["hw-profile", "show", "medium"]));
     assert!(text.starts_with("profile medium\n"), "{text}");
     for key in KEYS {
-        let line = text.lines().find(|l| l.trim_start().starts_with(key)).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap();
         assert!(line.ends_with("profile"), "{line}");
     }
 }
@@ -141,7 +156,10 @@ fn show_with_a_config_file_puts_its_values_first() {
             .args(["hw-profile", "show", "small", "--json", "--config"])
             .arg(&agent.config_path),
     );
-    assert_eq!(shown["profile"], "small", "NAME replaces the file's hw_profile");
+    assert_eq!(
+        shown["profile"], "small",
+        "NAME replaces the file's hw_profile"
+    );
     let workers = &shown["settings"][0];
     assert_eq!(workers["key"], "capture.workers");
     assert_eq!(workers["value"], 3);
@@ -181,15 +199,19 @@ fn the_agent_reports_the_profile_auto_chose_to_the_soc() {
     agent.set("agent", "hw_profile", "auto");
     agent.start();
     let mut reported = String::new();
-    wait_until("the agent's hello at the SOC", Duration::from_secs(30), || {
-        reported = soc
-            .agents_json()
-            .iter()
-            .find(|a| a["agent_id"] == "auto")
-            .and_then(|a| a["hw_profile"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        !reported.is_empty()
-    });
+    wait_until(
+        "the agent's hello at the SOC",
+        Duration::from_secs(30),
+        || {
+            reported = soc
+                .agents_json()
+                .iter()
+                .find(|a| a["agent_id"] == "auto")
+                .and_then(|a| a["hw_profile"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            !reported.is_empty()
+        },
+    );
     assert_eq!(reported, want);
 }
