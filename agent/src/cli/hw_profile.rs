@@ -160,7 +160,7 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
     }
     println!("box:           {}", chosen.description);
     println!(
-        "memory budget: {} (the unit's MemoryMax={}M; raise it in a drop-in for a bigger profile)",
+        "memory budget: {} (systemd MemoryMax={}M: the shipped unit has small's; a drop-in sets a bigger one)",
         chosen.memory_max.display().iec(),
         chosen.memory_max.as_u64() >> 20
     );
