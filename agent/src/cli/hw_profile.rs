@@ -10,6 +10,14 @@ use serde::Serialize;
 use crate::config::profile::{self, AUTO, HW_PROFILES, KNOBS, Origin, Value, detect};
 use crate::config::{self, Config};
 
+/// Appends a line to the output text.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
 #[derive(Debug, Subcommand)]
 pub enum HwProfileCommand {
     /// What this machine has (cores, memory, NICs and link speeds) and the
@@ -48,6 +56,7 @@ fn explain(root: &Path, json: bool) -> i32 {
     if json {
         return print_json(&choice);
     }
+    let mut out = String::new();
     let machine = &choice.machine;
     let cores = machine
         .cores
@@ -68,20 +77,20 @@ fn explain(root: &Path, json: bool) -> i32 {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("CPU cores:     {cores}");
-    println!("memory:        {memory}");
-    println!("physical NICs: {nics}");
+    say!(out, "CPU cores:     {cores}");
+    say!(out, "memory:        {memory}");
+    say!(out, "physical NICs: {nics}");
     for fit in &choice.fits {
         let verdict = if fit.unmet.is_empty() {
             "fits".to_string()
         } else {
             format!("does not fit: {}", fit.unmet.join("; "))
         };
-        println!("  {:<8}{verdict}", fit.profile);
+        say!(out, "  {:<8}{verdict}", fit.profile);
     }
-    println!("profile:       {}", choice.name);
-    println!("why:           {}", choice.reason);
-    0
+    say!(out, "profile:       {}", choice.name);
+    say!(out, "why:           {}", choice.reason);
+    emit(&out)
 }
 
 /// `hw-profile show --json`.
@@ -154,37 +163,47 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
             detection: applied.choice.as_ref(),
         });
     }
-    println!("profile {resolved}");
+    let mut out = String::new();
+    say!(out, "profile {resolved}");
     if let Some(choice) = &applied.choice {
-        println!("auto:          {}", choice.reason);
+        say!(out, "auto:          {}", choice.reason);
     }
-    println!("box:           {}", chosen.description);
-    println!(
+    say!(out, "box:           {}", chosen.description);
+    say!(
+        out,
         "memory budget: {} (systemd MemoryMax={}M: the shipped unit has small's; a drop-in sets a bigger one)",
         chosen.memory_max.display().iec(),
         chosen.memory_max.as_u64() >> 20
     );
     if let Some(file) = file {
-        println!("config:        {}", file.display());
+        say!(out, "config:        {}", file.display());
     }
     let width = KNOBS.iter().map(|k| k.key.len()).max().unwrap_or(0);
     for s in &settings {
-        println!(
+        say!(
+            out,
             "  {:<width$}  {:<12}  {}",
             s.key,
             s.value.to_string(),
             s.from
         );
     }
+    emit(&out)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is no error.
+fn emit(text: &str) -> i32 {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
     0
 }
 
 fn print_json(value: &impl Serialize) -> i32 {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            0
-        }
+        Ok(text) => emit(&(text + "\n")),
         Err(e) => {
             eprintln!("owlet hw-profile: cannot write JSON: {e}");
             2
