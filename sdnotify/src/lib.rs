@@ -420,10 +420,7 @@ mod tests {
                 .unwrap();
         let mut systemd = Systemd::with(Some(Notifier::new(&format!("@{name}")).unwrap()), None);
         systemd.stopping("draining");
-        assert_eq!(
-            receive(&abstract_listener),
-            "STOPPING=1\nSTATUS=draining"
-        );
+        assert_eq!(receive(&abstract_listener), "STOPPING=1\nSTATUS=draining");
         // No watchdog period: no WATCHDOG=1.
         systemd.watchdog();
         systemd.stopping("again");
