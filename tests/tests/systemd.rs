@@ -1,0 +1,318 @@
+//! The systemd units and the notify protocol, with the real binaries.
+//!
+//! * `systemd-analyze verify` accepts both units. It checks that ExecStart's
+//!   binary exists, so each test copies the unit into a temporary directory
+//!   with `/usr/bin/owlet*` rewritten to the freshly built binaries (nothing
+//!   is installed on the machine), and passes `--man=no` (no man pages are
+//!   installed here either). Warnings count as failures.
+//! * `systemd-analyze security --offline=yes` rates both at most 2.5.
+//! * The notify protocol against a datagram socket the test binds (a path
+//!   for the SOC, an abstract `@name` for the agent): READY=1, STATUS=,
+//!   WATCHDOG=1, STOPPING=1; and no WATCHDOG=1 while the spool writer or the
+//!   uplink is stuck in a held fsync (`owlet-loadgen --wedge-spool-when`,
+//!   the real spool on a filesystem wrapper that holds the next fdatasync).
+//! * The agent as an unprivileged user holding only the unit's capability
+//!   (`setpriv`), in a network namespace the test creates: ICMP checks work
+//!   with CAP_NET_RAW and are reported as not runnable without it.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use owlet_tests::{Agent, DEADLINE, Proc, Soc, bin, output, run_ok, wait_until};
+
+const UNITS: [(&str, &str); 2] = [
+    ("owlet.service", "owlet"),
+    ("owlet-soc.service", "owlet-soc"),
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The unit as shipped, with `/usr/bin/BINARY ` pointing at the built binary.
+fn unit_with_built_binary(unit: &str, binary: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("systemd").join(unit)).unwrap();
+    let text = text.replace(
+        &format!("/usr/bin/{binary} "),
+        &format!("{} ", bin(binary).display()),
+    );
+    let path = dir.join(unit);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn both_units_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    for (unit, binary) in UNITS {
+        let path = unit_with_built_binary(unit, binary, dir.path());
+        let out = output(
+            Command::new("systemd-analyze")
+                .args(["verify", "--man=no"])
+                .arg(&path),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "systemd-analyze verify {unit}: {}\n{stderr}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn both_units_expose_at_most_2_5() {
+    for (unit, _) in UNITS {
+        let path = repo().join("systemd").join(unit);
+        let out = run_ok(
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=yes", "--no-pager"])
+                .arg(&path),
+        );
+        let score: f64 = out
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure score for {unit} in:\n{out}"));
+        eprintln!("{unit}: exposure {score}");
+        assert!(score <= 2.5, "{unit}: exposure {score} > 2.5:\n{out}");
+    }
+}
+
+/// A notification socket like systemd's, recording every datagram.
+struct NotifySocket {
+    /// The value for `NOTIFY_SOCKET`.
+    address: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn at_path(path: &Path) -> Self {
+        Self::start(
+            UnixDatagram::bind(path).unwrap(),
+            path.display().to_string(),
+        )
+    }
+
+    fn abstract_name(name: &str) -> Self {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        Self::start(UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+    }
+
+    fn start(socket: UnixDatagram, address: String) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                record.lock().unwrap().push(text);
+            }
+        });
+        Self { address, seen }
+    }
+
+    /// Every assignment received so far (one per line of each datagram).
+    fn lines(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.lines().iter().filter(|l| *l == line).count()
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        wait_until(&format!("{what} on NOTIFY_SOCKET"), DEADLINE, || {
+            self.lines().iter().any(|l| pred(l))
+        });
+    }
+
+    fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+/// Starts `cmd` as a `Type=notify` service with `WatchdogSec=period`.
+fn spawn_notified(
+    name: &str,
+    mut cmd: Command,
+    socket: &NotifySocket,
+    period: Duration,
+    dir: &Path,
+) -> Proc {
+    cmd.env("NOTIFY_SOCKET", &socket.address)
+        .env("WATCHDOG_USEC", period.as_micros().to_string())
+        .env("NO_COLOR", "1");
+    Proc::spawn(name, cmd, dir)
+}
+
+fn agent_command(agent: &Agent, loadgen: Option<(&str, &Path)>) -> Command {
+    agent.write_config();
+    let mut cmd = match loadgen {
+        None => Command::new(bin("owlet")),
+        Some((rate, trigger)) => {
+            let mut cmd = Command::new(bin("owlet-loadgen"));
+            cmd.args(["run", "--rate", rate, "--wedge-spool-when"])
+                .arg(trigger);
+            cmd
+        }
+    };
+    if loadgen.is_none() {
+        cmd.arg("run");
+    }
+    cmd.arg("--config").arg(&agent.config_path);
+    cmd
+}
+
+const PERIOD: Duration = Duration::from_secs(1);
+
+#[test]
+fn agent_and_soc_speak_the_notify_protocol() {
+    let soc = Soc::init();
+    let soc_socket = NotifySocket::at_path(&soc.tmp.path().join("soc-notify.sock"));
+    let mut soc_cmd = Command::new(bin("owlet-soc"));
+    soc_cmd.args(["serve", "--config"]).arg(&soc.config);
+    let mut soc_proc = spawn_notified("soc", soc_cmd, &soc_socket, PERIOD, soc.tmp.path());
+    soc_socket.wait_for("the SOC's READY=1", |l| l == "READY=1");
+    soc_socket.wait_for("the SOC's WATCHDOG=1", |l| l == "WATCHDOG=1");
+
+    let agent = soc.issue("acme", "fw-1");
+    let agent_socket =
+        NotifySocket::abstract_name(&format!("owlet-e2e-notify-{}", std::process::id()));
+    let mut agent_proc = spawn_notified(
+        "owlet",
+        agent_command(&agent, None),
+        &agent_socket,
+        PERIOD,
+        &agent.dir,
+    );
+    agent_socket.wait_for("the agent's READY=1", |l| l == "READY=1");
+    agent_socket.wait_for("the agent's WATCHDOG=1", |l| l == "WATCHDOG=1");
+    agent_socket.wait_for("the agent's status: connected, spool depth", |l| {
+        l.starts_with("STATUS=connected to the SOC; spool ")
+    });
+    soc_socket.wait_for("the SOC's status: one agent, events stored", |l| {
+        l.starts_with("STATUS=serving; 1 agent connected; ") && !l.contains("; 0 events")
+    });
+    // READY=1 once, before any watchdog keep-alive.
+    for socket in [&agent_socket, &soc_socket] {
+        let lines = socket.lines();
+        assert_eq!(socket.count("READY=1"), 1, "{lines:?}");
+        let ready = lines.iter().position(|l| l == "READY=1").unwrap();
+        let first_feed = lines.iter().position(|l| l == "WATCHDOG=1").unwrap();
+        assert!(ready < first_feed, "{lines:?}");
+    }
+
+    assert!(agent_proc.terminate(DEADLINE).success());
+    agent_socket.wait_for("the agent's STOPPING=1", |l| l == "STOPPING=1");
+    assert!(soc_proc.terminate(DEADLINE).success());
+    soc_socket.wait_for("the SOC's STOPPING=1", |l| l == "STOPPING=1");
+}
+
+#[test]
+fn without_notify_socket_nothing_changes() {
+    let soc = Soc::init();
+    let agent = soc.issue("acme", "fw-2");
+    let mut cmd = agent_command(&agent, None);
+    cmd.env_remove("NOTIFY_SOCKET").env("WATCHDOG_USEC", "1000");
+    let mut proc = Proc::spawn("owlet", cmd, &agent.dir);
+    wait_until("the agent to run", DEADLINE, || {
+        proc.log().contains("running")
+    });
+    assert!(proc.try_wait().is_none(), "{}", proc.log());
+    assert!(!proc.log().contains("watchdog"), "{}", proc.log());
+    assert!(proc.terminate(DEADLINE).success());
+}
+
+/// Runs `owlet-loadgen` under a watchdog, holds the spool's next fsync and
+/// checks that the keep-alives stop, naming `task`, and resume once the
+/// fsync returns. With `acks_during_wedge` the SOC is frozen (SIGSTOP)
+/// before the fsync is held and thawed once the spool writer is stuck, so
+/// acknowledgements for batches in flight reach the uplink while the
+/// spool is wedged.
+fn wedge(durability: &str, task: &str, acks_during_wedge: bool) {
+    let mut soc = Soc::init();
+    soc.start();
+    let mut agent = soc.issue("acme", "fw-wedge");
+    agent.set("spool", "durability", durability);
+    agent.set("spool", "fsync_interval", "50ms");
+    let trigger = agent.dir.join("wedge");
+    let socket = NotifySocket::at_path(&agent.dir.join("notify.sock"));
+    let mut proc = spawn_notified(
+        "owlet",
+        agent_command(&agent, Some(("200", &trigger))),
+        &socket,
+        PERIOD,
+        &agent.dir,
+    );
+    socket.wait_for("READY=1", |l| l == "READY=1");
+    socket.wait_for("the agent connected", |l| l.starts_with("STATUS=connected"));
+    socket.wait_for("WATCHDOG=1", |l| l == "WATCHDOG=1");
+
+    if acks_during_wedge {
+        soc.signal(Signal::SIGSTOP);
+        wait_until("batches in flight to the frozen SOC", DEADLINE, || {
+            agent.spool_events().is_some_and(|n| n > 400)
+        });
+    }
+    std::fs::write(&trigger, b"").unwrap();
+    if acks_during_wedge {
+        wait_until(
+            "the agent to log that the spool writer is stuck",
+            DEADLINE,
+            || proc.log().contains("the spool writer task has been inside"),
+        );
+        soc.signal(Signal::SIGCONT);
+    }
+    let stuck = format!("the {task} task has been inside one piece of work");
+    wait_until(
+        &format!("the agent to log that the {task} is stuck"),
+        DEADLINE,
+        || proc.log().contains(&stuck),
+    );
+    socket.clear();
+    // Several watchdog periods with the task still stuck: not one keep-alive.
+    owlet_tests::sleep(PERIOD * 4);
+    assert_eq!(
+        socket.count("WATCHDOG=1"),
+        0,
+        "fed while wedged:\n{}",
+        proc.log()
+    );
+    assert!(proc.try_wait().is_none(), "{}", proc.log());
+
+    std::fs::remove_file(&trigger).unwrap();
+    socket.wait_for("WATCHDOG=1 once the fsync returned", |l| l == "WATCHDOG=1");
+    assert!(proc.log().contains("pipeline tasks turn again"));
+    assert!(proc.terminate(DEADLINE).success());
+}
+
+#[test]
+fn no_watchdog_while_the_spool_writer_is_wedged() {
+    wedge("every_batch", "spool writer", false);
+}
+
+#[test]
+fn no_watchdog_while_the_uplink_is_wedged() {
+    // Interval durability syncs under the spool's lock: the uplink's next
+    // ack (the SOC answers late) waits for it, inside its spool call.
+    wedge("interval", "uplink", true);
+}
