@@ -316,3 +316,161 @@ fn no_watchdog_while_the_uplink_is_wedged() {
     // ack (the SOC answers late) waits for it, inside its spool call.
     wedge("interval", "uplink", true);
 }
+
+/// A system user created for one test, removed on drop.
+struct TestUser {
+    name: String,
+}
+
+impl TestUser {
+    fn create(name: &str) -> Self {
+        let _ = output(Command::new("userdel").arg(name));
+        run_ok(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ]));
+        Self {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = output(Command::new("userdel").arg(&self.name));
+    }
+}
+
+/// A network namespace with only `lo` (up), deleted on drop. Its
+/// `net.ipv4.ping_group_range` is the kernel default ("1 0": no
+/// unprivileged ICMP sockets), whatever the host allows.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(name: &str) -> Self {
+        let _ = output(Command::new("ip").args(["netns", "del", name]));
+        run_ok(Command::new("ip").args(["netns", "add", name]));
+        let ns = Self {
+            name: name.to_string(),
+        };
+        run_ok(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = output(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}
+
+/// The state of check `id` in `owlet health --json` once the agent has run
+/// it: up, down, or unknown with the reason it cannot run.
+fn check_state(agent: &Agent, id: &str) -> Option<String> {
+    let health = agent.health()?;
+    let checks = health["collectors"]["checks"]["detail"].as_array()?.clone();
+    let check = checks.iter().find(|c| c["id"] == id)?;
+    let state = check["state"].as_str()?;
+    let message = check["message"].as_str().unwrap_or_default();
+    match state {
+        "STATE_UP" | "STATE_DOWN" => Some(state.to_string()),
+        "STATE_UNKNOWN" if !message.is_empty() => Some(format!("{state}: {message}")),
+        _ => None,
+    }
+}
+
+/// Runs the agent as `user` inside `ns` with `caps` (setpriv's syntax, e.g.
+/// "+net_raw"; "" for none) as its inheritable, ambient and bounding sets —
+/// what `AmbientCapabilities=` / `CapabilityBoundingSet=` give it under
+/// systemd — and returns the state of the ICMP check once it has one.
+fn icmp_check_as(user: &TestUser, ns: &Netns, caps: &str, agent: &Agent) -> String {
+    let set = |base: &str| {
+        format!(
+            "-all{}",
+            if caps.is_empty() {
+                String::new()
+            } else {
+                format!(",{caps}")
+            }
+        ) + base
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "setpriv"])
+        .arg(format!("--reuid={}", user.name))
+        .arg(format!("--regid={}", user.name))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={}", set("")))
+        .arg(format!("--ambient-caps={}", set("")))
+        .arg(format!("--bounding-set={}", set("")))
+        .arg("--no-new-privs")
+        .arg("--")
+        .arg(bin("owlet"))
+        .args(["run", "--config"])
+        .arg(&agent.config_path);
+    let mut proc = Proc::spawn("owlet", cmd, &agent.dir);
+    let started = std::time::Instant::now();
+    let state = loop {
+        assert!(
+            proc.try_wait().is_none(),
+            "the agent exited:\n{}",
+            proc.log()
+        );
+        if let Some(state) = check_state(agent, "lo-ping") {
+            break state;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the ICMP check (capabilities {caps:?}) has no state; health: {:?}",
+            agent.health()
+        );
+        owlet_tests::sleep(Duration::from_millis(100));
+    };
+    assert!(proc.terminate(DEADLINE).success(), "{}", proc.log());
+    state
+}
+
+#[test]
+fn the_agent_runs_unprivileged_with_only_the_units_capabilities() {
+    let soc = Soc::init();
+    let mut agent = soc.issue("acme", "fw-setpriv");
+    let mut check = toml::Table::new();
+    check.insert("id".into(), "lo-ping".into());
+    check.insert("type".into(), "icmp".into());
+    check.insert("target".into(), "127.0.0.1".into());
+    check.insert("interval".into(), "1s".into());
+    check.insert("timeout".into(), "1s".into());
+    check.insert("down_after".into(), 1.into());
+    check.insert("up_after".into(), 1.into());
+    agent.set("probe", "check", toml::Value::Array(vec![check.into()]));
+    agent.write_config();
+
+    let name = format!("owlet-e2e-{}", std::process::id());
+    let user = TestUser::create(&name);
+    let ns = Netns::create(&name);
+    // The test's directories are root's 0700 temp dirs: let the user reach
+    // its own agent directory (and nothing else in them).
+    run_ok(Command::new("chmod").arg("0711").arg(soc.tmp.path()));
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{name}:{name}"))
+            .arg(&agent.dir),
+    );
+
+    let state = icmp_check_as(&user, &ns, "+net_raw", &agent);
+    assert_eq!(state, "STATE_UP", "with CAP_NET_RAW");
+    // The same agent without the capability cannot ping: the capability is
+    // what made it work, not a permissive host.
+    let state = icmp_check_as(&user, &ns, "", &agent);
+    assert!(
+        state.starts_with(
+            "STATE_UNKNOWN: cannot open an ICMP socket (raw socket: Operation not permitted"
+        ),
+        "without CAP_NET_RAW: {state}"
+    );
+}
