@@ -95,7 +95,8 @@ fn both_units_expose_at_most_2_5() {
 struct NotifySocket {
     /// The value for `NOTIFY_SOCKET`.
     address: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    /// Every datagram received, as sent.
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl NotifySocket {
@@ -118,8 +119,7 @@ impl NotifySocket {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             while let Ok(n) = socket.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                record.lock().unwrap().push(text);
+                record.lock().unwrap().push(buf[..n].to_vec());
             }
         });
         Self { address, seen }
@@ -131,7 +131,12 @@ impl NotifySocket {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|d| d.lines().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|d| {
+                String::from_utf8_lossy(d)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -473,4 +478,102 @@ fn the_agent_runs_unprivileged_with_only_the_units_capabilities() {
         ),
         "without CAP_NET_RAW: {state}"
     );
+}
+
+/// `log.format = "journald"`: the native journal protocol with the events'
+/// fields as journal fields. The agent runs in a private mount namespace
+/// where /run/systemd is the test's directory, so the "journal" socket it
+/// writes to is one the test bound (no journald needed, the host's /run
+/// untouched).
+#[test]
+fn logs_reach_the_journal_with_their_fields() {
+    let mut soc = Soc::init();
+    soc.start();
+    let mut agent = soc.issue("acme", "fw-journal");
+    agent.set("log", "format", "journald");
+    let mut check = toml::Table::new();
+    check.insert("id".into(), "portal".into());
+    check.insert("type".into(), "http".into());
+    check.insert("target".into(), "https://127.0.0.1:1/".into());
+    check.insert("insecure_skip_verify".into(), true.into());
+    agent.set("probe", "check", toml::Value::Array(vec![check.into()]));
+    agent.write_config();
+
+    let run_systemd = agent.dir.join("run-systemd");
+    std::fs::create_dir_all(run_systemd.join("journal")).unwrap();
+    let journal = NotifySocket::at_path(&run_systemd.join("journal/socket"));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /run/systemd && exec "$@""#)
+        .arg(&run_systemd)
+        .arg(bin("owlet"))
+        .args(["run", "--config"])
+        .arg(&agent.config_path);
+    let mut proc = Proc::spawn("owlet", cmd, &agent.dir);
+    let datagram = |what: &str, all: &[&str]| {
+        let started = std::time::Instant::now();
+        let entries = || -> Vec<Vec<String>> {
+            journal
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|d| journal_fields(d))
+                .collect()
+        };
+        while !entries()
+            .iter()
+            .any(|e| all.iter().all(|field| e.iter().any(|f| f == field)))
+        {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no journal entry with {all:?} ({what}); received: {:#?}",
+                entries()
+            );
+            owlet_tests::sleep(Duration::from_millis(100));
+        }
+    };
+    datagram(
+        "the uplink's log line with its tenant as a journal field",
+        &[
+            "MESSAGE=connected to the SOC",
+            "OWLET_TENANT=acme",
+            "OWLET_AGENT=fw-journal",
+            "PRIORITY=5",
+            "SYSLOG_IDENTIFIER=owlet",
+        ],
+    );
+    datagram(
+        "a check's warning with its check id as a journal field",
+        &["OWLET_CHECK=portal", "PRIORITY=4"],
+    );
+    assert!(
+        proc.log().is_empty(),
+        "with the journal reachable nothing goes to stderr:\n{}",
+        proc.log()
+    );
+    assert!(proc.terminate(DEADLINE).success());
+}
+
+/// The `KEY=value` fields of one datagram of the journal's native protocol
+/// (`KEY=value\n`, or `KEY\n` + 64-bit little-endian length + value + `\n`
+/// for values that may hold newlines).
+fn journal_fields(mut d: &[u8]) -> Vec<String> {
+    let mut fields = Vec::new();
+    while let Some(end) = d.iter().position(|&b| b == b'\n' || b == b'=') {
+        let key = String::from_utf8_lossy(&d[..end]).into_owned();
+        let value;
+        if d[end] == b'=' {
+            let rest = &d[end + 1..];
+            let stop = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            value = &rest[..stop];
+            d = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let len = u64::from_le_bytes(d[end + 1..end + 9].try_into().unwrap()) as usize;
+            value = &d[end + 9..end + 9 + len];
+            d = d.get(end + 10 + len..).unwrap_or_default();
+        }
+        fields.push(format!("{key}={}", String::from_utf8_lossy(value)));
+    }
+    fields
 }
