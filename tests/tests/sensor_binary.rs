@@ -11,6 +11,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("rusqlite", "rusqlite"),
     ("rcgen", "certificate generation (rcgen)"),
     ("synthetic load finished", "the synthetic load generator"),
+    // owlet-loadgen turns on owlet-spool's fault injection (systemd watchdog tests).
+    ("FaultyFs", "the spool's fault injection"),
 ];
 
 #[test]
@@ -27,6 +29,7 @@ fn the_owlet_binary_links_no_soc_sqlite_or_load_generator() {
     assert!(contains(&soc, b"sqlite3_prepare"));
     let loadgen = std::fs::read(bin("owlet-loadgen")).unwrap();
     assert!(contains(&loadgen, b"synthetic load finished"));
+    assert!(contains(&loadgen, b"FaultyFs"));
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
