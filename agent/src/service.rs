@@ -66,6 +66,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (spool, recovered_losses) = open_spool(&config)?;
     let control_listener = control::bind(&config.control.socket)?;
+    let exposition_listener =
+        match config.control.prometheus_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(
+                || {
+                    format!(
+                        "cannot listen on control.prometheus_listen {address} (is the port in use?)"
+                    )
+                },
+            )?),
+            None => None,
+        };
     let store = Store::new(spool);
     let metrics = Arc::new(Metrics::default());
     let facts = HostFacts::read();
@@ -109,6 +120,13 @@ pub async fn run(
         ends_tx.clone(),
     );
     let (requests_tx, mut requests) = mpsc::channel(8);
+    if let Some(listener) = exposition_listener {
+        spawn_critical(
+            "metrics exposition",
+            crate::exposition::serve(listener, requests_tx.clone(), shutdown.clone()),
+            ends_tx.clone(),
+        );
+    }
     let control = spawn_critical(
         "control socket",
         control::serve(
