@@ -14,6 +14,9 @@ use owlet_proto::v1::{Alert, HostMetrics, ProcessUsage, Severity, State};
 
 use crate::config;
 
+/// Processes named in the message itself (all of them are in the labels).
+const MESSAGE_PROCESSES: usize = 3;
+
 /// Which ranking is the evidence for an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rank {
@@ -41,7 +44,20 @@ pub fn alert(draft: Draft, metrics: &HostMetrics, rank: Rank) -> Alert {
     let mut labels = draft.labels;
     let mut message = draft.message;
     if let Some(top) = list.first() {
-        message.push_str(&format!("; top process: {}", describe(top)));
+        let short: Vec<String> = list
+            .iter()
+            .take(MESSAGE_PROCESSES)
+            .map(|p| {
+                format!(
+                    "{} (pid {}, {:.1} % CPU, {:.1} MB)",
+                    p.name,
+                    p.pid,
+                    p.cpu_percent,
+                    p.memory_bytes as f64 / 1e6
+                )
+            })
+            .collect();
+        message.push_str(&format!("; top processes: {}", short.join(", ")));
         labels.insert("top_process".into(), top.name.clone());
         labels.insert("top_process_pid".into(), top.pid.to_string());
         labels.insert("top_process_user".into(), top.user.clone());

@@ -307,10 +307,12 @@ mod tests {
         assert_eq!((a.source.as_str(), a.name.as_str()), ("host", "cpu_high"));
         assert_eq!(a.severity, Severity::Critical as i32);
         assert!(
-            a.message.contains("xmrig (pid 4242, user www-data"),
+            a.message
+                .contains("top processes: xmrig (pid 4242, 197.0 % CPU"),
             "{}",
             a.message
         );
+        assert!(a.labels["top_processes"].starts_with("xmrig (pid 4242, user www-data"));
         assert_eq!(a.labels["top_process"], "xmrig");
         assert_eq!(a.labels["threshold"], "above 90");
         assert_eq!(a.labels["observed"], "99.00");
