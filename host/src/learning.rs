@@ -40,29 +40,40 @@ pub const SLOTS: usize = 168;
 pub const MAX_WEIGHT: u32 = 2000;
 const VERSION: u32 = 1;
 
-/// Learned metrics, their value in a sample, and the smallest half-width a
-/// normal range has (in the metric's unit).
-pub const LEARNED: &[(&str, fn(&HostMetrics) -> f64, f64)] = &[
-    ("cpu_percent", |m| m.cpu_percent, 10.0),
-    ("memory_used_percent", memory_percent, 5.0),
-    ("load1", |m| m.load1, 1.0),
-    ("process_count", |m| f64::from(m.process_count), 20.0),
-    (
+/// One learned metric: its name, its value in a sample, and the smallest
+/// half-width its normal range has (in the metric's unit).
+pub struct Learned {
+    pub name: &'static str,
+    pub value: fn(&HostMetrics) -> f64,
+    pub floor: f64,
+}
+
+const fn learned(name: &'static str, value: fn(&HostMetrics) -> f64, floor: f64) -> Learned {
+    Learned { name, value, floor }
+}
+
+/// The learned metrics.
+pub const LEARNED: &[Learned] = &[
+    learned("cpu_percent", |m| m.cpu_percent, 10.0),
+    learned("memory_used_percent", memory_percent, 5.0),
+    learned("load1", |m| m.load1, 1.0),
+    learned("process_count", |m| f64::from(m.process_count), 20.0),
+    learned(
         "net_rx_bytes_per_second",
         |m| net(m, |n| n.rx_bytes_per_second),
         100_000.0,
     ),
-    (
+    learned(
         "net_tx_bytes_per_second",
         |m| net(m, |n| n.tx_bytes_per_second),
         100_000.0,
     ),
-    (
+    learned(
         "disk_read_bytes_per_second",
         |m| m.disk_io.iter().map(|d| d.read_bytes_per_second).sum(),
         1_000_000.0,
     ),
-    (
+    learned(
         "disk_write_bytes_per_second",
         |m| m.disk_io.iter().map(|d| d.write_bytes_per_second).sum(),
         1_000_000.0,
@@ -225,8 +236,8 @@ impl Learning {
         let slot = hour_of_week(i64::try_from(unix).unwrap_or(0));
         let judging = unix >= self.alerts_from();
         let mut alerts = Vec::new();
-        for (i, (name, value_of, floor)) in LEARNED.iter().enumerate() {
-            let x = value_of(m);
+        for (i, Learned { name, value, floor }) in LEARNED.iter().enumerate() {
+            let x = value(m);
             if !x.is_finite() {
                 continue;
             }
@@ -264,7 +275,7 @@ impl Learning {
     pub fn progress(&self) -> Progress {
         let ready_slots: HashMap<String, usize> = LEARNED
             .iter()
-            .map(|(name, ..)| {
+            .map(|Learned { name, .. }| {
                 let ready = self.stored.metrics.get(*name).map_or(0, |slots| {
                     slots
                         .iter()
@@ -283,7 +294,7 @@ impl Learning {
                 .iter()
                 .zip(&self.holds)
                 .filter(|(_, h)| h.is_active())
-                .map(|((name, ..), _)| (*name).to_string())
+                .map(|(l, _)| l.name.to_string())
                 .collect(),
         }
     }

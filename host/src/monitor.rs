@@ -38,7 +38,7 @@ const SAME_BOOT: u64 = 30;
 /// What one collection produced.
 #[derive(Debug, Clone)]
 pub enum Output {
-    Metrics(Box<HostMetrics>),
+    Metrics(HostMetrics),
     Alert(Alert),
 }
 
@@ -160,7 +160,7 @@ impl Monitor {
             .into_iter()
             .chain(self.save_error.clone())
             .collect();
-        let mut out = vec![Output::Metrics(Box::new(metrics))];
+        let mut out = vec![Output::Metrics(metrics)];
         out.extend(alerts.into_iter().map(Output::Alert));
         out
     }

@@ -103,7 +103,7 @@ impl Sampler {
         self.disks
             .refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
 
-        let load = System::load_average().unwrap_or_else(|_| sysinfo::LoadAvg {
+        let load = System::load_average().unwrap_or(sysinfo::LoadAvg {
             one: 0.0,
             five: 0.0,
             fifteen: 0.0,

@@ -110,7 +110,7 @@ fn run(
         let next = Instant::now() + interval;
         for output in monitor.collect() {
             let kind = match output {
-                Output::Metrics(metrics) => Kind::HostMetrics(*metrics),
+                Output::Metrics(metrics) => Kind::HostMetrics(metrics),
                 Output::Alert(alert) => Kind::Alert(alert),
             };
             let event = Event {
