@@ -83,7 +83,16 @@ fn metrics_agree_with_proc() {
     soc.start();
     let db = soc.db();
     let mut agent = soc.issue("acme", "h");
-    fast(&mut agent);
+    agent.set("host", "interval", "1s");
+    // The host "rebooted" since the agent last ran: its persisted boot time
+    // is an hour older than the kernel's.
+    let btime = boot_time();
+    fs::create_dir_all(agent.state_dir.join("host")).unwrap();
+    fs::write(
+        agent.state_dir.join("host/boot_time"),
+        (btime - 3600).to_string(),
+    )
+    .unwrap();
     agent.start();
     wait_until("three host metrics at the SOC", DEADLINE, || {
         host_metrics(&db).len() >= 3
@@ -100,14 +109,13 @@ fn metrics_agree_with_proc() {
         .count();
     assert_eq!(m.cpu_core_percent.len(), cores);
     assert!((0.0..=100.0).contains(&m.cpu_percent), "{}", m.cpu_percent);
-    let btime: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert_eq!(m.boot_time.as_ref().unwrap().seconds, btime);
+    let rebooted = host_alerts(&db, "host_rebooted");
+    assert_eq!(rebooted.len(), 1, "{rebooted:?}");
+    assert_eq!(
+        rebooted[0].labels["previous_boot_time"],
+        (btime - 3600).to_string()
+    );
     // Uptime: what /proc says now, less the time since the sample.
     let uptime_now: f64 = fs::read_to_string("/proc/uptime")
         .unwrap()
@@ -165,10 +173,35 @@ fn metrics_agree_with_proc() {
     assert!(lo.rx_bytes_per_second >= 0.0 && m.interval_seconds > 0.0);
     assert!(!m.top_processes.is_empty() && m.top_processes.len() <= 5);
     assert!(m.agent_rss_bytes > 0);
-    // Health shows the collector.
+    // Health shows the collector and how far learning has come.
     let health = agent.health().unwrap();
-    assert_eq!(health["collectors"]["host"]["state"], "running", "{health}");
+    let host = &health["collectors"]["host"];
+    assert_eq!(host["state"], "running", "{health}");
+    let learning = &host["detail"]["host"]["learning"];
+    assert!(learning["percent"].as_f64().is_some(), "{health}");
+    assert!(
+        learning["ready_slots"]["cpu_percent"].as_u64().is_some(),
+        "{health}"
+    );
     agent.drain_and_stop(DEADLINE);
+    // The learned state was saved at stop, for the next run.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&fs::read(agent.state_dir.join("host/learning")).unwrap()).unwrap();
+    assert_eq!(
+        saved["metrics"]["cpu_percent"].as_array().unwrap().len(),
+        168
+    );
+}
+
+fn boot_time() -> i64 {
+    fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// A copy of `sha256sum` named like a miner, hashing /dev/zero forever.
