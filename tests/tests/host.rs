@@ -22,6 +22,15 @@ fn fast(agent: &mut Agent) {
     agent.set("host", "learning", learning);
 }
 
+/// A started SOC, its database, and an agent issued by it (not started).
+fn soc_and_agent() -> (Soc, Db, Agent) {
+    let mut soc = Soc::init();
+    soc.start();
+    let db = soc.db();
+    let agent = soc.issue("acme", "h");
+    (soc, db, agent)
+}
+
 fn threshold(pairs: &[(&str, toml::Value)]) -> toml::Value {
     let mut t = toml::Table::new();
     for (k, v) in pairs {
@@ -79,10 +88,7 @@ fn proc_count() -> usize {
 
 #[test]
 fn metrics_agree_with_proc() {
-    let mut soc = Soc::init();
-    soc.start();
-    let db = soc.db();
-    let mut agent = soc.issue("acme", "h");
+    let (_soc, db, mut agent) = soc_and_agent();
     agent.set("host", "interval", "1s");
     // The host "rebooted" since the agent last ran: its persisted boot time
     // is an hour older than the kernel's.
@@ -117,13 +123,7 @@ fn metrics_agree_with_proc() {
         (btime - 3600).to_string()
     );
     // Uptime: what /proc says now, less the time since the sample.
-    let uptime_now: f64 = fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let uptime_now: f64 = first_field(&fs::read_to_string("/proc/uptime").unwrap());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -160,15 +160,12 @@ fn metrics_agree_with_proc() {
     // Loopback counters never run ahead of the kernel's.
     let lo = m.networks.iter().find(|n| n.interface == "lo").unwrap();
     let net_dev = fs::read_to_string("/proc/net/dev").unwrap();
-    let lo_rx: u64 = net_dev
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("lo:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lo_rx: u64 = first_field(
+        net_dev
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("lo:"))
+            .unwrap(),
+    );
     assert!(lo.rx_bytes > 0 && lo.rx_bytes <= lo_rx, "{lo:?} vs {lo_rx}");
     assert!(lo.rx_bytes_per_second >= 0.0 && m.interval_seconds > 0.0);
     assert!(!m.top_processes.is_empty() && m.top_processes.len() <= 5);
@@ -191,6 +188,14 @@ fn metrics_agree_with_proc() {
         saved["metrics"]["cpu_percent"].as_array().unwrap().len(),
         168
     );
+}
+
+/// The first whitespace-separated field of `text`, parsed.
+fn first_field<T: std::str::FromStr>(text: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn boot_time() -> i64 {
@@ -224,10 +229,7 @@ impl Drop for Burner {
 
 #[test]
 fn a_cpu_burner_trips_the_threshold_and_is_named() {
-    let mut soc = Soc::init();
-    soc.start();
-    let db = soc.db();
-    let mut agent = soc.issue("acme", "h");
+    let (_soc, db, mut agent) = soc_and_agent();
     fast(&mut agent);
     // One busy core of this host's cores is well above 100 / (2 × cores) %.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -327,10 +329,7 @@ fn interface_down_inside_the_namespace() {
     ]);
     ip(&["link", "set", "owv0", "up"]);
     ip(&["link", "set", "owv1", "up"]);
-    let mut soc = Soc::init();
-    soc.start();
-    let db = soc.db();
-    let mut agent = soc.issue("acme", "h");
+    let (_soc, db, mut agent) = soc_and_agent();
     fast(&mut agent);
     agent.set(
         "host",
