@@ -8,7 +8,8 @@
 //!   bus; what does not fit is counted (`events_dropped`) and makes health
 //!   WARNING;
 //! * reloads apply without a restart (new thresholds, interval, learning
-//!   settings) and keep the learned state;
+//!   settings) and keep the learned state; `host.enabled` itself applies at
+//!   the next start of the agent;
 //! * stopping saves the learned state before the thread ends; a thread that
 //!   ends on its own (a panic) is a collector failure, restarted with
 //!   backoff by the supervisor.
