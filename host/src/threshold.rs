@@ -120,6 +120,8 @@ fn observations(rule: &Threshold, m: &HostMetrics) -> Vec<Observation> {
         }
     };
     match rule.metric.as_str() {
+        // The first sample has no CPU figure yet (it needs two readings).
+        "cpu_percent" if m.interval_seconds <= 0.0 => Vec::new(),
         "cpu_percent" => one(m.cpu_percent),
         "memory_used_percent" => one(percent(m.memory_used_bytes, m.memory_total_bytes)),
         // No swap: nothing to judge (a host without swap is not "0 % used").
@@ -282,6 +284,7 @@ mod tests {
     fn sample(cpu: f64) -> HostMetrics {
         HostMetrics {
             cpu_percent: cpu,
+            interval_seconds: 30.0,
             top_processes: vec![ProcessUsage {
                 pid: 4242,
                 name: "xmrig".into(),
@@ -323,6 +326,16 @@ mod tests {
         assert_eq!(cleared[0].new_state, State::Up as i32);
         assert_eq!(cleared[0].severity, Severity::Info as i32);
         assert!(t.active().is_empty());
+    }
+
+    #[test]
+    fn the_first_sample_says_nothing_about_cpu() {
+        let mut r = rule("cpu_percent", None, 0);
+        r.below = Some(5.0);
+        let mut t = Thresholds::new(vec![r]);
+        let first = HostMetrics::default();
+        assert!(t.evaluate(&first, Instant::now()).is_empty());
+        assert_eq!(t.evaluate(&sample(1.0), Instant::now())[0].name, "cpu_low");
     }
 
     #[test]
