@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
-use crate::collect::{Capture, Checks, Collector, Supervisor};
+use crate::collect::{Capture, Checks, Collector, Host, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
@@ -141,6 +141,9 @@ pub async fn run(
     let mut collectors = Supervisor::new(bus_tx.clone());
     if Capture::wanted(&config) {
         collectors.add(Box::new(Capture::new(&config)));
+    }
+    if Host::wanted(&config) {
+        collectors.add(Box::new(Host::new(&config)));
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.
