@@ -180,6 +180,10 @@ fn metrics_agree_with_proc() {
         learning["ready_slots"]["cpu_percent"].as_u64().is_some(),
         "{health}"
     );
+    // And the one-line form carries it as perfdata.
+    let line = output(owlet().arg("health").arg("--socket").arg(&agent.socket));
+    let line = String::from_utf8_lossy(&line.stdout);
+    assert!(line.contains(" host_learning="), "{line}");
     agent.drain_and_stop(DEADLINE);
     // The learned state was saved at stop, for the next run.
     let saved: serde_json::Value =
