@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod facts;
 pub mod pipeline;
+pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod tasks;

@@ -62,6 +62,20 @@ pub enum Command {
         #[arg(long, default_value = "/run/owlet/owlet.sock")]
         socket: PathBuf,
     },
+    /// The operation test of an installation: configuration, certificates,
+    /// capture, watched paths, spool, the SOC (mTLS, clock, a test event and
+    /// a failure test it must acknowledge). One line per step, a fix for
+    /// each failure; exit 0 all passed, 1 warnings, 2 a failure.
+    Selftest {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest clock offset against the SOC that passes (e.g. "500ms").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        clock_tolerance: Duration,
+    },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
         /// Print the agent's answer as JSON (`reload`: applied / rejected,
@@ -85,6 +99,17 @@ pub fn main(cli: Cli) -> i32 {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
+        Command::Selftest {
+            config,
+            json,
+            clock_tolerance,
+        } => runtime_then(|| {
+            crate::selftest::main(crate::selftest::Options {
+                config,
+                json,
+                clock_tolerance,
+            })
+        }),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
     }
 }

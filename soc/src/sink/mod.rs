@@ -20,7 +20,7 @@ pub use sqlite::SqliteSink;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Batch, Hello};
+use owlet_proto::v1::{Batch, Event, Hello};
 use owlet_tls::Identity;
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,6 +61,11 @@ pub trait Sink: Send + 'static {
     /// (group commit: one fsync for all).
     fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError>;
 
+    /// Stores, durably, one self-test event of a connected agent as a
+    /// self-test record: outside its sequence (seq NULL), never touching its
+    /// high-water mark; notes when the agent last ran a self-test.
+    fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError>;
+
     /// Marks the agent disconnected (its last stream ended).
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError>;
 
@@ -95,6 +100,11 @@ enum Request {
         who: Identity,
         batch: Batch,
         reply: Reply<Stored>,
+    },
+    SelfTest {
+        who: Identity,
+        event: Box<Event>,
+        reply: Reply<()>,
     },
     Disconnected {
         who: Identity,
@@ -193,6 +203,9 @@ impl SinkHandle {
                         broken.remove(&who);
                         let _ = reply.send(sink.agent_connected(&who, &hello, clock_offset_ms, &peer));
                     }
+                    Request::SelfTest { who, event, reply } => {
+                        let _ = reply.send(sink.store_self_test(&who, &event));
+                    }
                     Request::Disconnected { who } => {
                         if let Err(e) = sink.agent_disconnected(&who) {
                             tracing::warn!(agent = %who, error = %e, "could not record disconnect");
@@ -247,6 +260,16 @@ impl SinkHandle {
             .await
             .map_err(|_| SinkError::Gone)?;
         Ok(rx)
+    }
+
+    /// Stores a self-test event; returns once it is durable.
+    pub async fn store_self_test(&self, who: Identity, event: Event) -> Result<(), SinkError> {
+        self.call(|reply| Request::SelfTest {
+            who,
+            event: Box::new(event),
+            reply,
+        })
+        .await
     }
 
     pub async fn agent_disconnected(&self, who: Identity) {
@@ -304,6 +327,9 @@ mod tests {
                     change: None,
                 })
                 .collect())
+        }
+        fn store_self_test(&mut self, _: &Identity, _: &Event) -> Result<(), SinkError> {
+            Ok(())
         }
         fn agent_disconnected(&mut self, _: &Identity) -> Result<(), SinkError> {
             Ok(())
