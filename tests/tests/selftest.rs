@@ -357,3 +357,22 @@ fn a_full_disk_fails_the_spool_step() {
         "free space on the file system",
     );
 }
+
+#[test]
+fn a_broken_config_fails_the_config_step_naming_file_line_and_key() {
+    let soc = Soc::init();
+    let mut agent = soc.issue("acme", "a");
+    agent.set("soc", "adress", "typo");
+    let (status, report) = selftest(&agent);
+    let file = agent.config_path.display().to_string();
+    assert_failed_at(status, &report, "config", &file, "owlet check-config");
+    let detail = step(&report, "config")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("soc.adress: unknown key `adress`; did you mean `address`?"),
+        "{detail}"
+    );
+    assert_eq!(report["steps"].as_array().unwrap().len(), 2, "{report:#}");
+}

@@ -221,9 +221,7 @@ fn expiry(cert: &Path, validity: Option<(i64, i64)>) -> Step {
     let until = humantime::format_rfc3339_seconds(
         UNIX_EPOCH + Duration::from_secs(u64::try_from(to).unwrap_or(0)),
     );
-    let renew = format!(
-        "issue a new certificate (`owlet-soc ca issue` on the SOC), replace soc.cert / soc.key and restart owlet; check this sensor's clock (`timedatectl`)"
-    );
+    let renew = "issue a new certificate (`owlet-soc ca issue` on the SOC), replace soc.cert / soc.key and restart owlet; check this sensor's clock (`timedatectl`)".to_string();
     if now < from {
         let since = humantime::format_rfc3339_seconds(
             UNIX_EPOCH + Duration::from_secs(u64::try_from(from).unwrap_or(0)),
@@ -433,7 +431,7 @@ pub fn spool(config: &Config) -> Step {
             );
         }
     };
-    let free = u64::from(stat.blocks_available()).saturating_mul(stat.fragment_size());
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     let used = dir_bytes(&dir);
     let max = config.spool.max_bytes.as_u64();
     let segment = config.spool.segment_bytes.as_u64();

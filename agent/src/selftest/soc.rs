@@ -166,7 +166,7 @@ impl Link {
             }),
         };
         let started = Instant::now();
-        send(&self.session.outbound, Outbound::SelfTest(test)).await?;
+        send(&self.session.outbound, Outbound::SelfTest(Box::new(test))).await?;
         let answer = tokio::time::timeout(self.timeout, self.session.inbound.message()).await;
         let rtt = started.elapsed();
         match answer {

@@ -27,7 +27,7 @@ pub enum Outbound {
     Hello(Hello),
     Batch(EncodedBatch),
     /// A test event of `owlet selftest` (outside the agent's sequence).
-    SelfTest(SelfTest),
+    SelfTest(Box<SelfTest>),
 }
 
 struct OutboundEncoder;
@@ -44,7 +44,7 @@ impl Encoder for OutboundEncoder {
             .encode(dst)
             .map_err(|e| Status::internal(format!("encoding the hello: {e}"))),
             Outbound::SelfTest(test) => AgentMessage {
-                body: Some(agent_message::Body::SelfTest(test)),
+                body: Some(agent_message::Body::SelfTest(*test)),
             }
             .encode(dst)
             .map_err(|e| Status::internal(format!("encoding the self-test: {e}"))),
