@@ -329,3 +329,45 @@ fn closed_loopback_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selftest::Status;
+
+    #[test]
+    fn the_clock_passes_within_the_tolerance_and_fails_beyond_it() {
+        let sent = SystemTime::now();
+        let received = sent + Duration::from_millis(20);
+        let at = |offset_ms: i64| {
+            let middle = sent + Duration::from_millis(10);
+            let t = if offset_ms >= 0 {
+                middle + Duration::from_millis(offset_ms as u64)
+            } else {
+                middle - Duration::from_millis(offset_ms.unsigned_abs())
+            };
+            owlet_proto::timestamp(t)
+        };
+        let tolerance = Duration::from_secs(2);
+        for (offset_ms, status) in [
+            (0, Status::Pass),
+            (1_500, Status::Pass),
+            (-1_500, Status::Pass),
+            (2_500, Status::Fail),
+            (-2_500, Status::Fail),
+        ] {
+            let step = clock(Some(&at(offset_ms)), sent, received, tolerance);
+            assert_eq!(step.status, status, "{offset_ms} ms: {step:?}");
+            if status == Status::Fail {
+                assert!(step.fix.contains("NTP"), "{step:?}");
+                assert!(
+                    step.detail.contains(&format!("{offset_ms:+}.0 ms")),
+                    "{step:?}"
+                );
+            }
+        }
+        let tight = clock(Some(&at(600)), sent, received, Duration::from_millis(500));
+        assert_eq!(tight.status, Status::Fail, "{tight:?}");
+        assert_eq!(clock(None, sent, received, tolerance).status, Status::Fail);
+    }
+}
