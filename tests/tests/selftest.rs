@@ -4,7 +4,6 @@
 //! a fix: wrong CA, expired certificate, SOC down, unreadable watched path,
 //! missing capability, full disk. Needs root (setpriv, a tmpfs mount).
 
-use std::path::Path;
 use std::process::Command;
 
 use owlet_proto::v1::event::Kind;
@@ -307,34 +306,6 @@ fn a_missing_capability_fails_the_capture_step() {
         "AmbientCapabilities=CAP_NET_RAW",
     );
     assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
-}
-
-/// A tmpfs mounted for the test's lifetime.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "owlet-test",
-            ])
-            .arg(dir)
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs at {dir:?} (needs root)");
-        Tmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]
