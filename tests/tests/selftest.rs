@@ -347,3 +347,21 @@ fn a_broken_config_fails_the_config_step_naming_file_line_and_key() {
     );
     assert_eq!(report["steps"].as_array().unwrap().len(), 2, "{report:#}");
 }
+
+#[test]
+fn a_key_owned_by_another_user_fails_the_key_step() {
+    let soc = Soc::init();
+    let agent = soc.issue("acme", "a");
+    let key = agent.dir.join("agent.key");
+    assert!(key.is_file(), "ca issue wrote no {}", key.display());
+    // nobody: neither root nor the service user.
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+    let (status, report) = selftest(&agent);
+    assert_failed_at(
+        status,
+        &report,
+        "key",
+        "owned by neither root nor the service user",
+        "chown root:owlet",
+    );
+}
