@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod facts;
 pub mod notify;
 pub mod pipeline;
+pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod tasks;

@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
-use crate::collect::{Capture, Checks, Collector, Host, Supervisor};
+use crate::collect::{Capture, Checks, Collector, Fim, Host, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
@@ -178,6 +178,9 @@ pub async fn run_on(
     }
     if Host::wanted(&config) {
         collectors.add(Box::new(Host::new(&config)));
+    }
+    if Fim::wanted(&config) {
+        collectors.add(Box::new(Fim::new(&config)));
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.

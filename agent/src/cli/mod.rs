@@ -51,6 +51,9 @@ pub enum Command {
     /// Read a capture file (pcap or pcapng) through the flow pipeline and
     /// print flow records, interval summaries and alerts.
     Capture(Box<owlet_capture::cli::CaptureArgs>),
+    /// File integrity: build the baseline of the watched files, or compare
+    /// them with it (like `aide --init` / `aide --check`).
+    Fim(Box<owlet_fim::cli::FimArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -58,6 +61,20 @@ pub enum Command {
         /// Control socket of the agent.
         #[arg(long, default_value = "/run/owlet/owlet.sock")]
         socket: PathBuf,
+    },
+    /// The operation test of an installation: configuration, certificates,
+    /// capture, watched paths, spool, the SOC (mTLS, clock, a test event and
+    /// a failure test it must acknowledge). One line per step, a fix for
+    /// each failure; exit 0 all passed, 1 warnings, 2 a failure.
+    Selftest {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest clock offset against the SOC that passes (e.g. "500ms").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        clock_tolerance: Duration,
     },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
@@ -77,10 +94,22 @@ pub fn main(cli: Cli) -> i32 {
         Command::Run { config } => run_with(config, Vec::new()),
         Command::Demo { duration, dir } => demo(duration, dir),
         Command::Capture(args) => owlet_capture::cli::run(*args),
+        Command::Fim(args) => owlet_fim::cli::run(*args),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
+        Command::Selftest {
+            config,
+            json,
+            clock_tolerance,
+        } => runtime_then(|| {
+            crate::selftest::main(crate::selftest::Options {
+                config,
+                json,
+                clock_tolerance,
+            })
+        }),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
     }
 }

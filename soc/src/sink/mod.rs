@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Batch, Hello};
+use owlet_proto::v1::{Batch, Event, Hello};
 use owlet_tls::Identity;
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,6 +63,11 @@ pub trait Sink: Send + 'static {
     /// (group commit: one fsync for all).
     fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError>;
 
+    /// Stores, durably, one self-test event of a connected agent as a
+    /// self-test record: outside its sequence (seq NULL), never touching its
+    /// high-water mark; notes when the agent last ran a self-test.
+    fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError>;
+
     /// Marks the agent disconnected (its last stream ended).
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError>;
 
@@ -97,6 +102,11 @@ enum Request {
         who: Identity,
         batch: Batch,
         reply: Reply<Stored>,
+    },
+    SelfTest {
+        who: Identity,
+        event: Box<Event>,
+        reply: Reply<()>,
     },
     Disconnected {
         who: Identity,
@@ -223,6 +233,9 @@ impl SinkHandle {
                         }
                         let _ = reply.send(connected);
                     }
+                    Request::SelfTest { who, event, reply } => {
+                        let _ = reply.send(sink.store_self_test(&who, &event));
+                    }
                     Request::Disconnected { who } => {
                         let _ = count.agents_connected.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
                         if let Err(e) = sink.agent_disconnected(&who) {
@@ -290,6 +303,16 @@ impl SinkHandle {
         Ok(rx)
     }
 
+    /// Stores a self-test event; returns once it is durable.
+    pub async fn store_self_test(&self, who: Identity, event: Event) -> Result<(), SinkError> {
+        self.call(|reply| Request::SelfTest {
+            who,
+            event: Box::new(event),
+            reply,
+        })
+        .await
+    }
+
     pub async fn agent_disconnected(&self, who: Identity) {
         let _ = self.tx.send(Request::Disconnected { who }).await;
     }
@@ -345,6 +368,9 @@ mod tests {
                     change: None,
                 })
                 .collect())
+        }
+        fn store_self_test(&mut self, _: &Identity, _: &Event) -> Result<(), SinkError> {
+            Ok(())
         }
         fn agent_disconnected(&mut self, _: &Identity) -> Result<(), SinkError> {
             Ok(())

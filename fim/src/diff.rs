@@ -1,0 +1,339 @@
+//! Unified diffs of changed text files, bounded and redacted.
+//!
+//! The diff is computed on the raw texts with `similar` (Myers, with a
+//! deadline so a pathological pair of files cannot hold a thread for long),
+//! in unified format with 3 lines of context. Then every output line is
+//! passed through the [`Redactor`]; lines inside a PEM private-key block of
+//! the old or new text (known from the whole text, not from the hunk, so a
+//! hunk that shows only the middle of a key is still covered) are replaced
+//! whole.
+//!
+//! Guarantees: `text` is at most `max_bytes` long and ends at a line
+//! boundary (`truncated` says when lines were left out); no line of the
+//! output holds a value the redactor matched; binary inputs (see
+//! [`is_text`]) give `None`, never a diff.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::redact::{REDACTED, Redactor, pem_private_key_lines};
+
+/// Lines of context around each change.
+pub const CONTEXT: usize = 3;
+/// Bytes looked at for a NUL (git's rule of thumb for "binary").
+pub const TEXT_SAMPLE: usize = 8000;
+/// Longest time spent finding a minimal diff; past it `similar` falls back
+/// to a coarser (still correct) diff.
+const DIFF_DEADLINE: Duration = Duration::from_millis(500);
+
+/// A unified diff ready to send.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diff {
+    pub text: String,
+    /// Lines were left out to stay within `max_bytes`.
+    pub truncated: bool,
+    /// Output lines whose content was (partly) replaced by `[redacted]`.
+    pub redacted_lines: u32,
+}
+
+/// Text = valid UTF-8 as a whole and no NUL byte in the first
+/// [`TEXT_SAMPLE`] bytes. (Latin-1 files count as binary: no diff for them.)
+pub fn is_text(bytes: &[u8]) -> bool {
+    !bytes[..bytes.len().min(TEXT_SAMPLE)].contains(&0) && std::str::from_utf8(bytes).is_ok()
+}
+
+/// None when either side is not text. The diff is computed on the raw
+/// texts, then its lines are redacted. Identical texts give an empty diff.
+pub fn unified(
+    old: &[u8],
+    new: &[u8],
+    old_label: &str,
+    new_label: &str,
+    max_bytes: usize,
+    redactor: &Redactor,
+) -> Option<Diff> {
+    if !is_text(old) || !is_text(new) {
+        return None;
+    }
+    let old = std::str::from_utf8(old).ok()?;
+    let new = std::str::from_utf8(new).ok()?;
+    let diff = TextDiff::configure()
+        .timeout(DIFF_DEADLINE)
+        .diff_lines(old, new);
+    let old_pem = pem_private_key_lines(
+        diff.iter_old_slices()
+            .map(|l| l.trim_end_matches(['\n', '\r'])),
+    );
+    let new_pem = pem_private_key_lines(
+        diff.iter_new_slices()
+            .map(|l| l.trim_end_matches(['\n', '\r'])),
+    );
+
+    let mut out = Bounded::new(max_bytes);
+    let mut redacted_lines = 0u32;
+    let mut first = true;
+    for hunk in diff.unified_diff().context_radius(CONTEXT).iter_hunks() {
+        if first {
+            first = false;
+            if !out.push(&format!("--- {old_label}\n+++ {new_label}\n")) {
+                break;
+            }
+        }
+        if !out.push(&format!("{}\n", hunk.header())) {
+            break;
+        }
+        for change in hunk.iter_changes() {
+            let raw = change.value();
+            let content = raw.trim_end_matches(['\n', '\r']);
+            let in_pem = match change.tag() {
+                ChangeTag::Delete => change
+                    .old_index()
+                    .is_some_and(|i| old_pem.get(i) == Some(&true)),
+                ChangeTag::Insert => change
+                    .new_index()
+                    .is_some_and(|i| new_pem.get(i) == Some(&true)),
+                ChangeTag::Equal => {
+                    change
+                        .old_index()
+                        .is_some_and(|i| old_pem.get(i) == Some(&true))
+                        || change
+                            .new_index()
+                            .is_some_and(|i| new_pem.get(i) == Some(&true))
+                }
+            };
+            let shown = if in_pem {
+                std::borrow::Cow::Borrowed(REDACTED)
+            } else {
+                redactor.redact_line(content)
+            };
+            if shown != content {
+                redacted_lines = redacted_lines.saturating_add(1);
+            }
+            let mut line = String::with_capacity(shown.len() + 2);
+            let _ = writeln!(line, "{}{}", change.tag(), shown);
+            if change.missing_newline() {
+                line.push_str("\\ No newline at end of file\n");
+            }
+            if !out.push(&line) {
+                // The line counted as redacted was not emitted.
+                if shown != content {
+                    redacted_lines -= 1;
+                }
+                break;
+            }
+        }
+        if out.truncated {
+            break;
+        }
+    }
+    Some(Diff {
+        text: out.text,
+        truncated: out.truncated,
+        redacted_lines,
+    })
+}
+
+/// Output that takes whole lines while they fit.
+struct Bounded {
+    text: String,
+    max: usize,
+    truncated: bool,
+}
+
+impl Bounded {
+    fn new(max: usize) -> Bounded {
+        Bounded {
+            text: String::new(),
+            max,
+            truncated: false,
+        }
+    }
+
+    /// Appends `s` (whole lines) when it fits; false (and truncated) when not.
+    fn push(&mut self, s: &str) -> bool {
+        if self.truncated || self.text.len() + s.len() > self.max {
+            self.truncated = true;
+            return false;
+        }
+        self.text.push_str(s);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn red() -> Redactor {
+        Redactor::new(&[]).unwrap()
+    }
+
+    #[test]
+    fn text_detection() {
+        assert!(is_text(b"a = 1\n"));
+        assert!(is_text("grüße\n".as_bytes()));
+        assert!(is_text(b""));
+        assert!(!is_text(b"a\0b"));
+        assert!(!is_text(b"\xff\xfe"));
+        let mut late_nul = vec![b'a'; TEXT_SAMPLE];
+        late_nul.push(0);
+        assert!(
+            is_text(&late_nul),
+            "NUL past the sample is text (only the sample is checked)"
+        );
+    }
+
+    #[test]
+    fn binary_side_gives_none() {
+        assert!(unified(b"a\n", b"\0", "a", "b", 1000, &red()).is_none());
+        assert!(unified(b"\xff", b"a\n", "a", "b", 1000, &red()).is_none());
+    }
+
+    #[test]
+    fn unified_format_with_context_three() {
+        let old = "1\n2\n3\n4\n5\n6\n7\n8\n9\n";
+        let new = "1\n2\n3\n4\nFIVE\n6\n7\n8\n9\n";
+        let d = unified(old.as_bytes(), new.as_bytes(), "a/f", "b/f", 10_000, &red()).unwrap();
+        assert_eq!(
+            d.text,
+            "--- a/f\n+++ b/f\n@@ -2,7 +2,7 @@\n 2\n 3\n 4\n-5\n+FIVE\n 6\n 7\n 8\n"
+        );
+        assert!(!d.truncated);
+        assert_eq!(d.redacted_lines, 0);
+    }
+
+    #[test]
+    fn identical_is_empty() {
+        let d = unified(b"x\n", b"x\n", "a", "b", 100, &red()).unwrap();
+        assert_eq!(d, Diff::default());
+    }
+
+    #[test]
+    fn missing_newline_marked() {
+        let d = unified(b"a\n", b"a\nb", "a", "b", 1000, &red()).unwrap();
+        assert!(
+            d.text.ends_with("+b\n\\ No newline at end of file\n"),
+            "{}",
+            d.text
+        );
+    }
+
+    #[test]
+    fn changed_password_shows_without_value() {
+        let d = unified(
+            b"user = bob\npassword = old-S3cret\n",
+            b"user = bob\npassword = new-S3cret\n",
+            "a",
+            "b",
+            10_000,
+            &red(),
+        )
+        .unwrap();
+        assert!(d.text.contains("-password = [redacted]\n"), "{}", d.text);
+        assert!(d.text.contains("+password = [redacted]\n"), "{}", d.text);
+        assert!(!d.text.contains("S3cret"));
+        assert_eq!(d.redacted_lines, 2);
+    }
+
+    #[test]
+    fn truncates_at_line_boundary() {
+        let old: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let new: String = (0..100).map(|i| format!("LINE {i}\n")).collect();
+        let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 300, &red()).unwrap();
+        assert!(d.truncated);
+        assert!(d.text.len() <= 300);
+        assert!(d.text.ends_with('\n'));
+        assert!(d.text.starts_with("--- a\n+++ b\n@@"));
+        let tiny = unified(old.as_bytes(), new.as_bytes(), "a", "b", 3, &red()).unwrap();
+        assert!(tiny.truncated);
+        assert_eq!(tiny.text, "");
+    }
+
+    #[test]
+    fn pem_middle_of_block_is_redacted() {
+        let body = |tag: &str| -> String {
+            (0..20)
+                .map(|i| format!("{tag}{i:02}{}\n", "Q".repeat(60)))
+                .collect()
+        };
+        let wrap = |b: String| {
+            format!(
+                "x\n-----BEGIN OPENSSH PRIVATE KEY-----\n{b}-----END OPENSSH PRIVATE KEY-----\ny\n"
+            )
+        };
+        let old = wrap(body("Aa"));
+        let mut nb = body("Aa");
+        nb = nb.replace("Aa10", "Bb10");
+        let new = wrap(nb);
+        let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 100_000, &red()).unwrap();
+        // The hunk shows lines 8..14 of the body only, no BEGIN / END.
+        assert!(!d.text.contains("BEGIN"), "{}", d.text);
+        assert!(!d.text.contains("QQQQ"), "{}", d.text);
+        assert!(d.text.contains("-[redacted]\n+[redacted]\n"), "{}", d.text);
+        assert_eq!(d.redacted_lines, 8);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// A secret assigned to a secret-looking key never shows in a diff,
+        /// whatever surrounds it and whatever changed.
+        #[test]
+        fn secret_values_never_leak(
+            filler in proptest::collection::vec("[a-z =#:]{0,30}", 0..12),
+            key in prop::sample::select(vec![
+                "password", "DB_PASSWORD", "passwd", "client_secret", "api_key", "apikey",
+                "auth_token", "key", "wpa_psk", "rocommunity", "snmp-server community",
+                "pre-shared-key", "\"password\"",
+            ]),
+            sep in prop::sample::select(vec![" = ", "=", ": ", " ", " => "]),
+            old_secret in "[A-Z0-9][A-Z0-9!$%^&*()+/]{7,23}",
+            new_secret in "[A-Z0-9][A-Z0-9!$%^&*()+/]{7,23}",
+            at in 0usize..12,
+            edit_filler in any::<bool>(),
+        ) {
+            // "key" only counts with an assignment, as documented.
+            prop_assume!(key != "key" || sep.contains(['=', ':']));
+            let mut old_lines = filler.clone();
+            let at = at.min(old_lines.len());
+            old_lines.insert(at, format!("{key}{sep}{old_secret}"));
+            let mut new_lines = filler;
+            if edit_filler && !new_lines.is_empty() {
+                new_lines[0].push_str(" changed");
+            }
+            new_lines.insert(at, format!("{key}{sep}{new_secret}"));
+            let old = old_lines.join("\n") + "\n";
+            let new = new_lines.join("\n") + "\n";
+            let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 1 << 20, &red()).unwrap();
+            prop_assert!(!d.text.contains(&old_secret), "{}", d.text);
+            prop_assert!(!d.text.contains(&new_secret), "{}", d.text);
+            if old_secret != new_secret {
+                prop_assert!(d.redacted_lines >= 2, "{}", d.text);
+            }
+        }
+
+        /// No line of a PEM private key body shows in a diff, whichever part
+        /// of the key changed and however small the hunk.
+        #[test]
+        fn pem_body_never_leaks(
+            body in proptest::collection::vec("[A-Za-z0-9+/]{64}", 3..40),
+            changed in 0usize..40,
+            replacement in "[A-Za-z0-9+/]{64}",
+            before in "[a-z ]{0,20}",
+        ) {
+            let changed = changed % body.len();
+            let wrap = |b: &[String]| {
+                format!("{before}\n-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n", b.join("\n"))
+            };
+            let mut nb = body.clone();
+            nb[changed] = replacement.clone();
+            let d = unified(wrap(&body).as_bytes(), wrap(&nb).as_bytes(), "a", "b", 1 << 20, &red()).unwrap();
+            for l in body.iter().chain([&replacement]) {
+                prop_assert!(!d.text.contains(l.as_str()), "{}", d.text);
+            }
+        }
+    }
+}
