@@ -504,3 +504,54 @@ fn a_start_interrupted_by_stop_does_not_make_unscanned_files_new() {
     assert!(h.changes().is_empty(), "{:#?}", h.changes());
     h.stop();
 }
+
+#[test]
+fn special_files_are_skipped_and_said_once() {
+    let mut h = Harness::new();
+    h.start();
+    sh("mkfifo pipe", &h.tree);
+    h.wait_changes(0);
+    let alerts = h.alerts("fim_special_file");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].message.contains("fifo"), "{alerts:?}");
+    // A fifo's open would block: the monitor is still alive and working.
+    sh("echo 'port = 7' > a.conf", &h.tree);
+    h.wait_changes(1);
+    assert_eq!(h.alerts("fim_special_file").len(), 1);
+    h.stop();
+}
+
+#[test]
+fn a_queue_overflow_is_said_and_the_rescan_finds_what_was_missed() {
+    let h = Harness::new();
+    let out = h.out.clone();
+    let mut e = Engine::new(
+        h.config(),
+        h.state.clone(),
+        Box::new(move |o| out.lock().unwrap().push(o)),
+        None,
+    )
+    .unwrap();
+    e.full_scan(ScanKind::Start, true);
+    // Changed without a notification reaching the monitor...
+    fs::write(h.tree.join("a.conf"), "port = 5\n").unwrap();
+    fs::remove_file(h.tree.join("sub/b.conf")).unwrap();
+    // ... and the kernel said it dropped some.
+    e.on_event(notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan));
+    assert!(e.overflow.swap(false, Ordering::Relaxed));
+    e.after_overflow(1);
+    assert_eq!(h.alerts("fim_queue_overflow").len(), 1);
+    let kinds: Vec<(PathBuf, Action)> = h
+        .changes()
+        .into_iter()
+        .map(|c| (c.path, c.action))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (h.tree.join("a.conf"), Action::Modified),
+            (h.tree.join("sub/b.conf"), Action::Deleted)
+        ]
+    );
+    assert_eq!(e.stats.lock().unwrap().overflows, 1);
+}
