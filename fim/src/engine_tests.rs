@@ -559,3 +559,48 @@ fn a_queue_overflow_is_said_and_the_rescan_finds_what_was_missed() {
     );
     assert_eq!(e.stats.lock().unwrap().overflows, 1);
 }
+
+#[test]
+#[ignore = "measurement, not a test: cargo test -p owlet-fim latency -- --ignored --nocapture"]
+fn latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let times: Arc<Mutex<Vec<(PathBuf, Instant)>>> = Arc::default();
+    let t2 = times.clone();
+    let config: FimConfig = toml::from_str(&format!(
+        "attribution = false\n[[watch]]\npath = \"{}\"\n",
+        tree.display()
+    ))
+    .unwrap();
+    let m = Monitor::start(
+        config,
+        dir.path().join("state"),
+        Box::new(move |o| {
+            if let Output::Change(c) = o {
+                t2.lock().unwrap().push((c.path.clone(), Instant::now()));
+            }
+        }),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut lat = Vec::new();
+    for i in 0..60 {
+        let p = tree.join(format!("f{}", i % 7));
+        let t = Instant::now();
+        fs::write(&p, format!("v{i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        if let Some((_, at)) = times.lock().unwrap().iter().rev().find(|(q, _)| *q == p) {
+            lat.push(at.duration_since(t).as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat[lat.len() - 1]
+    );
+    m.stop();
+}
