@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
-use crate::collect::{Capture, Checks, Collector, Supervisor};
+use crate::collect::{Capture, Checks, Collector, Fim, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
@@ -123,6 +123,9 @@ pub async fn run(
     let mut collectors = Supervisor::new(bus_tx.clone());
     if Capture::wanted(&config) {
         collectors.add(Box::new(Capture::new(&config)));
+    }
+    if Fim::wanted(&config) {
+        collectors.add(Box::new(Fim::new(&config)));
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.

@@ -1,10 +1,26 @@
-//! owlet-fim: file integrity monitoring of configuration files (skeleton;
-//! issue 9 fills it in).
+//! owlet-fim: file integrity monitoring of configuration files.
+//!
+//! Config in ([`FimConfig`]), outputs out ([`Output`]: file changes and
+//! operational alerts, with their wire forms). [`Monitor`] watches with
+//! inotify (through notify) on its own thread; [`cli`] is `owlet fim
+//! baseline | scan`. No dependency on the agent.
 #![forbid(unsafe_code)]
 
+pub mod baseline;
+pub mod change;
+pub mod cli;
 pub mod config;
 pub mod diff;
+mod engine;
 pub mod redact;
+pub mod rules;
+pub mod state;
+pub mod stats;
+pub mod store;
+pub mod walk;
 pub mod who;
 
+pub use change::{Action, Change, FimAlert, Output};
 pub use config::FimConfig;
+pub use engine::{Monitor, RATE_BURST, Sink};
+pub use stats::Stats;

@@ -51,6 +51,9 @@ pub enum Command {
     /// Read a capture file (pcap or pcapng) through the flow pipeline and
     /// print flow records, interval summaries and alerts.
     Capture(Box<owlet_capture::cli::CaptureArgs>),
+    /// File integrity: build the baseline of the watched files, or compare
+    /// them with it (like `aide --init` / `aide --check`).
+    Fim(Box<owlet_fim::cli::FimArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -77,6 +80,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Run { config } => run_with(config, Vec::new()),
         Command::Demo { duration, dir } => demo(duration, dir),
         Command::Capture(args) => owlet_capture::cli::run(*args),
+        Command::Fim(args) => owlet_fim::cli::run(*args),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
