@@ -120,7 +120,7 @@ def soc_events(soc_bin, soc_toml):
         except json.JSONDecodeError:
             continue
         ev = row.get("event") or {}
-        fc = ev.get("fileChange")
+        fc = ev.get("file_change", ev.get("fileChange"))
         if fc is None:
             continue
         out.append((parse_time(ev["time"]), parse_time(row["received"]), fc, line))
@@ -199,9 +199,9 @@ def detect(d, soc_bin, soc_toml):
     for k, (name, paths, t0, t1) in enumerate(ops):
         end = ops[k + 1][2] if k + 1 < len(ops) else float("inf")
         mine = [e for e in events if t0 <= e[0] < end and
-                ({e[2].get("path"), e[2].get("oldPath")} & paths)]
+                ({e[2].get("path"), e[2].get("old_path", e[2].get("oldPath"))} & paths)]
         theirs = [e for e in iw_events if t0 <= e[0] < end and e[1] in paths]
-        s = per.setdefault(name, {"owlet": 0, "inotifywait": 0, "aide": 0, "n": 0, "owlet_events": 0})
+        s = per.setdefault(name, {"owlet": 0, "inotifywait": 0, "aide": 0, "n": 0, "owlet_events": 0, "named": 0})
         s["n"] += 1
         if mine:
             s["owlet"] += 1
@@ -213,8 +213,13 @@ def detect(d, soc_bin, soc_toml):
             extra_owlet += len(mine) - 1
             if name in content_ops and any(e[2].get("diff") for e in mine):
                 with_diff += 1
-            if any(e[2].get("changedBy", "unknown") != "unknown" for e in mine):
+            if any(e[2].get("changed_by", e[2].get("changedBy", "unknown")) != "unknown" for e in mine):
                 with_who += 1
+                s["named"] += 1
+        else:
+            near = [(round((e[0] - t1) / 1e6, 1), e[2].get("path"), e[2].get("change")) for e in events
+                    if t0 - 1e9 <= e[0] < end + 1e9]
+            print(f"    owlet missed {name} {sorted(paths)} (events within 1 s: {near})", file=sys.stderr)
         if theirs:
             s["inotifywait"] += 1
             detected["inotifywait"] += 1
@@ -227,14 +232,15 @@ def detect(d, soc_bin, soc_toml):
 
     n = len(ops)
     print(f"(a) detection: {len(names)} kinds of change x {ROUNDS} rounds = {n} changes, {GAP * 1000:.0f} ms apart")
-    print(f"    {'change':24} {'owlet':>7} {'inotifywait':>12} {'aide':>6}   owlet events")
+    print(f"    {'change':24} {'owlet':>7} {'inotifywait':>12} {'aide':>6}   owlet events, writer named")
     for name in names:
         s = per[name]
-        print(f"    {name:24} {s['owlet']:>3}/{s['n']:<3} {s['inotifywait']:>8}/{s['n']:<3} {s['aide']:>2}/{s['n']:<3}   {s['owlet_events']}")
+        print(f"    {name:24} {s['owlet']:>3}/{s['n']:<3} {s['inotifywait']:>8}/{s['n']:<3} {s['aide']:>2}/{s['n']:<3}   {s['owlet_events']:>6} {s['named']:>6}")
     print(f"    {'detected':24} {detected['owlet']:>3}/{n:<3} {detected['inotifywait']:>8}/{n:<3} {detected['aide']:>2}/{n:<3}")
     print(f"    latency write -> event, ms   owlet p50 {pct(owlet_lat, 50):.1f} p99 {pct(owlet_lat, 99):.1f}"
           f" | inotifywait p50 {pct(iw_lat, 50):.1f} p99 {pct(iw_lat, 99):.1f}"
-          f" | owlet/inotifywait p50 {pct(owlet_lat, 50) / max(pct(iw_lat, 50), 0.001):.1f}x")
+          f" | owlet - inotifywait p50 {pct(owlet_lat, 50) - pct(iw_lat, 50):.1f}")
+    print("    (owlet reports a path once it has been quiet for fim.coalesce = 40 ms, then hashes and diffs it)")
     print(f"    owlet write -> stored at the SOC, ms: p50 {pct(owlet_stored, 50):.1f} p99 {pct(owlet_stored, 99):.1f}")
     content_n = sum(per[x]["n"] for x in content_ops if x in per)
     print(f"    owlet: {extra_owlet} events beyond one per change; diffs on {with_diff}/{content_n} content changes;"

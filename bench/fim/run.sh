@@ -62,10 +62,10 @@ if [[ $SKIP != *a* ]]; then
   python3 "$PY" prepare "$OUT/detect"
   agent_config "$TREE"
   rm -rf "$OUT/soc/soc.db"*
-  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>>"$OUT/soc.log" &
+  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
   SOC=$!
   sleep 0.5
-  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
   AGENT=$!
   python3 "$PY" detect "$OUT/detect" "$BIN/owlet-soc" "$OUT/soc/soc.toml" || {
     echo "--- agent log"; tail -20 "$OUT/agent.log"; echo "--- soc log"; tail -20 "$OUT/soc.log"; exit 1; }
@@ -101,13 +101,13 @@ fi
 if [[ $SKIP != *c* ]]; then
   TREE=$OUT/big/tree
   rm -rf "$OUT/soc/soc.db"*
-  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>>"$OUT/soc.log" &
+  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
   SOC=$!
   sleep 0.5
   # Without [fim]: the same agent, idle.
   { cat "$OUT/agent/base.toml"; printf '\n[log]\nlevel = "warn"\n'; } > "$OUT/agent/owlet.toml"
   rm -rf "$OUT/agent/state"
-  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
   A0=$!
   NOFIM=$(python3 "$PY" settle $A0)
   kill $A0; wait $A0 2>/dev/null || true
@@ -115,11 +115,11 @@ if [[ $SKIP != *c* ]]; then
   # start compares with it (the steady state of a restarted agent).
   agent_config "$TREE"
   rm -rf "$OUT/agent/state"
-  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
   A1=$!
   FIRST=$(python3 "$PY" settle $A1)
   kill $A1; wait $A1 2>/dev/null || true
-  $BIN/owlet run --config "$OUT/agent/owlet.toml" 2>>"$OUT/agent.log" &
+  $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
   A2=$!
   SECOND=$(python3 "$PY" settle $A2)
   kill $A2; wait $A2 2>/dev/null || true

@@ -144,13 +144,31 @@ impl Attribution {
 
     /// Who last wrote the file with this (device, inode), e.g.
     /// "uid=0(root) pid=42 comm=vim", if seen recently.
+    ///
+    /// Inode numbers are reused: this may name the writer of an earlier,
+    /// deleted file that had the same number. Prefer [`Attribution::who_at`].
     pub fn who(&self, dev: u64, inode: u64) -> Option<String> {
         self.shared
             .recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(dev, inode)
-            .map(str::to_string)
+            .map(|w| w.text.clone())
+    }
+
+    /// Who wrote the file with this (device, inode) whose change time is
+    /// now (`ctime`, `ctime_nsec`, as `stat` gives them): None when the last
+    /// write seen happened before that change time — the file was changed
+    /// since without a write (chmod, chown, rename), or the inode number now
+    /// belongs to another file.
+    pub fn who_at(&self, dev: u64, inode: u64, ctime: i64, ctime_nsec: i64) -> Option<String> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dev, inode)
+            .filter(|w| w.ctime >= (ctime, ctime_nsec))
+            .map(|w| w.text.clone())
     }
 
     /// What is marked, e.g. "filesystem of /etc".
@@ -190,6 +208,7 @@ fn existing_ancestor(path: &Path) -> Option<(PathBuf, u64)> {
 fn read_loop(fan: &Fanotify, shared: &Shared) {
     let own_pid = i32::try_from(std::process::id()).unwrap_or(-1);
     let mut users = Users::load();
+    let mut writers = Writers::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
         match poll(
@@ -214,12 +233,18 @@ fn read_loop(fan: &Fanotify, shared: &Shared) {
         for event in events {
             // `event` owns its fd; it is closed when `event` drops, on every
             // path through this body.
-            handle(&event, own_pid, shared, &mut users);
+            handle(&event, own_pid, shared, &mut users, &mut writers);
         }
     }
 }
 
-fn handle(event: &FanotifyEvent, own_pid: i32, shared: &Shared, users: &mut Users) {
+fn handle(
+    event: &FanotifyEvent,
+    own_pid: i32,
+    shared: &Shared,
+    users: &mut Users,
+    cache: &mut Writers,
+) {
     if !event.check_version() {
         return;
     }
@@ -239,12 +264,44 @@ fn handle(event: &FanotifyEvent, own_pid: i32, shared: &Shared, users: &mut User
     if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
         return;
     }
-    let writer = describe(pid, users);
+    let writer = Writer {
+        text: cache.describe(pid, users),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    };
     shared
         .recent
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(st.st_dev, st.st_ino, writer);
+}
+
+/// Descriptions of writers by pid, reused for [`WRITER_TTL`] so a process
+/// writing in a loop costs one /proc read per TTL, not one per write.
+#[derive(Default)]
+struct Writers {
+    by_pid: HashMap<i32, (String, Instant)>,
+}
+
+/// How long a writer's description is reused (short: a process may exec
+/// another program under the same pid).
+const WRITER_TTL: Duration = Duration::from_millis(100);
+/// Most writers cached at once (the cache is cleared when full).
+const MAX_WRITERS: usize = 1024;
+
+impl Writers {
+    fn describe(&mut self, pid: i32, users: &mut Users) -> String {
+        if let Some((s, at)) = self.by_pid.get(&pid)
+            && at.elapsed() < WRITER_TTL
+        {
+            return s.clone();
+        }
+        let s = describe(pid, users);
+        if self.by_pid.len() >= MAX_WRITERS {
+            self.by_pid.clear();
+        }
+        self.by_pid.insert(pid, (s.clone(), Instant::now()));
+        s
+    }
 }
 
 /// "uid=0(root) pid=42 comm=vim" (plus " auid=1000(alice)" when the login
@@ -331,27 +388,36 @@ impl Users {
     }
 }
 
+/// One remembered writer.
+struct Writer {
+    /// "uid=0(root) pid=42 comm=vim".
+    text: String,
+    /// The file's change time just after the write (fstat of the event's
+    /// fd): a later change time means a later change this writer did not
+    /// make (or another file on a reused inode number).
+    ctime: (i64, i64),
+}
+
 /// Two generations of writers: inserts go to `current`; when it is full it
 /// becomes `previous` (the old `previous` is dropped). Lookups see both.
 #[derive(Default)]
 struct Recent {
-    current: HashMap<(u64, u64), String>,
-    previous: HashMap<(u64, u64), String>,
+    current: HashMap<(u64, u64), Writer>,
+    previous: HashMap<(u64, u64), Writer>,
 }
 
 impl Recent {
-    fn insert(&mut self, dev: u64, inode: u64, writer: String) {
+    fn insert(&mut self, dev: u64, inode: u64, writer: Writer) {
         if self.current.len() >= REMEMBERED / 2 && !self.current.contains_key(&(dev, inode)) {
             self.previous = std::mem::take(&mut self.current);
         }
         self.current.insert((dev, inode), writer);
     }
 
-    fn get(&self, dev: u64, inode: u64) -> Option<&str> {
+    fn get(&self, dev: u64, inode: u64) -> Option<&Writer> {
         self.current
             .get(&(dev, inode))
             .or_else(|| self.previous.get(&(dev, inode)))
-            .map(String::as_str)
     }
 
     #[cfg(test)]
@@ -368,17 +434,24 @@ mod tests {
     #[test]
     fn recent_is_bounded_and_keeps_the_latest() {
         let mut r = Recent::default();
+        let w = |text: String| Writer {
+            text,
+            ctime: (0, 0),
+        };
         for i in 0..(REMEMBERED as u64 * 3) {
-            r.insert(1, i, format!("w{i}"));
+            r.insert(1, i, w(format!("w{i}")));
             assert!(r.len() <= REMEMBERED);
         }
         let last = REMEMBERED as u64 * 3 - 1;
         for i in (last - REMEMBERED as u64 / 2 + 1)..=last {
-            assert_eq!(r.get(1, i), Some(format!("w{i}").as_str()));
+            assert_eq!(
+                r.get(1, i).map(|w| w.text.as_str()),
+                Some(format!("w{i}").as_str())
+            );
         }
-        assert_eq!(r.get(1, 0), None);
-        r.insert(1, last, "again".into());
-        assert_eq!(r.get(1, last), Some("again"));
+        assert!(r.get(1, 0).is_none());
+        r.insert(1, last, w("again".into()));
+        assert_eq!(r.get(1, last).map(|w| w.text.as_str()), Some("again"));
     }
 
     #[test]
@@ -434,6 +507,19 @@ mod tests {
         assert!(who.contains("comm=sh"), "{who}");
         assert!(who.starts_with("uid=0(root) "), "{who}");
         assert!(a.events() > 0);
+        // who_at: valid for the change time the write left ...
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(
+            a.who_at(m.dev(), m.ino(), m.ctime(), m.ctime_nsec()),
+            Some(who.clone())
+        );
+        // ... not after a change that was no write (a chmod by someone else
+        // moves ctime and sends no write event).
+        std::thread::sleep(Duration::from_millis(20)); // past the coarse ctime tick
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(a.who_at(m.dev(), m.ino(), m.ctime(), m.ctime_nsec()), None);
+        assert_eq!(a.who(m.dev(), m.ino()), Some(who));
     }
 
     #[test]
