@@ -59,7 +59,10 @@ pub enum LoadError {
 /// Creates the directory (mode 0700: the baseline and stored contents are
 /// copies of configuration files, secrets included).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl Baseline {
@@ -139,21 +142,44 @@ impl Baseline {
             entries: self.entries.len() as u64,
             sha256: hex(&Sha256::digest(&body)),
         };
-        let tmp = dir.join("baseline.tmp");
+        let mut head = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        head.push(b'\n');
+        write_private(&Self::path(dir), &[&head, &body], true)
+    }
+}
+
+/// Writes `parts` to `path` through `path.tmp` (mode 0600) and a rename, so
+/// readers see the old or the new file, never a part. With `durable`, the
+/// file is fsynced before the rename and the directory after it. The
+/// temporary file is removed on failure.
+pub(crate) fn write_private(path: &Path, parts: &[&[u8]], durable: bool) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        serde_json::to_writer(&mut f, &header).map_err(io::Error::other)?;
-        f.write_all(b"\n")?;
-        f.write_all(&body)?;
-        f.sync_all()?;
+        for part in parts {
+            f.write_all(part)?;
+        }
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
-        fs::rename(&tmp, Self::path(dir))?;
-        File::open(dir)?.sync_all()
+        fs::rename(&tmp, path)?;
+        match (durable, path.parent()) {
+            (true, Some(dir)) => File::open(dir)?.sync_all(),
+            _ => Ok(()),
+        }
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    written
 }
 
 #[cfg(test)]

@@ -26,6 +26,18 @@ pub enum Action {
     Attributes,
 }
 
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Modified => "modified",
+            Action::Deleted => "deleted",
+            Action::Renamed => "renamed",
+            Action::Attributes => "attributes",
+        }
+    }
+}
+
 /// One reported change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
@@ -138,7 +150,9 @@ impl Change {
             coalesced: self.coalesced,
             redacted_lines: self.redacted_lines,
             hash_skipped,
-            file_type: now.map(|e| e.file_type.name().to_string()).unwrap_or_default(),
+            file_type: now
+                .map(|e| e.file_type.name().to_string())
+                .unwrap_or_default(),
             symlink_target: new.map(|e| e.symlink_target.clone()).unwrap_or_default(),
             old_symlink_target: old.map(|e| e.symlink_target.clone()).unwrap_or_default(),
         }
@@ -161,7 +175,12 @@ pub struct FimAlert {
 }
 
 impl FimAlert {
-    pub fn new(name: &'static str, subject: impl Into<String>, severity: Severity, message: String) -> Self {
+    pub fn new(
+        name: &'static str,
+        subject: impl Into<String>,
+        severity: Severity,
+        message: String,
+    ) -> Self {
         Self {
             name,
             subject: subject.into(),
@@ -228,9 +247,19 @@ mod tests {
         let a = e("aa", 0o644, 1);
         assert_eq!(classify(None, Some(&a)), Some(Action::Created));
         assert_eq!(classify(Some(&a), None), Some(Action::Deleted));
-        assert_eq!(classify(Some(&a), Some(&e("bb", 0o644, 1))), Some(Action::Modified));
-        assert_eq!(classify(Some(&a), Some(&e("aa", 0o600, 1))), Some(Action::Attributes));
-        assert_eq!(classify(Some(&a), Some(&e("aa", 0o644, 2))), None, "no-op save");
+        assert_eq!(
+            classify(Some(&a), Some(&e("bb", 0o644, 1))),
+            Some(Action::Modified)
+        );
+        assert_eq!(
+            classify(Some(&a), Some(&e("aa", 0o600, 1))),
+            Some(Action::Attributes)
+        );
+        assert_eq!(
+            classify(Some(&a), Some(&e("aa", 0o644, 2))),
+            None,
+            "no-op save"
+        );
         let mut big = e("", 0o644, 1);
         big.hash_skipped = "too_large".into();
         let mut grown = big.clone();

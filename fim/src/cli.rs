@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::change::{Action, Output};
+use crate::change::Output;
 use crate::config::FimConfig;
 use crate::engine::{Engine, ScanKind};
 
@@ -66,7 +66,8 @@ struct ConfigFile {
 /// to print.
 fn load(path: &Path) -> Result<(FimConfig, PathBuf), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let wanted: toml::Table = table
         .into_iter()
         .filter(|(k, _)| k == "agent" || k == "fim")
@@ -199,21 +200,35 @@ fn scan(config: &Path, json: bool) -> i32 {
         let _ = if json {
             writeln!(out, "{}", serde_json::to_string(c).unwrap_or_default())
         } else {
-            let what = match c.action {
-                Action::Created => "created",
-                Action::Modified => "modified",
-                Action::Deleted => "deleted",
-                Action::Renamed => "renamed",
-                Action::Attributes => "attributes",
-            };
+            let what = c.action.name();
             let hash = |e: &Option<crate::state::Entry>| {
                 e.as_ref().map_or("-".to_string(), |e| {
-                    if e.sha256.is_empty() { e.hash_skipped.clone() } else { e.sha256[..12.min(e.sha256.len())].to_string() }
+                    if e.sha256.is_empty() {
+                        e.hash_skipped.clone()
+                    } else {
+                        e.sha256[..12.min(e.sha256.len())].to_string()
+                    }
                 })
             };
-            let from = c.old_path.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
-            writeln!(out, "{what} {}{from}  sha256 {} -> {}", c.path.display(), hash(&c.old), hash(&c.new))
-                .and_then(|()| if c.diff.is_empty() { Ok(()) } else { write!(out, "{}", c.diff) })
+            let from = c
+                .old_path
+                .as_ref()
+                .map(|p| format!(" (from {})", p.display()))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{what} {}{from}  sha256 {} -> {}",
+                c.path.display(),
+                hash(&c.old),
+                hash(&c.new)
+            )
+            .and_then(|()| {
+                if c.diff.is_empty() {
+                    Ok(())
+                } else {
+                    write!(out, "{}", c.diff)
+                }
+            })
         };
     }
     if !json {

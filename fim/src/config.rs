@@ -135,18 +135,18 @@ impl FimConfig {
                 issues.push(ConfigIssue::new(
                     at("path"),
                     format!(
-                        "{:?} is not absolute; write the full path (e.g. \"/etc/{}\")",
+                        "{:?} is not absolute; write the full path (e.g. \"/{}\")",
                         w.path,
                         w.path.trim_start_matches("./")
                     ),
                 ));
-            } else if has_glob_meta(&w.path) {
-                if let Err(e) = globset::Glob::new(&w.path) {
-                    issues.push(ConfigIssue::new(
-                        at("path"),
-                        format!("{:?} is not a valid glob: {e}", w.path),
-                    ));
-                }
+            } else if has_glob_meta(&w.path)
+                && let Err(e) = globset::Glob::new(&w.path)
+            {
+                issues.push(ConfigIssue::new(
+                    at("path"),
+                    format!("{:?} is not a valid glob: {e}", w.path),
+                ));
             }
             let trimmed = w.path.trim_end_matches('/');
             if let Some((_, first)) = seen.iter().find(|(p, _)| *p == trimmed) {
@@ -236,15 +236,23 @@ mod tests {
         );
         let issues: Vec<String> = c.validate().iter().map(|i| i.to_string()).collect();
         let all = issues.join("\n");
-        assert!(all.contains("watch[0].path: \"etc\" is not absolute"), "{all}");
+        assert!(
+            all.contains("watch[0].path: \"etc\" is not absolute"),
+            "{all}"
+        );
         assert!(all.contains("watch[1].path"), "{all}");
         assert!(all.contains("watch[2].exclude[0]"), "{all}");
-        assert!(all.contains("watch[3].path: \"/x/\" overlaps watch[2]"), "{all}");
+        assert!(
+            all.contains("watch[3].path: \"/x/\" overlaps watch[2]"),
+            "{all}"
+        );
         assert!(all.contains("redact[0]"), "{all}");
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        assert!(toml::from_str::<FimConfig>("[[watch]]\npath = \"/etc\"\nrecursve = true\n").is_err());
+        assert!(
+            toml::from_str::<FimConfig>("[[watch]]\npath = \"/etc\"\nrecursve = true\n").is_err()
+        );
     }
 }

@@ -106,6 +106,14 @@ impl Monitor {
         let handler_overflow = overflow.clone();
         let watcher = INotifyWatcher::new(
             move |ev: notify::Result<notify::Event>| {
+                // Reads (our own hashing among them: one open and one close
+                // per file of a baseline) are not changes: they must not
+                // fill the channel.
+                if let Ok(e) = &ev
+                    && is_read(&e.kind)
+                {
+                    return;
+                }
                 // Never block notify's thread: the monitor may be waiting for
                 // it (adding a watch) while it waits for us.
                 if let Err(TrySendError::Full(_)) = handler_tx.try_send(Msg::Fs(ev)) {
@@ -118,7 +126,7 @@ impl Monitor {
         let mut engine = Engine::new(config, state_dir, out, Some(watcher))?;
         engine.overflow = overflow;
         engine.tx = Some(tx);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = engine.stop.clone();
         let stats = engine.stats.clone();
         let failure = Arc::new(Mutex::new(None));
         let (stop2, failure2) = (stop.clone(), failure.clone());
@@ -207,6 +215,8 @@ pub(crate) struct Engine {
     /// Directories inotify could not watch (limit): scanned instead.
     unwatched: BTreeSet<PathBuf>,
     last_fallback_scan: Instant,
+    /// `fim_watch_limit` was sent and the limit still holds.
+    limit_alerted: bool,
     pending: HashMap<PathBuf, Pending>,
     buckets: HashMap<PathBuf, Bucket>,
     out: Sink,
@@ -220,6 +230,8 @@ pub(crate) struct Engine {
     pub(crate) progress: bool,
     /// `owlet fim scan`: nothing written (baseline, content store).
     pub(crate) read_only: bool,
+    /// Set when the monitor is asked to stop: long scans give up.
+    stop: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -252,6 +264,7 @@ impl Engine {
             watched: HashSet::new(),
             unwatched: BTreeSet::new(),
             last_fallback_scan: Instant::now(),
+            limit_alerted: false,
             pending: HashMap::new(),
             buckets: HashMap::new(),
             out,
@@ -262,6 +275,7 @@ impl Engine {
             reported: HashSet::new(),
             progress: false,
             read_only: false,
+            stop: Arc::default(),
             cfg,
         })
     }
@@ -273,7 +287,13 @@ impl Engine {
         (self.out)(output);
     }
 
-    fn alert_once(&mut self, name: &'static str, subject: &Path, severity: Severity, message: String) {
+    fn alert_once(
+        &mut self,
+        name: &'static str,
+        subject: &Path,
+        severity: Severity,
+        message: String,
+    ) {
         if self.reported.insert((name, subject.to_path_buf())) {
             let alert = FimAlert::new(name, subject.to_string_lossy(), severity, message);
             self.emit(Output::Alert(alert));
@@ -295,7 +315,9 @@ impl Engine {
                     "fim_baseline_corrupt",
                     &dir,
                     Severity::Warning,
-                    format!("{e}; changes made while the agent was stopped cannot be reported this time"),
+                    format!(
+                        "{e}; changes made while the agent was stopped cannot be reported this time"
+                    ),
                 );
                 false
             }
@@ -317,35 +339,52 @@ impl Engine {
 
     /// Watches one directory; on the watch limit, marks it for scanning.
     fn watch_dir(&mut self, dir: &Path) {
-        let Some(watcher) = self.watcher.as_mut() else {
-            return;
-        };
-        if self.watched.contains(dir) {
-            return;
+        if let Err(e) = try_watch(
+            self.watcher.as_mut(),
+            &mut self.watched,
+            &mut self.unwatched,
+            dir,
+        ) {
+            self.watch_failed(dir, e);
         }
-        // Once the limit is hit, further tries fail too until the next
-        // fallback scan retries.
-        if !self.unwatched.is_empty() {
-            self.unwatched.insert(dir.to_path_buf());
-            return;
+    }
+
+    /// Walks `root`: each directory is watched *before* its entries are
+    /// read, so a file created meanwhile is either listed or notified.
+    /// Returns the files in scope.
+    fn walk_and_watch(&mut self, root: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut failed = Vec::new();
+        let mut errors = Vec::new();
+        let (watcher, watched, unwatched) =
+            (&mut self.watcher, &mut self.watched, &mut self.unwatched);
+        walk(
+            &self.rules,
+            root,
+            &mut |d| {
+                if let Err(e) = try_watch(watcher.as_mut(), watched, unwatched, d) {
+                    failed.push((d.to_path_buf(), e));
+                }
+            },
+            &mut |f| files.push(f),
+            &mut |p, e| errors.push((p.to_path_buf(), e)),
+        );
+        for (d, e) in failed {
+            self.watch_failed(&d, e);
         }
-        match watcher.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                self.watched.insert(dir.to_path_buf());
-            }
-            Err(e) => self.watch_failed(dir, e),
+        for (p, e) in errors {
+            self.dir_error(&p, &e);
         }
+        files
     }
 
     fn watch_failed(&mut self, dir: &Path, e: notify::Error) {
         match e.kind {
             notify::ErrorKind::MaxFilesWatch => {
-                let first = self.unwatched.is_empty();
                 self.unwatched.insert(dir.to_path_buf());
-                if first {
-                    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "?".into());
+                // Once per episode (fallback scans retry and fail again).
+                if !std::mem::replace(&mut self.limit_alerted, true) {
+                    let limit = watch_limit();
                     let alert = FimAlert::new(
                         "fim_watch_limit",
                         dir.to_string_lossy(),
@@ -395,30 +434,23 @@ impl Engine {
 
     /// Walks every tree, watches its directories, and settles every file
     /// with the metadata quick check; baseline entries not found are gone.
-    pub(crate) fn full_scan(&mut self, kind: ScanKind, first_baseline: bool) -> (u64, u64, Duration) {
+    pub(crate) fn full_scan(
+        &mut self,
+        kind: ScanKind,
+        first_baseline: bool,
+    ) -> (u64, u64, Duration) {
         let started = Instant::now();
         let mut budget = IoBudget::new(self.cfg.baseline_io_budget.as_u64());
         let mut seen: HashSet<PathBuf> = HashSet::new();
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
-            let mut dirs = Vec::new();
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            walk(
-                &self.rules,
-                &root,
-                &mut |d| dirs.push(d.to_path_buf()),
-                &mut |f| found.push(f),
-                &mut |p, e| errors.push((p.to_path_buf(), e)),
-            );
-            for d in &dirs {
-                self.watch_dir(d);
-            }
-            for (p, e) in errors {
-                self.dir_error(&p, &e);
-            }
+            let found = self.walk_and_watch(&root);
             for path in found {
+                if self.stop.load(Ordering::Relaxed) {
+                    // Stopping: what was not reached is compared next time.
+                    return (files, bytes, started.elapsed());
+                }
                 bytes += self.settle_scanned(&path, kind, &mut budget);
                 files += 1;
                 seen.insert(path);
@@ -481,7 +513,9 @@ impl Engine {
         let prev = self.baseline.entries.get(path);
         let observed = observe(path, prev, true, self.limits(diff), budget);
         let hashed = match &observed {
-            Observed::Entry { entry, .. } if prev.is_none_or(|p| p.sha256 != entry.sha256) => entry.size,
+            Observed::Entry { entry, .. } if prev.is_none_or(|p| p.sha256 != entry.sha256) => {
+                entry.size
+            }
             _ => 0,
         };
         let report = match kind {
@@ -518,7 +552,10 @@ impl Engine {
                 let path = entry.path();
                 let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 if is_dir {
-                    if self.rules.wants_dir(&path) && !self.watched.contains(&path) && !self.unwatched.contains(&path) {
+                    if self.rules.wants_dir(&path)
+                        && !self.watched.contains(&path)
+                        && !self.unwatched.contains(&path)
+                    {
                         self.add_tree(&path);
                     }
                 } else if self.rules.rule_for(&path).is_some() {
@@ -537,6 +574,13 @@ impl Engine {
                 self.settle_scanned(&p, ScanKind::Rescan, &mut budget);
             }
         }
+        if let Ok(mut s) = self.stats.lock() {
+            s.fallback_scans += 1;
+        }
+        if self.unwatched.is_empty() {
+            // Everything is watched again (the limit was raised).
+            self.limit_alerted = false;
+        }
         self.sync_stats();
     }
 
@@ -544,22 +588,7 @@ impl Engine {
     /// subdirectories), then mark every file in it pending — files written
     /// before the watch landed are not missed.
     fn add_tree(&mut self, dir: &Path) {
-        let mut dirs = Vec::new();
-        let mut files = Vec::new();
-        let mut errors = Vec::new();
-        walk(
-            &self.rules,
-            dir,
-            &mut |d| dirs.push(d.to_path_buf()),
-            &mut |f| files.push(f),
-            &mut |p, e| errors.push((p.to_path_buf(), e)),
-        );
-        for d in &dirs {
-            self.watch_dir(d);
-        }
-        for (p, e) in errors {
-            self.dir_error(&p, &e);
-        }
+        let files = self.walk_and_watch(dir);
         let now = Instant::now();
         for f in files {
             self.touch(f, now);
@@ -594,9 +623,8 @@ impl Engine {
         }
         let now = Instant::now();
         match ev.kind {
-            // Our own reads (hashing) and other readers: not changes.
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
-            EventKind::Access(_) | EventKind::Other | EventKind::Any => return,
+            kind if is_read(&kind) => return,
+            EventKind::Other | EventKind::Any => return,
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 if let [from, to] = ev.paths.as_slice() {
                     let to = to.clone();
@@ -620,11 +648,17 @@ impl Engine {
         if self.rules.wants_dir(&path) {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    if !self.watched.contains(&path) {
+                    let known = self.watched.contains(&path) || self.unwatched.contains(&path);
+                    if !known {
                         self.add_tree(&path);
                     }
                 }
-                _ => self.forget_dir(&path),
+                // Only a directory we watched has watches to drop (this
+                // runs for every file notification: keep it O(1)).
+                _ if self.watched.contains(&path) || self.unwatched.contains(&path) => {
+                    self.forget_dir(&path);
+                }
+                _ => {}
             }
         }
         // Baseline entries under a directory that was deleted or moved.
@@ -632,8 +666,8 @@ impl Engine {
             .baseline
             .entries
             .range(path.clone()..)
-            .skip(1)
             .take_while(|(p, _)| p.starts_with(&path))
+            .filter(|(p, _)| **p != path)
             .map(|(p, _)| p.clone())
             .collect();
         for p in under {
@@ -648,7 +682,12 @@ impl Engine {
     /// watches (the kernel dropped them for a deletion; a moved directory's
     /// watch would report under its old name).
     fn forget_dir(&mut self, dir: &Path) {
-        let gone: Vec<PathBuf> = self.watched.iter().filter(|d| d.starts_with(dir)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| d.starts_with(dir))
+            .cloned()
+            .collect();
         for d in gone {
             if let Some(w) = self.watcher.as_mut() {
                 let _ = w.unwatch(&d);
@@ -674,7 +713,10 @@ impl Engine {
     fn allow(&mut self, path: &Path, now: Instant) -> bool {
         let per_sec = f64::from(self.cfg.rate_limit_per_minute) / 60.0;
         let cap = f64::from(RATE_BURST.min(self.cfg.rate_limit_per_minute));
-        let b = self.buckets.entry(path.to_path_buf()).or_insert(Bucket { tokens: cap, last: now });
+        let b = self.buckets.entry(path.to_path_buf()).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(cap);
         b.last = now;
         if b.tokens >= 1.0 {
@@ -690,8 +732,18 @@ impl Engine {
         let quiet = self.cfg.coalesce;
         let mut due: Vec<PathBuf> = Vec::new();
         let mut next: Option<Instant> = None;
+        // A rename's source waits for its target (notify may deliver the
+        // two halves in different batches): the target's settle consumes it.
+        let sources: HashSet<&PathBuf> = self
+            .pending
+            .values()
+            .filter_map(|p| p.renamed_from.as_ref())
+            .collect();
         for (path, p) in &self.pending {
             let at = (p.last + quiet).min(p.first + quiet * 2);
+            if !all && sources.contains(path) {
+                continue;
+            }
             if all || at <= now {
                 due.push(path.clone());
             } else {
@@ -707,7 +759,9 @@ impl Engine {
                     p.first = now + Duration::from_secs(1) - quiet * 2;
                     p.last = p.first;
                 }
-                next = Some(next.map_or(now + Duration::from_secs(1), |n| n.min(now + Duration::from_secs(1))));
+                next = Some(next.map_or(now + Duration::from_secs(1), |n| {
+                    n.min(now + Duration::from_secs(1))
+                }));
                 continue;
             }
             let Some(p) = self.pending.remove(&path) else {
@@ -757,19 +811,21 @@ impl Engine {
         {
             let (jobs_tx, jobs_rx) = mpsc::sync_channel::<PathBuf>(HASH_QUEUE);
             let budget = self.cfg.baseline_io_budget.as_u64();
-            let started = std::thread::Builder::new().name("fim-hash".into()).spawn(move || {
-                let mut budget = IoBudget::new(budget);
-                let limits = Limits {
-                    max_hash_bytes: u64::MAX,
-                    max_content: 0,
-                };
-                while let Ok(path) = jobs_rx.recv() {
-                    let observed = observe(&path, None, false, limits, &mut budget);
-                    if tx.send(Msg::Hashed(path, observed)).is_err() {
-                        break;
+            let started = std::thread::Builder::new()
+                .name("fim-hash".into())
+                .spawn(move || {
+                    let mut budget = IoBudget::new(budget);
+                    let limits = Limits {
+                        max_hash_bytes: u64::MAX,
+                        max_content: 0,
+                    };
+                    while let Ok(path) = jobs_rx.recv() {
+                        let observed = observe(&path, None, false, limits, &mut budget);
+                        if tx.send(Msg::Hashed(path, observed)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
             if started.is_ok() {
                 self.hasher = Some(jobs_tx);
             }
@@ -792,7 +848,10 @@ impl Engine {
                     "fim_special_file",
                     path,
                     Severity::Info,
-                    format!("{} is a {kind}: skipped (only files and symlinks are watched)", path.display()),
+                    format!(
+                        "{} is a {kind}: skipped (only files and symlinks are watched)",
+                        path.display()
+                    ),
                 );
                 (None, None)
             }
@@ -843,7 +902,9 @@ impl Engine {
         };
         // Keep the new content for the next diff.
         let new_text = content.filter(|c| diff_on && crate::diff::is_text(c));
-        if let (Some(e), Some(c), Some(store), false) = (&new, &new_text, self.store.as_mut(), self.read_only) {
+        if let (Some(e), Some(c), Some(store), false) =
+            (&new, &new_text, self.store.as_mut(), self.read_only)
+        {
             store.put(&e.sha256, c);
         }
         match &new {
@@ -912,9 +973,21 @@ impl Engine {
         if old_text == new_text {
             return;
         }
-        let old_label = change.old_path.as_deref().unwrap_or(&change.path).display().to_string();
+        let old_label = change
+            .old_path
+            .as_deref()
+            .unwrap_or(&change.path)
+            .display()
+            .to_string();
         let new_label = change.path.display().to_string();
-        if let Some(d) = crate::diff::unified(&old_text, new_text, &old_label, &new_label, MAX_DIFF_TEXT, &self.redactor) {
+        if let Some(d) = crate::diff::unified(
+            &old_text,
+            new_text,
+            &old_label,
+            &new_label,
+            MAX_DIFF_TEXT,
+            &self.redactor,
+        ) {
             change.diff = d.text;
             change.diff_truncated = d.truncated;
             change.redacted_lines = d.redacted_lines;
@@ -929,20 +1002,32 @@ impl Engine {
     pub(crate) fn save_baseline_now(&mut self) -> Result<(), String> {
         self.save_baseline();
         if self.baseline_dirty {
-            Err(format!("cannot save the baseline in {}", self.dir.display()))
+            Err(format!(
+                "cannot save the baseline in {}",
+                self.dir.display()
+            ))
         } else {
             Ok(())
         }
     }
 
     fn save_baseline(&mut self) {
-        self.baseline.rules = self.rules.specs();
+        self.save_baseline_with(self.rules.specs());
+    }
+
+    fn save_baseline_with(&mut self, rules: Vec<String>) {
+        self.baseline.rules = rules;
         match self.baseline.save(&self.dir) {
             Ok(()) => {
                 self.baseline_dirty = false;
                 self.known_rules = self.baseline.rules.iter().cloned().collect();
                 if let Some(store) = self.store.as_mut() {
-                    let keep: HashSet<&str> = self.baseline.entries.values().map(|e| e.sha256.as_str()).collect();
+                    let keep: HashSet<&str> = self
+                        .baseline
+                        .entries
+                        .values()
+                        .map(|e| e.sha256.as_str())
+                        .collect();
                     store.gc(&keep);
                 }
             }
@@ -952,7 +1037,10 @@ impl Engine {
                     "fim_error",
                     &dir,
                     Severity::Warning,
-                    format!("cannot save the baseline in {}: {e} (check disk space and permissions)", dir.display()),
+                    format!(
+                        "cannot save the baseline in {}: {e} (check disk space and permissions)",
+                        dir.display()
+                    ),
                 );
             }
         }
@@ -962,7 +1050,8 @@ impl Engine {
     /// Whether the baseline should be written now: every few seconds while
     /// it changes (a large baseline less often).
     fn save_due(&self) -> bool {
-        let every = Duration::from_secs(2) + Duration::from_millis(self.baseline.entries.len() as u64 / 20);
+        let every =
+            Duration::from_secs(2) + Duration::from_millis(self.baseline.entries.len() as u64 / 20);
         self.baseline_dirty && self.last_save.elapsed() >= every
     }
 
@@ -983,7 +1072,9 @@ impl Engine {
                     "fim_attribution_unavailable",
                     "fanotify",
                     Severity::Info,
-                    format!("who changed a file cannot be told ({reason}); changes say changed_by = \"unknown\""),
+                    format!(
+                        "who changed a file cannot be told ({reason}); changes say changed_by = \"unknown\""
+                    ),
                 );
                 self.emit(Output::Alert(alert));
             }
@@ -994,6 +1085,14 @@ impl Engine {
         self.start_attribution();
         let had_baseline = self.load_baseline();
         let (files, bytes, took) = self.full_scan(ScanKind::Start, !had_baseline);
+        if stop.load(Ordering::Relaxed) {
+            // Interrupted: keep what was compared, but only under the rules
+            // the saved baseline already covered — files not reached yet
+            // must not count as created at the next start.
+            let rules = self.known_rules.iter().cloned().collect();
+            self.save_baseline_with(rules);
+            return;
+        }
         self.save_baseline();
         let stopped_changes = self.stats.lock().map(|s| s.changes).unwrap_or(0);
         let alert = FimAlert::new(
@@ -1031,7 +1130,9 @@ impl Engine {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let wait = next_due
-                .map_or(Duration::from_millis(100), |d| d.saturating_duration_since(now))
+                .map_or(Duration::from_millis(100), |d| {
+                    d.saturating_duration_since(now)
+                })
                 .min(Duration::from_millis(100));
             match rx.recv_timeout(wait) {
                 Ok(msg) => {
@@ -1061,7 +1162,9 @@ impl Engine {
                 self.full_scan(ScanKind::Rescan, false);
             }
             next_due = self.flush(Instant::now(), false);
-            if !self.unwatched.is_empty() && self.last_fallback_scan.elapsed() >= self.cfg.scan_interval {
+            if !self.unwatched.is_empty()
+                && self.last_fallback_scan.elapsed() >= self.cfg.scan_interval
+            {
                 self.fallback_scan();
                 self.last_fallback_scan = Instant::now();
             }
@@ -1083,13 +1186,73 @@ struct Settle {
     renamed_from: Option<PathBuf>,
 }
 
+/// A notification of a read (open, close without writing): no change.
+fn is_read(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
+
+/// Watches one directory (non-recursive). Once the watch limit was hit,
+/// further directories go straight to `unwatched` until the next fallback
+/// scan retries them. The error is for reporting (the limit's error has
+/// already put `dir` into `unwatched`).
+fn try_watch(
+    watcher: Option<&mut INotifyWatcher>,
+    watched: &mut HashSet<PathBuf>,
+    unwatched: &mut BTreeSet<PathBuf>,
+    dir: &Path,
+) -> Result<(), notify::Error> {
+    let Some(watcher) = watcher else {
+        return Ok(());
+    };
+    if watched.contains(dir) {
+        return Ok(());
+    }
+    if !unwatched.is_empty() {
+        unwatched.insert(dir.to_path_buf());
+        return Ok(());
+    }
+    match watcher.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => {
+            watched.insert(dir.to_path_buf());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The inotify watch limit in force: the smaller of the host's sysctl and
+/// this user namespace's own (`/proc/sys/user/max_inotify_watches`).
+fn watch_limit() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match (
+        read("/proc/sys/fs/inotify/max_user_watches"),
+        read("/proc/sys/user/max_inotify_watches"),
+    ) {
+        (Some(a), Some(b)) => a.min(b).to_string(),
+        (Some(a), None) | (None, Some(a)) => a.to_string(),
+        (None, None) => "?".into(),
+    }
+}
+
 fn progress_line(files: u64, bytes: u64, took: Duration, first: bool) {
     let secs = took.as_secs_f64().max(1e-3);
     eprint!(
         "\r{} {files} files, {:.1} MB ({:.0} files/s, {:.1} MB/s)   ",
-        if first { "building baseline:" } else { "checking baseline:" },
+        if first {
+            "building baseline:"
+        } else {
+            "checking baseline:"
+        },
         bytes as f64 / 1e6,
         files as f64 / secs,
         bytes as f64 / 1e6 / secs
     );
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

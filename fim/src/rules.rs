@@ -20,7 +20,10 @@ enum Scope {
     /// A directory's entries, with or without subdirectories.
     Dir { recursive: bool },
     /// Paths under `root` matching the glob.
-    Glob { matcher: GlobMatcher, recursive: bool },
+    Glob {
+        matcher: GlobMatcher,
+        recursive: bool,
+    },
 }
 
 /// One compiled `[[fim.watch]]`.
@@ -46,7 +49,11 @@ impl Rule {
         }
         let exclude = exclude.build().map_err(|e| e.to_string())?;
         let spec = w.path.trim_end_matches('/').to_string();
-        let spec = if spec.is_empty() { "/".to_string() } else { spec };
+        let spec = if spec.is_empty() {
+            "/".to_string()
+        } else {
+            spec
+        };
         let (root, scope) = if has_glob_meta(&spec) {
             let matcher = globset::GlobBuilder::new(&spec)
                 .literal_separator(true)
@@ -163,12 +170,19 @@ impl Rules {
 
     /// Directories to start walking from (deduplicated, outermost first).
     pub fn walk_roots(&self) -> Vec<PathBuf> {
-        let mut roots: Vec<PathBuf> = self.rules.iter().map(|r| r.walk_root().to_path_buf()).collect();
+        let mut roots: Vec<PathBuf> = self
+            .rules
+            .iter()
+            .map(|r| r.walk_root().to_path_buf())
+            .collect();
         roots.sort();
         roots.dedup();
         let mut out: Vec<PathBuf> = Vec::new();
         for r in roots {
-            if !out.iter().any(|o| r.starts_with(o) && self.covers_subtree(o)) {
+            if !out
+                .iter()
+                .any(|o| r.starts_with(o) && self.covers_subtree(o))
+            {
                 out.push(r);
             }
         }
@@ -180,7 +194,11 @@ impl Rules {
         self.rules.iter().any(|r| {
             matches!(
                 r.scope,
-                Scope::Dir { recursive: true } | Scope::Glob { recursive: true, .. }
+                Scope::Dir { recursive: true }
+                    | Scope::Glob {
+                        recursive: true,
+                        ..
+                    }
             ) && dir.starts_with(&r.root)
         })
     }
@@ -223,7 +241,10 @@ mod tests {
         assert!(r.rule_for(&p("a/.x.swp")).is_none());
         assert!(r.rule_for(Path::new("/nonexistent-owlet/x.conf")).is_some());
         // `*` stays inside one directory level.
-        assert!(r.rule_for(Path::new("/nonexistent-owlet/a/x.conf")).is_none());
+        assert!(
+            r.rule_for(Path::new("/nonexistent-owlet/a/x.conf"))
+                .is_none()
+        );
         assert!(r.rule_for(Path::new("/nonexistent-owlet/x.txt")).is_none());
         assert!(r.wants_dir(&p("a/b")));
         assert_eq!(r.walk_roots().len(), 2, "{:?}", r.walk_roots());
@@ -233,7 +254,10 @@ mod tests {
     fn a_single_file_is_watched_through_its_parent() {
         let r = rules("[[watch]]\npath = \"/nonexistent-owlet/app.conf\"\n");
         assert!(r.wants_dir(Path::new("/nonexistent-owlet")));
-        assert!(r.rule_for(Path::new("/nonexistent-owlet/app.conf")).is_some());
+        assert!(
+            r.rule_for(Path::new("/nonexistent-owlet/app.conf"))
+                .is_some()
+        );
         assert!(r.rule_for(Path::new("/nonexistent-owlet/other")).is_none());
         assert_eq!(r.walk_roots(), vec![PathBuf::from("/nonexistent-owlet")]);
     }

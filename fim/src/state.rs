@@ -80,7 +80,10 @@ impl Entry {
 pub enum Observed {
     /// A file or symlink; `content` holds the bytes when they were asked
     /// for and fit `max_content`.
-    Entry { entry: Entry, content: Option<Vec<u8>> },
+    Entry {
+        entry: Entry,
+        content: Option<Vec<u8>>,
+    },
     /// Nothing (deleted, or never there).
     Gone,
     /// A directory (walked, not reported).
@@ -293,7 +296,10 @@ fn hash_reader(
     budget: &mut IoBudget,
 ) -> io::Result<(String, Option<Vec<u8>>)> {
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "no longer a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no longer a regular file",
+        ));
     }
     let mut hasher = Sha256::new();
     let mut content = Some(Vec::new());
@@ -345,7 +351,10 @@ mod tests {
         let f = d.path().join("f");
         fs::write(&f, b"abc").unwrap();
         let (e, content) = entry(&f);
-        assert_eq!(e.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            e.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(content.as_deref(), Some(&b"abc"[..]));
         let l = d.path().join("l");
         std::os::unix::fs::symlink("f", &l).unwrap();
@@ -359,7 +368,13 @@ mod tests {
     fn special_and_large_files_are_not_read() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         assert!(matches!(
             observe(&fifo, None, false, LIMITS, &mut IoBudget::unlimited()),
             Observed::Special("fifo")
@@ -372,6 +387,9 @@ mod tests {
         let mid = d.path().join("mid");
         fs::write(&mid, vec![b'x'; 4096]).unwrap();
         let (e, content) = entry(&mid);
-        assert!(!e.sha256.is_empty() && content.is_none(), "no content above max_content");
+        assert!(
+            !e.sha256.is_empty() && content.is_none(),
+            "no content above max_content"
+        );
     }
 }

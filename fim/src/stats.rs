@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use crate::change::{Action, Output};
+use crate::change::Output;
 use crate::config::Severity;
 
 /// Recent changes and problems kept for health.
@@ -20,6 +20,8 @@ pub struct Stats {
     /// Directories left to periodic scanning (watch limit).
     pub unwatched_dirs: usize,
     pub fallback_scanning: bool,
+    /// Fallback scans done since start.
+    pub fallback_scans: u64,
     pub changes: u64,
     pub overflows: u64,
     pub permission_denied: u64,
@@ -43,14 +45,11 @@ impl Stats {
         match output {
             Output::Change(c) => {
                 self.changes += 1;
-                let what = match c.action {
-                    Action::Created => "created",
-                    Action::Modified => "modified",
-                    Action::Deleted => "deleted",
-                    Action::Renamed => "renamed",
-                    Action::Attributes => "attributes",
-                };
-                push(&mut self.recent_changes, format!("{what} {}", c.path.display()));
+                let what = c.action.name();
+                push(
+                    &mut self.recent_changes,
+                    format!("{what} {}", c.path.display()),
+                );
             }
             Output::Alert(a) => {
                 if a.name == "fim_permission_denied" {

@@ -11,12 +11,11 @@
 //! baseline no longer refers to.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::baseline::create_private_dir;
+use crate::baseline::{create_private_dir, write_private};
 use crate::state::sha256;
 
 #[derive(Debug)]
@@ -66,19 +65,9 @@ impl ContentStore {
         if self.used + bytes.len() as u64 > self.max_bytes {
             return false;
         }
-        let tmp = self.dir.join(format!("{digest}.tmp"));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+        // Not fsynced: a content lost in a crash only costs one diff, and
+        // `get` never returns a damaged one.
+        if write_private(&path, &[bytes], false).is_err() {
             return false;
         }
         self.used += bytes.len() as u64;

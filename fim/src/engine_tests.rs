@@ -1,0 +1,506 @@
+//! The monitor against real inotify on temporary trees: editor saves,
+//! renames, new directories, bursts, restarts, a damaged baseline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::change::{Action, Change, Output};
+use crate::state::sha256;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    tree: PathBuf,
+    state: PathBuf,
+    out: Arc<Mutex<Vec<Output>>>,
+    monitor: Option<Monitor>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a.conf"), "port = 1\n").unwrap();
+        fs::write(tree.join("sub/b.conf"), "x\n").unwrap();
+        Harness {
+            state: dir.path().join("state"),
+            tree,
+            _dir: dir,
+            out: Arc::default(),
+            monitor: None,
+        }
+    }
+
+    fn config(&self) -> FimConfig {
+        toml::from_str(&format!(
+            "attribution = false\n[[watch]]\npath = \"{}\"\nexclude = [\"**/*.swp\"]\n",
+            self.tree.display()
+        ))
+        .unwrap()
+    }
+
+    fn start(&mut self) {
+        self.start_with(self.config());
+    }
+
+    fn start_with(&mut self, config: FimConfig) {
+        let out = self.out.clone();
+        let before = self.ready_count();
+        self.monitor = Some(
+            Monitor::start(
+                config,
+                self.state.clone(),
+                Box::new(move |o| out.lock().unwrap().push(o)),
+            )
+            .unwrap(),
+        );
+        self.wait("the baseline", |h| h.ready_count() > before);
+    }
+
+    fn stop(&mut self) {
+        self.monitor.take().unwrap().stop();
+    }
+
+    fn ready_count(&self) -> usize {
+        self.alerts("fim_baseline_ready").len()
+    }
+
+    fn alerts(&self, name: &str) -> Vec<FimAlert> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) if a.name == name => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn changes(&self) -> Vec<Change> {
+        self.out
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Output::Change(c) => Some((**c).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn changes_of(&self, path: &Path) -> Vec<Change> {
+        self.changes()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
+    }
+
+    fn wait(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.out.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `n` changes in total, then a little longer so that
+    /// unwanted extra changes would show up too.
+    fn wait_changes(&self, n: usize) {
+        self.wait(&format!("{n} changes"), |h| h.changes().len() >= n);
+        // A marker write settles after everything notified before it.
+        let marker = self.tree.join(format!("marker{n}"));
+        fs::write(&marker, "m").unwrap();
+        self.wait("the marker", |h| !h.changes_of(&marker).is_empty());
+        fs::remove_file(&marker).unwrap();
+        self.wait("the marker's deletion", |h| {
+            h.changes_of(&marker).len() == 2
+        });
+        let all = self.changes();
+        let real: Vec<_> = all
+            .iter()
+            .filter(|c| !c.path.to_string_lossy().contains("marker"))
+            .collect();
+        assert_eq!(real.len(), n, "{real:#?}");
+    }
+}
+
+fn sh(script: &str, dir: &Path) {
+    let s = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(s.success(), "{script}");
+}
+
+#[test]
+fn editor_saves_sed_truncate_renames_and_new_directories_are_each_one_change() {
+    let mut h = Harness::new();
+    h.start();
+    let a = h.tree.join("a.conf");
+    let old = sha256(b"port = 1\n");
+
+    // vim-style: write a temp file, rename it over the original.
+    sh(
+        "printf 'port = 2\\n' > .a.conf.tmp && mv .a.conf.tmp a.conf",
+        &h.tree,
+    );
+    h.wait_changes(1);
+    let c = &h.changes_of(&a)[0];
+    assert_eq!(c.action, Action::Modified);
+    assert_eq!(c.old.as_ref().unwrap().sha256, old);
+    assert_eq!(c.new.as_ref().unwrap().sha256, sha256(b"port = 2\n"));
+    assert!(
+        c.diff.contains("-port = 1") && c.diff.contains("+port = 2"),
+        "{}",
+        c.diff
+    );
+    // The watch survived the rename: the next save is seen too.
+    sh("sed -i s/2/3/ a.conf", &h.tree);
+    h.wait_changes(2);
+    sh(": > a.conf && echo 'port = 4' > a.conf", &h.tree);
+    h.wait_changes(3);
+    assert_eq!(
+        h.changes_of(&a)
+            .last()
+            .unwrap()
+            .new
+            .as_ref()
+            .unwrap()
+            .sha256,
+        sha256(b"port = 4\n")
+    );
+
+    // A new directory tree and a file in it, written at once.
+    sh("mkdir -p n1/n2 && echo new > n1/n2/f", &h.tree);
+    h.wait_changes(4);
+    let f = h.tree.join("n1/n2/f");
+    assert_eq!(h.changes_of(&f)[0].action, Action::Created);
+    // ... and watched from then on.
+    sh("echo more >> n1/n2/f", &h.tree);
+    h.wait_changes(5);
+
+    // A directory tree moved in: no notification names its files, the scan
+    // of the new directory finds them.
+    sh(
+        "mkdir -p ../staging/m1/m2 && echo moved > ../staging/m1/m2/g && mv ../staging/m1 .",
+        &h.tree,
+    );
+    h.wait_changes(6);
+    assert_eq!(
+        h.changes_of(&h.tree.join("m1/m2/g"))[0].action,
+        Action::Created
+    );
+    // A rename inside the tree is one change naming both paths.
+    sh("mv sub/b.conf sub/c.conf", &h.tree);
+    h.wait_changes(7);
+    let c = &h.changes_of(&h.tree.join("sub/c.conf"))[0];
+    assert_eq!(
+        (c.action, c.old_path.clone()),
+        (Action::Renamed, Some(h.tree.join("sub/b.conf")))
+    );
+
+    // Symlink swap, chmod, excluded files.
+    sh("ln -s a.conf link", &h.tree);
+    h.wait_changes(8);
+    sh(
+        "ln -sfn sub/c.conf link.new && mv -T link.new link",
+        &h.tree,
+    );
+    h.wait_changes(9);
+    let link = h.changes_of(&h.tree.join("link"));
+    assert_eq!(link.len(), 2, "{link:#?}");
+    assert_eq!(link[1].old.as_ref().unwrap().symlink_target, "a.conf");
+    assert_eq!(link[1].new.as_ref().unwrap().symlink_target, "sub/c.conf");
+    sh("chmod 600 a.conf && echo x > ignored.swp", &h.tree);
+    h.wait_changes(10);
+    assert_eq!(h.changes_of(&a).last().unwrap().action, Action::Attributes);
+    h.stop();
+}
+
+#[test]
+fn a_burst_is_coalesced_and_rate_limited_and_ends_in_the_final_state() {
+    let mut h = Harness::new();
+    h.start();
+    let a = h.tree.join("a.conf");
+    for i in 0..1000 {
+        fs::write(&a, format!("port = {i}\n")).unwrap();
+    }
+    h.wait("the final state", |h| {
+        h.changes_of(&a)
+            .last()
+            .is_some_and(|c| c.new.as_ref().unwrap().sha256 == sha256(b"port = 999\n"))
+    });
+    let changes = h.changes_of(&a);
+    assert!(
+        changes.len() <= RATE_BURST as usize + 2,
+        "{} events for one burst",
+        changes.len()
+    );
+    // Notifications that arrive after the final state was reported settle
+    // to "no change" and are not sent, so the counts need not add up to
+    // the writes; but the burst was folded.
+    let folded: u32 = changes.iter().map(|c| c.coalesced).max().unwrap_or(0);
+    assert!(folded > 10, "{changes:#?}");
+    h.stop();
+}
+
+#[test]
+fn changes_while_stopped_are_reported_once_at_start() {
+    let mut h = Harness::new();
+    h.start();
+    h.stop();
+    fs::write(h.tree.join("a.conf"), "port = 9\n").unwrap();
+    fs::remove_file(h.tree.join("sub/b.conf")).unwrap();
+    fs::write(h.tree.join("sub/new"), "n\n").unwrap();
+    h.start();
+    let changes = h.changes();
+    assert_eq!(changes.len(), 3, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.while_agent_stopped));
+    let a = &h.changes_of(&h.tree.join("a.conf"))[0];
+    // The previous content came from the content store: a diff across restarts.
+    assert!(a.diff.contains("-port = 1"), "{}", a.diff);
+    h.stop();
+    // Nothing new on the next start.
+    h.start();
+    assert_eq!(h.changes().len(), 3);
+    h.stop();
+}
+
+#[test]
+fn a_damaged_baseline_is_reported_and_rebuilt() {
+    let mut h = Harness::new();
+    h.start();
+    h.stop();
+    let file = crate::baseline::Baseline::path(&h.state.join(""));
+    let mut bytes = fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 10);
+    fs::write(&file, bytes).unwrap();
+    h.start();
+    assert_eq!(h.alerts("fim_baseline_corrupt").len(), 1);
+    assert!(h.changes().is_empty(), "a rebuilt baseline reports nothing");
+    h.stop();
+    assert!(
+        crate::baseline::Baseline::load(&h.state).is_ok(),
+        "rewritten whole"
+    );
+}
+
+#[test]
+fn a_rule_added_later_learns_its_files_quietly() {
+    let mut h = Harness::new();
+    let other = h.tree.parent().unwrap().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o"), "o").unwrap();
+    h.start();
+    h.stop();
+    let mut config = h.config();
+    config
+        .watch
+        .push(toml::from_str(&format!("path = \"{}\"", other.display())).unwrap());
+    h.start_with(config);
+    assert!(h.changes().is_empty(), "{:#?}", h.changes());
+    h.stop();
+}
+
+#[test]
+fn a_single_watched_file_survives_rename_over_deletion_and_re_creation() {
+    let mut h = Harness::new();
+    let a = h.tree.join("a.conf");
+    let config: FimConfig = toml::from_str(&format!(
+        "attribution = false\n[[watch]]\npath = \"{}\"\ntag = \"one\"\n",
+        a.display()
+    ))
+    .unwrap();
+    h.start_with(config);
+    sh("echo 'port = 2' > .a.new && mv .a.new a.conf", &h.tree);
+    h.wait("the save", |h| h.changes_of(&a).len() == 1);
+    sh("rm a.conf", &h.tree);
+    h.wait("the deletion", |h| h.changes_of(&a).len() == 2);
+    sh("echo 'port = 3' > a.conf", &h.tree);
+    h.wait("the re-creation", |h| h.changes_of(&a).len() == 3);
+    let kinds: Vec<Action> = h.changes_of(&a).iter().map(|c| c.action).collect();
+    assert_eq!(kinds, [Action::Modified, Action::Deleted, Action::Created]);
+    // Only the watched file: its neighbours are not reported.
+    sh("echo x > other && echo y >> sub/b.conf", &h.tree);
+    sh("echo 'port = 4' > a.conf", &h.tree);
+    h.wait("the last edit", |h| h.changes_of(&a).len() == 4);
+    assert_eq!(h.changes().len(), 4, "{:#?}", h.changes());
+    assert!(h.changes().iter().all(|c| c.tag == "one"));
+    h.stop();
+}
+
+/// Coalescing and the rate limit on a synthetic clock (no inotify).
+#[test]
+fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
+    let h = Harness::new();
+    let out = h.out.clone();
+    let mut config = h.config();
+    config.coalesce = Duration::from_millis(40);
+    config.rate_limit_per_minute = 60;
+    let mut e = Engine::new(
+        config,
+        h.state.clone(),
+        Box::new(move |o| out.lock().unwrap().push(o)),
+        None,
+    )
+    .unwrap();
+    e.full_scan(ScanKind::Start, true);
+    let a = h.tree.join("a.conf");
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let mut version = 0;
+    let mut write = |e: &mut Engine, at: Instant| {
+        version += 1;
+        fs::write(&a, format!("port = {version}\n")).unwrap();
+        e.touch(a.clone(), at);
+    };
+    // Quiet period: two writes 10 ms apart settle 40 ms after the last.
+    write(&mut e, t0);
+    write(&mut e, t0 + ms(10));
+    e.flush(t0 + ms(45), false);
+    assert!(h.changes().is_empty(), "settled before 40 ms of quiet");
+    e.flush(t0 + ms(50), false);
+    assert_eq!(h.changes().len(), 1);
+    assert_eq!(h.changes()[0].coalesced, 2);
+    // Max hold: a write every 10 ms still settles 80 ms after the first.
+    let t1 = t0 + ms(1000);
+    for i in 0..9 {
+        write(&mut e, t1 + ms(10 * i));
+    }
+    e.flush(t1 + ms(79), false);
+    assert_eq!(h.changes().len(), 1, "held");
+    e.flush(t1 + ms(80), false);
+    assert_eq!(h.changes().len(), 2, "not held past 2 x coalesce");
+    assert_eq!(h.changes()[1].coalesced, 9);
+    // Rate limit: a burst of 5 passes (the bucket refilled meanwhile),
+    // then one a second; the folded writes go out as one, with their count.
+    let mut t = t1 + ms(10_000);
+    for _ in 0..7 {
+        write(&mut e, t);
+        t += ms(100);
+        e.flush(t, false);
+    }
+    assert_eq!(h.changes().len(), 2 + 5, "{:#?}", h.changes());
+    e.flush(t + ms(1000), false);
+    assert_eq!(
+        h.changes().len(),
+        8,
+        "the folded change goes out a second later"
+    );
+    assert_eq!(h.changes()[7].coalesced, 2);
+    assert_eq!(
+        h.changes()[7].new.as_ref().unwrap().sha256,
+        sha256(format!("port = {version}\n").as_bytes())
+    );
+}
+
+#[test]
+fn large_files_get_metadata_only_or_a_background_hash() {
+    for (mode, hashed) in [("metadata", false), ("background", true)] {
+        let mut h = Harness::new();
+        let big = h.tree.join("big.bin");
+        fs::write(&big, vec![b'a'; 4096]).unwrap();
+        let mut config = h.config();
+        config.max_hash_bytes = bytesize::ByteSize::b(1024);
+        config.large_files = toml::Value::String(mode.into()).try_into().unwrap();
+        h.start_with(config);
+        fs::write(&big, vec![b'b'; 8192]).unwrap();
+        h.wait("the large file's change", |h| {
+            !h.changes_of(&big).is_empty()
+        });
+        let c = &h.changes_of(&big)[0];
+        let new = c.new.as_ref().unwrap();
+        assert_eq!(new.size, 8192);
+        if hashed {
+            assert_eq!(new.sha256, sha256(&[b'b'; 8192]), "{mode}");
+        } else {
+            assert_eq!(
+                (new.sha256.as_str(), new.hash_skipped.as_str()),
+                ("", "too_large"),
+                "{mode}"
+            );
+            assert_eq!(c.to_proto().hash_skipped, "too_large");
+        }
+        h.stop();
+    }
+}
+
+#[test]
+fn the_first_baseline_of_a_big_tree_does_not_overflow_on_its_own_reads() {
+    let mut h = Harness::new();
+    // More files than the notification channel holds: each hashed file is
+    // an open and a close notification in its watched directory.
+    for d in 0..20 {
+        let dir = h.tree.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..(CHANNEL / 20 + 100) {
+            fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    h.start();
+    // Settle whatever is queued, then look.
+    let marker = h.tree.join("marker");
+    fs::write(&marker, "m").unwrap();
+    h.wait("the marker", |h| !h.changes_of(&marker).is_empty());
+    assert!(
+        h.alerts("fim_queue_overflow").is_empty(),
+        "{:?}",
+        h.alerts("fim_queue_overflow")
+    );
+    assert_eq!(h.changes().len(), 1);
+    h.stop();
+}
+
+#[test]
+fn a_directory_moved_out_of_the_tree_is_every_file_in_it_deleted() {
+    let mut h = Harness::new();
+    fs::create_dir_all(h.tree.join("sub/deep")).unwrap();
+    fs::write(h.tree.join("sub/deep/c.conf"), "c\n").unwrap();
+    h.start();
+    sh("mv sub ../gone", &h.tree);
+    h.wait_changes(2);
+    for f in ["sub/b.conf", "sub/deep/c.conf"] {
+        let c = h.changes_of(&h.tree.join(f));
+        assert_eq!(c.len(), 1, "{f}: {c:#?}");
+        assert_eq!(c[0].action, Action::Deleted);
+    }
+    // Its old watches are gone: edits in the moved directory are not ours.
+    fs::write(h.tree.parent().unwrap().join("gone/b.conf"), "changed\n").unwrap();
+    sh("mkdir sub && echo back > sub/b.conf", &h.tree);
+    h.wait_changes(3);
+    h.stop();
+}
+
+#[test]
+fn a_start_interrupted_by_stop_does_not_make_unscanned_files_new() {
+    let mut h = Harness::new();
+    let out = h.out.clone();
+    let mut e = Engine::new(
+        h.config(),
+        h.state.clone(),
+        Box::new(move |o| out.lock().unwrap().push(o)),
+        None,
+    )
+    .unwrap();
+    let (_tx, rx) = mpsc::sync_channel(1);
+    let stop = e.stop.clone();
+    // Asked to stop before the first baseline got anywhere.
+    stop.store(true, Ordering::Relaxed);
+    e.run(&rx, &stop);
+    drop(e);
+    h.start();
+    assert!(h.changes().is_empty(), "{:#?}", h.changes());
+    h.stop();
+}
