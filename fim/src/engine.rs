@@ -944,9 +944,12 @@ impl Engine {
         if diff_on {
             self.add_diff(&mut change, new_text.as_deref());
         }
+        // The writer of the file as it is now (fanotify sees writes only: a
+        // deletion's last writer is not who deleted it, and a writer seen
+        // before the file's change time did not make this change).
         if let Some(who) = &self.who
-            && let Some(e) = change.new.as_ref().or(change.old.as_ref())
-            && let Some(by) = who.who(e.dev, e.inode)
+            && let Some(e) = change.new.as_ref()
+            && let Some(by) = who.who_at(e.dev, e.inode, e.ctime, e.ctime_nsec)
         {
             change.changed_by = by;
         }

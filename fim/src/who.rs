@@ -156,18 +156,24 @@ impl Attribution {
             .map(|w| w.text.clone())
     }
 
-    /// Who wrote the file with this (device, inode) whose change time is
-    /// now (`ctime`, `ctime_nsec`, as `stat` gives them): None when the last
-    /// write seen happened before that change time — the file was changed
-    /// since without a write (chmod, chown, rename), or the inode number now
-    /// belongs to another file.
-    pub fn who_at(&self, dev: u64, inode: u64, ctime: i64, ctime_nsec: i64) -> Option<String> {
+    /// Who wrote the file with this (device, inode) whose modification
+    /// time is now (`mtime`, `mtime_nsec`, as `stat` gives them): None when
+    /// the last write seen came before that modification time — the inode
+    /// number now belongs to another, newer file (or the file got content
+    /// this thread did not see being written).
+    ///
+    /// A rename, chmod or chown moves the change time, not the modification
+    /// time, so a vim-style save (write, then rename over) is still
+    /// attributed; and so is a chmod after a write: ask for content changes
+    /// only. A new file on a reused inode number whose mtime was set into the
+    /// past (`cp -p`, `tar`) can still get the old writer.
+    pub fn who_at(&self, dev: u64, inode: u64, mtime: i64, mtime_nsec: i64) -> Option<String> {
         self.shared
             .recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(dev, inode)
-            .filter(|w| w.ctime >= (ctime, ctime_nsec))
+            .filter(|w| w.ctime >= (mtime, mtime_nsec))
             .map(|w| w.text.clone())
     }
 
@@ -393,8 +399,8 @@ struct Writer {
     /// "uid=0(root) pid=42 comm=vim".
     text: String,
     /// The file's change time just after the write (fstat of the event's
-    /// fd): a later change time means a later change this writer did not
-    /// make (or another file on a reused inode number).
+    /// fd; a write sets mtime and ctime alike): a later mtime means content
+    /// this writer did not write (or another file on a reused inode number).
     ctime: (i64, i64),
 }
 
@@ -507,18 +513,21 @@ mod tests {
         assert!(who.contains("comm=sh"), "{who}");
         assert!(who.starts_with("uid=0(root) "), "{who}");
         assert!(a.events() > 0);
-        // who_at: valid for the change time the write left ...
+        // who_at: valid for the modification time the write left ...
         let m = std::fs::metadata(&f).unwrap();
-        assert_eq!(
-            a.who_at(m.dev(), m.ino(), m.ctime(), m.ctime_nsec()),
-            Some(who.clone())
-        );
-        // ... not after a change that was no write (a chmod by someone else
-        // moves ctime and sends no write event).
-        std::thread::sleep(Duration::from_millis(20)); // past the coarse ctime tick
-        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let at = |m: &std::fs::Metadata| a.who_at(m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
+        assert_eq!(at(&m), Some(who.clone()));
+        // ... not for content newer than the write seen: what a new file on
+        // a reused inode number looks like (set here without a write event).
+        let later = std::time::SystemTime::now() + Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         let m = std::fs::metadata(&f).unwrap();
-        assert_eq!(a.who_at(m.dev(), m.ino(), m.ctime(), m.ctime_nsec()), None);
+        assert_eq!(at(&m), None);
         assert_eq!(a.who(m.dev(), m.ino()), Some(who));
     }
 
@@ -547,7 +556,10 @@ mod tests {
         let who = wait_who(&a, &f);
         let pid = child.id();
         child.wait().unwrap();
-        assert_ne!(std::fs::metadata(&f).unwrap().ino(), old_ino, "a new inode");
+        let m = std::fs::metadata(&f).unwrap();
+        assert_ne!(m.ino(), old_ino, "a new inode");
+        // The rename moved ctime past the write; who_at still names the writer.
+        assert_eq!(a.who_at(m.dev(), m.ino(), m.mtime(), m.mtime_nsec()), who);
         let who = who.expect("the new inode was attributed");
         assert!(who.contains(&format!("pid={pid} ")), "{who}");
         assert!(who.contains("comm=sh"), "{who}");
