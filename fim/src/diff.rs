@@ -31,6 +31,8 @@ const DIFF_DEADLINE: Duration = Duration::from_millis(500);
 /// A unified diff ready to send.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Diff {
+    /// `--- old_label` / `+++ new_label` headers and the hunks; empty when
+    /// the texts are equal.
     pub text: String,
     /// Lines were left out to stay within `max_bytes`.
     pub truncated: bool,

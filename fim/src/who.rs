@@ -16,13 +16,21 @@
 //! - the thread stops within [`POLL_INTERVAL`] of the `Attribution` being
 //!   dropped, and never writes to the watched filesystems.
 //!
+//! - [`Attribution::who_at`] never names the writer of an older file that
+//!   had the same inode number (unless the new file's mtime was set into the
+//!   past).
+//!
 //! Limits (the reason this is "best effort", and why callers say
-//! [`UNKNOWN`] plainly when [`Attribution::who`] gives None): needs
-//! CAP_SYS_ADMIN; a writer that exited and was reaped before its event was
-//! read is named by pid only; a writer in another PID namespace has pid 0;
-//! the inotify side may see a change a moment before this thread has read
-//! the matching event (ask again shortly); the kernel queue may overflow
-//! under a write storm (events lost, counted).
+//! [`UNKNOWN`] plainly when they get None): needs CAP_SYS_ADMIN; only writes
+//! are seen, so a deletion, rename, chmod or chown has no writer to name
+//! (nor has `truncate(2)` by path: fanotify without FID reporting drops
+//! events that come with no open file); a writer that exited and was reaped
+//! before its event was read is named by pid only; a writer in another PID
+//! namespace has pid 0; the inotify side may see a change a moment before
+//! this thread has read the matching event (ask again shortly); the kernel
+//! queue may overflow under a write storm (events lost, counted). A
+//! filesystem mark sees every write on that filesystem: each costs one
+//! fstat, and one /proc read per writer and [`WRITER_TTL`].
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -67,7 +75,9 @@ struct Shared {
 
 impl Attribution {
     /// Starts watching writes on the mounts holding `paths`; Err(reason)
-    /// when the kernel or the capabilities do not allow it.
+    /// when the kernel or the capabilities do not allow it. A path that does
+    /// not exist yet counts by its nearest existing ancestor; one mark per
+    /// filesystem.
     pub fn start(paths: &[PathBuf]) -> Result<Attribution, String> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
@@ -290,7 +300,7 @@ struct Writers {
 
 /// How long a writer's description is reused (short: a process may exec
 /// another program under the same pid).
-const WRITER_TTL: Duration = Duration::from_millis(100);
+pub const WRITER_TTL: Duration = Duration::from_millis(100);
 /// Most writers cached at once (the cache is cleared when full).
 const MAX_WRITERS: usize = 1024;
 
