@@ -944,9 +944,23 @@ impl Engine {
         if diff_on {
             self.add_diff(&mut change, new_text.as_deref());
         }
+        // fanotify sees writes only: ask for content changes (the last
+        // writer of a deleted, moved or chmod-ed file did not make that
+        // change) and for saves by rename (content written seconds ago, then
+        // renamed into place: vim, sed -i), for the content as it is now.
+        let written_lately = |e: &crate::state::Entry| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|now| i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - e.mtime < 10)
+        };
         if let Some(who) = &self.who
-            && let Some(e) = change.new.as_ref().or(change.old.as_ref())
-            && let Some(by) = who.who(e.dev, e.inode)
+            && let Some(e) = change.new.as_ref()
+            && match change.action {
+                Action::Modified | Action::Created => true,
+                Action::Renamed => written_lately(e),
+                Action::Deleted | Action::Attributes => false,
+            }
+            && let Some(by) = who.who_at(e.dev, e.inode, e.mtime, e.mtime_nsec)
         {
             change.changed_by = by;
         }
