@@ -604,3 +604,29 @@ fn latency() {
     );
     m.stop();
 }
+
+#[test]
+fn a_watched_tree_replaced_whole_is_watched_again() {
+    let mut h = Harness::new();
+    h.start();
+    sh(
+        "mv tree tree.old && mkdir -p tree/sub && echo 'port = 9' > tree/a.conf",
+        h.tree.parent().unwrap(),
+    );
+    h.wait("the replacement", |h| h.changes().len() >= 2);
+    // Watched from then on.
+    sh("echo 'x = 1' > sub/new.conf", &h.tree);
+    h.wait_changes(3);
+    let a = h.changes_of(&h.tree.join("a.conf"));
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].action, Action::Modified);
+    assert_eq!(
+        h.changes_of(&h.tree.join("sub/b.conf"))[0].action,
+        Action::Deleted
+    );
+    assert_eq!(
+        h.changes_of(&h.tree.join("sub/new.conf"))[0].action,
+        Action::Created
+    );
+    h.stop();
+}
