@@ -176,11 +176,11 @@ pub async fn run_on(
     if Capture::wanted(&config) {
         collectors.add(Box::new(Capture::new(&config)));
     }
-    if Host::wanted(&config) {
-        collectors.add(Box::new(Host::new(&config)));
-    }
     if Fim::wanted(&config) {
         collectors.add(Box::new(Fim::new(&config)));
+    }
+    if Host::wanted(&config) {
+        collectors.add(Box::new(Host::new(&config)));
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.

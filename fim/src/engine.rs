@@ -126,7 +126,7 @@ impl Monitor {
         let mut engine = Engine::new(config, state_dir, out, Some(watcher))?;
         engine.overflow = overflow;
         engine.tx = Some(tx);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = engine.stop.clone();
         let stats = engine.stats.clone();
         let failure = Arc::new(Mutex::new(None));
         let (stop2, failure2) = (stop.clone(), failure.clone());
@@ -230,6 +230,8 @@ pub(crate) struct Engine {
     pub(crate) progress: bool,
     /// `owlet fim scan`: nothing written (baseline, content store).
     pub(crate) read_only: bool,
+    /// Set when the monitor is asked to stop: long scans give up.
+    stop: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -273,6 +275,7 @@ impl Engine {
             reported: HashSet::new(),
             progress: false,
             read_only: false,
+            stop: Arc::default(),
             cfg,
         })
     }
@@ -442,8 +445,17 @@ impl Engine {
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
+            // The root's parent too: a watched tree deleted (or moved away)
+            // and created again is seen, not left without watches.
+            if let Some(parent) = root.parent() {
+                self.watch_dir(parent);
+            }
             let found = self.walk_and_watch(&root);
             for path in found {
+                if self.stop.load(Ordering::Relaxed) {
+                    // Stopping: what was not reached is compared next time.
+                    return (files, bytes, started.elapsed());
+                }
                 bytes += self.settle_scanned(&path, kind, &mut budget);
                 files += 1;
                 seen.insert(path);
@@ -659,8 +671,8 @@ impl Engine {
             .baseline
             .entries
             .range(path.clone()..)
-            .skip(1)
             .take_while(|(p, _)| p.starts_with(&path))
+            .filter(|(p, _)| **p != path)
             .map(|(p, _)| p.clone())
             .collect();
         for p in under {
@@ -937,9 +949,23 @@ impl Engine {
         if diff_on {
             self.add_diff(&mut change, new_text.as_deref());
         }
+        // fanotify sees writes only: ask for content changes (the last
+        // writer of a deleted, moved or chmod-ed file did not make that
+        // change) and for saves by rename (content written seconds ago, then
+        // renamed into place: vim, sed -i), for the content as it is now.
+        let written_lately = |e: &crate::state::Entry| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|now| i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - e.mtime < 10)
+        };
         if let Some(who) = &self.who
-            && let Some(e) = change.new.as_ref().or(change.old.as_ref())
-            && let Some(by) = who.who(e.dev, e.inode)
+            && let Some(e) = change.new.as_ref()
+            && match change.action {
+                Action::Modified | Action::Created => true,
+                Action::Renamed => written_lately(e),
+                Action::Deleted | Action::Attributes => false,
+            }
+            && let Some(by) = who.who_at(e.dev, e.inode, e.mtime, e.mtime_nsec)
         {
             change.changed_by = by;
         }
@@ -1005,7 +1031,11 @@ impl Engine {
     }
 
     fn save_baseline(&mut self) {
-        self.baseline.rules = self.rules.specs();
+        self.save_baseline_with(self.rules.specs());
+    }
+
+    fn save_baseline_with(&mut self, rules: Vec<String>) {
+        self.baseline.rules = rules;
         match self.baseline.save(&self.dir) {
             Ok(()) => {
                 self.baseline_dirty = false;
@@ -1070,10 +1100,36 @@ impl Engine {
         }
     }
 
+    /// Notifications were lost: say so and rescan everything.
+    fn after_overflow(&mut self, overflows: u64) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.overflows = overflows;
+        }
+        let alert = FimAlert::new(
+            "fim_queue_overflow",
+            self.dir.to_string_lossy(),
+            Severity::Warning,
+            "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
+        )
+        .label("overflows", overflows);
+        self.emit(Output::Alert(alert));
+        // Everything pending is re-read by the rescan anyway.
+        self.flush(Instant::now(), true);
+        self.full_scan(ScanKind::Rescan, false);
+    }
+
     fn run(&mut self, rx: &Receiver<Msg>, stop: &AtomicBool) {
         self.start_attribution();
         let had_baseline = self.load_baseline();
         let (files, bytes, took) = self.full_scan(ScanKind::Start, !had_baseline);
+        if stop.load(Ordering::Relaxed) {
+            // Interrupted: keep what was compared, but only under the rules
+            // the saved baseline already covered — files not reached yet
+            // must not count as created at the next start.
+            let rules = self.known_rules.iter().cloned().collect();
+            self.save_baseline_with(rules);
+            return;
+        }
         self.save_baseline();
         let stopped_changes = self.stats.lock().map(|s| s.changes).unwrap_or(0);
         let alert = FimAlert::new(
@@ -1127,20 +1183,7 @@ impl Engine {
             }
             if self.overflow.swap(false, Ordering::Relaxed) {
                 overflows += 1;
-                if let Ok(mut s) = self.stats.lock() {
-                    s.overflows = overflows;
-                }
-                let alert = FimAlert::new(
-                    "fim_queue_overflow",
-                    self.dir.to_string_lossy(),
-                    Severity::Warning,
-                    "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
-                )
-                .label("overflows", overflows);
-                self.emit(Output::Alert(alert));
-                // Everything pending is re-read by the rescan anyway.
-                self.flush(Instant::now(), true);
-                self.full_scan(ScanKind::Rescan, false);
+                self.after_overflow(overflows);
             }
             next_due = self.flush(Instant::now(), false);
             if !self.unwatched.is_empty()

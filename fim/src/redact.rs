@@ -7,7 +7,9 @@
 //! Default rules (case-insensitive):
 //! - a word containing `password`, `passwd`, `passphrase`, `secret`, `token`,
 //!   `api_key` / `api-key` / `apikey`, `private_key`, `psk`, `pre-shared` /
-//!   `preshared` or `community`, followed by `=`, `:`, `=>`, `>` or blanks:
+//!   `preshared`, `community` (SNMP v1/v2c), `createUser` (SNMPv3 users with
+//!   their pass phrases), `credential` or `bearer`, followed by `=`, `:`,
+//!   `=>`, `>` or blanks:
 //!   everything after the separator up to the end of the line is replaced
 //!   (`enable secret 5 $1$x` → `enable secret [redacted]`,
 //!   `rocommunity public` → `rocommunity [redacted]`, `: PSK "x"` →
@@ -36,7 +38,7 @@ use regex::Regex;
 pub const REDACTED: &str = "[redacted]";
 
 /// Secret keyword inside a word, then a separator, then a value.
-const KEYWORD_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|private[_-]?key|psk|pre-?shared|community)[A-Za-z0-9_.\-]*["']?(?:\s*(?:=>|[=:>])\s*|\s+))(?P<value>\S.*)$"#;
+const KEYWORD_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|private[_-]?key|psk|pre-?shared|community|credential|bearer|createuser)[A-Za-z0-9_.\-]*["']?(?:\s*(?:=>|[=:>])\s*|\s+))(?P<value>\S.*)$"#;
 /// A word ending in `key`, then an assignment, then a value.
 const KEY_ASSIGN_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*key["']?\s*[=:]\s*)(?P<value>\S.*)$"#;
 
@@ -166,12 +168,22 @@ mod tests {
             "snmp-server community [redacted]"
         );
         assert_eq!(r("rocommunity public default"), "rocommunity [redacted]");
+        assert_eq!(
+            r("createUser bob SHA \"authpass\" AES \"privpass\""),
+            "createUser [redacted]"
+        );
+        assert_eq!(
+            r("Authorization: Bearer abc.def"),
+            "Authorization: Bearer [redacted]"
+        );
     }
 
     #[test]
     fn leaves_ordinary_lines_alone() {
         for l in [
             "listen 443 ssl;",
+            // pf / nftables rules are what is watched most: "pass" is no secret.
+            "pass in on em0 proto tcp to port 22",
             "keyboard = us",
             "password =",
             "-----BEGIN RSA PRIVATE KEY-----",

@@ -18,8 +18,8 @@
 
 mod capture;
 mod checks;
-mod host;
 mod fim;
+mod host;
 mod supervisor;
 
 use std::future::Future;
@@ -33,8 +33,8 @@ use crate::status::Verdict;
 
 pub use capture::Capture;
 pub use checks::Checks;
-pub use host::Host;
 pub use fim::Fim;
+pub use host::Host;
 pub use supervisor::{CollectorReport, Supervisor};
 
 /// Resolves, with a reason a person can read, when a running collector stops
