@@ -362,6 +362,6 @@ fn a_key_owned_by_another_user_fails_the_key_step() {
         &report,
         "key",
         "owned by neither root nor the service user",
-        "chown root:owlet",
+        "chown owlet",
     );
 }

@@ -66,8 +66,8 @@ pub fn certificates(config: &Config) -> Vec<Step> {
     steps
 }
 
-/// The key is readable, parses, and only its owner (root or the service
-/// user) and at most its group may read it.
+/// The key is readable, parses, nobody but its owner may access it (the
+/// agent's own rule) and it is owned by root or the service user.
 fn key(config: &Config) -> Step {
     let path = &config.soc.key;
     let meta = match fs::metadata(path) {
@@ -90,34 +90,24 @@ fn key(config: &Config) -> Step {
             ),
         );
     }
+    // Loading the key already refused any access by group or others (the
+    // agent's own rule, owlet_tls::load_private_key); what is left to check
+    // is who owns it.
     let mode = meta.mode() & 0o7777;
-    let mut wrong = Vec::new();
-    if mode & 0o007 != 0 {
-        wrong.push("other users have access");
-    }
-    if mode & 0o030 != 0 {
-        wrong.push("its group may write or execute it");
-    }
     let owner = meta.uid();
     let me = nix::unistd::geteuid().as_raw();
     let service = nix::unistd::User::from_name(SERVICE_USER)
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw());
-    if owner != 0 && owner != me && Some(owner) != service {
-        wrong.push("it is owned by neither root nor the service user");
-    }
     let found = format!("{} (mode {mode:04o}, owner uid {owner})", path.display());
-    if wrong.is_empty() {
+    if owner == 0 || owner == me || Some(owner) == service {
         Step::pass("key", found)
     } else {
         Step::fail(
             "key",
-            format!("{found}: {}", wrong.join("; ")),
-            format!(
-                "chown root:{SERVICE_USER} {0} && chmod 0640 {0} (or chown {SERVICE_USER} and chmod 0600)",
-                path.display()
-            ),
+            format!("{found}: it is owned by neither root nor the service user"),
+            format!("chown {SERVICE_USER} {0} && chmod 0600 {0}", path.display()),
         )
     }
 }
