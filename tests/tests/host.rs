@@ -103,6 +103,10 @@ fn metrics_agree_with_proc() {
     wait_until("three host metrics at the SOC", DEADLINE, || {
         host_metrics(&db).len() >= 3
     });
+    // Every sample the SOC gets has rates, the first one too (the sample
+    // that primes the sampler is not sent).
+    let all = host_metrics(&db);
+    assert!(all.iter().all(|(_, m)| m.interval_seconds > 0.0), "{all:?}");
     let (stamp, m) = host_metrics(&db).pop().unwrap();
 
     assert_eq!(m.memory_total_bytes, meminfo("MemTotal"));

@@ -89,6 +89,9 @@ impl Host {
     }
 }
 
+/// Between the sample that primes the sampler and the first one sent.
+const PRIME: Duration = Duration::from_secs(1);
+
 fn run(
     config: HostConfig,
     state_dir: PathBuf,
@@ -107,10 +110,15 @@ fn run(
         }
     };
     let mut interval = config.interval;
+    // The first sample has no rates (CPU use, network and disk I/O are
+    // deltas): it only primes the sampler, and the first sample the SOC
+    // gets follows a moment later. Its alerts (a reboot) still go out.
+    let mut priming = true;
     loop {
-        let next = Instant::now() + interval;
+        let next = Instant::now() + if priming { PRIME } else { interval };
         for output in monitor.collect() {
             let kind = match output {
+                Output::Metrics(_) if priming => continue,
                 Output::Metrics(metrics) => Kind::HostMetrics(metrics),
                 Output::Alert(alert) => Kind::Alert(alert),
             };
@@ -123,6 +131,7 @@ fn run(
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+        priming = false;
         if let Ok(mut health) = shared.health.lock() {
             *health = Some(monitor.health().clone());
         }
