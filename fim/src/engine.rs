@@ -1095,6 +1095,24 @@ impl Engine {
         }
     }
 
+    /// Notifications were lost: say so and rescan everything.
+    fn after_overflow(&mut self, overflows: u64) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.overflows = overflows;
+        }
+        let alert = FimAlert::new(
+            "fim_queue_overflow",
+            self.dir.to_string_lossy(),
+            Severity::Warning,
+            "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
+        )
+        .label("overflows", overflows);
+        self.emit(Output::Alert(alert));
+        // Everything pending is re-read by the rescan anyway.
+        self.flush(Instant::now(), true);
+        self.full_scan(ScanKind::Rescan, false);
+    }
+
     fn run(&mut self, rx: &Receiver<Msg>, stop: &AtomicBool) {
         self.start_attribution();
         let had_baseline = self.load_baseline();
@@ -1160,20 +1178,7 @@ impl Engine {
             }
             if self.overflow.swap(false, Ordering::Relaxed) {
                 overflows += 1;
-                if let Ok(mut s) = self.stats.lock() {
-                    s.overflows = overflows;
-                }
-                let alert = FimAlert::new(
-                    "fim_queue_overflow",
-                    self.dir.to_string_lossy(),
-                    Severity::Warning,
-                    "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
-                )
-                .label("overflows", overflows);
-                self.emit(Output::Alert(alert));
-                // Everything pending is re-read by the rescan anyway.
-                self.flush(Instant::now(), true);
-                self.full_scan(ScanKind::Rescan, false);
+                self.after_overflow(overflows);
             }
             next_due = self.flush(Instant::now(), false);
             if !self.unwatched.is_empty()

@@ -295,7 +295,8 @@ fn hash_reader(
     limits: Limits,
     budget: &mut IoBudget,
 ) -> io::Result<(String, Option<Vec<u8>>)> {
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "no longer a regular file",
@@ -303,7 +304,9 @@ fn hash_reader(
     }
     let mut hasher = Sha256::new();
     let mut content = Some(Vec::new());
-    let mut buf = vec![0u8; 64 * 1024];
+    // Most configuration files are small: no 64 KiB buffer to zero for each.
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; size.saturating_add(1).clamp(512, 64 * 1024)];
     let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {
