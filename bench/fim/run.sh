@@ -133,10 +133,10 @@ import sys
 files = int(sys.argv[1])
 rows = [("agent without [fim]", sys.argv[2]), (f"agent, fim on {files:,} files, first start (builds baseline)", sys.argv[3]),
         (f"agent, fim on {files:,} files, restart (compares)", sys.argv[4]), (f"inotifywait -m -r on the same tree", sys.argv[5])]
-print(f"(c) resident memory, MB                                   {'RSS':>8} {'peak':>8}")
+print(f"(c) resident memory, MB                                           {'RSS':>8} {'peak':>8}")
 for name, v in rows:
     rss, hwm, _ = v.split()
-    print(f"    {name:54} {float(rss):>8.1f} {float(hwm):>8.1f}")
+    print(f"    {name:62} {float(rss):>8.1f} {float(hwm):>8.1f}")
 base = float(sys.argv[2].split()[0]); with_fim = float(sys.argv[4].split()[0])
 print(f"    FIM costs {with_fim - base:.1f} MB for {files:,} files ({(with_fim - base) * 1e6 / files:.0f} bytes per file)")
 PY
