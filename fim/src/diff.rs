@@ -79,7 +79,12 @@ pub fn unified(
     for hunk in diff.unified_diff().context_radius(CONTEXT).iter_hunks() {
         if first {
             first = false;
-            if !out.push(&format!("--- {old_label}\n+++ {new_label}\n")) {
+            // A path may hold a line break; the header must stay one line.
+            let (a, b) = (
+                old_label.replace(['\n', '\r'], "?"),
+                new_label.replace(['\n', '\r'], "?"),
+            );
+            if !out.push(&format!("--- {a}\n+++ {b}\n")) {
                 break;
             }
         }
@@ -205,6 +210,16 @@ mod tests {
         );
         assert!(!d.truncated);
         assert_eq!(d.redacted_lines, 0);
+    }
+
+    #[test]
+    fn labels_stay_on_their_header_line() {
+        let d = unified(b"a\n", b"b\n", "x\ny", "x\r\ny", 1000, &red()).unwrap();
+        assert!(
+            d.text.starts_with("--- x?y\n+++ x??y\n@@ -1 +1 @@\n"),
+            "{}",
+            d.text
+        );
     }
 
     #[test]
