@@ -445,6 +445,11 @@ impl Engine {
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
+            // The root's parent too: a watched tree deleted (or moved away)
+            // and created again is seen, not left without watches.
+            if let Some(parent) = root.parent() {
+                self.watch_dir(parent);
+            }
             let found = self.walk_and_watch(&root);
             for path in found {
                 if self.stop.load(Ordering::Relaxed) {

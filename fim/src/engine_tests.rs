@@ -61,6 +61,18 @@ impl Harness {
         self.wait("the baseline", |h| h.ready_count() > before);
     }
 
+    /// An engine without a watcher, its outputs into `out`.
+    fn engine(&self, config: FimConfig) -> Engine {
+        let out = self.out.clone();
+        Engine::new(
+            config,
+            self.state.clone(),
+            Box::new(move |o| out.lock().unwrap().push(o)),
+            None,
+        )
+        .unwrap()
+    }
+
     fn stop(&mut self) {
         self.monitor.take().unwrap().stop();
     }
@@ -349,17 +361,10 @@ fn a_single_watched_file_survives_rename_over_deletion_and_re_creation() {
 #[test]
 fn notifications_settle_after_quiet_or_max_hold_and_the_rate_limit_folds() {
     let h = Harness::new();
-    let out = h.out.clone();
     let mut config = h.config();
     config.coalesce = Duration::from_millis(40);
     config.rate_limit_per_minute = 60;
-    let mut e = Engine::new(
-        config,
-        h.state.clone(),
-        Box::new(move |o| out.lock().unwrap().push(o)),
-        None,
-    )
-    .unwrap();
+    let mut e = h.engine(config);
     e.full_scan(ScanKind::Start, true);
     let a = h.tree.join("a.conf");
     let ms = Duration::from_millis;
@@ -490,14 +495,7 @@ fn a_directory_moved_out_of_the_tree_is_every_file_in_it_deleted() {
 #[test]
 fn a_start_interrupted_by_stop_does_not_make_unscanned_files_new() {
     let mut h = Harness::new();
-    let out = h.out.clone();
-    let mut e = Engine::new(
-        h.config(),
-        h.state.clone(),
-        Box::new(move |o| out.lock().unwrap().push(o)),
-        None,
-    )
-    .unwrap();
+    let mut e = h.engine(h.config());
     let (_tx, rx) = mpsc::sync_channel(1);
     let stop = e.stop.clone();
     // Asked to stop before the first baseline got anywhere.
@@ -528,14 +526,7 @@ fn special_files_are_skipped_and_said_once() {
 #[test]
 fn a_queue_overflow_is_said_and_the_rescan_finds_what_was_missed() {
     let h = Harness::new();
-    let out = h.out.clone();
-    let mut e = Engine::new(
-        h.config(),
-        h.state.clone(),
-        Box::new(move |o| out.lock().unwrap().push(o)),
-        None,
-    )
-    .unwrap();
+    let mut e = h.engine(h.config());
     e.full_scan(ScanKind::Start, true);
     // Changed without a notification reaching the monitor...
     fs::write(h.tree.join("a.conf"), "port = 5\n").unwrap();
@@ -603,4 +594,30 @@ fn latency() {
         lat[lat.len() - 1]
     );
     m.stop();
+}
+
+#[test]
+fn a_watched_tree_replaced_whole_is_watched_again() {
+    let mut h = Harness::new();
+    h.start();
+    sh(
+        "mv tree tree.old && mkdir -p tree/sub && echo 'port = 9' > tree/a.conf",
+        h.tree.parent().unwrap(),
+    );
+    h.wait("the replacement", |h| h.changes().len() >= 2);
+    // Watched from then on.
+    sh("echo 'x = 1' > sub/new.conf", &h.tree);
+    h.wait_changes(3);
+    let a = h.changes_of(&h.tree.join("a.conf"));
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].action, Action::Modified);
+    assert_eq!(
+        h.changes_of(&h.tree.join("sub/b.conf"))[0].action,
+        Action::Deleted
+    );
+    assert_eq!(
+        h.changes_of(&h.tree.join("sub/new.conf"))[0].action,
+        Action::Created
+    );
+    h.stop();
 }

@@ -437,6 +437,8 @@ pub fn demo_line(event: &Event) -> String {
         Some(Kind::CaptureStats(c)) => {
             format!("capture  {}", crate::query::capture_line(c))
         }
+        Some(Kind::FileChange(f)) => format!("file     {}", crate::query::file_change_line(f)),
+        Some(Kind::HostMetrics(h)) => format!("host     {}", crate::query::host_line(h)),
         _ => format!("event    {}", event.kind_name()),
     };
     format!("{time}  {what}")

@@ -213,7 +213,8 @@ fn summary(event: &Event) -> String {
         ),
         Some(Kind::FlowRecord(f)) => flow_line(f),
         Some(Kind::CaptureStats(c)) => capture_line(c),
-        Some(other) => format!("{other:?}").chars().take(160).collect(),
+        Some(Kind::FileChange(f)) => file_change_line(f),
+        Some(Kind::HostMetrics(h)) => host_line(h),
         None => "unknown kind (newer agent?)".to_string(),
     }
 }
@@ -271,8 +272,140 @@ pub fn capture_line(c: &owlet_proto::v1::CaptureStats) -> String {
     )
 }
 
+/// One file change on one line: what happened to which file, the hashes,
+/// who did it, and how big the diff is.
+pub fn file_change_line(f: &owlet_proto::v1::FileChange) -> String {
+    use owlet_proto::v1::FileChangeKind;
+    let what = match f.change() {
+        FileChangeKind::Created => "created".to_string(),
+        FileChangeKind::Modified => "modified".to_string(),
+        FileChangeKind::Deleted => "deleted".to_string(),
+        FileChangeKind::Renamed => format!("renamed from {}", f.old_path),
+        FileChangeKind::Attributes => format!(
+            "attributes {:o} {}:{} -> {:o} {}:{}",
+            f.old_mode, f.old_uid, f.old_gid, f.new_mode, f.uid, f.gid
+        ),
+        FileChangeKind::Unspecified => "changed".to_string(),
+    };
+    let short = |h: &str| {
+        if h.is_empty() {
+            "-".to_string()
+        } else {
+            h.chars().take(12).collect()
+        }
+    };
+    let mut line = format!(
+        "{} {what}: sha256 {} -> {}, by {}",
+        f.path,
+        short(&f.old_sha256),
+        short(&f.new_sha256),
+        if f.changed_by.is_empty() {
+            "unknown"
+        } else {
+            &f.changed_by
+        }
+    );
+    if !f.tag.is_empty() {
+        line.push_str(&format!(" [{}]", f.tag));
+    }
+    if !f.diff.is_empty() {
+        line.push_str(&format!(", diff {} lines", f.diff.lines().count()));
+    }
+    if f.redacted_lines > 0 {
+        line.push_str(&format!(" ({} redacted)", f.redacted_lines));
+    }
+    if f.coalesced > 1 {
+        line.push_str(&format!(", {} writes", f.coalesced));
+    }
+    if f.while_agent_stopped {
+        line.push_str(", while the agent was stopped");
+    }
+    line
+}
+
+/// A host health sample on one line: CPU, memory, load, the busiest process.
+pub fn host_line(h: &owlet_proto::v1::HostMetrics) -> String {
+    let percent = |used: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        }
+    };
+    let mut line = format!(
+        "cpu {:.0}%, memory {:.0}% of {} MiB, load {:.2}, {} processes",
+        h.cpu_percent,
+        percent(h.memory_used_bytes, h.memory_total_bytes),
+        h.memory_total_bytes / (1024 * 1024),
+        h.load1,
+        h.process_count
+    );
+    if let Some(top) = h.top_processes.first() {
+        line.push_str(&format!(
+            "; top {} (pid {}) {:.0}%",
+            top.name, top.pid, top.cpu_percent
+        ));
+    }
+    if h.learning_percent < 100.0 {
+        line.push_str(&format!("; learning {:.0}%", h.learning_percent));
+    }
+    line
+}
+
 fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use owlet_proto::v1::{FileChange, FileChangeKind, HostMetrics, ProcessUsage};
+
+    use super::*;
+
+    #[test]
+    fn a_file_change_line_names_the_file_the_change_and_who() {
+        let change = FileChange {
+            path: "/etc/nftables.conf".into(),
+            change: FileChangeKind::Renamed as i32,
+            old_path: "/etc/.nftables.conf.swp".into(),
+            old_sha256: "a".repeat(64),
+            new_sha256: "b".repeat(64),
+            diff: "--- a\n+++ b\n-x\n+y\n".into(),
+            redacted_lines: 1,
+            tag: "firewall-rules".into(),
+            while_agent_stopped: true,
+            ..Default::default()
+        };
+        let line = file_change_line(&change);
+        assert_eq!(
+            line,
+            "/etc/nftables.conf renamed from /etc/.nftables.conf.swp: sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb, \
+             by unknown [firewall-rules], diff 4 lines (1 redacted), while the agent was stopped"
+        );
+    }
+
+    #[test]
+    fn a_host_line_names_the_busiest_process() {
+        let sample = HostMetrics {
+            cpu_percent: 97.4,
+            memory_total_bytes: 4 << 30,
+            memory_used_bytes: 1 << 30,
+            load1: 2.5,
+            process_count: 120,
+            top_processes: vec![ProcessUsage {
+                pid: 4242,
+                name: "xmrig".into(),
+                cpu_percent: 95.0,
+                ..Default::default()
+            }],
+            learning_percent: 100.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            host_line(&sample),
+            "cpu 97%, memory 25% of 4096 MiB, load 2.50, 120 processes; top xmrig (pid 4242) 95%"
+        );
+    }
 }
