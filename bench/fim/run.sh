@@ -162,11 +162,12 @@ if [[ $SKIP != *d* ]]; then
     A=$!
     python3 "$PY" settle $A >/dev/null
     c0=$(agent_cpu $A)
-    dd if=/dev/zero of="$OUT/storm/big" bs=4k count=250000 status=none
+    mkdir -p "$OUT/elsewhere"
+    dd if=/dev/zero of="$OUT/elsewhere/big" bs=4k count=250000 status=none
     sleep 1
     c1=$(agent_cpu $A)
     kill $A; wait $A 2>/dev/null || true
-    rm -f "$OUT/storm/big"
+    rm -f "$OUT/elsewhere/big"
     echo "    fim.attribution = $att: $(python3 -c "print(f'{$c1 - $c0:.2f}')") CPU s"
   done
   kill $SOC; wait $SOC 2>/dev/null || true
