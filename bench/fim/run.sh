@@ -22,7 +22,11 @@
 # (c) agent RSS with FIM on the FILES-file tree, vs the same agent without
 #     [fim], and `inotifywait -m -r` on the same tree.
 #
-# Usage: bench/fim/run.sh            (env FILES=100000, SKIP=a|b|c to skip parts)
+# (d) cost of naming writers (fanotify marks the whole filesystem): agent CPU
+#     while dd makes 250,000 4 KiB writes to a file outside the watched tree,
+#     with fim.attribution = false and true.
+#
+# Usage: bench/fim/run.sh            (env FILES=100000, SKIP=a|b|c|d to skip parts)
 # Needs root (chown in the scenario, fanotify attribution). Installs aide and
 # inotify-tools when missing.
 set -euo pipefail
@@ -133,11 +137,38 @@ import sys
 files = int(sys.argv[1])
 rows = [("agent without [fim]", sys.argv[2]), (f"agent, fim on {files:,} files, first start (builds baseline)", sys.argv[3]),
         (f"agent, fim on {files:,} files, restart (compares)", sys.argv[4]), (f"inotifywait -m -r on the same tree", sys.argv[5])]
-print(f"(c) resident memory, MB                                   {'RSS':>8} {'peak':>8}")
+print(f"(c) resident memory, MB                                           {'RSS':>8} {'peak':>8}")
 for name, v in rows:
     rss, hwm, _ = v.split()
-    print(f"    {name:54} {float(rss):>8.1f} {float(hwm):>8.1f}")
+    print(f"    {name:62} {float(rss):>8.1f} {float(hwm):>8.1f}")
 base = float(sys.argv[2].split()[0]); with_fim = float(sys.argv[4].split()[0])
 print(f"    FIM costs {with_fim - base:.1f} MB for {files:,} files ({(with_fim - base) * 1e6 / files:.0f} bytes per file)")
 PY
+fi
+
+# ------------------------------------------------------------ (d) attribution cost
+if [[ $SKIP != *d* ]]; then
+  mkdir -p "$OUT/storm/tree"
+  echo a > "$OUT/storm/tree/x"
+  rm -rf "$OUT/soc/soc.db"*
+  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
+  SOC=$!
+  agent_cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
+  echo "(d) agent CPU while dd makes 250,000 x 4 KiB writes outside the watched tree (same filesystem)"
+  for att in false true; do
+    agent_config "$OUT/storm/tree" "attribution = $att"
+    rm -rf "$OUT/agent/state"
+    $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
+    A=$!
+    python3 "$PY" settle $A >/dev/null
+    c0=$(agent_cpu $A)
+    mkdir -p "$OUT/elsewhere"
+    dd if=/dev/zero of="$OUT/elsewhere/big" bs=4k count=250000 status=none
+    sleep 1
+    c1=$(agent_cpu $A)
+    kill $A; wait $A 2>/dev/null || true
+    rm -f "$OUT/elsewhere/big"
+    echo "    fim.attribution = $att: $(python3 -c "print(f'{$c1 - $c0:.2f}')") CPU s"
+  done
+  kill $SOC; wait $SOC 2>/dev/null || true
 fi

@@ -79,7 +79,12 @@ pub fn unified(
     for hunk in diff.unified_diff().context_radius(CONTEXT).iter_hunks() {
         if first {
             first = false;
-            if !out.push(&format!("--- {old_label}\n+++ {new_label}\n")) {
+            // A path may hold a line break; the header must stay one line.
+            let (a, b) = (
+                old_label.replace(['\n', '\r'], "?"),
+                new_label.replace(['\n', '\r'], "?"),
+            );
+            if !out.push(&format!("--- {a}\n+++ {b}\n")) {
                 break;
             }
         }
@@ -214,13 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_newline_marked() {
-        let d = unified(b"a\n", b"a\nb", "a", "b", 1000, &red()).unwrap();
-        assert!(
-            d.text.ends_with("+b\n\\ No newline at end of file\n"),
-            "{}",
-            d.text
-        );
+    fn header_lines_and_missing_newline_marker() {
+        // A line break in a path cannot split the --- / +++ header.
+        let d = unified(b"a\n", b"a\nb", "x\ny", "x\r\ny", 1000, &red()).unwrap();
+        let want = "--- x?y\n+++ x??y\n@@ -1 +1,2 @@\n a\n+b\n\\ No newline at end of file\n";
+        assert_eq!(d.text, want);
     }
 
     #[test]

@@ -497,27 +497,42 @@ mod tests {
         None
     }
 
-    #[test]
-    fn child_append_is_attributed_with_comm_and_pid() {
-        if !is_root() {
-            eprintln!("skipped: fanotify needs root");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, "a\n").unwrap();
-        let a = Attribution::start(&[dir.path().to_path_buf()]).unwrap();
-        // The child stays a zombie (not reaped) until we have read who it
-        // was, so /proc still names it.
+    /// Runs `sh -c script`, waits until `path` is attributed, then reaps
+    /// the child: until then it stays a zombie, so /proc still names it.
+    /// Returns the child's pid and what `who` said.
+    fn sh_attributed(a: &Attribution, path: &Path, script: &str) -> (u32, Option<String>) {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("echo x >> '{}'", f.display()))
+            .arg(script)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let who = wait_who(&a, &f);
+        let who = wait_who(a, path);
         let pid = child.id();
         child.wait().unwrap();
+        (pid, who)
+    }
+
+    /// As root (fanotify needs it; None otherwise): a temporary directory
+    /// holding `name` with `content`.
+    fn root_file(name: &str, content: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+        if !is_root() {
+            eprintln!("skipped: fanotify needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(name);
+        std::fs::write(&f, content).unwrap();
+        Some((dir, f))
+    }
+
+    #[test]
+    fn child_append_is_attributed_with_comm_and_pid() {
+        let Some((dir, f)) = root_file("f", "a\n") else {
+            return;
+        };
+        let a = Attribution::start(&[dir.path().to_path_buf()]).unwrap();
+        let (pid, who) = sh_attributed(&a, &f, &format!("echo x >> '{}'", f.display()));
         let who = who.expect("the append was attributed");
         assert!(who.contains(&format!("pid={pid} ")), "{who}");
         assert!(who.contains("comm=sh"), "{who}");
@@ -543,29 +558,19 @@ mod tests {
 
     #[test]
     fn rename_over_attributes_the_new_inode() {
-        if !is_root() {
-            eprintln!("skipped: fanotify needs root");
+        let Some((dir, f)) = root_file("conf", "old\n") else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("conf");
-        std::fs::write(&f, "old\n").unwrap();
+        };
         let old_ino = std::fs::metadata(&f).unwrap().ino();
         let a = Attribution::start(std::slice::from_ref(&f)).unwrap();
         let own = dir.path().join("own");
         std::fs::write(&own, "x").unwrap();
         // vim-style: write a temp file, then rename it over the original.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "printf 'new\\n' > '{d}/.conf.swp' && mv '{d}/.conf.swp' '{d}/conf'",
-                d = dir.path().display()
-            ))
-            .spawn()
-            .unwrap();
-        let who = wait_who(&a, &f);
-        let pid = child.id();
-        child.wait().unwrap();
+        let script = format!(
+            "printf 'new\\n' > '{d}/.conf.swp' && mv '{d}/.conf.swp' '{d}/conf'",
+            d = dir.path().display()
+        );
+        let (pid, who) = sh_attributed(&a, &f, &script);
         let m = std::fs::metadata(&f).unwrap();
         assert_ne!(m.ino(), old_ino, "a new inode");
         // The rename moved ctime past the write; who_at still names the writer.
