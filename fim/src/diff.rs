@@ -31,6 +31,8 @@ const DIFF_DEADLINE: Duration = Duration::from_millis(500);
 /// A unified diff ready to send.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Diff {
+    /// `--- old_label` / `+++ new_label` headers and the hunks; empty when
+    /// the texts are equal.
     pub text: String,
     /// Lines were left out to stay within `max_bytes`.
     pub truncated: bool,
@@ -77,7 +79,12 @@ pub fn unified(
     for hunk in diff.unified_diff().context_radius(CONTEXT).iter_hunks() {
         if first {
             first = false;
-            if !out.push(&format!("--- {old_label}\n+++ {new_label}\n")) {
+            // A path may hold a line break; the header must stay one line.
+            let (a, b) = (
+                old_label.replace(['\n', '\r'], "?"),
+                new_label.replace(['\n', '\r'], "?"),
+            );
+            if !out.push(&format!("--- {a}\n+++ {b}\n")) {
                 break;
             }
         }
@@ -212,13 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_newline_marked() {
-        let d = unified(b"a\n", b"a\nb", "a", "b", 1000, &red()).unwrap();
-        assert!(
-            d.text.ends_with("+b\n\\ No newline at end of file\n"),
-            "{}",
-            d.text
-        );
+    fn header_lines_and_missing_newline_marker() {
+        // A line break in a path cannot split the --- / +++ header.
+        let d = unified(b"a\n", b"a\nb", "x\ny", "x\r\ny", 1000, &red()).unwrap();
+        let want = "--- x?y\n+++ x??y\n@@ -1 +1,2 @@\n a\n+b\n\\ No newline at end of file\n";
+        assert_eq!(d.text, want);
     }
 
     #[test]
@@ -278,6 +283,29 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Without secrets the output is exactly `similar`'s own unified
+        /// diff (context 3, same headers): redaction changes nothing else.
+        #[test]
+        fn plain_texts_match_similars_unified_output(
+            old in proptest::collection::vec("[abc]{0,2}", 0..40),
+            new in proptest::collection::vec("[abc]{0,2}", 0..40),
+            old_nl in any::<bool>(),
+            new_nl in any::<bool>(),
+        ) {
+            let join = |v: &[String], nl: bool| {
+                let mut t = v.join("\n");
+                if nl && !v.is_empty() { t.push('\n'); }
+                t
+            };
+            let (old, new) = (join(&old, old_nl), join(&new, new_nl));
+            let d = unified(old.as_bytes(), new.as_bytes(), "a/x", "b/x", 1 << 20, &red()).unwrap();
+            let diff = TextDiff::configure().diff_lines(&old, &new);
+            let want = diff.unified_diff().context_radius(CONTEXT).header("a/x", "b/x").to_string();
+            prop_assert_eq!(d.text, want);
+            prop_assert_eq!(d.redacted_lines, 0);
+            prop_assert!(!d.truncated);
+        }
 
         /// A secret assigned to a secret-looking key never shows in a diff,
         /// whatever surrounds it and whatever changed.

@@ -445,6 +445,11 @@ impl Engine {
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
+            // The root's parent too: a watched tree deleted (or moved away)
+            // and created again is seen, not left without watches.
+            if let Some(parent) = root.parent() {
+                self.watch_dir(parent);
+            }
             let found = self.walk_and_watch(&root);
             for path in found {
                 if self.stop.load(Ordering::Relaxed) {
@@ -944,9 +949,23 @@ impl Engine {
         if diff_on {
             self.add_diff(&mut change, new_text.as_deref());
         }
+        // fanotify sees writes only: ask for content changes (the last
+        // writer of a deleted, moved or chmod-ed file did not make that
+        // change) and for saves by rename (content written seconds ago, then
+        // renamed into place: vim, sed -i), for the content as it is now.
+        let written_lately = |e: &crate::state::Entry| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|now| i64::try_from(now.as_secs()).unwrap_or(i64::MAX) - e.mtime < 10)
+        };
         if let Some(who) = &self.who
-            && let Some(e) = change.new.as_ref().or(change.old.as_ref())
-            && let Some(by) = who.who(e.dev, e.inode)
+            && let Some(e) = change.new.as_ref()
+            && match change.action {
+                Action::Modified | Action::Created => true,
+                Action::Renamed => written_lately(e),
+                Action::Deleted | Action::Attributes => false,
+            }
+            && let Some(by) = who.who_at(e.dev, e.inode, e.mtime, e.mtime_nsec)
         {
             change.changed_by = by;
         }
@@ -1081,6 +1100,24 @@ impl Engine {
         }
     }
 
+    /// Notifications were lost: say so and rescan everything.
+    fn after_overflow(&mut self, overflows: u64) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.overflows = overflows;
+        }
+        let alert = FimAlert::new(
+            "fim_queue_overflow",
+            self.dir.to_string_lossy(),
+            Severity::Warning,
+            "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
+        )
+        .label("overflows", overflows);
+        self.emit(Output::Alert(alert));
+        // Everything pending is re-read by the rescan anyway.
+        self.flush(Instant::now(), true);
+        self.full_scan(ScanKind::Rescan, false);
+    }
+
     fn run(&mut self, rx: &Receiver<Msg>, stop: &AtomicBool) {
         self.start_attribution();
         let had_baseline = self.load_baseline();
@@ -1146,20 +1183,7 @@ impl Engine {
             }
             if self.overflow.swap(false, Ordering::Relaxed) {
                 overflows += 1;
-                if let Ok(mut s) = self.stats.lock() {
-                    s.overflows = overflows;
-                }
-                let alert = FimAlert::new(
-                    "fim_queue_overflow",
-                    self.dir.to_string_lossy(),
-                    Severity::Warning,
-                    "too many file notifications at once (the event queue overflowed): rescanning the watched trees so no change is missed".to_string(),
-                )
-                .label("overflows", overflows);
-                self.emit(Output::Alert(alert));
-                // Everything pending is re-read by the rescan anyway.
-                self.flush(Instant::now(), true);
-                self.full_scan(ScanKind::Rescan, false);
+                self.after_overflow(overflows);
             }
             next_due = self.flush(Instant::now(), false);
             if !self.unwatched.is_empty()

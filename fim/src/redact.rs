@@ -7,12 +7,15 @@
 //! Default rules (case-insensitive):
 //! - a word containing `password`, `passwd`, `passphrase`, `secret`, `token`,
 //!   `api_key` / `api-key` / `apikey`, `private_key`, `psk`, `pre-shared` /
-//!   `preshared` or `community`, followed by `=`, `:`, `=>`, `>` or blanks:
+//!   `preshared`, `community` (SNMP v1/v2c), `createUser` (SNMPv3 users with
+//!   their pass phrases), `credential` or `bearer`, followed by `=`, `:`,
+//!   `=>`, `>` or blanks:
 //!   everything after the separator up to the end of the line is replaced
 //!   (`enable secret 5 $1$x` → `enable secret [redacted]`,
 //!   `rocommunity public` → `rocommunity [redacted]`, `: PSK "x"` →
 //!   `: PSK [redacted]`, `"password": "x",` → `"password": [redacted]`);
 //! - a word ending in `key` followed by `=` or `:` (`key = x`, `ssh_key: x`);
+//! - the password in a URL: `http://bob:[redacted]@proxy:3128/` (in place);
 //! - every line strictly inside a PEM private-key block (`-----BEGIN … PRIVATE
 //!   KEY-----` … `-----END … PRIVATE KEY-----`); the caller tells which lines
 //!   those are ([`pem_private_key_lines`]) because a diff hunk may show only
@@ -36,9 +39,13 @@ use regex::Regex;
 pub const REDACTED: &str = "[redacted]";
 
 /// Secret keyword inside a word, then a separator, then a value.
-const KEYWORD_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|private[_-]?key|psk|pre-?shared|community)[A-Za-z0-9_.\-]*["']?(?:\s*(?:=>|[=:>])\s*|\s+))(?P<value>\S.*)$"#;
+const KEYWORD_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|private[_-]?key|psk|pre-?shared|community|credential|bearer|createuser)[A-Za-z0-9_.\-]*["']?(?:\s*(?:=>|[=:>])\s*|\s+))(?P<value>\S.*)$"#;
 /// A word ending in `key`, then an assignment, then a value.
 const KEY_ASSIGN_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*key["']?\s*[=:]\s*)(?P<value>\S.*)$"#;
+
+/// The password of credentials in a URL (`scheme://user:password@host`):
+/// replaced in place, the rest of the line kept.
+const URL_PASSWORD_RULE: &str = r"(?i)[a-z][a-z0-9+.\-]*://[^\s/:@]*:(?P<value>[^\s/@]+)@";
 
 /// Replaces secret values in lines. Cheap to share (`&Redactor`) between
 /// threads; compiled once.
@@ -46,7 +53,8 @@ const KEY_ASSIGN_RULE: &str = r#"(?i)(?P<key>[A-Za-z0-9_.\-]*key["']?\s*[=:]\s*)
 pub struct Redactor {
     /// Default rules: the `value` group is replaced, the `key` group kept.
     defaults: Vec<Regex>,
-    /// Extra rules from the configuration.
+    /// In-place rules: [`URL_PASSWORD_RULE`], then the extra rules from the
+    /// configuration.
     extra: Vec<Regex>,
 }
 
@@ -58,16 +66,17 @@ impl Redactor {
             .iter()
             .map(|p| Regex::new(p).map_err(|e| format!("built-in redaction rule {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let extra = extra_patterns
-            .iter()
-            .map(|p| {
+        let url = Regex::new(URL_PASSWORD_RULE)
+            .map_err(|e| format!("built-in redaction rule {URL_PASSWORD_RULE:?}: {e}"))?;
+        let extra = std::iter::once(Ok(url))
+            .chain(extra_patterns.iter().map(|p| {
                 Regex::new(p).map_err(|e| {
                     format!(
                         "redaction pattern {p:?} is not a valid regex: {e} \
                          (fix or remove it in the [fim] configuration)"
                     )
                 })
-            })
+            }))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Redactor { defaults, extra })
     }
@@ -146,6 +155,10 @@ mod tests {
 
     #[test]
     fn keeps_key_replaces_value() {
+        assert_eq!(
+            r("upstream http://bob:pa55@proxy:3128/ and redis://:s3cr3t@db/0"),
+            "upstream http://bob:[redacted]@proxy:3128/ and redis://:[redacted]@db/0"
+        );
         assert_eq!(r("password = hunter2"), "password = [redacted]");
         assert_eq!(r("  db_password: 'x y'"), "  db_password: [redacted]");
         assert_eq!(r("passwd=abc"), "passwd=[redacted]");
@@ -166,12 +179,23 @@ mod tests {
             "snmp-server community [redacted]"
         );
         assert_eq!(r("rocommunity public default"), "rocommunity [redacted]");
+        assert_eq!(
+            r("createUser bob SHA \"authpass\" AES \"privpass\""),
+            "createUser [redacted]"
+        );
+        assert_eq!(
+            r("Authorization: Bearer abc.def"),
+            "Authorization: Bearer [redacted]"
+        );
     }
 
     #[test]
     fn leaves_ordinary_lines_alone() {
         for l in [
             "listen 443 ssl;",
+            "upstream http://proxy:3128/path",
+            // pf / nftables rules are what is watched most: "pass" is no secret.
+            "pass in on em0 proto tcp to port 22",
             "keyboard = us",
             "password =",
             "-----BEGIN RSA PRIVATE KEY-----",

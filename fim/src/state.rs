@@ -103,6 +103,9 @@ pub struct Limits {
     pub max_content: u64,
 }
 
+/// The smallest debt [`IoBudget::take`] sleeps off.
+const MIN_SLEEP: Duration = Duration::from_millis(10);
+
 /// Paces reads to a byte rate (token bucket with one second of burst).
 #[derive(Debug)]
 pub struct IoBudget {
@@ -135,10 +138,12 @@ impl IoBudget {
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
         self.last = now;
         self.tokens -= bytes as f64;
-        if self.tokens < 0.0 {
+        // Sleep a debt off only once it is worth a sleep: each sleep
+        // overshoots, and thousands of tiny ones (one per 4 KiB read) held
+        // the rate at half the budget. The time really slept is credited at
+        // the next call, so the overshoot is not lost either.
+        if self.tokens < -rate * MIN_SLEEP.as_secs_f64() {
             std::thread::sleep(Duration::from_secs_f64(-self.tokens / rate));
-            self.last = Instant::now();
-            self.tokens = 0.0;
         }
     }
 }
@@ -295,7 +300,8 @@ fn hash_reader(
     limits: Limits,
     budget: &mut IoBudget,
 ) -> io::Result<(String, Option<Vec<u8>>)> {
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "no longer a regular file",
@@ -303,7 +309,9 @@ fn hash_reader(
     }
     let mut hasher = Sha256::new();
     let mut content = Some(Vec::new());
-    let mut buf = vec![0u8; 64 * 1024];
+    // Most configuration files are small: no 64 KiB buffer to zero for each.
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; size.saturating_add(1).clamp(512, 64 * 1024)];
     let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {

@@ -16,13 +16,21 @@
 //! - the thread stops within [`POLL_INTERVAL`] of the `Attribution` being
 //!   dropped, and never writes to the watched filesystems.
 //!
+//! - [`Attribution::who_at`] never names the writer of an older file that
+//!   had the same inode number (unless the new file's mtime was set into the
+//!   past).
+//!
 //! Limits (the reason this is "best effort", and why callers say
-//! [`UNKNOWN`] plainly when [`Attribution::who`] gives None): needs
-//! CAP_SYS_ADMIN; a writer that exited and was reaped before its event was
-//! read is named by pid only; a writer in another PID namespace has pid 0;
-//! the inotify side may see a change a moment before this thread has read
-//! the matching event (ask again shortly); the kernel queue may overflow
-//! under a write storm (events lost, counted).
+//! [`UNKNOWN`] plainly when they get None): needs CAP_SYS_ADMIN; only writes
+//! are seen, so a deletion, rename, chmod or chown has no writer to name
+//! (nor has `truncate(2)` by path: fanotify without FID reporting drops
+//! events that come with no open file); a writer that exited and was reaped
+//! before its event was read is named by pid only; a writer in another PID
+//! namespace has pid 0; the inotify side may see a change a moment before
+//! this thread has read the matching event (ask again shortly); the kernel
+//! queue may overflow under a write storm (events lost, counted). A
+//! filesystem mark sees every write on that filesystem: each costs one
+//! fstat, and one /proc read per writer and [`WRITER_TTL`].
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -67,7 +75,9 @@ struct Shared {
 
 impl Attribution {
     /// Starts watching writes on the mounts holding `paths`; Err(reason)
-    /// when the kernel or the capabilities do not allow it.
+    /// when the kernel or the capabilities do not allow it. A path that does
+    /// not exist yet counts by its nearest existing ancestor; one mark per
+    /// filesystem.
     pub fn start(paths: &[PathBuf]) -> Result<Attribution, String> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
@@ -144,13 +154,37 @@ impl Attribution {
 
     /// Who last wrote the file with this (device, inode), e.g.
     /// "uid=0(root) pid=42 comm=vim", if seen recently.
+    ///
+    /// Inode numbers are reused: this may name the writer of an earlier,
+    /// deleted file that had the same number. Prefer [`Attribution::who_at`].
     pub fn who(&self, dev: u64, inode: u64) -> Option<String> {
         self.shared
             .recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(dev, inode)
-            .map(str::to_string)
+            .map(|w| w.text.clone())
+    }
+
+    /// Who wrote the file with this (device, inode) whose modification
+    /// time is now (`mtime`, `mtime_nsec`, as `stat` gives them): None when
+    /// the last write seen came before that modification time — the inode
+    /// number now belongs to another, newer file (or the file got content
+    /// this thread did not see being written).
+    ///
+    /// A rename, chmod or chown moves the change time, not the modification
+    /// time, so a vim-style save (write, then rename over) is still
+    /// attributed; and so is a chmod after a write: ask for content changes
+    /// only. A new file on a reused inode number whose mtime was set into the
+    /// past (`cp -p`, `tar`) can still get the old writer.
+    pub fn who_at(&self, dev: u64, inode: u64, mtime: i64, mtime_nsec: i64) -> Option<String> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dev, inode)
+            .filter(|w| w.ctime >= (mtime, mtime_nsec))
+            .map(|w| w.text.clone())
     }
 
     /// What is marked, e.g. "filesystem of /etc".
@@ -190,6 +224,7 @@ fn existing_ancestor(path: &Path) -> Option<(PathBuf, u64)> {
 fn read_loop(fan: &Fanotify, shared: &Shared) {
     let own_pid = i32::try_from(std::process::id()).unwrap_or(-1);
     let mut users = Users::load();
+    let mut writers = Writers::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
         match poll(
@@ -214,12 +249,18 @@ fn read_loop(fan: &Fanotify, shared: &Shared) {
         for event in events {
             // `event` owns its fd; it is closed when `event` drops, on every
             // path through this body.
-            handle(&event, own_pid, shared, &mut users);
+            handle(&event, own_pid, shared, &mut users, &mut writers);
         }
     }
 }
 
-fn handle(event: &FanotifyEvent, own_pid: i32, shared: &Shared, users: &mut Users) {
+fn handle(
+    event: &FanotifyEvent,
+    own_pid: i32,
+    shared: &Shared,
+    users: &mut Users,
+    cache: &mut Writers,
+) {
     if !event.check_version() {
         return;
     }
@@ -239,12 +280,44 @@ fn handle(event: &FanotifyEvent, own_pid: i32, shared: &Shared, users: &mut User
     if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
         return;
     }
-    let writer = describe(pid, users);
+    let writer = Writer {
+        text: cache.describe(pid, users),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    };
     shared
         .recent
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(st.st_dev, st.st_ino, writer);
+}
+
+/// Descriptions of writers by pid, reused for [`WRITER_TTL`] so a process
+/// writing in a loop costs one /proc read per TTL, not one per write.
+#[derive(Default)]
+struct Writers {
+    by_pid: HashMap<i32, (String, Instant)>,
+}
+
+/// How long a writer's description is reused (short: a process may exec
+/// another program under the same pid).
+pub const WRITER_TTL: Duration = Duration::from_millis(100);
+/// Most writers cached at once (the cache is cleared when full).
+const MAX_WRITERS: usize = 1024;
+
+impl Writers {
+    fn describe(&mut self, pid: i32, users: &mut Users) -> String {
+        if let Some((s, at)) = self.by_pid.get(&pid)
+            && at.elapsed() < WRITER_TTL
+        {
+            return s.clone();
+        }
+        let s = describe(pid, users);
+        if self.by_pid.len() >= MAX_WRITERS {
+            self.by_pid.clear();
+        }
+        self.by_pid.insert(pid, (s.clone(), Instant::now()));
+        s
+    }
 }
 
 /// "uid=0(root) pid=42 comm=vim" (plus " auid=1000(alice)" when the login
@@ -331,27 +404,36 @@ impl Users {
     }
 }
 
+/// One remembered writer.
+struct Writer {
+    /// "uid=0(root) pid=42 comm=vim".
+    text: String,
+    /// The file's change time just after the write (fstat of the event's
+    /// fd; a write sets mtime and ctime alike): a later mtime means content
+    /// this writer did not write (or another file on a reused inode number).
+    ctime: (i64, i64),
+}
+
 /// Two generations of writers: inserts go to `current`; when it is full it
 /// becomes `previous` (the old `previous` is dropped). Lookups see both.
 #[derive(Default)]
 struct Recent {
-    current: HashMap<(u64, u64), String>,
-    previous: HashMap<(u64, u64), String>,
+    current: HashMap<(u64, u64), Writer>,
+    previous: HashMap<(u64, u64), Writer>,
 }
 
 impl Recent {
-    fn insert(&mut self, dev: u64, inode: u64, writer: String) {
+    fn insert(&mut self, dev: u64, inode: u64, writer: Writer) {
         if self.current.len() >= REMEMBERED / 2 && !self.current.contains_key(&(dev, inode)) {
             self.previous = std::mem::take(&mut self.current);
         }
         self.current.insert((dev, inode), writer);
     }
 
-    fn get(&self, dev: u64, inode: u64) -> Option<&str> {
+    fn get(&self, dev: u64, inode: u64) -> Option<&Writer> {
         self.current
             .get(&(dev, inode))
             .or_else(|| self.previous.get(&(dev, inode)))
-            .map(String::as_str)
     }
 
     #[cfg(test)]
@@ -368,17 +450,24 @@ mod tests {
     #[test]
     fn recent_is_bounded_and_keeps_the_latest() {
         let mut r = Recent::default();
+        let w = |text: String| Writer {
+            text,
+            ctime: (0, 0),
+        };
         for i in 0..(REMEMBERED as u64 * 3) {
-            r.insert(1, i, format!("w{i}"));
+            r.insert(1, i, w(format!("w{i}")));
             assert!(r.len() <= REMEMBERED);
         }
         let last = REMEMBERED as u64 * 3 - 1;
         for i in (last - REMEMBERED as u64 / 2 + 1)..=last {
-            assert_eq!(r.get(1, i), Some(format!("w{i}").as_str()));
+            assert_eq!(
+                r.get(1, i).map(|w| w.text.as_str()),
+                Some(format!("w{i}").as_str())
+            );
         }
-        assert_eq!(r.get(1, 0), None);
-        r.insert(1, last, "again".into());
-        assert_eq!(r.get(1, last), Some("again"));
+        assert!(r.get(1, 0).is_none());
+        r.insert(1, last, w("again".into()));
+        assert_eq!(r.get(1, last).map(|w| w.text.as_str()), Some("again"));
     }
 
     #[test]
@@ -408,60 +497,84 @@ mod tests {
         None
     }
 
-    #[test]
-    fn child_append_is_attributed_with_comm_and_pid() {
-        if !is_root() {
-            eprintln!("skipped: fanotify needs root");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, "a\n").unwrap();
-        let a = Attribution::start(&[dir.path().to_path_buf()]).unwrap();
-        // The child stays a zombie (not reaped) until we have read who it
-        // was, so /proc still names it.
+    /// Runs `sh -c script`, waits until `path` is attributed, then reaps
+    /// the child: until then it stays a zombie, so /proc still names it.
+    /// Returns the child's pid and what `who` said.
+    fn sh_attributed(a: &Attribution, path: &Path, script: &str) -> (u32, Option<String>) {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("echo x >> '{}'", f.display()))
+            .arg(script)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let who = wait_who(&a, &f);
+        let who = wait_who(a, path);
         let pid = child.id();
         child.wait().unwrap();
+        (pid, who)
+    }
+
+    /// As root (fanotify needs it; None otherwise): a temporary directory
+    /// holding `name` with `content`.
+    fn root_file(name: &str, content: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+        if !is_root() {
+            eprintln!("skipped: fanotify needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(name);
+        std::fs::write(&f, content).unwrap();
+        Some((dir, f))
+    }
+
+    #[test]
+    fn child_append_is_attributed_with_comm_and_pid() {
+        let Some((dir, f)) = root_file("f", "a\n") else {
+            return;
+        };
+        let a = Attribution::start(&[dir.path().to_path_buf()]).unwrap();
+        let (pid, who) = sh_attributed(&a, &f, &format!("echo x >> '{}'", f.display()));
         let who = who.expect("the append was attributed");
         assert!(who.contains(&format!("pid={pid} ")), "{who}");
         assert!(who.contains("comm=sh"), "{who}");
         assert!(who.starts_with("uid=0(root) "), "{who}");
         assert!(a.events() > 0);
+        // who_at: valid for the modification time the write left ...
+        let m = std::fs::metadata(&f).unwrap();
+        let at = |m: &std::fs::Metadata| a.who_at(m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
+        assert_eq!(at(&m), Some(who.clone()));
+        // ... not for content newer than the write seen: what a new file on
+        // a reused inode number looks like (set here without a write event).
+        let later = std::time::SystemTime::now() + Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(at(&m), None);
+        assert_eq!(a.who(m.dev(), m.ino()), Some(who));
     }
 
     #[test]
     fn rename_over_attributes_the_new_inode() {
-        if !is_root() {
-            eprintln!("skipped: fanotify needs root");
+        let Some((dir, f)) = root_file("conf", "old\n") else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("conf");
-        std::fs::write(&f, "old\n").unwrap();
+        };
         let old_ino = std::fs::metadata(&f).unwrap().ino();
         let a = Attribution::start(std::slice::from_ref(&f)).unwrap();
         let own = dir.path().join("own");
         std::fs::write(&own, "x").unwrap();
         // vim-style: write a temp file, then rename it over the original.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "printf 'new\\n' > '{d}/.conf.swp' && mv '{d}/.conf.swp' '{d}/conf'",
-                d = dir.path().display()
-            ))
-            .spawn()
-            .unwrap();
-        let who = wait_who(&a, &f);
-        let pid = child.id();
-        child.wait().unwrap();
-        assert_ne!(std::fs::metadata(&f).unwrap().ino(), old_ino, "a new inode");
+        let script = format!(
+            "printf 'new\\n' > '{d}/.conf.swp' && mv '{d}/.conf.swp' '{d}/conf'",
+            d = dir.path().display()
+        );
+        let (pid, who) = sh_attributed(&a, &f, &script);
+        let m = std::fs::metadata(&f).unwrap();
+        assert_ne!(m.ino(), old_ino, "a new inode");
+        // The rename moved ctime past the write; who_at still names the writer.
+        assert_eq!(a.who_at(m.dev(), m.ino(), m.mtime(), m.mtime_nsec()), who);
         let who = who.expect("the new inode was attributed");
         assert!(who.contains(&format!("pid={pid} ")), "{who}");
         assert!(who.contains("comm=sh"), "{who}");

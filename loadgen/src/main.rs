@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod synthetic;
+mod wedge;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +38,11 @@ enum Command {
         /// Stop producing after this many events (0: never stop).
         #[arg(long, default_value_t = 0)]
         total: u64,
+        /// While this file exists, the spool's fdatasync calls do not
+        /// return: the spool writer wedges inside a real spool call, as on
+        /// a hung disk (tests of the systemd watchdog).
+        #[arg(long)]
+        wedge_spool_when: Option<PathBuf>,
     },
 }
 
@@ -45,7 +52,16 @@ fn main() {
         config,
         rate,
         total,
+        wedge_spool_when,
     } = cli.command;
     let load = synthetic::Synthetic::new(rate, total);
-    std::process::exit(owlet_agent::cli::run_with(config, vec![Box::new(load)]));
+    let status = match wedge_spool_when {
+        None => owlet_agent::cli::run_with(config, vec![Box::new(load)]),
+        Some(trigger) => owlet_agent::cli::run_with_spool_fs(
+            config,
+            vec![Box::new(load)],
+            Arc::new(wedge::WedgeFs::new(trigger)),
+        ),
+    };
+    std::process::exit(status);
 }

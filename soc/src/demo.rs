@@ -12,6 +12,10 @@
 //! server, and `demo-flaky`, a TCP check of a loopback port the demo opens,
 //! closes once the check is UP, and reopens a few seconds after the SOC
 //! stored the DOWN alert, so a newcomer sees an alert raised and cleared.
+//! The agent also watches a small directory of the demo's, in which the
+//! demo edits a firewall rules file twice (an editor-style save, then an
+//! appended secret, shown redacted), and samples host health every 10 s;
+//! as root it also captures loopback traffic (flows, top talkers).
 //!
 //! Guarantees: everything it writes stays in one directory (a temporary one
 //! removed at the end unless `--dir` is given); nothing needs root; when
@@ -27,11 +31,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use owlet_proto::v1::{Event, State, event::Kind};
+use owlet_proto::v1::{Event, Severity, State, event::Kind};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::demo_edits::Edits;
 use crate::{enroll, query, serve};
 
 /// Heartbeat period of the demo agent (short, so the view is lively).
@@ -165,9 +170,12 @@ async fn demo(
             "note: packet capture skipped (it needs root or CAP_NET_RAW; as root the demo shows loopback flows and top talkers)"
         );
     }
+    let mut edits = Edits::prepare(dir)?;
     add_demo_checks(&agent_toml, icmp, capture, soc_addr, web, flaky.addr)?;
+    add_demo_watch_and_host(&agent_toml, edits.watched_dir())?;
     let log = agent_dir.join("agent.log");
     let mut agent = start_agent(agent_bin, &agent_toml, &log)?;
+    edits.agent_started();
     say!(
         "agent {identity} started (pid {}), log {}",
         agent.id().unwrap_or(0),
@@ -182,6 +190,10 @@ async fn demo(
         "{FLAKY} checks port {}: the demo closes it once the check is UP and reopens it after the alert",
         flaky.addr.port()
     );
+    say!(
+        "the agent watches {} (the demo edits firewall.rules in it) and samples host health every 10 s",
+        edits.watched_dir().display()
+    );
     say!("--- what the SOC stores, live (times UTC; Ctrl-C to stop) ---");
 
     // 3. The SOC's view, live, driving the flaky port.
@@ -192,7 +204,7 @@ async fn demo(
         }
     };
     let outcome = tokio::select! {
-        r = watch(screen, &db_path, flaky) => r,
+        r = watch(screen, &db_path, flaky, edits) => r,
         () = stop => Ok(Stop::Asked),
         status = agent.wait() => Err(anyhow::anyhow!(
             "the agent exited early ({}); the end of its log:\n{}",
@@ -343,7 +355,12 @@ async fn accept_and_drop(listener: TcpListener) {
 
 /// Prints stored events as they arrive and drives the flaky port; returns
 /// on a closed pipe or a database error.
-async fn watch(screen: &mut Screen, db_path: &Path, mut flaky: Flaky) -> anyhow::Result<Stop> {
+async fn watch(
+    screen: &mut Screen,
+    db_path: &Path,
+    mut flaky: Flaky,
+    mut edits: Edits,
+) -> anyhow::Result<Stop> {
     let db = query::open_read_only(db_path)?;
     let mut after = 0;
     loop {
@@ -363,6 +380,11 @@ async fn watch(screen: &mut Screen, db_path: &Path, mut flaky: Flaky) -> anyhow:
             }
         }
         if let Some(note) = flaky.tick().await?
+            && !screen.line(note)?
+        {
+            return Ok(Stop::ClosedPipe);
+        }
+        if let Some(note) = edits.tick()
             && !screen.line(note)?
         {
             return Ok(Stop::ClosedPipe);
@@ -413,6 +435,14 @@ pub fn demo_line(event: &Event) -> String {
                     state_word(a.new_state()),
                     state_word(a.old_state())
                 )
+            } else if a.source != "check" {
+                // Not an up/down state change (file watching ready, a host
+                // threshold, a capture signature): what it says, how urgent.
+                let label = match a.severity() {
+                    Severity::Warning | Severity::Critical => "ALERT   ",
+                    _ => "NOTICE  ",
+                };
+                format!("{label} {}: {} [{}]", a.subject, a.message, a.name)
             } else {
                 format!(
                     "ALERT    {} is {}: {why} [{}]",
@@ -483,6 +513,25 @@ fn add_demo_checks(
     }
     file.write_all(checks.as_bytes())?;
     Ok(())
+}
+
+/// Appends the watched directory and a lively host-health interval to the
+/// agent's config.
+fn add_demo_watch_and_host(agent_toml: &Path, watched: &Path) -> anyhow::Result<()> {
+    let section = format!(
+        "\n[host]\ninterval = \"10s\"\n\n[[fim.watch]]\npath = {}\ntag = \"demo-firewall\"\nseverity = \"critical\"\n",
+        toml_string(&watched.display().to_string())
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(agent_toml)
+        .and_then(|mut file| file.write_all(section.as_bytes()))
+        .with_context(|| format!("cannot append the demo's watch to {}", agent_toml.display()))
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The real uid or gid of this process (`Uid:` / `Gid:` of /proc/self/status).

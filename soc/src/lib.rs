@@ -10,6 +10,7 @@
 pub mod accept;
 pub mod config;
 pub mod demo;
+mod demo_edits;
 pub mod enroll;
 pub mod lock;
 pub mod query;

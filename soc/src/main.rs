@@ -217,18 +217,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  HOST",
-                    "AGENT", "STATE", "VERSION", "LAST SEEN", "CLOCK ms", "DUPLICATES"
+                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  HOST",
+                    "AGENT",
+                    "STATE",
+                    "VERSION",
+                    "LAST SEEN",
+                    "CLOCK ms",
+                    "DUPLICATES",
+                    "LAST SELF-TEST"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {}",
+                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {}",
                         format!("{}/{}", r.tenant, r.agent_id),
                         r.state,
                         r.version,
                         r.last_seen,
                         r.clock_offset_ms,
                         r.duplicates_dropped,
+                        r.last_selftest.as_deref().unwrap_or("never"),
                         r.hostname
                     );
                 }

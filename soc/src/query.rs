@@ -28,6 +28,9 @@ pub struct AgentRow {
     /// Events received again after they were stored (resends at or below
     /// `acked_seq`), dropped by the SOC.
     pub duplicates_dropped: u64,
+    /// When the agent last stored a self-test record (`owlet selftest`);
+    /// `None` if it never did.
+    pub last_selftest: Option<String>,
 }
 
 pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
@@ -52,9 +55,14 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
     } else {
         "0"
     };
+    let selftest = if has_column(db, "agents", "last_selftest_us")? {
+        "last_selftest_us"
+    } else {
+        "NULL"
+    };
     let mut stmt = db.prepare(&format!(
         "SELECT tenant, agent_id, version, hw_profile, hostname, time_zone, connected, silent,
-                first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}
+                first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}, {selftest}
          FROM agents ORDER BY tenant, agent_id"
     ))?;
     stmt.query_map([], |r| {
@@ -80,6 +88,7 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             clock_offset_ms: r.get(10)?,
             acked_seq: r.get::<_, i64>(11)? as u64,
             duplicates_dropped: r.get::<_, i64>(12)? as u64,
+            last_selftest: r.get::<_, Option<i64>>(13)?.map(rfc3339),
         })
     })?
     .collect()
@@ -162,7 +171,9 @@ pub fn text_line(stored: &StoredEvent) -> String {
         .time
         .as_ref()
         .map_or_else(String::new, |t| rfc3339(owlet_proto::timestamp_micros(t)));
-    let seq = if event.seq == 0 {
+    let seq = if is_self_test(event) {
+        "selftest".to_string()
+    } else if event.seq == 0 {
         "soc".to_string()
     } else {
         format!("#{}", event.seq)
@@ -174,6 +185,12 @@ pub fn text_line(stored: &StoredEvent) -> String {
         event.kind_name(),
         summary(event)
     )
+}
+
+/// A self-test record: an alert of `owlet selftest`, stored outside the
+/// agent's sequence.
+pub fn is_self_test(event: &Event) -> bool {
+    event.seq == 0 && matches!(&event.kind, Some(Kind::Alert(a)) if a.source == "selftest")
 }
 
 fn summary(event: &Event) -> String {

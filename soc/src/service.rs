@@ -8,6 +8,11 @@
 //! through the sink, and acknowledged with the sink's high-water mark — only
 //! after the sink said it is durable. A malformed message ends that one stream
 //! with INVALID_ARGUMENT; it never affects other agents.
+//!
+//! A `SelfTest` (from `owlet selftest`) may come instead of a batch: its event
+//! is stored as a self-test record outside the agent's sequence and answered
+//! with a `SelfTestAck` once durable; it never moves the agent's high-water
+//! mark, so it cannot collide with the running agent's events.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -15,8 +20,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use owlet_proto::v1::{
-    Ack, AgentMessage, Batch, Hello, SocMessage, Welcome, agent_message, soc_message,
-    telemetry_server::Telemetry,
+    Ack, AgentMessage, Batch, Hello, SelfTest, SelfTestAck, SocMessage, Welcome, agent_message,
+    soc_message, telemetry_server::Telemetry,
 };
 use owlet_tls::Identity;
 use tokio::sync::{mpsc, oneshot};
@@ -163,6 +168,13 @@ async fn receive_batches(
                     };
                     let batch = match msg.body {
                         Some(agent_message::Body::Batch(batch)) => batch,
+                        Some(agent_message::Body::SelfTest(test)) => {
+                            let ack = self_test(&sink, &peer, test).await?;
+                            if tx.send(Ok(ack)).await.is_err() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         _ => return Err(Status::invalid_argument("expected a batch")),
                     };
                     validate(&batch)?;
@@ -183,6 +195,25 @@ async fn receive_batches(
     }
     sink.agent_disconnected(peer.identity.clone()).await;
     info!(agent = %peer.identity, addr = %peer.addr, "agent disconnected");
+}
+
+/// Stores one self-test event and makes its answer. Waits for the store
+/// (the stream reads nothing else meanwhile): self-tests are rare and small.
+async fn self_test(sink: &SinkHandle, peer: &Peer, test: SelfTest) -> Result<SocMessage, Status> {
+    let event = test
+        .event
+        .filter(|e| e.kind.is_some())
+        .ok_or_else(|| Status::invalid_argument("malformed self-test: no event"))?;
+    sink.store_self_test(peer.identity.clone(), event)
+        .await
+        .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
+    info!(agent = %peer.identity, addr = %peer.addr, id = test.id, "self-test event stored");
+    Ok(SocMessage {
+        body: Some(soc_message::Body::SelfTestAck(SelfTestAck {
+            id: test.id,
+            soc_time: Some(owlet_proto::now()),
+        })),
+    })
 }
 
 type Receipt = oneshot::Receiver<Result<Stored, SinkError>>;

@@ -97,6 +97,12 @@ fn the_demo_shows_check_results_and_an_alert_raised_and_cleared() {
     let raised = position("ALERT    demo-flaky is DOWN");
     let cleared = position("CLEARED  demo-flaky is UP again");
     assert!(raised < cleared, "cleared before raised:\n{stdout}");
+    // File watching: the editor-style save, then the secret, redacted.
+    let saved = position("firewall.rules modified: sha256");
+    let redacted = position("(1 redacted)");
+    assert!(saved < redacted, "{stdout}");
+    assert!(!stdout.contains("hunter2 "), "a secret is shown:\n{stdout}");
+    position("host     cpu");
     position("--- summary ---");
     // Internals stay hidden: no sequence numbers, one timing per result.
     assert!(
@@ -144,7 +150,11 @@ fn a_closed_pipe_ends_the_demo_quietly_and_stops_the_agent() {
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if let Some(rest) = line.split("(pid ").nth(1) {
+        // "agent demo/sensor-1 started (pid N), log ..." (host lines name
+        // other processes' pids too).
+        if line.starts_with("agent ")
+            && let Some(rest) = line.split("started (pid ").nth(1)
+        {
             agent_pid = rest.split(')').next().and_then(|p| p.parse::<i32>().ok());
         }
         if line.contains("  check  ") {

@@ -5,40 +5,10 @@
 //! Invariant 2 ("accepted → acknowledged or counted") across disk full.
 //! Needs root (it mounts the tmpfs).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use owlet_proto::v1::{DataLossReason, event::Kind};
 use owlet_tests::*;
-
-/// A tmpfs mounted for the test's lifetime.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "owlet-test",
-            ])
-            .arg(dir)
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs at {dir:?} (needs root)");
-        Tmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn disk_full_losses_are_counted_and_reported_once_space_returns() {

@@ -7,10 +7,20 @@ use owlet_tests::bin;
 /// Symbols and strings that would only be there if the code were linked in.
 const FORBIDDEN: &[(&str, &str)] = &[
     ("sqlite3_prepare", "SQLite"),
-    ("owlet_soc", "the SOC crate"),
+    // The crate's module paths (tracing targets, panic locations); plain
+    // "owlet_soc" also names the Prometheus metrics about the SOC link.
+    ("owlet_soc::", "the SOC crate"),
     ("rusqlite", "rusqlite"),
     ("rcgen", "certificate generation (rcgen)"),
     ("synthetic load finished", "the synthetic load generator"),
+    // owlet-spool's fault injection is for its own and the agent's tests;
+    // a feature turned on by any binary of the workspace would be unified
+    // into this one, so none does (owlet-loadgen's wedge uses the seam).
+    ("FaultyFs", "the spool's fault injection"),
+    (
+        "holding the spool's fdatasync",
+        "owlet-loadgen's spool wedge",
+    ),
 ];
 
 #[test]
@@ -25,8 +35,10 @@ fn the_owlet_binary_links_no_soc_sqlite_or_load_generator() {
     // The same probe finds them where they belong, so it can fail.
     let soc = std::fs::read(bin("owlet-soc")).unwrap();
     assert!(contains(&soc, b"sqlite3_prepare"));
+    assert!(contains(&soc, b"owlet_soc::"));
     let loadgen = std::fs::read(bin("owlet-loadgen")).unwrap();
     assert!(contains(&loadgen, b"synthetic load finished"));
+    assert!(contains(&loadgen, b"holding the spool's fdatasync"));
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -67,6 +67,20 @@ pub enum Command {
     /// one sets (`show NAME`).
     #[command(subcommand)]
     HwProfile(hw_profile::HwProfileCommand),
+    /// The operation test of an installation: configuration, certificates,
+    /// capture, watched paths, spool, the SOC (mTLS, clock, a test event and
+    /// a failure test it must acknowledge). One line per step, a fix for
+    /// each failure; exit 0 all passed, 1 warnings, 2 a failure.
+    Selftest {
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest clock offset against the SOC that passes (e.g. "500ms").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        clock_tolerance: Duration,
+    },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
         /// Print the agent's answer as JSON (`reload`: applied / rejected,
@@ -90,6 +104,17 @@ pub fn main(cli: Cli) -> i32 {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
         Command::Health { json, socket } => runtime_then(|| health::health(socket, json)),
+        Command::Selftest {
+            config,
+            json,
+            clock_tolerance,
+        } => runtime_then(|| {
+            crate::selftest::main(crate::selftest::Options {
+                config,
+                json,
+                clock_tolerance,
+            })
+        }),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
         Command::HwProfile(command) => hw_profile::run(command),
     }
@@ -126,6 +151,16 @@ fn check_config(file: &std::path::Path) -> i32 {
 /// `owlet run`, with `extra` collectors beside the configured ones (used by
 /// `owlet-loadgen`; the sensor passes none). Returns the exit status.
 pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -> i32 {
+    run_with_spool_fs(path, extra, std::sync::Arc::new(owlet_spool::fs::RealFs))
+}
+
+/// [`run_with`] with the spool on `spool_fs` (`owlet-loadgen`'s fault
+/// injection; the sensor always uses the real filesystem).
+pub fn run_with_spool_fs(
+    path: PathBuf,
+    extra: Vec<Box<dyn crate::collect::Collector>>,
+    spool_fs: std::sync::Arc<dyn owlet_spool::fs::Filesystem>,
+) -> i32 {
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
@@ -137,7 +172,7 @@ pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -
     if let Some(warning) = config.certificate_warning() {
         tracing::warn!("{warning}");
     }
-    runtime_then(|| crate::service::run(path, config, extra))
+    runtime_then(|| crate::service::run_on(path, config, extra, spool_fs))
 }
 
 /// `owlet demo`: the sensor binary carries no SOC code, so the demo is run

@@ -19,6 +19,7 @@
 mod capture;
 mod checks;
 mod fim;
+mod host;
 mod supervisor;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use crate::status::Verdict;
 pub use capture::Capture;
 pub use checks::Checks;
 pub use fim::Fim;
+pub use host::Host;
 pub use supervisor::{CollectorReport, Supervisor};
 
 /// Resolves, with a reason a person can read, when a running collector stops

@@ -47,6 +47,18 @@ pub struct Setting {
     pub cert: String,
 }
 
+impl Setting {
+    /// The SOC and trust files of `config`.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            address: config.soc.address.clone(),
+            server_name: config.server_name(),
+            ca: config.soc.ca.display().to_string(),
+            cert: config.soc.cert.display().to_string(),
+        }
+    }
+}
+
 fn diagnosis(class: &'static str, problem: String, fix: impl Into<String>) -> Diagnosis {
     Diagnosis {
         class,

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use owlet_proto::v1::{ConnectionState, Hello, soc_message};
+use owlet_proto::v1::{ConnectionState, Hello, SocMessage, Welcome, soc_message};
 use owlet_spool::EncodedBatch;
 use tokio::sync::{mpsc, watch};
 use tonic::codec::CompressionEncoding;
@@ -32,7 +32,7 @@ use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
 pub use connect::Connector;
 pub use diagnosis::{Diagnosis, Setting, diagnose};
-use wire::Outbound;
+pub use wire::Outbound;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
@@ -62,6 +62,91 @@ pub enum UplinkError {
     Spool(#[from] owlet_spool::SpoolError),
 }
 
+/// The wire encoding for `soc.compression`.
+pub fn encoding(compression: Compression) -> Option<CompressionEncoding> {
+    match compression {
+        Compression::None => None,
+        Compression::Gzip => Some(CompressionEncoding::Gzip),
+        Compression::Zstd => Some(CompressionEncoding::Zstd),
+    }
+}
+
+/// What the agent says about itself when it connects (`last_seq`: the
+/// highest sequence number assigned so far).
+pub fn hello(
+    facts: &HostFacts,
+    tenant: &str,
+    agent_id: &str,
+    hw_profile: &str,
+    last_seq: u64,
+) -> Hello {
+    Hello {
+        protocol_version: owlet_proto::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        hw_profile: hw_profile.to_string(),
+        hostname: facts.hostname.clone(),
+        time_zone: facts.time_zone.clone(),
+        utc_offset_seconds: crate::facts::utc_offset_seconds(),
+        agent_time: Some(owlet_proto::now()),
+        claimed_tenant: tenant.to_string(),
+        claimed_agent_id: agent_id.to_string(),
+        last_seq,
+        os: facts.os.clone(),
+    }
+}
+
+/// A stream to the SOC after hello and welcome.
+pub struct Session {
+    /// Feeds the stream (small: the caller's own window is the real bound).
+    pub outbound: mpsc::Sender<Outbound>,
+    /// The SOC's messages after the welcome.
+    pub inbound: tonic::Streaming<SocMessage>,
+    pub welcome: Welcome,
+}
+
+/// Connects (one fresh TLS connection), opens the stream, sends `hello` and
+/// waits for the welcome; each step bounded by the connect timeout.
+pub async fn open_session(
+    connector: &Connector,
+    hello: Hello,
+    compression: Option<CompressionEncoding>,
+) -> Result<Session, UplinkError> {
+    let channel = connector.channel().await?;
+    let (outbound, rx) = mpsc::channel::<Outbound>(2);
+    outbound
+        .send(Outbound::Hello(hello))
+        .await
+        .map_err(|_| UplinkError::Closed)?;
+    let mut inbound =
+        match tokio::time::timeout(connector.timeout(), wire::open(channel, compression, rx)).await
+        {
+            Err(_) => {
+                return Err(UplinkError::Protocol(
+                    "the SOC did not open the stream".into(),
+                ));
+            }
+            Ok(opened) => opened.map_err(UplinkError::Refused)?,
+        };
+    let welcome = match tokio::time::timeout(connector.timeout(), inbound.message()).await {
+        Err(_) => return Err(UplinkError::Protocol("no welcome after hello".into())),
+        Ok(Err(status)) => return Err(UplinkError::Refused(status)),
+        Ok(Ok(None)) => return Err(UplinkError::Closed),
+        Ok(Ok(Some(msg))) => match msg.body {
+            Some(soc_message::Body::Welcome(w)) => w,
+            _ => {
+                return Err(UplinkError::Protocol(
+                    "first message was not a welcome".into(),
+                ));
+            }
+        },
+    };
+    Ok(Session {
+        outbound,
+        inbound,
+        welcome,
+    })
+}
+
 /// Spool bytes read at a time: bounds the uplink's memory.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -73,7 +158,7 @@ pub struct Uplink {
     tenant: String,
     agent_id: String,
     hw_profile: String,
-    compression: Compression,
+    compression: Option<CompressionEncoding>,
     max_inflight: usize,
     backoff: Backoff,
     setting: Setting,
@@ -94,17 +179,12 @@ impl Uplink {
             tenant: config.agent.tenant.clone().unwrap_or_default(),
             agent_id: config.agent.id.clone().unwrap_or_default(),
             hw_profile: config.agent.hw_profile.clone(),
-            compression: config.soc.compression,
+            compression: encoding(config.soc.compression),
             max_inflight: usize::try_from(config.soc.max_inflight_bytes.as_u64())
                 .unwrap_or(usize::MAX)
                 .max(1),
             backoff: Backoff::new(config.soc.backoff_min, config.soc.backoff_max),
-            setting: Setting {
-                address: config.soc.address.clone(),
-                server_name: config.server_name(),
-                ca: config.soc.ca.display().to_string(),
-                cert: config.soc.cert.display().to_string(),
-            },
+            setting: Setting::of(config),
         })
     }
 
@@ -135,63 +215,21 @@ impl Uplink {
         }
     }
 
-    fn hello(&self) -> Hello {
-        Hello {
-            protocol_version: owlet_proto::PROTOCOL_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            hw_profile: self.hw_profile.clone(),
-            hostname: self.facts.hostname.clone(),
-            time_zone: self.facts.time_zone.clone(),
-            utc_offset_seconds: crate::facts::utc_offset_seconds(),
-            agent_time: Some(owlet_proto::now()),
-            claimed_tenant: self.tenant.clone(),
-            claimed_agent_id: self.agent_id.clone(),
-            last_seq: self.store.stats().last_seq,
-            os: self.facts.os.clone(),
-        }
-    }
-
     /// One connection: hello/welcome, then stream batches and take acks
     /// until something fails.
     async fn session(&mut self) -> Result<(), UplinkError> {
-        let channel = self.connector.channel().await?;
-        let encoding = match self.compression {
-            Compression::None => None,
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-        };
-        // Small: the in-flight byte window is the real bound.
-        let (outbound, rx) = mpsc::channel::<Outbound>(2);
-        outbound
-            .send(Outbound::Hello(self.hello()))
-            .await
-            .map_err(|_| UplinkError::Closed)?;
-        let mut inbound =
-            match tokio::time::timeout(self.connector.timeout(), wire::open(channel, encoding, rx))
-                .await
-            {
-                Err(_) => {
-                    return Err(UplinkError::Protocol(
-                        "the SOC did not open the stream".into(),
-                    ));
-                }
-                Ok(opened) => opened.map_err(UplinkError::Refused)?,
-            };
-
-        let welcome = match tokio::time::timeout(self.connector.timeout(), inbound.message()).await
-        {
-            Err(_) => return Err(UplinkError::Protocol("no welcome after hello".into())),
-            Ok(Err(status)) => return Err(UplinkError::Refused(status)),
-            Ok(Ok(None)) => return Err(UplinkError::Closed),
-            Ok(Ok(Some(msg))) => match msg.body {
-                Some(soc_message::Body::Welcome(w)) => w,
-                _ => {
-                    return Err(UplinkError::Protocol(
-                        "first message was not a welcome".into(),
-                    ));
-                }
-            },
-        };
+        let hello = hello(
+            &self.facts,
+            &self.tenant,
+            &self.agent_id,
+            &self.hw_profile,
+            self.store.stats().last_seq,
+        );
+        let Session {
+            outbound,
+            mut inbound,
+            welcome,
+        } = open_session(&self.connector, hello, self.compression).await?;
         self.metrics.set_connection(ConnectionState::Connected);
         info!(tenant = %welcome.tenant, agent = %welcome.agent_id, acked_seq = welcome.acked_seq,
               soc_version = %welcome.soc_version, "connected to the SOC");

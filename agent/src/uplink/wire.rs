@@ -9,7 +9,7 @@
 //! produce (a unit test holds it to that).
 
 use bytes::BufMut;
-use owlet_proto::v1::{AgentMessage, Hello, SocMessage, agent_message};
+use owlet_proto::v1::{AgentMessage, Hello, SelfTest, SocMessage, agent_message};
 use owlet_spool::EncodedBatch;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -26,6 +26,8 @@ const BATCH_FIELD: u32 = 2;
 pub enum Outbound {
     Hello(Hello),
     Batch(EncodedBatch),
+    /// A test event of `owlet selftest` (outside the agent's sequence).
+    SelfTest(Box<SelfTest>),
 }
 
 struct OutboundEncoder;
@@ -41,6 +43,11 @@ impl Encoder for OutboundEncoder {
             }
             .encode(dst)
             .map_err(|e| Status::internal(format!("encoding the hello: {e}"))),
+            Outbound::SelfTest(test) => AgentMessage {
+                body: Some(agent_message::Body::SelfTest(*test)),
+            }
+            .encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the self-test: {e}"))),
             Outbound::Batch(batch) => {
                 frame_batch(&batch.bytes, dst);
                 Ok(())

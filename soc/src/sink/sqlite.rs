@@ -19,9 +19,11 @@
 //! and `owlet-soc tail`, see `crate::query`):
 //! * `agents`: one row per (tenant, agent id) with version, profile, host,
 //!   time zone, first/last seen, last heartbeat, clock offset, connection and
-//!   liveness state, high-water mark, duplicates dropped (events);
+//!   liveness state, high-water mark, duplicates dropped (events), last
+//!   self-test;
 //! * `events`: one row per event in arrival order (`id`), with the agent row,
-//!   sequence number (NULL for alerts the SOC raised itself), kind name, event
+//!   sequence number (NULL for alerts the SOC raised itself and for self-test
+//!   records of `owlet selftest`, which are outside the agent's sequence), kind name, event
 //!   time, receive time and the protobuf-encoded `owlet.v1.Event`.
 
 use std::path::Path;
@@ -55,6 +57,8 @@ CREATE TABLE IF NOT EXISTS agents (
     acked_seq            INTEGER NOT NULL DEFAULT 0,
     -- events received at or below acked_seq, dropped as duplicates
     duplicates_dropped   INTEGER NOT NULL DEFAULT 0,
+    -- when the agent last stored a self-test record (`owlet selftest`)
+    last_selftest_us     INTEGER,
     UNIQUE (tenant, agent_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -89,10 +93,16 @@ impl SqliteSink {
 
 /// Columns added after the first release; `CREATE TABLE IF NOT EXISTS` does
 /// not add them to an existing database.
-const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[(
-    "duplicates_dropped",
-    "ALTER TABLE agents ADD COLUMN duplicates_dropped INTEGER NOT NULL DEFAULT 0",
-)];
+const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[
+    (
+        "duplicates_dropped",
+        "ALTER TABLE agents ADD COLUMN duplicates_dropped INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "last_selftest_us",
+        "ALTER TABLE agents ADD COLUMN last_selftest_us INTEGER",
+    ),
+];
 
 /// Brings a database written by an older owlet-soc up to [`SCHEMA`].
 fn migrate(db: &Connection) -> Result<(), SinkError> {
@@ -265,6 +275,29 @@ impl Sink for SqliteSink {
         }
         tx.commit()?;
         Ok(results)
+    }
+
+    fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError> {
+        let now = micros(SystemTime::now());
+        let tx = self.db.transaction()?;
+        let (agent, _, _) = agent_row(&tx, who)?.ok_or_else(|| {
+            SinkError::Failed(format!(
+                "self-test from {who} before its hello was recorded"
+            ))
+        })?;
+        // seq 0 in the body and NULL in the row: the record is outside the
+        // agent's sequence, and the high-water mark is not read or moved.
+        let event = Event {
+            seq: 0,
+            ..event.clone()
+        };
+        insert_soc_event(&tx, agent, &event, now)?;
+        tx.execute(
+            "UPDATE agents SET last_selftest_us = ?2, last_seen_us = ?2 WHERE id = ?1",
+            params![agent, now],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
@@ -473,6 +506,41 @@ mod tests {
         sink.store_batches(&[(who, batch(&[3, 4]))]).unwrap();
         drop(sink);
         assert_eq!(duplicates_dropped(&path), 1);
+    }
+
+    #[test]
+    fn a_self_test_is_stored_outside_the_agents_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let who = Identity::new("acme", "s1").unwrap();
+        let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
+        sink.agent_connected(&who, &Hello::default(), 0, "p")
+            .unwrap();
+        sink.store_batches(&[(who.clone(), batch(&[1, 2]))])
+            .unwrap();
+        // A self-test event whose seq would otherwise be above the mark.
+        sink.store_self_test(&who, &event(9, false)).unwrap();
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p")
+                .unwrap(),
+            2,
+            "a self-test moved the high-water mark"
+        );
+        // The running agent's next events are stored, not dropped.
+        let stored = sink
+            .store_batches(&[(who.clone(), batch(&[3, 4, 5, 6, 7, 8, 9]))])
+            .unwrap();
+        assert_eq!(stored[0].acked_seq, 9);
+        assert_eq!(count(&sink), 9);
+        let (selftests, last): (i64, Option<i64>) = sink
+            .db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events WHERE seq IS NULL), last_selftest_us FROM agents",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(selftests, 1);
+        assert!(last.is_some());
     }
 
     #[test]

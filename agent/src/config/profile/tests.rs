@@ -107,10 +107,36 @@ fn every_profile_fits_its_memory_budget_and_cores() {
     );
 }
 
+/// `MemoryMax=` of a systemd unit text, in bytes (systemd's K/M/G/T are
+/// powers of 1024).
+fn unit_memory_max(unit: &str) -> Option<u64> {
+    let value = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MemoryMax="))?;
+    let (digits, shift) = match value.chars().last()? {
+        'K' => (&value[..value.len() - 1], 10),
+        'M' => (&value[..value.len() - 1], 20),
+        'G' => (&value[..value.len() - 1], 30),
+        'T' => (&value[..value.len() - 1], 40),
+        _ => (value, 0),
+    };
+    Some(digits.parse::<u64>().ok()? << shift)
+}
+
 #[test]
-fn the_small_profile_matches_the_systemd_unit_memory_max() {
+fn the_small_profile_is_the_systemd_units_memory_max() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/owlet.service");
+    let unit = std::fs::read_to_string(&unit).unwrap();
     let profile = builtin("small").unwrap().unwrap();
-    assert_eq!(profile.memory_max, ByteSize::mib(128));
+    assert_eq!(
+        unit_memory_max(&unit),
+        Some(profile.memory_max.as_u64()),
+        "systemd/owlet.service MemoryMax= and hw-profiles/small.toml memory_max must agree"
+    );
+    assert_eq!(
+        unit_memory_max("[Service]\nMemoryMax=1536M\n"),
+        Some(1536 << 20)
+    );
 }
 
 #[test]
