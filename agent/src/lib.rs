@@ -12,6 +12,7 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod facts;
+pub mod notify;
 pub mod pipeline;
 pub mod service;
 pub mod status;

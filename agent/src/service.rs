@@ -5,12 +5,18 @@
 //! reported), then the writer, then producers. Shutdown is the reverse:
 //! producers stop, the bus drains into the spool, the uplink gets a short
 //! grace period to deliver, and whatever is left stays spooled for next time.
+//!
+//! Under systemd (`Type=notify`) `READY=1` goes out after all of that
+//! started, `STOPPING=1` when the drain begins, and the watchdog is fed from
+//! the main loop while the pipeline tasks turn (`crate::notify`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use owlet_sdnotify::Liveness;
+use owlet_spool::fs::{Filesystem, RealFs};
 use owlet_spool::{Spool, SpoolConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -20,9 +26,10 @@ use crate::collect::{Capture, Checks, Collector, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
+use crate::notify::{self, ServiceNotify};
 use crate::pipeline::{bus, metrics::Metrics, store::Store, writer};
 use crate::status;
-use crate::tasks::spawn_critical;
+use crate::tasks::{spawn_critical, spawn_watched};
 use crate::uplink::Uplink;
 
 /// Events the bus holds before producers wait.
@@ -35,6 +42,14 @@ const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Opens the spool described by the config.
 pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1::DataLoss>)> {
+    open_spool_on(config, Arc::new(RealFs))
+}
+
+/// [`open_spool`] doing its file operations through `fs`.
+fn open_spool_on(
+    config: &Config,
+    fs: Arc<dyn Filesystem>,
+) -> anyhow::Result<(Spool, Vec<owlet_proto::v1::DataLoss>)> {
     let dir = config.spool_dir();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the spool directory {}", dir.display()))?;
@@ -50,7 +65,7 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
         max_batches: config.spool.max_batches,
         durability,
     };
-    Ok(Spool::open(spool_config)?)
+    Ok(Spool::open_with(spool_config, fs)?)
 }
 
 /// Runs the agent until a stop signal, with the collectors the
@@ -61,10 +76,21 @@ pub fn open_spool(config: &Config) -> anyhow::Result<(Spool, Vec<owlet_proto::v1
 /// restarts it — when a pipeline task ends on its own.
 pub async fn run(
     config_path: PathBuf,
-    mut config: Config,
+    config: Config,
     extra: Vec<Box<dyn Collector>>,
 ) -> anyhow::Result<()> {
-    let (spool, recovered_losses) = open_spool(&config)?;
+    run_on(config_path, config, extra, Arc::new(RealFs)).await
+}
+
+/// [`run`] with the spool on `spool_fs` (`owlet-loadgen` passes a
+/// filesystem that can hold an fsync, to wedge the spool writer in tests).
+pub async fn run_on(
+    config_path: PathBuf,
+    mut config: Config,
+    extra: Vec<Box<dyn Collector>>,
+    spool_fs: Arc<dyn Filesystem>,
+) -> anyhow::Result<()> {
+    let (spool, recovered_losses) = open_spool_on(&config, spool_fs)?;
     let control_listener = control::bind(&config.control.socket)?;
     let store = Store::new(spool);
     let metrics = Arc::new(Metrics::default());
@@ -82,7 +108,8 @@ pub async fn run(
 
     let sync_every =
         (config.spool.durability == Durability::Interval).then_some(config.spool.fsync_interval);
-    let writer = spawn_critical(
+    let liveness = Liveness::default();
+    let writer = spawn_watched(
         "spool writer",
         writer::run(
             batcher,
@@ -92,10 +119,16 @@ pub async fn run(
             sync_every,
         ),
         ends_tx.clone(),
+        &liveness,
     );
     let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
-    let uplink = spawn_critical("uplink", uplink.run(uplink_stop), ends_tx.clone());
-    let heartbeat = spawn_critical(
+    let uplink = spawn_watched(
+        "uplink",
+        uplink.run(uplink_stop),
+        ends_tx.clone(),
+        &liveness,
+    );
+    let heartbeat = spawn_watched(
         "heartbeat",
         status::heartbeat(
             config.status.interval,
@@ -107,6 +140,7 @@ pub async fn run(
             shutdown.clone(),
         ),
         ends_tx.clone(),
+        &liveness,
     );
     let (requests_tx, mut requests) = mpsc::channel(8);
     let control = spawn_critical(
@@ -133,6 +167,13 @@ pub async fn run(
     let mut reload_rejected: Option<String> = None;
     info!(config = %config_path.display(), soc = %config.soc.address, spool = %config.spool_dir().display(),
           "owlet {} running", env!("CARGO_PKG_VERSION"));
+    let mut systemd = ServiceNotify::from_env(liveness);
+    let status_now = |collectors: &Supervisor| {
+        notify::status_line(&metrics.snapshot(), &store.stats(), &collectors.reports())
+    };
+    systemd.ready(&status_now(&collectors));
+    let notify_every = systemd.tick_every();
+    let mut notify_tick = tokio::time::interval(notify_every.unwrap_or(notify::STATUS_EVERY));
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -166,8 +207,12 @@ pub async fn run(
                 break Some(end);
             }
             () = collectors.tend() => {}
+            _ = notify_tick.tick(), if notify_every.is_some() => {
+                systemd.tick(&status_now(&collectors));
+            }
         }
     };
+    systemd.stopping("stopping: draining the bus into the spool");
     info!("stopping: draining the bus into the spool");
     let drain = async {
         collectors.stop_all().await;

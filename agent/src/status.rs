@@ -35,6 +35,8 @@ pub async fn heartbeat(
             _ = shutdown.changed() => return,
         }
         let event = status_event(interval, &hw_profile, &facts, &store.stats(), &metrics);
+        // A bus that stays full (a stuck spool writer) wedges the heartbeat.
+        let _busy = crate::tasks::busy();
         if bus.send(event).await.is_err() {
             return;
         }

@@ -9,6 +9,9 @@
 mod synthetic;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use owlet_spool::fs::{FaultyFs, SyncGate};
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +39,11 @@ enum Command {
         /// Stop producing after this many events (0: never stop).
         #[arg(long, default_value_t = 0)]
         total: u64,
+        /// While this file exists, the spool's next fdatasync does not
+        /// return: the spool writer wedges inside a real spool call, as on
+        /// a hung disk (tests of the systemd watchdog).
+        #[arg(long)]
+        wedge_spool_when: Option<PathBuf>,
     },
 }
 
@@ -45,7 +53,45 @@ fn main() {
         config,
         rate,
         total,
+        wedge_spool_when,
     } = cli.command;
     let load = synthetic::Synthetic::new(rate, total);
-    std::process::exit(owlet_agent::cli::run_with(config, vec![Box::new(load)]));
+    let status = match wedge_spool_when {
+        None => owlet_agent::cli::run_with(config, vec![Box::new(load)]),
+        Some(trigger) => {
+            let fs = FaultyFs::new();
+            watch_wedge_trigger(trigger, fs.clone());
+            owlet_agent::cli::run_with_spool_fs(config, vec![Box::new(load)], Arc::new(fs))
+        }
+    };
+    std::process::exit(status);
+}
+
+/// Holds the spool's next fdatasync while `trigger` exists; lets it go when
+/// the file is removed.
+fn watch_wedge_trigger(trigger: PathBuf, fs: FaultyFs) {
+    std::thread::spawn(move || {
+        let mut gate = None;
+        loop {
+            match (trigger.exists(), &gate) {
+                (true, None) => {
+                    eprintln!(
+                        "owlet-loadgen: {} exists: holding the spool's next fdatasync",
+                        trigger.display()
+                    );
+                    gate = Some(fs.block_next_sync());
+                }
+                (false, Some(held)) => {
+                    eprintln!(
+                        "owlet-loadgen: {} is gone: releasing the spool's fdatasync",
+                        trigger.display()
+                    );
+                    SyncGate::release(held);
+                    gate = None;
+                }
+                _ => {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
 }

@@ -1,7 +1,14 @@
 //! Log output of both binaries (the `[log]` section of owlet.toml and
-//! soc.toml): human-readable on a terminal,
-//! journald-friendly under systemd (no timestamps, the journal adds its own),
-//! JSON lines otherwise (for log shippers).
+//! soc.toml): human-readable on a terminal, the journal under systemd, JSON
+//! lines otherwise (for log shippers).
+//!
+//! `journald` speaks the journal's native protocol (`tracing-journald`), so
+//! every field of an event is a journal field of its own, prefixed `OWLET_`
+//! (`OWLET_CHECK`, `OWLET_TENANT`, `OWLET_AGENT`, `OWLET_TASK`, ...:
+//! `journalctl -u owlet OWLET_CHECK=fw-ping`), beside `MESSAGE`,
+//! `PRIORITY` (error 3 … trace 7), `TARGET` and `SYSLOG_IDENTIFIER`. When
+//! the journal's socket cannot be reached it falls back to text on stderr
+//! without timestamps (the journal's stdout capture adds its own).
 //!
 //! Guarantee: no ANSI colour codes unless stderr is a terminal and the
 //! process does not run under journald (`JOURNAL_STREAM` unset), whatever
@@ -13,12 +20,18 @@ use std::io::IsTerminal;
 
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Prefix of the journal fields carrying an event's own fields.
+pub const JOURNAL_FIELD_PREFIX: &str = "OWLET";
 
 /// Log output format (`[log] format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
-    /// Human on a terminal, journald-friendly under systemd, JSON otherwise.
+    /// Human on a terminal, the journal under systemd (`JOURNAL_STREAM`
+    /// set), JSON otherwise.
     #[default]
     Auto,
     Human,
@@ -90,12 +103,30 @@ pub fn check_level(level: &str) -> Result<(), String> {
         .map_err(|e| format!("{e} (examples: \"info\", \"debug\", \"owlet_agent=debug,info\")"))
 }
 
-/// Installs the global subscriber on stderr.
+/// Installs the global subscriber: the journal for `journald` (stderr if
+/// the journal cannot be reached), stderr otherwise.
 pub fn init(section: &LogSection) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&section.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&section.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
     let output = Output::detect();
+    let mut journal_error = None;
+    if output.format(section.format) == LogFormat::Journald {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                let journal = journal.with_field_prefix(Some(JOURNAL_FIELD_PREFIX.to_string()));
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journal)
+                    .try_init();
+                return;
+            }
+            Err(e) => journal_error = Some(e),
+        }
+    }
+    let filter = filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -109,6 +140,11 @@ pub fn init(section: &LogSection) {
             .try_init(),
         LogFormat::Human | LogFormat::Auto => builder.try_init(),
     };
+    if let Some(e) = journal_error {
+        tracing::warn!(
+            "log.format = \"journald\" but the journal's socket cannot be reached ({e}); logging to stderr"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,18 @@
 //! instance on the same config therefore fails on the lock and a receiver
 //! whose port is taken fails on the bind, both without touching the
 //! database.
+//!
+//! Under systemd (`Type=notify`): `READY=1` once the port is bound, the
+//! database open and the TLS configuration loaded; `STATUS=` with agents
+//! connected and events stored, when it changes; `WATCHDOG=1` every half
+//! period while the sink thread is not stuck inside one request for longer
+//! than the period; `STOPPING=1` when the stop begins.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use owlet_proto::v1::telemetry_server::TelemetryServer;
+use owlet_sdnotify::{Liveness, Systemd};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,6 +39,8 @@ pub struct Receiver {
     listener: TcpListener,
     config: SocConfig,
     sink: SinkHandle,
+    /// The sink thread's liveness (gates the systemd watchdog).
+    liveness: Liveness,
     /// Held until the receiver is dropped (after `serve` returns).
     _lock: InstanceLock,
 }
@@ -55,11 +64,13 @@ impl Receiver {
         })?;
         let sink = SqliteSink::open(db)
             .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
-        let sink = SinkHandle::spawn(sink)?;
+        let liveness = Liveness::default();
+        let sink = SinkHandle::spawn_watched(sink, Some(liveness.register("sink")))?;
         Ok(Self {
             listener,
             config,
             sink,
+            liveness,
             _lock: lock,
         })
     }
@@ -77,6 +88,7 @@ impl Receiver {
             listener,
             config,
             sink,
+            liveness,
             _lock,
         } = self;
         let tls = owlet_tls::server_config(
@@ -92,8 +104,9 @@ impl Receiver {
             config.server.max_connections,
             conn_tx,
         ));
-        let liveness = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
+        let silence = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
 
+        let notify_sink = sink.clone();
         let service = TelemetryServer::new(TelemetryService::new(sink))
             .max_decoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(owlet_proto::MAX_MESSAGE_BYTES)
@@ -107,6 +120,11 @@ impl Receiver {
         // Nothing is lost: only durable batches were acknowledged, and agents
         // resend the rest to whichever SOC they reach next.
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let notify = tokio::spawn(notify_systemd(
+            notify_sink.clone(),
+            liveness,
+            stop_rx.clone(),
+        ));
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(service)
@@ -123,9 +141,65 @@ impl Receiver {
             } => Ok(()),
         };
         accept.abort();
-        liveness.abort();
+        silence.abort();
+        let _ = stop_tx.send(true);
+        let _ = notify.await;
         result.context("gRPC server")
     }
+}
+
+/// How often the status line is recomputed (and at most sent).
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// systemd's side (see the module doc); returns after `STOPPING=1` once
+/// `stop` turns true. A no-op without `NOTIFY_SOCKET`.
+async fn notify_systemd(
+    sink: SinkHandle,
+    liveness: Liveness,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut systemd = Systemd::from_env();
+    if !systemd.active() {
+        return;
+    }
+    let status = |sink: &SinkHandle| {
+        let agents = sink.agents_connected();
+        format!(
+            "serving; {agents} agent{} connected; {} events stored since start",
+            if agents == 1 { "" } else { "s" },
+            sink.events_stored()
+        )
+    };
+    systemd.ready(&status(&sink));
+    let period = systemd.watchdog_period();
+    let every = systemd
+        .feed_every()
+        .map_or(STATUS_EVERY, |feed| feed.min(STATUS_EVERY));
+    let mut ticker = tokio::time::interval(every);
+    let mut stuck_logged = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        if let Some(period) = period {
+            let stuck = liveness.stuck(period);
+            for task in &stuck {
+                if !stuck_logged {
+                    tracing::error!(
+                        task = task.task,
+                        "{task}; no longer feeding the systemd watchdog, so that systemd restarts owlet-soc"
+                    );
+                }
+            }
+            stuck_logged = !stuck.is_empty();
+            if stuck.is_empty() {
+                systemd.watchdog();
+            }
+        }
+        systemd.status(&status(&sink));
+    }
+    systemd.stopping("stopping: closing agent streams");
 }
 
 /// Periodically asks the sink which agents went silent.

@@ -116,6 +116,16 @@ fn check_config(file: &std::path::Path) -> i32 {
 /// `owlet run`, with `extra` collectors beside the configured ones (used by
 /// `owlet-loadgen`; the sensor passes none). Returns the exit status.
 pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -> i32 {
+    run_with_spool_fs(path, extra, std::sync::Arc::new(owlet_spool::fs::RealFs))
+}
+
+/// [`run_with`] with the spool on `spool_fs` (`owlet-loadgen`'s fault
+/// injection; the sensor always uses the real filesystem).
+pub fn run_with_spool_fs(
+    path: PathBuf,
+    extra: Vec<Box<dyn crate::collect::Collector>>,
+    spool_fs: std::sync::Arc<dyn owlet_spool::fs::Filesystem>,
+) -> i32 {
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
@@ -127,7 +137,7 @@ pub fn run_with(path: PathBuf, extra: Vec<Box<dyn crate::collect::Collector>>) -
     if let Some(warning) = config.certificate_warning() {
         tracing::warn!("{warning}");
     }
-    runtime_then(|| crate::service::run(path, config, extra))
+    runtime_then(|| crate::service::run_on(path, config, extra, spool_fs))
 }
 
 /// `owlet demo`: the sensor binary carries no SOC code, so the demo is run

@@ -48,6 +48,7 @@ impl Store {
     /// returned in [`Written::sync_error`], and the spool drops them (a
     /// later successful flush of that segment would prove nothing).
     pub async fn append(&self, events: Vec<Event>) -> Result<Written, SpoolError> {
+        let _busy = crate::tasks::busy();
         let (appended, flush) = self
             .blocking(move |spool| {
                 let appended = spool.append(events)?;
@@ -96,23 +97,27 @@ impl Store {
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<EncodedBatch>, SpoolError> {
+        let _busy = crate::tasks::busy();
         self.blocking(move |spool| spool.read_encoded_after(after_seq, max_bytes))
             .await
     }
 
     /// Records the SOC's cumulative acknowledgement.
     pub async fn ack(&self, seq: u64) -> Result<(), SpoolError> {
+        let _busy = crate::tasks::busy();
         self.blocking(move |spool| spool.ack(seq)).await
     }
 
     /// Drops data older than the spool's age bound; returns what was lost.
     pub async fn expire(&self) -> Result<Vec<owlet_proto::v1::DataLoss>, SpoolError> {
+        let _busy = crate::tasks::busy();
         self.blocking(|spool| spool.expire(std::time::SystemTime::now()))
             .await
     }
 
     /// Forces appended data to stable storage now.
     pub async fn sync(&self) -> Result<(), SpoolError> {
+        let _busy = crate::tasks::busy();
         self.blocking(|spool| spool.sync()).await
     }
 

@@ -18,6 +18,8 @@ mod sqlite;
 pub use sqlite::SqliteSink;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::{Batch, Hello};
@@ -110,6 +112,14 @@ enum Request {
 #[derive(Clone)]
 pub struct SinkHandle {
     tx: mpsc::Sender<Request>,
+    counters: Arc<Counters>,
+}
+
+/// What the sink thread did since start (for the service's status line).
+#[derive(Debug, Default)]
+struct Counters {
+    agents_connected: AtomicU64,
+    events_stored: AtomicU64,
 }
 
 /// Requests waiting for the sink thread; senders wait when it is full.
@@ -129,7 +139,7 @@ fn store_group(
     broken: &mut HashSet<Identity>,
     group: Vec<(Identity, Batch)>,
     replies: Vec<Reply<Stored>>,
-) {
+) -> u64 {
     let (group, refused): (Vec<_>, Vec<_>) = group
         .into_iter()
         .zip(replies)
@@ -140,7 +150,7 @@ fn store_group(
         ))));
     }
     if group.is_empty() {
-        return;
+        return 0;
     }
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     match sink.store_batches(&batches) {
@@ -148,6 +158,7 @@ fn store_group(
             for (reply, stored) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(stored));
             }
+            batches.iter().map(|(_, b)| b.events.len() as u64).sum()
         }
         Err(e) => {
             let message = e.to_string();
@@ -155,6 +166,7 @@ fn store_group(
             for reply in replies {
                 let _ = reply.send(Err(SinkError::Failed(message.clone())));
             }
+            0
         }
     }
 }
@@ -162,12 +174,25 @@ fn store_group(
 impl SinkHandle {
     /// Moves `sink` to a dedicated thread. The thread ends when every handle
     /// is dropped.
-    pub fn spawn(mut sink: impl Sink) -> std::io::Result<Self> {
+    pub fn spawn(sink: impl Sink) -> std::io::Result<Self> {
+        Self::spawn_watched(sink, None)
+    }
+
+    /// [`SinkHandle::spawn`], the thread marking `beat` busy while it works
+    /// on a request (so a commit that never returns stops the systemd
+    /// watchdog; waiting for requests is idle).
+    pub fn spawn_watched(
+        mut sink: impl Sink,
+        beat: Option<Arc<owlet_sdnotify::Beat>>,
+    ) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Request>(QUEUE);
+        let counters = Arc::new(Counters::default());
+        let count = Arc::clone(&counters);
         std::thread::Builder::new().name("owlet-soc-sink".into()).spawn(move || {
             let mut next = None;
             let mut broken = HashSet::new();
             while let Some(request) = next.take().or_else(|| rx.blocking_recv()) {
+                let _busy = beat.as_ref().map(|beat| beat.busy());
                 match request {
                     Request::Store { who, batch, reply } => {
                         // Group commit: take every store request already queued.
@@ -186,14 +211,20 @@ impl SinkHandle {
                                 Err(_) => break,
                             }
                         }
-                        store_group(&mut sink, &mut broken, group, replies);
+                        let events = store_group(&mut sink, &mut broken, group, replies);
+                        count.events_stored.fetch_add(events, Ordering::Relaxed);
                     }
                     Request::Connected { who, hello, clock_offset_ms, peer, reply } => {
                         // A new stream starts again from the high-water mark.
                         broken.remove(&who);
-                        let _ = reply.send(sink.agent_connected(&who, &hello, clock_offset_ms, &peer));
+                        let connected = sink.agent_connected(&who, &hello, clock_offset_ms, &peer);
+                        if connected.is_ok() {
+                            count.agents_connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = reply.send(connected);
                     }
                     Request::Disconnected { who } => {
+                        let _ = count.agents_connected.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
                         if let Err(e) = sink.agent_disconnected(&who) {
                             tracing::warn!(agent = %who, error = %e, "could not record disconnect");
                         }
@@ -204,7 +235,17 @@ impl SinkHandle {
                 }
             }
         })?;
-        Ok(Self { tx })
+        Ok(Self { tx, counters })
+    }
+
+    /// Agent streams open now (welcomed, not yet ended).
+    pub fn agents_connected(&self) -> u64 {
+        self.counters.agents_connected.load(Ordering::Relaxed)
+    }
+
+    /// Events in batches committed since start (resent duplicates included).
+    pub fn events_stored(&self) -> u64 {
+        self.counters.events_stored.load(Ordering::Relaxed)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, SinkError> {
