@@ -48,10 +48,13 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- packages
 step "build packages (previous 0.0.1, then current)"
 t0=$(date +%s)
-packaging/build.sh --profile dev --no-build --version 0.0.1 --out "$WORK/old" >"$WORK/build-old.log" 2>&1 \
-  || { cat "$WORK/build-old.log" >&2; fail "packaging/build.sh --version 0.0.1"; }
 packaging/build.sh --profile dev --no-build --out "$WORK/new" >"$WORK/build-new.log" 2>&1 \
   || { cat "$WORK/build-new.log" >&2; fail "packaging/build.sh"; }
+# The previous release: the same owlet .deb as version 0.0.1 (cargo-deb's
+# --deb-version, from what build.sh just generated).
+cargo deb --no-build --quiet --profile dev -p owlet-agent --strip --fast --deb-version 0.0.1-1 \
+  --output "$WORK/old/" >"$WORK/build-old.log" 2>&1 \
+  || { cat "$WORK/build-old.log" >&2; fail "cargo deb --deb-version 0.0.1-1"; }
 # The previous release's default config differs, so the upgrade has to keep
 # the site's edited file against a changed package file (dpkg's hard case).
 OLD_DEB=$(ls "$WORK"/old/owlet_0.0.1-1_*.deb)
@@ -102,17 +105,20 @@ expect_rpm_list "$SOC_RPM" /usr/bin/owlet-soc /etc/owlet-soc/soc.toml /usr/lib/s
   /usr/lib/systemd/system/owlet-soc.service \
   "${SOC_MAN[@]}" /usr/share/bash-completion/completions/owlet-soc /usr/share/zsh/site-functions/_owlet-soc \
   /usr/share/fish/vendor_completions.d/owlet-soc.fish
-[ "$(rpm -qp --configfiles "$NEW_RPM" 2>/dev/null)" = /etc/owlet/owlet.toml ] || fail "owlet.rpm: /etc/owlet/owlet.toml is not its only config file"
-rpm -qp --dump "$NEW_RPM" 2>/dev/null | grep -q '^/etc/owlet/owlet.toml .* 0100640 root owlet 1 ' \
-  || fail "owlet.rpm: /etc/owlet/owlet.toml is not 0640 root:owlet %config"
-rpm -qp --scripts "$NEW_RPM" 2>/dev/null | grep -q 'useradd --system --user-group --home-dir /var/lib/owlet' \
+# (Outputs are captured before grep: `grep -q` in a pipe would SIGPIPE rpm under pipefail.)
+flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:octal} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' "$NEW_RPM" 2>/dev/null)
+grep -qx '/etc/owlet/owlet.toml cn 100640 root:owlet' <<<"$flags" \
+  || fail "owlet.rpm: /etc/owlet/owlet.toml is not %config(noreplace) 0640 root:owlet: $(grep etc/ <<<"$flags")"
+[ "$(grep -c ' c' <<<"$flags")" -eq 1 ] || fail "owlet.rpm: config files other than owlet.toml: $flags"
+scripts=$(rpm -qp --scripts "$NEW_RPM" 2>/dev/null)
+grep -q 'useradd --system --user-group --home-dir /var/lib/owlet' <<<"$scripts" \
   || fail "owlet.rpm: %pre does not create the owlet user"
 
 # ---------------------------------------------------------------- lintian
 step "lintian"
 for deb in "$NEW_DEB" "$SOC_DEB"; do
   # --fail-on error: warnings are listed, errors fail the test.
-  if ! lintian --fail-on error --no-tag-display-limit "$deb" >"$WORK/lintian.log" 2>&1; then
+  if ! lintian --fail-on error --tag-display-limit 0 "$deb" >"$WORK/lintian.log" 2>&1; then
     cat "$WORK/lintian.log" >&2
     fail "lintian reports errors for $(basename "$deb")"
   fi
@@ -183,7 +189,7 @@ expect_stat /etc/owlet "750 root:owlet"
 expect_stat /etc/owlet/owlet.toml "640 root:owlet"
 expect_stat /var/lib/owlet "750 owlet:owlet"
 expect_stat /usr/bin/owlet "755 root:root"
-UNIT=$(in_root dpkg -L owlet | grep -E '/systemd/system/owlet.service$') || fail "owlet.service is not in the package"
+UNIT=$(grep -E '/systemd/system/owlet.service$' <<<"$(in_root dpkg -L owlet)") || fail "owlet.service is not in the package"
 expect_file "$UNIT"
 grep -q '^ConditionPathExists=/etc/owlet/agent.pem' "$R$UNIT" || fail "$UNIT does not wait for /etc/owlet/agent.pem"
 expect_file /usr/lib/sysusers.d/owlet.conf
@@ -193,9 +199,9 @@ expect_file /usr/share/man/man1/owlet-check-config.1.gz
 expect_file /usr/share/bash-completion/completions/owlet
 expect_file /usr/share/zsh/vendor-completions/_owlet
 expect_file /usr/share/fish/vendor_completions.d/owlet.fish
-in_root dpkg-query -W -f='${Conffiles}\n' owlet | grep -q '/etc/owlet/owlet.toml' || fail "/etc/owlet/owlet.toml is not a conffile"
+grep -q ' /etc/owlet/owlet.toml ' <<<"$(in_root dpkg-query -W -f='${Conffiles}\n' owlet)" || fail "/etc/owlet/owlet.toml is not a conffile"
 if ls "$R"/etc/systemd/system/*.wants/owlet.service >/dev/null 2>&1; then fail "the package enabled owlet.service"; fi
-gzip -dc "$R/usr/share/man/man1/owlet.1.gz" | grep -q 'check\\-config' || fail "owlet.1 does not list check-config"
+grep -q 'check\\-config' <<<"$(gzip -dc "$R/usr/share/man/man1/owlet.1.gz")" || fail "owlet.1 does not list check-config"
 in_root owlet --help >"$WORK/help.log" 2>&1 || { cat "$WORK/help.log" >&2; fail "owlet --help"; }
 grep -q 'check-config' "$WORK/help.log" || fail "owlet --help does not list check-config"
 # The shipped config, as the service user: a clear error naming the missing certificates.
@@ -230,7 +236,8 @@ expect_stat /var/lib/owlet/spool "700 owlet:owlet"
 expect_stat /etc/owlet "750 root:owlet"
 expect_stat /etc/owlet/agent.key "600 owlet:owlet"
 [ "$(in_root id -u owlet)" = "$OWLET_UID" ] || fail "the upgrade changed the owlet uid"
-in_root owlet --version | grep -q "$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)" || fail "owlet --version after the upgrade"
+VERSION=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+grep -q "$VERSION" <<<"$(in_root owlet --version)" || fail "owlet --version after the upgrade is not $VERSION"
 
 step "owlet: remove keeps state and config, purge deletes them"
 dpkg_in_root "$WORK/remove.log" -r owlet
@@ -250,7 +257,7 @@ expect_stat /etc/owlet-soc/soc.toml "640 root:owlet-soc"
 expect_stat /var/lib/owlet-soc "750 owlet-soc:owlet-soc"
 expect_file /usr/share/man/man1/owlet-soc.1.gz
 expect_file /usr/share/bash-completion/completions/owlet-soc
-in_root owlet-soc --help | grep -q serve || fail "owlet-soc --help"
+grep -q serve <<<"$(in_root owlet-soc --help)" || fail "owlet-soc --help does not list serve"
 if ls "$R"/etc/systemd/system/*.wants/owlet-soc.service >/dev/null 2>&1; then fail "the package enabled owlet-soc.service"; fi
 echo db > "$R/var/lib/owlet-soc/soc.db"
 dpkg_in_root "$WORK/soc-purge.log" -P owlet-soc

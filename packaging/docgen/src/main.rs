@@ -78,12 +78,15 @@ fn run() -> anyhow::Result<()> {
 
 /// Man pages for the command and each subcommand, and its completions.
 fn write_all(cmd: clap::Command, files: &str, out: &Path) -> anyhow::Result<()> {
-    let mut cmd = cmd;
-    cmd.build();
     let bin = cmd.get_name().to_string();
+    // The pages describe `help` in each page's OPTIONS; no page of its own.
+    let mut man_cmd = cmd.clone().disable_help_subcommand(true);
+    man_cmd.build();
     let man_dir = out.join(&bin).join("man");
     create_dir(&man_dir)?;
-    write_pages(&cmd, &bin, Some(files), &man_dir)?;
+    write_pages(&man_cmd, Some(files), &man_dir)?;
+
+    let mut cmd = cmd;
 
     for (shell, sub, name) in [
         (Shell::Bash, "bash", bin.clone()),
@@ -99,14 +102,9 @@ fn write_all(cmd: clap::Command, files: &str, out: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `NAME.1` for `cmd`, then one page per visible subcommand (`owlet-run.1`).
-fn write_pages(
-    cmd: &clap::Command,
-    name: &str,
-    files: Option<&str>,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let cmd = cmd.clone().name(name.to_string());
+/// `owlet.1` for the built `cmd`, then one page per visible subcommand,
+/// named by clap's display name (`owlet-check-config.1`).
+fn write_pages(cmd: &clap::Command, files: Option<&str>, dir: &Path) -> anyhow::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone());
     let mut page = Vec::new();
     man.render_title(&mut page)?;
@@ -126,12 +124,12 @@ fn write_pages(
     if cmd.get_version().is_some() {
         man.render_version_section(&mut page)?;
     }
-    write_file(&dir.join(format!("{name}.1")), &page)?;
+    write_file(&dir.join(man.get_filename()), &page)?;
     for sub in cmd.get_subcommands() {
-        if sub.is_hide_set() || sub.get_name() == "help" {
+        if sub.is_hide_set() {
             continue;
         }
-        write_pages(sub, &format!("{name}-{}", sub.get_name()), None, dir)?;
+        write_pages(sub, None, dir)?;
     }
     Ok(())
 }
