@@ -149,13 +149,13 @@ if [ ! -x "$CACHE/usr/bin/dpkg" ]; then
   echo "debootstrap took $(( $(date +%s) - t0 ))s"
 fi
 
-new_root() { # NAME: a fresh copy of the cached clean root
-  local r="$WORK/root-$1"
-  cp -a "$CACHE" "$r"
-  CHROOTS+=("$r")
-  mkdir -p "$r/tmp/pkgs"
-  cp "$WORK"/old/*.deb "$WORK"/new/*.deb "$r/tmp/pkgs/"
-  echo "$r"
+new_root() { # NAME: R becomes a fresh copy of the cached clean root
+  R="$WORK/root-$1"
+  rm -rf --one-file-system "$R"
+  CHROOTS+=("$R")
+  cp -a "$CACHE" "$R"
+  mkdir -p "$R/tmp/pkgs"
+  cp "$WORK"/old/*.deb "$WORK"/new/*.deb "$R/tmp/pkgs/"
 }
 in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 stat_of() { in_root stat -c '%a %U:%G' "$1"; }
@@ -165,6 +165,11 @@ expect_stat() { # PATH "MODE OWNER:GROUP"
 }
 expect_file() { [ -f "$R$1" ] || fail "$1 is not installed"; }
 expect_absent() { [ ! -e "$R$1" ] || fail "$1 still exists"; }
+expect_not_enabled() { # PKG: no unit symlink anywhere under /etc/systemd
+  local links
+  links=$(find "$R/etc/systemd" -name "$1.service" 2>/dev/null)
+  [ -z "$links" ] || fail "the package enabled $1.service: $links"
+}
 dpkg_in_root() { # LOG ARGS...: dpkg in the root, output kept
   local log="$1"; shift
   in_root dpkg "$@" >"$log" 2>&1 || { cat "$log" >&2; fail "dpkg $*"; }
@@ -180,7 +185,7 @@ check_system_user() { # NAME HOME
 }
 
 step "owlet: install the previous release (0.0.1) into a clean $SUITE root"
-R=$(new_root main)
+new_root main
 dpkg_in_root "$WORK/install.log" -i "/tmp/pkgs/$(basename "$OLD_DEB")"
 grep -q "waiting for /etc/owlet/ca.pem /etc/owlet/agent.pem /etc/owlet/agent.key" "$WORK/install.log" \
   || { cat "$WORK/install.log" >&2; fail "postinst does not say it waits for the certificates"; }
@@ -200,7 +205,7 @@ expect_file /usr/share/bash-completion/completions/owlet
 expect_file /usr/share/zsh/vendor-completions/_owlet
 expect_file /usr/share/fish/vendor_completions.d/owlet.fish
 grep -q ' /etc/owlet/owlet.toml ' <<<"$(in_root dpkg-query -W -f='${Conffiles}\n' owlet)" || fail "/etc/owlet/owlet.toml is not a conffile"
-if ls "$R"/etc/systemd/system/*.wants/owlet.service >/dev/null 2>&1; then fail "the package enabled owlet.service"; fi
+expect_not_enabled owlet
 grep -q 'check\\-config' <<<"$(gzip -dc "$R/usr/share/man/man1/owlet.1.gz")" || fail "owlet.1 does not list check-config"
 in_root owlet --help >"$WORK/help.log" 2>&1 || { cat "$WORK/help.log" >&2; fail "owlet --help"; }
 grep -q 'check-config' "$WORK/help.log" || fail "owlet --help does not list check-config"
@@ -227,6 +232,7 @@ OWLET_UID=$(in_root id -u owlet)
 # What unattended upgrades pass: keep the admin's config without asking.
 dpkg_in_root "$WORK/upgrade.log" -i --force-confdef --force-confold "/tmp/pkgs/$(basename "$NEW_DEB")"
 grep -q "waiting for" "$WORK/upgrade.log" && fail "postinst complains about certificates that are there"
+expect_not_enabled owlet
 [ "$(in_root dpkg-query -W -f='${Version}' owlet)" != "0.0.1-1" ] || fail "the upgrade did not happen"
 grep -q '^# site edit: kept across upgrades' "$R/etc/owlet/owlet.toml" || fail "the upgrade overwrote the edited /etc/owlet/owlet.toml"
 [ "$(cat "$R/var/lib/owlet/spool/00000001.seg")" = "unacknowledged events" ] || fail "the upgrade lost the spool"
@@ -258,18 +264,19 @@ expect_stat /var/lib/owlet-soc "750 owlet-soc:owlet-soc"
 expect_file /usr/share/man/man1/owlet-soc.1.gz
 expect_file /usr/share/bash-completion/completions/owlet-soc
 grep -q serve <<<"$(in_root owlet-soc --help)" || fail "owlet-soc --help does not list serve"
-if ls "$R"/etc/systemd/system/*.wants/owlet-soc.service >/dev/null 2>&1; then fail "the package enabled owlet-soc.service"; fi
+expect_not_enabled owlet-soc
 echo db > "$R/var/lib/owlet-soc/soc.db"
 dpkg_in_root "$WORK/soc-purge.log" -P owlet-soc
 expect_absent /var/lib/owlet-soc
 expect_absent /usr/bin/owlet-soc
 
 step "owlet: install where systemd-sysusers is missing (adduser creates the user)"
-R=$(new_root nosysusers)
+new_root nosysusers
 rm -f "$R/usr/bin/systemd-sysusers" "$R/bin/systemd-sysusers"
 dpkg_in_root "$WORK/install-adduser.log" -i "/tmp/pkgs/$(basename "$NEW_DEB")"
 check_system_user owlet /var/lib/owlet
 expect_stat /var/lib/owlet "750 owlet:owlet"
 expect_stat /etc/owlet "750 root:owlet"
+expect_not_enabled owlet
 
 echo "PASS: packages built, installed, upgraded and purged"
