@@ -35,7 +35,7 @@ const AGENT_FILES: &str = r#".TP
 The configuration (a conffile: upgrades never overwrite it). Check it with \fBowlet check-config\fR.
 .TP
 \fI/etc/owlet/ca.pem\fR, \fI/etc/owlet/agent.pem\fR, \fI/etc/owlet/agent.key\fR
-The SOC's CA and this agent's certificate and key (key mode 0640 root:owlet or 0600 owlet:owlet). The service does not start until agent.pem and agent.key exist.
+The SOC's CA and this agent's certificate (0640 root:owlet) and key (0600 owlet:owlet: owlet refuses a key others can read). The service does not start until agent.pem and agent.key exist.
 .TP
 \fI/var/lib/owlet/\fR
 State: the spool of events not yet acknowledged by the SOC, and the baselines. Kept on upgrade and removal, deleted on purge.
@@ -52,7 +52,7 @@ const SOC_FILES: &str = r#".TP
 The configuration (a conffile: upgrades never overwrite it).
 .TP
 \fI/etc/owlet-soc/soc.pem\fR, \fI/etc/owlet-soc/soc.key\fR, \fI/etc/owlet-soc/ca.pem\fR
-The SOC's server certificate and key, and the CA of the agents' certificates.
+The SOC's server certificate (0640 root:owlet-soc) and key (0600 owlet-soc:owlet-soc), and the CA of the agents' certificates.
 .TP
 \fI/var/lib/owlet-soc/\fR
 The event database. Kept on upgrade and removal, deleted on purge.
