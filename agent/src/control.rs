@@ -113,7 +113,7 @@ async fn answer(stream: UnixStream, requests: &mpsc::Sender<Request>) -> std::io
 }
 
 /// Hands `request` to the main loop and waits for its answer.
-async fn ask(
+pub(crate) async fn ask(
     requests: &mpsc::Sender<Request>,
     request: Request,
     answer: oneshot::Receiver<String>,

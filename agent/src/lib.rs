@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod control;
+pub mod exposition;
 pub mod facts;
 pub mod notify;
 pub mod pipeline;

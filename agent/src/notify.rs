@@ -173,7 +173,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("…; spool 12 events; 1 check down: fw-ping"),
+            line.ends_with("…); spool 12 events; 1 check down: fw-ping"),
             "{line}"
         );
         assert!(line.len() < 260, "{line}");

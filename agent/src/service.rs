@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
-use crate::collect::{Capture, Checks, Collector, Supervisor};
+use crate::collect::{Capture, Checks, Collector, Host, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
@@ -92,6 +92,17 @@ pub async fn run_on(
 ) -> anyhow::Result<()> {
     let (spool, recovered_losses) = open_spool_on(&config, spool_fs)?;
     let control_listener = control::bind(&config.control.socket)?;
+    let exposition_listener =
+        match config.control.prometheus_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(
+                || {
+                    format!(
+                        "cannot listen on control.prometheus_listen {address} (is the port in use?)"
+                    )
+                },
+            )?),
+            None => None,
+        };
     let store = Store::new(spool);
     let metrics = Arc::new(Metrics::default());
     let facts = HostFacts::read();
@@ -143,6 +154,13 @@ pub async fn run_on(
         &liveness,
     );
     let (requests_tx, mut requests) = mpsc::channel(8);
+    if let Some(listener) = exposition_listener {
+        spawn_critical(
+            "metrics exposition",
+            crate::exposition::serve(listener, requests_tx.clone(), shutdown.clone()),
+            ends_tx.clone(),
+        );
+    }
     let control = spawn_critical(
         "control socket",
         control::serve(
@@ -157,6 +175,9 @@ pub async fn run_on(
     let mut collectors = Supervisor::new(bus_tx.clone());
     if Capture::wanted(&config) {
         collectors.add(Box::new(Capture::new(&config)));
+    }
+    if Host::wanted(&config) {
+        collectors.add(Box::new(Host::new(&config)));
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.

@@ -118,10 +118,10 @@ pub fn watchdog_period() -> Option<Duration> {
 }
 
 fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != me {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok()? != me
+    {
+        return None;
     }
     let usec: u64 = usec?.trim().parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec))
@@ -220,10 +220,10 @@ impl Systemd {
         let Some(notifier) = &self.notifier else {
             return;
         };
-        if let Err(e) = notifier.send(state) {
-            if !std::mem::replace(&mut self.warned, true) {
-                warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET); the service keeps running");
-            }
+        if let Err(e) = notifier.send(state)
+            && !std::mem::replace(&mut self.warned, true)
+        {
+            warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET); the service keeps running");
         }
     }
 }

@@ -7,10 +7,14 @@ use owlet_tests::bin;
 /// Symbols and strings that would only be there if the code were linked in.
 const FORBIDDEN: &[(&str, &str)] = &[
     ("sqlite3_prepare", "SQLite"),
-    ("owlet_soc", "the SOC crate"),
+    // The crate's module paths (tracing targets, panic locations); plain
+    // "owlet_soc" also names the Prometheus metrics about the SOC link.
+    ("owlet_soc::", "the SOC crate"),
     ("rusqlite", "rusqlite"),
     ("rcgen", "certificate generation (rcgen)"),
     ("synthetic load finished", "the synthetic load generator"),
+    // owlet-loadgen turns on owlet-spool's fault injection (systemd watchdog tests).
+    ("FaultyFs", "the spool's fault injection"),
 ];
 
 #[test]
@@ -25,8 +29,10 @@ fn the_owlet_binary_links_no_soc_sqlite_or_load_generator() {
     // The same probe finds them where they belong, so it can fail.
     let soc = std::fs::read(bin("owlet-soc")).unwrap();
     assert!(contains(&soc, b"sqlite3_prepare"));
+    assert!(contains(&soc, b"owlet_soc::"));
     let loadgen = std::fs::read(bin("owlet-loadgen")).unwrap();
     assert!(contains(&loadgen, b"synthetic load finished"));
+    assert!(contains(&loadgen, b"FaultyFs"));
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -51,8 +51,12 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
             reasons.join("; ")
         };
         let m = &value["metrics"];
+        // Host learning progress, when host health runs with learning on.
+        let learning = value["collectors"]["host"]["detail"]["host"]["learning"]["percent"]
+            .as_f64()
+            .map_or(String::new(), |p| format!(" host_learning={p:.0}%"));
         println!(
-            "OWLET {} - {summary} | connection={} spool_events={} spool_bytes={}B accepted={}c dropped={}c",
+            "OWLET {} - {summary} | connection={} spool_events={} spool_bytes={}B accepted={}c dropped={}c{learning}",
             value["verdict"].as_str().unwrap_or("UNKNOWN"),
             m["connection"].as_str().unwrap_or("?"),
             value["spool_events"],

@@ -104,7 +104,7 @@ impl Collector for Checks {
                 .map(|s| {
                     serde_json::json!({
                         "id": s.id,
-                        "type": s.check_type.as_str_name().to_ascii_lowercase(),
+                        "type": s.check_type.as_str_name().trim_start_matches("CHECK_TYPE_").to_ascii_lowercase(),
                         "state": s.state.as_str_name(),
                         "for_seconds": s.since.and_then(|t| now.duration_since(t).ok()).map(|d| d.as_secs()),
                         "message": s.message,

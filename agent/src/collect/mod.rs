@@ -18,6 +18,7 @@
 
 mod capture;
 mod checks;
+mod host;
 mod supervisor;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use crate::status::Verdict;
 
 pub use capture::Capture;
 pub use checks::Checks;
+pub use host::Host;
 pub use supervisor::{CollectorReport, Supervisor};
 
 /// Resolves, with a reason a person can read, when a running collector stops

@@ -197,6 +197,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(address) = self.control.prometheus_listen
+            && !address.ip().is_loopback()
+        {
+            errors.push(src.error(
+                "control.prometheus_listen",
+                format!(
+                    "{address} is not a loopback address; the agent opens no port reachable from the network \
+                     (use e.g. \"127.0.0.1:9465\" and let the local scraper or an SSH tunnel reach it)"
+                ),
+            ));
+        }
         if let Err(e) = owlet_logging::check_level(&self.log.level) {
             errors.push(src.error("log.level", format!("not a log filter: {e}")));
         }

@@ -319,12 +319,17 @@ pub struct ControlSection {
     /// network port).
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
+    /// Optional Prometheus text exposition of `owlet health` at
+    /// `http://ADDRESS/metrics`, loopback addresses only; unset = off.
+    #[serde(default)]
+    pub prometheus_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
             socket: default_socket(),
+            prometheus_listen: None,
         }
     }
 }
