@@ -240,6 +240,7 @@ grep -q '^# site edit: kept across upgrades' "$R/etc/owlet/owlet.toml" || fail "
 expect_stat /var/lib/owlet "750 owlet:owlet"
 expect_stat /var/lib/owlet/spool "700 owlet:owlet"
 expect_stat /etc/owlet "750 root:owlet"
+expect_stat /etc/owlet/owlet.toml "640 root:owlet"
 expect_stat /etc/owlet/agent.key "600 owlet:owlet"
 [ "$(in_root id -u owlet)" = "$OWLET_UID" ] || fail "the upgrade changed the owlet uid"
 VERSION=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
