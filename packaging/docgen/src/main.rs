@@ -77,7 +77,7 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// Man pages for the command and each subcommand, and its completions.
-fn write_all(cmd: clap::Command, files: &str, out: &Path) -> anyhow::Result<()> {
+fn write_all(mut cmd: clap::Command, files: &str, out: &Path) -> anyhow::Result<()> {
     let bin = cmd.get_name().to_string();
     // The pages describe `help` in each page's OPTIONS; no page of its own.
     let mut man_cmd = cmd.clone().disable_help_subcommand(true);
@@ -85,8 +85,6 @@ fn write_all(cmd: clap::Command, files: &str, out: &Path) -> anyhow::Result<()> 
     let man_dir = out.join(&bin).join("man");
     create_dir(&man_dir)?;
     write_pages(&man_cmd, Some(files), &man_dir)?;
-
-    let mut cmd = cmd;
 
     for (shell, sub, name) in [
         (Shell::Bash, "bash", bin.clone()),
@@ -143,4 +141,33 @@ fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp-docgen");
     fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_completions_follow_the_cli() {
+        let out = tempfile::tempdir().unwrap();
+        write_all(owlet_agent::cli::Cli::command(), AGENT_FILES, out.path()).unwrap();
+        let man = out.path().join("owlet/man");
+        let main_page = fs::read_to_string(man.join("owlet.1")).unwrap();
+        assert!(main_page.contains(".SH FILES"), "{main_page}");
+        assert!(main_page.contains("check\\-config"), "{main_page}");
+        // One page per subcommand, nested ones too; none for `help`.
+        assert!(man.join("owlet-check-config.1").is_file());
+        assert!(man.join("owlet-probe-icmp.1").is_file());
+        assert!(!man.join("owlet-help.1").exists());
+        let page = fs::read_to_string(man.join("owlet-check-config.1")).unwrap();
+        assert!(!page.contains(".SH FILES"), "FILES only on the main page");
+        let bash = fs::read_to_string(out.path().join("owlet/completions/bash/owlet")).unwrap();
+        assert!(bash.contains("check-config"));
+        assert!(out.path().join("owlet/completions/zsh/_owlet").is_file());
+        assert!(
+            out.path()
+                .join("owlet/completions/fish/owlet.fish")
+                .is_file()
+        );
+    }
 }
