@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod cli;
 pub mod config;
 pub mod demo;
 mod demo_edits;

@@ -1,0 +1,119 @@
+//! The `owlet-soc` command line definition, in the library so that tools
+//! outside the binary (the package builder's man page and completion
+//! generator, `packaging/docgen`) see the same arguments and help text as
+//! `owlet-soc --help`. Parsing only: `main.rs` runs the commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config;
+
+#[derive(Debug, Parser)]
+#[command(name = "owlet-soc", version, about = "owlet SOC receiver")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Certificate authority for agents (small deployments and tests).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Receive agents' streams.
+    Serve {
+        /// The SOC configuration (written by `owlet-soc ca init`).
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Known agents with their state, last contact and duplicates dropped.
+    Agents {
+        /// The SOC configuration; its [sink] names the database to read.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// One JSON array of agents instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print stored events as they arrive.
+    Tail {
+        /// The SOC configuration; its [sink] names the database to read.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Only this agent: TENANT/AGENT or AGENT.
+        #[arg(long)]
+        agent: Option<String>,
+        /// JSON lines (proto3 JSON mapping for the event).
+        #[arg(long)]
+        json: bool,
+        /// Start from the first stored event instead of new ones.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Everything on loopback: a throwaway CA, a SOC receiver in this
+    /// process, and an agent (`--agent-bin`) as a child process, with the SOC's
+    /// view live until Ctrl-C or --duration.
+    Demo {
+        /// The `owlet` agent binary to start (`PATH run --config FILE`).
+        #[arg(long, value_name = "PATH")]
+        agent_bin: PathBuf,
+        /// Stop after this long (e.g. "30s", "2m"); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Keep every file (CA, configs, database, agent log) in DIR instead
+        /// of a temporary directory removed at the end.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Where an issued agent keeps its state and control socket.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    /// The packaged service: /var/lib/owlet and /run/owlet/owlet.sock.
+    System,
+    /// Under --out (state/, owlet.sock): runs as any user, several agents per
+    /// host.
+    User,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the agent CA, the SOC server certificate and soc.toml in DIR.
+    Init {
+        /// Directory for the CA, the SOC certificate and soc.toml (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names (DNS or IP) agents use to reach the SOC; repeatable.
+        #[arg(long = "soc-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        soc_names: Vec<String>,
+        /// Listen address written into soc.toml.
+        #[arg(long, default_value = "127.0.0.1:4443")]
+        listen: String,
+    },
+    /// Issue an agent certificate and a ready owlet.toml (with commented
+    /// example checks) into OUT.
+    Issue {
+        /// The CA directory made by `owlet-soc ca init`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Tenant (customer) the agent belongs to; part of its identity.
+        #[arg(long)]
+        tenant: String,
+        /// Agent id, unique within the tenant; part of its identity.
+        #[arg(long)]
+        agent: String,
+        /// New directory for the certificate, key and owlet.toml.
+        #[arg(long)]
+        out: PathBuf,
+        /// SOC address written into owlet.toml.
+        #[arg(long, default_value = "localhost:4443")]
+        soc: String,
+        /// Paths of the agent's state and control socket: `system` for the
+        /// packaged service, `user` to keep both under --out.
+        #[arg(long, value_enum, default_value = "system")]
+        layout: LayoutArg,
+    },
+}
