@@ -176,8 +176,9 @@ fn a_good_setup_passes_every_step_and_the_soc_records_it_beside_the_running_agen
         })
         .expect("the SOC logged the self-test's connection");
     assert!(
-        !log.lines().any(|l| l.contains("agent stream ended with an error")
-            && l.contains(&format!("\"addr\":\"{selftest_addr}\""))),
+        !log.lines()
+            .any(|l| l.contains("agent stream ended with an error")
+                && l.contains(&format!("\"addr\":\"{selftest_addr}\""))),
         "the self-test's stream did not end cleanly:\n{}",
         log
     );
