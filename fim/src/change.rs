@@ -85,14 +85,6 @@ pub fn classify(old: Option<&Entry>, new: Option<&Entry>) -> Option<Action> {
     }
 }
 
-fn severity(s: Severity) -> pb::Severity {
-    match s {
-        Severity::Info => pb::Severity::Info,
-        Severity::Warning => pb::Severity::Warning,
-        Severity::Critical => pb::Severity::Critical,
-    }
-}
-
 impl Change {
     /// The `FileChange` event payload.
     pub fn to_proto(&self) -> pb::FileChange {
@@ -144,7 +136,7 @@ impl Change {
             diff_truncated: self.diff_truncated,
             changed_by: self.changed_by.clone(),
             tag: self.tag.clone(),
-            severity: severity(self.severity).into(),
+            severity: pb::Severity::from(self.severity).into(),
             inode: now.map_or(0, |e| e.inode),
             while_agent_stopped: self.while_agent_stopped,
             coalesced: self.coalesced,
@@ -202,7 +194,7 @@ impl FimAlert {
             source: "fim".into(),
             subject: self.subject.clone(),
             name: self.name.into(),
-            severity: severity(self.severity).into(),
+            severity: pb::Severity::from(self.severity).into(),
             message: self.message.clone(),
             labels: self.labels.iter().cloned().collect(),
             ..pb::Alert::default()

@@ -77,15 +77,8 @@ pub enum LargeFiles {
     Background,
 }
 
-/// Severity of a watch rule's changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    #[default]
-    Warning,
-    Critical,
-}
+/// Severity of a watch rule's changes ("info", "warning", "critical").
+pub use owlet_proto::ConfigSeverity as Severity;
 
 /// One `[[fim.watch]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use owlet_tomlconf::ConfigIssue;
 use owlet_tomlconf::hints::nearest;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Metrics a threshold can watch, in the order `did you mean` prefers.
 pub const METRICS: &[&str] = &[
@@ -70,15 +70,8 @@ impl Default for HostConfig {
     }
 }
 
-/// How urgent a threshold's alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    #[default]
-    Warning,
-    Critical,
-}
+/// How urgent a threshold's alert is ("info", "warning", "critical").
+pub use owlet_proto::ConfigSeverity as Severity;
 
 /// One `[[host.threshold]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

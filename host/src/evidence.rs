@@ -12,8 +12,6 @@ use std::collections::HashMap;
 
 use owlet_proto::v1::{Alert, HostMetrics, ProcessUsage, Severity, State};
 
-use crate::config;
-
 /// Processes named in the message itself (all of them are in the labels).
 const MESSAGE_PROCESSES: usize = 3;
 
@@ -100,12 +98,4 @@ pub fn describe(p: &ProcessUsage) -> String {
         p.memory_bytes as f64 / 1e6,
         p.command_line
     )
-}
-
-pub fn severity(s: config::Severity) -> Severity {
-    match s {
-        config::Severity::Info => Severity::Info,
-        config::Severity::Warning => Severity::Warning,
-        config::Severity::Critical => Severity::Critical,
-    }
 }

@@ -241,7 +241,7 @@ fn build(rule: &Threshold, obs: &Observation, transition: Transition, m: &HostMe
         State::Degraded
     };
     let (old_state, new_state, severity) = if entered {
-        (State::Up, bad, evidence::severity(rule.severity))
+        (State::Up, bad, Severity::from(rule.severity))
     } else {
         (bad, State::Up, Severity::Info)
     };

@@ -15,6 +15,28 @@ pub mod v1 {
 
 pub use pbjson_types::Timestamp;
 
+/// An alert severity as an operator writes it in a configuration file
+/// (`severity = "critical"` on a watch rule or a host threshold): the wire
+/// `v1::Severity` without its "not set" value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSeverity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl From<ConfigSeverity> for v1::Severity {
+    fn from(s: ConfigSeverity) -> Self {
+        match s {
+            ConfigSeverity::Info => v1::Severity::Info,
+            ConfigSeverity::Warning => v1::Severity::Warning,
+            ConfigSeverity::Critical => v1::Severity::Critical,
+        }
+    }
+}
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest encoded gRPC message either end accepts, in bytes.
