@@ -393,25 +393,28 @@ fn check_state(agent: &Agent, id: &str) -> Option<String> {
 /// "+net_raw"; "" for none) as its inheritable, ambient and bounding sets —
 /// what `AmbientCapabilities=` / `CapabilityBoundingSet=` give it under
 /// systemd — and returns the state of the ICMP check once it has one.
-fn icmp_check_as(user: &TestUser, ns: &Netns, caps: &str, agent: &Agent) -> String {
-    let set = |base: &str| {
-        format!(
-            "-all{}",
-            if caps.is_empty() {
-                String::new()
-            } else {
-                format!(",{caps}")
-            }
-        ) + base
+/// Runs the agent inside `ns` as `user` holding only `caps` (inheritable,
+/// ambient and bounding sets alike) until `done` says what it waited for.
+fn run_as<T>(
+    user: &TestUser,
+    ns: &Netns,
+    caps: &str,
+    agent: &Agent,
+    mut done: impl FnMut() -> Option<T>,
+) -> T {
+    let set = if caps.is_empty() {
+        "-all".to_string()
+    } else {
+        format!("-all,{caps}")
     };
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name, "setpriv"])
         .arg(format!("--reuid={}", user.name))
         .arg(format!("--regid={}", user.name))
         .arg("--clear-groups")
-        .arg(format!("--inh-caps={}", set("")))
-        .arg(format!("--ambient-caps={}", set("")))
-        .arg(format!("--bounding-set={}", set("")))
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
         .arg("--no-new-privs")
         .arg("--")
         .arg(bin("owlet"))
@@ -419,24 +422,24 @@ fn icmp_check_as(user: &TestUser, ns: &Netns, caps: &str, agent: &Agent) -> Stri
         .arg(&agent.config_path);
     let mut proc = Proc::spawn("owlet", cmd, &agent.dir);
     let started = std::time::Instant::now();
-    let state = loop {
+    let outcome = loop {
         assert!(
             proc.try_wait().is_none(),
             "the agent exited:\n{}",
             proc.log()
         );
-        if let Some(state) = check_state(agent, "lo-ping") {
-            break state;
+        if let Some(outcome) = done() {
+            break outcome;
         }
         assert!(
             started.elapsed() < DEADLINE,
-            "the ICMP check (capabilities {caps:?}) has no state; health: {:?}",
+            "the agent (capabilities {caps:?}) did not get there; health: {:?}",
             agent.health()
         );
         owlet_tests::sleep(Duration::from_millis(100));
     };
     assert!(proc.terminate(DEADLINE).success(), "{}", proc.log());
-    state
+    outcome
 }
 
 #[test]
@@ -452,6 +455,21 @@ fn the_agent_runs_unprivileged_with_only_the_units_capabilities() {
     check.insert("down_after".into(), 1.into());
     check.insert("up_after".into(), 1.into());
     agent.set("probe", "check", toml::Value::Array(vec![check.into()]));
+    let mut capture = toml::Table::new();
+    capture.insert("interfaces".into(), toml::Value::Array(vec!["lo".into()]));
+    capture.insert("workers".into(), 1.into());
+    agent.config.insert("capture".into(), capture.into());
+    let watched = agent.dir.join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let rules = watched.join("firewall.rules");
+    std::fs::write(&rules, "allow tcp 22\n").unwrap();
+    let mut watch = toml::Table::new();
+    watch.insert("path".into(), watched.display().to_string().into());
+    let mut fim = toml::Table::new();
+    // Naming writers needs CAP_SYS_ADMIN, which the unit does not grant.
+    fim.insert("attribution".into(), false.into());
+    fim.insert("watch".into(), toml::Value::Array(vec![watch.into()]));
+    agent.config.insert("fim".into(), fim.into());
     agent.write_config();
 
     let name = format!("owlet-e2e-{}", std::process::id());
@@ -467,11 +485,30 @@ fn the_agent_runs_unprivileged_with_only_the_units_capabilities() {
             .arg(&agent.dir),
     );
 
-    let state = icmp_check_as(&user, &ns, "+net_raw", &agent);
+    // With the unit's capability: ICMP works, the capture on the
+    // namespace's loopback sees the pings, and file watching reports a
+    // change to a file the service user may read.
+    let mut changed = false;
+    let state = run_as(&user, &ns, "+net_raw", &agent, || {
+        let state = check_state(&agent, "lo-ping")?;
+        let health = agent.health()?;
+        let capture = &health["collectors"]["capture"];
+        let captured = capture["state"] == "running"
+            && capture["detail"]["interfaces"][0]["packets"].as_u64() > Some(0);
+        let fim = &health["collectors"]["fim"]["detail"];
+        if !captured || fim["baseline_ready"] != true {
+            return None;
+        }
+        if !changed {
+            std::fs::write(&rules, "allow tcp 22\nallow tcp 443\n").unwrap();
+            changed = true;
+        }
+        (fim["changes"].as_u64() > Some(0)).then_some(state)
+    });
     assert_eq!(state, "STATE_UP", "with CAP_NET_RAW");
     // The same agent without the capability cannot ping: the capability is
     // what made it work, not a permissive host.
-    let state = icmp_check_as(&user, &ns, "", &agent);
+    let state = run_as(&user, &ns, "", &agent, || check_state(&agent, "lo-ping"));
     assert!(
         state.starts_with(
             "STATE_UNKNOWN: cannot open an ICMP socket (raw socket: Operation not permitted"
