@@ -192,7 +192,7 @@ grep -q "waiting for /etc/owlet/ca.pem /etc/owlet/agent.pem /etc/owlet/agent.key
 check_system_user owlet /var/lib/owlet
 expect_stat /etc/owlet "750 root:owlet"
 expect_stat /etc/owlet/owlet.toml "640 root:owlet"
-expect_stat /var/lib/owlet "750 owlet:owlet"
+expect_stat /var/lib/owlet "700 owlet:owlet"
 expect_stat /usr/bin/owlet "755 root:root"
 UNIT=$(grep -E '/systemd/system/owlet.service$' <<<"$(in_root dpkg -L owlet)") || fail "owlet.service is not in the package"
 expect_file "$UNIT"
@@ -237,7 +237,7 @@ expect_not_enabled owlet
 grep -q '^# site edit: kept across upgrades' "$R/etc/owlet/owlet.toml" || fail "the upgrade overwrote the edited /etc/owlet/owlet.toml"
 [ "$(cat "$R/var/lib/owlet/spool/00000001.seg")" = "unacknowledged events" ] || fail "the upgrade lost the spool"
 [ "$(cat "$R/var/lib/owlet/fim/baseline.db")" = "baseline" ] || fail "the upgrade lost the baselines"
-expect_stat /var/lib/owlet "750 owlet:owlet"
+expect_stat /var/lib/owlet "700 owlet:owlet"
 expect_stat /var/lib/owlet/spool "700 owlet:owlet"
 expect_stat /etc/owlet "750 root:owlet"
 expect_stat /etc/owlet/owlet.toml "640 root:owlet"
@@ -261,7 +261,7 @@ dpkg_in_root "$WORK/soc-install.log" -i "/tmp/pkgs/$(basename "$SOC_DEB")"
 check_system_user owlet-soc /var/lib/owlet-soc
 expect_stat /etc/owlet-soc "750 root:owlet-soc"
 expect_stat /etc/owlet-soc/soc.toml "640 root:owlet-soc"
-expect_stat /var/lib/owlet-soc "750 owlet-soc:owlet-soc"
+expect_stat /var/lib/owlet-soc "700 owlet-soc:owlet-soc"
 expect_file /usr/share/man/man1/owlet-soc.1.gz
 expect_file /usr/share/bash-completion/completions/owlet-soc
 grep -q serve <<<"$(in_root owlet-soc --help)" || fail "owlet-soc --help does not list serve"
@@ -276,7 +276,7 @@ new_root nosysusers
 rm -f "$R/usr/bin/systemd-sysusers" "$R/bin/systemd-sysusers"
 dpkg_in_root "$WORK/install-adduser.log" -i "/tmp/pkgs/$(basename "$NEW_DEB")"
 check_system_user owlet /var/lib/owlet
-expect_stat /var/lib/owlet "750 owlet:owlet"
+expect_stat /var/lib/owlet "700 owlet:owlet"
 expect_stat /etc/owlet "750 root:owlet"
 expect_not_enabled owlet
 

@@ -2,7 +2,7 @@
 # service is never enabled or started here; see the message.
 chown root:@PKG@ /etc/@PKG@ && chmod 0750 /etc/@PKG@
 if [ ! -d /var/lib/@PKG@ ]; then
-    install -d -m 0750 -o @PKG@ -g @PKG@ /var/lib/@PKG@
+    install -d -m 0700 -o @PKG@ -g @PKG@ /var/lib/@PKG@
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
