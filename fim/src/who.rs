@@ -513,24 +513,26 @@ mod tests {
         (pid, who)
     }
 
-    /// As root (fanotify needs it; None otherwise): a temporary directory
-    /// holding `name` with `content`.
-    fn root_file(name: &str, content: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-        if !is_root() {
-            eprintln!("skipped: fanotify needs root");
-            return None;
-        }
+    /// fanotify needs root: a test that cannot run fails and says so.
+    fn require_root() {
+        assert!(
+            is_root(),
+            "this test needs root (fanotify); run the suite as root (./dev/test re-runs itself through sudo)"
+        );
+    }
+
+    /// A temporary directory holding `name` with `content` (as root).
+    fn root_file(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
+        require_root();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join(name);
         std::fs::write(&f, content).unwrap();
-        Some((dir, f))
+        (dir, f)
     }
 
     #[test]
     fn child_append_is_attributed_with_comm_and_pid() {
-        let Some((dir, f)) = root_file("f", "a\n") else {
-            return;
-        };
+        let (dir, f) = root_file("f", "a\n");
         let a = Attribution::start(&[dir.path().to_path_buf()]).unwrap();
         let (pid, who) = sh_attributed(&a, &f, &format!("echo x >> '{}'", f.display()));
         let who = who.expect("the append was attributed");
@@ -558,9 +560,7 @@ mod tests {
 
     #[test]
     fn rename_over_attributes_the_new_inode() {
-        let Some((dir, f)) = root_file("conf", "old\n") else {
-            return;
-        };
+        let (dir, f) = root_file("conf", "old\n");
         let old_ino = std::fs::metadata(&f).unwrap().ino();
         let a = Attribution::start(std::slice::from_ref(&f)).unwrap();
         let own = dir.path().join("own");
@@ -586,9 +586,7 @@ mod tests {
 
     #[test]
     fn start_without_existing_path_is_an_error() {
-        if !is_root() {
-            return;
-        }
+        require_root();
         // Relative path with no existing ancestor: "" has none either.
         let e = Attribution::start(&[]).err().unwrap();
         assert!(e.contains("no paths"), "{e}");

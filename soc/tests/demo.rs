@@ -1,7 +1,8 @@
 //! `owlet-soc demo` with the real binaries: the SOC here, the agent (`owlet`,
 //! built by `cargo build -p owlet-agent`) as its child.
 //!
-//! Each test skips, saying why, when the agent binary cannot be built.
+//! A test that cannot get the agent binary fails, saying why (it never
+//! passes without running).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,12 +13,16 @@ use std::time::{Duration, Instant};
 
 const SOC: &str = env!("CARGO_BIN_EXE_owlet-soc");
 
-/// The `owlet` binary next to `owlet-soc`, built once per test run.
-fn owlet() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// The `owlet` binary next to `owlet-soc`, built once per test run; Err
+/// says why there is none.
+fn owlet() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = PathBuf::from(SOC).parent()?.to_path_buf();
+            let dir = PathBuf::from(SOC)
+                .parent()
+                .ok_or_else(|| format!("{SOC} has no parent directory"))?
+                .to_path_buf();
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
             build.args(["build", "-p", "owlet-agent", "--bin", "owlet"]);
@@ -44,26 +49,23 @@ fn owlet() -> Option<PathBuf> {
             }
             match build.status() {
                 Ok(status) if status.success() => {}
-                other => eprintln!("cargo build -p owlet-agent failed: {other:?}"),
+                other => return Err(format!("cargo build -p owlet-agent failed: {other:?}")),
             }
             let owlet = dir.join("owlet");
-            owlet.is_file().then_some(owlet)
+            if owlet.is_file() {
+                Ok(owlet)
+            } else {
+                Err(format!(
+                    "no owlet binary next to {SOC} (cargo build -p owlet-agent did not produce one)"
+                ))
+            }
         })
         .clone()
 }
 
-macro_rules! owlet_or_skip {
-    () => {
-        match owlet() {
-            Some(owlet) => owlet,
-            None => {
-                eprintln!(
-                    "skipped: no owlet binary next to {SOC} (cargo build -p owlet-agent did not produce one)"
-                );
-                return;
-            }
-        }
-    };
+/// The agent binary, or the test fails saying why there is none.
+fn owlet_bin() -> PathBuf {
+    owlet().unwrap_or_else(|why| panic!("this test needs the agent binary: {why}"))
 }
 
 /// Runs `cmd` to its end; it must succeed. Returns (stdout, stderr).
@@ -81,7 +83,7 @@ fn succeed(cmd: &mut Command) -> (String, String) {
 
 #[test]
 fn the_demo_shows_check_results_and_an_alert_raised_and_cleared() {
-    let owlet = owlet_or_skip!();
+    let owlet = owlet_bin();
     let (stdout, stderr) = succeed(
         Command::new(SOC)
             .args(["demo", "--duration", "30s", "--agent-bin"])
@@ -134,7 +136,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn a_closed_pipe_ends_the_demo_quietly_and_stops_the_agent() {
-    let owlet = owlet_or_skip!();
+    let owlet = owlet_bin();
     let mut demo = Guard(
         Command::new(SOC)
             .args(["demo", "--agent-bin"])
@@ -191,12 +193,13 @@ fn a_closed_pipe_ends_the_demo_quietly_and_stops_the_agent() {
 
 #[test]
 fn the_demo_runs_as_an_unprivileged_user_without_the_ping_check() {
-    let owlet = owlet_or_skip!();
+    let owlet = owlet_bin();
     let home = tempfile::tempdir().unwrap();
-    if std::fs::metadata(home.path()).unwrap().uid() != 0 {
-        eprintln!("skipped: needs root to switch to user nobody");
-        return;
-    }
+    assert_eq!(
+        std::fs::metadata(home.path()).unwrap().uid(),
+        0,
+        "this test needs root to switch to user nobody; run the suite as root"
+    );
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let (stdout, stderr) = succeed(
         Command::new("setpriv")
@@ -237,7 +240,7 @@ fn the_demo_runs_as_an_unprivileged_user_without_the_ping_check() {
 
 #[test]
 fn an_issued_user_layout_config_with_every_example_passes_the_agents_check() {
-    let owlet = owlet_or_skip!();
+    let owlet = owlet_bin();
     let tmp = tempfile::tempdir().unwrap();
     let run = |cmd: &mut Command| succeed(cmd).0;
     let ca = tmp.path().join("ca");

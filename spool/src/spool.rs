@@ -156,12 +156,24 @@ impl Spool {
         config: SpoolConfig,
         fs: Arc<dyn Filesystem>,
     ) -> Result<(Spool, Vec<DataLoss>), SpoolError> {
+        Self::open_at(config, fs, SystemTime::now())
+    }
+
+    /// [`Spool::open_with`] with the wall clock read as `now`. The clock
+    /// only decides where numbering starts when recovery cannot trust the
+    /// numbers on disk (a new spool, a damaged state, a torn tail); tests
+    /// pass their own so a run is the same on every machine and day.
+    pub fn open_at(
+        config: SpoolConfig,
+        fs: Arc<dyn Filesystem>,
+        now: SystemTime,
+    ) -> Result<(Spool, Vec<DataLoss>), SpoolError> {
         config.validate()?;
         let dir = config.dir.clone();
         fs.create_dir_all(&dir)
             .map_err(|e| SpoolError::io("creation of directory", &dir, e))?;
         let lock = open_lock(&dir)?;
-        let now_us = u64::try_from(micros_since_epoch(SystemTime::now())).unwrap_or(0);
+        let now_us = u64::try_from(micros_since_epoch(now)).unwrap_or(0);
         let rec = recovery::recover(fs.as_ref(), &dir, now_us)?;
         let active_sync = Arc::new(SyncState::default());
         let active = match rec.segments.last() {
@@ -858,6 +870,10 @@ impl Spool {
         }
         let mut out = std::mem::take(&mut self.pending_losses);
         if loss.is_empty() {
+            // Segments left dead at the front (an append that dropped
+            // segments for room, then failed to create its own) go here,
+            // at the latest: expire runs on a timer.
+            self.gc();
             return Ok(out);
         }
         self.dropped_seq = new_dropped;

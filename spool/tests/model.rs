@@ -33,6 +33,9 @@ use prost::Message;
 const MAX_AGE_S: u64 = 100;
 const HEADER: u64 = 16;
 const MAX_BATCHES: u64 = 1000;
+/// Microseconds of wall clock per operation: more than the numbers one
+/// operation can use (`AppendMany` takes at most 500).
+const CLOCK_PER_OP_US: u64 = 1000;
 
 /// Which bound a run stresses: bytes (small files) or the batch count
 /// (tiny batches, bigger files).
@@ -174,6 +177,11 @@ struct Model {
     /// Losses the spool holds until the next append or expire.
     pending: Vec<Expect>,
     now_s: u64,
+    /// The wall clock the spool reads when it opens, in microseconds. It
+    /// moves [`CLOCK_PER_OP_US`] per operation (and with `Expire`), never
+    /// slower than numbers are handed out: the spool's documented
+    /// assumption (at most one number per microsecond on average).
+    clock_us: u64,
     /// What the run exercised, by name (printed with OWLET_SPOOL_MODEL_STATS).
     seen: BTreeMap<String, u64>,
 }
@@ -400,8 +408,12 @@ fn cfg(dir: &Path, mode: Mode, bounds: Bounds) -> SpoolConfig {
     c
 }
 
+/// Opens the spool with the model's clock, never the machine's: where
+/// numbering starts after a fresh or distrusted recovery follows from the
+/// run alone, so a failing run fails the same way on every machine and day.
 fn open(dir: &Path, m: &Model, fs: &FaultyFs) -> (Spool, Vec<DataLoss>) {
-    Spool::open_with(cfg(dir, m.mode, m.bounds), Arc::new(fs.clone())).unwrap()
+    let now = UNIX_EPOCH + Duration::from_micros(m.clock_us);
+    Spool::open_at(cfg(dir, m.mode, m.bounds), Arc::new(fs.clone()), now).unwrap()
 }
 
 /// One append, applied to the model first, then to the spool.
@@ -601,12 +613,14 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
         last: 0,
         pending: Vec::new(),
         now_s: 1_000_000,
+        clock_us: 1_800_000_000_000_000,
         seen: BTreeMap::new(),
     };
     let (mut spool, losses) = open(dir.path(), &m, &fs);
     assert!(losses.is_empty());
     m.last = spool.last_seq();
     for op in ops {
+        m.clock_us += CLOCK_PER_OP_US;
         match op {
             Op::Append(spec, inj) => append(&mut m, &mut spool, &fs, &spec, inj),
             Op::AppendMany(n, size) => {
@@ -755,6 +769,7 @@ fn run(ops: Vec<Op>, mode: Mode, bounds: Bounds) {
             }
             Op::Expire(s) => {
                 m.now_s += s;
+                m.clock_us += s * 1_000_000;
                 let cutoff = ((m.now_s - MAX_AGE_S) * 1_000_000) as i64;
                 let expired: Vec<MRec> = m
                     .segs
@@ -809,8 +824,25 @@ fn ops(bounds: Bounds, max: usize) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(op(bounds), 1..max)
 }
 
+/// The seed every run uses unless `PROPTEST_RNG_SEED` names another: CI
+/// runs the same cases on every machine, and a failure reproduces with the
+/// seed alone. Explore with other seeds (`PROPTEST_RNG_SEED=$RANDOM`), and
+/// check the regression files proptest writes in.
+const SEED: u64 = 0x0e1e_7500_1;
+
+fn proptest_config(cases: u32) -> ProptestConfig {
+    let mut c = ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = proptest::test_runner::RngSeed::Fixed(SEED);
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config(96))]
 
     #[test]
     fn interval_durability_matches_the_model(ops in ops(BYTES, 80)) {
@@ -829,7 +861,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn the_batch_count_bound_matches_the_model(ops in ops(COUNT, 20)) {
