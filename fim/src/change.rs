@@ -51,6 +51,10 @@ pub struct Change {
     pub diff: String,
     pub diff_truncated: bool,
     pub redacted_lines: u32,
+    /// Why a changed file has no diff ("" when it has one, or none is due):
+    /// see the wire field `FileChange.diff_skipped`.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub diff_skipped: &'static str,
     pub changed_by: String,
     pub tag: String,
     pub severity: Severity,
@@ -141,6 +145,7 @@ impl Change {
             while_agent_stopped: self.while_agent_stopped,
             coalesced: self.coalesced,
             redacted_lines: self.redacted_lines,
+            diff_skipped: self.diff_skipped.to_string(),
             hash_skipped,
             file_type: now
                 .map(|e| e.file_type.name().to_string())
@@ -156,7 +161,8 @@ impl Change {
 pub struct FimAlert {
     /// "fim_watch_limit", "fim_queue_overflow", "fim_permission_denied",
     /// "fim_special_file", "fim_baseline_corrupt", "fim_baseline_ready",
-    /// "fim_attribution_unavailable", "fim_error".
+    /// "fim_attribution_unavailable", "fim_content_store_unavailable",
+    /// "fim_content_store_wiped", "fim_error".
     pub name: &'static str,
     pub subject: String,
     pub severity: Severity,
@@ -270,6 +276,7 @@ mod tests {
             diff: "-a\n+b\n".into(),
             diff_truncated: false,
             redacted_lines: 0,
+            diff_skipped: "",
             changed_by: "unknown".into(),
             tag: "t".into(),
             severity: Severity::Critical,

@@ -101,6 +101,11 @@ pub struct WatchConfig {
     /// Send unified diffs of text files.
     #[serde(default = "yes")]
     pub diff: bool,
+    /// Diff (and keep redacted copies of) files that exist to hold secrets
+    /// too: shadow, private keys, PSK files ([`crate::secret_file`]). Off:
+    /// they are compared by hash only (`diff_skipped = "secret_file"`).
+    #[serde(default)]
+    pub diff_secret_files: bool,
 }
 
 fn yes() -> bool {

@@ -1,24 +1,21 @@
-//! Unified diffs of changed text files, bounded and redacted.
+//! Unified diffs of changed text files, bounded, between redacted texts.
 //!
-//! The diff is computed on the raw texts with `similar` (Myers, with a
-//! deadline so a pathological pair of files cannot hold a thread for long),
-//! in unified format with 3 lines of context. Then every output line is
-//! passed through the [`Redactor`]; lines inside a PEM private-key block of
-//! the old or new text (known from the whole text, not from the hunk, so a
-//! hunk that shows only the middle of a key is still covered) are replaced
-//! whole.
+//! Both sides are [`RedactedText`]: the diff never sees a secret the
+//! redactor recognises, so it cannot show one (the previous content comes
+//! from the content store, which keeps only redacted text). The diff is
+//! computed with `similar` (Myers, with a deadline so a pathological pair of
+//! files cannot hold a thread for long), in unified format with 3 lines of
+//! context.
 //!
 //! Guarantees: `text` is at most `max_bytes` long and ends at a line
-//! boundary (`truncated` says when lines were left out); no line of the
-//! output holds a value the redactor matched; binary inputs (see
-//! [`is_text`]) give `None`, never a diff.
+//! boundary (`truncated` says when lines were left out); binary inputs (see
+//! [`is_text`]) never become a [`RedactedText`], so never a diff.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use similar::{ChangeTag, TextDiff};
+use similar::TextDiff;
 
-use crate::redact::{REDACTED, Redactor, pem_private_key_lines};
+use crate::redacted::{REDACTED_MARK, RedactedText};
 
 /// Lines of context around each change.
 pub const CONTEXT: usize = 3;
@@ -36,7 +33,7 @@ pub struct Diff {
     pub text: String,
     /// Lines were left out to stay within `max_bytes`.
     pub truncated: bool,
-    /// Output lines whose content was (partly) replaced by `[redacted]`.
+    /// Output lines showing a `[redacted]` value.
     pub redacted_lines: u32,
 }
 
@@ -46,33 +43,17 @@ pub fn is_text(bytes: &[u8]) -> bool {
     !bytes[..bytes.len().min(TEXT_SAMPLE)].contains(&0) && std::str::from_utf8(bytes).is_ok()
 }
 
-/// None when either side is not text. The diff is computed on the raw
-/// texts, then its lines are redacted. Identical texts give an empty diff.
+/// The diff from `old` to `new`; identical texts give an empty diff.
 pub fn unified(
-    old: &[u8],
-    new: &[u8],
+    old: &RedactedText,
+    new: &RedactedText,
     old_label: &str,
     new_label: &str,
     max_bytes: usize,
-    redactor: &Redactor,
-) -> Option<Diff> {
-    if !is_text(old) || !is_text(new) {
-        return None;
-    }
-    let old = std::str::from_utf8(old).ok()?;
-    let new = std::str::from_utf8(new).ok()?;
+) -> Diff {
     let diff = TextDiff::configure()
         .timeout(DIFF_DEADLINE)
-        .diff_lines(old, new);
-    let old_pem = pem_private_key_lines(
-        diff.iter_old_slices()
-            .map(|l| l.trim_end_matches(['\n', '\r'])),
-    );
-    let new_pem = pem_private_key_lines(
-        diff.iter_new_slices()
-            .map(|l| l.trim_end_matches(['\n', '\r'])),
-    );
-
+        .diff_lines(old.as_str(), new.as_str());
     let mut out = Bounded::new(max_bytes);
     let mut redacted_lines = 0u32;
     let mut first = true;
@@ -92,54 +73,27 @@ pub fn unified(
             break;
         }
         for change in hunk.iter_changes() {
-            let raw = change.value();
-            let content = raw.trim_end_matches(['\n', '\r']);
-            let in_pem = match change.tag() {
-                ChangeTag::Delete => change
-                    .old_index()
-                    .is_some_and(|i| old_pem.get(i) == Some(&true)),
-                ChangeTag::Insert => change
-                    .new_index()
-                    .is_some_and(|i| new_pem.get(i) == Some(&true)),
-                ChangeTag::Equal => {
-                    change
-                        .old_index()
-                        .is_some_and(|i| old_pem.get(i) == Some(&true))
-                        || change
-                            .new_index()
-                            .is_some_and(|i| new_pem.get(i) == Some(&true))
-                }
-            };
-            let shown = if in_pem {
-                std::borrow::Cow::Borrowed(REDACTED)
-            } else {
-                redactor.redact_line(content)
-            };
-            if shown != content {
-                redacted_lines = redacted_lines.saturating_add(1);
-            }
-            let mut line = String::with_capacity(shown.len() + 2);
-            let _ = writeln!(line, "{}{}", change.tag(), shown);
+            let content = change.value().trim_end_matches(['\n', '\r']);
+            let mut line = format!("{}{content}\n", change.tag());
             if change.missing_newline() {
                 line.push_str("\\ No newline at end of file\n");
             }
             if !out.push(&line) {
-                // The line counted as redacted was not emitted.
-                if shown != content {
-                    redacted_lines -= 1;
-                }
                 break;
+            }
+            if content.contains(REDACTED_MARK) {
+                redacted_lines = redacted_lines.saturating_add(1);
             }
         }
         if out.truncated {
             break;
         }
     }
-    Some(Diff {
+    Diff {
         text: out.text,
         truncated: out.truncated,
         redacted_lines,
-    })
+    }
 }
 
 /// Output that takes whole lines while they fit.
@@ -172,10 +126,14 @@ impl Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Redactor;
+    use crate::redacted::TextRedactor;
     use proptest::prelude::*;
 
-    fn red() -> Redactor {
-        Redactor::new(&[]).unwrap()
+    /// The diff of two raw texts, each redacted first (None: not text).
+    fn u(old: &[u8], new: &[u8], a: &str, b: &str, max: usize) -> Option<Diff> {
+        let tr = TextRedactor::new(Redactor::new(&[]).unwrap(), [3; 32]);
+        Some(unified(&tr.redact(old)?, &tr.redact(new)?, a, b, max))
     }
 
     #[test]
@@ -195,15 +153,15 @@ mod tests {
 
     #[test]
     fn binary_side_gives_none() {
-        assert!(unified(b"a\n", b"\0", "a", "b", 1000, &red()).is_none());
-        assert!(unified(b"\xff", b"a\n", "a", "b", 1000, &red()).is_none());
+        assert!(u(b"a\n", b"\0", "a", "b", 1000).is_none());
+        assert!(u(b"\xff", b"a\n", "a", "b", 1000).is_none());
     }
 
     #[test]
     fn unified_format_with_context_three() {
         let old = "1\n2\n3\n4\n5\n6\n7\n8\n9\n";
         let new = "1\n2\n3\n4\nFIVE\n6\n7\n8\n9\n";
-        let d = unified(old.as_bytes(), new.as_bytes(), "a/f", "b/f", 10_000, &red()).unwrap();
+        let d = u(old.as_bytes(), new.as_bytes(), "a/f", "b/f", 10_000).unwrap();
         assert_eq!(
             d.text,
             "--- a/f\n+++ b/f\n@@ -2,7 +2,7 @@\n 2\n 3\n 4\n-5\n+FIVE\n 6\n 7\n 8\n"
@@ -214,31 +172,30 @@ mod tests {
 
     #[test]
     fn identical_is_empty() {
-        let d = unified(b"x\n", b"x\n", "a", "b", 100, &red()).unwrap();
+        let d = u(b"x\n", b"x\n", "a", "b", 100).unwrap();
         assert_eq!(d, Diff::default());
     }
 
     #[test]
     fn header_lines_and_missing_newline_marker() {
         // A line break in a path cannot split the --- / +++ header.
-        let d = unified(b"a\n", b"a\nb", "x\ny", "x\r\ny", 1000, &red()).unwrap();
+        let d = u(b"a\n", b"a\nb", "x\ny", "x\r\ny", 1000).unwrap();
         let want = "--- x?y\n+++ x??y\n@@ -1 +1,2 @@\n a\n+b\n\\ No newline at end of file\n";
         assert_eq!(d.text, want);
     }
 
     #[test]
     fn changed_password_shows_without_value() {
-        let d = unified(
+        let d = u(
             b"user = bob\npassword = old-S3cret\n",
             b"user = bob\npassword = new-S3cret\n",
             "a",
             "b",
             10_000,
-            &red(),
         )
         .unwrap();
-        assert!(d.text.contains("-password = [redacted]\n"), "{}", d.text);
-        assert!(d.text.contains("+password = [redacted]\n"), "{}", d.text);
+        assert!(d.text.contains("-password = [redacted:"), "{}", d.text);
+        assert!(d.text.contains("+password = [redacted:"), "{}", d.text);
         assert!(!d.text.contains("S3cret"));
         assert_eq!(d.redacted_lines, 2);
     }
@@ -247,12 +204,12 @@ mod tests {
     fn truncates_at_line_boundary() {
         let old: String = (0..100).map(|i| format!("line {i}\n")).collect();
         let new: String = (0..100).map(|i| format!("LINE {i}\n")).collect();
-        let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 300, &red()).unwrap();
+        let d = u(old.as_bytes(), new.as_bytes(), "a", "b", 300).unwrap();
         assert!(d.truncated);
         assert!(d.text.len() <= 300);
         assert!(d.text.ends_with('\n'));
         assert!(d.text.starts_with("--- a\n+++ b\n@@"));
-        let tiny = unified(old.as_bytes(), new.as_bytes(), "a", "b", 3, &red()).unwrap();
+        let tiny = u(old.as_bytes(), new.as_bytes(), "a", "b", 3).unwrap();
         assert!(tiny.truncated);
         assert_eq!(tiny.text, "");
     }
@@ -273,11 +230,14 @@ mod tests {
         let mut nb = body("Aa");
         nb = nb.replace("Aa10", "Bb10");
         let new = wrap(nb);
-        let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 100_000, &red()).unwrap();
+        let d = u(old.as_bytes(), new.as_bytes(), "a", "b", 100_000).unwrap();
         // The hunk shows lines 8..14 of the body only, no BEGIN / END.
         assert!(!d.text.contains("BEGIN"), "{}", d.text);
         assert!(!d.text.contains("QQQQ"), "{}", d.text);
-        assert!(d.text.contains("-[redacted]\n+[redacted]\n"), "{}", d.text);
+        let changed =
+            regex::Regex::new(r"\n-\[redacted:[0-9a-f]{8}\]\n\+\[redacted:[0-9a-f]{8}\]\n")
+                .unwrap();
+        assert!(changed.is_match(&d.text), "{}", d.text);
         assert_eq!(d.redacted_lines, 8);
     }
 
@@ -299,7 +259,7 @@ mod tests {
                 t
             };
             let (old, new) = (join(&old, old_nl), join(&new, new_nl));
-            let d = unified(old.as_bytes(), new.as_bytes(), "a/x", "b/x", 1 << 20, &red()).unwrap();
+            let d = u(old.as_bytes(), new.as_bytes(), "a/x", "b/x", 1 << 20).unwrap();
             let diff = TextDiff::configure().diff_lines(&old, &new);
             let want = diff.unified_diff().context_radius(CONTEXT).header("a/x", "b/x").to_string();
             prop_assert_eq!(d.text, want);
@@ -335,7 +295,7 @@ mod tests {
             new_lines.insert(at, format!("{key}{sep}{new_secret}"));
             let old = old_lines.join("\n") + "\n";
             let new = new_lines.join("\n") + "\n";
-            let d = unified(old.as_bytes(), new.as_bytes(), "a", "b", 1 << 20, &red()).unwrap();
+            let d = u(old.as_bytes(), new.as_bytes(), "a", "b", 1 << 20).unwrap();
             prop_assert!(!d.text.contains(&old_secret), "{}", d.text);
             prop_assert!(!d.text.contains(&new_secret), "{}", d.text);
             if old_secret != new_secret {
@@ -358,7 +318,7 @@ mod tests {
             };
             let mut nb = body.clone();
             nb[changed] = replacement.clone();
-            let d = unified(wrap(&body).as_bytes(), wrap(&nb).as_bytes(), "a", "b", 1 << 20, &red()).unwrap();
+            let d = u(wrap(&body).as_bytes(), wrap(&nb).as_bytes(), "a", "b", 1 << 20).unwrap();
             for l in body.iter().chain([&replacement]) {
                 prop_assert!(!d.text.contains(l.as_str()), "{}", d.text);
             }

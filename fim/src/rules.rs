@@ -37,6 +37,8 @@ pub struct Rule {
     pub severity: Severity,
     pub tag: String,
     pub diff: bool,
+    /// Secret files ([`crate::secret_file`]) are diffed too.
+    pub diff_secret_files: bool,
     /// The configured path text (reports and the baseline's rule list).
     pub spec: String,
 }
@@ -92,6 +94,7 @@ impl Rule {
             severity: w.severity,
             tag: w.tag.clone(),
             diff: w.diff,
+            diff_secret_files: w.diff_secret_files,
             spec,
         })
     }

@@ -1,19 +1,28 @@
-//! Content-addressed store of previous text contents, so that a change can
-//! be diffed against what the file held before — across agent restarts.
+//! Content-addressed store of previous text contents, redacted, so that a
+//! change can be diffed against what the file held before — across agent
+//! restarts.
+//!
+//! It keeps [`RedactedText`] only: no secret the redactor recognises rests
+//! here, and files that exist to hold secrets ([`crate::secret_file`]) are
+//! never offered to it.
 //!
 //! Layout: one append-only pack, `<state_dir>/fim/content/pack` (mode 0600
-//! in a 0700 directory: these are copies of configuration files, secrets
-//! included), of records `"OWLC" | len: u32 LE | sha256: 32 bytes | bytes`.
-//! One file instead of one per content: a first baseline of 100,000 files
-//! would otherwise create 100,000 more.
+//! in a 0700 directory), of records
+//! `"OWLR" | len: u32 LE | key: 32 bytes | check: 32 bytes | text`, where
+//! `key` is the SHA-256 of the file's original content (the baseline's
+//! hash) and `check` the SHA-256 of the stored text. One file instead of
+//! one per content: a first baseline of 100,000 files would otherwise
+//! create 100,000 more.
 //!
 //! Guarantees: bounded by `max_bytes` (a content that does not fit is not
-//! kept; its file then gets no diff on its next change); a content is only
-//! returned when its bytes still hash to its name (a damaged copy means no
+//! kept; its file then gets no diff on its next change); a text is only
+//! returned when it still hashes to its check (a damaged copy means no
 //! diff, never a wrong one); a torn last record (crash) is cut off when the
 //! pack is opened; [`ContentStore::gc`] compacts the pack (write new,
 //! rename) once contents the baseline no longer refers to take as much room
-//! as the live ones.
+//! as the live ones. A pack written by an earlier version (`"OWLC"`
+//! records: unredacted copies) is overwritten with zeros and emptied when
+//! opened ([`ContentStore::wiped_legacy_bytes`] says how much).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -22,19 +31,23 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use crate::baseline::{create_private_dir, write_private};
+use crate::redacted::RedactedText;
 use crate::state::{hex, sha256};
 
-const MAGIC: &[u8; 4] = b"OWLC";
-const HEADER: u64 = 4 + 4 + 32;
+const MAGIC: &[u8; 4] = b"OWLR";
+/// Records of the unredacted format this replaces.
+const LEGACY_MAGIC: &[u8; 4] = b"OWLC";
+const HEADER: u64 = 4 + 4 + 32 + 32;
 
 #[derive(Debug)]
 pub struct ContentStore {
     dir: PathBuf,
     pack: File,
-    /// hex digest -> (offset of the bytes, length)
-    index: HashMap<String, (u64, u32)>,
+    /// hex key -> (offset of the text, length, check digest)
+    index: HashMap<String, (u64, u32, [u8; 32])>,
     len: u64,
     max_bytes: u64,
+    wiped_legacy: u64,
 }
 
 impl ContentStore {
@@ -53,9 +66,11 @@ impl ContentStore {
             .truncate(false)
             .mode(0o600)
             .open(&path)?;
+        let wiped_legacy = wipe_legacy(&pack)?;
         let mut index = HashMap::new();
         let mut reader = BufReader::new(&pack);
         let mut at = 0u64;
+        let size = pack.metadata()?.len();
         loop {
             let mut head = [0u8; HEADER as usize];
             if reader.read_exact(&mut head).is_err() || &head[..4] != MAGIC {
@@ -63,10 +78,12 @@ impl ContentStore {
             }
             let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
             let skipped = reader.seek_relative(i64::from(len));
-            if skipped.is_err() || at + HEADER + u64::from(len) > pack.metadata()?.len() {
+            if skipped.is_err() || at + HEADER + u64::from(len) > size {
                 break;
             }
-            index.insert(hex(&head[8..]), (at + HEADER, len));
+            let mut check = [0u8; 32];
+            check.copy_from_slice(&head[40..72]);
+            index.insert(hex(&head[8..40]), (at + HEADER, len, check));
             at += HEADER + u64::from(len);
         }
         drop(reader);
@@ -78,34 +95,45 @@ impl ContentStore {
             index,
             len: at,
             max_bytes,
+            wiped_legacy,
         })
     }
 
-    /// The bytes stored under `digest`, if present and intact.
-    pub fn get(&self, digest: &str) -> Option<Vec<u8>> {
-        let &(offset, len) = self.index.get(digest)?;
-        let mut bytes = vec![0u8; len as usize];
-        self.pack.read_exact_at(&mut bytes, offset).ok()?;
-        (sha256(&bytes) == digest).then_some(bytes)
+    /// Bytes of an earlier version's unredacted pack overwritten and
+    /// removed when this store was opened (0 when there was none).
+    pub fn wiped_legacy_bytes(&self) -> u64 {
+        self.wiped_legacy
     }
 
-    /// Keeps `bytes` (whose hash is `digest`) unless the store is full.
-    /// Returns whether it is stored.
-    pub fn put(&mut self, digest: &str, bytes: &[u8]) -> bool {
+    /// The text stored for the content whose hash is `digest`, if present
+    /// and intact.
+    pub fn get(&self, digest: &str) -> Option<RedactedText> {
+        let &(offset, len, check) = self.index.get(digest)?;
+        let mut bytes = vec![0u8; len as usize];
+        self.pack.read_exact_at(&mut bytes, offset).ok()?;
+        if sha256(&bytes) != hex(&check) {
+            return None;
+        }
+        String::from_utf8(bytes).ok().map(RedactedText::from_store)
+    }
+
+    /// Keeps `text` for the content whose hash is `digest`, unless the
+    /// store is full. Returns whether it is stored.
+    pub fn put(&mut self, digest: &str, text: &RedactedText) -> bool {
         if self.index.contains_key(digest) {
             return true;
         }
-        let (Ok(len), Some(raw)) = (u32::try_from(bytes.len()), unhex(digest)) else {
+        let bytes = text.as_str().as_bytes();
+        let (Ok(len), Some(key)) = (u32::try_from(bytes.len()), unhex(digest)) else {
             return false;
         };
         if self.len + HEADER + u64::from(len) > self.max_bytes {
             return false;
         }
-        let mut record = Vec::with_capacity(HEADER as usize + bytes.len());
-        record.extend_from_slice(MAGIC);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&raw);
-        record.extend_from_slice(bytes);
+        let Some(check) = unhex(&sha256(bytes)) else {
+            return false;
+        };
+        let record = record(&key, &check, bytes);
         // Not fsynced: a content lost in a crash only costs one diff.
         let written = self
             .pack
@@ -116,7 +144,7 @@ impl ContentStore {
             return false;
         }
         self.index
-            .insert(digest.to_string(), (self.len + HEADER, len));
+            .insert(digest.to_string(), (self.len + HEADER, len, check));
         self.len += record.len() as u64;
         true
     }
@@ -130,7 +158,7 @@ impl ContentStore {
         let live: u64 = self
             .index
             .values()
-            .map(|&(_, l)| HEADER + u64::from(l))
+            .map(|&(_, l, _)| HEADER + u64::from(l))
             .sum();
         if self.len - live > live.max(64 * 1024) || (live == 0 && self.len > 0) {
             let _ = self.compact();
@@ -141,19 +169,17 @@ impl ContentStore {
     fn compact(&mut self) -> io::Result<()> {
         let mut pack = Vec::new();
         let mut index = HashMap::new();
-        let mut live: Vec<(String, (u64, u32))> =
+        let mut live: Vec<(String, (u64, u32, [u8; 32]))> =
             self.index.iter().map(|(d, &v)| (d.clone(), v)).collect();
-        live.sort_by_key(|(_, (offset, _))| *offset);
-        for (digest, _) in live {
-            let (Some(bytes), Some(raw)) = (self.get(&digest), unhex(&digest)) else {
+        live.sort_by_key(|(_, (offset, _, _))| *offset);
+        for (digest, (_, _, check)) in live {
+            let (Some(text), Some(key)) = (self.get(&digest), unhex(&digest)) else {
                 continue;
             };
+            let bytes = text.as_str().as_bytes();
             let len = bytes.len() as u32;
-            pack.extend_from_slice(MAGIC);
-            pack.extend_from_slice(&len.to_le_bytes());
-            pack.extend_from_slice(&raw);
-            index.insert(digest, (pack.len() as u64, len));
-            pack.extend_from_slice(&bytes);
+            index.insert(digest, (pack.len() as u64 + HEADER, len, check));
+            pack.extend_from_slice(&record(&key, &check, bytes));
         }
         let path = Self::pack_path(&self.dir);
         write_private(&path, &[&pack], false)?;
@@ -166,6 +192,38 @@ impl ContentStore {
     pub fn len_bytes(&self) -> u64 {
         self.len
     }
+}
+
+/// One framed record.
+fn record(key: &[u8; 32], check: &[u8; 32], text: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(HEADER as usize + text.len());
+    r.extend_from_slice(MAGIC);
+    r.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    r.extend_from_slice(key);
+    r.extend_from_slice(check);
+    r.extend_from_slice(text);
+    r
+}
+
+/// An earlier version kept unredacted copies: overwrite them with zeros,
+/// make that durable, then empty the file. Returns the bytes wiped.
+fn wipe_legacy(pack: &File) -> io::Result<u64> {
+    let mut magic = [0u8; 4];
+    if pack.read_exact_at(&mut magic, 0).is_err() || &magic != LEGACY_MAGIC {
+        return Ok(0);
+    }
+    let size = pack.metadata()?.len();
+    let zeros = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(zeros.len() as u64) as usize;
+        pack.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    pack.sync_data()?;
+    pack.set_len(0)?;
+    pack.sync_all()?;
+    Ok(size)
 }
 
 fn unhex(digest: &str) -> Option<[u8; 32]> {
@@ -182,7 +240,15 @@ fn unhex(digest: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Redactor;
+    use crate::redacted::TextRedactor;
     use std::fs;
+
+    fn text(s: &str) -> RedactedText {
+        TextRedactor::new(Redactor::new(&[]).unwrap(), [1; 32])
+            .redact(s.as_bytes())
+            .unwrap()
+    }
 
     #[test]
     fn bounded_verified_collected_and_reopened() {
@@ -190,20 +256,20 @@ mod tests {
         let dir = d.path().join("content");
         let mut s = ContentStore::open(dir.clone(), 2 * HEADER + 10).unwrap();
         let a = sha256(b"hello");
-        assert!(s.put(&a, b"hello"));
-        assert_eq!(s.get(&a).as_deref(), Some(&b"hello"[..]));
+        assert!(s.put(&a, &text("hello")));
+        assert_eq!(s.get(&a), Some(text("hello")));
         let b = sha256(b"too long!");
-        assert!(!s.put(&b, b"too long!"), "over the bound");
+        assert!(!s.put(&b, &text("too long!")), "over the bound");
         assert_eq!(s.get("../../etc/passwd"), None);
-        assert!(!s.put("zz", b"x"), "not a digest");
+        assert!(!s.put("zz", &text("x")), "not a digest");
         // Reopened (a restart): still there.
         drop(s);
         let mut s = ContentStore::open(dir.clone(), 2 * HEADER + 10).unwrap();
-        assert_eq!(s.get(&a).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(s.get(&a), Some(text("hello")));
         // Collected and compacted: room again.
         assert_eq!(s.gc(&HashSet::new()), 1);
         assert_eq!(s.len_bytes(), 0);
-        assert!(s.put(&b, b"too long!"));
+        assert!(s.put(&b, &text("too long!")));
         // A damaged copy is never returned.
         let pack = dir.join("pack");
         let mut bytes = fs::read(&pack).unwrap();
@@ -216,12 +282,60 @@ mod tests {
         drop(s);
         let mut s = ContentStore::open(dir.clone(), 1 << 20).unwrap();
         let c = sha256(b"third");
-        assert!(s.put(&c, b"third"));
+        assert!(s.put(&c, &text("third")));
         drop(s);
         let full = fs::read(&pack).unwrap();
         fs::write(&pack, &full[..full.len() - 2]).unwrap();
         let s = ContentStore::open(dir, 1 << 20).unwrap();
         assert_eq!(s.get(&c), None);
         assert_eq!(s.len_bytes(), full.len() as u64 - HEADER - 5);
+    }
+
+    #[test]
+    fn compaction_keeps_live_texts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = ContentStore::open(d.path().to_path_buf(), 1 << 20).unwrap();
+        let keep = sha256(b"keep");
+        assert!(s.put(&keep, &text("keep me\n")));
+        for i in 0..40 {
+            let body = format!("{i}{}\n", "x".repeat(4000));
+            assert!(s.put(&sha256(body.as_bytes()), &text(&body)));
+        }
+        s.gc(&HashSet::from([keep.as_str()]));
+        assert_eq!(s.len_bytes(), HEADER + 8, "compacted");
+        assert_eq!(s.get(&keep), Some(text("keep me\n")));
+        drop(s);
+        let s = ContentStore::open(d.path().to_path_buf(), 1 << 20).unwrap();
+        assert_eq!(s.get(&keep), Some(text("keep me\n")));
+    }
+
+    #[test]
+    fn an_earlier_versions_unredacted_pack_is_wiped() {
+        let d = tempfile::tempdir().unwrap();
+        let pack = d.path().join("pack");
+        let secret = b"password = hunter2-planted\n";
+        let mut legacy = Vec::new();
+        legacy.extend_from_slice(LEGACY_MAGIC);
+        legacy.extend_from_slice(&(secret.len() as u32).to_le_bytes());
+        legacy.extend_from_slice(&[0u8; 32]);
+        legacy.extend_from_slice(secret);
+        fs::write(&pack, &legacy).unwrap();
+        let s = ContentStore::open(d.path().to_path_buf(), 1 << 20).unwrap();
+        assert_eq!(s.wiped_legacy_bytes(), legacy.len() as u64);
+        assert_eq!(s.len_bytes(), 0);
+        assert_eq!(fs::read(&pack).unwrap(), b"");
+    }
+
+    #[test]
+    fn stored_text_is_redacted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = ContentStore::open(d.path().to_path_buf(), 1 << 20).unwrap();
+        let raw = "user = bob\npassword = Planted-S3cret\n";
+        assert!(s.put(&sha256(raw.as_bytes()), &text(raw)));
+        drop(s);
+        let pack = fs::read(d.path().join("pack")).unwrap();
+        let pack = String::from_utf8_lossy(&pack);
+        assert!(pack.contains("user = bob"));
+        assert!(!pack.contains("Planted-S3cret"), "{pack}");
     }
 }

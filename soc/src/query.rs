@@ -331,6 +331,9 @@ pub fn file_change_line(f: &owlet_proto::v1::FileChange) -> String {
     if f.redacted_lines > 0 {
         line.push_str(&format!(" ({} redacted)", f.redacted_lines));
     }
+    if !f.diff_skipped.is_empty() {
+        line.push_str(&format!(", no diff: {}", f.diff_skipped));
+    }
     if f.coalesced > 1 {
         line.push_str(&format!(", {} writes", f.coalesced));
     }

@@ -5,7 +5,11 @@
 //!   names; the baseline (and, unless read-only, the content store) follow
 //!   it whether or not the change is reported;
 //! * a rename inside the tree moves the source's entry (a `renamed` change);
-//! * diffs are bounded ([`MAX_DIFF_TEXT`]) and redacted;
+//! * diffs are bounded ([`MAX_DIFF_TEXT`]) and computed between redacted
+//!   texts; only redacted text goes to the content store; secret files
+//!   ([`secret_file`]) get neither (unless the rule says
+//!   `diff_secret_files`), and every changed file without a diff says why
+//!   (`diff_skipped`);
 //! * `changed_by` is asked of fanotify only for content changes and saves
 //!   by rename;
 //! * permission problems and special files are alerted once per path.
@@ -15,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::change::{Action, Change, Output, classify};
 use crate::config::Severity;
-use crate::state::Observed;
+use crate::redacted::RedactedText;
+use crate::secret_file::{self, SecretFile};
+use crate::state::{FileType, Observed};
 use crate::who::UNKNOWN;
 
 use super::Engine;
@@ -77,6 +83,13 @@ impl Engine {
             return;
         };
         let (tag, severity, diff_on) = (rule.tag.clone(), rule.severity, rule.diff);
+        // Secret files are compared by hash only unless the rule says
+        // otherwise; binary files always are.
+        let hidden = match secret_file::classify(path, content.as_deref()) {
+            Some(SecretFile::Binary) => Some(SecretFile::Binary),
+            Some(s) if !rule.diff_secret_files => Some(s),
+            _ => None,
+        };
         // A rename inside the tree: the source's entry moves here.
         let mut old_path = None;
         let mut old = self.baseline.entries.get(path).cloned();
@@ -96,12 +109,14 @@ impl Engine {
         } else {
             classify(old.as_ref(), new.as_ref())
         };
-        // Keep the new content for the next diff.
-        let new_text = content.filter(|c| diff_on && crate::diff::is_text(c));
-        if let (Some(e), Some(c), Some(store), false) =
+        // Keep the new content, redacted, for the next diff.
+        let new_text = content
+            .filter(|_| diff_on && hidden.is_none())
+            .and_then(|c| self.redactor.redact(&c));
+        if let (Some(e), Some(t), Some(store), false) =
             (&new, &new_text, self.store.as_mut(), self.read_only)
         {
-            store.put(&e.sha256, c);
+            store.put(&e.sha256, t);
         }
         match &new {
             Some(e) => {
@@ -131,15 +146,19 @@ impl Engine {
             diff: String::new(),
             diff_truncated: false,
             redacted_lines: 0,
+            diff_skipped: "",
             changed_by: UNKNOWN.to_string(),
             tag,
             severity,
             while_agent_stopped: ctx.while_stopped,
             coalesced: ctx.coalesced,
         };
-        if diff_on {
-            self.add_diff(&mut change, new_text.as_deref());
-        }
+        change.diff_skipped = match (diff_on, hidden) {
+            _ if change.action == Action::Attributes => "",
+            (false, _) => "diff_off",
+            (true, Some(h)) => h.diff_skipped(),
+            (true, None) => self.add_diff(&mut change, new_text.as_ref()),
+        };
         // fanotify sees writes only: ask for content changes (the last
         // writer of a deleted, moved or chmod-ed file did not make that
         // change) and for saves by rename (content written seconds ago, then
@@ -163,26 +182,34 @@ impl Engine {
         self.emit(Output::Change(Box::new(change)));
     }
 
-    fn add_diff(&self, change: &mut Change, new_text: Option<&[u8]>) {
-        let empty: &[u8] = b"";
+    /// Adds the diff of the change's redacted texts; returns why there is
+    /// none when a side is missing ("" otherwise).
+    fn add_diff(&self, change: &mut Change, new_text: Option<&RedactedText>) -> &'static str {
+        let empty = RedactedText::empty();
         let old_text = match change.old.as_ref() {
-            None => Some(empty.to_vec()),
-            Some(o) if o.file_type == crate::state::FileType::File => {
-                self.store.as_ref().and_then(|s| s.get(&o.sha256))
-            }
-            Some(_) => None,
+            None => Ok(empty.clone()),
+            Some(o) if o.file_type == FileType::File => self
+                .store
+                .as_ref()
+                .and_then(|s| s.get(&o.sha256))
+                .ok_or("no_previous_content"),
+            Some(_) => Err(""),
         };
         let new_text = match change.new.as_ref() {
-            None => Some(empty),
-            Some(n) if n.file_type == crate::state::FileType::File => new_text,
-            Some(_) => None,
+            None => Ok(&empty),
+            Some(n) if n.file_type == FileType::File => {
+                new_text.ok_or(if n.size > self.cfg.max_diff_file_bytes.as_u64() {
+                    "too_large"
+                } else {
+                    "unreadable"
+                })
+            }
+            Some(_) => Err(""),
         };
-        let (Some(old_text), Some(new_text)) = (old_text, new_text) else {
-            return;
+        let (old_text, new_text) = match (old_text, new_text) {
+            (Ok(o), Ok(n)) => (o, n),
+            (Err(why), _) | (_, Err(why)) => return why,
         };
-        if old_text == new_text {
-            return;
-        }
         let old_label = change
             .old_path
             .as_deref()
@@ -190,17 +217,10 @@ impl Engine {
             .display()
             .to_string();
         let new_label = change.path.display().to_string();
-        if let Some(d) = crate::diff::unified(
-            &old_text,
-            new_text,
-            &old_label,
-            &new_label,
-            MAX_DIFF_TEXT,
-            &self.redactor,
-        ) {
-            change.diff = d.text;
-            change.diff_truncated = d.truncated;
-            change.redacted_lines = d.redacted_lines;
-        }
+        let d = crate::diff::unified(&old_text, new_text, &old_label, &new_label, MAX_DIFF_TEXT);
+        change.diff = d.text;
+        change.diff_truncated = d.truncated;
+        change.redacted_lines = d.redacted_lines;
+        ""
     }
 }

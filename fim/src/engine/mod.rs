@@ -57,6 +57,7 @@ use crate::baseline::Baseline;
 use crate::change::{FimAlert, Output};
 use crate::config::{FimConfig, Severity};
 use crate::redact::Redactor;
+use crate::redacted::TextRedactor;
 use crate::rules::Rules;
 use crate::state::{Limits, Observed};
 use crate::stats::Stats;
@@ -197,7 +198,9 @@ pub(crate) struct Engine {
     baseline_dirty: bool,
     last_save: Instant,
     store: Option<ContentStore>,
-    redactor: Redactor,
+    /// Why the content store could not be opened (alerted once, at start).
+    store_error: Option<String>,
+    redactor: TextRedactor,
     who: Option<Attribution>,
     watcher: Option<INotifyWatcher>,
     watched: HashSet<PathBuf>,
@@ -238,7 +241,27 @@ impl Engine {
                 dir.display()
             )
         })?;
-        let store = ContentStore::open(dir.join("content"), cfg.content_store_max.as_u64()).ok();
+        let key = TextRedactor::load_key(&dir).map_err(|e| {
+            format!(
+                "cannot read or create {}: {e} (check agent.state_dir and its permissions)",
+                dir.join("redact.key").display()
+            )
+        })?;
+        let redactor = TextRedactor::new(redactor, key);
+        let content = dir.join("content");
+        let (store, store_error) =
+            match ContentStore::open(content.clone(), cfg.content_store_max.as_u64()) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "cannot open the content store {}: {e}; changed files get no diff until \
+                         it can be opened (check that the directory belongs to the agent's user \
+                         and the disk is not full, then restart the agent)",
+                        content.display()
+                    )),
+                ),
+            };
         Ok(Engine {
             rules,
             dir,
@@ -247,6 +270,7 @@ impl Engine {
             baseline_dirty: false,
             last_save: Instant::now(),
             store,
+            store_error,
             redactor,
             who: None,
             watcher,
@@ -300,6 +324,33 @@ impl Engine {
         }
     }
 
+    /// A content store that could not be opened costs every diff: say so.
+    /// An earlier version's unredacted copies wiped at open: say that too.
+    pub(crate) fn alert_store_state(&mut self) {
+        if let Some(why) = self.store_error.take() {
+            let subject = self.dir.join("content");
+            self.alert_once(
+                "fim_content_store_unavailable",
+                &subject,
+                Severity::Warning,
+                why,
+            );
+        }
+        let wiped = self.store.as_ref().map_or(0, |s| s.wiped_legacy_bytes());
+        if wiped > 0 {
+            let subject = self.dir.join("content");
+            self.alert_once(
+                "fim_content_store_wiped",
+                &subject,
+                Severity::Info,
+                format!(
+                    "removed {wiped} bytes of unredacted file copies kept by an earlier version; \
+                     the next change of each file is diffed against nothing"
+                ),
+            );
+        }
+    }
+
     pub(crate) fn start_attribution(&mut self) {
         if !self.cfg.attribution {
             return;
@@ -326,6 +377,7 @@ impl Engine {
 
     fn run(&mut self, rx: &Receiver<Msg>, stop: &AtomicBool) {
         self.start_attribution();
+        self.alert_store_state();
         let had_baseline = self.load_baseline();
         let (files, bytes, took) = self.full_scan(ScanKind::Start, !had_baseline);
         if stop.load(Ordering::Relaxed) {

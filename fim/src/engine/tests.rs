@@ -621,3 +621,125 @@ fn a_watched_tree_replaced_whole_is_watched_again() {
     );
     h.stop();
 }
+
+/// Every file under `dir`, read whole (the state directory, say).
+fn every_stored_byte(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn secret_files_are_hash_only_and_no_planted_secret_rests_in_the_state_directory() {
+    let mut h = Harness::new();
+    let planted = [
+        "$6$saltsalt$PlantedShadowHashValue0123456789abcdefABCDEF",
+        "Planted-Conf-Passw0rd",
+        "MIIEvPlantedPrivateKeyBodyLineAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "Planted-Psk-Secret",
+        "NewPlanted-Conf-Passw0rd",
+        "$6$othersal$NewPlantedShadowHash9876543210zyxwvuZYXWVU",
+    ];
+    let shadow = h.tree.join("shadow");
+    let conf = h.tree.join("app.conf");
+    let pem = h.tree.join("bundle.pem");
+    let secrets = h.tree.join("ipsec.secrets");
+    fs::write(&shadow, format!("root:{}:19000:0:99999:7:::\n", planted[0])).unwrap();
+    fs::write(&conf, format!("user = bob\npassword = {}\n", planted[1])).unwrap();
+    fs::write(
+        &pem,
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            planted[2]
+        ),
+    )
+    .unwrap();
+    fs::write(&secrets, format!(": PSK \"{}\"\n", planted[3])).unwrap();
+    h.start();
+    // Changed while running, then again while stopped.
+    fs::write(&conf, format!("user = bob\npassword = {}\n", planted[4])).unwrap();
+    fs::write(&shadow, format!("root:{}:19001:0:99999:7:::\n", planted[5])).unwrap();
+    fs::write(
+        &pem,
+        "-----BEGIN PRIVATE KEY-----\nMIIEvOther\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    h.wait_changes(3);
+    h.stop();
+    fs::write(&conf, "user = alice\npassword = after-stop-value\n").unwrap();
+    fs::write(&secrets, ": PSK \"after-stop-psk\"\n").unwrap();
+    h.start();
+    h.wait("the changes made while stopped", |h| {
+        h.changes_of(&secrets).len() == 1 && h.changes_of(&conf).len() == 2
+    });
+
+    for path in [&shadow, &pem, &secrets] {
+        for c in h.changes_of(path) {
+            assert_eq!(c.diff, "", "{c:?}");
+            assert_eq!(c.diff_skipped, "secret_file", "{c:?}");
+            assert!(
+                c.new.as_ref().is_some_and(|e| !e.sha256.is_empty()),
+                "hashed: {c:?}"
+            );
+        }
+    }
+    let conf_changes = h.changes_of(&conf);
+    assert!(
+        conf_changes[0].diff.contains("+password = [redacted:"),
+        "{conf_changes:?}"
+    );
+    assert!(
+        conf_changes[0].diff.contains("-password = [redacted:"),
+        "a changed value shows as a changed line"
+    );
+    assert!(conf_changes[1].while_agent_stopped && conf_changes[1].diff.contains("+user = alice"));
+    let sent = format!("{:?}", h.out.lock().unwrap());
+    let stored = every_stored_byte(&h.state);
+    assert!(stored.iter().any(|(p, _)| p.ends_with("content/pack")));
+    for secret in planted
+        .iter()
+        .chain(&["after-stop-value", "after-stop-psk"])
+    {
+        assert!(!sent.contains(secret), "{secret} was sent: {sent}");
+        for (p, bytes) in &stored {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} rests in {}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rule_may_diff_secret_files_redacted() {
+    let mut h = Harness::new();
+    let shadow = h.tree.join("shadow");
+    fs::write(&shadow, "root:$6$aa$Hash1Hash1Hash1Hash1Hash1Hash1:1::\n").unwrap();
+    let mut config = h.config();
+    config.watch[0].diff_secret_files = true;
+    h.start_with(config);
+    fs::write(
+        &shadow,
+        "root:$6$bb$Hash2Hash2Hash2Hash2Hash2Hash2:1::\nbob:!:1::\n",
+    )
+    .unwrap();
+    h.wait_changes(1);
+    let c = &h.changes_of(&shadow)[0];
+    assert_eq!(c.diff_skipped, "");
+    assert!(c.diff.contains("+bob:!:1::"), "{c:?}");
+    assert!(
+        !c.diff.contains("Hash1") && !c.diff.contains("Hash2"),
+        "{c:?}"
+    );
+}
