@@ -20,9 +20,9 @@ use owlet_spool::fs::{Filesystem, RealFs};
 use owlet_spool::{Spool, SpoolConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::collect::{Capture, Checks, Collector, Fim, Host, Supervisor};
+use crate::collect::{Checks, Collector, Supervisor};
 use crate::config::{self, Config, Durability};
 use crate::control;
 use crate::facts::HostFacts;
@@ -173,14 +173,10 @@ pub async fn run_on(
     );
 
     let mut collectors = Supervisor::new(bus_tx.clone());
-    if Capture::wanted(&config) {
-        collectors.add(Box::new(Capture::new(&config)));
-    }
-    if Fim::wanted(&config) {
-        collectors.add(Box::new(Fim::new(&config)));
-    }
-    if Host::wanted(&config) {
-        collectors.add(Box::new(Host::new(&config)));
+    for kind in &crate::collect::OPTIONAL {
+        if (kind.wanted)(&config) {
+            collectors.add((kind.build)(&config));
+        }
     }
     // The collector keeps the only copy of the check list (for restarts):
     // with 10,000 checks a second copy costs ~7 MB.
@@ -189,6 +185,9 @@ pub async fn run_on(
         collectors.add(collector);
     }
     let mut reload_rejected: Option<String> = None;
+    let running = RestartOnly::of(&config);
+    // Settings a reload changed that wait for the next start.
+    let mut pending_restart: Vec<String> = Vec::new();
     info!(config = %config_path.display(), soc = %config.soc.address, spool = %config.spool_dir().display(),
           "owlet {} running", env!("CARGO_PKG_VERSION"));
     let mut systemd = ServiceNotify::from_env(liveness);
@@ -207,7 +206,8 @@ pub async fn run_on(
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             _ = sighup.recv() => {
-                reload(&config_path, &mut collectors, &mut reload_rejected);
+                reload(&config_path, &running, &mut collectors, &mut reload_rejected,
+                       &mut pending_restart).await;
             }
             Some(request) = requests.recv() => match request {
                 control::Request::Health(answer) => {
@@ -217,12 +217,14 @@ pub async fn run_on(
                         spool_max_bytes: config.spool.max_bytes.as_u64(),
                         collectors: collectors.reports(),
                         reload_rejected: reload_rejected.as_deref(),
+                        pending_restart: &pending_restart,
                     });
                     let _ = answer.send(serde_json::to_string(&health)
                         .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
                 }
                 control::Request::Reload(answer) => {
-                    let outcome = reload(&config_path, &mut collectors, &mut reload_rejected);
+                    let outcome = reload(&config_path, &running, &mut collectors,
+                                         &mut reload_rejected, &mut pending_restart).await;
                     let _ = answer.send(outcome.to_string());
                 }
             },
@@ -271,24 +273,92 @@ pub async fn run_on(
     }
 }
 
+/// The settings only a start of the agent applies: the uplink, the spool,
+/// the pipeline, the control socket and logging.
+#[derive(PartialEq)]
+struct RestartOnly {
+    agent: config::AgentSection,
+    soc: config::SocSection,
+    spool: config::SpoolSection,
+    batch: config::BatchSection,
+    status: config::StatusSection,
+    control: config::ControlSection,
+    log: owlet_logging::LogSection,
+}
+
+impl RestartOnly {
+    fn of(c: &Config) -> RestartOnly {
+        RestartOnly {
+            agent: c.agent.clone(),
+            soc: c.soc.clone(),
+            spool: c.spool.clone(),
+            batch: c.batch.clone(),
+            status: c.status.clone(),
+            control: c.control.clone(),
+            log: c.log.clone(),
+        }
+    }
+
+    /// The sections of `new` that differ from these, by name.
+    fn changed_in(&self, new: &RestartOnly) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |differs: bool, name: &str| {
+            if differs {
+                out.push(format!("[{name}]"));
+            }
+        };
+        note(self.agent != new.agent, "agent");
+        note(self.soc != new.soc, "soc");
+        note(self.spool != new.spool, "spool");
+        note(self.batch != new.batch, "batch");
+        note(self.status != new.status, "status");
+        note(self.control != new.control, "control");
+        note(self.log != new.log, "log");
+        out
+    }
+}
+
 /// Re-reads the config file and applies what can change without a restart
-/// (each collector's part). A broken file is reported — in the log, in the
-/// answer and in `owlet health` until a good reload — and the running
-/// configuration kept. Returns the JSON answer for `owlet reload`.
-fn reload(
+/// of the agent: each collector's part (live, or by restarting that
+/// collector), collectors added or removed. Settings that only a start
+/// applies are named in `needs_restart` (and in `owlet health` until the
+/// agent restarts); collectors that failed to start with the new values
+/// in `failed` (they are collector failures: alert, CRITICAL, retried). A
+/// broken file is reported — in the log, in the answer and in `owlet
+/// health` until a good reload — and the running configuration kept.
+/// Returns the JSON answer for `owlet reload`: `reload` is "applied" only
+/// when everything took effect, "partial" otherwise, "rejected" for a
+/// broken file.
+async fn reload(
     path: &Path,
+    running: &RestartOnly,
     collectors: &mut Supervisor,
     rejected: &mut Option<String>,
+    pending_restart: &mut Vec<String>,
 ) -> serde_json::Value {
     match config::load(path) {
         Ok(new) => {
-            let report = collectors.reload(&new);
+            let mut report = collectors.reload(&new).await;
             *rejected = None;
-            info!(config = %path.display(), added = ?report.added, changed = ?report.changed,
-                  removed = ?report.removed,
-                  "configuration reloaded; changes outside the collectors need a restart");
+            *pending_restart = running.changed_in(&RestartOnly::of(&new));
+            report.needs_restart = pending_restart.clone();
+            let outcome = if report.fully_applied() {
+                "applied"
+            } else {
+                "partial"
+            };
+            if report.fully_applied() {
+                info!(config = %path.display(), added = ?report.added, changed = ?report.changed,
+                      removed = ?report.removed, restarted = ?report.restarted,
+                      "configuration reloaded");
+            } else {
+                warn!(config = %path.display(), added = ?report.added, changed = ?report.changed,
+                      removed = ?report.removed, restarted = ?report.restarted,
+                      failed = ?report.failed, needs_restart = ?report.needs_restart,
+                      "configuration reloaded in part: what failed is retried; what needs a restart applies at the next start of owlet");
+            }
             let mut answer = serde_json::to_value(&report).unwrap_or_default();
-            answer["reload"] = "applied".into();
+            answer["reload"] = outcome.into();
             answer
         }
         Err(errors) => {

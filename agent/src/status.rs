@@ -138,6 +138,9 @@ pub struct Health {
     pub collectors: BTreeMap<&'static str, CollectorReport>,
     /// The last rejected reload's errors, until a reload succeeds.
     pub reload_rejected: Option<String>,
+    /// Sections a reload changed that apply at the next start of owlet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
 }
 
 /// What the verdict is judged from.
@@ -147,6 +150,7 @@ pub struct HealthInputs<'a> {
     pub spool_max_bytes: u64,
     pub collectors: BTreeMap<&'static str, CollectorReport>,
     pub reload_rejected: Option<&'a str>,
+    pub pending_restart: &'a [String],
 }
 
 /// Not connected for longer than this is CRITICAL (shorter is a WARNING:
@@ -158,7 +162,8 @@ pub const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
 ///   full or more; a collector failed and is being restarted;
 /// * WARNING: not connected for less than 5 minutes; spool 50 % full or
 ///   more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
-///   last reload was rejected (the previous configuration still runs);
+///   last reload was rejected (the previous configuration still runs); a
+///   reload changed settings that wait for a restart;
 /// * OK otherwise. (UNKNOWN, 3, is what the client reports when it cannot
 ///   reach the agent at all.)
 pub fn health(inputs: HealthInputs<'_>) -> Health {
@@ -168,6 +173,7 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         spool_max_bytes,
         collectors,
         reload_rejected,
+        pending_restart,
     } = inputs;
     let mut findings: Vec<(Verdict, String)> = Vec::new();
     if m.connection_state != ConnectionState::Connected {
@@ -216,6 +222,15 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
             format!("the last reload was rejected, the previous configuration still runs: {first}"),
         ));
     }
+    if !pending_restart.is_empty() {
+        findings.push((
+            Verdict::Warning,
+            format!(
+                "configuration changes wait for a restart of owlet: {} (systemctl restart owlet)",
+                pending_restart.join(", ")
+            ),
+        ));
+    }
     // Worst first, so the one-line summary leads with what matters most.
     findings.sort_by_key(|(level, _)| std::cmp::Reverse(level.rank()));
     let verdict = findings
@@ -232,6 +247,7 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         spool_last_seq: spool.last_seq,
         collectors,
         reload_rejected: reload_rejected.map(str::to_string),
+        pending_restart: pending_restart.to_vec(),
         metrics: m,
     }
 }
@@ -290,6 +306,7 @@ mod tests {
             spool_max_bytes: 1000,
             collectors,
             reload_rejected,
+            pending_restart: &[],
         })
     }
 

@@ -39,12 +39,15 @@ const MAGIC: &[u8; 4] = b"OWLR";
 const LEGACY_MAGIC: &[u8; 4] = b"OWLC";
 const HEADER: u64 = 4 + 4 + 32 + 32;
 
+/// Where a stored text is: (offset of the text, its length, its SHA-256).
+type Located = (u64, u32, [u8; 32]);
+
 #[derive(Debug)]
 pub struct ContentStore {
     dir: PathBuf,
     pack: File,
-    /// hex key -> (offset of the text, length, check digest)
-    index: HashMap<String, (u64, u32, [u8; 32])>,
+    /// hex key (the original content's SHA-256) -> where its text is
+    index: HashMap<String, Located>,
     len: u64,
     max_bytes: u64,
     wiped_legacy: u64,
@@ -169,7 +172,7 @@ impl ContentStore {
     fn compact(&mut self) -> io::Result<()> {
         let mut pack = Vec::new();
         let mut index = HashMap::new();
-        let mut live: Vec<(String, (u64, u32, [u8; 32]))> =
+        let mut live: Vec<(String, Located)> =
             self.index.iter().map(|(d, &v)| (d.clone(), v)).collect();
         live.sort_by_key(|(_, (offset, _, _))| *offset);
         for (digest, (_, _, check)) in live {

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use owlet_agent::collect::{Collector, CollectorHealth, Failure, ReloadReport};
+use owlet_agent::collect::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use owlet_agent::config::Config;
 use owlet_agent::pipeline::bus::EventSender;
 use owlet_proto::v1::{CheckResult, CheckType, Event, State, event::Kind};
@@ -49,8 +49,8 @@ impl Collector for Synthetic {
         Ok(Box::pin(std::future::pending()))
     }
 
-    fn reload(&mut self, _config: &Config) -> ReloadReport {
-        ReloadReport::default()
+    fn reload(&mut self, _config: &Config) -> Reload {
+        Reload::Applied(ReloadReport::default())
     }
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -40,7 +40,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LogSection {
     #[serde(default)]
     pub format: LogFormat,

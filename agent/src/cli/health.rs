@@ -5,7 +5,9 @@
 //! another `--socket` is configured), a socket nobody listens on, or a socket
 //! this user may not open — then naming the group that owns it and the fix.
 //! `reload` prints the agent's verdict: exit 0 when the new configuration
-//! was applied, 2 when it was rejected (the agent keeps the old one). Keys of
+//! was applied whole, 1 when part of it was not (a collector failed to start
+//! with it, or settings wait for a restart: each named), 2 when it was
+//! rejected (the agent keeps the old one). Keys of
 //! a reply this client does not know are ignored, so an older client works
 //! with a newer agent.
 
@@ -68,8 +70,10 @@ pub async fn health(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     Ok(verdict.exit_code())
 }
 
-/// Asks the agent to reload; prints what changed (exit 0) or why the new
-/// configuration was rejected (exit 2).
+/// Asks the agent to reload; prints what changed (exit 0), what did not
+/// take effect (exit 1: a collector that failed to start with the new
+/// values, settings that need a restart) or why the new configuration was
+/// rejected (exit 2).
 pub async fn reload(socket: PathBuf, json: bool) -> anyhow::Result<i32> {
     match control::request(&socket, "reload").await {
         Ok(reply) => {
@@ -99,25 +103,44 @@ fn reload_outcome(reply: &str) -> (String, i32) {
         );
     };
     match (value["reload"].as_str(), value["error"].as_str()) {
-        (Some("applied"), _) => {
-            let parts: Vec<String> = ["added", "changed", "removed"]
+        (Some(outcome @ ("applied" | "partial")), _) => {
+            let list = |what: &str| -> Vec<String> {
+                value[what]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|id| id.as_str().map_or_else(|| id.to_string(), str::to_string))
+                    .collect()
+            };
+            let parts: Vec<String> = ["added", "changed", "removed", "restarted"]
                 .into_iter()
                 .filter_map(|what| {
-                    let ids: Vec<String> = value[what]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|id| id.as_str().map_or_else(|| id.to_string(), str::to_string))
-                        .collect();
+                    let ids = list(what);
                     (!ids.is_empty()).then(|| format!("{what} {}", ids.join(", ")))
                 })
                 .collect();
             let summary = if parts.is_empty() {
-                "no check changed".to_string()
+                "nothing changed".to_string()
             } else {
                 parts.join("; ")
             };
-            (format!("reload applied: {summary}"), 0)
+            if outcome == "applied" {
+                return (format!("reload applied: {summary}"), 0);
+            }
+            let mut text = format!("reload applied in part: {summary}");
+            for failed in list("failed") {
+                text.push_str(&format!(
+                    "\nfailed to start with the new configuration (retried with backoff; see owlet health): {failed}"
+                ));
+            }
+            let restart = list("needs_restart");
+            if !restart.is_empty() {
+                text.push_str(&format!(
+                    "\nneeds a restart: {} (not applied until then: systemctl restart owlet)",
+                    restart.join(", ")
+                ));
+            }
+            (text, 1)
         }
         (Some("rejected"), _) => {
             let errors = value["errors"]
@@ -230,8 +253,30 @@ mod tests {
             reload_outcome(r#"{"reload":"applied","added":[],"changed":[],"removed":[]}"#);
         assert_eq!(
             (text.as_str(), code),
-            ("reload applied: no check changed", 0)
+            ("reload applied: nothing changed", 0)
         );
+    }
+
+    #[test]
+    fn a_partial_reload_names_what_did_not_apply_and_exits_1() {
+        let (text, code) = reload_outcome(
+            r#"{"reload":"partial","added":["fim"],"changed":[],"removed":[],"failed":["fim: cannot create /var/lib/owlet/fim"],"needs_restart":["[soc]","[spool]"]}"#,
+        );
+        assert_eq!(code, 1);
+        assert!(
+            text.starts_with("reload applied in part: added fim\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("failed to start with the new configuration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fim: cannot create /var/lib/owlet/fim"),
+            "{text}"
+        );
+        assert!(text.contains("needs a restart: [soc], [spool]"), "{text}");
+        assert!(!text.contains("reload applied:"), "{text}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use owlet_capture::live::{Capture as LiveCapture, LiveConfig, StatsHandle};
 use owlet_capture::{Output, filter};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::{CaptureSection, Config};
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
@@ -207,12 +207,18 @@ impl Collector for Capture {
         }))
     }
 
-    fn reload(&mut self, config: &Config) -> ReloadReport {
-        // Capture settings apply at the next start (a restart of the agent,
-        // or of the collector after a failure): rebuilding rings on a live
-        // mirror port would lose packets.
+    fn reload(&mut self, config: &Config) -> Reload {
+        if config.capture == self.section && config.soc.address == self.soc_address {
+            return Reload::Applied(ReloadReport::default());
+        }
+        // New rings and sockets: the few packets that pass during the
+        // restart are not seen (the capture summary's counters show it).
         self.section = config.capture.clone();
-        ReloadReport::default()
+        self.soc_address = config.soc.address.clone();
+        Reload::Restart(ReloadReport {
+            changed: vec!["capture".into()],
+            ..ReloadReport::default()
+        })
     }
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

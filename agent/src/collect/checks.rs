@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use owlet_probe::{ProbeConfig, ProbeHandle};
 use owlet_proto::v1::State;
 
-use super::{Collector, CollectorHealth, Failure, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
@@ -43,19 +43,20 @@ impl Collector for Checks {
         Ok(Box::pin(ended))
     }
 
-    fn reload(&mut self, config: &Config) -> ReloadReport {
+    fn reload(&mut self, config: &Config) -> Reload {
         self.config = config.probe.clone();
-        match &self.running {
+        Reload::Applied(match &self.running {
             Some(handle) => {
                 let outcome = handle.reload(self.config.clone());
                 ReloadReport {
                     added: outcome.added,
                     changed: outcome.changed,
                     removed: outcome.removed,
+                    ..ReloadReport::default()
                 }
             }
             None => ReloadReport::default(),
-        }
+        })
     }
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

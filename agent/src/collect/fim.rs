@@ -7,8 +7,9 @@
 //!   blocking send: a full bus slows the monitor down (the kernel queues
 //!   notifications meanwhile; an overflow there means a rescan, reported),
 //!   so no change is dropped here;
-//! * a reload with a different `[fim]` restarts the monitor; the baseline
-//!   on disk carries over, so nothing changed in between is lost;
+//! * a reload with a different `[fim]` has the supervisor restart the
+//!   monitor (a failed start is a collector failure); the baseline on disk
+//!   carries over, so nothing changed in between is lost;
 //! * a monitor thread that dies is a collector failure (restart with backoff).
 //!
 //! Health rule: WARNING while directories are left to periodic scanning
@@ -16,13 +17,13 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use owlet_fim::{FimConfig, Monitor, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
@@ -35,8 +36,6 @@ pub struct Fim {
     state_dir: PathBuf,
     bus: Option<EventSender>,
     running: Option<Arc<Monitor>>,
-    /// The current monitor, for the failure watch (a reload replaces it).
-    current: Arc<Mutex<Weak<Monitor>>>,
 }
 
 impl Fim {
@@ -46,7 +45,6 @@ impl Fim {
             state_dir: FimConfig::state_dir(&config.agent.state_dir),
             bus: None,
             running: None,
-            current: Arc::new(Mutex::new(Weak::new())),
         }
     }
 
@@ -78,26 +76,11 @@ impl Fim {
         self.bus = Some(bus);
         let monitor = Arc::new(monitor);
         self.running = Some(monitor.clone());
-        if let Ok(mut current) = self.current.lock() {
-            *current = Arc::downgrade(&monitor);
-        }
         Ok(monitor)
     }
 
     fn halt(&mut self) -> Option<Monitor> {
         self.running.take().and_then(Arc::into_inner)
-    }
-}
-
-/// Runs blocking work from the supervisor's async context without stalling
-/// an async worker's queue.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(f)
-    } else {
-        f()
     }
 }
 
@@ -107,37 +90,30 @@ impl Collector for Fim {
     }
 
     fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
-        self.launch(bus)?;
-        let current = self.current.clone();
+        // The watch holds the monitor of this start only: a restart (after
+        // a failure or a reload) gets a watch of its own.
+        let monitor = Arc::downgrade(&self.launch(bus)?);
         Ok(Box::pin(async move {
             loop {
                 tokio::time::sleep(WATCH_EVERY).await;
-                let monitor = current.lock().ok().and_then(|w| w.upgrade());
-                if let Some(failure) = monitor.and_then(|m| m.failure()) {
+                if let Some(failure) = monitor.upgrade().and_then(|m| m.failure()) {
                     return failure;
                 }
             }
         }))
     }
 
-    fn reload(&mut self, config: &Config) -> ReloadReport {
+    fn reload(&mut self, config: &Config) -> Reload {
         let state_dir = FimConfig::state_dir(&config.agent.state_dir);
         if config.fim == self.config && state_dir == self.state_dir {
-            return ReloadReport::default();
+            return Reload::Applied(ReloadReport::default());
         }
         self.config = config.fim.clone();
         self.state_dir = state_dir;
-        let report = ReloadReport {
+        Reload::Restart(ReloadReport {
             changed: vec!["fim".into()],
             ..ReloadReport::default()
-        };
-        if let (Some(bus), Some(old)) = (self.bus.clone(), self.halt()) {
-            blocking(|| old.stop());
-            if let Err(e) = self.launch(bus) {
-                tracing::error!("fim: the reloaded configuration could not start: {e}");
-            }
-        }
-        report
+        })
     }
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

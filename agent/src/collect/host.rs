@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use owlet_host::{HostConfig, Monitor, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
@@ -183,9 +183,9 @@ impl Collector for Host {
         }))
     }
 
-    fn reload(&mut self, config: &Config) -> ReloadReport {
+    fn reload(&mut self, config: &Config) -> Reload {
         if config.host == self.config {
-            return ReloadReport::default();
+            return Reload::Applied(ReloadReport::default());
         }
         self.config = config.host.clone();
         if let Some((tx, _)) = &self.running {
@@ -193,10 +193,10 @@ impl Collector for Host {
             // takes the configuration kept here.
             let _ = tx.try_send(Command::Reload(Box::new(self.config.clone())));
         }
-        ReloadReport {
+        Reload::Applied(ReloadReport {
             changed: vec!["host".to_string()],
             ..ReloadReport::default()
-        }
+        })
     }
 
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

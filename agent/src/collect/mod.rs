@@ -53,9 +53,11 @@ pub trait Collector: Send {
     /// the service lacks).
     fn start(&mut self, bus: EventSender) -> Result<Failure, String>;
 
-    /// Takes this collector's part of a new configuration. When running, it
-    /// is applied without a restart; when not, it is kept for the next start.
-    fn reload(&mut self, config: &Config) -> ReloadReport;
+    /// Takes this collector's part of a new configuration and says how it
+    /// applies: live ([`Reload::Applied`]), or by a stop and a start that
+    /// the supervisor then does ([`Reload::Restart`]), so that a start that
+    /// fails with the new values is a collector failure like any other.
+    fn reload(&mut self, config: &Config) -> Reload;
 
     /// Stops and waits until nothing of the collector runs any more.
     fn stop(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
@@ -64,12 +66,35 @@ pub trait Collector: Send {
     fn health(&self) -> CollectorHealth;
 }
 
-/// What a reload changed, by item (check ids for the checks collector).
+/// How a collector takes a new configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Applied while running (or kept for the next start when not running);
+    /// what changed, by item.
+    Applied(ReloadReport),
+    /// Kept; applies when the supervisor stops and starts the collector,
+    /// which it does at once. The report names what changed.
+    Restart(ReloadReport),
+}
+
+/// What a reload changed, by item (check ids for the checks collector,
+/// collector names otherwise), and what it could not apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReloadReport {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    /// Collectors stopped and started again with the new values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
+    /// Collectors that failed to start with the new values, with the
+    /// reason ("fim: ..."); the supervisor retries them with backoff.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// Settings that only apply at the next start of the agent
+    /// ("soc.address", "spool" ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
 }
 
 impl ReloadReport {
@@ -77,12 +102,52 @@ impl ReloadReport {
         self.added.extend(other.added);
         self.changed.extend(other.changed);
         self.removed.extend(other.removed);
+        self.restarted.extend(other.restarted);
+        self.failed.extend(other.failed);
+        self.needs_restart.extend(other.needs_restart);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.restarted.is_empty()
+            && self.failed.is_empty()
+            && self.needs_restart.is_empty()
+    }
+
+    /// Everything asked for took effect now.
+    pub fn fully_applied(&self) -> bool {
+        self.failed.is_empty() && self.needs_restart.is_empty()
     }
 }
+
+/// The collectors a configuration may ask for (the checks collector is
+/// always there and is added by the service itself).
+pub struct Kind {
+    pub name: &'static str,
+    pub wanted: fn(&Config) -> bool,
+    pub build: fn(&Config) -> Box<dyn Collector>,
+}
+
+/// Capture, file watching and host health, in start order.
+pub const OPTIONAL: [Kind; 3] = [
+    Kind {
+        name: "capture",
+        wanted: Capture::wanted,
+        build: |c| Box::new(Capture::new(c)),
+    },
+    Kind {
+        name: "fim",
+        wanted: Fim::wanted,
+        build: |c| Box::new(Fim::new(c)),
+    },
+    Kind {
+        name: "host",
+        wanted: Host::wanted,
+        build: |c| Box::new(Host::new(c)),
+    },
+];
 
 /// A collector's own verdict, the reasons behind it, and detail for `--json`.
 #[derive(Debug, Clone, Serialize)]

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use super::{Collector, CollectorHealth, ReloadReport};
+use super::{Collector, CollectorHealth, OPTIONAL, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::status::Verdict;
@@ -61,6 +61,8 @@ enum SlotState {
         attempts: u32,
     },
     Stopped,
+    /// Not asked for by the configuration (since a reload).
+    Off,
 }
 
 /// One collector as `owlet health` shows it.
@@ -210,13 +212,84 @@ impl Supervisor {
         }
     }
 
-    /// Hands the new configuration to every collector.
-    pub fn reload(&mut self, config: &Config) -> ReloadReport {
+    /// Applies a new configuration: each collector takes its part, live or
+    /// by a stop and a start done here at once; collectors the
+    /// configuration newly asks for start, those it no longer asks for
+    /// stop. A start that fails is reported like any collector failure
+    /// (log, alert, CRITICAL health, restart with backoff) and named in the
+    /// report's `failed`.
+    pub async fn reload(&mut self, config: &Config) -> ReloadReport {
         let mut report = ReloadReport::default();
-        for slot in &mut self.slots {
-            report.merge(slot.collector.reload(config));
+        for index in 0..self.slots.len() {
+            let name = self.slots[index].collector.name();
+            let kind = OPTIONAL.iter().find(|k| k.name == name);
+            let wanted = kind.is_none_or(|k| (k.wanted)(config));
+            let off = matches!(self.slots[index].state, SlotState::Off);
+            match (wanted, off, kind) {
+                (false, false, _) => {
+                    self.halt(index).await;
+                    self.slots[index].state = SlotState::Off;
+                    report.removed.push(name.to_string());
+                }
+                (true, true, Some(kind)) => {
+                    self.slots[index].collector = (kind.build)(config);
+                    self.slots[index].backoff.reset();
+                    self.start(index);
+                    report.added.push(name.to_string());
+                    report.failed.extend(self.start_failure(index));
+                }
+                (true, false, _) => match self.slots[index].collector.reload(config) {
+                    Reload::Applied(r) => report.merge(r),
+                    Reload::Restart(r) => {
+                        report.merge(r);
+                        if matches!(self.slots[index].state, SlotState::Stopped) {
+                            continue;
+                        }
+                        self.halt(index).await;
+                        self.start(index);
+                        match self.start_failure(index) {
+                            Some(why) => report.failed.push(why),
+                            None => report.restarted.push(name.to_string()),
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+        for kind in &OPTIONAL {
+            let present = self.slots.iter().any(|s| s.collector.name() == kind.name);
+            if !present && (kind.wanted)(config) {
+                self.add((kind.build)(config));
+                report.added.push(kind.name.to_string());
+                report
+                    .failed
+                    .extend(self.start_failure(self.slots.len() - 1));
+            }
         }
         report
+    }
+
+    /// Stops a running collector for a restart or for good; a collector
+    /// waiting for its restart has nothing running.
+    async fn halt(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if let Some(watcher) = slot.watcher.take() {
+            watcher.abort();
+        }
+        if matches!(slot.state, SlotState::Running { .. }) {
+            slot.collector.stop().await;
+            slot.state = SlotState::Stopped;
+        }
+    }
+
+    /// Why the last start of slot `index` failed, if it did.
+    fn start_failure(&self, index: usize) -> Option<String> {
+        match &self.slots[index].state {
+            SlotState::Restarting { reason, .. } => {
+                Some(format!("{}: {reason}", self.slots[index].collector.name()))
+            }
+            _ => None,
+        }
     }
 
     /// Stops every collector (at shutdown, before the bus drains).
@@ -236,6 +309,7 @@ impl Supervisor {
     pub fn reports(&self) -> BTreeMap<&'static str, CollectorReport> {
         self.slots
             .iter()
+            .filter(|slot| !matches!(slot.state, SlotState::Off))
             .map(|slot| {
                 let report = match &slot.state {
                     SlotState::Running { .. } => CollectorReport {
@@ -258,7 +332,7 @@ impl Supervisor {
                             detail: serde_json::Value::Null,
                         },
                     },
-                    SlotState::Stopped => CollectorReport {
+                    SlotState::Stopped | SlotState::Off => CollectorReport {
                         state: "stopped",
                         health: CollectorHealth::ok(serde_json::Value::Null),
                     },
@@ -336,8 +410,8 @@ mod tests {
                 }
             }))
         }
-        fn reload(&mut self, _config: &Config) -> ReloadReport {
-            ReloadReport::default()
+        fn reload(&mut self, _config: &Config) -> Reload {
+            Reload::Applied(ReloadReport::default())
         }
         fn stop(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
             let hangs = self.stop_hangs;

@@ -42,7 +42,7 @@ pub struct Config {
 
 /// `[capture]`: live packet metadata (flows, names, summaries) from the
 /// listed interfaces. Payload bytes never leave the decoder.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CaptureSection {
     /// Interfaces to capture on (e.g. the SPAN port); empty = capture off.
     #[serde(default)]
@@ -136,7 +136,7 @@ fn default_ring_bytes() -> ByteSize {
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AgentSection {
     /// Tenant the certificate must carry; the SOC refuses a mismatch.
     pub tenant: Option<String>,
@@ -178,7 +178,7 @@ pub enum Compression {
 }
 
 /// The SOC to stream to, and the agent's credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SocSection {
     /// `HOST:PORT` of the SOC receiver.
     pub address: String,
@@ -228,7 +228,7 @@ pub enum Durability {
     Interval,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SpoolSection {
     /// Default: `STATE_DIR/spool`.
     pub dir: Option<PathBuf>,
@@ -278,7 +278,7 @@ fn default_fsync_interval() -> Duration {
 }
 
 /// How events are grouped before they are spooled and sent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct BatchSection {
     #[serde(default = "default_batch_events")]
     pub max_events: usize,
@@ -309,7 +309,7 @@ fn default_linger() -> Duration {
     Duration::from_millis(100)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StatusSection {
     /// Heartbeat period.
     #[serde(default = "default_status_interval", with = "humantime_serde")]
@@ -328,7 +328,7 @@ fn default_status_interval() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ControlSection {
     /// Unix socket for `owlet health` / `owlet reload` (the agent opens no
     /// network port).
