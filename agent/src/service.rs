@@ -218,6 +218,10 @@ pub async fn run_on(
                         collectors: collectors.reports(),
                         reload_rejected: reload_rejected.as_deref(),
                         pending_restart: &pending_restart,
+                        undelivered: status::Undelivered {
+                            warning: running.status.undelivered_warning,
+                            critical: running.status.undelivered_critical,
+                        },
                     });
                     let _ = answer.send(serde_json::to_string(&health)
                         .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));

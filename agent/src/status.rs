@@ -151,6 +151,24 @@ pub struct HealthInputs<'a> {
     pub collectors: BTreeMap<&'static str, CollectorReport>,
     pub reload_rejected: Option<&'a str>,
     pub pending_restart: &'a [String],
+    /// Events waiting this long unacknowledged: WARNING, then CRITICAL.
+    pub undelivered: Undelivered,
+}
+
+/// The delivery thresholds (`status.undelivered_warning` / `_critical`).
+#[derive(Debug, Clone, Copy)]
+pub struct Undelivered {
+    pub warning: Duration,
+    pub critical: Duration,
+}
+
+impl Default for Undelivered {
+    fn default() -> Self {
+        Self {
+            warning: Duration::from_secs(120),
+            critical: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Not connected for longer than this is CRITICAL (shorter is a WARNING:
@@ -158,10 +176,12 @@ pub struct HealthInputs<'a> {
 pub const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
 
 /// Judges the agent's health. The rule (README, "owlet health"):
-/// * CRITICAL: not connected to the SOC for 5 minutes or more; spool 90 %
-///   full or more; a collector failed and is being restarted;
-/// * WARNING: not connected for less than 5 minutes; spool 50 % full or
-///   more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
+/// * CRITICAL: not connected to the SOC for 5 minutes or more; events
+///   waiting unacknowledged for `status.undelivered_critical` (5 min); spool
+///   90 % full or more; a collector failed and is being restarted;
+/// * WARNING: not connected for less than 5 minutes; events waiting
+///   unacknowledged for `status.undelivered_warning` (2 min); spool 50 %
+///   full or more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
 ///   last reload was rejected (the previous configuration still runs); a
 ///   reload changed settings that wait for a restart;
 /// * OK otherwise. (UNKNOWN, 3, is what the client reports when it cannot
@@ -174,6 +194,7 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         collectors,
         reload_rejected,
         pending_restart,
+        undelivered,
     } = inputs;
     let mut findings: Vec<(Verdict, String)> = Vec::new();
     if m.connection_state != ConnectionState::Connected {
@@ -193,6 +214,39 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
                 humantime::format_duration(Duration::from_secs(m.disconnected_seconds))
             ),
         ));
+    }
+    // Delivery, not only the connection: events waiting with no ack. The
+    // shorter of "since the last ack" and "the oldest waiting event" — a
+    // backlog draining with acks flowing is fine, and so is one new event
+    // after a quiet hour.
+    if spool.events > 0 {
+        let oldest = oldest_age(spool);
+        let stalled = m.last_ack_age_seconds.map_or(oldest, |a| a.min(oldest));
+        let level = if stalled >= undelivered.critical.as_secs() {
+            Some(Verdict::Critical)
+        } else if stalled >= undelivered.warning.as_secs() {
+            Some(Verdict::Warning)
+        } else {
+            None
+        };
+        if let Some(level) = level {
+            let last =
+                m.last_ack_age_seconds
+                    .map_or("no acknowledgement since start".to_string(), |a| {
+                        format!(
+                            "the last acknowledgement was {} ago",
+                            humantime::format_duration(Duration::from_secs(a))
+                        )
+                    });
+            findings.push((
+                level,
+                format!(
+                    "events are not being delivered: {} wait, the oldest for {}; {last} (the SOC takes the connection but stores nothing: check owlet-soc's log and its disk)",
+                    spool.events,
+                    humantime::format_duration(Duration::from_secs(oldest))
+                ),
+            ));
+        }
     }
     let fill = spool
         .bytes
@@ -307,6 +361,7 @@ mod tests {
             collectors,
             reload_rejected,
             pending_restart: &[],
+            undelivered: Undelivered::default(),
         })
     }
 
@@ -322,6 +377,45 @@ mod tests {
                 },
             },
         )])
+    }
+
+    #[test]
+    fn delivery_is_judged_by_the_oldest_waiting_event_and_the_last_ack() {
+        let waiting = |oldest_s: u64, last_ack_s: Option<u64>| {
+            let mut m = connected();
+            m.last_ack_age_seconds = last_ack_s;
+            let spool = SpoolStats {
+                events: 40,
+                bytes: 10,
+                batches: 2,
+                oldest: Some(SystemTime::now() - Duration::from_secs(oldest_s)),
+                acked_seq: 0,
+                last_seq: 0,
+            };
+            health(HealthInputs {
+                metrics: m,
+                spool: &spool,
+                spool_max_bytes: 1000,
+                collectors: BTreeMap::new(),
+                reload_rejected: None,
+                pending_restart: &[],
+                undelivered: Undelivered::default(),
+            })
+        };
+        // A SOC that took the connection and stores nothing.
+        let h = waiting(150, Some(140));
+        assert_eq!(h.verdict, Verdict::Warning, "{:?}", h.reasons);
+        assert!(
+            h.reasons[0].starts_with("events are not being delivered: 40 wait"),
+            "{:?}",
+            h.reasons
+        );
+        assert_eq!(waiting(400, Some(310)).verdict, Verdict::Critical);
+        assert_eq!(waiting(400, None).verdict, Verdict::Critical);
+        // A backlog draining with acks flowing; one new event after a
+        // quiet hour: both fine.
+        assert_eq!(waiting(3600, Some(1)).verdict, Verdict::Ok);
+        assert_eq!(waiting(2, Some(3600)).verdict, Verdict::Ok);
     }
 
     #[test]

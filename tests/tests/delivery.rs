@@ -1,38 +1,62 @@
-//! Agent → SOC over mTLS: events arrive in order, exactly once.
+//! `owlet health` judges delivery, not only the connection: a real
+//! `owlet-soc` whose storage is held (the test takes SQLite's write lock on
+//! the SOC's database, so every batch waits and then fails) keeps taking the
+//! agent's connections, yet the agent's health turns WARNING and then
+//! CRITICAL, naming the undelivered events; once the storage is released
+//! the backlog is stored and health is OK again.
+
+use std::time::Duration;
 
 use owlet_tests::*;
 
+fn health(agent: &Agent) -> serde_json::Value {
+    agent.health().unwrap_or_default()
+}
+
+fn verdict(agent: &Agent) -> String {
+    health(agent)["verdict"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
-fn synthetic_events_arrive_in_order_exactly_once() {
-    const N: u64 = 5000;
+fn a_soc_that_stores_nothing_turns_health_warning_then_critical() {
     let mut soc = Soc::init();
     soc.start();
-    let mut agent = soc.issue("acme", "a");
-    agent.synthetic(2000, N);
+    let mut agent = soc.issue("acme", "delivery");
+    agent
+        .set("status", "undelivered_warning", "3s")
+        .set("status", "undelivered_critical", "8s");
     agent.start();
+    wait_until("the agent delivering", DEADLINE, || verdict(&agent) == "OK");
 
-    let db = soc.db();
-    agent.wait_synthetic_finished(DEADLINE);
-    agent.drain_and_stop(DEADLINE);
+    // Hold the SOC's storage: its writes wait for the lock, then fail.
+    let lock = rusqlite::Connection::open(&soc.db).unwrap();
+    lock.busy_timeout(Duration::from_secs(30)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    wait_until("health WARNING for undelivered events", DEADLINE, || {
+        let h = health(&agent);
+        h["verdict"] == "WARNING"
+            && h["reasons"]
+                .to_string()
+                .contains("events are not being delivered")
+    });
+    wait_until("health CRITICAL for undelivered events", DEADLINE, || {
+        let h = health(&agent);
+        h["verdict"] == "CRITICAL"
+            && h["reasons"]
+                .to_string()
+                .contains("events are not being delivered")
+    });
 
-    let events = db.events_of("acme", "a");
-    let seqs = assert_delivered_exactly_once(&events, 0..N);
-    assert!(
-        events.iter().any(|e| e.kind == "agent_status"),
-        "no heartbeat stored"
-    );
-    let (lost, _) = data_loss_totals(&events);
-    assert_eq!(lost, 0, "data_loss reported on a healthy run");
-    // Identity from the certificate; nothing else stored.
-    assert!(
-        db.events()
-            .iter()
-            .all(|e| e.tenant == "acme" && e.agent == "a")
-    );
-    let row = db.agent("acme", "a").expect("agent row");
-    assert_eq!(
-        row.acked_seq,
-        *seqs.last().unwrap(),
-        "acked_seq is the highest stored seq"
-    );
+    // Released: the backlog is stored, health recovers.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    wait_until("health OK again", Duration::from_secs(120), || {
+        verdict(&agent) == "OK"
+    });
+    let stored = soc.db().events().len();
+    assert!(stored > 0);
+    agent.stop();
 }

@@ -137,6 +137,12 @@ impl Config {
             check(!duration.is_zero(), key, "must be more than 0s");
         }
         check(
+            !self.status.undelivered_warning.is_zero()
+                && self.status.undelivered_warning < self.status.undelivered_critical,
+            "status.undelivered_warning",
+            "must be more than 0s and less than status.undelivered_critical (defaults 2m and 5m)",
+        );
+        check(
             self.soc.backoff_min <= self.soc.backoff_max && !self.soc.backoff_min.is_zero(),
             "soc.backoff_min",
             "must be more than 0s and not more than soc.backoff_max",

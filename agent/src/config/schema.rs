@@ -314,14 +314,31 @@ pub struct StatusSection {
     /// Heartbeat period.
     #[serde(default = "default_status_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// `owlet health` is WARNING when events have waited this long with
+    /// no acknowledgement from the SOC (a SOC that takes the connection
+    /// but stores nothing).
+    #[serde(default = "default_undelivered_warning", with = "humantime_serde")]
+    pub undelivered_warning: Duration,
+    /// ... and CRITICAL from this long.
+    #[serde(default = "default_undelivered_critical", with = "humantime_serde")]
+    pub undelivered_critical: Duration,
 }
 
 impl Default for StatusSection {
     fn default() -> Self {
         Self {
             interval: default_status_interval(),
+            undelivered_warning: default_undelivered_warning(),
+            undelivered_critical: default_undelivered_critical(),
         }
     }
+}
+
+fn default_undelivered_warning() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_undelivered_critical() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_status_interval() -> Duration {
