@@ -17,7 +17,8 @@ use crate::collect::CollectorReport;
 use crate::facts::HostFacts;
 use crate::pipeline::{bus::EventSender, metrics::Metrics, store::Store};
 
-/// Sends a heartbeat now and then every `interval` until shutdown.
+/// Sends a heartbeat now and then every `interval`, and a last one marked
+/// `stopping` at shutdown (a planned stop, not a crash).
 pub async fn heartbeat(
     interval: Duration,
     hw_profile: String,
@@ -30,14 +31,18 @@ pub async fn heartbeat(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let mut event = status_event(interval, &hw_profile, &facts, &store.stats(), &metrics);
+        if let Some(Kind::AgentStatus(status)) = &mut event.kind {
+            // The goodbye: the SOC tells a planned stop from a crash by it.
+            status.stopping = stopping;
         }
-        let event = status_event(interval, &hw_profile, &facts, &store.stats(), &metrics);
         // A bus that stays full (a stuck spool writer) wedges the heartbeat.
         let _busy = crate::tasks::busy();
-        if bus.send(event).await.is_err() {
+        if bus.send(event).await.is_err() || stopping {
             return;
         }
     }
@@ -71,6 +76,7 @@ fn status_event(
         interval_seconds: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
         rss_bytes: rss_bytes(),
         reconnects: m.reconnects,
+        stopping: false,
     };
     Event {
         seq: 0,

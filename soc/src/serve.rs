@@ -213,7 +213,11 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
         {
             Ok(changes) => {
                 for change in changes {
-                    warn!(agent = %change.agent, window = ?config.silent_after, "agent_silent: no heartbeat within the window");
+                    if change.planned {
+                        info!(agent = %change.agent, "agent_stopped: stopped on purpose (its last heartbeat said goodbye)");
+                    } else {
+                        warn!(agent = %change.agent, window = ?config.silent_after, "agent_silent: no heartbeat within the window");
+                    }
                 }
             }
             Err(e) => warn!(error = %e, "liveness check failed"),

@@ -1,5 +1,6 @@
 //! The monitor of the monitor: a SOC records `agent_silent` when a known
-//! agent stops sending heartbeats, and `agent_recovered` when it returns.
+//! agent stops sending heartbeats, and `agent_recovered` when it returns; a
+//! clean stop says goodbye and is `agent_stopped` (Info), not a crash.
 
 use owlet_tests::*;
 
@@ -66,4 +67,42 @@ fn silent_agent_raises_agent_silent_then_agent_recovered() {
         "a second agent_silent after recovery"
     );
     assert!(agent.stop().success());
+}
+
+#[test]
+fn a_clean_stop_is_agent_stopped_not_agent_silent() {
+    let mut soc = Soc::init();
+    soc.set_liveness("2s", "200ms");
+    soc.start();
+    let mut agent = soc.issue("acme", "a");
+    agent.set("status", "interval", "500ms");
+    agent.start();
+    let db = soc.db();
+    wait_until("a heartbeat stored", DEADLINE, || {
+        db.events_of("acme", "a")
+            .iter()
+            .any(|e| e.kind == "agent_status")
+    });
+    // systemctl stop: SIGTERM, a clean shutdown that says goodbye.
+    assert!(agent.stop().success());
+    wait_until("an agent_stopped alert", DEADLINE, || {
+        !alerts(&soc, "agent_stopped").is_empty()
+    });
+    let stopped = alerts(&soc, "agent_stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    // Well past the window: still no Critical agent_silent for it.
+    sleep(std::time::Duration::from_secs(3));
+    assert!(alerts(&soc, "agent_silent").is_empty());
+    assert!(db.agent("acme", "a").is_some_and(|a| a.silent));
+
+    // Started again: recovered; a crash after that is agent_silent.
+    agent.start();
+    wait_until("an agent_recovered alert", DEADLINE, || {
+        !alerts(&soc, "agent_recovered").is_empty()
+    });
+    agent.kill9();
+    wait_until("an agent_silent alert after the crash", DEADLINE, || {
+        !alerts(&soc, "agent_silent").is_empty()
+    });
+    assert_eq!(alerts(&soc, "agent_stopped").len(), 1);
 }

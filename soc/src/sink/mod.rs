@@ -42,6 +42,8 @@ pub enum SinkError {
 pub struct LivenessChange {
     pub agent: Identity,
     pub silent: bool,
+    /// Silent after saying goodbye: a planned stop (`agent_stopped`).
+    pub planned: bool,
 }
 
 /// A blocking store of agents and events.

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS agents (
     duplicates_dropped   INTEGER NOT NULL DEFAULT 0,
     -- when the agent last stored a self-test record (`owlet selftest`)
     last_selftest_us     INTEGER,
+    -- 1 when the agent's last heartbeat said it was stopping (a planned
+    -- stop: its silence is `agent_stopped`, not `agent_silent`)
+    stopping             INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant, agent_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -102,6 +105,10 @@ const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[
         "last_selftest_us",
         "ALTER TABLE agents ADD COLUMN last_selftest_us INTEGER",
     ),
+    (
+        "stopping",
+        "ALTER TABLE agents ADD COLUMN stopping INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings a database written by an older owlet-soc up to [`SCHEMA`].
@@ -135,12 +142,24 @@ fn micros(t: SystemTime) -> i64 {
     owlet_proto::timestamp_micros(&owlet_proto::timestamp(t))
 }
 
+/// What a liveness alert says about an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    /// No heartbeat within the window, and no goodbye: a crash, a power
+    /// cut, a network down (Critical).
+    Silent,
+    /// No heartbeat since its goodbye: stopped on purpose (Info).
+    Stopped,
+    /// Heartbeats again.
+    Recovered,
+}
+
 /// An alert the SOC raises about an agent, stored like any event (seq NULL).
-fn liveness_alert(who: &Identity, silent: bool, detail: String) -> Event {
-    let (name, severity, old, new) = if silent {
-        ("agent_silent", Severity::Critical, State::Up, State::Down)
-    } else {
-        ("agent_recovered", Severity::Info, State::Down, State::Up)
+fn liveness_alert(who: &Identity, liveness: Liveness, detail: String) -> Event {
+    let (name, severity, old, new) = match liveness {
+        Liveness::Silent => ("agent_silent", Severity::Critical, State::Up, State::Down),
+        Liveness::Stopped => ("agent_stopped", Severity::Info, State::Up, State::Down),
+        Liveness::Recovered => ("agent_recovered", Severity::Info, State::Down, State::Up),
     };
     Event {
         seq: 0,
@@ -182,6 +201,8 @@ fn store_one(
         SinkError::Failed(format!("batch from {who} before its hello was recorded"))
     })?;
     let mut heartbeat = false;
+    // The last heartbeat of the batch decides: a goodbye, or alive.
+    let mut stopping = false;
     let duplicates = batch.events.iter().filter(|e| e.seq <= acked).count();
     {
         let mut insert = tx.prepare_cached(
@@ -190,7 +211,10 @@ fn store_one(
         )?;
         let mut body = Vec::with_capacity(256);
         for event in batch.events.iter().filter(|e| e.seq > acked) {
-            heartbeat |= matches!(event.kind, Some(Kind::AgentStatus(_)));
+            if let Some(Kind::AgentStatus(status)) = &event.kind {
+                heartbeat = true;
+                stopping = status.stopping;
+            }
             body.clear();
             event
                 .encode(&mut body)
@@ -214,13 +238,25 @@ fn store_one(
         "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
                 last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
                 silent = CASE WHEN ?4 THEN 0 ELSE silent END,
+                stopping = CASE WHEN ?4 THEN ?6 ELSE stopping END,
                 duplicates_dropped = duplicates_dropped + ?5
          WHERE id = ?1",
-        params![agent, acked_seq as i64, now, heartbeat, duplicates as i64],
+        params![
+            agent,
+            acked_seq as i64,
+            now,
+            heartbeat,
+            duplicates as i64,
+            stopping
+        ],
     )?;
     let recovered = silent && heartbeat;
     if recovered {
-        let alert = liveness_alert(who, false, format!("{who} is sending heartbeats again"));
+        let alert = liveness_alert(
+            who,
+            Liveness::Recovered,
+            format!("{who} is sending heartbeats again"),
+        );
         insert_soc_event(tx, agent, &alert, now)?;
     }
     Ok(Stored {
@@ -228,6 +264,7 @@ fn store_one(
         change: recovered.then(|| LivenessChange {
             agent: who.clone(),
             silent: false,
+            planned: false,
         }),
     })
 }
@@ -316,32 +353,49 @@ impl Sink for SqliteSink {
         let now_us = micros(now);
         let cutoff = now_us - i64::try_from(silent_after.as_micros()).unwrap_or(i64::MAX);
         let tx = self.db.transaction()?;
-        let overdue: Vec<(i64, String, String, i64)> = {
+        type Overdue = (i64, String, String, i64, bool);
+        let overdue: Vec<Overdue> = {
             // An agent that never sent a heartbeat is judged from when it was
             // first seen.
             let mut stmt = tx.prepare(
-                "SELECT id, tenant, agent_id, COALESCE(last_heartbeat_us, first_seen_us) FROM agents
+                "SELECT id, tenant, agent_id, COALESCE(last_heartbeat_us, first_seen_us), stopping
+                 FROM agents
                  WHERE silent = 0 AND COALESCE(last_heartbeat_us, first_seen_us) < ?1",
             )?;
             stmt.query_map(params![cutoff], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?
         };
         let mut changes = Vec::new();
-        for (row, tenant, agent_id, last) in overdue {
+        for (row, tenant, agent_id, last, stopping) in overdue {
             let who = Identity { tenant, agent_id };
             let quiet = Duration::from_micros(u64::try_from(now_us - last).unwrap_or(0));
-            let detail = format!(
-                "no heartbeat from {who} for {}s (window {}s)",
-                quiet.as_secs(),
-                silent_after.as_secs()
-            );
+            let (liveness, detail) = if stopping {
+                (
+                    Liveness::Stopped,
+                    format!(
+                        "{who} was stopped on purpose {}s ago (its last heartbeat said goodbye: \
+                         systemctl stop, an upgrade); no data until it starts again",
+                        quiet.as_secs()
+                    ),
+                )
+            } else {
+                (
+                    Liveness::Silent,
+                    format!(
+                        "no heartbeat from {who} for {}s (window {}s)",
+                        quiet.as_secs(),
+                        silent_after.as_secs()
+                    ),
+                )
+            };
             tx.execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
-            insert_soc_event(&tx, row, &liveness_alert(&who, true, detail), now_us)?;
+            insert_soc_event(&tx, row, &liveness_alert(&who, liveness, detail), now_us)?;
             changes.push(LivenessChange {
                 agent: who,
                 silent: true,
+                planned: stopping,
             });
         }
         tx.commit()?;
@@ -556,7 +610,8 @@ mod tests {
             changes,
             vec![LivenessChange {
                 agent: who.clone(),
-                silent: true
+                silent: true,
+                planned: false,
             }]
         );
         assert!(
@@ -574,7 +629,8 @@ mod tests {
             stored[0].change,
             Some(LivenessChange {
                 agent: who,
-                silent: false
+                silent: false,
+                planned: false,
             })
         );
         let alerts: i64 = sink
