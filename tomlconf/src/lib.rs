@@ -302,22 +302,57 @@ pub fn parse<T: DeserializeOwned>(
     // Keys serde ignored that the survey could not see (a flattened struct)
     // are still errors.
     let mut ignored: Vec<(String, String)> = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
-    let result = {
-        let de = toml::de::Deserializer::from(table);
-        let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
-        serde_ignored::deserialize(tracked, |path| {
-            ignored.push(match &path {
-                serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
-                // Not a key (serde_ignored reports keys only, but an ignored
-                // value must never pass silently): located at its path.
-                other => (dotted(other), String::new()),
-            });
-        })
+    // Every bad value, not only the first: a value that does not
+    // deserialize is recorded, taken out, and the load tried again.
+    let mut value_errors: Vec<ConfigError> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    let loaded = loop {
+        let mut track = serde_path_to_error::Track::new();
+        let result = {
+            let de = toml::de::Deserializer::from(table.clone());
+            let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
+            serde_ignored::deserialize(tracked, |path| {
+                ignored.push(match &path {
+                    serde_ignored::Path::Map { parent, key } => (dotted(parent), key.clone()),
+                    // Not a key (serde_ignored reports keys only, but an ignored
+                    // value must never pass silently): located at its path.
+                    other => (dotted(other), String::new()),
+                });
+            })
+        };
+        match result {
+            Ok(value) => break Some(value),
+            Err(e) => {
+                let key = track.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                let message = first_line(e.message());
+                // Taking a bad required key out makes it "missing": that is
+                // the same mistake, already reported.
+                let echo = removed
+                    .iter()
+                    .any(|r| message.starts_with("missing field") && r.starts_with(&key));
+                if !echo {
+                    value_errors.push(source.error_at(
+                        e.span(),
+                        key.clone(),
+                        hints::rewrite(&message),
+                    ));
+                }
+                if echo
+                    || key.is_empty()
+                    || removed.len() >= MAX_VALUE_ERRORS
+                    || !remove_key(table.get_mut(), &key)
+                {
+                    break None;
+                }
+                removed.push(key);
+            }
+        }
     };
     let mut errors = unknown_key_errors(&source, &survey, &ignored);
-    match result {
-        Ok(mut value) => {
+    errors.extend(value_errors);
+    match loaded {
+        Some(mut value) if removed.is_empty() => {
             errors.extend(check(&mut value, &source));
             if errors.is_empty() {
                 Ok(value)
@@ -325,14 +360,32 @@ pub fn parse<T: DeserializeOwned>(
                 Err(ConfigErrors(sorted(errors)))
             }
         }
-        Err(e) => {
-            let key = track.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            let message = hints::rewrite(&first_line(e.message()));
-            errors.push(source.error_at(e.span(), key, message));
+        Some(mut value) => {
+            // The rest is checked too; what the removed keys' defaults
+            // would say about them is not news.
+            errors.extend(
+                check(&mut value, &source)
+                    .into_iter()
+                    .filter(|e| !removed.iter().any(|r| e.key == *r)),
+            );
             Err(ConfigErrors(sorted(errors)))
         }
+        None => Err(ConfigErrors(sorted(errors))),
     }
+}
+
+/// Most bad values reported from one file (each costs a load).
+const MAX_VALUE_ERRORS: usize = 50;
+
+/// Takes the key at dotted `path` (`a.b[2].c`) out of `root`; false when
+/// there is no such key, or the bad value is an element of an array (it
+/// cannot be taken out alone: the load stops there).
+fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
+    let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+    if key.contains('[') {
+        return false;
+    }
+    table_at(root, parent).is_some_and(|t| t.remove(key).is_some())
 }
 
 /// One error per unknown key (`(table path, key)`) of the survey and of
@@ -499,6 +552,44 @@ mod tests {
             text.starts_with("/etc/owlet/owlet.toml:3:1: soc.adress: unknown key"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_bad_values_and_checks_are_reported_in_one_pass() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Optional {
+            #[serde(default)]
+            port: u16,
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            id: String,
+        }
+        let text = "port = \"high\"\nname = 7\nid = \"b\"\nbogus = 1\n";
+        let err = parse(
+            Path::new("/etc/owlet/owlet.toml"),
+            text.to_string(),
+            |c: &mut Optional, src| {
+                let mut e = vec![src.error("id", "b is taken")];
+                // What the default of a bad value would say is not news.
+                if c.port == 0 {
+                    e.push(src.error("port", "must not be 0"));
+                }
+                e
+            },
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["port", "name", "id", "bogus"], "{err}");
+        assert!(!err.to_string().contains("must not be 0"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_required_value_is_not_also_called_missing() {
+        let err = parse_conf("[soc]\naddress = 7\nport = \"high\"\n").unwrap_err();
+        assert!(!err.to_string().contains("missing field"), "{err}");
+        assert_eq!(err.0[0].key, "soc.address", "{err}");
     }
 
     #[test]
