@@ -29,15 +29,24 @@ use crate::{CA_CERT_FILE, LoadedCa};
 /// CRL file name in the CA directory.
 pub const CRL_FILE: &str = "ca.crl";
 
-/// Why a certificate is revoked (the CRL reason codes an MSSP uses).
+/// Why a certificate is revoked (the CRL reason codes an MSSP uses). With
+/// the `clap` feature it is also the `--reason` argument of `owlet-soc ca
+/// revoke` (same kebab-case names as in `issued.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
+    /// No reason given.
     Unspecified,
+    /// The agent's private key may be known to someone else.
     KeyCompromise,
+    /// The sensor moved to another customer or site.
     AffiliationChanged,
+    /// Replaced by a newer certificate.
     Superseded,
+    /// The sensor was decommissioned.
     CessationOfOperation,
+    /// The customer's service ended.
     PrivilegeWithdrawn,
 }
 
