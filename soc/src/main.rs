@@ -147,18 +147,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  HOST",
+                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  HOST",
                     "AGENT",
                     "STATE",
                     "VERSION",
                     "LAST SEEN",
                     "CLOCK ms",
                     "DUPLICATES",
-                    "LAST SELF-TEST"
+                    "LAST SELF-TEST",
+                    "CERT EXPIRES"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {}",
+                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  {}",
                         format!("{}/{}", r.tenant, r.agent_id),
                         r.state,
                         r.version,
@@ -166,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         r.clock_offset_ms,
                         r.duplicates_dropped,
                         r.last_selftest.as_deref().unwrap_or("never"),
+                        r.cert_expires.as_deref().unwrap_or("unknown"),
                         r.hostname
                     );
                 }
