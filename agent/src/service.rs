@@ -30,7 +30,7 @@ use crate::notify::{self, ServiceNotify};
 use crate::pipeline::{bus, metrics::Metrics, store::Store, writer};
 use crate::status;
 use crate::tasks::{spawn_critical, spawn_watched};
-use crate::uplink::Uplink;
+use crate::uplink::{Credentials, InUse, Uplink};
 
 /// Events the bus holds before producers wait.
 const BUS_CAPACITY: usize = 4096;
@@ -132,7 +132,14 @@ pub async fn run_on(
         ends_tx.clone(),
         &liveness,
     );
-    let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
+    let (mut credentials, connector) = InUse::new(Credentials::load(&config)?);
+    let uplink = Uplink::new(
+        &config,
+        connector,
+        store.clone(),
+        metrics.clone(),
+        facts.clone(),
+    );
     let uplink = spawn_watched(
         "uplink",
         uplink.run(uplink_stop),
@@ -207,7 +214,7 @@ pub async fn run_on(
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             _ = sighup.recv() => {
-                reload(&config_path, &mut collectors, &mut reload_rejected);
+                reload(&config_path, &mut collectors, &mut credentials, &mut reload_rejected);
             }
             Some(request) = requests.recv() => match request {
                 control::Request::Health(answer) => {
@@ -217,12 +224,13 @@ pub async fn run_on(
                         spool_max_bytes: config.spool.max_bytes.as_u64(),
                         collectors: collectors.reports(),
                         reload_rejected: reload_rejected.as_deref(),
+                        certificate: Some(&credentials),
                     });
                     let _ = answer.send(serde_json::to_string(&health)
                         .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
                 }
                 control::Request::Reload(answer) => {
-                    let outcome = reload(&config_path, &mut collectors, &mut reload_rejected);
+                    let outcome = reload(&config_path, &mut collectors, &mut credentials, &mut reload_rejected);
                     let _ = answer.send(outcome.to_string());
                 }
             },
@@ -272,12 +280,15 @@ pub async fn run_on(
 }
 
 /// Re-reads the config file and applies what can change without a restart
-/// (each collector's part). A broken file is reported — in the log, in the
-/// answer and in `owlet health` until a good reload — and the running
-/// configuration kept. Returns the JSON answer for `owlet reload`.
+/// (each collector's part, and the certificate and key the uplink connects
+/// with). A broken file is reported — in the log, in the answer and in
+/// `owlet health` until a good reload — and the running configuration
+/// kept; so is a certificate that cannot be used (see
+/// [`crate::uplink::credentials`]). Returns the JSON answer for `owlet reload`.
 fn reload(
     path: &Path,
     collectors: &mut Supervisor,
+    credentials: &mut InUse,
     rejected: &mut Option<String>,
 ) -> serde_json::Value {
     match config::load(path) {
@@ -286,9 +297,10 @@ fn reload(
             *rejected = None;
             info!(config = %path.display(), added = ?report.added, changed = ?report.changed,
                   removed = ?report.removed,
-                  "configuration reloaded; changes outside the collectors need a restart");
+                  "configuration reloaded; changes outside the collectors and the certificate need a restart");
             let mut answer = serde_json::to_value(&report).unwrap_or_default();
             answer["reload"] = "applied".into();
+            answer["certificate"] = credentials.reload(&new);
             answer
         }
         Err(errors) => {

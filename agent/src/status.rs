@@ -138,6 +138,19 @@ pub struct Health {
     pub collectors: BTreeMap<&'static str, CollectorReport>,
     /// The last rejected reload's errors, until a reload succeeds.
     pub reload_rejected: Option<String>,
+    /// The certificate the uplink connects with.
+    pub certificate: Option<CertificateSummary>,
+}
+
+/// The agent's certificate in `owlet health --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateSummary {
+    pub path: String,
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Why the last reload did not take a new certificate, until one does.
+    pub reload_rejected: Option<String>,
 }
 
 /// What the verdict is judged from.
@@ -147,6 +160,8 @@ pub struct HealthInputs<'a> {
     pub spool_max_bytes: u64,
     pub collectors: BTreeMap<&'static str, CollectorReport>,
     pub reload_rejected: Option<&'a str>,
+    /// The uplink's certificate (`None` in tests that do not need one).
+    pub certificate: Option<&'a crate::uplink::InUse>,
 }
 
 /// Not connected for longer than this is CRITICAL (shorter is a WARNING:
@@ -156,9 +171,12 @@ pub const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
 /// Judges the agent's health. The rule (README, "owlet health"):
 /// * CRITICAL: not connected to the SOC for 5 minutes or more; spool 90 %
 ///   full or more; a collector failed and is being restarted;
+/// * CRITICAL also: the agent's certificate has expired;
 /// * WARNING: not connected for less than 5 minutes; spool 50 % full or
 ///   more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
-///   last reload was rejected (the previous configuration still runs);
+///   last reload was rejected (the previous configuration still runs); the
+///   agent's certificate expires within 30 days; the last reload's new
+///   certificate was refused (the previous one is still in use);
 /// * OK otherwise. (UNKNOWN, 3, is what the client reports when it cannot
 ///   reach the agent at all.)
 pub fn health(inputs: HealthInputs<'_>) -> Health {
@@ -168,6 +186,7 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         spool_max_bytes,
         collectors,
         reload_rejected,
+        certificate,
     } = inputs;
     let mut findings: Vec<(Verdict, String)> = Vec::new();
     if m.connection_state != ConnectionState::Connected {
@@ -216,6 +235,15 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
             format!("the last reload was rejected, the previous configuration still runs: {first}"),
         ));
     }
+    if let Some(cert) = certificate {
+        findings.extend(cert.current.expiry_finding(SystemTime::now()));
+        if let Some(why) = &cert.rejected {
+            findings.push((
+                Verdict::Warning,
+                format!("the last reload's certificate was refused, the previous one is still in use: {why}"),
+            ));
+        }
+    }
     // Worst first, so the one-line summary leads with what matters most.
     findings.sort_by_key(|(level, _)| std::cmp::Reverse(level.rank()));
     let verdict = findings
@@ -232,6 +260,12 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         spool_last_seq: spool.last_seq,
         collectors,
         reload_rejected: reload_rejected.map(str::to_string),
+        certificate: certificate.map(|c| CertificateSummary {
+            path: c.current.path.clone(),
+            serial: c.current.cert.serial.clone(),
+            not_after: humantime::format_rfc3339_seconds(c.current.cert.not_after).to_string(),
+            reload_rejected: c.rejected.clone(),
+        }),
         metrics: m,
     }
 }
@@ -290,6 +324,7 @@ mod tests {
             spool_max_bytes: 1000,
             collectors,
             reload_rejected,
+            certificate: None,
         })
     }
 

@@ -5,7 +5,9 @@
 //! another `--socket` is configured), a socket nobody listens on, or a socket
 //! this user may not open — then naming the group that owns it and the fix.
 //! `reload` prints the agent's verdict: exit 0 when the new configuration
-//! was applied, 2 when it was rejected (the agent keeps the old one). Keys of
+//! was applied, 2 when it was rejected (the agent keeps the old one) or
+//! when its new certificate was refused (the agent keeps the old one); it
+//! says when the agent took a new certificate. Keys of
 //! a reply this client does not know are ignored, so an older client works
 //! with a newer agent.
 
@@ -117,7 +119,26 @@ fn reload_outcome(reply: &str) -> (String, i32) {
             } else {
                 parts.join("; ")
             };
-            (format!("reload applied: {summary}"), 0)
+            let cert = &value["certificate"];
+            match (cert["reloaded"].as_bool(), cert["error"].as_str()) {
+                (_, Some(error)) => (
+                    format!(
+                        "reload applied: {summary}; certificate NOT reloaded, the agent keeps using {}: {error}",
+                        cert["serial"].as_str().unwrap_or("the previous one")
+                    ),
+                    2,
+                ),
+                (Some(true), _) => (
+                    format!(
+                        "reload applied: {summary}; certificate reloaded: serial {} (was {}), valid until {}; reconnecting to the SOC with it",
+                        cert["serial"].as_str().unwrap_or("?"),
+                        cert["previous_serial"].as_str().unwrap_or("?"),
+                        cert["not_after"].as_str().unwrap_or("?")
+                    ),
+                    0,
+                ),
+                _ => (format!("reload applied: {summary}"), 0),
+            }
         }
         (Some("rejected"), _) => {
             let errors = value["errors"]
@@ -228,6 +249,36 @@ mod tests {
         assert_eq!(text, "reload applied: added web, dns; removed old");
         let (text, code) =
             reload_outcome(r#"{"reload":"applied","added":[],"changed":[],"removed":[]}"#);
+        assert_eq!(
+            (text.as_str(), code),
+            ("reload applied: no check changed", 0)
+        );
+    }
+
+    #[test]
+    fn a_reloaded_certificate_is_named_and_a_refused_one_exits_2() {
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":[],"changed":[],"removed":[],
+                "certificate":{"reloaded":true,"serial":"0b","previous_serial":"0a","not_after":"2027-01-01T00:00:00Z"}}"#,
+        );
+        assert_eq!(code, 0);
+        assert!(
+            text.contains("certificate reloaded: serial 0b (was 0a)"),
+            "{text}"
+        );
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":[],"changed":[],"removed":[],
+                "certificate":{"reloaded":false,"serial":"0a","error":"cannot use certificate agent.pem with key agent.key"}}"#,
+        );
+        assert_eq!(code, 2);
+        assert!(
+            text.contains("NOT reloaded, the agent keeps using 0a"),
+            "{text}"
+        );
+        assert!(text.contains("agent.key"), "{text}");
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":[],"changed":[],"removed":[],"certificate":{"reloaded":false,"serial":"0a"}}"#,
+        );
         assert_eq!(
             (text.as_str(), code),
             ("reload applied: no check changed", 0)
