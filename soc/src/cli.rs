@@ -133,6 +133,13 @@ pub enum CaCommand {
         #[arg(long)]
         revoke_old: bool,
     },
+    /// (Re)publish the CA's CRL (ca.crl) from its register of revoked
+    /// certificates: for a CA directory made before owlet-soc wrote one.
+    Crl {
+        /// The CA directory made by `owlet-soc ca init`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Revoke an agent's certificates and publish the CRL (ca.crl): a
     /// serving SOC refuses them from then on and ends their live streams.
     Revoke {

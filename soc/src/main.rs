@@ -91,6 +91,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             days,
             revoke_old,
         }) => ca_renew(&who.dir, who.identity()?, &out, days, revoke_old),
+        Command::Ca(CaCommand::Crl { dir }) => {
+            let crl = owlet_ca::publish_crl(&dir)?;
+            println!(
+                "{} written; name it in soc.toml: [server] crl = \"{}\"",
+                crl.display(),
+                crl.display()
+            );
+            Ok(0)
+        }
         Command::Ca(CaCommand::Revoke {
             who,
             serial,
