@@ -30,7 +30,7 @@ use crate::notify::{self, ServiceNotify};
 use crate::pipeline::{bus, metrics::Metrics, store::Store, writer};
 use crate::status;
 use crate::tasks::{spawn_critical, spawn_watched};
-use crate::uplink::Uplink;
+use crate::uplink::{Credentials, InUse, Uplink};
 
 /// Events the bus holds before producers wait.
 const BUS_CAPACITY: usize = 4096;
@@ -132,7 +132,14 @@ pub async fn run_on(
         ends_tx.clone(),
         &liveness,
     );
-    let uplink = Uplink::new(&config, store.clone(), metrics.clone(), facts.clone())?;
+    let (mut credentials, connector) = InUse::new(Credentials::load(&config)?);
+    let uplink = Uplink::new(
+        &config,
+        connector,
+        store.clone(),
+        metrics.clone(),
+        facts.clone(),
+    );
     let uplink = spawn_watched(
         "uplink",
         uplink.run(uplink_stop),
@@ -206,8 +213,8 @@ pub async fn run_on(
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             _ = sighup.recv() => {
-                reload(&config_path, &running, &mut collectors, &mut reload_rejected,
-                       &mut pending_restart).await;
+                reload(&config_path, &running, &mut collectors, &mut credentials,
+                       &mut reload_rejected, &mut pending_restart).await;
             }
             Some(request) = requests.recv() => match request {
                 control::Request::Health(answer) => {
@@ -222,12 +229,13 @@ pub async fn run_on(
                             warning: running.status.undelivered_warning,
                             critical: running.status.undelivered_critical,
                         },
+                        certificate: Some(&credentials),
                     });
                     let _ = answer.send(serde_json::to_string(&health)
                         .unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#)));
                 }
                 control::Request::Reload(answer) => {
-                    let outcome = reload(&config_path, &running, &mut collectors,
+                    let outcome = reload(&config_path, &running, &mut collectors, &mut credentials,
                                          &mut reload_rejected, &mut pending_restart).await;
                     let _ = answer.send(outcome.to_string());
                 }
@@ -324,19 +332,22 @@ impl RestartOnly {
 
 /// Re-reads the config file and applies what can change without a restart
 /// of the agent: each collector's part (live, or by restarting that
-/// collector), collectors added or removed. Settings that only a start
-/// applies are named in `needs_restart` (and in `owlet health` until the
-/// agent restarts); collectors that failed to start with the new values
-/// in `failed` (they are collector failures: alert, CRITICAL, retried). A
-/// broken file is reported — in the log, in the answer and in `owlet
-/// health` until a good reload — and the running configuration kept.
-/// Returns the JSON answer for `owlet reload`: `reload` is "applied" only
-/// when everything took effect, "partial" otherwise, "rejected" for a
-/// broken file.
+/// collector), collectors added or removed, and the certificate and key the
+/// uplink connects with. Settings that only a start applies are named in
+/// `needs_restart` (and in `owlet health` until the agent restarts);
+/// collectors that failed to start with the new values, and a certificate
+/// that cannot be used (see [`crate::uplink::credentials`]; the running one
+/// stays), in `failed` (a failed collector is a collector failure: alert,
+/// CRITICAL, retried). A broken file is reported — in the log, in the
+/// answer and in `owlet health` until a good reload — and the running
+/// configuration kept. Returns the JSON answer for `owlet reload`:
+/// `reload` is "applied" only when everything took effect, "partial"
+/// otherwise, "rejected" for a broken file.
 async fn reload(
     path: &Path,
     running: &RestartOnly,
     collectors: &mut Supervisor,
+    credentials: &mut InUse,
     rejected: &mut Option<String>,
     pending_restart: &mut Vec<String>,
 ) -> serde_json::Value {
@@ -346,6 +357,10 @@ async fn reload(
             *rejected = None;
             *pending_restart = running.changed_in(&RestartOnly::of(&new));
             report.needs_restart = pending_restart.clone();
+            let certificate = credentials.reload(&new);
+            if let Some(error) = certificate["error"].as_str() {
+                report.failed.push(format!("certificate: {error}"));
+            }
             let outcome = if report.fully_applied() {
                 "applied"
             } else {
@@ -363,6 +378,7 @@ async fn reload(
             }
             let mut answer = serde_json::to_value(&report).unwrap_or_default();
             answer["reload"] = outcome.into();
+            answer["certificate"] = certificate;
             answer
         }
         Err(errors) => {

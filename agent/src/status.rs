@@ -147,6 +147,19 @@ pub struct Health {
     /// Sections a reload changed that apply at the next start of owlet.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_restart: Vec<String>,
+    /// The certificate the uplink connects with.
+    pub certificate: Option<CertificateSummary>,
+}
+
+/// The agent's certificate in `owlet health --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateSummary {
+    pub path: String,
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Why the last reload did not take a new certificate, until one does.
+    pub reload_rejected: Option<String>,
 }
 
 /// What the verdict is judged from.
@@ -159,6 +172,8 @@ pub struct HealthInputs<'a> {
     pub pending_restart: &'a [String],
     /// Events waiting this long unacknowledged: WARNING, then CRITICAL.
     pub undelivered: Undelivered,
+    /// The uplink's certificate (`None` in tests that do not need one).
+    pub certificate: Option<&'a crate::uplink::InUse>,
 }
 
 /// The delivery thresholds (`status.undelivered_warning` / `_critical`).
@@ -184,12 +199,15 @@ pub const DISCONNECTED_CRITICAL: Duration = Duration::from_secs(300);
 /// Judges the agent's health. The rule (README, "owlet health"):
 /// * CRITICAL: not connected to the SOC for 5 minutes or more; events
 ///   waiting unacknowledged for `status.undelivered_critical` (5 min); spool
-///   90 % full or more; a collector failed and is being restarted;
+///   90 % full or more; a collector failed and is being restarted; the
+///   agent's certificate has expired;
 /// * WARNING: not connected for less than 5 minutes; events waiting
 ///   unacknowledged for `status.undelivered_warning` (2 min); spool 50 %
 ///   full or more; events lost since start; a check DOWN, DEGRADED or UNKNOWN; the
 ///   last reload was rejected (the previous configuration still runs); a
-///   reload changed settings that wait for a restart;
+///   reload changed settings that wait for a restart; the agent's
+///   certificate expires within 30 days; the last reload's new certificate
+///   was refused (the previous one is still in use);
 /// * OK otherwise. (UNKNOWN, 3, is what the client reports when it cannot
 ///   reach the agent at all.)
 pub fn health(inputs: HealthInputs<'_>) -> Health {
@@ -201,6 +219,7 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         reload_rejected,
         pending_restart,
         undelivered,
+        certificate,
     } = inputs;
     let mut findings: Vec<(Verdict, String)> = Vec::new();
     if m.connection_state != ConnectionState::Connected {
@@ -291,6 +310,15 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
             ),
         ));
     }
+    if let Some(cert) = certificate {
+        findings.extend(cert.current.expiry_finding(SystemTime::now()));
+        if let Some(why) = &cert.rejected {
+            findings.push((
+                Verdict::Warning,
+                format!("the last reload's certificate was refused, the previous one is still in use: {why}"),
+            ));
+        }
+    }
     // Worst first, so the one-line summary leads with what matters most.
     findings.sort_by_key(|(level, _)| std::cmp::Reverse(level.rank()));
     let verdict = findings
@@ -308,6 +336,12 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
         collectors,
         reload_rejected: reload_rejected.map(str::to_string),
         pending_restart: pending_restart.to_vec(),
+        certificate: certificate.map(|c| CertificateSummary {
+            path: c.current.path.clone(),
+            serial: c.current.cert.serial.clone(),
+            not_after: humantime::format_rfc3339_seconds(c.current.cert.not_after).to_string(),
+            reload_rejected: c.rejected.clone(),
+        }),
         metrics: m,
     }
 }
@@ -368,6 +402,7 @@ mod tests {
             reload_rejected,
             pending_restart: &[],
             undelivered: Undelivered::default(),
+            certificate: None,
         })
     }
 
@@ -406,6 +441,7 @@ mod tests {
                 reload_rejected: None,
                 pending_restart: &[],
                 undelivered: Undelivered::default(),
+                certificate: None,
             })
         };
         // A SOC that took the connection and stores nothing.

@@ -16,6 +16,9 @@
 //! | `ca.key`  | CA private key (PKCS#8 PEM)                       | 0600 |
 //! | `soc.pem` | SOC server certificate, SANs = SOC names, serverAuth | 0644 |
 //! | `soc.key` | SOC server private key                            | 0600 |
+//! | `issued.json` | register of every agent certificate issued ([`register`]) | 0644 |
+//! | `ca.crl`  | certificate revocation list, PEM ([`revoke`])      | 0644 |
+//! | `ca.lock` | taken while the register changes                  | 0644 |
 //!
 //! In an agent's output directory ([`issue`]):
 //!
@@ -26,11 +29,17 @@
 //! | `ca.pem`    | copy of the CA certificate, pinned by the agent       | 0644 |
 //!
 //! Agent certificates: CN = `TENANT/AGENT` (for humans only), exactly one URI
-//! SAN `owlet://TENANT/AGENT` (the identity), EKU clientAuth.
+//! SAN `owlet://TENANT/AGENT` (the identity), EKU clientAuth, a random
+//! 126-bit serial number recorded in the register before the files are
+//! written ([`issue`], [`renew`]).
 //!
 //! Must never: overwrite an existing `ca.key` (it would orphan every issued
 //! certificate); write a key file that is readable by others at any moment;
-//! issue a certificate for an identity that does not validate.
+//! issue a certificate for an identity that does not validate; issue a
+//! certificate the register does not list.
+
+pub mod register;
+pub mod revoke;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +47,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType,
+    SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -47,6 +56,9 @@ use owlet_tls::files::{
     write_secret_file,
 };
 use owlet_tls::{Identity, Result, TlsError};
+
+pub use register::Issued;
+pub use revoke::{CRL_FILE, Reason, Revoked, Selection, publish_crl, revoke};
 
 /// CA certificate file name (in the CA directory and in agent bundles).
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -66,7 +78,7 @@ pub const CA_COMMON_NAME: &str = "owlet agent CA";
 
 /// Certificates start this long before "now", to tolerate clock skew
 /// between the CA host and the peers.
-const BACKDATE: Duration = Duration::hours(1);
+pub(crate) const BACKDATE: Duration = Duration::hours(1);
 
 /// Paths written by [`init`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +96,9 @@ pub struct AgentCertPaths {
     pub key: PathBuf,
     /// Copy of the CA certificate, for the agent to pin.
     pub ca_cert: PathBuf,
+    /// The new certificate's serial (`owlet_tls::serial_hex` spelling).
+    pub serial: String,
+    pub not_after: OffsetDateTime,
 }
 
 /// Creates a new CA in `dir` (created with mode 0700 if missing) and a SOC
@@ -166,6 +181,8 @@ pub fn init(dir: &Path, soc_names: &[String], validity_days: u32) -> Result<CaPa
     write_public_file(&paths.ca_cert, ca.pem().as_bytes())?;
     write_secret_file(&paths.soc_key, soc_key.serialize_pem().as_bytes())?;
     write_public_file(&paths.soc_cert, soc_cert.pem().as_bytes())?;
+    // An empty register and CRL: the SOC's config names ca.crl from the start.
+    revoke::publish_crl(dir)?;
     Ok(paths)
 }
 
@@ -188,11 +205,71 @@ pub fn issue(
     }
     issue_from(
         &ca,
+        ca_dir,
         identity,
         out_dir,
         not_before,
         not_after.min(ca.not_after),
     )
+}
+
+/// What [`renew`] did.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub paths: AgentCertPaths,
+    /// Serial of the certificate the output directory held before, if any.
+    pub replaced: Option<String>,
+    /// Earlier certificates revoked (with `revoke_old`).
+    pub revoked: Vec<Issued>,
+}
+
+/// Issues a fresh key and certificate for `identity` into `out_dir` like
+/// [`issue`], replacing the `agent.pem` / `agent.key` an enrolled agent has
+/// there (each file atomically; the agent reads them on `owlet reload`).
+/// A certificate already in `out_dir` must be `identity`'s. Earlier
+/// certificates stay valid until they expire, unless `revoke_old`: then
+/// every other live certificate of `identity` is revoked (reason
+/// superseded) and the CRL republished.
+pub fn renew(
+    ca_dir: &Path,
+    identity: &Identity,
+    out_dir: &Path,
+    validity_days: u32,
+    revoke_old: bool,
+) -> Result<Renewed> {
+    let current = out_dir.join(AGENT_CERT_FILE);
+    let replaced = if current.exists() {
+        let Some(der) = owlet_tls::load_certs(&current)?.into_iter().next() else {
+            return Err(TlsError::NoCertificate { path: current });
+        };
+        let owner = owlet_tls::identity_from_cert(&der)?;
+        if owner != *identity {
+            return Err(TlsError::InvalidArgument(format!(
+                "{} is the certificate of {owner}, not of {identity}: renew into that agent's own directory",
+                current.display()
+            )));
+        }
+        Some(owlet_tls::cert_info(&der)?.serial)
+    } else {
+        None
+    };
+    let paths = issue(ca_dir, identity, out_dir, validity_days)?;
+    let revoked = if revoke_old {
+        revoke(
+            ca_dir,
+            identity,
+            &Selection::AllBut(paths.serial.clone()),
+            Reason::Superseded,
+        )?
+        .revoked
+    } else {
+        Vec::new()
+    };
+    Ok(Renewed {
+        paths,
+        replaced,
+        revoked,
+    })
 }
 
 /// Issues an agent certificate with an explicit validity period — for tests
@@ -205,11 +282,12 @@ pub fn issue_with_validity(
     not_after: OffsetDateTime,
 ) -> Result<AgentCertPaths> {
     let ca = LoadedCa::load(ca_dir)?;
-    issue_from(&ca, identity, out_dir, not_before, not_after)
+    issue_from(&ca, ca_dir, identity, out_dir, not_before, not_after)
 }
 
 fn issue_from(
     ca: &LoadedCa,
+    ca_dir: &Path,
     identity: &Identity,
     out_dir: &Path,
     not_before: OffsetDateTime,
@@ -236,6 +314,7 @@ fn issue_from(
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
+    params.serial_number = Some(random_serial());
     let key = new_key("agent key")?;
     let cert = params
         .signed_by(&key, &ca.issuer)
@@ -243,11 +322,29 @@ fn issue_from(
             what: "agent certificate",
             source: source.into(),
         })?;
+    let serial = owlet_tls::cert_info(cert.der())?.serial;
+
+    // Recorded before any file exists: a certificate that exists can be revoked.
+    let mut locked = register::Locked::open(ca_dir)?;
+    locked.register.certificates.push(Issued {
+        serial: serial.clone(),
+        tenant: identity.tenant.clone(),
+        agent: identity.agent_id.clone(),
+        issued_at: OffsetDateTime::now_utc(),
+        not_before,
+        not_after,
+        revoked_at: None,
+        reason: None,
+    });
+    locked.save()?;
+    drop(locked);
 
     let paths = AgentCertPaths {
         cert: out_dir.join(AGENT_CERT_FILE),
         key: out_dir.join(AGENT_KEY_FILE),
         ca_cert: out_dir.join(CA_CERT_FILE),
+        serial,
+        not_after,
     };
     create_private_dir(out_dir)?;
     write_secret_file(&paths.key, key.serialize_pem().as_bytes())?;
@@ -256,16 +353,26 @@ fn issue_from(
     Ok(paths)
 }
 
+/// A random positive serial of 16 bytes (126 random bits: the top bit is
+/// clear so DER needs no sign byte, the lowest bit of the first byte set so
+/// the length is fixed).
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
 /// The CA as loaded from disk: its certificate PEM (to hand to agents), a
-/// signer, and its expiry.
-struct LoadedCa {
+/// signer, its subject (DER, to recognise what it issued) and its expiry.
+pub(crate) struct LoadedCa {
     pem: String,
-    issuer: Issuer<'static, KeyPair>,
-    not_after: OffsetDateTime,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    pub(crate) subject: Vec<u8>,
+    pub(crate) not_after: OffsetDateTime,
 }
 
 impl LoadedCa {
-    fn load(dir: &Path) -> Result<Self> {
+    pub(crate) fn load(dir: &Path) -> Result<Self> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
         let pem = std::fs::read_to_string(&cert_path).map_err(|source| TlsError::Read {
@@ -300,10 +407,12 @@ impl LoadedCa {
         }
         let not_after = OffsetDateTime::from_unix_timestamp(x509.validity().not_after.timestamp())
             .map_err(|e| cert_err(format!("expiry date out of range: {e}")))?;
+        let subject = x509.subject().as_raw().to_vec();
         let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| cert_err(e.to_string()))?;
         Ok(Self {
             pem,
             issuer,
+            subject,
             not_after,
         })
     }
@@ -457,5 +566,172 @@ mod tests {
         let id = Identity::new("a", "b").unwrap();
         let err = issue(tmp.path(), &id, &tmp.path().join("out"), 1).unwrap_err();
         assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+
+    fn serial_of(path: &Path) -> String {
+        owlet_tls::cert_info(&load_certs(path).unwrap()[0])
+            .unwrap()
+            .serial
+    }
+
+    fn crl_serials(ca_dir: &Path) -> Vec<String> {
+        let crls =
+            owlet_tls::load_crls(&ca_dir.join(CRL_FILE), &ca_dir.join(CA_CERT_FILE)).unwrap();
+        crls.revoked.into_keys().collect()
+    }
+
+    #[test]
+    fn init_publishes_an_empty_crl_and_issue_records_each_serial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, &["soc.test".into()], 30).unwrap();
+        assert!(crl_serials(&ca_dir).is_empty());
+        let id = Identity::new("acme", "s1").unwrap();
+        let one = issue(&ca_dir, &id, &tmp.path().join("one"), 7).unwrap();
+        let two = issue(&ca_dir, &id, &tmp.path().join("two"), 7).unwrap();
+        assert_ne!(one.serial, two.serial);
+        assert_eq!(one.serial, serial_of(&one.cert));
+        assert_eq!(one.serial.len(), 32, "16 bytes, no leading zero");
+        let register = register::read(&ca_dir.join(register::REGISTER_FILE)).unwrap();
+        let listed: Vec<&str> = register
+            .certificates
+            .iter()
+            .map(|c| c.serial.as_str())
+            .collect();
+        assert_eq!(listed, vec![one.serial.as_str(), two.serial.as_str()]);
+        assert!(register.certificates.iter().all(|c| c.is_for(&id)));
+    }
+
+    #[test]
+    fn revoke_lists_exactly_the_chosen_serials_in_a_newer_crl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, &["soc.test".into()], 30).unwrap();
+        let (a, b) = (
+            Identity::new("acme", "a").unwrap(),
+            Identity::new("acme", "b").unwrap(),
+        );
+        let a1 = issue(&ca_dir, &a, &tmp.path().join("a1"), 7).unwrap();
+        let a2 = issue(&ca_dir, &a, &tmp.path().join("a2"), 7).unwrap();
+        let b1 = issue(&ca_dir, &b, &tmp.path().join("b1"), 7).unwrap();
+        let number = |dir: &Path| {
+            register::read(&dir.join(register::REGISTER_FILE))
+                .unwrap()
+                .crl_number
+        };
+        let before = number(&ca_dir);
+
+        let done = revoke(&ca_dir, &a, &Selection::All, Reason::KeyCompromise).unwrap();
+        assert_eq!(done.revoked.len(), 2);
+        assert_eq!(done.listed, 2);
+        let mut expected = vec![a1.serial.clone(), a2.serial.clone()];
+        expected.sort();
+        assert_eq!(crl_serials(&ca_dir), expected);
+        assert!(number(&ca_dir) > before);
+
+        let again = revoke(&ca_dir, &a, &Selection::All, Reason::KeyCompromise).unwrap_err();
+        assert!(again.to_string().contains("already revoked"), "{again}");
+        // Another agent's serial is not this agent's to revoke.
+        let wrong = revoke(
+            &ca_dir,
+            &a,
+            &Selection::Serial(b1.serial.clone()),
+            Reason::Unspecified,
+        )
+        .unwrap_err();
+        assert!(
+            wrong.to_string().contains("no certificate with serial"),
+            "{wrong}"
+        );
+        // Typed upper case with colons, it is still the one serial.
+        let typed: String = b1
+            .serial
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        revoke(&ca_dir, &b, &Selection::Serial(typed), Reason::Superseded).unwrap();
+        assert_eq!(crl_serials(&ca_dir).len(), 3);
+    }
+
+    #[test]
+    fn renew_replaces_the_pair_for_the_same_identity_and_can_revoke_the_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, &["soc.test".into()], 30).unwrap();
+        let id = Identity::new("acme", "s1").unwrap();
+        let out = tmp.path().join("agent");
+        let first = issue(&ca_dir, &id, &out, 7).unwrap();
+        let old_key = std::fs::read(&first.key).unwrap();
+
+        let renewed = renew(&ca_dir, &id, &out, 7, false).unwrap();
+        assert_eq!(renewed.replaced.as_deref(), Some(first.serial.as_str()));
+        assert_ne!(renewed.paths.serial, first.serial);
+        assert_eq!(serial_of(&out.join(AGENT_CERT_FILE)), renewed.paths.serial);
+        assert_ne!(std::fs::read(&renewed.paths.key).unwrap(), old_key);
+        assert!(crl_serials(&ca_dir).is_empty(), "the old one stays valid");
+        assert_eq!(
+            identity_from_cert(&load_certs(&renewed.paths.cert).unwrap()[0]).unwrap(),
+            id
+        );
+
+        let third = renew(&ca_dir, &id, &out, 7, true).unwrap();
+        let mut gone: Vec<String> = third.revoked.iter().map(|c| c.serial.clone()).collect();
+        gone.sort();
+        let mut expected = vec![first.serial, renewed.paths.serial];
+        expected.sort();
+        assert_eq!(gone, expected);
+        assert_eq!(crl_serials(&ca_dir), expected);
+
+        let other = Identity::new("acme", "s2").unwrap();
+        let err = renew(&ca_dir, &other, &out, 7, false).unwrap_err();
+        assert!(err.to_string().contains("acme/s1"), "{err}");
+        assert_eq!(serial_of(&out.join(AGENT_CERT_FILE)), third.paths.serial);
+    }
+
+    #[test]
+    fn a_certificate_missing_from_the_register_is_revoked_by_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        init(&ca_dir, &["soc.test".into()], 30).unwrap();
+        let id = Identity::new("acme", "old").unwrap();
+        let old = issue(&ca_dir, &id, &tmp.path().join("old"), 7).unwrap();
+        // A CA from before the register.
+        std::fs::remove_file(ca_dir.join(register::REGISTER_FILE)).unwrap();
+        let err = revoke(&ca_dir, &id, &Selection::All, Reason::Unspecified).unwrap_err();
+        assert!(err.to_string().contains("--cert"), "{err}");
+        let done = revoke(
+            &ca_dir,
+            &id,
+            &Selection::CertFile(old.cert.clone()),
+            Reason::Unspecified,
+        )
+        .unwrap();
+        assert_eq!(done.revoked.len(), 1);
+        assert_eq!(crl_serials(&ca_dir), vec![old.serial.clone()]);
+        // Someone else's file, or another CA's certificate: refused.
+        let other = Identity::new("acme", "other").unwrap();
+        assert!(
+            revoke(
+                &ca_dir,
+                &other,
+                &Selection::CertFile(old.cert),
+                Reason::Unspecified
+            )
+            .is_err()
+        );
+        let foreign_ca = tmp.path().join("foreign");
+        init(&foreign_ca, &["soc.test".into()], 30).unwrap();
+        let foreign = issue(&foreign_ca, &id, &tmp.path().join("foreign-agent"), 7).unwrap();
+        let err = revoke(
+            &ca_dir,
+            &id,
+            &Selection::CertFile(foreign.cert),
+            Reason::Unspecified,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not issued by"), "{err}");
     }
 }

@@ -221,6 +221,67 @@ fn expired_client_cert_is_refused() {
     assert!(client_read.is_err());
 }
 
+/// The server built with the CA's CRL.
+fn server_with_crl(pki: &Pki) -> ServerConfig {
+    let crls = owlet_tls::load_crls(&pki.ca_dir().join(ca::CRL_FILE), &pki.ca.ca_cert).unwrap();
+    owlet_tls::server_config_with_crls(
+        &pki.ca.soc_cert,
+        &pki.ca.soc_key,
+        &pki.ca.ca_cert,
+        crls.ders,
+    )
+    .unwrap()
+}
+
+#[test]
+fn revoked_client_cert_is_refused_with_the_revoked_alert() {
+    let pki = Pki::new();
+    let revoked = pki.issue("acme", "gone");
+    let kept = pki.issue("acme", "kept");
+    // Before the revocation, with the (empty) CRL, both connect.
+    assert!(
+        connect(server_with_crl(&pki), client(&revoked), SOC_NAME)
+            .0
+            .is_ok()
+    );
+    let id = Identity::new("acme", "gone").unwrap();
+    ca::revoke(
+        pki.ca_dir(),
+        &id,
+        &ca::Selection::All,
+        ca::Reason::KeyCompromise,
+    )
+    .unwrap();
+
+    let (server, client_read) = connect(server_with_crl(&pki), client(&revoked), SOC_NAME);
+    let err = server.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::Revoked)
+        ),
+        "{err}"
+    );
+    let client_err = client_read.unwrap_err();
+    assert!(
+        matches!(
+            client_rustls_error(&client_err),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRevoked
+            ))
+        ),
+        "the agent must see why: {client_err}"
+    );
+    // Another agent of the same CA is not affected; without the CRL the
+    // revoked one would still pass (what the CRL check adds).
+    assert!(
+        connect(server_with_crl(&pki), client(&kept), SOC_NAME)
+            .0
+            .is_ok()
+    );
+    assert!(connect(pki.server(), client(&revoked), SOC_NAME).0.is_ok());
+}
+
 #[test]
 fn client_refuses_server_with_wrong_name() {
     let pki = Pki::new();

@@ -1,11 +1,18 @@
 //! Accepting agents: TCP accept, TLS 1.3 handshake with a *required* client
-//! certificate chained to the agent CA, then identity from that certificate.
+//! certificate chained to the agent CA and not revoked by its CRL, then
+//! identity from that certificate.
 //!
 //! Only connections that pass all three reach the gRPC service, each carrying
-//! its [`Peer`] (identity + address) as tonic connect info. A failed handshake
-//! or a certificate without a valid `owlet://TENANT/AGENT` URI is logged and
-//! dropped before any byte of gRPC is read. Handshakes run concurrently, each
-//! with a deadline, at most `max_connections` at once.
+//! its [`Peer`] (identity, certificate serial and expiry, address) as tonic
+//! connect info. A failed handshake or a certificate without a valid
+//! `owlet://TENANT/AGENT` URI is logged and dropped before any byte of gRPC
+//! is read. Handshakes run concurrently, each with a deadline, at most
+//! `max_connections` at once.
+//!
+//! Each handshake uses the TLS configuration current when the connection
+//! was accepted (a new CRL applies from the next accept). Every accepted
+//! connection is registered in [`LiveConns`] by serial, and its reads and
+//! writes fail once the registry closes it (a revoked certificate).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,14 +20,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use owlet_tls::Identity;
+use std::future::Future;
+
+use owlet_tls::{CertInfo, Identity};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
+
+use crate::live::{LiveConns, LiveGuard};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,13 +40,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub identity: Identity,
+    /// Serial and validity of the certificate it connected with.
+    pub cert: CertInfo,
     pub addr: SocketAddr,
+    /// Fires when that certificate is revoked (see [`crate::live`]).
+    pub revoked: CancellationToken,
 }
 
 /// An authenticated agent connection.
 pub struct AgentConn {
     stream: TlsStream<TcpStream>,
     peer: Peer,
+    /// Resolves when the registry closes this connection.
+    kill: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Held for the life of the connection: keeps it in the registry.
+    _live: LiveGuard,
     /// Held for the life of the connection: bounds connections served.
     _permit: OwnedSemaphorePermit,
 }
@@ -49,11 +69,11 @@ impl Connected for AgentConn {
 /// Accepts forever, sending authenticated connections to `tx` (bounded).
 pub async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<owlet_tls::rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<owlet_tls::rustls::ServerConfig>>,
+    live: Arc<LiveConns>,
     max_connections: usize,
     tx: mpsc::Sender<std::io::Result<AgentConn>>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(max_connections));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -67,15 +87,24 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.borrow()));
         let tx = tx.clone();
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
             match authenticate(acceptor, tcp, addr).await {
-                Ok((stream, identity)) => {
-                    debug!(%addr, agent = %identity, "agent authenticated");
+                Ok((stream, identity, cert)) => {
+                    debug!(%addr, agent = %identity, cert_serial = %cert.serial, "agent authenticated");
+                    let (tokens, guard) = live.register(identity.clone(), cert.serial.clone());
                     let conn = AgentConn {
                         stream,
-                        peer: Peer { identity, addr },
+                        peer: Peer {
+                            identity,
+                            cert,
+                            addr,
+                            revoked: tokens.revoked,
+                        },
+                        kill: Box::pin(tokens.kill.cancelled_owned()),
+                        _live: guard,
                         _permit: permit,
                     };
                     let _ = tx.send(Ok(conn)).await;
@@ -90,7 +119,7 @@ async fn authenticate(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
-) -> Result<(TlsStream<TcpStream>, Identity), String> {
+) -> Result<(TlsStream<TcpStream>, Identity, CertInfo), String> {
     let _ = tcp.set_nodelay(true);
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
@@ -99,7 +128,29 @@ async fn authenticate(
     let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
     let identity = owlet_tls::identity_from_peer_certs(certs)
         .map_err(|e| format!("client certificate: {e}"))?;
-    Ok((stream, identity))
+    // identity_from_peer_certs found a leaf, so `first` is there.
+    let cert = certs
+        .first()
+        .ok_or_else(|| "client certificate: none".to_string())
+        .and_then(|leaf| {
+            owlet_tls::cert_info(leaf).map_err(|e| format!("client certificate: {e}"))
+        })?;
+    Ok((stream, identity, cert))
+}
+
+impl AgentConn {
+    /// Whether the registry closed this connection (a revoked certificate);
+    /// otherwise the task is woken when it does.
+    fn killed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.kill.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn revoked_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the agent's certificate was revoked",
+    )
 }
 
 impl AsyncRead for AgentConn {
@@ -108,6 +159,9 @@ impl AsyncRead for AgentConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.killed(cx) {
+            return Poll::Ready(Err(revoked_error()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -118,6 +172,9 @@ impl AsyncWrite for AgentConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.killed(cx) {
+            return Poll::Ready(Err(revoked_error()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -131,6 +188,9 @@ impl AsyncWrite for AgentConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.killed(cx) {
+            return Poll::Ready(Err(revoked_error()));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config;
+use crate::{config, enroll};
 
 #[derive(Debug, Parser)]
 #[command(name = "owlet-soc", version, about = "owlet SOC receiver")]
@@ -96,15 +96,8 @@ pub enum CaCommand {
     /// Issue an agent certificate and a ready owlet.toml (with commented
     /// example checks) into OUT.
     Issue {
-        /// The CA directory made by `owlet-soc ca init`.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Tenant (customer) the agent belongs to; part of its identity.
-        #[arg(long)]
-        tenant: String,
-        /// Agent id, unique within the tenant; part of its identity.
-        #[arg(long)]
-        agent: String,
+        #[command(flatten)]
+        who: AgentArgs,
         /// New directory for the certificate, key and owlet.toml.
         #[arg(long)]
         out: PathBuf,
@@ -115,5 +108,74 @@ pub enum CaCommand {
         /// packaged service, `user` to keep both under --out.
         #[arg(long, value_enum, default_value = "system")]
         layout: LayoutArg,
+        /// Lifetime of the agent certificate in days: at most 825, more
+        /// than 397 is warned about. Renew before it ends: `ca renew`.
+        #[arg(long, default_value_t = enroll::AGENT_DAYS)]
+        days: u32,
     },
+    /// Issue a fresh key and certificate for an enrolled agent (same
+    /// identity, new serial) into its directory; the agent takes them on
+    /// `owlet reload`. The previous certificate stays valid until it
+    /// expires unless --revoke-old.
+    Renew {
+        #[command(flatten)]
+        who: AgentArgs,
+        /// The agent's directory (its agent.pem / agent.key are replaced),
+        /// or a new one to copy to the sensor.
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime of the new certificate in days (at most 825).
+        #[arg(long, default_value_t = enroll::AGENT_DAYS)]
+        days: u32,
+        /// Also revoke every earlier certificate of this agent (reason
+        /// superseded) and republish the CRL: do this once the agent runs
+        /// with the new one.
+        #[arg(long)]
+        revoke_old: bool,
+    },
+    /// (Re)publish the CA's CRL (ca.crl) from its register of revoked
+    /// certificates: for a CA directory made before owlet-soc wrote one.
+    Crl {
+        /// The CA directory made by `owlet-soc ca init`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Revoke an agent's certificates and publish the CRL (ca.crl): a
+    /// serving SOC refuses them from then on and ends their live streams.
+    Revoke {
+        #[command(flatten)]
+        who: AgentArgs,
+        /// Only the certificate with this serial (hex, as `owlet-soc agents`
+        /// shows it); default: every valid certificate of the agent.
+        #[arg(long, conflicts_with = "cert")]
+        serial: Option<String>,
+        /// Only the certificate in this file (also one issued before the CA
+        /// kept its register of serials).
+        #[arg(long, value_name = "PEM")]
+        cert: Option<PathBuf>,
+        /// Why, as written into the CRL.
+        #[arg(long, value_enum, default_value = "unspecified")]
+        reason: owlet_ca::Reason,
+    },
+}
+
+/// The CA directory and the agent a `ca` command is about.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The CA directory made by `owlet-soc ca init`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Tenant (customer) the agent belongs to; part of its identity.
+    #[arg(long)]
+    pub tenant: String,
+    /// Agent id, unique within the tenant; part of its identity.
+    #[arg(long)]
+    pub agent: String,
+}
+
+impl AgentArgs {
+    /// The identity named by --tenant and --agent, validated.
+    pub fn identity(&self) -> owlet_tls::Result<owlet_tls::Identity> {
+        owlet_tls::Identity::new(&self.tenant, &self.agent)
+    }
 }

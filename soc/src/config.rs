@@ -32,6 +32,15 @@ pub struct ServerSection {
     pub key: PathBuf,
     /// CA that signs agent certificates; only its agents are accepted.
     pub client_ca: PathBuf,
+    /// Certificate revocation list(s) of the client CA(s) (PEM): revoked
+    /// agent certificates are refused at the handshake, and the live
+    /// streams of newly revoked ones end. Re-read when the file changes
+    /// and on SIGHUP. Absent: no revocation check.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// How often the CRL file is checked for a change.
+    #[serde(default = "default_crl_check_every", with = "humantime_serde")]
+    pub crl_check_every: Duration,
     /// Connections (TLS handshakes + streams) served at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -39,6 +48,10 @@ pub struct ServerSection {
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+fn default_crl_check_every() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +109,9 @@ fn resolve_and_check(
     for p in [&mut server.cert, &mut server.key, &mut server.client_ca] {
         *p = source.resolve(p);
     }
+    if let Some(crl) = &mut server.crl {
+        *crl = source.resolve(crl);
+    }
     match &mut config.sink {
         SinkSection::Sqlite { path } => *path = source.resolve(path),
     }
@@ -110,6 +126,14 @@ fn resolve_and_check(
     }
     if let Err(e) = owlet_tls::load_private_key(&config.server.key) {
         errors.push(source.error("server.key", e.to_string()));
+    }
+    if let Some(crl) = &config.server.crl
+        && let Err(e) = owlet_tls::load_crls(crl, &config.server.client_ca)
+    {
+        errors.push(source.error("server.crl", e.to_string()));
+    }
+    if config.server.crl_check_every.is_zero() {
+        errors.push(source.error("server.crl_check_every", "must be more than 0s"));
     }
     if config.liveness.silent_after.is_zero() || config.liveness.check_every.is_zero() {
         errors.push(source.error(
@@ -156,5 +180,17 @@ mod tests {
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("log.format"), "{errors}");
+    }
+
+    #[test]
+    fn ca_init_names_its_crl_and_a_broken_crl_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.server.crl, Some(dir.path().join("ca.crl")));
+        std::fs::write(dir.path().join("ca.crl"), "not a CRL").unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains("server.crl"), "{errors}");
+        assert!(errors.contains("ca.crl"), "{errors}");
     }
 }

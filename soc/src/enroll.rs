@@ -1,16 +1,37 @@
 //! Enrolment for small deployments and tests: `owlet-soc ca init` and
 //! `owlet-soc ca issue`. Certificates come from `owlet_ca`; this module
 //! adds the ready-to-use config files, so enrolling a sensor is two commands
-//! and a copy.
+//! and a copy, and the lifetime policy of agent certificates
+//! ([`check_agent_days`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use owlet_tls::Identity;
 
-/// Validity of generated certificates.
+/// Validity of generated certificates. The CA lives long (replacing it
+/// means re-enrolling every agent); agent certificates follow the web PKI's
+/// 397-day ceiling by default, renewed with `owlet-soc ca renew`.
 pub const CA_DAYS: u32 = 3650;
-pub const AGENT_DAYS: u32 = 825;
+pub const AGENT_DAYS: u32 = 397;
+/// Longest agent certificate `ca issue` / `ca renew` write.
+pub const MAX_AGENT_DAYS: u32 = 825;
+
+/// Checks an agent certificate lifetime: 1..=825 days; above 397 the
+/// answer is a warning to print.
+pub fn check_agent_days(days: u32) -> anyhow::Result<Option<String>> {
+    anyhow::ensure!(
+        (1..=MAX_AGENT_DAYS).contains(&days),
+        "--days {days}: an agent certificate lives 1 to {MAX_AGENT_DAYS} days; \
+         renew it before it expires (owlet-soc ca renew) instead of issuing a longer one"
+    );
+    Ok((days > AGENT_DAYS).then(|| {
+        format!(
+            "warning: a {days}-day certificate outlives the {AGENT_DAYS}-day limit agents should keep to; \
+             a stolen key stays usable that long unless revoked (owlet-soc ca revoke)"
+        )
+    }))
+}
 
 /// Creates the CA and the SOC's server certificate in `dir`, plus `soc.toml`
 /// listening on `listen`. Returns the path of `soc.toml`.
@@ -25,7 +46,10 @@ pub fn init(dir: &Path, soc_names: &[String], listen: &str) -> anyhow::Result<Pa
          cert = \"soc.pem\"\n\
          key = \"soc.key\"\n\
          # Only agents with certificates from this CA are accepted.\n\
-         client_ca = \"ca.pem\"\n\n\
+         client_ca = \"ca.pem\"\n\
+         # Revoked agent certificates are refused (`owlet-soc ca revoke` writes this\n\
+         # file; a serving SOC re-reads it when it changes, and on SIGHUP).\n\
+         crl = \"ca.crl\"\n\n\
          [sink]\n\
          type = \"sqlite\"\n\
          path = \"soc.db\"\n\n\
@@ -135,6 +159,18 @@ pub fn issue(
     out: &Path,
     options: &AgentConfigOptions<'_>,
 ) -> anyhow::Result<PathBuf> {
+    issue_for_days(ca_dir, identity, out, options, AGENT_DAYS)
+}
+
+/// [`issue`] with a certificate lifetime of `days` (see [`check_agent_days`]).
+pub fn issue_for_days(
+    ca_dir: &Path,
+    identity: &Identity,
+    out: &Path,
+    options: &AgentConfigOptions<'_>,
+    days: u32,
+) -> anyhow::Result<PathBuf> {
+    check_agent_days(days)?;
     let config = out.join("owlet.toml");
     // Refuse before anything is written: an existing agent's key must not be
     // replaced by a half-finished enrolment.
@@ -145,7 +181,7 @@ pub fn issue(
             existing.display()
         );
     }
-    owlet_ca::issue(ca_dir, identity, out, AGENT_DAYS)?;
+    owlet_ca::issue(ca_dir, identity, out, days)?;
     let text = format!(
         "# owlet agent configuration written by `owlet-soc ca issue`.\n\
          # Relative paths are taken from this file's directory. Reference: packaging/owlet.toml.\n\n\
@@ -240,6 +276,17 @@ mod tests {
             config["control"]["socket"].as_str(),
             out.join("owlet.sock").to_str()
         );
+    }
+
+    #[test]
+    fn agent_lifetimes_above_825_days_are_refused_and_above_397_warned() {
+        assert!(check_agent_days(0).is_err());
+        assert!(check_agent_days(826).is_err());
+        assert_eq!(check_agent_days(397).unwrap(), None);
+        assert_eq!(check_agent_days(1).unwrap(), None);
+        let warning = check_agent_days(500).unwrap().unwrap();
+        assert!(warning.contains("397"), "{warning}");
+        assert!(check_agent_days(825).unwrap().is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg};
 use owlet_soc::{config, demo, enroll, query, serve};
+use owlet_tls::Identity;
 
 fn main() {
     let cli = Cli::parse();
@@ -41,14 +42,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Ca(CaCommand::Issue {
-            dir,
-            tenant,
-            agent,
+            who,
             out,
             soc,
             layout,
+            days,
         }) => {
-            let identity = owlet_tls::Identity::new(tenant, agent)?;
+            let identity = who.identity()?;
+            if let Some(warning) = enroll::check_agent_days(days)? {
+                eprintln!("{warning}");
+            }
             let layout = match layout {
                 LayoutArg::System => enroll::Layout::System,
                 LayoutArg::User => enroll::Layout::User,
@@ -62,7 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 socket: &socket,
                 status_interval: "30s",
             };
-            let config = enroll::issue(&dir, &identity, &out, &options)?;
+            let config = enroll::issue_for_days(&who.dir, &identity, &out, &options, days)?;
             println!(
                 "Agent {identity}: certificate, key and {} written.",
                 config.display()
@@ -80,6 +83,50 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     socket.display()
                 ),
             }
+            Ok(0)
+        }
+        Command::Ca(CaCommand::Renew {
+            who,
+            out,
+            days,
+            revoke_old,
+        }) => ca_renew(&who.dir, who.identity()?, &out, days, revoke_old),
+        Command::Ca(CaCommand::Crl { dir }) => {
+            let crl = owlet_ca::publish_crl(&dir)?;
+            println!(
+                "{} written; name it in soc.toml: [server] crl = \"{}\"",
+                crl.display(),
+                crl.display()
+            );
+            Ok(0)
+        }
+        Command::Ca(CaCommand::Revoke {
+            who,
+            serial,
+            cert,
+            reason,
+        }) => {
+            let selection = match (serial, cert) {
+                (Some(serial), _) => owlet_ca::Selection::Serial(serial),
+                (None, Some(cert)) => owlet_ca::Selection::CertFile(cert),
+                (None, None) => owlet_ca::Selection::All,
+            };
+            let identity = who.identity()?;
+            let done = owlet_ca::revoke(&who.dir, &identity, &selection, reason)?;
+            let serials: Vec<&str> = done.revoked.iter().map(|c| c.serial.as_str()).collect();
+            println!(
+                "Revoked {} certificate{} of {identity}: {}",
+                serials.len(),
+                if serials.len() == 1 { "" } else { "s" },
+                serials.join(", ")
+            );
+            println!(
+                "{} lists {} revoked certificate{}. A serving owlet-soc whose server.crl is this file \
+                 reads it within seconds (at once on SIGHUP), refuses these certificates and ends their streams.",
+                done.crl.display(),
+                done.listed,
+                if done.listed == 1 { "" } else { "s" }
+            );
             Ok(0)
         }
         Command::Demo {
@@ -109,18 +156,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  HOST",
+                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  HOST",
                     "AGENT",
                     "STATE",
                     "VERSION",
                     "LAST SEEN",
                     "CLOCK ms",
                     "DUPLICATES",
-                    "LAST SELF-TEST"
+                    "LAST SELF-TEST",
+                    "CERT EXPIRES"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {}",
+                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  {}",
                         format!("{}/{}", r.tenant, r.agent_id),
                         r.state,
                         r.version,
@@ -128,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         r.clock_offset_ms,
                         r.duplicates_dropped,
                         r.last_selftest.as_deref().unwrap_or("never"),
+                        r.cert_expires.as_deref().unwrap_or("unknown"),
                         r.hostname
                     );
                 }
@@ -167,6 +216,51 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `owlet-soc ca renew`: the new pair, and what to do next.
+fn ca_renew(
+    dir: &std::path::Path,
+    identity: Identity,
+    out: &std::path::Path,
+    days: u32,
+    revoke_old: bool,
+) -> anyhow::Result<i32> {
+    if let Some(warning) = enroll::check_agent_days(days)? {
+        eprintln!("{warning}");
+    }
+    let renewed = owlet_ca::renew(dir, &identity, out, days, revoke_old)?;
+    let until = humantime::format_rfc3339_seconds(renewed.paths.not_after.into());
+    println!(
+        "Agent {identity}: new certificate {} (valid until {until}) and key written to {}{}.",
+        renewed.paths.serial,
+        out.display(),
+        renewed
+            .replaced
+            .as_deref()
+            .map_or(String::new(), |old| format!(", replacing {old}"))
+    );
+    if !renewed.revoked.is_empty() {
+        let serials: Vec<&str> = renewed.revoked.iter().map(|c| c.serial.as_str()).collect();
+        println!(
+            "Revoked the earlier certificate(s) {} and republished the CRL.",
+            serials.join(", ")
+        );
+    } else if let Some(old) = &renewed.replaced {
+        println!(
+            "The earlier certificate stays valid until it expires; once the agent runs with the new one: \
+             owlet-soc ca revoke --dir {} --tenant {} --agent {} --serial {old} --reason superseded",
+            dir.display(),
+            identity.tenant,
+            identity.agent_id
+        );
+    }
+    println!(
+        "On the sensor: put agent.pem and agent.key in place (if {} is not the agent's own directory) \
+         and run `owlet reload`: the agent reconnects with the new certificate.",
+        out.display()
+    );
+    Ok(0)
 }
 
 /// `Ok(false)` when stdout's reader went away (`owlet-soc tail | head`).

@@ -19,7 +19,8 @@ pub struct AgentRow {
     pub hw_profile: String,
     pub hostname: String,
     pub time_zone: String,
-    /// "connected", "disconnected" or "silent".
+    /// "revoked" (its last certificate is revoked by the CRL the SOC
+    /// enforces), "silent", "connected" or "disconnected".
     pub state: String,
     pub first_seen: String,
     pub last_seen: String,
@@ -31,6 +32,13 @@ pub struct AgentRow {
     /// When the agent last stored a self-test record (`owlet selftest`);
     /// `None` if it never did.
     pub last_selftest: Option<String>,
+    /// Serial of the certificate it last connected with (hex); `None`
+    /// before a SOC that records it saw the agent.
+    pub cert_serial: Option<String>,
+    /// When that certificate expires.
+    pub cert_expires: Option<String>,
+    /// That certificate is revoked by the CRL the SOC enforces.
+    pub cert_revoked: bool,
 }
 
 pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
@@ -49,25 +57,42 @@ pub fn has_column(db: &Connection, table: &str, column: &str) -> rusqlite::Resul
     stmt.exists(params![table, column])
 }
 
+/// `column` when `agents` has it, else `missing` (an older database).
+fn agents_column(
+    db: &Connection,
+    column: &'static str,
+    missing: &'static str,
+) -> rusqlite::Result<&'static str> {
+    Ok(if has_column(db, "agents", column)? {
+        column
+    } else {
+        missing
+    })
+}
+
 pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
-    let duplicates = if has_column(db, "agents", "duplicates_dropped")? {
-        "duplicates_dropped"
+    let duplicates = agents_column(db, "duplicates_dropped", "0")?;
+    let selftest = agents_column(db, "last_selftest_us", "NULL")?;
+    let serial = agents_column(db, "cert_serial", "NULL")?;
+    let expires = agents_column(db, "cert_not_after_us", "NULL")?;
+    let revoked = if db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'revoked_certs'")?
+        .exists([])?
+    {
+        "cert_serial IN (SELECT serial FROM revoked_certs)"
     } else {
         "0"
     };
-    let selftest = if has_column(db, "agents", "last_selftest_us")? {
-        "last_selftest_us"
-    } else {
-        "NULL"
-    };
     let mut stmt = db.prepare(&format!(
         "SELECT tenant, agent_id, version, hw_profile, hostname, time_zone, connected, silent,
-                first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}, {selftest}
+                first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}, {selftest},
+                {serial}, {expires}, COALESCE({revoked}, 0)
          FROM agents ORDER BY tenant, agent_id"
     ))?;
     stmt.query_map([], |r| {
         let connected: bool = r.get(6)?;
         let silent: bool = r.get(7)?;
+        let cert_revoked: bool = r.get(16)?;
         Ok(AgentRow {
             tenant: r.get(0)?,
             agent_id: r.get(1)?,
@@ -75,7 +100,9 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             hw_profile: r.get(3)?,
             hostname: r.get(4)?,
             time_zone: r.get(5)?,
-            state: if silent {
+            state: if cert_revoked {
+                "revoked"
+            } else if silent {
                 "silent"
             } else if connected {
                 "connected"
@@ -89,6 +116,9 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             acked_seq: r.get::<_, i64>(11)? as u64,
             duplicates_dropped: r.get::<_, i64>(12)? as u64,
             last_selftest: r.get::<_, Option<i64>>(13)?.map(rfc3339),
+            cert_serial: r.get(14)?,
+            cert_expires: r.get::<_, Option<i64>>(15)?.map(rfc3339),
+            cert_revoked,
         })
     })?
     .collect()

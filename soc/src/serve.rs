@@ -1,5 +1,6 @@
 //! `owlet-soc serve`: the receiver process — accept loop, gRPC service, sink
-//! thread and liveness monitor.
+//! thread, liveness monitor and CRL watcher ([`crate::revocation`]: a
+//! changed `server.crl`, or SIGHUP, takes effect without a restart).
 //!
 //! Start-up order is part of the contract: take the database's instance lock
 //! ([`crate::lock`]), bind the port, and only then open the sink (which
@@ -27,7 +28,9 @@ use tracing::{info, warn};
 
 use crate::accept;
 use crate::config::SocConfig;
+use crate::live::LiveConns;
 use crate::lock::InstanceLock;
+use crate::revocation;
 use crate::service::TelemetryService;
 use crate::sink::{SinkHandle, SqliteSink};
 
@@ -91,16 +94,27 @@ impl Receiver {
             liveness,
             _lock,
         } = self;
-        let tls = owlet_tls::server_config(
-            &config.server.cert,
-            &config.server.key,
-            &config.server.client_ca,
-        )?;
+        let (tls, crls) = revocation::load(&config.server)?;
+        let live = Arc::new(LiveConns::default());
+        match &crls {
+            Some(crls) => revocation::apply(crls, &live, &sink).await,
+            None => warn!(
+                "no server.crl: revoked agent certificates are not refused (`owlet-soc ca init` writes ca.crl)"
+            ),
+        }
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
+        let crl_watch = tokio::spawn(revocation::watch(
+            config.server.clone(),
+            tls_tx,
+            Arc::clone(&live),
+            sink.clone(),
+        ));
         let db = config.sqlite_path();
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let accept = tokio::spawn(accept::accept_loop(
             listener,
-            Arc::new(tls),
+            tls_rx,
+            live,
             config.server.max_connections,
             conn_tx,
         ));
@@ -142,6 +156,7 @@ impl Receiver {
         };
         accept.abort();
         silence.abort();
+        crl_watch.abort();
         let _ = stop_tx.send(true);
         let _ = notify.await;
         result.context("gRPC server")

@@ -9,6 +9,11 @@
 //! after the sink said it is durable. A malformed message ends that one stream
 //! with INVALID_ARGUMENT; it never affects other agents.
 //!
+//! A stream whose certificate gets revoked (see [`crate::live`]) ends with
+//! PERMISSION_DENIED "certificate revoked: ...", which the agent shows as
+//! the reason it is disconnected; batches not yet durable are not
+//! acknowledged.
+//!
 //! A `SelfTest` (from `owlet selftest`) may come instead of a batch: its event
 //! is stored as a self-test record outside the agent's sequence and answered
 //! with a `SelfTestAck` once durable; it never moves the agent's high-water
@@ -94,10 +99,13 @@ impl Telemetry for TelemetryService {
                 hello.clone(),
                 clock_offset_ms,
                 peer.addr.to_string(),
+                peer.cert.clone(),
             )
             .await
             .map_err(|e| Status::unavailable(format!("storage: {e}")))?;
-        info!(agent = %peer.identity, addr = %peer.addr, version = %hello.agent_version, acked_seq, clock_offset_ms, "agent connected");
+        info!(agent = %peer.identity, addr = %peer.addr, version = %hello.agent_version, acked_seq, clock_offset_ms,
+              cert_serial = %peer.cert.serial, cert_expires = %humantime::format_rfc3339_seconds(peer.cert.not_after),
+              "agent connected");
 
         let (tx, rx) = mpsc::channel(16);
         let welcome = Welcome {
@@ -150,6 +158,7 @@ async fn receive_batches(
         let mut open = true;
         while open || !pending.is_empty() {
             tokio::select! {
+                () = peer.revoked.cancelled() => return Err(revoked_status(&peer)),
                 // Acks go out strictly in order: the oldest pending batch first.
                 stored = oldest(&mut pending), if !pending.is_empty() => {
                     pending.pop_front();
@@ -195,6 +204,15 @@ async fn receive_batches(
     }
     sink.agent_disconnected(peer.identity.clone()).await;
     info!(agent = %peer.identity, addr = %peer.addr, "agent disconnected");
+}
+
+/// The answer to a stream whose certificate was revoked. Its message
+/// starts with "certificate revoked": the agent classifies it by that.
+pub fn revoked_status(peer: &Peer) -> Status {
+    Status::permission_denied(format!(
+        "certificate revoked: the certificate {} of {} was revoked by the SOC's CA",
+        peer.cert.serial, peer.identity
+    ))
 }
 
 /// Stores one self-test event and makes its answer. Waits for the store

@@ -344,6 +344,12 @@ impl Soc {
         fs::read_to_string(self.tmp.path().join("owlet-soc.err")).unwrap_or_default()
     }
 
+    /// Connections the SOC refused before gRPC (TLS handshake or
+    /// certificate identity), counted in its log (all runs).
+    pub fn refusals(&self) -> usize {
+        self.log().matches("connection refused").count()
+    }
+
     /// Issues an agent certificate and `owlet.toml` with `owlet-soc ca issue`
     /// into a fresh directory, rewritten for the test (state dir, control
     /// socket, heartbeat period in the temp dir).
@@ -560,6 +566,28 @@ impl Agent {
                 .arg(&self.socket),
         );
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Waits until `owlet health` shows the uplink problem `class`; returns
+    /// that health JSON. On timeout, panics with the last health and the
+    /// agent's log.
+    pub fn health_with_problem(&self, class: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let start = Instant::now();
+        loop {
+            if let Some(health) = self.health() {
+                last = health;
+                if last["metrics"]["uplink_problem"]["class"] == class {
+                    return last;
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "health never showed the uplink problem {class:?}; last health: {last}\nagent log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(200));
+        }
     }
 
     /// `spool_events` from `owlet health --json`.

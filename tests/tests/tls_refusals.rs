@@ -50,10 +50,6 @@ fn raw_tls(
     }
 }
 
-fn refusals(soc: &Soc) -> usize {
-    soc.log().matches("connection refused").count()
-}
-
 #[test]
 fn connection_without_client_certificate_is_refused() {
     let mut soc = Soc::init();
@@ -70,14 +66,14 @@ fn connection_without_client_certificate_is_refused() {
         "a valid client certificate was not served: {answered:?}"
     );
 
-    let before = refusals(&soc);
+    let before = soc.refusals();
     let refused = raw_tls(&soc, None);
     assert!(
         refused.is_err(),
         "the SOC answered a client without certificate ({refused:?} bytes)"
     );
     wait_until("the SOC to log the refusal", DEADLINE, || {
-        refusals(&soc) > before
+        soc.refusals() > before
     });
     assert_eq!(soc.db().count(), 0, "events stored");
 }
@@ -85,12 +81,12 @@ fn connection_without_client_certificate_is_refused() {
 /// Runs an agent with the given credentials; asserts the SOC refuses it at
 /// the TLS level and stores nothing.
 fn assert_agent_refused(soc: &Soc, mut agent: Agent, tenant: &str, id: &str) {
-    let before = refusals(soc);
+    let before = soc.refusals();
     agent.start();
     wait_until(
         "the SOC to refuse the agent at least twice",
         DEADLINE,
-        || refusals(soc) >= before + 2,
+        || soc.refusals() >= before + 2,
     );
     sleep(Duration::from_secs(1));
     let health = agent.health().expect("agent health");

@@ -6,36 +6,12 @@ use std::path::Path;
 
 use owlet_tests::*;
 
-/// Waits until `owlet health` shows the uplink problem `class`; returns the
-/// health JSON.
-fn health_with_problem(agent: &Agent, class: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    let shown = |last: &mut serde_json::Value| {
-        if let Some(health) = agent.health() {
-            *last = health;
-            last["metrics"]["uplink_problem"]["class"] == class
-        } else {
-            false
-        }
-    };
-    let start = std::time::Instant::now();
-    while !shown(&mut last) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "health never showed the uplink problem {class:?}; last health: {last}\nagent log:\n{}",
-            agent.log()
-        );
-        sleep(std::time::Duration::from_millis(200));
-    }
-    last
-}
-
 /// Starts `agent`, waits for the diagnosis `class`, and checks that the
 /// reason (containing `words`) is in health's reasons and in one log line
 /// with its fix.
 fn assert_diagnosed(mut agent: Agent, class: &str, words: &str) {
     agent.start();
-    let health = health_with_problem(&agent, class);
+    let health = agent.health_with_problem(class);
     let reason = health["metrics"]["uplink_problem"]["reason"]
         .as_str()
         .unwrap()

@@ -18,19 +18,24 @@
 //!
 //! SOC side ([`server_config`]): client certificates are REQUIRED and verified
 //! with rustls' `WebPkiClientVerifier` against the client CA (chain, validity
-//! period, clientAuth EKU). The verifier does not look at the identity: after
+//! period, clientAuth EKU) and, with [`server_config_with_crls`], against
+//! the CRLs: a revoked certificate is refused at the handshake with the TLS
+//! alert `certificate_revoked`; a certificate whose revocation status the
+//! CRLs cannot tell is refused too (fail closed; [`crate::load_crls`]
+//! checks at load time that every client CA has its CRL). The verifier does not look at the identity: after
 //! the handshake the caller must read it with
 //! [`identity_from_peer_certs`](crate::identity_from_peer_certs) and drop the
 //! connection if that fails.
 //!
 //! No custom verifier code lives here on purpose: everything security-relevant
 //! is rustls/webpki's audited code, configured narrowly.
-//! Not implemented: revocation (CRL/OCSP); keep agent certificates short-lived.
+//! Not implemented: OCSP; revocation is by CRL only.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateRevocationListDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -67,8 +72,20 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig>
 /// and require every client to present a certificate issued by a CA in
 /// `client_ca`.
 pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<ServerConfig> {
+    server_config_with_crls(cert, key, client_ca, Vec::new())
+}
+
+/// [`server_config`] that also refuses client certificates revoked by
+/// `crls` (from [`crate::load_crls`]; empty: no revocation check).
+pub fn server_config_with_crls(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<ServerConfig> {
     let roots = root_store(client_ca)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls)
         .build()
         .map_err(|e| TlsError::BadCaCert {
             path: client_ca.to_owned(),

@@ -63,6 +63,10 @@ pub enum TlsError {
     #[error("CA certificate in {} cannot be used as a trust anchor: {detail}", path.display())]
     BadCaCert { path: PathBuf, detail: String },
 
+    /// A certificate revocation list file is unusable.
+    #[error("certificate revocation list {}: {detail}", path.display())]
+    BadCrl { path: PathBuf, detail: String },
+
     /// A certificate and key could not be combined into a TLS identity
     /// (for example the key does not belong to the certificate).
     #[error("cannot use certificate {} with key {}: {source}", cert.display(), key.display())]
@@ -109,6 +113,14 @@ pub enum TlsError {
         path.display()
     )]
     CaExists { path: PathBuf },
+
+    /// The CA's register of issued certificates cannot be read or updated.
+    #[error(
+        "the CA's register of issued certificates {} is unusable: {detail}; \
+         without it revocation cannot find serial numbers: restore it from a backup of the CA directory",
+        path.display()
+    )]
+    Register { path: PathBuf, detail: String },
 
     /// A caller-supplied parameter is unusable (validity, SOC names, ...).
     #[error("{0}")]

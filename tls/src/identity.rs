@@ -115,11 +115,7 @@ fn validate_part(part: &'static str, value: &str) -> Result<()> {
 /// Checks that `now` lies in the certificate's validity period, with a
 /// message that says which side it fell off and when.
 pub fn check_validity(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Result<()> {
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::CertParse {
-            path: None,
-            detail: e.to_string(),
-        })?;
+    let x509 = crate::cert::parse(cert)?;
     let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -144,11 +140,7 @@ pub fn check_validity(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> 
 /// Exactly one URI SAN with scheme `owlet` is required; it must be a valid
 /// `owlet://TENANT/AGENT`.
 pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Result<Identity> {
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::CertParse {
-            path: None,
-            detail: e.to_string(),
-        })?;
+    let x509 = crate::cert::parse(cert)?;
     let san = x509
         .subject_alternative_name()
         .map_err(|e| TlsError::CertParse {

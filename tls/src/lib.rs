@@ -9,7 +9,8 @@
 //! - **TLS 1.3 only**, ring provider, ALPN `h2`, on both ends.
 //! - **Only the configured CA is trusted** (pinning). Root stores are built from
 //!   the configured PEM file alone; no system or bundled roots. The SOC requires
-//!   a client certificate from its client CA on every connection.
+//!   a client certificate from its client CA on every connection and, when
+//!   given CRLs, refuses revoked ones at the handshake.
 //! - **Private keys are never readable by others.** Keys are refused at load
 //!   time if group/others may read or write them, and every key this crate
 //!   writes is created with mode 0600 from its first byte.
@@ -33,17 +34,22 @@
 //!
 //! - [`identity`]: the `owlet://TENANT/AGENT` scheme.
 //! - [`files`]: loading PEM certificates and keys, writing them safely.
+//! - [`cert`]: a certificate's serial number and validity period.
+//! - [`crl`]: certificate revocation lists for the SOC's client check.
 //! - [`config`]: rustls `ClientConfig` / `ServerConfig`.
-//! - [`ca`]: a small CA that issues the SOC server and agent certificates.
 
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod config;
+pub mod crl;
 mod error;
 pub mod files;
 pub mod identity;
 
-pub use config::{client_config, server_config};
+pub use cert::{CertInfo, cert_info, serial_hex};
+pub use config::{client_config, server_config, server_config_with_crls};
+pub use crl::{Crls, RevokedCert, load_crls};
 pub use error::{Result, TlsError};
 pub use files::{
     check_key_permissions, load_certs, load_private_key, write_public_file, write_secret_file,

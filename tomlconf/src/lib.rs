@@ -366,7 +366,7 @@ pub fn parse<T: DeserializeOwned>(
             errors.extend(
                 check(&mut value, &source)
                     .into_iter()
-                    .filter(|e| !removed.iter().any(|r| e.key == *r)),
+                    .filter(|e| !removed.contains(&e.key)),
             );
             Err(ConfigErrors(sorted(errors)))
         }

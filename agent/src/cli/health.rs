@@ -6,8 +6,10 @@
 //! this user may not open — then naming the group that owns it and the fix.
 //! `reload` prints the agent's verdict: exit 0 when the new configuration
 //! was applied whole, 1 when part of it was not (a collector failed to start
-//! with it, or settings wait for a restart: each named), 2 when it was
-//! rejected (the agent keeps the old one). Keys of
+//! with it, a new certificate was refused — the agent keeps the old one —
+//! or settings wait for a restart: each named), 2 when it was rejected (the
+//! agent keeps the old one); it says when the agent took a new certificate.
+//! Keys of
 //! a reply this client does not know are ignored, so an older client works
 //! with a newer agent.
 
@@ -124,14 +126,31 @@ fn reload_outcome(reply: &str) -> (String, i32) {
             } else {
                 parts.join("; ")
             };
+            let cert = &value["certificate"];
+            let summary = if cert["reloaded"].as_bool() == Some(true) {
+                format!(
+                    "{summary}; certificate reloaded: serial {} (was {}), valid until {}; reconnecting to the SOC with it",
+                    cert["serial"].as_str().unwrap_or("?"),
+                    cert["previous_serial"].as_str().unwrap_or("?"),
+                    cert["not_after"].as_str().unwrap_or("?")
+                )
+            } else {
+                summary
+            };
             if outcome == "applied" {
                 return (format!("reload applied: {summary}"), 0);
             }
             let mut text = format!("reload applied in part: {summary}");
             for failed in list("failed") {
-                text.push_str(&format!(
-                    "\nfailed to start with the new configuration (retried with backoff; see owlet health): {failed}"
-                ));
+                let what = if failed.starts_with("certificate: ") {
+                    format!(
+                        "certificate NOT reloaded, the agent keeps using {}",
+                        cert["serial"].as_str().unwrap_or("the previous one")
+                    )
+                } else {
+                    "failed to start with the new configuration (retried with backoff; see owlet health)".to_string()
+                };
+                text.push_str(&format!("\n{what}: {failed}"));
             }
             let restart = list("needs_restart");
             if !restart.is_empty() {
@@ -277,6 +296,36 @@ mod tests {
         );
         assert!(text.contains("needs a restart: [soc], [spool]"), "{text}");
         assert!(!text.contains("reload applied:"), "{text}");
+    }
+
+    #[test]
+    fn a_reloaded_certificate_is_named_and_a_refused_one_exits_1() {
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":[],"changed":[],"removed":[],
+                "certificate":{"reloaded":true,"serial":"0b","previous_serial":"0a","not_after":"2027-01-01T00:00:00Z"}}"#,
+        );
+        assert_eq!(code, 0);
+        assert!(
+            text.contains("certificate reloaded: serial 0b (was 0a)"),
+            "{text}"
+        );
+        let (text, code) = reload_outcome(
+            r#"{"reload":"partial","added":[],"changed":[],"removed":[],"failed":["certificate: cannot use certificate agent.pem with key agent.key"],
+                "certificate":{"reloaded":false,"serial":"0a","error":"cannot use certificate agent.pem with key agent.key"}}"#,
+        );
+        assert_eq!(code, 1);
+        assert!(
+            text.contains("NOT reloaded, the agent keeps using 0a"),
+            "{text}"
+        );
+        assert!(text.contains("agent.key"), "{text}");
+        let (text, code) = reload_outcome(
+            r#"{"reload":"applied","added":[],"changed":[],"removed":[],"certificate":{"reloaded":false,"serial":"0a"}}"#,
+        );
+        assert_eq!(
+            (text.as_str(), code),
+            ("reload applied: nothing changed", 0)
+        );
     }
 
     #[test]

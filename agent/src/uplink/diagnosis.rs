@@ -21,7 +21,8 @@ pub struct Diagnosis {
     /// Stable short name: `dns`, `refused`, `unreachable`, `timeout`,
     /// `tls_unknown_issuer`, `tls_name_mismatch`, `tls_soc_cert_expired`,
     /// `tls_soc_cert_not_yet_valid`, `tls_refused_by_soc`,
-    /// `tls_agent_cert_expired`, `tls`, `permission_denied`, `soc_storage`,
+    /// `tls_agent_cert_expired`, `certificate_revoked`, `tls`,
+    /// `permission_denied`, `soc_storage`,
     /// `protocol`, `config`, `spool`, `connection`.
     pub class: &'static str,
     pub problem: String,
@@ -57,6 +58,19 @@ impl Setting {
             cert: config.soc.cert.display().to_string(),
         }
     }
+}
+
+/// The fix for a revoked certificate.
+const REVOKED_FIX: &str = "ask the SOC for a new certificate (owlet-soc ca issue/renew), put it in place of soc.cert / soc.key and run `owlet reload`";
+
+fn revoked(address: &str, cert: &str, detail: &str) -> Diagnosis {
+    diagnosis(
+        "certificate_revoked",
+        format!(
+            "the SOC at {address} refused this agent's certificate ({cert}): it is revoked{detail}"
+        ),
+        REVOKED_FIX,
+    )
 }
 
 fn diagnosis(class: &'static str, problem: String, fix: impl Into<String>) -> Diagnosis {
@@ -139,6 +153,10 @@ fn from_status(status: &tonic::Status, setting: &Setting) -> Diagnosis {
     let address = &setting.address;
     let message = status.message();
     match status.code() {
+        // The SOC ends a live stream this way when the CRL revokes its certificate.
+        Code::PermissionDenied if message.starts_with("certificate revoked") => {
+            revoked(address, &setting.cert, &format!(" ({message})"))
+        }
         Code::PermissionDenied => diagnosis(
             "permission_denied",
             format!("the SOC at {address} refused this agent: {message}"),
@@ -278,11 +296,11 @@ fn from_tls(e: &rustls::Error, setting: &Setting) -> Diagnosis {
                 format!("the SOC at {address} requires a client certificate and got none"),
                 "set soc.cert / soc.key to the certificate issued for this agent",
             ),
+            AlertDescription::CertificateRevoked => revoked(address, cert, ""),
             AlertDescription::UnknownCA
             | AlertDescription::BadCertificate
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateRevoked
             | AlertDescription::AccessDenied => diagnosis(
                 "tls_refused_by_soc",
                 format!(
@@ -392,6 +410,30 @@ mod tests {
         status.set_source(std::sync::Arc::new(inner));
         let found = diagnose(&UplinkError::Refused(status), &setting());
         assert_eq!(found.class, "tls_name_mismatch", "{found}");
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_named_with_its_fix_at_the_handshake_and_on_the_stream() {
+        let alert = UplinkError::Handshake(
+            "x".into(),
+            io_wrapping(rustls::Error::AlertReceived(
+                AlertDescription::CertificateRevoked,
+            )),
+        );
+        let at_handshake = diagnose(&alert, &setting());
+        let on_stream = diagnose(
+            &UplinkError::Refused(tonic::Status::permission_denied(
+                "certificate revoked: the certificate 0a of acme/a was revoked by the SOC's CA",
+            )),
+            &setting(),
+        );
+        for found in [&at_handshake, &on_stream] {
+            assert_eq!(found.class, "certificate_revoked", "{found}");
+            assert!(found.problem.contains("revoked"), "{found}");
+            assert!(found.problem.contains("/etc/owlet/agent.crt"), "{found}");
+            assert!(found.fix.contains("owlet-soc ca issue/renew"), "{found}");
+        }
+        assert!(on_stream.problem.contains("0a"), "{on_stream}");
     }
 
     #[test]

@@ -8,10 +8,14 @@
 //! * after any failure it reconnects with exponential backoff and full jitter
 //!   and resends everything above the last acknowledgement (the SOC drops what
 //!   it already stored);
-//! * it never deletes data itself: the spool does, on a cumulative ack.
+//! * it never deletes data itself: the spool does, on a cumulative ack;
+//! * a certificate taken by `owlet reload` ([`credentials`]) is used from
+//!   the next connection, which starts at once (the stream in progress
+//!   ends; what it had not got acknowledged is sent again).
 
 mod backoff;
 mod connect;
+pub mod credentials;
 mod diagnosis;
 mod replay;
 mod wire;
@@ -31,6 +35,7 @@ use crate::facts::HostFacts;
 use crate::pipeline::{metrics::Metrics, store::Store};
 pub use backoff::Backoff;
 pub use connect::Connector;
+pub use credentials::{Credentials, InUse};
 pub use diagnosis::{Diagnosis, Setting, diagnose};
 pub use wire::Outbound;
 
@@ -151,7 +156,8 @@ pub async fn open_session(
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Uplink {
-    connector: Connector,
+    /// The connector of the certificate in use; replaced on reload.
+    connector: watch::Receiver<Connector>,
     store: Store,
     metrics: Arc<Metrics>,
     facts: HostFacts,
@@ -167,12 +173,13 @@ pub struct Uplink {
 impl Uplink {
     pub fn new(
         config: &Config,
+        connector: watch::Receiver<Connector>,
         store: Store,
         metrics: Arc<Metrics>,
         facts: HostFacts,
-    ) -> Result<Self, UplinkError> {
-        Ok(Self {
-            connector: Connector::new(config)?,
+    ) -> Self {
+        Self {
+            connector,
             store,
             metrics,
             facts,
@@ -185,18 +192,26 @@ impl Uplink {
                 .max(1),
             backoff: Backoff::new(config.soc.backoff_min, config.soc.backoff_max),
             setting: Setting::of(config),
-        })
+        }
     }
 
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut credentials = self.connector.clone();
         while !*shutdown.borrow() {
+            let connector = credentials.borrow_and_update().clone();
             self.metrics.set_connection(ConnectionState::Connecting);
             let result = tokio::select! {
-                r = self.session() => r,
+                r = self.session(&connector) => Some(r),
                 _ = shutdown.changed() => break,
+                Ok(()) = credentials.changed() => None,
             };
             self.metrics.set_connection(ConnectionState::Disconnected);
+            let Some(result) = result else {
+                info!("reconnecting to the SOC with the reloaded certificate");
+                self.backoff.reset();
+                continue;
+            };
             let delay = self.backoff.next_delay();
             if let Err(e) = result {
                 let diagnosis = diagnose(&e, &self.setting);
@@ -211,13 +226,15 @@ impl Uplink {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => break,
+                // A new certificate is worth trying at once.
+                Ok(()) = credentials.changed() => self.backoff.reset(),
             }
         }
     }
 
     /// One connection: hello/welcome, then stream batches and take acks
     /// until something fails.
-    async fn session(&mut self) -> Result<(), UplinkError> {
+    async fn session(&mut self, connector: &Connector) -> Result<(), UplinkError> {
         let hello = hello(
             &self.facts,
             &self.tenant,
@@ -229,7 +246,7 @@ impl Uplink {
             outbound,
             mut inbound,
             welcome,
-        } = open_session(&self.connector, hello, self.compression).await?;
+        } = open_session(connector, hello, self.compression).await?;
         self.metrics.set_connection(ConnectionState::Connected);
         info!(tenant = %welcome.tenant, agent = %welcome.agent_id, acked_seq = welcome.acked_seq,
               soc_version = %welcome.soc_version, "connected to the SOC");

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::{Batch, Event, Hello};
-use owlet_tls::Identity;
+use owlet_tls::{CertInfo, Identity, RevokedCert};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,15 +48,22 @@ pub struct LivenessChange {
 
 /// A blocking store of agents and events.
 pub trait Sink: Send + 'static {
-    /// Records a (re)connecting agent; returns its high-water mark: the
-    /// highest sequence number durably stored for it (0 if none).
+    /// Records a (re)connecting agent and the certificate it connected
+    /// with; returns its high-water mark: the highest sequence number
+    /// durably stored for it (0 if none).
     fn agent_connected(
         &mut self,
         who: &Identity,
         hello: &Hello,
         clock_offset_ms: i64,
         peer: &str,
+        cert: &CertInfo,
     ) -> Result<u64, SinkError>;
+
+    /// Replaces the set of revoked certificates (from the CRL the receiver
+    /// enforces) and records a `certificate_revoked` alert for each agent
+    /// whose last certificate is newly in it; returns those agents.
+    fn set_revoked(&mut self, revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError>;
 
     /// Stores, durably and all-or-nothing, the events of each batch above its
     /// agent's high-water mark, in order; returns each batch's new high-water
@@ -98,7 +105,12 @@ enum Request {
         hello: Box<Hello>,
         clock_offset_ms: i64,
         peer: String,
+        cert: CertInfo,
         reply: Reply<u64>,
+    },
+    Revoked {
+        revoked: Vec<RevokedCert>,
+        reply: Reply<Vec<Identity>>,
     },
     Store {
         who: Identity,
@@ -226,14 +238,17 @@ impl SinkHandle {
                         let events = store_group(&mut sink, &mut broken, group, replies);
                         count.events_stored.fetch_add(events, Ordering::Relaxed);
                     }
-                    Request::Connected { who, hello, clock_offset_ms, peer, reply } => {
+                    Request::Connected { who, hello, clock_offset_ms, peer, cert, reply } => {
                         // A new stream starts again from the high-water mark.
                         broken.remove(&who);
-                        let connected = sink.agent_connected(&who, &hello, clock_offset_ms, &peer);
+                        let connected = sink.agent_connected(&who, &hello, clock_offset_ms, &peer, &cert);
                         if connected.is_ok() {
                             count.agents_connected.fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = reply.send(connected);
+                    }
+                    Request::Revoked { revoked, reply } => {
+                        let _ = reply.send(sink.set_revoked(&revoked));
                     }
                     Request::SelfTest { who, event, reply } => {
                         let _ = reply.send(sink.store_self_test(&who, &event));
@@ -278,15 +293,22 @@ impl SinkHandle {
         hello: Hello,
         clock_offset_ms: i64,
         peer: String,
+        cert: CertInfo,
     ) -> Result<u64, SinkError> {
         self.call(|reply| Request::Connected {
             who,
             hello: Box::new(hello),
             clock_offset_ms,
             peer,
+            cert,
             reply,
         })
         .await
+    }
+
+    /// See [`Sink::set_revoked`].
+    pub async fn set_revoked(&self, revoked: Vec<RevokedCert>) -> Result<Vec<Identity>, SinkError> {
+        self.call(|reply| Request::Revoked { revoked, reply }).await
     }
 
     /// Queues a batch for storage and returns once it is queued (in call
@@ -350,8 +372,12 @@ mod tests {
             _: &Hello,
             _: i64,
             _: &str,
+            _: &CertInfo,
         ) -> Result<u64, SinkError> {
             Ok(self.committed.last().copied().unwrap_or(0))
+        }
+        fn set_revoked(&mut self, _: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
+            Ok(vec![])
         }
         fn store_batches(
             &mut self,
@@ -423,9 +449,15 @@ mod tests {
         let r = sink.submit_batch(other, batch(7)).await.unwrap();
         assert_eq!(r.await.unwrap().unwrap().acked_seq, 7);
         // Reconnecting clears the mark: the resend is stored.
-        sink.agent_connected(who.clone(), Hello::default(), 0, "p".into())
-            .await
-            .unwrap();
+        sink.agent_connected(
+            who.clone(),
+            Hello::default(),
+            0,
+            "p".into(),
+            sqlite::test_cert(),
+        )
+        .await
+        .unwrap();
         let r = sink.submit_batch(who.clone(), batch(1)).await.unwrap();
         assert_eq!(r.await.unwrap().unwrap().acked_seq, 1);
     }

@@ -20,7 +20,9 @@
 //! * `agents`: one row per (tenant, agent id) with version, profile, host,
 //!   time zone, first/last seen, last heartbeat, clock offset, connection and
 //!   liveness state, high-water mark, duplicates dropped (events), last
-//!   self-test;
+//!   self-test, serial and expiry of the certificate it last connected with;
+//! * `revoked_certs`: the serials the CRL in force revokes (replaced whole
+//!   on each CRL load), so the read side can tell a revoked agent;
 //! * `events`: one row per event in arrival order (`id`), with the agent row,
 //!   sequence number (NULL for alerts the SOC raised itself and for self-test
 //!   records of `owlet selftest`, which are outside the agent's sequence), kind name, event
@@ -30,7 +32,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::{Alert, Batch, Event, Hello, Severity, State, event::Kind};
-use owlet_tls::Identity;
+use owlet_tls::{CertInfo, Identity, RevokedCert};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -62,7 +64,15 @@ CREATE TABLE IF NOT EXISTS agents (
     -- 1 when the agent's last heartbeat said it was stopping (a planned
     -- stop: its silence is `agent_stopped`, not `agent_silent`)
     stopping             INTEGER NOT NULL DEFAULT 0,
+    -- the certificate of its last connection: serial (owlet_tls::serial_hex), expiry
+    cert_serial          TEXT,
+    cert_not_after_us    INTEGER,
     UNIQUE (tenant, agent_id)
+);
+CREATE TABLE IF NOT EXISTS revoked_certs (
+    serial      TEXT PRIMARY KEY,
+    revoked_us  INTEGER NOT NULL,
+    reason      TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY,
@@ -108,6 +118,14 @@ const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[
     (
         "stopping",
         "ALTER TABLE agents ADD COLUMN stopping INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "cert_serial",
+        "ALTER TABLE agents ADD COLUMN cert_serial TEXT",
+    ),
+    (
+        "cert_not_after_us",
+        "ALTER TABLE agents ADD COLUMN cert_not_after_us INTEGER",
     ),
 ];
 
@@ -155,11 +173,11 @@ enum Liveness {
 }
 
 /// An alert the SOC raises about an agent, stored like any event (seq NULL).
-fn liveness_alert(who: &Identity, liveness: Liveness, detail: String) -> Event {
-    let (name, severity, old, new) = match liveness {
-        Liveness::Silent => ("agent_silent", Severity::Critical, State::Up, State::Down),
-        Liveness::Stopped => ("agent_stopped", Severity::Info, State::Up, State::Down),
-        Liveness::Recovered => ("agent_recovered", Severity::Info, State::Down, State::Up),
+fn soc_alert(who: &Identity, name: &str, severity: Severity, new: State, message: String) -> Event {
+    let old = if new == State::Up {
+        State::Down
+    } else {
+        State::Up
     };
     Event {
         seq: 0,
@@ -171,10 +189,36 @@ fn liveness_alert(who: &Identity, liveness: Liveness, detail: String) -> Event {
             severity: severity as i32,
             old_state: old as i32,
             new_state: new as i32,
-            message: detail,
+            message,
             ..Default::default()
         })),
     }
+}
+
+/// `agent_silent`, `agent_stopped` or `agent_recovered`.
+fn liveness_alert(who: &Identity, liveness: Liveness, detail: String) -> Event {
+    match liveness {
+        Liveness::Silent => soc_alert(who, "agent_silent", Severity::Critical, State::Down, detail),
+        Liveness::Stopped => soc_alert(who, "agent_stopped", Severity::Info, State::Down, detail),
+        Liveness::Recovered => soc_alert(who, "agent_recovered", Severity::Info, State::Up, detail),
+    }
+}
+
+/// The alert the SOC records when the CRL it enforces revokes an agent's
+/// certificate.
+fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
+    let message = format!(
+        "the certificate {} of {who} is revoked ({}): its streams are ended and its connections refused",
+        cert.serial,
+        cert.reason.as_deref().unwrap_or("no reason given")
+    );
+    soc_alert(
+        who,
+        "certificate_revoked",
+        Severity::Warning,
+        State::Down,
+        message,
+    )
 }
 
 fn insert_soc_event(
@@ -276,17 +320,20 @@ impl Sink for SqliteSink {
         hello: &Hello,
         clock_offset_ms: i64,
         peer: &str,
+        cert: &CertInfo,
     ) -> Result<u64, SinkError> {
         let now = micros(SystemTime::now());
         self.db.execute(
             "INSERT INTO agents (tenant, agent_id, version, hw_profile, hostname, time_zone, os, peer,
-                                 first_seen_us, last_seen_us, clock_offset_ms, connected)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1)
+                                 first_seen_us, last_seen_us, clock_offset_ms, connected,
+                                 cert_serial, cert_not_after_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1, ?11, ?12)
              ON CONFLICT (tenant, agent_id) DO UPDATE SET
                 version = excluded.version, hw_profile = excluded.hw_profile,
                 hostname = excluded.hostname, time_zone = excluded.time_zone, os = excluded.os,
                 peer = excluded.peer, last_seen_us = excluded.last_seen_us,
-                clock_offset_ms = excluded.clock_offset_ms, connected = connected + 1",
+                clock_offset_ms = excluded.clock_offset_ms, connected = connected + 1,
+                cert_serial = excluded.cert_serial, cert_not_after_us = excluded.cert_not_after_us",
             params![
                 who.tenant,
                 who.agent_id,
@@ -297,10 +344,47 @@ impl Sink for SqliteSink {
                 hello.os,
                 peer,
                 now,
-                clock_offset_ms
+                clock_offset_ms,
+                cert.serial,
+                micros(cert.not_after)
             ],
         )?;
         Ok(agent_row(&self.db, who)?.map_or(0, |(_, acked, _)| acked))
+    }
+
+    fn set_revoked(&mut self, revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
+        let now = micros(SystemTime::now());
+        let tx = self.db.transaction()?;
+        // Agents whose last certificate was not revoked before this CRL.
+        let before: Vec<(i64, String, String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, tenant, agent_id, cert_serial FROM agents
+                 WHERE cert_serial IS NOT NULL
+                   AND cert_serial NOT IN (SELECT serial FROM revoked_certs)",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        tx.execute("DELETE FROM revoked_certs", [])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR REPLACE INTO revoked_certs (serial, revoked_us, reason) VALUES (?1, ?2, ?3)",
+            )?;
+            for cert in revoked {
+                insert.execute(params![cert.serial, micros(cert.revoked_at), cert.reason])?;
+            }
+        }
+        let mut newly = Vec::new();
+        for (row, tenant, agent_id, serial) in before {
+            let Some(cert) = revoked.iter().find(|c| c.serial == serial) else {
+                continue;
+            };
+            let who = Identity { tenant, agent_id };
+            insert_soc_event(&tx, row, &revoked_alert(&who, cert), now)?;
+            newly.push(who);
+        }
+        tx.commit()?;
+        Ok(newly)
     }
 
     fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError> {
@@ -403,6 +487,16 @@ impl Sink for SqliteSink {
     }
 }
 
+/// A certificate for tests: serial "0a", valid for 30 more days.
+#[cfg(test)]
+pub(crate) fn test_cert() -> CertInfo {
+    CertInfo {
+        serial: "0a".into(),
+        not_before: SystemTime::now(),
+        not_after: SystemTime::now() + Duration::from_secs(30 * 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,7 +540,7 @@ mod tests {
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&path).unwrap();
         assert_eq!(
-            sink.agent_connected(&who, &Hello::default(), 0, "p")
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
                 .unwrap(),
             0
         );
@@ -463,7 +557,7 @@ mod tests {
         drop(sink);
         let mut sink = SqliteSink::open(&path).unwrap();
         assert_eq!(
-            sink.agent_connected(&who, &Hello::default(), 0, "p")
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
                 .unwrap(),
             4
         );
@@ -494,7 +588,7 @@ mod tests {
         let other = Identity::new("acme", "s2").unwrap();
         let mut sink = SqliteSink::open(&path).unwrap();
         for agent in [&who, &other] {
-            sink.agent_connected(agent, &Hello::default(), 0, "p")
+            sink.agent_connected(agent, &Hello::default(), 0, "p", &test_cert())
                 .unwrap();
         }
         sink.store_batches(&[
@@ -506,7 +600,7 @@ mod tests {
         drop(sink);
         // A resend after a reconnect to a restarted SOC: 1..=4 are stored.
         let mut sink = SqliteSink::open(&path).unwrap();
-        sink.agent_connected(&who, &Hello::default(), 0, "p")
+        sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
             .unwrap();
         sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))])
             .unwrap();
@@ -526,34 +620,38 @@ mod tests {
         assert_eq!(json[0]["duplicates_dropped"], 6, "{json}");
     }
 
+    /// A database of an older owlet-soc: the first release's agents table
+    /// plus `columns`, with agent acme/s1 stored up to seq 3.
+    fn old_database(path: &Path, columns: &str) {
+        let old = Connection::open(path).unwrap();
+        old.execute_batch(&format!(
+            "CREATE TABLE agents (
+                id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent_id TEXT NOT NULL,
+                version TEXT NOT NULL DEFAULT '', hw_profile TEXT NOT NULL DEFAULT '',
+                hostname TEXT NOT NULL DEFAULT '', time_zone TEXT NOT NULL DEFAULT '',
+                os TEXT NOT NULL DEFAULT '', peer TEXT NOT NULL DEFAULT '',
+                first_seen_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
+                last_heartbeat_us INTEGER, clock_offset_ms INTEGER NOT NULL DEFAULT 0,
+                connected INTEGER NOT NULL DEFAULT 0, silent INTEGER NOT NULL DEFAULT 0,
+                acked_seq INTEGER NOT NULL DEFAULT 0, {columns} UNIQUE (tenant, agent_id));
+             INSERT INTO agents (tenant, agent_id, first_seen_us, last_seen_us, acked_seq)
+                VALUES ('acme', 's1', 1, 1, 3);"
+        ))
+        .unwrap();
+    }
+
     #[test]
     fn an_older_database_gains_the_duplicates_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("soc.db");
-        {
-            // The agents table as the first release wrote it.
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE agents (
-                    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent_id TEXT NOT NULL,
-                    version TEXT NOT NULL DEFAULT '', hw_profile TEXT NOT NULL DEFAULT '',
-                    hostname TEXT NOT NULL DEFAULT '', time_zone TEXT NOT NULL DEFAULT '',
-                    os TEXT NOT NULL DEFAULT '', peer TEXT NOT NULL DEFAULT '',
-                    first_seen_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
-                    last_heartbeat_us INTEGER, clock_offset_ms INTEGER NOT NULL DEFAULT 0,
-                    connected INTEGER NOT NULL DEFAULT 0, silent INTEGER NOT NULL DEFAULT 0,
-                    acked_seq INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, agent_id));
-                 INSERT INTO agents (tenant, agent_id, first_seen_us, last_seen_us, acked_seq)
-                    VALUES ('acme', 's1', 1, 1, 3);",
-            )
-            .unwrap();
-        }
+        // The agents table as the first release wrote it.
+        old_database(&path, "");
         // Before a serving SOC migrated it, the read side shows 0.
         assert_eq!(duplicates_dropped(&path), 0);
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&path).unwrap();
         assert_eq!(
-            sink.agent_connected(&who, &Hello::default(), 0, "p")
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
                 .unwrap(),
             3
         );
@@ -567,14 +665,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
-        sink.agent_connected(&who, &Hello::default(), 0, "p")
+        sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
             .unwrap();
         sink.store_batches(&[(who.clone(), batch(&[1, 2]))])
             .unwrap();
         // A self-test event whose seq would otherwise be above the mark.
         sink.store_self_test(&who, &event(9, false)).unwrap();
         assert_eq!(
-            sink.agent_connected(&who, &Hello::default(), 0, "p")
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
                 .unwrap(),
             2,
             "a self-test moved the high-water mark"
@@ -602,7 +700,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let who = Identity::new("acme", "s1").unwrap();
         let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
-        sink.agent_connected(&who, &Hello::default(), 0, "p")
+        sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
             .unwrap();
         let later = SystemTime::now() + Duration::from_secs(120);
         let changes = sink.check_liveness(later, Duration::from_secs(60)).unwrap();
@@ -642,5 +740,106 @@ mod tests {
             )
             .unwrap();
         assert_eq!(alerts, 2);
+    }
+
+    fn cert(serial: &str) -> CertInfo {
+        CertInfo {
+            serial: serial.into(),
+            ..test_cert()
+        }
+    }
+
+    fn revoked(serial: &str) -> RevokedCert {
+        RevokedCert {
+            serial: serial.into(),
+            revoked_at: SystemTime::now(),
+            reason: Some("KeyCompromise".into()),
+        }
+    }
+
+    #[test]
+    fn a_revoked_certificate_marks_its_agent_once_until_it_connects_with_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let (who, other) = (
+            Identity::new("acme", "s1").unwrap(),
+            Identity::new("acme", "s2").unwrap(),
+        );
+        let mut sink = SqliteSink::open(&path).unwrap();
+        sink.agent_connected(&who, &Hello::default(), 0, "p", &cert("0a"))
+            .unwrap();
+        sink.agent_connected(&other, &Hello::default(), 0, "p", &cert("0b"))
+            .unwrap();
+        assert_eq!(
+            sink.set_revoked(&[revoked("0a")]).unwrap(),
+            vec![who.clone()]
+        );
+        // The same CRL again (a SIGHUP): no second alert.
+        assert!(sink.set_revoked(&[revoked("0a")]).unwrap().is_empty());
+        let rows = |path: &Path| {
+            crate::query::agents(&crate::query::open_read_only(path).unwrap()).unwrap()
+        };
+        let now = rows(&path);
+        assert_eq!(
+            (now[0].state.as_str(), now[0].cert_revoked),
+            ("revoked", true)
+        );
+        assert_eq!(now[0].cert_serial.as_deref(), Some("0a"));
+        assert!(now[0].cert_expires.is_some());
+        assert_eq!(
+            (now[1].state.as_str(), now[1].cert_revoked),
+            ("connected", false)
+        );
+        let alerts: Vec<String> = sink
+            .db
+            .prepare("SELECT body FROM events WHERE kind = 'alert'")
+            .unwrap()
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(
+                |b| match Event::decode(b.unwrap().as_slice()).unwrap().kind {
+                    Some(Kind::Alert(a)) => a.name,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(alerts, vec!["certificate_revoked"]);
+        // Renewed: the agent connects with a new serial and is not revoked.
+        sink.agent_connected(&who, &Hello::default(), 0, "p", &cert("0c"))
+            .unwrap();
+        assert_eq!(rows(&path)[0].state, "connected");
+        assert!(!rows(&path)[0].cert_revoked);
+    }
+
+    #[test]
+    fn an_older_database_gains_the_certificate_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        // The agents table before certificates were recorded.
+        old_database(
+            &path,
+            "duplicates_dropped INTEGER NOT NULL DEFAULT 0, last_selftest_us INTEGER,",
+        );
+        // The read side copes before a serving SOC migrated it.
+        let db = crate::query::open_read_only(&path).unwrap();
+        let row = &crate::query::agents(&db).unwrap()[0];
+        assert_eq!(
+            (row.cert_serial.as_deref(), row.cert_revoked),
+            (None, false)
+        );
+        drop(db);
+        let who = Identity::new("acme", "s1").unwrap();
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &cert("0d"))
+                .unwrap(),
+            3,
+            "the migration lost the high-water mark"
+        );
+        drop(sink);
+        let db = crate::query::open_read_only(&path).unwrap();
+        let row = &crate::query::agents(&db).unwrap()[0];
+        assert_eq!(row.cert_serial.as_deref(), Some("0d"));
+        assert!(row.cert_expires.is_some());
     }
 }
