@@ -266,7 +266,7 @@ fn health_of(stats: &[InterfaceStats], ipfix: Option<IpfixStats>, dropped: u64) 
         if !matches!(s.link, LinkState::Up | LinkState::Unknown) {
             health.verdict = Verdict::Warning;
             health.reasons.push(format!(
-                "capture on {}{}",
+                "capture interface {}{}",
                 s.link.explain(&s.interface),
                 s.last_error
                     .as_deref()
