@@ -302,6 +302,11 @@ fn capture(page: &mut Page, detail: &Value) {
                 "Flows evicted because the table was full.",
                 "flows_evicted",
             ),
+            (
+                "owlet_capture_link_losses_total",
+                "Times the capture interface's link was lost.",
+                "link_losses",
+            ),
         ] {
             page.counter(metric, help, &labels, number(&iface[key]));
         }
@@ -310,6 +315,12 @@ fn capture(page: &mut Page, detail: &Value) {
             "Flows in the flow table.",
             &labels,
             number(&iface["flows_active"]),
+        );
+        page.gauge(
+            "owlet_capture_link_up",
+            "1 while the capture interface is up with carrier, 0 while it is down, without carrier or missing.",
+            &labels,
+            if iface["link"] == "up" { 1.0 } else { 0.0 },
         );
     }
 }
@@ -417,7 +428,8 @@ mod tests {
                 "capture": {"state": "restarting", "verdict": "CRITICAL", "reasons": [],
                     "detail": {"interfaces": [{"interface": "eth1", "packets": 10, "bytes": 600,
                         "kernel_drops": 0, "ring_freezes": 0, "flows_active": 2,
-                        "flows_created": 3, "flows_evicted": 0}]}}
+                        "flows_created": 3, "flows_evicted": 0, "link": "no_carrier",
+                        "link_losses": 2}]}}
             },
             "reload_rejected": null
         })
@@ -437,6 +449,8 @@ mod tests {
             "owlet_check_state{check=\"web \\\"main\\\"\",type=\"http\"} 3",
             "owlet_capture_packets_total{interface=\"eth1\"} 10",
             "owlet_capture_flows_active{interface=\"eth1\"} 2",
+            "owlet_capture_link_up{interface=\"eth1\"} 0",
+            "owlet_capture_link_losses_total{interface=\"eth1\"} 2",
         ] {
             assert!(
                 page.lines().any(|l| l == line),

@@ -151,13 +151,7 @@ fn print_output(
 
 /// One line per flow record.
 pub fn flow_line(f: &FlowRecord) -> String {
-    let ep = |a: IpAddr, p: u16| match (a, f.protocol) {
-        (_, 6 | 17 | 132) => match a {
-            IpAddr::V6(_) => format!("[{a}]:{p}"),
-            IpAddr::V4(_) => format!("{a}:{p}"),
-        },
-        _ => a.to_string(),
-    };
+    let ep = |a: IpAddr, p: u16| owlet_proto::endpoint(&a.to_string(), p.into(), f.protocol.into());
     let mut s = format!(
         "{} {} -> {} vlan {} out {}p/{}B in {}p/{}B {:?}",
         proto_name(f.protocol),
@@ -248,9 +242,34 @@ pub fn summary_text(s: &Summary) -> String {
     }
     for m in &s.mining {
         w.push_str(&format!(
-            "  mining: {} -> {}:{} via {:?} {}\n",
-            m.client, m.server, m.port, m.via, m.what
+            "  mining: {} -> {} via {:?} {}\n",
+            m.client,
+            owlet_proto::endpoint(&m.server.to_string(), m.port.into(), 6),
+            m.via,
+            m.what
         ));
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(src: &str, dst: &str, protocol: u8, ports: (u16, u16)) -> FlowRecord {
+        FlowRecord::sample(src.parse().unwrap(), dst.parse().unwrap(), protocol, ports)
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed_and_icmp_has_no_port() {
+        let l = flow_line(&record("fe80::3101", "ff02::1:2", 17, (546, 547)));
+        assert!(
+            l.starts_with("udp [fe80::3101]:546 -> [ff02::1:2]:547 "),
+            "{l}"
+        );
+        let l = flow_line(&record("10.0.0.1", "10.0.0.2", 6, (40000, 443)));
+        assert!(l.starts_with("tcp 10.0.0.1:40000 -> 10.0.0.2:443 "), "{l}");
+        let l = flow_line(&record("fe80::3101", "ff02::1", 58, (0, 0)));
+        assert!(l.contains(" fe80::3101 -> ff02::1 "), "{l}");
+    }
 }

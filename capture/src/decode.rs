@@ -11,7 +11,8 @@
 //!
 //! Supported: Ethernet II (802.3 / LLC frames are counted as non-IP),
 //! 802.1Q / 802.1ad (QinQ, up to [`MAX_VLAN_TAGS`] tags; the outermost id is
-//! the flow's VLAN), Linux "cooked" SLL and raw IP link types, ARP, IPv4 with
+//! the flow's VLAN), Linux "cooked" SLL / SLL2, raw IP, BSD loopback (NULL,
+//! LOOP), PPP and Cisco HDLC link types (see [`LinkType`]), ARP, IPv4 with
 //! options and fragments, IPv6 with extension headers (hop-by-hop, routing,
 //! fragment, destination options, AH, mobility), TCP, UDP, ICMP, ICMPv6.
 //! GRE (IP protocol 47) and VXLAN (UDP 4789) are recognised and counted as
@@ -102,8 +103,34 @@ pub enum LinkType {
     LinuxSll,
     /// DLT_LINUX_SLL2 (276): 20-byte header.
     LinuxSll2,
-    /// DLT_RAW (101) / LINKTYPE_IPV4 / LINKTYPE_IPV6: the frame is an IP packet.
+    /// DLT_RAW (101; 12 and 14 on some BSDs) / LINKTYPE_IPV4 / LINKTYPE_IPV6,
+    /// and live raw-IP interfaces (tun, WireGuard, PPP): the frame is an IP packet.
     RawIp,
+    /// DLT_NULL (0): BSD / macOS loopback, a 4-byte address family in the
+    /// byte order of the host that wrote it.
+    Null,
+    /// DLT_LOOP (108): OpenBSD loopback, the 4-byte address family in
+    /// network byte order.
+    Loop,
+    /// DLT_PPP (9) / DLT_PPP_SERIAL (50): a 2-byte PPP protocol (1 byte when
+    /// compressed), after the 0xff 0x03 address / control bytes if present.
+    Ppp,
+    /// DLT_C_HDLC (104): Cisco HDLC, address, control, then an EtherType.
+    CHdlc,
+}
+
+impl LinkType {
+    /// Every link type, for tests and fuzzing.
+    pub const ALL: [LinkType; 8] = [
+        LinkType::Ethernet,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::RawIp,
+        LinkType::Null,
+        LinkType::Loop,
+        LinkType::Ppp,
+        LinkType::CHdlc,
+    ];
 }
 
 /// Network layer of a decoded packet.
@@ -257,6 +284,40 @@ pub fn decode(link: LinkType, data: &[u8], frame_len: u32) -> Result<Packet<'_>,
             Some(_) => return Err(err(ErrorClass::BadHeader, "ip")),
             None => return Err(err(ErrorClass::Truncated, "ip")),
         },
+        LinkType::Null | LinkType::Loop => {
+            let h = data
+                .get(..4)
+                .ok_or(err(ErrorClass::Truncated, "loopback"))?;
+            let be = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            let af = match link {
+                LinkType::Loop => be,
+                // The writer's byte order: a family fits in the low 16 bits.
+                _ if be > 0xffff => be.swap_bytes(),
+                _ => be,
+            };
+            (family_ethertype(af), 4)
+        }
+        LinkType::Ppp => {
+            let off = if data.starts_with(&[0xff, 0x03]) {
+                2
+            } else {
+                0
+            };
+            let first = *data.get(off).ok_or(err(ErrorClass::Truncated, "ppp"))?;
+            // Protocol-field compression: an odd first byte is the whole protocol.
+            let (proto, len) = if first & 1 == 1 {
+                (first as u16, 1)
+            } else {
+                (be16(data, off).ok_or(err(ErrorClass::Truncated, "ppp"))?, 2)
+            };
+            let et = match proto {
+                0x0021 => ETH_IPV4,
+                0x0057 => ETH_IPV6,
+                _ => 0,
+            };
+            (et, off + len)
+        }
+        LinkType::CHdlc => (be16(data, 2).ok_or(err(ErrorClass::Truncated, "chdlc"))?, 4),
     };
     // Bytes of the L3 packet on the wire (the capture may hold fewer).
     let wire_l3 = (frame_len as usize).saturating_sub(off);
@@ -273,6 +334,17 @@ pub fn decode(link: LinkType, data: &[u8], frame_len: u32) -> Result<Packet<'_>,
         _ => p.network = Network::Other,
     }
     Ok(p)
+}
+
+/// The EtherType for a loopback header's address family: AF_INET is 2
+/// everywhere; AF_INET6 is 24 (NetBSD, OpenBSD), 28 (FreeBSD) or 30
+/// (macOS). Others are not IP (0).
+fn family_ethertype(af: u32) -> u16 {
+    match af {
+        2 => ETH_IPV4,
+        24 | 28 | 30 => ETH_IPV6,
+        _ => 0,
+    }
 }
 
 #[inline(always)]
@@ -692,6 +764,78 @@ pub(crate) mod tests {
             &[],
         );
         assert_eq!(d(&f).unwrap().tunnel, Tunnel::Vxlan);
+    }
+
+    /// The IPv4 / TCP packet of `eth_ipv4` behind another link header.
+    fn behind(header: &[u8]) -> Vec<u8> {
+        let f = eth_ipv4([10, 0, 0, 1], [10, 0, 0, 2], 6, &tcp(1, 80, 0, 2, b""), &[]);
+        [header, &f[14..]].concat()
+    }
+
+    #[test]
+    fn bsd_loopback_ppp_and_cisco_hdlc_headers() {
+        let cases: [(LinkType, &[u8]); 9] = [
+            (LinkType::Null, &[2, 0, 0, 0]), // written little-endian
+            (LinkType::Null, &[0, 0, 0, 2]), // written big-endian
+            (LinkType::Loop, &[0, 0, 0, 2]), // always network order
+            (LinkType::Ppp, &[0xff, 0x03, 0, 0x21]),
+            (LinkType::Ppp, &[0, 0x21]), // no address / control
+            (LinkType::Ppp, &[0x21]),    // protocol compressed
+            (LinkType::CHdlc, &[0x0f, 0, 0x08, 0x00]),
+            (LinkType::CHdlc, &[0x8f, 0, 0x08, 0x00]),
+            (LinkType::RawIp, &[]),
+        ];
+        for (link, h) in cases {
+            let f = behind(h);
+            let p =
+                decode(link, &f, f.len() as u32).unwrap_or_else(|e| panic!("{link:?} {h:?}: {e}"));
+            assert_eq!(p.network, Network::Ipv4, "{link:?} {h:?}");
+            assert_eq!((p.dst_port, p.ip_len), (80, 40), "{link:?} {h:?}");
+        }
+        // IPv6 families: 24 (NetBSD, OpenBSD), 28 (FreeBSD), 30 (macOS).
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.extend_from_slice(&[0; 32]);
+        v6.extend_from_slice(&udp(5, 6, b"")[..8]);
+        for af in [24u32, 28, 30] {
+            let f = [&af.to_le_bytes()[..], &v6].concat();
+            assert_eq!(
+                decode(LinkType::Null, &f, f.len() as u32).unwrap().network,
+                Network::Ipv6
+            );
+            let f = [&af.to_be_bytes()[..], &v6].concat();
+            assert_eq!(
+                decode(LinkType::Loop, &f, f.len() as u32).unwrap().network,
+                Network::Ipv6
+            );
+        }
+        let f = [&[0xff, 0x03, 0, 0x57][..], &v6].concat();
+        assert_eq!(
+            decode(LinkType::Ppp, &f, f.len() as u32).unwrap().dst_port,
+            6
+        );
+        // Not IP: PPP LCP, Cisco SLARP, an unknown family. Counted, no flow.
+        for (link, h) in [
+            (LinkType::Ppp, &[0xff, 0x03, 0xc0, 0x21][..]),
+            (LinkType::CHdlc, &[0x8f, 0, 0x80, 0x35][..]),
+            (LinkType::Null, &[7, 0, 0, 0][..]),
+        ] {
+            let f = behind(h);
+            assert_eq!(
+                decode(link, &f, f.len() as u32).unwrap().network,
+                Network::Other
+            );
+        }
+        // Every header cut short is an error, never a panic.
+        for link in LinkType::ALL {
+            for cut in 0..4 {
+                let f = behind(&[0xff, 0x03, 0, 0x21]);
+                let _ = decode(link, &f[..cut], cut as u32);
+            }
+        }
+        assert_eq!(
+            decode(LinkType::Null, &[2, 0], 2).unwrap_err().class,
+            ErrorClass::Truncated
+        );
     }
 
     #[test]

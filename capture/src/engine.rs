@@ -92,7 +92,7 @@ pub enum EndReason {
     TcpRst,
     /// Evicted because the table was full.
     Evicted,
-    /// Capture stopped (end of file, shutdown).
+    /// Capture stopped (end of file, shutdown) while the flow was open.
     Shutdown,
 }
 
@@ -760,8 +760,16 @@ impl Engine {
             if f.state & state::LIVE == 0 {
                 continue;
             }
+            // A flow that saw a FIN or RST ends for that reason, whether
+            // its grace, its idle timeout or the end of input comes first.
+            let fin_or_rst = f.state & (state::RST | state::FIN_A | state::FIN_B) != 0;
             if all {
-                self.end_flow(i, EndReason::Shutdown);
+                let r = if fin_or_rst {
+                    close_reason(f)
+                } else {
+                    EndReason::Shutdown
+                };
+                self.end_flow(i, r);
                 continue;
             }
             let quiet = now.saturating_sub(f.last_ns);
@@ -771,7 +779,7 @@ impl Engine {
                 let r = close_reason(f);
                 self.end_flow(i, r);
             } else if quiet >= idle {
-                let r = if f.state & (state::RST | state::FIN_A | state::FIN_B) != 0 {
+                let r = if fin_or_rst {
                     close_reason(f)
                 } else {
                     EndReason::IdleTimeout
@@ -858,7 +866,9 @@ impl Engine {
         }
     }
 
-    /// End of input: report every flow (reason shutdown) and the last summary.
+    /// End of input: report every flow and the last summary. A flow that
+    /// saw a FIN or RST ends with that reason (as it would have a moment
+    /// later on a live link); the others end with reason shutdown.
     pub fn finish(&mut self) {
         self.sweep(true);
         let iv = ns(self.cfg.summary_interval).max(1);
@@ -870,6 +880,35 @@ impl Engine {
             self.close_interval(end);
             self.interval = None;
             self.next_check_ns = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+impl FlowRecord {
+    /// A one-packet flow record (60 frame bytes out) for tests.
+    pub(crate) fn sample(src: IpAddr, dst: IpAddr, protocol: u8, ports: (u16, u16)) -> FlowRecord {
+        FlowRecord {
+            src,
+            dst,
+            src_port: ports.0,
+            dst_port: ports.1,
+            protocol,
+            vlan: 0,
+            packets_out: 1,
+            bytes_out: 60,
+            ip_bytes_out: 46,
+            packets_in: 0,
+            bytes_in: 0,
+            ip_bytes_in: 0,
+            tcp_flags_out: 0,
+            tcp_flags_in: 0,
+            icmp: None,
+            initiator_by_syn: false,
+            first_ns: 0,
+            last_ns: 0,
+            end_reason: EndReason::IdleTimeout,
+            app: None,
         }
     }
 }
@@ -1064,7 +1103,8 @@ mod tests {
         let f = flows(&mut e);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].packets_out, f[0].packets_in), (4, 2));
-        assert_eq!(f[0].end_reason, EndReason::Shutdown);
+        // The end of input comes within the close grace: still a FIN close.
+        assert_eq!(f[0].end_reason, EndReason::TcpFin);
         let mut e = engine(Config::default());
         handshake_and_close(&mut e, T0);
         // Time moves on (another host's packet): the closed flow is reported as FIN.
@@ -1077,6 +1117,34 @@ mod tests {
         assert_eq!(f[0].tcp_flags_out, SYN | ACK | FIN);
         assert_eq!(f[0].src.to_string(), "10.0.0.1");
         assert_eq!(f[0].dst_port, 443);
+    }
+
+    /// At the end of input (a file's end, a capture's stop) a flow that saw
+    /// a RST or FIN ends for that reason, as it would have a moment later
+    /// on a live link; an open one ends with Shutdown.
+    #[test]
+    fn end_of_input_keeps_fin_and_rst_reasons() {
+        let mut e = engine(Config::default());
+        tcpf(&mut e, true, SYN, 1, b"", T0);
+        tcpf(&mut e, false, RST | ACK, 0, b"", T0 + 1);
+        let other = eth_ipv4(C, S, 6, &tcp(40001, 22, 5, ACK, b""), &[]);
+        e.process(&other, other.len() as u32, T0 + 2);
+        let half = eth_ipv4(C, S, 6, &tcp(40002, 25, 5, FIN | ACK, b""), &[]);
+        e.process(&half, half.len() as u32, T0 + 3);
+        e.finish();
+        let mut got: Vec<(u16, EndReason)> = flows(&mut e)
+            .iter()
+            .map(|f| (f.dst_port, f.end_reason))
+            .collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            vec![
+                (22, EndReason::Shutdown),
+                (25, EndReason::TcpFin),
+                (443, EndReason::TcpRst)
+            ]
+        );
     }
 
     #[test]

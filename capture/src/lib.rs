@@ -7,9 +7,9 @@
 //! names, scan and crypto-mining signatures with alerts).
 //!
 //! Sources: [`pcap`] replays pcap / pcapng files through the same engine; a
-//! live AF_PACKET source feeds [`engine::Engine::process`] the same way,
-//! one engine per worker thread, and merges their interval aggregates with
-//! [`summary::IntervalAgg::merge`] (set `emit_partials`).
+//! live AF_PACKET source ([`live`]) feeds [`engine::Engine::process_as`]
+//! the same way, one engine per worker thread, and merges their interval
+//! aggregates with [`summary::IntervalAgg::merge`] (set `emit_partials`).
 //!
 //! What is kept of a packet: addresses, ports, protocol, VLAN, lengths, TCP
 //! flags, ICMP type / code, timestamps, and the names listed above (DNS

@@ -2,7 +2,8 @@
 //! (pure Rust, no libpcap), fed into exactly the [`Engine`] a live capture
 //! uses.
 //!
-//! The format is told by the file's magic number. pcapng timestamps are
+//! The format is told by the file's magic number; link types: see
+//! [`link_type`]. pcapng timestamps are
 //! converted with each interface's `if_tsresol` (pcap-file 2 hands the raw
 //! units over as nanoseconds; we scale them). A file that ends inside a
 //! packet (a capture killed mid-write) is read up to that packet and the
@@ -44,7 +45,7 @@ pub enum PcapFileError {
     },
     /// A link type the decoder does not handle.
     #[error(
-        "{path}: link type {link} is not supported (Ethernet, Linux SLL / SLL2 and raw IP are); capture on an Ethernet interface or with `-i any`"
+        "{path}: link type {link} is not supported (Ethernet, Linux SLL / SLL2, raw IP, BSD loopback NULL / LOOP, PPP and Cisco HDLC are); capture on an Ethernet interface or with `-i any`"
     )]
     LinkType {
         /// The file.
@@ -73,7 +74,15 @@ pub fn link_type(l: DataLink) -> Option<LinkType> {
         DataLink::ETHERNET => Some(LinkType::Ethernet),
         DataLink::LINUX_SLL => Some(LinkType::LinuxSll),
         DataLink::LINUX_SLL2 => Some(LinkType::LinuxSll2),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(LinkType::RawIp),
+        // 12 and 14 are DLT_RAW on some BSDs (OpenBSD writes 14), seen in
+        // files written with the DLT rather than the LINKTYPE number.
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 | DataLink::Unknown(12 | 14) => {
+            Some(LinkType::RawIp)
+        }
+        DataLink::NULL => Some(LinkType::Null),
+        DataLink::LOOP => Some(LinkType::Loop),
+        DataLink::PPP | DataLink::PPP_HDLC => Some(LinkType::Ppp),
+        DataLink::C_HDLC => Some(LinkType::CHdlc),
         _ => None,
     }
 }
@@ -214,6 +223,153 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+
+    use crate::decode::tcp_flags::{ACK, FIN, SYN};
+    use crate::decode::tests::{eth_ipv4, tcp, udp};
+    use crate::engine::{EndReason, FlowRecord};
+
+    /// IP packets: a TCP connection opened and closed with FINs, a UDP
+    /// datagram to 10.0.0.9:53, and an IPv6 UDP datagram to port 547.
+    fn ip_packets() -> Vec<(bool, Vec<u8>)> {
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let v4 = |src, dst, proto, l4: Vec<u8>| {
+            (false, eth_ipv4(src, dst, proto, &l4, &[])[14..].to_vec())
+        };
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 9, 17, 64];
+        v6.extend_from_slice(&[0xfe, 0x80]);
+        v6.extend_from_slice(&[0; 13]);
+        v6.push(1);
+        v6.extend_from_slice(&[0xff, 0x02]);
+        v6.extend_from_slice(&[0; 13]);
+        v6.push(2);
+        v6.extend_from_slice(&udp(546, 547, b"x"));
+        vec![
+            v4(c, s, 6, tcp(40000, 80, 1, SYN, b"")),
+            v4(s, c, 6, tcp(80, 40000, 9, SYN | ACK, b"")),
+            v4(c, s, 6, tcp(40000, 80, 2, ACK, b"")),
+            v4(c, s, 6, tcp(40000, 80, 2, FIN | ACK, b"")),
+            v4(s, c, 6, tcp(80, 40000, 10, FIN | ACK, b"")),
+            v4(c, s, 6, tcp(40000, 80, 3, ACK, b"")),
+            v4(c, [10, 0, 0, 9], 17, udp(5353, 53, b"q")),
+            (true, v6),
+        ]
+    }
+
+    /// Replay [`ip_packets`] behind `v4` / `v6` link headers in a pcap
+    /// file of link type `dl`; the flows.
+    fn replay_as(dl: DataLink, v4: &[u8], v6: &[u8]) -> (Vec<FlowRecord>, ReplayReport) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let header = PcapHeader {
+            datalink: dl,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(File::create(&path).unwrap(), header).unwrap();
+        for (i, (is_v6, p)) in ip_packets().into_iter().enumerate() {
+            let f = [if is_v6 { v6 } else { v4 }, &p].concat();
+            let ts = Duration::from_secs(1_700_000_000) + Duration::from_millis(i as u64);
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
+                .unwrap();
+        }
+        drop(w);
+        let mut flows = Vec::new();
+        let report = replay(&path, Config::default(), |o| {
+            if let Output::Flow(f) = o {
+                flows.push(f);
+            }
+        })
+        .unwrap_or_else(|e| panic!("{dl:?}: {e}"));
+        flows.sort_by_key(|f| f.dst_port);
+        (flows, report)
+    }
+
+    /// Every link type `owlet capture --pcap` reads: the same three flows,
+    /// no decode error. The TCP connection closed with FINs ends as a FIN
+    /// close at the end of the file (before, every flow said Shutdown);
+    /// the others were still open.
+    #[test]
+    fn every_supported_link_type_gives_the_same_flows() {
+        let sll = |et: [u8; 2]| [&[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0][..], &et].concat();
+        let sll2 = |et: [u8; 2]| {
+            [
+                &et[..],
+                &[0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0],
+            ]
+            .concat()
+        };
+        let cases: Vec<(DataLink, Vec<u8>, Vec<u8>)> = vec![
+            (
+                DataLink::ETHERNET,
+                [&[2u8; 12][..], &[8, 0]].concat(),
+                [&[2u8; 12][..], &[0x86, 0xdd]].concat(),
+            ),
+            (DataLink::NULL, vec![2, 0, 0, 0], vec![30, 0, 0, 0]),
+            (DataLink::NULL, vec![0, 0, 0, 2], vec![0, 0, 0, 24]),
+            (DataLink::LOOP, vec![0, 0, 0, 2], vec![0, 0, 0, 28]),
+            (
+                DataLink::PPP,
+                vec![0xff, 0x03, 0, 0x21],
+                vec![0xff, 0x03, 0, 0x57],
+            ),
+            (
+                DataLink::PPP_HDLC,
+                vec![0xff, 0x03, 0, 0x21],
+                vec![0xff, 0x03, 0, 0x57],
+            ),
+            (
+                DataLink::C_HDLC,
+                vec![0x0f, 0, 8, 0],
+                vec![0x0f, 0, 0x86, 0xdd],
+            ),
+            (DataLink::RAW, vec![], vec![]),
+            (DataLink::Unknown(12), vec![], vec![]),
+            (DataLink::Unknown(14), vec![], vec![]),
+            (DataLink::LINUX_SLL, sll([8, 0]), sll([0x86, 0xdd])),
+            (DataLink::LINUX_SLL2, sll2([8, 0]), sll2([0x86, 0xdd])),
+        ];
+        for (dl, v4, v6) in cases {
+            let (flows, report) = replay_as(dl, &v4, &v6);
+            assert_eq!(report.packets, 8, "{dl:?}");
+            assert_eq!(report.stats.decode_errors, [0; 4], "{dl:?}");
+            let got: Vec<(u16, u64, u64, EndReason)> = flows
+                .iter()
+                .map(|f| (f.dst_port, f.packets_out, f.packets_in, f.end_reason))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (53, 1, 0, EndReason::Shutdown),
+                    (80, 4, 2, EndReason::TcpFin),
+                    (547, 1, 0, EndReason::Shutdown),
+                ],
+                "{dl:?}"
+            );
+            assert_eq!(flows[2].src.to_string(), "fe80::1", "{dl:?}");
+        }
+    }
+
+    #[test]
+    fn an_unsupported_link_type_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let header = PcapHeader {
+            datalink: DataLink::IEEE802_11,
+            ..PcapHeader::default()
+        };
+        drop(PcapWriter::with_header(File::create(&path).unwrap(), header).unwrap());
+        let e = replay(&path, Config::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("link type IEEE802_11 is not supported"), "{e}");
+        assert!(
+            e.contains("BSD loopback NULL / LOOP, PPP and Cisco HDLC"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn tsresol_scaling() {

@@ -161,18 +161,21 @@ impl Summary {
 
 impl CaptureAlert {
     /// The `Alert` event payload (source "capture"). A scan is a warning;
-    /// crypto-mining is critical (a compromised or misused host).
+    /// crypto-mining is critical (a compromised or misused host); a capture
+    /// link lost is a warning (state DOWN), and back, information (UP).
     pub fn to_proto(&self) -> pb::Alert {
-        let severity = if self.name == "crypto_mining" {
-            pb::Severity::Critical
-        } else {
-            pb::Severity::Warning
+        let (severity, state) = match self.name {
+            "crypto_mining" => (pb::Severity::Critical, pb::State::Unspecified),
+            "capture_link_down" => (pb::Severity::Warning, pb::State::Down),
+            "capture_link_up" => (pb::Severity::Info, pb::State::Up),
+            _ => (pb::Severity::Warning, pb::State::Unspecified),
         };
         pb::Alert {
             source: "capture".into(),
             subject: self.subject.clone(),
             name: self.name.into(),
             severity: severity.into(),
+            new_state: state.into(),
             message: self.message.clone(),
             labels: self.labels.iter().cloned().collect(),
             ..pb::Alert::default()
@@ -184,6 +187,26 @@ impl CaptureAlert {
 mod tests {
     use super::*;
     use crate::engine::AppMeta;
+
+    #[test]
+    fn link_alerts_say_down_and_up() {
+        let alert = |name| CaptureAlert {
+            name,
+            subject: "eth1".into(),
+            message: String::new(),
+            labels: vec![],
+        };
+        let down = alert("capture_link_down").to_proto();
+        assert_eq!(
+            (down.severity(), down.new_state(), down.source.as_str()),
+            (pb::Severity::Warning, pb::State::Down, "capture")
+        );
+        let up = alert("capture_link_up").to_proto();
+        assert_eq!(
+            (up.severity(), up.new_state()),
+            (pb::Severity::Info, pb::State::Up)
+        );
+    }
 
     #[test]
     fn flow_record_round_trips_its_fields() {

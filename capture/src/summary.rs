@@ -395,7 +395,10 @@ impl IntervalAgg {
             let ev: Vec<&MiningMatch> = self.mining.iter().filter(|m| m.client == c).collect();
             let evidence = ev
                 .iter()
-                .map(|m| format!("{:?} {} {}:{}", m.via, m.what, m.server, m.port).to_lowercase())
+                .map(|m| {
+                    let server = owlet_proto::endpoint(&m.server.to_string(), m.port.into(), 6);
+                    format!("{:?} {} {server}", m.via, m.what).to_lowercase()
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             alerts.push(CaptureAlert {

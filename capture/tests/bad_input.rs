@@ -35,7 +35,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256), wire in 0u32..2000) {
-        for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::RawIp] {
+        for link in LinkType::ALL {
             let _ = decode(link, &data, wire);
         }
         let mut e = Engine::new(LinkType::Ethernet, Config::default());

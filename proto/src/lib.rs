@@ -69,6 +69,20 @@ pub fn timestamp_micros(t: &Timestamp) -> i64 {
         .saturating_add(i64::from(t.nanos / 1_000))
 }
 
+/// A flow endpoint as people read it: `ADDR:PORT` for IPv4, `[ADDR]:PORT`
+/// for IPv6 (so the port is not read as the address's last group), the
+/// address alone for protocols without ports (ICMP, ICMPv6...). `addr` is
+/// an address as text, `protocol` the IP protocol number.
+pub fn endpoint(addr: &str, port: u32, protocol: u32) -> String {
+    // TCP, UDP, SCTP: the protocols whose flows carry ports.
+    let has_ports = matches!(protocol, 6 | 17 | 132);
+    match (has_ports, addr.contains(':')) {
+        (false, _) => addr.to_string(),
+        (true, true) => format!("[{addr}]:{port}"),
+        (true, false) => format!("{addr}:{port}"),
+    }
+}
+
 impl v1::event::Kind {
     /// Stable snake_case name of the kind, as used in `DataLoss.lost_by_kind`,
     /// the SOC's storage and `owlet-soc tail`.
@@ -99,6 +113,14 @@ impl v1::Event {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn endpoints_bracket_ipv6_and_leave_portless_protocols_bare() {
+        assert_eq!(endpoint("10.0.0.1", 80, 6), "10.0.0.1:80");
+        assert_eq!(endpoint("fe80::3101", 546, 17), "[fe80::3101]:546");
+        assert_eq!(endpoint("fe80::3101", 0, 58), "fe80::3101");
+        assert_eq!(endpoint("10.0.0.1", 0, 1), "10.0.0.1");
+    }
 
     #[test]
     fn event_round_trips_and_renders_as_proto3_json() {

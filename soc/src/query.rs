@@ -276,11 +276,9 @@ pub fn flow_line(f: &owlet_proto::v1::FlowRecord) -> String {
         other => format!("proto {other}"),
     };
     format!(
-        "{proto} {}:{} -> {}:{} on {}: {} pkts / {} B out, {} pkts / {} B back ({:?})",
-        f.src_addr,
-        f.src_port,
-        f.dst_addr,
-        f.dst_port,
+        "{proto} {} -> {} on {}: {} pkts / {} B out, {} pkts / {} B back ({:?})",
+        owlet_proto::endpoint(&f.src_addr, f.src_port, f.protocol),
+        owlet_proto::endpoint(&f.dst_addr, f.dst_port, f.protocol),
         f.interface,
         f.packets_out,
         f.bytes_out,
@@ -413,6 +411,35 @@ mod tests {
     use owlet_proto::v1::{FileChange, FileChangeKind, HostMetrics, ProcessUsage};
 
     use super::*;
+
+    #[test]
+    fn flow_lines_bracket_ipv6_endpoints_and_leave_icmp_portless() {
+        let udp6 = owlet_proto::v1::FlowRecord {
+            src_addr: "fe80::a8c1:abff:fe12:3101".into(),
+            src_port: 546,
+            dst_addr: "ff02::1:2".into(),
+            dst_port: 547,
+            protocol: 17,
+            interface: "eth1".into(),
+            ..Default::default()
+        };
+        let line = flow_line(&udp6);
+        assert!(
+            line.starts_with("udp [fe80::a8c1:abff:fe12:3101]:546 -> [ff02::1:2]:547 on eth1"),
+            "{line}"
+        );
+        let icmp6 = owlet_proto::v1::FlowRecord {
+            protocol: 58,
+            src_port: 0,
+            dst_port: 0,
+            ..udp6
+        };
+        let line = flow_line(&icmp6);
+        assert!(
+            line.starts_with("icmp6 fe80::a8c1:abff:fe12:3101 -> ff02::1:2 on eth1"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_file_change_line_names_the_file_the_change_and_who() {

@@ -1,6 +1,6 @@
 //! Live capture in the real agent: flow records and capture summaries from
 //! loopback traffic reach the SOC, the agent's own SOC connection is left
-//! out, and a missing interface fails the capture collector alone.
+//! out, and a missing interface fails alone (the others capture on).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -104,34 +104,61 @@ fn loopback_flows_and_summaries_reach_the_soc_without_the_soc_connection() {
     agent.drain_and_stop(DEADLINE);
 }
 
+/// `interfaces = ["lo", "owlet-none0"]`: the name that does not exist
+/// fails alone. lo captures (its flows reach the SOC), the capture
+/// collector keeps running (no `collector_failed`), `owlet health` warns
+/// naming the missing one, and a `capture_link_down` alert names it.
 #[test]
-fn a_missing_interface_fails_the_capture_alone() {
+fn a_missing_interface_fails_alone_and_the_others_capture() {
     let mut soc = Soc::init();
     soc.start();
     let db = soc.db();
     let mut agent = soc.issue("acme", "a");
-    capture_on(&mut agent, "owlet-none0");
+    capture_on(&mut agent, "lo");
+    agent.set(
+        "capture",
+        "interfaces",
+        vec!["lo".to_string(), "owlet-none0".to_string()],
+    );
     agent.start();
-    wait_until("health to show capture failing", DEADLINE, || {
-        agent.health().is_some_and(|h| {
-            h["collectors"]["capture"]["state"] == "restarting"
-                && h["verdict"] == "CRITICAL"
-                && h["reasons"].to_string().contains("owlet-none0")
-        })
-    });
-    // The rest of the agent runs on: heartbeats and the failure alert arrive.
     wait_until(
-        "heartbeats and a collector_failed alert at the SOC",
+        "health to warn about the missing interface",
+        DEADLINE,
+        || {
+            agent.health().is_some_and(|h| {
+                let c = &h["collectors"]["capture"];
+                c["state"] == "running"
+                    && c["verdict"] == "WARNING"
+                    && c["reasons"]
+                        .to_string()
+                        .contains("owlet-none0 does not exist on this host")
+                    && c["detail"]["interfaces"][1]["link"] == "missing"
+                    && c["detail"]["interfaces"][0]["link"] == "up"
+            })
+        },
+    );
+    // lo captures meanwhile.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    drop(listener.accept().unwrap());
+    wait_until(
+        "a flow record of lo and the alert naming owlet-none0",
         DEADLINE,
         || {
             let events = db.events();
-            events
-            .iter()
-            .any(|e| matches!(&e.event.kind, Some(Kind::AgentStatus(_))))
-            && events.iter().any(|e| {
-                matches!(&e.event.kind, Some(Kind::Alert(a)) if a.name == "collector_failed" && a.message.contains("owlet-none0"))
-            })
+            events.iter().any(|e| {
+            matches!(&e.event.kind, Some(Kind::FlowRecord(f)) if f.interface == "lo" && f.dst_port == u32::from(port))
+        }) && events.iter().any(|e| {
+            matches!(&e.event.kind, Some(Kind::Alert(a)) if a.name == "capture_link_down" && a.subject == "owlet-none0" && a.message.contains("does not exist"))
+        })
         },
+    );
+    assert!(
+        !db.events().iter().any(|e| {
+            matches!(&e.event.kind, Some(Kind::Alert(a)) if a.name == "collector_failed")
+        }),
+        "the capture collector failed"
     );
     agent.drain_and_stop(DEADLINE);
 }

@@ -106,6 +106,28 @@ fn valid_file_exits_0() {
     );
 }
 
+/// A capture interface that does not exist here is a warning naming it,
+/// not an error: a sensor's config may be written before its NIC is in.
+#[test]
+fn a_missing_capture_interface_is_a_warning() {
+    let (_soc, dir) = credentials();
+    let file = dir.join("capture.toml");
+    let text = valid("localhost:4443", "agent.pem", "agent.key")
+        + "\n[capture]\ninterfaces = [\"lo\", \"owlet-none9\"]\n";
+    fs::write(&file, text).unwrap();
+    let out = output(owlet().arg("check-config").arg(&file));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: warning: capture.interfaces: owlet-none9 does not exist on this host (interfaces here: ",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lo does not exist"), "{stderr}");
+}
+
 #[test]
 fn unknown_key() {
     let (_soc, dir) = credentials();

@@ -10,14 +10,23 @@
 //!   slow disk;
 //! * the agent's own connection to the SOC is filtered out in the kernel
 //!   unless `capture.exclude_soc = false`;
-//! * a missing interface or capability is a start error that names it; the
-//!   supervisor reports it and retries, and the rest of the agent runs on;
+//! * one capture per interface: an interface that does not exist (a wrong
+//!   name, or a NIC not there yet) fails alone — the others capture on, a
+//!   `capture_link_down` alert names it, `owlet health` warns naming it,
+//!   and it is looked for again with backoff and captured once it appears;
+//! * a link that goes down (or loses its carrier) is reported the same way
+//!   (`capture_link_down`, then `capture_link_up`) and costs no CPU while
+//!   down; capture resumes by itself when it is back;
+//! * a missing capability, a filter that does not compile or an interface
+//!   whose link type owlet cannot decode is a start error that names it;
+//!   the supervisor reports it and retries, and the rest of the agent runs on;
 //! * a worker thread that dies is a collector failure (restart with backoff);
 //! * with `capture.ipfix_collector` set, every flow record is also exported
 //!   as IPFIX over UDP; the export never blocks (a full queue drops and
 //!   counts) and a collector that is down costs retries, not memory.
 //!
-//! Health rule: kernel drops, ring freezes, dropped events or IPFIX records
+//! Health rule: a capture interface that is missing, down or without
+//! carrier, kernel drops, ring freezes, dropped events or IPFIX records
 //! lost since start make the verdict WARNING (the capture is incomplete).
 
 use std::net::SocketAddr;
@@ -26,8 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use owlet_capture::ipfix::IpfixStats;
 use owlet_capture::ipfix::{IpfixConfig, IpfixExporter};
-use owlet_capture::live::{Capture as LiveCapture, LiveConfig, StatsHandle};
+use owlet_capture::live::{
+    Capture as LiveCapture, InterfaceStats, LinkState, LiveConfig, StatsHandle,
+};
 use owlet_capture::{Output, filter};
 use owlet_proto::v1::{Event, event::Kind};
 
@@ -111,6 +123,8 @@ impl Capture {
             filter,
             engine,
             block_count,
+            // A wrong or late interface name must not stop the others.
+            wait_for_interfaces: true,
             ..defaults
         })
     }
@@ -243,41 +257,91 @@ impl Collector for Capture {
     fn health(&self) -> CollectorHealth {
         let stats: Vec<_> = self.running.iter().flat_map(LiveCapture::stats).collect();
         let ipfix = self.ipfix.as_ref().map(|e| e.stats());
-        let mut health = CollectorHealth::ok(serde_json::json!({
-            "interfaces": stats,
-            "events_dropped": self.dropped.load(Ordering::Relaxed),
-            "ipfix": ipfix,
-        }));
-        for s in &stats {
-            if s.kernel_drops > 0 || s.ring_freezes > 0 {
-                health.verdict = Verdict::Warning;
-                health.reasons.push(format!(
-                    "capture on {}: {} packets dropped by the kernel, {} ring freezes since start (add capture.workers or narrow capture.filter)",
-                    s.interface, s.kernel_drops, s.ring_freezes
-                ));
-            }
-        }
-        if let Some(ipfix) = &ipfix
-            && (ipfix.flows_dropped > 0 || ipfix.records_lost > 0)
-        {
+        health_of(&stats, ipfix, self.dropped.load(Ordering::Relaxed))
+    }
+}
+
+/// The capture's verdict from its counters (see the module's health rule).
+fn health_of(stats: &[InterfaceStats], ipfix: Option<IpfixStats>, dropped: u64) -> CollectorHealth {
+    let mut health = CollectorHealth::ok(serde_json::json!({
+        "interfaces": stats,
+        "events_dropped": dropped,
+        "ipfix": ipfix,
+    }));
+    for s in stats {
+        if !matches!(s.link, LinkState::Up | LinkState::Unknown) {
             health.verdict = Verdict::Warning;
             health.reasons.push(format!(
-                "IPFIX export: {} flows dropped (queue full), {} records lost in sending{}",
-                ipfix.flows_dropped,
-                ipfix.records_lost,
-                ipfix
-                    .last_error
+                "capture interface {}{}",
+                s.link.explain(&s.interface),
+                s.last_error
                     .as_deref()
-                    .map_or(String::new(), |e| format!("; last error: {e}"))
+                    .filter(|_| s.link == LinkState::Missing || s.link == LinkState::Down)
+                    .map_or(String::new(), |e| format!(" (last error: {e})"))
             ));
         }
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        if dropped > 0 {
+        if s.kernel_drops > 0 || s.ring_freezes > 0 {
             health.verdict = Verdict::Warning;
             health.reasons.push(format!(
-                "capture: {dropped} flow/summary events dropped because the bus was full (the spool disk is too slow)"
+                "capture on {}: {} packets dropped by the kernel, {} ring freezes since start (add capture.workers or narrow capture.filter)",
+                s.interface, s.kernel_drops, s.ring_freezes
             ));
         }
-        health
+    }
+    if let Some(ipfix) = &ipfix
+        && (ipfix.flows_dropped > 0 || ipfix.records_lost > 0)
+    {
+        health.verdict = Verdict::Warning;
+        health.reasons.push(format!(
+            "IPFIX export: {} flows dropped (queue full), {} records lost in sending{}",
+            ipfix.flows_dropped,
+            ipfix.records_lost,
+            ipfix
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!("; last error: {e}"))
+        ));
+    }
+    if dropped > 0 {
+        health.verdict = Verdict::Warning;
+        health.reasons.push(format!(
+            "capture: {dropped} flow/summary events dropped because the bus was full (the spool disk is too slow)"
+        ));
+    }
+    health
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, link: LinkState) -> InterfaceStats {
+        InterfaceStats {
+            interface: name.into(),
+            link,
+            ..InterfaceStats::default()
+        }
+    }
+
+    #[test]
+    fn a_capture_interface_without_link_makes_health_warn_naming_it() {
+        let ok = health_of(&[iface("eth1", LinkState::Up)], None, 0);
+        assert_eq!(ok.verdict, Verdict::Ok);
+        assert!(ok.reasons.is_empty());
+        for (link, words) in [
+            (LinkState::Down, "eth2 is down"),
+            (LinkState::NoCarrier, "eth2 has no carrier"),
+            (LinkState::Missing, "eth2 does not exist on this host"),
+        ] {
+            let h = health_of(
+                &[iface("eth1", LinkState::Up), iface("eth2", link)],
+                None,
+                0,
+            );
+            assert_eq!(h.verdict, Verdict::Warning, "{link}");
+            assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+            assert!(h.reasons[0].contains(words), "{}", h.reasons[0]);
+            assert_eq!(h.detail["interfaces"][1]["link"], link.name());
+        }
     }
 }

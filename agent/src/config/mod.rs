@@ -296,6 +296,33 @@ impl Config {
         ))
     }
 
+    /// Warnings about `capture.interfaces` on this host: an interface that
+    /// does not exist here. Not errors: a sensor's configuration may be
+    /// written before its NIC is installed; the agent captures on the
+    /// others and waits for it.
+    pub fn capture_warnings(&self) -> Vec<String> {
+        use owlet_capture::live::{LinkState, interface_names, link_state};
+        let missing: Vec<&String> = self
+            .capture
+            .interfaces
+            .iter()
+            .filter(|name| matches!(link_state(name), Ok(LinkState::Missing)))
+            .collect();
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let here = interface_names().join(", ");
+        missing
+            .into_iter()
+            .map(|name| {
+                format!(
+                    "capture.interfaces: {name} does not exist on this host (interfaces here: {here}); \
+                     the agent captures on the others and waits for it: correct the name if it is wrong"
+                )
+            })
+            .collect()
+    }
+
     /// Name the SOC's certificate must match: `soc.server_name`, or the host
     /// part of `soc.address`.
     pub fn server_name(&self) -> String {

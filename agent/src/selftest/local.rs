@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use owlet_capture::live::{Capture, LiveConfig};
+use owlet_capture::live::{Capture, LinkState, LiveConfig};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
@@ -250,10 +250,14 @@ fn expiry(cert: &Path, validity: Option<(i64, i64)>) -> Step {
 
 /// One `capture` step per configured interface: a short open and close of
 /// the live capture (AF_PACKET socket, filter, ring, promiscuous mode as
-/// configured) with this process's capabilities. Blocking: call it off the
-/// async workers.
+/// configured) with this process's capabilities; a warning when the link is
+/// down or has no carrier (the socket opens, but no packet will be seen).
+/// Blocking: call it off the async workers.
 pub fn capture(config: &Config) -> Vec<Step> {
-    let section = &config.capture;
+    capture_steps(&config.capture)
+}
+
+fn capture_steps(section: &crate::config::CaptureSection) -> Vec<Step> {
     if section.interfaces.is_empty() {
         return vec![Step::skip("capture", "no capture interfaces configured")];
     }
@@ -273,7 +277,20 @@ pub fn capture(config: &Config) -> Vec<Step> {
             };
             match Capture::start(live, |_| {}) {
                 Ok(capture) => {
+                    let link = capture
+                        .stats()
+                        .first()
+                        .map_or(LinkState::Unknown, |s| s.link);
                     capture.stop();
+                    if !matches!(link, LinkState::Up | LinkState::Unknown) {
+                        return Step::warn(
+                            "capture",
+                            format!("{interface}: packet socket opened, but {}", link.explain(interface)),
+                            format!(
+                                "bring the link up (`ip link set {interface} up`) and check the cable / mirror (SPAN) port feeding it"
+                            ),
+                        );
+                    }
                     Step::pass(
                         "capture",
                         format!(
@@ -482,4 +499,94 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selftest::Status;
+
+    /// `ip -n NS -batch -`: one command per line in namespace `ns`, each
+    /// must succeed.
+    fn ip_in(ns: &str, commands: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("ip")
+            .args(["-n", ns, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip runs (iproute2)");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(commands.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ip -batch {commands:?}: {stderr}");
+    }
+
+    /// The capture step on a veth in a namespace of its own: up with its
+    /// peer up passes; without carrier (peer down) and down it warns that
+    /// no packets are seen, naming the interface.
+    #[test]
+    fn the_capture_step_warns_while_the_link_is_down() {
+        let ns = format!("owlst{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        let added = std::process::Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip runs (iproute2)");
+        assert!(added.success(), "ip netns add {ns}");
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .output();
+            }
+        }
+        let _del = Del(ns.clone());
+        ip_in(
+            &ns,
+            "link add stcap0 type veth peer name stcap1\nlink set stcap0 up",
+        );
+        let section = crate::config::CaptureSection {
+            interfaces: vec!["stcap0".into()],
+            ..Default::default()
+        };
+        let step_in_ns = |section: crate::config::CaptureSection| {
+            let path = format!("/run/netns/{ns}");
+            std::thread::spawn(move || {
+                let fd = std::fs::File::open(&path).expect("namespace file");
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                capture_steps(&section)
+            })
+            .join()
+            .unwrap()
+            .remove(0)
+        };
+        let no_carrier = step_in_ns(section.clone());
+        assert_eq!(no_carrier.status, Status::Warn, "{no_carrier:?}");
+        assert!(
+            no_carrier.detail.contains("stcap0 has no carrier")
+                && no_carrier.detail.contains("no packets are seen"),
+            "{no_carrier:?}"
+        );
+        ip_in(&ns, "link set stcap0 down");
+        let down = step_in_ns(section.clone());
+        assert_eq!(down.status, Status::Warn, "{down:?}");
+        assert!(down.detail.contains("stcap0 is down"), "{down:?}");
+        ip_in(&ns, "link set stcap0 up\nlink set stcap1 up");
+        // The kernel reports the carrier a moment later (link watch).
+        let mut up = step_in_ns(section.clone());
+        for _ in 0..50 {
+            if up.status == Status::Pass {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            up = step_in_ns(section.clone());
+        }
+        assert_eq!(up.status, Status::Pass, "{up:?}");
+    }
 }

@@ -7,7 +7,7 @@ use owlet_capture::decode::{LinkType, decode};
 use owlet_capture::engine::{Config, Engine};
 
 fuzz_target!(|data: &[u8]| {
-    for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::RawIp] {
+    for link in LinkType::ALL {
         let _ = decode(link, data, data.len() as u32);
     }
     let mut e = Engine::new(LinkType::Ethernet, Config::default());

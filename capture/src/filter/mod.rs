@@ -15,6 +15,11 @@
 //!   `not` binds tightest; a bare value after `and` / `or` reuses the
 //!   previous primitive's qualifiers (`host 10.0.0.1 or 10.0.0.2`).
 //!
+//! On raw-IP links (tun, WireGuard, PPP: no Ethernet header) the same
+//! language compiles with the offsets of a packet that starts with its IP
+//! header ([`compile_for`]), as libpcap does for DLT_RAW; `arp` matches
+//! nothing there.
+//!
 //! As with tcpdump on a live Linux interface, the kernel takes the
 //! outermost VLAN tag off before the filter runs: `vlan` tests read that
 //! tag from the packet's metadata and the other tests see the frame
@@ -29,6 +34,8 @@ pub mod bpf;
 use std::net::{IpAddr, SocketAddr};
 
 use bpf::{Insn, op};
+
+use crate::decode::LinkType;
 
 /// Bytes kept of an accepted packet (tcpdump's default snap length).
 pub const SNAPLEN: u32 = 262_144;
@@ -107,13 +114,36 @@ enum Expr {
     },
 }
 
-/// Compile a tcpdump-style expression. Empty (or blank) accepts everything.
+/// Compile a tcpdump-style expression for Ethernet frames. Empty (or
+/// blank) accepts everything.
 pub fn compile(expr: &str) -> Result<Program, FilterError> {
+    compile_for(expr, LinkType::Ethernet)
+}
+
+/// Compile a tcpdump-style expression for frames of link type `link`:
+/// Ethernet (network header at byte 14, the EtherType at 12), or raw IP
+/// (tun, WireGuard, PPP interfaces: the IP header at byte 0, the family
+/// from its version nibble, no ARP). Empty (or blank) accepts everything.
+pub fn compile_for(expr: &str, link: LinkType) -> Result<Program, FilterError> {
+    let raw = match link {
+        LinkType::Ethernet => false,
+        LinkType::RawIp => true,
+        other => {
+            return Err(FilterError {
+                expr: expr.into(),
+                at: None,
+                msg: format!("filters are compiled for Ethernet and raw-IP links, not {other:?}"),
+            });
+        }
+    };
     let insns = if expr.trim().is_empty() {
         vec![ret(SNAPLEN)]
     } else {
         let ast = Parser::new(expr)?.parse()?;
-        let mut g = Gen::default();
+        let mut g = Gen {
+            raw,
+            ..Gen::default()
+        };
         let (t, f) = (g.label(), g.label());
         g.expr(&ast, t, f);
         g.place(t);
@@ -500,6 +530,9 @@ enum Raw {
 struct Gen {
     code: Vec<Raw>,
     labels: usize,
+    /// Raw-IP link (tun, WireGuard, PPP): no Ethernet header, the packet
+    /// starts with the IP header and its version nibble tells the family.
+    raw: bool,
 }
 
 fn ret(k: u32) -> Insn {
@@ -515,8 +548,34 @@ const ETH_IP: u32 = 0x0800;
 const ETH_IP6: u32 = 0x86dd;
 const ETH_ARP: u32 = 0x0806;
 const ETH_RARP: u32 = 0x8035;
+/// A family value the raw-IP discriminator (`A & 0xf0`) never takes.
+const NEVER: u32 = 0x1_0000;
 
 impl Gen {
+    /// Offset of the network header in the frame.
+    fn l3(&self) -> u32 {
+        if self.raw { 0 } else { 14 }
+    }
+    /// A = the frame's network family: the EtherType, or on a raw-IP link
+    /// the IP version nibble (`0x40`, `0x60`), as libpcap does for DLT_RAW.
+    fn ld_family(&mut self) {
+        if self.raw {
+            self.ld(op::B, op::ABS, 0);
+            self.and(0xf0);
+        } else {
+            self.ld(op::H, op::ABS, 12);
+        }
+    }
+    /// The value [`Gen::ld_family`] leaves for `ethertype` on this link
+    /// (ARP never appears on a raw-IP link).
+    fn fam(&self, ethertype: u32) -> u32 {
+        match (self.raw, ethertype) {
+            (false, e) => e,
+            (true, ETH_IP) => 0x40,
+            (true, ETH_IP6) => 0x60,
+            (true, _) => NEVER,
+        }
+    }
     fn label(&mut self) -> Label {
         self.labels += 1;
         self.labels - 1
@@ -623,14 +682,16 @@ impl Gen {
     }
 
     fn proto(&mut self, p: Proto, t: Label, f: Label) {
-        self.ld(op::H, op::ABS, 12);
+        let l3 = self.l3();
+        let (ip, ip6) = (self.fam(ETH_IP), self.fam(ETH_IP6));
+        self.ld_family();
         match p {
-            Proto::Ip => self.jeq(ETH_IP, t, f),
-            Proto::Ip6 => self.jeq(ETH_IP6, t, f),
-            Proto::Arp => self.jeq(ETH_ARP, t, f),
+            Proto::Ip => self.jeq(ip, t, f),
+            Proto::Ip6 => self.jeq(ip6, t, f),
+            Proto::Arp => self.jeq(self.fam(ETH_ARP), t, f),
             Proto::Icmp => {
-                self.require(ETH_IP, f);
-                self.ld(op::B, op::ABS, 23);
+                self.require(ip, f);
+                self.ld(op::B, op::ABS, l3 + 9);
                 self.jeq(1, t, f);
             }
             Proto::Tcp | Proto::Udp | Proto::Icmp6 => {
@@ -642,19 +703,19 @@ impl Gen {
                 let v6 = self.label();
                 if p != Proto::Icmp6 {
                     let v4 = self.label();
-                    self.jeq(ETH_IP, v4, v6);
+                    self.jeq(ip, v4, v6);
                     self.place(v4);
-                    self.ld(op::B, op::ABS, 23);
+                    self.ld(op::B, op::ABS, l3 + 9);
                     self.jeq(n, t, f);
                 }
                 self.place(v6);
-                self.require(ETH_IP6, f);
-                self.ld(op::B, op::ABS, 20);
+                self.require(ip6, f);
+                self.ld(op::B, op::ABS, l3 + 6);
                 let frag = self.label();
                 self.jeq(n, t, frag);
                 self.place(frag);
                 self.require(44, f);
-                self.ld(op::B, op::ABS, 54);
+                self.ld(op::B, op::ABS, l3 + 40);
                 self.jeq(n, t, f);
             }
         }
@@ -728,7 +789,8 @@ impl Gen {
         t: Label,
         f: Label,
     ) {
-        self.ld(op::H, op::ABS, 12);
+        let l3 = self.l3();
+        self.ld_family();
         match net {
             IpAddr::V4(a) => {
                 let w = [u32::from(a)];
@@ -741,18 +803,18 @@ impl Gen {
                 let arp = proto.is_none() || proto == Some(Proto::Arp);
                 let (l_ip, l_other) = (self.label(), self.label());
                 if ip {
-                    self.jeq(ETH_IP, l_ip, l_other);
+                    self.jeq(self.fam(ETH_IP), l_ip, l_other);
                     self.place(l_ip);
-                    self.words((26, 30), &w, &m, dir, t, f);
+                    self.words((l3 + 12, l3 + 16), &w, &m, dir, t, f);
                 }
                 self.place(l_other);
-                if arp {
+                if arp && !self.raw {
                     let (l_arp, l_r) = (self.label(), self.label());
                     self.jeq(ETH_ARP, l_arp, l_r);
                     self.place(l_r);
                     self.jeq(ETH_RARP, l_arp, f);
                     self.place(l_arp);
-                    self.words((28, 38), &w, &m, dir, t, f);
+                    self.words((l3 + 14, l3 + 24), &w, &m, dir, t, f);
                 } else {
                     self.code.push(Raw::Goto(f));
                 }
@@ -766,8 +828,8 @@ impl Gen {
                 };
                 let w: Vec<u32> = (0..4).map(|i| (bits >> (96 - 32 * i)) as u32).collect();
                 let m: Vec<u32> = (0..4).map(|i| (mask >> (96 - 32 * i)) as u32).collect();
-                self.require(ETH_IP6, f);
-                self.words((22, 38), &w, &m, dir, t, f);
+                self.require(self.fam(ETH_IP6), f);
+                self.words((l3 + 8, l3 + 24), &w, &m, dir, t, f);
             }
         }
     }
@@ -785,22 +847,23 @@ impl Gen {
                 g.jeq(port, t, f);
             });
         };
+        let l3 = self.l3();
         let (v6, v4) = (self.label(), self.label());
-        self.ld(op::H, op::ABS, 12);
-        self.jeq(ETH_IP6, v6, v4);
+        self.ld_family();
+        self.jeq(self.fam(ETH_IP6), v6, v4);
         self.place(v6);
-        self.ld(op::B, op::ABS, 20);
+        self.ld(op::B, op::ABS, l3 + 6);
         let p6 = self.label();
         self.one_of(protos, p6, f);
         self.place(p6);
-        ports(self, (op::ABS, 54), (op::ABS, 56), t, f);
+        ports(self, (op::ABS, l3 + 40), (op::ABS, l3 + 42), t, f);
         self.place(v4);
-        self.require(ETH_IP, f);
-        self.ld(op::B, op::ABS, 23);
+        self.require(self.fam(ETH_IP), f);
+        self.ld(op::B, op::ABS, l3 + 9);
         let p4 = self.label();
         self.one_of(protos, p4, f);
         self.place(p4);
-        self.ld(op::H, op::ABS, 20);
+        self.ld(op::H, op::ABS, l3 + 6);
         let unfrag = self.label();
         self.jset(0x1fff, f, unfrag);
         self.place(unfrag);
@@ -808,9 +871,9 @@ impl Gen {
             code: op::LDX | op::B | op::MSH,
             jt: 0,
             jf: 0,
-            k: 14,
+            k: l3,
         });
-        ports(self, (op::IND, 14), (op::IND, 16), t, f);
+        ports(self, (op::IND, l3), (op::IND, l3 + 2), t, f);
     }
 
     /// Labels to offsets; conditional jumps reach 255 instructions at most.

@@ -270,6 +270,28 @@ fn long_filters_fail_cleanly() {
     }
 }
 
+/// Expressions compared with tcpdump on Ethernet and on raw-IP links.
+const IP_EXPRS: &[&str] = &[
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "host 192.168.7.9",
+    "src host 10.0.0.1",
+    "dst net 10.0.0.0/24",
+    "net 192.168.0.0/16 or net fd01::/16",
+    "port 53",
+    "udp dst port 53",
+    "tcp src port 443",
+    "port 80 or 53",
+    "host fd00::1 and not icmp6",
+    "not (host 10.0.0.2 and port 80)",
+    "ip6 dst net fd01::/16",
+    "src and dst net 10.0.0.0/8",
+];
+
 /// Our verdicts equal tcpdump's (`tcpdump -r FILE EXPR`) on the corpus
 /// written as a pcap (packet i at second i).
 #[test]
@@ -285,22 +307,8 @@ fn verdicts_equal_tcpdump_on_the_corpus() {
     let path = dir.path().join("corpus.pcap");
     let corpus = frames::corpus();
     super::tests_tcpdump::write_pcap(&path, &corpus);
-    for expr in [
-        "tcp",
-        "udp",
-        "icmp",
-        "icmp6",
+    for expr in IP_EXPRS.iter().copied().chain([
         "arp",
-        "ip",
-        "ip6",
-        "host 192.168.7.9",
-        "src host 10.0.0.1",
-        "dst net 10.0.0.0/24",
-        "net 192.168.0.0/16 or net fd01::/16",
-        "port 53",
-        "udp dst port 53",
-        "tcp src port 443",
-        "port 80 or 53",
         "src or dst port 22",
         "vlan",
         "vlan 100",
@@ -308,12 +316,8 @@ fn verdicts_equal_tcpdump_on_the_corpus() {
         // Not `not vlan and port 80`: libpcap shifts every test after the
         // first `vlan` keyword, even under `not` (pcap-filter(7)); we do not.
         "port 80 and not vlan",
-        "host fd00::1 and not icmp6",
-        "not (host 10.0.0.2 and port 80)",
         "icmp or arp and host 10.0.0.2",
-        "ip6 dst net fd01::/16",
-        "src and dst net 10.0.0.0/8",
-    ] {
+    ]) {
         // tcpdump reading a file sees VLAN tags in the bytes; the kernel
         // (and so we) takes the outer one off: without `vlan` in the
         // filter, tagged frames are judged differently (see the module docs).
@@ -326,5 +330,65 @@ fn verdicts_equal_tcpdump_on_the_corpus() {
         let ours = keep(which(expr));
         let theirs = keep(super::tests_tcpdump::tcpdump_indices(&path, expr));
         assert_eq!(ours, theirs, "filter `{expr}`");
+    }
+}
+
+/// The corpus's untagged IP frames without their Ethernet header, as a
+/// tun or WireGuard interface hands them over.
+fn raw_corpus() -> Vec<Vec<u8>> {
+    frames::corpus()
+        .into_iter()
+        .filter(|f| f.len() > 14 && (f[12..14] == [0x08, 0x00] || f[12..14] == [0x86, 0xdd]))
+        .map(|f| f[14..].to_vec())
+        .collect()
+}
+
+fn which_raw(expr: &str) -> Vec<usize> {
+    let p = compile_for(expr, LinkType::RawIp).unwrap_or_else(|e| panic!("{e}"));
+    raw_corpus()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            p.matches(&bpf::View {
+                data: f,
+                vlan: None,
+            })
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn raw_ip_links_get_the_offsets_without_an_ethernet_header() {
+    // 0-4 IPv4 TCP/UDP/ICMP, 5-6 fragments, 7 SCTP, 8 options, 9-13 IPv6.
+    assert_eq!(raw_corpus().len(), 14);
+    assert_eq!(which_raw("ip").len(), 9);
+    assert_eq!(which_raw("ip6"), vec![9, 10, 11, 12, 13]);
+    assert_eq!(which_raw("arp"), Vec::<usize>::new());
+    assert_eq!(which_raw("tcp"), vec![0, 1, 8, 9]);
+    assert_eq!(which_raw("port 53"), vec![2, 3, 10]);
+    assert_eq!(which_raw("host 192.168.7.9"), vec![2, 3, 8]);
+    assert_eq!(which_raw("host fd00::1"), vec![9, 10, 12, 13]);
+    // The SOC exclusion the agent adds by default works there too.
+    let soc: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    assert_eq!(
+        which_raw(&with_exclusions("", &[soc])),
+        (2..14).filter(|i| *i != 7).collect::<Vec<_>>()
+    );
+    // Other link types have no filter compiler.
+    let e = compile_for("tcp", LinkType::LinuxSll).unwrap_err();
+    assert!(e.msg.contains("Ethernet and raw-IP"), "{e}");
+}
+
+/// Raw IP, as libpcap compiles for DLT_RAW: our verdicts equal tcpdump's
+/// reading the same packets from a LINKTYPE_RAW file.
+#[test]
+fn raw_ip_verdicts_equal_tcpdump() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raw.pcap");
+    super::tests_tcpdump::write_pcap_as(&path, &raw_corpus(), pcap_file::DataLink::RAW);
+    for &expr in IP_EXPRS {
+        let theirs = super::tests_tcpdump::tcpdump_indices(&path, expr);
+        assert_eq!(which_raw(expr), theirs, "filter `{expr}` on raw IP");
     }
 }

@@ -13,7 +13,16 @@ use super::bpf::kernel_view;
 use super::compile;
 
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut w = PcapWriter::new(File::create(path).unwrap()).unwrap();
+    write_pcap_as(path, frames, pcap_file::DataLink::ETHERNET);
+}
+
+/// [`write_pcap`] with another link type in the file header.
+pub fn write_pcap_as(path: &Path, frames: &[Vec<u8>], datalink: pcap_file::DataLink) {
+    let header = pcap_file::pcap::PcapHeader {
+        datalink,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
     for (i, f) in frames.iter().enumerate() {
         w.write_packet(&PcapPacket::new(
             Duration::from_secs(i as u64 + 1),

@@ -380,31 +380,9 @@ fn send_message(sock: &UdpSocket, msg: &[u8], enc: &mut Encoder, c: &Counters) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::EndReason;
 
     fn record(i: u8) -> FlowRecord {
-        FlowRecord {
-            src: [10, 0, 0, i].into(),
-            dst: [10, 0, 0, 200].into(),
-            src_port: 1,
-            dst_port: 2,
-            protocol: 17,
-            vlan: 0,
-            packets_out: 1,
-            bytes_out: 60,
-            ip_bytes_out: 46,
-            packets_in: 0,
-            bytes_in: 0,
-            ip_bytes_in: 0,
-            tcp_flags_out: 0,
-            tcp_flags_in: 0,
-            icmp: None,
-            initiator_by_syn: false,
-            first_ns: 0,
-            last_ns: 0,
-            end_reason: EndReason::IdleTimeout,
-            app: None,
-        }
+        FlowRecord::sample([10, 0, 0, i].into(), [10, 0, 0, 200].into(), 17, (1, 2))
     }
 
     #[test]

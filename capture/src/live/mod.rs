@@ -15,17 +15,26 @@
 //! - [`Capture::start`] does every step that can fail (filter compile,
 //!   interface lookup, sockets, rings, promiscuous mode, fanout) on the
 //!   calling thread and returns a [`CaptureError`] naming what is missing
-//!   and the fix; only then are the worker threads started.
+//!   and the fix; only then are the worker threads started. Two
+//!   exceptions, both reported in the stats and by an alert, never by a
+//!   failed start: an interface that is administratively down is opened
+//!   once it is up (a packet socket cannot join a fanout group on a down
+//!   interface), and with [`LiveConfig::wait_for_interfaces`] an interface
+//!   that does not exist yet is waited for.
 //! - The sink receives [`Output::Flow`] and [`Output::Alert`] from the
 //!   workers' threads as they appear, and one [`Output::Summary`] per
 //!   interface and interval (the workers' partial aggregates merged). It
-//!   must be cheap or hand off to a bounded queue.
+//!   must be cheap or hand off to a bounded queue. Link alerts
+//!   (`capture_link_down`, `capture_link_up`) come from worker 0 of the
+//!   interface, and from [`Capture::start`] itself for an interface that is
+//!   missing, down or without carrier when the capture starts.
 //! - [`Capture::stats`] / [`StatsHandle::snapshot`] read counters the
-//!   workers publish after every ring block and (kernel counters) every
-//!   `stats_every`.
+//!   workers publish after every ring block and (kernel counters, link
+//!   state) every `stats_every` and at once after a socket error.
 //! - [`Capture::failure`] reports the first worker that ended without
-//!   being asked to (panic, or a socket error), with its reason;
-//!   `workers_alive` in the stats counts the running ones.
+//!   being asked to (panic, or a socket error other than losing the
+//!   link), with its reason; `workers_alive` in the stats counts the
+//!   running ones.
 //! - The sink is `Fn(Output) + Send + Sync + Clone + 'static` (each worker
 //!   holds a clone). Dropping a [`Capture`] without `stop` tells the
 //!   workers to end without waiting for them.
@@ -45,6 +54,14 @@
 //! fanout join (one system call later): during that window a packet may
 //! be seen twice, never lost.
 //!
+//! Fanout group ids are shared by every program of a network namespace,
+//! and a socket that names the id of another program's group (same mode,
+//! same interface) joins it silently and gets only part of the traffic.
+//! So the first socket of an interface asks the kernel for an unused id
+//! (PACKET_FANOUT_FLAG_UNIQUEID, Linux 4.12+) and reads it back; the
+//! others join that id. Kernels without the flag get an id derived from
+//! the process id, as before (best effort: not collision-free).
+//!
 //! Capture time is the packets' kernel timestamps; when a worker's ring is
 //! quiet it moves its engine's time on from the clock (one second plus two
 //! block timeouts behind it, so packets still waiting in a block arrive in
@@ -54,33 +71,62 @@
 //! front of the frame (and count its 4 bytes, as libpcap does) so the
 //! decoder sees the frame as it was on the wire.
 //!
+//! # Link loss
+//! When an interface goes down the kernel sets ENETDOWN on its packet
+//! sockets; until that error is read every poll returns POLLERR at once
+//! (a worker that ignored it spun at 100 % CPU). A worker reads and clears
+//! the error (SO_ERROR), looks at the link, and goes back to polling with
+//! its usual timeout: nothing arrives while the link is down, so it wakes
+//! ten times a second (counted in `wakeups`). When the link comes back up
+//! the kernel hooks the same sockets (and their fanout group) in again and
+//! capture resumes on them. If the interface went away, or was deleted
+//! and made again (a new index; the old sockets are unbound for good), the
+//! workers close their sockets and open new ones once it is back, looking
+//! for it with backoff (every 250 ms, doubling to 4 s) — the same path an
+//! interface missing at start takes. Worker 0 of each interface keeps the
+//! link state (`up`, `no_carrier`, `down`, `missing`), counts link losses,
+//! and raises the link alerts. Raw-IP interfaces (tun, WireGuard, PPP:
+//! no Ethernet header) get the filter compiled for their framing
+//! ([`filter::compile_for`]) and are decoded as raw IP.
+//!
 //! Capabilities: CAP_NET_RAW only. Promiscuous mode goes through a packet
 //! socket membership (PACKET_MR_PROMISC), which the kernel grants to the
 //! CAP_NET_RAW socket; CAP_NET_ADMIN is not needed (tested), though an
 //! EPERM there is still reported as a missing CAP_NET_ADMIN.
 //!
-//! All `unsafe` (socket options, mmap, ring walking) is in the `ring`
-//! module, with the invariants it relies on and a test for each.
+//! All `unsafe` (socket options, ioctls, mmap, ring walking) is in the
+//! `ring` module, with the invariants it relies on and a test for each.
 
+mod link;
 pub(crate) mod ring;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+pub use link::{LinkState, interface_names, link_state};
+
 use crate::decode::{ErrorClass, LinkType};
 use crate::engine::{Config, Engine, Output};
 use crate::filter::{self, FilterError};
 use crate::summary::{IntervalAgg, SummaryConfig};
-use ring::{Ring, Socket, walk_block};
+use ring::{Control, Nic, Ring, Socket, walk_block};
 
-static NEXT_GROUP: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+/// Fanout ids for kernels without PACKET_FANOUT_FLAG_UNIQUEID.
+static NEXT_GROUP: AtomicU16 = AtomicU16::new(0);
+
+/// How long a worker waits for a block before it looks at the clock.
+const POLL_MS: i32 = 100;
+/// First and longest wait between two looks for a missing (or down)
+/// interface's return.
+const WAIT_MIN: Duration = Duration::from_millis(250);
+const WAIT_MAX: Duration = Duration::from_secs(4);
 
 /// Live capture settings.
 #[derive(Clone, Debug)]
@@ -103,8 +149,14 @@ pub struct LiveConfig {
     pub block_count: u32,
     /// A block is handed over at the latest this long after its first packet.
     pub block_timeout: Duration,
-    /// How often workers read the kernel's counters.
+    /// How often workers read the kernel's counters and look at the link.
     pub stats_every: Duration,
+    /// An interface that does not exist is waited for (state `missing`,
+    /// a `capture_link_down` alert, looked for again with backoff) instead
+    /// of failing the start with [`CaptureError::NoInterface`]: a sensor's
+    /// configuration may name a NIC before it is there, and one wrong name
+    /// must not stop capture on the others.
+    pub wait_for_interfaces: bool,
 }
 
 impl Default for LiveConfig {
@@ -119,6 +171,7 @@ impl Default for LiveConfig {
             block_count: 32,
             block_timeout: Duration::from_millis(50),
             stats_every: Duration::from_secs(1),
+            wait_for_interfaces: false,
         }
     }
 }
@@ -151,6 +204,14 @@ pub enum CaptureError {
     /// The filter does not compile.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The interface's link type is not one owlet decodes.
+    #[error("cannot capture on {interface}: {reason}")]
+    LinkType {
+        /// The interface.
+        interface: String,
+        /// Its hardware type and what owlet takes.
+        reason: String,
+    },
     /// The settings are unusable.
     #[error("capture settings: {0}")]
     Config(String),
@@ -183,10 +244,25 @@ pub struct WorkerFailure {
 pub struct InterfaceStats {
     /// The interface.
     pub interface: String,
+    /// Its link, as last looked at (at most `stats_every` ago).
+    pub link: LinkState,
+    /// How its frames are framed: "ethernet", "raw_ip" ("" until opened).
+    pub link_type: &'static str,
+    /// Times the link was lost (up, then down, without carrier or gone).
+    pub link_losses: u64,
+    /// Sockets opened again after the interface came back as a new one.
+    pub reopens: u64,
+    /// The last socket or open error (kept after recovery, for the record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// Workers started.
     pub workers: usize,
     /// Workers still running.
     pub workers_alive: usize,
+    /// Times the workers woke up to look for packets (a poll returned, or
+    /// a wait for a missing link ended): about ten a second per worker on
+    /// a quiet or dead link, never a busy loop.
+    pub wakeups: u64,
     /// Packets the workers processed.
     pub packets: u64,
     /// Their wire bytes.
@@ -221,6 +297,7 @@ struct Counters {
     flows_created: AtomicU64,
     flows_evicted: AtomicU64,
     bad_blocks: AtomicU64,
+    wakeups: AtomicU64,
     alive: AtomicBool,
 }
 
@@ -228,12 +305,69 @@ struct Iface {
     name: String,
     workers: Vec<Counters>,
     merger: Mutex<Merger>,
+    /// [`LinkState`] as last looked at (written by worker 0 and at start).
+    link: AtomicU8,
+    /// 0 unknown, 1 Ethernet, 2 raw IP.
+    link_type: AtomicU8,
+    link_losses: AtomicU64,
+    reopens: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// The fanout group of the workers' sockets: (interface index, id).
+    group: Mutex<Option<(u32, u16)>>,
+}
+
+impl Iface {
+    fn note_error(&self, e: impl std::fmt::Display) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e.to_string());
+        }
+    }
+
+    fn set_link_type(&self, link: LinkType) {
+        let v = match link {
+            LinkType::Ethernet => 1,
+            _ => 2,
+        };
+        self.link_type.store(v, Ordering::Relaxed);
+    }
+
+    fn link_type(&self) -> Option<LinkType> {
+        match self.link_type.load(Ordering::Relaxed) {
+            1 => Some(LinkType::Ethernet),
+            2 => Some(LinkType::RawIp),
+            _ => None,
+        }
+    }
+
+    /// Record the link as `now` (worker 0, or the start); a change that
+    /// matters raises its alert through `sink`.
+    fn observe<S: Fn(Output)>(&self, now: LinkState, sink: &S) {
+        let prev = LinkState::from_u8(self.link.swap(now.as_u8(), Ordering::Relaxed));
+        if prev == LinkState::Up && now != LinkState::Up {
+            self.link_losses.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(a) = link::alert(&self.name, prev, now) {
+            sink(Output::Alert(a));
+        }
+    }
+}
+
+/// How every socket of the capture is set up.
+struct Plan {
+    filter: String,
+    block_size: u32,
+    block_count: u32,
+    retire_ms: u32,
+    promiscuous: bool,
 }
 
 struct Shared {
     stop: AtomicBool,
     ifaces: Vec<Iface>,
     failure: Mutex<Option<WorkerFailure>>,
+    /// Interface lookups in the capture's network namespace.
+    ctl: Control,
+    plan: Plan,
 }
 
 /// A cloneable reader of a capture's counters (for health tasks).
@@ -255,6 +389,11 @@ impl StatsHandle {
 fn iface_stats(i: &Iface) -> InterfaceStats {
     let mut s = InterfaceStats {
         interface: i.name.clone(),
+        link: LinkState::from_u8(i.link.load(Ordering::Relaxed)),
+        link_type: link::link_type_name(i.link_type()),
+        link_losses: i.link_losses.load(Ordering::Relaxed),
+        reopens: i.reopens.load(Ordering::Relaxed),
+        last_error: i.last_error.lock().map(|e| e.clone()).unwrap_or(None),
         workers: i.workers.len(),
         ..InterfaceStats::default()
     };
@@ -262,6 +401,7 @@ fn iface_stats(i: &Iface) -> InterfaceStats {
     for c in &i.workers {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         s.workers_alive += c.alive.load(Ordering::Relaxed) as usize;
+        s.wakeups += l(&c.wakeups);
         s.packets += l(&c.packets);
         s.bytes += l(&c.bytes);
         s.kernel_packets += l(&c.kernel_packets);
@@ -362,12 +502,22 @@ pub struct Capture {
     flush: Box<dyn Fn(Output) + Send + Sync>,
 }
 
-struct Worker {
-    iface: usize,
-    index: usize,
+/// A worker's socket and ring, bound to one incarnation of its interface.
+struct Open {
     sock: Socket,
     ring: Ring,
     link: LinkType,
+    /// The interface index it is bound to.
+    ifindex: u32,
+}
+
+struct Worker {
+    iface: usize,
+    index: usize,
+    /// `None` while the interface is missing or down (or could not be opened).
+    open: Option<Open>,
+    /// A socket was opened before: the next one is a reopen.
+    opened_before: bool,
     engine: Engine,
     /// The ring's block timeout (ms): how long a partly filled block can wait.
     tov_ms: i32,
@@ -381,8 +531,91 @@ fn os<'a>(what: &'static str, interface: &'a str) -> impl FnOnce(io::Error) -> C
     }
 }
 
-fn is_perm(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+/// EPERM / EACCES as the missing capability `cap` (`setcap` spelling),
+/// anything else as an OS error.
+fn perm_or_os<'a>(
+    what: &'static str,
+    interface: &'a str,
+    (cap, setcap): (&'static str, &'static str),
+) -> impl FnOnce(io::Error) -> CaptureError + 'a {
+    move |e| match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => CaptureError::Permission {
+            what,
+            interface: interface.to_string(),
+            cap,
+            setcap,
+        },
+        _ => os(what, interface)(e),
+    }
+}
+
+fn open_packet_socket(name: &str) -> Result<Socket, CaptureError> {
+    Socket::open().map_err(perm_or_os(
+        "opening a packet socket",
+        name,
+        ("CAP_NET_RAW", "cap_net_raw"),
+    ))
+}
+
+/// Join the interface's fanout group, or make it: the first socket on an
+/// interface (or on a new incarnation of it) asks the kernel for an
+/// unused id, the others join that id.
+fn join_group(sock: &Socket, ifindex: u32, group: &Mutex<Option<(u32, u16)>>) -> io::Result<()> {
+    let mut g = group.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((index, id)) = *g
+        && index == ifindex
+    {
+        return sock.join_fanout(id);
+    }
+    let id = match sock.create_fanout() {
+        Ok(id) => id,
+        // Before Linux 4.12: no PACKET_FANOUT_FLAG_UNIQUEID. An id of our
+        // own making, unique in this process (not across programs).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let seq = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
+            let id =
+                ((std::process::id() as u16) ^ (ifindex as u16).rotate_left(8)).wrapping_add(seq);
+            sock.join_fanout(id)?;
+            id
+        }
+        Err(e) => return Err(e),
+    };
+    *g = Some((ifindex, id));
+    Ok(())
+}
+
+/// Open worker `index`'s socket and ring on interface `nic` (up).
+fn open_worker(plan: &Plan, iface: &Iface, nic: &Nic, index: usize) -> Result<Open, CaptureError> {
+    let name = iface.name.as_str();
+    let link = link::link_of(nic.hw_type).map_err(|reason| CaptureError::LinkType {
+        interface: name.to_string(),
+        reason,
+    })?;
+    let prog = filter::compile_for(&plan.filter, link)?;
+    let sock = open_packet_socket(name)?;
+    sock.set_v3().map_err(os("selecting TPACKET_V3", name))?;
+    sock.attach_filter(&prog.insns)
+        .map_err(os("attaching the capture filter", name))?;
+    let ring = sock
+        .rx_ring(plan.block_size, plan.block_count, plan.retire_ms)
+        .map_err(os("setting up the receive ring", name))?;
+    if index == 0 && plan.promiscuous {
+        sock.set_promiscuous(nic.index).map_err(perm_or_os(
+            "promiscuous mode",
+            name,
+            ("CAP_NET_ADMIN", "cap_net_raw,cap_net_admin"),
+        ))?;
+    }
+    sock.bind(nic.index)
+        .map_err(os("binding the packet socket", name))?;
+    join_group(&sock, nic.index, &iface.group).map_err(os("joining the fanout group", name))?;
+    iface.set_link_type(link);
+    Ok(Open {
+        sock,
+        ring,
+        link,
+        ifindex: nic.index,
+    })
 }
 
 impl Capture {
@@ -409,8 +642,16 @@ impl Capture {
                 cfg.block_size, cfg.block_count
             )));
         }
-        let prog = filter::compile(&cfg.filter)?;
-        let all = pnet_datalink::interfaces();
+        // Syntax errors now, whatever the interfaces' link types.
+        filter::compile(&cfg.filter)?;
+        let ctl = Control::open().map_err(os("opening a socket for interface lookups", ""))?;
+        let plan = Plan {
+            filter: cfg.filter.clone(),
+            block_size: cfg.block_size,
+            block_count: cfg.block_count,
+            retire_ms: cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as u32,
+            promiscuous: cfg.promiscuous,
+        };
         let iv = cfg
             .engine
             .summary_interval
@@ -418,84 +659,21 @@ impl Capture {
             .clamp(1, u64::MAX as u128) as u64;
         let mut workers = Vec::new();
         let mut ifaces = Vec::new();
+        let mut initial = Vec::new();
         for (ii, name) in cfg.interfaces.iter().enumerate() {
-            let Some(nic) = all.iter().find(|n| &n.name == name) else {
+            let nic = ctl
+                .lookup(name)
+                .map_err(os("looking up the interface", name))?;
+            if nic.is_none() && !cfg.wait_for_interfaces {
                 return Err(CaptureError::NoInterface {
                     name: name.clone(),
-                    available: all.iter().map(|n| n.name.clone()).collect(),
+                    available: interface_names(),
                 });
-            };
-            let link = if nic.mac.is_some() || nic.is_loopback() {
-                LinkType::Ethernet
-            } else {
-                LinkType::RawIp
-            };
-            if link != LinkType::Ethernet && !cfg.filter.trim().is_empty() {
-                return Err(CaptureError::Config(format!(
-                    "{name} carries raw IP packets; capture filters are written for Ethernet interfaces: remove the filter for it"
-                )));
             }
-            // Unique per capture and interface in this process (groups are
-            // per network namespace; two captures must not share one).
-            let seq = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
-            let group = ((std::process::id() as u16) ^ (nic.index as u16).rotate_left(8))
-                .wrapping_add(seq)
-                .wrapping_add(ii as u16);
             let mut engine_cfg = cfg.engine.clone();
             engine_cfg.emit_partials = true;
             engine_cfg.summary.interface = name.clone();
-            for w in 0..cfg.workers {
-                let sock = Socket::open().map_err(|e| {
-                    if is_perm(&e) {
-                        CaptureError::Permission {
-                            what: "opening a packet socket",
-                            interface: name.clone(),
-                            cap: "CAP_NET_RAW",
-                            setcap: "cap_net_raw",
-                        }
-                    } else {
-                        os("opening a packet socket", name)(e)
-                    }
-                })?;
-                sock.set_v3().map_err(os("selecting TPACKET_V3", name))?;
-                sock.attach_filter(&prog.insns)
-                    .map_err(os("attaching the capture filter", name))?;
-                let ring = sock
-                    .rx_ring(
-                        cfg.block_size,
-                        cfg.block_count,
-                        cfg.block_timeout.as_millis().clamp(1, u32::MAX as u128) as u32,
-                    )
-                    .map_err(os("setting up the receive ring", name))?;
-                if w == 0 && cfg.promiscuous {
-                    sock.set_promiscuous(nic.index).map_err(|e| {
-                        if is_perm(&e) {
-                            CaptureError::Permission {
-                                what: "promiscuous mode",
-                                interface: name.clone(),
-                                cap: "CAP_NET_ADMIN",
-                                setcap: "cap_net_raw,cap_net_admin",
-                            }
-                        } else {
-                            os("promiscuous mode", name)(e)
-                        }
-                    })?;
-                }
-                sock.bind(nic.index)
-                    .map_err(os("binding the packet socket", name))?;
-                sock.join_fanout(group)
-                    .map_err(os("joining the fanout group", name))?;
-                workers.push(Worker {
-                    iface: ii,
-                    index: w,
-                    sock,
-                    ring,
-                    link,
-                    engine: Engine::new(link, engine_cfg.clone()),
-                    tov_ms: cfg.block_timeout.as_millis().clamp(1, 10_000) as i32,
-                });
-            }
-            ifaces.push(Iface {
+            let iface = Iface {
                 name: name.clone(),
                 workers: (0..cfg.workers).map(|_| Counters::default()).collect(),
                 merger: Mutex::new(Merger {
@@ -505,13 +683,56 @@ impl Capture {
                     pending: BTreeMap::new(),
                     flushed_until: 0,
                 }),
-            });
+                link: AtomicU8::new(LinkState::Unknown.as_u8()),
+                link_type: AtomicU8::new(0),
+                link_losses: AtomicU64::new(0),
+                reopens: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+                group: Mutex::new(None),
+            };
+            initial.push(link::state_of(nic.as_ref()));
+            if let Some(n) = &nic {
+                // A link type we cannot decode is a start error even
+                // while the interface is down.
+                let link = link::link_of(n.hw_type).map_err(|reason| CaptureError::LinkType {
+                    interface: name.clone(),
+                    reason,
+                })?;
+                filter::compile_for(&cfg.filter, link)?;
+            }
+            // Missing, or down (a socket cannot join a fanout group on a
+            // down interface): opened later by the workers (see `look`).
+            // Fail now if the capability to open it is missing.
+            let up = nic.filter(|n| n.up);
+            if up.is_none() {
+                drop(open_packet_socket(name)?);
+            }
+            for w in 0..cfg.workers {
+                let open = match &up {
+                    Some(n) => Some(open_worker(&plan, &iface, n, w)?),
+                    None => None,
+                };
+                workers.push(Worker {
+                    iface: ii,
+                    index: w,
+                    opened_before: open.is_some(),
+                    open,
+                    engine: Engine::new(LinkType::Ethernet, engine_cfg.clone()),
+                    tov_ms: cfg.block_timeout.as_millis().clamp(1, 10_000) as i32,
+                });
+            }
+            ifaces.push(iface);
         }
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             ifaces,
             failure: Mutex::new(None),
+            ctl,
+            plan,
         });
+        for (iface, state) in shared.ifaces.iter().zip(initial) {
+            iface.observe(state, &sink);
+        }
         let mut threads = Vec::new();
         for w in workers {
             shared.ifaces[w.iface].workers[w.index]
@@ -647,8 +868,8 @@ fn publish(w: &Worker, c: &Counters) {
     c.flows_evicted.store(s.flows_evicted, Ordering::Relaxed);
 }
 
-fn kernel_stats(w: &Worker, c: &Counters) -> io::Result<()> {
-    let k = w.sock.statistics()?;
+fn kernel_stats(sock: &Socket, c: &Counters) -> io::Result<()> {
+    let k = sock.statistics()?;
     c.kernel_packets
         .fetch_add(k.packets as u64, Ordering::Relaxed);
     c.kernel_drops.fetch_add(k.drops as u64, Ordering::Relaxed);
@@ -656,44 +877,116 @@ fn kernel_stats(w: &Worker, c: &Counters) -> io::Result<()> {
     Ok(())
 }
 
+/// Hand every block the kernel has finished to the engine; true if there
+/// was one.
+fn drain<S: Fn(Output)>(w: &mut Worker, iface: &Iface, sink: &S, scratch: &mut Vec<u8>) -> bool {
+    let c = &iface.workers[w.index];
+    let mut got = false;
+    loop {
+        let Some(o) = w.open.as_mut() else {
+            return got;
+        };
+        let (engine, link) = (&mut w.engine, o.link);
+        let ethernet = link == LinkType::Ethernet;
+        let Some((_, bad)) = o.ring.with_next_block(|b| {
+            walk_block(b, |p| match p.vlan {
+                Some((tci, tpid)) if ethernet && p.data.len() >= 12 => {
+                    scratch.clear();
+                    scratch.extend_from_slice(&p.data[..12]);
+                    scratch.extend_from_slice(&tpid.to_be_bytes());
+                    scratch.extend_from_slice(&tci.to_be_bytes());
+                    scratch.extend_from_slice(&p.data[12..]);
+                    engine.process_as(link, scratch, p.wire_len.saturating_add(4), p.ts_ns);
+                }
+                _ => engine.process_as(link, p.data, p.wire_len, p.ts_ns),
+            })
+        }) else {
+            return got;
+        };
+        got = true;
+        if bad {
+            c.bad_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        publish(w, c);
+        deliver(w, iface, sink);
+    }
+}
+
+/// Look at the interface: publish its link state (worker 0), close a
+/// socket whose interface went away or was made again, and open one when
+/// the interface is there and up.
+fn look<S: Fn(Output)>(w: &mut Worker, sh: &Shared, sink: &S, scratch: &mut Vec<u8>) {
+    let iface = &sh.ifaces[w.iface];
+    let nic = match sh.ctl.lookup(&iface.name) {
+        Ok(n) => n,
+        Err(e) => {
+            iface.note_error(format!("looking up the interface: {e}"));
+            return;
+        }
+    };
+    if w.index == 0 {
+        iface.observe(link::state_of(nic.as_ref()), sink);
+    }
+    if let Some(o) = &w.open {
+        // Deleting an interface unbinds its sockets for good (their bound
+        // index reads -1), even if one of the same name and index comes back.
+        let bound = o.sock.bound_index().ok();
+        let same = nic
+            .as_ref()
+            .is_some_and(|n| n.index == o.ifindex && bound == Some(n.index as i32));
+        if !same {
+            drain(w, iface, sink, scratch);
+            if let Some(o) = w.open.take() {
+                let _ = kernel_stats(&o.sock, &iface.workers[w.index]);
+            }
+        }
+    }
+    if w.open.is_none()
+        && let Some(n) = nic.filter(|n| n.up)
+    {
+        match open_worker(&sh.plan, iface, &n, w.index) {
+            Ok(o) => {
+                if w.opened_before {
+                    iface.reopens.fetch_add(1, Ordering::Relaxed);
+                }
+                w.opened_before = true;
+                w.open = Some(o);
+            }
+            Err(e) => iface.note_error(e),
+        }
+    }
+}
+
 fn run<S: Fn(Output)>(w: &mut Worker, sh: &Shared, sink: &S, every: Duration) -> io::Result<()> {
     let iface = &sh.ifaces[w.iface];
     let c = &iface.workers[w.index];
     let mut scratch: Vec<u8> = Vec::new();
     let mut last_stats = Instant::now();
-    let poll_ms = 100;
-    let ethernet = w.link == LinkType::Ethernet;
+    // When to look at the link next, and the wait while there is no socket.
+    let mut next_look = Instant::now() + every;
+    let mut wait = WAIT_MIN;
+    if w.open.is_none() {
+        next_look = Instant::now();
+    }
     let mut last_round = false;
     loop {
         let stopping = sh.stop.load(Ordering::Relaxed);
-        let mut got = false;
-        loop {
-            let engine = &mut w.engine;
-            let Some((_, bad)) = w.ring.with_next_block(|b| {
-                walk_block(b, |p| match p.vlan {
-                    Some((tci, tpid)) if ethernet && p.data.len() >= 12 => {
-                        scratch.clear();
-                        scratch.extend_from_slice(&p.data[..12]);
-                        scratch.extend_from_slice(&tpid.to_be_bytes());
-                        scratch.extend_from_slice(&tci.to_be_bytes());
-                        scratch.extend_from_slice(&p.data[12..]);
-                        engine.process(&scratch, p.wire_len.saturating_add(4), p.ts_ns);
-                    }
-                    _ => engine.process(p.data, p.wire_len, p.ts_ns),
-                })
-            }) else {
-                break;
-            };
-            got = true;
-            if bad {
-                c.bad_blocks.fetch_add(1, Ordering::Relaxed);
-            }
-            publish(w, c);
-            deliver(w, iface, sink);
-        }
+        let got = drain(w, iface, sink, &mut scratch);
         if last_stats.elapsed() >= every || stopping {
             last_stats = Instant::now();
-            kernel_stats(w, c)?;
+            if let Some(o) = &w.open {
+                kernel_stats(&o.sock, c)?;
+            }
+        }
+        if !stopping && Instant::now() >= next_look {
+            look(w, sh, sink, &mut scratch);
+            if w.open.is_some() {
+                wait = WAIT_MIN;
+                next_look = Instant::now() + every;
+            } else {
+                next_look = Instant::now() + wait;
+                wait = (wait * 2).min(WAIT_MAX);
+            }
         }
         if last_round {
             break;
@@ -702,11 +995,39 @@ fn run<S: Fn(Output)>(w: &mut Worker, sh: &Shared, sink: &S, every: Duration) ->
             // The block being filled is handed over at most one block
             // timeout after its first packet: wait for it, drain once more.
             last_round = true;
-            w.sock.poll(w.tov_ms.saturating_mul(2))?;
+            if let Some(o) = &w.open {
+                o.sock.poll(w.tov_ms.saturating_mul(2))?;
+            }
             continue;
         }
         if !got {
-            w.sock.poll(poll_ms)?;
+            c.wakeups.fetch_add(1, Ordering::Relaxed);
+            match &w.open {
+                Some(o) => {
+                    let ready = o.sock.poll(POLL_MS)?;
+                    if ready.error {
+                        // Read (and so clear) the error, or every poll
+                        // returns at once; then look at the link now.
+                        match o.sock.take_error()? {
+                            Some(e) => {
+                                let down = e.raw_os_error() == Some(libc::ENETDOWN);
+                                iface.note_error(format!("socket error: {e}"));
+                                if down && w.index == 0 {
+                                    // Counted even if it is back already.
+                                    iface.observe(LinkState::Down, sink);
+                                }
+                            }
+                            // POLLERR without an error to read: never spin.
+                            None => std::thread::sleep(Duration::from_millis(POLL_MS as u64)),
+                        }
+                        next_look = Instant::now();
+                    }
+                }
+                None => {
+                    let left = next_look.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left.clamp(Duration::from_millis(1), WAIT_MIN));
+                }
+            }
             // A quiet link: move capture time on so idle flows end and
             // intervals close, behind the wall clock by more than a block
             // can wait in the ring (packets still there stay in order).

@@ -1,6 +1,7 @@
 //! The only module of the crate with `unsafe`: the AF_PACKET socket
-//! (socket, setsockopt, bind, poll, getsockopt) and the TPACKET_V3
-//! memory-mapped receive ring (mmap, block ownership, munmap).
+//! (socket, setsockopt, bind, poll, getsockopt), interface lookups by name
+//! (ioctl on a datagram socket: index, flags, hardware type) and the
+//! TPACKET_V3 memory-mapped receive ring (mmap, block ownership, munmap).
 //!
 //! Invariants this module relies on, each with a unit test below:
 //! - **block ownership**: the kernel hands a block to user space by setting
@@ -39,6 +40,9 @@ const TPACKET_V3: libc::c_int = 2;
 pub const PACKET_FANOUT_HASH: u32 = 0;
 /// Fanout flag: reassemble IP fragments before hashing.
 pub const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+/// Fanout flag (Linux 4.12+): the kernel picks a group id no other group
+/// in the namespace uses (the id passed must be 0).
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 /// Block / frame status: owned by the kernel.
 pub const TP_STATUS_KERNEL: u32 = 0;
 /// Block status: handed to user space.
@@ -114,10 +118,115 @@ pub struct KernelStats {
     pub freezes: u32,
 }
 
+/// Types the kernel may fill byte by byte (socket option values): plain
+/// integers and C structs of them, for which any bytes are a valid value.
+trait Plain: Default {}
+impl Plain for libc::c_int {}
+impl Plain for u32 {}
+impl Plain for TpacketStatsV3 {}
+
 /// An AF_PACKET socket.
 #[derive(Debug)]
 pub struct Socket {
     fd: OwnedFd,
+}
+
+/// What [`Socket::poll`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// A block may be ready.
+    pub readable: bool,
+    /// An error is pending ([`Socket::take_error`] reads and clears it).
+    pub error: bool,
+}
+
+/// An interface as the kernel describes it now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// Its index (a new one when the interface is deleted and made again).
+    pub index: u32,
+    /// IFF_UP: administratively up.
+    pub up: bool,
+    /// IFF_RUNNING: up with a carrier (operationally up).
+    pub running: bool,
+    /// Hardware type (ARPHRD_*): Ethernet, loopback, none (tun, WireGuard), PPP...
+    pub hw_type: u16,
+}
+
+/// Interface lookups by name, answered for the network namespace this
+/// was opened in (not the one of the thread that asks, nor the one
+/// /sys was mounted from).
+#[derive(Debug)]
+pub struct Control {
+    fd: OwnedFd,
+}
+
+impl Control {
+    /// A datagram socket to ask on (AF_UNIX: needs no capability).
+    pub fn open() -> io::Result<Control> {
+        Ok(Control {
+            fd: socket(libc::AF_UNIX, libc::SOCK_DGRAM)?,
+        })
+    }
+
+    fn ioctl(&self, name: &str, request: libc::c_ulong) -> io::Result<Option<libc::ifreq>> {
+        // A name that cannot be an interface's (too long, a NUL) names none.
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Ok(None);
+        }
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: `ifr` is a valid, NUL-terminated (zeroed past the name)
+        // ifreq the kernel reads and writes in place for these requests.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _, &mut ifr) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(ifr))
+    }
+
+    /// The interface called `name`; `None` when there is none.
+    pub fn lookup(&self, name: &str) -> io::Result<Option<Nic>> {
+        let Some(i) = self.ioctl(name, libc::SIOCGIFINDEX)? else {
+            return Ok(None);
+        };
+        let Some(f) = self.ioctl(name, libc::SIOCGIFFLAGS)? else {
+            return Ok(None);
+        };
+        let Some(h) = self.ioctl(name, libc::SIOCGIFHWADDR)? else {
+            return Ok(None);
+        };
+        // SAFETY: each union member read is the one its request filled.
+        let (index, flags, hw_type) = unsafe {
+            (
+                i.ifr_ifru.ifru_ifindex,
+                f.ifr_ifru.ifru_flags as u16 as libc::c_int,
+                h.ifr_ifru.ifru_hwaddr.sa_family,
+            )
+        };
+        Ok(Some(Nic {
+            index: index as u32,
+            up: flags & libc::IFF_UP != 0,
+            running: flags & libc::IFF_RUNNING != 0,
+            hw_type,
+        }))
+    }
+}
+
+/// A new socket (close-on-exec, protocol 0) owned by one OwnedFd.
+fn socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
+    check(fd)?;
+    // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -133,13 +242,8 @@ impl Socket {
     /// [`Socket::bind`] names a protocol, so the ring and the filter can
     /// be set up first (no packet escapes them).
     pub fn open() -> io::Result<Socket> {
-        // SAFETY: socket(2) takes no pointers; the returned descriptor is
-        // checked and then owned by exactly one OwnedFd.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        check(fd)?;
-        // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
         Ok(Socket {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: socket(libc::AF_PACKET, libc::SOCK_RAW)?,
         })
     }
 
@@ -157,6 +261,26 @@ impl Socket {
             )
         };
         check(rc)
+    }
+
+    /// Read socket option `name` at `level` as a `T`.
+    fn getsockopt<T: Plain>(&self, level: libc::c_int, name: libc::c_int) -> io::Result<T> {
+        let mut v = T::default();
+        let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+        // SAFETY: `v` is a writable, initialised `T` and `len` its size;
+        // the kernel writes at most `len` bytes, and any bytes are a valid
+        // `T` (`Plain`).
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (&mut v as *mut T).cast(),
+                &mut len,
+            )
+        };
+        check(rc)?;
+        Ok(v)
     }
 
     /// Select TPACKET_V3 (before the ring is set).
@@ -203,10 +327,50 @@ impl Socket {
         check(rc)
     }
 
-    /// Join fanout group `id` (flow hash, fragments reassembled for the hash).
+    /// The interface index this socket is bound to; -1 once that
+    /// interface was deleted (the kernel unbinds its sockets for good).
+    pub fn bound_index(&self) -> io::Result<i32> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sa` is a writable sockaddr_ll and `len` its size; the
+        // kernel writes at most `len` bytes and updates `len`.
+        let rc = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        check(rc)?;
+        Ok(sa.sll_ifindex)
+    }
+
+    /// Join fanout group `id` (flow hash, fragments reassembled for the
+    /// hash). A group of that id made by another program with the same
+    /// mode is joined silently: use it only for an id read back from
+    /// [`Socket::create_fanout`].
     pub fn join_fanout(&self, id: u16) -> io::Result<()> {
         let arg: u32 = id as u32 | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
         self.setsockopt(libc::SOL_PACKET, PACKET_FANOUT, &arg)
+    }
+
+    /// Create a new fanout group (same mode as [`Socket::join_fanout`])
+    /// whose id the kernel picks among the unused ones, and return that id
+    /// for the other sockets to join. Linux 4.12 or later; older kernels
+    /// answer EINVAL.
+    pub fn create_fanout(&self) -> io::Result<u16> {
+        let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG | PACKET_FANOUT_FLAG_UNIQUEID;
+        self.setsockopt(libc::SOL_PACKET, PACKET_FANOUT, &(mode << 16))?;
+        self.fanout_id()?
+            .ok_or_else(|| io::Error::other("the kernel made a fanout group but names none"))
+    }
+
+    /// The fanout group this socket is in, if any.
+    pub fn fanout_id(&self) -> io::Result<Option<u16>> {
+        let v: u32 = self.getsockopt(libc::SOL_PACKET, PACKET_FANOUT)?;
+        // id in the low 16 bits, mode and flags above; 0 when in no group.
+        Ok((v != 0).then_some(v as u16))
     }
 
     /// Promiscuous mode while this socket lives (needs CAP_NET_ADMIN).
@@ -222,20 +386,7 @@ impl Socket {
 
     /// Read and reset the kernel's counters.
     pub fn statistics(&self) -> io::Result<KernelStats> {
-        let mut s = TpacketStatsV3::default();
-        let mut len = std::mem::size_of::<TpacketStatsV3>() as libc::socklen_t;
-        // SAFETY: `s` is a writable TpacketStatsV3 and `len` its size; the
-        // kernel writes at most `len` bytes and updates `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_STATISTICS,
-                (&mut s as *mut TpacketStatsV3).cast(),
-                &mut len,
-            )
-        };
-        check(rc)?;
+        let s: TpacketStatsV3 = self.getsockopt(libc::SOL_PACKET, PACKET_STATISTICS)?;
         Ok(KernelStats {
             packets: s.tp_packets,
             drops: s.tp_drops,
@@ -243,11 +394,12 @@ impl Socket {
         })
     }
 
-    /// Wait until a block may be ready, at most `timeout_ms`.
-    pub fn poll(&self, timeout_ms: i32) -> io::Result<()> {
+    /// Wait until a block may be ready or an error is pending, at most
+    /// `timeout_ms`; says which (a signal is a quiet return).
+    pub fn poll(&self, timeout_ms: i32) -> io::Result<Ready> {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLERR,
+            events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd, count 1.
@@ -255,11 +407,22 @@ impl Socket {
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(());
+                return Ok(Ready::default());
             }
             return Err(e);
         }
-        Ok(())
+        Ok(Ready {
+            readable: p.revents & libc::POLLIN != 0,
+            error: p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        })
+    }
+
+    /// Read and clear the socket's pending error (SO_ERROR). The kernel
+    /// sets ENETDOWN when the interface goes down or away; until it is
+    /// read, every poll returns POLLERR at once.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let v: libc::c_int = self.getsockopt(libc::SOL_SOCKET, libc::SO_ERROR)?;
+        Ok((v != 0).then(|| io::Error::from_raw_os_error(v)))
     }
 
     /// Set a TPACKET_V3 ring of `block_nr` blocks of `block_size` bytes
@@ -645,6 +808,43 @@ mod tests {
         let a = r.with_next_block(|b| b.as_ptr() as usize).unwrap();
         let b = r.with_next_block(|b| b.as_ptr() as usize).unwrap();
         assert_eq!(b - a, 4096);
+    }
+
+    #[test]
+    fn interface_lookups_name_index_flags_and_hardware_type() {
+        let c = Control::open().unwrap();
+        let lo = c.lookup("lo").unwrap().expect("lo exists");
+        assert!(lo.index > 0 && lo.up && lo.running, "{lo:?}");
+        assert_eq!(lo.hw_type, libc::ARPHRD_LOOPBACK);
+        assert_eq!(c.lookup("owlet-none0").unwrap(), None);
+        assert_eq!(c.lookup("").unwrap(), None);
+        assert_eq!(c.lookup("0123456789abcdefg").unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_socket_has_no_error_no_group_and_no_interface() {
+        let s = Socket::open().unwrap();
+        assert!(s.take_error().unwrap().is_none());
+        assert_eq!(s.fanout_id().unwrap(), None);
+        assert_eq!(s.bound_index().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_unique_fanout_group_is_made_and_joined_by_its_id() {
+        let lo = Control::open().unwrap().lookup("lo").unwrap().unwrap();
+        let bound = || {
+            let s = Socket::open().unwrap();
+            s.bind(lo.index).unwrap();
+            assert_eq!(s.bound_index().unwrap(), lo.index as i32);
+            s
+        };
+        let (a, b, c) = (bound(), bound(), bound());
+        let id = a.create_fanout().unwrap();
+        b.join_fanout(id).unwrap();
+        assert_eq!(a.fanout_id().unwrap(), Some(id));
+        assert_eq!(b.fanout_id().unwrap(), Some(id));
+        // Another new group never gets an id in use.
+        assert_ne!(c.create_fanout().unwrap(), id);
     }
 
     #[test]
