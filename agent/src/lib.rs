@@ -20,3 +20,4 @@ pub mod service;
 pub mod status;
 pub mod tasks;
 pub mod uplink;
+pub mod verdict;

@@ -161,7 +161,7 @@ mod tests {
             CollectorReport {
                 state: "running",
                 health: crate::collect::CollectorHealth {
-                    verdict: crate::status::Verdict::Warning,
+                    verdict: crate::verdict::Verdict::Warning,
                     reasons: vec!["1 check down: fw-ping".into()],
                     detail: serde_json::Value::Null,
                 },

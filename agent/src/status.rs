@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::collect::CollectorReport;
 use crate::facts::HostFacts;
 use crate::pipeline::{bus::EventSender, metrics::Metrics, store::Store};
+pub use crate::verdict::Verdict;
 
 /// Sends a heartbeat now and then every `interval`, and a last one marked
 /// `stopping` at shutdown (a planned stop, not a crash).
@@ -102,28 +103,6 @@ pub fn rss_bytes() -> u64 {
                 .and_then(|p| p.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
-}
-
-/// Nagios-style verdict, as `owlet health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Ok,
-    Warning,
-    Critical,
-    Unknown,
-}
-
-impl Verdict {
-    /// Nagios plugin exit status.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Critical => 2,
-            Verdict::Unknown => 3,
-        }
-    }
 }
 
 /// What `owlet health --json` prints.
@@ -343,25 +322,6 @@ pub fn health(inputs: HealthInputs<'_>) -> Health {
             reload_rejected: c.rejected.clone(),
         }),
         metrics: m,
-    }
-}
-
-impl Verdict {
-    fn rank(self) -> u8 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Unknown => 2,
-            Verdict::Critical => 3,
-        }
-    }
-
-    fn max_with(self, other: Verdict) -> Verdict {
-        if other.rank() > self.rank() {
-            other
-        } else {
-            self
-        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Guarantees: `text` is at most `max_bytes` long and ends at a line
 //! boundary (`truncated` says when lines were left out); binary inputs (see
-//! [`is_text`]) never become a [`RedactedText`], so never a diff.
+//! [`crate::redacted::is_text`]) never become a [`RedactedText`], so never a
+//! diff.
 
 use std::time::Duration;
 
@@ -19,8 +20,6 @@ use crate::redacted::{REDACTED_MARK, RedactedText};
 
 /// Lines of context around each change.
 pub const CONTEXT: usize = 3;
-/// Bytes looked at for a NUL (git's rule of thumb for "binary").
-pub const TEXT_SAMPLE: usize = 8000;
 /// Longest time spent finding a minimal diff; past it `similar` falls back
 /// to a coarser (still correct) diff.
 const DIFF_DEADLINE: Duration = Duration::from_millis(500);
@@ -35,12 +34,6 @@ pub struct Diff {
     pub truncated: bool,
     /// Output lines showing a `[redacted]` value.
     pub redacted_lines: u32,
-}
-
-/// Text = valid UTF-8 as a whole and no NUL byte in the first
-/// [`TEXT_SAMPLE`] bytes. (Latin-1 files count as binary: no diff for them.)
-pub fn is_text(bytes: &[u8]) -> bool {
-    !bytes[..bytes.len().min(TEXT_SAMPLE)].contains(&0) && std::str::from_utf8(bytes).is_ok()
 }
 
 /// The diff from `old` to `new`; identical texts give an empty diff.
@@ -127,7 +120,7 @@ impl Bounded {
 mod tests {
     use super::*;
     use crate::redact::Redactor;
-    use crate::redacted::TextRedactor;
+    use crate::redacted::{TEXT_SAMPLE, TextRedactor, is_text};
     use proptest::prelude::*;
 
     /// The diff of two raw texts, each redacted first (None: not text).

@@ -27,8 +27,16 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::diff::is_text;
 use crate::redact::{REDACTED, Redactor, pem_private_key_lines};
+
+/// Bytes looked at for a NUL (git's rule of thumb for "binary").
+pub const TEXT_SAMPLE: usize = 8000;
+
+/// Text = valid UTF-8 as a whole and no NUL byte in the first
+/// [`TEXT_SAMPLE`] bytes. (Latin-1 files count as binary: no diff for them.)
+pub fn is_text(bytes: &[u8]) -> bool {
+    !bytes[..bytes.len().min(TEXT_SAMPLE)].contains(&0) && std::str::from_utf8(bytes).is_ok()
+}
 
 /// Every redacted value starts with this (then `]` or `:tag]`).
 pub const REDACTED_MARK: &str = "[redacted";

@@ -120,7 +120,7 @@ pub fn classify(path: &Path, bytes: Option<&[u8]>) -> Option<SecretFile> {
         return Some(SecretFile::Name);
     }
     let bytes = bytes?;
-    if !crate::diff::is_text(bytes) {
+    if !crate::redacted::is_text(bytes) {
         Some(SecretFile::Binary)
     } else if holds_private_key(bytes) {
         Some(SecretFile::PrivateKey)

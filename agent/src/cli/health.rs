@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::control;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 /// Exit status when the agent cannot be asked (Nagios UNKNOWN).
 const UNREACHABLE: i32 = 3;

@@ -46,7 +46,7 @@ use owlet_proto::v1::{Event, event::Kind};
 use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::{CaptureSection, Config};
 use crate::pipeline::bus::EventSender;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 /// How often a running capture is checked for a dead worker.
 const WATCH_EVERY: Duration = Duration::from_secs(1);

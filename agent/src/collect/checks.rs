@@ -15,7 +15,7 @@ use owlet_proto::v1::State;
 use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 pub struct Checks {
     config: ProbeConfig,

@@ -32,7 +32,7 @@ use owlet_proto::v1::{Event, event::Kind};
 use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 /// How often a running sampler is checked for having ended.
 const WATCH_EVERY: Duration = Duration::from_secs(1);

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 pub use capture::Capture;
 pub use checks::Checks;

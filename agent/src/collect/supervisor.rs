@@ -23,8 +23,8 @@ use tracing::{error, info};
 use super::{Collector, CollectorHealth, OPTIONAL, Reload, ReloadReport};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
-use crate::status::Verdict;
 use crate::uplink::Backoff;
+use crate::verdict::Verdict;
 
 /// First and longest wait before a failed collector is started again.
 const RESTART_MIN: Duration = Duration::from_secs(1);

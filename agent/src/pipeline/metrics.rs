@@ -104,7 +104,7 @@ impl Metrics {
 
     /// Records why reaching the SOC failed (counted by class, shown by
     /// `owlet health`).
-    pub fn uplink_failed(&self, diagnosis: &crate::uplink::Diagnosis) {
+    pub fn uplink_failed(&self, diagnosis: &crate::uplink::diagnosis::Diagnosis) {
         self.error(diagnosis.class);
         if let Ok(mut problem) = self.uplink_problem.lock() {
             *problem = Some(UplinkProblem {

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::UplinkError;
+use super::error::UplinkError;
 use super::replay::Replay;
 
 /// Largest first read from the SOC (its HTTP/2 SETTINGS frame is ~30 bytes).

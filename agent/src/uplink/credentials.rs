@@ -21,9 +21,10 @@ use owlet_tls::{CertInfo, Identity};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use super::{Connector, UplinkError};
+use super::Connector;
+use super::error::UplinkError;
 use crate::config::Config;
-use crate::status::Verdict;
+use crate::verdict::Verdict;
 
 /// How long before expiry `owlet health` warns.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);

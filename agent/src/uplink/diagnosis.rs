@@ -13,7 +13,7 @@ use std::fmt;
 use rustls::{AlertDescription, CertificateError};
 use tonic::Code;
 
-use super::UplinkError;
+use super::error::UplinkError;
 
 /// What the operator reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
