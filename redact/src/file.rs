@@ -96,7 +96,7 @@ fn pgpass(line: &str) -> Option<Range<usize>> {
 
 /// `client server secret [addresses]`, fields may be `"quoted"`.
 fn ppp(line: &str) -> Option<Range<usize>> {
-    fields(line).nth(2)
+    fields(line).nth(2).filter(|f| &line[f.clone()] != "\"\"")
 }
 
 /// `[relay]:port user:password`.

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use regex::{Regex, RegexSet};
 
 use crate::file::FileKind;
-use crate::rules::{Extent, HEX_RUN, RULES, TOKEN_RUN};
+use crate::rules::{Extent, HEX_RUN, NOT_SECRET_KEYS, RULES, TOKEN_RUN};
 use crate::token;
 
 /// What replaces a secret value.
@@ -36,6 +36,7 @@ struct Builtin {
     rules: Vec<(Regex, Extent)>,
     hex: Regex,
     token: Regex,
+    not_secret_keys: Regex,
 }
 
 impl Builtin {
@@ -49,6 +50,7 @@ impl Builtin {
                 .collect::<Result<_, regex::Error>>()?,
             hex: Regex::new(HEX_RUN)?,
             token: Regex::new(TOKEN_RUN)?,
+            not_secret_keys: Regex::new(NOT_SECRET_KEYS)?,
         })
     }
 }
@@ -181,8 +183,12 @@ fn builtin_spans(line: &str, reach: Reach, spans: &mut Vec<Range<usize>>) {
         }
         match extent {
             Extent::ToEnd => {
-                if let Some(v) = rule.captures(line).and_then(|c| c.name("value"))
+                if let Some(c) = rule.captures(line)
+                    && let Some(v) = c.name("value")
                     && !is_empty_or_switch(v.as_str())
+                    && !c
+                        .name("key")
+                        .is_some_and(|k| b.not_secret_keys.is_match(k.as_str()))
                 {
                     spans.push(v.start()..reach.end(line, v.start()));
                 }
@@ -214,11 +220,13 @@ fn builtin_spans(line: &str, reach: Reach, spans: &mut Vec<Range<usize>>) {
     }
 }
 
-/// `password =` (nothing after the separator) or `PasswordAuthentication no`.
+/// `password =` (nothing after the separator), `secrets {` (a section) or
+/// `PasswordAuthentication no`.
 fn is_empty_or_switch(value: &str) -> bool {
     let v = value.trim().trim_end_matches([';', ',']);
     let v = v.trim_matches(['"', '\'']);
-    v.chars().all(|c| "=:>".contains(c)) || PLAIN_SWITCHES.iter().any(|s| v.eq_ignore_ascii_case(s))
+    v.chars().all(|c| "=:>{[(".contains(c))
+        || PLAIN_SWITCHES.iter().any(|s| v.eq_ignore_ascii_case(s))
 }
 
 /// The base64 blob of an SSH public key (`ssh-ed25519 AAAA… comment`): a

@@ -92,6 +92,8 @@ pub(crate) const RULES: &[(&str, Extent)] = &[
         r#"(?i)\{(?:S?SHA(?:1|224|256|384|512)?|S?MD5|CRYPT|PBKDF2(?:-SHA[0-9]+)?|ARGON2I?D?|BLF-CRYPT|SHA[0-9]+-CRYPT|MD5-CRYPT|PLAIN(?:-MD5)?|CLEAR(?:TEXT)?|CRAM-MD5|DIGEST-MD5|NTLM|LANMAN|SCRAM-SHA-[0-9]+|X-PBKDF2)\}(?P<value>[^\s:"',;]+)"#,
         Extent::InPlace,
     ),
+    // Redis ACL: `user bob on >password ~keys:* +@read`.
+    (r"(?i)^\s*user\s+\S+\s.*?\s>(?P<value>\S+)", Extent::InPlace),
     // SQL: `IDENTIFIED BY 'x'`.
     (
         r#"(?i)\bidentified\s+(?:with\s+\S+\s+)?by\s+(?:password\s+)?(?P<value>'[^']*'|"[^"]*"|\S+)"#,
@@ -115,7 +117,7 @@ pub(crate) const RULES: &[(&str, Extent)] = &[
         Extent::InPlace,
     ),
     (
-        r"(?i)\b(?:radius-server|tacacs-server|server-private|radius|tacacs)\b.*?\skey\s+(?:[0-9]\s+)?(?P<value>\S+)",
+        r"(?i)\b(?:radius-server|tacacs-server|server-private|radius|tacacs|isakmp)\b.*?\skey\s+(?:[0-9]\s+)?(?P<value>\S+)",
         Extent::InPlace,
     ),
     (
@@ -178,6 +180,11 @@ pub(crate) const RULES: &[(&str, Extent)] = &[
         Extent::InPlace,
     ),
 ];
+
+/// Keys a keyword rule matches that name no secret: nginx's upstream
+/// directives (`proxy_pass http://backend;`).
+pub(crate) const NOT_SECRET_KEYS: &str =
+    r"(?i)^(?:proxy|fastcgi|uwsgi|scgi|grpc|memcached)_pass\s*$";
 
 /// Pre-filter entries for the bare-token scan ([`crate::token`]): a line
 /// that matches neither holds no candidate run.
