@@ -346,23 +346,21 @@ fn flag(arg: &str, program: Program) -> (Option<Cow<'_, str>>, Option<Cut>) {
         return (None, None);
     };
     let bytes = short.as_bytes();
-    // Single-dash long options of Java keytool and OpenSSL (`-storepass x`,
-    // `-passin pass:x`).
-    if bytes.len() >= 3 && secret_flag(short) && !short.contains('=') {
-        return (None, Some(Cut::All));
-    }
-    match bytes
-        .first()
-        .and_then(|&l| program.short_secret(l).map(|c| (l, c)))
-    {
-        Some((_, cut)) if bytes.len() > 1 => {
+    // The program's own password letter first: `mysql -pwSecret` is `-p`.
+    match bytes.first().and_then(|&l| program.short_secret(l)) {
+        Some(cut) if bytes.len() > 1 => {
             let value = &arg[2..];
             (
                 Some(Cow::Owned(format!("{}{}", &arg[..2], cut.apply(value)))),
                 None,
             )
         }
-        Some((_, cut)) => (None, Some(cut)),
+        Some(cut) => (None, Some(cut)),
+        // Single-dash long options of Java keytool and OpenSSL
+        // (`-storepass x`, `-passin pass:x`).
+        None if bytes.len() >= 3 && secret_flag(short) && !short.contains('=') => {
+            (None, Some(Cut::All))
+        }
         None => (None, None),
     }
 }

@@ -13,7 +13,11 @@
 //!   such as a comment that names a secret); the `~` is stripped.
 //! * every other line must come out exactly as it went in.
 
+mod common;
+
 use std::path::Path;
+
+use common::leaked;
 
 use owlet_redact::{FileKind, REDACTED, Redactor, pem_private_key_lines};
 
@@ -87,20 +91,6 @@ fn corpus() -> Vec<CorpusFile> {
         .collect();
     files.sort_by(|a, b| a.name.cmp(&b.name));
     files
-}
-
-/// The part of `secret` that survived in `out`, if any.
-fn leaked<'a>(out: &str, secret: &'a str) -> Option<&'a str> {
-    let chars: Vec<(usize, char)> = secret.char_indices().collect();
-    if chars.len() < 8 {
-        return out.contains(secret).then_some(secret);
-    }
-    (0..=chars.len() - 8).find_map(|i| {
-        let start = chars[i].0;
-        let end = chars.get(i + 8).map_or(secret.len(), |c| c.0);
-        let piece = &secret[start..end];
-        out.contains(piece).then_some(piece)
-    })
 }
 
 /// Redacts `file` as owlet-fim redacts a diff of it.
