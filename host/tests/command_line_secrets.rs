@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use owlet_host::Sampler;
 use owlet_host::evidence::{Draft, Rank, alert};
@@ -75,8 +76,16 @@ fn a_running_process_secrets_never_reach_the_evidence() {
             .unwrap(),
     );
     let pid = child.0.id();
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let raw = String::from_utf8_lossy(&raw);
+    // Until the child has exec'd sh, /proc shows the parent's command line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let raw = loop {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        if raw.contains("owlet-secret-test") || Instant::now() > deadline {
+            break raw;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(
         secrets.iter().all(|s| raw.contains(s)),
         "the kernel shows the secrets (else this test proves nothing): {raw}"
