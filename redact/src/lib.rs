@@ -61,8 +61,8 @@
 //!   password here" loses its tail, a sha256 pin is hidden, a path after
 //!   `ssl_password_file` is hidden.
 //! - `Cow::Borrowed` when nothing matched; the built-in regexes are compiled
-//!   once per process and a `RegexSet` decides which rules run at all, so a
-//!   line with nothing secret-looking costs one scan.
+//!   once per process (2 to 3 µs a line in a release build; `line.rs`
+//!   says why there is no `RegexSet` in front of them).
 //! - Never panics on any input (ranges come from the regex engine, on char
 //!   boundaries).
 //!

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 
 use crate::file::FileKind;
 use crate::rules::{Extent, HEX_RUN, NOT_SECRET_KEYS, RULES, TOKEN_RUN};
@@ -30,9 +30,15 @@ pub enum RedactError {
 }
 
 /// The built-in rules, compiled once per process.
+///
+/// No `RegexSet` in front of them: measured on the corpus (release build),
+/// a set of all rules spends 36 µs a line with the default lazy-DFA cache
+/// (its states do not fit and it falls back to the PikeVM) and 1.5 µs with
+/// an 8 MiB cache per thread, while running each rule's own regex (each with
+/// its literal prefilter, and `is_match` before `captures`) spends 2 to 3 µs
+/// a line with no extra memory (the keyword-only redactor this replaced:
+/// 0.3 µs).
 struct Builtin {
-    /// One entry per rule of [`RULES`], then [`HEX_RUN`], then [`TOKEN_RUN`].
-    set: RegexSet,
     rules: Vec<(Regex, Extent)>,
     hex: Regex,
     token: Regex,
@@ -41,9 +47,7 @@ struct Builtin {
 
 impl Builtin {
     fn compile() -> Result<Builtin, regex::Error> {
-        let patterns = RULES.iter().map(|(p, _)| *p).chain([HEX_RUN, TOKEN_RUN]);
         Ok(Builtin {
-            set: RegexSet::new(patterns)?,
             rules: RULES
                 .iter()
                 .map(|(p, extent)| Ok((Regex::new(p)?, *extent)))
@@ -173,12 +177,9 @@ impl Reach {
 /// Pushes the ranges the built-in rules find in `line`.
 fn builtin_spans(line: &str, reach: Reach, spans: &mut Vec<Range<usize>>) {
     let b = &*BUILTIN;
-    let matched = b.set.matches(line);
-    if !matched.matched_any() {
-        return;
-    }
-    for (i, (rule, extent)) in b.rules.iter().enumerate() {
-        if !matched.matched(i) {
+    for (rule, extent) in &b.rules {
+        // `captures` allocates its slots up front; most lines match nothing.
+        if !rule.is_match(line) {
             continue;
         }
         match extent {
@@ -202,22 +203,18 @@ fn builtin_spans(line: &str, reach: Reach, spans: &mut Vec<Range<usize>>) {
             }
         }
     }
-    if matched.matched(RULES.len()) {
-        spans.extend(
-            b.hex
-                .find_iter(line)
-                .filter(|m| token::hex_is_secret(m.as_str()))
-                .map(|m| m.range()),
-        );
-    }
-    if matched.matched(RULES.len() + 1) {
-        spans.extend(
-            b.token
-                .find_iter(line)
-                .filter(|m| token::looks_random(m.as_str()) && !is_public_key(line, m.start()))
-                .map(|m| m.range()),
-        );
-    }
+    spans.extend(
+        b.hex
+            .find_iter(line)
+            .filter(|m| token::hex_is_secret(m.as_str()))
+            .map(|m| m.range()),
+    );
+    spans.extend(
+        b.token
+            .find_iter(line)
+            .filter(|m| token::looks_random(m.as_str()) && !is_public_key(line, m.start()))
+            .map(|m| m.range()),
+    );
 }
 
 /// `password =` (nothing after the separator), `secrets {` (a section) or
@@ -317,7 +314,7 @@ mod tests {
     #[test]
     fn builtin_rules_compile() {
         assert!(Builtin::compile().is_ok());
-        assert_eq!(BUILTIN.set.len(), RULES.len() + 2);
+        assert_eq!(BUILTIN.rules.len(), RULES.len());
     }
 
     #[test]

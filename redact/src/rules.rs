@@ -186,7 +186,6 @@ pub(crate) const RULES: &[(&str, Extent)] = &[
 pub(crate) const NOT_SECRET_KEYS: &str =
     r"(?i)^(?:proxy|fastcgi|uwsgi|scgi|grpc|memcached)_pass\s*$";
 
-/// Pre-filter entries for the bare-token scan ([`crate::token`]): a line
-/// that matches neither holds no candidate run.
+/// Candidate runs for the bare-token rules ([`crate::token`]).
 pub(crate) const HEX_RUN: &str = r"[0-9A-Fa-f]{32,}";
 pub(crate) const TOKEN_RUN: &str = r"[A-Za-z0-9+/_\-]{24,}={0,2}";
