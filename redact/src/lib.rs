@@ -12,7 +12,7 @@
 //!   `passphrase`, `secret`, `token`, `api_key` / `apikey`, `private_key`,
 //!   `psk`, `pre-shared`, `community`, `credential`, `bearer`, `createUser`,
 //!   `requirepass`, `masterauth`, `bindpw`, `rootpw`, `authtok`, a word
-//!   ending in `_pass` / `-pass` / `_pw` / `_pwd`, `pass =`, a word ending
+//!   ending in `_pass` / `-pass` / `_pwd`, `pass =`, a word ending
 //!   in `key` (or `key0`…) with `=` or `:`, `Authorization`, Docker's
 //!   `"auth":`, strongSwan's `: EAP` / `: XAUTH` / key-file passphrases —
 //!   followed by `=`, `:`, `=>`, `>` or blanks: everything from the value
@@ -20,14 +20,18 @@
 //!   [redacted]`, `"password": "x",` → `"password": [redacted]`). A value
 //!   that is only a switch (`yes`, `no`, `true`, `false`, `on`, `off`,
 //!   `enabled`, `disabled`) stays: `PasswordAuthentication no` must show;
+//!   so do a section header (`secrets {`) and nginx's upstream directives
+//!   (`proxy_pass`, `fastcgi_pass`, …);
 //! - values known by their shape, replaced in place wherever they stand:
 //!   crypt hashes (`$1$`, `$2a$`/`$2b$`/`$2y$`, `$5$`, `$6$`, `$7$`, `$y$`,
 //!   `$gy$`, `$argon2id$`, `$sha1$`, `$apr1$`, Cisco `$8$` / `$9$`, …) and
 //!   `{SSHA}`-style hashes; the password of a URL (`http://bob:[redacted]@…`);
-//!   signed-URL query parameters (`sig=`, `X-Amz-Signature=`, …); Cisco /
-//!   FRR `key 7 …`, `key-string`, `authentication-key`, `message-digest-key
-//!   … md5`, RADIUS / TACACS+ keys; SNMP `com2sec`, trap sinks, `snmp-server
-//!   host … COMMUNITY`, v3 `auth sha` / `priv aes` keys; SQL `IDENTIFIED BY`;
+//!   signed-URL query parameters (`sig=`, `X-Amz-Signature=`, …); the word
+//!   after `bind_pw` / `_pw` (Postfix LDAP tables); Redis ACL `>password`;
+//!   Cisco / FRR `key 7 …`, `key-string`, `authentication-key`,
+//!   `message-digest-key … md5`, RADIUS / TACACS+ / ISAKMP keys; SNMP
+//!   `com2sec`, trap sinks, `snmp-server host … COMMUNITY`, v3 `auth sha` /
+//!   `priv aes` keys; SQL `IDENTIFIED BY`;
 //!   AWS (`AKIA…`, `ASIA…`), GitHub, GitLab, Slack, Stripe, Google, npm,
 //!   PyPI, SendGrid, OpenAI / Anthropic, Vault, DigitalOcean and Telegram
 //!   tokens; JSON Web Tokens; a private key written on one line;

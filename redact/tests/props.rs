@@ -326,6 +326,20 @@ proptest! {
         check_planted("\"{u}\" * \"{s}\" 10.0.0.2", &quoted, &user, ("", ""), &[FileKind::PppSecrets])?;
     }
 
+    /// Whatever the text, redaction returns (no panic on unbalanced quotes
+    /// or multi-byte characters next to separators), and `redact_args`
+    /// keeps one entry per argument.
+    #[test]
+    fn any_text_is_handled(
+        line in prop_oneof![any::<String>(), "[ -~äé⟦\t\"'=:$@/]{0,80}"],
+        kind in select(vec![FileKind::Shadow, FileKind::Pgpass, FileKind::PppSecrets, FileKind::SaslPasswd, FileKind::Htpasswd]),
+    ) {
+        let _ = Redactor::builtin().redact_line_in(&line, &[kind]);
+        let _ = redact_command_line(&line);
+        let args: Vec<&str> = line.split(['\'', ' ']).collect();
+        prop_assert_eq!(redact_args(&args).len(), args.len());
+    }
+
     /// Command lines: password flags of known programs, generic secret
     /// flags, key=value arguments; with other arguments around them, as an
     /// argument vector, as one joined string, and cut at any length after
