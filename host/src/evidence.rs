@@ -7,6 +7,9 @@
 //! `top_process_cpu_percent`, `top_process_memory_bytes`,
 //! `top_process_command_line` and `top_processes` whenever the sample had
 //! any process (memory-ranked for memory alerts, CPU-ranked otherwise).
+//! Command lines are copied as the sample holds them, and the sample holds
+//! them redacted ([`crate::sample::command_line`]): no label or message
+//! built here adds any other text of a process.
 
 use std::collections::HashMap;
 

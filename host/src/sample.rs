@@ -10,7 +10,13 @@
 //!   environment, cwd or disk usage; users are read once and again only when
 //!   an unknown uid shows up;
 //! * a part that cannot be read is left empty; sampling never fails as a
-//!   whole and never panics on what the kernel returns.
+//!   whole and never panics on what the kernel returns;
+//! * a process's command line leaves this module with its secrets replaced
+//!   by `[redacted]` ([`command_line`]: `mysql -pX`, `--password=x`,
+//!   `token=x`, URLs with credentials, keys and hashes — the rules of
+//!   `owlet_redact::redact_args`), redacted *before* it is cut to
+//!   `command_line_max` characters, so a cut never exposes part of a secret.
+//!   Not covered: secrets that no rule there recognises (see owlet-redact).
 //!
 //! It blocks (it reads `/proc`): call it off the async workers.
 
@@ -276,12 +282,7 @@ impl Sampler {
             .and_then(|uid| self.users.get_user_by_id(uid))
             .map(|u| u.name().to_string())
             .unwrap_or_default();
-        let command_line = p
-            .cmd()
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let args: Vec<_> = p.cmd().iter().map(|a| a.to_string_lossy()).collect();
         ProcessUsage {
             pid: p.pid().as_u32(),
             name: p.name().to_string_lossy().into_owned(),
@@ -292,9 +293,17 @@ impl Sampler {
             user,
             cpu_percent: f64::from(p.cpu_usage()),
             memory_bytes: p.memory(),
-            command_line: truncate(&command_line, self.command_line_max),
+            command_line: command_line(&args, self.command_line_max),
         }
     }
+}
+
+/// The command line shown for a process: its arguments with secrets
+/// redacted, joined by blanks, then cut to at most `max` characters.
+/// Redaction works on the arguments (exact boundaries: `--password` takes
+/// the whole next argument, blanks and all) and comes before the cut.
+pub fn command_line<S: AsRef<str>>(args: &[S], max: usize) -> String {
+    truncate(&owlet_redact::redact_args(args).join(" "), max)
 }
 
 /// `text` cut to at most `max` characters, ending in "…" when cut.
@@ -316,6 +325,52 @@ mod tests {
         assert_eq!(truncate("abc", 3), "abc");
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("ééééé", 3), "éé…");
+    }
+
+    #[test]
+    fn command_line_is_redacted_before_it_is_cut() {
+        let args = ["/usr/bin/mysql", "-uroot", "-pS3cretValue99", "appdb"];
+        assert_eq!(
+            command_line(&args, 100),
+            "/usr/bin/mysql -uroot -p[redacted] appdb"
+        );
+        for max in 1..60 {
+            let shown = command_line(&args, max);
+            assert!(shown.chars().count() <= max, "{max}: {shown}");
+            // Cut first, the line would end in "-pS3c…" for some max.
+            assert!(!shown.contains("S3c"), "{max}: {shown}");
+        }
+    }
+
+    #[test]
+    fn command_line_secrets_of_common_programs() {
+        for (args, secret) in [
+            (
+                &["sshpass", "-p", "Hunter2Hunter2", "ssh", "h"][..],
+                "Hunter2Hunter2",
+            ),
+            (&["redis-cli", "-a", "R3disPassw0rd"][..], "R3disPassw0rd"),
+            (&["smbclient", "-U", "bob%Smb5ecret!"][..], "Smb5ecret!"),
+            (
+                &["curl", "-u", "bob:Curl5ecret", "https://h/"][..],
+                "Curl5ecret",
+            ),
+            (
+                &["app", "--password", "two words here"][..],
+                "two words here",
+            ),
+            (&["app", "--token=Tok3nValue99"][..], "Tok3nValue99"),
+            (
+                &["worker", "DATABASE_URL=postgres://u:Pg5ecret@db/x"][..],
+                "Pg5ecret",
+            ),
+        ] {
+            let shown = command_line(args, 4096);
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+        let plain = ["nginx", "-g", "daemon off;"];
+        assert_eq!(command_line(&plain, 4096), "nginx -g daemon off;");
     }
 
     #[test]
