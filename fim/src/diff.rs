@@ -126,7 +126,14 @@ mod tests {
     /// The diff of two raw texts, each redacted first (None: not text).
     fn u(old: &[u8], new: &[u8], a: &str, b: &str, max: usize) -> Option<Diff> {
         let tr = TextRedactor::new(Redactor::new(&[]).unwrap(), [3; 32]);
-        Some(unified(&tr.redact(old)?, &tr.redact(new)?, a, b, max))
+        let path = std::path::Path::new("/etc/app.conf");
+        Some(unified(
+            &tr.redact(path, old)?,
+            &tr.redact(path, new)?,
+            a,
+            b,
+            max,
+        ))
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::redact::{REDACTED, Redactor, pem_private_key_lines};
+use crate::redact::{FileKind, REDACTED, Redactor, pem_private_key_lines};
 
 /// Bytes looked at for a NUL (git's rule of thumb for "binary").
 pub const TEXT_SAMPLE: usize = 8000;
@@ -98,13 +98,17 @@ impl TextRedactor {
         Ok(key)
     }
 
-    /// The redacted form of `bytes`; `None` when they are not text
-    /// ([`is_text`]).
-    pub fn redact(&self, bytes: &[u8]) -> Option<RedactedText> {
+    /// The redacted form of `bytes`, the contents of the file at `path`
+    /// (whose name may say where its secrets stand: shadow, `.pgpass` ...,
+    /// see [`FileKind`]); `None` when they are not text ([`is_text`]).
+    pub fn redact(&self, path: &Path, bytes: &[u8]) -> Option<RedactedText> {
         if !is_text(bytes) {
             return None;
         }
         let text = std::str::from_utf8(bytes).ok()?;
+        let kinds: Vec<FileKind> = FileKind::from_path(&path.to_string_lossy())
+            .into_iter()
+            .collect();
         let ending = |l: &str| l.len() - l.trim_end_matches(['\n', '\r']).len();
         let in_pem = pem_private_key_lines(
             text.split_inclusive('\n')
@@ -116,7 +120,7 @@ impl TextRedactor {
             let shown = if secret {
                 std::borrow::Cow::Borrowed(REDACTED)
             } else {
-                self.lines.redact_line(content)
+                self.lines.redact_line_in(content, &kinds)
             };
             if shown == content {
                 out.push_str(content);
@@ -149,7 +153,9 @@ mod tests {
     }
 
     fn red(text: &str) -> String {
-        tr().redact(text.as_bytes()).unwrap().0
+        tr().redact(Path::new("/etc/app.conf"), text.as_bytes())
+            .unwrap()
+            .0
     }
 
     /// The text with every tag taken out.
@@ -172,7 +178,7 @@ mod tests {
             "a\n-----BEGIN PRIVATE KEY-----\n[redacted]\n[redacted]\n-----END PRIVATE KEY-----\n"
         );
         assert_eq!(red(""), "");
-        assert!(tr().redact(b"\0bin").is_none());
+        assert!(tr().redact(Path::new("/etc/bin"), b"\0bin").is_none());
     }
 
     #[test]
@@ -182,8 +188,23 @@ mod tests {
         assert_ne!(a, b, "a changed secret is a changed line");
         assert_eq!(a, red("password = one\n"), "stable");
         let other = TextRedactor::new(Redactor::new(&[]).unwrap(), [8u8; 32]);
-        let c = other.redact(b"password = one\n").unwrap();
+        let c = other
+            .redact(Path::new("/etc/app.conf"), b"password = one\n")
+            .unwrap();
         assert_ne!(a, c.0, "another sensor's key, another tag");
+    }
+
+    #[test]
+    fn positional_secrets_by_the_files_name() {
+        let tr = tr();
+        let line = b"db.example:5432:app:app:Pl4nted-pw\n";
+        let got = tr.redact(Path::new("/root/.pgpass"), line).unwrap();
+        assert!(!got.as_str().contains("Pl4nted-pw"), "{got:?}");
+        assert!(
+            got.as_str()
+                .starts_with("db.example:5432:app:app:[redacted:"),
+            "{got:?}"
+        );
     }
 
     #[test]

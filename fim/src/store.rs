@@ -249,7 +249,7 @@ mod tests {
 
     fn text(s: &str) -> RedactedText {
         TextRedactor::new(Redactor::new(&[]).unwrap(), [1; 32])
-            .redact(s.as_bytes())
+            .redact(std::path::Path::new("/etc/app.conf"), s.as_bytes())
             .unwrap()
     }
 

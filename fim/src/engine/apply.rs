@@ -112,7 +112,7 @@ impl Engine {
         // Keep the new content, redacted, for the next diff.
         let new_text = content
             .filter(|_| diff_on && hidden.is_none())
-            .and_then(|c| self.redactor.redact(&c));
+            .and_then(|c| self.redactor.redact(path, &c));
         if let (Some(e), Some(t), Some(store), false) =
             (&new, &new_text, self.store.as_mut(), self.read_only)
         {
