@@ -69,14 +69,22 @@ impl Engine {
         if self.rules.wants_dir(&path) {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    let known = self.watched.contains(&path) || self.unwatched.contains(&path);
+                    use std::os::unix::fs::MetadataExt;
+                    let now_there = (m.dev(), m.ino());
+                    let known = self.watched.get(&path) == Some(&now_there)
+                        || self.unwatched.contains(&path);
                     if !known {
+                        // Another directory under a watched name (a tree
+                        // replaced whole): its old watches go first.
+                        if self.watched.contains_key(&path) {
+                            self.forget_dir(&path);
+                        }
                         self.add_tree(&path);
                     }
                 }
                 // Only a directory we watched has watches to drop (this
                 // runs for every file notification: keep it O(1)).
-                _ if self.watched.contains(&path) || self.unwatched.contains(&path) => {
+                _ if self.watched.contains_key(&path) || self.unwatched.contains(&path) => {
                     self.forget_dir(&path);
                 }
                 _ => {}

@@ -203,7 +203,8 @@ pub(crate) struct Engine {
     redactor: TextRedactor,
     who: Option<Attribution>,
     watcher: Option<INotifyWatcher>,
-    watched: HashSet<PathBuf>,
+    /// Watched directories, with the identity of the directory watched.
+    watched: HashMap<PathBuf, watch::DirId>,
     /// Directories inotify could not watch (limit): scanned instead.
     unwatched: BTreeSet<PathBuf>,
     last_fallback_scan: Instant,
@@ -274,7 +275,7 @@ impl Engine {
             redactor,
             who: None,
             watcher,
-            watched: HashSet::new(),
+            watched: HashMap::new(),
             unwatched: BTreeSet::new(),
             last_fallback_scan: Instant::now(),
             limit_alerted: false,

@@ -146,7 +146,7 @@ impl Engine {
                 let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 if is_dir {
                     if self.rules.wants_dir(&path)
-                        && !self.watched.contains(&path)
+                        && !self.watched.contains_key(&path)
                         && !self.unwatched.contains(&path)
                     {
                         self.add_tree(&path);

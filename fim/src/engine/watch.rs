@@ -3,6 +3,9 @@
 //! Guarantees:
 //! * a directory is watched *before* its entries are read (walk-and-watch),
 //!   so a file created meanwhile is either listed or notified;
+//! * a watch belongs to a directory, not to its name: a path whose directory
+//!   was replaced (a tree moved away and made anew under the same name) is
+//!   watched again, whatever order the notifications were handled in;
 //! * when the inotify watch limit is reached, the directories left unwatched
 //!   go to `unwatched` for the fallback scan, with one `fim_watch_limit`
 //!   alert per episode; other watch and directory errors are alerted once
@@ -10,8 +13,9 @@
 //! * a watched directory that is gone (deleted, moved away) has its watches
 //!   dropped, so a moved directory does not report under its old name.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use notify::{INotifyWatcher, RecursiveMode, Watcher};
@@ -140,7 +144,7 @@ impl Engine {
     pub(super) fn forget_dir(&mut self, dir: &Path) {
         let gone: Vec<PathBuf> = self
             .watched
-            .iter()
+            .keys()
             .filter(|d| d.starts_with(dir))
             .cloned()
             .collect();
@@ -161,14 +165,19 @@ impl Engine {
 /// already put `dir` into `unwatched`).
 fn try_watch(
     watcher: Option<&mut INotifyWatcher>,
-    watched: &mut HashSet<PathBuf>,
+    watched: &mut HashMap<PathBuf, DirId>,
     unwatched: &mut BTreeSet<PathBuf>,
     dir: &Path,
 ) -> Result<(), notify::Error> {
     let Some(watcher) = watcher else {
         return Ok(());
     };
-    if watched.contains(dir) {
+    // The directory there now; a name whose directory changed is watched
+    // anew (its old watch follows the old directory).
+    let id = std::fs::symlink_metadata(dir)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    if id.is_some() && watched.get(dir) == id.as_ref() {
         return Ok(());
     }
     if !unwatched.is_empty() {
@@ -177,12 +186,15 @@ fn try_watch(
     }
     match watcher.watch(dir, RecursiveMode::NonRecursive) {
         Ok(()) => {
-            watched.insert(dir.to_path_buf());
+            watched.insert(dir.to_path_buf(), id.unwrap_or_default());
             Ok(())
         }
         Err(e) => Err(e),
     }
 }
+
+/// A directory's identity: (device, inode).
+pub(super) type DirId = (u64, u64);
 
 /// The inotify watch limit in force: the smaller of the host's sysctl and
 /// this user namespace's own (`/proc/sys/user/max_inotify_watches`).
