@@ -2,6 +2,11 @@
 //! key before them (a PEM body line, a WireGuard key pasted alone, an API key
 //! in a URL path).
 //!
+//! An absolute path under a standard root (`/tmp/…`, `/usr/…`, see
+//! `PATH_ROOTS`) is judged segment by segment: a process's executable in a
+//! randomly named directory is evidence an analyst needs, not a secret; a
+//! segment that is itself a random token of 24 characters or more still is.
+//!
 //! Thresholds, and why (measured with seeded random tokens against 78,000
 //! path and identifier tokens of a Debian system and this workspace):
 //! * hex: a run of at least [`MIN_HEX_LEN`] (32) hex digits whose Shannon
@@ -76,10 +81,28 @@ pub fn hex_is_secret(run: &str) -> bool {
     run.len() >= MIN_HEX_LEN && shannon_entropy(run) >= MIN_HEX_ENTROPY
 }
 
+/// First components of absolute paths (random base64 begins so once in
+/// billions).
+const PATH_ROOTS: &[&str] = &[
+    "bin", "boot", "dev", "etc", "home", "lib", "lib64", "media", "mnt", "opt", "proc", "root",
+    "run", "sbin", "snap", "srv", "sys", "tmp", "usr", "var", "work",
+];
+
 /// Whether a base64 / base64url run (as matched: `[A-Za-z0-9+/_-]+={0,2}`)
 /// looks random by the rules in the module doc.
 pub fn looks_random(token: &str) -> bool {
     let core = token.trim_end_matches('=');
+    // An absolute path under a standard root (`/tmp/…`, `/usr/…`): its
+    // segments are judged one by one, so a process's executable stays
+    // readable evidence unless a segment itself looks random.
+    if let Some(rest) = core.strip_prefix('/')
+        && rest
+            .split('/')
+            .next()
+            .is_some_and(|first| PATH_ROOTS.contains(&first))
+    {
+        return rest.split('/').any(looks_random);
+    }
     if core.len() < MIN_TOKEN_LEN || shannon_entropy(core) < MIN_TOKEN_ENTROPY {
         return false;
     }
@@ -188,6 +211,15 @@ pub fn reads_as_words(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_judged_by_their_segments() {
+        assert!(!looks_random(
+            "/tmp/owlet-e2eFu6a80/agent-acme-host/owlminer"
+        ));
+        assert!(!looks_random("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"));
+        assert!(looks_random("/tmp/aZ3kQ9xP2mL7vB8nR4tY6wE1uI5oS0dF/run"));
+    }
 
     /// xorshift64*: a seeded generator, so these measurements never flake.
     struct Rng(u64);
