@@ -13,9 +13,11 @@
 //! `top_process_cpu_percent`, `top_process_memory_bytes`,
 //! `top_process_command_line` and `top_processes` whenever the sample had
 //! any process (memory-ranked for memory alerts, CPU-ranked otherwise).
-//! Command lines are copied as the sample holds them, and the sample holds
-//! them redacted ([`crate::sample::command_line`]): no label or message
-//! built here adds any other text of a process.
+//! Command lines and names are copied as the sample holds them, and the
+//! sample holds them redacted ([`crate::sample::command_line`],
+//! [`naming::name`]); besides them only the executable's path and the
+//! comm, as the kernel gives them ([`crate::naming`]), are text of a
+//! process in a label or message built here.
 
 use std::collections::HashMap;
 

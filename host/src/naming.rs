@@ -19,6 +19,10 @@
 //!   pid, and the comm whenever it is not argv\[0\]'s base name — so
 //!   `exec -a xmrig sh -c …` reads `xmrig (exe /usr/bin/dash, comm sh, pid
 //!   1234)`;
+//! * the name is redacted as command lines are
+//!   (`owlet_redact::redact_command_line`: argv\[0\] is part of the
+//!   command line, and a process may write any title there); the exe path
+//!   and the comm are shown as the kernel gives them;
 //! * every text from a process is printable: control characters (a newline
 //!   to forge a second log line, terminal escapes) become `?`, and names are
 //!   cut to [`NAME_MAX`] characters;
@@ -59,7 +63,9 @@ pub fn name(cmdline: &[u8], comm: &str) -> String {
         // `exec -a ''`: say so rather than show the next argument as the name.
         return "\"\"".into();
     }
-    printable(text, NAME_MAX)
+    // argv[0] is part of the command line, and redacted like it (before
+    // the cut): a title such as `app --token=…` shows no secret here either.
+    printable(&owlet_redact::redact_command_line(text), NAME_MAX)
 }
 
 /// The name of process `pid` as `ps` shows it, read now from
@@ -194,6 +200,11 @@ mod tests {
         assert_eq!(name(b"evil\nline\x1b[2J\0", "sh"), "evil?line?[2J");
         assert_eq!(name(&[b'a'; 500], "a").chars().count(), NAME_MAX);
         assert_eq!(name(b"\xff\xfeminer\0", "x"), "\u{fffd}\u{fffd}miner");
+        // A title written over argv[0] is redacted like a command line.
+        assert_eq!(
+            name(b"worker --token=Tok3nValue99 x\0", "worker"),
+            "worker --token=[redacted] x"
+        );
     }
 
     #[test]
