@@ -74,6 +74,8 @@ pub struct DnsRecord<'a> {
     pub addr: Option<[u8; 16]>,
     /// For CNAME answers: the target name.
     pub target: Option<&'a NameBuf>,
+    /// Answers: time to live, seconds (0 for questions).
+    pub ttl: u32,
 }
 
 /// Header facts of a DNS message.
@@ -178,12 +180,14 @@ pub fn parse_dns(msg: &[u8], visit: &mut dyn FnMut(DnsRecord<'_>)) -> Result<Dns
             rtype,
             addr: None,
             target: None,
+            ttl: 0,
         });
     }
     for _ in 0..(hdr.ancount as usize).min(MAX_DNS_ANSWERS) {
         at = read_name(msg, at, &mut name).map_err(|_| AppError::Malformed)?;
         let f = msg.get(at..at + 10).ok_or(AppError::Malformed)?;
         let rtype = u16::from_be_bytes([f[0], f[1]]);
+        let ttl = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
         let rdlen = u16::from_be_bytes([f[8], f[9]]) as usize;
         at += 10;
         let rdata = msg.get(at..at + rdlen).ok_or(AppError::Malformed)?;
@@ -214,6 +218,8 @@ pub fn parse_dns(msg: &[u8], visit: &mut dyn FnMut(DnsRecord<'_>)) -> Result<Dns
             rtype,
             addr,
             target: tgt,
+            // RFC 2181 §8: a TTL with the top bit set is read as 0.
+            ttl: if ttl > i32::MAX as u32 { 0 } else { ttl },
         });
     }
     Ok(hdr)
@@ -382,28 +388,55 @@ pub fn parse_http_request(b: &[u8], max_path: usize) -> Result<HttpRequest<'_>, 
     Ok(HttpRequest { method, path, host })
 }
 
-/// Stratum method names owlet reports (only the name is kept).
-pub const STRATUM_METHODS: [&str; 2] = ["mining.subscribe", "mining.authorize"];
+/// Stratum method names owlet reports (only the name is kept): the
+/// Bitcoin-style pair, Monero's `login` (XMRig, xmr-stak) and the
+/// Ethereum proxy's `eth_submitLogin`.
+pub const STRATUM_METHODS: [&str; 4] = [
+    "mining.subscribe",
+    "mining.authorize",
+    "login",
+    "eth_submitLogin",
+];
 
-/// Find a Stratum `mining.subscribe` / `mining.authorize` method in the first
-/// bytes of a cleartext TCP stream (JSON-RPC, one object per line).
+/// Bytes of a flow's first client segment the Stratum check looks at.
+const STRATUM_WINDOW: usize = 1024;
+
+/// Find a Stratum login method (see [`STRATUM_METHODS`]) in the first bytes
+/// of a cleartext TCP stream (JSON-RPC, one object per line). `login` is a
+/// common JSON-RPC word, so it counts only with a `"pass"` key beside it,
+/// as every Monero miner sends (`{"method":"login","params":{"login":
+/// WALLET,"pass":"x","agent":"XMRig/6.21"}}`). Only the method name is
+/// returned; the wallet, password and agent are never looked at further.
 pub fn parse_stratum(b: &[u8]) -> Option<&'static str> {
-    let b = &b[..b.len().min(512)];
+    let b = &b[..b.len().min(STRATUM_WINDOW)];
     if b.first() != Some(&b'{') {
         return None;
     }
-    let key = b"\"method\"";
-    let at = b.windows(key.len()).position(|w| w == key)? + key.len();
-    let rest = &b[at..];
-    let colon = rest.iter().position(|&c| !c.is_ascii_whitespace())?;
-    if rest[colon] != b':' {
+    let rest = after_key(b, b"method")?;
+    let rest = rest.strip_prefix(b"\"")?;
+    let method = STRATUM_METHODS
+        .into_iter()
+        .find(|m| rest.starts_with(m.as_bytes()) && rest.get(m.len()) == Some(&b'"'))?;
+    if method == "login" && after_key(b, b"pass").is_none() {
         return None;
     }
-    let rest = rest[colon + 1..].trim_ascii_start();
-    let rest = rest.strip_prefix(b"\"")?;
-    STRATUM_METHODS
-        .into_iter()
-        .find(|m| rest.starts_with(m.as_bytes()) && rest.get(m.len()) == Some(&b'"'))
+    Some(method)
+}
+
+/// The bytes after `"key"` and its colon (blanks skipped) in JSON text.
+fn after_key<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut from = 0;
+    while let Some(at) = b[from..]
+        .windows(key.len() + 2)
+        .position(|w| w[0] == b'"' && &w[1..=key.len()] == key && w[key.len() + 1] == b'"')
+    {
+        let rest = b[from + at + key.len() + 2..].trim_ascii_start();
+        if let Some(value) = rest.strip_prefix(b":") {
+            return Some(value.trim_ascii_start());
+        }
+        from += at + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -524,6 +557,22 @@ pub(crate) mod tests {
         let s = br#"{"id":2,"method":"mining.authorize","params":["wallet.worker","x"]}"#;
         assert_eq!(parse_stratum(s), Some("mining.authorize"));
         assert_eq!(parse_stratum(br#"{"method":"mining.subscribed"}"#), None);
+        let xmrig = br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD","pass":"x","agent":"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/12.2.0","algo":["rx/0"]}}"#;
+        assert_eq!(parse_stratum(xmrig), Some("login"));
+        // A JSON-RPC "login" without a miner's "pass" is not Stratum.
+        assert_eq!(
+            parse_stratum(br#"{"jsonrpc":"2.0","method":"login","params":{"user":"bob"}}"#),
+            None
+        );
+        // "pass" only as a value, not a key.
+        assert_eq!(
+            parse_stratum(br#"{"method":"login","params":["pass"]}"#),
+            None
+        );
+        assert_eq!(
+            parse_stratum(br#"{"id":1,"method":"eth_submitLogin","params":["0xabc"]}"#),
+            Some("eth_submitLogin")
+        );
         assert_eq!(
             parse_stratum(br#"{"jsonrpc":"2.0","method":"eth_call"}"#),
             None

@@ -16,10 +16,21 @@
 //!   (FIN, RST, idle, active timeout slice, eviction, shutdown); evictions
 //!   are also counted in [`Stats`] and in the interval summary;
 //! - outputs wait in a queue the caller drains with [`Engine::drain`]; it
-//!   holds at most the flows ended by one packet's sweep plus one summary.
+//!   holds at most the flows ended by one packet's sweep plus one summary;
+//! - crypto-mining evidence comes only from the traffic itself and the
+//!   configured `pool_addrs`: a DNS query for a pool name, a flow to an
+//!   address a DNS answer for a pool name gave that same client within the
+//!   answer's window ([`crate::pools`]; judged once per flow, when its
+//!   scan accounting is done, so a DNS answer handled by another worker a
+//!   moment later still counts), a TLS SNI or HTTP Host that is a pool
+//!   name, or a Stratum login in the first client bytes. A pool name is
+//!   never resolved by the sensor. A flow that names another server (its
+//!   own SNI or Host), that is DNS itself, or that the server never answered
+//!   is not evidence through a DNS answer.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,6 +38,7 @@ use serde::Serialize;
 use crate::app::{self, AppError, DnsSection};
 use crate::decode::{self, ErrorClass, LinkType, Network, Packet, Tunnel, tcp_flags};
 use crate::flow::{Flow, FlowTable, Key, Slot, state};
+use crate::pools::DnsPools;
 use crate::summary::{
     CaptureAlert, IntervalAgg, MiningMatch, MiningVia, Summary, SummaryConfig, addr_ip,
 };
@@ -49,10 +61,16 @@ pub struct Config {
     pub http_path_max: usize,
     /// Bytes of a client's first TLS record buffered across segments (default 8 KiB).
     pub tls_reassembly_max: usize,
-    /// Mining pool names (suffix match: "pool.example" matches "eu.pool.example").
+    /// Mining pool names (suffix match: "pool.example" matches
+    /// "eu.pool.example"), matched against names in the traffic: DNS
+    /// questions and answers, TLS SNI, HTTP Host. Never resolved here.
     pub pool_names: Vec<String>,
-    /// Mining pool addresses.
+    /// Mining pool addresses: every flow to one is evidence.
     pub pool_addrs: Vec<IpAddr>,
+    /// Most (client, address) bindings learned from DNS answers for pool
+    /// names, shared by the engines of one capture (default 16,384; more
+    /// evict the first to expire, counted in [`Stats`]).
+    pub pool_bindings_max: usize,
     /// Summary / signature settings (interface name, top N, scan thresholds).
     pub summary: SummaryConfig,
     /// Emit [`Output::Partial`] aggregates instead of finished summaries
@@ -72,6 +90,7 @@ impl Default for Config {
             tls_reassembly_max: 8 * 1024,
             pool_names: Vec::new(),
             pool_addrs: Vec::new(),
+            pool_bindings_max: crate::pools::DEFAULT_MAX,
             summary: SummaryConfig::default(),
             emit_partials: false,
         }
@@ -137,8 +156,6 @@ pub struct AppMeta {
 
 /// DNS answers kept per flow.
 pub const MAX_FLOW_ANSWERS: usize = 8;
-/// Pool addresses learned from DNS answers, at most.
-pub const MAX_LEARNED_POOL_ADDRS: usize = 4096;
 /// Slots of the fragment table (direct-mapped).
 pub const FRAG_SLOTS: usize = 4096;
 /// A first fragment is remembered this long for its followers.
@@ -240,6 +257,10 @@ pub struct Stats {
     pub tls_incomplete: u64,
     /// Frames whose timestamp went backwards.
     pub time_regressions: u64,
+    /// (client, address) bindings made or renewed from DNS answers for pool names.
+    pub pool_bindings: u64,
+    /// Live bindings evicted because the shared table was full.
+    pub pool_bindings_evicted: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -269,8 +290,9 @@ pub struct Engine {
     /// Capture time of the next second or interval boundary.
     next_check_ns: u64,
     pool_suffixes: Vec<String>,
+    /// The configured `pool_addrs` only (nothing is ever learned into it).
     pool_addrs: HashSet<[u8; 16]>,
-    learned: usize,
+    pools: Arc<DnsPools>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -286,8 +308,24 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Engine {
-    /// A new engine for frames of link type `link`.
+    /// A new engine for frames of link type `link`, with its own table of
+    /// pool bindings.
     pub fn new(link: LinkType, cfg: Config) -> Engine {
+        let pools = Engine::pool_table(&cfg);
+        Engine::with_pools(link, cfg, pools)
+    }
+
+    /// The table of pool bindings [`Engine::with_pools`] takes: one per
+    /// capture, shared by its engines.
+    pub fn pool_table(cfg: &Config) -> Arc<DnsPools> {
+        // Kept one interval past its window: a flow is judged at the latest
+        // when its first interval closes.
+        let keep = cfg.summary_interval + Duration::from_secs(1);
+        Arc::new(DnsPools::new(cfg.pool_bindings_max, keep))
+    }
+
+    /// A new engine sharing `pools` with the other engines of a capture.
+    pub fn with_pools(link: LinkType, cfg: Config, pools: Arc<DnsPools>) -> Engine {
         let pool_suffixes = cfg
             .pool_names
             .iter()
@@ -308,7 +346,7 @@ impl Engine {
             next_check_ns: 0,
             pool_suffixes,
             pool_addrs,
-            learned: 0,
+            pools,
             hasher: foldhash::fast::FixedState::with_seed(0x66726167),
             link,
             cfg,
@@ -556,6 +594,7 @@ impl Engine {
         let f = self.table.get_mut(i);
         let reassembling = f.app.as_ref().is_some_and(|m| !m.buf.is_empty());
         let mut sni_found: Option<String> = None;
+        let mut host_found: Option<String> = None;
         if reassembling {
             let m = f.app.get_or_insert_default();
             if p.tcp_seq != m.next_seq {
@@ -608,6 +647,7 @@ impl Engine {
             m.http_path = Some(text(h.path));
             m.http_host = h.host.map(text);
             f.state |= state::APP_DONE;
+            host_found = m.http_host.as_deref().map(host_name);
         } else if let Some(method) = app::parse_stratum(p.payload) {
             let m = f.app.get_or_insert_default();
             if !m.stratum_methods.contains(&method) {
@@ -622,17 +662,23 @@ impl Engine {
                 what: method.to_string(),
             });
         }
-        if let Some(sni) = sni_found
-            && self.is_pool_name(&sni)
-        {
-            let (client, server, port) = self.endpoints(i);
-            self.agg.mining_match(MiningMatch {
-                client,
-                server,
-                port,
-                via: MiningVia::Sni,
-                what: sni,
-            });
+        let named = [
+            (sni_found.as_deref().map(host_name), MiningVia::Sni),
+            (host_found, MiningVia::HttpHost),
+        ];
+        for (name, via) in named {
+            if let Some(name) = name
+                && self.is_pool_name(&name)
+            {
+                let (client, server, port) = self.endpoints(i);
+                self.agg.mining_match(MiningMatch {
+                    client,
+                    server,
+                    port,
+                    via,
+                    what: name,
+                });
+            }
         }
     }
 
@@ -651,14 +697,20 @@ impl Engine {
             table,
             agg,
             pool_suffixes,
-            pool_addrs,
-            learned,
+            pools,
             stats,
+            now_ns,
             ..
         } = self;
         let f = table.get_mut(i);
         let is_pool = |name: &str| is_pool_name(pool_suffixes, name);
         let mut pool_question: Option<String> = None;
+        // The pool name of the answer: its question, or a name of its CNAME
+        // chain; and every address the answer gave, with its TTL.
+        let mut pool_answer: Option<String> = None;
+        let mut addrs = [([0u8; 16], 0u32); app::MAX_DNS_ANSWERS];
+        let mut n_addrs = 0;
+        let watching = !pool_suffixes.is_empty();
         let mut meta = f.app.take().unwrap_or_default();
         let res = app::parse_dns(msg, &mut |r| match r.section {
             DnsSection::Question => {
@@ -680,12 +732,22 @@ impl Engine {
                     };
                     meta.dns_answers.push(v);
                 }
-                if (pool_question.is_some() || is_pool(r.name.as_str()))
-                    && let Some(a) = r.addr
-                    && *learned < MAX_LEARNED_POOL_ADDRS
-                    && pool_addrs.insert(a)
+                if !watching {
+                    return;
+                }
+                if pool_answer.is_none() {
+                    let owner = r.name.as_str();
+                    if is_pool(owner) {
+                        pool_answer = Some(owner.to_string());
+                    } else if let Some(t) = r.target.filter(|t| is_pool(t.as_str())) {
+                        pool_answer = Some(t.as_str().to_string());
+                    }
+                }
+                if let Some(a) = r.addr
+                    && let Some(slot) = addrs.get_mut(n_addrs)
                 {
-                    *learned += 1;
+                    *slot = (a, r.ttl);
+                    n_addrs += 1;
                 }
             }
         });
@@ -693,6 +755,14 @@ impl Engine {
             Ok(h) => {
                 if h.response {
                     meta.dns_rcode.get_or_insert(h.rcode);
+                    if let Some(name) = pool_question.or(pool_answer)
+                        && h.rcode == 0
+                    {
+                        // The client is the one the answer goes to.
+                        let learned = pools.learn(p.dst, &addrs[..n_addrs], &name, *now_ns);
+                        stats.pool_bindings += learned.bound;
+                        stats.pool_bindings_evicted += learned.evicted;
+                    }
                 } else {
                     // Count every query (not only the flow's first) for the summary.
                     let _ = app::parse_dns(msg, &mut |r| {
@@ -732,7 +802,8 @@ impl Engine {
         let idx = self.now_ns / iv;
         let sec = self.now_ns / 1_000_000_000;
         self.next_check_ns = ((sec + 1) * 1_000_000_000).min((idx + 1).saturating_mul(iv));
-        if sec != self.last_sweep_s {
+        let second = sec != self.last_sweep_s;
+        if second {
             self.last_sweep_s = sec;
             self.sweep(false);
         }
@@ -746,6 +817,11 @@ impl Engine {
                 self.interval = Some(idx);
             }
             Some(_) => {}
+        }
+        if second {
+            // After the flows that ended or closed an interval were judged:
+            // across a gap in capture time they still need their bindings.
+            self.pools.purge(self.now_ns);
         }
     }
 
@@ -801,6 +877,7 @@ impl Engine {
             if f.state & state::NEW != 0 {
                 f.state &= !state::NEW;
                 scan_account(&mut self.agg, f);
+                pool_account(&mut self.agg, &self.pools, &self.pool_suffixes, f);
             }
         }
         for (p, c) in self.protocols.iter_mut().enumerate() {
@@ -846,6 +923,7 @@ impl Engine {
         push_delta(&mut self.agg, &mut f);
         if f.state & state::NEW != 0 {
             scan_account(&mut self.agg, &f);
+            pool_account(&mut self.agg, &self.pools, &self.pool_suffixes, &f);
         }
         self.agg.ended += 1;
         if f.pkts == [0, 0] {
@@ -999,6 +1077,72 @@ fn scan_account(agg: &mut IntervalAgg, f: &Flow) {
         (k.b, k.a, k.a_port)
     };
     agg.scan_attempt(src, dst, port, completed);
+}
+
+/// A flow from a client to an address a DNS answer for a pool name gave
+/// that client, started inside the answer's window: `dns_answer` evidence.
+/// Not when the flow is DNS, names a server of its own that is not a pool
+/// (SNI, HTTP Host: the shared address serves someone else), or was never
+/// answered (a SYN without SYN+ACK, a datagram without reply).
+fn pool_account(agg: &mut IntervalAgg, pools: &DnsPools, suffixes: &[String], f: &Flow) {
+    if pools.is_empty() {
+        return;
+    }
+    let ini = f.initiator as usize;
+    let resp = 1 - ini;
+    let answered = if f.key.proto == 6 {
+        let synack = tcp_flags::SYN | tcp_flags::ACK;
+        f.flags[resp] & synack == synack
+            || (f.state & (state::SYN_SEEN | state::RST) == 0 && f.pkts[resp] > 0)
+    } else {
+        f.pkts[resp] > 0
+    };
+    if !answered {
+        return;
+    }
+    if let Some(m) = &f.app {
+        let other = |name: &Option<String>| {
+            name.as_deref()
+                .is_some_and(|n| !is_pool_name(suffixes, &host_name(n)))
+        };
+        if m.dns_query.is_some() || other(&m.tls_sni) || other(&m.http_host) {
+            return;
+        }
+    }
+    let k = &f.key;
+    let (client, server, port) = if ini == 0 {
+        (k.a, k.b, k.b_port)
+    } else {
+        (k.b, k.a, k.a_port)
+    };
+    let start = if f.first_ns != 0 {
+        f.first_ns
+    } else {
+        f.last_ns
+    };
+    if let Some(name) = pools.lookup(client, server, start) {
+        agg.mining_match(MiningMatch {
+            client: addr_ip(&client),
+            server: addr_ip(&server),
+            port,
+            via: MiningVia::DnsAnswer,
+            what: name,
+        });
+    }
+}
+
+/// A Host header or SNI as a DNS name: lower case, without a port or a
+/// trailing dot.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let bare = if host.starts_with('[') {
+        host // an IPv6 literal: never a pool name
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    bare.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn record(f: &Flow, reason: EndReason, app: Option<Box<AppMeta>>) -> FlowRecord {
@@ -1397,39 +1541,293 @@ mod tests {
         assert_eq!(v, vec![10, 20]);
     }
 
-    #[test]
-    fn pool_addresses_learned_from_dns_answers() {
-        use crate::app::tests::dns_answer_a;
-        let mut e = engine(Config {
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 3];
+    const RESOLVER: [u8; 4] = [10, 0, 0, 53];
+    /// A shared address: the pool's, and a CDN's for everyone else.
+    const SHARED: [u8; 4] = [192, 0, 2, 7];
+
+    fn pool_config() -> Config {
+        Config {
             pool_names: vec!["pool.example".into()],
             ..Config::default()
+        }
+    }
+
+    /// A DNS response from the resolver to `client` giving `name` → `addr`
+    /// with `ttl` seconds.
+    fn answer(e: &mut Engine, client: [u8; 4], name: &str, addr: [u8; 4], ttl: u32, t: u64) {
+        let mut m = crate::app::tests::dns_answer_a(9, name, addr);
+        let at = m.len() - 4 - 2 - 4;
+        m[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        let f = eth_ipv4(RESOLVER, client, 17, &udp(53, 33333, &m), &[]);
+        e.process(&f, f.len() as u32, t);
+    }
+
+    /// A TCP connection `client` → `server:port`: handshake (the server
+    /// answers when `answered`), then `payload` from the client.
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        e: &mut Engine,
+        client: [u8; 4],
+        sport: u16,
+        server: [u8; 4],
+        port: u16,
+        answered: bool,
+        payload: &[u8],
+        t: u64,
+    ) {
+        let mut send = |src, dst, sp, dp, seq, flags, data: &[u8], dt| {
+            let f = eth_ipv4(src, dst, 6, &tcp(sp, dp, seq, flags, data), &[]);
+            e.process(&f, f.len() as u32, t + dt);
+        };
+        send(client, server, sport, port, 0, SYN, b"", 0);
+        if !answered {
+            return;
+        }
+        send(server, client, port, sport, 0, SYN | ACK, b"", 1);
+        send(client, server, sport, port, 1, ACK, b"", 2);
+        if !payload.is_empty() {
+            send(client, server, sport, port, 1, ACK | PSH, payload, 3);
+        }
+    }
+
+    fn evidence(s: &[Summary]) -> Vec<(MiningVia, String, String, u16, String)> {
+        s.iter()
+            .flat_map(|s| s.mining.iter())
+            .map(|m| {
+                (
+                    m.via,
+                    m.client.to_string(),
+                    m.server.to_string(),
+                    m.port,
+                    m.what.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The user's report: what a pool name resolves to *on the sensor* (here
+    /// `localhost`, resolved for real) says nothing about the traffic.
+    #[test]
+    fn an_address_the_pool_name_resolves_to_on_the_sensor_is_not_mining() {
+        use std::net::ToSocketAddrs;
+        let resolved = ("localhost", 0)
+            .to_socket_addrs()
+            .expect("localhost resolves on this machine (/etc/hosts)")
+            .find_map(|a| match a.ip() {
+                IpAddr::V4(v4) => Some(v4.octets()),
+                IpAddr::V6(_) => None,
+            })
+            .expect("localhost has an IPv4 address on this machine (/etc/hosts)");
+        let mut e = engine(Config {
+            pool_names: vec!["localhost".into()],
+            ..Config::default()
         });
-        let ans = eth_ipv4(
-            S,
-            C,
-            17,
-            &udp(
-                53,
-                3333,
-                &dns_answer_a(1, "xmr.pool.example", [192, 0, 2, 7]),
-            ),
-            &[],
-        );
-        e.process(&ans, ans.len() as u32, T0);
-        let syn = eth_ipv4(C, [192, 0, 2, 7], 6, &tcp(40001, 14444, 0, SYN, b""), &[]);
-        e.process(&syn, syn.len() as u32, T0 + 1);
+        connect(&mut e, A, 40000, resolved, 3333, true, b"hello", T0);
         e.finish();
         let (_, s, a) = outputs(&mut e);
-        let m: Vec<_> = s[0]
-            .mining
-            .iter()
-            .map(|m| (m.via, m.server.to_string(), m.port))
-            .collect();
+        assert_eq!(evidence(&s), vec![]);
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(e.stats().pool_bindings, 0);
+    }
+
+    #[test]
+    fn a_dns_answer_binds_the_address_to_that_client_for_its_ttl() {
+        let mut e = engine(pool_config());
+        answer(&mut e, A, "xmr.pool.example", SHARED, 120, T0);
+        assert_eq!(e.stats().pool_bindings, 1);
+        // The client that asked, at once: evidence.
+        connect(&mut e, A, 40001, SHARED, 14444, true, b"\x01\x02", T0 + SEC);
+        // Another client of the same shared address: not.
+        connect(
+            &mut e,
+            B,
+            40002,
+            SHARED,
+            14444,
+            true,
+            b"\x01\x02",
+            T0 + 2 * SEC,
+        );
+        // The same client to a site of its own on the shared address: not.
+        let hello = client_hello("www.other.example", &["h2"], 0);
+        connect(&mut e, A, 40003, SHARED, 443, true, &hello, T0 + 3 * SEC);
+        // Never answered: not.
+        connect(&mut e, A, 40004, SHARED, 22, false, b"", T0 + 4 * SEC);
+        // After the TTL: not.
+        connect(
+            &mut e,
+            A,
+            40005,
+            SHARED,
+            14444,
+            true,
+            b"\x01",
+            T0 + 200 * SEC,
+        );
+        e.finish();
+        let (_, s, a) = outputs(&mut e);
         assert_eq!(
-            m,
-            vec![(MiningVia::Address, "192.0.2.7".to_string(), 14444)]
+            evidence(&s),
+            vec![(
+                MiningVia::DnsAnswer,
+                "10.0.0.1".into(),
+                "192.0.2.7".into(),
+                14444,
+                "xmr.pool.example".into()
+            )]
+        );
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].name, "crypto_mining");
+        assert_eq!(a[0].subject, "10.0.0.1");
+        assert_eq!(
+            a[0].message,
+            "10.0.0.1 talks to a crypto-mining pool: connection to 192.0.2.7:14444, \
+             which a DNS answer for xmr.pool.example gave it"
+        );
+        let evidence_label = a[0].labels.iter().find(|(k, _)| k == "evidence").unwrap();
+        assert_eq!(
+            evidence_label.1,
+            "dns_answer xmr.pool.example 192.0.2.7:14444"
+        );
+    }
+
+    #[test]
+    fn a_cname_through_a_pool_name_binds_and_nxdomain_does_not() {
+        let mut e = engine(pool_config());
+        // innocent.example CNAME xmr.pool.example, A 192.0.2.7.
+        let mut m = dns_query(9, "innocent.example", 1);
+        m[2] = 0x81;
+        m[3] = 0x80;
+        m[7] = 2;
+        let target: Vec<u8> = "xmr.pool.example"
+            .split('.')
+            .flat_map(|l| std::iter::once(l.len() as u8).chain(l.bytes()))
+            .chain([0])
+            .collect();
+        m.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 30]);
+        m.extend_from_slice(&(target.len() as u16).to_be_bytes());
+        let target_at = m.len();
+        m.extend_from_slice(&target);
+        m.extend_from_slice(&[0xC0, target_at as u8, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+        m.extend_from_slice(&SHARED);
+        let f = eth_ipv4(RESOLVER, A, 17, &udp(53, 33333, &m), &[]);
+        e.process(&f, f.len() as u32, T0);
+        // An NXDOMAIN answer for a pool name binds nothing.
+        let mut nx = crate::app::tests::dns_answer_a(10, "eu.pool.example", [192, 0, 2, 8]);
+        nx[3] = 0x83;
+        let f = eth_ipv4(RESOLVER, B, 17, &udp(53, 33334, &nx), &[]);
+        e.process(&f, f.len() as u32, T0);
+        connect(&mut e, A, 40001, SHARED, 3333, true, b"x", T0 + SEC);
+        connect(&mut e, B, 40002, [192, 0, 2, 8], 3333, true, b"x", T0 + SEC);
+        e.finish();
+        let (_, s, _) = outputs(&mut e);
+        let got: Vec<_> = evidence(&s).into_iter().map(|m| (m.0, m.1, m.4)).collect();
+        assert_eq!(
+            got,
+            vec![(
+                MiningVia::DnsAnswer,
+                "10.0.0.1".into(),
+                "xmr.pool.example".into()
+            )]
+        );
+    }
+
+    /// The kernel spreads a client's DNS flow and its pool flow over
+    /// different workers: the binding one learns, the other uses.
+    #[test]
+    fn workers_of_one_capture_share_the_bindings() {
+        let cfg = Config {
+            emit_partials: true,
+            ..pool_config()
+        };
+        let pools = Engine::pool_table(&cfg);
+        let mut dns_worker = Engine::with_pools(LinkType::Ethernet, cfg.clone(), pools.clone());
+        let mut flow_worker = Engine::with_pools(LinkType::Ethernet, cfg.clone(), pools);
+        answer(&mut dns_worker, A, "xmr.pool.example", SHARED, 0, T0);
+        connect(
+            &mut flow_worker,
+            A,
+            40001,
+            SHARED,
+            14444,
+            true,
+            b"x",
+            T0 + SEC,
+        );
+        flow_worker.finish();
+        let partial = flow_worker
+            .drain()
+            .find_map(|o| match o {
+                Output::Partial(a, _) => Some(a),
+                _ => None,
+            })
+            .unwrap();
+        let vias: Vec<_> = partial.mining.iter().map(|m| m.via).collect();
+        assert_eq!(vias, vec![MiningVia::DnsAnswer]);
+    }
+
+    #[test]
+    fn a_stratum_login_to_an_unknown_address_is_mining() {
+        // No pool name or address configured at all.
+        let mut e = engine(Config::default());
+        let login = br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD","pass":"x","agent":"XMRig/6.21.0"}}"#;
+        connect(&mut e, B, 40001, [203, 0, 113, 9], 10128, true, login, T0);
+        e.finish();
+        let (f, s, a) = outputs(&mut e);
+        assert_eq!(
+            evidence(&s),
+            vec![(
+                MiningVia::Stratum,
+                "10.0.0.3".into(),
+                "203.0.113.9".into(),
+                10128,
+                "login".into()
+            )]
         );
         assert_eq!(a.len(), 1);
+        assert_eq!(
+            a[0].message,
+            "10.0.0.3 talks to a crypto-mining pool: Stratum login to 203.0.113.9:10128"
+        );
+        // Only the method name leaves the decoder: no wallet, no agent.
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(json.contains("\"stratum_methods\":[\"login\"]"), "{json}");
+        assert!(!json.contains("48edf") && !json.contains("XMRig"), "{json}");
+    }
+
+    #[test]
+    fn an_http_host_on_the_pool_list_is_mining() {
+        let mut e = engine(pool_config());
+        let get = b"GET /api HTTP/1.1\r\nHost: XMR.Pool.Example:8080\r\n\r\n";
+        connect(&mut e, A, 40001, SHARED, 8080, true, get, T0);
+        e.finish();
+        let (_, s, a) = outputs(&mut e);
+        let got: Vec<_> = evidence(&s).into_iter().map(|m| (m.0, m.4)).collect();
+        assert_eq!(got, vec![(MiningVia::HttpHost, "xmr.pool.example".into())]);
+        assert!(
+            a[0].message
+                .contains("HTTP to 192.0.2.7:8080 with Host xmr.pool.example")
+        );
+    }
+
+    #[test]
+    fn a_full_binding_table_evicts_and_counts() {
+        let mut e = engine(Config {
+            pool_bindings_max: 2,
+            ..pool_config()
+        });
+        for i in 0..5u8 {
+            answer(&mut e, A, "xmr.pool.example", [192, 0, 2, 10 + i], 300, T0);
+        }
+        assert_eq!(e.stats().pool_bindings, 5);
+        assert_eq!(e.stats().pool_bindings_evicted, 3);
+        assert_eq!(e.pools.len(), 2);
+        // Bindings expire on the capture clock.
+        let later = eth_ipv4(B, RESOLVER, 17, &udp(1, 2, b""), &[]);
+        e.process(&later, later.len() as u32, T0 + 400 * SEC);
+        assert!(e.pools.is_empty());
     }
 
     #[test]

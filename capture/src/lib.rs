@@ -4,7 +4,10 @@
 //! [`decode`] (zero-copy headers) → fragment attribution → [`flow`] table
 //! (bounded, bidirectional) → [`app`] names (DNS, TLS SNI / ALPN, HTTP,
 //! Stratum) → [`summary`] per interval (top talkers, protocol mix, DNS
-//! names, scan and crypto-mining signatures with alerts).
+//! names, scan and crypto-mining signatures with alerts). Crypto-mining
+//! evidence is what the traffic says (DNS questions and answers per client
+//! with [`pools`], SNI, HTTP Host, Stratum logins) and configured pool
+//! addresses; pool names are never resolved by the sensor.
 //!
 //! Sources: [`pcap`] replays pcap / pcapng files through the same engine; a
 //! live AF_PACKET source ([`live`]) feeds [`engine::Engine::process_as`]
@@ -28,6 +31,7 @@ pub mod flow;
 pub mod ipfix;
 pub mod live;
 pub mod pcap;
+pub mod pools;
 pub mod proto;
 pub mod summary;
 

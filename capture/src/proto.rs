@@ -145,6 +145,8 @@ impl Summary {
                         MiningVia::Sni => pb::MiningVia::Sni,
                         MiningVia::Address => pb::MiningVia::Address,
                         MiningVia::Stratum => pb::MiningVia::Stratum,
+                        MiningVia::HttpHost => pb::MiningVia::HttpHost,
+                        MiningVia::DnsAnswer => pb::MiningVia::DnsAnswer,
                     }
                     .into(),
                     what: m.what.clone(),

@@ -22,6 +22,8 @@ pub const MAX_KEYS: usize = 65_536;
 pub const MAX_SCAN_TARGETS: usize = 4_096;
 /// Mining matches kept as evidence per interval.
 pub const MAX_MINING_EVIDENCE: usize = 256;
+/// Mining matches described in an alert's message (all are in its labels).
+pub const MINING_IN_MESSAGE: usize = 3;
 
 /// Packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -106,18 +108,52 @@ pub struct ScanAcc {
     completed: u64,
 }
 
-/// How a mining pool was recognised.
+/// How a mining pool was recognised. Every way but `Address` is a name or
+/// a protocol seen in the client's own traffic; none comes from resolving
+/// a pool name on the sensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MiningVia {
-    /// A DNS query for a name on the pool list.
+    /// A DNS query for a name on the pool list (server: the resolver).
     Dns,
     /// A TLS ClientHello whose SNI is on the pool list.
     Sni,
-    /// A flow to an address on the pool list (configured or resolved).
+    /// A flow to an address on the configured `pool_addrs` list.
     Address,
-    /// A Stratum method name in a cleartext TCP flow.
+    /// A Stratum login method in the first bytes of a cleartext TCP flow.
     Stratum,
+    /// A cleartext HTTP request whose Host is on the pool list.
+    HttpHost,
+    /// A flow to an address that a DNS answer for a pool name gave this
+    /// same client shortly before (see [`crate::pools`]).
+    DnsAnswer,
+}
+
+impl MiningVia {
+    /// The name used in labels and JSON: `dns`, `sni`, `address`,
+    /// `stratum`, `http_host`, `dns_answer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MiningVia::Dns => "dns",
+            MiningVia::Sni => "sni",
+            MiningVia::Address => "address",
+            MiningVia::Stratum => "stratum",
+            MiningVia::HttpHost => "http_host",
+            MiningVia::DnsAnswer => "dns_answer",
+        }
+    }
+
+    /// Order in an alert message: what the flow itself said first.
+    fn strength(self) -> u8 {
+        match self {
+            MiningVia::Stratum => 0,
+            MiningVia::Sni => 1,
+            MiningVia::HttpHost => 2,
+            MiningVia::DnsAnswer => 3,
+            MiningVia::Address => 4,
+            MiningVia::Dns => 5,
+        }
+    }
 }
 
 /// One mining match.
@@ -131,8 +167,26 @@ pub struct MiningMatch {
     pub port: u16,
     /// How it matched.
     pub via: MiningVia,
-    /// The pool name, or the Stratum method name.
+    /// The pool name, the address, or the Stratum method name.
     pub what: String,
+}
+
+impl MiningMatch {
+    /// The evidence in words, for an alert message.
+    pub fn describe(&self) -> String {
+        let server = owlet_proto::endpoint(&self.server.to_string(), self.port.into(), 6);
+        let what = &self.what;
+        match self.via {
+            MiningVia::Dns => format!("DNS query for {what} to {server}"),
+            MiningVia::DnsAnswer => {
+                format!("connection to {server}, which a DNS answer for {what} gave it")
+            }
+            MiningVia::Sni => format!("TLS to {server} with SNI {what}"),
+            MiningVia::HttpHost => format!("HTTP to {server} with Host {what}"),
+            MiningVia::Stratum => format!("Stratum {what} to {server}"),
+            MiningVia::Address => format!("connection to {server}, a configured pool address"),
+        }
+    }
 }
 
 /// Aggregates of one interval.
@@ -392,19 +446,32 @@ impl IntervalAgg {
         clients.sort();
         clients.dedup();
         for c in clients {
-            let ev: Vec<&MiningMatch> = self.mining.iter().filter(|m| m.client == c).collect();
+            let mut ev: Vec<&MiningMatch> = self.mining.iter().filter(|m| m.client == c).collect();
+            ev.sort_by_key(|m| m.via.strength());
             let evidence = ev
                 .iter()
                 .map(|m| {
                     let server = owlet_proto::endpoint(&m.server.to_string(), m.port.into(), 6);
-                    format!("{:?} {} {server}", m.via, m.what).to_lowercase()
+                    format!("{} {} {server}", m.via.as_str(), m.what)
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
+            let shown: Vec<String> = ev
+                .iter()
+                .take(MINING_IN_MESSAGE)
+                .map(|m| m.describe())
+                .collect();
+            let more = match ev.len().saturating_sub(MINING_IN_MESSAGE) {
+                0 => String::new(),
+                n => format!("; {n} more in the evidence label"),
+            };
             alerts.push(CaptureAlert {
                 name: "crypto_mining",
                 subject: c.to_string(),
-                message: format!("{c} talks to a crypto-mining pool ({} matches)", ev.len()),
+                message: format!(
+                    "{c} talks to a crypto-mining pool: {}{more}",
+                    shown.join("; ")
+                ),
                 labels: vec![
                     ("client".into(), c.to_string()),
                     ("evidence".into(), evidence),

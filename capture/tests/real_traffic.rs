@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use owlet_capture::engine::{Config, FlowRecord, Output};
-use owlet_capture::summary::{CaptureAlert, MiningVia, Summary, SummaryConfig};
+use owlet_capture::summary::{MiningVia, SummaryConfig};
+
+mod common;
 
 fn tshark(pcap: &Path, args: &[&str]) -> String {
     let out = Command::new("tshark")
@@ -92,37 +94,16 @@ fn owlet_convs(flows: &[FlowRecord]) -> Convs {
     m
 }
 
-fn tool(name: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{name} is needed by this test: apt-get install the packages in dev/packages.txt"
-    );
-}
-
 #[test]
 fn flows_names_and_signatures_match_tshark_on_real_traffic() {
     for t in [
         "ip", "ethtool", "tcpdump", "tshark", "dnsmasq", "nmap", "curl", "openssl", "python3",
         "ping",
     ] {
-        tool(t);
+        common::tool(t);
     }
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("traffic.pcap");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_traffic.sh");
-    let st = Command::new("bash")
-        .arg(&script)
-        .arg(&pcap)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "{} failed", script.display());
+    let pcap = common::record("netns_traffic.sh", dir.path());
 
     let cfg = Config {
         pool_names: vec!["minexmr.example".into()],
@@ -134,16 +115,12 @@ fn flows_names_and_signatures_match_tshark_on_real_traffic() {
         },
         ..Config::default()
     };
-    let mut flows = Vec::new();
-    let mut summaries: Vec<Summary> = Vec::new();
-    let mut alerts: Vec<CaptureAlert> = Vec::new();
-    let report = owlet_capture::pcap::replay(&pcap, cfg, |o| match o {
-        Output::Flow(f) => flows.push(f),
-        Output::Summary(s) => summaries.push(*s),
-        Output::Alert(a) => alerts.push(a),
-        Output::Partial(..) => {}
-    })
-    .unwrap();
+    let common::Replayed {
+        flows,
+        summaries,
+        alerts,
+        report,
+    } = common::replay(&pcap, cfg);
     assert!(!report.truncated_file);
     assert_eq!(
         report.stats.decode_errors, [0; 4],
@@ -321,7 +298,8 @@ fn flows_names_and_signatures_match_tshark_on_real_traffic() {
         [Some(t_http[0]), Some(t_http[1]), Some(t_http[2])]
     );
 
-    // Stratum method names, and the mining alert (DNS name on the pool list + Stratum).
+    // Stratum method names, and the mining alert (DNS name on the pool list,
+    // the flows of the client the answer went to, Stratum).
     let stratum = flows
         .iter()
         .find(|f| f.dst_port == 3333)
@@ -338,6 +316,19 @@ fn flows_names_and_signatures_match_tshark_on_real_traffic() {
             .any(|m| m.via == MiningVia::Dns && m.what == "pool.minexmr.example")
     );
     assert!(mining.iter().any(|m| m.via == MiningVia::Stratum));
+    // The answer for the pool name bound 10.213.0.2 to this client: its
+    // Stratum flow there is evidence through the answer too; its HTTP and
+    // TLS flows to the same address name servers of their own and are not.
+    let by_answer: Vec<u16> = mining
+        .iter()
+        .filter(|m| m.via == MiningVia::DnsAnswer)
+        .map(|m| m.port)
+        .collect();
+    assert!(by_answer.contains(&3333), "{mining:?}");
+    assert!(
+        !by_answer.contains(&8080) && !by_answer.contains(&8443),
+        "{mining:?}"
+    );
     assert!(
         alerts
             .iter()

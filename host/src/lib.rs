@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod hold;
 pub mod learning;
 pub mod monitor;
+pub mod naming;
 pub mod persist;
 pub mod procfs;
 pub mod sample;

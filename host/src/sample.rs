@@ -6,6 +6,8 @@
 //! * rates cover the real time elapsed since the previous sample (measured
 //!   with `Instant`, not the configured interval) and never go negative;
 //! * the first sample has no rates (0) — there is nothing to compare with;
+//! * a top process is named as `ps` shows it, with the executable the
+//!   kernel runs and its comm, read fresh at each sample ([`naming`]);
 //! * only what the message needs is refreshed: processes without threads,
 //!   environment, cwd or disk usage; users are read once and again only when
 //!   an unknown uid shows up;
@@ -28,6 +30,7 @@ use sysinfo::{
     ProcessesToUpdate, System, UpdateKind, Users,
 };
 
+use crate::naming::{self, PROC};
 use crate::procfs::{self, DiskCounters, NetCounters, Previous, rate};
 
 /// File systems that say nothing about the host's storage.
@@ -103,7 +106,10 @@ impl Sampler {
                 .with_cpu()
                 .with_memory()
                 .with_user(UpdateKind::OnlyIfNotSet)
-                .with_cmd(UpdateKind::OnlyIfNotSet)
+                // Always: a process that execs keeps its pid and start time,
+                // and `bash -c 'exec -a xmrig …'` read once would keep the
+                // wrapper's command line for the miner's whole life.
+                .with_cmd(UpdateKind::Always)
                 .without_tasks(),
         );
         self.disks
@@ -277,6 +283,7 @@ impl Sampler {
     }
 
     fn usage(&self, p: &sysinfo::Process) -> ProcessUsage {
+        let names = naming::identify(PROC, p.pid().as_u32(), &p.name().to_string_lossy());
         let user = p
             .user_id()
             .and_then(|uid| self.users.get_user_by_id(uid))
@@ -285,11 +292,9 @@ impl Sampler {
         let args: Vec<_> = p.cmd().iter().map(|a| a.to_string_lossy()).collect();
         ProcessUsage {
             pid: p.pid().as_u32(),
-            name: p.name().to_string_lossy().into_owned(),
-            exe: p
-                .exe()
-                .map(|e| e.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name: names.name,
+            comm: names.comm,
+            exe: names.exe,
             user,
             cpu_percent: f64::from(p.cpu_usage()),
             memory_bytes: p.memory(),

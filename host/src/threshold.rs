@@ -288,6 +288,8 @@ mod tests {
             top_processes: vec![ProcessUsage {
                 pid: 4242,
                 name: "xmrig".into(),
+                comm: "sh".into(),
+                exe: "/usr/bin/dash".into(),
                 user: "www-data".into(),
                 cpu_percent: 197.0,
                 command_line: "./xmrig -o pool.example:3333".into(),
@@ -310,13 +312,21 @@ mod tests {
         assert_eq!((a.source.as_str(), a.name.as_str()), ("host", "cpu_high"));
         assert_eq!(a.severity, Severity::Critical as i32);
         assert!(
-            a.message
-                .contains("top processes: xmrig (pid 4242, 197.0 % CPU"),
+            a.message.contains(
+                "top processes: xmrig (exe /usr/bin/dash, comm sh, pid 4242, 197.0 % CPU"
+            ),
             "{}",
             a.message
         );
-        assert!(a.labels["top_processes"].starts_with("xmrig (pid 4242, user www-data"));
+        assert!(
+            a.labels["top_processes"]
+                .starts_with("xmrig (exe /usr/bin/dash, comm sh, pid 4242, user www-data"),
+            "{}",
+            a.labels["top_processes"]
+        );
         assert_eq!(a.labels["top_process"], "xmrig");
+        assert_eq!(a.labels["top_process_exe"], "/usr/bin/dash");
+        assert_eq!(a.labels["top_process_comm"], "sh");
         assert_eq!(a.labels["threshold"], "above 90");
         assert_eq!(a.labels["observed"], "99.00");
         assert_eq!(t.active().len(), 1);

@@ -75,10 +75,12 @@ pub struct CaptureSection {
     /// while the worker is busy.
     #[serde(default = "default_ring_bytes", deserialize_with = "byte_size")]
     pub ring_bytes: ByteSize,
-    /// Crypto-mining pool names (subdomains match too).
+    /// Crypto-mining pool names (subdomains match too), matched in the
+    /// traffic (DNS questions and answers, TLS SNI, HTTP Host); never
+    /// resolved by the sensor.
     #[serde(default)]
     pub pool_names: Vec<String>,
-    /// Crypto-mining pool addresses.
+    /// Crypto-mining pool addresses: every flow to one is evidence.
     #[serde(default)]
     pub pool_addrs: Vec<std::net::IpAddr>,
     /// Also export flow records as IPFIX (RFC 7011, UDP) to this collector,

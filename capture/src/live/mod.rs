@@ -39,7 +39,9 @@
 //!   holds a clone). Dropping a [`Capture`] without `stop` tells the
 //!   workers to end without waiting for them.
 //! - Memory: `block_size` × `block_count` of ring per worker (default
-//!   32 MiB), plus each engine's flow table.
+//!   32 MiB), plus each engine's flow table, plus one table of
+//!   crypto-mining pool bindings shared by all workers
+//!   ([`crate::pools`], bounded by `pool_bindings_max`).
 //!
 //! # How
 //! Per interface, `workers` sockets join one PACKET_FANOUT group in hash
@@ -281,6 +283,9 @@ pub struct InterfaceStats {
     pub flows_created: u64,
     /// Flows evicted because a table was full.
     pub flows_evicted: u64,
+    /// Crypto-mining pool bindings (client, address from a DNS answer for
+    /// a pool name) evicted because the capture's table was full.
+    pub pool_bindings_evicted: u64,
     /// Ring blocks whose headers did not check out (walk stopped).
     pub bad_blocks: u64,
 }
@@ -296,6 +301,7 @@ struct Counters {
     flows_active: AtomicU64,
     flows_created: AtomicU64,
     flows_evicted: AtomicU64,
+    pool_bindings_evicted: AtomicU64,
     bad_blocks: AtomicU64,
     wakeups: AtomicU64,
     alive: AtomicBool,
@@ -410,6 +416,7 @@ fn iface_stats(i: &Iface) -> InterfaceStats {
         s.flows_active += l(&c.flows_active);
         s.flows_created += l(&c.flows_created);
         s.flows_evicted += l(&c.flows_evicted);
+        s.pool_bindings_evicted += l(&c.pool_bindings_evicted);
         s.bad_blocks += l(&c.bad_blocks);
         for (e, a) in errs.iter_mut().zip(&c.decode_errors) {
             *e += l(a);
@@ -660,6 +667,10 @@ impl Capture {
         let mut workers = Vec::new();
         let mut ifaces = Vec::new();
         let mut initial = Vec::new();
+        // One table of pool bindings for every worker of every interface:
+        // a client's DNS answer and its pool flow hash to different workers
+        // (and may cross different ports).
+        let pools = Engine::pool_table(&cfg.engine);
         for (ii, name) in cfg.interfaces.iter().enumerate() {
             let nic = ctl
                 .lookup(name)
@@ -717,7 +728,11 @@ impl Capture {
                     index: w,
                     opened_before: open.is_some(),
                     open,
-                    engine: Engine::new(LinkType::Ethernet, engine_cfg.clone()),
+                    engine: Engine::with_pools(
+                        LinkType::Ethernet,
+                        engine_cfg.clone(),
+                        pools.clone(),
+                    ),
                     tov_ms: cfg.block_timeout.as_millis().clamp(1, 10_000) as i32,
                 });
             }
@@ -866,6 +881,8 @@ fn publish(w: &Worker, c: &Counters) {
         .store(w.engine.active_flows() as u64, Ordering::Relaxed);
     c.flows_created.store(s.flows_created, Ordering::Relaxed);
     c.flows_evicted.store(s.flows_evicted, Ordering::Relaxed);
+    c.pool_bindings_evicted
+        .store(s.pool_bindings_evicted, Ordering::Relaxed);
 }
 
 fn kernel_stats(sock: &Socket, c: &Counters) -> io::Result<()> {
