@@ -14,11 +14,10 @@
 //! - the table does not allocate per packet: the slab and index grow (by
 //!   doubling) only when the number of live flows reaches a new high, and
 //!   reuse freed slots; only a flow that yields application names gets a
-//!   boxed [`crate::engine::AppMeta`].
+//!   boxed [`AppMeta`].
 
 use hashbrown::HashTable;
-
-use crate::engine::AppMeta;
+use serde::Serialize;
 
 /// Canonical flow key: `a` is the lower (address, port) endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -350,4 +349,43 @@ mod tests {
         assert!(t.get(c).state & state::LIVE != 0);
         assert!(t.get(c).last_ns < 1_063);
     }
+}
+
+/// Application names found in a flow. Boxed in the flow only when present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AppMeta {
+    /// First DNS query name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_query: Option<String>,
+    /// Its query type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_qtype: Option<u16>,
+    /// Response code of the first response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_rcode: Option<u8>,
+    /// Answers as "TYPE value" (A / AAAA address, CNAME target) or "TYPE name".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_answers: Vec<String>,
+    /// TLS server name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_sni: Option<String>,
+    /// TLS ALPN protocols offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_alpn: Vec<String>,
+    /// HTTP method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    /// HTTP Host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_host: Option<String>,
+    /// HTTP path (no query string, truncated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    /// Stratum methods seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stratum_methods: Vec<&'static str>,
+    #[serde(skip)]
+    pub(crate) buf: Vec<u8>,
+    #[serde(skip)]
+    pub(crate) next_seq: u32,
 }

@@ -127,7 +127,7 @@ pub fn printable(text: &str, max: usize) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    crate::sample::truncate(&clean, max)
+    truncate(&clean, max)
 }
 
 /// Whether `comm` says nothing that `name` does not: comm is the base name
@@ -171,6 +171,16 @@ pub fn describe_with(p: &ProcessUsage, more: &str) -> String {
         format!(", comm {}", p.comm)
     };
     format!("{} (exe {exe}{comm}, pid {}{more})", p.name, p.pid)
+}
+
+/// `text` cut to at most `max` characters, ending in "…" when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use sysinfo::{
     ProcessesToUpdate, System, UpdateKind, Users,
 };
 
-use crate::naming::{self, PROC};
+use crate::naming::{self, PROC, truncate};
 use crate::procfs::{self, DiskCounters, NetCounters, Previous, rate};
 
 /// File systems that say nothing about the host's storage.
@@ -311,19 +311,10 @@ pub fn command_line<S: AsRef<str>>(args: &[S], max: usize) -> String {
     truncate(&owlet_redact::redact_args(args).join(" "), max)
 }
 
-/// `text` cut to at most `max` characters, ending in "…" when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::naming::truncate;
 
     #[test]
     fn truncation_counts_characters_and_marks_the_cut() {
