@@ -123,11 +123,7 @@ pub fn main(cli: Cli) -> i32 {
 fn check_config(file: &std::path::Path) -> i32 {
     match config::load(file) {
         Ok(config) => {
-            for warning in config
-                .certificate_warning()
-                .into_iter()
-                .chain(config.capture_warnings())
-            {
+            for warning in config.warnings() {
                 eprintln!("{}: warning: {warning}", file.display());
             }
             // The identity the SOC will know this agent by (the config
@@ -173,11 +169,7 @@ pub fn run_with_spool_fs(
         }
     };
     owlet_logging::init(&config.log);
-    for warning in config
-        .certificate_warning()
-        .into_iter()
-        .chain(config.capture_warnings())
-    {
+    for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     runtime_then(|| crate::service::run_on(path, config, extra, spool_fs))
