@@ -19,4 +19,5 @@ pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod tasks;
+pub mod unit;
 pub mod uplink;

@@ -3,6 +3,7 @@
 //! (scripts and monitoring depend on them): 0 success / OK, 1 warning,
 //! 2 failure / critical, 3 unknown (Nagios plugin conventions).
 
+mod fim;
 mod health;
 mod hw_profile;
 
@@ -54,7 +55,7 @@ pub enum Command {
     Capture(Box<owlet_capture::cli::CaptureArgs>),
     /// File integrity: build the baseline of the watched files, or compare
     /// them with it (like `aide --init` / `aide --check`).
-    Fim(Box<owlet_fim::cli::FimArgs>),
+    Fim(Box<fim::FimArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -99,7 +100,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Run { config } => run_with(config, Vec::new()),
         Command::Demo { duration, dir } => demo(duration, dir),
         Command::Capture(args) => owlet_capture::cli::run(*args),
-        Command::Fim(args) => owlet_fim::cli::run(*args),
+        Command::Fim(args) => fim::run(*args),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
