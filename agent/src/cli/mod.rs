@@ -81,6 +81,21 @@ pub enum Command {
         /// Largest clock offset against the SOC that passes (e.g. "500ms").
         #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
         clock_tolerance: Duration,
+        /// The service's unit file: run as root, capture and watched paths
+        /// are checked as its User= with its AmbientCapabilities= (default:
+        /// the installed owlet.service with its drop-ins, else the packaged
+        /// one).
+        #[arg(long, value_name = "FILE")]
+        service_unit: Option<PathBuf>,
+    },
+    /// The part of `owlet selftest` that runs as the service user (started
+    /// by `owlet selftest` as root; prints JSON).
+    #[command(hide = true)]
+    SelftestAsService {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        service_unit: Option<PathBuf>,
     },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
@@ -109,13 +124,20 @@ pub fn main(cli: Cli) -> i32 {
             config,
             json,
             clock_tolerance,
+            service_unit,
         } => runtime_then(|| {
             crate::selftest::main(crate::selftest::Options {
                 config,
                 json,
                 clock_tolerance,
+                service_unit,
             })
         }),
+        // Before any runtime: credentials are per thread.
+        Command::SelftestAsService {
+            config,
+            service_unit,
+        } => crate::selftest::as_service_main(&config, service_unit.as_ref()),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
         Command::HwProfile(command) => hw_profile::run(command),
     }
