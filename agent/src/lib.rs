@@ -19,5 +19,6 @@ pub mod selftest;
 pub mod service;
 pub mod status;
 pub mod tasks;
+pub mod unit;
 pub mod uplink;
 pub mod verdict;

@@ -1,123 +1,31 @@
-//! `owlet fim baseline | scan --config FILE`: the baseline without the
+//! The work of `owlet fim baseline | scan`: the baseline without the
 //! running agent, like `aide --init` and `aide --check`.
 //!
-//! Both read the `[fim]` table and `agent.state_dir` of the agent's TOML
-//! (nothing else of it: no certificates needed). Exit statuses:
-//! `baseline`: 0 written, 2 error; `scan`: 0 no changes, 1 changes, 2 error
-//! (bad configuration, no baseline yet). `scan` changes nothing on disk.
-//! Do not run `baseline` while an agent uses the same state directory.
+//! Configuration in, exit status out: the caller (the agent's command line)
+//! loads `owlet.toml` with the agent's own loader — hardware profile,
+//! relative paths, `FILE:LINE:COL` errors, the same as `owlet run` — and
+//! passes the loaded [`FimConfig`] and the agent's state directory; this
+//! module never reads a configuration file itself, so the two cannot
+//! disagree. Exit statuses: [`baseline`]: 0 written, 2 error; [`scan`]: 0 no
+//! changes, 1 changes, 2 error (no baseline yet). `scan` changes nothing on
+//! disk. Do not run `baseline` while an agent uses the same state directory.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use serde::Deserialize;
 
 use crate::change::Output;
 use crate::config::FimConfig;
 use crate::engine::{Engine, ScanKind};
 
-/// `owlet fim ...`
-#[derive(clap::Args, Debug, Clone)]
-pub struct FimArgs {
-    #[command(subcommand)]
-    pub command: FimCommand,
-}
-
-#[derive(clap::Subcommand, Debug, Clone)]
-pub enum FimCommand {
-    /// Build (or rebuild) the baseline of the watched files; progress on a
-    /// terminal, files/s and MB/s at the end.
-    Baseline {
-        /// The agent's configuration file (its [fim] table and agent.state_dir).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Read as fast as the disk allows instead of fim.baseline_io_budget.
-        #[arg(long)]
-        unlimited: bool,
-    },
-    /// Compare the watched files with the baseline and print the changes
-    /// (exit 0: none, 1: changes, 2: error).
-    Scan {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// One JSON object per change and line.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Deserialize, Default)]
-struct AgentPart {
-    #[serde(default)]
-    state_dir: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    agent: AgentPart,
-    #[serde(default)]
-    fim: FimConfig,
-}
-
-/// Reads the `[fim]` part of the agent's configuration; the error is ready
-/// to print.
-fn load(path: &Path) -> Result<(FimConfig, PathBuf), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let wanted: toml::Table = table
-        .into_iter()
-        .filter(|(k, _)| k == "agent" || k == "fim")
-        .map(|(k, v)| match (k.as_str(), v) {
-            // Only agent.state_dir matters here.
-            ("agent", toml::Value::Table(t)) => (
-                k,
-                toml::Value::Table(t.into_iter().filter(|(k, _)| k == "state_dir").collect()),
-            ),
-            (_, v) => (k, v),
-        })
-        .collect();
-    let file: ConfigFile = wanted
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {e}", path.display()))?;
-    let issues = file.fim.validate();
-    if !issues.is_empty() {
-        return Err(issues
-            .iter()
-            .map(|i| format!("{}: fim.{i}", path.display()))
-            .collect::<Vec<_>>()
-            .join("\n"));
-    }
-    if !file.fim.enabled() {
-        return Err(format!(
-            "{}: no [[fim.watch]] entries: add one, e.g.\n[[fim.watch]]\npath = \"/etc\"",
-            path.display()
-        ));
-    }
-    // As the agent does: a relative state_dir is relative to the config file.
-    let state = match file.agent.state_dir {
-        Some(dir) if dir.is_relative() => path.parent().unwrap_or(Path::new(".")).join(dir),
-        Some(dir) => dir,
-        None => PathBuf::from("/var/lib/owlet"),
-    };
-    Ok((file.fim, FimConfig::state_dir(&state)))
-}
-
-/// Runs `owlet fim ...`; returns the exit status.
-pub fn run(args: FimArgs) -> i32 {
-    match args.command {
-        FimCommand::Baseline { config, unlimited } => baseline(&config, unlimited),
-        FimCommand::Scan { config, json } => scan(&config, json),
-    }
-}
-
 type Collected = Arc<Mutex<Vec<Output>>>;
 
-fn engine(config: &Path, unlimited: bool) -> Result<(Engine, Collected), String> {
-    let (mut cfg, dir) = load(config)?;
+fn engine(
+    mut cfg: FimConfig,
+    state_dir: &Path,
+    unlimited: bool,
+) -> Result<(Engine, Collected), String> {
     if unlimited {
         cfg.baseline_io_budget = bytesize::ByteSize::b(0);
     }
@@ -125,7 +33,7 @@ fn engine(config: &Path, unlimited: bool) -> Result<(Engine, Collected), String>
     let sink = collected.clone();
     let engine = Engine::new(
         cfg,
-        dir,
+        FimConfig::state_dir(state_dir),
         Box::new(move |o| {
             if let Ok(mut v) = sink.lock() {
                 v.push(o);
@@ -144,8 +52,17 @@ fn print_alerts(outputs: &[Output]) {
     }
 }
 
-fn baseline(config: &Path, unlimited: bool) -> i32 {
-    let (mut engine, collected) = match engine(config, unlimited) {
+/// `owlet fim baseline`: builds (or rebuilds) the baseline of `cfg`'s
+/// watched files in `FimConfig::state_dir(agent_state_dir)` at
+/// `cfg.baseline_io_budget` (no limit with `unlimited`); progress on a
+/// terminal, a summary line on stdout. Returns the exit status.
+pub fn baseline(cfg: FimConfig, agent_state_dir: &Path, unlimited: bool) -> i32 {
+    let budget = match cfg.baseline_io_budget.as_u64() {
+        _ if unlimited => "unlimited (--unlimited)".to_string(),
+        0 => "unlimited".to_string(),
+        b => format!("{}/s", bytesize::ByteSize::b(b).display().iec()),
+    };
+    let (mut engine, collected) = match engine(cfg, agent_state_dir, unlimited) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -162,7 +79,7 @@ fn baseline(config: &Path, unlimited: bool) -> i32 {
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     print_alerts(&collected.lock().map(|v| v.clone()).unwrap_or_default());
     println!(
-        "baseline: {files} files, {:.1} MB in {secs:.2}s ({:.0} files/s, {:.1} MB/s) -> {}",
+        "baseline: {files} files, {:.1} MB in {secs:.2}s ({:.0} files/s, {:.1} MB/s; I/O budget {budget}) -> {}",
         bytes as f64 / 1e6,
         files as f64 / secs,
         bytes as f64 / 1e6 / secs,
@@ -171,8 +88,12 @@ fn baseline(config: &Path, unlimited: bool) -> i32 {
     0
 }
 
-fn scan(config: &Path, json: bool) -> i32 {
-    let (mut engine, collected) = match engine(config, false) {
+/// `owlet fim scan`: compares `cfg`'s watched files with the baseline in
+/// `FimConfig::state_dir(agent_state_dir)` and prints the changes (JSON
+/// lines with `json`); writes nothing. `config` only names the file in the
+/// hint when there is no baseline yet. Returns the exit status.
+pub fn scan(cfg: FimConfig, agent_state_dir: &Path, json: bool, config: &Path) -> i32 {
+    let (mut engine, collected) = match engine(cfg, agent_state_dir, false) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");

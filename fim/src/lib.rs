@@ -2,8 +2,9 @@
 //!
 //! Config in ([`FimConfig`]), outputs out ([`Output`]: file changes and
 //! operational alerts, with their wire forms). [`Monitor`] watches with
-//! inotify (through notify) on its own thread; [`cli`] is `owlet fim
-//! baseline | scan`. No dependency on the agent.
+//! inotify (through notify) on its own thread; [`cli`] does the work of
+//! `owlet fim baseline | scan` on a configuration the agent loaded. No
+//! dependency on the agent.
 #![forbid(unsafe_code)]
 
 pub mod baseline;

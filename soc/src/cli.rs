@@ -79,6 +79,28 @@ pub enum LayoutArg {
     User,
 }
 
+/// `agent.hw_profile` of an issued owlet.toml (the agent's hw-profiles/).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HwProfileArg {
+    Small,
+    Medium,
+    Large,
+    /// Detected by the agent on its box at every start.
+    Auto,
+}
+
+impl HwProfileArg {
+    /// The name as owlet.toml spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HwProfileArg::Small => "small",
+            HwProfileArg::Medium => "medium",
+            HwProfileArg::Large => "large",
+            HwProfileArg::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Create the agent CA, the SOC server certificate and soc.toml in DIR.
@@ -101,9 +123,21 @@ pub enum CaCommand {
         /// New directory for the certificate, key and owlet.toml.
         #[arg(long)]
         out: PathBuf,
-        /// SOC address written into owlet.toml.
+        /// SOC address written into owlet.toml. Its host must be a name the
+        /// SOC's certificate carries; if not, and the certificate has only
+        /// one name, server_name = that name is written; else give
+        /// --server-name.
         #[arg(long, default_value = "localhost:4443")]
         soc: String,
+        /// The name the agent checks in the SOC's certificate, when it is
+        /// not the host of --soc (must be one the certificate carries).
+        #[arg(long, value_name = "NAME")]
+        server_name: Option<String>,
+        /// Hardware profile written into owlet.toml: `small` fits the
+        /// packaged unit's MemoryMax=128M; a bigger one (or auto) needs the
+        /// memory drop-in (systemd/owlet.service.d/memory.conf.example).
+        #[arg(long, value_enum, default_value = "small")]
+        hw_profile: HwProfileArg,
         /// Paths of the agent's state and control socket: `system` for the
         /// packaged service, `user` to keep both under --out.
         #[arg(long, value_enum, default_value = "system")]

@@ -152,11 +152,13 @@ async fn demo(
     let identity = owlet_tls::Identity::new("demo", "sensor-1")?;
     let options = enroll::AgentConfigOptions {
         soc_address: &soc_addr.to_string(),
+        server_name: None,
+        hw_profile: enroll::DEFAULT_HW_PROFILE,
         state_dir: &agent_dir.join("state"),
         socket: &agent_dir.join("owlet.sock"),
         status_interval: DEMO_HEARTBEAT,
     };
-    let agent_toml = enroll::issue(&ca_dir, &identity, &agent_dir, &options)?;
+    let agent_toml = enroll::issue(&ca_dir, &identity, &agent_dir, &options)?.config;
     let icmp = icmp_allowed();
     if !icmp {
         say!(

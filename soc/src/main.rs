@@ -45,6 +45,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             who,
             out,
             soc,
+            server_name,
+            hw_profile,
             layout,
             days,
         }) => {
@@ -61,11 +63,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot resolve {}", out.display()))?;
             let options = enroll::AgentConfigOptions {
                 soc_address: &soc,
+                server_name: server_name.as_deref(),
+                hw_profile: hw_profile.name(),
                 state_dir: &state_dir,
                 socket: &socket,
                 status_interval: "30s",
             };
-            let config = enroll::issue_for_days(&who.dir, &identity, &out, &options, days)?;
+            let issued = enroll::issue_for_days(&who.dir, &identity, &out, &options, days)?;
+            if let Some(note) = &issued.server_name_note {
+                eprintln!("note: {note}");
+            }
+            let config = issued.config;
             println!(
                 "Agent {identity}: certificate, key and {} written.",
                 config.display()

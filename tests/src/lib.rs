@@ -21,6 +21,7 @@ mod process;
 mod relay;
 mod soc;
 mod tmpfs;
+mod users;
 
 pub use agent::*;
 pub use asserts::*;
@@ -29,3 +30,4 @@ pub use process::*;
 pub use relay::*;
 pub use soc::*;
 pub use tmpfs::*;
+pub use users::*;

@@ -1,7 +1,9 @@
 //! `owlet health` / `owlet reload` when the control socket cannot be used:
 //! run by a real unprivileged user (`setpriv` to nobody) against a real
-//! socket, the client names the group that owns the socket and the fix; with
-//! no socket it says the agent is not running. Both exit 3 (UNKNOWN).
+//! socket, the client names the group that owns the socket and the fix —
+//! or, for a directory no group may enter (0700, as `owlet-soc ca issue
+//! --layout user` makes), its owner and a fix that is not joining a group;
+//! with no socket it says the agent is not running. Both exit 3 (UNKNOWN).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -58,16 +60,8 @@ fn as_nobody(groups: &[&str], args: &[&str], socket: &Path) -> Output {
     output(&mut cmd)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn assert_names_group_and_fix(out: &Output, what: &str) {
-    let all = text(out);
+    let all = combined(out);
     assert_eq!(out.status.code(), Some(3), "{what}: {all}");
     for needle in [
         "permission denied",
@@ -90,9 +84,9 @@ fn a_user_outside_the_group_is_told_which_group_to_join() {
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("OWLET UNKNOWN - "),
         "{}",
-        text(&out)
+        combined(&out)
     );
-    assert!(text(&out).contains("mode 0660"), "{}", text(&out));
+    assert!(combined(&out).contains("mode 0660"), "{}", combined(&out));
     let out = as_nobody(&[], &["reload"], &path);
     assert_names_group_and_fix(&out, "reload");
 }
@@ -104,10 +98,34 @@ fn a_directory_the_user_cannot_enter_is_named() {
     assert_names_group_and_fix(&out, "health");
     let dir = path.parent().unwrap().display().to_string();
     assert!(
-        text(&out).contains(&format!("the directory {dir} above it")),
+        combined(&out).contains(&format!("the directory {dir} above it")),
         "{}",
-        text(&out)
+        combined(&out)
     );
+}
+
+/// A 0700 directory (the `--layout user` agent directory of the user who
+/// issued it, here root): no group can help, so the hint must not send the
+/// user to join one.
+#[test]
+fn a_private_directory_is_not_fixed_by_joining_its_group() {
+    let (_tmp, path, _listener) = socket(0o700);
+    let out = as_nobody(&[], &["health"], &path);
+    let all = combined(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    let dir = path.parent().unwrap().display().to_string();
+    for needle in [
+        "permission denied".to_string(),
+        format!("the directory {dir} above it belongs to user `root`, mode 0700"),
+        "joining a group does not help".to_string(),
+        "Run this command with sudo".to_string(),
+        format!("sudo chmod g+x {dir}"),
+    ] {
+        assert!(all.contains(&needle), "`{needle}` missing from:\n{all}");
+    }
+    for wrong in ["usermod", "Join that group"] {
+        assert!(!all.contains(wrong), "`{wrong}` in:\n{all}");
+    }
 }
 
 #[test]
@@ -126,11 +144,11 @@ fn a_member_of_the_group_gets_through() {
     });
     let out = as_nobody(&["daemon"], &["health"], &path);
     server.join().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", combined(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("OWLET OK"),
         "{}",
-        text(&out)
+        combined(&out)
     );
 }
 
@@ -140,7 +158,7 @@ fn no_socket_means_the_agent_is_not_running() {
     let path = tmp.path().join("owlet.sock");
     for command in ["health", "reload"] {
         let out = output(owlet().arg(command).arg("--socket").arg(&path));
-        let all = text(&out);
+        let all = combined(&out);
         assert_eq!(out.status.code(), Some(3), "{command}: {all}");
         assert!(all.contains("the agent is not running"), "{command}: {all}");
         assert!(all.contains("--socket"), "{command}: {all}");

@@ -151,21 +151,29 @@ fn show_with_a_config_file_puts_its_values_first() {
     agent.set("agent", "hw_profile", "large");
     agent.set("capture", "workers", 3);
     agent.write_config();
-    let shown = json(
-        owlet()
-            .args(["hw-profile", "show", "small", "--json", "--config"])
-            .arg(&agent.config_path),
-    );
-    assert_eq!(
-        shown["profile"], "small",
-        "NAME replaces the file's hw_profile"
-    );
+    let shown = profile_shown("small", &agent.config_path);
+    assert_eq!(shown["profile"], "small");
+    assert_eq!(shown["selected"], "large", "{shown}");
+    assert_eq!(shown["selected_profile"], "large", "{shown}");
     let workers = &shown["settings"][0];
     assert_eq!(workers["key"], "capture.workers");
     assert_eq!(workers["value"], 3);
     assert_eq!(workers["from"], "config");
+    // The rest is large's (the file selects it), with small's beside it.
     let from: Vec<(String, String)> = settings(&shown);
     assert!(from[1..].iter().all(|(_, f)| f == "profile"), "{from:?}");
+    let large = json(owlet().args(["hw-profile", "show", "large", "--json"]));
+    let small = json(owlet().args(["hw-profile", "show", "small", "--json"]));
+    for i in 1..KEYS.len() {
+        assert_eq!(
+            shown["settings"][i]["value"], large["settings"][i]["value"],
+            "{shown}"
+        );
+        assert_eq!(
+            shown["settings"][i]["profile_value"], small["settings"][i]["value"],
+            "{shown}"
+        );
+    }
 
     // A broken file: its errors, exit 2.
     fs::write(&agent.config_path, "[agent]\nhw_profil = \"small\"\n").unwrap();
@@ -177,6 +185,52 @@ fn show_with_a_config_file_puts_its_values_first() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean `hw_profile`?"), "{stderr}");
+}
+
+/// A config that selects no profile runs on the built-in defaults: no
+/// value of it may be labelled `profile`, whatever NAME is shown.
+#[test]
+fn show_labels_a_config_without_a_profile_as_defaults() {
+    let soc = Soc::init();
+    let mut agent = soc.issue("acme", "none");
+    agent.unset("agent", "hw_profile");
+    agent.set("spool", "max_batches", 5000);
+    agent.write_config();
+    let shown = profile_shown("small", &agent.config_path);
+    assert_eq!(shown["selected"], "", "{shown}");
+    assert!(shown["selected_profile"].is_null(), "{shown}");
+    for (key, from) in settings(&shown) {
+        let want = if key == "spool.max_batches" {
+            "config"
+        } else {
+            "default"
+        };
+        assert_eq!(from, want, "{key}: {shown}");
+    }
+    let spool = profile_setting(&shown, "spool.max_bytes");
+    assert_eq!(spool["value"], 1u64 << 30, "the built-in default: {spool}");
+    assert_eq!(spool["profile_value"], 256u64 << 20, "small's: {spool}");
+
+    let text = run_ok(
+        owlet()
+            .args(["hw-profile", "show", "small", "--config"])
+            .arg(&agent.config_path),
+    );
+    assert!(text.contains("selects no hardware profile"), "{text}");
+    assert!(
+        text.contains("set [agent] hw_profile = \"small\""),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("spool.max_bytes"))
+        .unwrap();
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        ["spool.max_bytes", "1.0", "GiB", "default", "256.0", "MiB"],
+        "{line}"
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! setup (and the SOC shows the self-test record, while a running agent's
 //! sequence is untouched), and each broken setup fails at the right step with
 //! a fix: wrong CA, expired certificate, SOC down, unreadable watched path,
-//! missing capability, full disk. Needs root (setpriv, a tmpfs mount).
+//! missing capability, full disk. Run as root, capture and watched paths
+//! are checked as the unit's `User=` with its `AmbientCapabilities=` (a test
+//! user and unit made here). Needs root (setpriv, useradd, a tmpfs mount).
 
 use std::process::Command;
 
@@ -13,6 +15,11 @@ use serde_json::Value;
 /// Runs `owlet selftest --json` (behind `wrapper`, e.g. setpriv); returns
 /// the exit status and the report.
 fn selftest_with(agent: &Agent, wrapper: &[&str]) -> (i32, Value) {
+    selftest_args(agent, wrapper, &[])
+}
+
+/// [`selftest_with`] with more arguments for `owlet selftest`.
+fn selftest_args(agent: &Agent, wrapper: &[&str], args: &[&str]) -> (i32, Value) {
     agent.write_config();
     let owlet = bin("owlet");
     let mut cmd = match wrapper.split_first() {
@@ -24,7 +31,8 @@ fn selftest_with(agent: &Agent, wrapper: &[&str]) -> (i32, Value) {
         None => Command::new(&owlet),
     };
     cmd.args(["selftest", "--json", "--config"])
-        .arg(&agent.config_path);
+        .arg(&agent.config_path)
+        .args(args);
     let out = output(&mut cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
@@ -64,6 +72,17 @@ fn assert_failed_at(status: i32, report: &Value, name: &str, words: &str, fix_wo
     assert!(
         fix.contains(fix_words),
         "step {name}: fix {fix:?} lacks {fix_words:?}"
+    );
+}
+
+/// The capture step on `lo` failed for want of CAP_NET_RAW, with the fix.
+fn assert_capture_needs_net_raw(status: i32, report: &Value) {
+    assert_failed_at(
+        status,
+        report,
+        "capture",
+        "lo: opening a packet socket on lo needs CAP_NET_RAW",
+        "AmbientCapabilities=CAP_NET_RAW",
     );
 }
 
@@ -198,7 +217,14 @@ fn a_wrong_ca_fails_the_chain_and_the_soc_step() {
     soc.start();
     let mut agent = soc.issue("acme", "a");
     let foreign = soc.tmp.path().join("foreign-ca");
-    owlet_ca::init(&foreign, &["localhost".to_string()], 30).unwrap();
+    // Its soc.pem (beside the ca.pem pinned below) names 127.0.0.1 too, so
+    // the configuration loads and the chain is what fails.
+    owlet_ca::init(
+        &foreign,
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+        30,
+    )
+    .unwrap();
     agent.set("soc", "ca", foreign.join("ca.pem").display().to_string());
     let (status, report) = selftest(&agent);
     assert_failed_at(
@@ -215,6 +241,14 @@ fn a_wrong_ca_fails_the_chain_and_the_soc_step() {
         "[tls_unknown_issuer]",
         "soc.ca must be the CA",
     );
+    // The fixes name the CA file `owlet-soc ca init` really writes.
+    for name in ["chain", "soc"] {
+        let fix = step(&report, name)["fix"].as_str().unwrap_or_default();
+        assert!(
+            fix.contains("ca.pem") && !fix.contains("ca.crt"),
+            "{name}: {fix}"
+        );
+    }
     assert_eq!(step(&report, "test_event")["status"], "skip");
 }
 
@@ -311,13 +345,7 @@ fn a_missing_capability_fails_the_capture_step() {
         &agent,
         &["setpriv", "--inh-caps=-all", "--bounding-set=-net_raw"],
     );
-    assert_failed_at(
-        status,
-        &report,
-        "capture",
-        "lo: opening a packet socket on lo needs CAP_NET_RAW",
-        "AmbientCapabilities=CAP_NET_RAW",
-    );
+    assert_capture_needs_net_raw(status, &report);
     assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
 }
 
@@ -376,5 +404,118 @@ fn a_key_owned_by_another_user_fails_the_key_step() {
         "key",
         "owned by neither root nor the service user",
         "chown owlet",
+    );
+}
+
+/// Run as root, the self-test checks capture and the watched paths as the
+/// service would: as the unit's `User=` (a test user) holding only the
+/// unit's `AmbientCapabilities=`, naming each path that user cannot read.
+#[test]
+fn as_root_capture_and_watched_paths_are_checked_as_the_service_user() {
+    require_root("it checks what `owlet selftest` does as root");
+    let user = TestUser::create("owlet-sttest");
+    let (uid, _) = user.ids();
+    let mut soc = Soc::init();
+    soc.start();
+    let mut agent = full_agent(&soc);
+    // Root reads watched.conf (in the 0700 test directory); the service
+    // user does not. open.conf is readable by anyone.
+    let public = tempfile::Builder::new()
+        .prefix("owlet-public")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        public.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let open = public.path().join("open.conf");
+    std::fs::write(&open, "x = 1\n").unwrap();
+    let closed = agent.dir.join("watched.conf");
+    let watches: Vec<toml::Value> = [&closed, &open]
+        .iter()
+        .map(|p| {
+            let mut w = toml::Table::new();
+            w.insert("path".into(), p.display().to_string().into());
+            toml::Value::from(w)
+        })
+        .collect();
+    agent.set("fim", "watch", watches);
+    let unit = agent.dir.join("owlet.service");
+    let write_unit = |caps: &str| {
+        std::fs::write(
+            &unit,
+            format!(
+                "[Service]\nUser={0}\nGroup={0}\nAmbientCapabilities={caps}\nCapabilityBoundingSet={caps}\n",
+                user.name
+            ),
+        )
+        .unwrap();
+    };
+    let unit_arg = unit.display().to_string();
+
+    write_unit("CAP_NET_RAW");
+    let (status, report) = selftest_args(&agent, &[], &["--service-unit", &unit_arg]);
+    let as_whom = step(&report, "service_user");
+    assert_eq!(as_whom["status"], "pass", "{report:#}");
+    let detail = as_whom["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("checked as {} (uid {uid}", user.name))
+            && detail.contains("with CAP_NET_RAW"),
+        "{detail}"
+    );
+    assert_eq!(step(&report, "capture")["status"], "pass", "{report:#}");
+    assert_failed_at(
+        status,
+        &report,
+        "watched_paths",
+        &format!(
+            "1 of 2 cannot be read: {}: Permission denied",
+            closed.display()
+        ),
+        &format!("setfacl -m u:{}:r", user.name),
+    );
+    let detail = step(&report, "watched_paths")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!detail.contains("open.conf"), "{detail}");
+    // The rest still runs as root, as before.
+    assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
+
+    // Without the capability in the unit, capture fails as it would for
+    // the service, although the self-test itself runs as root.
+    write_unit("");
+    let (status, report) = selftest_args(&agent, &[], &["--service-unit", &unit_arg]);
+    assert_capture_needs_net_raw(status, &report);
+    assert!(
+        step(&report, "service_user")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with no capabilities"),
+        "{report:#}"
+    );
+}
+
+/// A unit whose user does not exist cannot start: the self-test says so
+/// instead of checking as root silently.
+#[test]
+fn a_unit_whose_user_does_not_exist_fails_the_service_user_step() {
+    require_root("it checks what `owlet selftest` does as root");
+    let soc = Soc::init();
+    let agent = soc.issue("acme", "a");
+    let unit = agent.dir.join("owlet.service");
+    std::fs::write(&unit, "[Service]\nUser=owlet-no-such-user\n").unwrap();
+    let (status, report) = selftest_args(
+        &agent,
+        &[],
+        &["--service-unit", &unit.display().to_string()],
+    );
+    assert_failed_at(
+        status,
+        &report,
+        "service_user",
+        "User=owlet-no-such-user",
+        "useradd --system",
     );
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use owlet_tests::{Agent, DEADLINE, Proc, Soc, bin, output, run_ok, wait_until};
+use owlet_tests::{Agent, DEADLINE, Proc, Soc, TestUser, bin, output, run_ok, wait_until};
 
 const UNITS: [(&str, &str); 2] = [
     ("owlet.service", "owlet"),
@@ -320,33 +320,6 @@ fn no_watchdog_while_the_uplink_is_wedged() {
     // Interval durability syncs under the spool's lock: the uplink's next
     // ack (the SOC answers late) waits for it, inside its spool call.
     wedge("interval", "uplink", true);
-}
-
-/// A system user created for one test, removed on drop.
-struct TestUser {
-    name: String,
-}
-
-impl TestUser {
-    fn create(name: &str) -> Self {
-        let _ = output(Command::new("userdel").arg(name));
-        run_ok(Command::new("useradd").args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ]));
-        Self {
-            name: name.to_string(),
-        }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = output(Command::new("userdel").arg(&self.name));
-    }
 }
 
 /// A network namespace with only `lo` (up), deleted on drop. Its

@@ -45,7 +45,9 @@ fn assert_diagnosed(mut agent: Agent, class: &str, words: &str) {
 
 fn foreign_ca(dir: &Path) -> std::path::PathBuf {
     let ca = dir.join("foreign-ca");
-    owlet_ca::init(&ca, &["localhost".to_string()], 30).unwrap();
+    // Its soc.pem, beside the ca.pem a test pins, names the address the
+    // agent uses, so the configuration loads and the connection is tested.
+    owlet_ca::init(&ca, &["localhost".to_string(), "127.0.0.1".to_string()], 30).unwrap();
     ca
 }
 
@@ -76,6 +78,10 @@ fn a_wrong_server_name_is_a_name_mismatch() {
     soc.start();
     let mut agent = soc.issue("acme", "a");
     agent.set("soc", "server_name", "soc.wrong.example");
+    // With the SOC's certificate beside ca.pem the configuration is refused
+    // before any connection (tests/tests/enroll.rs); without it, only the
+    // connection can tell.
+    std::fs::remove_file(agent.dir.join("soc.pem")).unwrap();
     assert_diagnosed(
         agent,
         "tls_name_mismatch",

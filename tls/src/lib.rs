@@ -36,6 +36,8 @@
 //! - [`files`]: loading PEM certificates and keys, writing them safely.
 //! - [`cert`]: a certificate's serial number and validity period.
 //! - [`crl`]: certificate revocation lists for the SOC's client check.
+//! - [`names`]: which names a SOC certificate answers to (issue-time and
+//!   check-config checks of `soc.address` / `soc.server_name`).
 //! - [`config`]: rustls `ClientConfig` / `ServerConfig`.
 
 #![forbid(unsafe_code)]
@@ -46,6 +48,7 @@ pub mod crl;
 mod error;
 pub mod files;
 pub mod identity;
+pub mod names;
 
 pub use cert::{CertInfo, cert_info, serial_hex};
 pub use config::{client_config, server_config, server_config_with_crls};

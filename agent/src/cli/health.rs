@@ -3,7 +3,10 @@
 //! When the agent cannot be reached the client says why in the operator's
 //! terms and exits 3 (UNKNOWN): no socket (the agent is not running, or
 //! another `--socket` is configured), a socket nobody listens on, or a socket
-//! this user may not open — then naming the group that owns it and the fix.
+//! this user may not open — then naming who owns what stopped it and the fix
+//! that works for its mode: joining its group where the group may use it,
+//! else running as its owner or changing the mode (a 0700 directory, as
+//! `owlet-soc ca issue --layout user` makes, lets no group in).
 //! `reload` prints the agent's verdict: exit 0 when the new configuration
 //! was applied whole, 1 when part of it was not (a collector failed to start
 //! with it, a new certificate was refused — the agent keeps the old one —
@@ -204,8 +207,9 @@ fn unreachable(socket: &Path, error: &io::Error) -> String {
 }
 
 /// The message for EACCES: which file stopped this user (the socket, or a
-/// directory above it that may not be entered), the group that owns it, and
-/// the fix.
+/// directory above it that may not be entered), who owns it, and the fix:
+/// join the group when the group may use it, else run as the owner or
+/// change the mode (no group helps with a 0700 directory).
 fn permission_denied(socket: &Path) -> String {
     let blocker = blocking_path(socket);
     let Ok(meta) = std::fs::metadata(&blocker) else {
@@ -215,19 +219,55 @@ fn permission_denied(socket: &Path) -> String {
             socket.display()
         );
     };
+    let mode = meta.permissions().mode() & 0o7777;
     let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
-    let what = if blocker == socket {
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", meta.uid()), |u| u.name);
+    let is_socket = blocker == socket;
+    let what = if is_socket {
         "it".to_string()
     } else {
         format!("the directory {} above it", blocker.display())
     };
+    // What the group needs: write on the socket (connect), search on a
+    // directory.
+    let (group_bit, grant) = if is_socket {
+        (0o020, "g+w")
+    } else {
+        (0o010, "g+x")
+    };
+    let head = format!(
+        "permission denied: this user may not open the control socket {}",
+        socket.display()
+    );
+    if mode & group_bit != 0 {
+        return format!(
+            "{head} ({what} belongs to group `{group}`, mode {mode:04o}). Join that group \
+             (`sudo usermod -aG {group} $USER`, then log in again) or run this command with sudo"
+        );
+    }
+    let run_as = if meta.uid() == 0 {
+        "run this command with sudo".to_string()
+    } else {
+        format!("run this command as {owner} (`sudo -u {owner} owlet ...`) or with sudo")
+    };
     format!(
-        "permission denied: this user may not open the control socket {} \
-         ({what} belongs to group `{group}`, mode {:04o}). Join that group \
-         (`sudo usermod -aG {group} $USER`, then log in again) or run this command with sudo",
-        socket.display(),
-        meta.permissions().mode() & 0o7777,
+        "{head} ({what} belongs to user `{owner}`, mode {mode:04o}: only {owner} and root may use it; \
+         joining a group does not help). {}, or let a group in \
+         (`sudo chgrp GROUP {path} && sudo chmod {grant} {path}`, then join GROUP)",
+        capitalized(&run_as),
+        path = blocker.display(),
     )
+}
+
+/// `text` with its first letter upper-case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 /// `socket`, or the first directory above it that this user cannot enter

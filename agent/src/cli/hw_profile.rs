@@ -1,6 +1,11 @@
 //! `owlet hw-profile detect|show`: which hardware profile fits this machine
 //! and why, and what a profile sets (each value with where it comes from).
 //! Exit status 0, or 2 when the name or the config file is wrong.
+//!
+//! `show NAME --config FILE` never pretends: the values and their `from`
+//! labels are what the agent running FILE uses (`profile` only when FILE
+//! selects a profile and that profile set the value), and what NAME would
+//! set stands beside them in a column of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +39,9 @@ pub enum HwProfileCommand {
     /// profile, or the built-in default.
     Show {
         name: String,
-        /// Apply this owlet.toml's own values over the profile (its
-        /// `hw_profile` is replaced by NAME).
+        /// Show the values this owlet.toml gives the agent (with its own
+        /// hw_profile, or none) and where each comes from, beside what NAME
+        /// sets.
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -101,6 +107,14 @@ struct Shown<'a> {
     description: &'a str,
     memory_max: u64,
     config: Option<&'a Path>,
+    /// With `--config`: the file's `agent.hw_profile` as written ("" =
+    /// none, "auto").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selected: Option<&'a str>,
+    /// With `--config`: the profile the file ends up with (`auto`
+    /// resolved); `None` when it selects none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selected_profile: Option<Option<&'a str>>,
     settings: Vec<Setting>,
     detection: Option<&'a detect::Choice>,
 }
@@ -108,8 +122,12 @@ struct Shown<'a> {
 #[derive(Serialize)]
 struct Setting {
     key: &'static str,
+    /// The value in effect: with `--config`, the file's; else NAME's.
     value: Value,
+    /// Where `value` comes from.
     from: Origin,
+    /// What profile NAME sets for the key.
+    profile_value: Value,
 }
 
 fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
@@ -117,19 +135,27 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
         eprintln!("owlet hw-profile show: {}", profile::unknown(name));
         return 2;
     }
-    let loaded = match file {
-        Some(file) => config::load_with_profile(file, Some(name)),
-        None => profile::defaults_with(name),
-    };
-    let config: Config = match loaded {
+    // What NAME sets: the built-in defaults with NAME applied.
+    let named: Config = match profile::defaults_with(name) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
             return 2;
         }
     };
-    let applied = &config.profile;
-    let Some(resolved) = applied.name else {
+    // What is in effect: FILE as the agent loads it (its own hw_profile),
+    // or, without a file, a config that selects NAME and writes nothing.
+    let effective: Config = match file {
+        Some(file) => match config::load(file) {
+            Ok(config) => config,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return 2;
+            }
+        },
+        None => named.clone(),
+    };
+    let Some(resolved) = named.profile.name else {
         eprintln!("owlet hw-profile show: no profile applied for `{name}`");
         return 2;
     };
@@ -148,10 +174,16 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
         .iter()
         .map(|knob| Setting {
             key: knob.key,
-            value: knob.value(&config),
-            from: applied.origin(knob.key).unwrap_or(Origin::Default),
+            value: knob.value(&effective),
+            from: effective
+                .profile
+                .origin(knob.key)
+                .unwrap_or(Origin::Default),
+            profile_value: knob.value(&named),
         })
         .collect();
+    let selected = file.map(|_| effective.profile.requested.as_str());
+    let selected_profile = file.map(|_| effective.profile.name);
     if json {
         return print_json(&Shown {
             requested: name,
@@ -159,13 +191,15 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
             description: &chosen.description,
             memory_max: chosen.memory_max.as_u64(),
             config: file,
+            selected,
+            selected_profile,
             settings,
-            detection: applied.choice.as_ref(),
+            detection: named.profile.choice.as_ref(),
         });
     }
     let mut out = String::new();
     say!(out, "profile {resolved}");
-    if let Some(choice) = &applied.choice {
+    if let Some(choice) = &named.profile.choice {
         say!(out, "auto:          {}", choice.reason);
     }
     say!(out, "box:           {}", chosen.description);
@@ -176,17 +210,48 @@ fn show(name: &str, file: Option<&Path>, json: bool) -> i32 {
         chosen.memory_max.as_u64() >> 20
     );
     if let Some(file) = file {
-        say!(out, "config:        {}", file.display());
+        let selects = match (effective.profile.requested.as_str(), effective.profile.name) {
+            (_, None) => "selects no hardware profile".to_string(),
+            (AUTO, Some(p)) => format!("selects auto, which picks {p} here"),
+            (_, Some(p)) => format!("selects {p}"),
+        };
+        say!(out, "config:        {} ({selects})", file.display());
+        if effective.profile.name != Some(resolved) {
+            say!(
+                out,
+                "note:          the values in effect are not {resolved}'s: set [agent] hw_profile = \"{name}\" to use the column `{resolved} sets`"
+            );
+        }
     }
     let width = KNOBS.iter().map(|k| k.key.len()).max().unwrap_or(0);
-    for s in &settings {
+    if file.is_some() {
         say!(
             out,
-            "  {:<width$}  {:<12}  {}",
-            s.key,
-            s.value.to_string(),
-            s.from
+            "  {:<width$}  {:<12}  {:<8}  {resolved} sets",
+            "key",
+            "in effect",
+            "from"
         );
+    }
+    for s in &settings {
+        if file.is_some() {
+            say!(
+                out,
+                "  {:<width$}  {:<12}  {:<8}  {}",
+                s.key,
+                s.value.to_string(),
+                s.from.to_string(),
+                s.profile_value
+            );
+        } else {
+            say!(
+                out,
+                "  {:<width$}  {:<12}  {}",
+                s.key,
+                s.value.to_string(),
+                s.from
+            );
+        }
     }
     emit(&out)
 }

@@ -3,6 +3,7 @@
 //! (scripts and monitoring depend on them): 0 success / OK, 1 warning,
 //! 2 failure / critical, 3 unknown (Nagios plugin conventions).
 
+mod fim;
 mod health;
 mod hw_profile;
 
@@ -54,7 +55,7 @@ pub enum Command {
     Capture(Box<owlet_capture::cli::CaptureArgs>),
     /// File integrity: build the baseline of the watched files, or compare
     /// them with it (like `aide --init` / `aide --check`).
-    Fim(Box<owlet_fim::cli::FimArgs>),
+    Fim(Box<fim::FimArgs>),
     /// Ask the running agent how it is (Nagios exit codes).
     Health {
         #[arg(long)]
@@ -80,6 +81,21 @@ pub enum Command {
         /// Largest clock offset against the SOC that passes (e.g. "500ms").
         #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
         clock_tolerance: Duration,
+        /// The service's unit file: run as root, capture and watched paths
+        /// are checked as its User= with its AmbientCapabilities= (default:
+        /// the installed owlet.service with its drop-ins, else the packaged
+        /// one).
+        #[arg(long, value_name = "FILE")]
+        service_unit: Option<PathBuf>,
+    },
+    /// The part of `owlet selftest` that runs as the service user (started
+    /// by `owlet selftest` as root; prints JSON).
+    #[command(hide = true)]
+    SelftestAsService {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        service_unit: Option<PathBuf>,
     },
     /// Ask the running agent to re-read its configuration (same as SIGHUP).
     Reload {
@@ -99,7 +115,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Run { config } => run_with(config, Vec::new()),
         Command::Demo { duration, dir } => demo(duration, dir),
         Command::Capture(args) => owlet_capture::cli::run(*args),
-        Command::Fim(args) => owlet_fim::cli::run(*args),
+        Command::Fim(args) => fim::run(*args),
         Command::Probe(args) => {
             runtime_then(|| async move { Ok(owlet_probe::cli::run(*args).await) })
         }
@@ -108,13 +124,20 @@ pub fn main(cli: Cli) -> i32 {
             config,
             json,
             clock_tolerance,
+            service_unit,
         } => runtime_then(|| {
             crate::selftest::main(crate::selftest::Options {
                 config,
                 json,
                 clock_tolerance,
+                service_unit,
             })
         }),
+        // Before any runtime: credentials are per thread.
+        Command::SelftestAsService {
+            config,
+            service_unit,
+        } => crate::selftest::as_service_main(&config, service_unit.as_ref()),
         Command::Reload { socket, json } => runtime_then(|| health::reload(socket, json)),
         Command::HwProfile(command) => hw_profile::run(command),
     }
@@ -123,11 +146,7 @@ pub fn main(cli: Cli) -> i32 {
 fn check_config(file: &std::path::Path) -> i32 {
     match config::load(file) {
         Ok(config) => {
-            for warning in config
-                .certificate_warning()
-                .into_iter()
-                .chain(config.capture_warnings())
-            {
+            for warning in config.warnings() {
                 eprintln!("{}: warning: {warning}", file.display());
             }
             // The identity the SOC will know this agent by (the config
@@ -173,11 +192,7 @@ pub fn run_with_spool_fs(
         }
     };
     owlet_logging::init(&config.log);
-    for warning in config
-        .certificate_warning()
-        .into_iter()
-        .chain(config.capture_warnings())
-    {
+    for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     runtime_then(|| crate::service::run_on(path, config, extra, spool_fs))

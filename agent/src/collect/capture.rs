@@ -77,57 +77,68 @@ impl Capture {
     }
 
     fn live_config(&self, interface: &str) -> Result<LiveConfig, String> {
-        let s = &self.section;
-        let mut filter = s.filter.clone();
-        if s.exclude_soc {
-            // A name lookup may block for seconds: not on an async worker's
-            // own time (the supervisor starts collectors from the main loop).
-            let lookup = || {
-                std::net::ToSocketAddrs::to_socket_addrs(self.soc_address.as_str())
-                    .map(Iterator::collect::<Vec<SocketAddr>>)
-            };
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            let socs = if multi_thread {
-                tokio::task::block_in_place(lookup)
-            } else {
-                lookup()
-            }
-            .map_err(|e| {
-                format!(
-                    "cannot resolve soc.address {} to leave it out of the capture: {e} (or set capture.exclude_soc = false)",
-                    self.soc_address
-                )
-            })?;
-            filter = filter::with_exclusions(&filter, &socs);
-        }
-        let mut engine = owlet_capture::Config {
-            idle_timeout: s.idle_timeout,
-            active_timeout: s.active_timeout,
-            summary_interval: s.summary_interval,
-            max_flows: s.max_flows,
-            pool_names: s.pool_names.clone(),
-            pool_addrs: s.pool_addrs.clone(),
-            ..owlet_capture::Config::default()
-        };
-        engine.summary.interface = interface.to_string();
-        let defaults = LiveConfig::default();
-        // Validation keeps ring_bytes a whole number of 1 MiB blocks.
-        let block_count = u32::try_from(s.ring_bytes.as_u64() / u64::from(defaults.block_size))
-            .unwrap_or(u32::MAX)
-            .max(1);
-        Ok(LiveConfig {
-            interfaces: vec![interface.to_string()],
-            workers: s.workers,
-            promiscuous: s.promiscuous,
-            filter,
-            engine,
-            block_count,
-            // A wrong or late interface name must not stop the others.
-            wait_for_interfaces: true,
-            ..defaults
-        })
+        live_config(&self.section, &self.soc_address, interface)
     }
+}
+
+/// The live capture the service opens on `interface`: workers, ring,
+/// promiscuous mode, and the filter with the SOC's own connection left out
+/// (`capture.exclude_soc`, which resolves `soc_address`). The collector and
+/// `owlet selftest` both build their capture with this one function, so the
+/// self-test opens what the service will.
+pub fn live_config(
+    s: &CaptureSection,
+    soc_address: &str,
+    interface: &str,
+) -> Result<LiveConfig, String> {
+    let mut filter = s.filter.clone();
+    if s.exclude_soc {
+        // A name lookup may block for seconds: not on an async worker's
+        // own time (the supervisor starts collectors from the main loop).
+        let lookup = || {
+            std::net::ToSocketAddrs::to_socket_addrs(soc_address)
+                .map(Iterator::collect::<Vec<SocketAddr>>)
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let socs = if multi_thread {
+            tokio::task::block_in_place(lookup)
+        } else {
+            lookup()
+        }
+        .map_err(|e| {
+            format!(
+                "cannot resolve soc.address {soc_address} to leave it out of the capture: {e} (or set capture.exclude_soc = false)"
+            )
+        })?;
+        filter = filter::with_exclusions(&filter, &socs);
+    }
+    let mut engine = owlet_capture::Config {
+        idle_timeout: s.idle_timeout,
+        active_timeout: s.active_timeout,
+        summary_interval: s.summary_interval,
+        max_flows: s.max_flows,
+        pool_names: s.pool_names.clone(),
+        pool_addrs: s.pool_addrs.clone(),
+        ..owlet_capture::Config::default()
+    };
+    engine.summary.interface = interface.to_string();
+    let defaults = LiveConfig::default();
+    // Validation keeps ring_bytes a whole number of 1 MiB blocks.
+    let block_count = u32::try_from(s.ring_bytes.as_u64() / u64::from(defaults.block_size))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    Ok(LiveConfig {
+        interfaces: vec![interface.to_string()],
+        workers: s.workers,
+        promiscuous: s.promiscuous,
+        filter,
+        engine,
+        block_count,
+        // A wrong or late interface name must not stop the others.
+        wait_for_interfaces: true,
+        ..defaults
+    })
 }
 
 /// Turns engine outputs of one interface into events on the bus.

@@ -16,7 +16,7 @@
 //! A collector must never block the async workers and must never wait on the
 //! SOC: it only sees the bounded bus.
 
-mod capture;
+pub mod capture;
 mod checks;
 mod fim;
 mod host;

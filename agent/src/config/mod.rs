@@ -12,11 +12,19 @@
 //! key; a malformed duration or byte size is answered with an example.
 //! Relative paths are resolved against the directory of the config file.
 //!
+//! The SOC's name: when the SOC's certificate is at hand ([`SOC_CERT`] beside
+//! `soc.ca`, signed by it), a name the agent checks ([`Config::server_name`])
+//! that the certificate does not carry is an error — the agent could never
+//! connect. Without that certificate the name cannot be checked here; an IP
+//! address in `soc.address` without `soc.server_name` is then a warning
+//! ([`Config::warnings`]), as IP SANs are the exception.
+//!
 //! This module only reads and checks; it never creates files or directories.
 
 pub mod profile;
 mod schema;
 
+pub use owlet_tls::names::split_host_port;
 pub use profile::HW_PROFILES;
 pub use schema::*;
 
@@ -27,17 +35,18 @@ use owlet_tomlconf::{ConfigError, ConfigErrors, Source};
 /// Default location of the agent's configuration.
 pub const DEFAULT_PATH: &str = "/etc/owlet/owlet.toml";
 
-/// Loads, resolves and validates an agent configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_with_profile(path, None)
-}
+/// The SOC's server certificate, looked for beside `soc.ca` to check the
+/// SOC's name before connecting (`owlet-soc ca issue` copies it there; the
+/// CA directory has it under the same name).
+pub const SOC_CERT: &str = "soc.pem";
 
-/// [`load`], with the hardware profile `profile` in place of the file's
-/// `agent.hw_profile` when given (`owlet hw-profile show NAME --config`).
-pub fn load_with_profile(path: &Path, profile: Option<&str>) -> Result<Config, ConfigErrors> {
+/// Loads, resolves and validates an agent configuration file: the one
+/// loader of `owlet run`, `check-config`, `selftest`, `fim`, `hw-profile
+/// show --config` and reloads.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut Config, source| {
         config.resolve_paths(source);
-        let mut errors = profile::apply(config, source, profile, Path::new("/"));
+        let mut errors = profile::apply(config, source, None, Path::new("/"));
         errors.extend(config.validate(source).into_iter().map(|mut e| {
             if config.profile.origin(&e.key) == Some(profile::Origin::Profile) {
                 e.message.push_str(&format!(
@@ -162,6 +171,7 @@ impl Config {
         if let Err(e) = owlet_tls::load_certs(&self.soc.ca) {
             errors.push(src.error("soc.ca", e.to_string()));
         }
+        errors.extend(self.soc_name_error(src));
         let cert_ok = match self.certificate_identity() {
             Err(problem) => {
                 errors.push(src.error("soc.cert", problem));
@@ -282,6 +292,88 @@ impl Config {
         .collect()
     }
 
+    /// Every warning about this configuration on this host (not errors: the
+    /// agent runs), for `check-config` and the start of `run`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.certificate_warning()
+            .into_iter()
+            .chain(self.soc_name_warning())
+            .chain(self.capture_warnings())
+            .collect()
+    }
+
+    /// The SOC's server certificate as this sensor holds it: [`SOC_CERT`]
+    /// beside `soc.ca` (`owlet-soc ca issue` puts it there), when `soc.ca`
+    /// signed it. `None` when there is none (an older enrolment, a hand-made
+    /// deployment) or it belongs to another CA.
+    fn soc_certificate(
+        &self,
+    ) -> Option<(
+        PathBuf,
+        owlet_tls::rustls::pki_types::CertificateDer<'static>,
+    )> {
+        let path = self.soc.ca.parent()?.join(SOC_CERT);
+        if !path.is_file() {
+            return None;
+        }
+        let leaf = owlet_tls::load_certs(&path).ok()?.into_iter().next()?;
+        let cas = owlet_tls::load_certs(&self.soc.ca).ok()?;
+        owlet_tls::names::issued_by(&leaf, &cas).then_some((path, leaf))
+    }
+
+    /// An error when the SOC's certificate this sensor holds does not carry
+    /// the name the agent checks ([`Config::server_name`]): the agent would
+    /// be refused with `tls_name_mismatch` on every connection. Located at
+    /// `soc.server_name` when set, else at `soc.address`.
+    fn soc_name_error(&self, src: &Source) -> Option<ConfigError> {
+        let (path, leaf) = self.soc_certificate()?;
+        let name = self.server_name();
+        if name.is_empty() || owlet_tls::names::covers(&leaf, &name).unwrap_or(false) {
+            return None;
+        }
+        let names = owlet_tls::names::names(&leaf).unwrap_or_default();
+        let fix = match names.as_slice() {
+            [only] if !only.starts_with('*') => format!("set soc.server_name = \"{only}\""),
+            _ => "set soc.server_name to one of them".to_string(),
+        };
+        let key = if self.soc.server_name.is_some() {
+            "soc.server_name"
+        } else {
+            "soc.address"
+        };
+        Some(src.error(
+            key,
+            format!(
+                "the SOC's certificate {} (signed by soc.ca) is for {}, not {name}: the agent would reject it \
+                 on every connection (tls_name_mismatch); {fix}, or address the SOC by a name it carries. \
+                 If the SOC's certificate has changed since, replace {} with its current soc.pem",
+                path.display(),
+                names.join(", "),
+                path.display()
+            ),
+        ))
+    }
+
+    /// A warning when nothing can check the SOC's name here: `soc.address`
+    /// is an IP address, `soc.server_name` is unset and there is no SOC
+    /// certificate beside `soc.ca` ([`Config::soc_certificate`]). Only then:
+    /// a DNS name in `soc.address` is what certificates usually carry, and
+    /// with `soc.server_name` set the operator chose the name.
+    pub fn soc_name_warning(&self) -> Option<String> {
+        if self.soc.server_name.is_some() || self.soc_certificate().is_some() {
+            return None;
+        }
+        let (host, _) = split_host_port(&self.soc.address)?;
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        Some(format!(
+            "soc.address {} is an IP address and soc.server_name is unset: the SOC's certificate must carry IP {ip} \
+             or the agent rejects it (tls_name_mismatch), and there is no SOC certificate ({SOC_CERT} beside soc.ca) \
+             to check that here; copy the SOC's {SOC_CERT} beside soc.ca (`owlet-soc ca issue` does), \
+             or set soc.server_name to a name the certificate carries",
+            self.soc.address
+        ))
+    }
+
     /// A warning when the agent's certificate is outside its validity
     /// period. Not an error: an agent that cannot reach the SOC still
     /// monitors and spools (nothing is lost), and delivery resumes once the
@@ -336,17 +428,6 @@ impl Config {
 }
 
 const MIB: u64 = 1 << 20;
-
-/// Splits `host:port` / `[v6]:port`; `None` when malformed.
-pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port: u16 = port.parse().ok()?;
-    (!host.is_empty() && port != 0 && !host.contains(char::is_whitespace)).then_some((host, port))
-}
 
 #[cfg(test)]
 mod tests;

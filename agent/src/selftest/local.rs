@@ -10,20 +10,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use owlet_capture::live::{Capture, LinkState, LiveConfig};
+use owlet_capture::live::{Capture, LinkState};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
 use super::Step;
+use crate::collect::capture::live_config;
 use crate::config::Config;
 
 /// Days before expiry from which the certificate step warns.
 const EXPIRY_WARN_DAYS: i64 = 30;
-/// The user the packaged service runs as (systemd/owlet.service).
-const SERVICE_USER: &str = "owlet";
 
-/// `certificate`, `key`, `chain` and `expiry`.
-pub fn certificates(config: &Config) -> Vec<Step> {
+/// `certificate`, `key`, `chain` and `expiry`; `service_user` is who the
+/// unit runs the agent as (named in the fixes).
+pub fn certificates(config: &Config, service_user: &str) -> Vec<Step> {
     let cert_path = &config.soc.cert;
     let mut steps = Vec::new();
     let chain = match owlet_tls::load_certs(cert_path) {
@@ -34,7 +34,7 @@ pub fn certificates(config: &Config) -> Vec<Step> {
                 format!("soc.cert {} holds no certificate", cert_path.display()),
                 "point soc.cert at the PEM certificate issued for this agent (`owlet-soc ca issue`)",
             ));
-            steps.push(key(config));
+            steps.push(key(config, service_user));
             return steps;
         }
         Err(e) => {
@@ -43,7 +43,7 @@ pub fn certificates(config: &Config) -> Vec<Step> {
                 format!("soc.cert cannot be read: {e}"),
                 "point soc.cert at the PEM certificate issued for this agent and make it readable by the service user",
             ));
-            steps.push(key(config));
+            steps.push(key(config, service_user));
             return steps;
         }
     };
@@ -59,7 +59,7 @@ pub fn certificates(config: &Config) -> Vec<Step> {
             "issue the agent's certificate with `owlet-soc ca issue`: it carries the owlet://TENANT/AGENT identity the SOC needs",
         )),
     }
-    steps.push(key(config));
+    steps.push(key(config, service_user));
     let validity = validity(leaf);
     steps.push(chain_step(config, &chain, validity));
     steps.push(expiry(cert_path, validity));
@@ -68,7 +68,7 @@ pub fn certificates(config: &Config) -> Vec<Step> {
 
 /// The key is readable, parses, nobody but its owner may access it (the
 /// agent's own rule) and it is owned by root or the service user.
-fn key(config: &Config) -> Step {
+fn key(config: &Config, service_user: &str) -> Step {
     let path = &config.soc.key;
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
@@ -85,7 +85,7 @@ fn key(config: &Config) -> Step {
             "key",
             format!("soc.key cannot be used: {e}"),
             format!(
-                "make {} readable by the service user ({SERVICE_USER}) and check that it is the PEM key issued with the certificate",
+                "make {} readable by the service user ({service_user}) and check that it is the PEM key issued with the certificate",
                 path.display()
             ),
         );
@@ -96,7 +96,7 @@ fn key(config: &Config) -> Step {
     let mode = meta.mode() & 0o7777;
     let owner = meta.uid();
     let me = nix::unistd::geteuid().as_raw();
-    let service = nix::unistd::User::from_name(SERVICE_USER)
+    let service = nix::unistd::User::from_name(service_user)
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw());
@@ -107,7 +107,7 @@ fn key(config: &Config) -> Step {
         Step::fail(
             "key",
             format!("{found}: it is owned by neither root nor the service user"),
-            format!("chown {SERVICE_USER} {0} && chmod 0600 {0}", path.display()),
+            format!("chown {service_user} {0} && chmod 0600 {0}", path.display()),
         )
     }
 }
@@ -140,7 +140,7 @@ fn chain_step(
             return Step::fail(
                 "chain",
                 format!("soc.ca cannot be read: {e}"),
-                "point soc.ca at the CA certificate of the SOC (ca.crt of `owlet-soc ca init`)",
+                "point soc.ca at the CA certificate of the SOC (ca.pem of `owlet-soc ca init`, copied beside each agent's certificate by `owlet-soc ca issue`)",
             );
         }
     };
@@ -150,7 +150,7 @@ fn chain_step(
         return Step::fail(
             "chain",
             format!("soc.ca {} holds no usable CA certificate", ca.display()),
-            "point soc.ca at the CA certificate of the SOC (ca.crt of `owlet-soc ca init`)",
+            "point soc.ca at the CA certificate of the SOC (ca.pem of `owlet-soc ca init`, copied beside each agent's certificate by `owlet-soc ca issue`)",
         );
     }
     let verifier = match WebPkiClientVerifier::builder_with_provider(
@@ -193,7 +193,7 @@ fn chain_step(
                 config.soc.cert.display(),
                 ca.display()
             ),
-            "soc.ca must be the owlet CA (ca.crt of `owlet-soc ca init`) that issued this agent's certificate; re-issue the certificate or correct soc.ca (a deployment with a separate agent CA may ignore this if the soc step passes)",
+            "soc.ca must be the owlet CA (ca.pem of `owlet-soc ca init`, copied beside each agent's certificate by `owlet-soc ca issue`) that issued this agent's certificate; re-issue the certificate or correct soc.ca (a deployment with a separate agent CA may ignore this if the soc step passes)",
         ),
     }
 }
@@ -249,15 +249,17 @@ fn expiry(cert: &Path, validity: Option<(i64, i64)>) -> Step {
 }
 
 /// One `capture` step per configured interface: a short open and close of
-/// the live capture (AF_PACKET socket, filter, ring, promiscuous mode as
-/// configured) with this process's capabilities; a warning when the link is
-/// down or has no carrier (the socket opens, but no packet will be seen).
-/// Blocking: call it off the async workers.
+/// the live capture the service opens (built by the service's own
+/// [`live_config`]: workers, ring, filter with the SOC left out, promiscuous
+/// mode) with this process's capabilities; a warning when the link is down
+/// or has no carrier (the socket opens, but no packet will be seen).
+/// Unlike the service, a missing interface fails at once instead of being
+/// waited for. Blocking: call it off the async workers.
 pub fn capture(config: &Config) -> Vec<Step> {
-    capture_steps(&config.capture)
+    capture_steps(&config.capture, &config.soc.address)
 }
 
-fn capture_steps(section: &crate::config::CaptureSection) -> Vec<Step> {
+fn capture_steps(section: &crate::config::CaptureSection, soc_address: &str) -> Vec<Step> {
     if section.interfaces.is_empty() {
         return vec![Step::skip("capture", "no capture interfaces configured")];
     }
@@ -265,16 +267,18 @@ fn capture_steps(section: &crate::config::CaptureSection) -> Vec<Step> {
         .interfaces
         .iter()
         .map(|interface| {
-            let live = LiveConfig {
-                interfaces: vec![interface.clone()],
-                workers: 1,
-                promiscuous: section.promiscuous,
-                filter: section.filter.clone(),
-                // The smallest ring: the test opens, it does not capture.
-                block_size: 1 << 16,
-                block_count: 2,
-                ..LiveConfig::default()
+            let mut live = match live_config(section, soc_address, interface) {
+                Ok(live) => live,
+                Err(e) => {
+                    return Step::fail(
+                        "capture",
+                        format!("{interface}: {e}"),
+                        "correct soc.address, or set capture.exclude_soc = false",
+                    );
+                }
             };
+            // The self-test reports a missing interface; the service waits.
+            live.wait_for_interfaces = false;
             match Capture::start(live, |_| {}) {
                 Ok(capture) => {
                     let link = capture
@@ -316,7 +320,8 @@ fn capture_fix(e: &owlet_capture::live::CaptureError) -> String {
             "correct capture.interfaces (`ip link` lists this host's interfaces)".into()
         }
         Permission { cap, .. } => format!(
-            "grant {cap}: AmbientCapabilities={cap} in the systemd unit (the packaged owlet.service has it), or run `owlet selftest` as root"
+            "grant {cap} to the service: AmbientCapabilities={cap} and CapabilityBoundingSet={cap} in owlet.service or a drop-in \
+             (the packaged unit has CAP_NET_RAW; promiscuous mode adds CAP_NET_ADMIN: systemd/owlet.service.d/promiscuous.conf.example)"
         ),
         Filter(_) => "correct capture.filter".into(),
         _ => "check the interface with `ip link` and capture.* in the configuration".into(),
@@ -324,16 +329,28 @@ fn capture_fix(e: &owlet_capture::live::CaptureError) -> String {
 }
 
 /// `watched_paths`: every `[[fim.watch]]` path (for a glob, the directory it
-/// starts from) can be read.
-pub fn watched_paths(config: &Config) -> Step {
+/// starts from) can be read by this process, each one that cannot named
+/// with why. `service_user` is named in the fix; with `hides_home` (the
+/// unit's `ProtectHome=yes`) paths under /home, /root and /run/user count
+/// as unreadable: the service does not see them.
+pub fn watched_paths(config: &Config, service_user: &str, hides_home: bool) -> Step {
     let watches = &config.fim.watch;
     if watches.is_empty() {
         return Step::skip("watched_paths", "no [[fim.watch]] paths configured");
     }
     let mut unreadable = Vec::new();
     let mut missing = Vec::new();
+    let mut hidden = false;
     for watch in watches {
         let path = readable_root(&watch.path);
+        if hides_home && under_home(&path) {
+            hidden = true;
+            unreadable.push(format!(
+                "{}: hidden from the service by ProtectHome=yes",
+                path.display()
+            ));
+            continue;
+        }
         match check_readable(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -343,12 +360,22 @@ pub fn watched_paths(config: &Config) -> Step {
         }
     }
     if !unreadable.is_empty() {
+        let mut fix = format!(
+            "give the service user ({service_user}) read access (e.g. `setfacl -m u:{service_user}:r FILE`, `u:{service_user}:rx` for a directory and each directory above it), \
+             or grant CAP_DAC_READ_SEARCH (systemd/owlet.service.d/watched-files.conf.example), or remove the path from [[fim.watch]]"
+        );
+        if hidden {
+            fix.push_str("; for paths under /home, /root or /run/user add ProtectHome=read-only in a drop-in");
+        }
         return Step::fail(
             "watched_paths",
-            format!("cannot read {}", unreadable.join("; ")),
             format!(
-                "give the service user ({SERVICE_USER}) read access (e.g. `setfacl -m u:{SERVICE_USER}:r FILE`, `u:{SERVICE_USER}:rx` for a directory), or remove the path from [[fim.watch]]"
+                "{} of {} cannot be read: {}",
+                unreadable.len(),
+                watches.len(),
+                unreadable.join("; ")
             ),
+            fix,
         );
     }
     let n = watches.len();
@@ -364,6 +391,13 @@ pub fn watched_paths(config: &Config) -> Step {
         );
     }
     Step::pass("watched_paths", format!("{n} watched path(s) readable"))
+}
+
+/// Under a directory `ProtectHome=yes` hides.
+fn under_home(path: &Path) -> bool {
+    ["/home", "/root", "/run/user"]
+        .iter()
+        .any(|home| path.starts_with(home))
 }
 
 /// The path itself, or for a glob the directory before its first pattern.
@@ -394,7 +428,7 @@ fn check_readable(path: &Path) -> std::io::Result<()> {
 /// `spool`: the spool directory can take a file, and its file system has
 /// room for `spool.max_bytes` (a warning when not), at least one segment (a
 /// failure when not).
-pub fn spool(config: &Config) -> Step {
+pub fn spool(config: &Config, service_user: &str) -> Step {
     let dir = config.spool_dir();
     // The agent creates the spool directory; before its first start the
     // nearest existing parent must take it.
@@ -421,7 +455,7 @@ pub fn spool(config: &Config) -> Step {
                 )
             } else {
                 format!(
-                    "make {} writable by the service user ({SERVICE_USER}), e.g. `chown -R {SERVICE_USER}: {}`",
+                    "make {} writable by the service user ({service_user}), e.g. `chown -R {service_user}: {}`",
                     target.display(),
                     target.display()
                 )
@@ -524,6 +558,27 @@ mod tests {
         assert!(out.status.success(), "ip -batch {commands:?}: {stderr}");
     }
 
+    /// The self-test opens the capture the service would, built by the
+    /// service's own function: with `exclude_soc` (the default) it needs
+    /// soc.address resolved, and fails as the service does when it cannot
+    /// be (a capture of its own making would pass here).
+    #[test]
+    fn the_capture_step_opens_what_the_service_opens() {
+        let section = crate::config::CaptureSection {
+            interfaces: vec!["lo".into()],
+            ..Default::default()
+        };
+        let step = capture_steps(&section, "soc.invalid:4443").remove(0);
+        assert_eq!(step.status, Status::Fail, "{step:?}");
+        assert!(
+            step.detail.contains(
+                "lo: cannot resolve soc.address soc.invalid:4443 to leave it out of the capture"
+            ),
+            "{step:?}"
+        );
+        assert!(step.fix.contains("capture.exclude_soc = false"), "{step:?}");
+    }
+
     /// The capture step on a veth in a namespace of its own: up with its
     /// peer up passes; without carrier (peer down) and down it warns that
     /// no packets are seen, naming the interface.
@@ -560,7 +615,7 @@ mod tests {
             std::thread::spawn(move || {
                 let fd = std::fs::File::open(&path).expect("namespace file");
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                capture_steps(&section)
+                capture_steps(&section, "127.0.0.1:1")
             })
             .join()
             .unwrap()

@@ -4,9 +4,13 @@
 //!
 //! Steps, in order: the configuration loads (errors name file:line:key); the
 //! agent's certificate and key are readable, the key's permissions are strict,
-//! the certificate chains to `soc.ca` and is not near its expiry; every
-//! capture interface opens with the capabilities the process has; every
-//! watched path (`[[fim.watch]]`) is readable; the spool directory is
+//! the certificate chains to `soc.ca` and is not near its expiry; as whom the
+//! next two steps run (`service_user`): run as root, as the service runs —
+//! the `User=` / `Group=` of `owlet.service` with only its
+//! `AmbientCapabilities=` (see [`service`] and `crate::unit`), else as this
+//! process; every capture interface opens (the capture the service builds,
+//! by the service's own function); every watched path (`[[fim.watch]]`) is
+//! readable, each one that is not named; the spool directory is
 //! writable and its file system has room; then, over a fresh connection with
 //! the agent's own identity: the SOC is reachable and accepts the mTLS
 //! handshake, the clocks agree, a test event is stored and acknowledged by
@@ -27,7 +31,10 @@
 //! configured), 1 warnings only, 2 a failure.
 
 mod local;
+mod service;
 mod soc;
+
+pub use service::child_main as as_service_main;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -44,9 +51,12 @@ pub struct Options {
     pub json: bool,
     /// Largest clock offset against the SOC that passes.
     pub clock_tolerance: Duration,
+    /// The service's unit file (default: the installed owlet.service, else
+    /// the packaged one).
+    pub service_unit: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -72,8 +82,8 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     /// Stable name (scripts match it): `config`, `certificate`, `key`,
-    /// `chain`, `expiry`, `capture`, `watched_paths`, `spool`, `soc`,
-    /// `clock`, `test_event`, `failure_test`.
+    /// `chain`, `expiry`, `service_user`, `capture`, `watched_paths`,
+    /// `spool`, `soc`, `clock`, `test_event`, `failure_test`.
     pub step: &'static str,
     pub status: Status,
     /// What was found.
@@ -219,19 +229,38 @@ pub async fn run(options: &Options) -> Report {
             config.soc.address
         ),
     )];
-    steps.extend(local::certificates(&config));
-    // Capture sockets are opened off the async workers (blocking syscalls).
-    let capture_config = config.clone();
-    match tokio::task::spawn_blocking(move || local::capture(&capture_config)).await {
-        Ok(found) => steps.extend(found),
-        Err(e) => steps.push(Step::fail(
-            "capture",
-            format!("the capture test did not finish: {e}"),
-            "report this as a bug",
-        )),
+    let unit = crate::unit::ServiceUnit::load(options.service_unit.as_deref());
+    let service_user = unit.as_ref().map_or_else(
+        |_| crate::unit::DEFAULT_USER.to_string(),
+        |u| u.user_name().to_string(),
+    );
+    // Checked as this process, paths the unit hides are flagged only when
+    // a unit is really there (installed, or named with --service-unit).
+    let hides_home = unit
+        .as_ref()
+        .is_ok_and(|u| u.hides_home && matches!(u.origin, crate::unit::Origin::Files(_)));
+    steps.extend(local::certificates(&config, &service_user));
+    let (plan, as_whom) = service::plan(&unit);
+    steps.push(as_whom);
+    match plan {
+        service::Plan::AsService => {
+            steps.extend(service::run(&options.config, options.service_unit.as_deref()).await);
+        }
+        service::Plan::ThisProcess => {
+            // Capture sockets are opened off the async workers (blocking syscalls).
+            let capture_config = config.clone();
+            match tokio::task::spawn_blocking(move || local::capture(&capture_config)).await {
+                Ok(found) => steps.extend(found),
+                Err(e) => steps.push(Step::fail(
+                    "capture",
+                    format!("the capture test did not finish: {e}"),
+                    "report this as a bug",
+                )),
+            }
+            steps.push(local::watched_paths(&config, &service_user, hides_home));
+        }
     }
-    steps.push(local::watched_paths(&config));
-    steps.push(local::spool(&config));
+    steps.push(local::spool(&config, &service_user));
     let local_summary = summary(&steps);
     steps.extend(soc::run(&config, options.clock_tolerance, &local_summary).await);
     Report::new(&options.config, steps)

@@ -252,7 +252,7 @@ fn from_tls(e: &rustls::Error, setting: &Setting) -> Diagnosis {
                 format!(
                     "the SOC's certificate at {address} is not signed by the CA in soc.ca ({ca})"
                 ),
-                "soc.ca must be the CA the SOC's certificate comes from (ca.crt of `owlet-soc ca init`); also check that soc.address is the SOC and not a proxy that terminates TLS",
+                "soc.ca must be the CA the SOC's certificate comes from (ca.pem of `owlet-soc ca init`, as `owlet-soc ca issue` copies it beside the agent's certificate); also check that soc.address is the SOC and not a proxy that terminates TLS",
             ),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 diagnosis(
@@ -344,7 +344,7 @@ mod tests {
         Setting {
             address: "soc.example:4443".into(),
             server_name: "soc.example".into(),
-            ca: "/etc/owlet/ca.crt".into(),
+            ca: "/etc/owlet/ca.pem".into(),
             cert: "/etc/owlet/agent.crt".into(),
         }
     }
