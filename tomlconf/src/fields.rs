@@ -34,45 +34,76 @@ pub(crate) struct Survey {
     pub unknown: Vec<(String, String)>,
 }
 
-/// Surveys `text` against `T`; an unparsable text gives an empty survey.
-pub(crate) fn survey<T: DeserializeOwned>(text: &str) -> Survey {
+/// Surveys the parsed file `root` against `T`. It reads `root` in place
+/// (scalars are copied, tables are not): with a check list of thousands of
+/// entries a second parse or a copy of the table would double the loader's
+/// peak memory.
+pub(crate) fn survey<T: DeserializeOwned>(root: &Spanned<DeTable<'_>>) -> Survey {
     let survey = RefCell::new(Survey::default());
-    if let Ok(root) = DeTable::parse(text) {
-        let span = root.span();
-        let root = Spanned::new(span, DeValue::Table(root.into_inner()));
-        // The value and any error are irrelevant: only the survey is wanted.
-        let _ = T::deserialize(Recorder {
-            value: root,
-            path: String::new(),
-            survey: &survey,
-        });
-    }
+    // The value and any error are irrelevant: only the survey is wanted.
+    let _ = T::deserialize(Recorder {
+        value: Node::Root(root),
+        path: String::new(),
+        survey: &survey,
+    });
     survey.into_inner()
 }
 
-struct Recorder<'a, 'de> {
-    value: Spanned<DeValue<'de>>,
+/// What a [`Recorder`] reads: the document's root table, or a value in it.
+#[derive(Clone, Copy)]
+enum Node<'t, 'de> {
+    Root(&'t Spanned<DeTable<'de>>),
+    Value(&'t Spanned<DeValue<'de>>),
+}
+
+impl<'t, 'de> Node<'t, 'de> {
+    fn table(self) -> Option<&'t DeTable<'de>> {
+        match self {
+            Node::Root(root) => Some(root.get_ref()),
+            Node::Value(value) => match value.get_ref() {
+                DeValue::Table(table) => Some(table),
+                _ => None,
+            },
+        }
+    }
+
+    /// An owned copy, for toml's own deserializer (scalars, datetimes,
+    /// spanned values, enums and type errors: small values).
+    fn owned(self) -> Spanned<DeValue<'de>> {
+        match self {
+            Node::Root(root) => Spanned::new(root.span(), DeValue::Table(root.get_ref().clone())),
+            Node::Value(value) => value.clone(),
+        }
+    }
+}
+
+struct Recorder<'a, 't, 'de> {
+    value: Node<'t, 'de>,
     path: String,
     survey: &'a RefCell<Survey>,
 }
 
-impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
+impl<'de> serde::Deserializer<'de> for Recorder<'_, '_, 'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let span = self.value.span();
-        match self.value.into_inner() {
-            DeValue::Table(table) => visitor.visit_map(TableAccess::new(
-                table.into_iter().collect(),
+        if let Some(table) = self.value.table() {
+            return visitor.visit_map(TableAccess::new(
+                table.iter().collect(),
                 self.path,
                 self.survey,
-            )),
-            DeValue::Array(array) => visitor.visit_seq(ArrayAccess {
-                items: array.into_iter().enumerate(),
-                path: self.path,
-                survey: self.survey,
-            }),
-            scalar => ValueDeserializer::from(Spanned::new(span, scalar)).deserialize_any(visitor),
+            ));
+        }
+        match self.value {
+            Node::Value(value) => match value.get_ref() {
+                DeValue::Array(array) => visitor.visit_seq(ArrayAccess {
+                    items: array.iter().enumerate(),
+                    path: self.path,
+                    survey: self.survey,
+                }),
+                _ => ValueDeserializer::from(value.clone()).deserialize_any(visitor),
+            },
+            Node::Root(_) => ValueDeserializer::from(self.value.owned()).deserialize_any(visitor),
         }
     }
 
@@ -82,19 +113,18 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let span = self.value.span();
-        let table = match self.value.into_inner() {
+        let table = match self.value.table() {
             // serde's private marker structs (toml datetimes, spanned
             // values) are not tables of the schema.
-            DeValue::Table(table) if !name.starts_with("$__") => table,
+            Some(table) if !name.starts_with("$__") => table,
             // toml's own handling (datetimes, spanned values, type errors).
-            other => {
-                return ValueDeserializer::from(Spanned::new(span, other))
+            _ => {
+                return ValueDeserializer::from(self.value.owned())
                     .deserialize_struct(name, fields, visitor);
             }
         };
         let (known, unknown): (Vec<_>, Vec<_>) = table
-            .into_iter()
+            .iter()
             .partition(|(key, _)| fields.contains(&key.get_ref().as_ref()));
         {
             let mut survey = self.survey.borrow_mut();
@@ -102,7 +132,7 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
             survey.unknown.extend(
                 unknown
                     .into_iter()
-                    .map(|(key, _)| (self.path.clone(), key.into_inner().into_owned())),
+                    .map(|(key, _)| (self.path.clone(), key.get_ref().to_string())),
             );
         }
         visitor.visit_map(TableAccess::new(known, self.path, self.survey))
@@ -127,7 +157,7 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        ValueDeserializer::from(self.value).deserialize_enum(name, variants, visitor)
+        ValueDeserializer::from(self.value.owned()).deserialize_enum(name, variants, visitor)
     }
 
     forward_to_deserialize_any! {
@@ -136,17 +166,17 @@ impl<'de> serde::Deserializer<'de> for Recorder<'_, 'de> {
     }
 }
 
-struct TableAccess<'a, 'de> {
-    entries: std::vec::IntoIter<Entry<'de>>,
-    pending: Option<(String, Spanned<DeValue<'de>>)>,
+struct TableAccess<'a, 't, 'de> {
+    entries: std::vec::IntoIter<Entry<'t, 'de>>,
+    pending: Option<(String, &'t Spanned<DeValue<'de>>)>,
     path: String,
     survey: &'a RefCell<Survey>,
 }
 
-type Entry<'de> = (Spanned<DeString<'de>>, Spanned<DeValue<'de>>);
+type Entry<'t, 'de> = (&'t Spanned<DeString<'de>>, &'t Spanned<DeValue<'de>>);
 
-impl<'a, 'de> TableAccess<'a, 'de> {
-    fn new(entries: Vec<Entry<'de>>, path: String, survey: &'a RefCell<Survey>) -> Self {
+impl<'a, 't, 'de> TableAccess<'a, 't, 'de> {
+    fn new(entries: Vec<Entry<'t, 'de>>, path: String, survey: &'a RefCell<Survey>) -> Self {
         TableAccess {
             entries: entries.into_iter(),
             pending: None,
@@ -156,7 +186,7 @@ impl<'a, 'de> TableAccess<'a, 'de> {
     }
 }
 
-impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
+impl<'de> MapAccess<'de> for TableAccess<'_, '_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -166,7 +196,7 @@ impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
-        let key = key.into_inner().into_owned();
+        let key = key.get_ref().to_string();
         self.pending = Some((key.clone(), value));
         let key: StringDeserializer<Error> = key.into_deserializer();
         seed.deserialize(key).map(Some)
@@ -177,20 +207,20 @@ impl<'de> MapAccess<'de> for TableAccess<'_, 'de> {
             return Err(serde::de::Error::custom("value requested before its key"));
         };
         seed.deserialize(Recorder {
-            value,
+            value: Node::Value(value),
             path: crate::join_key(&self.path, &key),
             survey: self.survey,
         })
     }
 }
 
-struct ArrayAccess<'a, 'de> {
-    items: std::iter::Enumerate<std::vec::IntoIter<Spanned<DeValue<'de>>>>,
+struct ArrayAccess<'a, 't, 'de> {
+    items: std::iter::Enumerate<std::slice::Iter<'t, Spanned<DeValue<'de>>>>,
     path: String,
     survey: &'a RefCell<Survey>,
 }
 
-impl<'de> SeqAccess<'de> for ArrayAccess<'_, 'de> {
+impl<'de> SeqAccess<'de> for ArrayAccess<'_, '_, 'de> {
     type Error = Error;
 
     fn next_element_seed<S: DeserializeSeed<'de>>(
@@ -201,7 +231,7 @@ impl<'de> SeqAccess<'de> for ArrayAccess<'_, 'de> {
             return Ok(None);
         };
         seed.deserialize(Recorder {
-            value,
+            value: Node::Value(value),
             path: format!("{}[{index}]", self.path),
             survey: self.survey,
         })
