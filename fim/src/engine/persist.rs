@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::baseline::{Baseline, LoadError};
 use crate::config::Severity;
+use crate::entries::parse_hex;
 
 use super::Engine;
 
@@ -22,6 +23,8 @@ impl Engine {
         match Baseline::load(&self.dir) {
             Ok(b) => {
                 self.known_rules = b.rules.iter().cloned().collect();
+                // A version 1 (JSON) baseline is rewritten at the next save.
+                self.baseline_dirty |= b.legacy;
                 self.baseline = b;
                 true
             }
@@ -67,15 +70,11 @@ impl Engine {
         match self.baseline.save(&self.dir) {
             Ok(()) => {
                 self.baseline_dirty = false;
+                self.baseline.legacy = false;
                 self.known_rules = self.baseline.rules.iter().cloned().collect();
                 if let Some(store) = self.store.as_mut() {
-                    let keep: HashSet<&str> = self
-                        .baseline
-                        .entries
-                        .values()
-                        .map(|e| e.sha256.as_str())
-                        .collect();
-                    store.gc(&keep);
+                    let keep: HashSet<[u8; 32]> = self.baseline.entries.hashes().copied().collect();
+                    store.gc(&|d| parse_hex(d).is_some_and(|h| keep.contains(&h)));
                 }
             }
             Err(e) => {
