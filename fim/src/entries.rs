@@ -161,7 +161,7 @@ impl Meta {
     }
 }
 
-pub(crate) fn parse_hex(s: &str) -> Option<[u8; 32]> {
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
     let b = s.as_bytes();
     if b.len() != 64 {
         return None;

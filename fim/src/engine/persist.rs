@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::baseline::{Baseline, LoadError};
 use crate::config::Severity;
-use crate::entries::parse_hex;
 
 use super::Engine;
 
@@ -74,7 +73,7 @@ impl Engine {
                 self.known_rules = self.baseline.rules.iter().cloned().collect();
                 if let Some(store) = self.store.as_mut() {
                     let keep: HashSet<[u8; 32]> = self.baseline.entries.hashes().copied().collect();
-                    store.gc(&|d| parse_hex(d).is_some_and(|h| keep.contains(&h)));
+                    store.gc(&|d| keep.contains(d));
                 }
             }
             Err(e) => {
