@@ -65,6 +65,8 @@ const MARK: u8 = 0x80;
 
 /// Below this many added or removed entries, no merge (tests merge often).
 const MIN_MERGE: usize = if cfg!(test) { 4 } else { 1024 };
+/// Dead symlink targets (and KiB of dead path bytes) worth a compaction.
+const MIN_COMPACT: usize = if cfg!(test) { 1 } else { 64 };
 
 const SKIPPED: [&str; 4] = ["", "too_large", "permission_denied", "vanished"];
 
@@ -201,6 +203,8 @@ pub struct Entries {
     dead: usize,
     /// Targets in `targets` no slot refers to any more.
     dead_targets: usize,
+    /// Bytes of `arena` no slot refers to any more.
+    dead_bytes: usize,
 }
 
 fn as_path(bytes: &[u8]) -> &Path {
@@ -443,17 +447,24 @@ impl Entries {
     /// Appends one entry greater than every entry in `main` (and none in
     /// `delta`). Refused (false) when the path buffer would pass 4 GiB.
     pub(crate) fn push_sorted(&mut self, path: &Path, meta: Meta, target: &str) -> bool {
-        let bytes = path.as_os_str().as_bytes();
-        let (Ok(at), Ok(len)) = (u32::try_from(self.arena.len()), u32::try_from(bytes.len()))
-        else {
-            return false;
-        };
-        if u32::try_from(self.arena.len() + bytes.len()).is_err() {
-            return false;
+        match self.new_slot(path, meta, target) {
+            Some(slot) => {
+                self.main.push(slot);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// A slot for `path`, its bytes appended to `arena` (None past 4 GiB).
+    fn new_slot(&mut self, path: &Path, meta: Meta, target: &str) -> Option<Slot> {
+        let bytes = path.as_os_str().as_bytes();
+        let at = u32::try_from(self.arena.len()).ok()?;
+        let len = u32::try_from(bytes.len()).ok()?;
+        u32::try_from(self.arena.len() + bytes.len()).ok()?;
         self.arena.extend_from_slice(bytes);
         let target = self.push_target(target);
-        self.main.push(Slot {
+        Some(Slot {
             meta: Meta {
                 flags: meta.flags & (STORED_FLAGS | MARK),
                 ..meta
@@ -461,8 +472,7 @@ impl Entries {
             path_at: at,
             path_len: len,
             target,
-        });
-        true
+        })
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
@@ -476,26 +486,97 @@ impl Entries {
         let limit = (alive / 8).max(MIN_MERGE);
         if self.delta.len() > limit
             || self.dead > limit
-            || (self.dead_targets > 64 && self.dead_targets * 2 > self.targets.len())
+            || (self.dead_targets > MIN_COMPACT && self.dead_targets * 2 > self.targets.len())
         {
             self.merge();
         }
     }
 
-    /// Rebuilds `main` from the alive slots and `delta`, exact capacity.
+    /// Merges `delta` into `main` in place: dead slots dropped, the added
+    /// paths appended to `arena`, and the two sorted runs merged from the
+    /// back through a copy of the added one (at most 1/8 of `main`). There
+    /// is never a second copy of `main`, so the peak stays near what is
+    /// held (a rebuilt copy peaked at twice the baseline's size).
     fn merge(&mut self) {
-        let count = self.len();
-        let path_bytes: usize = self.iter_meta().map(|(p, _, _)| p.as_os_str().len()).sum();
-        if u32::try_from(path_bytes).is_err() {
-            // Past 4 GiB of paths: keep growing `delta` instead.
-            return;
+        let mut freed = 0usize;
+        self.main.retain(|s| {
+            let alive = s.meta.flags & DEAD == 0;
+            if !alive {
+                freed += s.path_len as usize;
+            }
+            alive
+        });
+        self.dead = 0;
+        self.dead_bytes += freed;
+        if self.dead_bytes > MIN_COMPACT * 1024 && self.dead_bytes * 2 > self.arena.len() {
+            self.compact_arena();
         }
-        let merged = Entries::from_sorted(
-            count,
-            path_bytes,
-            self.iter_meta().map(|(p, m, t)| (p, *m, t)),
-        );
-        *self = merged;
+        if self.dead_targets > MIN_COMPACT && self.dead_targets * 2 > self.targets.len() {
+            self.compact_targets();
+        }
+        let delta = std::mem::take(&mut self.delta);
+        let mut added: Vec<Slot> = Vec::with_capacity(delta.len());
+        for (p, (m, t)) in delta {
+            match self.new_slot(&p, m, t.as_deref().unwrap_or("")) {
+                Some(slot) => added.push(slot),
+                // Past 4 GiB of paths: stays in `delta`.
+                None => {
+                    self.delta.insert(p, (m, t));
+                }
+            }
+        }
+        let old = self.main.len();
+        self.main.reserve_exact(added.len());
+        self.main.extend_from_slice(&added);
+        let (mut i, mut j, mut w) = (old, added.len(), self.main.len());
+        while j > 0 {
+            w -= 1;
+            let arena = &self.arena;
+            let path = |s: &Slot| {
+                let at = s.path_at as usize;
+                as_path(&arena[at..at + s.path_len as usize])
+            };
+            if i > 0 && path(&self.main[i - 1]) > path(&added[j - 1]) {
+                self.main[w] = self.main[i - 1];
+                i -= 1;
+            } else {
+                self.main[w] = added[j - 1];
+                j -= 1;
+            }
+        }
+    }
+
+    /// Copies the live paths into a new buffer (when half of it is dead).
+    fn compact_arena(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.dead_bytes);
+        for s in &mut self.main {
+            let at = s.path_at as usize;
+            let bytes = &self.arena[at..at + s.path_len as usize];
+            // Never larger than the old buffer, which fit u32.
+            s.path_at = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+            arena.extend_from_slice(bytes);
+        }
+        self.arena = arena;
+        self.dead_bytes = 0;
+    }
+
+    /// Drops the symlink targets no slot refers to.
+    fn compact_targets(&mut self) {
+        let mut targets = Vec::with_capacity(self.targets.len() - self.dead_targets);
+        let old = std::mem::take(&mut self.targets);
+        let mut old: Vec<Option<Box<str>>> = old.into_iter().map(Some).collect();
+        for s in &mut self.main {
+            if s.target != 0 {
+                let t = old
+                    .get_mut(s.target as usize - 1)
+                    .and_then(Option::take)
+                    .unwrap_or_default();
+                targets.push(t);
+                s.target = u32::try_from(targets.len()).unwrap_or(0);
+            }
+        }
+        self.targets = targets;
+        self.dead_targets = 0;
     }
 }
 
