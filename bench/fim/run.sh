@@ -31,7 +31,8 @@
 #     with fim.attribution = false and true.
 #
 # Usage: bench/fim/run.sh            (env FILES=100000, SKIP=a|b|c|d to skip parts,
-#                                      OWLET_ALT=/path/to/other/owlet)
+#                                      OWLET_ALT=/path/to/other/owlet,
+#                                      OWLET_SOC=/path/to/built/owlet-soc)
 # Needs root (chown in the scenario, fanotify attribution). Installs aide and
 # inotify-tools when missing.
 set -euo pipefail
@@ -45,16 +46,22 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OU
 source dev/lib.sh
 ensure_packages aide inotify-tools
 export CARGO_INCREMENTAL=0
-cargo build --release -q -p owlet-agent -p owlet-soc
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# OWLET_SOC=PATH: an owlet-soc already built (the SOC is not what is measured).
+if [[ -n ${OWLET_SOC:-} ]]; then
+  cargo build --release -q -p owlet-agent --bin owlet
+else
+  cargo build --release -q -p owlet-agent --bin owlet -p owlet-soc
+  OWLET_SOC=$BIN/owlet-soc
+fi
 PY=$ROOT/bench/fim/fim_bench.py
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # SOC + an agent identity with its state under $OUT/agent (layout user).
 PORT=$(free_port)
-$BIN/owlet-soc ca init --dir "$OUT/soc" --listen "127.0.0.1:$PORT" >/dev/null
-$BIN/owlet-soc ca issue --dir "$OUT/soc" --tenant bench --agent fim --out "$OUT/agent" \
+$OWLET_SOC ca init --dir "$OUT/soc" --listen "127.0.0.1:$PORT" >/dev/null
+$OWLET_SOC ca issue --dir "$OUT/soc" --tenant bench --agent fim --out "$OUT/agent" \
   --soc "127.0.0.1:$PORT" --layout user >/dev/null
 cp "$OUT/agent/owlet.toml" "$OUT/agent/base.toml"
 
@@ -85,12 +92,12 @@ if [[ $SKIP != *a* ]]; then
   python3 "$PY" prepare "$OUT/detect"
   agent_config "$TREE"
   rm -rf "$OUT/soc/soc.db"*
-  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
+  RUST_LOG=warn $OWLET_SOC serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
   SOC=$!
   sleep 0.5
   $BIN/owlet run --config "$OUT/agent/owlet.toml" >>"$OUT/agent.log" 2>&1 &
   AGENT=$!
-  python3 "$PY" detect "$OUT/detect" "$BIN/owlet-soc" "$OUT/soc/soc.toml" || {
+  python3 "$PY" detect "$OUT/detect" "$OWLET_SOC" "$OUT/soc/soc.toml" || {
     echo "--- agent log"; tail -20 "$OUT/agent.log"; echo "--- soc log"; tail -20 "$OUT/soc.log"; exit 1; }
   kill $AGENT $SOC; wait $AGENT $SOC 2>/dev/null || true
   echo
@@ -116,7 +123,7 @@ fi
 if [[ $SKIP != *c* ]]; then
   TREE=$OUT/big/tree
   rm -rf "$OUT/soc/soc.db"*
-  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
+  RUST_LOG=warn $OWLET_SOC serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
   SOC=$!
   sleep 0.5
   # Without [fim]: the same agent, idle.
@@ -182,7 +189,7 @@ if [[ $SKIP != *d* ]]; then
   mkdir -p "$OUT/storm/tree"
   echo a > "$OUT/storm/tree/x"
   rm -rf "$OUT/soc/soc.db"*
-  RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
+  RUST_LOG=warn $OWLET_SOC serve --config "$OUT/soc/soc.toml" >>"$OUT/soc.log" 2>&1 &
   SOC=$!
   agent_cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
   echo "(d) agent CPU while dd makes 250,000 x 4 KiB writes outside the watched tree (same filesystem)"

@@ -611,6 +611,36 @@ mod tests {
         assert_eq!(again, sample());
     }
 
+    proptest::proptest! {
+        /// A body damaged in any way, behind a header whose length and
+        /// checksum match it (so the checksum does not hide the decoder),
+        /// is an error or a baseline, never a panic or a huge allocation.
+        #[test]
+        fn damaged_bodies_with_a_matching_checksum_never_panic(
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+            cut in proptest::prelude::any::<usize>(),
+            count in proptest::prelude::any::<u64>(),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            sample().save(d.path()).unwrap();
+            let mut bytes = fs::read(Baseline::path(d.path())).unwrap();
+            for (at, v) in edits {
+                let i = HEADER + at % (bytes.len() - HEADER);
+                bytes[i] = v;
+            }
+            let keep = HEADER + cut % (bytes.len() - HEADER + 1);
+            bytes.truncate(keep);
+            if count.is_multiple_of(3) {
+                bytes[16..24].copy_from_slice(&count.to_le_bytes());
+            }
+            let body_len = (bytes.len() - HEADER) as u64;
+            bytes[24..32].copy_from_slice(&body_len.to_le_bytes());
+            let sum = Sha256::digest(&bytes[HEADER..]);
+            bytes[32..HEADER].copy_from_slice(&sum);
+            let _ = decode(&bytes);
+        }
+    }
+
     #[test]
     fn round_trips() {
         let d = tempfile::tempdir().unwrap();
