@@ -6,6 +6,8 @@
   tree DIR FILES                  big tree for the baseline / RSS parts
   baseline FILES TREE NAME=CMD..  run each CMD, print files/s, MB/s, CPU
   settle PID                      wait until PID is idle, print "rss_mb hwm_mb cpu_s"
+  aide CONF DB                    aide --init then --check with CONF (database DB), print
+                                  "init_peak_rss_mb check_peak_rss_mb db_bytes init_s check_s"
 """
 import json
 import os
@@ -325,6 +327,20 @@ def settle(pid):
     print(f"{kb('VmRSS') / 1024:.1f} {kb('VmHWM') / 1024:.1f} {proc_cpu(pid):.2f}")
 
 
+def aide(conf, db):
+    """AIDE's memory and database size: `--init` writes DB, `--check` reads it."""
+    if os.path.exists(db):
+        os.unlink(db)
+    wall_i, _, rss_i, code, out = run_measured(f"aide --config {conf} --init")
+    if code != 0 or not os.path.exists(db):
+        sys.exit(f"aide --init failed ({code}):\n{out}")
+    size = os.path.getsize(db)
+    wall_c, _, rss_c, code, out = run_measured(f"aide --config {conf} --check")
+    if code not in (0, 1, 2, 3, 4, 5, 6, 7):
+        sys.exit(f"aide --check failed ({code}):\n{out}")
+    print(f"{rss_i:.1f} {rss_c:.1f} {size} {wall_i:.2f} {wall_c:.2f}")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "prepare":
@@ -337,5 +353,7 @@ if __name__ == "__main__":
         baseline(int(args[0]), args[1], args[2:])
     elif cmd == "settle":
         settle(int(args[0]))
+    elif cmd == "aide":
+        aide(args[0], args[1])
     else:
         sys.exit(__doc__)

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod diff;
 mod engine;
+pub mod entries;
 pub mod redact;
 pub mod redacted;
 pub mod rules;

@@ -24,7 +24,7 @@
 //! records: unredacted copies) is overwritten with zeros and emptied when
 //! opened ([`ContentStore::wiped_legacy_bytes`] says how much).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -46,8 +46,9 @@ type Located = (u64, u32, [u8; 32]);
 pub struct ContentStore {
     dir: PathBuf,
     pack: File,
-    /// hex key (the original content's SHA-256) -> where its text is
-    index: HashMap<String, Located>,
+    /// the original content's SHA-256 -> where its text is (raw bytes, not
+    /// hex: one entry per stored file, so 32 bytes instead of a `String`)
+    index: HashMap<[u8; 32], Located>,
     len: u64,
     max_bytes: u64,
     wiped_legacy: u64,
@@ -86,7 +87,9 @@ impl ContentStore {
             }
             let mut check = [0u8; 32];
             check.copy_from_slice(&head[40..72]);
-            index.insert(hex(&head[8..40]), (at + HEADER, len, check));
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&head[8..40]);
+            index.insert(key, (at + HEADER, len, check));
             at += HEADER + u64::from(len);
         }
         drop(reader);
@@ -111,7 +114,11 @@ impl ContentStore {
     /// The text stored for the content whose hash is `digest`, if present
     /// and intact.
     pub fn get(&self, digest: &str) -> Option<RedactedText> {
-        let &(offset, len, check) = self.index.get(digest)?;
+        self.get_key(&unhex(digest)?)
+    }
+
+    fn get_key(&self, key: &[u8; 32]) -> Option<RedactedText> {
+        let &(offset, len, check) = self.index.get(key)?;
         let mut bytes = vec![0u8; len as usize];
         self.pack.read_exact_at(&mut bytes, offset).ok()?;
         if sha256(&bytes) != hex(&check) {
@@ -123,11 +130,14 @@ impl ContentStore {
     /// Keeps `text` for the content whose hash is `digest`, unless the
     /// store is full. Returns whether it is stored.
     pub fn put(&mut self, digest: &str, text: &RedactedText) -> bool {
-        if self.index.contains_key(digest) {
+        let Some(key) = unhex(digest) else {
+            return false;
+        };
+        if self.index.contains_key(&key) {
             return true;
         }
         let bytes = text.as_str().as_bytes();
-        let (Ok(len), Some(key)) = (u32::try_from(bytes.len()), unhex(digest)) else {
+        let Ok(len) = u32::try_from(bytes.len()) else {
             return false;
         };
         if self.len + HEADER + u64::from(len) > self.max_bytes {
@@ -146,8 +156,7 @@ impl ContentStore {
             let _ = self.pack.set_len(self.len);
             return false;
         }
-        self.index
-            .insert(digest.to_string(), (self.len + HEADER, len, check));
+        self.index.insert(key, (self.len + HEADER, len, check));
         self.len += record.len() as u64;
         true
     }
@@ -155,9 +164,9 @@ impl ContentStore {
     /// Forgets every content not in `keep`; compacts the pack once the
     /// dead records take as much room as the live ones. Returns how many
     /// contents were forgotten.
-    pub fn gc(&mut self, keep: &HashSet<&str>) -> usize {
+    pub fn gc(&mut self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
         let before = self.index.len();
-        self.index.retain(|d, _| keep.contains(d.as_str()));
+        self.index.retain(|d, _| keep(d));
         let live: u64 = self
             .index
             .values()
@@ -172,16 +181,15 @@ impl ContentStore {
     fn compact(&mut self) -> io::Result<()> {
         let mut pack = Vec::new();
         let mut index = HashMap::new();
-        let mut live: Vec<(String, Located)> =
-            self.index.iter().map(|(d, &v)| (d.clone(), v)).collect();
+        let mut live: Vec<([u8; 32], Located)> = self.index.iter().map(|(d, &v)| (*d, v)).collect();
         live.sort_by_key(|(_, (offset, _, _))| *offset);
-        for (digest, (_, _, check)) in live {
-            let (Some(text), Some(key)) = (self.get(&digest), unhex(&digest)) else {
+        for (key, (_, _, check)) in live {
+            let Some(text) = self.get_key(&key) else {
                 continue;
             };
             let bytes = text.as_str().as_bytes();
             let len = bytes.len() as u32;
-            index.insert(digest, (pack.len() as u64 + HEADER, len, check));
+            index.insert(key, (pack.len() as u64 + HEADER, len, check));
             pack.extend_from_slice(&record(&key, &check, bytes));
         }
         let path = Self::pack_path(&self.dir);
@@ -270,7 +278,7 @@ mod tests {
         let mut s = ContentStore::open(dir.clone(), 2 * HEADER + 10).unwrap();
         assert_eq!(s.get(&a), Some(text("hello")));
         // Collected and compacted: room again.
-        assert_eq!(s.gc(&HashSet::new()), 1);
+        assert_eq!(s.gc(&|_| false), 1);
         assert_eq!(s.len_bytes(), 0);
         assert!(s.put(&b, &text("too long!")));
         // A damaged copy is never returned.
@@ -304,7 +312,7 @@ mod tests {
             let body = format!("{i}{}\n", "x".repeat(4000));
             assert!(s.put(&sha256(body.as_bytes()), &text(&body)));
         }
-        s.gc(&HashSet::from([keep.as_str()]));
+        s.gc(&|d| hex(d) == keep);
         assert_eq!(s.len_bytes(), HEADER + 8, "compacted");
         assert_eq!(s.get(&keep), Some(text("keep me\n")));
         drop(s);

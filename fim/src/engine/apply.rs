@@ -92,7 +92,7 @@ impl Engine {
         };
         // A rename inside the tree: the source's entry moves here.
         let mut old_path = None;
-        let mut old = self.baseline.entries.get(path).cloned();
+        let mut old = self.baseline.entries.get(path);
         if let Some(from) = ctx.renamed_from
             && from != path
             && new.is_some()
@@ -120,8 +120,11 @@ impl Engine {
         }
         match &new {
             Some(e) => {
-                if self.baseline.entries.get(path) != Some(e) {
-                    self.baseline.entries.insert(path.to_path_buf(), e.clone());
+                if !self.baseline.entries.holds(path, e) {
+                    // observe() makes only entries that can be stored.
+                    if self.baseline.entries.insert(path, e).is_err() {
+                        self.baseline.entries.remove(path);
+                    }
                     self.baseline_dirty = true;
                 }
             }

@@ -91,14 +91,7 @@ impl Engine {
             }
         }
         // Baseline entries under a directory that was deleted or moved.
-        let under: Vec<PathBuf> = self
-            .baseline
-            .entries
-            .range(path.clone()..)
-            .take_while(|(p, _)| p.starts_with(&path))
-            .filter(|(p, _)| **p != path)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let under = self.baseline.entries.paths_under(&path);
         for p in under {
             self.touch(p, now);
         }

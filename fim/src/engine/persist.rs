@@ -22,6 +22,8 @@ impl Engine {
         match Baseline::load(&self.dir) {
             Ok(b) => {
                 self.known_rules = b.rules.iter().cloned().collect();
+                // A version 1 (JSON) baseline is rewritten at the next save.
+                self.baseline_dirty |= b.legacy;
                 self.baseline = b;
                 true
             }
@@ -67,15 +69,11 @@ impl Engine {
         match self.baseline.save(&self.dir) {
             Ok(()) => {
                 self.baseline_dirty = false;
+                self.baseline.legacy = false;
                 self.known_rules = self.baseline.rules.iter().cloned().collect();
                 if let Some(store) = self.store.as_mut() {
-                    let keep: HashSet<&str> = self
-                        .baseline
-                        .entries
-                        .values()
-                        .map(|e| e.sha256.as_str())
-                        .collect();
-                    store.gc(&keep);
+                    let keep: HashSet<[u8; 32]> = self.baseline.entries.hashes().copied().collect();
+                    store.gc(&|d| keep.contains(d));
                 }
             }
             Err(e) => {

@@ -47,7 +47,8 @@ impl Engine {
     ) -> (u64, u64, Duration) {
         let started = Instant::now();
         let mut budget = IoBudget::new(self.cfg.baseline_io_budget.as_u64());
-        let mut seen: HashSet<PathBuf> = HashSet::new();
+        // Paths found are marked in the baseline (no set of 100,000 paths).
+        self.baseline.entries.clear_marks();
         let (mut files, mut bytes) = (0u64, 0u64);
         let mut last_progress = Instant::now();
         for root in self.rules.walk_roots() {
@@ -57,14 +58,15 @@ impl Engine {
                 self.watch_dir(parent);
             }
             let found = self.walk_and_watch(&root);
-            for path in found {
+            for path in found.iter() {
                 if self.stop.load(Ordering::Relaxed) {
                     // Stopping: what was not reached is compared next time.
+                    self.baseline.entries.clear_marks();
                     return (files, bytes, started.elapsed());
                 }
-                bytes += self.settle_scanned(&path, kind, &mut budget);
+                bytes += self.settle_scanned(path, kind, &mut budget);
                 files += 1;
-                seen.insert(path);
+                self.baseline.entries.mark(path);
                 if self.progress && last_progress.elapsed() > Duration::from_millis(200) {
                     last_progress = Instant::now();
                     progress_line(files, bytes, started.elapsed(), first_baseline);
@@ -78,13 +80,8 @@ impl Engine {
             progress_line(files, bytes, started.elapsed(), first_baseline);
             eprintln!();
         }
-        let gone: Vec<PathBuf> = self
-            .baseline
-            .entries
-            .keys()
-            .filter(|p| !seen.contains(*p))
-            .cloned()
-            .collect();
+        let gone = self.baseline.entries.unmarked();
+        self.baseline.entries.clear_marks();
         for path in gone {
             self.settle_scanned(&path, kind, &mut budget);
         }
@@ -104,9 +101,11 @@ impl Engine {
         let diff = rule.diff;
         let known = self.known_rules.contains(&rule.spec);
         let prev = self.baseline.entries.get(path);
-        let observed = observe(path, prev, true, self.limits(diff), budget);
+        let observed = observe(path, prev.as_ref(), true, self.limits(diff), budget);
         let hashed = match &observed {
-            Observed::Entry { entry, .. } if prev.is_none_or(|p| p.sha256 != entry.sha256) => {
+            Observed::Entry { entry, .. }
+                if prev.as_ref().is_none_or(|p| p.sha256 != entry.sha256) =>
+            {
                 entry.size
             }
             _ => 0,
@@ -159,9 +158,9 @@ impl Engine {
             let gone: Vec<PathBuf> = self
                 .baseline
                 .entries
-                .keys()
-                .filter(|p| p.parent() == Some(dir.as_path()) && !present.contains(*p))
-                .cloned()
+                .paths_under(&dir)
+                .into_iter()
+                .filter(|p| p.parent() == Some(dir.as_path()) && !present.contains(p))
                 .collect();
             for p in gone {
                 self.settle_scanned(&p, ScanKind::Rescan, &mut budget);
@@ -183,8 +182,8 @@ impl Engine {
     pub(super) fn add_tree(&mut self, dir: &Path) {
         let files = self.walk_and_watch(dir);
         let now = Instant::now();
-        for f in files {
-            self.touch(f, now);
+        for f in files.iter() {
+            self.touch(f.to_path_buf(), now);
         }
         self.sync_stats();
     }

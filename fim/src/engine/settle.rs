@@ -132,7 +132,13 @@ impl Engine {
         };
         let limits = self.limits(rule.diff);
         let prev = self.baseline.entries.get(path);
-        let observed = observe(path, prev, false, limits, &mut IoBudget::unlimited());
+        let observed = observe(
+            path,
+            prev.as_ref(),
+            false,
+            limits,
+            &mut IoBudget::unlimited(),
+        );
         if let Observed::Entry { entry, .. } = &observed
             && entry.hash_skipped == "too_large"
             && self.cfg.large_files == LargeFiles::Background

@@ -22,7 +22,7 @@ use notify::{INotifyWatcher, RecursiveMode, Watcher};
 
 use crate::change::{FimAlert, Output};
 use crate::config::Severity;
-use crate::walk::walk;
+use crate::walk::{PathList, walk};
 
 use super::Engine;
 
@@ -42,8 +42,8 @@ impl Engine {
     /// Walks `root`: each directory is watched *before* its entries are
     /// read, so a file created meanwhile is either listed or notified.
     /// Returns the files in scope.
-    pub(super) fn walk_and_watch(&mut self, root: &Path) -> Vec<PathBuf> {
-        let mut files = Vec::new();
+    pub(super) fn walk_and_watch(&mut self, root: &Path) -> PathList {
+        let mut files = PathList::default();
         let mut failed = Vec::new();
         let mut errors = Vec::new();
         let (watcher, watched, unwatched) =
@@ -56,7 +56,7 @@ impl Engine {
                     failed.push((d.to_path_buf(), e));
                 }
             },
-            &mut |f| files.push(f),
+            &mut |f| files.push(&f),
             &mut |p, e| errors.push((p.to_path_buf(), e)),
         );
         for (d, e) in failed {
