@@ -51,7 +51,8 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 if [[ -n ${OWLET_SOC:-} ]]; then
   cargo build --release -q -p owlet-agent --bin owlet
 else
-  cargo build --release -q -p owlet-agent --bin owlet -p owlet-soc
+  cargo build --release -q -p owlet-agent --bin owlet
+  cargo build --release -q -p owlet-soc --bin owlet-soc
   OWLET_SOC=$BIN/owlet-soc
 fi
 PY=$ROOT/bench/fim/fim_bench.py
@@ -180,7 +181,7 @@ for name, first, second, size in agents:
     f, s = float(first.split()[0]), float(second.split()[0])
     print(f"    {name}: FIM costs {(f - base) * 1e6 / files:.0f} B/file (first start), {(s - base) * 1e6 / files:.0f} B/file (restart)"
           f" over the agent without [fim]; peak {float(second.split()[1]):.1f} MB;"
-          f" baseline {int(size) / 1e6:.1f} MB ({int(size) / files:.0f} B/file, {a_db / int(size):.2f}x smaller than aide's database)")
+          f" baseline {int(size) / 1e6:.1f} MB ({int(size) / files:.0f} B/file; aide's database / this = {a_db / int(size):.2f})")
 PY
 fi
 
