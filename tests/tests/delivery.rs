@@ -3,7 +3,7 @@
 //! the SOC's database, so every batch waits and then fails) keeps taking the
 //! agent's connections, yet the agent's health turns WARNING and then
 //! CRITICAL, naming the undelivered events; once the storage is released
-//! the backlog is stored and health is OK again.
+//! the backlog is stored and the delivery reason is gone.
 
 use std::time::Duration;
 
@@ -13,11 +13,17 @@ fn health(agent: &Agent) -> serde_json::Value {
     agent.health().unwrap_or_default()
 }
 
-fn verdict(agent: &Agent) -> String {
-    health(agent)["verdict"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+const UNDELIVERED: &str = "events are not being delivered";
+
+/// Delivery is healthy: connected, nothing spooled, no delivery reason.
+/// Judged on the delivery figures, not the overall verdict, so a busy or
+/// nearly full test machine (the host collector's own WARNINGs) cannot
+/// decide this test.
+fn delivering(agent: &Agent) -> bool {
+    let h = health(agent);
+    h["metrics"]["connection"] == "connected"
+        && h["metrics"]["spool_events"] == 0
+        && !h["reasons"].to_string().contains(UNDELIVERED)
 }
 
 #[test]
@@ -29,7 +35,7 @@ fn a_soc_that_stores_nothing_turns_health_warning_then_critical() {
         .set("status", "undelivered_warning", "3s")
         .set("status", "undelivered_critical", "8s");
     agent.start();
-    wait_until("the agent delivering", DEADLINE, || verdict(&agent) == "OK");
+    wait_until("the agent delivering", DEADLINE, || delivering(&agent));
 
     // Hold the SOC's storage: its writes wait for the lock, then fail.
     let lock = rusqlite::Connection::open(&soc.db).unwrap();
@@ -40,21 +46,21 @@ fn a_soc_that_stores_nothing_turns_health_warning_then_critical() {
         h["verdict"] == "WARNING"
             && h["reasons"]
                 .to_string()
-                .contains("events are not being delivered")
+                .contains(UNDELIVERED)
     });
     wait_until("health CRITICAL for undelivered events", DEADLINE, || {
         let h = health(&agent);
         h["verdict"] == "CRITICAL"
             && h["reasons"]
                 .to_string()
-                .contains("events are not being delivered")
+                .contains(UNDELIVERED)
     });
 
     // Released: the backlog is stored, health recovers.
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
-    wait_until("health OK again", Duration::from_secs(120), || {
-        verdict(&agent) == "OK"
+    wait_until("delivering again", Duration::from_secs(120), || {
+        delivering(&agent)
     });
     let stored = soc.db().events().len();
     assert!(stored > 0);
