@@ -1,30 +1,36 @@
 //! glibc malloc settings for the long-running agent (`owlet run`).
 //!
 //! Why: measured with 10,000 checks (`bench/probe/run.sh`), glibc's defaults
-//! cost the agent ~10 MB more than its live heap (VmHWM 52 -> 42 MB with
-//! these settings, same binary otherwise):
+//! cost the agent ~10 MB more than its live heap:
 //! * the dynamic mmap threshold: freeing one large block (the TOML lexer's
 //!   token buffer, 15.6 MB for a 1 MB config) raises the mmap threshold to
-//!   that size and the trim threshold to twice it, so the heap is never
-//!   trimmed again and later large buffers (the check list, batches) land in
-//!   it. Setting the threshold (to glibc's own starting value) turns that
-//!   adjustment off;
+//!   that size and the trim threshold to twice it (31 MB), so the heap is
+//!   never trimmed again. Fixed thresholds turn that adjustment off. They
+//!   are 4 MiB, not glibc's starting 128 KiB: batches (up to `batch.max_bytes`,
+//!   1 MiB), their event vectors and zstd's per-message contexts are 1-3 MB,
+//!   and each one mmapped and unmapped per batch cost the pipeline benchmark
+//!   ~0.4 CPU s per million events in page faults (with 4 MiB: no more than
+//!   glibc's defaults);
 //! * the configuration's parse tree is freed once the config is loaded, but
 //!   its pages stay with the process: [`release_free_memory`] hands them
-//!   back right after the load (~3 MB in that run);
+//!   back right after the load;
 //! * one arena per thread that ever allocated (up to 8 per core): two
 //!   arenas keep the check runs' transient buffers from spreading over the
 //!   tokio workers' and the blocking pool's own.
 //!
-//! An operator's own `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` wins: a
-//! setting given in the environment is not overridden.
+//! An operator's own `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` /
+//! `MALLOC_TRIM_THRESHOLD_` wins: a setting given in the environment is not
+//! overridden.
 //!
 //! Must never: run after other threads start (mallopt is not meant to race
 //! allocations), or do anything but tune the allocator.
 #![allow(unsafe_code)]
 
-/// glibc's initial mmap threshold (128 KiB), now fixed.
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+/// Blocks at least this large are mmapped (and unmapped when freed).
+const MMAP_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
+
+/// Free memory at the top of the heap beyond this goes back at once.
+const TRIM_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
 
 /// Arenas: two, so the async workers and the spool's blocking threads do not
 /// all contend on one (one arena cost ~10 % of pipeline throughput).
@@ -38,6 +44,10 @@ pub fn tune() {
         // integers, touches no memory of ours, and is called before any other
         // thread exists. A refusal (return 0) leaves the default in place.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    }
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
     }
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: as above.
