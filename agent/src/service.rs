@@ -185,8 +185,9 @@ pub async fn run_on(
             collectors.add((kind.build)(&config));
         }
     }
-    // The collector keeps the only copy of the check list (for restarts):
-    // with 10,000 checks a second copy costs ~7 MB.
+    // The check list goes to the collector, which plans it and drops it
+    // (the scheduler keeps the parsed checks; restarts take them from it):
+    // with 10,000 checks each copy kept would cost ~7 MB.
     collectors.add(Box::new(Checks::new(std::mem::take(&mut config.probe))));
     for collector in extra {
         collectors.add(collector);

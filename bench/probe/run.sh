@@ -12,17 +12,22 @@
 # for AGENT_SECS; its peak RSS (VmHWM) and CPU, beside blackbox_exporter given
 # the same steady load (the same targets, AGENT_CHECKS probes per 10 s, round
 # robin over its tcp_connect / http_2xx / icmp modules, as Prometheus would
-# scrape them) over the same time.
+# scrape them) over the same time. The agent's config is the one `ca issue`
+# writes (the defaults: host health on, max_concurrency 256, log level info)
+# plus the checks; its HTTP checks GET a page from `python3 -m http.server`
+# (AGENT_HTTP=nginx: from the nginx above instead), its TCP checks connect to
+# nginx.
 #
 # Needs root (ICMP); installs the peers (nginx-light prometheus-blackbox-exporter
 # monitoring-plugins-basic) when missing.
-# Usage: bench/probe/run.sh   (env N, PLUGIN_N, AGENT_CHECKS, AGENT_SECS, ONLY_AGENT=1)
+# Usage: bench/probe/run.sh   (env N, PLUGIN_N, AGENT_CHECKS, AGENT_SECS, AGENT_HTTP, ONLY_AGENT=1)
 set -euo pipefail
 
 N=${N:-10000}              # checks per type for owlet and blackbox_exporter
 PLUGIN_N=${PLUGIN_N:-2000} # check_tcp/check_http fork per check: run fewer, scale to 10k
 AGENT_CHECKS=${AGENT_CHECKS:-10000}
 AGENT_SECS=${AGENT_SECS:-60}
+AGENT_HTTP=${AGENT_HTTP:-python} # python (python3 -m http.server) or nginx
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PLUGINS=/usr/lib/nagios/plugins
 
@@ -108,7 +113,13 @@ plugin_run() { # type command...
 
 agent_run() {
     # ---- owlet-soc with its own CA, and an agent certificate + config for it
-    local port soc agent c0 s0 bb0 t0 results
+    local port soc agent c0 s0 bb0 t0 results url="$URL"
+    if [ "$AGENT_HTTP" = python ]; then
+        local py; py=$(free_port)
+        (cd "$WORK/www" && exec python3 -m http.server --bind 127.0.0.1 "$py" >"$WORK/http.log" 2>&1) & PIDS+=($!)
+        url="http://127.0.0.1:$py/index.html"
+        sleep 1
+    fi
     port=$(free_port)
     "$BIN/owlet-soc" ca init --dir "$WORK/soc" --listen "127.0.0.1:$port" >/dev/null
     "$BIN/owlet-soc" ca issue --dir "$WORK/soc" --tenant bench --agent probe1 --out "$WORK/agent" \
@@ -117,8 +128,8 @@ agent_run() {
         "$WORK/agent/owlet.toml"
     grep -q '^\[probe\]' "$WORK/agent/owlet.toml" && { echo "owlet.toml from ca issue already has [probe]" >&2; exit 1; }
     {
-        printf '\n[log]\nlevel = "warn"\n\n[probe]\nmax_concurrency = 256\n'
-        awk -v n="$AGENT_CHECKS" -v tcp="$TCP_T" -v url="$URL" 'BEGIN {
+        printf '\n[probe]\n'
+        awk -v n="$AGENT_CHECKS" -v tcp="$TCP_T" -v url="$url" 'BEGIN {
             for (i = 0; i < n; i++) {
                 if (i % 3 == 0)      { t = "tcp";  g = tcp }
                 else if (i % 3 == 1) { t = "http"; g = url }
@@ -137,7 +148,7 @@ agent_run() {
     bb_n=$(awk -v r="$per_s" -v s="$AGENT_SECS" 'BEGIN{printf "%d", r*s}')
     c0=$(cpu_of "$agent"); s0=$(cpu_of "$soc"); bb0=$(cpu_of "$BBPID"); t0=$(date +%s.%N)
     local bbu="http://127.0.0.1:$BB/probe?module"
-    "$BENCH" drive "$bbu=tcp_connect&target=$TCP_T,$bbu=http_2xx&target=$URL,$bbu=icmp&target=127.0.0.1" \
+    "$BENCH" drive "$bbu=tcp_connect&target=$TCP_T,$bbu=http_2xx&target=$url,$bbu=icmp&target=127.0.0.1" \
         "$bb_n" 256 "$per_s" >"$WORK/bb-steady.txt" &
     local driver=$!
     sleep "$AGENT_SECS"
@@ -164,7 +175,7 @@ PY
 
 if [ "${ONLY_AGENT:-0}" = 1 ]; then
     agent_run
-    echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP, ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
+    echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP ($AGENT_HTTP), ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
     echo "  agent peak RSS ${AG_RSS} MB, CPU ${AG_CPU} s; SOC stored ${AG_RESULTS} results and ${AG_ALERTS} alerts; owlet-soc peak RSS ${SOC_RSS} MB, CPU ${SOC_CPU} s"
     echo "  blackbox_exporter, same targets and rate: peak RSS ${BBS_RSS} MB, CPU ${BBS_CPU} s ($BBS_LINE)"
     exit 0
@@ -184,7 +195,7 @@ for t in tcp http icmp; do
     echo "| $t | ${OWLET_CPU[$t]} | ${OWLET_RATE[$t]} | ${BB_CPU[$t]} | $(ratio "${BB_CPU[$t]}" "${OWLET_CPU[$t]}") | ${BB_RATE[$t]} | $pc | $pr | $prate |"
 done
 echo
-echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP, ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
+echo "owlet run, $AGENT_CHECKS checks (1/3 each TCP, HTTP ($AGENT_HTTP), ICMP; 10 s interval), ${AGENT_SECS}s, streaming to owlet-soc:"
 echo "  agent peak RSS ${AG_RSS} MB, CPU ${AG_CPU} s; SOC stored ${AG_RESULTS} results and ${AG_ALERTS} alerts; owlet-soc peak RSS ${SOC_RSS} MB, CPU ${SOC_CPU} s"
 echo "  blackbox_exporter, same targets and rate: peak RSS ${BBS_RSS} MB (after the throughput runs above), CPU ${BBS_CPU} s ($BBS_LINE)"
 echo "(ICMP: 1 echo per check, so checks/s = echoes/s. Plugins ran $PLUGIN_N times, scaled to 10k.)"

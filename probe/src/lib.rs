@@ -57,7 +57,9 @@ pub use memory::RunMemory;
 pub use owlet_proto::v1::Event;
 use owlet_proto::v1::{CheckResult, FailureClass};
 pub use owlet_proto::v1::{CheckType, State};
-pub use scheduler::{CheckStatus, ProbeHandle, ReloadOutcome, RunStats, phase_offset, spawn};
+pub use scheduler::{
+    CheckSet, CheckStatus, ProbeHandle, ReloadOutcome, RunStats, phase_offset, spawn, spawn_set,
+};
 pub use spec::{CheckKind, CheckSpec};
 pub use state::{Damper, Transition};
 

@@ -184,6 +184,8 @@ pub fn run_with_spool_fs(
     extra: Vec<Box<dyn crate::collect::Collector>>,
     spool_fs: std::sync::Arc<dyn owlet_spool::fs::Filesystem>,
 ) -> i32 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    crate::malloc::tune();
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
@@ -191,6 +193,9 @@ pub fn run_with_spool_fs(
             return 2;
         }
     };
+    // The parse of a large config is the most the agent ever frees.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    crate::malloc::release_free_memory();
     owlet_logging::init(&config.log);
     for warning in config.warnings() {
         tracing::warn!("{warning}");

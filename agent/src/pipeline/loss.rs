@@ -5,17 +5,20 @@
 //! by kind, with the time range; [`bound_pending`] keeps the number of
 //! reports waiting to be written bounded without dropping any count.
 
-use std::collections::HashMap;
-
 use owlet_proto::Timestamp;
 use owlet_proto::timestamp_micros;
 use owlet_proto::v1::{DataLoss, DataLossReason, Event, event::Kind};
 
 /// Events counted as lost, not yet reported.
+///
+/// The spool writer tallies every batch before it is written (the events
+/// are gone once the write fails), so `add` runs once per event on the
+/// agent's hot path: kinds are counted by their static name in a short list
+/// (there are a handful), with no allocation or hashing per event.
 #[derive(Debug, Default)]
 pub struct LossTally {
     events: u64,
-    kinds: HashMap<String, u64>,
+    kinds: Vec<(&'static str, u64)>,
     oldest: Option<Timestamp>,
     newest: Option<Timestamp>,
 }
@@ -23,7 +26,11 @@ pub struct LossTally {
 impl LossTally {
     pub fn add(&mut self, event: &Event) {
         self.events += 1;
-        *self.kinds.entry(event.kind_name().to_string()).or_default() += 1;
+        let kind = event.kind_name();
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.kinds.push((kind, 1)),
+        }
         if let Some(t) = event.time {
             widen_times(&mut self.oldest, &mut self.newest, t, t);
         }
@@ -42,7 +49,11 @@ impl LossTally {
             batches_lost: batches,
             first_seq: 0,
             last_seq: 0,
-            lost_by_kind: tally.kinds,
+            lost_by_kind: tally
+                .kinds
+                .into_iter()
+                .map(|(kind, n)| (kind.to_string(), n))
+                .collect(),
             oldest: tally.oldest,
             newest: tally.newest,
         })
@@ -124,6 +135,31 @@ mod tests {
             lost_by_kind: [(kind.to_string(), events)].into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_tally_counts_every_event_once_by_kind() {
+        let event = |kind| Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind,
+        };
+        let mut tally = LossTally::default();
+        for _ in 0..3 {
+            tally.add(&event(Some(Kind::CheckResult(Default::default()))));
+        }
+        tally.add(&event(Some(Kind::Alert(Default::default()))));
+        tally.add(&event(None));
+        let loss = tally.take(DataLossReason::WriteFailed, 1).unwrap();
+        assert_eq!(loss.events_lost, 5);
+        let expected: std::collections::HashMap<String, u64> = [
+            ("check_result".to_string(), 3),
+            ("alert".to_string(), 1),
+            ("unknown".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(loss.lost_by_kind, expected);
+        assert!(tally.take(DataLossReason::WriteFailed, 1).is_none());
     }
 
     #[test]

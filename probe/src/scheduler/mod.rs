@@ -363,6 +363,15 @@ impl ProbeHandle {
         }
     }
 
+    /// The checks as configured now (the last reload included), with fresh
+    /// state: [`spawn_set`] with it starts what a [`spawn`] of the current
+    /// configuration would, e.g. after this scheduler has ended.
+    pub fn check_set(&self) -> CheckSet {
+        CheckSet {
+            desired: relock(&self.desired.desired).fresh(),
+        }
+    }
+
     /// Stops every check and waits for the tasks to end.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
@@ -376,12 +385,69 @@ impl ProbeHandle {
     }
 }
 
+/// The checks a scheduler runs, planned from a [`ProbeConfig`] (invalid
+/// checks skipped with a warning, duplicate ids after the first ignored),
+/// each with a fresh state: what [`spawn_set`] starts. It shares the parsed
+/// checks ([`CheckSpec`]) with the scheduler it came from, so keeping one to
+/// restart a scheduler costs a map of ids, not a copy of the configuration.
+#[derive(Default)]
+pub struct CheckSet {
+    desired: Desired,
+}
+
+impl CheckSet {
+    /// Plans `config`.
+    pub fn new(config: &ProbeConfig) -> CheckSet {
+        let mut desired = Desired::default();
+        desired.plan(config, false);
+        CheckSet { desired }
+    }
+
+    /// Number of checks in the set.
+    pub fn len(&self) -> usize {
+        self.desired.checks.len()
+    }
+
+    /// Whether the set has no check.
+    pub fn is_empty(&self) -> bool {
+        self.desired.checks.is_empty()
+    }
+}
+
+impl Desired {
+    /// The same checks with fresh state (UNKNOWN, no counts), as a new plan
+    /// of the configuration they came from would have.
+    fn fresh(&self) -> Desired {
+        Desired {
+            limit: self.limit,
+            checks: self
+                .checks
+                .iter()
+                .map(|(id, slot)| {
+                    let fresh = Slot {
+                        fingerprint: slot.fingerprint,
+                        spec: slot.spec.clone(),
+                        shared: Arc::new(Mutex::new(Shared::new(&slot.spec))),
+                        counters: Arc::default(),
+                    };
+                    (id.clone(), fresh)
+                })
+                .collect(),
+            #[cfg(test)]
+            panic_on_reconcile: false,
+        }
+    }
+}
+
 /// Starts the checks in `config`; results and alerts go to `events`.
 /// Must be called inside a tokio runtime.
 pub fn spawn(config: ProbeConfig, events: mpsc::Sender<Event>) -> ProbeHandle {
-    let mut desired = Desired::default();
-    desired.plan(&config, false);
-    drop(config);
+    spawn_set(CheckSet::new(&config), events)
+}
+
+/// Starts the checks of `set` (see [`spawn`]).
+pub fn spawn_set(set: CheckSet, events: mpsc::Sender<Event>) -> ProbeHandle {
+    let desired = set.desired;
     let desired = Arc::new(DesiredSet {
         desired: Mutex::new(desired),
         changed: Notify::new(),
@@ -421,6 +487,42 @@ mod tests {
     fn per_check_state_stays_small() {
         let size = std::mem::size_of::<Shared>();
         assert!(size <= 128, "Shared is {size} bytes");
+    }
+
+    /// A restart from `check_set` runs what is configured now (the reload
+    /// included) as a fresh spawn would: same parsed checks (shared, not
+    /// copied), new state and counts, no alert left over.
+    #[test]
+    fn a_check_set_has_the_reloaded_checks_with_fresh_state() {
+        let cfg = |ids: &[&str]| ProbeConfig {
+            max_concurrency: 3,
+            checks: ids
+                .iter()
+                .map(|id| CheckConfig::new(*id, CheckTypeName::Tcp, "127.0.0.1:9"))
+                .collect(),
+        };
+        let mut d = Desired::default();
+        d.plan(&cfg(&["a"]), false);
+        d.plan(&cfg(&["a", "b"]), true);
+        assert_eq!(relock(&d.checks["b"].shared).pending_alerts.len(), 1);
+        relock(&d.checks["a"].shared).since = Some(SystemTime::now());
+        d.checks["a"].counters.skipped.store(5, Ordering::Relaxed);
+        let fresh = d.fresh();
+        assert_eq!(fresh.limit, 3);
+        assert_eq!(fresh.checks.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        for (id, slot) in &fresh.checks {
+            let old = &d.checks[id];
+            assert!(Arc::ptr_eq(&slot.spec, &old.spec), "{id}: spec copied");
+            assert_eq!(slot.fingerprint, old.fingerprint);
+            assert!(
+                !Arc::ptr_eq(&slot.shared, &old.shared),
+                "{id}: state shared"
+            );
+            let shared = relock(&slot.shared);
+            assert_eq!(shared.damper.state(), State::Unknown);
+            assert!(shared.since.is_none() && shared.pending_alerts.is_empty());
+            assert_eq!(slot.counters.skipped.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[tokio::test]
