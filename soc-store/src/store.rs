@@ -1,0 +1,149 @@
+//! The store: a directory with one database file per tenant.
+//!
+//! ```text
+//! ROOT/tenants/TENANT/events.db   the tenant's log (see SCHEMA.md)
+//! ROOT/cursors.db                 consumers' positions (crate::cursor)
+//! ```
+//!
+//! Tenant names are checked like certificate identities (letters, digits,
+//! `. _ -`, not starting with `.` or `-`), so a name is always one plain
+//! directory below `tenants/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StoreError};
+use crate::read::TenantReader;
+use crate::tenant::TenantLog;
+
+/// File name of a tenant's database inside its directory.
+pub const EVENTS_FILE: &str = "events.db";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating its directories.
+    pub fn open(root: &Path) -> Result<Self> {
+        let tenants = root.join("tenants");
+        std::fs::create_dir_all(&tenants).map_err(|source| StoreError::Io {
+            path: tenants.clone(),
+            source,
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Tenants with a database, sorted.
+    pub fn tenants(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("tenants");
+        let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(EVENTS_FILE).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The directory of `tenant` (checked name; may not exist yet).
+    pub fn tenant_dir(&self, tenant: &str) -> Result<PathBuf> {
+        owlet_tls::Identity::new(tenant, "x").map_err(|e| StoreError::InvalidTenant {
+            name: tenant.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.root.join("tenants").join(tenant))
+    }
+
+    /// The database file of `tenant`.
+    pub fn tenant_file(&self, tenant: &str) -> Result<PathBuf> {
+        Ok(self.tenant_dir(tenant)?.join(EVENTS_FILE))
+    }
+
+    /// Opens `tenant`'s log for writing, creating it.
+    pub fn writer(&self, tenant: &str) -> Result<TenantLog> {
+        let dir = self.tenant_dir(tenant)?;
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        TenantLog::open(&dir.join(EVENTS_FILE), tenant)
+    }
+
+    /// Opens `tenant`'s log read-only; an unknown tenant is an error that
+    /// lists the known ones.
+    pub fn reader(&self, tenant: &str) -> Result<TenantReader> {
+        let file = self.tenant_file(tenant)?;
+        if !file.exists() {
+            return Err(self.unknown(tenant));
+        }
+        TenantReader::open(&file, tenant)
+    }
+
+    /// The error for a tenant that has no database.
+    pub fn unknown(&self, tenant: &str) -> StoreError {
+        let known = self.tenants().unwrap_or_default();
+        StoreError::UnknownTenant {
+            name: tenant.to_string(),
+            known: if known.is_empty() {
+                "none yet".to_string()
+            } else {
+                known.join(", ")
+            },
+        }
+    }
+
+    /// Deletes `tenant`'s database and directory (the end of a contract;
+    /// export first). The receiver must not be serving the tenant.
+    pub fn delete_tenant(&self, tenant: &str) -> Result<()> {
+        let dir = self.tenant_dir(tenant)?;
+        if !dir.join(EVENTS_FILE).exists() {
+            return Err(self.unknown(tenant));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io { path: dir, source })
+    }
+}
+
+/// The open writers of a receiver, one per tenant seen.
+pub struct Writers {
+    store: Store,
+    open: HashMap<String, TenantLog>,
+}
+
+impl Writers {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            open: HashMap::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The writer of `tenant`, opened on first use.
+    pub fn get(&mut self, tenant: &str) -> Result<&mut TenantLog> {
+        if !self.open.contains_key(tenant) {
+            let log = self.store.writer(tenant)?;
+            self.open.insert(tenant.to_string(), log);
+        }
+        Ok(self.open.get_mut(tenant).expect("inserted above"))
+    }
+
+    /// Forgets an open writer (before its tenant is deleted).
+    pub fn close(&mut self, tenant: &str) {
+        self.open.remove(tenant);
+    }
+}

@@ -1,0 +1,311 @@
+//! One tenant's event log, written by the SOC's single writer.
+//!
+//! Guarantees:
+//! * **Exactly once.** An agent's events above its high-water mark are
+//!   inserted and the mark advanced in one transaction; events at or below
+//!   it are counted as duplicates and dropped. The mark lives in the same
+//!   file as the events, so no crash can separate them.
+//! * **Durable before acknowledged.** `synchronous = FULL` in WAL mode:
+//!   [`TenantLog::append`] returns after the commit is on disk.
+//! * **A log.** Every stored event gets the next id of the tenant's log
+//!   (never reused, not even after retention deleted everything), so
+//!   consumers can read it with a cursor.
+//! * **Partitions by day of arrival** (UTC): retention deletes whole days.
+//! * **A full disk damages nothing**: the transaction rolls back and the
+//!   error says so ([`StoreError::DiskFull`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use owlet_proto::v1::Event;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use crate::columns::{Columns, NAMES};
+use crate::error::{AtPath, Result, StoreError};
+use crate::schema;
+
+/// Events of one agent to append, in sequence order.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub agent: &'a str,
+    /// The agent's IANA time zone (from its hello), stored with each event.
+    pub zone: &'a str,
+    pub events: &'a [Event],
+    /// The events carry the agent's sequence numbers (exactly once applies).
+    /// `false` for records outside its sequence: alerts the SOC raises about
+    /// the agent and self-test records (stored with `seq` NULL).
+    pub sequenced: bool,
+}
+
+/// What appending one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    /// The agent's high-water mark after the batch: safe to acknowledge.
+    pub acked_seq: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+}
+
+/// Storage use of a tenant's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes in use (the file's pages minus free pages).
+    pub used_bytes: u64,
+    pub file_bytes: u64,
+    pub partitions: u64,
+}
+
+/// The writer of one tenant's database.
+pub struct TenantLog {
+    pub(crate) db: Connection,
+    pub(crate) path: PathBuf,
+    /// The last id handed out.
+    last_id: i64,
+    /// The partition of the current day: (day, table).
+    current: Option<(String, String)>,
+    /// Agents' high-water marks (cache of `agent_progress`).
+    marks: HashMap<String, u64>,
+}
+
+pub(crate) fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as i64
+}
+
+/// `YYYY-MM-DD` of `t` in UTC.
+pub(crate) fn utc_day(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+impl TenantLog {
+    /// Opens (creating if needed) the tenant database at `path` and brings
+    /// its schema up to date.
+    pub fn open(path: &Path, tenant: &str) -> Result<Self> {
+        let mut db = Connection::open(path).at(path)?;
+        // Must precede the first table: lets retention return freed pages.
+        db.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .at(path)?;
+        db.pragma_update(None, "journal_mode", "WAL").at(path)?;
+        db.pragma_update(None, "synchronous", "FULL").at(path)?;
+        db.busy_timeout(Duration::from_secs(5)).at(path)?;
+        match schema::migrate(&mut db).at(path)? {
+            Ok(_) => {}
+            Err(found) => {
+                return Err(StoreError::TooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    known: schema::VERSION,
+                });
+            }
+        }
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('tenant', ?1)",
+            params![tenant],
+        )
+        .at(path)?;
+        let last_id: i64 = db
+            .query_row(
+                "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_id'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .at(path)?;
+        let current = db
+            .query_row(
+                "SELECT day, name FROM partitions ORDER BY day DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .at(path)?;
+        let marks = db
+            .prepare("SELECT agent, acked_seq FROM agent_progress")
+            .at(path)?
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .at(path)?
+            .collect::<rusqlite::Result<_>>()
+            .at(path)?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+            last_id,
+            current,
+            marks,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The agent's high-water mark: the highest sequence number stored (0
+    /// if none).
+    pub fn acked_seq(&self, agent: &str) -> u64 {
+        self.marks.get(agent).copied().unwrap_or(0)
+    }
+
+    /// The last id of the log (0 when nothing was ever stored).
+    pub fn last_id(&self) -> i64 {
+        self.last_id
+    }
+
+    /// Appends the batches in one transaction, durable on return. Events of
+    /// a sequenced batch at or below its agent's mark are dropped and
+    /// counted. All or nothing: on error nothing of any batch is stored.
+    pub fn append(&mut self, batches: &[Batch], received: SystemTime) -> Result<Vec<Appended>> {
+        let path = self.path.clone();
+        let received_us = micros(received);
+        let day = utc_day(received);
+        let mut last_id = self.last_id;
+        let mut marks: Vec<(String, u64)> = Vec::new();
+        let tx = self.db.transaction().at(&path)?;
+        let table = match &self.current {
+            Some((d, t)) if *d == day => t.clone(),
+            _ => {
+                let name = schema::partition_name(&day);
+                schema::create_partition(&tx, &name).at(&path)?;
+                tx.execute(
+                    "INSERT INTO partitions (name, day, first_id, last_id, events, created_us)
+                     VALUES (?1, ?2, ?3, ?3, 0, ?4)",
+                    params![name, day, last_id + 1, received_us],
+                )
+                .at(&path)?;
+                let all = partitions(&tx).at(&path)?;
+                schema::rebuild_view(&tx, &all).at(&path)?;
+                name
+            }
+        };
+        let mut results = Vec::with_capacity(batches.len());
+        {
+            let placeholders = vec!["?"; 5 + NAMES.len() + 1].join(", ");
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} (id, agent, seq, received_us, zone, {}, body) VALUES ({placeholders})",
+                    NAMES.join(", ")
+                ))
+                .at(&path)?;
+            let mut body = Vec::new();
+            for batch in batches {
+                let mut mark = marks
+                    .iter()
+                    .rev()
+                    .find(|(a, _)| a == batch.agent)
+                    .map(|(_, m)| *m)
+                    .unwrap_or_else(|| self.marks.get(batch.agent).copied().unwrap_or(0));
+                let mut done = Appended::default();
+                for event in batch.events {
+                    let seq = if batch.sequenced {
+                        if event.seq <= mark {
+                            done.duplicates += 1;
+                            continue;
+                        }
+                        mark = event.seq;
+                        Some(event.seq as i64)
+                    } else {
+                        None
+                    };
+                    last_id += 1;
+                    body.clear();
+                    event.encode(&mut body).expect("a Vec grows as needed");
+                    let columns = Columns::of(event);
+                    let head = [
+                        rusqlite::types::Value::Integer(last_id),
+                        rusqlite::types::Value::Text(batch.agent.to_string()),
+                        seq.map_or(
+                            rusqlite::types::Value::Null,
+                            rusqlite::types::Value::Integer,
+                        ),
+                        rusqlite::types::Value::Integer(received_us),
+                        rusqlite::types::Value::Text(batch.zone.to_string()),
+                    ];
+                    insert
+                        .execute(params_from_iter(
+                            head.into_iter()
+                                .chain(columns.values())
+                                .chain([rusqlite::types::Value::Blob(body.clone())]),
+                        ))
+                        .at(&path)?;
+                    done.stored += 1;
+                }
+                done.acked_seq = mark;
+                tx.execute(
+                    "INSERT INTO agent_progress (agent, acked_seq, stored, duplicates_dropped, last_stored_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (agent) DO UPDATE SET acked_seq = MAX(acked_seq, ?2),
+                        stored = stored + ?3, duplicates_dropped = duplicates_dropped + ?4,
+                        last_stored_us = CASE WHEN ?3 > 0 THEN ?5 ELSE last_stored_us END",
+                    params![batch.agent, mark as i64, done.stored as i64, done.duplicates as i64, received_us],
+                )
+                .at(&path)?;
+                marks.push((batch.agent.to_string(), mark));
+                results.push(done);
+            }
+        }
+        if last_id > self.last_id {
+            tx.execute(
+                "UPDATE partitions SET last_id = ?2, events = events + ?3 WHERE name = ?1",
+                params![table, last_id, last_id - self.last_id],
+            )
+            .at(&path)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                params![last_id.to_string()],
+            )
+            .at(&path)?;
+        }
+        tx.commit().at(&path)?;
+        self.last_id = last_id;
+        self.current = Some((day, table));
+        for (agent, mark) in marks {
+            self.marks.insert(agent, mark);
+        }
+        Ok(results)
+    }
+
+    /// Storage use of the file.
+    pub fn usage(&self) -> Result<Usage> {
+        usage(&self.db, &self.path)
+    }
+
+    /// Runs a checkpoint so the WAL's pages reach the main file (and the
+    /// WAL can be reused). Retention calls it before measuring.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .at(&self.path)
+    }
+}
+
+/// `(name, day)` of every partition, oldest first.
+pub(crate) fn partitions(db: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    db.prepare("SELECT name, day FROM partitions ORDER BY day")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+pub(crate) fn usage(db: &Connection, path: &Path) -> Result<Usage> {
+    let page: i64 = db
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .at(path)?;
+    let pages: i64 = db
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .at(path)?;
+    let free: i64 = db
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .at(path)?;
+    let partitions: i64 = db
+        .query_row("SELECT COUNT(*) FROM partitions", [], |r| r.get(0))
+        .at(path)?;
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(Usage {
+        used_bytes: ((pages - free).max(0) * page) as u64,
+        file_bytes,
+        partitions: partitions as u64,
+    })
+}
