@@ -5,6 +5,8 @@
 //! Every column is documented in `soc-store/SCHEMA.md`; a column added here
 //! must be added there and to a migration in `crate::schema`.
 
+pub use rusqlite::types::Value;
+
 use owlet_proto::v1::{
     AgentStatus, Alert, CaptureStats, CheckResult, DataLoss, Event, FileChange, FlowRecord,
     HostMetrics, event::Kind,

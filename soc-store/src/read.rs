@@ -69,6 +69,24 @@ pub struct Filter {
     pub after_id: Option<i64>,
 }
 
+impl Filter {
+    /// Whether `e` passes the filter (the same test `scan` makes in SQL),
+    /// for events read by cursor.
+    pub fn matches(&self, e: &StoredEvent) -> bool {
+        let listed = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        self.from_us.is_none_or(|from| e.time_us >= from)
+            && self.to_us.is_none_or(|to| e.time_us < to)
+            && self.after_id.is_none_or(|after| e.id > after)
+            && listed(&self.kinds, &e.kind)
+            && listed(&self.agents, &e.agent)
+            && (self.severities.is_empty()
+                || e.event
+                    .as_ref()
+                    .and_then(|ev| crate::Columns::of(ev).severity)
+                    .is_some_and(|s| listed(&self.severities, s)))
+    }
+}
+
 /// A read-only view of one tenant's database.
 pub struct TenantReader {
     db: Connection,
@@ -109,6 +127,11 @@ impl TenantReader {
                 |r| r.get(0),
             )
             .at(&self.path)
+    }
+
+    /// Events stored and duplicates dropped for `agent`.
+    pub fn agent_counts(&self, agent: &str) -> Result<(u64, u64)> {
+        crate::tenant::agent_counts(&self.db, &self.path, agent)
     }
 
     /// Up to `limit` events after id `after`, in log order.
@@ -208,6 +231,38 @@ impl TenantReader {
             .collect::<rusqlite::Result<Vec<_>>>()
             .at(&self.path)?;
         Ok((names, rows))
+    }
+
+    /// When the condition `e` clears (an alert to state up) was raised:
+    /// the event time of the latest earlier alert of the same agent, source
+    /// and subject that was not a clear. `None` for other events, or when the
+    /// raise is not in the log (deleted by retention, or before it).
+    pub fn raised_at(&self, e: &StoredEvent) -> Result<Option<i64>> {
+        let Some(owlet_proto::v1::event::Kind::Alert(a)) =
+            e.event.as_ref().and_then(|ev| ev.kind.as_ref())
+        else {
+            return Ok(None);
+        };
+        if a.new_state != owlet_proto::v1::State::Up as i32 {
+            return Ok(None);
+        }
+        use rusqlite::OptionalExtension;
+        self.db
+            .query_row(
+                "SELECT time_us, state FROM events WHERE kind = 'alert' AND agent = ?1
+                   AND alert_source IS ?2 AND alert_subject IS ?3 AND id < ?4
+                 ORDER BY id DESC LIMIT 1",
+                params![
+                    e.agent,
+                    (!a.source.is_empty()).then_some(&a.source),
+                    (!a.subject.is_empty()).then_some(&a.subject),
+                    e.id
+                ],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map(|row| row.and_then(|(t, state)| (state != "up").then_some(t)))
+            .at(&self.path)
     }
 
     /// The raw connection, read-only and confined to this tenant, for the

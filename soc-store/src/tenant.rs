@@ -149,6 +149,30 @@ impl TenantLog {
         self.marks.get(agent).copied().unwrap_or(0)
     }
 
+    /// Raises the agent's high-water mark to at least `seq` without storing
+    /// anything (a mark carried over from an older release's database, whose
+    /// events were already stored there). Durable on return.
+    pub fn raise_mark(&mut self, agent: &str, seq: u64) -> Result<()> {
+        if self.acked_seq(agent) >= seq {
+            return Ok(());
+        }
+        self.db
+            .execute(
+                "INSERT INTO agent_progress (agent, acked_seq) VALUES (?1, ?2)
+                 ON CONFLICT (agent) DO UPDATE SET acked_seq = MAX(acked_seq, ?2)",
+                params![agent, seq as i64],
+            )
+            .at(&self.path)?;
+        self.marks.insert(agent.to_string(), seq);
+        Ok(())
+    }
+
+    /// Events stored and duplicates dropped for `agent` since the tenant's
+    /// log began.
+    pub fn agent_counts(&self, agent: &str) -> Result<(u64, u64)> {
+        agent_counts(&self.db, &self.path, agent)
+    }
+
     /// The last id of the log (0 when nothing was ever stored).
     pub fn last_id(&self) -> i64 {
         self.last_id
@@ -280,6 +304,19 @@ impl TenantLog {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .at(&self.path)
     }
+}
+
+/// (stored, duplicates dropped) of `agent` in the tenant database `db`.
+pub(crate) fn agent_counts(db: &Connection, path: &Path, agent: &str) -> Result<(u64, u64)> {
+    Ok(db
+        .query_row(
+            "SELECT stored, duplicates_dropped FROM agent_progress WHERE agent = ?1",
+            params![agent],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()
+        .at(path)?
+        .unwrap_or((0, 0)))
 }
 
 /// `(name, day)` of every partition, oldest first.

@@ -37,20 +37,74 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print stored events as they arrive.
+    /// Print stored events, filtered, as they arrive (and history with
+    /// --since or --from-start).
     Tail {
         /// The SOC configuration; its [sink] names the database to read.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Only this agent: TENANT/AGENT or AGENT.
         #[arg(long)]
         agent: Option<String>,
+        /// Only these kinds (repeatable): check_result, alert, host_metrics,
+        /// flow_record, file_change, agent_status, data_loss, capture_stats.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only alerts and file changes of these severities (repeatable):
+        /// info, warning, critical.
+        #[arg(long = "severity", value_name = "SEVERITY")]
+        severities: Vec<String>,
+        /// Start with events since this time: RFC 3339 ("2026-12-01T09:00:00+09:00")
+        /// or an age ("2h", "7days").
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339 or an age); implies
+        /// --no-follow.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Print what is stored and exit instead of waiting for more.
+        #[arg(long)]
+        no_follow: bool,
         /// JSON lines (proto3 JSON mapping for the event).
         #[arg(long)]
         json: bool,
         /// Start from the first stored event instead of new ones.
         #[arg(long)]
         from_start: bool,
+    },
+    /// Run read-only SQL over one tenant's event store (the `events` view and
+    /// the tables of SCHEMA.md); other tenants are out of reach.
+    Query {
+        /// The SOC configuration; its [sink] names the database to read.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant whose store the query reads.
+        #[arg(long)]
+        tenant: String,
+        /// The SQL, e.g. "SELECT kind, COUNT(*) FROM events GROUP BY kind".
+        sql: String,
+        /// Tab-separated values with a header line instead of a table.
+        #[arg(long)]
+        tsv: bool,
+    },
+    /// Stream one tenant's events as NDJSON, CSV or ECS JSON (constant
+    /// memory, no row cap).
+    Export(ExportArgs),
+    /// Tenants: list with storage and retention, export, delete (the end of
+    /// a contract).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Storage per tenant, retention deletions, outputs' lag and errors.
+    Status {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Everything on loopback: a throwaway CA, a SOC receiver in this
     /// process, and an agent (`--agent-bin`) as a child process, with the SOC's
@@ -66,6 +120,83 @@ pub enum Command {
         /// of a temporary directory removed at the end.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `owlet-soc export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The SOC configuration; its [sink] names the database to read.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The tenant to export.
+    #[arg(long)]
+    pub tenant: String,
+    /// Events at or after this time: RFC 3339 or an age ("30days").
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Events before this time: RFC 3339 or an age.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: ExportFormat,
+    /// Time zone of the times written (IANA name, e.g. Asia/Tokyo, or UTC);
+    /// default: the tenant's zone from soc.toml, else UTC.
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `owlet-soc export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line: identity, times, and the event (proto3 JSON).
+    Ndjson,
+    /// One row per event: the typed columns of SCHEMA.md.
+    Csv,
+    /// One Elastic Common Schema document per line.
+    Ecs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Tenants with their agents, events, storage and retention.
+    List {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Copy a tenant's whole store (a consistent snapshot of its database)
+    /// and an NDJSON export of every event into DIR, with checksums.
+    Export {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// New directory for the export.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Delete a tenant's store and its consumers' positions. Stop the
+    /// receiver's traffic for it first (revoke its agents).
+    Delete {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Really delete (there is no undo).
+        #[arg(long)]
+        yes: bool,
     },
 }
 

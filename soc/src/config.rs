@@ -18,6 +18,12 @@ pub struct SocConfig {
     pub sink: SinkSection,
     #[serde(default)]
     pub liveness: LivenessSection,
+    /// The default retention of every tenant's events.
+    #[serde(default)]
+    pub retention: RetentionSection,
+    /// Per-tenant settings: zone and retention overrides.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantSection>,
     /// `[log]`: format (auto | human | journald | json) and level.
     #[serde(default)]
     pub log: owlet_logging::LogSection,
@@ -87,7 +93,81 @@ fn default_check_every() -> Duration {
     Duration::from_secs(5)
 }
 
+/// `[retention]`: limits by period and by capacity, whichever is hit
+/// first; whole days are deleted, oldest first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Keep events for this long ("400days"); unset: no age limit.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Keep at most this much per tenant ("50GiB"); unset: no size limit.
+    #[serde(default)]
+    pub max_bytes: Option<bytesize::ByteSize>,
+    /// How often the limits are applied.
+    #[serde(default = "default_retention_every", with = "humantime_serde")]
+    pub check_every: Duration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            max_age: default_max_age(),
+            max_bytes: None,
+            check_every: default_retention_every(),
+        }
+    }
+}
+
+/// 400 days: a year and a month, the common contract figure.
+fn default_max_age() -> Option<Duration> {
+    Some(Duration::from_secs(400 * 86_400))
+}
+
+fn default_retention_every() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// `[tenants.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// The tenant's IANA time zone: exports and reports use it by default.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Overrides `retention.max_age` for this tenant.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Overrides `retention.max_bytes` for this tenant.
+    #[serde(default)]
+    pub max_bytes: Option<bytesize::ByteSize>,
+}
+
 impl SocConfig {
+    /// The retention policy of `tenant`: its own limits over the default.
+    pub fn retention_of(&self, tenant: &str) -> owlet_soc_store::Policy {
+        let own = self.tenants.get(tenant);
+        owlet_soc_store::Policy {
+            // "0s" switches the age limit off.
+            max_age: own
+                .and_then(|t| t.max_age)
+                .or(self.retention.max_age)
+                .filter(|age| !age.is_zero()),
+            max_bytes: own
+                .and_then(|t| t.max_bytes)
+                .or(self.retention.max_bytes)
+                .map(|b| b.as_u64()),
+        }
+    }
+
+    /// The time zone of `tenant` (`UTC` when not set).
+    pub fn zone_of(&self, tenant: &str) -> &str {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.time_zone.as_deref())
+            .unwrap_or("UTC")
+    }
+
     /// The SQLite file of the configured sink.
     pub fn sqlite_path(&self) -> &Path {
         match &self.sink {
@@ -149,6 +229,19 @@ fn resolve_and_check(
     }
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
+    }
+    if config.retention.check_every.is_zero() {
+        errors.push(source.error("retention.check_every", "must be longer than 0s"));
+    }
+    for (name, tenant) in &config.tenants {
+        if let Err(e) = owlet_tls::Identity::new(name.as_str(), "x") {
+            errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
+        }
+        if let Some(zone) = &tenant.time_zone
+            && let Err(e) = owlet_soc_export::Zone::parse(zone)
+        {
+            errors.push(source.error(&format!("tenants.{name}.time_zone"), e));
+        }
     }
     errors
 }

@@ -363,12 +363,21 @@ async fn watch(
     mut flaky: Flaky,
     mut edits: Edits,
 ) -> anyhow::Result<Stop> {
-    let db = query::open_read_only(db_path)?;
-    let mut after = 0;
+    let store = owlet_soc_store::Store::open(&crate::sink::store_root(db_path))?;
+    // Each tenant's log and the last id shown (tenants appear with their
+    // first event).
+    let mut cursors: std::collections::BTreeMap<String, i64> = Default::default();
     loop {
-        let events = query::events_after(&db, after, None, 500)?;
+        let mut events = Vec::new();
+        for tenant in store.tenants()? {
+            let after = cursors.entry(tenant.clone()).or_insert(0);
+            let read = store.reader(&tenant)?.read_after(*after, 500)?;
+            if let Some(last) = read.last() {
+                *after = last.id;
+            }
+            events.extend(read);
+        }
         for stored in &events {
-            after = stored.row;
             let Some(event) = &stored.event else {
                 continue;
             };
@@ -635,17 +644,17 @@ async fn stop_agent(agent: &mut Child) {
 
 fn summary(screen: &mut Screen, db_path: &Path) -> anyhow::Result<()> {
     let db = query::open_read_only(db_path)?;
+    let store = owlet_soc_store::Store::open(&crate::sink::store_root(db_path))?;
     let mut lines = vec!["--- summary ---".to_string()];
-    for a in query::agents(&db)? {
+    let agents = query::agents(&db, &store)?;
+    let stored: u64 = agents.iter().map(|a| a.events_stored).sum();
+    for a in agents {
         lines.push(format!(
             "agent {}/{} (owlet {}): clock offset {} ms, duplicates dropped {}",
             a.tenant, a.agent_id, a.version, a.clock_offset_ms, a.duplicates_dropped
         ));
     }
-    lines.push(format!(
-        "{} events stored at the SOC",
-        query::event_count(&db)?
-    ));
+    lines.push(format!("{stored} events stored at the SOC"));
     for line in lines {
         if !screen.line(line)? {
             break;

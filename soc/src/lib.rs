@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod analyst;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -20,3 +21,4 @@ pub mod revocation;
 pub mod serve;
 pub mod service;
 pub mod sink;
+pub mod tail;

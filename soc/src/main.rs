@@ -1,13 +1,10 @@
 //! The `owlet-soc` binary: see `owlet-soc --help` and the README.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
-use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg};
-use owlet_soc::{config, demo, enroll, query, serve};
+use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
+use owlet_soc::{analyst, config, demo, enroll, query, serve, tail};
 use owlet_tls::Identity;
 
 fn main() {
@@ -155,73 +152,62 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             })?;
             Ok(0)
         }
-        Command::Agents { config, json } => {
-            let config = load(&config)?;
-            let db = query::open_read_only(config.sqlite_path())
-                .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
-            let rows = query::agents(&db)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  HOST",
-                    "AGENT",
-                    "STATE",
-                    "VERSION",
-                    "LAST SEEN",
-                    "CLOCK ms",
-                    "DUPLICATES",
-                    "LAST SELF-TEST",
-                    "CERT EXPIRES"
-                );
-                for r in rows {
-                    println!(
-                        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10}  {:<24}  {:<24}  {}",
-                        format!("{}/{}", r.tenant, r.agent_id),
-                        r.state,
-                        r.version,
-                        r.last_seen,
-                        r.clock_offset_ms,
-                        r.duplicates_dropped,
-                        r.last_selftest.as_deref().unwrap_or("never"),
-                        r.cert_expires.as_deref().unwrap_or("unknown"),
-                        r.hostname
-                    );
-                }
-            }
-            Ok(0)
-        }
+        Command::Agents { config, json } => analyst::agents(&load(&config)?, json),
+        Command::Query {
+            config,
+            tenant,
+            sql,
+            tsv,
+        } => analyst::sql(&load(&config)?, &tenant, &sql, tsv),
+        Command::Export(args) => analyst::export(&load(&args.config)?, &args),
+        Command::Tenant(TenantCommand::List { config }) => analyst::tenant_list(&load(&config)?),
+        Command::Tenant(TenantCommand::Export {
+            config,
+            tenant,
+            out,
+        }) => analyst::tenant_export(&load(&config)?, &tenant, &out),
+        Command::Tenant(TenantCommand::Delete {
+            config,
+            tenant,
+            yes,
+        }) => analyst::tenant_delete(&load(&config)?, &tenant, yes),
+        Command::Status { config, json } => analyst::status(&load(&config)?, json),
         Command::Tail {
             config,
+            tenant,
             agent,
+            kinds,
+            severities,
+            since,
+            until,
+            no_follow,
             json,
             from_start,
         } => {
             let config = load(&config)?;
             let db = query::open_read_only(config.sqlite_path())
                 .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
-            let mut after = if from_start { 0 } else { query::last_row(&db)? };
-            let mut out = std::io::stdout().lock();
-            loop {
-                let events = query::events_after(&db, after, agent.as_deref(), 1000)?;
-                for e in &events {
-                    let line = if json {
-                        query::json_line(e)
-                    } else {
-                        query::text_line(e)
-                    };
-                    if !write_or_done(writeln!(out, "{line}"))? {
-                        return Ok(0);
-                    }
-                    after = e.row;
-                }
-                if !write_or_done(out.flush())? {
-                    return Ok(0);
-                }
-                if events.is_empty() {
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
+            let store = analyst::store(&config)?;
+            let agents = query::agents(&db, &store)?;
+            let now = std::time::SystemTime::now();
+            let options = tail::TailOptions {
+                tenant,
+                agent,
+                kinds,
+                severities,
+                since_us: since
+                    .as_deref()
+                    .map(|t| analyst::parse_time(t, now))
+                    .transpose()?,
+                until_us: until
+                    .as_deref()
+                    .map(|t| analyst::parse_time(t, now))
+                    .transpose()?,
+                from_start,
+                follow: !no_follow && until.is_none(),
+                json,
+            };
+            tail::run(&store, &agents, &options)
         }
     }
 }
@@ -269,15 +255,6 @@ fn ca_renew(
         out.display()
     );
     Ok(0)
-}
-
-/// `Ok(false)` when stdout's reader went away (`owlet-soc tail | head`).
-fn write_or_done(result: std::io::Result<()>) -> anyhow::Result<bool> {
-    match result {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]

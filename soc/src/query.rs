@@ -1,12 +1,13 @@
-//! Read-side commands over the SQLite sink: `owlet-soc agents` and
-//! `owlet-soc tail`. They open the database read-only, so they can run beside
-//! a serving receiver (WAL allows concurrent readers).
+//! Read side of the control database (`owlet-soc agents`) and the text and
+//! JSON renderings of stored events (`owlet-soc tail`). Everything opens
+//! read-only, so it runs beside a serving receiver (WAL allows concurrent
+//! readers).
 
 use std::path::Path;
 use std::time::Duration;
 
 use owlet_proto::v1::{Event, event::Kind};
-use prost::Message;
+use owlet_soc_store::{Store, StoredEvent};
 use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
@@ -32,6 +33,11 @@ pub struct AgentRow {
     /// When the agent last stored a self-test record (`owlet selftest`);
     /// `None` if it never did.
     pub last_selftest: Option<String>,
+    /// What that self-test said: "pass" or "FAIL step, step" (its local
+    /// steps); `None` if it never ran or the SOC did not record it.
+    pub last_selftest_result: Option<String>,
+    /// Events of the agent stored in its tenant's log.
+    pub events_stored: u64,
     /// Serial of the certificate it last connected with (hex); `None`
     /// before a SOC that records it saw the agent.
     pub cert_serial: Option<String>,
@@ -70,9 +76,12 @@ fn agents_column(
     })
 }
 
-pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
+/// The agents of the control database `db`, with their events counted in
+/// `store`'s tenant logs.
+pub fn agents(db: &Connection, store: &Store) -> rusqlite::Result<Vec<AgentRow>> {
     let duplicates = agents_column(db, "duplicates_dropped", "0")?;
     let selftest = agents_column(db, "last_selftest_us", "NULL")?;
+    let selftest_result = agents_column(db, "last_selftest_result", "NULL")?;
     let serial = agents_column(db, "cert_serial", "NULL")?;
     let expires = agents_column(db, "cert_not_after_us", "NULL")?;
     let revoked = if db
@@ -86,7 +95,7 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
     let mut stmt = db.prepare(&format!(
         "SELECT tenant, agent_id, version, hw_profile, hostname, time_zone, connected, silent,
                 first_seen_us, last_seen_us, clock_offset_ms, acked_seq, {duplicates}, {selftest},
-                {serial}, {expires}, COALESCE({revoked}, 0)
+                {serial}, {expires}, COALESCE({revoked}, 0), {selftest_result}
          FROM agents ORDER BY tenant, agent_id"
     ))?;
     stmt.query_map([], |r| {
@@ -119,68 +128,50 @@ pub fn agents(db: &Connection) -> rusqlite::Result<Vec<AgentRow>> {
             cert_serial: r.get(14)?,
             cert_expires: r.get::<_, Option<i64>>(15)?.map(rfc3339),
             cert_revoked,
+            last_selftest_result: r.get(17)?,
+            events_stored: 0,
         })
     })?
-    .collect()
+    .collect::<rusqlite::Result<Vec<AgentRow>>>()
+    .map(|mut rows| {
+        for row in &mut rows {
+            row.events_stored = store
+                .reader(&row.tenant)
+                .and_then(|r| r.agent_counts(&row.agent_id))
+                .map_or(0, |(stored, _)| stored);
+        }
+        rows
+    })
 }
 
-/// An event as stored, with who sent it.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub row: i64,
-    pub tenant: String,
-    pub agent_id: String,
-    pub received_us: i64,
-    /// Decoded event; `None` if the stored bytes did not decode.
-    pub event: Option<Event>,
-}
-
-/// Events stored after row `after`, oldest first, optionally for one agent
-/// (`TENANT/AGENT` or just `AGENT`).
-pub fn events_after(
-    db: &Connection,
-    after: i64,
-    agent: Option<&str>,
-    limit: usize,
-) -> rusqlite::Result<Vec<StoredEvent>> {
-    let (tenant, agent_id) = match agent.map(|a| a.split_once('/')) {
-        Some(Some((t, a))) => (Some(t), Some(a)),
-        Some(None) => (None, agent),
-        None => (None, None),
+/// "pass" or "FAIL step, step" from a self-test record's message ("owlet
+/// selftest: operation test (local checks: 7 passed, 1 failed
+/// (watched_paths))"); `None` for other records.
+pub fn self_test_result(event: &Event) -> Option<String> {
+    let Some(Kind::Alert(a)) = &event.kind else {
+        return None;
     };
-    let mut stmt = db.prepare_cached(
-        "SELECT e.id, a.tenant, a.agent_id, e.received_us, e.body FROM events e JOIN agents a ON a.id = e.agent
-         WHERE e.id > ?1 AND (?2 IS NULL OR a.tenant = ?2) AND (?3 IS NULL OR a.agent_id = ?3)
-         ORDER BY e.id LIMIT ?4",
-    )?;
-    stmt.query_map(params![after, tenant, agent_id, limit as i64], |r| {
-        let body: Vec<u8> = r.get(4)?;
-        Ok(StoredEvent {
-            row: r.get(0)?,
-            tenant: r.get(1)?,
-            agent_id: r.get(2)?,
-            received_us: r.get(3)?,
-            event: Event::decode(body.as_slice()).ok(),
-        })
-    })?
-    .collect()
-}
-
-/// The last stored row id (0 when empty).
-pub fn last_row(db: &Connection) -> rusqlite::Result<i64> {
-    db.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
-}
-
-/// Number of stored events.
-pub fn event_count(db: &Connection) -> rusqlite::Result<i64> {
-    db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+    if a.name != "selftest_operation" {
+        return None;
+    }
+    if a.message.contains("none failed") {
+        return Some("pass".into());
+    }
+    let failed = a
+        .message
+        .split_once("failed (")
+        .map(|(_, rest)| rest.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| "see the record".into());
+    Some(format!("FAIL {failed}"))
 }
 
 /// One JSON object per event: agent identity plus the event in proto3 JSON.
 pub fn json_line(stored: &StoredEvent) -> String {
     serde_json::json!({
+        "id": stored.event_id(),
         "tenant": stored.tenant,
-        "agent": stored.agent_id,
+        "agent": stored.agent,
+        "zone": stored.zone,
         "received": rfc3339(stored.received_us),
         "event": stored.event,
     })
@@ -194,7 +185,7 @@ pub fn text_line(stored: &StoredEvent) -> String {
             "{} {}/{} <undecodable event>",
             rfc3339(stored.received_us),
             stored.tenant,
-            stored.agent_id
+            stored.agent
         );
     };
     let time = event
@@ -211,7 +202,7 @@ pub fn text_line(stored: &StoredEvent) -> String {
     format!(
         "{time} {}/{} {seq} {}: {}",
         stored.tenant,
-        stored.agent_id,
+        stored.agent,
         event.kind_name(),
         summary(event)
     )
@@ -275,7 +266,7 @@ pub fn flow_line(f: &owlet_proto::v1::FlowRecord) -> String {
         58 => "icmp6".to_string(),
         other => format!("proto {other}"),
     };
-    format!(
+    let mut line = format!(
         "{proto} {} -> {} on {}: {} pkts / {} B out, {} pkts / {} B back ({:?})",
         owlet_proto::endpoint(&f.src_addr, f.src_port, f.protocol),
         owlet_proto::endpoint(&f.dst_addr, f.dst_port, f.protocol),
@@ -285,7 +276,24 @@ pub fn flow_line(f: &owlet_proto::v1::FlowRecord) -> String {
         f.packets_in,
         f.bytes_in,
         f.end_reason()
-    )
+    );
+    // The application names the capture saw, as an analyst greps for them.
+    if !f.dns_query.is_empty() {
+        line.push_str(&format!("; dns {}", f.dns_query));
+        if !f.dns_answers.is_empty() {
+            line.push_str(&format!(" -> {}", f.dns_answers.join(", ")));
+        }
+    }
+    if !f.tls_sni.is_empty() {
+        line.push_str(&format!("; sni {}", f.tls_sni));
+    }
+    if !f.http_host.is_empty() {
+        line.push_str(&format!(
+            "; http {} {}{}",
+            f.http_method, f.http_host, f.http_path
+        ));
+    }
+    line
 }
 
 /// A capture summary on one line: volume, health and the top talkers.
@@ -400,7 +408,7 @@ pub fn host_line(h: &owlet_proto::v1::HostMetrics) -> String {
     line
 }
 
-fn rfc3339(micros: i64) -> String {
+pub fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()

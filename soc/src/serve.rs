@@ -119,6 +119,7 @@ impl Receiver {
             conn_tx,
         ));
         let silence = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
+        let retention = tokio::spawn(apply_retention(sink.clone(), config.clone()));
 
         let notify_sink = sink.clone();
         let service = TelemetryServer::new(TelemetryService::new(sink))
@@ -156,6 +157,7 @@ impl Receiver {
         };
         accept.abort();
         silence.abort();
+        retention.abort();
         crl_watch.abort();
         let _ = stop_tx.send(true);
         let _ = notify.await;
@@ -236,6 +238,29 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
                 }
             }
             Err(e) => warn!(error = %e, "liveness check failed"),
+        }
+    }
+}
+
+/// Applies the tenants' retention limits now and every
+/// `retention.check_every`; each deletion is logged (and recorded in the
+/// tenant's `deletions` table by the store).
+async fn apply_retention(sink: SinkHandle, config: SocConfig) {
+    let mut ticker = tokio::time::interval(config.retention.check_every);
+    loop {
+        ticker.tick().await;
+        let policies = config.clone();
+        let policy_of = Box::new(move |tenant: &str| policies.retention_of(tenant));
+        match sink
+            .enforce_retention(policy_of, std::time::SystemTime::now())
+            .await
+        {
+            Ok(deleted) => {
+                for (tenant, d) in deleted {
+                    info!(%tenant, day = %d.day, events = d.events, reason = d.reason, "retention deleted a day of events");
+                }
+            }
+            Err(e) => warn!(error = %e, "retention failed; it is tried again at the next interval"),
         }
     }
 }

@@ -1,12 +1,13 @@
-//! Reading the SOC's SQLite file: stored events and agent rows.
+//! Reading the SOC's storage: agent rows from its control database
+//! (`soc.db`) and stored events from the tenants' logs beside it
+//! (`tenants/TENANT/events.db`, read with `owlet-soc-store`).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::{Alert, CheckResult, Event, event::Kind};
-use prost::Message;
 
-/// Read-only view of the SOC's SQLite file. Each query opens the file anew
+/// Read-only view of the SOC's storage. Each query opens the files anew
 /// (read-only, WAL) so it sees the latest commits.
 pub struct Db {
     pub path: PathBuf,
@@ -94,7 +95,7 @@ impl Db {
         db.busy_timeout(Duration::from_secs(5)).ok()?;
         // The SOC may not have created the tables yet.
         db.query_row(
-            "SELECT 1 FROM sqlite_master WHERE name = 'events'",
+            "SELECT 1 FROM sqlite_master WHERE name = 'agents'",
             [],
             |_| Ok(()),
         )
@@ -131,32 +132,38 @@ impl Db {
             .find(|a| a.tenant == tenant && a.agent_id == agent)
     }
 
-    /// All stored events in arrival order.
+    fn store(&self) -> Option<owlet_soc_store::Store> {
+        let root = self.path.parent()?;
+        root.join("tenants")
+            .exists()
+            .then(|| owlet_soc_store::Store::open(root).ok())?
+    }
+
+    /// All stored events in arrival order (per tenant: log order; across
+    /// tenants: by receive time).
     pub fn events(&self) -> Vec<Stored> {
-        let Some(db) = self.open() else {
+        let Some(store) = self.store() else {
             return Vec::new();
         };
-        let mut stmt = db
-            .prepare(
-                "SELECT e.id, a.tenant, a.agent_id, e.seq, e.kind, e.body
-                 FROM events e JOIN agents a ON a.id = e.agent ORDER BY e.id",
-            )
-            .unwrap();
-        stmt.query_map([], |r| {
-            let body: Vec<u8> = r.get(5)?;
-            Ok(Stored {
-                row: r.get(0)?,
-                tenant: r.get(1)?,
-                agent: r.get(2)?,
-                seq: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                kind: r.get(4)?,
-                event: Event::decode(body.as_slice())
-                    .expect("stored body is not an owlet.v1.Event"),
-            })
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+        let mut all: Vec<(i64, Stored)> = Vec::new();
+        for tenant in store.tenants().unwrap() {
+            let reader = store.reader(&tenant).unwrap();
+            for e in reader.read_after(0, usize::MAX).unwrap() {
+                all.push((
+                    e.received_us,
+                    Stored {
+                        row: e.id,
+                        tenant: e.tenant,
+                        agent: e.agent,
+                        seq: e.seq,
+                        kind: e.kind,
+                        event: e.event.expect("stored body is not an owlet.v1.Event"),
+                    },
+                ));
+            }
+        }
+        all.sort_by(|a, b| (a.0, &a.1.tenant, a.1.row).cmp(&(b.0, &b.1.tenant, b.1.row)));
+        all.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Stored events of one agent, in arrival order.
@@ -167,18 +174,40 @@ impl Db {
             .collect()
     }
 
-    /// Number of events in the database (any agent); 0 if none.
+    /// Number of events stored (any tenant); 0 if none.
     pub fn count(&self) -> i64 {
-        let Some(db) = self.open() else { return 0 };
-        db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        let Some(store) = self.store() else { return 0 };
+        store
+            .tenants()
             .unwrap()
+            .iter()
+            .map(|t| {
+                let (_, rows) = store
+                    .reader(t)
+                    .unwrap()
+                    .sql("SELECT COALESCE(SUM(events), 0) FROM partitions")
+                    .unwrap();
+                rows[0][0].parse::<i64>().unwrap()
+            })
+            .sum()
     }
 
-    /// Takes the database's write lock (`BEGIN IMMEDIATE`) and holds it
-    /// until the returned connection is dropped (rolled back, nothing
-    /// written): the SOC's commits stall meanwhile, like on a stalled disk.
-    pub fn hold_write_lock(&self) -> rusqlite::Connection {
-        let db = rusqlite::Connection::open(&self.path).unwrap();
+    /// The database file of `tenant`'s event log.
+    pub fn tenant_file(&self, tenant: &str) -> PathBuf {
+        self.path
+            .parent()
+            .unwrap()
+            .join("tenants")
+            .join(tenant)
+            .join("events.db")
+    }
+
+    /// Takes the write lock of `tenant`'s log (`BEGIN IMMEDIATE`) and holds
+    /// it until the returned connection is dropped (rolled back, nothing
+    /// written): the SOC's commits of that tenant stall meanwhile, like on a
+    /// stalled disk.
+    pub fn hold_write_lock(&self, tenant: &str) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(self.tenant_file(tenant)).unwrap();
         db.busy_timeout(Duration::from_secs(30)).unwrap();
         db.execute_batch("BEGIN IMMEDIATE").unwrap();
         db
@@ -186,21 +215,23 @@ impl Db {
 
     /// (tenant/agent, kind, count, min seq, max seq) for diagnostics.
     pub fn summary(&self) -> Vec<SummaryRow> {
-        let Some(db) = self.open() else {
-            return Vec::new();
-        };
-        let mut stmt = db
-            .prepare(
-                "SELECT a.tenant || '/' || a.agent_id, e.kind, COUNT(*), MIN(e.seq), MAX(e.seq)
-                 FROM events e JOIN agents a ON a.id = e.agent GROUP BY 1, 2 ORDER BY 1, 2",
-            )
-            .unwrap();
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+        let mut rows: std::collections::BTreeMap<
+            (String, String),
+            (i64, Option<i64>, Option<i64>),
+        > = Default::default();
+        for e in self.events() {
+            let row = rows
+                .entry((format!("{}/{}", e.tenant, e.agent), e.kind.clone()))
+                .or_insert((0, None, None));
+            row.0 += 1;
+            if let Some(seq) = e.seq.map(|s| s as i64) {
+                row.1 = Some(row.1.map_or(seq, |m: i64| m.min(seq)));
+                row.2 = Some(row.2.map_or(seq, |m: i64| m.max(seq)));
+            }
+        }
+        rows.into_iter()
+            .map(|((agent, kind), (n, min, max))| (agent, kind, n, min, max))
+            .collect()
     }
 
     /// Number of stored synthetic events (cheap enough to poll).

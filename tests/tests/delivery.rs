@@ -1,6 +1,6 @@
 //! `owlet health` judges delivery, not only the connection: a real
 //! `owlet-soc` whose storage is held (the test takes SQLite's write lock on
-//! the SOC's database, so every batch waits and then fails) keeps taking the
+//! the tenant's event log, so every batch waits and then fails) keeps taking the
 //! agent's connections, yet the agent's health turns WARNING and then
 //! CRITICAL, naming the undelivered events; once the storage is released
 //! the backlog is stored and the delivery reason is gone.
@@ -38,22 +38,14 @@ fn a_soc_that_stores_nothing_turns_health_warning_then_critical() {
     wait_until("the agent delivering", DEADLINE, || delivering(&agent));
 
     // Hold the SOC's storage: its writes wait for the lock, then fail.
-    let lock = rusqlite::Connection::open(&soc.db).unwrap();
-    lock.busy_timeout(Duration::from_secs(30)).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = soc.db().hold_write_lock("acme");
     wait_until("health WARNING for undelivered events", DEADLINE, || {
         let h = health(&agent);
-        h["verdict"] == "WARNING"
-            && h["reasons"]
-                .to_string()
-                .contains(UNDELIVERED)
+        h["verdict"] == "WARNING" && h["reasons"].to_string().contains(UNDELIVERED)
     });
     wait_until("health CRITICAL for undelivered events", DEADLINE, || {
         let h = health(&agent);
-        h["verdict"] == "CRITICAL"
-            && h["reasons"]
-                .to_string()
-                .contains(UNDELIVERED)
+        h["verdict"] == "CRITICAL" && h["reasons"].to_string().contains(UNDELIVERED)
     });
 
     // Released: the backlog is stored, health recovers.

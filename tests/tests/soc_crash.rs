@@ -40,7 +40,7 @@ fn soc_kill9_mid_stream_several_times_stores_every_event_exactly_once() {
         // Odd rounds: the SOC's commits stall (the test holds the
         // database's write lock) and it is killed with batches received
         // and not committed.
-        let stall = (round % 2 == 1).then(|| db.hold_write_lock());
+        let stall = (round % 2 == 1).then(|| db.hold_write_lock("acme"));
         sleep(Duration::from_millis(rng.random_range(0..800)));
         if stall.is_some() {
             sleep(Duration::from_secs(1));

@@ -13,9 +13,10 @@
 //! * the identity passed in comes from the client certificate; sinks never
 //!   read identity from payloads (invariant 4).
 
+mod legacy;
 mod sqlite;
 
-pub use sqlite::SqliteSink;
+pub use sqlite::{SqliteSink, store_root};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum SinkError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Store(#[from] owlet_soc_store::StoreError),
     #[error("the sink thread is gone")]
     Gone,
     #[error("{0}")]
@@ -65,17 +68,26 @@ pub trait Sink: Send + 'static {
     /// whose last certificate is newly in it; returns those agents.
     fn set_revoked(&mut self, revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError>;
 
-    /// Stores, durably and all-or-nothing, the events of each batch above its
-    /// agent's high-water mark, in order; returns each batch's new high-water
-    /// mark. Also notes heartbeats, and reports an agent recovered if it was
-    /// silent. Several batches in one call let a sink commit them together
-    /// (group commit: one fsync for all).
-    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError>;
+    /// Stores, durably and all-or-nothing per batch, the events of each batch
+    /// above its agent's high-water mark, in order; returns each batch's new
+    /// high-water mark or why it was not stored. Also notes heartbeats, and
+    /// reports an agent recovered if it was silent. Several batches in one
+    /// call let a sink commit them together (group commit: one fsync for
+    /// all of a tenant's).
+    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Vec<Result<Stored, SinkError>>;
 
     /// Stores, durably, one self-test event of a connected agent as a
     /// self-test record: outside its sequence (seq NULL), never touching its
     /// high-water mark; notes when the agent last ran a self-test.
     fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError>;
+
+    /// Applies each tenant's retention policy (`policy_of(tenant)`) at
+    /// `now`; returns what was deleted, per tenant.
+    fn enforce_retention(
+        &mut self,
+        policy_of: &(dyn Fn(&str) -> owlet_soc_store::Policy + Send),
+        now: SystemTime,
+    ) -> Result<Vec<(String, owlet_soc_store::Deletion)>, SinkError>;
 
     /// Marks the agent disconnected (its last stream ended).
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError>;
@@ -124,6 +136,11 @@ enum Request {
     },
     Disconnected {
         who: Identity,
+    },
+    Retention {
+        policy_of: Box<dyn Fn(&str) -> owlet_soc_store::Policy + Send>,
+        now: SystemTime,
+        reply: Reply<Vec<(String, owlet_soc_store::Deletion)>>,
     },
     Liveness {
         now: SystemTime,
@@ -177,22 +194,24 @@ fn store_group(
         return 0;
     }
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-    match sink.store_batches(&batches) {
-        Ok(results) => {
-            for (reply, stored) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(stored));
+    let mut stored = 0;
+    for ((reply, result), (who, batch)) in replies
+        .into_iter()
+        .zip(sink.store_batches(&batches))
+        .zip(batches)
+    {
+        match result {
+            Ok(done) => {
+                stored += batch.events.len() as u64;
+                let _ = reply.send(Ok(done));
             }
-            batches.iter().map(|(_, b)| b.events.len() as u64).sum()
-        }
-        Err(e) => {
-            let message = e.to_string();
-            broken.extend(batches.into_iter().map(|(who, _)| who));
-            for reply in replies {
-                let _ = reply.send(Err(SinkError::Failed(message.clone())));
+            Err(e) => {
+                broken.insert(who);
+                let _ = reply.send(Err(SinkError::Failed(e.to_string())));
             }
-            0
         }
     }
+    stored
 }
 
 impl SinkHandle {
@@ -258,6 +277,9 @@ impl SinkHandle {
                         if let Err(e) = sink.agent_disconnected(&who) {
                             tracing::warn!(agent = %who, error = %e, "could not record disconnect");
                         }
+                    }
+                    Request::Retention { policy_of, now, reply } => {
+                        let _ = reply.send(sink.enforce_retention(&*policy_of, now));
                     }
                     Request::Liveness { now, silent_after, reply } => {
                         let _ = reply.send(sink.check_liveness(now, silent_after));
@@ -341,6 +363,20 @@ impl SinkHandle {
         let _ = self.tx.send(Request::Disconnected { who }).await;
     }
 
+    /// See [`Sink::enforce_retention`].
+    pub async fn enforce_retention(
+        &self,
+        policy_of: Box<dyn Fn(&str) -> owlet_soc_store::Policy + Send>,
+        now: SystemTime,
+    ) -> Result<Vec<(String, owlet_soc_store::Deletion)>, SinkError> {
+        self.call(|reply| Request::Retention {
+            policy_of,
+            now,
+            reply,
+        })
+        .await
+    }
+
     pub async fn check_liveness(
         &self,
         now: SystemTime,
@@ -382,26 +418,38 @@ mod tests {
         fn store_batches(
             &mut self,
             batches: &[(Identity, Batch)],
-        ) -> Result<Vec<Stored>, SinkError> {
+        ) -> Vec<Result<Stored, SinkError>> {
             if self.fail > 0 {
                 self.fail -= 1;
-                return Err(SinkError::Failed("disk I/O error".into()));
+                return batches
+                    .iter()
+                    .map(|_| Err(SinkError::Failed("disk I/O error".into())))
+                    .collect();
             }
             self.committed
                 .extend(batches.iter().map(|(_, b)| b.last_seq));
-            Ok(batches
+            batches
                 .iter()
-                .map(|(_, b)| Stored {
-                    acked_seq: b.last_seq,
-                    change: None,
+                .map(|(_, b)| {
+                    Ok(Stored {
+                        acked_seq: b.last_seq,
+                        change: None,
+                    })
                 })
-                .collect())
+                .collect()
         }
         fn store_self_test(&mut self, _: &Identity, _: &Event) -> Result<(), SinkError> {
             Ok(())
         }
         fn agent_disconnected(&mut self, _: &Identity) -> Result<(), SinkError> {
             Ok(())
+        }
+        fn enforce_retention(
+            &mut self,
+            _: &(dyn Fn(&str) -> owlet_soc_store::Policy + Send),
+            _: SystemTime,
+        ) -> Result<Vec<(String, owlet_soc_store::Deletion)>, SinkError> {
+            Ok(vec![])
         }
         fn check_liveness(
             &mut self,

@@ -1,39 +1,41 @@
-//! The embedded default sink: one SQLite file in WAL mode.
+//! The embedded default sink: a control database (`soc.db`: agents and
+//! certificates) and the tenants' event logs beside it (`owlet-soc-store`:
+//! `tenants/TENANT/events.db`, one file per tenant).
 //!
-//! Durability: `synchronous = FULL`, so a committed transaction survives power
-//! loss; one transaction per batch, committed before `store_batch` returns.
-//! Exactly once: `agents.acked_seq` is the per-agent high-water mark, read and
-//! advanced inside the same transaction as the inserts; only events above it
-//! are inserted. The receiver has already checked that sequence numbers
-//! increase strictly within a batch (`crate::service`), so the mark alone
-//! excludes every duplicate, across reconnects and SOC restarts. (A unique
-//! index on `events(agent, seq)` used to double-check this; it cost a quarter
-//! of the SOC's throughput for no case the mark does not already cover.)
+//! Durability and exactly once live in the tenant log: an agent's events and
+//! its high-water mark are committed in one transaction of its tenant's file
+//! (`synchronous = FULL`), before `store_batches` returns. The control
+//! database then records what the batch said about the agent (last seen,
+//! heartbeat, liveness, a mirror of the mark for `owlet-soc agents`). If the
+//! SOC dies between the two commits, the events are stored and the agent's
+//! resend is dropped as duplicates; at worst an `agent_recovered` alert is
+//! recorded twice.
 //!
-//! Duplicates are counted, not silently ignored: every event received at or
-//! below the mark is added to `agents.duplicates_dropped` in the same
-//! transaction, so an operator (and a test) can see that resends after a
-//! reconnect reached the SOC and were dropped.
+//! Alerts the SOC raises about an agent (silent, stopped, recovered,
+//! certificate revoked) and self-test records go to the agent's tenant log
+//! outside its sequence (seq NULL), written before the control flag that
+//! stops them repeating: a crash may repeat such an alert, never lose it.
 //!
-//! Layout (the `agents` and `events` tables are also read by `owlet-soc agents`
-//! and `owlet-soc tail`, see `crate::query`):
+//! Control layout (also read by `owlet-soc agents`, see `crate::query`):
 //! * `agents`: one row per (tenant, agent id) with version, profile, host,
 //!   time zone, first/last seen, last heartbeat, clock offset, connection and
-//!   liveness state, high-water mark, duplicates dropped (events), last
-//!   self-test, serial and expiry of the certificate it last connected with;
+//!   liveness state, a mirror of its high-water mark, duplicates dropped
+//!   (events), last self-test, serial and expiry of the certificate it last
+//!   connected with;
 //! * `revoked_certs`: the serials the CRL in force revokes (replaced whole
-//!   on each CRL load), so the read side can tell a revoked agent;
-//! * `events`: one row per event in arrival order (`id`), with the agent row,
-//!   sequence number (NULL for alerts the SOC raised itself and for self-test
-//!   records of `owlet selftest`, which are outside the agent's sequence), kind name, event
-//!   time, receive time and the protobuf-encoded `owlet.v1.Event`.
+//!   on each CRL load), so the read side can tell a revoked agent.
+//!
+//! A `soc.db` of an earlier release kept every event in its own `events`
+//! table; [`SqliteSink::open`] moves them into the tenants' logs (see
+//! `super::legacy`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::{Alert, Batch, Event, Hello, Severity, State, event::Kind};
+use owlet_soc_store::{Store, Writers};
 use owlet_tls::{CertInfo, Identity, RevokedCert};
-use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{LivenessChange, Sink, SinkError, Stored};
@@ -56,11 +58,14 @@ CREATE TABLE IF NOT EXISTS agents (
     -- open streams (an agent can reconnect before its old stream times out)
     connected            INTEGER NOT NULL DEFAULT 0,
     silent               INTEGER NOT NULL DEFAULT 0,
+    -- mirror of the high-water mark kept in the tenant's log
     acked_seq            INTEGER NOT NULL DEFAULT 0,
     -- events received at or below acked_seq, dropped as duplicates
     duplicates_dropped   INTEGER NOT NULL DEFAULT 0,
     -- when the agent last stored a self-test record (`owlet selftest`)
     last_selftest_us     INTEGER,
+    -- what it said: 'pass' or 'FAIL step, step'
+    last_selftest_result TEXT,
     -- 1 when the agent's last heartbeat said it was stopping (a planned
     -- stop: its silence is `agent_stopped`, not `agent_silent`)
     stopping             INTEGER NOT NULL DEFAULT 0,
@@ -74,24 +79,20 @@ CREATE TABLE IF NOT EXISTS revoked_certs (
     revoked_us  INTEGER NOT NULL,
     reason      TEXT
 );
-CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY,
-    agent       INTEGER NOT NULL REFERENCES agents(id),
-    seq         INTEGER,
-    kind        TEXT NOT NULL,
-    time_us     INTEGER NOT NULL,
-    received_us INTEGER NOT NULL,
-    body        BLOB NOT NULL
-);
 ";
 
 pub struct SqliteSink {
     db: Connection,
+    writers: Writers,
+    /// Agents' time zones (from their hello), stored with each event.
+    zones: HashMap<Identity, String>,
 }
 
 impl SqliteSink {
-    /// Opens (creating if needed) the database. Every agent starts
-    /// disconnected: a restarted SOC has no streams yet.
+    /// Opens (creating if needed) the control database at `path` and the
+    /// store beside it, moving an earlier release's events into the
+    /// tenants' logs. Every agent starts disconnected: a restarted SOC has
+    /// no streams yet.
     pub fn open(path: &Path) -> Result<Self, SinkError> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
@@ -100,8 +101,24 @@ impl SqliteSink {
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;
         db.execute("UPDATE agents SET connected = 0", [])?;
-        Ok(Self { db })
+        let store = Store::open(&store_root(path))?;
+        let mut writers = Writers::new(store);
+        super::legacy::import(&db, &mut writers)?;
+        Ok(Self {
+            db,
+            writers,
+            zones: HashMap::new(),
+        })
     }
+}
+
+/// The store's directory: the control database's directory.
+pub fn store_root(control: &Path) -> std::path::PathBuf {
+    control
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// Columns added after the first release; `CREATE TABLE IF NOT EXISTS` does
@@ -127,6 +144,10 @@ const ADDED_AGENT_COLUMNS: &[(&str, &str)] = &[
         "cert_not_after_us",
         "ALTER TABLE agents ADD COLUMN cert_not_after_us INTEGER",
     ),
+    (
+        "last_selftest_result",
+        "ALTER TABLE agents ADD COLUMN last_selftest_result TEXT",
+    ),
 ];
 
 /// Brings a database written by an older owlet-soc up to [`SCHEMA`].
@@ -139,7 +160,7 @@ fn migrate(db: &Connection) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// The agent's row id, high-water mark and liveness flag.
+/// The agent's row id, control mark and liveness flag.
 fn agent_row(db: &Connection, who: &Identity) -> Result<Option<(i64, u64, bool)>, SinkError> {
     Ok(db
         .query_row(
@@ -221,96 +242,93 @@ fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
     )
 }
 
-fn insert_soc_event(
-    db: &Connection,
-    agent_row: i64,
-    event: &Event,
-    now_us: i64,
-) -> Result<(), SinkError> {
-    db.execute(
-        "INSERT INTO events (agent, seq, kind, time_us, received_us, body) VALUES (?1, NULL, ?2, ?3, ?3, ?4)",
-        params![agent_row, event.kind_name(), now_us, event.encode_to_vec()],
-    )?;
-    Ok(())
+/// What one batch said about its agent, for the control database.
+struct Seen {
+    row: i64,
+    heartbeat: bool,
+    stopping: bool,
+    recovered: bool,
 }
 
-/// Stores one batch inside the caller's transaction.
-fn store_one(
-    tx: &Connection,
-    who: &Identity,
-    batch: &Batch,
-    now: i64,
-) -> Result<Stored, SinkError> {
-    let (agent, acked, silent) = agent_row(tx, who)?.ok_or_else(|| {
-        SinkError::Failed(format!("batch from {who} before its hello was recorded"))
-    })?;
-    let mut heartbeat = false;
-    // The last heartbeat of the batch decides: a goodbye, or alive.
-    let mut stopping = false;
-    let duplicates = batch.events.iter().filter(|e| e.seq <= acked).count();
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (agent, seq, kind, time_us, received_us, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut body = Vec::with_capacity(256);
-        for event in batch.events.iter().filter(|e| e.seq > acked) {
-            if let Some(Kind::AgentStatus(status)) = &event.kind {
-                heartbeat = true;
-                stopping = status.stopping;
-            }
-            body.clear();
-            event
-                .encode(&mut body)
-                .map_err(|e| SinkError::Failed(e.to_string()))?;
-            let time = event
-                .time
-                .as_ref()
-                .map_or(now, owlet_proto::timestamp_micros);
-            insert.execute(params![
-                agent,
-                event.seq as i64,
-                event.kind_name(),
-                time,
-                now,
-                body
-            ])?;
+impl SqliteSink {
+    fn zone(&self, who: &Identity) -> Result<String, SinkError> {
+        if let Some(zone) = self.zones.get(who) {
+            return Ok(zone.clone());
         }
+        Ok(self
+            .db
+            .query_row(
+                "SELECT time_zone FROM agents WHERE tenant = ?1 AND agent_id = ?2",
+                params![who.tenant, who.agent_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
     }
-    let acked_seq = acked.max(batch.last_seq);
-    tx.execute(
-        "UPDATE agents SET acked_seq = ?2, last_seen_us = ?3,
-                last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
-                silent = CASE WHEN ?4 THEN 0 ELSE silent END,
-                stopping = CASE WHEN ?4 THEN ?6 ELSE stopping END,
-                duplicates_dropped = duplicates_dropped + ?5
-         WHERE id = ?1",
-        params![
-            agent,
-            acked_seq as i64,
-            now,
-            heartbeat,
-            duplicates as i64,
-            stopping
-        ],
-    )?;
-    let recovered = silent && heartbeat;
-    if recovered {
-        let alert = liveness_alert(
-            who,
-            Liveness::Recovered,
-            format!("{who} is sending heartbeats again"),
-        );
-        insert_soc_event(tx, agent, &alert, now)?;
+
+    /// Stores SOC records about `who` (outside its sequence), durably.
+    fn store_soc_events(&mut self, who: &Identity, events: &[Event]) -> Result<(), SinkError> {
+        let zone = self.zone(who)?;
+        self.writers.get(&who.tenant)?.append(
+            &[owlet_soc_store::Batch {
+                agent: &who.agent_id,
+                zone: &zone,
+                events,
+                sequenced: false,
+            }],
+            SystemTime::now(),
+        )?;
+        Ok(())
     }
-    Ok(Stored {
-        acked_seq,
-        change: recovered.then(|| LivenessChange {
-            agent: who.clone(),
-            silent: false,
-            planned: false,
-        }),
-    })
+
+    /// Stores the batches of one tenant in one transaction of its log.
+    fn store_tenant(
+        &mut self,
+        tenant: &str,
+        batches: &[&(Identity, Batch)],
+        seen: &[Seen],
+        now: SystemTime,
+    ) -> Result<Vec<owlet_soc_store::Appended>, SinkError> {
+        let mut zones = Vec::with_capacity(batches.len());
+        for (who, _) in batches {
+            zones.push(self.zone(who)?);
+        }
+        let recovered: Vec<(usize, Event)> = batches
+            .iter()
+            .zip(seen)
+            .enumerate()
+            .filter(|(_, (_, s))| s.recovered)
+            .map(|(i, ((who, _), _))| {
+                let alert = liveness_alert(
+                    who,
+                    Liveness::Recovered,
+                    format!("{who} is sending heartbeats again"),
+                );
+                (i, alert)
+            })
+            .collect();
+        let mut store: Vec<owlet_soc_store::Batch> = batches
+            .iter()
+            .zip(&zones)
+            .map(|((who, batch), zone)| owlet_soc_store::Batch {
+                agent: &who.agent_id,
+                zone,
+                events: &batch.events,
+                sequenced: true,
+            })
+            .collect();
+        for (i, alert) in &recovered {
+            store.push(owlet_soc_store::Batch {
+                agent: &batches[*i].0.agent_id,
+                zone: &zones[*i],
+                events: std::slice::from_ref(alert),
+                sequenced: false,
+            });
+        }
+        let mut appended = self.writers.get(tenant)?.append(&store, now)?;
+        appended.truncate(batches.len());
+        Ok(appended)
+    }
 }
 
 impl Sink for SqliteSink {
@@ -349,22 +367,36 @@ impl Sink for SqliteSink {
                 micros(cert.not_after)
             ],
         )?;
-        Ok(agent_row(&self.db, who)?.map_or(0, |(_, acked, _)| acked))
+        self.zones.insert(who.clone(), hello.time_zone.clone());
+        let control = agent_row(&self.db, who)?.map_or(0, |(_, acked, _)| acked);
+        let log = self.writers.get(&who.tenant)?;
+        // A mark only the control database knows (an older release's, whose
+        // events were stored before the tenants' logs existed) still holds.
+        log.raise_mark(&who.agent_id, control)?;
+        Ok(log.acked_seq(&who.agent_id))
     }
 
     fn set_revoked(&mut self, revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
-        let now = micros(SystemTime::now());
-        let tx = self.db.transaction()?;
         // Agents whose last certificate was not revoked before this CRL.
-        let before: Vec<(i64, String, String, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT id, tenant, agent_id, cert_serial FROM agents
+        let before: Vec<(String, String, String)> = {
+            let mut stmt = self.db.prepare(
+                "SELECT tenant, agent_id, cert_serial FROM agents
                  WHERE cert_serial IS NOT NULL
                    AND cert_serial NOT IN (SELECT serial FROM revoked_certs)",
             )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?
         };
+        let mut newly = Vec::new();
+        for (tenant, agent_id, serial) in before {
+            let Some(cert) = revoked.iter().find(|c| c.serial == serial) else {
+                continue;
+            };
+            let who = Identity { tenant, agent_id };
+            self.store_soc_events(&who, &[revoked_alert(&who, cert)])?;
+            newly.push(who);
+        }
+        let tx = self.db.transaction()?;
         tx.execute("DELETE FROM revoked_certs", [])?;
         {
             let mut insert = tx.prepare(
@@ -374,34 +406,119 @@ impl Sink for SqliteSink {
                 insert.execute(params![cert.serial, micros(cert.revoked_at), cert.reason])?;
             }
         }
-        let mut newly = Vec::new();
-        for (row, tenant, agent_id, serial) in before {
-            let Some(cert) = revoked.iter().find(|c| c.serial == serial) else {
-                continue;
-            };
-            let who = Identity { tenant, agent_id };
-            insert_soc_event(&tx, row, &revoked_alert(&who, cert), now)?;
-            newly.push(who);
-        }
         tx.commit()?;
         Ok(newly)
     }
 
-    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Result<Vec<Stored>, SinkError> {
-        let now = micros(SystemTime::now());
-        let tx = self.db.transaction()?;
-        let mut results = Vec::with_capacity(batches.len());
-        for (who, batch) in batches {
-            results.push(store_one(&tx, who, batch, now)?);
+    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Vec<Result<Stored, SinkError>> {
+        let now = SystemTime::now();
+        let mut results: Vec<Option<Result<Stored, SinkError>>> =
+            (0..batches.len()).map(|_| None).collect();
+        // What each batch says about its agent (above the mark only).
+        let mut seen = Vec::with_capacity(batches.len());
+        for (i, (who, batch)) in batches.iter().enumerate() {
+            let row = match agent_row(&self.db, who) {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    results[i] = Some(Err(SinkError::Failed(format!(
+                        "batch from {who} before its hello was recorded"
+                    ))));
+                    seen.push(None);
+                    continue;
+                }
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    seen.push(None);
+                    continue;
+                }
+            };
+            let mark = match self.writers.get(&who.tenant) {
+                Ok(log) => log.acked_seq(&who.agent_id),
+                Err(e) => {
+                    results[i] = Some(Err(e.into()));
+                    seen.push(None);
+                    continue;
+                }
+            };
+            // The last heartbeat of the batch decides: a goodbye, or alive.
+            let last_status = batch
+                .events
+                .iter()
+                .filter(|e| e.seq > mark)
+                .filter_map(|e| match &e.kind {
+                    Some(Kind::AgentStatus(s)) => Some(s.stopping),
+                    _ => None,
+                })
+                .last();
+            seen.push(Some(Seen {
+                row: row.0,
+                heartbeat: last_status.is_some(),
+                stopping: last_status.unwrap_or(false),
+                recovered: row.2 && last_status.is_some(),
+            }));
         }
-        tx.commit()?;
-        Ok(results)
+        // One transaction per tenant, batches in arrival order.
+        let mut tenants: Vec<&str> = Vec::new();
+        for ((who, _), s) in batches.iter().zip(&seen) {
+            if s.is_some() && !tenants.contains(&who.tenant.as_str()) {
+                tenants.push(&who.tenant);
+            }
+        }
+        let mut appended: Vec<Option<owlet_soc_store::Appended>> = vec![None; batches.len()];
+        for tenant in tenants {
+            let index: Vec<usize> = (0..batches.len())
+                .filter(|&i| batches[i].0.tenant == tenant && seen[i].is_some())
+                .collect();
+            let group: Vec<&(Identity, Batch)> = index.iter().map(|&i| &batches[i]).collect();
+            // Rows of `seen` of this group, moved out and back.
+            let group_seen: Vec<Seen> = index
+                .iter()
+                .map(|&i| seen[i].take().expect("checked"))
+                .collect();
+            match self.store_tenant(tenant, &group, &group_seen, now) {
+                Ok(done) => {
+                    for ((&i, s), a) in index.iter().zip(group_seen).zip(done) {
+                        seen[i] = Some(s);
+                        appended[i] = Some(a);
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for &i in &index {
+                        results[i] = Some(Err(SinkError::Failed(message.clone())));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.note_batches(batches, &seen, &appended, now) {
+            let message = e.to_string();
+            for (i, a) in appended.iter().enumerate() {
+                if a.is_some() {
+                    results[i] = Some(Err(SinkError::Failed(message.clone())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .zip(batches.iter().zip(seen.iter().zip(appended)))
+            .map(|(result, ((who, _), (s, a)))| match (result, s, a) {
+                (Some(r), _, _) => r,
+                (None, Some(s), Some(a)) => Ok(Stored {
+                    acked_seq: a.acked_seq,
+                    change: s.recovered.then(|| LivenessChange {
+                        agent: who.clone(),
+                        silent: false,
+                        planned: false,
+                    }),
+                }),
+                _ => Err(SinkError::Failed("the batch was not stored".into())),
+            })
+            .collect()
     }
 
     fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError> {
         let now = micros(SystemTime::now());
-        let tx = self.db.transaction()?;
-        let (agent, _, _) = agent_row(&tx, who)?.ok_or_else(|| {
+        let (agent, _, _) = agent_row(&self.db, who)?.ok_or_else(|| {
             SinkError::Failed(format!(
                 "self-test from {who} before its hello was recorded"
             ))
@@ -412,13 +529,31 @@ impl Sink for SqliteSink {
             seq: 0,
             ..event.clone()
         };
-        insert_soc_event(&tx, agent, &event, now)?;
-        tx.execute(
-            "UPDATE agents SET last_selftest_us = ?2, last_seen_us = ?2 WHERE id = ?1",
-            params![agent, now],
+        self.store_soc_events(who, std::slice::from_ref(&event))?;
+        // Only the operation test's record says how the local steps went.
+        self.db.execute(
+            "UPDATE agents SET last_selftest_us = ?2, last_seen_us = ?2,
+                    last_selftest_result = COALESCE(?3, last_selftest_result) WHERE id = ?1",
+            params![agent, now, crate::query::self_test_result(&event)],
         )?;
-        tx.commit()?;
         Ok(())
+    }
+
+    fn enforce_retention(
+        &mut self,
+        policy_of: &(dyn Fn(&str) -> owlet_soc_store::Policy + Send),
+        now: SystemTime,
+    ) -> Result<Vec<(String, owlet_soc_store::Deletion)>, SinkError> {
+        let mut deleted = Vec::new();
+        for tenant in self.writers.store().tenants()? {
+            let policy = policy_of(&tenant);
+            if policy == owlet_soc_store::Policy::default() {
+                continue;
+            }
+            let done = self.writers.get(&tenant)?.enforce(&policy, now)?;
+            deleted.extend(done.into_iter().map(|d| (tenant.clone(), d)));
+        }
+        Ok(deleted)
     }
 
     fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
@@ -436,12 +571,11 @@ impl Sink for SqliteSink {
     ) -> Result<Vec<LivenessChange>, SinkError> {
         let now_us = micros(now);
         let cutoff = now_us - i64::try_from(silent_after.as_micros()).unwrap_or(i64::MAX);
-        let tx = self.db.transaction()?;
         type Overdue = (i64, String, String, i64, bool);
         let overdue: Vec<Overdue> = {
             // An agent that never sent a heartbeat is judged from when it was
             // first seen.
-            let mut stmt = tx.prepare(
+            let mut stmt = self.db.prepare(
                 "SELECT id, tenant, agent_id, COALESCE(last_heartbeat_us, first_seen_us), stopping
                  FROM agents
                  WHERE silent = 0 AND COALESCE(last_heartbeat_us, first_seen_us) < ?1",
@@ -474,16 +608,53 @@ impl Sink for SqliteSink {
                     ),
                 )
             };
-            tx.execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
-            insert_soc_event(&tx, row, &liveness_alert(&who, liveness, detail), now_us)?;
+            // The alert first: a crash in between repeats it, never loses it.
+            self.store_soc_events(&who, &[liveness_alert(&who, liveness, detail)])?;
+            self.db
+                .execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
             changes.push(LivenessChange {
                 agent: who,
                 silent: true,
                 planned: stopping,
             });
         }
-        tx.commit()?;
         Ok(changes)
+    }
+}
+
+impl SqliteSink {
+    /// Records in the control database what the stored batches said about
+    /// their agents, in one transaction.
+    fn note_batches(
+        &mut self,
+        batches: &[(Identity, Batch)],
+        seen: &[Option<Seen>],
+        appended: &[Option<owlet_soc_store::Appended>],
+        now: SystemTime,
+    ) -> Result<(), SinkError> {
+        let now = micros(now);
+        let tx = self.db.transaction()?;
+        for (((_, _), s), a) in batches.iter().zip(seen).zip(appended) {
+            let (Some(s), Some(a)) = (s, a) else { continue };
+            tx.execute(
+                "UPDATE agents SET acked_seq = MAX(acked_seq, ?2), last_seen_us = ?3,
+                        last_heartbeat_us = CASE WHEN ?4 THEN ?3 ELSE last_heartbeat_us END,
+                        silent = CASE WHEN ?4 THEN 0 ELSE silent END,
+                        stopping = CASE WHEN ?4 THEN ?6 ELSE stopping END,
+                        duplicates_dropped = duplicates_dropped + ?5
+                 WHERE id = ?1",
+                params![
+                    s.row,
+                    a.acked_seq as i64,
+                    now,
+                    s.heartbeat,
+                    a.duplicates as i64,
+                    s.stopping
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -523,14 +694,38 @@ mod tests {
         }
     }
 
-    fn count(sink: &SqliteSink) -> i64 {
-        sink.db
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE seq IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
+    /// Every stored event of every tenant, in log order.
+    fn all_stored(sink: &SqliteSink) -> Vec<owlet_soc_store::StoredEvent> {
+        let store = sink.writers.store();
+        store
+            .tenants()
             .unwrap()
+            .iter()
+            .flat_map(|t| store.reader(t).unwrap().read_after(0, 1_000_000).unwrap())
+            .collect()
+    }
+
+    fn count(sink: &SqliteSink) -> i64 {
+        all_stored(sink).iter().filter(|e| e.seq.is_some()).count() as i64
+    }
+
+    fn store(sink: &mut SqliteSink, batches: &[(Identity, Batch)]) -> Vec<Stored> {
+        sink.store_batches(batches)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Names of the alerts stored outside agents' sequences.
+    fn soc_alerts(sink: &SqliteSink) -> Vec<String> {
+        all_stored(sink)
+            .into_iter()
+            .filter(|e| e.seq.is_none())
+            .filter_map(|e| match e.event.and_then(|e| e.kind) {
+                Some(Kind::Alert(a)) => Some(a.name),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -544,12 +739,13 @@ mod tests {
                 .unwrap(),
             0
         );
-        let stored = sink
-            .store_batches(&[
+        let stored = store(
+            &mut sink,
+            &[
                 (who.clone(), batch(&[1, 2, 3])),
                 (who.clone(), batch(&[2, 3, 4])),
-            ])
-            .unwrap();
+            ],
+        );
         assert_eq!(
             stored.iter().map(|s| s.acked_seq).collect::<Vec<_>>(),
             vec![3, 4]
@@ -562,17 +758,19 @@ mod tests {
             4
         );
         assert_eq!(
-            sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))])
-                .unwrap()[0]
-                .acked_seq,
+            store(&mut sink, &[(who.clone(), batch(&[1, 2, 3, 4, 5]))])[0].acked_seq,
             5
         );
         assert_eq!(count(&sink), 5);
     }
 
+    fn test_store(control: &Path) -> Store {
+        Store::open(&store_root(control)).unwrap()
+    }
+
     fn duplicates_dropped(path: &Path) -> u64 {
         let db = crate::query::open_read_only(path).unwrap();
-        let rows = crate::query::agents(&db).unwrap();
+        let rows = crate::query::agents(&db, &test_store(&path)).unwrap();
         assert_eq!(rows.len(), 1);
         // `owlet-soc agents --json` prints these rows; scripts and the e2e
         // tests read this exact key.
@@ -591,19 +789,20 @@ mod tests {
             sink.agent_connected(agent, &Hello::default(), 0, "p", &test_cert())
                 .unwrap();
         }
-        sink.store_batches(&[
-            (who.clone(), batch(&[1, 2, 3])),
-            (who.clone(), batch(&[2, 3, 4])),
-            (other.clone(), batch(&[1, 2])),
-        ])
-        .unwrap();
+        store(
+            &mut sink,
+            &[
+                (who.clone(), batch(&[1, 2, 3])),
+                (who.clone(), batch(&[2, 3, 4])),
+                (other.clone(), batch(&[1, 2])),
+            ],
+        );
         drop(sink);
         // A resend after a reconnect to a restarted SOC: 1..=4 are stored.
         let mut sink = SqliteSink::open(&path).unwrap();
         sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
             .unwrap();
-        sink.store_batches(&[(who.clone(), batch(&[1, 2, 3, 4, 5]))])
-            .unwrap();
+        store(&mut sink, &[(who.clone(), batch(&[1, 2, 3, 4, 5]))]);
         assert_eq!(count(&sink), 7, "duplicates were stored");
         let per_agent: Vec<(String, i64)> = sink
             .db
@@ -616,7 +815,8 @@ mod tests {
         assert_eq!(per_agent, vec![("s1".into(), 2 + 4), ("s2".into(), 0)]);
         drop(sink);
         let db = crate::query::open_read_only(&path).unwrap();
-        let json = serde_json::to_value(crate::query::agents(&db).unwrap()).unwrap();
+        let json =
+            serde_json::to_value(crate::query::agents(&db, &test_store(&path)).unwrap()).unwrap();
         assert_eq!(json[0]["duplicates_dropped"], 6, "{json}");
     }
 
@@ -655,7 +855,7 @@ mod tests {
                 .unwrap(),
             3
         );
-        sink.store_batches(&[(who, batch(&[3, 4]))]).unwrap();
+        store(&mut sink, &[(who, batch(&[3, 4]))]);
         drop(sink);
         assert_eq!(duplicates_dropped(&path), 1);
     }
@@ -667,8 +867,7 @@ mod tests {
         let mut sink = SqliteSink::open(&dir.path().join("soc.db")).unwrap();
         sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
             .unwrap();
-        sink.store_batches(&[(who.clone(), batch(&[1, 2]))])
-            .unwrap();
+        store(&mut sink, &[(who.clone(), batch(&[1, 2]))]);
         // A self-test event whose seq would otherwise be above the mark.
         sink.store_self_test(&who, &event(9, false)).unwrap();
         assert_eq!(
@@ -678,18 +877,13 @@ mod tests {
             "a self-test moved the high-water mark"
         );
         // The running agent's next events are stored, not dropped.
-        let stored = sink
-            .store_batches(&[(who.clone(), batch(&[3, 4, 5, 6, 7, 8, 9]))])
-            .unwrap();
+        let stored = store(&mut sink, &[(who.clone(), batch(&[3, 4, 5, 6, 7, 8, 9]))]);
         assert_eq!(stored[0].acked_seq, 9);
         assert_eq!(count(&sink), 9);
-        let (selftests, last): (i64, Option<i64>) = sink
+        let selftests = all_stored(&sink).iter().filter(|e| e.seq.is_none()).count();
+        let last: Option<i64> = sink
             .db
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events WHERE seq IS NULL), last_selftest_us FROM agents",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT last_selftest_us FROM agents", [], |r| r.get(0))
             .unwrap();
         assert_eq!(selftests, 1);
         assert!(last.is_some());
@@ -722,7 +916,7 @@ mod tests {
             last_seq: 1,
             events: vec![event(1, true)],
         };
-        let stored = sink.store_batches(&[(who.clone(), hb)]).unwrap();
+        let stored = store(&mut sink, &[(who.clone(), hb)]);
         assert_eq!(
             stored[0].change,
             Some(LivenessChange {
@@ -731,15 +925,7 @@ mod tests {
                 planned: false,
             })
         );
-        let alerts: i64 = sink
-            .db
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE seq IS NULL AND kind = 'alert'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(alerts, 2);
+        assert_eq!(soc_alerts(&sink), ["agent_silent", "agent_recovered"]);
     }
 
     fn cert(serial: &str) -> CertInfo {
@@ -777,7 +963,11 @@ mod tests {
         // The same CRL again (a SIGHUP): no second alert.
         assert!(sink.set_revoked(&[revoked("0a")]).unwrap().is_empty());
         let rows = |path: &Path| {
-            crate::query::agents(&crate::query::open_read_only(path).unwrap()).unwrap()
+            crate::query::agents(
+                &crate::query::open_read_only(path).unwrap(),
+                &test_store(path),
+            )
+            .unwrap()
         };
         let now = rows(&path);
         assert_eq!(
@@ -790,20 +980,7 @@ mod tests {
             (now[1].state.as_str(), now[1].cert_revoked),
             ("connected", false)
         );
-        let alerts: Vec<String> = sink
-            .db
-            .prepare("SELECT body FROM events WHERE kind = 'alert'")
-            .unwrap()
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .unwrap()
-            .map(
-                |b| match Event::decode(b.unwrap().as_slice()).unwrap().kind {
-                    Some(Kind::Alert(a)) => a.name,
-                    other => panic!("{other:?}"),
-                },
-            )
-            .collect();
-        assert_eq!(alerts, vec!["certificate_revoked"]);
+        assert_eq!(soc_alerts(&sink), vec!["certificate_revoked"]);
         // Renewed: the agent connects with a new serial and is not revoked.
         sink.agent_connected(&who, &Hello::default(), 0, "p", &cert("0c"))
             .unwrap();
@@ -822,7 +999,7 @@ mod tests {
         );
         // The read side copes before a serving SOC migrated it.
         let db = crate::query::open_read_only(&path).unwrap();
-        let row = &crate::query::agents(&db).unwrap()[0];
+        let row = &crate::query::agents(&db, &test_store(&path)).unwrap()[0];
         assert_eq!(
             (row.cert_serial.as_deref(), row.cert_revoked),
             (None, false)
@@ -838,8 +1015,98 @@ mod tests {
         );
         drop(sink);
         let db = crate::query::open_read_only(&path).unwrap();
-        let row = &crate::query::agents(&db).unwrap()[0];
+        let row = &crate::query::agents(&db, &test_store(&path)).unwrap()[0];
         assert_eq!(row.cert_serial.as_deref(), Some("0d"));
         assert!(row.cert_expires.is_some());
+    }
+
+    /// The previous release's `soc.db`: agents plus every event in one
+    /// `events` table (its exact schema), upgraded in place at open.
+    #[test]
+    fn a_database_of_the_previous_release_moves_into_the_tenants_logs() {
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        old_database(&path, "");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "INSERT INTO agents (tenant, agent_id, time_zone, first_seen_us, last_seen_us, acked_seq)
+                    VALUES ('globex', 'g1', 'Europe/Berlin', 1, 1, 2);
+                 CREATE TABLE events (
+                    id INTEGER PRIMARY KEY, agent INTEGER NOT NULL REFERENCES agents(id),
+                    seq INTEGER, kind TEXT NOT NULL, time_us INTEGER NOT NULL,
+                    received_us INTEGER NOT NULL, body BLOB NOT NULL);",
+            )
+            .unwrap();
+            let mut insert = old
+                .prepare(
+                    "INSERT INTO events (agent, seq, kind, time_us, received_us, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .unwrap();
+            // acme/s1 (row 1): seq 1..=3; globex/g1 (row 2): seq 1..=2; and
+            // one SOC alert about acme/s1, outside its sequence.
+            for (agent, seq, received) in [
+                (1, Some(1), 10),
+                (2, Some(1), 10),
+                (1, Some(2), 20),
+                (1, None, 20),
+                (1, Some(3), 30),
+                (2, Some(2), 30),
+            ] {
+                let e = event(seq.unwrap_or(0), false);
+                insert
+                    .execute(params![
+                        agent,
+                        seq,
+                        e.kind_name(),
+                        5,
+                        received,
+                        e.encode_to_vec()
+                    ])
+                    .unwrap();
+            }
+        }
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let all = all_stored(&sink);
+        let by_tenant = |t: &str| -> Vec<(Option<u64>, i64)> {
+            all.iter()
+                .filter(|e| e.tenant == t)
+                .map(|e| (e.seq, e.received_us))
+                .collect()
+        };
+        assert_eq!(
+            by_tenant("acme"),
+            [(Some(1), 10), (Some(2), 20), (None, 20), (Some(3), 30)]
+        );
+        assert_eq!(by_tenant("globex"), [(Some(1), 10), (Some(2), 30)]);
+        assert_eq!(
+            all.iter().find(|e| e.tenant == "globex").unwrap().zone,
+            "Europe/Berlin"
+        );
+        let old_table: Option<String> = sink
+            .db
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        assert_eq!(old_table, None, "the old table is still there");
+        // The marks hold: a resend of acme/s1 1..=4 stores only 4.
+        let who = Identity::new("acme", "s1").unwrap();
+        assert_eq!(
+            sink.agent_connected(&who, &Hello::default(), 0, "p", &test_cert())
+                .unwrap(),
+            3
+        );
+        store(&mut sink, &[(who, batch(&[1, 2, 3, 4]))]);
+        assert_eq!(count(&sink), 6);
+        drop(sink);
+        // Opening again moves nothing twice.
+        let sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(count(&sink), 6);
     }
 }

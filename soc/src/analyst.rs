@@ -1,0 +1,421 @@
+//! The analyst's commands over the store: `agents`, `query`, `export`,
+//! `tenant list|export|delete` and `status`. Each opens the store
+//! read-only (except `tenant delete`), so it runs beside a serving
+//! receiver.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use owlet_soc_export::{Format, Zone};
+use owlet_soc_store::{Cursors, Filter, Store};
+use serde::Serialize;
+
+use crate::cli::{ExportArgs, ExportFormat};
+use crate::config::SocConfig;
+use crate::query;
+
+/// The store of a configuration.
+pub fn store(config: &SocConfig) -> anyhow::Result<Store> {
+    Ok(Store::open(&crate::sink::store_root(config.sqlite_path()))?)
+}
+
+/// A time on the command line: RFC 3339 with an offset, or an age before
+/// now ("2h", "7days"). Returns UTC microseconds.
+pub fn parse_time(value: &str, now: SystemTime) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.timestamp_micros());
+    }
+    match humantime::parse_duration(value) {
+        Ok(age) => Ok(micros(
+            now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH),
+        )),
+        Err(_) => bail!(
+            "cannot read the time {value:?}: give RFC 3339 with an offset (2026-12-01T09:00:00+09:00) or an age (2h, 7days)"
+        ),
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as i64
+}
+
+/// `owlet-soc agents`.
+pub fn agents(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
+    let db = query::open_read_only(config.sqlite_path())
+        .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
+    let rows = query::agents(&db, &store(config)?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10} {:>10}  {:<40}  {:<24}  HOST",
+        "AGENT",
+        "STATE",
+        "VERSION",
+        "LAST SEEN",
+        "EVENTS",
+        "CLOCK ms",
+        "DUPLICATES",
+        "LAST SELF-TEST",
+        "CERT EXPIRES"
+    );
+    for r in rows {
+        let selftest = match (&r.last_selftest, &r.last_selftest_result) {
+            (None, _) => "never".to_string(),
+            (Some(at), Some(result)) => format!("{result} {at}"),
+            (Some(at), None) => at.clone(),
+        };
+        println!(
+            "{:<28} {:<13} {:<9} {:<24} {:>10} {:>10} {:>10}  {:<40}  {:<24}  {}",
+            format!("{}/{}", r.tenant, r.agent_id),
+            r.state,
+            r.version,
+            r.last_seen,
+            r.events_stored,
+            r.clock_offset_ms,
+            r.duplicates_dropped,
+            selftest,
+            r.cert_expires.as_deref().unwrap_or("unknown"),
+            r.hostname
+        );
+    }
+    Ok(0)
+}
+
+/// `owlet-soc query`.
+pub fn sql(config: &SocConfig, tenant: &str, sql: &str, tsv: bool) -> anyhow::Result<i32> {
+    let reader = store(config)?.reader(tenant)?;
+    let (names, rows) = reader.sql(sql)?;
+    let mut out = std::io::stdout().lock();
+    if tsv {
+        writeln!(out, "{}", names.join("\t"))?;
+        for row in rows {
+            writeln!(out, "{}", row.join("\t"))?;
+        }
+        return Ok(0);
+    }
+    let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
+    for row in &rows {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(v.chars().count().min(60));
+        }
+    }
+    let line = |values: &[String]| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(&names))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    writeln!(out, "({} rows)", rows.len())?;
+    Ok(0)
+}
+
+/// `owlet-soc export`.
+pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
+    let reader = store(config)?.reader(&args.tenant)?;
+    let now = SystemTime::now();
+    for kind in &args.kinds {
+        if !crate::tail::KINDS.contains(&kind.as_str()) {
+            bail!(
+                "unknown kind {kind:?}; kinds: {}",
+                crate::tail::KINDS.join(", ")
+            );
+        }
+    }
+    let filter = Filter {
+        from_us: args
+            .from
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()?,
+        to_us: args.to.as_deref().map(|t| parse_time(t, now)).transpose()?,
+        kinds: args.kinds.clone(),
+        ..Default::default()
+    };
+    let zone_name = args.tz.as_deref().unwrap_or(config.zone_of(&args.tenant));
+    let zone = Zone::parse(zone_name).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    let format = match args.format {
+        ExportFormat::Ndjson => Format::Ndjson,
+        ExportFormat::Csv => Format::Csv,
+        ExportFormat::Ecs => bail!("ECS_PENDING"),
+    };
+    let summary = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+            owlet_soc_export::export(&reader, &filter, format, &zone, &mut out)?
+        }
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            match owlet_soc_export::export(&reader, &filter, format, &zone, &mut out) {
+                Err(owlet_soc_export::ExportError::Write(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(0);
+                }
+                other => other?,
+            }
+        }
+    };
+    eprintln!(
+        "exported {} events of tenant {} (times in {}){}",
+        summary.events,
+        args.tenant,
+        zone.name(),
+        if summary.undecodable > 0 {
+            format!(", {} stored events did not decode", summary.undecodable)
+        } else {
+            String::new()
+        }
+    );
+    Ok(0)
+}
+
+/// One tenant in `tenant list` and `status`.
+#[derive(Debug, Serialize)]
+pub struct TenantStatus {
+    pub tenant: String,
+    pub time_zone: String,
+    pub events: i64,
+    pub used_bytes: u64,
+    pub partitions: u64,
+    pub oldest_day: Option<String>,
+    pub max_age_days: Option<u64>,
+    pub max_bytes: Option<u64>,
+    /// What retention deleted, most recent first (at most 5).
+    pub deletions: Vec<owlet_soc_store::Deletion>,
+}
+
+fn tenant_status(config: &SocConfig, store: &Store, tenant: &str) -> anyhow::Result<TenantStatus> {
+    let reader = store.reader(tenant)?;
+    let (_, rows) = reader.sql(
+        "SELECT (SELECT COALESCE(SUM(events), 0) FROM partitions),
+                (SELECT MIN(day) FROM partitions),
+                (SELECT COUNT(*) FROM partitions)",
+    )?;
+    let row = &rows[0];
+    let usage = std::fs::metadata(store.tenant_file(tenant)?)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let policy = config.retention_of(tenant);
+    let (_, deletions) = reader.sql(
+        "SELECT partition, day, first_id, last_id, events, bytes_before, bytes_after, reason
+         FROM deletions ORDER BY id DESC LIMIT 5",
+    )?;
+    Ok(TenantStatus {
+        tenant: tenant.to_string(),
+        time_zone: config.zone_of(tenant).to_string(),
+        events: row[0].parse().unwrap_or(0),
+        used_bytes: usage,
+        partitions: row[2].parse().unwrap_or(0),
+        oldest_day: (!row[1].is_empty()).then(|| row[1].clone()),
+        max_age_days: policy.max_age.map(|a| a.as_secs() / 86_400),
+        max_bytes: policy.max_bytes,
+        deletions: deletions
+            .into_iter()
+            .map(|d| owlet_soc_store::Deletion {
+                partition: d[0].clone(),
+                day: d[1].clone(),
+                first_id: d[2].parse().unwrap_or(0),
+                last_id: d[3].parse().unwrap_or(0),
+                events: d[4].parse().unwrap_or(0),
+                bytes_before: d[5].parse().unwrap_or(0),
+                bytes_after: d[6].parse().unwrap_or(0),
+                reason: if d[7] == "max_age" {
+                    "max_age"
+                } else {
+                    "max_bytes"
+                },
+            })
+            .collect(),
+    })
+}
+
+/// `owlet-soc tenant list`.
+pub fn tenant_list(config: &SocConfig) -> anyhow::Result<i32> {
+    let store = store(config)?;
+    println!(
+        "{:<20} {:<16} {:>12} {:>12} {:>10}  {:<10}  RETENTION",
+        "TENANT", "ZONE", "EVENTS", "BYTES", "DAYS", "OLDEST"
+    );
+    for tenant in store.tenants()? {
+        let s = tenant_status(config, &store, &tenant)?;
+        println!(
+            "{:<20} {:<16} {:>12} {:>12} {:>10}  {:<10}  {}",
+            s.tenant,
+            s.time_zone,
+            s.events,
+            s.used_bytes,
+            s.partitions,
+            s.oldest_day.as_deref().unwrap_or("-"),
+            retention_text(&s)
+        );
+    }
+    Ok(0)
+}
+
+fn retention_text(s: &TenantStatus) -> String {
+    let age = s.max_age_days.map(|d| format!("{d} days"));
+    let size = s.max_bytes.map(|b| format!("{}", bytesize::ByteSize(b)));
+    match (age, size) {
+        (Some(a), Some(b)) => format!("{a} or {b}, whichever first"),
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => "kept forever".into(),
+    }
+}
+
+/// `owlet-soc tenant export`: a consistent copy of the tenant's database
+/// (SQLite's `VACUUM INTO`) and an NDJSON export of every event, each with
+/// its SHA-256 in `SHA256SUMS`.
+pub fn tenant_export(config: &SocConfig, tenant: &str, out: &Path) -> anyhow::Result<i32> {
+    let store = store(config)?;
+    let reader = store.reader(tenant)?;
+    std::fs::create_dir(out)
+        .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+    let copy = out.join(format!("{tenant}.db"));
+    reader
+        .connection()
+        .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+        .with_context(|| format!("cannot copy the tenant's database to {}", copy.display()))?;
+    let ndjson = out.join(format!("{tenant}.ndjson"));
+    let zone = Zone::parse(config.zone_of(tenant)).map_err(|e| anyhow::anyhow!(e))?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
+    let summary = owlet_soc_export::export(
+        &reader,
+        &Filter::default(),
+        Format::Ndjson,
+        &zone,
+        &mut file,
+    )?;
+    drop(file);
+    let mut sums = String::new();
+    for path in [&copy, &ndjson] {
+        let bytes = std::fs::read(path)?;
+        let digest = sha256_hex(&bytes);
+        sums.push_str(&format!(
+            "{digest}  {}\n",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+    }
+    std::fs::write(out.join("SHA256SUMS"), sums)?;
+    println!(
+        "Exported tenant {tenant}: {} events to {} and the database to {} (checksums in SHA256SUMS). \
+         Hand them over, then: owlet-soc tenant delete --tenant {tenant} --yes",
+        summary.events,
+        ndjson.display(),
+        copy.display()
+    );
+    Ok(0)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `owlet-soc tenant delete`.
+pub fn tenant_delete(config: &SocConfig, tenant: &str, yes: bool) -> anyhow::Result<i32> {
+    let store = store(config)?;
+    store.reader(tenant)?;
+    if !yes {
+        bail!(
+            "this deletes every event of tenant {tenant} and cannot be undone; export first \
+             (owlet-soc tenant export --tenant {tenant} --out DIR), then add --yes"
+        );
+    }
+    store.delete_tenant(tenant)?;
+    Cursors::open(store.root())?.forget_tenant(tenant)?;
+    println!("Deleted tenant {tenant}'s events and its consumers' positions.");
+    Ok(0)
+}
+
+/// `owlet-soc status`.
+pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
+    let store = store(config)?;
+    let tenants: Vec<TenantStatus> = store
+        .tenants()?
+        .iter()
+        .map(|t| tenant_status(config, &store, t))
+        .collect::<anyhow::Result<_>>()?;
+    let cursors = Cursors::open(store.root())?.all()?;
+    let mut consumers = Vec::new();
+    for c in cursors {
+        let last = store
+            .reader(&c.tenant)
+            .and_then(|r| r.last_id())
+            .unwrap_or(0);
+        consumers.push(serde_json::json!({
+            "consumer": c.consumer,
+            "tenant": c.tenant,
+            "position": c.last_id,
+            "lag_events": (last - c.last_id).max(0),
+            "delivered": c.delivered,
+            "errors": c.errors,
+            "last_error": c.last_error,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"tenants": tenants, "consumers": consumers})
+            )?
+        );
+        return Ok(0);
+    }
+    println!("Tenants:");
+    for s in &tenants {
+        println!(
+            "  {:<20} {:>12} events  {:>12} bytes  {:>4} days  retention: {}",
+            s.tenant,
+            s.events,
+            s.used_bytes,
+            s.partitions,
+            retention_text(s)
+        );
+        for d in &s.deletions {
+            println!(
+                "    deleted {} ({} events, {}) by {}",
+                d.day,
+                d.events,
+                bytesize::ByteSize(d.bytes_before.saturating_sub(d.bytes_after)),
+                d.reason
+            );
+        }
+    }
+    println!("Consumers (outputs, notifications):");
+    if consumers.is_empty() {
+        println!("  none has read the store yet");
+    }
+    for c in &consumers {
+        println!(
+            "  {:<20} {:<16} lag {:>8} events, delivered {:>10}, errors {:>6}{}",
+            c["consumer"].as_str().unwrap_or_default(),
+            c["tenant"].as_str().unwrap_or_default(),
+            c["lag_events"],
+            c["delivered"],
+            c["errors"],
+            c["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
