@@ -11,6 +11,8 @@
 //!   own durable [`Cursors`].
 //! * Daily partitions by arrival; [`Policy`] retention by period and by
 //!   capacity deletes whole partitions and records each deletion.
+//! * Hourly rollups for reports, updated in the append's transaction
+//!   ([`rollup`]).
 //! * Schema versioned and migrated at open ([`schema`]).
 //!
 //! This crate is blocking (rusqlite); the receiver runs its writer on a
@@ -22,6 +24,7 @@ pub mod cursor;
 pub mod error;
 pub mod read;
 pub mod retention;
+pub mod rollup;
 pub mod schema;
 pub mod store;
 pub mod tenant;

@@ -205,6 +205,7 @@ impl TenantLog {
             }
         };
         let mut results = Vec::with_capacity(batches.len());
+        let mut rollup = crate::rollup::Rollup::default();
         {
             let placeholders = vec!["?"; 5 + NAMES.len() + 1].join(", ");
             let mut insert = tx
@@ -254,6 +255,7 @@ impl TenantLog {
                                 .chain([rusqlite::types::Value::Blob(body.clone())]),
                         ))
                         .at(&path)?;
+                    rollup.add(batch.agent, &columns);
                     done.stored += 1;
                 }
                 done.acked_seq = mark;
@@ -283,6 +285,7 @@ impl TenantLog {
             )
             .at(&path)?;
         }
+        rollup.flush(&tx, received_us).at(&path)?;
         tx.commit().at(&path)?;
         self.last_id = last_id;
         self.current = Some((day, table));
