@@ -1,0 +1,730 @@
+//! owlet-soc-report: one tenant's periodic report (a month or an ISO week),
+//! the numbers the MSS guideline expects a customer to receive: what was
+//! monitored, what was found, and a clear "nothing found" when nothing was.
+//!
+//! Sources:
+//! * the hourly rollups (`owlet_soc_store::rollup`) for check availability
+//!   and latency, alert counts, configuration changes per agent, top
+//!   talkers and names, and host percentiles: they outlive the raw events
+//!   retention deletes;
+//! * the raw events for what needs single events: incidents (raised →
+//!   cleared pairs), the latest configuration changes by path, and sensor
+//!   health (heartbeats, stops, data loss).
+//!
+//! Guarantees:
+//! * reads exactly one tenant's database, through its read-only
+//!   [`TenantReader`];
+//! * the period is midnight to midnight in the tenant's zone, and every
+//!   time shown carries its offset;
+//! * every section is present in the text and in the JSON: an empty one
+//!   says "nothing found" in the text and is an empty list in the JSON, so
+//!   an empty month reads as monitored-and-quiet, never as missing;
+//! * the JSON carries raw numbers (bytes, counts, µs-derived milliseconds),
+//!   so a customer can rebuild the graphs.
+//!
+//! Limits (stated in the report's `notes`):
+//! * rollup figures cover the whole UTC hours that start within the
+//!   period: for a zone whose offset is not a whole number of hours the
+//!   rollup sections are shifted by that fraction of an hour;
+//! * top lists are sums of hourly top lists (100 keys per hour), so a key
+//!   just below every hour's cut can be missing from them; the totals and
+//!   the "other" figure are exact;
+//! * percentiles come from histograms: latency within 9 %, percent within
+//!   half a point.
+#![forbid(unsafe_code)]
+
+pub mod period;
+mod text;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::SystemTime;
+
+use owlet_proto::v1::event::Kind;
+use owlet_soc_export::Zone;
+use owlet_soc_store::rollup::{HOUR_US, Hist, OTHER, Scale};
+use owlet_soc_store::{Filter, TenantReader};
+use rusqlite::params;
+use serde::Serialize;
+
+pub use period::{Period, PeriodError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Period(#[from] PeriodError),
+    #[error(transparent)]
+    Store(#[from] owlet_soc_store::StoreError),
+    #[error("reading the tenant's database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// How much of each list a report shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Entries in each top list (sources, destinations, ports, names).
+    pub top: usize,
+    /// Latest configuration changes listed one by one.
+    pub changes_listed: usize,
+    /// How far before the period an incident's raise is looked for.
+    pub incident_lookback_days: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            top: 10,
+            changes_listed: 50,
+            incident_lookback_days: 31,
+        }
+    }
+}
+
+/// A tenant's report of one period. Serialized as the `--json` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tenant: String,
+    pub period: String,
+    /// The zone of every time in the report.
+    pub time_zone: String,
+    /// Start and end of the period (RFC 3339 with offset).
+    pub from: String,
+    pub to: String,
+    pub generated_at: String,
+    pub coverage: Coverage,
+    pub checks: Vec<CheckFigures>,
+    pub alerts: Vec<AlertCount>,
+    pub incidents: Vec<Incident>,
+    pub config_changes: Changes,
+    pub traffic: Traffic,
+    pub names: Names,
+    pub host_health: Vec<HostHealth>,
+    pub sensor_health: Vec<SensorHealth>,
+    /// What the reader should know about how the figures were made.
+    pub notes: Vec<String>,
+}
+
+/// What data the period holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    /// Events whose own time falls in the period (from the rollups).
+    pub events: i64,
+    /// Hours of the period with at least one event.
+    pub hours_with_events: i64,
+    pub hours_in_period: i64,
+    /// Raw events of the period still stored (retention may have deleted
+    /// some; the rollup figures remain).
+    pub raw_events_stored: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckFigures {
+    pub agent: String,
+    pub check_id: String,
+    pub results: i64,
+    pub up: i64,
+    pub degraded: i64,
+    pub down: i64,
+    /// `up / results` in percent (the SLA figure).
+    pub availability_percent: Option<f64>,
+    /// Latency of answered probes (up or degraded).
+    pub latency_ms: Option<Stat>,
+}
+
+/// Summary of a distribution.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Stat {
+    pub samples: i64,
+    pub avg: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertCount {
+    pub agent: String,
+    pub name: String,
+    pub severity: String,
+    pub alerts: i64,
+    pub raised: i64,
+    pub cleared: i64,
+}
+
+/// A condition raised and (perhaps) cleared: one alert source and subject
+/// of one agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub agent: String,
+    pub name: String,
+    pub source: String,
+    pub subject: String,
+    /// The highest severity raised.
+    pub severity: String,
+    /// `None` when the raise is not in the stored log (before the lookback
+    /// or deleted by retention).
+    pub raised_at: Option<String>,
+    pub cleared_at: Option<String>,
+    /// Raised to cleared; to the end of the period (or now) when still open.
+    pub duration_seconds: Option<i64>,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Changes {
+    pub total: i64,
+    pub by_agent: Vec<ChangeCount>,
+    /// The latest changes, newest first (from the raw events).
+    pub latest: Vec<Change>,
+    /// Changes of the period not listed in `latest`.
+    pub not_listed: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeCount {
+    pub agent: String,
+    pub action: String,
+    pub changes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub time: String,
+    pub agent: String,
+    pub path: String,
+    pub action: String,
+    pub changed_by: Option<String>,
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Traffic {
+    pub sources: TopList,
+    pub destinations: TopList,
+    pub ports: TopList,
+}
+
+/// A top list with the exact totals it is part of.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TopList {
+    pub top: Vec<TopEntry>,
+    pub total_bytes: i64,
+    pub total_packets: i64,
+    pub total_flows: i64,
+    /// Bytes not in `top`.
+    pub other_bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopEntry {
+    pub key: String,
+    pub bytes: i64,
+    pub packets: i64,
+    pub flows: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Names {
+    pub dns: Vec<NameCount>,
+    pub sni: Vec<NameCount>,
+    pub http: Vec<NameCount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NameCount {
+    pub name: String,
+    pub flows: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostHealth {
+    pub agent: String,
+    pub samples: i64,
+    pub cpu_percent: Option<Stat>,
+    pub memory_percent: Option<Stat>,
+    pub disk_percent: Option<Stat>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorHealth {
+    pub agent: String,
+    pub heartbeats: i64,
+    pub first_heartbeat: Option<String>,
+    pub last_heartbeat: Option<String>,
+    /// The longest time between two heartbeats in the period.
+    pub longest_gap_seconds: Option<i64>,
+    /// Heartbeats that said the agent was stopping (planned stops).
+    pub stops: i64,
+    pub data_loss_reports: i64,
+    pub events_lost: u64,
+}
+
+/// Builds the report of `period` for the tenant of `reader`, with times in
+/// `zone`. `now` bounds open incidents and stamps the report.
+pub fn build(
+    reader: &TenantReader,
+    period: &Period,
+    zone: &Zone,
+    now: SystemTime,
+    options: &Options,
+) -> Result<Report, ReportError> {
+    let (start, end) = period.bounds(zone);
+    let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
+    let db = reader.connection();
+    // Rollup rows are selected by the start of their UTC hour.
+    let (h0, h1) = (
+        start.div_euclid(HOUR_US) * HOUR_US,
+        end.div_euclid(HOUR_US) * HOUR_US,
+    );
+    let mut notes = vec![
+        "Check, alert, change-count, traffic, name and host figures come from hourly rollups \
+         of the whole UTC hours starting in the period; incidents, the latest changes and sensor \
+         health come from the stored events."
+            .to_string(),
+        "Top lists add up hourly top lists of 100 keys each: totals and 'other' are exact, a \
+         key just below every hour's cut can be missing. Percentiles are read from histograms \
+         (latency within 9 %, percentages within 0.5 points)."
+            .to_string(),
+    ];
+    if start % HOUR_US != 0 {
+        notes.push(format!(
+            "{} is not a whole number of hours from UTC: rollup figures are shifted by up to an hour against the period.",
+            zone.name()
+        ));
+    }
+
+    let (events, hours_with_events): (i64, i64) = db.query_row(
+        "SELECT COALESCE(SUM(events), 0), COUNT(*) FROM rollup_hours WHERE hour_us >= ?1 AND hour_us < ?2",
+        params![h0, h1],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let raw_events_stored: i64 = db.query_row(
+        "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2",
+        params![start, end],
+        |r| r.get(0),
+    )?;
+    if raw_events_stored < events {
+        notes.push(format!(
+            "{} events of the period are no longer stored (retention); their rollup figures remain, the lists from single events miss them.",
+            events - raw_events_stored
+        ));
+    }
+    let coverage = Coverage {
+        events,
+        hours_with_events,
+        hours_in_period: (end - start) / HOUR_US,
+        raw_events_stored,
+    };
+
+    Ok(Report {
+        tenant: reader.tenant().to_string(),
+        period: period.label.clone(),
+        time_zone: zone.name().to_string(),
+        from: zone.rfc3339(start),
+        to: zone.rfc3339(end),
+        generated_at: zone.rfc3339(now_us),
+        coverage,
+        checks: checks(db, h0, h1)?,
+        alerts: alerts(db, h0, h1)?,
+        incidents: incidents(db, zone, start, end.min(now_us), options)?,
+        config_changes: changes(db, zone, (h0, h1), (start, end), options)?,
+        traffic: Traffic {
+            sources: top_list(db, "src", h0, h1, options.top)?,
+            destinations: top_list(db, "dst", h0, h1, options.top)?,
+            ports: top_list(db, "dst_port", h0, h1, options.top)?,
+        },
+        names: Names {
+            dns: names(db, "dns", h0, h1, options.top)?,
+            sni: names(db, "sni", h0, h1, options.top)?,
+            http: names(db, "http", h0, h1, options.top)?,
+        },
+        host_health: host(db, h0, h1)?,
+        sensor_health: sensors(reader, zone, start, end)?,
+        notes,
+    })
+}
+
+type Db = rusqlite::Connection;
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+/// A histogram being merged over hours, with its exact companions.
+#[derive(Default)]
+struct Dist {
+    n: i64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    hist: Hist,
+}
+
+impl Dist {
+    fn add(&mut self, n: i64, sum: f64, min: Option<f64>, max: Option<f64>, hist: &str) {
+        self.n += n;
+        self.sum += sum;
+        self.min = min.map_or(self.min, |m| Some(self.min.map_or(m, |s| s.min(m))));
+        self.max = max.map_or(self.max, |m| Some(self.max.map_or(m, |s| s.max(m))));
+        self.hist.merge(&Hist::parse(hist));
+    }
+
+    /// The summary, values multiplied by `scale_by` (µs → ms).
+    fn stat(&self, scale: Scale, scale_by: f64) -> Option<Stat> {
+        let max = self.max?;
+        if self.n == 0 {
+            return None;
+        }
+        let min = self.min.unwrap_or(0.0);
+        let p = |q| self.hist.percentile(scale, q, min, max).unwrap_or(max) * scale_by;
+        Some(Stat {
+            samples: self.n,
+            avg: round(self.sum / self.n as f64 * scale_by, 3),
+            p50: round(p(50.0), 3),
+            p95: round(p(95.0), 3),
+            max: round(max * scale_by, 3),
+        })
+    }
+}
+
+fn checks(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<CheckFigures>> {
+    let mut by: BTreeMap<(String, String), ([i64; 4], Dist)> = BTreeMap::new();
+    let mut stmt = db.prepare(
+        "SELECT agent, check_id, results, up, degraded, down, latency_n, latency_sum,
+                latency_min, latency_max, latency_hist
+         FROM rollup_checks WHERE hour_us >= ?1 AND hour_us < ?2",
+    )?;
+    let mut rows = stmt.query(params![h0, h1])?;
+    while let Some(r) = rows.next()? {
+        let (counts, dist) = by.entry((r.get(0)?, r.get(1)?)).or_default();
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c += r.get::<_, i64>(2 + i)?;
+        }
+        dist.add(
+            r.get(6)?,
+            r.get::<_, i64>(7)? as f64,
+            r.get(8)?,
+            r.get(9)?,
+            &r.get::<_, String>(10)?,
+        );
+    }
+    Ok(by
+        .into_iter()
+        .map(
+            |((agent, check_id), ([results, up, degraded, down], dist))| CheckFigures {
+                agent,
+                check_id,
+                results,
+                up,
+                degraded,
+                down,
+                availability_percent: (results > 0)
+                    .then(|| round(up as f64 * 100.0 / results as f64, 3)),
+                latency_ms: dist.stat(Scale::Log, 0.001),
+            },
+        )
+        .collect())
+}
+
+fn alerts(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<AlertCount>> {
+    db.prepare(
+        "SELECT agent, alert_name, severity, SUM(alerts), SUM(raised), SUM(cleared)
+         FROM rollup_alerts WHERE hour_us >= ?1 AND hour_us < ?2
+         GROUP BY 1, 2, 3 ORDER BY SUM(alerts) DESC, 1, 2, 3",
+    )?
+    .query_map(params![h0, h1], |r| {
+        Ok(AlertCount {
+            agent: r.get(0)?,
+            name: r.get(1)?,
+            severity: r.get(2)?,
+            alerts: r.get(3)?,
+            raised: r.get(4)?,
+            cleared: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 3,
+        "warning" => 2,
+        "info" => 1,
+        _ => 0,
+    }
+}
+
+/// Raised → cleared pairs per (agent, source, subject) that overlap
+/// `[start, end)`, from the raw alerts (and those of the lookback before).
+fn incidents(
+    db: &Db,
+    zone: &Zone,
+    start: i64,
+    end: i64,
+    options: &Options,
+) -> rusqlite::Result<Vec<Incident>> {
+    let lookback = start - options.incident_lookback_days * 86_400_000_000;
+    let mut stmt = db.prepare(
+        "SELECT time_us, agent, COALESCE(alert_source, ''), COALESCE(alert_subject, ''),
+                COALESCE(alert_name, ''), COALESCE(severity, ''), COALESCE(state, '')
+         FROM events WHERE kind = 'alert' AND time_us >= ?1 AND time_us < ?2
+         ORDER BY time_us, id",
+    )?;
+    let mut rows = stmt.query(params![lookback, end])?;
+    // Open conditions: key → (raised at, name, severity).
+    let mut open: BTreeMap<(String, String, String), (i64, String, String)> = BTreeMap::new();
+    let mut out: Vec<(Option<i64>, i64, Incident)> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let t: i64 = r.get(0)?;
+        let key = (r.get(1)?, r.get(2)?, r.get(3)?);
+        let (name, severity, state): (String, String, String) = (r.get(4)?, r.get(5)?, r.get(6)?);
+        if state != "up" && !matches!(state.as_str(), "down" | "degraded" | "unknown") {
+            // An alert without a state (a one-off notice) is counted in
+            // `alerts`, but opens no incident.
+            continue;
+        }
+        if state != "up" {
+            let entry = open.entry(key).or_insert((t, name, severity.clone()));
+            if severity_rank(&severity) > severity_rank(&entry.2) {
+                entry.2 = severity;
+            }
+            continue;
+        }
+        if t < start {
+            open.remove(&key);
+            continue;
+        }
+        let (agent, source, subject) = key.clone();
+        let (raised, name, severity) = match open.remove(&key) {
+            Some((raised, n, s)) => (Some(raised), n, s),
+            None => (None, name, severity),
+        };
+        out.push((
+            raised,
+            t,
+            Incident {
+                agent,
+                name,
+                source,
+                subject,
+                severity,
+                raised_at: raised.map(|r| zone.rfc3339(r)),
+                cleared_at: Some(zone.rfc3339(t)),
+                duration_seconds: raised.map(|r| (t - r) / 1_000_000),
+                open: false,
+            },
+        ));
+    }
+    for ((agent, source, subject), (raised, name, severity)) in open {
+        out.push((
+            Some(raised),
+            end,
+            Incident {
+                agent,
+                name,
+                source,
+                subject,
+                severity,
+                raised_at: Some(zone.rfc3339(raised)),
+                cleared_at: None,
+                duration_seconds: Some((end - raised).max(0) / 1_000_000),
+                open: true,
+            },
+        ));
+    }
+    out.sort_by_key(|(raised, until, _)| (raised.unwrap_or(*until), *until));
+    Ok(out.into_iter().map(|(_, _, i)| i).collect())
+}
+
+fn changes(
+    db: &Db,
+    zone: &Zone,
+    (h0, h1): (i64, i64),
+    (start, end): (i64, i64),
+    options: &Options,
+) -> rusqlite::Result<Changes> {
+    let by_agent: Vec<ChangeCount> = db
+        .prepare(
+            "SELECT agent, action, SUM(changes) FROM rollup_changes
+             WHERE hour_us >= ?1 AND hour_us < ?2 GROUP BY 1, 2 ORDER BY 1, 2",
+        )?
+        .query_map(params![h0, h1], |r| {
+            Ok(ChangeCount {
+                agent: r.get(0)?,
+                action: r.get(1)?,
+                changes: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = by_agent.iter().map(|c| c.changes).sum();
+    let stored: i64 = db.query_row(
+        "SELECT COUNT(*) FROM events WHERE kind = 'file_change' AND time_us >= ?1 AND time_us < ?2",
+        params![start, end],
+        |r| r.get(0),
+    )?;
+    let latest: Vec<Change> = db
+        .prepare(
+            "SELECT time_us, agent, COALESCE(file_path, ''), COALESCE(file_action, ''),
+                    changed_by, severity
+             FROM events WHERE kind = 'file_change' AND time_us >= ?1 AND time_us < ?2
+             ORDER BY time_us DESC, id DESC LIMIT ?3",
+        )?
+        .query_map(params![start, end, options.changes_listed as i64], |r| {
+            Ok(Change {
+                time: zone.rfc3339(r.get(0)?),
+                agent: r.get(1)?,
+                path: r.get(2)?,
+                action: r.get(3)?,
+                changed_by: r.get(4)?,
+                severity: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Changes {
+        total,
+        not_listed: stored.max(total) - latest.len() as i64,
+        by_agent,
+        latest,
+    })
+}
+
+fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<TopList> {
+    let mut list = TopList::default();
+    let mut stmt = db.prepare(
+        "SELECT key, SUM(bytes), SUM(packets), SUM(flows) FROM rollup_talkers
+         WHERE dimension = ?1 AND hour_us >= ?2 AND hour_us < ?3
+         GROUP BY key ORDER BY SUM(bytes) DESC, key",
+    )?;
+    let mut rows = stmt.query(params![dimension, h0, h1])?;
+    while let Some(r) = rows.next()? {
+        let e = TopEntry {
+            key: r.get(0)?,
+            bytes: r.get(1)?,
+            packets: r.get(2)?,
+            flows: r.get(3)?,
+        };
+        list.total_bytes += e.bytes;
+        list.total_packets += e.packets;
+        list.total_flows += e.flows;
+        if e.key != OTHER && list.top.len() < top {
+            list.top.push(e);
+        } else {
+            list.other_bytes += e.bytes;
+        }
+    }
+    Ok(list)
+}
+
+fn names(db: &Db, kind: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<Vec<NameCount>> {
+    db.prepare(
+        "SELECT name, SUM(flows), SUM(bytes) FROM rollup_names
+         WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name != ''
+         GROUP BY name ORDER BY SUM(flows) DESC, name LIMIT ?4",
+    )?
+    .query_map(params![kind, h0, h1, top as i64], |r| {
+        Ok(NameCount {
+            name: r.get(0)?,
+            flows: r.get(1)?,
+            bytes: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+fn host(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<HostHealth>> {
+    let mut by: BTreeMap<String, (i64, [Dist; 3])> = BTreeMap::new();
+    let mut stmt = db.prepare(
+        "SELECT agent, samples,
+                cpu_n, cpu_sum, cpu_max, cpu_hist,
+                memory_n, memory_sum, memory_max, memory_hist,
+                disk_n, disk_sum, disk_max, disk_hist
+         FROM rollup_host WHERE hour_us >= ?1 AND hour_us < ?2",
+    )?;
+    let mut rows = stmt.query(params![h0, h1])?;
+    while let Some(r) = rows.next()? {
+        let (samples, dists) = by.entry(r.get(0)?).or_default();
+        *samples += r.get::<_, i64>(1)?;
+        for (i, d) in dists.iter_mut().enumerate() {
+            let c = 2 + 4 * i;
+            d.add(
+                r.get(c)?,
+                r.get(c + 1)?,
+                None,
+                r.get(c + 2)?,
+                &r.get::<_, String>(c + 3)?,
+            );
+        }
+    }
+    Ok(by
+        .into_iter()
+        .map(|(agent, (samples, [cpu, memory, disk]))| HostHealth {
+            agent,
+            samples,
+            cpu_percent: cpu.stat(Scale::Percent, 1.0),
+            memory_percent: memory.stat(Scale::Percent, 1.0),
+            disk_percent: disk.stat(Scale::Percent, 1.0),
+        })
+        .collect())
+}
+
+fn sensors(
+    reader: &TenantReader,
+    zone: &Zone,
+    start: i64,
+    end: i64,
+) -> Result<Vec<SensorHealth>, ReportError> {
+    let db = reader.connection();
+    let mut by: BTreeMap<String, SensorHealth> = BTreeMap::new();
+    let blank = |agent: &str| SensorHealth {
+        agent: agent.to_string(),
+        heartbeats: 0,
+        first_heartbeat: None,
+        last_heartbeat: None,
+        longest_gap_seconds: None,
+        stops: 0,
+        data_loss_reports: 0,
+        events_lost: 0,
+    };
+    let mut stmt = db.prepare(
+        "SELECT agent, COUNT(*), MIN(time_us), MAX(time_us), SUM(state = 'stopping'), MAX(gap)
+         FROM (SELECT agent, time_us, state,
+                      time_us - LAG(time_us) OVER (PARTITION BY agent ORDER BY time_us) AS gap
+               FROM events WHERE kind = 'agent_status' AND time_us >= ?1 AND time_us < ?2)
+         GROUP BY agent",
+    )?;
+    let mut rows = stmt.query(params![start, end])?;
+    while let Some(r) = rows.next()? {
+        let agent: String = r.get(0)?;
+        let s = by.entry(agent.clone()).or_insert_with(|| blank(&agent));
+        s.heartbeats = r.get(1)?;
+        s.first_heartbeat = Some(zone.rfc3339(r.get(2)?));
+        s.last_heartbeat = Some(zone.rfc3339(r.get(3)?));
+        s.stops = r.get(4)?;
+        s.longest_gap_seconds = r.get::<_, Option<i64>>(5)?.map(|g| g / 1_000_000);
+    }
+    let filter = Filter {
+        from_us: Some(start),
+        to_us: Some(end),
+        kinds: vec!["data_loss".to_string()],
+        ..Default::default()
+    };
+    reader.scan(&filter, |e| {
+        let s = by.entry(e.agent.clone()).or_insert_with(|| blank(&e.agent));
+        s.data_loss_reports += 1;
+        if let Some(Kind::DataLoss(d)) = e.event.as_ref().and_then(|ev| ev.kind.as_ref()) {
+            s.events_lost += d.events_lost;
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(by.into_values().collect())
+}
+
+impl Report {
+    /// The report as text for people: one section per topic, each with a
+    /// "nothing found" line when empty.
+    pub fn to_text(&self) -> String {
+        text::render(self)
+    }
+}
