@@ -55,7 +55,9 @@
 //!   events it actually stores (duplicates dropped by exactly-once never
 //!   count), so rollups and events commit or roll back together.
 //! * Cheap per event: [`Rollup::add`] only accumulates in memory; [`Rollup::flush`]
-//!   writes each `(table, hour, key)` touched by the call once.
+//!   writes each `(table, hour, key)` touched by the call once: one upsert
+//!   for tables without histograms, a read and a write for the others (and
+//!   for late keys of closed hours, which may go to [`OTHER`]).
 //! * A database upgraded from schema version 1 gets its rollups backfilled
 //!   from the stored events ([`migrate`]), through the same code as ingest.
 //!
@@ -621,8 +623,17 @@ fn is_pruned(tx: &Transaction, hour: i64) -> rusqlite::Result<bool> {
         .is_some_and(|p| p != 0))
 }
 
-/// The SQL of each table: (select the values of one key, write one row).
-static SQL: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+/// The SQL of each table.
+struct Sql {
+    /// Selects the values of one key.
+    select: String,
+    /// Writes one whole row.
+    replace: String,
+    /// Adds to a row in one statement, for tables without histograms.
+    upsert: Option<String>,
+}
+
+static SQL: LazyLock<Vec<Sql>> = LazyLock::new(|| {
     TABLES
         .iter()
         .map(|t| {
@@ -640,14 +651,38 @@ static SQL: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
                 key_terms.join(" AND ")
             );
             let n = 1 + t.keys.len() + values.len();
-            let write = format!(
-                "INSERT OR REPLACE INTO {} (hour_us, {}, {}) VALUES ({})",
+            let insert = format!(
+                "INTO {} (hour_us, {}, {}) VALUES ({})",
                 t.name,
                 t.keys.join(", "),
                 values.join(", "),
                 vec!["?"; n].join(", ")
             );
-            (select, write)
+            let set: Option<Vec<String>> = t
+                .values
+                .iter()
+                .map(|(v, m)| match m {
+                    Sum | SumReal => Some(format!("{v} = {v} + excluded.{v}")),
+                    Min | Max => {
+                        let f = if *m == Min { "MIN" } else { "MAX" };
+                        Some(format!(
+                            "{v} = {f}(COALESCE({v}, excluded.{v}), COALESCE(excluded.{v}, {v}))"
+                        ))
+                    }
+                    Merge::Hist(_) => None,
+                })
+                .collect();
+            Sql {
+                select,
+                replace: format!("INSERT OR REPLACE {insert}"),
+                upsert: set.map(|set| {
+                    format!(
+                        "INSERT {insert} ON CONFLICT (hour_us, {}) DO UPDATE SET {}",
+                        t.keys.join(", "),
+                        set.join(", ")
+                    )
+                }),
+            }
         })
         .collect()
 });
@@ -663,10 +698,24 @@ fn write(
     closed: bool,
 ) -> rusqlite::Result<()> {
     let table = &TABLES[t];
-    let (select, insert) = &SQL[t];
+    let sql = &SQL[t];
     let head = || std::iter::once(Value::Integer(hour));
+    let row = |keys: Vec<String>, accs: &[Acc]| {
+        params_from_iter(
+            head()
+                .chain(keys.into_iter().map(Value::Text))
+                .chain(accs.iter().map(Acc::value))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // The common case, one statement: an open hour (or a table without a
+    // bound) and values SQL can add up.
+    if let Some(upsert) = sql.upsert.as_ref().filter(|_| !closed) {
+        tx.prepare_cached(upsert)?.execute(row(keys, &accs))?;
+        return Ok(());
+    }
     let stored: Option<Vec<Value>> = tx
-        .prepare_cached(select)?
+        .prepare_cached(&sql.select)?
         .query_row(
             params_from_iter(head().chain(keys.iter().map(|k| Value::Text(k.clone())))),
             |r| {
@@ -693,11 +742,7 @@ fn write(
         }
         None => {}
     }
-    tx.prepare_cached(insert)?.execute(params_from_iter(
-        head()
-            .chain(keys.into_iter().map(Value::Text))
-            .chain(accs.iter().map(Acc::value)),
-    ))?;
+    tx.prepare_cached(&sql.replace)?.execute(row(keys, &accs))?;
     Ok(())
 }
 
