@@ -379,6 +379,26 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    match crate::status_file::read(store.root()) {
+        Some((r, true)) => println!(
+            "Receiver: running (pid {}, owlet-soc {}, since {}); {} agents connected, {} events stored since start; connections refused: {}",
+            r.pid,
+            r.version,
+            r.started,
+            r.agents_connected,
+            r.events_stored_since_start,
+            r.connections_refused
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some((r, false)) => println!(
+            "Receiver: not running (its last figures are from {})",
+            r.updated
+        ),
+        None => println!("Receiver: has not run with this store"),
+    }
     println!("Tenants:");
     for s in &tenants {
         println!(
