@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::Event;
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::columns::{Columns, NAMES};
 use crate::error::{AtPath, Result, StoreError};
@@ -237,23 +237,12 @@ impl TenantLog {
                     body.clear();
                     event.encode(&mut body).expect("a Vec grows as needed");
                     let columns = Columns::of(event);
-                    let head = [
-                        rusqlite::types::Value::Integer(last_id),
-                        rusqlite::types::Value::Text(batch.agent.to_string()),
-                        seq.map_or(
-                            rusqlite::types::Value::Null,
-                            rusqlite::types::Value::Integer,
-                        ),
-                        rusqlite::types::Value::Integer(received_us),
-                        rusqlite::types::Value::Text(batch.zone.to_string()),
-                    ];
-                    insert
-                        .execute(params_from_iter(
-                            head.into_iter()
-                                .chain(columns.values())
-                                .chain([rusqlite::types::Value::Blob(body.clone())]),
-                        ))
-                        .at(&path)?;
+                    let head: [&dyn rusqlite::ToSql; 5] =
+                        [&last_id, &batch.agent, &seq, &received_us, &batch.zone];
+                    let tail: [&dyn rusqlite::ToSql; 1] = [&body];
+                    let values: Vec<&dyn rusqlite::ToSql> =
+                        head.into_iter().chain(columns.bind()).chain(tail).collect();
+                    insert.execute(values.as_slice()).at(&path)?;
                     done.stored += 1;
                 }
                 done.acked_seq = mark;
