@@ -118,6 +118,26 @@ impl Store {
         }
     }
 
+    /// Writes a consistent copy of `tenant`'s database to `dest` (SQLite's
+    /// `VACUUM INTO`: a snapshot, compact, readable by any sqlite3),
+    /// beside a serving receiver.
+    pub fn snapshot(&self, tenant: &str, dest: &Path) -> Result<()> {
+        let file = self.tenant_file(tenant)?;
+        if !file.exists() {
+            return Err(self.unknown(tenant));
+        }
+        let db = rusqlite::Connection::open_with_flags(
+            &file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::sqlite(&file, e))?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| StoreError::sqlite(&file, e))?;
+        db.execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+            .map_err(|e| StoreError::sqlite(dest, e))?;
+        Ok(())
+    }
+
     /// Deletes `tenant`'s database and directory (the end of a contract;
     /// export first). The receiver must not be serving the tenant.
     pub fn delete_tenant(&self, tenant: &str) -> Result<()> {

@@ -286,9 +286,8 @@ pub fn tenant_export(config: &SocConfig, tenant: &str, out: &Path) -> anyhow::Re
     std::fs::create_dir(out)
         .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
     let copy = out.join(format!("{tenant}.db"));
-    reader
-        .connection()
-        .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+    store
+        .snapshot(tenant, &copy)
         .with_context(|| format!("cannot copy the tenant's database to {}", copy.display()))?;
     let ndjson = out.join(format!("{tenant}.ndjson"));
     let zone = Zone::parse(config.zone_of(tenant)).map_err(|e| anyhow::anyhow!(e))?;
