@@ -4,7 +4,8 @@
 #
 #   owlet : agent (owlet-loadgen: the agent plus a synthetic producer -> bus -> spool,
 #           fsync per batch -> gRPC/mTLS)
-#           -> owlet-soc (SQLite WAL, synchronous=FULL, ack after commit)
+#           -> owlet-soc (the tenant's SQLite log: WAL, synchronous=FULL, typed
+#              columns and indexes, ack after commit)
 #   peer  : loggen -> syslog-ng "agent" (disk-buffer reliable(yes) -> network TLS, mutual auth)
 #           -> syslog-ng "receiver" (file)
 #
@@ -36,14 +37,14 @@ cp "$OUT/agent/owlet.toml" "$OUT/agent/base.toml"
 
 # run_owlet RATE TOTAL -> "events/s p50_ms p99_ms agent_cpu_s agent_rss_mb soc_cpu_s soc_rss_mb"
 run_owlet() {
-  rm -rf "$OUT/agent/state" "$OUT/soc/soc.db"*
+  rm -rf "$OUT/agent/state" "$OUT/soc/soc.db"* "$OUT/soc/tenants" "$OUT/soc/cursors.db"*
   { cat "$OUT/agent/base.toml"; printf '\n[log]\nlevel = "warn"\n'; } > "$OUT/agent/owlet.toml"
   RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/soc.toml" 2>>"$OUT/soc.log" &
   local soc=$!
   sleep 0.5
   $BIN/owlet-loadgen run --config "$OUT/agent/owlet.toml" --rate "$1" --total "$2" 2>>"$OUT/agent.log" &
   local agent=$!
-  python3 - "$OUT/soc/soc.db" "$2" <<'PY' >&2
+  python3 - "$OUT/soc/tenants/bench/events.db" "$2" <<'PY' >&2
 import sqlite3, sys, time
 db, n = sys.argv[1], int(sys.argv[2])
 deadline, got = time.time() + 600, 0
@@ -52,7 +53,7 @@ deadline, got = time.time() + 600, 0
 while time.time() < deadline:
     try:
         c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        if c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0] >= n:
+        if int(c.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()[0]) >= n:
             got = c.execute("SELECT COUNT(*) FROM events WHERE kind='check_result'").fetchone()[0]
             if got >= n: break
     except sqlite3.OperationalError:
@@ -64,7 +65,7 @@ PY
   local a_cpu a_rss s_cpu s_rss
   a_cpu=$(cpu_seconds $agent); a_rss=$(peak_rss_mb $agent); s_cpu=$(cpu_seconds $soc); s_rss=$(peak_rss_mb $soc)
   kill $agent $soc; wait $agent $soc 2>/dev/null || true
-  python3 - "$OUT/soc/soc.db" "$a_cpu $a_rss $s_cpu $s_rss" <<'PY'
+  python3 - "$OUT/soc/tenants/bench/events.db" "$a_cpu $a_rss $s_cpu $s_rss" <<'PY'
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 lo, hi, n = c.execute("SELECT MIN(time_us), MAX(received_us), COUNT(*) FROM events WHERE kind='check_result'").fetchone()

@@ -116,56 +116,55 @@ impl Columns {
         c
     }
 
-    /// The values in [`NAMES`] order, for binding.
-    pub fn values(&self) -> [rusqlite::types::Value; 33] {
-        use rusqlite::types::Value;
-        fn t(s: &Option<String>) -> Value {
-            s.as_ref().map_or(Value::Null, |s| Value::Text(s.clone()))
-        }
-        fn st(s: Option<&'static str>) -> Value {
-            s.map_or(Value::Null, |s| Value::Text(s.to_string()))
-        }
-        fn i(v: Option<i64>) -> Value {
-            v.map_or(Value::Null, Value::Integer)
-        }
-        fn r(v: Option<f64>) -> Value {
-            v.map_or(Value::Null, Value::Real)
-        }
+    /// The columns in [`NAMES`] order, borrowed for binding (no copies).
+    pub fn bind(&self) -> [&dyn rusqlite::ToSql; 33] {
         [
-            Value::Text(self.kind.to_string()),
-            Value::Integer(self.time_us),
-            st(self.severity),
-            t(&self.check_id),
-            st(self.check_type),
-            st(self.state),
-            st(self.result),
-            st(self.failure),
-            i(self.latency_us),
-            t(&self.target),
-            t(&self.src_addr),
-            i(self.src_port),
-            t(&self.dst_addr),
-            i(self.dst_port),
-            i(self.protocol),
-            i(self.bytes),
-            i(self.packets),
-            t(&self.dns_name),
-            t(&self.tls_sni),
-            t(&self.http_host),
-            t(&self.file_path),
-            st(self.file_action),
-            t(&self.old_sha256),
-            t(&self.new_sha256),
-            t(&self.changed_by),
-            r(self.cpu_percent),
-            r(self.memory_percent),
-            r(self.disk_percent),
-            r(self.load1),
-            t(&self.alert_name),
-            t(&self.alert_subject),
-            t(&self.alert_source),
-            t(&self.message),
+            &self.kind,
+            &self.time_us,
+            &self.severity,
+            &self.check_id,
+            &self.check_type,
+            &self.state,
+            &self.result,
+            &self.failure,
+            &self.latency_us,
+            &self.target,
+            &self.src_addr,
+            &self.src_port,
+            &self.dst_addr,
+            &self.dst_port,
+            &self.protocol,
+            &self.bytes,
+            &self.packets,
+            &self.dns_name,
+            &self.tls_sni,
+            &self.http_host,
+            &self.file_path,
+            &self.file_action,
+            &self.old_sha256,
+            &self.new_sha256,
+            &self.changed_by,
+            &self.cpu_percent,
+            &self.memory_percent,
+            &self.disk_percent,
+            &self.load1,
+            &self.alert_name,
+            &self.alert_subject,
+            &self.alert_source,
+            &self.message,
         ]
+    }
+
+    /// The values in [`NAMES`] order, owned (for exports).
+    pub fn values(&self) -> Vec<Value> {
+        self.bind()
+            .iter()
+            .map(|v| match v.to_sql() {
+                Ok(rusqlite::types::ToSqlOutput::Borrowed(r)) => Value::from(r),
+                Ok(rusqlite::types::ToSqlOutput::Owned(v)) => v,
+                _ => Value::Null,
+            })
+            .collect()
     }
 
     fn check(&mut self, r: &CheckResult) {

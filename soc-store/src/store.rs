@@ -50,6 +50,7 @@ impl Store {
         })?;
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter(|e| e.path().join(EVENTS_FILE).exists())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
@@ -71,13 +72,26 @@ impl Store {
         Ok(self.tenant_dir(tenant)?.join(EVENTS_FILE))
     }
 
-    /// Opens `tenant`'s log for writing, creating it.
+    /// Opens `tenant`'s log for writing, creating it. A new tenant's
+    /// database is made complete (schema and all) in a hidden directory and
+    /// then renamed into place, so a reader never sees a half-made one.
     pub fn writer(&self, tenant: &str) -> Result<TenantLog> {
         let dir = self.tenant_dir(tenant)?;
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        if !dir.join(EVENTS_FILE).exists() {
+            let io = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| StoreError::Io { path, source }
+            };
+            let new = self.root.join("tenants").join(format!(".new-{tenant}"));
+            if new.exists() {
+                std::fs::remove_dir_all(&new).map_err(io(&new))?;
+            }
+            std::fs::create_dir_all(&new).map_err(io(&new))?;
+            let log = TenantLog::open(&new.join(EVENTS_FILE), tenant)?;
+            log.checkpoint()?;
+            drop(log);
+            std::fs::rename(&new, &dir).map_err(io(&dir))?;
+        }
         TenantLog::open(&dir.join(EVENTS_FILE), tenant)
     }
 
@@ -102,6 +116,26 @@ impl Store {
                 known.join(", ")
             },
         }
+    }
+
+    /// Writes a consistent copy of `tenant`'s database to `dest` (SQLite's
+    /// `VACUUM INTO`: a snapshot, compact, readable by any sqlite3),
+    /// beside a serving receiver.
+    pub fn snapshot(&self, tenant: &str, dest: &Path) -> Result<()> {
+        let file = self.tenant_file(tenant)?;
+        if !file.exists() {
+            return Err(self.unknown(tenant));
+        }
+        let db = rusqlite::Connection::open_with_flags(
+            &file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::sqlite(&file, e))?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| StoreError::sqlite(&file, e))?;
+        db.execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+            .map_err(|e| StoreError::sqlite(dest, e))?;
+        Ok(())
     }
 
     /// Deletes `tenant`'s database and directory (the end of a contract;

@@ -20,11 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::Event;
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::columns::{Columns, NAMES};
 use crate::error::{AtPath, Result, StoreError};
 use crate::schema;
+
+/// Bytes a WAL keeps after a checkpoint.
+const WAL_LIMIT: i64 = 8 << 20;
 
 /// Events of one agent to append, in sequence order.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +95,10 @@ impl TenantLog {
             .at(path)?;
         db.pragma_update(None, "journal_mode", "WAL").at(path)?;
         db.pragma_update(None, "synchronous", "FULL").at(path)?;
+        // A WAL that grew (a long reader held checkpoints back) shrinks to
+        // this after its next checkpoint, rather than keeping the space.
+        db.pragma_update(None, "journal_size_limit", WAL_LIMIT)
+            .at(path)?;
         db.busy_timeout(Duration::from_secs(5)).at(path)?;
         match schema::migrate(&mut db).at(path)? {
             Ok(_) => {}
@@ -182,6 +189,17 @@ impl TenantLog {
     /// a sequenced batch at or below its agent's mark are dropped and
     /// counted. All or nothing: on error nothing of any batch is stored.
     pub fn append(&mut self, batches: &[Batch], received: SystemTime) -> Result<Vec<Appended>> {
+        let result = self.append_inner(batches, received);
+        if matches!(result, Err(StoreError::DiskFull { .. })) {
+            // Moving the WAL into the database (and truncating it) is what
+            // frees the WAL's space once the disk has room again; when it
+            // has none yet this fails too, harmlessly.
+            let _ = self.checkpoint();
+        }
+        result
+    }
+
+    fn append_inner(&mut self, batches: &[Batch], received: SystemTime) -> Result<Vec<Appended>> {
         let path = self.path.clone();
         let received_us = micros(received);
         let day = utc_day(received);
@@ -238,23 +256,12 @@ impl TenantLog {
                     body.clear();
                     event.encode(&mut body).expect("a Vec grows as needed");
                     let columns = Columns::of(event);
-                    let head = [
-                        rusqlite::types::Value::Integer(last_id),
-                        rusqlite::types::Value::Text(batch.agent.to_string()),
-                        seq.map_or(
-                            rusqlite::types::Value::Null,
-                            rusqlite::types::Value::Integer,
-                        ),
-                        rusqlite::types::Value::Integer(received_us),
-                        rusqlite::types::Value::Text(batch.zone.to_string()),
-                    ];
-                    insert
-                        .execute(params_from_iter(
-                            head.into_iter()
-                                .chain(columns.values())
-                                .chain([rusqlite::types::Value::Blob(body.clone())]),
-                        ))
-                        .at(&path)?;
+                    let head: [&dyn rusqlite::ToSql; 5] =
+                        [&last_id, &batch.agent, &seq, &received_us, &batch.zone];
+                    let tail: [&dyn rusqlite::ToSql; 1] = [&body];
+                    let values: Vec<&dyn rusqlite::ToSql> =
+                        head.into_iter().chain(columns.bind()).chain(tail).collect();
+                    insert.execute(values.as_slice()).at(&path)?;
                     rollup.add(batch.agent, &columns);
                     done.stored += 1;
                 }

@@ -33,6 +33,7 @@ use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 use crate::live::{LiveConns, LiveGuard};
+use crate::refusals::{Class, Refusals};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +73,7 @@ pub async fn accept_loop(
     tls: watch::Receiver<Arc<owlet_tls::rustls::ServerConfig>>,
     live: Arc<LiveConns>,
     max_connections: usize,
+    refusals: Arc<Refusals>,
     tx: mpsc::Sender<std::io::Result<AgentConn>>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
@@ -90,6 +92,7 @@ pub async fn accept_loop(
         let acceptor = TlsAcceptor::from(Arc::clone(&tls.borrow()));
         let tx = tx.clone();
         let live = Arc::clone(&live);
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
             match authenticate(acceptor, tcp, addr).await {
                 Ok((stream, identity, cert)) => {
@@ -109,7 +112,7 @@ pub async fn accept_loop(
                     };
                     let _ = tx.send(Ok(conn)).await;
                 }
-                Err(reason) => warn!(%addr, %reason, "connection refused"),
+                Err((class, reason)) => refusals.record(addr, class, &reason),
             }
         });
     }
@@ -119,21 +122,27 @@ async fn authenticate(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
-) -> Result<(TlsStream<TcpStream>, Identity, CertInfo), String> {
+) -> Result<(TlsStream<TcpStream>, Identity, CertInfo), (Class, String)> {
     let _ = tcp.set_nodelay(true);
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
-        .map_err(|_| format!("TLS handshake from {addr} timed out"))?
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(|_| {
+            (
+                Class::HandshakeTimeout,
+                format!("TLS handshake from {addr} timed out"),
+            )
+        })?
+        .map_err(|e| (Class::Tls, format!("TLS handshake failed: {e}")))?;
     let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
     let identity = owlet_tls::identity_from_peer_certs(certs)
-        .map_err(|e| format!("client certificate: {e}"))?;
+        .map_err(|e| (Class::Identity, format!("client certificate: {e}")))?;
     // identity_from_peer_certs found a leaf, so `first` is there.
     let cert = certs
         .first()
-        .ok_or_else(|| "client certificate: none".to_string())
+        .ok_or_else(|| (Class::Identity, "client certificate: none".to_string()))
         .and_then(|leaf| {
-            owlet_tls::cert_info(leaf).map_err(|e| format!("client certificate: {e}"))
+            owlet_tls::cert_info(leaf)
+                .map_err(|e| (Class::Identity, format!("client certificate: {e}")))
         })?;
     Ok((stream, identity, cert))
 }

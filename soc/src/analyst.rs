@@ -286,9 +286,8 @@ pub fn tenant_export(config: &SocConfig, tenant: &str, out: &Path) -> anyhow::Re
     std::fs::create_dir(out)
         .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
     let copy = out.join(format!("{tenant}.db"));
-    reader
-        .connection()
-        .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+    store
+        .snapshot(tenant, &copy)
         .with_context(|| format!("cannot copy the tenant's database to {}", copy.display()))?;
     let ndjson = out.join(format!("{tenant}.ndjson"));
     let zone = Zone::parse(config.zone_of(tenant)).map_err(|e| anyhow::anyhow!(e))?;
@@ -378,6 +377,26 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
             )?
         );
         return Ok(0);
+    }
+    match crate::status_file::read(store.root()) {
+        Some((r, true)) => println!(
+            "Receiver: running (pid {}, owlet-soc {}, since {}); {} agents connected, {} events stored since start; connections refused: {}",
+            r.pid,
+            r.version,
+            r.started,
+            r.agents_connected,
+            r.events_stored_since_start,
+            r.connections_refused
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some((r, false)) => println!(
+            "Receiver: not running (its last figures are from {})",
+            r.updated
+        ),
+        None => println!("Receiver: has not run with this store"),
     }
     println!("Tenants:");
     for s in &tenants {

@@ -30,9 +30,11 @@ use crate::accept;
 use crate::config::SocConfig;
 use crate::live::LiveConns;
 use crate::lock::InstanceLock;
+use crate::refusals::Refusals;
 use crate::revocation;
 use crate::service::TelemetryService;
 use crate::sink::{SinkHandle, SqliteSink};
+use crate::status_file::{self, ReceiverStatus};
 
 /// How long open agent streams may finish after a stop request.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -111,12 +113,19 @@ impl Receiver {
         ));
         let db = config.sqlite_path();
         let (conn_tx, conn_rx) = mpsc::channel(64);
+        let refusals = Arc::new(Refusals::default());
         let accept = tokio::spawn(accept::accept_loop(
             listener,
             tls_rx,
             live,
             config.server.max_connections,
+            Arc::clone(&refusals),
             conn_tx,
+        ));
+        let figures = tokio::spawn(publish_figures(
+            sink.clone(),
+            Arc::clone(&refusals),
+            crate::sink::store_root(db),
         ));
         let silence = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
         let retention = tokio::spawn(apply_retention(sink.clone(), config.clone()));
@@ -158,6 +167,7 @@ impl Receiver {
         accept.abort();
         silence.abort();
         retention.abort();
+        figures.abort();
         crl_watch.abort();
         let _ = stop_tx.send(true);
         let _ = notify.await;
@@ -238,6 +248,39 @@ async fn watch_liveness(sink: SinkHandle, config: crate::config::LivenessSection
                 }
             }
             Err(e) => warn!(error = %e, "liveness check failed"),
+        }
+    }
+}
+
+/// Ends the refusal log's windows on time and rewrites the receiver's
+/// status file for `owlet-soc status`.
+async fn publish_figures(sink: SinkHandle, refusals: Arc<Refusals>, root: std::path::PathBuf) {
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut ticker = tokio::time::interval(status_file::EVERY);
+    let mut warned = false;
+    loop {
+        ticker.tick().await;
+        refusals.tick();
+        let status = ReceiverStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: started.clone(),
+            updated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            agents_connected: sink.agents_connected(),
+            events_stored_since_start: sink.events_stored(),
+            connections_refused: refusals
+                .counts()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        match status_file::write(&root, &status) {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                warn!(error = %e, dir = %root.display(), "cannot write receiver.json: `owlet-soc status` will not show the receiver's figures");
+                warned = true;
+            }
+            Err(_) => {}
         }
     }
 }

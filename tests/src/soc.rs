@@ -71,6 +71,25 @@ impl Soc {
         fs::write(&self.config, toml::to_string(&table).unwrap()).unwrap();
     }
 
+    /// Sets `key` of `section` in `soc.toml`.
+    pub fn set(&self, section: &str, key: &str, value: impl Into<toml::Value>) {
+        let mut table: toml::Table = fs::read_to_string(&self.config).unwrap().parse().unwrap();
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Table::new().into())
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value.into());
+        fs::write(&self.config, toml::to_string(&table).unwrap()).unwrap();
+    }
+
+    /// Keeps the SOC's storage (control database and tenants' logs) in
+    /// `dir` instead of beside its configuration.
+    pub fn store_in(&mut self, dir: &std::path::Path) {
+        self.db = dir.join("soc.db");
+        self.set("sink", "path", self.db.to_str().unwrap());
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
