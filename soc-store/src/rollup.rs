@@ -4,6 +4,8 @@
 //!
 //! # Tables
 //!
+//! Documented for analysts, with example queries, in `SCHEMA.md`.
+//!
 //! Every table lives in the tenant's own database file, is keyed by
 //! `hour_us` (the start of the UTC hour of the event's own time, in µs) and
 //! then by its key columns (`TEXT NOT NULL`; a value an event lacks is the

@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::Event;
-use owlet_proto::v1::{Alert, FileChange, FileChangeKind, FlowRecord, State, event::Kind};
+use owlet_proto::v1::{
+    Alert, CheckResult, FileChange, FileChangeKind, FlowRecord, State, event::Kind,
+};
 use owlet_soc_store::{Batch, Policy, Store};
 
 fn event(seq: u64, t: SystemTime, kind: Kind) -> Event {
@@ -94,6 +96,17 @@ fn the_example_queries_of_schema_md_answer_their_questions() {
                 ..Default::default()
             }),
         ),
+        event(
+            6,
+            now - minute,
+            Kind::CheckResult(CheckResult {
+                check_id: "web".into(),
+                result: State::Up as i32,
+                state: State::Up as i32,
+                duration_us: 1500,
+                ..Default::default()
+            }),
+        ),
     ];
     let mut log = store.writer("acme").unwrap();
     // An old day, deleted by retention, for the deletions example.
@@ -132,7 +145,7 @@ fn the_example_queries_of_schema_md_answer_their_questions() {
     let blocks = sql_blocks(&doc);
     assert_eq!(
         blocks.len(),
-        5,
+        8,
         "SCHEMA.md's examples changed: update this test's data"
     );
     let reader = store.reader("acme").unwrap();
