@@ -49,12 +49,19 @@ use serde::Serialize;
 
 pub use period::{Period, PeriodError};
 
+/// The first schema version with the rollups.
+const ROLLUP_VERSION: i64 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(transparent)]
     Period(#[from] PeriodError),
     #[error(transparent)]
     Store(#[from] owlet_soc_store::StoreError),
+    #[error(
+        "the tenant's database has schema version {found}, before the hourly rollups reports read (version {needed}): start `owlet-soc serve` once, it upgrades tenant files in place, then run the report again"
+    )]
+    NotUpgraded { found: i64, needed: i64 },
     #[error("reading the tenant's database: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -272,6 +279,19 @@ pub fn build(
     let (start, end) = period.bounds(zone);
     let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
     let db = reader.connection();
+    let found: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found < ROLLUP_VERSION {
+        return Err(ReportError::NotUpgraded {
+            found,
+            needed: ROLLUP_VERSION,
+        });
+    }
+    // A tenant file that never stored an event has no `events` view yet.
+    let raw: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'events')",
+        [],
+        |r| r.get(0),
+    )?;
     // Rollup rows are selected by the start of their UTC hour.
     let (h0, h1) = (
         start.div_euclid(HOUR_US) * HOUR_US,
@@ -299,11 +319,15 @@ pub fn build(
         params![h0, h1],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let raw_events_stored: i64 = db.query_row(
-        "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2",
-        params![start, end],
-        |r| r.get(0),
-    )?;
+    let raw_events_stored: i64 = if raw {
+        db.query_row(
+            "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2",
+            params![start, end],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
     if raw_events_stored < events {
         notes.push(format!(
             "{} events of the period are no longer stored (retention); their rollup figures remain, the lists from single events miss them.",
@@ -327,8 +351,12 @@ pub fn build(
         coverage,
         checks: checks(db, h0, h1)?,
         alerts: alerts(db, h0, h1)?,
-        incidents: incidents(db, zone, start, end.min(now_us), options)?,
-        config_changes: changes(db, zone, (h0, h1), (start, end), options)?,
+        incidents: if raw {
+            incidents(db, zone, start, end.min(now_us), options)?
+        } else {
+            Vec::new()
+        },
+        config_changes: changes(db, raw, zone, (h0, h1), (start, end), options)?,
         traffic: Traffic {
             sources: top_list(db, "src", h0, h1, options.top)?,
             destinations: top_list(db, "dst", h0, h1, options.top)?,
@@ -340,7 +368,11 @@ pub fn build(
             http: names(db, "http", h0, h1, options.top)?,
         },
         host_health: host(db, h0, h1)?,
-        sensor_health: sensors(reader, zone, start, end)?,
+        sensor_health: if raw {
+            sensors(reader, zone, start, end)?
+        } else {
+            Vec::new()
+        },
         notes,
     })
 }
@@ -540,6 +572,7 @@ fn incidents(
 
 fn changes(
     db: &Db,
+    raw: bool,
     zone: &Zone,
     (h0, h1): (i64, i64),
     (start, end): (i64, i64),
@@ -559,6 +592,14 @@ fn changes(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let total = by_agent.iter().map(|c| c.changes).sum();
+    if !raw {
+        return Ok(Changes {
+            total,
+            not_listed: total,
+            by_agent,
+            latest: Vec::new(),
+        });
+    }
     let stored: i64 = db.query_row(
         "SELECT COUNT(*) FROM events WHERE kind = 'file_change' AND time_us >= ?1 AND time_us < ?2",
         params![start, end],

@@ -292,3 +292,26 @@ fn an_empty_period_says_nothing_found_in_every_section() {
     }
     assert_eq!(json["traffic"]["sources"]["top"], serde_json::json!([]));
 }
+
+#[test]
+fn a_tenant_without_events_reports_nothing_found_and_an_old_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let path = store.writer("acme").unwrap().path().to_path_buf();
+    let reader = store.reader("acme").unwrap();
+    let period = Period::parse("2026-11").unwrap();
+    let r = build(&reader, &period, &Zone::Utc, t(0), &Options::default()).unwrap();
+    assert_eq!(r.to_text().matches("Nothing found:").count(), 13);
+    drop(reader);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.pragma_update(None, "user_version", 1).unwrap();
+    drop(db);
+    let reader = store.reader("acme").unwrap();
+    let e = build(&reader, &period, &Zone::Utc, t(0), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("schema version 1") && e.contains("owlet-soc serve"),
+        "{e}"
+    );
+}
