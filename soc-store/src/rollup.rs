@@ -475,7 +475,8 @@ impl Rollup {
     pub fn add(&mut self, agent: &str, c: &Columns) {
         let hour = hour_of(c.time_us);
         *self.hours.entry(hour).or_default() += 1;
-        let agent = agent.to_string();
+        // Allocated only for the kinds keyed by agent (not flows).
+        let agent = || agent.to_string();
         match c.kind {
             "check_result" => {
                 let result = c.result.unwrap_or("");
@@ -484,7 +485,7 @@ impl Rollup {
                 self.observe(
                     CHECKS,
                     hour,
-                    vec![agent, text(&c.check_id)],
+                    vec![agent(), text(&c.check_id)],
                     &[
                         Some(1.0),
                         flag(result == "up"),
@@ -531,14 +532,14 @@ impl Rollup {
             }
             "file_change" => {
                 let action = c.file_action.unwrap_or("").to_string();
-                self.observe(CHANGES, hour, vec![agent, action], &[Some(1.0)]);
+                self.observe(CHANGES, hour, vec![agent(), action], &[Some(1.0)]);
             }
             "host_metrics" => {
                 let (cpu, mem, disk) = (c.cpu_percent, c.memory_percent, c.disk_percent);
                 self.observe(
                     HOST,
                     hour,
-                    vec![agent],
+                    vec![agent()],
                     &[
                         Some(1.0),
                         flag(cpu.is_some()),
@@ -562,7 +563,7 @@ impl Rollup {
                     ALERTS,
                     hour,
                     vec![
-                        agent,
+                        agent(),
                         text(&c.alert_name),
                         c.severity.unwrap_or("").to_string(),
                     ],
