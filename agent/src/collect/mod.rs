@@ -16,7 +16,7 @@
 //! A collector must never block the async workers and must never wait on the
 //! SOC: it only sees the bounded bus.
 
-pub mod capture;
+mod capture;
 mod checks;
 mod fim;
 mod host;
