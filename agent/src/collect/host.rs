@@ -104,7 +104,7 @@ fn run(
         Ok(monitor) => monitor,
         Err(e) => {
             if let Ok(mut failure) = shared.failure.lock() {
-                *failure = Some(e);
+                *failure = Some(e.to_string());
             }
             return;
         }
