@@ -36,20 +36,39 @@ use std::time::Duration;
 
 use owlet_capture::config::LiveConfigError;
 use owlet_capture::ipfix::IpfixStats;
-use owlet_capture::ipfix::{IpfixConfig, IpfixExporter};
+use owlet_capture::ipfix::{IpfixConfig, IpfixError, IpfixExporter};
 use owlet_capture::live::{
-    Capture as LiveCapture, InterfaceStats, LinkState, LiveConfig, StatsHandle,
+    Capture as LiveCapture, CaptureError, InterfaceStats, LinkState, LiveConfig, StatsHandle,
 };
 use owlet_capture::{CaptureConfig, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
 
 /// How often a running capture is checked for a dead worker.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the capture collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureStartError {
+    #[error("capture.ipfix_collector {0:?} is not IP:PORT")]
+    IpfixAddress(String),
+    #[error("IPFIX export to {collector}: {source}")]
+    Ipfix {
+        collector: String,
+        source: IpfixError,
+    },
+    #[error(transparent)]
+    LiveConfig(#[from] LiveConfigError),
+    #[error("capture on {interface}: {source}")]
+    Open {
+        interface: String,
+        source: CaptureError,
+    },
+}
 
 pub struct Capture {
     section: CaptureConfig,
@@ -137,18 +156,24 @@ impl Collector for Capture {
         "capture"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         if let Some(collector) = &self.section.ipfix_collector {
             let addr = collector
                 .parse()
-                .map_err(|_| format!("capture.ipfix_collector {collector:?} is not IP:PORT"))?;
-            let exporter = IpfixExporter::start(IpfixConfig::new(addr))
-                .map_err(|e| format!("IPFIX export to {collector}: {e}"))?;
+                .map_err(|_| CaptureStartError::IpfixAddress(collector.clone()))?;
+            let exporter = IpfixExporter::start(IpfixConfig::new(addr)).map_err(|source| {
+                CaptureStartError::Ipfix {
+                    collector: collector.clone(),
+                    source,
+                }
+            })?;
             self.ipfix = Some(Arc::new(exporter));
         }
         let mut handles = Vec::new();
         for interface in self.section.interfaces.clone() {
-            let config = self.live_config(&interface).map_err(|e| e.to_string())?;
+            let config = self
+                .live_config(&interface)
+                .map_err(CaptureStartError::from)?;
             let stats = Arc::new(std::sync::OnceLock::new());
             let out = sink(
                 interface.clone(),
@@ -159,11 +184,11 @@ impl Collector for Capture {
             );
             let capture = match LiveCapture::start(config, out) {
                 Ok(capture) => capture,
-                Err(e) => {
+                Err(source) => {
                     // Stop what already started before reporting.
                     self.running.drain(..).for_each(|c| drop(c.stop()));
                     self.ipfix = None;
-                    return Err(format!("capture on {interface}: {e}"));
+                    return Err(CaptureStartError::Open { interface, source }.into());
                 }
             };
             let _ = stats.set(capture.stats_handle());
