@@ -13,6 +13,8 @@
 //! live AF_PACKET source ([`live`]) feeds [`engine::Engine::process_as`]
 //! the same way, one engine per worker thread, and merges their interval
 //! aggregates with [`summary::IntervalAgg::merge`] (set `emit_partials`).
+//! [`config`] is the agent's `[capture]` table: its defaults, its validation
+//! and the one translation into a live capture's settings.
 //!
 //! What is kept of a packet: addresses, ports, protocol, VLAN, lengths, TCP
 //! flags, ICMP type / code, timestamps, and the names listed above (DNS
@@ -24,6 +26,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod filter;
@@ -35,6 +38,7 @@ pub mod pools;
 pub mod proto;
 pub mod summary;
 
+pub use config::CaptureConfig;
 pub use decode::{DecodeError, ErrorClass, LinkType};
 pub use engine::{Config, EndReason, Engine, FlowRecord, Output, Stats};
 pub use summary::{CaptureAlert, IntervalAgg, Summary, SummaryConfig};

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::entries::{Entries, HASHED, Meta, STORED_FLAGS};
+use crate::entries::{Entries, HASHED, Meta, PackError, STORED_FLAGS};
 use crate::state::{Entry, hex};
 
 const MAGIC: &[u8; 8] = b"OWLETFIM";
@@ -81,9 +81,75 @@ pub enum LoadError {
     #[error("no baseline yet")]
     Missing,
     #[error("baseline {path} is damaged ({reason}); it is rebuilt")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: Damage },
     #[error("cannot read baseline {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+/// What is wrong with a damaged baseline file.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    #[error("not an owlet baseline (no OWLETFIM header)")]
+    NoHeader,
+    #[error("version {0}, this agent reads {VERSION} (and 1)")]
+    Version(u32),
+    #[error("{body} body bytes, the header says {header}")]
+    BodyLength { body: usize, header: u64 },
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
+    #[error("overlong number at byte {0}")]
+    OverlongNumber(usize),
+    #[error("number too large at byte {0}")]
+    NumberTooLarge(usize),
+    #[error("length too large")]
+    LengthTooLarge,
+    #[error("text not UTF-8 before byte {0}")]
+    NotUtf8(usize),
+    #[error("entry count too large")]
+    CountTooLarge,
+    #[error("{count} entries cannot fit {body} bytes")]
+    CountPastBody { count: usize, body: usize },
+    #[error("entry {entry}: {problem}")]
+    Entry { entry: usize, problem: EntryDamage },
+    #[error("{0} bytes after the last entry")]
+    Trailing(usize),
+    /// Version 1 (JSON lines): the header line cannot be read.
+    #[error("unreadable header: {0}")]
+    JsonHeaderUnreadable(io::Error),
+    #[error("bad header: {0}")]
+    JsonHeader(serde_json::Error),
+    #[error("not a version {JSON_VERSION} baseline ({magic} v{version})")]
+    JsonVersion { magic: String, version: u32 },
+    #[error("unreadable entry: {0}")]
+    JsonEntryUnreadable(io::Error),
+    #[error("entry {entry}: {source}")]
+    JsonEntry {
+        entry: usize,
+        source: serde_json::Error,
+    },
+    #[error("entry {entry}: {source}")]
+    JsonMeta { entry: usize, source: PackError },
+    #[error("{found} entries, the header says {header}")]
+    EntryCount { found: usize, header: u64 },
+}
+
+/// What is wrong with one entry of a damaged baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryDamage {
+    #[error("shares more than the previous path")]
+    SharesTooMuch,
+    #[error("empty path")]
+    EmptyPath,
+    #[error("out of order")]
+    OutOfOrder,
+    #[error("unknown flags")]
+    UnknownFlags,
+    #[error("nanoseconds out of range")]
+    Nanoseconds,
+    #[error("paths past 4 GiB")]
+    PathsPast4GiB,
 }
 
 /// Creates the directory (mode 0700: the baseline and stored contents are
@@ -113,7 +179,7 @@ impl Baseline {
             path: path.clone(),
             source,
         })?;
-        let corrupt = |reason: String| LoadError::Corrupt {
+        let corrupt = |reason: Damage| LoadError::Corrupt {
             path: path.clone(),
             reason,
         };
@@ -243,24 +309,24 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Damage> {
         let end = self
             .at
             .checked_add(n)
             .filter(|e| *e <= self.b.len())
-            .ok_or_else(|| format!("truncated at byte {}", self.at))?;
+            .ok_or(Damage::Truncated(self.at))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Damage> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, Damage> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let [byte] = self.array::<1>()?;
@@ -269,36 +335,35 @@ impl<'a> Cursor<'a> {
                 return Ok(v);
             }
         }
-        Err(format!("overlong number at byte {}", self.at))
+        Err(Damage::OverlongNumber(self.at))
     }
 
-    fn signed(&mut self) -> Result<i64, String> {
+    fn signed(&mut self) -> Result<i64, Damage> {
         let v = self.varint()?;
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, Damage> {
         self.array::<4>().map(u32::from_le_bytes)
     }
 
-    fn small(&mut self) -> Result<u32, String> {
-        u32::try_from(self.varint()?).map_err(|_| format!("number too large at byte {}", self.at))
+    fn small(&mut self) -> Result<u32, Damage> {
+        u32::try_from(self.varint()?).map_err(|_| Damage::NumberTooLarge(self.at))
     }
 
-    fn len(&mut self) -> Result<usize, String> {
-        usize::try_from(self.varint()?).map_err(|_| "length too large".to_string())
+    fn len(&mut self) -> Result<usize, Damage> {
+        usize::try_from(self.varint()?).map_err(|_| Damage::LengthTooLarge)
     }
 
-    fn text(&mut self) -> Result<&'a str, String> {
+    fn text(&mut self) -> Result<&'a str, Damage> {
         let n = self.len()?;
-        std::str::from_utf8(self.take(n)?)
-            .map_err(|_| format!("text not UTF-8 before byte {}", self.at))
+        std::str::from_utf8(self.take(n)?).map_err(|_| Damage::NotUtf8(self.at))
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Baseline, String> {
+fn decode(bytes: &[u8]) -> Result<Baseline, Damage> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err("not an owlet baseline (no OWLETFIM header)".into());
+        return Err(Damage::NoHeader);
     }
     let word = |at: usize| {
         let mut a = [0u8; 8];
@@ -309,21 +374,18 @@ fn decode(bytes: &[u8]) -> Result<Baseline, String> {
     v.copy_from_slice(&bytes[8..12]);
     let version = u32::from_le_bytes(v);
     if version != VERSION {
-        return Err(format!(
-            "version {version}, this agent reads {VERSION} (and 1)"
-        ));
+        return Err(Damage::Version(version));
     }
     let count = word(16);
     let body = &bytes[HEADER..];
     if word(24) != body.len() as u64 {
-        return Err(format!(
-            "{} body bytes, the header says {}",
-            body.len(),
-            word(24)
-        ));
+        return Err(Damage::BodyLength {
+            body: body.len(),
+            header: word(24),
+        });
     }
     if Sha256::digest(body).as_slice() != &bytes[32..HEADER] {
-        return Err("checksum mismatch".into());
+        return Err(Damage::Checksum);
     }
     let mut c = Cursor { b: body, at: 0 };
     let rules_n = c.len()?;
@@ -331,17 +393,23 @@ fn decode(bytes: &[u8]) -> Result<Baseline, String> {
     for _ in 0..rules_n {
         rules.push(c.text()?.to_string());
     }
-    let count = usize::try_from(count).map_err(|_| "entry count too large".to_string())?;
+    let count = usize::try_from(count).map_err(|_| Damage::CountTooLarge)?;
     if count > body.len() / MIN_ENTRY {
-        return Err(format!("{count} entries cannot fit {} bytes", body.len()));
+        return Err(Damage::CountPastBody {
+            count,
+            body: body.len(),
+        });
     }
     let mut entries = Entries::from_sorted(count, 0, std::iter::empty());
     let (mut prev, mut path): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
     for i in 0..count {
-        let bad = |what: &str| format!("entry {}: {what}", i + 1);
+        let bad = |problem: EntryDamage| Damage::Entry {
+            entry: i + 1,
+            problem,
+        };
         let shared = c.len()?;
         if shared > prev.len() {
-            return Err(bad("shares more than the previous path"));
+            return Err(bad(EntryDamage::SharesTooMuch));
         }
         let rest_n = c.len()?;
         let rest = c.take(rest_n)?;
@@ -349,14 +417,14 @@ fn decode(bytes: &[u8]) -> Result<Baseline, String> {
         path.extend_from_slice(&prev[..shared]);
         path.extend_from_slice(rest);
         if path.is_empty() {
-            return Err(bad("empty path"));
+            return Err(bad(EntryDamage::EmptyPath));
         }
         if i > 0 && as_path(&prev) >= as_path(&path) {
-            return Err(bad("out of order"));
+            return Err(bad(EntryDamage::OutOfOrder));
         }
         let [flags] = c.array::<1>()?;
         if flags & !(STORED_FLAGS | HAS_TARGET) != 0 {
-            return Err(bad("unknown flags"));
+            return Err(bad(EntryDamage::UnknownFlags));
         }
         let sha256 = if flags & HASHED != 0 {
             c.array::<32>()?
@@ -366,7 +434,7 @@ fn decode(bytes: &[u8]) -> Result<Baseline, String> {
         let nanos = |n: u32| {
             (n < 1_000_000_000)
                 .then_some(n)
-                .ok_or_else(|| bad("nanoseconds out of range"))
+                .ok_or_else(|| bad(EntryDamage::Nanoseconds))
         };
         let size = c.varint()?;
         let mode = c.u32()?;
@@ -398,12 +466,12 @@ fn decode(bytes: &[u8]) -> Result<Baseline, String> {
             flags: flags & STORED_FLAGS,
         };
         if !entries.push_sorted(as_path(&path), meta, target) {
-            return Err(bad("paths past 4 GiB"));
+            return Err(bad(EntryDamage::PathsPast4GiB));
         }
         std::mem::swap(&mut prev, &mut path);
     }
     if c.at != body.len() {
-        return Err(format!("{} bytes after the last entry", body.len() - c.at));
+        return Err(Damage::Trailing(body.len() - c.at));
     }
     entries.shrink_to_fit();
     Ok(Baseline {
@@ -418,18 +486,18 @@ fn as_path(b: &[u8]) -> &Path {
 }
 
 /// Reads a version 1 (JSON lines) baseline.
-fn load_json(file: File) -> Result<Baseline, String> {
+fn load_json(file: File) -> Result<Baseline, Damage> {
     let mut reader = BufReader::new(file);
     let mut line = String::new();
     reader
         .read_line(&mut line)
-        .map_err(|e| format!("unreadable header: {e}"))?;
-    let header: JsonHeader = serde_json::from_str(&line).map_err(|e| format!("bad header: {e}"))?;
+        .map_err(Damage::JsonHeaderUnreadable)?;
+    let header: JsonHeader = serde_json::from_str(&line).map_err(Damage::JsonHeader)?;
     if header.magic != JSON_MAGIC || header.version != JSON_VERSION {
-        return Err(format!(
-            "not a version {JSON_VERSION} baseline ({} v{})",
-            header.magic, header.version
-        ));
+        return Err(Damage::JsonVersion {
+            magic: header.magic,
+            version: header.version,
+        });
     }
     let mut hasher = Sha256::new();
     let mut all: Vec<(PathBuf, Meta, String)> = Vec::new();
@@ -437,26 +505,25 @@ fn load_json(file: File) -> Result<Baseline, String> {
         line.clear();
         let n = reader
             .read_line(&mut line)
-            .map_err(|e| format!("unreadable entry: {e}"))?;
+            .map_err(Damage::JsonEntryUnreadable)?;
         if n == 0 {
             break;
         }
         hasher.update(line.as_bytes());
         let k = all.len() + 1;
         let (p, e): (PathBuf, Entry) =
-            serde_json::from_str(&line).map_err(|e| format!("entry {k}: {e}"))?;
-        let meta = Meta::pack(&e).map_err(|e| format!("entry {k}: {e}"))?;
+            serde_json::from_str(&line).map_err(|source| Damage::JsonEntry { entry: k, source })?;
+        let meta = Meta::pack(&e).map_err(|source| Damage::JsonMeta { entry: k, source })?;
         all.push((p, meta, e.symlink_target));
     }
     if all.len() as u64 != header.entries {
-        return Err(format!(
-            "{} entries, the header says {}",
-            all.len(),
-            header.entries
-        ));
+        return Err(Damage::EntryCount {
+            found: all.len(),
+            header: header.entries,
+        });
     }
     if hex(&hasher.finalize()) != header.sha256 {
-        return Err("checksum mismatch".into());
+        return Err(Damage::Checksum);
     }
     // As the map it was written from: path order, the last of equals wins.
     all.reverse();

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::change::Output;
 use crate::config::FimConfig;
-use crate::engine::{Engine, ScanKind};
+use crate::engine::{Engine, ScanKind, StartError};
 
 type Collected = Arc<Mutex<Vec<Output>>>;
 
@@ -25,7 +25,7 @@ fn engine(
     mut cfg: FimConfig,
     state_dir: &Path,
     unlimited: bool,
-) -> Result<(Engine, Collected), String> {
+) -> Result<(Engine, Collected), StartError> {
     if unlimited {
         cfg.baseline_io_budget = bytesize::ByteSize::b(0);
     }

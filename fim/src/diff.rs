@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use similar::TextDiff;
 
-use crate::redacted::{REDACTED_MARK, RedactedText};
+use crate::redacted::{RedactedText, has_redaction};
 
 /// Lines of context around each change.
 pub const CONTEXT: usize = 3;
@@ -74,7 +74,7 @@ pub fn unified(
             if !out.push(&line) {
                 break;
             }
-            if content.contains(REDACTED_MARK) {
+            if has_redaction(content) {
                 redacted_lines = redacted_lines.saturating_add(1);
             }
         }

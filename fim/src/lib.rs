@@ -26,5 +26,5 @@ pub mod who;
 
 pub use change::{Action, Change, FimAlert, Output};
 pub use config::FimConfig;
-pub use engine::{Monitor, RATE_BURST, Sink};
+pub use engine::{Monitor, RATE_BURST, Sink, StartError};
 pub use stats::Stats;

@@ -38,8 +38,16 @@ pub fn is_text(bytes: &[u8]) -> bool {
     !bytes[..bytes.len().min(TEXT_SAMPLE)].contains(&0) && std::str::from_utf8(bytes).is_ok()
 }
 
-/// Every redacted value starts with this (then `]` or `:tag]`).
-pub const REDACTED_MARK: &str = "[redacted";
+/// Whether `line` holds a redacted value: the redact crate's [`REDACTED`],
+/// or the tagged form this module makes of it (`[redacted:tag]`).
+pub fn has_redaction(line: &str) -> bool {
+    line.contains(redacted_open())
+}
+
+/// [`REDACTED`] without its closing bracket: what both forms start with.
+fn redacted_open() -> &'static str {
+    REDACTED.strip_suffix(']').unwrap_or(REDACTED)
+}
 
 /// A file's text with its secrets replaced by `[redacted:tag]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +133,7 @@ impl TextRedactor {
             if shown == content {
                 out.push_str(content);
             } else {
-                let tagged = format!("{REDACTED_MARK}:{}]", self.tag(content));
+                let tagged = format!("{}:{}]", redacted_open(), self.tag(content));
                 out.push_str(&shown.replace(REDACTED, &tagged));
             }
             out.push_str(end);

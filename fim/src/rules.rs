@@ -43,13 +43,45 @@ pub struct Rule {
     pub spec: String,
 }
 
+/// Why one `[[fim.watch]]` does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// An `exclude` entry is not a glob.
+    #[error("exclude {pattern:?}: {source}")]
+    Exclude {
+        pattern: String,
+        source: globset::Error,
+    },
+    /// The `exclude` globs together do not build one set.
+    #[error(transparent)]
+    ExcludeSet(globset::Error),
+    /// The watched path has glob syntax but is not a glob.
+    #[error("{spec:?}: {source}")]
+    Path {
+        spec: String,
+        source: globset::Error,
+    },
+}
+
+/// Why the rules of a configuration do not compile: the entry, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("fim.watch[{index}]: {problem}")]
+pub struct InvalidWatch {
+    /// Index of the `[[fim.watch]]` entry.
+    pub index: usize,
+    pub problem: RuleError,
+}
+
 impl Rule {
-    fn compile(w: &WatchConfig) -> Result<Rule, String> {
+    fn compile(w: &WatchConfig) -> Result<Rule, RuleError> {
         let mut exclude = GlobSetBuilder::new();
         for ex in &w.exclude {
-            exclude.add(Glob::new(ex).map_err(|e| format!("exclude {ex:?}: {e}"))?);
+            exclude.add(Glob::new(ex).map_err(|source| RuleError::Exclude {
+                pattern: ex.clone(),
+                source,
+            })?);
         }
-        let exclude = exclude.build().map_err(|e| e.to_string())?;
+        let exclude = exclude.build().map_err(RuleError::ExcludeSet)?;
         let spec = w.path.trim_end_matches('/').to_string();
         let spec = if spec.is_empty() {
             "/".to_string()
@@ -60,7 +92,10 @@ impl Rule {
             let matcher = globset::GlobBuilder::new(&spec)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("{spec:?}: {e}"))?
+                .map_err(|source| RuleError::Path {
+                    spec: spec.clone(),
+                    source,
+                })?
                 .compile_matcher();
             let mut root = PathBuf::from("/");
             let mut rest = 0;
@@ -148,12 +183,12 @@ pub struct Rules {
 impl Rules {
     /// Compiles the rules; errors name the entry (a config that passed
     /// [`FimConfig::validate`] compiles).
-    pub fn new(config: &FimConfig) -> Result<Rules, String> {
+    pub fn new(config: &FimConfig) -> Result<Rules, InvalidWatch> {
         let rules = config
             .watch
             .iter()
             .enumerate()
-            .map(|(i, w)| Rule::compile(w).map_err(|e| format!("fim.watch[{i}]: {e}")))
+            .map(|(index, w)| Rule::compile(w).map_err(|problem| InvalidWatch { index, problem }))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Rules { rules })
     }

@@ -73,22 +73,59 @@ struct Shared {
     events: AtomicU64,
 }
 
+/// Why writers cannot be named: the kernel or the capabilities do not
+/// allow it.
+#[derive(Debug, thiserror::Error)]
+pub enum AttributionError {
+    #[error(
+        "fanotify needs CAP_SYS_ADMIN: run the agent as root or grant it \
+         CAP_SYS_ADMIN to name who changed a file"
+    )]
+    NeedsCapability,
+    #[error("this kernel has no fanotify (CONFIG_FANOTIFY)")]
+    NoFanotify,
+    #[error("fanotify_init: {0}")]
+    Init(Errno),
+    #[error("no paths to watch")]
+    NoPaths,
+    /// Not one path could be marked; why, per path.
+    #[error("{}", join(.0))]
+    NothingMarked(Vec<MarkError>),
+    #[error("cannot start the fanotify reader thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Why one watched path got no fanotify mark.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("{}: no existing parent directory", path.display())]
+    NoParent { path: PathBuf },
+    #[error("fanotify_mark {}: {errno}", anchor.display())]
+    Mark { anchor: PathBuf, errno: Errno },
+}
+
+fn join(errors: &[MarkError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Attribution {
     /// Starts watching writes on the mounts holding `paths`; Err(reason)
     /// when the kernel or the capabilities do not allow it. A path that does
     /// not exist yet counts by its nearest existing ancestor; one mark per
     /// filesystem.
-    pub fn start(paths: &[PathBuf]) -> Result<Attribution, String> {
+    pub fn start(paths: &[PathBuf]) -> Result<Attribution, AttributionError> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
             EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC | EventFFlags::O_LARGEFILE,
         )
         .map_err(|e| match e {
-            Errno::EPERM => "fanotify needs CAP_SYS_ADMIN: run the agent as root or grant it \
-                             CAP_SYS_ADMIN to name who changed a file"
-                .to_string(),
-            Errno::ENOSYS => "this kernel has no fanotify (CONFIG_FANOTIFY)".to_string(),
-            e => format!("fanotify_init: {e}"),
+            Errno::EPERM => AttributionError::NeedsCapability,
+            Errno::ENOSYS => AttributionError::NoFanotify,
+            e => AttributionError::Init(e),
         })?;
         let mask = MaskFlags::FAN_MODIFY | MaskFlags::FAN_CLOSE_WRITE;
         let mut marks = Vec::new();
@@ -96,7 +133,7 @@ impl Attribution {
         let mut devices = HashSet::new();
         for path in paths {
             let Some((anchor, dev)) = existing_ancestor(path) else {
-                errors.push(format!("{}: no existing parent directory", path.display()));
+                errors.push(MarkError::NoParent { path: path.clone() });
                 continue;
             };
             if !devices.insert(dev) {
@@ -124,14 +161,14 @@ impl Attribution {
             };
             match result {
                 Ok(m) => marks.push(m),
-                Err(e) => errors.push(format!("fanotify_mark {}: {e}", anchor.display())),
+                Err(errno) => errors.push(MarkError::Mark { anchor, errno }),
             }
         }
         if marks.is_empty() {
             return Err(if errors.is_empty() {
-                "no paths to watch".to_string()
+                AttributionError::NoPaths
             } else {
-                errors.join("; ")
+                AttributionError::NothingMarked(errors)
             });
         }
         let shared = Arc::new(Shared {
@@ -144,7 +181,7 @@ impl Attribution {
         let thread = std::thread::Builder::new()
             .name("owlet-fim-who".into())
             .spawn(move || read_loop(&fan, &reader))
-            .map_err(|e| format!("cannot start the fanotify reader thread: {e}"))?;
+            .map_err(AttributionError::Thread)?;
         Ok(Attribution {
             shared,
             thread: Some(thread),
@@ -588,7 +625,7 @@ mod tests {
     fn start_without_existing_path_is_an_error() {
         require_root();
         // Relative path with no existing ancestor: "" has none either.
-        let e = Attribution::start(&[]).err().unwrap();
+        let e = Attribution::start(&[]).err().unwrap().to_string();
         assert!(e.contains("no paths"), "{e}");
     }
 }

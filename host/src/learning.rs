@@ -306,20 +306,34 @@ impl Learning {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Stored, String> {
-    let stored: Stored = serde_json::from_slice(bytes).map_err(|e| format!("not valid: {e}"))?;
+/// Why a saved learning state cannot be read (it is moved aside and
+/// learning starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum StateDamage {
+    #[error("not valid: {0}")]
+    NotValid(serde_json::Error),
+    #[error("version {0} where {VERSION} was expected")]
+    Version(u32),
+    #[error("{name} has {slots} slots, not {SLOTS}")]
+    Slots { name: String, slots: usize },
+    #[error("{name} holds impossible numbers")]
+    Impossible { name: String },
+}
+
+fn decode(bytes: &[u8]) -> Result<Stored, StateDamage> {
+    let stored: Stored = serde_json::from_slice(bytes).map_err(StateDamage::NotValid)?;
     if stored.version != VERSION {
-        return Err(format!(
-            "version {} where {VERSION} was expected",
-            stored.version
-        ));
+        return Err(StateDamage::Version(stored.version));
     }
     for (name, slots) in &stored.metrics {
         if slots.len() != SLOTS {
-            return Err(format!("{name} has {} slots, not {SLOTS}", slots.len()));
+            return Err(StateDamage::Slots {
+                name: name.clone(),
+                slots: slots.len(),
+            });
         }
         if !slots.iter().all(Slot::is_sane) {
-            return Err(format!("{name} holds impossible numbers"));
+            return Err(StateDamage::Impossible { name: name.clone() });
         }
     }
     Ok(stored)

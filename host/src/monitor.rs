@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::config::HostConfig;
 use crate::evidence::{self, Draft, Rank};
 use crate::learning::{Learning, Progress};
-use crate::sample::Sampler;
+use crate::sample::{Sampler, Unsupported};
 use crate::threshold::{Active, Thresholds};
 
 /// How often learned state is written while running.
@@ -68,7 +68,8 @@ pub struct Monitor {
 
 impl Monitor {
     /// `state_dir` is the agent's; host state goes in its `host/`.
-    pub fn new(config: &HostConfig, state_dir: &Path) -> Result<Self, String> {
+    /// Fails only where host sampling is not supported ([`Unsupported`]).
+    pub fn new(config: &HostConfig, state_dir: &Path) -> Result<Self, Unsupported> {
         let dir = state_dir.join("host");
         let learning = config
             .learning

@@ -62,17 +62,20 @@ pub struct Sampler {
     nets: Previous<NetCounters>,
 }
 
+/// sysinfo cannot sample this platform.
+#[derive(Debug, thiserror::Error)]
+#[error("host sampling is not supported on this system: {0}")]
+pub struct Unsupported(pub sysinfo::Error);
+
 impl Sampler {
     /// A sampler whose top lists hold `top` processes with command lines cut
     /// to `command_line_max` characters.
     /// Fails only where sysinfo does not support the platform.
-    pub fn new(top: usize, command_line_max: usize) -> Result<Self, String> {
-        let unsupported =
-            |e: sysinfo::Error| format!("host sampling is not supported on this system: {e}");
+    pub fn new(top: usize, command_line_max: usize) -> Result<Self, Unsupported> {
         Ok(Self {
-            system: System::new().map_err(unsupported)?,
-            disks: Disks::new().map_err(unsupported)?,
-            users: Users::new_with_refreshed_list().map_err(unsupported)?,
+            system: System::new().map_err(Unsupported)?,
+            disks: Disks::new().map_err(Unsupported)?,
+            users: Users::new_with_refreshed_list().map_err(Unsupported)?,
             own_pid: sysinfo::get_current_pid().ok(),
             top,
             command_line_max,

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use owlet_agent::collect::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
+use owlet_agent::collect::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
 use owlet_agent::config::Config;
 use owlet_agent::pipeline::bus::EventSender;
 use owlet_proto::v1::{CheckResult, CheckType, Event, State, event::Kind};
@@ -42,7 +42,7 @@ impl Collector for Synthetic {
         "synthetic"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         let task = tokio::spawn(produce(self.rate, self.total, self.sent.clone(), bus));
         self.task = Some(task);
         // Finishing is not a failure: the load simply ends.

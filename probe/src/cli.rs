@@ -60,15 +60,22 @@ pub struct CommonArgs {
 
 /// A latency threshold: plain seconds as Nagios plugins take them ("0.5"),
 /// or a duration ("500ms").
-fn threshold(s: &str) -> Result<Duration, String> {
+fn threshold(s: &str) -> Result<Duration, BadThreshold> {
     if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| {
-            format!("\"{s}\" is not a latency; use seconds (0.5) or a duration (500ms)")
-        });
+        return Duration::try_from_secs_f64(secs).map_err(|_| BadThreshold(s.to_string()));
     }
-    humantime::parse_duration(s)
-        .map_err(|_| format!("\"{s}\" is not a latency; use seconds (0.5) or a duration (500ms)"))
+    humantime::parse_duration(s).map_err(|_| BadThreshold(s.to_string()))
 }
+
+/// A `--warning` / `--critical` that is not a latency.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a latency; use seconds (0.5) or a duration (500ms)")]
+pub struct BadThreshold(String);
+
+/// An `--expect-status` item that is not a code, a class or a range.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a status code (200), a class (2xx) or a range (301-399) within 100-599")]
+pub struct BadStatusRange(String);
 
 /// One `--expect-status` item: a code (`200`), a class (`2xx`) or a range
 /// (`301-399`).
@@ -78,13 +85,9 @@ pub struct StatusRange {
     pub hi: u16,
 }
 
-fn status_range(s: &str) -> Result<StatusRange, String> {
+fn status_range(s: &str) -> Result<StatusRange, BadStatusRange> {
     let t = s.trim();
-    let bad = || {
-        format!(
-            "\"{t}\" is not a status code (200), a class (2xx) or a range (301-399) within 100-599"
-        )
-    };
+    let bad = || BadStatusRange(t.to_string());
     let code = |x: &str| {
         x.trim()
             .parse::<u16>()

@@ -344,10 +344,10 @@ async fn one_request(
     phase: &mut Phase,
     deadline: Instant,
 ) -> Result<Response, Outcome> {
-    let (_, target, https) =
-        parse_url(&url.to_string()).map_err(|e| Outcome::down(FailureClass::Protocol, e))?;
-    let (_, origin, origin_https) =
-        parse_url(&h.url.to_string()).map_err(|e| Outcome::down(FailureClass::Protocol, e))?;
+    let (_, target, https) = parse_url(&url.to_string())
+        .map_err(|e| Outcome::down(FailureClass::Protocol, e.to_string()))?;
+    let (_, origin, origin_https) = parse_url(&h.url.to_string())
+        .map_err(|e| Outcome::down(FailureClass::Protocol, e.to_string()))?;
     let same_host = target.host.eq_ignore_ascii_case(&origin.host);
     let same_origin = same_host && target.port == origin.port && https == origin_https;
     d.final_url = url.to_string();
@@ -387,7 +387,8 @@ async fn one_request(
             Some(n) if same_host => n.as_str(),
             _ => &target.host,
         };
-        let server_name = crate::tls::server_name(name).map_err(Outcome::unknown)?;
+        let server_name =
+            crate::tls::server_name(name).map_err(|e| Outcome::unknown(e.to_string()))?;
         let config = h
             .tls
             .client_config()

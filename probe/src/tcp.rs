@@ -85,7 +85,7 @@ async fn inner(
         let name = tls.server_name.as_deref().unwrap_or(&t.addr.host);
         let server_name = match crate::tls::server_name(name) {
             Ok(n) => n,
-            Err(e) => return Outcome::unknown(e),
+            Err(e) => return Outcome::unknown(e.to_string()),
         };
         let config = match tls.client_config() {
             Ok(c) => c,

@@ -9,13 +9,42 @@
 //! verified when the chain is not.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Why a TLS client configuration cannot be built: the trust it was told
+/// to use is not there or not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("no system CA certificates found (install ca-certificates, or set `ca` to a PEM file)")]
+    NoSystemRoots,
+    #[error("cannot read CA file {}: {source}", path.display())]
+    ReadCa { path: PathBuf, source: io::Error },
+    #[error("CA file {} is not valid PEM: {source}", path.display())]
+    CaPem { path: PathBuf, source: io::Error },
+    #[error("CA file {}: unusable certificate: {source}", path.display())]
+    CaCertificate {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error(
+        "CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+        path.display()
+    )]
+    CaEmpty { path: PathBuf },
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+}
+
+/// A name that is neither a DNS name nor an IP address.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a valid TLS server name")]
+pub struct InvalidServerName(String);
 
 fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
@@ -25,10 +54,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// `cell`'s value, or `init`'s if that succeeds (then stored). Errors are
 /// not cached: installing CA certificates later fixes the next attempt.
-fn cached_ok<T: Clone>(
-    cell: &OnceLock<T>,
-    init: impl FnOnce() -> Result<T, String>,
-) -> Result<T, String> {
+fn cached_ok<T: Clone, E>(cell: &OnceLock<T>, init: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     if let Some(v) = cell.get() {
         return Ok(v.clone());
     }
@@ -36,41 +62,49 @@ fn cached_ok<T: Clone>(
     Ok(cell.get_or_init(|| v).clone())
 }
 
-fn native_roots() -> Result<Arc<RootCertStore>, String> {
+fn native_roots() -> Result<Arc<RootCertStore>, TlsSetupError> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     cached_ok(&ROOTS, || {
         let loaded = rustls_native_certs::load_native_certs();
         let mut store = RootCertStore::empty();
         let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
         if added == 0 {
-            return Err(
-                "no system CA certificates found (install ca-certificates, or set `ca` to a PEM file)"
-                    .to_string(),
-            );
+            return Err(TlsSetupError::NoSystemRoots);
         }
         Ok(Arc::new(store))
     })
 }
 
-fn ca_file_roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let data =
-        std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+fn ca_file_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
+    let data = read_ca(path)?;
     let mut store = RootCertStore::empty();
     let mut n = 0;
     for cert in rustls_pemfile::certs(&mut io::Cursor::new(&data)) {
-        let cert = cert.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
+        let cert = cert.map_err(|source| TlsSetupError::CaPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
         store
             .add(cert)
-            .map_err(|e| format!("CA file {}: unusable certificate: {e}", path.display()))?;
+            .map_err(|source| TlsSetupError::CaCertificate {
+                path: path.to_path_buf(),
+                source,
+            })?;
         n += 1;
     }
     if n == 0 {
-        return Err(format!(
-            "CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
+        return Err(TlsSetupError::CaEmpty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Arc::new(store))
+}
+
+fn read_ca(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::ReadCa {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 type ConfigKey = (Option<Vec<u8>>, bool, Vec<Vec<u8>>);
@@ -90,13 +124,8 @@ pub(crate) fn client_config(
     ca: Option<&Path>,
     insecure: bool,
     alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>, String> {
-    let ca_bytes = match ca {
-        Some(p) => Some(
-            std::fs::read(p).map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let ca_bytes = ca.map(read_ca).transpose()?;
     let key: ConfigKey = (
         ca_bytes,
         insecure,
@@ -118,10 +147,10 @@ fn build_config(
     ca: Option<&Path>,
     insecure: bool,
     alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?;
+        .map_err(TlsSetupError::Setup)?;
     let mut config = if insecure {
         builder
             .dangerous()
@@ -142,9 +171,8 @@ fn build_config(
 }
 
 /// Parses a TLS server name (DNS name or IP address).
-pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(host.to_string())
-        .map_err(|_| format!("\"{host}\" is not a valid TLS server name"))
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, InvalidServerName> {
+    ServerName::try_from(host.to_string()).map_err(|_| InvalidServerName(host.to_string()))
 }
 
 /// Whole days until the certificate's notAfter (negative once expired).
@@ -250,9 +278,9 @@ mod tests {
     #[test]
     fn errors_are_not_cached() {
         let cell: OnceLock<u32> = OnceLock::new();
-        assert!(cached_ok(&cell, || Err("no roots".into())).is_err());
-        assert_eq!(cached_ok(&cell, || Ok(7)), Ok(7));
-        assert_eq!(cached_ok(&cell, || Err("not called".into())), Ok(7));
+        assert!(cached_ok(&cell, || Err::<u32, _>("no roots")).is_err());
+        assert_eq!(cached_ok(&cell, || Ok::<_, &str>(7)), Ok(7));
+        assert_eq!(cached_ok(&cell, || Err("not called")), Ok(7));
     }
 
     #[test]

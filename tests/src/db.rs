@@ -241,6 +241,17 @@ impl Db {
             .filter(|e| e.synthetic_counter().is_some())
             .count()
     }
+
+    /// The file changes among all stored events, in arrival order.
+    pub fn file_changes(&self) -> Vec<owlet_proto::v1::FileChange> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e.event.kind {
+                Some(Kind::FileChange(c)) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 // ----------------------------------------------------------------- checks

@@ -38,16 +38,6 @@ fn sha256(path: &Path) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
-fn file_changes(db: &Db) -> Vec<FileChange> {
-    db.events()
-        .into_iter()
-        .filter_map(|e| match e.event.kind {
-            Some(Kind::FileChange(c)) => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 fn fim_alerts(db: &Db, name: &str) -> Vec<Alert> {
     db.events()
         .into_iter()
@@ -88,7 +78,9 @@ impl Script<'_> {
         self.expected.push((path.clone(), kind));
         let mut found = None;
         wait_until(&format!("{kind:?} of {rel} at the SOC"), DEADLINE, || {
-            let matching: Vec<FileChange> = file_changes(self.db)
+            let matching: Vec<FileChange> = self
+                .db
+                .file_changes()
                 .into_iter()
                 .filter(|c| c.path == path && c.change() == kind)
                 .collect();
@@ -103,7 +95,8 @@ impl Script<'_> {
     fn assert_exactly_once(&self) {
         let marker = self.path("marker");
         let markers = || {
-            file_changes(self.db)
+            self.db
+                .file_changes()
                 .iter()
                 .filter(|c| c.path == marker)
                 .count()
@@ -111,7 +104,9 @@ impl Script<'_> {
         let before = markers();
         sh(&format!("echo {before} > marker"), &self.tree);
         wait_until("the marker at the SOC", DEADLINE, || markers() > before);
-        let seen: Vec<(String, FileChangeKind)> = file_changes(self.db)
+        let seen: Vec<(String, FileChangeKind)> = self
+            .db
+            .file_changes()
             .into_iter()
             .filter(|c| c.path != marker)
             .map(|c| (c.path.clone(), c.change()))
@@ -341,7 +336,8 @@ fn past_the_inotify_watch_limit_directories_are_scanned_and_changes_still_found(
     }
     fs::write(tree.join("d19/new.conf"), "n\n").unwrap();
     let changes = || {
-        let mut seen: Vec<(String, FileChangeKind)> = file_changes(&db)
+        let mut seen: Vec<(String, FileChangeKind)> = db
+            .file_changes()
             .into_iter()
             .map(|c| (c.path.clone(), c.change()))
             .collect();

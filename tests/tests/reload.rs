@@ -74,9 +74,7 @@ fn reload_starts_what_it_adds_reports_what_fails_and_names_what_needs_a_restart(
     });
     fs::write(tree.join("a.conf"), "a = 2\n").unwrap();
     wait_until("the change at the SOC", DEADLINE, || {
-        db.events().iter().any(
-            |e| matches!(&e.event.kind, Some(Kind::FileChange(c)) if c.path.ends_with("a.conf")),
-        )
+        db.file_changes().iter().any(|c| c.path.ends_with("a.conf"))
     });
 
     // 2. A changed [fim] that cannot start (its state directory is a file

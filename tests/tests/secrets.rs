@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use owlet_proto::v1::{FileChange, event::Kind};
+use owlet_proto::v1::event::Kind;
 use owlet_tests::*;
 
 /// Every regular file under `dir`, with its bytes.
@@ -33,16 +33,6 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     out
-}
-
-fn file_changes(db: &Db) -> Vec<FileChange> {
-    db.events()
-        .into_iter()
-        .filter_map(|e| match e.event.kind {
-            Some(Kind::FileChange(c)) => Some(c),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A process that keeps a core busy (so it tops the CPU list), with a
@@ -154,7 +144,7 @@ fn no_planted_secret_reaches_the_soc_or_rests_on_the_sensor() {
     .unwrap();
     let path = |f: &Path| f.display().to_string();
     wait_until("four changes at the SOC", DEADLINE, || {
-        let seen = file_changes(&db);
+        let seen = db.file_changes();
         [&shadow, &conf, &nginx, &snmpd]
             .iter()
             .all(|f| seen.iter().any(|c| c.path == path(f)))
@@ -175,7 +165,7 @@ fn no_planted_secret_reaches_the_soc_or_rests_on_the_sensor() {
     fs::write(&psk, format!("%any : PSK \"{}\"\n", p(6))).unwrap();
     agent.start();
     wait_until("the changes made while stopped", DEADLINE, || {
-        let seen = file_changes(&db);
+        let seen = db.file_changes();
         seen.iter()
             .any(|c| c.path == path(&psk) && c.while_agent_stopped)
             && seen
@@ -186,7 +176,7 @@ fn no_planted_secret_reaches_the_soc_or_rests_on_the_sensor() {
     soc.stop();
 
     // The changes arrived, as hashes or redacted diffs.
-    let changes = file_changes(&db);
+    let changes = db.file_changes();
     for f in [&shadow, &psk] {
         let c = changes.iter().find(|c| c.path == path(f)).unwrap();
         assert_eq!(

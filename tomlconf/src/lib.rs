@@ -20,6 +20,9 @@
 
 mod fields;
 pub mod hints;
+mod sizes;
+
+pub use sizes::byte_size;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -29,30 +29,49 @@
 //! carrier, kernel drops, ring freezes, dropped events or IPFIX records
 //! lost since start make the verdict WARNING (the capture is incomplete).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use owlet_capture::config::LiveConfigError;
 use owlet_capture::ipfix::IpfixStats;
-use owlet_capture::ipfix::{IpfixConfig, IpfixExporter};
+use owlet_capture::ipfix::{IpfixConfig, IpfixError, IpfixExporter};
 use owlet_capture::live::{
-    Capture as LiveCapture, InterfaceStats, LinkState, LiveConfig, StatsHandle,
+    Capture as LiveCapture, CaptureError, InterfaceStats, LinkState, LiveConfig, StatsHandle,
 };
-use owlet_capture::{Output, filter};
+use owlet_capture::{CaptureConfig, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
-use crate::config::{CaptureSection, Config};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
+use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
 
 /// How often a running capture is checked for a dead worker.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
+/// Why the capture collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureStartError {
+    #[error("capture.ipfix_collector {0:?} is not IP:PORT")]
+    IpfixAddress(String),
+    #[error("IPFIX export to {collector}: {source}")]
+    Ipfix {
+        collector: String,
+        source: IpfixError,
+    },
+    #[error(transparent)]
+    LiveConfig(#[from] LiveConfigError),
+    #[error("capture on {interface}: {source}")]
+    Open {
+        interface: String,
+        source: CaptureError,
+    },
+}
+
 pub struct Capture {
-    section: CaptureSection,
+    section: CaptureConfig,
     soc_address: String,
     running: Vec<LiveCapture>,
     /// The IPFIX exporter while running, when `ipfix_collector` is set.
@@ -73,72 +92,23 @@ impl Capture {
 
     /// Whether the configuration asks for capture at all.
     pub fn wanted(config: &Config) -> bool {
-        !config.capture.interfaces.is_empty()
+        config.capture.enabled()
     }
 
-    fn live_config(&self, interface: &str) -> Result<LiveConfig, String> {
-        live_config(&self.section, &self.soc_address, interface)
-    }
-}
-
-/// The live capture the service opens on `interface`: workers, ring,
-/// promiscuous mode, and the filter with the SOC's own connection left out
-/// (`capture.exclude_soc`, which resolves `soc_address`). The collector and
-/// `owlet selftest` both build their capture with this one function, so the
-/// self-test opens what the service will.
-pub fn live_config(
-    s: &CaptureSection,
-    soc_address: &str,
-    interface: &str,
-) -> Result<LiveConfig, String> {
-    let mut filter = s.filter.clone();
-    if s.exclude_soc {
-        // A name lookup may block for seconds: not on an async worker's
-        // own time (the supervisor starts collectors from the main loop).
-        let lookup = || {
-            std::net::ToSocketAddrs::to_socket_addrs(soc_address)
-                .map(Iterator::collect::<Vec<SocketAddr>>)
-        };
+    /// The live capture the service opens on `interface`
+    /// ([`CaptureConfig::live_config`], which `owlet selftest` opens too).
+    /// Its SOC name lookup may block for seconds: not on an async worker's
+    /// own time (the supervisor starts collectors from the main loop).
+    fn live_config(&self, interface: &str) -> Result<LiveConfig, LiveConfigError> {
+        let build = || self.section.live_config(&self.soc_address, interface);
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let socs = if multi_thread {
-            tokio::task::block_in_place(lookup)
+        if multi_thread {
+            tokio::task::block_in_place(build)
         } else {
-            lookup()
+            build()
         }
-        .map_err(|e| {
-            format!(
-                "cannot resolve soc.address {soc_address} to leave it out of the capture: {e} (or set capture.exclude_soc = false)"
-            )
-        })?;
-        filter = filter::with_exclusions(&filter, &socs);
     }
-    let mut engine = owlet_capture::Config {
-        idle_timeout: s.idle_timeout,
-        active_timeout: s.active_timeout,
-        summary_interval: s.summary_interval,
-        max_flows: s.max_flows,
-        pool_names: s.pool_names.clone(),
-        pool_addrs: s.pool_addrs.clone(),
-        ..owlet_capture::Config::default()
-    };
-    engine.summary.interface = interface.to_string();
-    let defaults = LiveConfig::default();
-    // Validation keeps ring_bytes a whole number of 1 MiB blocks.
-    let block_count = u32::try_from(s.ring_bytes.as_u64() / u64::from(defaults.block_size))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    Ok(LiveConfig {
-        interfaces: vec![interface.to_string()],
-        workers: s.workers,
-        promiscuous: s.promiscuous,
-        filter,
-        engine,
-        block_count,
-        // A wrong or late interface name must not stop the others.
-        wait_for_interfaces: true,
-        ..defaults
-    })
 }
 
 /// Turns engine outputs of one interface into events on the bus.
@@ -186,18 +156,24 @@ impl Collector for Capture {
         "capture"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         if let Some(collector) = &self.section.ipfix_collector {
             let addr = collector
                 .parse()
-                .map_err(|_| format!("capture.ipfix_collector {collector:?} is not IP:PORT"))?;
-            let exporter = IpfixExporter::start(IpfixConfig::new(addr))
-                .map_err(|e| format!("IPFIX export to {collector}: {e}"))?;
+                .map_err(|_| CaptureStartError::IpfixAddress(collector.clone()))?;
+            let exporter = IpfixExporter::start(IpfixConfig::new(addr)).map_err(|source| {
+                CaptureStartError::Ipfix {
+                    collector: collector.clone(),
+                    source,
+                }
+            })?;
             self.ipfix = Some(Arc::new(exporter));
         }
         let mut handles = Vec::new();
         for interface in self.section.interfaces.clone() {
-            let config = self.live_config(&interface)?;
+            let config = self
+                .live_config(&interface)
+                .map_err(CaptureStartError::from)?;
             let stats = Arc::new(std::sync::OnceLock::new());
             let out = sink(
                 interface.clone(),
@@ -208,11 +184,11 @@ impl Collector for Capture {
             );
             let capture = match LiveCapture::start(config, out) {
                 Ok(capture) => capture,
-                Err(e) => {
+                Err(source) => {
                     // Stop what already started before reporting.
                     self.running.drain(..).for_each(|c| drop(c.stop()));
                     self.ipfix = None;
-                    return Err(format!("capture on {interface}: {e}"));
+                    return Err(CaptureStartError::Open { interface, source }.into());
                 }
             };
             let _ = stats.set(capture.stats_handle());

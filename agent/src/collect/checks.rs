@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use owlet_probe::{CheckSet, ProbeConfig, ProbeHandle};
 use owlet_proto::v1::State;
 
-use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
@@ -43,7 +43,7 @@ impl Collector for Checks {
         "checks"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         let set = match (self.next.take(), &self.running) {
             (Some(set), _) => set,
             // Started again without a stop: the same checks.

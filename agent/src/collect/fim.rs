@@ -23,7 +23,7 @@ use std::time::Duration;
 use owlet_fim::{FimConfig, Monitor, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
@@ -53,7 +53,7 @@ impl Fim {
         config.fim.enabled()
     }
 
-    fn launch(&mut self, bus: EventSender) -> Result<Arc<Monitor>, String> {
+    fn launch(&mut self, bus: EventSender) -> Result<Arc<Monitor>, owlet_fim::StartError> {
         let sink_bus = bus.clone();
         let monitor = Monitor::start(
             self.config.clone(),
@@ -89,7 +89,7 @@ impl Collector for Fim {
         "fim"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         // The watch holds the monitor of this start only: a restart (after
         // a failure or a reload) gets a watch of its own.
         let monitor = Arc::downgrade(&self.launch(bus)?);

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use owlet_host::{HostConfig, Monitor, Output};
 use owlet_proto::v1::{Event, event::Kind};
 
-use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport};
+use super::{Collector, CollectorHealth, Failure, Reload, ReloadReport, StartError};
 use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
@@ -104,7 +104,7 @@ fn run(
         Ok(monitor) => monitor,
         Err(e) => {
             if let Ok(mut failure) = shared.failure.lock() {
-                *failure = Some(e);
+                *failure = Some(e.to_string());
             }
             return;
         }
@@ -151,12 +151,17 @@ fn run(
     }
 }
 
+/// The host sampling thread could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the host sampling thread: {0}")]
+pub struct HostStartError(std::io::Error);
+
 impl Collector for Host {
     fn name(&self) -> &'static str {
         "host"
     }
 
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String> {
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
         let shared = Arc::new(Shared::default());
         self.shared = shared.clone();
         // Room for one reload and the stop: a sender never waits long.
@@ -166,7 +171,7 @@ impl Collector for Host {
         let thread = std::thread::Builder::new()
             .name("owlet-host".into())
             .spawn(move || run(config, state_dir, bus, rx, thread_shared))
-            .map_err(|e| format!("cannot start the host sampling thread: {e}"))?;
+            .map_err(HostStartError)?;
         self.running = Some((tx, thread));
         Ok(Box::pin(async move {
             loop {

@@ -16,7 +16,7 @@
 //! A collector must never block the async workers and must never wait on the
 //! SOC: it only sees the bounded bus.
 
-pub mod capture;
+mod capture;
 mod checks;
 mod fim;
 mod host;
@@ -31,15 +31,28 @@ use crate::config::Config;
 use crate::pipeline::bus::EventSender;
 use crate::verdict::Verdict;
 
-pub use capture::Capture;
+pub use capture::{Capture, CaptureStartError};
 pub use checks::Checks;
 pub use fim::Fim;
-pub use host::Host;
+pub use host::{Host, HostStartError};
 pub use supervisor::{CollectorReport, Supervisor};
 
 /// Resolves, with a reason a person can read, when a running collector stops
 /// on its own. It must stay pending while the collector runs as intended.
 pub type Failure = Pin<Box<dyn Future<Output = String> + Send + 'static>>;
+
+/// Why a collector could not start, by collector: a reason a person can
+/// read, with the fix where there is one (the supervisor reports it and
+/// retries).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Capture(#[from] CaptureStartError),
+    #[error(transparent)]
+    Fim(#[from] owlet_fim::StartError),
+    #[error(transparent)]
+    Host(#[from] HostStartError),
+}
 
 /// A capability as the agent runs it.
 pub trait Collector: Send {
@@ -51,7 +64,7 @@ pub trait Collector: Send {
     /// (after [`Collector::stop`]). An error is a reason a person can read,
     /// with the fix where there is one (a missing interface, a capability
     /// the service lacks).
-    fn start(&mut self, bus: EventSender) -> Result<Failure, String>;
+    fn start(&mut self, bus: EventSender) -> Result<Failure, StartError>;
 
     /// Takes this collector's part of a new configuration and says how it
     /// applies: live ([`Reload::Applied`]), or by a stop and a start that

@@ -119,7 +119,7 @@ impl Supervisor {
                     self.alert(name, "collector_recovered", State::Up, "restarted".into());
                 }
             }
-            Err(reason) => self.failed(index, reason),
+            Err(e) => self.failed(index, e.to_string()),
         }
     }
 
@@ -349,7 +349,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::collect::Failure;
+    use crate::collect::{CaptureStartError, Failure, StartError};
 
     /// A collector whose runs fail when the test says so.
     struct Flaky {
@@ -396,10 +396,17 @@ mod tests {
         fn name(&self) -> &'static str {
             self.name
         }
-        fn start(&mut self, _bus: EventSender) -> Result<Failure, String> {
+        fn start(&mut self, _bus: EventSender) -> Result<Failure, StartError> {
             self.starts.fetch_add(1, Ordering::SeqCst);
             if self.fail_start {
-                return Err("interface eth9 does not exist".into());
+                return Err(CaptureStartError::Open {
+                    interface: "eth9".into(),
+                    source: owlet_capture::live::CaptureError::NoInterface {
+                        name: "eth9".into(),
+                        available: vec!["lo".into()],
+                    },
+                }
+                .into());
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             *self.trigger.lock().unwrap() = Some(tx);

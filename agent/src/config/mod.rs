@@ -195,42 +195,6 @@ impl Config {
             Ok(_) => {}
         }
 
-        let capture = &self.capture;
-        if !capture.interfaces.is_empty() {
-            if capture.workers == 0 || capture.workers > 64 {
-                errors.push(src.error("capture.workers", "must be between 1 and 64"));
-            }
-            if capture.max_flows == 0 {
-                errors.push(src.error("capture.max_flows", "must be at least 1"));
-            }
-            let ring = capture.ring_bytes.as_u64();
-            if !(MIB..=1024 * MIB).contains(&ring) || !ring.is_multiple_of(MIB) {
-                errors.push(src.error(
-                    "capture.ring_bytes",
-                    "must be a whole number of MiB from 1MiB to 1GiB, e.g. \"32MiB\"",
-                ));
-            }
-            for (key, value) in [
-                ("capture.idle_timeout", capture.idle_timeout),
-                ("capture.active_timeout", capture.active_timeout),
-                ("capture.summary_interval", capture.summary_interval),
-            ] {
-                if value.is_zero() {
-                    errors.push(src.error(key, "must be more than 0s"));
-                }
-            }
-            if let Err(e) = owlet_capture::filter::compile(&capture.filter) {
-                errors.push(src.error("capture.filter", e.to_string()));
-            }
-            if let Some(collector) = &capture.ipfix_collector
-                && collector.parse::<std::net::SocketAddr>().is_err()
-            {
-                errors.push(src.error(
-                    "capture.ipfix_collector",
-                    format!("{collector:?} is not IP:PORT (e.g. \"192.0.2.9:4739\"; names are not resolved)"),
-                ));
-            }
-        }
         if let Some(address) = self.control.prometheus_listen
             && !address.ip().is_loopback()
         {
@@ -246,6 +210,7 @@ impl Config {
             errors.push(src.error("log.level", format!("not a log filter: {e}")));
         }
         let sections = [
+            ("capture", self.capture.validate()),
             ("probe", self.probe.validate()),
             ("fim", self.fim.validate()),
             ("host", self.host.validate()),
@@ -298,7 +263,7 @@ impl Config {
         self.certificate_warning()
             .into_iter()
             .chain(self.soc_name_warning())
-            .chain(self.capture_warnings())
+            .chain(self.capture.warnings())
             .collect()
     }
 
@@ -388,33 +353,6 @@ impl Config {
         ))
     }
 
-    /// Warnings about `capture.interfaces` on this host: an interface that
-    /// does not exist here. Not errors: a sensor's configuration may be
-    /// written before its NIC is installed; the agent captures on the
-    /// others and waits for it.
-    pub fn capture_warnings(&self) -> Vec<String> {
-        use owlet_capture::live::{LinkState, interface_names, link_state};
-        let missing: Vec<&String> = self
-            .capture
-            .interfaces
-            .iter()
-            .filter(|name| matches!(link_state(name), Ok(LinkState::Missing)))
-            .collect();
-        if missing.is_empty() {
-            return Vec::new();
-        }
-        let here = interface_names().join(", ");
-        missing
-            .into_iter()
-            .map(|name| {
-                format!(
-                    "capture.interfaces: {name} does not exist on this host (interfaces here: {here}); \
-                     the agent captures on the others and waits for it: correct the name if it is wrong"
-                )
-            })
-            .collect()
-    }
-
     /// Name the SOC's certificate must match: `soc.server_name`, or the host
     /// part of `soc.address`.
     pub fn server_name(&self) -> String {
@@ -426,8 +364,6 @@ impl Config {
         }
     }
 }
-
-const MIB: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use owlet_tomlconf::byte_size;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,7 +28,7 @@ pub struct Config {
     pub probe: owlet_probe::ProbeConfig,
     /// Packet metadata from mirror ports (`[capture]`); off without interfaces.
     #[serde(default)]
-    pub capture: CaptureSection,
+    pub capture: owlet_capture::CaptureConfig,
     /// Watched configuration files (`[fim]`, `[[fim.watch]]`).
     #[serde(default)]
     pub fim: owlet_fim::FimConfig,
@@ -38,103 +39,6 @@ pub struct Config {
     /// settings came from (not a key of the file).
     #[serde(skip)]
     pub profile: super::profile::Applied,
-}
-
-/// `[capture]`: live packet metadata (flows, names, summaries) from the
-/// listed interfaces. Payload bytes never leave the decoder.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CaptureSection {
-    /// Interfaces to capture on (e.g. the SPAN port); empty = capture off.
-    #[serde(default)]
-    pub interfaces: Vec<String>,
-    /// Worker threads per interface (PACKET_FANOUT by flow hash).
-    #[serde(default = "default_capture_workers")]
-    pub workers: usize,
-    /// Put the interfaces in promiscuous mode (a mirror port needs it).
-    #[serde(default)]
-    pub promiscuous: bool,
-    /// tcpdump-style capture filter, run in the kernel ("" keeps everything).
-    #[serde(default)]
-    pub filter: String,
-    /// Leave the agent's own connection to the SOC out of the capture.
-    #[serde(default = "default_true")]
-    pub exclude_soc: bool,
-    /// Flows without packets for this long end.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Longer flows are reported in slices of this length.
-    #[serde(default = "default_active_timeout", with = "humantime_serde")]
-    pub active_timeout: Duration,
-    /// Summary (top talkers, signatures) and capture-health period.
-    #[serde(default = "default_summary_interval", with = "humantime_serde")]
-    pub summary_interval: Duration,
-    /// Most flows tracked at once per worker; more are evicted, and counted.
-    #[serde(default = "default_max_flows")]
-    pub max_flows: usize,
-    /// Kernel ring per worker (a whole number of MiB): what absorbs a burst
-    /// while the worker is busy.
-    #[serde(default = "default_ring_bytes", deserialize_with = "byte_size")]
-    pub ring_bytes: ByteSize,
-    /// Crypto-mining pool names (subdomains match too), matched in the
-    /// traffic (DNS questions and answers, TLS SNI, HTTP Host); never
-    /// resolved by the sensor.
-    #[serde(default)]
-    pub pool_names: Vec<String>,
-    /// Crypto-mining pool addresses: every flow to one is evidence.
-    #[serde(default)]
-    pub pool_addrs: Vec<std::net::IpAddr>,
-    /// Also export flow records as IPFIX (RFC 7011, UDP) to this collector,
-    /// `IP:PORT` (e.g. an nfcapd); unset = no export.
-    #[serde(default)]
-    pub ipfix_collector: Option<String>,
-}
-
-impl Default for CaptureSection {
-    fn default() -> Self {
-        Self {
-            interfaces: Vec::new(),
-            workers: default_capture_workers(),
-            promiscuous: false,
-            filter: String::new(),
-            exclude_soc: true,
-            idle_timeout: default_idle_timeout(),
-            active_timeout: default_active_timeout(),
-            summary_interval: default_summary_interval(),
-            max_flows: default_max_flows(),
-            ring_bytes: default_ring_bytes(),
-            pool_names: Vec::new(),
-            pool_addrs: Vec::new(),
-            ipfix_collector: None,
-        }
-    }
-}
-
-fn default_capture_workers() -> usize {
-    2
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn default_active_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_summary_interval() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_max_flows() -> usize {
-    1_000_000
-}
-
-fn default_ring_bytes() -> ByteSize {
-    ByteSize::mib(32)
 }
 
 /// Who this agent says it is (the certificate decides) and where it keeps state.
@@ -370,37 +274,4 @@ impl Default for ControlSection {
 
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/owlet/owlet.sock")
-}
-
-/// Reads a byte size (`"64MiB"`, `"512 KiB"`, or a plain number of bytes);
-/// a wrong value is answered with an example of a right one.
-fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
-    use serde::de::{Error, Unexpected, Visitor};
-
-    struct ByteSizeVisitor;
-
-    impl Visitor<'_> for ByteSizeVisitor {
-        type Value = ByteSize;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a byte size such as \"64MiB\" or \"512KiB\"")
-        }
-
-        fn visit_u64<E: Error>(self, v: u64) -> Result<ByteSize, E> {
-            Ok(ByteSize(v))
-        }
-
-        fn visit_i64<E: Error>(self, v: i64) -> Result<ByteSize, E> {
-            u64::try_from(v)
-                .map(ByteSize)
-                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
-        }
-
-        fn visit_str<E: Error>(self, v: &str) -> Result<ByteSize, E> {
-            v.parse()
-                .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
-        }
-    }
-
-    d.deserialize_any(ByteSizeVisitor)
 }

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use owlet_capture::CaptureConfig;
 use owlet_capture::live::{Capture, LinkState};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
 use super::Step;
-use crate::collect::capture::live_config;
 use crate::config::Config;
 
 /// Days before expiry from which the certificate step warns.
@@ -250,8 +250,8 @@ fn expiry(cert: &Path, validity: Option<(i64, i64)>) -> Step {
 
 /// One `capture` step per configured interface: a short open and close of
 /// the live capture the service opens (built by the service's own
-/// [`live_config`]: workers, ring, filter with the SOC left out, promiscuous
-/// mode) with this process's capabilities; a warning when the link is down
+/// [`CaptureConfig::live_config`]: workers, ring, filter with the SOC left
+/// out, promiscuous mode) with this process's capabilities; a warning when the link is down
 /// or has no carrier (the socket opens, but no packet will be seen).
 /// Unlike the service, a missing interface fails at once instead of being
 /// waited for. Blocking: call it off the async workers.
@@ -259,7 +259,7 @@ pub fn capture(config: &Config) -> Vec<Step> {
     capture_steps(&config.capture, &config.soc.address)
 }
 
-fn capture_steps(section: &crate::config::CaptureSection, soc_address: &str) -> Vec<Step> {
+fn capture_steps(section: &CaptureConfig, soc_address: &str) -> Vec<Step> {
     if section.interfaces.is_empty() {
         return vec![Step::skip("capture", "no capture interfaces configured")];
     }
@@ -267,7 +267,7 @@ fn capture_steps(section: &crate::config::CaptureSection, soc_address: &str) -> 
         .interfaces
         .iter()
         .map(|interface| {
-            let mut live = match live_config(section, soc_address, interface) {
+            let mut live = match section.live_config(soc_address, interface) {
                 Ok(live) => live,
                 Err(e) => {
                     return Step::fail(
@@ -564,7 +564,7 @@ mod tests {
     /// be (a capture of its own making would pass here).
     #[test]
     fn the_capture_step_opens_what_the_service_opens() {
-        let section = crate::config::CaptureSection {
+        let section = owlet_capture::CaptureConfig {
             interfaces: vec!["lo".into()],
             ..Default::default()
         };
@@ -606,11 +606,11 @@ mod tests {
             &ns,
             "link add stcap0 type veth peer name stcap1\nlink set stcap0 up",
         );
-        let section = crate::config::CaptureSection {
+        let section = owlet_capture::CaptureConfig {
             interfaces: vec!["stcap0".into()],
             ..Default::default()
         };
-        let step_in_ns = |section: crate::config::CaptureSection| {
+        let step_in_ns = |section: owlet_capture::CaptureConfig| {
             let path = format!("/run/netns/{ns}");
             std::thread::spawn(move || {
                 let fd = std::fs::File::open(&path).expect("namespace file");

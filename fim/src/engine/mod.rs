@@ -43,6 +43,7 @@
 //! * `persist`: loading and saving the baseline.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -56,9 +57,9 @@ use notify::{INotifyWatcher, Watcher};
 use crate::baseline::Baseline;
 use crate::change::{FimAlert, Output};
 use crate::config::{FimConfig, Severity};
-use crate::redact::Redactor;
+use crate::redact::{RedactError, Redactor};
 use crate::redacted::TextRedactor;
-use crate::rules::Rules;
+use crate::rules::{InvalidWatch, Rules};
 use crate::state::{Limits, Observed};
 use crate::stats::Stats;
 use crate::store::ContentStore;
@@ -88,6 +89,26 @@ enum Msg {
 /// Where the monitor's outputs go.
 pub type Sink = Box<dyn FnMut(Output) + Send>;
 
+/// Why the monitor (or the engine of `owlet fim`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start inotify: {0}")]
+    Inotify(notify::Error),
+    #[error(transparent)]
+    Rules(#[from] InvalidWatch),
+    #[error("fim.redact: {0}")]
+    Redact(RedactError),
+    #[error("cannot create {}: {source} (check agent.state_dir and its permissions)", dir.display())]
+    StateDir { dir: PathBuf, source: io::Error },
+    #[error(
+        "cannot read or create {}: {source} (check agent.state_dir and its permissions)",
+        path.display()
+    )]
+    RedactKey { path: PathBuf, source: io::Error },
+    #[error("cannot start the file monitor thread: {0}")]
+    Thread(io::Error),
+}
+
 /// The running monitor.
 pub struct Monitor {
     stop: Arc<AtomicBool>,
@@ -99,7 +120,7 @@ pub struct Monitor {
 impl Monitor {
     /// Starts watching. Errors (inotify unavailable, bad rules, unusable
     /// state directory) name the problem.
-    pub fn start(config: FimConfig, state_dir: PathBuf, out: Sink) -> Result<Monitor, String> {
+    pub fn start(config: FimConfig, state_dir: PathBuf, out: Sink) -> Result<Monitor, StartError> {
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let overflow = Arc::new(AtomicBool::new(false));
         let handler_tx = tx.clone();
@@ -122,7 +143,7 @@ impl Monitor {
             },
             notify::Config::default(),
         )
-        .map_err(|e| format!("cannot start inotify: {e}"))?;
+        .map_err(StartError::Inotify)?;
         let mut engine = Engine::new(config, state_dir, out, Some(watcher))?;
         engine.overflow = overflow;
         engine.tx = Some(tx);
@@ -147,7 +168,7 @@ impl Monitor {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the file monitor thread: {e}"))?;
+            .map_err(StartError::Thread)?;
         Ok(Monitor {
             stop,
             thread: Some(thread),
@@ -233,20 +254,16 @@ impl Engine {
         dir: PathBuf,
         out: Sink,
         watcher: Option<INotifyWatcher>,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, StartError> {
         let rules = Rules::new(&cfg)?;
-        let redactor = Redactor::new(&cfg.redact).map_err(|e| format!("fim.redact: {e}"))?;
-        crate::baseline::create_private_dir(&dir).map_err(|e| {
-            format!(
-                "cannot create {}: {e} (check agent.state_dir and its permissions)",
-                dir.display()
-            )
+        let redactor = Redactor::new(&cfg.redact).map_err(StartError::Redact)?;
+        crate::baseline::create_private_dir(&dir).map_err(|source| StartError::StateDir {
+            dir: dir.clone(),
+            source,
         })?;
-        let key = TextRedactor::load_key(&dir).map_err(|e| {
-            format!(
-                "cannot read or create {}: {e} (check agent.state_dir and its permissions)",
-                dir.join("redact.key").display()
-            )
+        let key = TextRedactor::load_key(&dir).map_err(|source| StartError::RedactKey {
+            path: dir.join("redact.key"),
+            source,
         })?;
         let redactor = TextRedactor::new(redactor, key);
         let content = dir.join("content");
@@ -361,7 +378,7 @@ impl Engine {
             Ok(a) => self.who = Some(a),
             Err(reason) => {
                 if let Ok(mut s) = self.stats.lock() {
-                    s.attribution = Some(reason.clone());
+                    s.attribution = Some(reason.to_string());
                 }
                 let alert = FimAlert::new(
                     "fim_attribution_unavailable",

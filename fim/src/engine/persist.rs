@@ -8,13 +8,20 @@
 //! * after a save, the content store keeps only what the baseline refers to.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::baseline::{Baseline, LoadError};
 use crate::config::Severity;
 
 use super::Engine;
+
+/// The baseline could not be written to its directory.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the baseline in {}", dir.display())]
+pub struct SaveError {
+    dir: PathBuf,
+}
 
 impl Engine {
     /// Loads the saved baseline; a damaged one is reported and rebuilt.
@@ -47,14 +54,14 @@ impl Engine {
         &self.dir
     }
 
-    /// Saves now (the CLI); the error is ready to print.
-    pub(crate) fn save_baseline_now(&mut self) -> Result<(), String> {
+    /// Saves now (the CLI); the error is ready to print (why it failed is
+    /// in the `fim_error` alert).
+    pub(crate) fn save_baseline_now(&mut self) -> Result<(), SaveError> {
         self.save_baseline();
         if self.baseline_dirty {
-            Err(format!(
-                "cannot save the baseline in {}",
-                self.dir.display()
-            ))
+            Err(SaveError {
+                dir: self.dir.clone(),
+            })
         } else {
             Ok(())
         }

@@ -75,17 +75,22 @@ pub(super) fn default_runner(spec: &CheckSpec) -> RunFuture<'_> {
     Box::pin(crate::run_check(spec))
 }
 
-/// Polls a future, turning a panic into `Err(message)`.
+/// Polls a future, turning a panic into `Err(Panicked)`.
 struct CatchUnwind<'a>(RunFuture<'a>);
 
+/// A check run that panicked, with the panic's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Panicked(String);
+
 impl Future for CatchUnwind<'_> {
-    type Output = Result<CheckResult, String>;
+    type Output = Result<CheckResult, Panicked>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let fut = self.0.as_mut();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(p) => Poll::Ready(Err(panic_message(p.as_ref()))),
+            Err(p) => Poll::Ready(Err(Panicked(panic_message(p.as_ref())))),
         }
     }
 }
@@ -193,7 +198,7 @@ async fn run_once(ctx: &Ctx, runner: Runner, slot: Instant) -> bool {
     }
     let mut result = match CatchUnwind(runner(spec)).await {
         Ok(r) => r,
-        Err(msg) => {
+        Err(Panicked(msg)) => {
             tracing::error!(check = %spec.id, "check run panicked (reported as UNKNOWN): {msg}");
             panic_result(spec, &msg)
         }

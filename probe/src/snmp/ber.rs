@@ -47,30 +47,46 @@ pub const PDU_REPORT: u8 = 0xA8;
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Oid(Vec<u32>);
 
+/// Why a text is not an OID in numeric dotted form; each message ends with
+/// how to write one.
+#[derive(Debug, thiserror::Error)]
+pub enum OidError {
+    #[error("empty OID; {OID_HINT}")]
+    Empty,
+    #[error("\"{0}\" is not a numeric OID; {OID_HINT}")]
+    NotNumeric(String),
+    #[error("\"{0}\" must have 2 to 128 arcs; {OID_HINT}")]
+    ArcCount(String),
+    #[error("\"{0}\" has an invalid first arc pair; {OID_HINT}")]
+    FirstArcs(String),
+}
+
+const OID_HINT: &str =
+    "write OIDs in numeric dotted form, e.g. \"1.3.6.1.2.1.1.3.0\" (MIB names are not resolved)";
+
 impl Oid {
     /// Parses dotted numeric form (`1.3.6.1.2.1.1.3.0`, leading dot allowed).
-    pub fn parse(s: &str) -> std::result::Result<Oid, String> {
+    pub fn parse(s: &str) -> std::result::Result<Oid, OidError> {
         let t = s.trim();
         let t = t.strip_prefix('.').unwrap_or(t);
-        let hint = "write OIDs in numeric dotted form, e.g. \"1.3.6.1.2.1.1.3.0\" (MIB names are not resolved)";
         if t.is_empty() {
-            return Err(format!("empty OID; {hint}"));
+            return Err(OidError::Empty);
         }
         let mut arcs = Vec::new();
         for part in t.split('.') {
             match part.parse::<u32>() {
                 Ok(v) => arcs.push(v),
-                Err(_) => return Err(format!("\"{s}\" is not a numeric OID; {hint}")),
+                Err(_) => return Err(OidError::NotNumeric(s.to_string())),
             }
         }
         if arcs.len() < 2 || arcs.len() > 128 {
-            return Err(format!("\"{s}\" must have 2 to 128 arcs; {hint}"));
+            return Err(OidError::ArcCount(s.to_string()));
         }
         if arcs[0] > 2
             || (arcs[0] < 2 && arcs[1] >= 40)
             || (arcs[0] == 2 && arcs[1] > u32::MAX - 80)
         {
-            return Err(format!("\"{s}\" has an invalid first arc pair; {hint}"));
+            return Err(OidError::FirstArcs(s.to_string()));
         }
         Ok(Oid(arcs))
     }

@@ -17,16 +17,19 @@ pub enum Preset {
     Memory,
 }
 
+/// A `preset` that is not one of the built-in queries.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a preset; use one of uptime, interfaces, cpu, memory")]
+pub struct UnknownPreset(pub String);
+
 impl Preset {
-    pub fn parse(s: &str) -> Result<Preset, String> {
+    pub fn parse(s: &str) -> Result<Preset, UnknownPreset> {
         match s {
             "uptime" => Ok(Preset::Uptime),
             "interfaces" => Ok(Preset::Interfaces),
             "cpu" => Ok(Preset::Cpu),
             "memory" => Ok(Preset::Memory),
-            _ => Err(format!(
-                "\"{s}\" is not a preset; use one of uptime, interfaces, cpu, memory"
-            )),
+            _ => Err(UnknownPreset(s.to_string())),
         }
     }
     pub fn name(self) -> &'static str {

@@ -65,8 +65,23 @@ macro_rules! password_key {
     }};
 }
 
+/// An `auth_proto` or `priv_proto` this agent does not speak.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolNameError {
+    #[error(
+        "\"{0}\" is not an auth protocol; use sha256 (recommended), sha224, sha384, sha512, sha or md5"
+    )]
+    Auth(String),
+    #[error(
+        "\"{0}\" is not supported (DES is broken); configure the device for AES and use \"aes\""
+    )]
+    Des(String),
+    #[error("\"{0}\" is not a privacy protocol; use \"aes\" (AES-128-CFB, RFC 3826)")]
+    Privacy(String),
+}
+
 impl AuthProto {
-    pub fn parse(s: &str) -> Result<AuthProto, String> {
+    pub fn parse(s: &str) -> Result<AuthProto, ProtocolNameError> {
         let n: String = s
             .to_ascii_lowercase()
             .chars()
@@ -80,9 +95,7 @@ impl AuthProto {
             "sha384" => AuthProto::Sha384,
             "sha512" => AuthProto::Sha512,
             _ => {
-                return Err(format!(
-                    "\"{s}\" is not an auth protocol; use sha256 (recommended), sha224, sha384, sha512, sha or md5"
-                ));
+                return Err(ProtocolNameError::Auth(s.to_string()));
             }
         })
     }
@@ -163,7 +176,7 @@ pub enum PrivProto {
 }
 
 impl PrivProto {
-    pub fn parse(s: &str) -> Result<PrivProto, String> {
+    pub fn parse(s: &str) -> Result<PrivProto, ProtocolNameError> {
         let n: String = s
             .to_ascii_lowercase()
             .chars()
@@ -171,12 +184,8 @@ impl PrivProto {
             .collect();
         match n.as_str() {
             "aes" | "aes128" => Ok(PrivProto::Aes128),
-            "des" | "3des" => Err(format!(
-                "\"{s}\" is not supported (DES is broken); configure the device for AES and use \"aes\""
-            )),
-            _ => Err(format!(
-                "\"{s}\" is not a privacy protocol; use \"aes\" (AES-128-CFB, RFC 3826)"
-            )),
+            "des" | "3des" => Err(ProtocolNameError::Des(s.to_string())),
+            _ => Err(ProtocolNameError::Privacy(s.to_string())),
         }
     }
 

@@ -48,7 +48,7 @@ const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 
 pub(super) fn build_http(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<HttpSpec> {
     let url = parse_url(&c.target)
-        .map_err(|e| errs.push(FieldIssue::new("target", e)))
+        .map_err(|e| errs.push(FieldIssue::new("target", e.to_string())))
         .ok();
     let method = match &c.method {
         None => Method::GET,

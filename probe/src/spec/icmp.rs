@@ -16,7 +16,7 @@ pub struct IcmpSpec {
 
 pub(super) fn build_icmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<IcmpSpec> {
     let host = parse_host(&c.target)
-        .map_err(|e| errs.push(FieldIssue::new("target", e)))
+        .map_err(|e| errs.push(FieldIssue::new("target", e.to_string())))
         .ok();
     let count = c.count.unwrap_or(3);
     if count == 0 || count > 1000 {

@@ -30,7 +30,7 @@ pub struct SnmpSpec {
 
 pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<SnmpSpec> {
     let addr = parse_host_port(&c.target, Some(161))
-        .map_err(|e| errs.push(FieldIssue::new("target", e)))
+        .map_err(|e| errs.push(FieldIssue::new("target", e.to_string())))
         .ok();
     let version = match c.version.as_deref().unwrap_or("2c") {
         "2c" | "v2c" | "2" => {
@@ -86,7 +86,7 @@ pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<
                 Some(p) => match AuthProto::parse(p) {
                     Ok(a) => Some(a),
                     Err(e) => {
-                        errs.push(FieldIssue::new("auth_proto", e));
+                        errs.push(FieldIssue::new("auth_proto", e.to_string()));
                         None
                     }
                 },
@@ -120,7 +120,7 @@ pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<
                     match PrivProto::parse(p) {
                         Ok(pp) => Some((pp, k.clone())),
                         Err(e) => {
-                            errs.push(FieldIssue::new("priv_proto", e));
+                            errs.push(FieldIssue::new("priv_proto", e.to_string()));
                             None
                         }
                     }
@@ -173,7 +173,7 @@ pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<
         for o in oids {
             match Oid::parse(o) {
                 Ok(oid) => parsed.push(oid),
-                Err(e) => errs.push(FieldIssue::new("oids", e)),
+                Err(e) => errs.push(FieldIssue::new("oids", e.to_string())),
             }
         }
         Some(SnmpQuery::Get(parsed))
@@ -181,7 +181,7 @@ pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<
         match Oid::parse(w) {
             Ok(oid) => Some(SnmpQuery::Walk(oid)),
             Err(e) => {
-                errs.push(FieldIssue::new("walk", e));
+                errs.push(FieldIssue::new("walk", e.to_string()));
                 None
             }
         }
@@ -189,7 +189,7 @@ pub(super) fn build_snmp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<
         match Preset::parse(p) {
             Ok(p) => Some(SnmpQuery::Preset(p)),
             Err(e) => {
-                errs.push(FieldIssue::new("preset", e));
+                errs.push(FieldIssue::new("preset", e.to_string()));
                 None
             }
         }

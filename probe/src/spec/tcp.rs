@@ -13,7 +13,7 @@ pub struct TcpSpec {
 
 pub(super) fn build_tcp(c: &CheckConfig, errs: &mut Vec<FieldIssue>) -> Option<TcpSpec> {
     let addr = parse_host_port(&c.target, None)
-        .map_err(|e| errs.push(FieldIssue::new("target", e)))
+        .map_err(|e| errs.push(FieldIssue::new("target", e.to_string())))
         .ok();
     let tls = if c.tls.unwrap_or(false) {
         Some(build_tls(c, &[], true, errs)?)

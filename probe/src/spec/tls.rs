@@ -22,7 +22,9 @@ pub struct TlsSpec {
 
 impl TlsSpec {
     /// The client config, building it now if the check was built without one.
-    pub(crate) fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+    pub(crate) fn client_config(
+        &self,
+    ) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsSetupError> {
         match &self.config {
             Some(c) => Ok(c.clone()),
             None => crate::tls::client_config(self.ca.as_deref(), self.insecure, self.alpn),
@@ -57,7 +59,7 @@ pub(super) fn build_tls(
         match crate::tls::client_config(c.ca.as_deref(), insecure, alpn) {
             Ok(config) => Some(config),
             Err(e) => {
-                errs.push(FieldIssue::new("ca", e));
+                errs.push(FieldIssue::new("ca", e.to_string()));
                 return None;
             }
         }
