@@ -183,6 +183,33 @@ pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `owlet-soc report`.
+pub fn report(
+    config: &SocConfig,
+    tenant: &str,
+    period: &str,
+    tz: Option<&str>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let period = owlet_soc_report::Period::parse(period)?;
+    let zone = Zone::parse(tz.unwrap_or(config.zone_of(tenant)))
+        .map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    let reader = store(config)?.reader(tenant)?;
+    let report = owlet_soc_report::build(
+        &reader,
+        &period,
+        &zone,
+        SystemTime::now(),
+        &owlet_soc_report::Options::default(),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(0)
+}
+
 /// One tenant in `tenant list` and `status`.
 #[derive(Debug, Serialize)]
 pub struct TenantStatus {

@@ -90,6 +90,27 @@ pub enum Command {
         #[arg(long)]
         tsv: bool,
     },
+    /// A tenant's weekly or monthly report: availability per check, alerts
+    /// and incidents, configuration changes, top talkers, names, host and
+    /// sensor health ("nothing found" said for each empty section).
+    Report {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// A month ("2026-11") or an ISO week ("2026-W48"), in the tenant's zone.
+        #[arg(long)]
+        period: String,
+        /// Time zone of the report (IANA name or UTC); default: the
+        /// tenant's zone from soc.toml, else UTC.
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
+        /// JSON (raw numbers, for graphs) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream one tenant's events as NDJSON, CSV or ECS JSON (constant
     /// memory, no row cap).
     Export(ExportArgs),

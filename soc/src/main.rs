@@ -160,6 +160,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             tsv,
         } => analyst::sql(&load(&config)?, &tenant, &sql, tsv),
         Command::Export(args) => analyst::export(&load(&args.config)?, &args),
+        Command::Report {
+            config,
+            tenant,
+            period,
+            tz,
+            json,
+        } => analyst::report(&load(&config)?, &tenant, &period, tz.as_deref(), json),
         Command::Tenant(TenantCommand::List { config }) => analyst::tenant_list(&load(&config)?),
         Command::Tenant(TenantCommand::Export {
             config,

@@ -137,6 +137,25 @@ fn the_analysts_commands_check_names_filter_and_stay_in_one_tenant() {
     ));
     assert!(err.contains("Mars/Olympus"), "{err}");
 
+    // This month's report: text says what was found or "Nothing found";
+    // JSON carries the numbers.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let text = run_ok(&mut soc_cmd(
+        &soc,
+        &["report", "--tenant", "acme", "--period", &month],
+    ));
+    assert!(text.contains("Nothing found"), "{text}");
+    let json = run_ok(&mut soc_cmd(
+        &soc,
+        &["report", "--tenant", "acme", "--period", &month, "--json"],
+    ));
+    serde_json::from_str::<serde_json::Value>(&json).expect("report --json is JSON");
+    let err = fails(&mut soc_cmd(
+        &soc,
+        &["report", "--tenant", "acme", "--period", "November"],
+    ));
+    assert!(err.contains("2026-11") || err.contains("YYYY-MM"), "{err}");
+
     // The end of a contract: export, then delete.
     acme.stop();
     globex.stop();
@@ -159,7 +178,11 @@ fn the_analysts_commands_check_names_filter_and_stay_in_one_tenant() {
         "{sums}"
     );
     let ndjson = std::fs::read_to_string(out_dir.join("acme.ndjson")).unwrap();
-    assert!(ndjson.lines().count() > 0 && !ndjson.contains("globex"));
+    assert!(ndjson.lines().count() > 0);
+    for line in ndjson.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["tenant"], "acme", "{line}");
+    }
     let err = fails(&mut soc_cmd(
         &soc,
         &["tenant", "delete", "--tenant", "acme"],
