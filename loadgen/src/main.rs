@@ -38,6 +38,9 @@ enum Command {
         /// Stop producing after this many events (0: never stop).
         #[arg(long, default_value_t = 0)]
         total: u64,
+        /// What to produce: check results or flow records.
+        #[arg(long, value_enum, default_value = "check")]
+        kind: synthetic::LoadKind,
         /// While this file exists, the spool's fdatasync calls do not
         /// return: the spool writer wedges inside a real spool call, as on
         /// a hung disk (tests of the systemd watchdog).
@@ -52,9 +55,10 @@ fn main() {
         config,
         rate,
         total,
+        kind,
         wedge_spool_when,
     } = cli.command;
-    let load = synthetic::Synthetic::new(rate, total);
+    let load = synthetic::Synthetic::new(kind, rate, total);
     let status = match wedge_spool_when {
         None => owlet_agent::cli::run_with(config, vec![Box::new(load)]),
         Some(trigger) => owlet_agent::cli::run_with_spool_fs(
