@@ -36,6 +36,14 @@ impl Sink {
         })
     }
 
+    /// Ends open connections politely (TLS close_notify), so the
+    /// receiver logs a clean close, not a broken one.
+    async fn close(&mut self) {
+        if let Sink::Syslog(s) = self {
+            s.close().await;
+        }
+    }
+
     /// Sends `events` (one tenant's, in log order); `Ok` only when the
     /// destination confirmed every one of them.
     async fn deliver(&mut self, tenant: &str, events: &[StoredEvent]) -> Result<(), String> {
@@ -57,7 +65,12 @@ struct StoreSide {
 }
 
 impl StoreSide {
-    fn next_batch(&mut self, tenant: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    /// The cursor's position and up to `limit` events after it.
+    fn next_batch(
+        &mut self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<(i64, Vec<StoredEvent>), StoreError> {
         let after = self.cursors.get(&self.consumer, tenant)?;
         if !self.readers.contains_key(tenant) {
             let reader = self.store.reader(tenant)?;
@@ -69,7 +82,7 @@ impl StoreSide {
             // Reopen next time (the tenant's file may have been replaced).
             self.readers.remove(tenant);
         }
-        events
+        Ok((after, events?))
     }
 }
 
@@ -143,6 +156,7 @@ pub async fn run(
             break;
         }
     }
+    sink.close().await;
     tracing::info!(output = %name, "output stopped");
     Ok(())
 }
@@ -181,8 +195,8 @@ async fn round(
     for tenant in tenants {
         let limit = config.batch_size;
         let t = tenant.clone();
-        let events = match blocking(side, move |s| s.next_batch(&t, limit)).await {
-            Ok(events) => events,
+        let (after, events) = match blocking(side, move |s| s.next_batch(&t, limit)).await {
+            Ok(batch) => batch,
             Err(e) => {
                 record_failure(side, name, &tenant, &format!("reading the store: {e}")).await;
                 return Round::Failed;
@@ -191,6 +205,19 @@ async fn round(
         let Some(last) = events.last().map(|e| e.id) else {
             continue;
         };
+        // Ids are contiguous in a tenant's log: a hole after the cursor is
+        // retention deleting what this output had not delivered. Said, then
+        // the output goes on with what remains (loss is never silent).
+        let first = events[0].id;
+        if first > after + 1 {
+            let message = format!(
+                "retention deleted ids {}..={} ({} events) before this output delivered them; keep data longer or bring the destination back sooner",
+                after + 1,
+                first - 1,
+                first - 1 - after
+            );
+            record_failure(side, name, &tenant, &message).await;
+        }
         let result = tokio::select! {
             _ = shutdown.cancelled() => return Round::Shutdown,
             r = sink.deliver(&tenant, &events) => r,

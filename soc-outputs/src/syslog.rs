@@ -142,6 +142,12 @@ impl Syslog {
             .map_err(|_| format!("connect {}: timed out", self.address))?
     }
 
+    pub(crate) async fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        }
+    }
+
     pub(crate) async fn deliver(&mut self, events: &[StoredEvent]) -> Result<(), String> {
         let mut bytes = Vec::with_capacity(events.len() * 1024);
         for e in events {

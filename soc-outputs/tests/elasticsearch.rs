@@ -139,6 +139,7 @@ async fn only_the_named_tenants_arrive_in_order_with_their_event_ids() {
     .await;
     // Give a wrong tenant filter the time to show itself.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("lag 0", LIMIT, || rows(&root, &c)[0].lag == 0).await;
     out.shutdown().await;
     let ix = index.lock().unwrap();
     assert_complete_and_ordered(&ix.created, &ids("acme", 1..=230));
@@ -185,6 +186,7 @@ async fn a_restart_resumes_where_it_stopped_without_loss() {
         index.lock().unwrap().created.len() >= 400
     })
     .await;
+    wait_for("lag 0", LIMIT, || rows(&root, &c)[0].lag == 0).await;
     out.shutdown().await;
     let ix = index.lock().unwrap();
     assert_complete_and_ordered(&ix.created, &ids("acme", 1..=400));
@@ -242,6 +244,7 @@ async fn a_destination_down_30s_loses_nothing_and_the_backlog_arrives_in_order()
         index.lock().unwrap().created.len() as u64 >= seq
     })
     .await;
+    wait_for("lag 0", LIMIT, || rows(&root, &c)[0].lag == 0).await;
     out.shutdown().await;
     assert_complete_and_ordered(&index.lock().unwrap().created, &ids("acme", 1..=seq));
     let after = rows(&root, &c).remove(0);
@@ -283,4 +286,40 @@ async fn rejected_items_are_sent_again_and_existing_ones_count_as_delivered() {
     }
     let row = rows(&root, &c).remove(0);
     assert!(row.errors >= 1, "{row:?}");
+}
+
+/// Seen failing: without the hole check, the output delivered what was
+/// left and recorded no error (errors 0): the loss was silent.
+#[tokio::test]
+async fn events_retention_deleted_before_delivery_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let day = Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    fill_at(&root, "acme", 1..=10, now - day * 3);
+    fill_at(&root, "acme", 11..=20, now - day * 2);
+    fill_at(&root, "acme", 21..=30, now);
+    let store = owlet_soc_store::Store::open(&root).unwrap();
+    let gone = store
+        .writer("acme")
+        .unwrap()
+        .enforce(
+            &owlet_soc_store::Policy {
+                max_age: Some(day),
+                max_bytes: None,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(gone.iter().map(|d| d.events).sum::<u64>(), 20);
+    let ca = test_ca(dir.path());
+    let index = Shared::default();
+    let server = HttpsServer::start(&ca, 0, bulk_handler(index.clone())).await;
+    let c = config(&server.url(), &ca, dir.path(), &["acme"]);
+    let out = spawn(&root, &c);
+    wait_for("lag 0", LIMIT, || rows(&root, &c)[0].lag == 0).await;
+    out.shutdown().await;
+    assert_complete_and_ordered(&index.lock().unwrap().created, &ids("acme", 21..=30));
+    let row = rows(&root, &c).remove(0);
+    assert_eq!(row.errors, 1, "{row:?}");
 }

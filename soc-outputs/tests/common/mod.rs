@@ -24,6 +24,17 @@ use tokio_util::sync::CancellationToken;
 /// Appends events with agent sequence numbers `seqs` to `tenant`'s log
 /// (alternating flows and check results, so documents differ by kind).
 pub fn fill(root: &Path, tenant: &str, seqs: std::ops::RangeInclusive<u64>) {
+    fill_at(root, tenant, seqs, SystemTime::now());
+}
+
+/// `fill` as if the SOC received the events at `received` (partitions are
+/// days of arrival).
+pub fn fill_at(
+    root: &Path,
+    tenant: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    received: SystemTime,
+) {
     let events: Vec<Event> = seqs
         .map(|seq| Event {
             seq,
@@ -59,7 +70,7 @@ pub fn fill(root: &Path, tenant: &str, seqs: std::ops::RangeInclusive<u64>) {
                 events: chunk,
                 sequenced: true,
             }],
-            SystemTime::now(),
+            received,
         )
         .unwrap();
     }
