@@ -3,15 +3,18 @@
 //!
 //! One round visits each wanted tenant once and sends at most one batch of
 //! it (so a tenant with a backlog cannot starve the others); rounds repeat
-//! at once while there is work, every `poll` when caught up, and after a
-//! failure only when the backoff has passed (`retry_min` doubling up to
-//! `retry_max`). A failed batch stops the round: the destination is one,
-//! and hammering it tenant by tenant while it is down helps nobody.
+//! at once while there is work, and every `poll` when caught up. Backoff is
+//! per tenant: after a failed batch the tenant is skipped until its delay
+//! (`retry_min` doubling up to `retry_max`) has passed, so one customer's
+//! batch that a SIEM refuses (a mapping error) does not hold back the
+//! other customers of the same output. When the destination is down every
+//! tenant backs off, and the retries settle at one per tenant per
+//! `retry_max`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use owlet_soc_store::{Cursors, Store, StoreError, StoredEvent, TenantReader};
 use serde::Serialize;
@@ -131,29 +134,26 @@ pub async fn run(
     let side = Arc::new(Mutex::new(side));
     let name = config.name.clone();
     tracing::info!(output = %name, kind = config.kind.as_str(), "output started");
-    let mut backoff = config.retry_min;
+    let mut backoff: HashMap<String, Backoff> = HashMap::new();
     loop {
-        let outcome = round(&config, &side, &mut sink, &shutdown).await;
-        let wait = match outcome {
-            Round::Sent => {
-                backoff = config.retry_min;
-                Duration::ZERO
-            }
-            Round::Idle => config.poll,
-            Round::Failed => {
-                let wait = backoff;
-                backoff = backoff.saturating_mul(2).min(config.retry_max);
-                wait
-            }
-            Round::Shutdown => break,
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            sent = round(&config, &side, &mut sink, &mut backoff) => sent,
         };
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        } else if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() {
             break;
+        }
+        if sent {
+            continue;
+        }
+        let now = Instant::now();
+        let wait = backoff
+            .values()
+            .map(|b| b.next.saturating_duration_since(now))
+            .fold(config.poll, Duration::min);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     sink.close().await;
@@ -161,45 +161,71 @@ pub async fn run(
     Ok(())
 }
 
-enum Round {
-    Sent,
-    Idle,
-    Failed,
-    Shutdown,
+/// A tenant's retry state after a failure.
+struct Backoff {
+    /// The delay the next failure waits.
+    delay: Duration,
+    /// Not tried again before this.
+    next: Instant,
 }
 
+fn back_off(config: &OutputConfig, backoff: &mut HashMap<String, Backoff>, tenant: &str) {
+    let now = Instant::now();
+    let b = backoff.entry(tenant.to_string()).or_insert(Backoff {
+        delay: config.retry_min,
+        next: now,
+    });
+    b.next = now + b.delay;
+    b.delay = b.delay.saturating_mul(2).min(config.retry_max);
+}
+
+/// One round over the wanted tenants; true when a batch was confirmed.
+/// Cancel-safe: dropped mid-delivery, the batch was not confirmed and its
+/// cursor did not move.
 async fn round(
     config: &OutputConfig,
     side: &Arc<Mutex<StoreSide>>,
     sink: &mut Sink,
-    shutdown: &CancellationToken,
-) -> Round {
+    backoff: &mut HashMap<String, Backoff>,
+) -> bool {
     let name = config.name.as_str();
     let wanted = config.clone();
     let tenants = match blocking(side, move |s| {
-        Ok(s.store
+        let tenants: Vec<String> = s
+            .store
             .tenants()?
             .into_iter()
             .filter(|t| wanted.wants(t))
-            .collect::<Vec<_>>())
+            .collect();
+        // Close the readers of tenants that are gone (contract ended).
+        s.readers.retain(|t, _| tenants.contains(t));
+        Ok(tenants)
     })
     .await
     {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(output = name, error = %e, "cannot list the store's tenants");
-            return Round::Failed;
+            return false;
         }
     };
+    backoff.retain(|t, _| tenants.contains(t));
     let mut sent = false;
     for tenant in tenants {
+        if backoff
+            .get(&tenant)
+            .is_some_and(|b| b.next > Instant::now())
+        {
+            continue;
+        }
         let limit = config.batch_size;
         let t = tenant.clone();
         let (after, events) = match blocking(side, move |s| s.next_batch(&t, limit)).await {
             Ok(batch) => batch,
             Err(e) => {
                 record_failure(side, name, &tenant, &format!("reading the store: {e}")).await;
-                return Round::Failed;
+                back_off(config, backoff, &tenant);
+                continue;
             }
         };
         let Some(last) = events.last().map(|e| e.id) else {
@@ -218,25 +244,24 @@ async fn round(
             );
             record_failure(side, name, &tenant, &message).await;
         }
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return Round::Shutdown,
-            r = sink.deliver(&tenant, &events) => r,
-        };
-        if let Err(error) = result {
+        if let Err(error) = sink.deliver(&tenant, &events).await {
             record_failure(side, name, &tenant, &error).await;
-            return Round::Failed;
+            back_off(config, backoff, &tenant);
+            continue;
         }
         let (consumer, t, n) = (name.to_string(), tenant.clone(), events.len() as u64);
         if let Err(e) = blocking(side, move |s| s.cursors.advance(&consumer, &t, last, n)).await {
             // Delivered but not recorded: the batch is sent again (at
             // least once), never skipped.
             record_failure(side, name, &tenant, &format!("recording the cursor: {e}")).await;
-            return Round::Failed;
+            back_off(config, backoff, &tenant);
+            continue;
         }
+        backoff.remove(&tenant);
         tracing::debug!(output = name, tenant = %tenant, events = n, last_id = last, "delivered");
         sent = true;
     }
-    if sent { Round::Sent } else { Round::Idle }
+    sent
 }
 
 async fn record_failure(side: &Arc<Mutex<StoreSide>>, output: &str, tenant: &str, error: &str) {
