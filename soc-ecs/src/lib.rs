@@ -40,10 +40,21 @@ pub const ECS_VERSION: &str = "8.17.0";
 /// Every field that is not an ECS field lives below this one key.
 pub const CUSTOM_PREFIX: &str = "owlet";
 
-/// The ECS document of `e` (see `ECS.md` for the field by field mapping).
+/// The ECS document of `e` (see `ECS.md` for the field by field mapping),
+/// times in UTC written `+00:00`: what the SIEM outputs send.
 pub fn document(e: &StoredEvent) -> Value {
-    let mut d = Doc::default();
-    d.set("@timestamp", rfc3339(e.time_us));
+    document_with_times(e, &rfc3339)
+}
+
+/// [`document`] with every time rendered by `time` (UTC µs → RFC 3339
+/// with an explicit offset), for `export --format ecs --tz ZONE`:
+/// `Format::Ecs(|e, zone| document_with_times(e, &|us| zone.rfc3339(us)))`.
+pub fn document_with_times(e: &StoredEvent, time: &dyn Fn(i64) -> String) -> Value {
+    let mut d = Doc {
+        map: Map::new(),
+        time,
+    };
+    d.set("@timestamp", time(e.time_us));
     d.set("ecs.version", ECS_VERSION);
     d.set("event.id", e.event_id());
     if let Some(seq) = e.seq {
@@ -51,8 +62,8 @@ pub fn document(e: &StoredEvent) -> Value {
     }
     d.set("event.module", "owlet");
     d.set("event.dataset", format!("owlet.{}", e.kind));
-    d.set("event.created", rfc3339(e.time_us));
-    d.set("event.ingested", rfc3339(e.received_us));
+    d.set("event.created", time(e.time_us));
+    d.set("event.ingested", time(e.received_us));
     d.text("event.timezone", &e.zone);
     d.set("organization.id", e.tenant.as_str());
     d.set("organization.name", e.tenant.as_str());
@@ -84,17 +95,20 @@ pub fn document(e: &StoredEvent) -> Value {
             d.set("message", why);
         }
     }
-    Value::Object(d.0)
+    Value::Object(d.map)
 }
 
 /// A JSON object built by dotted ECS paths (`source.ip`), nested as ECS
 /// and Elasticsearch expect (`{"source": {"ip": …}}`).
-#[derive(Default)]
-struct Doc(Map<String, Value>);
+struct Doc<'a> {
+    map: Map<String, Value>,
+    /// Renders a UTC µs time (every date field goes through it).
+    time: &'a dyn Fn(i64) -> String,
+}
 
-impl Doc {
+impl Doc<'_> {
     fn set(&mut self, path: &str, value: impl Into<Value>) {
-        let mut map = &mut self.0;
+        let mut map = &mut self.map;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
             if parts.peek().is_none() {
@@ -130,7 +144,8 @@ impl Doc {
 
     fn time(&mut self, path: &str, t: &Option<Timestamp>) {
         if let Some(t) = t.as_ref().filter(|t| t.seconds != 0 || t.nanos != 0) {
-            self.set(path, rfc3339(owlet_proto::timestamp_micros(t)));
+            let text = (self.time)(owlet_proto::timestamp_micros(t));
+            self.set(path, text);
         }
     }
 
@@ -932,12 +947,15 @@ mod tests {
 
     #[test]
     fn dotted_paths_nest() {
-        let mut d = Doc::default();
+        let mut d = Doc {
+            map: Map::new(),
+            time: &rfc3339,
+        };
         d.set("a.b.c", 1);
         d.set("a.b.d", "x");
         d.set("a.e", true);
         assert_eq!(
-            Value::Object(d.0),
+            Value::Object(d.map),
             json!({"a": {"b": {"c": 1, "d": "x"}, "e": true}})
         );
     }

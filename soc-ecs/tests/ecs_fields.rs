@@ -649,3 +649,39 @@ fn a_file_change_maps_path_hash_mode_and_owner() {
     assert_eq!(d["event"]["type"], serde_json::json!(["deletion"]));
     assert_eq!(d["tags"], serde_json::json!(["firewall-rules"]));
 }
+
+#[test]
+fn export_renders_every_time_in_the_zone_it_is_given() {
+    let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+    let in_tokyo = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .with_timezone(&tokyo)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+    };
+    for e in samples() {
+        let utc = document(&e);
+        let local = owlet_soc_ecs::document_with_times(&e, &in_tokyo);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        leaves("", &utc, &mut a);
+        leaves("", &local, &mut b);
+        let fields = ecs_fields();
+        for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+            assert_eq!(ka, kb);
+            let is_date = fields.get(ka).is_some_and(|t| t == "date")
+                || va
+                    .as_str()
+                    .is_some_and(|v| chrono::DateTime::parse_from_rfc3339(v).is_ok());
+            if is_date {
+                let (ta, tb) = (
+                    chrono::DateTime::parse_from_rfc3339(va.as_str().unwrap()).unwrap(),
+                    chrono::DateTime::parse_from_rfc3339(vb.as_str().unwrap()).unwrap(),
+                );
+                assert_eq!(ta, tb, "{ka}: same instant");
+                assert!(vb.as_str().unwrap().ends_with("+09:00"), "{ka}: {vb}");
+            } else {
+                assert_eq!(va, vb, "{ka}");
+            }
+        }
+    }
+}
