@@ -23,6 +23,9 @@ pub enum OutputType {
     SplunkHec,
     /// RFC 5424 messages over TLS (RFC 5425 framing).
     Syslog,
+    /// One signed HTTPS POST per event (alerts by default), for a ticket
+    /// system, a chat bridge or a SOAR.
+    Webhook,
 }
 
 impl OutputType {
@@ -31,6 +34,7 @@ impl OutputType {
             OutputType::Elasticsearch => "elasticsearch",
             OutputType::SplunkHec => "splunk_hec",
             OutputType::Syslog => "syslog",
+            OutputType::Webhook => "webhook",
         }
     }
 }
@@ -55,7 +59,8 @@ pub struct OutputConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: OutputType,
-    /// `elasticsearch`, `splunk_hec`: base URL (`https://es.example:9200`).
+    /// `elasticsearch`, `splunk_hec`: base URL (`https://es.example:9200`);
+    /// `webhook`: the URL events are POSTed to.
     pub url: Option<String>,
     /// `syslog`: `HOST:PORT` of the receiver (RFC 5425's port is 6514).
     pub address: Option<String>,
@@ -63,6 +68,10 @@ pub struct OutputConfig {
     /// implicit "all tenants"; `["*"]` says "every tenant, also new ones"
     /// explicitly (an MSSP's own SIEM).
     pub tenants: Vec<String>,
+    /// Only events of these kinds (`alert`, `flow_record`…); default every
+    /// kind, and `["alert"]` for webhooks. The others are passed over (the
+    /// cursor moves past them).
+    pub kinds: Option<Vec<String>>,
     /// Events per request (per syslog write), 1..=10000.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -70,7 +79,8 @@ pub struct OutputConfig {
     /// default: the system's trust roots.
     pub ca_file: Option<PathBuf>,
     /// File holding the secret: Elasticsearch API key (or the value for
-    /// `auth_scheme`), Splunk HEC token. Mode 0600 or stricter.
+    /// `auth_scheme`), Splunk HEC token, the webhook's HMAC key. Mode 0600
+    /// or stricter.
     pub token_file: Option<PathBuf>,
     /// `Authorization: SCHEME TOKEN`; default `ApiKey` (elasticsearch),
     /// `Splunk` (splunk_hec).
@@ -147,6 +157,7 @@ impl OutputConfig {
             url: None,
             address: None,
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            kinds: None,
             batch_size: default_batch_size(),
             ca_file: None,
             token_file: None,
@@ -164,6 +175,14 @@ impl OutputConfig {
             retry_max: default_retry_max(),
             timeout: default_timeout(),
             poll: default_poll(),
+        }
+    }
+
+    /// Whether this output sends events of `kind`.
+    pub fn sends(&self, kind: &str) -> bool {
+        match &self.kinds {
+            Some(kinds) => kinds.iter().any(|k| k == kind),
+            None => self.kind != OutputType::Webhook || kind == "alert",
         }
     }
 
@@ -199,6 +218,9 @@ impl OutputConfig {
                 "tenants: list the tenants this output forwards (or [\"*\"] for every tenant); there is no implicit all-tenants default",
             ));
         }
+        if self.kinds.as_ref().is_some_and(|k| k.is_empty()) {
+            return Err(self.error("kinds: list at least one kind, or leave the key out"));
+        }
         if let Some(bad) = self.tenants.iter().find(|t| *t != "*" && !plain(t)) {
             return Err(self.error(format!("tenants: {bad:?} is not a tenant name")));
         }
@@ -222,11 +244,15 @@ impl OutputConfig {
             }
         };
         use OutputType::*;
-        only("url", self.url.is_some(), &[Elasticsearch, SplunkHec])?;
+        only(
+            "url",
+            self.url.is_some(),
+            &[Elasticsearch, SplunkHec, Webhook],
+        )?;
         only(
             "token_file",
             self.token_file.is_some(),
-            &[Elasticsearch, SplunkHec],
+            &[Elasticsearch, SplunkHec, Webhook],
         )?;
         only(
             "auth_scheme",
@@ -244,14 +270,19 @@ impl OutputConfig {
         only("server_name", self.server_name.is_some(), &[Syslog])?;
         only("settle", self.settle.is_some(), &[Syslog])?;
         match self.kind {
-            Elasticsearch | SplunkHec => {
+            Elasticsearch | SplunkHec | Webhook => {
                 let url = self.url.as_deref().unwrap_or("");
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Err(self.error(format!(
-                        "url: {} needs the destination's base URL, e.g. url = \"https://siem.example:{}\"",
+                        "url: {} needs the destination's URL, e.g. url = \"https://siem.example:{}\"",
                         self.kind.as_str(),
                         if self.kind == Elasticsearch { 9200 } else { 8088 }
                     )));
+                }
+                if self.kind == Webhook && self.token_file.is_none() {
+                    return Err(self.error(
+                        "token_file: webhook needs the file holding the HMAC key its requests are signed with",
+                    ));
                 }
                 if self.kind == SplunkHec && self.token_file.is_none() {
                     return Err(
@@ -391,6 +422,14 @@ mod tests {
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(hec.read_token(&token).unwrap(), "secret");
+        let mut hook = OutputConfig::new("hook", OutputType::Webhook, &["acme"]);
+        hook.url = Some("https://soar.example/owlet".into());
+        let err = hook.validate().unwrap_err().to_string();
+        assert!(err.contains("HMAC key"), "{err}");
+        assert!(hook.sends("alert") && !hook.sends("flow_record"));
+        hook.kinds = Some(vec!["file_change".into()]);
+        assert!(hook.sends("file_change") && !hook.sends("alert"));
+        assert!(hec.sends("flow_record"), "other types send every kind");
         let twice = [hec.clone(), hec];
         assert!(
             validate_all(&twice)

@@ -1,6 +1,7 @@
-//! The HTTP outputs: Elasticsearch/OpenSearch `_bulk` and Splunk HEC.
+//! The HTTP outputs: Elasticsearch/OpenSearch `_bulk`, Splunk HEC, and
+//! the signed webhook.
 //!
-//! Both send ECS documents (`owlet_soc_ecs::document`) and say `Ok` only
+//! They send ECS documents (`owlet_soc_ecs::document`) and say `Ok` only
 //! when the destination confirmed every event of the batch:
 //! * `_bulk` with the `create` action and `_id` = the event id: an item
 //!   that is created (2xx) or already there (409, a resend) is confirmed;
@@ -8,7 +9,8 @@
 //!   items already created answer 409 then);
 //! * HEC: `code` 0; with indexer acknowledgement, also `true` for the
 //!   batch's `ackId` from `/services/collector/ack` within `ack_timeout`
-//!   (else the batch is sent again).
+//!   (else the batch is sent again);
+//! * webhook: a 2xx for every event's POST.
 //!
 //! Response bodies are read up to a bound: a destination cannot make the
 //! SOC buffer without limit.
@@ -352,5 +354,74 @@ impl Hec {
                 ));
             }
         }
+    }
+}
+
+/// A webhook: one POST per event, the ECS document as the body, signed.
+pub(crate) struct Webhook {
+    client: reqwest::Client,
+    url: String,
+    key: Vec<u8>,
+}
+
+/// The `X-Owlet-Signature` of a webhook request: `sha256=` and the hex
+/// HMAC-SHA256, keyed with the shared secret, of `TIMESTAMP.BODY`
+/// (`X-Owlet-Timestamp`, a dot, the body bytes). Binding the timestamp
+/// lets a receiver refuse replays of old requests.
+pub fn webhook_signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+impl Webhook {
+    pub(crate) fn new(config: &OutputConfig) -> Result<Self, OutputError> {
+        let key = match &config.token_file {
+            Some(path) => config.read_token(path)?.into_bytes(),
+            None => Vec::new(),
+        };
+        Ok(Self {
+            client: client(config)?,
+            url: config.url.clone().unwrap_or_default(),
+            key,
+        })
+    }
+
+    /// POSTs the events one by one, in order; the batch is confirmed when
+    /// every request got a 2xx (a failure resends the batch: receivers
+    /// deduplicate on `X-Owlet-Event-Id`).
+    pub(crate) async fn deliver(&mut self, events: &[StoredEvent]) -> Result<(), String> {
+        for e in events {
+            let id = e.event_id();
+            let body = serde_json::to_vec(&document(e)).unwrap_or_default();
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                .to_string();
+            let signature = webhook_signature(&self.key, &timestamp, &body);
+            let request = self
+                .client
+                .post(&self.url)
+                .header(CONTENT_TYPE, "application/json")
+                .header("X-Owlet-Event-Id", &id)
+                .header("X-Owlet-Timestamp", &timestamp)
+                .header("X-Owlet-Signature", signature)
+                .body(body);
+            let (status, answer) = send(request).await?;
+            if !status.is_success() {
+                return Err(format!(
+                    "webhook: event {id}: HTTP {status}: {}",
+                    excerpt(&answer)
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! every tenant it is configured for from the event store (`owlet-soc-store`)
 //! with its own durable cursor (consumer name = the output's name), and
 //! sends ECS documents (`owlet-soc-ecs`) to one destination:
-//! Elasticsearch/OpenSearch `_bulk`, Splunk HEC, or syslog over TLS.
+//! Elasticsearch/OpenSearch `_bulk`, Splunk HEC, syslog over TLS, or a
+//! signed webhook (alerts by default).
 //!
 //! Guarantees (README.md has the per-output detail; `tests/` has a test
 //! that fails when each breaks):
@@ -37,6 +38,7 @@ mod syslog;
 mod tls;
 
 pub use config::{OutputConfig, OutputType, SyslogFormat, validate_all};
+pub use http::webhook_signature;
 pub use runner::{OutputStatus, run, status};
 pub use syslog::frame as syslog_frame;
 

@@ -26,6 +26,7 @@ use crate::{OutputConfig, OutputError, OutputType, http, syslog};
 enum Sink {
     Elastic(http::Elastic),
     Hec(http::Hec),
+    Webhook(http::Webhook),
     // Boxed: a TLS stream's buffers dwarf the HTTP clients.
     Syslog(Box<syslog::Syslog>),
 }
@@ -35,6 +36,7 @@ impl Sink {
         Ok(match config.kind {
             OutputType::Elasticsearch => Sink::Elastic(http::Elastic::new(config)?),
             OutputType::SplunkHec => Sink::Hec(http::Hec::new(config)?),
+            OutputType::Webhook => Sink::Webhook(http::Webhook::new(config)?),
             OutputType::Syslog => Sink::Syslog(Box::new(syslog::Syslog::new(config)?)),
         })
     }
@@ -53,6 +55,7 @@ impl Sink {
         match self {
             Sink::Elastic(s) => s.deliver(tenant, events).await,
             Sink::Hec(s) => s.deliver(events).await,
+            Sink::Webhook(s) => s.deliver(events).await,
             Sink::Syslog(s) => s.deliver(events).await,
         }
     }
@@ -244,13 +247,30 @@ async fn round(
             );
             record_failure(side, name, &tenant, &message).await;
         }
-        if let Err(error) = sink.deliver(&tenant, &events).await {
+        // Kinds this output does not send are passed over: the cursor moves
+        // past them with the batch.
+        let n = events.len() as u64;
+        let events: Vec<StoredEvent> = events
+            .into_iter()
+            .filter(|e| config.sends(&e.kind))
+            .collect();
+        let delivery = if events.is_empty() {
+            Ok(())
+        } else {
+            sink.deliver(&tenant, &events).await
+        };
+        if let Err(error) = delivery {
             record_failure(side, name, &tenant, &error).await;
             back_off(config, backoff, &tenant);
             continue;
         }
-        let (consumer, t, n) = (name.to_string(), tenant.clone(), events.len() as u64);
-        if let Err(e) = blocking(side, move |s| s.cursors.advance(&consumer, &t, last, n)).await {
+        let sent_now = events.len() as u64;
+        let (consumer, t) = (name.to_string(), tenant.clone());
+        if let Err(e) = blocking(side, move |s| {
+            s.cursors.advance(&consumer, &t, last, sent_now)
+        })
+        .await
+        {
             // Delivered but not recorded: the batch is sent again (at
             // least once), never skipped.
             record_failure(side, name, &tenant, &format!("recording the cursor: {e}")).await;
@@ -258,7 +278,7 @@ async fn round(
             continue;
         }
         backoff.remove(&tenant);
-        tracing::debug!(output = name, tenant = %tenant, events = n, last_id = last, "delivered");
+        tracing::debug!(output = name, tenant = %tenant, read = n, sent = sent_now, last_id = last, "delivered");
         sent = true;
     }
     sent
