@@ -292,7 +292,8 @@ impl Hec {
         let mut body = Vec::with_capacity(events.len() * 1024);
         for e in events {
             let mut wrapper = json!({
-                "time": e.time_us as f64 / 1e6,
+                // Seconds with milliseconds: exact in an f64, as HEC wants.
+                "time": (e.time_us / 1000) as f64 / 1000.0,
                 "host": e.agent,
                 "source": format!("owlet:{}", e.tenant),
                 "sourcetype": self.sourcetype,
