@@ -56,7 +56,13 @@ impl Collector for Synthetic {
     }
 
     fn start(&mut self, bus: EventSender) -> Result<Failure, StartError> {
-        let task = tokio::spawn(produce(self.kind, self.rate, self.total, self.sent.clone(), bus));
+        let task = tokio::spawn(produce(
+            self.kind,
+            self.rate,
+            self.total,
+            self.sent.clone(),
+            bus,
+        ));
         self.task = Some(task);
         // Finishing is not a failure: the load simply ends.
         Ok(Box::pin(std::future::pending()))
@@ -153,8 +159,16 @@ fn flow(n: u64) -> Event {
             bytes_out: 60 + (h >> 4) % 60_000,
             packets_in: 1 + (h >> 10) % 40,
             bytes_in: 60 + (h >> 6) % 600_000,
-            tls_sni: if port == 443 { format!("svc{}.example.net", (h >> 36) % 512) } else { String::new() },
-            dns_query: if port == 53 { format!("host{}.example.org", (h >> 36) % 512) } else { String::new() },
+            tls_sni: if port == 443 {
+                format!("svc{}.example.net", (h >> 36) % 512)
+            } else {
+                String::new()
+            },
+            dns_query: if port == 53 {
+                format!("host{}.example.org", (h >> 36) % 512)
+            } else {
+                String::new()
+            },
             tls_alpn: vec![n.to_string()],
             ..Default::default()
         })),

@@ -148,7 +148,9 @@ pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
     let format = match args.format {
         ExportFormat::Ndjson => Format::Ndjson,
         ExportFormat::Csv => Format::Csv,
-        ExportFormat::Ecs => bail!("ECS_PENDING"),
+        ExportFormat::Ecs => {
+            Format::Ecs(|e, zone| owlet_soc_ecs::document_with_times(e, &|us| zone.rfc3339(us)))
+        }
     };
     let summary = match &args.output {
         Some(path) => {
@@ -379,9 +381,14 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
         .iter()
         .map(|t| tenant_status(config, &store, t))
         .collect::<anyhow::Result<_>>()?;
+    let outputs = owlet_soc_outputs::status(store.root(), &config.outputs)?;
+    let output_names: Vec<&str> = config.outputs.iter().map(|o| o.name.as_str()).collect();
     let cursors = Cursors::open(store.root())?.all()?;
     let mut consumers = Vec::new();
-    for c in cursors {
+    for c in cursors
+        .into_iter()
+        .filter(|c| !output_names.contains(&c.consumer.as_str()))
+    {
         let last = store
             .reader(&c.tenant)
             .and_then(|r| r.last_id())
@@ -445,7 +452,26 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
-    println!("Consumers (outputs, notifications):");
+    println!("Outputs:");
+    if outputs.is_empty() {
+        println!("  none configured ([[output]] in soc.toml)");
+    }
+    for o in &outputs {
+        println!(
+            "  {:<20} {:<14} {:<16} lag {:>8} events, delivered {:>10}, errors {:>6}{}",
+            o.output,
+            o.kind,
+            o.tenant,
+            o.lag,
+            o.delivered,
+            o.errors,
+            o.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("Other consumers (notifications):");
     if consumers.is_empty() {
         println!("  none has read the store yet");
     }

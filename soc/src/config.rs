@@ -24,6 +24,10 @@ pub struct SocConfig {
     /// Per-tenant settings: zone and retention overrides.
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantSection>,
+    /// SIEM outputs (`[[output]]`), each reading the tenants' logs with its
+    /// own cursor (see soc-outputs/README.md).
+    #[serde(default, rename = "output")]
+    pub outputs: Vec<owlet_soc_outputs::OutputConfig>,
     /// `[log]`: format (auto | human | journald | json) and level.
     #[serde(default)]
     pub log: owlet_logging::LogSection,
@@ -195,7 +199,18 @@ fn resolve_and_check(
     match &mut config.sink {
         SinkSection::Sqlite { path } => *path = source.resolve(path),
     }
+    for output in &mut config.outputs {
+        for path in [&mut output.ca_file, &mut output.token_file]
+            .into_iter()
+            .flatten()
+        {
+            *path = source.resolve(path);
+        }
+    }
     let mut errors = Vec::new();
+    if let Err(e) = owlet_soc_outputs::validate_all(&config.outputs) {
+        errors.push(source.error("output", e.to_string()));
+    }
     for (key, path) in [
         ("server.cert", &config.server.cert),
         ("server.client_ca", &config.server.client_ca),

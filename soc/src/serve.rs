@@ -129,6 +129,25 @@ impl Receiver {
         ));
         let silence = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
         let retention = tokio::spawn(apply_retention(sink.clone(), config.clone()));
+        // SIEM outputs: each reads the tenants' logs with its own cursor.
+        let outputs_stop = tokio_util::sync::CancellationToken::new();
+        let outputs: Vec<_> = config
+            .outputs
+            .iter()
+            .map(|output| {
+                let name = output.name.clone();
+                let run = owlet_soc_outputs::run(
+                    crate::sink::store_root(db),
+                    output.clone(),
+                    outputs_stop.clone(),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = run.await {
+                        tracing::error!(output = %name, error = %e, "output stopped: fix its [[output]] entry and restart owlet-soc");
+                    }
+                })
+            })
+            .collect();
 
         let notify_sink = sink.clone();
         let service = TelemetryServer::new(TelemetryService::new(sink))
@@ -168,6 +187,10 @@ impl Receiver {
         silence.abort();
         retention.abort();
         figures.abort();
+        outputs_stop.cancel();
+        for output in outputs {
+            let _ = output.await;
+        }
         crl_watch.abort();
         let _ = stop_tx.send(true);
         let _ = notify.await;
