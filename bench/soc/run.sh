@@ -24,7 +24,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; git worktre
 source dev/lib.sh
 ensure_packages sqlite3 time
 cargo build --release -q -p owlet-loadgen -p owlet-soc
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 # The old receiver, built once per BASE into its own target directory.
 OLD_TARGET=${OLD_TARGET:-/var/tmp/owlet-bench-base-target}
 git worktree add -q --detach "$OUT/base" "$BASE"

@@ -83,6 +83,39 @@ pub fn endpoint(addr: &str, port: u32, protocol: u32) -> String {
     }
 }
 
+/// Every event kind's name ([`v1::event::Kind::name`]), in field order:
+/// what filters and exports accept.
+pub const KIND_NAMES: &[&str] = &[
+    "check_result",
+    "alert",
+    "host_metrics",
+    "flow_record",
+    "file_change",
+    "agent_status",
+    "data_loss",
+    "capture_stats",
+];
+
+/// A DNS RR type's mnemonic (`A`, `AAAA`, `HTTPS`…), `TYPEn` for others
+/// (RFC 3597): one table for the sensor's flow text and the SOC's exports.
+pub fn dns_type_name(rtype: u32) -> String {
+    match rtype {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        64 => "SVCB".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        n => format!("TYPE{n}"),
+    }
+}
+
 impl v1::event::Kind {
     /// Stable snake_case name of the kind, as used in `DataLoss.lost_by_kind`,
     /// the SOC's storage and `owlet-soc tail`.
@@ -113,6 +146,23 @@ impl v1::Event {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn every_kind_name_is_listed_once() {
+        use v1::event::Kind;
+        let kinds = [
+            Kind::CheckResult(Default::default()),
+            Kind::Alert(Default::default()),
+            Kind::HostMetrics(Default::default()),
+            Kind::FlowRecord(Default::default()),
+            Kind::FileChange(Default::default()),
+            Kind::AgentStatus(Default::default()),
+            Kind::DataLoss(Default::default()),
+            Kind::CaptureStats(Default::default()),
+        ];
+        let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        assert_eq!(names, KIND_NAMES);
+    }
 
     #[test]
     fn endpoints_bracket_ipv6_and_leave_portless_protocols_bare() {

@@ -548,26 +548,6 @@ fn transport(protocol: u32) -> Option<&'static str> {
     })
 }
 
-/// The DNS RR type's mnemonic (the capture crate has the same table for
-/// its own text; it is agent-side code this crate must not link).
-fn dns_type(qtype: u32) -> String {
-    match qtype {
-        1 => "A".into(),
-        2 => "NS".into(),
-        5 => "CNAME".into(),
-        6 => "SOA".into(),
-        12 => "PTR".into(),
-        15 => "MX".into(),
-        16 => "TXT".into(),
-        28 => "AAAA".into(),
-        33 => "SRV".into(),
-        64 => "SVCB".into(),
-        65 => "HTTPS".into(),
-        255 => "ANY".into(),
-        n => format!("TYPE{n}"),
-    }
-}
-
 fn dns_rcode(rcode: u32) -> String {
     match rcode {
         0 => "NOERROR".into(),
@@ -636,7 +616,7 @@ fn flow(d: &mut Doc, f: &FlowRecord) {
     if !f.dns_query.is_empty() {
         d.set("dns.question.name", f.dns_query.as_str());
         if f.dns_qtype != 0 {
-            d.set("dns.question.type", dns_type(f.dns_qtype));
+            d.set("dns.question.type", owlet_proto::dns_type_name(f.dns_qtype));
         }
         d.set(
             "dns.type",

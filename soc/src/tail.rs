@@ -31,16 +31,7 @@ pub struct TailOptions {
 }
 
 /// The kinds of event a filter may name.
-pub const KINDS: &[&str] = &[
-    "check_result",
-    "alert",
-    "host_metrics",
-    "flow_record",
-    "file_change",
-    "agent_status",
-    "data_loss",
-    "capture_stats",
-];
+pub const KINDS: &[&str] = owlet_proto::KIND_NAMES;
 
 /// The tenants to read and the agent filter, checked against the known
 /// agents and tenants.

@@ -176,9 +176,21 @@ impl Engine {
             DnsSection::Answer => {
                 if meta.dns_answers.len() < MAX_FLOW_ANSWERS {
                     let v = match (r.addr, r.target) {
-                        (Some(a), _) => format!("{} {}", rtype_name(r.rtype), addr_ip(&a)),
-                        (None, Some(t)) => format!("{} {}", rtype_name(r.rtype), t.as_str()),
-                        _ => format!("{} {}", rtype_name(r.rtype), r.name.as_str()),
+                        (Some(a), _) => format!(
+                            "{} {}",
+                            owlet_proto::dns_type_name(r.rtype.into()),
+                            addr_ip(&a)
+                        ),
+                        (None, Some(t)) => format!(
+                            "{} {}",
+                            owlet_proto::dns_type_name(r.rtype.into()),
+                            t.as_str()
+                        ),
+                        _ => format!(
+                            "{} {}",
+                            owlet_proto::dns_type_name(r.rtype.into()),
+                            r.name.as_str()
+                        ),
                     };
                     meta.dns_answers.push(v);
                 }
@@ -255,20 +267,4 @@ pub(super) fn text(b: &[u8]) -> String {
             }
         })
         .collect()
-}
-
-pub(super) fn rtype_name(t: u16) -> String {
-    match t {
-        1 => "A".into(),
-        2 => "NS".into(),
-        5 => "CNAME".into(),
-        6 => "SOA".into(),
-        12 => "PTR".into(),
-        15 => "MX".into(),
-        16 => "TXT".into(),
-        28 => "AAAA".into(),
-        33 => "SRV".into(),
-        65 => "HTTPS".into(),
-        t => format!("TYPE{t}"),
-    }
 }
