@@ -251,6 +251,11 @@ impl TenantWorker {
         files
             .record
             .attempted(job.notification_id, &job.channel, started, ended, outcome)?;
+        if matches!(outcome, Attempt::Delivered | Attempt::Sent) {
+            tracing::info!(tenant = %self.tenant, notification = job.notification_id,
+                channel = %job.channel, attempts = job.attempts + 1,
+                latency_ms = (ended - job.message.first_detected_us) / 1000, "notification out");
+        }
         if let Attempt::Failed { error, retry_at_us } = outcome {
             let what = if retry_at_us.is_some() {
                 "will retry"

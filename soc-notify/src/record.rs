@@ -15,7 +15,8 @@
 //!
 //! Notification status: `grouping` (window open) → `held` (quiet hours) →
 //! `sending` → `delivered` (every channel delivered or, for unacknowledged
-//! traps, sent) or `failed` (some channel gave up).
+//! traps, sent) or `failed` (some channel gave up); `dropped` when its rule
+//! was removed from the config before it was sent.
 //! Delivery status: `pending` → `retrying` … → `delivered` | `sent` | `failed`.
 //!
 //! Guarantees: `progress` moves in the transaction that records what the
@@ -403,9 +404,16 @@ impl Record {
     ) -> Result<()> {
         let path = self.path.clone();
         let tx = self.db.transaction().at(&path)?;
+        // Without a channel (its rule was removed from the config) there is
+        // nothing to send through: recorded `dropped`, not left `sending`.
+        let status = if channels.is_empty() {
+            "dropped"
+        } else {
+            "sending"
+        };
         tx.execute(
-            "UPDATE notifications SET status = 'sending', subject = ?2, body = ?3, composed_us = ?4 WHERE id = ?1",
-            params![id, subject, body, now_us],
+            "UPDATE notifications SET status = ?5, subject = ?2, body = ?3, composed_us = ?4 WHERE id = ?1",
+            params![id, subject, body, now_us, status],
         )
         .at(&path)?;
         for (channel, kind, recipients) in channels {
