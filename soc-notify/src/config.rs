@@ -541,6 +541,31 @@ secret_file = "/nonexistent"
     }
 
     #[test]
+    fn loads_through_tomlconf_as_owlet_soc_embeds_it() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Soc {
+            notify: NotifyConfig,
+        }
+        let path = std::path::Path::new("soc.toml");
+        let ok: Soc =
+            owlet_tomlconf::parse(path, DOC.to_string(), |_: &mut Soc, _| vec![]).unwrap();
+        assert_eq!(ok.notify.channels[0].name(), "m");
+        let typo = DOC.replace("secret_file =", "secret_fille =");
+        let e = owlet_tomlconf::parse(path, typo, |_: &mut Soc, _| vec![])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("secret_fille"), "{e}");
+        let typo = DOC.replace("channels = [", "chanels = [");
+        let e = owlet_tomlconf::parse(path, typo, |_: &mut Soc, _| vec![])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("chanels") && e.contains("channels"), "{e}");
+    }
+
+    #[test]
     fn a_rule_cannot_use_another_tenants_channel() {
         let other = DOC.replace("tenant = \"acme\"", "tenant = \"globex\"");
         let e = NotifyConfig::from_toml(&other).unwrap_err().to_string();
