@@ -42,8 +42,9 @@ fn valid(signature: Option<&str>, body: &[u8]) -> bool {
 }
 
 /// Serves on loopback: 401 for a bad signature, 503 for the first
-/// `fail_first` good ones, 200 after.
-async fn serve(fail_first: usize) -> (u16, Arc<Mutex<Seen>>) {
+/// `fail_first` good ones, 200 after. With `stall_first`, the first
+/// request is answered only after 3 s (past the channel's timeout).
+async fn serve(fail_first: usize, stall_first: bool) -> (u16, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -61,9 +62,17 @@ async fn serve(fail_first: usize) -> (u16, Arc<Mutex<Seen>>) {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let first = seen.lock().unwrap().requests.is_empty();
+                    if stall_first && first {
+                        seen.lock()
+                            .unwrap()
+                            .requests
+                            .push((0, true, serde_json::Value::Null));
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
                     let ok = valid(signature.as_deref(), &body);
                     let mut seen = seen.lock().unwrap();
-                    let good_so_far = seen.requests.iter().filter(|r| r.1).count();
+                    let good_so_far = seen.requests.iter().filter(|r| r.1 && r.0 != 0).count();
                     let status = if !ok {
                         401
                     } else if good_so_far < fail_first {
@@ -92,6 +101,10 @@ async fn serve(fail_first: usize) -> (u16, Arc<Mutex<Seen>>) {
 }
 
 fn config(port: u16, secret_file: &std::path::Path) -> String {
+    config_with_timeout(port, secret_file, "5s")
+}
+
+fn config_with_timeout(port: u16, secret_file: &std::path::Path, timeout: &str) -> String {
     format!(
         r#"
 [notify]
@@ -108,7 +121,7 @@ tenants = ["acme"]
 type = "webhook"
 url = "http://127.0.0.1:{port}/owlet?token=abc"
 secret_file = "{}"
-timeout = "5s"
+timeout = "{timeout}"
 [[notify.rule]]
 name = "all"
 tenant = "acme"
@@ -126,7 +139,7 @@ async fn a_signed_webhook_is_retried_on_503_and_recorded_delivered_with_its_atte
     // request got 401 and the test failed waiting for delivery.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let (port, seen) = serve(2).await;
+    let (port, seen) = serve(2, false).await;
     let secret_file = secret(dir.path(), "hook-secret", SECRET);
     store_events(
         &root,
@@ -188,7 +201,7 @@ async fn a_signed_webhook_is_retried_on_503_and_recorded_delivered_with_its_atte
 async fn a_webhook_refusing_the_signature_is_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let (port, seen) = serve(0).await;
+    let (port, seen) = serve(0, false).await;
     let wrong = secret(dir.path(), "hook-secret", "not-the-shared-secret");
     store_events(
         &root,
@@ -206,5 +219,36 @@ async fn a_webhook_refusing_the_signature_is_not_retried() {
     assert_eq!((d.status.as_str(), d.attempts), ("failed", 1));
     assert!(d.last_error.as_deref().unwrap().contains("401"), "{d:?}");
     assert_eq!(seen.lock().unwrap().requests.len(), 1);
+    notifier.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_does_not_answer_in_time_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let (port, seen) = serve(0, true).await;
+    let secret_file = secret(dir.path(), "hook-secret", SECRET);
+    store_events(
+        &root,
+        "acme",
+        "fw1",
+        &[alert(1, "check_down", Severity::Critical, "shop")],
+    );
+    let notifier = Notifier::start(&root, &config_with_timeout(port, &secret_file, "1s"));
+    let rows = wait_for("the webhook delivered", Duration::from_secs(60), || {
+        let rows = history(&root, "acme");
+        (rows.first()?.status == "delivered").then_some(rows)
+    })
+    .await;
+    let d = &rows[0].deliveries[0];
+    assert_eq!(d.attempts, 2, "{d:?}");
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap()
+            .contains("no answer within 1s"),
+        "{d:?}"
+    );
+    assert!(seen.lock().unwrap().requests.iter().any(|r| r.0 == 200));
     notifier.stop().await;
 }
