@@ -175,6 +175,9 @@ impl TenantWorker {
         };
         let mut in_flight: JoinSet<Done> = JoinSet::new();
         let mut busy: HashSet<(i64, String)> = HashSet::new();
+        // Which delivery each task carries, to free its slot even if the
+        // task fails (a panic in a channel must not pin a delivery).
+        let mut tasks: HashMap<tokio::task::Id, (i64, String)> = HashMap::new();
         let mut finished: Vec<Done> = Vec::new();
         loop {
             let now = now_us();
@@ -189,10 +192,12 @@ impl TenantWorker {
             files = back;
             let step = step?;
             for job in step.jobs {
-                busy.insert((job.notification_id, job.channel.clone()));
+                let key = (job.notification_id, job.channel.clone());
+                busy.insert(key.clone());
                 let channel = this.channels.get(&job.channel).cloned();
                 let retry = this.retry.clone();
-                in_flight.spawn(attempt(job, channel, retry));
+                let handle = in_flight.spawn(attempt(job, channel, retry));
+                tasks.insert(handle.id(), key);
             }
             if step.more {
                 tokio::task::yield_now().await;
@@ -205,14 +210,23 @@ impl TenantWorker {
             let wait = until_due.min(this.poll);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(done) = done {
-                        busy.remove(&(done.0.notification_id, done.0.channel.clone()));
-                        finished.push(done);
-                    }
-                    while let Some(Ok(done)) = in_flight.try_join_next() {
-                        busy.remove(&(done.0.notification_id, done.0.channel.clone()));
-                        finished.push(done);
+                Some(first) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let mut next = Some(first);
+                    while let Some(result) = next {
+                        let id = match &result {
+                            Ok((id, _)) => *id,
+                            Err(e) => e.id(),
+                        };
+                        if let Some(key) = tasks.remove(&id) {
+                            busy.remove(&key);
+                        }
+                        match result {
+                            Ok((_, done)) => finished.push(done),
+                            // Left `pending`/`retrying` in the record: tried
+                            // again at its next attempt time.
+                            Err(e) => tracing::error!(tenant = %this.tenant, error = %e, "notification attempt failed"),
+                        }
+                        next = in_flight.try_join_next_with_id();
                     }
                 }
                 _ = tokio::time::sleep(wait) => {}
@@ -377,7 +391,7 @@ impl TenantWorker {
         Ok(Step {
             jobs,
             more,
-            next_due_us: files.record.next_due()?,
+            next_due_us: files.record.next_due(now)?,
         })
     }
 }

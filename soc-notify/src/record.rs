@@ -555,15 +555,19 @@ impl Record {
         tx.commit().at(&path)
     }
 
-    /// The earliest time something is due (a group or a delivery).
-    pub fn next_due(&self) -> Result<Option<i64>> {
+    /// The earliest time after `now_us` something falls due (a group or a
+    /// delivery). Deliveries already due are in flight or wait for a free
+    /// slot, which the end of an attempt signals: counting them would make
+    /// the worker spin while a slow peer holds an attempt.
+    pub fn next_due(&self, now_us: i64) -> Result<Option<i64>> {
         self.db
             .query_row(
                 "SELECT MIN(t) FROM (
                     SELECT MIN(due_us) AS t FROM notifications WHERE status IN ('grouping', 'held')
                     UNION ALL
-                    SELECT MIN(next_attempt_us) FROM deliveries WHERE status IN ('pending', 'retrying'))",
-                [],
+                    SELECT MIN(next_attempt_us) FROM deliveries
+                    WHERE status IN ('pending', 'retrying') AND next_attempt_us > ?1)",
+                params![now_us],
                 |r| r.get(0),
             )
             .at(&self.path)
