@@ -39,7 +39,7 @@ trap cleanup EXIT
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" cert "$WORK"   # self-signed end-entity certificate for localhost
 PASSWORD=bench-mail-password
-echo "$PASSWORD" > "$WORK/password"
+(umask 077; echo "$PASSWORD" > "$WORK/password")
 mkdir -p "$WORK/mail"
 mkfifo "$WORK/smtp-stdin"
 /usr/bin/python3 -W ignore "$ROOT/soc-notify/tests/smtp_server.py" "$PORT" "$WORK/cert.pem" "$WORK/key.pem" \

@@ -566,6 +566,27 @@ secret_file = "/nonexistent"
     }
 
     #[test]
+    fn a_secret_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        std::fs::write(&path, "k\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = crate::error::read_secret("webhook secret_file", &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("readable by others (mode 0644)") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            crate::error::read_secret("webhook secret_file", &path).unwrap(),
+            "k"
+        );
+    }
+
+    #[test]
     fn a_rule_cannot_use_another_tenants_channel() {
         let other = DOC.replace("tenant = \"acme\"", "tenant = \"globex\"");
         let e = NotifyConfig::from_toml(&other).unwrap_err().to_string();

@@ -160,9 +160,12 @@ pub fn cert(dir: &Path) -> (PathBuf, PathBuf) {
     (c, k)
 }
 
+/// A secret file, mode 0600 (the notifier refuses one others may read).
 pub fn secret(dir: &Path, name: &str, value: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     std::fs::write(&p, format!("{value}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
