@@ -25,6 +25,7 @@
 //! 1.3.6.1.4.1.32473.1.1.10       owletRecommendedResponse OCTET STRING
 //! 1.3.6.1.4.1.32473.1.1.11       owletEventIds            OCTET STRING (space separated, bounded)
 //! ```
+//! The same in SMIv2: `soc-notify/mibs/OWLET-SOC-MIB.txt`, for receivers.
 //! Target, detected, damage and response are those of the group's first
 //! event; the count says how many the message covers. Strings are bounded
 //! ([`MAX_TEXT`]) so a trap stays well inside one UDP datagram.
