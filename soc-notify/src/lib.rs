@@ -36,4 +36,4 @@ pub mod rules;
 pub use config::NotifyConfig;
 pub use error::{NotifyError, Result};
 pub use notifier::{CONSUMER, run};
-pub use record::{DeliveryRow, HistoryQuery, HistoryRow, history, record_path};
+pub use record::{DeliveryRow, HistoryQuery, HistoryRow, history, record_path, render_history};

@@ -679,3 +679,92 @@ pub fn history(store_root: &Path, tenant: &str, query: &HistoryQuery) -> Result<
     }
     Ok(rows)
 }
+
+/// [`history`] as text for the analyst on call: one line per notification
+/// and one per delivery, times in `zone` with their offset, and each
+/// delivery's detection-to-delivery latency (what the customer's contract
+/// measures).
+pub fn render_history(rows: &[HistoryRow], zone: chrono_tz::Tz) -> String {
+    use crate::message::local_time;
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!(
+            "#{} {} {} detected {} events {} rule {}\n  {}\n",
+            r.notification_id,
+            r.status,
+            r.severity,
+            local_time(r.first_detected_us, zone),
+            r.event_count,
+            r.rule,
+            r.subject.as_deref().unwrap_or("(not composed yet)"),
+        ));
+        if let Some(until) = r.held_until_us {
+            out.push_str(&format!(
+                "  held by quiet hours until {}\n",
+                local_time(until, zone)
+            ));
+        }
+        for d in &r.deliveries {
+            let done = d.delivered_us.or(d.sent_us);
+            out.push_str(&format!(
+                "  {} ({}) to {}: {}, {} attempt(s){}{}\n",
+                d.channel,
+                d.channel_type,
+                d.recipients,
+                d.status,
+                d.attempts,
+                done.map_or(String::new(), |t| format!(
+                    ", at {} ({:.1} s after detection)",
+                    local_time(t, zone),
+                    (t - r.first_detected_us) as f64 / 1e6
+                )),
+                d.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(", last error: {e}")),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_shows_offsets_latency_and_errors() {
+        let rows = [HistoryRow {
+            notification_id: 7,
+            rule: "urgent".into(),
+            status: "delivered".into(),
+            severity: "critical".into(),
+            subject: Some("[owlet acme] CRITICAL: check_down on shop".into()),
+            body: None,
+            event_count: 1,
+            event_ids: vec!["acme/fw1/1".into()],
+            first_detected_us: 1_796_000_000_000_000,
+            composed_us: None,
+            held_until_us: None,
+            deliveries: vec![DeliveryRow {
+                channel: "mail".into(),
+                channel_type: "smtp".into(),
+                recipients: "noc@acme.test".into(),
+                status: "delivered".into(),
+                attempts: 3,
+                first_attempt_us: Some(1_796_000_000_500_000),
+                sent_us: Some(1_796_000_004_000_000),
+                delivered_us: Some(1_796_000_004_200_000),
+                last_error: Some("connection refused".into()),
+            }],
+        }];
+        let text = render_history(&rows, "Asia/Tokyo".parse().unwrap());
+        assert!(
+            text.contains("#7 delivered critical detected 2026-"),
+            "{text}"
+        );
+        assert!(text.contains("+09:00 (Asia/Tokyo)"), "{text}");
+        assert!(text.contains("3 attempt(s)"), "{text}");
+        assert!(text.contains("(4.2 s after detection)"), "{text}");
+        assert!(text.contains("last error: connection refused"), "{text}");
+    }
+}
