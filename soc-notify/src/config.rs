@@ -284,6 +284,36 @@ pub enum ChannelConfig {
     },
 }
 
+impl ChannelConfig {
+    /// The channel's files (secrets, CA), for resolving relative paths
+    /// against the configuration file's directory.
+    pub fn files_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            ChannelConfig::Smtp {
+                password_file,
+                ca_file,
+                ..
+            } => [password_file, ca_file].into_iter().flatten().collect(),
+            ChannelConfig::SnmpTrap {
+                community_file,
+                auth_key_file,
+                priv_key_file,
+                ..
+            } => [community_file, auth_key_file, priv_key_file]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ChannelConfig::Webhook {
+                secret_file,
+                ca_file,
+                ..
+            } => std::iter::once(secret_file)
+                .chain(ca_file.as_mut())
+                .collect(),
+        }
+    }
+}
+
 fn default_submission() -> u16 {
     587
 }

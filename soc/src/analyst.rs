@@ -185,6 +185,32 @@ pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `owlet-soc notifications`.
+pub fn notifications(
+    config: &SocConfig,
+    tenant: &str,
+    since: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let query = owlet_soc_notify::HistoryQuery {
+        since_us: since
+            .map(|t| parse_time(t, SystemTime::now()))
+            .transpose()?,
+        limit,
+    };
+    let rows = owlet_soc_notify::history(store(config)?.root(), tenant, &query)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        println!("No notifications for tenant {tenant} in this range.");
+    } else {
+        let zone: chrono_tz::Tz = config.zone_of(tenant).parse().unwrap_or(chrono_tz::UTC);
+        print!("{}", owlet_soc_notify::render_history(&rows, zone));
+    }
+    Ok(0)
+}
+
 /// `owlet-soc report`.
 pub fn report(
     config: &SocConfig,

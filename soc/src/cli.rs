@@ -111,6 +111,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A tenant's notifications: what was sent to whom through which
+    /// channel, its attempts, and the time from detection to delivery.
+    Notifications {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only notifications detected since this time (RFC 3339 or an age).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream one tenant's events as NDJSON, CSV or ECS JSON (constant
     /// memory, no row cap).
     Export(ExportArgs),

@@ -28,6 +28,10 @@ pub struct SocConfig {
     /// own cursor (see soc-outputs/README.md).
     #[serde(default, rename = "output")]
     pub outputs: Vec<owlet_soc_outputs::OutputConfig>,
+    /// Incident notifications (`[notify]`, soc-notify/README.md); off when
+    /// absent. Tenants' zones come from `[tenants.NAME] time_zone`.
+    #[serde(default)]
+    pub notify: Option<owlet_soc_notify::NotifyConfig>,
     /// `[log]`: format (auto | human | journald | json) and level.
     #[serde(default)]
     pub log: owlet_logging::LogSection,
@@ -207,7 +211,30 @@ fn resolve_and_check(
             *path = source.resolve(path);
         }
     }
+    if let Some(notify) = &mut config.notify {
+        for channel in &mut notify.channels {
+            for path in channel.files_mut() {
+                *path = source.resolve(path);
+            }
+        }
+        // One place for a tenant's zone: [tenants.NAME] time_zone.
+        for (name, tenant) in &config.tenants {
+            if let Some(zone) = &tenant.time_zone
+                && !notify.tenants.iter().any(|t| &t.name == name)
+            {
+                notify.tenants.push(owlet_soc_notify::config::TenantConfig {
+                    name: name.clone(),
+                    zone: zone.clone(),
+                });
+            }
+        }
+    }
     let mut errors = Vec::new();
+    if let Some(notify) = &config.notify
+        && let Err(e) = notify.validate()
+    {
+        errors.push(source.error("notify", e.to_string()));
+    }
     if let Err(e) = owlet_soc_outputs::validate_all(&config.outputs) {
         errors.push(source.error("output", e.to_string()));
     }

@@ -160,6 +160,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             tsv,
         } => analyst::sql(&load(&config)?, &tenant, &sql, tsv),
         Command::Export(args) => analyst::export(&load(&args.config)?, &args),
+        Command::Notifications {
+            config,
+            tenant,
+            since,
+            limit,
+            json,
+        } => analyst::notifications(&load(&config)?, &tenant, since.as_deref(), limit, json),
         Command::Report {
             config,
             tenant,

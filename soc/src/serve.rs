@@ -148,6 +148,14 @@ impl Receiver {
                 })
             })
             .collect();
+        let notifier = config.notify.clone().map(|notify| {
+            let run = owlet_soc_notify::run(crate::sink::store_root(db), notify, outputs_stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, "notifications stopped: fix [notify] and restart owlet-soc");
+                }
+            })
+        });
 
         let notify_sink = sink.clone();
         let service = TelemetryServer::new(TelemetryService::new(sink))
@@ -188,7 +196,7 @@ impl Receiver {
         retention.abort();
         figures.abort();
         outputs_stop.cancel();
-        for output in outputs {
+        for output in outputs.into_iter().chain(notifier) {
             let _ = output.await;
         }
         crl_watch.abort();

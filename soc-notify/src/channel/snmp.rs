@@ -154,8 +154,8 @@ impl SnmpChannel {
             }
             SnmpVersion::V3 => {
                 let user = user.clone().ok_or_else(|| bad("v3 needs user".into()))?;
-                let auth =
-                    AuthProto::parse(auth_protocol.as_deref().unwrap_or("sha256")).map_err(bad)?;
+                let auth = AuthProto::parse(auth_protocol.as_deref().unwrap_or("sha256"))
+                    .map_err(|e| bad(e.to_string()))?;
                 let file = auth_key_file
                     .as_ref()
                     .ok_or_else(|| bad("v3 needs auth_key_file".into()))?;
@@ -169,7 +169,7 @@ impl SnmpChannel {
                 let privacy = match priv_key_file {
                     Some(f) => {
                         let proto = PrivProto::parse(priv_protocol.as_deref().unwrap_or("aes"))
-                            .map_err(bad)?;
+                            .map_err(|e| bad(e.to_string()))?;
                         Some((proto, Secret::new(read_secret("SNMP priv_key_file", f)?)))
                     }
                     None => None,
