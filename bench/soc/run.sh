@@ -46,11 +46,14 @@ printf '\n[log]\nlevel = "warn"\n' >> "$OUT/agent/owlet.toml"
 
 # stored_count SOC_KIND -> events stored so far (cheap)
 stored_count() {
+  local n
   if [ "$1" = old ]; then
-    sqlite3 -readonly "$OUT/soc/soc.db" "SELECT COALESCE(MAX(id), 0) FROM events" 2>/dev/null || echo 0
+    n=$(sqlite3 -readonly "$OUT/soc/soc.db" "SELECT COALESCE(MAX(id), 0) FROM events" 2>/dev/null || true)
   else
-    sqlite3 -readonly "$OUT/soc/tenants/bench/events.db" "SELECT value FROM meta WHERE key = 'last_id'" 2>/dev/null || echo 0
+    # No row before the first event is stored.
+    n=$(sqlite3 -readonly "$OUT/soc/tenants/bench/events.db" "SELECT value FROM meta WHERE key = 'last_id'" 2>/dev/null || true)
   fi
+  echo "${n:-0}"
 }
 
 # run SOC_KIND SOC_BIN [LOADGEN ARGS] -> "events_per_s soc_cpu_s"
