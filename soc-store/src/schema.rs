@@ -135,7 +135,8 @@ pub fn create_partition(tx: &Transaction, name: &str) -> rusqlite::Result<()> {
     body        BLOB NOT NULL
 );
 CREATE INDEX {name}_time ON {name}(time_us);
-CREATE INDEX {name}_kind ON {name}(kind, time_us);",
+CREATE INDEX {name}_alerts ON {name}(time_us) WHERE kind = 'alert';
+CREATE INDEX {name}_changes ON {name}(time_us) WHERE kind = 'file_change';",
         columns.join(",\n")
     ))
 }
