@@ -215,10 +215,9 @@ impl Db {
 
     /// (tenant/agent, kind, count, min seq, max seq) for diagnostics.
     pub fn summary(&self) -> Vec<SummaryRow> {
-        let mut rows: std::collections::BTreeMap<
-            (String, String),
-            (i64, Option<i64>, Option<i64>),
-        > = Default::default();
+        // (agent, kind) -> (count, min seq, max seq)
+        type Counts = (i64, Option<i64>, Option<i64>);
+        let mut rows: std::collections::BTreeMap<(String, String), Counts> = Default::default();
         for e in self.events() {
             let row = rows
                 .entry((format!("{}/{}", e.tenant, e.agent), e.kind.clone()))

@@ -52,33 +52,39 @@ pub fn import(db: &Connection, writers: &mut Writers) -> Result<u64, SinkError> 
     let mut last: i64 = db.query_row("SELECT last_id FROM legacy_import", [], |r| r.get(0))?;
     let (mut moved, mut undecodable) = (0u64, 0u64);
     loop {
-        let rows: Vec<(i64, String, String, String, Option<i64>, i64, Vec<u8>)> = db
+        let rows: Vec<(Row, Option<prost::DecodeError>)> = db
             .prepare(
                 "SELECT e.id, a.tenant, a.agent_id, a.time_zone, e.seq, e.received_us, e.body
                  FROM events e JOIN agents a ON a.id = e.agent WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
             )?
             .query_map(params![last, CHUNK], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                let body: Vec<u8> = r.get(6)?;
+                let (event, error) = match Event::decode(body.as_slice()) {
+                    Ok(event) => (event, None),
+                    Err(e) => (Event::default(), Some(e)),
+                };
+                let row = Row {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    agent: r.get(2)?,
+                    zone: r.get(3)?,
+                    seq: r.get(4)?,
+                    received_us: r.get(5)?,
+                    event,
+                };
+                Ok((row, error))
             })?
             .collect::<Result<_, _>>()?;
-        let Some(end) = rows.last().map(|r| r.0) else {
+        let Some(end) = rows.last().map(|(r, _)| r.id) else {
             break;
         };
         let mut decoded = Vec::with_capacity(rows.len());
-        for (id, tenant, agent, zone, seq, received_us, body) in rows {
-            match Event::decode(body.as_slice()) {
-                Ok(event) => decoded.push(Row {
-                    id,
-                    tenant,
-                    agent,
-                    zone,
-                    seq,
-                    received_us,
-                    event,
-                }),
-                Err(e) => {
+        for (row, error) in rows {
+            match error {
+                None => decoded.push(row),
+                Some(e) => {
                     undecodable += 1;
-                    tracing::warn!(row = id, error = %e, "an old event does not decode; not moved");
+                    tracing::warn!(row = row.id, error = %e, "an old event does not decode; not moved");
                 }
             }
         }

@@ -444,12 +444,12 @@ impl Sink for SqliteSink {
             let last_status = batch
                 .events
                 .iter()
+                .rev()
                 .filter(|e| e.seq > mark)
-                .filter_map(|e| match &e.kind {
+                .find_map(|e| match &e.kind {
                     Some(Kind::AgentStatus(s)) => Some(s.stopping),
                     _ => None,
-                })
-                .last();
+                });
             seen.push(Some(Seen {
                 row: row.0,
                 heartbeat: last_status.is_some(),
@@ -770,7 +770,7 @@ mod tests {
 
     fn duplicates_dropped(path: &Path) -> u64 {
         let db = crate::query::open_read_only(path).unwrap();
-        let rows = crate::query::agents(&db, &test_store(&path)).unwrap();
+        let rows = crate::query::agents(&db, &test_store(path)).unwrap();
         assert_eq!(rows.len(), 1);
         // `owlet-soc agents --json` prints these rows; scripts and the e2e
         // tests read this exact key.
