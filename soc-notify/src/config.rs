@@ -72,6 +72,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::NotifyError;
+use chrono::NaiveTime;
 
 /// `[notify]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -463,13 +464,13 @@ impl NotifyConfig {
                 }
             }
             if let Some(q) = &r.quiet_hours {
-                crate::rules::parse_time(&q.start).map_err(|e| {
+                parse_time(&q.start).map_err(|e| {
                     NotifyError::Config(format!(
                         "notify.rule \"{}\" quiet_hours.start: {e}",
                         r.name
                     ))
                 })?;
-                crate::rules::parse_time(&q.end).map_err(|e| {
+                parse_time(&q.end).map_err(|e| {
                     NotifyError::Config(format!("notify.rule \"{}\" quiet_hours.end: {e}", r.name))
                 })?;
             }
@@ -537,6 +538,13 @@ impl ChannelConfig {
         }
         Ok(())
     }
+}
+
+/// "HH:MM" or "HH:MM:SS".
+pub fn parse_time(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s, "%H:%M:%S")
+        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
+        .map_err(|_| format!("\"{s}\" is not a time of day; write \"22:00\" or \"06:30:00\""))
 }
 
 #[cfg(test)]

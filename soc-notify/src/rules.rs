@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use owlet_proto::v1::event::Kind;
 use owlet_soc_store::StoredEvent;
 
-use crate::config::{GroupBy, QuietHours, RuleConfig, Severity};
+use crate::config::{GroupBy, QuietHours, RuleConfig, Severity, parse_time};
 
 /// The facts of one notifiable event the rules look at.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,13 +163,6 @@ pub fn quiet_end(
             .earliest()
     })?;
     Some(at.with_timezone(&Utc))
-}
-
-/// "HH:MM" or "HH:MM:SS".
-pub fn parse_time(s: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(s, "%H:%M:%S")
-        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
-        .map_err(|_| format!("\"{s}\" is not a time of day; write \"22:00\" or \"06:30:00\""))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::error::{AtPath, Result};
-use crate::tenant::micros;
+use crate::time::micros;
 
 /// One consumer's position in one tenant's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -28,6 +28,7 @@ pub mod rollup;
 pub mod schema;
 pub mod store;
 pub mod tenant;
+pub mod time;
 
 pub use columns::Columns;
 pub use cursor::{Cursors, Position};

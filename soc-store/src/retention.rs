@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AtPath, Result};
 use crate::schema;
-use crate::tenant::{TenantLog, micros, partitions, usage, utc_day};
+use crate::tenant::{TenantLog, partitions, usage};
+use crate::time::{micros, utc_day};
 
 /// A tenant's retention limits; `None` is no limit of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

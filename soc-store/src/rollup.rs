@@ -343,7 +343,7 @@ fn backfill(tx: &Transaction) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM partitions ORDER BY day")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let now = crate::tenant::micros(std::time::SystemTime::now());
+    let now = crate::time::micros(std::time::SystemTime::now());
     let mut rollup = Rollup::default();
     let mut pending = 0;
     for table in tables {

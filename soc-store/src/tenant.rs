@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::Event;
 use prost::Message;
@@ -25,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::columns::{Columns, NAMES};
 use crate::error::{AtPath, Result, StoreError};
 use crate::schema;
+use crate::time::{micros, utc_day};
 
 /// Bytes a WAL keeps after a checkpoint.
 const WAL_LIMIT: i64 = 8 << 20;
@@ -70,19 +71,6 @@ pub struct TenantLog {
     current: Option<(String, String)>,
     /// Agents' high-water marks (cache of `agent_progress`).
     marks: HashMap<String, u64>,
-}
-
-pub(crate) fn micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_micros() as i64
-}
-
-/// `YYYY-MM-DD` of `t` in UTC.
-pub(crate) fn utc_day(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .format("%Y-%m-%d")
-        .to_string()
 }
 
 impl TenantLog {
