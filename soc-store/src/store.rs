@@ -175,9 +175,4 @@ impl Writers {
         }
         Ok(self.open.get_mut(tenant).expect("inserted above"))
     }
-
-    /// Forgets an open writer (before its tenant is deleted).
-    pub fn close(&mut self, tenant: &str) {
-        self.open.remove(tenant);
-    }
 }

@@ -162,12 +162,6 @@ impl TenantLog {
         Ok(())
     }
 
-    /// Events stored and duplicates dropped for `agent` since the tenant's
-    /// log began.
-    pub fn agent_counts(&self, agent: &str) -> Result<(u64, u64)> {
-        agent_counts(&self.db, &self.path, agent)
-    }
-
     /// The last id of the log (0 when nothing was ever stored).
     pub fn last_id(&self) -> i64 {
         self.last_id
