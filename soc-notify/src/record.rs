@@ -587,7 +587,7 @@ pub struct HistoryQuery {
 /// for `owlet-soc notifications --tenant T` and reports. Opens the record
 /// read-only; a tenant without one has had no notification (empty list).
 pub fn history(store_root: &Path, tenant: &str, query: &HistoryQuery) -> Result<Vec<HistoryRow>> {
-    let store = owlet_soc_store::Store::open(store_root)?;
+    let store = owlet_soc_store::Store::existing(store_root);
     // Checks the name like the store does, so `../x` cannot escape.
     let dir = store.tenant_dir(tenant)?;
     if !dir.join(owlet_soc_store::store::EVENTS_FILE).exists() {

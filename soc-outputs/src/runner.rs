@@ -321,9 +321,12 @@ pub fn status(
     store_root: &Path,
     outputs: &[OutputConfig],
 ) -> Result<Vec<OutputStatus>, OutputError> {
-    let store = Store::open(store_root)?;
-    let cursors = Cursors::open(store_root)?;
-    let positions = cursors.all()?;
+    // Read side: creates nothing (status runs as any user).
+    let store = Store::existing(store_root);
+    let positions = match Cursors::existing(store_root)? {
+        Some(cursors) => cursors.all()?,
+        None => Vec::new(),
+    };
     let tenants = store.tenants()?;
     let mut last_ids = HashMap::new();
     for tenant in &tenants {

@@ -57,6 +57,22 @@ impl Cursors {
         Ok(Self { db, path })
     }
 
+    /// The cursor file for reading, if a consumer ever wrote it; creates
+    /// nothing (the read-side commands run as any user).
+    pub fn existing(root: &Path) -> Result<Option<Self>> {
+        let path = root.join("cursors.db");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .at(&path)?;
+        db.busy_timeout(Duration::from_secs(5)).at(&path)?;
+        Ok(Some(Self { db, path }))
+    }
+
     /// The consumer's position in the tenant's log (0: from the start).
     pub fn get(&self, consumer: &str, tenant: &str) -> Result<i64> {
         Ok(self

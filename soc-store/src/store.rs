@@ -37,6 +37,15 @@ impl Store {
         })
     }
 
+    /// The store at `root` for reading, creating nothing: the read-side
+    /// commands run as any user (root, too) and must not leave directories
+    /// or files the receiver's user cannot write.
+    pub fn existing(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -44,10 +53,12 @@ impl Store {
     /// Tenants with a database, sorted.
     pub fn tenants(&self) -> Result<Vec<String>> {
         let dir = self.root.join("tenants");
-        let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Nothing stored yet (the receiver creates it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::Io { path: dir, source }),
+        };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))

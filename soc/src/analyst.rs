@@ -16,9 +16,11 @@ use crate::cli::{ExportArgs, ExportFormat};
 use crate::config::SocConfig;
 use crate::query;
 
-/// The store of a configuration.
+/// The store of a configuration, for reading (creates nothing).
 pub fn store(config: &SocConfig) -> anyhow::Result<Store> {
-    Ok(Store::open(&crate::sink::store_root(config.sqlite_path()))?)
+    Ok(Store::existing(&crate::sink::store_root(
+        config.sqlite_path(),
+    )))
 }
 
 /// A time on the command line: RFC 3339 with an offset, or an age before
@@ -394,7 +396,9 @@ pub fn tenant_delete(config: &SocConfig, tenant: &str, yes: bool) -> anyhow::Res
         );
     }
     store.delete_tenant(tenant)?;
-    Cursors::open(store.root())?.forget_tenant(tenant)?;
+    if Cursors::existing(store.root())?.is_some() {
+        Cursors::open(store.root())?.forget_tenant(tenant)?;
+    }
     println!("Deleted tenant {tenant}'s events and its consumers' positions.");
     Ok(0)
 }
@@ -409,7 +413,10 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<_>>()?;
     let outputs = owlet_soc_outputs::status(store.root(), &config.outputs)?;
     let output_names: Vec<&str> = config.outputs.iter().map(|o| o.name.as_str()).collect();
-    let cursors = Cursors::open(store.root())?.all()?;
+    let cursors = match Cursors::existing(store.root())? {
+        Some(cursors) => cursors.all()?,
+        None => Vec::new(),
+    };
     let mut consumers = Vec::new();
     for c in cursors
         .into_iter()

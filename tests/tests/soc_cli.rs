@@ -27,6 +27,12 @@ fn fails(cmd: &mut Command) -> String {
 #[test]
 fn the_analysts_commands_check_names_filter_and_stay_in_one_tenant() {
     let mut soc = Soc::init();
+    // Read-side commands create nothing (run as root before the receiver's
+    // first start, they would leave files its user cannot write).
+    let out = run_ok(&mut soc_cmd(&soc, &["status"]));
+    assert!(out.contains("has not run"), "{out}");
+    let root = soc.db.parent().unwrap().to_path_buf();
+    assert!(!root.join("tenants").exists() && !root.join("cursors.db").exists());
     soc.start();
     let mut acme = soc.issue("acme", "fw1");
     acme.start();
