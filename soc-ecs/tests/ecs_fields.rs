@@ -506,17 +506,7 @@ fn every_key_is_an_ecs_field_or_owlet() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
-    for kind in [
-        "check_result",
-        "alert",
-        "host_metrics",
-        "flow_record",
-        "file_change",
-        "agent_status",
-        "data_loss",
-        "capture_stats",
-        "unknown",
-    ] {
+    for kind in owlet_proto::KIND_NAMES.iter().copied().chain(["unknown"]) {
         assert!(seen_kinds.contains(kind), "no sample of {kind}");
     }
 }

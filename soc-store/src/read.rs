@@ -129,6 +129,37 @@ impl TenantReader {
             .at(&self.path)
     }
 
+    /// The latest `limit` deletions retention recorded, newest first.
+    pub fn deletions(&self, limit: i64) -> Result<Vec<crate::Deletion>> {
+        crate::retention::deletions(&self.db, &self.path, limit)
+    }
+
+    /// Runs the analyst's SQL over this tenant's file alone (read-only, no
+    /// ATTACH), streaming: `header` gets the column names once, then `row`
+    /// each row as text, until it returns `Break`. Memory does not grow
+    /// with the result.
+    pub fn sql_each(
+        &self,
+        query: &str,
+        header: impl FnOnce(&[String]),
+        mut row: impl FnMut(Vec<String>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let mut stmt = self.db.prepare(query).at(&self.path)?;
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        header(&names);
+        let mut rows = stmt.query([]).at(&self.path)?;
+        while let Some(r) = rows.next().at(&self.path)? {
+            let values = (0..names.len())
+                .map(|i| r.get::<_, Value>(i).map(text))
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .at(&self.path)?;
+            if row(values).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Events stored and duplicates dropped for `agent`.
     pub fn agent_counts(&self, agent: &str) -> Result<(u64, u64)> {
         crate::tenant::agent_counts(&self.db, &self.path, agent)
@@ -207,29 +238,20 @@ impl TenantReader {
         Ok(())
     }
 
-    /// Runs the analyst's SQL over this tenant's file alone (read-only, no
-    /// ATTACH). Returns the column names and the rows as text.
+    /// Runs a small query over this tenant's file alone (read-only, no
+    /// ATTACH) and returns the column names and every row as text; for
+    /// results of unknown size use [`TenantReader::sql_each`].
     pub fn sql(&self, query: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        let mut stmt = self.db.prepare(query).at(&self.path)?;
-        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        let n = names.len();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match r.get::<_, Value>(i)? {
-                            Value::Null => String::new(),
-                            Value::Integer(v) => v.to_string(),
-                            Value::Real(v) => v.to_string(),
-                            Value::Text(t) => t,
-                            Value::Blob(b) => format!("<{} bytes>", b.len()),
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .at(&self.path)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .at(&self.path)?;
+        let mut names = Vec::new();
+        let mut rows = Vec::new();
+        self.sql_each(
+            query,
+            |n| names = n.to_vec(),
+            |r| {
+                rows.push(r);
+                ControlFlow::Continue(())
+            },
+        )?;
         Ok((names, rows))
     }
 
@@ -284,6 +306,17 @@ impl TenantReader {
             zone: r.get(6)?,
             event: Event::decode(body.as_slice()).ok(),
         })
+    }
+}
+
+/// A value as the analyst reads it.
+fn text(v: Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Integer(v) => v.to_string(),
+        Value::Real(v) => v.to_string(),
+        Value::Text(t) => t,
+        Value::Blob(b) => format!("<{} bytes>", b.len()),
     }
 }
 

@@ -11,7 +11,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::params;
+use std::path::Path;
+
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AtPath, Result};
@@ -124,30 +126,40 @@ impl TenantLog {
 
     /// Every deletion ever recorded, oldest first.
     pub fn deletions(&self) -> Result<Vec<Deletion>> {
-        let path = &self.path;
-        self.db
-            .prepare(
-                "SELECT partition, day, first_id, last_id, events, bytes_before, bytes_after, reason
-                 FROM deletions ORDER BY id",
-            )
-            .at(path)?
-            .query_map([], |r| {
-                let reason: String = r.get(7)?;
-                Ok(Deletion {
-                    partition: r.get(0)?,
-                    day: r.get(1)?,
-                    first_id: r.get(2)?,
-                    last_id: r.get(3)?,
-                    events: r.get::<_, i64>(4)? as u64,
-                    bytes_before: r.get::<_, i64>(5)? as u64,
-                    bytes_after: r.get::<_, i64>(6)? as u64,
-                    reason: if reason == "max_age" { "max_age" } else { "max_bytes" },
-                })
-            })
-            .at(path)?
-            .collect::<rusqlite::Result<_>>()
-            .at(path)
+        let mut all = deletions(&self.db, &self.path, i64::MAX)?;
+        all.reverse();
+        Ok(all)
     }
+}
+
+/// The latest `limit` deletions recorded in the tenant database `db`,
+/// newest first.
+pub(crate) fn deletions(db: &Connection, path: &Path, limit: i64) -> Result<Vec<Deletion>> {
+    db.prepare(
+        "SELECT partition, day, first_id, last_id, events, bytes_before, bytes_after, reason
+         FROM deletions ORDER BY id DESC LIMIT ?1",
+    )
+    .at(path)?
+    .query_map(params![limit], |r| {
+        let reason: String = r.get(7)?;
+        Ok(Deletion {
+            partition: r.get(0)?,
+            day: r.get(1)?,
+            first_id: r.get(2)?,
+            last_id: r.get(3)?,
+            events: r.get::<_, i64>(4)? as u64,
+            bytes_before: r.get::<_, i64>(5)? as u64,
+            bytes_after: r.get::<_, i64>(6)? as u64,
+            reason: if reason == "max_age" {
+                "max_age"
+            } else {
+                "max_bytes"
+            },
+        })
+    })
+    .at(path)?
+    .collect::<rusqlite::Result<_>>()
+    .at(path)
 }
 
 /// When the UTC day `YYYY-MM-DD` ends.

@@ -4,8 +4,9 @@
 //! receiver.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use owlet_soc_export::{Format, Zone};
@@ -30,19 +31,13 @@ pub fn parse_time(value: &str, now: SystemTime) -> anyhow::Result<i64> {
         return Ok(t.timestamp_micros());
     }
     match humantime::parse_duration(value) {
-        Ok(age) => Ok(micros(
+        Ok(age) => Ok(owlet_soc_store::time::micros(
             now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH),
         )),
         Err(_) => bail!(
             "cannot read the time {value:?}: give RFC 3339 with an offset (2026-12-01T09:00:00+09:00) or an age (2h, 7days)"
         ),
     }
-}
-
-fn micros(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_micros() as i64
 }
 
 /// `owlet-soc agents`.
@@ -92,15 +87,51 @@ pub fn agents(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
 /// `owlet-soc query`.
 pub fn sql(config: &SocConfig, tenant: &str, sql: &str, tsv: bool) -> anyhow::Result<i32> {
     let reader = store(config)?.reader(tenant)?;
-    let (names, rows) = reader.sql(sql)?;
     let mut out = std::io::stdout().lock();
     if tsv {
-        writeln!(out, "{}", names.join("\t"))?;
-        for row in rows {
-            writeln!(out, "{}", row.join("\t"))?;
-        }
-        return Ok(0);
+        // Streams: any number of rows in constant memory.
+        let sink = std::cell::RefCell::new((out, None::<std::io::Error>));
+        let write = |line: String| {
+            let (out, failed) = &mut *sink.borrow_mut();
+            if let Err(e) = writeln!(out, "{line}") {
+                *failed = Some(e);
+            }
+            failed.is_none()
+        };
+        reader.sql_each(
+            sql,
+            |names| {
+                write(names.join("\t"));
+            },
+            |row| {
+                if write(row.join("\t")) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            },
+        )?;
+        return match sink.into_inner().1 {
+            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(0),
+        };
     }
+    // A table needs every row for its widths: at most TABLE_ROWS of them.
+    let mut names = Vec::new();
+    let mut rows = Vec::new();
+    let mut more = false;
+    reader.sql_each(
+        sql,
+        |n| names = n.to_vec(),
+        |row| {
+            if rows.len() == TABLE_ROWS {
+                more = true;
+                return ControlFlow::Break(());
+            }
+            rows.push(row);
+            ControlFlow::Continue(())
+        },
+    )?;
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
     for row in &rows {
         for (w, v) in widths.iter_mut().zip(row) {
@@ -115,13 +146,28 @@ pub fn sql(config: &SocConfig, tenant: &str, sql: &str, tsv: bool) -> anyhow::Re
             .collect::<Vec<_>>()
             .join("  ")
     };
-    writeln!(out, "{}", line(&names))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row))?;
+    let printed = (|| -> std::io::Result<()> {
+        writeln!(out, "{}", line(&names))?;
+        for row in &rows {
+            writeln!(out, "{}", line(row))?;
+        }
+        if more {
+            writeln!(
+                out,
+                "(the first {TABLE_ROWS} rows; add LIMIT, or --tsv for every row)"
+            )
+        } else {
+            writeln!(out, "({} rows)", rows.len())
+        }
+    })();
+    match printed {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
-    writeln!(out, "({} rows)", rows.len())?;
-    Ok(0)
 }
+
+/// Rows `owlet-soc query` shows as a table (`--tsv` streams any number).
+const TABLE_ROWS: usize = 10_000;
 
 /// `owlet-soc export`.
 pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
@@ -267,10 +313,6 @@ fn tenant_status(config: &SocConfig, store: &Store, tenant: &str) -> anyhow::Res
         .map(|m| m.len())
         .unwrap_or(0);
     let policy = config.retention_of(tenant);
-    let (_, deletions) = reader.sql(
-        "SELECT partition, day, first_id, last_id, events, bytes_before, bytes_after, reason
-         FROM deletions ORDER BY id DESC LIMIT 5",
-    )?;
     Ok(TenantStatus {
         tenant: tenant.to_string(),
         time_zone: config.zone_of(tenant).to_string(),
@@ -280,23 +322,7 @@ fn tenant_status(config: &SocConfig, store: &Store, tenant: &str) -> anyhow::Res
         oldest_day: (!row[1].is_empty()).then(|| row[1].clone()),
         max_age_days: policy.max_age.map(|a| a.as_secs() / 86_400),
         max_bytes: policy.max_bytes,
-        deletions: deletions
-            .into_iter()
-            .map(|d| owlet_soc_store::Deletion {
-                partition: d[0].clone(),
-                day: d[1].clone(),
-                first_id: d[2].parse().unwrap_or(0),
-                last_id: d[3].parse().unwrap_or(0),
-                events: d[4].parse().unwrap_or(0),
-                bytes_before: d[5].parse().unwrap_or(0),
-                bytes_after: d[6].parse().unwrap_or(0),
-                reason: if d[7] == "max_age" {
-                    "max_age"
-                } else {
-                    "max_bytes"
-                },
-            })
-            .collect(),
+        deletions: reader.deletions(5)?,
     })
 }
 
