@@ -5,6 +5,7 @@
 //! Every column is documented in `soc-store/SCHEMA.md`; a column added here
 //! must be added there and to a migration in `crate::schema`.
 
+use rusqlite::ToSql;
 pub use rusqlite::types::Value;
 
 use owlet_proto::v1::{
@@ -116,52 +117,53 @@ impl Columns {
         c
     }
 
-    /// The columns in [`NAMES`] order, borrowed for binding (no copies).
-    pub fn bind(&self) -> [&dyn rusqlite::ToSql; 33] {
+    /// The columns in [`NAMES`] order, borrowed for binding (no copies);
+    /// `None` is SQL NULL, so a writer can bind only the columns an event
+    /// has (a check result fills 11 of 33).
+    pub fn cells(&self) -> [Option<&dyn ToSql>; 33] {
         [
-            &self.kind,
-            &self.time_us,
-            &self.severity,
-            &self.check_id,
-            &self.check_type,
-            &self.state,
-            &self.result,
-            &self.failure,
-            &self.latency_us,
-            &self.target,
-            &self.src_addr,
-            &self.src_port,
-            &self.dst_addr,
-            &self.dst_port,
-            &self.protocol,
-            &self.bytes,
-            &self.packets,
-            &self.dns_name,
-            &self.tls_sni,
-            &self.http_host,
-            &self.file_path,
-            &self.file_action,
-            &self.old_sha256,
-            &self.new_sha256,
-            &self.changed_by,
-            &self.cpu_percent,
-            &self.memory_percent,
-            &self.disk_percent,
-            &self.load1,
-            &self.alert_name,
-            &self.alert_subject,
-            &self.alert_source,
-            &self.message,
+            Some(&self.kind),
+            Some(&self.time_us),
+            self.severity.as_ref().map(|v| v as &dyn ToSql),
+            self.check_id.as_ref().map(|v| v as &dyn ToSql),
+            self.check_type.as_ref().map(|v| v as &dyn ToSql),
+            self.state.as_ref().map(|v| v as &dyn ToSql),
+            self.result.as_ref().map(|v| v as &dyn ToSql),
+            self.failure.as_ref().map(|v| v as &dyn ToSql),
+            self.latency_us.as_ref().map(|v| v as &dyn ToSql),
+            self.target.as_ref().map(|v| v as &dyn ToSql),
+            self.src_addr.as_ref().map(|v| v as &dyn ToSql),
+            self.src_port.as_ref().map(|v| v as &dyn ToSql),
+            self.dst_addr.as_ref().map(|v| v as &dyn ToSql),
+            self.dst_port.as_ref().map(|v| v as &dyn ToSql),
+            self.protocol.as_ref().map(|v| v as &dyn ToSql),
+            self.bytes.as_ref().map(|v| v as &dyn ToSql),
+            self.packets.as_ref().map(|v| v as &dyn ToSql),
+            self.dns_name.as_ref().map(|v| v as &dyn ToSql),
+            self.tls_sni.as_ref().map(|v| v as &dyn ToSql),
+            self.http_host.as_ref().map(|v| v as &dyn ToSql),
+            self.file_path.as_ref().map(|v| v as &dyn ToSql),
+            self.file_action.as_ref().map(|v| v as &dyn ToSql),
+            self.old_sha256.as_ref().map(|v| v as &dyn ToSql),
+            self.new_sha256.as_ref().map(|v| v as &dyn ToSql),
+            self.changed_by.as_ref().map(|v| v as &dyn ToSql),
+            self.cpu_percent.as_ref().map(|v| v as &dyn ToSql),
+            self.memory_percent.as_ref().map(|v| v as &dyn ToSql),
+            self.disk_percent.as_ref().map(|v| v as &dyn ToSql),
+            self.load1.as_ref().map(|v| v as &dyn ToSql),
+            self.alert_name.as_ref().map(|v| v as &dyn ToSql),
+            self.alert_subject.as_ref().map(|v| v as &dyn ToSql),
+            self.alert_source.as_ref().map(|v| v as &dyn ToSql),
+            self.message.as_ref().map(|v| v as &dyn ToSql),
         ]
     }
 
-    /// The values in [`NAMES`] order, owned (for exports).
     pub fn values(&self) -> Vec<Value> {
-        self.bind()
+        self.cells()
             .iter()
-            .map(|v| match v.to_sql() {
-                Ok(rusqlite::types::ToSqlOutput::Borrowed(r)) => Value::from(r),
-                Ok(rusqlite::types::ToSqlOutput::Owned(v)) => v,
+            .map(|v| match v.map(ToSql::to_sql) {
+                Some(Ok(rusqlite::types::ToSqlOutput::Borrowed(r))) => Value::from(r),
+                Some(Ok(rusqlite::types::ToSqlOutput::Owned(v))) => v,
                 _ => Value::Null,
             })
             .collect()

@@ -36,4 +36,4 @@ pub use error::{Result, StoreError};
 pub use read::{Filter, StoredEvent, TenantReader};
 pub use retention::{Deletion, Policy};
 pub use store::{Store, Writers};
-pub use tenant::{Appended, Batch, TenantLog, Usage};
+pub use tenant::{Appended, Batch, Row, RowBatch, TenantLog, Usage};

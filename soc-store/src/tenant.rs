@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use owlet_proto::v1::Event;
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use crate::columns::{Columns, NAMES};
 use crate::error::{AtPath, Result, StoreError};
@@ -40,6 +40,44 @@ pub struct Batch<'a> {
     /// The events carry the agent's sequence numbers (exactly once applies).
     /// `false` for records outside its sequence: alerts the SOC raises about
     /// the agent and self-test records (stored with `seq` NULL).
+    pub sequenced: bool,
+}
+
+/// An event made ready for the log: its typed columns decoded and its
+/// protobuf encoded. The receiver makes rows on the connection that
+/// brought the events, so the single writer only writes.
+#[derive(Debug, Clone)]
+pub struct Row {
+    seq: u64,
+    columns: Columns,
+    body: Vec<u8>,
+}
+
+impl Row {
+    pub fn of(event: &Event) -> Self {
+        Self {
+            seq: event.seq,
+            columns: Columns::of(event),
+            body: event.encode_to_vec(),
+        }
+    }
+
+    /// The agent's sequence number of the event.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+}
+
+/// [`Batch`] with its events made into [`Row`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct RowBatch<'a> {
+    pub agent: &'a str,
+    pub zone: &'a str,
+    pub rows: &'a [Row],
     pub sequenced: bool,
 }
 
@@ -88,6 +126,9 @@ impl TenantLog {
         db.pragma_update(None, "journal_size_limit", WAL_LIMIT)
             .at(path)?;
         db.busy_timeout(Duration::from_secs(5)).at(path)?;
+        // The inserts (one per set of columns present) and the rollups'
+        // statements stay prepared across transactions.
+        db.set_prepared_statement_cache_capacity(64);
         match schema::migrate(&mut db).at(path)? {
             Ok(_) => {}
             Err(found) => {
@@ -171,6 +212,29 @@ impl TenantLog {
     /// a sequenced batch at or below its agent's mark are dropped and
     /// counted. All or nothing: on error nothing of any batch is stored.
     pub fn append(&mut self, batches: &[Batch], received: SystemTime) -> Result<Vec<Appended>> {
+        let rows: Vec<Vec<Row>> = batches
+            .iter()
+            .map(|b| b.events.iter().map(Row::of).collect())
+            .collect();
+        let batches: Vec<RowBatch> = batches
+            .iter()
+            .zip(&rows)
+            .map(|(b, rows)| RowBatch {
+                agent: b.agent,
+                zone: b.zone,
+                rows,
+                sequenced: b.sequenced,
+            })
+            .collect();
+        self.append_rows(&batches, received)
+    }
+
+    /// [`TenantLog::append`] of events already made into rows.
+    pub fn append_rows(
+        &mut self,
+        batches: &[RowBatch],
+        received: SystemTime,
+    ) -> Result<Vec<Appended>> {
         let result = self.append_inner(batches, received);
         if matches!(result, Err(StoreError::DiskFull { .. })) {
             // Moving the WAL into the database (and truncating it) is what
@@ -181,7 +245,11 @@ impl TenantLog {
         result
     }
 
-    fn append_inner(&mut self, batches: &[Batch], received: SystemTime) -> Result<Vec<Appended>> {
+    fn append_inner(
+        &mut self,
+        batches: &[RowBatch],
+        received: SystemTime,
+    ) -> Result<Vec<Appended>> {
         let path = self.path.clone();
         let received_us = micros(received);
         let day = utc_day(received);
@@ -207,14 +275,9 @@ impl TenantLog {
         let mut results = Vec::with_capacity(batches.len());
         let mut rollup = crate::rollup::Rollup::default();
         {
-            let placeholders = vec!["?"; 5 + NAMES.len() + 1].join(", ");
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {table} (id, agent, seq, received_us, zone, {}, body) VALUES ({placeholders})",
-                    NAMES.join(", ")
-                ))
-                .at(&path)?;
-            let mut body = Vec::new();
+            // One statement per set of columns present (a check result
+            // binds 17 values, not 39), prepared once per transaction.
+            let mut inserts: HashMap<u64, rusqlite::CachedStatement> = HashMap::new();
             for batch in batches {
                 let mut mark = marks
                     .iter()
@@ -223,28 +286,47 @@ impl TenantLog {
                     .map(|(_, m)| *m)
                     .unwrap_or_else(|| self.marks.get(batch.agent).copied().unwrap_or(0));
                 let mut done = Appended::default();
-                for event in batch.events {
+                for row in batch.rows {
                     let seq = if batch.sequenced {
-                        if event.seq <= mark {
+                        if row.seq <= mark {
                             done.duplicates += 1;
                             continue;
                         }
-                        mark = event.seq;
-                        Some(event.seq as i64)
+                        mark = row.seq;
+                        Some(row.seq as i64)
                     } else {
                         None
                     };
                     last_id += 1;
-                    body.clear();
-                    event.encode(&mut body).expect("a Vec grows as needed");
-                    let columns = Columns::of(event);
-                    let head: [&dyn rusqlite::ToSql; 5] =
-                        [&last_id, &batch.agent, &seq, &received_us, &batch.zone];
-                    let tail: [&dyn rusqlite::ToSql; 1] = [&body];
-                    let values: Vec<&dyn rusqlite::ToSql> =
-                        head.into_iter().chain(columns.bind()).chain(tail).collect();
-                    insert.execute(values.as_slice()).at(&path)?;
-                    rollup.add(batch.agent, &columns);
+                    let columns = &row.columns;
+                    let mut values: [&dyn ToSql; 6 + NAMES.len()] =
+                        [&rusqlite::types::Null; 6 + NAMES.len()];
+                    values[..5].copy_from_slice(&[
+                        &last_id as &dyn ToSql,
+                        &batch.agent,
+                        &seq,
+                        &received_us,
+                        &batch.zone,
+                    ]);
+                    let mut n = 5;
+                    let mut present = 0u64;
+                    for (i, cell) in columns.cells().into_iter().enumerate() {
+                        if let Some(cell) = cell {
+                            values[n] = cell;
+                            n += 1;
+                            present |= 1 << i;
+                        }
+                    }
+                    values[n] = &row.body;
+                    n += 1;
+                    let insert = match inserts.entry(present) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(tx.prepare_cached(&insert_sql(&table, present)).at(&path)?)
+                        }
+                    };
+                    insert.execute(&values[..n]).at(&path)?;
+                    rollup.add(batch.agent, columns);
                     done.stored += 1;
                 }
                 done.acked_seq = mark;
@@ -309,6 +391,22 @@ pub(crate) fn agent_counts(db: &Connection, path: &Path, agent: &str) -> Result<
         .optional()
         .at(path)?
         .unwrap_or((0, 0)))
+}
+
+/// The insert into partition `table` of an event with the columns of
+/// `present` (bit i: `NAMES[i]`); absent columns stay NULL.
+fn insert_sql(table: &str, present: u64) -> String {
+    let names: Vec<&str> = NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| present & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let placeholders = vec!["?"; 5 + names.len() + 1].join(", ");
+    format!(
+        "INSERT INTO {table} (id, agent, seq, received_us, zone, {}, body) VALUES ({placeholders})",
+        names.join(", ")
+    )
 }
 
 /// `(name, day)` of every partition, oldest first.

@@ -74,7 +74,8 @@ pub trait Sink: Send + 'static {
     /// reports an agent recovered if it was silent. Several batches in one
     /// call let a sink commit them together (group commit: one fsync for
     /// all of a tenant's).
-    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Vec<Result<Stored, SinkError>>;
+    fn store_batches(&mut self, batches: &[(Identity, Prepared)])
+    -> Vec<Result<Stored, SinkError>>;
 
     /// Stores, durably, one self-test event of a connected agent as a
     /// self-test record: outside its sequence (seq NULL), never touching its
@@ -99,6 +100,24 @@ pub trait Sink: Send + 'static {
         now: SystemTime,
         silent_after: Duration,
     ) -> Result<Vec<LivenessChange>, SinkError>;
+}
+
+/// An agent's batch made ready for storage on the connection that received
+/// it: its events decoded into rows there, so the one sink thread spends
+/// its time writing (see [`owlet_soc_store::Row`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub last_seq: u64,
+    pub rows: Vec<owlet_soc_store::Row>,
+}
+
+impl Prepared {
+    pub fn of(batch: &Batch) -> Self {
+        Self {
+            last_seq: batch.last_seq,
+            rows: batch.events.iter().map(owlet_soc_store::Row::of).collect(),
+        }
+    }
 }
 
 /// What storing one batch did.
@@ -126,7 +145,7 @@ enum Request {
     },
     Store {
         who: Identity,
-        batch: Batch,
+        batch: Prepared,
         reply: Reply<Stored>,
     },
     SelfTest {
@@ -178,7 +197,7 @@ const GROUP_COMMIT_BATCHES: usize = 64;
 fn store_group(
     sink: &mut impl Sink,
     broken: &mut HashSet<Identity>,
-    group: Vec<(Identity, Batch)>,
+    group: Vec<(Identity, Prepared)>,
     replies: Vec<Reply<Stored>>,
 ) -> u64 {
     let (group, refused): (Vec<_>, Vec<_>) = group
@@ -202,7 +221,7 @@ fn store_group(
     {
         match result {
             Ok(done) => {
-                stored += batch.events.len() as u64;
+                stored += batch.rows.len() as u64;
                 let _ = reply.send(Ok(done));
             }
             Err(e) => {
@@ -342,6 +361,7 @@ impl SinkHandle {
         batch: Batch,
     ) -> Result<oneshot::Receiver<Result<Stored, SinkError>>, SinkError> {
         let (reply, rx) = oneshot::channel();
+        let batch = Prepared::of(&batch);
         self.tx
             .send(Request::Store { who, batch, reply })
             .await
@@ -417,7 +437,7 @@ mod tests {
         }
         fn store_batches(
             &mut self,
-            batches: &[(Identity, Batch)],
+            batches: &[(Identity, Prepared)],
         ) -> Vec<Result<Stored, SinkError>> {
             if self.fail > 0 {
                 self.fail -= 1;

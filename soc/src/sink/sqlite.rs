@@ -34,12 +34,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Alert, Batch, Event, Hello, Severity, State, event::Kind};
+use owlet_proto::v1::{Alert, Event, Hello, Severity, State, event::Kind};
 use owlet_soc_store::{Store, Writers};
 use owlet_tls::{CertInfo, Identity, RevokedCert};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{LivenessChange, Sink, SinkError, Stored};
+use super::{LivenessChange, Prepared, Sink, SinkError, Stored};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -293,7 +293,7 @@ impl SqliteSink {
     fn store_tenant(
         &mut self,
         tenant: &str,
-        batches: &[&(Identity, Batch)],
+        batches: &[&(Identity, Prepared)],
         seen: &[Seen],
         now: SystemTime,
     ) -> Result<Vec<owlet_soc_store::Appended>, SinkError> {
@@ -315,25 +315,29 @@ impl SqliteSink {
                 (i, alert)
             })
             .collect();
-        let mut store: Vec<owlet_soc_store::Batch> = batches
+        let recovered: Vec<(usize, owlet_soc_store::Row)> = recovered
+            .iter()
+            .map(|(i, alert)| (*i, owlet_soc_store::Row::of(alert)))
+            .collect();
+        let mut store: Vec<owlet_soc_store::RowBatch> = batches
             .iter()
             .zip(&zones)
-            .map(|((who, batch), zone)| owlet_soc_store::Batch {
+            .map(|((who, batch), zone)| owlet_soc_store::RowBatch {
                 agent: &who.agent_id,
                 zone,
-                events: &batch.events,
+                rows: &batch.rows,
                 sequenced: true,
             })
             .collect();
         for (i, alert) in &recovered {
-            store.push(owlet_soc_store::Batch {
+            store.push(owlet_soc_store::RowBatch {
                 agent: &batches[*i].0.agent_id,
                 zone: &zones[*i],
-                events: std::slice::from_ref(alert),
+                rows: std::slice::from_ref(alert),
                 sequenced: false,
             });
         }
-        let mut appended = self.writers.get(tenant)?.append(&store, now)?;
+        let mut appended = self.writers.get(tenant)?.append_rows(&store, now)?;
         appended.truncate(batches.len());
         Ok(appended)
     }
@@ -418,7 +422,10 @@ impl Sink for SqliteSink {
         Ok(newly)
     }
 
-    fn store_batches(&mut self, batches: &[(Identity, Batch)]) -> Vec<Result<Stored, SinkError>> {
+    fn store_batches(
+        &mut self,
+        batches: &[(Identity, Prepared)],
+    ) -> Vec<Result<Stored, SinkError>> {
         let now = SystemTime::now();
         let mut results: Vec<Option<Result<Stored, SinkError>>> =
             (0..batches.len()).map(|_| None).collect();
@@ -450,13 +457,13 @@ impl Sink for SqliteSink {
             };
             // The last heartbeat of the batch decides: a goodbye, or alive.
             let last_status = batch
-                .events
+                .rows
                 .iter()
                 .rev()
-                .filter(|e| e.seq > mark)
-                .find_map(|e| match &e.kind {
-                    Some(Kind::AgentStatus(s)) => Some(s.stopping),
-                    _ => None,
+                .filter(|r| r.seq() > mark)
+                .find_map(|r| {
+                    let c = r.columns();
+                    (c.kind == "agent_status").then_some(c.state == Some("stopping"))
                 });
             seen.push(Some(Seen {
                 row: row.0,
@@ -477,7 +484,7 @@ impl Sink for SqliteSink {
             let index: Vec<usize> = (0..batches.len())
                 .filter(|&i| batches[i].0.tenant == tenant && seen[i].is_some())
                 .collect();
-            let group: Vec<&(Identity, Batch)> = index.iter().map(|&i| &batches[i]).collect();
+            let group: Vec<&(Identity, Prepared)> = index.iter().map(|&i| &batches[i]).collect();
             // Rows of `seen` of this group, moved out and back.
             let group_seen: Vec<Seen> = index
                 .iter()
@@ -635,7 +642,7 @@ impl SqliteSink {
     /// their agents, in one transaction.
     fn note_batches(
         &mut self,
-        batches: &[(Identity, Batch)],
+        batches: &[(Identity, Prepared)],
         seen: &[Option<Seen>],
         appended: &[Option<owlet_soc_store::Appended>],
         now: SystemTime,
@@ -679,7 +686,7 @@ pub(crate) fn test_cert() -> CertInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use owlet_proto::v1::AgentStatus;
+    use owlet_proto::v1::{AgentStatus, Batch};
 
     fn event(seq: u64, status: bool) -> Event {
         let kind = if status {
@@ -718,7 +725,11 @@ mod tests {
     }
 
     fn store(sink: &mut SqliteSink, batches: &[(Identity, Batch)]) -> Vec<Stored> {
-        sink.store_batches(batches)
+        let batches: Vec<(Identity, Prepared)> = batches
+            .iter()
+            .map(|(who, b)| (who.clone(), Prepared::of(b)))
+            .collect();
+        sink.store_batches(&batches)
             .into_iter()
             .map(|r| r.unwrap())
             .collect()
