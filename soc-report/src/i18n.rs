@@ -281,6 +281,9 @@ mod tests {
         }
     }
 
+    /// The template's own words (`self.t("key")`). The renderer's keys are
+    /// checked when it runs: [`Lang::text`] asserts in debug builds, and the
+    /// HTML tests render full and empty reports in both languages.
     #[test]
     fn every_key_the_template_and_renderer_use_is_in_the_table() {
         let sources = [
@@ -297,7 +300,7 @@ mod tests {
                 used += 1;
             }
         }
-        assert!(used > 40, "only {used} uses found: the scan is broken");
+        assert!(used > 10, "only {used} uses found: the scan is broken");
     }
 
     #[test]

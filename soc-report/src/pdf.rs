@@ -54,7 +54,15 @@ pub enum PdfError {
 /// The Chromium binary to use: `OWLET_CHROMIUM`, else the first of
 /// `chromium`, `chromium-browser`, `google-chrome` on `PATH`.
 pub fn find_chromium() -> Result<PathBuf, PdfError> {
-    if let Some(path) = std::env::var_os("OWLET_CHROMIUM").filter(|p| !p.is_empty()) {
+    locate(std::env::var_os("OWLET_CHROMIUM"), std::env::var_os("PATH"))
+}
+
+/// [`find_chromium`] with the two variables given.
+pub fn locate(
+    chromium: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, PdfError> {
+    if let Some(path) = chromium.filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
@@ -64,7 +72,7 @@ pub fn find_chromium() -> Result<PathBuf, PdfError> {
             })
         };
     }
-    let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+    let dirs: Vec<PathBuf> = path
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     CANDIDATES
