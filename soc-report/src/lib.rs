@@ -400,9 +400,9 @@ pub fn build(
     })
 }
 
-type Db = rusqlite::Connection;
+pub(crate) type Db = rusqlite::Connection;
 
-fn round(v: f64, places: i32) -> f64 {
+pub(crate) fn round(v: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (v * f).round() / f
 }
@@ -661,7 +661,7 @@ fn changes(
     })
 }
 
-fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<TopList> {
+pub(crate) fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<TopList> {
     let mut list = TopList::default();
     let mut stmt = db.prepare(
         "SELECT key, SUM(bytes), SUM(packets), SUM(flows) FROM rollup_talkers
@@ -688,7 +688,7 @@ fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite:
     Ok(list)
 }
 
-fn names(db: &Db, kind: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<Vec<NameCount>> {
+pub(crate) fn names(db: &Db, kind: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<Vec<NameCount>> {
     db.prepare(
         "SELECT name, SUM(flows), SUM(bytes) FROM rollup_names
          WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name != ''
