@@ -33,6 +33,7 @@
 //!   half a point.
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod html;
 pub mod i18n;
 mod notified;
