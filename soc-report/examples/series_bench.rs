@@ -56,23 +56,44 @@ fn main() {
                 for v in 0..60 {
                     hist.add(Scale::Percent.bucket(20.0 + ((v + a as i64 + h) % 40) as f64));
                 }
-                host.execute(rusqlite::params![hour, agent, 60.0 * 40.0, 59.0, hist.to_json()])
-                    .expect("insert");
+                host.execute(rusqlite::params![
+                    hour,
+                    agent,
+                    60.0 * 40.0,
+                    59.0,
+                    hist.to_json()
+                ])
+                .expect("insert");
                 let mut lat = Hist::default();
                 for v in 0..59 {
                     lat.add(Scale::Log.bucket(500.0 + 40.0 * v as f64));
                 }
                 for c in 0..CHECKS_PER_AGENT {
                     checks
-                        .execute(rusqlite::params![hour, agent, format!("check-{c}"), lat.to_json()])
+                        .execute(rusqlite::params![
+                            hour,
+                            agent,
+                            format!("check-{c}"),
+                            lat.to_json()
+                        ])
                         .expect("insert");
                 }
             }
             for dim in ["src", "dst", "dst_port"] {
                 for k in 0..101 {
-                    let key = if k == 100 { String::new() } else { format!("10.0.{}.{}", k / 50, k) };
+                    let key = if k == 100 {
+                        String::new()
+                    } else {
+                        format!("10.0.{}.{}", k / 50, k)
+                    };
                     talkers
-                        .execute(rusqlite::params![hour, dim, key, 1_000_000 - k * 1000, 1000])
+                        .execute(rusqlite::params![
+                            hour,
+                            dim,
+                            key,
+                            1_000_000 - k * 1000,
+                            1000
+                        ])
                         .expect("insert");
                 }
             }
@@ -96,15 +117,30 @@ fn main() {
     let time = |name: &str, f: &dyn Fn() -> usize| {
         let t = Instant::now();
         let points = f();
-        println!("{name:<24} {:>8.1} ms  ({points} points)", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{name:<24} {:>8.1} ms  ({points} points)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     };
     let points = |s: &series::Series| s.lines.iter().map(|l| l.values.len()).sum::<usize>();
-    time("check availability", &|| points(&series::check_availability(&req).expect("series")));
-    time("check latency p50/p95", &|| points(&series::check_latency(&req).expect("series")));
-    time("host cpu + normal", &|| points(&series::host(&req, Metric::Cpu).expect("series")));
-    time("capture bytes/packets", &|| points(&series::capture(&req).expect("series")));
-    time("tops", &|| series::tops(&req, 10).expect("tops").sources.top.len());
-    time("alerts timeline", &|| series::alerts(&req, 500).expect("alerts").alerts.len());
+    time("check availability", &|| {
+        points(&series::check_availability(&req).expect("series"))
+    });
+    time("check latency p50/p95", &|| {
+        points(&series::check_latency(&req).expect("series"))
+    });
+    time("host cpu + normal", &|| {
+        points(&series::host(&req, Metric::Cpu).expect("series"))
+    });
+    time("capture bytes/packets", &|| {
+        points(&series::capture(&req).expect("series"))
+    });
+    time("tops", &|| {
+        series::tops(&req, 10).expect("tops").sources.top.len()
+    });
+    time("alerts timeline", &|| {
+        series::alerts(&req, 500).expect("alerts").alerts.len()
+    });
     time("json of host cpu", &|| {
         serde_json::to_string(&series::host(&req, Metric::Cpu).expect("series"))
             .expect("json")

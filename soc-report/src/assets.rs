@@ -11,11 +11,31 @@
 
 /// `(file name, content type, bytes)`.
 pub const FILES: [(&str, &str, &[u8]); 5] = [
-    ("report.css", "text/css; charset=utf-8", include_bytes!("../assets/report.css")),
-    ("plots.js", "text/javascript; charset=utf-8", include_bytes!("../assets/plots.js")),
-    ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../assets/vendor/uplot/uPlot.iife.min.js")),
-    ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../assets/vendor/uplot/uPlot.min.css")),
-    ("uPlot.LICENSE", "text/plain; charset=utf-8", include_bytes!("../assets/vendor/uplot/LICENSE")),
+    (
+        "report.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/report.css"),
+    ),
+    (
+        "plots.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/plots.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/uPlot.min.css"),
+    ),
+    (
+        "uPlot.LICENSE",
+        "text/plain; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/LICENSE"),
+    ),
 ];
 
 /// The content type and bytes of asset `name`, if there is one.
@@ -30,7 +50,14 @@ mod tests {
     #[test]
     fn the_plot_script_never_turns_data_into_markup_or_code() {
         let js = std::str::from_utf8(get("plots.js").unwrap().1).unwrap();
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function", "document.write"] {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "eval(",
+            "new Function",
+            "document.write",
+        ] {
             assert!(!js.contains(banned), "plots.js uses {banned}");
         }
         assert!(js.contains("data-series") && js.contains("tzDate"));

@@ -146,7 +146,8 @@ fn duration(lang: Lang, seconds: i64) -> String {
         seconds % 3600 / 60,
         seconds % 60,
     );
-    let [du, hu, mu, su] = ["day_unit", "hour_unit", "minute_unit", "second_unit"].map(|k| lang.text(k));
+    let [du, hu, mu, su] =
+        ["day_unit", "hour_unit", "minute_unit", "second_unit"].map(|k| lang.text(k));
     match (d, h, m) {
         (0, 0, 0) => format!("{s}{su}"),
         (0, 0, _) => format!("{m}{mu} {s:02}{su}"),
@@ -164,7 +165,9 @@ fn ms(s: Option<f64>) -> String {
 }
 
 fn pct_stat(s: &Option<Stat>) -> String {
-    s.map_or("-".into(), |s| format!("{:.1} / {:.1} / {:.1}", s.p50, s.p95, s.max))
+    s.map_or("-".into(), |s| {
+        format!("{:.1} / {:.1} / {:.1}", s.p50, s.p95, s.max)
+    })
 }
 
 fn headers(lang: Lang, keys: &[&str], numeric_from: usize) -> Vec<Cell> {
@@ -438,7 +441,10 @@ fn page<'a>(r: &Report, lang: Lang, style: &'a Style) -> Page<'a> {
         "changes",
         "no_changes",
         vec![
-            table(headers(lang, &["agent", "action", "changes_col"], 2), by_agent),
+            table(
+                headers(lang, &["agent", "action", "changes_col"], 2),
+                by_agent,
+            ),
             Table {
                 caption: Some(lang.text("latest_changes").to_string()),
                 headers: headers(lang, &["time", "agent", "action", "path", "changed_by"], 9),
@@ -453,7 +459,13 @@ fn page<'a>(r: &Report, lang: Lang, style: &'a Style) -> Page<'a> {
     }
     sections.push(changes);
 
-    sections.push(top(lang, "sources", "top_sources", "source", &r.traffic.sources));
+    sections.push(top(
+        lang,
+        "sources",
+        "top_sources",
+        "source",
+        &r.traffic.sources,
+    ));
     sections.push(top(
         lang,
         "destinations",
@@ -520,7 +532,9 @@ fn page<'a>(r: &Report, lang: Lang, style: &'a Style) -> Page<'a> {
                 cell(clean(&s.agent)),
                 num(count(s.heartbeats)),
                 cell(s.last_heartbeat.as_deref().map_or("-".into(), when)),
-                num(s.longest_gap_seconds.map_or("-".into(), |g| duration(lang, g))),
+                num(s
+                    .longest_gap_seconds
+                    .map_or("-".into(), |g| duration(lang, g))),
                 num(count(s.stops)),
                 num(count(s.events_lost as i64)),
             ]
@@ -561,10 +575,7 @@ fn page<'a>(r: &Report, lang: Lang, style: &'a Style) -> Page<'a> {
         notes.push(lang.fill("note_offset", &[&r.time_zone]));
     }
     if c.raw_events_stored < c.events {
-        notes.push(lang.fill(
-            "note_retention",
-            &[&count(c.events - c.raw_events_stored)],
-        ));
+        notes.push(lang.fill("note_retention", &[&count(c.events - c.raw_events_stored)]));
     }
 
     Page {

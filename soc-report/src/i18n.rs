@@ -97,10 +97,18 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("summary_alerts", "Alerts", "アラート"),
     ("summary_incidents", "Incidents", "インシデント"),
     ("summary_open", "Still open", "未解決"),
-    ("summary_down_checks", "Checks with down time", "停止のあった監視項目"),
+    (
+        "summary_down_checks",
+        "Checks with down time",
+        "停止のあった監視項目",
+    ),
     ("summary_changes", "Configuration changes", "設定変更"),
     ("summary_monitored", "Checks monitored", "監視項目数"),
-    ("availability", "Availability per check (SLA)", "監視項目ごとの稼働率（SLA）"),
+    (
+        "availability",
+        "Availability per check (SLA)",
+        "監視項目ごとの稼働率（SLA）",
+    ),
     ("agent", "Sensor", "センサー"),
     ("check", "Check", "監視項目"),
     ("availability_col", "Availability", "稼働率"),
@@ -149,7 +157,11 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("time", "Time", "日時"),
     ("path", "Path", "パス"),
     ("changed_by", "Changed by", "変更者"),
-    ("latest_changes", "Latest changes (newest first)", "最近の変更（新しい順）"),
+    (
+        "latest_changes",
+        "Latest changes (newest first)",
+        "最近の変更（新しい順）",
+    ),
     (
         "changes_not_listed",
         "… and {0} earlier changes (in the JSON report and the log export).",
@@ -161,8 +173,16 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
         "検知事項なし：この期間の設定変更はありません。",
     ),
     ("top_sources", "Top sources by bytes", "通信量の多い送信元"),
-    ("top_destinations", "Top destinations by bytes", "通信量の多い宛先"),
-    ("top_ports", "Top destination ports by bytes", "通信量の多い宛先ポート"),
+    (
+        "top_destinations",
+        "Top destinations by bytes",
+        "通信量の多い宛先",
+    ),
+    (
+        "top_ports",
+        "Top destination ports by bytes",
+        "通信量の多い宛先ポート",
+    ),
     ("source", "Source", "送信元"),
     ("destination", "Destination", "宛先"),
     ("port", "Port", "ポート"),
@@ -267,7 +287,9 @@ mod tests {
     use std::collections::HashSet;
 
     fn placeholders(s: &str) -> Vec<usize> {
-        (0..10).filter(|i| s.contains(&format!("{{{i}}}"))).collect()
+        (0..10)
+            .filter(|i| s.contains(&format!("{{{i}}}")))
+            .collect()
     }
 
     #[test]
@@ -277,7 +299,11 @@ mod tests {
             assert!(seen.insert(*key), "key {key} twice");
             assert!(!en.trim().is_empty(), "{key}: no English");
             assert!(!ja.trim().is_empty(), "{key}: no Japanese");
-            assert_eq!(placeholders(en), placeholders(ja), "{key}: placeholders differ");
+            assert_eq!(
+                placeholders(en),
+                placeholders(ja),
+                "{key}: placeholders differ"
+            );
         }
     }
 

@@ -529,8 +529,10 @@ fn incidents(
          ORDER BY time_us, id",
     )?;
     let mut rows = stmt.query(params![lookback, end])?;
-    // Open conditions: key → (raised at, name, severity, log id).
-    let mut open: BTreeMap<(String, String, String), (i64, String, String, i64)> = BTreeMap::new();
+    // Open conditions: (agent, source, subject) → (raised at, name,
+    // severity, log id).
+    type Key = (String, String, String);
+    let mut open: BTreeMap<Key, (i64, String, String, i64)> = BTreeMap::new();
     let mut out: Vec<(Option<i64>, i64, Incident)> = Vec::new();
     while let Some(r) = rows.next()? {
         let t: i64 = r.get(0)?;
@@ -662,7 +664,13 @@ fn changes(
     })
 }
 
-pub(crate) fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<TopList> {
+pub(crate) fn top_list(
+    db: &Db,
+    dimension: &str,
+    h0: i64,
+    h1: i64,
+    top: usize,
+) -> rusqlite::Result<TopList> {
     let mut list = TopList::default();
     let mut stmt = db.prepare(
         "SELECT key, SUM(bytes), SUM(packets), SUM(flows) FROM rollup_talkers
@@ -689,7 +697,13 @@ pub(crate) fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -
     Ok(list)
 }
 
-pub(crate) fn names(db: &Db, kind: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<Vec<NameCount>> {
+pub(crate) fn names(
+    db: &Db,
+    kind: &str,
+    h0: i64,
+    h1: i64,
+    top: usize,
+) -> rusqlite::Result<Vec<NameCount>> {
     db.prepare(
         "SELECT name, SUM(flows), SUM(bytes) FROM rollup_names
          WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name != ''

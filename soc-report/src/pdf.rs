@@ -99,7 +99,10 @@ pub fn html_to_pdf(html: &str, out: &Path, timeout: Duration) -> Result<(), PdfE
         .map_err(io("creating a temporary directory"))?;
     let page = work.path().join("report.html");
     std::fs::write(&page, html).map_err(io(format!("writing {}", page.display())))?;
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let partial = tempfile::Builder::new()
         .prefix(".report-pdf")
         .suffix(".part")
@@ -114,7 +117,10 @@ pub fn html_to_pdf(html: &str, out: &Path, timeout: Duration) -> Result<(), PdfE
         .arg("--disable-dev-shm-usage")
         .arg("--no-first-run")
         .arg("--no-pdf-header-footer")
-        .arg(format!("--user-data-dir={}", work.path().join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            work.path().join("profile").display()
+        ))
         .arg(format!("--print-to-pdf={}", partial.path().display()))
         .arg(format!("file://{}", page.display()))
         .env("HOME", work.path())
@@ -138,7 +144,9 @@ pub fn html_to_pdf(html: &str, out: &Path, timeout: Duration) -> Result<(), PdfE
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let written = std::fs::metadata(partial.path()).map(|m| m.len()).unwrap_or(0);
+    let written = std::fs::metadata(partial.path())
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut head = [0u8; 5];
     let is_pdf = written > 0
         && std::fs::File::open(partial.path())
@@ -147,18 +155,28 @@ pub fn html_to_pdf(html: &str, out: &Path, timeout: Duration) -> Result<(), PdfE
         && &head == b"%PDF-";
     if !status.success() || !is_pdf {
         let output = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: String = output.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let tail: String = output
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
         return Err(PdfError::Failed {
             binary: chromium.display().to_string(),
             status: status.to_string(),
-            output: if tail.is_empty() { "(no output)".into() } else { tail },
+            output: if tail.is_empty() {
+                "(no output)".into()
+            } else {
+                tail
+            },
         });
     }
-    partial
-        .persist(out)
-        .map_err(|e| PdfError::Io {
-            what: format!("moving the PDF to {}", out.display()),
-            source: e.error,
-        })?;
+    partial.persist(out).map_err(|e| PdfError::Io {
+        what: format!("moving the PDF to {}", out.display()),
+        source: e.error,
+    })?;
     Ok(())
 }

@@ -104,7 +104,10 @@ impl ReportsConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.languages.is_empty() {
-            out.push(("reports.languages", "list at least one of \"ja\", \"en\"".to_string()));
+            out.push((
+                "reports.languages",
+                "list at least one of \"ja\", \"en\"".to_string(),
+            ));
         }
         if self.check_every.is_zero() {
             out.push(("reports.check_every", "must be longer than 0s".to_string()));
@@ -144,7 +147,9 @@ pub fn reports_dir(store: &Store, tenant: &str) -> Result<PathBuf, ReportError> 
 /// The periods due at `now` in `zone`: the latest closed ISO week and
 /// month that ended at least `delay` ago.
 pub fn due_periods(config: &ReportsConfig, zone: &Zone, now: SystemTime) -> Vec<Period> {
-    let at = now.checked_sub(config.delay).unwrap_or(SystemTime::UNIX_EPOCH);
+    let at = now
+        .checked_sub(config.delay)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let utc = chrono::DateTime::<chrono::Utc>::from(at);
     let today = match zone {
         Zone::Utc => utc.date_naive(),
@@ -158,7 +163,9 @@ pub fn due_periods(config: &ReportsConfig, zone: &Zone, now: SystemTime) -> Vec<
         out.extend(Period::parse(&format!("{}-W{:02}", w.year(), w.week())).ok());
     }
     if config.monthly
-        && let Some(d) = today.with_day(1).and_then(|d| d.checked_sub_days(Days::new(1)))
+        && let Some(d) = today
+            .with_day(1)
+            .and_then(|d| d.checked_sub_days(Days::new(1)))
     {
         out.extend(Period::parse(&format!("{}-{:02}", d.year(), d.month())).ok());
     }
@@ -178,7 +185,10 @@ fn expired(period: &Period, zone: &Zone, max_age: Option<Duration>, now: SystemT
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".report").suffix(".part").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".report")
+        .suffix(".part")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -253,7 +263,10 @@ fn tenant_once(
             let page = match html::render(&report, *lang, &Style::Inline) {
                 Ok(page) => page,
                 Err(e) => {
-                    out.errors.push(format!("tenant {} {label} {lang}: rendering: {e}", plan.tenant));
+                    out.errors.push(format!(
+                        "tenant {} {label} {lang}: rendering: {e}",
+                        plan.tenant
+                    ));
                     continue;
                 }
             };
@@ -274,7 +287,9 @@ fn tenant_once(
                         out.written.push(pdf);
                         wrote = true;
                     }
-                    Err(e) => out.errors.push(format!("tenant {} {label}: {e}", plan.tenant)),
+                    Err(e) => out
+                        .errors
+                        .push(format!("tenant {} {label}: {e}", plan.tenant)),
                 }
             }
         }
@@ -302,7 +317,9 @@ fn delete_expired(dir: &Path, plan: &TenantPlan, now: SystemTime, out: &mut Outc
         return;
     };
     for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
-        let Some(period) = period_of(&path) else { continue };
+        let Some(period) = period_of(&path) else {
+            continue;
+        };
         if expired(&period, &plan.zone, plan.max_age, now) {
             match std::fs::remove_file(&path) {
                 Ok(()) => out.deleted.push(path),
@@ -343,9 +360,13 @@ pub fn pending_mail(store: &Store, config: &ReportsConfig, plan: &TenantPlan) ->
         if mark.extension().is_none_or(|x| x != "mail-pending") {
             continue;
         }
-        let Some(period) = period_of(&mark) else { continue };
+        let Some(period) = period_of(&mark) else {
+            continue;
+        };
         let label = period.label;
-        let Some(first) = config.languages.first() else { continue };
+        let Some(first) = config.languages.first() else {
+            continue;
+        };
         let Ok(html) = std::fs::read_to_string(dir.join(format!("{label}.{first}.html"))) else {
             continue;
         };
@@ -407,13 +428,19 @@ pub async fn run(
             let outcome = run_once(&store2, &config2, &tenants, SystemTime::now(), &printer);
             let mail: Vec<_> = tenants
                 .iter()
-                .flat_map(|p| pending_mail(&store2, &config2, p).into_iter().map(|m| (p.mail_to.clone(), m)))
+                .flat_map(|p| {
+                    pending_mail(&store2, &config2, p)
+                        .into_iter()
+                        .map(|m| (p.mail_to.clone(), m))
+                })
                 .collect();
             (outcome, mail)
         })
         .await;
         let Ok((outcome, mail)) = done else {
-            tracing::error!("the report schedule's worker panicked; tried again at the next interval");
+            tracing::error!(
+                "the report schedule's worker panicked; tried again at the next interval"
+            );
             continue;
         };
         for path in &outcome.written {
@@ -435,8 +462,10 @@ pub async fn run(
                     let _ = std::fs::remove_file(&m.mark);
                     tracing::info!(tenant = %m.tenant, period = %m.period, "report mailed");
                 }
-                Err(e) => tracing::warn!(tenant = %m.tenant, period = %m.period, error = %e.message,
-                    "report mail failed; tried again at the next interval"),
+                Err(e) => {
+                    tracing::warn!(tenant = %m.tenant, period = %m.period, error = %e.message,
+                    "report mail failed; tried again at the next interval")
+                }
             }
         }
     }

@@ -77,7 +77,11 @@ impl Axis {
         } else {
             (DAY_US, Source::Rollups)
         };
-        let align = if source == Source::Rollups { HOUR_US } else { step_us };
+        let align = if source == Source::Rollups {
+            HOUR_US
+        } else {
+            step_us
+        };
         Axis {
             from_us: from_us.div_euclid(align) * align,
             to_us,
@@ -199,7 +203,7 @@ fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
 /// Per key, per step: an accumulator.
 type Grid<A> = BTreeMap<String, Vec<A>>;
 
-fn slot<'g, A: Default + Clone>(grid: &'g mut Grid<A>, key: String, n: usize) -> &'g mut Vec<A> {
+fn slot<A: Default + Clone>(grid: &mut Grid<A>, key: String, n: usize) -> &mut Vec<A> {
     grid.entry(key).or_insert_with(|| vec![A::default(); n])
 }
 
@@ -236,11 +240,15 @@ fn check_grid(req: &Request, axis: &Axis) -> Result<Grid<CheckAcc>, ReportError>
             )?;
             let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
             while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else { continue };
+                let Some(i) = axis.index(r.get(0)?) else {
+                    continue;
+                };
                 let a = &mut slot(&mut grid, r.get(1)?, n)[i];
                 a.results += r.get::<_, i64>(2)?;
                 a.up += r.get::<_, i64>(3)?;
-                if let (Some(lo), Some(hi)) = (r.get::<_, Option<f64>>(4)?, r.get::<_, Option<f64>>(5)?) {
+                if let (Some(lo), Some(hi)) =
+                    (r.get::<_, Option<f64>>(4)?, r.get::<_, Option<f64>>(5)?)
+                {
                     a.min = Some(a.min.map_or(lo, |m| m.min(lo)));
                     a.max = Some(a.max.map_or(hi, |m| m.max(hi)));
                     a.hist.merge(&Hist::parse(&r.get::<_, String>(6)?));
@@ -254,7 +262,9 @@ fn check_grid(req: &Request, axis: &Axis) -> Result<Grid<CheckAcc>, ReportError>
             )?;
             let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
             while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else { continue };
+                let Some(i) = axis.index(r.get(0)?) else {
+                    continue;
+                };
                 let a = &mut slot(&mut grid, r.get(1)?, n)[i];
                 let result: Option<String> = r.get(2)?;
                 a.results += 1;
@@ -332,7 +342,9 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
             ))?;
             let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
             while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else { continue };
+                let Some(i) = axis.index(r.get(0)?) else {
+                    continue;
+                };
                 let m = &mut slot(&mut grid, r.get(1)?, n)[i];
                 m.n += r.get::<_, i64>(2)?;
                 m.sum += r.get::<_, f64>(3)?;
@@ -345,7 +357,9 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
             ))?;
             let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
             while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else { continue };
+                let Some(i) = axis.index(r.get(0)?) else {
+                    continue;
+                };
                 let m = &mut slot(&mut grid, r.get(1)?, n)[i];
                 m.n += 1;
                 m.sum += r.get::<_, f64>(2)?;
@@ -369,7 +383,8 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
                 Normal {
                     low: (0..n).map(|i| at(i).map(|b| b.0)).collect(),
                     high: (0..n).map(|i| at(i).map(|b| b.1)).collect(),
-                    learned_from: "p5-p95 of the 7 days before the range, per UTC hour of day".into(),
+                    learned_from: "p5-p95 of the 7 days before the range, per UTC hour of day"
+                        .into(),
                 }
             });
             Line {
@@ -397,7 +412,11 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
 /// Per sensor: `[p5, p95]` per UTC hour of day (0–23) and over all hours (24).
 type Bands = [Option<(f64, f64)>; 25];
 
-fn learned_normal(db: &crate::Db, c: &str, from_us: i64) -> Result<BTreeMap<String, Bands>, ReportError> {
+fn learned_normal(
+    db: &crate::Db,
+    c: &str,
+    from_us: i64,
+) -> Result<BTreeMap<String, Bands>, ReportError> {
     let start = from_us.div_euclid(HOUR_US) * HOUR_US - 7 * DAY_US;
     let mut stmt = db.prepare(&format!(
         "SELECT hour_us, agent, {c}_n, {c}_max, {c}_hist FROM rollup_host
@@ -459,12 +478,18 @@ pub fn capture(req: &Request) -> Result<Series, ReportError> {
     let mut stmt = db.prepare(sql)?;
     let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
     while let Some(r) = rows.next()? {
-        let Some(i) = axis.index(r.get(0)?) else { continue };
+        let Some(i) = axis.index(r.get(0)?) else {
+            continue;
+        };
         *bytes[i].get_or_insert(0.0) += r.get::<_, i64>(1)? as f64;
         *packets[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
     }
     let secs = axis.step_us as f64 / 1e6;
-    let per_second = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.map(|x| round(x / secs, 3))).collect();
+    let per_second = |v: Vec<Option<f64>>| {
+        v.into_iter()
+            .map(|x| x.map(|x| round(x / secs, 3)))
+            .collect()
+    };
     let lines = vec![
         Line {
             label: "bytes/s".into(),
@@ -551,14 +576,20 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
     let mut stmt = db.prepare(sql)?;
     let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
     while let Some(r) = rows.next()? {
-        let Some(i) = axis.index(r.get(0)?) else { continue };
+        let Some(i) = axis.index(r.get(0)?) else {
+            continue;
+        };
         let v = by.entry(r.get(1)?).or_insert_with(|| vec![None; n]);
         *v[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
     }
     let lines = by
         .into_iter()
         .map(|(severity, values)| Line {
-            label: if severity.is_empty() { "(none)".into() } else { severity },
+            label: if severity.is_empty() {
+                "(none)".into()
+            } else {
+                severity
+            },
             unit: "alerts",
             values,
             normal: None,
@@ -617,11 +648,20 @@ mod tests {
     fn the_step_follows_the_range() {
         let h = HOUR_US;
         let a = Axis::for_range(0, 6 * h);
-        assert_eq!((a.step_us, a.source, a.len()), (MINUTE_US, Source::Events, 360));
+        assert_eq!(
+            (a.step_us, a.source, a.len()),
+            (MINUTE_US, Source::Events, 360)
+        );
         let a = Axis::for_range(0, 2 * DAY_US);
-        assert_eq!((a.step_us, a.source, a.len()), (5 * MINUTE_US, Source::Events, 576));
+        assert_eq!(
+            (a.step_us, a.source, a.len()),
+            (5 * MINUTE_US, Source::Events, 576)
+        );
         let a = Axis::for_range(30 * MINUTE_US, 30 * DAY_US);
-        assert_eq!((a.step_us, a.source, a.from_us, a.len()), (h, Source::Rollups, 0, 720));
+        assert_eq!(
+            (a.step_us, a.source, a.from_us, a.len()),
+            (h, Source::Rollups, 0, 720)
+        );
         let a = Axis::for_range(0, 365 * DAY_US);
         assert_eq!((a.step_us, a.len()), (DAY_US, 365));
         assert_eq!(a.index(DAY_US + 1), Some(1));

@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use owlet_proto::v1::{CheckResult, Event, FileChange, FlowRecord, HostMetrics, Severity, State, event::Kind};
+use owlet_proto::v1::{
+    CheckResult, Event, FileChange, FlowRecord, HostMetrics, Severity, State, event::Kind,
+};
 use owlet_soc_export::Zone;
 use owlet_soc_report::{Lang, Options, Period, Style, build, html};
 use owlet_soc_store::Store;
@@ -21,7 +23,10 @@ use owlet_soc_store::Store;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -34,7 +39,13 @@ fn generated(agent_no: u64) -> Vec<Event> {
         let at = g.next(32 * DAY as u64) as i64 - DAY;
         let kind = match g.next(6) {
             0 | 1 => {
-                let result = [State::Up, State::Up, State::Up, State::Down, State::Degraded][g.next(5) as usize];
+                let result = [
+                    State::Up,
+                    State::Up,
+                    State::Up,
+                    State::Down,
+                    State::Degraded,
+                ][g.next(5) as usize];
                 Kind::CheckResult(CheckResult {
                     check_id: format!("check-{}", g.next(4)),
                     result: result as i32,
@@ -50,8 +61,16 @@ fn generated(agent_no: u64) -> Vec<Event> {
                 protocol: 6,
                 bytes_out: 100 + g.next(1_000_000),
                 packets_out: 1 + g.next(500),
-                dns_query: if g.next(2) == 0 { format!("host{}.example", g.next(20)) } else { String::new() },
-                tls_sni: if g.next(3) == 0 { format!("sni{}.example", g.next(10)) } else { String::new() },
+                dns_query: if g.next(2) == 0 {
+                    format!("host{}.example", g.next(20))
+                } else {
+                    String::new()
+                },
+                tls_sni: if g.next(3) == 0 {
+                    format!("sni{}.example", g.next(10))
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }),
             3 => Kind::HostMetrics(HostMetrics {
@@ -77,7 +96,12 @@ fn generated(agent_no: u64) -> Vec<Event> {
     events
 }
 
-fn sql_rows(db: &rusqlite::Connection, sql: &str, start: i64, end: i64) -> Vec<Vec<rusqlite::types::Value>> {
+fn sql_rows(
+    db: &rusqlite::Connection,
+    sql: &str,
+    start: i64,
+    end: i64,
+) -> Vec<Vec<rusqlite::types::Value>> {
     let mut stmt = db.prepare(sql).unwrap();
     let n = stmt.column_count();
     stmt.query_map([start, end], |r| (0..n).map(|i| r.get(i)).collect())
@@ -128,9 +152,17 @@ fn every_figure_equals_sql_over_the_raw_events() {
     let page = html::render(&r, Lang::En, &Style::Inline).unwrap();
 
     // Events of the period.
-    let events = sql_rows(db, "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2", start, end);
+    let events = sql_rows(
+        db,
+        "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2",
+        start,
+        end,
+    );
     assert_eq!(r.coverage.events, int(&events[0][0]));
-    assert!(r.coverage.events > 1000, "the data set is too small to mean much");
+    assert!(
+        r.coverage.events > 1000,
+        "the data set is too small to mean much"
+    );
 
     // Availability per check.
     let rows = sql_rows(
@@ -145,11 +177,23 @@ fn every_figure_equals_sql_over_the_raw_events() {
     assert_eq!(r.checks.len(), rows.len());
     assert!(rows.len() >= 10);
     for (c, row) in r.checks.iter().zip(&rows) {
-        assert_eq!((c.agent.clone(), c.check_id.clone()), (text(&row[0]), text(&row[1])));
-        assert_eq!((c.results, c.up, c.down), (int(&row[2]), int(&row[3]), int(&row[4])));
+        assert_eq!(
+            (c.agent.clone(), c.check_id.clone()),
+            (text(&row[0]), text(&row[1]))
+        );
+        assert_eq!(
+            (c.results, c.up, c.down),
+            (int(&row[2]), int(&row[3]), int(&row[4]))
+        );
         let sql = real(&row[5]);
-        assert!((c.availability_percent.unwrap() - sql).abs() < 1e-9, "{c:?} vs {sql}");
-        assert!(page.contains(&format!("{sql:.3} %")), "{sql:.3} % not in the HTML");
+        assert!(
+            (c.availability_percent.unwrap() - sql).abs() < 1e-9,
+            "{c:?} vs {sql}"
+        );
+        assert!(
+            page.contains(&format!("{sql:.3} %")),
+            "{sql:.3} % not in the HTML"
+        );
     }
 
     // Alert counts per agent, name and severity.
@@ -162,16 +206,28 @@ fn every_figure_equals_sql_over_the_raw_events() {
     );
     let sql: BTreeMap<_, _> = rows
         .iter()
-        .map(|r| ((text(&r[0]), text(&r[2])), (int(&r[3]), int(&r[4]), int(&r[5]))))
+        .map(|r| {
+            (
+                (text(&r[0]), text(&r[2])),
+                (int(&r[3]), int(&r[4]), int(&r[5])),
+            )
+        })
         .collect();
     let report: BTreeMap<_, _> = r
         .alerts
         .iter()
-        .map(|a| ((a.agent.clone(), a.severity.clone()), (a.alerts, a.raised, a.cleared)))
+        .map(|a| {
+            (
+                (a.agent.clone(), a.severity.clone()),
+                (a.alerts, a.raised, a.cleared),
+            )
+        })
         .collect();
     assert_eq!(report, sql);
     let total: i64 = sql.values().map(|v| v.0).sum();
-    assert!(page.contains(&format!("<span class=\"label\">Alerts</span> <span class=\"value\">{total}</span>")));
+    assert!(page.contains(&format!(
+        "<span class=\"label\">Alerts</span> <span class=\"value\">{total}</span>"
+    )));
 
     // Configuration changes.
     let changes = sql_rows(
@@ -230,10 +286,14 @@ fn every_figure_equals_sql_over_the_raw_events() {
             start,
             end,
         );
-        let sql: Vec<(String, i64, i64)> =
-            rows.iter().map(|r| (text(&r[0]), int(&r[1]), int(&r[2]))).collect();
-        let report: Vec<(String, i64, i64)> =
-            list.iter().map(|n| (n.name.clone(), n.flows, n.bytes)).collect();
+        let sql: Vec<(String, i64, i64)> = rows
+            .iter()
+            .map(|r| (text(&r[0]), int(&r[1]), int(&r[2])))
+            .collect();
+        let report: Vec<(String, i64, i64)> = list
+            .iter()
+            .map(|n| (n.name.clone(), n.flows, n.bytes))
+            .collect();
         assert_eq!(report, sql, "{column}");
         assert!(!sql.is_empty());
     }

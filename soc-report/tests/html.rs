@@ -150,7 +150,9 @@ fn a_quiet_period_says_nothing_found_first_in_both_languages() {
     // Every section but the summary and the notes says it found nothing.
     assert_eq!(en.matches("<p class=\"nothing\">").count(), 12, "{en}");
     let ja = html::render(&r, Lang::Ja, &Style::Inline).unwrap();
-    assert!(ja.contains("検知事項なし：この期間にアラート、インシデント、停止はありませんでした。"));
+    assert!(
+        ja.contains("検知事項なし：この期間にアラート、インシデント、停止はありませんでした。")
+    );
     assert_eq!(ja.matches("<p class=\"nothing\">").count(), 12);
 }
 
@@ -160,7 +162,11 @@ fn time_to_notification_comes_from_the_notification_record() {
     let store = Store::open(dir.path()).unwrap();
     fill(&store);
     let before = report(&store, "2026-11");
-    let web = before.incidents.iter().find(|i| i.subject == "web").unwrap();
+    let web = before
+        .incidents
+        .iter()
+        .find(|i| i.subject == "web")
+        .unwrap();
     assert_eq!(web.notified_at, None);
     let raise = web.raised_log_id.unwrap();
     // The raise of "web" was at DAY + 240 s; its mail was delivered 95 s later
@@ -216,7 +222,9 @@ fn a_japanese_report_prints_to_a_pdf_with_its_heading_and_figures() {
     let page = html::render(&r, Lang::Ja, &Style::Inline).unwrap();
     let out = dir.path().join("report.ja.pdf");
     owlet_soc_report::pdf::html_to_pdf(&page, &out, owlet_soc_report::pdf::DEFAULT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e} (dev/packages.txt lists the packages; dev/test installs them)"));
+        .unwrap_or_else(|e| {
+            panic!("{e} (dev/packages.txt lists the packages; dev/test installs them)")
+        });
     let bytes = std::fs::read(&out).unwrap();
     assert!(bytes.starts_with(b"%PDF-"));
     assert!(bytes.len() > 10_000, "{} bytes", bytes.len());

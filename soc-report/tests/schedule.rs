@@ -86,7 +86,10 @@ fn a_closed_week_and_month_are_written_once_and_deleted_when_expired() {
 
     // The same day again, and after a restart an hour later: nothing new.
     let again = schedule::run_once(&store, &config, std::slice::from_ref(&plan), now, &fake_pdf);
-    assert!(again.written.is_empty() && again.deleted.is_empty(), "{again:?}");
+    assert!(
+        again.written.is_empty() && again.deleted.is_empty(),
+        "{again:?}"
+    );
     let later = schedule::run_once(
         &store,
         &config,
@@ -122,7 +125,11 @@ fn a_closed_week_and_month_are_written_once_and_deleted_when_expired() {
     assert!(expire.errors.is_empty(), "{:?}", expire.errors);
     assert_eq!(expire.deleted.len(), 12, "{:?}", expire.deleted);
     let left = files(&reports);
-    assert!(left.iter().all(|f| !f.starts_with("2026-11") && !f.starts_with("2026-W48")), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|f| !f.starts_with("2026-11") && !f.starts_with("2026-W48")),
+        "{left:?}"
+    );
     assert!(left.contains(&"2027-02.ja.html".to_string()), "{left:?}");
 }
 
@@ -147,7 +154,11 @@ fn a_tenant_without_mail_gets_no_mark_and_pdf_errors_do_not_stop_the_rest() {
     };
     let out = schedule::run_once(&store, &config, &[plan], t(31 * DAY), &broken);
     assert_eq!(out.errors.len(), 1);
-    assert!(out.errors[0].contains("apt-get install chromium"), "{:?}", out.errors);
+    assert!(
+        out.errors[0].contains("apt-get install chromium"),
+        "{:?}",
+        out.errors
+    );
     let reports = schedule::reports_dir(&store, "acme").unwrap();
     assert_eq!(files(&reports), ["2026-11.en.html", "2026-11.json"]);
 }

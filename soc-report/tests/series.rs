@@ -39,7 +39,10 @@ fn long_ranges_read_rollups_short_ones_read_events() {
         to_us: us(30 * DAY),
     };
     let a = series::check_availability(&month).unwrap();
-    assert_eq!((a.source, a.step_seconds, a.t.len()), (Source::Rollups, 3600, 720));
+    assert_eq!(
+        (a.source, a.step_seconds, a.t.len()),
+        (Source::Rollups, 3600, 720)
+    );
     let web = a.lines.iter().find(|l| l.label == "s1/web").unwrap();
     // The 10 web checks are in hour 24 (Nov 2, 00:00 in Tokyo): 9 of 10 up.
     assert_eq!(web.values[24], Some(90.0));
@@ -48,14 +51,23 @@ fn long_ranges_read_rollups_short_ones_read_events() {
 
     let c = series::capture(&month).unwrap();
     let bytes_per_second = c.lines[0].values[24].unwrap();
-    assert!((bytes_per_second - 10_500.0 / 3600.0).abs() < 0.001, "{bytes_per_second}");
+    assert!(
+        (bytes_per_second - 10_500.0 / 3600.0).abs() < 0.001,
+        "{bytes_per_second}"
+    );
 
     let cpu = series::host(&month, Metric::Cpu).unwrap();
     let s1 = &cpu.lines[0];
     assert_eq!(s1.values[24], Some(55.0));
-    let normal = s1.normal.as_ref().expect("a week of samples teaches a range");
+    let normal = s1
+        .normal
+        .as_ref()
+        .expect("a week of samples teaches a range");
     let (lo, hi) = (normal.low[24].unwrap(), normal.high[24].unwrap());
-    assert!((40.0..=42.0).contains(&lo) && (58.0..=60.5).contains(&hi), "{lo} {hi}");
+    assert!(
+        (40.0..=42.0).contains(&lo) && (58.0..=60.5).contains(&hi),
+        "{lo} {hi}"
+    );
 
     let tops = series::tops(&month, 10).unwrap();
     assert_eq!(tops.sources.top[0].key, "10.0.0.1");
@@ -80,9 +92,22 @@ fn long_ranges_read_rollups_short_ones_read_events() {
         to_us: us(DAY + 7200),
     };
     let a = series::check_availability(&short).unwrap();
-    assert_eq!((a.source, a.step_seconds, a.t.len()), (Source::Events, 60, 120));
+    assert_eq!(
+        (a.source, a.step_seconds, a.t.len()),
+        (Source::Events, 60, 120)
+    );
     let web = a.lines.iter().find(|l| l.label == "s1/web").unwrap();
-    assert_eq!(&web.values[..6], &[Some(100.0), Some(100.0), Some(100.0), Some(100.0), Some(0.0), Some(100.0)]);
+    assert_eq!(
+        &web.values[..6],
+        &[
+            Some(100.0),
+            Some(100.0),
+            Some(100.0),
+            Some(100.0),
+            Some(0.0),
+            Some(100.0)
+        ]
+    );
     let l = series::check_latency(&short).unwrap();
     let p50 = l.lines.iter().find(|l| l.label == "s1/web p50").unwrap();
     // Exact from the events: the first probe took 10 ms.
@@ -90,5 +115,11 @@ fn long_ranges_read_rollups_short_ones_read_events() {
     assert_eq!(p50.values[4], None);
     // JSON for the browser: nulls where no data.
     let json = serde_json::to_value(&a).unwrap();
-    assert!(json["lines"][0]["values"].as_array().unwrap().iter().any(|v| v.is_null()));
+    assert!(
+        json["lines"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.is_null())
+    );
 }

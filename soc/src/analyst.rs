@@ -297,14 +297,21 @@ pub fn report(config: &SocConfig, args: &ReportArgs) -> anyhow::Result<i32> {
         ReportFormat::Html => html()?,
         ReportFormat::Pdf => {
             let out = args.out.context("--out")?;
-            owlet_soc_report::pdf::html_to_pdf(&html()?, out, owlet_soc_report::pdf::DEFAULT_TIMEOUT)?;
+            owlet_soc_report::pdf::html_to_pdf(
+                &html()?,
+                out,
+                owlet_soc_report::pdf::DEFAULT_TIMEOUT,
+            )?;
             eprintln!("wrote {}", out.display());
             return Ok(0);
         }
     };
     match args.out {
         Some(out) => {
-            let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
             tmp.write_all(body.as_bytes())?;

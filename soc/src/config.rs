@@ -410,19 +410,22 @@ mod tests {
         let plan = config.report_plan("acme");
         assert_eq!(plan.zone.name(), "Asia/Tokyo");
         assert_eq!(plan.max_age, Some(Duration::from_secs(30 * 86_400)));
-        std::fs::write(
-            &path,
-            format!("{base}\n[reports]\nlanguages = [\"de\"]\n"),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("{base}\n[reports]\nlanguages = [\"de\"]\n")).unwrap();
         let errors = load(&path).unwrap_err().to_string();
-        assert!(errors.contains("reports.languages") || errors.contains("languages"), "{errors}");
+        assert!(
+            errors.contains("reports.languages") || errors.contains("languages"),
+            "{errors}"
+        );
         std::fs::write(
             &path,
             format!("{base}\n[reports]\nmail_channel = \"mail\"\n"),
         )
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
-        assert!(errors.contains("reports.mail_channel") && errors.contains("no [[notify.channel]] named \"mail\""), "{errors}");
+        assert!(
+            errors.contains("reports.mail_channel")
+                && errors.contains("no [[notify.channel]] named \"mail\""),
+            "{errors}"
+        );
     }
 }

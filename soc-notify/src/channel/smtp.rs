@@ -118,9 +118,7 @@ impl SmtpChannel {
         attachments: Vec<(String, String, Vec<u8>)>,
     ) -> std::result::Result<(), SendError> {
         use lettre::message::{Attachment, MultiPart};
-        let mut b = Message::builder()
-            .from(self.from.clone())
-            .subject(subject);
+        let mut b = Message::builder().from(self.from.clone()).subject(subject);
         for t in to {
             let mb: Mailbox = t.parse().map_err(|e| {
                 SendError::permanent(format!("{}: \"{t}\" is not a mail address: {e}", self.name))
