@@ -2,8 +2,8 @@
 // uPlot, from the series JSON at that URL (soc-report/src/series.rs).
 //
 // Loaded as a file (CSP script-src 'self'; no inline script, no eval). Text
-// from the data (labels, zone) goes through textContent only, never
-// innerHTML: labels are sensor and check names, data from outside.
+// from the data (labels, zone) goes through textContent only, never parsed
+// as markup: labels are sensor and check names, data from outside.
 (function () {
   "use strict";
 
