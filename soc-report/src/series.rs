@@ -200,6 +200,24 @@ fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
+/// Runs `sql` (its first column a time in µs, bound `?1` = from, `?2` =
+/// to of `axis`) and calls `each` with the step of every row in the range.
+fn each_step(
+    db: &crate::Db,
+    sql: &str,
+    axis: &Axis,
+    mut each: impl FnMut(usize, &rusqlite::Row) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut stmt = db.prepare(sql)?;
+    let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
+    while let Some(r) = rows.next()? {
+        if let Some(i) = axis.index(r.get(0)?) {
+            each(i, r)?;
+        }
+    }
+    Ok(())
+}
+
 /// Per key, per step: an accumulator.
 type Grid<A> = BTreeMap<String, Vec<A>>;
 
@@ -234,47 +252,46 @@ fn check_grid(req: &Request, axis: &Axis) -> Result<Grid<CheckAcc>, ReportError>
     let mut grid: Grid<CheckAcc> = BTreeMap::new();
     match axis.source {
         Source::Rollups => {
-            let mut stmt = db.prepare(
-                "SELECT hour_us, agent || '/' || check_id, results, up, latency_min, latency_max, latency_hist
+            each_step(
+                db,
+                "SELECT hour_us, agent || '/' || check_id, results, up,
+                        latency_min, latency_max, latency_hist
                  FROM rollup_checks WHERE hour_us >= ?1 AND hour_us < ?2",
+                axis,
+                |i, r| {
+                    let a = &mut slot(&mut grid, r.get(1)?, n)[i];
+                    a.results += r.get::<_, i64>(2)?;
+                    a.up += r.get::<_, i64>(3)?;
+                    if let (Some(lo), Some(hi)) =
+                        (r.get::<_, Option<f64>>(4)?, r.get::<_, Option<f64>>(5)?)
+                    {
+                        a.min = Some(a.min.map_or(lo, |m| m.min(lo)));
+                        a.max = Some(a.max.map_or(hi, |m| m.max(hi)));
+                        a.hist.merge(&Hist::parse(&r.get::<_, String>(6)?));
+                    }
+                    Ok(())
+                },
             )?;
-            let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-            while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else {
-                    continue;
-                };
-                let a = &mut slot(&mut grid, r.get(1)?, n)[i];
-                a.results += r.get::<_, i64>(2)?;
-                a.up += r.get::<_, i64>(3)?;
-                if let (Some(lo), Some(hi)) =
-                    (r.get::<_, Option<f64>>(4)?, r.get::<_, Option<f64>>(5)?)
-                {
-                    a.min = Some(a.min.map_or(lo, |m| m.min(lo)));
-                    a.max = Some(a.max.map_or(hi, |m| m.max(hi)));
-                    a.hist.merge(&Hist::parse(&r.get::<_, String>(6)?));
-                }
-            }
         }
         Source::Events => {
-            let mut stmt = db.prepare(
+            each_step(
+                db,
                 "SELECT time_us, agent || '/' || COALESCE(check_id, ''), result, latency_us
                  FROM events WHERE time_us >= ?1 AND time_us < ?2 AND kind = 'check_result'",
+                axis,
+                |i, r| {
+                    let a = &mut slot(&mut grid, r.get(1)?, n)[i];
+                    let result: Option<String> = r.get(2)?;
+                    a.results += 1;
+                    a.up += i64::from(result.as_deref() == Some("up"));
+                    if matches!(result.as_deref(), Some("up" | "degraded"))
+                        && let Some(l) = r.get::<_, Option<i64>>(3)?
+                    {
+                        a.raw.push(l as f64);
+                    }
+                    Ok(())
+                },
             )?;
-            let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-            while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else {
-                    continue;
-                };
-                let a = &mut slot(&mut grid, r.get(1)?, n)[i];
-                let result: Option<String> = r.get(2)?;
-                a.results += 1;
-                a.up += i64::from(result.as_deref() == Some("up"));
-                if matches!(result.as_deref(), Some("up" | "degraded"))
-                    && let Some(l) = r.get::<_, Option<i64>>(3)?
-                {
-                    a.raw.push(l as f64);
-                }
-            }
         }
     }
     Ok(grid)
@@ -336,34 +353,31 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
     let mut grid: Grid<Mean> = BTreeMap::new();
     match axis.source {
         Source::Rollups => {
-            let mut stmt = db.prepare(&format!(
-                "SELECT hour_us, agent, {c}_n, {c}_sum FROM rollup_host
+            each_step(
+                db,
+                &format!(
+                    "SELECT hour_us, agent, {c}_n, {c}_sum FROM rollup_host
                  WHERE hour_us >= ?1 AND hour_us < ?2 AND {c}_n > 0"
-            ))?;
-            let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-            while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else {
-                    continue;
-                };
-                let m = &mut slot(&mut grid, r.get(1)?, n)[i];
-                m.n += r.get::<_, i64>(2)?;
-                m.sum += r.get::<_, f64>(3)?;
-            }
+                ),
+                &axis,
+                |i, r| {
+                    let m = &mut slot(&mut grid, r.get(1)?, n)[i];
+                    m.n += r.get::<_, i64>(2)?;
+                    m.sum += r.get::<_, f64>(3)?;
+                    Ok(())
+                },
+            )?;
         }
         Source::Events => {
-            let mut stmt = db.prepare(&format!(
+            each_step(db, &format!(
                 "SELECT time_us, agent, {c}_percent FROM events
                  WHERE time_us >= ?1 AND time_us < ?2 AND kind = 'host_metrics' AND {c}_percent IS NOT NULL"
-            ))?;
-            let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-            while let Some(r) = rows.next()? {
-                let Some(i) = axis.index(r.get(0)?) else {
-                    continue;
-                };
+            ), &axis, |i, r| {
                 let m = &mut slot(&mut grid, r.get(1)?, n)[i];
                 m.n += 1;
                 m.sum += r.get::<_, f64>(2)?;
-            }
+                Ok(())
+            })?;
         }
     }
     let normals = learned_normal(db, c, axis.from_us)?;
@@ -475,15 +489,11 @@ pub fn capture(req: &Request) -> Result<Series, ReportError> {
              WHERE time_us >= ?1 AND time_us < ?2 AND kind = 'flow_record'"
         }
     };
-    let mut stmt = db.prepare(sql)?;
-    let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-    while let Some(r) = rows.next()? {
-        let Some(i) = axis.index(r.get(0)?) else {
-            continue;
-        };
+    each_step(db, sql, &axis, |i, r| {
         *bytes[i].get_or_insert(0.0) += r.get::<_, i64>(1)? as f64;
         *packets[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
-    }
+        Ok(())
+    })?;
     let secs = axis.step_us as f64 / 1e6;
     let per_second = |v: Vec<Option<f64>>| {
         v.into_iter()
@@ -573,15 +583,11 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
         }
         Source::Events => "SELECT 0, '', 0 WHERE 0",
     };
-    let mut stmt = db.prepare(sql)?;
-    let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-    while let Some(r) = rows.next()? {
-        let Some(i) = axis.index(r.get(0)?) else {
-            continue;
-        };
+    each_step(db, sql, &axis, |i, r| {
         let v = by.entry(r.get(1)?).or_insert_with(|| vec![None; n]);
         *v[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
-    }
+        Ok(())
+    })?;
     let lines = by
         .into_iter()
         .map(|(severity, values)| Line {

@@ -97,9 +97,7 @@ fn hostile_sensor_data_is_escaped_in_both_languages_and_both_styles() {
 
 #[test]
 fn both_languages_show_every_section_with_offsets_and_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let r = report(&store, "2026-11");
     let en = html::render(&r, Lang::En, &Style::Inline).unwrap();
     let ja = html::render(&r, Lang::Ja, &Style::Inline).unwrap();
@@ -138,9 +136,7 @@ fn both_languages_show_every_section_with_offsets_and_figures() {
 
 #[test]
 fn a_quiet_period_says_nothing_found_first_in_both_languages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let r = report(&store, "2027-W10");
     let en = html::render(&r, Lang::En, &Style::Inline).unwrap();
     assert!(en.contains(
@@ -158,9 +154,7 @@ fn a_quiet_period_says_nothing_found_first_in_both_languages() {
 
 #[test]
 fn time_to_notification_comes_from_the_notification_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (dir, store) = filled();
     let before = report(&store, "2026-11");
     let web = before
         .incidents
@@ -215,9 +209,7 @@ fn time_to_notification_comes_from_the_notification_record() {
 
 #[test]
 fn a_japanese_report_prints_to_a_pdf_with_its_heading_and_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (dir, store) = filled();
     let r = report(&store, "2026-11");
     let page = html::render(&r, Lang::Ja, &Style::Inline).unwrap();
     let out = dir.path().join("report.ja.pdf");

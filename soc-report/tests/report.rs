@@ -10,9 +10,7 @@ use owlet_soc_store::Store;
 
 #[test]
 fn a_month_in_the_tenants_zone_has_its_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let reader = store.reader("acme").unwrap();
     let zone = Zone::parse("Asia/Tokyo").unwrap();
     let period = Period::parse("2026-11").unwrap();
@@ -110,9 +108,7 @@ fn a_month_in_the_tenants_zone_has_its_figures() {
 
 #[test]
 fn an_empty_period_says_nothing_found_in_every_section() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let reader = store.reader("acme").unwrap();
     let zone = Zone::parse("Asia/Tokyo").unwrap();
     let period = Period::parse("2027-W10").unwrap();

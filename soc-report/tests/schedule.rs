@@ -12,7 +12,6 @@ use owlet_soc_export::Zone;
 use owlet_soc_report::Lang;
 use owlet_soc_report::pdf::PdfError;
 use owlet_soc_report::schedule::{self, ReportsConfig, TenantPlan};
-use owlet_soc_store::Store;
 
 fn fake_pdf(html: &str, out: &Path) -> Result<(), PdfError> {
     assert!(html.starts_with("<!DOCTYPE html>"));
@@ -34,9 +33,7 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_closed_week_and_month_are_written_once_and_deleted_when_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let config = ReportsConfig {
         mail_channel: Some("mail".into()),
         ..ReportsConfig::default()
@@ -135,9 +132,7 @@ fn a_closed_week_and_month_are_written_once_and_deleted_when_expired() {
 
 #[test]
 fn a_tenant_without_mail_gets_no_mark_and_pdf_errors_do_not_stop_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fill(&store);
+    let (_dir, store) = filled();
     let config = ReportsConfig {
         weekly: false,
         languages: vec![Lang::En],

@@ -69,6 +69,14 @@ pub fn flow(at: i64, src: &str, dst: &str, port: u32, bytes: u64, sni: &str) -> 
 
 pub const DAY: i64 = 86_400;
 
+/// A new store holding [`fill`]'s tenant (the directory goes with it).
+pub fn filled() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fill(&store);
+    (dir, store)
+}
+
 /// A month of one sensor `s1` in tenant acme, with known figures.
 pub fn fill(store: &Store) {
     append(store, "acme", "s1", known_events());
