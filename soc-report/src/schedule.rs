@@ -333,6 +333,48 @@ fn delete_expired(dir: &Path, plan: &TenantPlan, now: SystemTime, out: &mut Outc
     }
 }
 
+/// The report files of one period in a tenant's `reports/` directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredReport {
+    pub period: String,
+    /// File names (`2026-11.ja.html`, …), sorted; join them to
+    /// [`reports_dir`] to read one.
+    pub files: Vec<String>,
+}
+
+/// The reports kept for `tenant`, newest period first (for the portal's
+/// list). Marks and temporary files are not listed.
+pub fn stored(store: &Store, tenant: &str) -> Result<Vec<StoredReport>, ReportError> {
+    let dir = reports_dir(store, tenant)?;
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut by: std::collections::BTreeMap<(i64, String), Vec<String>> = Default::default();
+    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let Some(period) = period_of(&path) else {
+            continue;
+        };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".mail-pending") {
+            continue;
+        }
+        let end = period.bounds(&Zone::Utc).1;
+        by.entry((end, period.label))
+            .or_default()
+            .push(name.to_string());
+    }
+    Ok(by
+        .into_iter()
+        .rev()
+        .map(|((_, period), mut files)| {
+            files.sort();
+            StoredReport { period, files }
+        })
+        .collect())
+}
+
 /// A report set waiting to be mailed.
 #[derive(Debug, Clone)]
 pub struct PendingMail {

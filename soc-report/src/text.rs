@@ -254,13 +254,21 @@ pub(crate) fn render(r: &Report) -> String {
                     i.cleared_at.as_deref().map_or("-".into(), when)
                 },
                 i.duration_seconds.map_or("-".into(), duration),
+                i.time_to_notification_seconds.map_or("-".into(), duration),
             ]
         })
         .collect();
     table(
         &mut out,
         &[
-            "AGENT", "ALERT", "SUBJECT", "SEVERITY", "RAISED", "CLEARED", "DURATION",
+            "AGENT",
+            "ALERT",
+            "SUBJECT",
+            "SEVERITY",
+            "RAISED",
+            "CLEARED",
+            "DURATION",
+            "NOTIFIED AFTER",
         ],
         &rows,
         "no incident was open in this period",

@@ -205,6 +205,12 @@ fn time_to_notification_comes_from_the_notification_record() {
     assert!(en.contains("2026-11-02 00:05:35 +09:00"), "{en}");
     assert!(en.contains("1m 35s"));
     assert!(en.contains("not notified"));
+    // The text form says it too.
+    let text = after.to_text();
+    assert!(
+        text.contains("NOTIFIED AFTER") && text.contains("1m 35s"),
+        "{text}"
+    );
 }
 
 #[test]

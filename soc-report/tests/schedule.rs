@@ -77,6 +77,10 @@ fn a_closed_week_and_month_are_written_once_and_deleted_when_expired() {
     );
     let page = std::fs::read_to_string(reports.join("2026-11.ja.html")).unwrap();
     assert!(page.contains("監視レポート") && page.contains("90.000 %"));
+    let listed = schedule::stored(&store, "acme").unwrap();
+    let periods: Vec<_> = listed.iter().map(|r| r.period.as_str()).collect();
+    assert_eq!(periods, ["2026-11", "2026-W48"]);
+    assert_eq!(listed[0].files.len(), 5);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(reports.join("2026-11.json")).unwrap()).unwrap();
     assert_eq!(json["period"], "2026-11");

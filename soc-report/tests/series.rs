@@ -123,3 +123,24 @@ fn long_ranges_read_rollups_short_ones_read_events() {
             .any(|v| v.is_null())
     );
 }
+
+#[test]
+fn a_tenant_that_never_stored_an_event_has_empty_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    drop(store.writer("acme").unwrap());
+    let reader = store.reader("acme").unwrap();
+    for (from_us, to_us) in [(us(0), us(3600)), (us(0), us(30 * DAY))] {
+        let req = Request {
+            reader: &reader,
+            zone: &Zone::Utc,
+            from_us,
+            to_us,
+        };
+        assert!(series::check_availability(&req).unwrap().lines.is_empty());
+        assert!(series::host(&req, Metric::Disk).unwrap().lines.is_empty());
+        let c = series::capture(&req).unwrap();
+        assert!(c.lines[0].values.iter().all(Option::is_none));
+        assert!(series::alerts(&req, 10).unwrap().alerts.is_empty());
+    }
+}
