@@ -224,6 +224,14 @@ fn a_japanese_report_prints_to_a_pdf_with_its_heading_and_figures() {
             panic!("{e} (dev/packages.txt lists the packages; dev/test installs them)")
         });
     let bytes = std::fs::read(&out).unwrap();
+    // For a person to look at: OWLET_REPORT_ARTIFACTS=DIR keeps the page
+    // and the PDF.
+    if let Some(keep) = std::env::var_os("OWLET_REPORT_ARTIFACTS") {
+        let keep = std::path::PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::write(keep.join("report.ja.html"), &page).unwrap();
+        std::fs::write(keep.join("report.ja.pdf"), &bytes).unwrap();
+    }
     assert!(bytes.starts_with(b"%PDF-"));
     assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
     // pdftotext (poppler-utils) reads the text back.
