@@ -475,3 +475,50 @@ async fn during_quiet_hours_a_bypassing_severity_goes_out_and_the_rest_waits() {
     notifier.stop().await;
     smtp.stop().await;
 }
+
+/// A scheduled report (owlet-soc-report) goes to the tenant's report
+/// recipients, not the channel's incident ones, as text + HTML with the
+/// PDF attached, over the same STARTTLS + AUTH transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_mail_carries_html_and_the_pdf_to_the_report_recipients() {
+    let (_dir, _root, smtp) = mail_test().await;
+    let toml = format!(
+        "{}{}",
+        head("1s"),
+        smtp.channel("mail", "acme", "noc@acme.test")
+    );
+    let config = owlet_soc_notify::NotifyConfig::from_toml(&toml).unwrap();
+    let channel = owlet_soc_notify::channel::smtp::SmtpChannel::new(&config.channels[0]).unwrap();
+    channel
+        .send_report(
+            &["it@acme.test".to_string()],
+            "監視レポート / Monitoring report: acme 2026-11",
+            "The report is attached.".to_string(),
+            "<!DOCTYPE html><html lang=\"ja\"><body><h1>監視レポート</h1></body></html>"
+                .to_string(),
+            vec![(
+                "acme-2026-11.ja.pdf".to_string(),
+                "application/pdf".to_string(),
+                b"%PDF-1.7\n\xe2\xe3\xcf\xd3\n".to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    let mail = wait_for("the report mail", LIMIT, || smtp.mails().into_iter().next()).await;
+    assert_eq!(mail["rcpt_tos"], serde_json::json!(["it@acme.test"]));
+    let data = mail["data"].as_str().unwrap();
+    for part in [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "application/pdf",
+        "acme-2026-11.ja.pdf",
+        // A PDF is binary: base64 of "%PDF-1.7\n\xe2\xe3\xcf\xd3\n".
+        "Content-Transfer-Encoding: base64",
+        "JVBERi0xLjcK4uPP0wo=",
+    ] {
+        assert!(data.contains(part), "{part} missing from\n{data}");
+    }
+    smtp.stop().await;
+}

@@ -33,7 +33,14 @@
 //!   half a point.
 #![forbid(unsafe_code)]
 
+pub mod assets;
+pub mod html;
+pub mod i18n;
+mod notified;
+pub mod pdf;
 pub mod period;
+pub mod schedule;
+pub mod series;
 mod text;
 
 use std::collections::BTreeMap;
@@ -47,6 +54,8 @@ use owlet_soc_store::{Filter, TenantReader};
 use rusqlite::params;
 use serde::Serialize;
 
+pub use html::Style;
+pub use i18n::Lang;
 pub use period::{Period, PeriodError};
 
 /// The first schema version with the rollups.
@@ -64,6 +73,11 @@ pub enum ReportError {
     NotUpgraded { found: i64, needed: i64 },
     #[error("reading the tenant's database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("reading the tenant's notification record {path}: {source}")]
+    Notifications {
+        path: std::path::PathBuf,
+        source: rusqlite::Error,
+    },
 }
 
 /// How much of each list a report shows.
@@ -175,6 +189,14 @@ pub struct Incident {
     /// Raised to cleared; to the end of the period (or now) when still open.
     pub duration_seconds: Option<i64>,
     pub open: bool,
+    /// The raise's position in the tenant's log (`events.id`).
+    pub raised_log_id: Option<i64>,
+    /// When the first notification carrying the raise was delivered (or
+    /// sent, for channels without acknowledgement), from the tenant's
+    /// notification record; `None` when it was not notified.
+    pub notified_at: Option<String>,
+    /// The raise's own time to that delivery.
+    pub time_to_notification_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,7 +374,9 @@ pub fn build(
         checks: checks(db, h0, h1)?,
         alerts: alerts(db, h0, h1)?,
         incidents: if raw {
-            incidents(db, zone, start, end.min(now_us), options)?
+            let mut list = incidents(db, zone, start, end.min(now_us), options)?;
+            notified::fill(reader, zone, &mut list)?;
+            list
         } else {
             Vec::new()
         },
@@ -377,9 +401,9 @@ pub fn build(
     })
 }
 
-type Db = rusqlite::Connection;
+pub(crate) type Db = rusqlite::Connection;
 
-fn round(v: f64, places: i32) -> f64 {
+pub(crate) fn round(v: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (v * f).round() / f
 }
@@ -500,25 +524,28 @@ fn incidents(
     let lookback = start - options.incident_lookback_days * 86_400_000_000;
     let mut stmt = db.prepare(
         "SELECT time_us, agent, COALESCE(alert_source, ''), COALESCE(alert_subject, ''),
-                COALESCE(alert_name, ''), COALESCE(severity, ''), COALESCE(state, '')
+                COALESCE(alert_name, ''), COALESCE(severity, ''), COALESCE(state, ''), id
          FROM events WHERE kind = 'alert' AND time_us >= ?1 AND time_us < ?2
          ORDER BY time_us, id",
     )?;
     let mut rows = stmt.query(params![lookback, end])?;
-    // Open conditions: key → (raised at, name, severity).
-    let mut open: BTreeMap<(String, String, String), (i64, String, String)> = BTreeMap::new();
+    // Open conditions: (agent, source, subject) → (raised at, name,
+    // severity, log id).
+    type Key = (String, String, String);
+    let mut open: BTreeMap<Key, (i64, String, String, i64)> = BTreeMap::new();
     let mut out: Vec<(Option<i64>, i64, Incident)> = Vec::new();
     while let Some(r) = rows.next()? {
         let t: i64 = r.get(0)?;
         let key = (r.get(1)?, r.get(2)?, r.get(3)?);
         let (name, severity, state): (String, String, String) = (r.get(4)?, r.get(5)?, r.get(6)?);
+        let id: i64 = r.get(7)?;
         if state != "up" && !matches!(state.as_str(), "down" | "degraded" | "unknown") {
             // An alert without a state (a one-off notice) is counted in
             // `alerts`, but opens no incident.
             continue;
         }
         if state != "up" {
-            let entry = open.entry(key).or_insert((t, name, severity.clone()));
+            let entry = open.entry(key).or_insert((t, name, severity.clone(), id));
             if severity_rank(&severity) > severity_rank(&entry.2) {
                 entry.2 = severity;
             }
@@ -529,9 +556,9 @@ fn incidents(
             continue;
         }
         let (agent, source, subject) = key.clone();
-        let (raised, name, severity) = match open.remove(&key) {
-            Some((raised, n, s)) => (Some(raised), n, s),
-            None => (None, name, severity),
+        let (raised, name, severity, raised_log_id) = match open.remove(&key) {
+            Some((raised, n, s, id)) => (Some(raised), n, s, Some(id)),
+            None => (None, name, severity, None),
         };
         out.push((
             raised,
@@ -546,10 +573,13 @@ fn incidents(
                 cleared_at: Some(zone.rfc3339(t)),
                 duration_seconds: raised.map(|r| (t - r) / 1_000_000),
                 open: false,
+                raised_log_id,
+                notified_at: None,
+                time_to_notification_seconds: None,
             },
         ));
     }
-    for ((agent, source, subject), (raised, name, severity)) in open {
+    for ((agent, source, subject), (raised, name, severity, id)) in open {
         out.push((
             Some(raised),
             end,
@@ -563,6 +593,9 @@ fn incidents(
                 cleared_at: None,
                 duration_seconds: Some((end - raised).max(0) / 1_000_000),
                 open: true,
+                raised_log_id: Some(id),
+                notified_at: None,
+                time_to_notification_seconds: None,
             },
         ));
     }
@@ -631,7 +664,13 @@ fn changes(
     })
 }
 
-fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<TopList> {
+pub(crate) fn top_list(
+    db: &Db,
+    dimension: &str,
+    h0: i64,
+    h1: i64,
+    top: usize,
+) -> rusqlite::Result<TopList> {
     let mut list = TopList::default();
     let mut stmt = db.prepare(
         "SELECT key, SUM(bytes), SUM(packets), SUM(flows) FROM rollup_talkers
@@ -658,7 +697,13 @@ fn top_list(db: &Db, dimension: &str, h0: i64, h1: i64, top: usize) -> rusqlite:
     Ok(list)
 }
 
-fn names(db: &Db, kind: &str, h0: i64, h1: i64, top: usize) -> rusqlite::Result<Vec<NameCount>> {
+pub(crate) fn names(
+    db: &Db,
+    kind: &str,
+    h0: i64,
+    h1: i64,
+    top: usize,
+) -> rusqlite::Result<Vec<NameCount>> {
     db.prepare(
         "SELECT name, SUM(flows), SUM(bytes) FROM rollup_names
          WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name != ''

@@ -10,13 +10,13 @@ use std::fmt::Write;
 use crate::{Report, Stat, TopList};
 
 /// `2026-11-01T00:00:00.000+09:00` → `2026-11-01 00:00:00 +09:00`.
-fn when(rfc3339: &str) -> String {
+pub(crate) fn when(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             if c.is_control() {
@@ -29,7 +29,7 @@ fn clean(s: &str) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-fn count(n: i64) -> String {
+pub(crate) fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -41,7 +41,7 @@ fn count(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
-fn bytes(n: i64) -> String {
+pub(crate) fn bytes(n: i64) -> String {
     const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -254,13 +254,21 @@ pub(crate) fn render(r: &Report) -> String {
                     i.cleared_at.as_deref().map_or("-".into(), when)
                 },
                 i.duration_seconds.map_or("-".into(), duration),
+                i.time_to_notification_seconds.map_or("-".into(), duration),
             ]
         })
         .collect();
     table(
         &mut out,
         &[
-            "AGENT", "ALERT", "SUBJECT", "SEVERITY", "RAISED", "CLEARED", "DURATION",
+            "AGENT",
+            "ALERT",
+            "SUBJECT",
+            "SEVERITY",
+            "RAISED",
+            "CLEARED",
+            "DURATION",
+            "NOTIFIED AFTER",
         ],
         &rows,
         "no incident was open in this period",

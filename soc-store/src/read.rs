@@ -118,6 +118,12 @@ impl TenantReader {
         &self.tenant
     }
 
+    /// The tenant's database file (its directory holds the tenant's other
+    /// files: notifications, reports).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The last id stored (0 if none).
     pub fn last_id(&self) -> Result<i64> {
         self.db

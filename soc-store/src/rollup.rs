@@ -128,7 +128,7 @@ impl Scale {
     }
 
     /// The value a percentile falling in bucket `b` is reported as.
-    fn middle(self, b: u16) -> f64 {
+    pub fn middle(self, b: u16) -> f64 {
         let (low, high) = self.bounds(b);
         match self {
             Scale::Log if b > 0 => (low * high).sqrt(),

@@ -260,17 +260,26 @@ pub fn notifications(
 }
 
 /// `owlet-soc report`.
-pub fn report(
-    config: &SocConfig,
-    tenant: &str,
-    period: &str,
-    tz: Option<&str>,
-    json: bool,
-) -> anyhow::Result<i32> {
-    let period = owlet_soc_report::Period::parse(period)?;
-    let zone = Zone::parse(tz.unwrap_or(config.zone_of(tenant)))
+/// What `owlet-soc report` was asked for.
+pub struct ReportArgs<'a> {
+    pub tenant: &'a str,
+    pub period: &'a str,
+    pub tz: Option<&'a str>,
+    pub format: crate::cli::ReportFormat,
+    pub lang: owlet_soc_report::Lang,
+    pub out: Option<&'a Path>,
+}
+
+/// `owlet-soc report`.
+pub fn report(config: &SocConfig, args: &ReportArgs) -> anyhow::Result<i32> {
+    use crate::cli::ReportFormat;
+    let period = owlet_soc_report::Period::parse(args.period)?;
+    let zone = Zone::parse(args.tz.unwrap_or(config.zone_of(args.tenant)))
         .map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
-    let reader = store(config)?.reader(tenant)?;
+    if args.format == ReportFormat::Pdf && args.out.is_none() {
+        bail!("--format pdf writes a file: give it with --out FILE (for example --out report.pdf)");
+    }
+    let reader = store(config)?.reader(args.tenant)?;
     let report = owlet_soc_report::build(
         &reader,
         &period,
@@ -278,10 +287,39 @@ pub fn report(
         SystemTime::now(),
         &owlet_soc_report::Options::default(),
     )?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
+    let html = || {
+        owlet_soc_report::html::render(&report, args.lang, &owlet_soc_report::Style::Inline)
+            .context("rendering the HTML report")
+    };
+    let body = match args.format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Html => html()?,
+        ReportFormat::Pdf => {
+            let out = args.out.context("--out")?;
+            owlet_soc_report::pdf::html_to_pdf(
+                &html()?,
+                out,
+                owlet_soc_report::pdf::DEFAULT_TIMEOUT,
+            )?;
+            eprintln!("wrote {}", out.display());
+            return Ok(0);
+        }
+    };
+    match args.out {
+        Some(out) => {
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
+            tmp.write_all(body.as_bytes())?;
+            tmp.persist(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        None => print!("{body}"),
     }
     Ok(0)
 }

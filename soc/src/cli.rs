@@ -107,9 +107,20 @@ pub enum Command {
         /// tenant's zone from soc.toml, else UTC.
         #[arg(long, value_name = "ZONE")]
         tz: Option<String>,
-        /// JSON (raw numbers, for graphs) instead of text.
-        #[arg(long)]
+        /// JSON (raw numbers, for graphs) instead of text; the same as
+        /// `--format json`.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// text (default), json (raw numbers), html (a self-contained page)
+        /// or pdf (printed by headless Chromium; needs --out).
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+        /// Language of the html and pdf forms: en or ja.
+        #[arg(long, default_value = "en", value_parser = parse_lang)]
+        lang: owlet_soc_report::Lang,
+        /// Write to this file instead of stdout (written whole or not at all).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// A tenant's notifications: what was sent to whom through which
     /// channel, its attempts, and the time from detection to delivery.
@@ -191,6 +202,24 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// `owlet-soc report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned tables for the terminal.
+    Text,
+    /// The figures as raw numbers (bytes, counts, percent).
+    Json,
+    /// A self-contained HTML page (style inline, no script).
+    Html,
+    /// The HTML page printed to PDF by headless Chromium (Debian packages
+    /// chromium and fonts-noto-cjk).
+    Pdf,
+}
+
+fn parse_lang(s: &str) -> Result<owlet_soc_report::Lang, String> {
+    owlet_soc_report::Lang::parse(s)
 }
 
 /// `owlet-soc export --format`.

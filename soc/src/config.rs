@@ -35,6 +35,10 @@ pub struct SocConfig {
     /// `[log]`: format (auto | human | journald | json) and level.
     #[serde(default)]
     pub log: owlet_logging::LogSection,
+    /// `[reports]`: weekly / monthly reports written into each tenant's
+    /// `reports/` directory (and mailed); off when absent.
+    #[serde(default)]
+    pub reports: Option<owlet_soc_report::schedule::ReportsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +153,10 @@ pub struct TenantSection {
     /// Overrides `retention.max_bytes` for this tenant.
     #[serde(default)]
     pub max_bytes: Option<bytesize::ByteSize>,
+    /// Where the tenant's scheduled reports are mailed (through
+    /// `reports.mail_channel`); empty: not mailed.
+    #[serde(default)]
+    pub report_mail_to: Vec<String>,
 }
 
 impl SocConfig {
@@ -174,6 +182,32 @@ impl SocConfig {
             .get(tenant)
             .and_then(|t| t.time_zone.as_deref())
             .unwrap_or("UTC")
+    }
+
+    /// What the report schedule needs of `tenant`: zone, retention by age
+    /// (reports are kept as long as events), mail recipients.
+    pub fn report_plan(&self, tenant: &str) -> owlet_soc_report::schedule::TenantPlan {
+        owlet_soc_report::schedule::TenantPlan {
+            tenant: tenant.to_string(),
+            zone: owlet_soc_export::Zone::parse(self.zone_of(tenant))
+                .unwrap_or(owlet_soc_export::Zone::Utc),
+            max_age: self.retention_of(tenant).max_age,
+            mail_to: self
+                .tenants
+                .get(tenant)
+                .map(|t| t.report_mail_to.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The `[[notify.channel]]` reports are mailed through, if configured.
+    pub fn report_mail_channel(&self) -> Option<&owlet_soc_notify::config::ChannelConfig> {
+        let name = self.reports.as_ref()?.mail_channel.as_ref()?;
+        self.notify
+            .as_ref()?
+            .channels
+            .iter()
+            .find(|c| c.name() == name)
     }
 
     /// The SQLite file of the configured sink.
@@ -275,6 +309,33 @@ fn resolve_and_check(
     if config.retention.check_every.is_zero() {
         errors.push(source.error("retention.check_every", "must be longer than 0s"));
     }
+    if let Some(reports) = &config.reports {
+        for (key, problem) in reports.problems() {
+            errors.push(source.error(key, problem));
+        }
+        if let Some(channel) = &reports.mail_channel {
+            match config.report_mail_channel() {
+                None => errors.push(source.error(
+                    "reports.mail_channel",
+                    format!("no [[notify.channel]] named \"{channel}\": name an smtp channel of [notify], or remove mail_channel"),
+                )),
+                Some(c) if c.type_name() != "smtp" => errors.push(source.error(
+                    "reports.mail_channel",
+                    format!("channel \"{channel}\" is of type {}; reports are mailed through an smtp channel", c.type_name()),
+                )),
+                Some(c) => {
+                    for (name, tenant) in &config.tenants {
+                        if !tenant.report_mail_to.is_empty() && !c.tenants().contains(name) {
+                            errors.push(source.error(
+                                &format!("tenants.{name}.report_mail_to"),
+                                format!("channel \"{channel}\" does not serve tenant {name}: add it to the channel's tenants"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
     for (name, tenant) in &config.tenants {
         if let Err(e) = owlet_tls::Identity::new(name.as_str(), "x") {
             errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
@@ -327,5 +388,44 @@ mod tests {
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("server.crl"), "{errors}");
         assert!(errors.contains("ca.crl"), "{errors}");
+    }
+
+    #[test]
+    fn the_reports_section_is_read_and_a_wrong_mail_channel_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let base = std::fs::read_to_string(&path).unwrap();
+        assert!(load(&path).unwrap().reports.is_none());
+        std::fs::write(
+            &path,
+            format!(
+                "{base}\n[reports]\nweekly = false\nlanguages = [\"en\"]\n\n[tenants.acme]\ntime_zone = \"Asia/Tokyo\"\nmax_age = \"30days\"\n"
+            ),
+        )
+        .unwrap();
+        let config = load(&path).unwrap();
+        let reports = config.reports.clone().unwrap();
+        assert!(!reports.weekly && reports.monthly && reports.pdf);
+        assert_eq!(reports.languages, [owlet_soc_report::Lang::En]);
+        let plan = config.report_plan("acme");
+        assert_eq!(plan.zone.name(), "Asia/Tokyo");
+        assert_eq!(plan.max_age, Some(Duration::from_secs(30 * 86_400)));
+        std::fs::write(&path, format!("{base}\n[reports]\nlanguages = [\"de\"]\n")).unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains("reports.languages") || errors.contains("languages"),
+            "{errors}"
+        );
+        std::fs::write(
+            &path,
+            format!("{base}\n[reports]\nmail_channel = \"mail\"\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains("reports.mail_channel")
+                && errors.contains("no [[notify.channel]] named \"mail\""),
+            "{errors}"
+        );
     }
 }

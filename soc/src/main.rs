@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
-use owlet_soc::{analyst, config, demo, enroll, query, serve, tail};
+use owlet_soc::{analyst, cli, config, demo, enroll, query, serve, tail};
 use owlet_tls::Identity;
 
 fn main() {
@@ -173,7 +173,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             period,
             tz,
             json,
-        } => analyst::report(&load(&config)?, &tenant, &period, tz.as_deref(), json),
+            format,
+            lang,
+            out,
+        } => analyst::report(
+            &load(&config)?,
+            &analyst::ReportArgs {
+                tenant: &tenant,
+                period: &period,
+                tz: tz.as_deref(),
+                format: if json {
+                    cli::ReportFormat::Json
+                } else {
+                    format.unwrap_or(cli::ReportFormat::Text)
+                },
+                lang,
+                out: out.as_deref(),
+            },
+        ),
         Command::Tenant(TenantCommand::List { config }) => analyst::tenant_list(&load(&config)?),
         Command::Tenant(TenantCommand::Export {
             config,

@@ -1,5 +1,6 @@
 //! `owlet-soc serve`: the receiver process — accept loop, gRPC service, sink
-//! thread, liveness monitor and CRL watcher ([`crate::revocation`]: a
+//! thread, liveness monitor, retention, outputs, notifications, scheduled
+//! reports (`[reports]`, owlet-soc-report's schedule) and CRL watcher ([`crate::revocation`]: a
 //! changed `server.crl`, or SIGHUP, takes effect without a restart).
 //!
 //! Start-up order is part of the contract: take the database's instance lock
@@ -156,6 +157,30 @@ impl Receiver {
                 }
             })
         });
+        // Scheduled reports: written into each tenant's reports/ directory,
+        // deleted with its retention, mailed through [reports] mail_channel.
+        let reports = config.reports.clone().map(|reports| {
+            let mailer = config.report_mail_channel().and_then(|channel| {
+                owlet_soc_notify::channel::smtp::SmtpChannel::new(channel)
+                    .map_err(|e| tracing::error!(error = %e, "reports are not mailed: fix [reports] mail_channel's channel and restart owlet-soc"))
+                    .ok()
+            });
+            let plans = config.clone();
+            tokio::spawn(owlet_soc_report::schedule::run(
+                owlet_soc_store::Store::existing(&crate::sink::store_root(db)),
+                reports,
+                move |store: &owlet_soc_store::Store| {
+                    store
+                        .tenants()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|t| plans.report_plan(t))
+                        .collect()
+                },
+                mailer,
+                outputs_stop.clone(),
+            ))
+        });
 
         let notify_sink = sink.clone();
         let service = TelemetryServer::new(TelemetryService::new(sink))
@@ -196,7 +221,7 @@ impl Receiver {
         retention.abort();
         figures.abort();
         outputs_stop.cancel();
-        for output in outputs.into_iter().chain(notifier) {
+        for output in outputs.into_iter().chain(notifier).chain(reports) {
             let _ = output.await;
         }
         crl_watch.abort();

@@ -156,6 +156,33 @@ fn the_analysts_commands_check_names_filter_and_stay_in_one_tenant() {
         &["report", "--tenant", "acme", "--period", &month, "--json"],
     ));
     serde_json::from_str::<serde_json::Value>(&json).expect("report --json is JSON");
+    // The HTML page in Japanese, written to a file; PDF needs a file.
+    let page = soc.tmp.path().join("acme.ja.html");
+    run_ok(&mut soc_cmd(
+        &soc,
+        &[
+            "report",
+            "--tenant",
+            "acme",
+            "--period",
+            &month,
+            "--format",
+            "html",
+            "--lang",
+            "ja",
+            "--out",
+            page.to_str().unwrap(),
+        ],
+    ));
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(page.contains("<html lang=\"ja\">") && page.contains("監視レポート"));
+    let err = fails(&mut soc_cmd(
+        &soc,
+        &[
+            "report", "--tenant", "acme", "--period", &month, "--format", "pdf",
+        ],
+    ));
+    assert!(err.contains("--out"), "{err}");
     let err = fails(&mut soc_cmd(
         &soc,
         &["report", "--tenant", "acme", "--period", "November"],

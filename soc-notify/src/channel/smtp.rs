@@ -104,6 +104,43 @@ impl SmtpChannel {
         self.to.to_string()
     }
 
+    /// Mails a periodic report (owlet-soc-report's schedule) to `to`, not
+    /// to the channel's incident recipients: a text part and an HTML part
+    /// (`multipart/alternative`), and `attachments` as
+    /// `(file name, content type, bytes)`. Same transport, TLS and
+    /// credentials as incidents.
+    pub async fn send_report(
+        &self,
+        to: &[String],
+        subject: &str,
+        text: String,
+        html: String,
+        attachments: Vec<(String, String, Vec<u8>)>,
+    ) -> std::result::Result<(), SendError> {
+        use lettre::message::{Attachment, MultiPart};
+        let mut b = Message::builder().from(self.from.clone()).subject(subject);
+        for t in to {
+            let mb: Mailbox = t.parse().map_err(|e| {
+                SendError::permanent(format!("{}: \"{t}\" is not a mail address: {e}", self.name))
+            })?;
+            b = b.to(mb);
+        }
+        let mut mixed = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(text, html));
+        for (name, kind, bytes) in attachments {
+            let kind = ContentType::parse(&kind)
+                .map_err(|e| SendError::permanent(format!("{}: {kind}: {e}", self.name)))?;
+            mixed = mixed.singlepart(Attachment::new(name).body(bytes, kind));
+        }
+        let email = b
+            .multipart(mixed)
+            .map_err(|e| SendError::permanent(format!("{}: building the mail: {e}", self.name)))?;
+        self.transport
+            .send(email)
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError::retry(e.to_string()))
+    }
+
     pub async fn send(&self, msg: &Outgoing) -> std::result::Result<Sent, SendError> {
         let mut b = Message::builder()
             .from(self.from.clone())
