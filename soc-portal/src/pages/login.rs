@@ -133,6 +133,7 @@ pub async fn submit(
     let fail = |status: StatusCode, error: String| -> Result<Response, PageError> {
         let mut ctx = ctx.clone();
         ctx.session = None;
+        ctx.user = None;
         let page = render(&LoginPage {
             f: Frame::new(&ctx, "login.title"),
             error,
