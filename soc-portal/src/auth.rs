@@ -6,8 +6,8 @@
 //! the step [`check_totp`] returns and passes it back as `last_step`);
 //! randomness comes from the OS-seeded CSPRNG. Nothing here logs a secret.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use totp_rs::{Algorithm, Builder, Secret, Totp};
@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(check_totp(&secret, "12345", now, 0), None);
         let uri = otpauth_uri(&secret, "alice").unwrap();
         assert!(uri.starts_with("otpauth://totp/"), "{uri}");
-        assert!(uri.contains("period=30") || !uri.contains("period="), "{uri}");
+        assert!(
+            uri.contains("period=30") || !uri.contains("period="),
+            "{uri}"
+        );
     }
 
     #[test]

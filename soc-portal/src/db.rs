@@ -116,7 +116,8 @@ impl Db {
             source,
         };
         let conn = Connection::open(path).map_err(at)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(at)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(at)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(at)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(at)?;
         let found: i64 = conn

@@ -10,10 +10,10 @@
 
 use std::path::Path;
 
+use owlet_soc_notify::NotifyConfig;
 use owlet_soc_notify::channel::{Channel, Sent};
 use owlet_soc_notify::message::Incident;
 use owlet_soc_notify::record::Outgoing;
-use owlet_soc_notify::NotifyConfig;
 
 /// The alert being escalated.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub async fn send(
     let configs: Vec<_> = notify
         .channels
         .iter()
-        .filter(|c| c.tenants().iter().any(|t| *t == e.tenant))
+        .filter(|c| c.tenants().contains(&e.tenant))
         .collect();
     if configs.is_empty() {
         return None;

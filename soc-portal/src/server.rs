@@ -38,7 +38,8 @@ pub enum ServeError {
 /// The TLS server configuration of `cert` / `key` (no client certificates:
 /// people log in with passwords and TOTP).
 pub fn tls_config(settings: &Settings) -> Result<rustls::ServerConfig, ServeError> {
-    let certs = owlet_tls::load_certs(&settings.cert).map_err(|e| ServeError::Tls(e.to_string()))?;
+    let certs =
+        owlet_tls::load_certs(&settings.cert).map_err(|e| ServeError::Tls(e.to_string()))?;
     let key =
         owlet_tls::load_private_key(&settings.key).map_err(|e| ServeError::Tls(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(owlet_tls::config::provider())
@@ -63,12 +64,13 @@ impl Portal {
     pub async fn bind(settings: Settings) -> Result<Portal, ServeError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&settings)?));
         let db = Db::open(&settings.portal_db())?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
         Ok(Portal {
             listener,
             acceptor,
@@ -100,7 +102,9 @@ impl Portal {
             let acceptor = self.acceptor.clone();
             let router = router.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::debug!("portal TLS handshake from {peer}: {e}");
@@ -108,16 +112,17 @@ impl Portal {
                     }
                     Err(_) => return,
                 };
-                let service = router.map_request(
-                    move |r: http::Request<hyper::body::Incoming>| {
-                        let mut r = r.map(axum::body::Body::new);
-                        r.extensions_mut().insert(ConnectInfo(peer));
-                        r
-                    },
-                );
+                let service = router.map_request(move |r: http::Request<hyper::body::Incoming>| {
+                    let mut r = r.map(axum::body::Body::new);
+                    r.extensions_mut().insert(ConnectInfo(peer));
+                    r
+                });
                 let result = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .http1_only()
-                    .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service))
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(tls),
+                        TowerToHyperService::new(service),
+                    )
                     .await;
                 if let Err(e) = result {
                     tracing::debug!("portal connection from {peer}: {e}");
@@ -142,7 +147,12 @@ async fn sweep(state: AppState) {
 /// Binds and serves until `stop` resolves.
 pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
     let portal = Portal::bind(settings).await?;
-    tracing::info!("portal listening on https://{}", portal.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()));
+    tracing::info!(
+        "portal listening on https://{}",
+        portal
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    );
     portal.run(stop).await;
     Ok(())
 }

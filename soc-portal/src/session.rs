@@ -54,7 +54,13 @@ pub fn create(db: &Connection, user_id: i64, stage: Stage) -> rusqlite::Result<S
     db.execute(
         "INSERT INTO sessions (id_hash, user_id, stage, csrf, created_us, last_seen_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![auth::sha256_hex(&id), user_id, stage.name(), auth::token(), now],
+        params![
+            auth::sha256_hex(&id),
+            user_id,
+            stage.name(),
+            auth::token(),
+            now
+        ],
     )?;
     Ok(id)
 }
@@ -159,5 +165,8 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 pub fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && !a.is_empty()
-        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -41,15 +41,20 @@ pub fn span(us: i64) -> String {
 /// date `2026-12-07`) in `tz`, as UTC µs.
 pub fn parse_local(text: &str, tz: Tz) -> Result<i64, String> {
     let text = text.trim();
-    let naive = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
-        .ok_or_else(|| format!("\"{text}\" is not a time like 2026-12-07T10:15 or 2026-12-07"))?;
+    let naive = [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
+    .ok_or_else(|| format!("\"{text}\" is not a time like 2026-12-07T10:15 or 2026-12-07"))?;
     tz.from_local_datetime(&naive)
         .earliest()
         .map(|t| t.timestamp_micros())
@@ -65,7 +70,10 @@ mod tests {
         let us = 1_796_606_102_000_000; // 2026-12-07T01:15:02Z
         assert_eq!(show(us, zone("Asia/Tokyo")), "2026-12-07 10:15:02 +09:00");
         assert_eq!(show(us, zone("nonsense")), "2026-12-07 01:15:02 +00:00");
-        assert_eq!(parse_local("2026-12-07T10:15:02", zone("Asia/Tokyo")), Ok(us));
+        assert_eq!(
+            parse_local("2026-12-07T10:15:02", zone("Asia/Tokyo")),
+            Ok(us)
+        );
         assert!(parse_local("yesterday", Tz::UTC).is_err());
         assert_eq!(span(90_000_000), "1m 30s");
     }

@@ -186,11 +186,9 @@ fn tenants_of(db: &Connection, id: i64) -> rusqlite::Result<Vec<String>> {
 /// The user called `name`.
 pub fn find(db: &Connection, name: &str) -> Result<Option<User>, UserError> {
     Ok(db
-        .query_row(
-            &format!("SELECT {COLUMNS} WHERE name = ?1"),
-            [name],
-            |r| user_row(db, r),
-        )
+        .query_row(&format!("SELECT {COLUMNS} WHERE name = ?1"), [name], |r| {
+            user_row(db, r)
+        })
         .optional()?)
 }
 

@@ -14,7 +14,11 @@ use owlet_soc_portal::web::routes::{Method, ROUTES, Route};
 /// The path of `route` for `tenant`, with ids of that tenant's events.
 fn path(fx: &Fixture, route: &Route, tenant: &str) -> String {
     let id = if route.path.contains("/changes/") {
-        if tenant == "beta" { fx.beta_change } else { fx.acme_change }
+        if tenant == "beta" {
+            fx.beta_change
+        } else {
+            fx.acme_change
+        }
     } else if tenant == "beta" {
         fx.beta_alert
     } else {
@@ -24,7 +28,14 @@ fn path(fx: &Fixture, route: &Route, tenant: &str) -> String {
         .path
         .replace("{tenant}", tenant)
         .replace("{id}", &id.to_string())
-        .replace("{name}", if route.path.starts_with("/assets") { "live.js" } else { "victim" })
+        .replace(
+            "{name}",
+            if route.path.starts_with("/assets") {
+                "live.js"
+            } else {
+                "victim"
+            },
+        )
 }
 
 async fn call(fx: &Fixture, route: &Route, path: &str, role: Option<Role>) -> (u16, String) {
@@ -97,7 +108,11 @@ async fn every_route_every_role_every_tenant() {
         let p = path(&fx, route, "acme");
         let (status, body) = call(&fx, route, &p, None).await;
         if route.perm != Perm::Public {
-            let expected = if route.method == Method::Get { 303 } else { 403 };
+            let expected = if route.method == Method::Get {
+                303
+            } else {
+                403
+            };
             assert_eq!(status, expected, "{p} without a session");
             assert!(!body.contains("fw-1") && !body.contains(BETA_MARK), "{p}");
         }
@@ -113,7 +128,10 @@ async fn a_foreign_id_under_the_own_tenant_is_not_found() {
     let (cookie, _) = fx.login("customer-viewer");
     for kind in ["alerts", "changes"] {
         let (status, body, _) = fx
-            .get(&format!("/t/acme/{kind}/{}", fx.beta_only_id), Some(&cookie))
+            .get(
+                &format!("/t/acme/{kind}/{}", fx.beta_only_id),
+                Some(&cookie),
+            )
             .await;
         assert_eq!(status, 404, "{kind}");
         assert!(!body.contains(BETA_MARK));

@@ -26,7 +26,12 @@ async fn the_live_stream_reports_a_newly_stored_event() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
     // Stored after the stream started.
-    append(&fx.store, "acme", "fw-1", vec![check("web", "https://shop.example", 1)]);
+    append(
+        &fx.store,
+        "acme",
+        "fw-1",
+        vec![check("web", "https://shop.example", 1)],
+    );
     let mut seen = String::new();
     // A bound so a broken stream fails the test instead of hanging it.
     let read = async {
@@ -53,19 +58,30 @@ async fn the_download_is_the_tenants_export_and_is_audited() {
     let fx = Fixture::new();
     let (cookie, _) = fx.login("customer-viewer");
     let (s, body, r) = fx
-        .get("/t/acme/export?format=ndjson&kind=file_change", Some(&cookie))
+        .get(
+            "/t/acme/export?format=ndjson&kind=file_change",
+            Some(&cookie),
+        )
         .await;
     assert_eq!(s, 200);
-    assert!(r.headers()["content-disposition"]
-        .to_str()
-        .unwrap()
-        .contains("acme-events.ndjson"));
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("acme-events.ndjson")
+    );
     let lines: Vec<&str> = body.lines().collect();
     assert_eq!(lines.len(), 1, "{body}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(v["tenant"], "acme");
-    assert!(v["time"].as_str().unwrap().ends_with("+09:00"), "the user's zone");
-    assert!(body.contains("<script>alert(1)</script>"), "unaltered data, as JSON");
+    assert!(
+        v["time"].as_str().unwrap().ends_with("+09:00"),
+        "the user's zone"
+    );
+    assert!(
+        body.contains("<script>alert(1)</script>"),
+        "unaltered data, as JSON"
+    );
     // The whole log, in each format, equals soc-export's own output.
     let reader = fx.store.reader("acme").unwrap();
     let zone = owlet_soc_export::Zone::parse("Asia/Tokyo").unwrap();
@@ -88,7 +104,11 @@ async fn the_download_is_the_tenants_export_and_is_audited() {
     let (s, _, _) = fx.get("/t/acme/export?format=xml", Some(&cookie)).await;
     assert_eq!(s, 400);
     let audit = owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some("acme"), 50).unwrap();
-    assert_eq!(audit.iter().filter(|e| e.action == "download").count(), 3, "a refused format is no download");
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "download").count(),
+        3,
+        "a refused format is no download"
+    );
     assert!(audit.iter().all(|e| e.user == "customer-viewer"));
 }
 
@@ -106,18 +126,30 @@ async fn analysts_work_alerts_and_customers_see_the_state_and_comments() {
         .await;
     assert_eq!(s, 303);
     let (s, body, _) = fx
-        .post(&format!("{alert}/state"), Some(&analyst), &format!("csrf={csrf}&state=new"))
+        .post(
+            &format!("{alert}/state"),
+            Some(&analyst),
+            &format!("csrf={csrf}&state=new"),
+        )
         .await;
     assert_eq!(s, 400, "no way back");
     assert!(body.contains("escalated or resolved"));
     let (s, _, _) = fx
-        .post(&format!("{alert}/state"), Some(&analyst), &format!("csrf={csrf}&state=escalated"))
+        .post(
+            &format!("{alert}/state"),
+            Some(&analyst),
+            &format!("csrf={csrf}&state=escalated"),
+        )
         .await;
     assert_eq!(s, 303);
     // No [notify]: the escalation is recorded and says so.
     let comments =
         owlet_soc_portal::workflow::comments(&fx.state.0.db.lock(), "acme", fx.acme_alert).unwrap();
-    assert!(comments.iter().any(|c| c.text.contains("no [notify] channel")));
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.text.contains("no [notify] channel"))
+    );
     // The customer sees it, cannot change it.
     let (viewer, vcsrf) = fx.login("customer-viewer");
     let (s, body, _) = fx.get(&alert, Some(&viewer)).await;
@@ -127,20 +159,34 @@ async fn analysts_work_alerts_and_customers_see_the_state_and_comments() {
         body.contains("Looking &#60;b&#62;into") || body.contains("Looking &lt;b&gt;into"),
         "{body}"
     );
-    assert!(!body.contains(&format!("action=\"{alert}/state\"")), "no workflow form for customers");
+    assert!(
+        !body.contains(&format!("action=\"{alert}/state\"")),
+        "no workflow form for customers"
+    );
     let (s, _, _) = fx
-        .post(&format!("{alert}/state"), Some(&viewer), &format!("csrf={vcsrf}&state=resolved"))
+        .post(
+            &format!("{alert}/state"),
+            Some(&viewer),
+            &format!("csrf={vcsrf}&state=resolved"),
+        )
         .await;
     assert_eq!(s, 403);
     // Escalated is still open.
     let (_, overview, _) = fx.get("/t/acme", Some(&viewer)).await;
     assert!(!overview.contains("Nothing needs your attention"));
     let (s, _, _) = fx
-        .post(&format!("{alert}/state"), Some(&analyst), &format!("csrf={csrf}&state=resolved"))
+        .post(
+            &format!("{alert}/state"),
+            Some(&analyst),
+            &format!("csrf={csrf}&state=resolved"),
+        )
         .await;
     assert_eq!(s, 303);
     let audit = owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some("acme"), 100).unwrap();
-    assert_eq!(audit.iter().filter(|e| e.action == "alert.state").count(), 3);
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "alert.state").count(),
+        3
+    );
     assert!(audit.iter().any(|e| e.action == "alert.escalation"));
 }
 
@@ -149,7 +195,10 @@ async fn nothing_needs_attention_only_when_nothing_does() {
     let fx = Fixture::new();
     let (cookie, _) = fx.login("customer-viewer");
     let (_, page, _) = fx.get("/t/acme", Some(&cookie)).await;
-    assert!(!page.contains("Nothing needs your attention"), "web is down, alert open");
+    assert!(
+        !page.contains("Nothing needs your attention"),
+        "web is down, alert open"
+    );
     assert!(page.contains("state-down"));
     // The check recovers and its alert clears.
     append(
@@ -196,5 +245,9 @@ async fn an_admin_adds_a_user_who_must_change_the_one_time_password() {
     assert_eq!(s, 200);
     assert!(page.contains("パスワード"), "Japanese");
     let audit = owlet_soc_portal::audit::list(&fx.state.0.db.lock(), None, 10).unwrap();
-    assert!(audit.iter().any(|e| e.action == "admin.user.add" && e.detail.contains("kenji")));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "admin.user.add" && e.detail.contains("kenji"))
+    );
 }

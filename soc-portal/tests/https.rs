@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use owlet_soc_portal::server::Portal;
 use owlet_soc_portal::Settings;
+use owlet_soc_portal::server::Portal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +15,8 @@ async fn serves_https_only_with_the_headers() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert_path, key_path) = (dir.path().join("portal.pem"), dir.path().join("portal.key"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    owlet_tls::files::write_secret_file(&key_path, cert.signing_key.serialize_pem().as_bytes()).unwrap();
+    owlet_tls::files::write_secret_file(&key_path, cert.signing_key.serialize_pem().as_bytes())
+        .unwrap();
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         cert: cert_path,

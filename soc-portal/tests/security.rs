@@ -65,7 +65,9 @@ async fn login_issues_a_new_session_id_and_ends_the_old_one() {
         let new = set_session(&response).expect("a new session cookie");
         assert_ne!(format!("{}={new}", session::COOKIE), before);
         // The new id works, the one the browser came with does not.
-        let (s, _, _) = fx.get("/t/acme", Some(&format!("{}={new}", session::COOKIE))).await;
+        let (s, _, _) = fx
+            .get("/t/acme", Some(&format!("{}={new}", session::COOKIE)))
+            .await;
         assert_eq!(s, 200);
         let (s, _, _) = fx.get("/t/acme", Some(&before)).await;
         assert_eq!(s, 303, "the old id must not be logged in");
@@ -98,12 +100,20 @@ async fn totp_login_rotates_again_and_a_code_works_once() {
         .unwrap()[1]
         .to_string();
     let (s, _, _) = fx
-        .post("/login/totp", Some(&half), &format!("csrf={csrf}&code=000000"))
+        .post(
+            "/login/totp",
+            Some(&half),
+            &format!("csrf={csrf}&code=000000"),
+        )
         .await;
     assert_eq!(s, 401);
     let code = auth::current_code(&secret, now_s()).unwrap();
     let (s, _, response) = fx
-        .post("/login/totp", Some(&half), &format!("csrf={csrf}&code={code}"))
+        .post(
+            "/login/totp",
+            Some(&half),
+            &format!("csrf={csrf}&code={code}"),
+        )
         .await;
     assert_eq!(s, 303);
     let full = format!("{}={}", session::COOKIE, set_session(&response).unwrap());
@@ -125,13 +135,21 @@ async fn totp_login_rotates_again_and_a_code_works_once() {
     let half = format!("{}={}", session::COOKIE, set_session(&response).unwrap());
     let csrf = {
         let c = fx.state.0.db.lock();
-        session::lookup(&c, half.split('=').nth(1).unwrap(), std::time::Duration::from_secs(60))
-            .unwrap()
-            .unwrap()
-            .csrf
+        session::lookup(
+            &c,
+            half.split('=').nth(1).unwrap(),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap()
+        .csrf
     };
     let (s, _, _) = fx
-        .post("/login/totp", Some(&half), &format!("csrf={csrf}&code={code}"))
+        .post(
+            "/login/totp",
+            Some(&half),
+            &format!("csrf={csrf}&code={code}"),
+        )
         .await;
     assert_eq!(s, 401, "a TOTP code is used once");
 }
@@ -162,7 +180,10 @@ async fn lockout_after_five_failures_even_with_the_right_password() {
     assert!(body.contains("Too many failed logins"), "{body}");
     let audit = owlet_soc_portal::audit::list(&fx.state.0.db.lock(), None, 50).unwrap();
     assert!(audit.iter().any(|e| e.action == "login.locked"));
-    assert_eq!(audit.iter().filter(|e| e.action == "login.failed").count(), 5);
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "login.failed").count(),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,11 +200,13 @@ async fn every_post_needs_the_sessions_csrf_token() {
         let (s, _, _) = fx.post(&path, Some(&cookie), &form).await;
         assert_eq!(s, 403, "{form}");
     }
-    let comments = owlet_soc_portal::workflow::comments(&fx.state.0.db.lock(), "acme", fx.acme_alert)
-        .unwrap();
+    let comments =
+        owlet_soc_portal::workflow::comments(&fx.state.0.db.lock(), "acme", fx.acme_alert).unwrap();
     assert!(comments.is_empty(), "nothing stored without the token");
     // In the form, and in the header.
-    let (s, _, _) = fx.post(&path, Some(&cookie), &format!("text=ok&csrf={csrf}")).await;
+    let (s, _, _) = fx
+        .post(&path, Some(&cookie), &format!("text=ok&csrf={csrf}"))
+        .await;
     assert_eq!(s, 303);
     let request = axum::http::Request::post(&path)
         .header("cookie", &cookie)
@@ -204,7 +227,11 @@ async fn every_post_needs_the_sessions_csrf_token() {
         .await;
     assert_eq!(s, 403);
     let (s, _, _) = fx
-        .post("/login", None, "name=customer-viewer&password=a+long+enough+password")
+        .post(
+            "/login",
+            None,
+            "name=customer-viewer&password=a+long+enough+password",
+        )
         .await;
     assert_eq!(s, 403);
 }
@@ -214,9 +241,15 @@ async fn every_post_needs_the_sessions_csrf_token() {
 fn assert_inert(page: &str, body: &str) {
     let scripts = body.matches("<script").count();
     let own = body.matches("<script src=\"/assets/").count();
-    assert_eq!(scripts, own, "{page}: a script tag that is not ours\n{body}");
+    assert_eq!(
+        scripts, own,
+        "{page}: a script tag that is not ours\n{body}"
+    );
     let handler = regex::Regex::new(r#"<[^>]*\son[a-z]+\s*="#).unwrap();
-    assert!(!handler.is_match(body), "{page}: an event handler attribute");
+    assert!(
+        !handler.is_match(body),
+        "{page}: an event handler attribute"
+    );
     assert!(!body.contains("style="), "{page}: inline style");
     assert!(!body.contains("<img"), "{page}: an image from data");
     assert!(!body.contains("<svg"), "{page}: svg from data");
@@ -235,8 +268,14 @@ async fn hostile_sensor_data_is_shown_as_text() {
         format!("/t/acme/changes/{}", fx.acme_change),
         "/t/acme/alerts".to_string(),
         format!("/t/acme/alerts/{}", fx.acme_alert),
-        format!("/t/acme/alerts?text={}", urlencode("<script>alert(5)</script>")),
-        format!("/t/acme/changes?path={}", urlencode("\"><script>alert(6)</script>")),
+        format!(
+            "/t/acme/alerts?text={}",
+            urlencode("<script>alert(5)</script>")
+        ),
+        format!(
+            "/t/acme/changes?path={}",
+            urlencode("\"><script>alert(6)</script>")
+        ),
     ];
     for page in &pages {
         let (s, body, _) = fx.get(page, Some(&cookie)).await;
@@ -245,12 +284,19 @@ async fn hostile_sensor_data_is_shown_as_text() {
     }
     // The hostile values are there, as text.
     let (_, change, _) = fx.get(&pages[4], Some(&cookie)).await;
-    assert!(change.contains("/etc/&#60;script&#62;alert(1)&#60;/script&#62;") || change.contains("/etc/&lt;script&gt;alert(1)&lt;/script&gt;"), "{change}");
+    assert!(
+        change.contains("/etc/&#60;script&#62;alert(1)&#60;/script&#62;")
+            || change.contains("/etc/&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{change}"
+    );
     assert!(change.contains("class=\"add\""), "diff lines are classed");
     assert!(change.contains("alert(2)"), "the diff line is shown");
     assert!(change.contains("while the agent was stopped"));
     let (_, alert, _) = fx.get(&pages[6], Some(&cookie)).await;
-    assert!(alert.contains("alert(3)") && alert.contains("alert(4)"), "SNI and DNS shown");
+    assert!(
+        alert.contains("alert(3)") && alert.contains("alert(4)"),
+        "SNI and DNS shown"
+    );
     // A customer admin reads the audit log, which holds the hostile filter.
     let (cookie, _) = fx.login("customer-admin");
     let (s, audit, _) = fx.get("/t/acme/audit", Some(&cookie)).await;
@@ -274,7 +320,10 @@ async fn filter_fields_are_values_never_sql() {
         "fw-1' UNION SELECT body FROM events --",
     ];
     let fields: &[(&str, &[&str])] = &[
-        ("/t/acme/alerts", &["agent", "severity", "text", "state", "from", "to"]),
+        (
+            "/t/acme/alerts",
+            &["agent", "severity", "text", "state", "from", "to"],
+        ),
         ("/t/acme/changes", &["agent", "path", "from", "to"]),
         ("/t/acme/export", &["format", "kind", "from", "to"]),
     ];
@@ -321,7 +370,13 @@ async fn every_response_carries_the_security_headers() {
     for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set}");
     }
-    assert_eq!(session::cookie("x"), format!("{}=x; Secure; HttpOnly; SameSite=Strict; Path=/", session::COOKIE));
+    assert_eq!(
+        session::cookie("x"),
+        format!(
+            "{}=x; Secure; HttpOnly; SameSite=Strict; Path=/",
+            session::COOKIE
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +389,10 @@ async fn an_idle_session_ends() {
         .0
         .db
         .lock()
-        .execute("UPDATE sessions SET last_seen_us = last_seen_us - 1900000000", [])
+        .execute(
+            "UPDATE sessions SET last_seen_us = last_seen_us - 1900000000",
+            [],
+        )
         .unwrap();
     let (s, _, r) = fx.get("/t/acme", Some(&cookie)).await;
     assert_eq!(s, 303);

@@ -382,11 +382,19 @@ mod tests {
         assert_eq!(settings.root, config.store_root());
         assert_eq!(settings.lockout_after, 5);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, format!("{text}\n[portal]\nsession_idle = \"5s\"\nlockout_after = 0\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}\n[portal]\nsession_idle = \"5s\"\nlockout_after = 0\n"),
+        )
+        .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("portal.session_idle"), "{errors}");
         assert!(errors.contains("portal.lockout_after"), "{errors}");
-        std::fs::write(&path, format!("{text}\n[portal]\nlisten = \"127.0.0.1:9443\"\nsession_idel = \"10m\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}\n[portal]\nlisten = \"127.0.0.1:9443\"\nsession_idel = \"10m\"\n"),
+        )
+        .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("session_idle"), "{errors}");
     }

@@ -24,7 +24,11 @@ fn print_credentials(c: &Credentials) {
     println!(
         "TOTP is {} for this user. The password must be changed at the first login; \
          hand both over by separate, safe channels. They are not shown again.",
-        if c.totp_required { "required" } else { "optional (not required)" }
+        if c.totp_required {
+            "required"
+        } else {
+            "optional (not required)"
+        }
     );
 }
 
@@ -99,7 +103,11 @@ pub fn user(
             users::set_disabled(&db.lock(), &name, !enable)?;
             println!(
                 "{name} {}.",
-                if enable { "enabled" } else { "disabled; its sessions ended" }
+                if enable {
+                    "enabled"
+                } else {
+                    "disabled; its sessions ended"
+                }
             );
             Ok(0)
         }

@@ -37,20 +37,25 @@ pub async fn overview(
             let now = crate::db::now_us();
             let mut tenants = Vec::new();
             for name in s.all_tenants() {
-                let sensors =
-                    data::sensors(&s.settings.control_db, &name, None, s.settings.silent_after, now)?
-                        .into_iter()
-                        .map(|x| SensorRow {
-                            state: x.state.to_string(),
-                            last_seen: ctx.show(x.last_seen_us),
-                            cert_expires: x.cert_expires_us.map_or_else(String::new, |t| ctx.show(t)),
-                            spool: String::new(),
-                            agent: x.agent,
-                            hostname: x.hostname,
-                            version: x.version,
-                            hw_profile: x.hw_profile,
-                        })
-                        .collect();
+                let sensors = data::sensors(
+                    &s.settings.control_db,
+                    &name,
+                    None,
+                    s.settings.silent_after,
+                    now,
+                )?
+                .into_iter()
+                .map(|x| SensorRow {
+                    state: x.state.to_string(),
+                    last_seen: ctx.show(x.last_seen_us),
+                    cert_expires: x.cert_expires_us.map_or_else(String::new, |t| ctx.show(t)),
+                    spool: String::new(),
+                    agent: x.agent,
+                    hostname: x.hostname,
+                    version: x.version,
+                    hw_profile: x.hw_profile,
+                })
+                .collect();
                 tenants.push(TenantRow {
                     zone: s
                         .settings
@@ -87,7 +92,11 @@ struct UsersPage {
     issued: Option<Credentials>,
 }
 
-fn users_page(s: &crate::web::Inner, ctx: &Ctx, issued: Option<Credentials>) -> Result<Response, PageError> {
+fn users_page(
+    s: &crate::web::Inner,
+    ctx: &Ctx,
+    issued: Option<Credentials>,
+) -> Result<Response, PageError> {
     let users = users::list(&s.db.lock())?
         .into_iter()
         .map(|u| UserRow {

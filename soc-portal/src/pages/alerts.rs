@@ -258,7 +258,8 @@ pub async fn set_state(
         .await?;
     if let Some(esc) = escalation {
         let inner = state.0.clone();
-        let result = escalate::send(inner.settings.notify.as_ref(), &inner.settings.root, &esc).await;
+        let result =
+            escalate::send(inner.settings.notify.as_ref(), &inner.settings.root, &esc).await;
         let detail = match result {
             Some(lines) => lines.join("; "),
             None => "no [notify] channel serves this tenant: recorded only".to_string(),
@@ -266,7 +267,11 @@ pub async fn set_state(
         let c = ctx.clone();
         state
             .blocking(move |s| {
-                s.audit(&c, "alert.escalation", &format!("{}: {detail}", esc.stable_id));
+                s.audit(
+                    &c,
+                    "alert.escalation",
+                    &format!("{}: {detail}", esc.stable_id),
+                );
                 workflow::comment(
                     &s.db.lock(),
                     &esc.tenant,

@@ -109,7 +109,11 @@ pub async fn detail(
             let Some(Kind::FileChange(fc)) = e.event.as_ref().and_then(|ev| ev.kind.clone()) else {
                 return Err(PageError::NotFound);
             };
-            s.audit(&ctx, "view.change", &format!("{} {}", e.event_id(), fc.path));
+            s.audit(
+                &ctx,
+                "view.change",
+                &format!("{} {}", e.event_id(), fc.path),
+            );
             let t = ctx.tr();
             let diff_note = if fc.diff_truncated {
                 t.get("change.truncated").to_string()

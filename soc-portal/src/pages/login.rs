@@ -102,7 +102,9 @@ pub async fn submit(
                 Some(u) => Some(users::secrets(&db, u.id)?),
                 None => None,
             };
-            let hash = secrets.as_ref().map_or(auth::dummy_hash(), |s| s.0.as_str());
+            let hash = secrets
+                .as_ref()
+                .map_or(auth::dummy_hash(), |s| s.0.as_str());
             let password_ok = auth::verify_password(&form.password, hash);
             if let Some(old) = &old {
                 session::delete(&db, old)?;
@@ -123,7 +125,13 @@ pub async fn submit(
                 _ => {
                     lockout::attempt(&db, &name, &remote, false)?;
                     drop(db);
-                    s.audit_as(&name, None, "login.failed", "wrong name or password", &remote);
+                    s.audit_as(
+                        &name,
+                        None,
+                        "login.failed",
+                        "wrong name or password",
+                        &remote,
+                    );
                     Ok(Outcome::Failed)
                 }
             }
@@ -183,7 +191,13 @@ pub async fn totp_submit(
             if let Some(left) = lockout::locked(&db, &user.name, &remote, limits(s))? {
                 session::delete(&db, &pending.id_hash)?;
                 drop(db);
-                s.audit_as(&user.name, None, "login.locked", "refused at TOTP: locked", &remote);
+                s.audit_as(
+                    &user.name,
+                    None,
+                    "login.locked",
+                    "refused at TOTP: locked",
+                    &remote,
+                );
                 return Ok(Outcome::Locked(left));
             }
             let (_, secret, last) = users::secrets(&db, user.id)?;

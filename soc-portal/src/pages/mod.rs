@@ -15,11 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 /// A 303 to `to` that also sets `cookie`.
 pub fn redirect_with_cookie(to: &str, cookie: &str) -> Response {
-    (
-        [(header::SET_COOKIE, cookie.to_string())],
-        Redirect::to(to),
-    )
-        .into_response()
+    ([(header::SET_COOKIE, cookie.to_string())], Redirect::to(to)).into_response()
 }
 
 /// An empty form field is no value.

@@ -165,7 +165,9 @@ fn attention_of(
             last_seen: ctx.show(x.last_seen_us),
             cert_expires: x.cert_expires_us.map_or_else(String::new, |t| ctx.show(t)),
             spool: match (x.spool_events, x.spool_oldest_s) {
-                (Some(n), Some(age)) if n > 0 => format!("{n} ({})", crate::timefmt::span(age as i64 * 1_000_000)),
+                (Some(n), Some(age)) if n > 0 => {
+                    format!("{n} ({})", crate::timefmt::span(age as i64 * 1_000_000))
+                }
                 (Some(n), _) => n.to_string(),
                 _ => t.get("none").to_string(),
             },
@@ -372,9 +374,7 @@ pub async fn live(
             let check_session = live.polls % 40 == 0;
             let result = state
                 .blocking(move |s| {
-                    if check_session
-                        && !crate::session::alive(&s.db.lock(), &live.session, idle)?
-                    {
+                    if check_session && !crate::session::alive(&s.db.lock(), &live.session, idle)? {
                         return Ok((live, None, false));
                     }
                     let found = poll(s, &mut live)?;

@@ -139,11 +139,14 @@ async fn admit(
     let mut request = if is_get {
         Request::from_parts(parts, body)
     } else {
-        let bytes = to_bytes(body, MAX_FORM).await.map_err(|_| {
-            PageError::BadRequest("the form is too large".into()).into_response()
-        })?;
+        let bytes = to_bytes(body, MAX_FORM)
+            .await
+            .map_err(|_| PageError::BadRequest("the form is too large".into()).into_response())?;
         let sent = csrf_sent(&parts.headers, &bytes);
-        let expected = session.as_ref().map(|s| s.csrf.clone()).or(login_token.clone());
+        let expected = session
+            .as_ref()
+            .map(|s| s.csrf.clone())
+            .or(login_token.clone());
         let ok = match (&sent, &expected) {
             (Some(sent), Some(expected)) => session::same_token(sent, expected),
             _ => false,

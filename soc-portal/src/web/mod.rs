@@ -63,10 +63,7 @@ impl Inner {
     /// Whether `tenant` exists (stored events or configured).
     pub fn tenant_known(&self, tenant: &str) -> bool {
         self.settings.tenant_zones.contains_key(tenant)
-            || self
-                .store
-                .tenant_file(tenant)
-                .is_ok_and(|f| f.exists())
+            || self.store.tenant_file(tenant).is_ok_and(|f| f.exists())
     }
 
     /// Every tenant the SOC has, sorted.
@@ -163,7 +160,11 @@ impl Frame {
         Frame {
             t: ctx.tr(),
             title: ctx.tr().get(title_key).to_string(),
-            user: ctx.user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
+            user: ctx
+                .user
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
             role: role.map(Role::name).unwrap_or_default().to_string(),
             tenant: ctx.tenant.clone().unwrap_or_default(),
             tenants: ctx.user.as_ref().map_or(0, |u| u.tenants.len()),

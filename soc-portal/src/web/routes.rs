@@ -80,7 +80,9 @@ use Perm::{Admin, Public, Session, TenantAudit, Triage, View};
 
 /// Every route of the portal.
 pub static ROUTES: &[Route] = &[
-    route(Get, "/assets/{name}", Public, |m| on(m, super::assets::serve)),
+    route(Get, "/assets/{name}", Public, |m| {
+        on(m, super::assets::serve)
+    }),
     route(Get, "/login", Public, |m| on(m, login::form)),
     route(Post, "/login", Public, |m| on(m, login::submit)),
     route(Get, "/login/totp", Public, |m| on(m, login::totp_form)),
@@ -91,17 +93,25 @@ pub static ROUTES: &[Route] = &[
     route(Post, "/account/preferences", Session, |m| {
         on(m, account::preferences)
     }),
-    route(Post, "/account/password", Session, |m| on(m, account::password)),
+    route(Post, "/account/password", Session, |m| {
+        on(m, account::password)
+    }),
     route(Get, "/t/{tenant}", View, |m| on(m, tenant::overview)),
     route(Get, "/t/{tenant}/board", View, |m| on(m, tenant::board)),
-    route(Get, "/t/{tenant}/attention", View, |m| on(m, tenant::attention)),
+    route(Get, "/t/{tenant}/attention", View, |m| {
+        on(m, tenant::attention)
+    }),
     route(Get, "/t/{tenant}/live", View, |m| on(m, tenant::live)),
     route(Get, "/t/{tenant}/plots", View, |m| on(m, tenant::plots)),
     route(Get, "/t/{tenant}/reports", View, |m| on(m, tenant::reports)),
     route(Get, "/t/{tenant}/changes", View, |m| on(m, changes::list)),
-    route(Get, "/t/{tenant}/changes/{id}", View, |m| on(m, changes::detail)),
+    route(Get, "/t/{tenant}/changes/{id}", View, |m| {
+        on(m, changes::detail)
+    }),
     route(Get, "/t/{tenant}/alerts", View, |m| on(m, alerts::list)),
-    route(Get, "/t/{tenant}/alerts/{id}", View, |m| on(m, alerts::detail)),
+    route(Get, "/t/{tenant}/alerts/{id}", View, |m| {
+        on(m, alerts::detail)
+    }),
     route(Post, "/t/{tenant}/alerts/{id}/state", Triage, |m| {
         on(m, alerts::set_state)
     }),
@@ -110,15 +120,21 @@ pub static ROUTES: &[Route] = &[
     }),
     route(Get, "/t/{tenant}/download", View, |m| on(m, download::form)),
     route(Get, "/t/{tenant}/export", View, |m| on(m, download::export)),
-    route(Get, "/t/{tenant}/audit", TenantAudit, |m| on(m, audit::tenant)),
+    route(Get, "/t/{tenant}/audit", TenantAudit, |m| {
+        on(m, audit::tenant)
+    }),
     route(Get, "/admin", Admin, |m| on(m, admin::overview)),
     route(Get, "/admin/users", Admin, |m| on(m, admin::users)),
     route(Post, "/admin/users", Admin, |m| on(m, admin::add_user)),
     route(Post, "/admin/users/{name}/disable", Admin, |m| {
         on(m, admin::disable)
     }),
-    route(Post, "/admin/users/{name}/enable", Admin, |m| on(m, admin::enable)),
-    route(Post, "/admin/users/{name}/reset", Admin, |m| on(m, admin::reset)),
+    route(Post, "/admin/users/{name}/enable", Admin, |m| {
+        on(m, admin::enable)
+    }),
+    route(Post, "/admin/users/{name}/reset", Admin, |m| {
+        on(m, admin::reset)
+    }),
     route(Post, "/admin/users/{name}/tenants", Admin, |m| {
         on(m, admin::tenants)
     }),

@@ -67,7 +67,12 @@ pub fn alert(subject: &str, message: &str, new_state: i32) -> Kind {
     Kind::Alert(Alert {
         source: "check".into(),
         subject: subject.into(),
-        name: if new_state == 1 { "check_up" } else { "check_down" }.into(),
+        name: if new_state == 1 {
+            "check_up"
+        } else {
+            "check_down"
+        }
+        .into(),
         severity: if new_state == 1 { 1 } else { 3 },
         old_state: if new_state == 1 { 3 } else { 1 },
         new_state,
@@ -158,8 +163,16 @@ impl Fixture {
             "acme",
             "fw-1",
             vec![
-                alert("web", &format!("web down; saw SNI {XSS_SNI} and DNS {XSS_DNS}"), 3),
-                file_change(XSS_PATH, &format!("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+{XSS_DIFF}"), true),
+                alert(
+                    "web",
+                    &format!("web down; saw SNI {XSS_SNI} and DNS {XSS_DNS}"),
+                    3,
+                ),
+                file_change(
+                    XSS_PATH,
+                    &format!("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+{XSS_DIFF}"),
+                    true,
+                ),
             ],
         );
         append(
@@ -178,7 +191,11 @@ impl Fixture {
         let mut beta_kinds = vec![check("BETA-SECRET-check", "beta.example", 3)];
         beta_kinds.extend((0..20).map(|i| check(&format!("pad{i}"), "beta.example", 1)));
         beta_kinds.push(alert("BETA-SECRET-check", "BETA-SECRET alert", 3));
-        beta_kinds.push(file_change("/etc/BETA-SECRET.conf", "+BETA-SECRET line", false));
+        beta_kinds.push(file_change(
+            "/etc/BETA-SECRET.conf",
+            "+BETA-SECRET line",
+            false,
+        ));
         let b = append(&store, "beta", "BETA-SECRET-sensor", beta_kinds);
         control_db(&root.join("soc.db"));
         let settings = Settings {
@@ -237,8 +254,10 @@ impl Fixture {
         .unwrap();
         let id = users::find(&c, name).unwrap().unwrap().id;
         users::set_password(&c, id, "a long enough password").unwrap();
-        c.query_row("SELECT totp_secret FROM users WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap()
+        c.query_row("SELECT totp_secret FROM users WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
     }
 
     /// A fresh full session of `name`: (cookie header value, CSRF token).
@@ -275,14 +294,14 @@ impl Fixture {
         cookie: Option<&str>,
         form: &str,
     ) -> (u16, String, Response<()>) {
-        let mut b = Request::post(path).header(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        );
+        let mut b =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(c) = cookie {
             b = b.header(header::COOKIE, c);
         }
-        let (status, response) = self.send(b.body(Body::from(form.to_string())).unwrap()).await;
+        let (status, response) = self
+            .send(b.body(Body::from(form.to_string())).unwrap())
+            .await;
         let (parts, body) = response.into_parts();
         let text = body_text(body).await;
         (status, text, Response::from_parts(parts, ()))
