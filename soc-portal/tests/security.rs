@@ -273,7 +273,7 @@ async fn hostile_sensor_data_is_shown_as_text() {
             urlencode("<script>alert(5)</script>")
         ),
         format!(
-            "/t/acme/changes?path={}",
+            "/t/acme/changes?text={}",
             urlencode("\"><script>alert(6)</script>")
         ),
     ];
@@ -324,7 +324,7 @@ async fn filter_fields_are_values_never_sql() {
             "/t/acme/alerts",
             &["agent", "severity", "text", "state", "from", "to"],
         ),
-        ("/t/acme/changes", &["agent", "path", "from", "to"]),
+        ("/t/acme/changes", &["agent", "text", "from", "to"]),
         ("/t/acme/export", &["format", "kind", "from", "to"]),
     ];
     for (page, names) in fields {

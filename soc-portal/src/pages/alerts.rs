@@ -10,34 +10,18 @@ use axum::response::{IntoResponse, Redirect, Response};
 use owlet_proto::v1::event::Kind;
 use serde::Deserialize;
 
-use super::changes::time_filter;
-use super::given;
 use super::tenant::{AlertItem, alert_items};
-use crate::data::{self, ListFilter};
+use super::{FilterQuery, given};
+use crate::data;
 use crate::escalate::{self, Escalation};
 use crate::web::{AppState, Ctx, Frame, PageError, render};
 use crate::workflow;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct AlertQuery {
-    pub agent: Option<String>,
-    pub severity: Option<String>,
-    pub text: Option<String>,
-    pub state: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-}
 
 #[derive(Template)]
 #[template(path = "alerts.html")]
 struct AlertsPage {
     f: Frame,
-    q_agent: String,
-    q_severity: String,
-    q_text: String,
-    q_state: String,
-    q_from: String,
-    q_to: String,
+    q: FilterQuery,
     states: [&'static str; 4],
     rows: Vec<AlertItem>,
 }
@@ -45,16 +29,9 @@ struct AlertsPage {
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Query(q): Query<AlertQuery>,
+    Query(q): Query<FilterQuery>,
 ) -> Result<Response, PageError> {
-    let filter = ListFilter {
-        agent: given(&q.agent),
-        severity: given(&q.severity),
-        text: given(&q.text),
-        from_us: time_filter(&ctx, &q.from)?,
-        to_us: time_filter(&ctx, &q.to)?,
-        limit: 500,
-    };
+    let filter = q.filter(&ctx, 500)?;
     let wanted = given(&q.state);
     state
         .blocking(move |s| {
@@ -73,12 +50,7 @@ pub async fn list(
             s.audit(&ctx, "view.alerts", &format!("{q:?}"));
             render(&AlertsPage {
                 f: Frame::new(&ctx, "alerts.title"),
-                q_agent: q.agent.unwrap_or_default(),
-                q_severity: q.severity.unwrap_or_default(),
-                q_text: q.text.unwrap_or_default(),
-                q_state: q.state.unwrap_or_default(),
-                q_from: q.from.unwrap_or_default(),
-                q_to: q.to.unwrap_or_default(),
+                q,
                 states: workflow::STATES,
                 rows,
             })

@@ -7,53 +7,26 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use owlet_proto::v1::event::Kind;
-use serde::Deserialize;
 
-use super::given;
+use super::FilterQuery;
 use super::tenant::{ChangeItem, change_items};
-use crate::data::{self, DiffLine, ListFilter};
-use crate::timefmt::parse_local;
+use crate::data::{self, DiffLine};
 use crate::web::{AppState, Ctx, Frame, PageError, render};
-
-/// The list's filter fields as the form sends them.
-#[derive(Debug, Default, Deserialize)]
-pub struct ChangeQuery {
-    pub agent: Option<String>,
-    pub path: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-}
 
 #[derive(Template)]
 #[template(path = "changes.html")]
 struct ChangesPage {
     f: Frame,
-    q_agent: String,
-    q_path: String,
-    q_from: String,
-    q_to: String,
+    q: FilterQuery,
     rows: Vec<ChangeItem>,
-}
-
-pub fn time_filter(ctx: &Ctx, v: &Option<String>) -> Result<Option<i64>, PageError> {
-    given(v)
-        .map(|t| parse_local(&t, ctx.tz).map_err(PageError::BadRequest))
-        .transpose()
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Query(q): Query<ChangeQuery>,
+    Query(q): Query<FilterQuery>,
 ) -> Result<Response, PageError> {
-    let filter = ListFilter {
-        agent: given(&q.agent),
-        text: given(&q.path),
-        from_us: time_filter(&ctx, &q.from)?,
-        to_us: time_filter(&ctx, &q.to)?,
-        severity: None,
-        limit: 200,
-    };
+    let filter = q.filter(&ctx, 200)?;
     state
         .blocking(move |s| {
             let rows = match s.reader(ctx.tenant()?)? {
@@ -63,10 +36,7 @@ pub async fn list(
             s.audit(&ctx, "view.changes", &format!("{q:?}"));
             render(&ChangesPage {
                 f: Frame::new(&ctx, "changes.title"),
-                q_agent: q.agent.unwrap_or_default(),
-                q_path: q.path.unwrap_or_default(),
-                q_from: q.from.unwrap_or_default(),
-                q_to: q.to.unwrap_or_default(),
+                q,
                 rows,
             })
         })

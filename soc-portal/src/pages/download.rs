@@ -18,27 +18,17 @@ use owlet_soc_store::Filter;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::changes::time_filter;
-use super::given;
+use super::{given, time_filter};
 use crate::web::{AppState, Ctx, Frame, PageError, render};
 
 /// The kinds a download can be limited to.
-pub const KINDS: [&str; 8] = [
-    "check_result",
-    "alert",
-    "host_metrics",
-    "flow_record",
-    "file_change",
-    "agent_status",
-    "data_loss",
-    "capture_stats",
-];
+const KINDS: &[&str] = owlet_proto::KIND_NAMES;
 
 #[derive(Template)]
 #[template(path = "download.html")]
 struct DownloadPage {
     f: Frame,
-    kinds: [&'static str; 8],
+    kinds: &'static [&'static str],
 }
 
 pub async fn form(Extension(ctx): Extension<Ctx>) -> Result<Response, PageError> {
@@ -48,12 +38,13 @@ pub async fn form(Extension(ctx): Extension<Ctx>) -> Result<Response, PageError>
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct ExportQuery {
-    pub format: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub kind: Option<String>,
+    pub format: String,
+    pub from: String,
+    pub to: String,
+    pub kind: String,
 }
 
 /// Bytes per chunk handed to the response.
