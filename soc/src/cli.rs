@@ -157,6 +157,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the web portal (HTTPS) for analysts and customers: its own
+    /// process, reading the store read-only ([portal] in soc.toml).
+    Portal {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Portal users: add, list, reset a password, disable.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Everything on loopback: a throwaway CA, a SOC receiver in this
     /// process, and an agent (`--agent-bin`) as a child process, with the SOC's
     /// view live until Ctrl-C or --duration.
@@ -171,6 +181,64 @@ pub enum Command {
         /// of a temporary directory removed at the end.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `owlet-soc user`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a portal user; prints a one-time password and the TOTP
+    /// otpauth URI (required for MSSP roles).
+    Add {
+        /// The SOC configuration; the portal's database is beside [sink] path.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// User name (letters, digits, . _ - @).
+        #[arg(long)]
+        name: String,
+        /// mssp-admin (all tenants), mssp-analyst (its tenants),
+        /// customer-admin or customer-viewer (one tenant).
+        #[arg(long)]
+        role: String,
+        /// A tenant of the user (repeatable; none for mssp-admin).
+        #[arg(long = "tenant", value_name = "TENANT")]
+        tenants: Vec<String>,
+        /// Language of the pages: en or ja.
+        #[arg(long, default_value = "en")]
+        lang: String,
+        /// IANA time zone times are shown in (e.g. Asia/Tokyo).
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Require TOTP of a customer role too (always on for MSSP roles).
+        #[arg(long)]
+        totp: bool,
+    },
+    /// List portal users with their roles and tenants.
+    List {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Give a user a new one-time password (ends its sessions).
+    Passwd {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The user.
+        #[arg(long)]
+        name: String,
+    },
+    /// Disable a user (ends its sessions); --enable undoes it.
+    Disable {
+        /// The SOC configuration.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The user.
+        #[arg(long)]
+        name: String,
+        /// Enable the user again instead.
+        #[arg(long)]
+        enable: bool,
     },
 }
 

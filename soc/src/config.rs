@@ -39,6 +39,9 @@ pub struct SocConfig {
     /// `reports/` directory (and mailed); off when absent.
     #[serde(default)]
     pub reports: Option<owlet_soc_report::schedule::ReportsConfig>,
+    /// `[portal]`: the web portal (`owlet-soc portal`), its own process.
+    #[serde(default)]
+    pub portal: owlet_soc_portal::PortalSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +219,38 @@ impl SocConfig {
             SinkSection::Sqlite { path } => path,
         }
     }
+
+    /// The store's root: the directory of `[sink] path`.
+    pub fn store_root(&self) -> PathBuf {
+        self.sqlite_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// What `owlet-soc portal` runs with: `[portal]` with its defaults
+    /// (the SOC's own certificate and key), the store, the control
+    /// database, the tenants' zones and `[notify]`.
+    pub fn portal_settings(&self) -> owlet_soc_portal::Settings {
+        let p = &self.portal;
+        owlet_soc_portal::Settings {
+            listen: p.listen,
+            cert: p.cert.clone().unwrap_or_else(|| self.server.cert.clone()),
+            key: p.key.clone().unwrap_or_else(|| self.server.key.clone()),
+            session_idle: p.session_idle,
+            lockout_after: p.lockout_after,
+            lockout_for: p.lockout_for,
+            root: self.store_root(),
+            control_db: self.sqlite_path().to_path_buf(),
+            tenant_zones: self
+                .tenants
+                .iter()
+                .filter_map(|(name, t)| t.time_zone.clone().map(|z| (name.clone(), z)))
+                .collect(),
+            silent_after: self.liveness.silent_after,
+            notify: self.notify.clone(),
+        }
+    }
 }
 
 /// Loads and checks a SOC config file.
@@ -236,6 +271,12 @@ fn resolve_and_check(
     }
     match &mut config.sink {
         SinkSection::Sqlite { path } => *path = source.resolve(path),
+    }
+    for path in [&mut config.portal.cert, &mut config.portal.key]
+        .into_iter()
+        .flatten()
+    {
+        *path = source.resolve(path);
     }
     for output in &mut config.outputs {
         for path in [&mut output.ca_file, &mut output.token_file]
@@ -302,6 +343,19 @@ fn resolve_and_check(
             "log.level",
             format!("not a log filter ({e}); examples: \"info\", \"owlet_soc=debug,info\""),
         ));
+    }
+    for (key, message) in config.portal.problems() {
+        errors.push(source.error(&format!("portal.{key}"), message));
+    }
+    if let Some(cert) = &config.portal.cert
+        && let Err(e) = owlet_tls::load_certs(cert)
+    {
+        errors.push(source.error("portal.cert", e.to_string()));
+    }
+    if let Some(key) = &config.portal.key
+        && let Err(e) = owlet_tls::load_private_key(key)
+    {
+        errors.push(source.error("portal.key", e.to_string()));
     }
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
@@ -376,6 +430,34 @@ mod tests {
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("log.format"), "{errors}");
+    }
+
+    #[test]
+    fn the_portal_section_defaults_to_the_socs_certificate_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let config = load(&path).unwrap();
+        let settings = config.portal_settings();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(settings.cert, config.server.cert);
+        assert_eq!(settings.root, config.store_root());
+        assert_eq!(settings.lockout_after, 5);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}\n[portal]\nsession_idle = \"5s\"\nlockout_after = 0\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains("portal.session_idle"), "{errors}");
+        assert!(errors.contains("portal.lockout_after"), "{errors}");
+        std::fs::write(
+            &path,
+            format!("{text}\n[portal]\nlisten = \"127.0.0.1:9443\"\nsession_idel = \"10m\"\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains("session_idle"), "{errors}");
     }
 
     #[test]

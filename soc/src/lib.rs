@@ -16,6 +16,7 @@ mod demo_edits;
 pub mod enroll;
 pub mod live;
 pub mod lock;
+pub mod portal_cli;
 pub mod query;
 pub mod refusals;
 pub mod revocation;

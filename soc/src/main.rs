@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
+use owlet_soc::portal_cli;
 use owlet_soc::{analyst, cli, config, demo, enroll, query, serve, tail};
 use owlet_tls::Identity;
 
@@ -152,6 +153,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             })?;
             Ok(0)
         }
+        Command::Portal { config } => {
+            let config = load(&config)?;
+            owlet_logging::init(&config.log);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(owlet_soc_portal::serve(
+                config.portal_settings(),
+                serve::stop_signal(),
+            ))?;
+            Ok(0)
+        }
+        Command::User(command) => portal_cli::user(command, load),
         Command::Agents { config, json } => analyst::agents(&load(&config)?, json),
         Command::Query {
             config,

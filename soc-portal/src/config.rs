@@ -1,0 +1,110 @@
+//! `[portal]` of `soc.toml`, and the settings the portal runs with.
+//!
+//! The section only holds what a person writes; [`Settings`] is the whole
+//! picture `owlet-soc portal` hands over (the section with its defaults
+//! resolved, where the SOC's store and control database are, the tenants'
+//! zones, the notification channels). Checks here return `(key, message)`
+//! pairs so the SOC's loader can locate them as `FILE:LINE:COL: portal.KEY`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[portal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSection {
+    /// HTTPS address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Server certificate (PEM); default: `[server] cert`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its key; default: `[server] key`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// A session unused this long ends.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// Failed logins of one name (or from one address, ×4) before it is locked.
+    #[serde(default = "default_lockout_after")]
+    pub lockout_after: u32,
+    /// How long a lockout lasts (and the window failures are counted in).
+    #[serde(default = "default_lockout_for", with = "humantime_serde")]
+    pub lockout_for: Duration,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            cert: None,
+            key: None,
+            session_idle: default_idle(),
+            lockout_after: default_lockout_after(),
+            lockout_for: default_lockout_for(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_lockout_after() -> u32 {
+    5
+}
+fn default_lockout_for() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl PortalSection {
+    /// Problems with the values, as `(key below portal, message)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.session_idle < Duration::from_secs(60) {
+            out.push(("session_idle", "must be at least 1m".to_string()));
+        }
+        if self.lockout_after == 0 {
+            out.push(("lockout_after", "must be at least 1".to_string()));
+        }
+        if self.lockout_for.is_zero() {
+            out.push(("lockout_for", "must be longer than 0s".to_string()));
+        }
+        out
+    }
+}
+
+/// Everything the portal process runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub session_idle: Duration,
+    pub lockout_after: u32,
+    pub lockout_for: Duration,
+    /// The store's root (the directory of `[sink] path`): tenants' logs
+    /// and the portal's own `portal.db`.
+    pub root: PathBuf,
+    /// The receiver's control database (`soc.db`), read-only.
+    pub control_db: PathBuf,
+    /// Tenants' IANA zones from `[tenants.NAME] time_zone`.
+    pub tenant_zones: BTreeMap<String, String>,
+    /// A sensor without a heartbeat for this long shows as silent.
+    pub silent_after: Duration,
+    /// `[notify]`, for escalations.
+    pub notify: Option<owlet_soc_notify::NotifyConfig>,
+}
+
+impl Settings {
+    /// `ROOT/portal.db`.
+    pub fn portal_db(&self) -> PathBuf {
+        self.root.join(crate::db::FILE)
+    }
+}

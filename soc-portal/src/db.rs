@@ -1,0 +1,167 @@
+//! The portal's own database, `ROOT/portal.db`: users and their tenants,
+//! sessions (hashed ids only), the audit log, the alert workflow and login
+//! attempts.
+//!
+//! Guarantees: the schema is created or brought up to date at open
+//! (`PRAGMA user_version`); every statement elsewhere binds its values
+//! (never formats them into SQL); one connection behind a mutex, used from
+//! blocking threads only. It never touches a tenant's event log or `soc.db`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// File name inside the store root.
+pub const FILE: &str = "portal.db";
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL,
+    password       TEXT NOT NULL,          -- argon2id PHC string
+    totp_secret    TEXT NOT NULL,          -- base32
+    totp_required  INTEGER NOT NULL,
+    totp_last_step INTEGER NOT NULL DEFAULT 0, -- a code is accepted once
+    lang           TEXT NOT NULL DEFAULT 'en',
+    time_zone      TEXT NOT NULL DEFAULT 'UTC',
+    disabled       INTEGER NOT NULL DEFAULT 0,
+    must_change    INTEGER NOT NULL DEFAULT 1, -- the one-time password is still set
+    created_us     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_tenants (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    tenant  TEXT NOT NULL,
+    PRIMARY KEY (user_id, tenant)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash      TEXT PRIMARY KEY,          -- SHA-256 of the cookie's id
+    user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    stage        TEXT NOT NULL,             -- 'totp' (password ok) or 'full'
+    csrf         TEXT NOT NULL,
+    created_us   INTEGER NOT NULL,
+    last_seen_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY,
+    at_us   INTEGER NOT NULL,
+    user    TEXT NOT NULL,
+    tenant  TEXT,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    remote  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+CREATE TABLE IF NOT EXISTS alert_state (
+    tenant   TEXT NOT NULL,
+    event_id INTEGER NOT NULL,             -- the alert's id in the tenant's log
+    state    TEXT NOT NULL,
+    by_user  TEXT NOT NULL,
+    at_us    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, event_id)
+);
+CREATE TABLE IF NOT EXISTS alert_comments (
+    id       INTEGER PRIMARY KEY,
+    tenant   TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    user     TEXT NOT NULL,
+    at_us    INTEGER NOT NULL,
+    text     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_alert ON alert_comments (tenant, event_id);
+CREATE TABLE IF NOT EXISTS login_attempts (
+    id     INTEGER PRIMARY KEY,
+    name   TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    at_us  INTEGER NOT NULL,
+    ok     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_name ON login_attempts (name, at_us);
+CREATE INDEX IF NOT EXISTS attempts_by_remote ON login_attempts (remote, at_us);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path} was written by a newer owlet-soc (schema {found}, this one knows {known}); upgrade owlet-soc"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// The open portal database.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let at = |source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(at)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(at)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(at)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(at)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(at)?;
+        if found > VERSION {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(at)?;
+        conn.pragma_update(None, "user_version", VERSION)
+            .map_err(at)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection (blocking threads only).
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding it leaves a consistent SQLite connection
+        // (statements are transactional), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wraps a rusqlite error with this file's path.
+    pub fn err(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Now, UTC µs.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
