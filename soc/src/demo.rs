@@ -16,6 +16,8 @@
 //! demo edits a firewall rules file twice (an editor-style save, then an
 //! appended secret, shown redacted), and samples host health every 10 s;
 //! as root it also captures loopback traffic (flows, top talkers).
+//! The portal runs too ([`crate::demo_portal`]): its URL and two demo logins
+//! are printed first.
 //!
 //! Guarantees: everything it writes stays in one directory (a temporary one
 //! removed at the end unless `--dir` is given); nothing needs root; when
@@ -37,6 +39,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::demo_edits::Edits;
+use crate::demo_portal::DemoPortal;
 use crate::{enroll, query, serve};
 
 /// Heartbeat period of the demo agent (short, so the view is lively).
@@ -130,6 +133,7 @@ async fn demo(
     .context("creating the demo CA (with --dir, give a new or empty directory)")?;
     let soc_config = crate::config::load(&soc_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let db_path = soc_config.sqlite_path().to_path_buf();
+    let portal_config = soc_config.clone();
     let receiver = serve::Receiver::bind(soc_config).await?;
     let soc_addr = receiver.local_addr()?;
     let (stop_soc, soc_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -144,6 +148,12 @@ async fn demo(
         "SOC receiver on {soc_addr} (mTLS; stores into {})",
         db_path.display()
     );
+    let portal = DemoPortal::start(&portal_config, "demo")
+        .await
+        .context("starting the demo's portal")?;
+    for line in portal.lines(&ca_dir.join("ca.pem")) {
+        say!("{line}");
+    }
 
     // 2. What the checks look at, and an enrolled agent as a child process.
     let web = start_web_server().await?;
@@ -215,6 +225,7 @@ async fn demo(
         )),
     };
     stop_agent(&mut agent).await;
+    portal.stop().await;
     soc.stop().await;
     outcome
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 mod demo_edits;
+mod demo_portal;
 pub mod enroll;
 pub mod live;
 pub mod lock;
