@@ -40,6 +40,7 @@ pub mod writer;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use async_nats::ServerAddr;
 pub use publish::{AgentLog, Appended, Bus, BusConfig, Retention};
 
 /// The oldest nats-server this crate is tested with and relies on

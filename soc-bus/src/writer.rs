@@ -32,6 +32,8 @@ use owlet_soc_store::columns::{NAMES, Value};
 use prost::Message as _;
 use tokio_postgres::types::ToSql;
 
+pub use tokio_postgres::Config as PgConfig;
+
 use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 
 /// How the writer consumes.
