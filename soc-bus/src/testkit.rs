@@ -432,12 +432,28 @@ pub async fn stored_seqs(pg: &tokio_postgres::Client, tenant: &str, agent: &str)
 
 /// Panics unless `seqs` is exactly `1..=n`, naming the first duplicate or gap.
 pub fn assert_exactly_once<T: Copy + Into<i128> + std::fmt::Debug>(what: &str, seqs: &[T], n: u64) {
+    assert_contiguous(what, seqs, 1);
+    assert_eq!(
+        seqs.len() as u64,
+        n,
+        "{what}: {} entries for {n} events",
+        seqs.len()
+    );
+}
+
+/// Panics unless `seqs` is `first, first + 1, …` without a duplicate, a
+/// reordering or a gap (an agent's sequence numbers start anywhere).
+pub fn assert_contiguous<T: Copy + Into<i128> + std::fmt::Debug>(
+    what: &str,
+    seqs: &[T],
+    first: i128,
+) {
     for (i, s) in seqs.iter().enumerate() {
-        let want = i as i128 + 1;
+        let want = first + i as i128;
         let got: i128 = (*s).into();
         assert!(
             got == want,
-            "{what}: position {i} holds seq {got}, expected {want} ({}); {} entries for {n} events",
+            "{what}: position {i} holds seq {got}, expected {want} ({}); {} entries",
             if got < want {
                 "a duplicate or reordering"
             } else {
@@ -446,10 +462,4 @@ pub fn assert_exactly_once<T: Copy + Into<i128> + std::fmt::Debug>(what: &str, s
             seqs.len()
         );
     }
-    assert_eq!(
-        seqs.len() as u64,
-        n,
-        "{what}: {} entries for {n} events",
-        seqs.len()
-    );
 }
