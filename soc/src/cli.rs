@@ -28,6 +28,13 @@ pub enum Command {
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// The scaled-out SOC's store writer: commits the tenants' JetStream
+    /// streams to PostgreSQL, exactly once (see owlet-soc-bus).
+    Writer {
+        /// The writer configuration ([nats], [postgres], [writer]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Known agents with their state, last contact and duplicates dropped.
     Agents {
         /// The SOC configuration; its [sink] names the database to read.

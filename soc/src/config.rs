@@ -80,7 +80,38 @@ fn default_crl_check_every() -> Duration {
 pub enum SinkSection {
     /// Embedded SQLite database (one file, WAL).
     Sqlite { path: PathBuf },
+    /// NATS JetStream (the scaled-out SOC, owlet-soc-bus): the receiver
+    /// keeps no state; a stream per tenant, a subject per agent.
+    Nats {
+        /// `nats://host:port` of the cluster's servers.
+        servers: Vec<String>,
+        /// A NATS `.creds` file, when the cluster requires one.
+        #[serde(default)]
+        credentials: Option<PathBuf>,
+        /// Replicas of each tenant stream (3 for a 3-node cluster).
+        #[serde(default = "default_replicas")]
+        replicas: usize,
+        /// `Nats-Msg-Id` duplicate window of each tenant stream.
+        #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+        duplicate_window: Duration,
+    },
 }
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// The configuration says the receiver publishes to NATS: commands that
+/// read the embedded store have nothing to read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[sink] type = \"nats\": this receiver keeps no local store; the events are in JetStream and, through `owlet-soc writer`, in PostgreSQL"
+)]
+pub struct NotEmbedded;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LivenessSection {
@@ -214,34 +245,36 @@ impl SocConfig {
     }
 
     /// The SQLite file of the configured sink.
-    pub fn sqlite_path(&self) -> &Path {
+    pub fn sqlite_path(&self) -> Result<&Path, NotEmbedded> {
         match &self.sink {
-            SinkSection::Sqlite { path } => path,
+            SinkSection::Sqlite { path } => Ok(path),
+            SinkSection::Nats { .. } => Err(NotEmbedded),
         }
     }
 
     /// The store's root: the directory of `[sink] path`.
-    pub fn store_root(&self) -> PathBuf {
-        self.sqlite_path()
+    pub fn store_root(&self) -> Result<PathBuf, NotEmbedded> {
+        Ok(self
+            .sqlite_path()?
             .parent()
             .map(Path::to_path_buf)
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// What `owlet-soc portal` runs with: `[portal]` with its defaults
     /// (the SOC's own certificate and key), the store, the control
     /// database, the tenants' zones and `[notify]`.
-    pub fn portal_settings(&self) -> owlet_soc_portal::Settings {
+    pub fn portal_settings(&self) -> Result<owlet_soc_portal::Settings, NotEmbedded> {
         let p = &self.portal;
-        owlet_soc_portal::Settings {
+        Ok(owlet_soc_portal::Settings {
             listen: p.listen,
             cert: p.cert.clone().unwrap_or_else(|| self.server.cert.clone()),
             key: p.key.clone().unwrap_or_else(|| self.server.key.clone()),
             session_idle: p.session_idle,
             lockout_after: p.lockout_after,
             lockout_for: p.lockout_for,
-            root: self.store_root(),
-            control_db: self.sqlite_path().to_path_buf(),
+            root: self.store_root()?,
+            control_db: self.sqlite_path()?.to_path_buf(),
             tenant_zones: self
                 .tenants
                 .iter()
@@ -249,8 +282,172 @@ impl SocConfig {
                 .collect(),
             silent_after: self.liveness.silent_after,
             notify: self.notify.clone(),
+        })
+    }
+
+    /// The bus of a `[sink] type = "nats"` configuration.
+    pub fn bus(&self) -> Option<owlet_soc_bus::BusConfig> {
+        match &self.sink {
+            SinkSection::Sqlite { .. } => None,
+            SinkSection::Nats {
+                servers,
+                credentials,
+                replicas,
+                duplicate_window,
+            } => {
+                let mut bus = owlet_soc_bus::BusConfig::new(servers.clone());
+                bus.credentials = credentials.clone();
+                bus.replicas = *replicas;
+                bus.duplicate_window = *duplicate_window;
+                Some(bus)
+            }
         }
     }
+}
+
+/// `writer.toml`: `owlet-soc writer`, the scaled-out SOC's store writer
+/// (JetStream → PostgreSQL, see owlet-soc-bus).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterFile {
+    pub nats: NatsSection,
+    pub postgres: PostgresSection,
+    #[serde(default)]
+    pub writer: WriterSection,
+    #[serde(default)]
+    pub log: owlet_logging::LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// libpq key=value connection string, e.g.
+    /// "host=10.0.0.5 port=5432 user=owlet_writer dbname=owlet".
+    pub connect: String,
+    /// A file holding the password (kept out of the config file).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterSection {
+    /// The durable consumer's name; writers with the same name share work.
+    #[serde(default = "default_durable")]
+    pub durable: String,
+    /// Redelivery after this long without an ack.
+    #[serde(default = "default_ack_wait", with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Most events committed in one transaction.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+impl Default for WriterSection {
+    fn default() -> Self {
+        Self {
+            durable: default_durable(),
+            ack_wait: default_ack_wait(),
+            batch: default_batch(),
+        }
+    }
+}
+
+fn default_durable() -> String {
+    "owlet-writer".into()
+}
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_batch() -> usize {
+    512
+}
+
+impl WriterFile {
+    pub fn bus(&self) -> owlet_soc_bus::BusConfig {
+        let mut bus = owlet_soc_bus::BusConfig::new(self.nats.servers.clone());
+        bus.credentials = self.nats.credentials.clone();
+        bus
+    }
+
+    /// The writer's settings, the password read from its file.
+    pub fn writer(&self) -> std::io::Result<owlet_soc_bus::writer::WriterConfig> {
+        let mut connect = self.postgres.connect.clone();
+        if let Some(path) = &self.postgres.password_file {
+            let password = std::fs::read_to_string(path)?;
+            let password = password.trim().replace('\\', "\\\\").replace('\'', "\\'");
+            connect.push_str(&format!(" password='{password}'"));
+        }
+        let mut writer = owlet_soc_bus::writer::WriterConfig::new(connect);
+        writer.durable = self.writer.durable.clone();
+        writer.ack_wait = self.writer.ack_wait;
+        writer.batch = self.writer.batch;
+        Ok(writer)
+    }
+}
+
+/// Loads and checks a writer config file.
+pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
+    owlet_tomlconf::load(path, |config: &mut WriterFile, source| {
+        let mut errors = Vec::new();
+        for p in [
+            &mut config.nats.credentials,
+            &mut config.postgres.password_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = source.resolve(p);
+        }
+        if config.nats.servers.is_empty() {
+            errors.push(source.error(
+                "nats.servers",
+                "name at least one server, e.g. [\"nats://10.0.0.1:4222\"]",
+            ));
+        }
+        for server in &config.nats.servers {
+            if let Err(e) = server.parse::<owlet_soc_bus::ServerAddr>() {
+                errors.push(source.error(
+                    "nats.servers",
+                    format!(
+                        "{server:?} is not a NATS server address ({e}); write nats://HOST:PORT"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = config
+            .postgres
+            .connect
+            .parse::<owlet_soc_bus::writer::PgConfig>()
+        {
+            errors.push(source.error(
+                "postgres.connect",
+                format!("not a PostgreSQL connection string ({e}); e.g. \"host=127.0.0.1 port=5432 user=owlet_writer dbname=owlet\""),
+            ));
+        }
+        for (key, path) in [
+            ("nats.credentials", &config.nats.credentials),
+            ("postgres.password_file", &config.postgres.password_file),
+        ] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::metadata(path)
+            {
+                errors.push(source.error(key, format!("cannot read {}: {e}", path.display())));
+            }
+        }
+        if config.writer.batch == 0 || config.writer.ack_wait.is_zero() {
+            errors.push(source.error("writer", "batch and ack_wait must be more than 0"));
+        }
+        errors
+    })
 }
 
 /// Loads and checks a SOC config file.
@@ -271,6 +468,11 @@ fn resolve_and_check(
     }
     match &mut config.sink {
         SinkSection::Sqlite { path } => *path = source.resolve(path),
+        SinkSection::Nats { credentials, .. } => {
+            if let Some(path) = credentials {
+                *path = source.resolve(path);
+            }
+        }
     }
     for path in [&mut config.portal.cert, &mut config.portal.key]
         .into_iter()
@@ -305,6 +507,7 @@ fn resolve_and_check(
         }
     }
     let mut errors = Vec::new();
+    check_bus(config, source, &mut errors);
     if let Some(notify) = &config.notify
         && let Err(e) = notify.validate()
     {
@@ -403,9 +606,115 @@ fn resolve_and_check(
     errors
 }
 
+/// `[sink] type = "nats"`: servers that parse, a credentials file that
+/// exists, replicas a cluster can have, and no consumer that still reads
+/// the embedded store.
+fn check_bus(
+    config: &SocConfig,
+    source: &owlet_tomlconf::Source,
+    errors: &mut Vec<owlet_tomlconf::ConfigError>,
+) {
+    let SinkSection::Nats {
+        servers,
+        credentials,
+        replicas,
+        duplicate_window,
+    } = &config.sink
+    else {
+        return;
+    };
+    if servers.is_empty() {
+        errors.push(source.error(
+            "sink.servers",
+            "name at least one server, e.g. [\"nats://10.0.0.1:4222\"]",
+        ));
+    }
+    for server in servers {
+        if let Err(e) = server.parse::<owlet_soc_bus::ServerAddr>() {
+            errors.push(source.error(
+                "sink.servers",
+                format!("{server:?} is not a NATS server address ({e}); write nats://HOST:PORT"),
+            ));
+        }
+    }
+    if let Some(path) = credentials
+        && let Err(e) = std::fs::metadata(path)
+    {
+        errors.push(source.error(
+            "sink.credentials",
+            format!("cannot read {}: {e}", path.display()),
+        ));
+    }
+    if !(1..=5).contains(replicas) {
+        errors.push(source.error(
+            "sink.replicas",
+            "JetStream streams have 1 to 5 replicas (3 in a 3-node cluster)",
+        ));
+    }
+    if duplicate_window.is_zero() {
+        errors.push(source.error("sink.duplicate_window", "must be more than 0s"));
+    }
+    for (key, used) in [
+        ("output", !config.outputs.is_empty()),
+        ("notify", config.notify.is_some()),
+        ("reports", config.reports.is_some()),
+    ] {
+        if used {
+            errors.push(source.error(
+                key,
+                "reads the embedded store, which a receiver with [sink] type = \"nats\" does not have; \
+                 remove it here (outputs, notifications and reports as JetStream consumers are not built yet)",
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_sink_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let base = std::fs::read_to_string(&path).unwrap();
+        let start = base.find("[sink]").unwrap();
+        let end = base[start + 6..]
+            .find("\n[")
+            .map_or(base.len(), |i| start + 6 + i);
+        let with = |sink: &str| format!("{}{sink}\n{}", &base[..start], &base[end..]);
+        std::fs::write(
+            &path,
+            with("[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\n"),
+        )
+        .unwrap();
+        let config = load(&path).unwrap();
+        let bus = config.bus().unwrap();
+        assert_eq!((bus.servers.len(), bus.replicas), (2, 3));
+        assert!(config.sqlite_path().is_err());
+        std::fs::write(
+            &path,
+            with("[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:99999\"]\nreplicas = 7\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains("sink.servers") && errors.contains("99999"),
+            "{errors}"
+        );
+        assert!(errors.contains("sink.replicas"), "{errors}");
+        assert!(
+            errors.contains("soc.toml:"),
+            "errors name the file and line: {errors}"
+        );
+        std::fs::write(
+            &path,
+            with("[sink]\ntype = \"nats\"\nserver = [\"nats://a:1\"]\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains("server"), "{errors}");
+    }
 
     #[test]
     fn the_log_section_is_read_and_checked() {
@@ -437,10 +746,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
         let config = load(&path).unwrap();
-        let settings = config.portal_settings();
+        let settings = config.portal_settings().unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(settings.cert, config.server.cert);
-        assert_eq!(settings.root, config.store_root());
+        assert_eq!(settings.root, config.store_root().unwrap());
         assert_eq!(settings.lockout_after, 5);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(

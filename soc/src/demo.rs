@@ -132,7 +132,7 @@ async fn demo(
     )
     .context("creating the demo CA (with --dir, give a new or empty directory)")?;
     let soc_config = crate::config::load(&soc_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let db_path = soc_config.sqlite_path().to_path_buf();
+    let db_path = soc_config.sqlite_path()?.to_path_buf();
     let portal_config = soc_config.clone();
     let receiver = serve::Receiver::bind(soc_config).await?;
     let soc_addr = receiver.local_addr()?;

@@ -32,7 +32,7 @@ pub struct DemoPortal {
 impl DemoPortal {
     /// Creates the demo logins and starts the portal.
     pub async fn start(config: &SocConfig, tenant: &str) -> anyhow::Result<Self> {
-        let mut settings = config.portal_settings();
+        let mut settings = config.portal_settings()?;
         std::fs::create_dir_all(&settings.root)?;
         let logins = {
             let db = Db::open(&settings.portal_db())?;

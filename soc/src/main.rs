@@ -158,12 +158,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             owlet_logging::init(&config.log);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(owlet_soc_portal::serve(
-                config.portal_settings(),
+                config.portal_settings()?,
                 serve::stop_signal(),
             ))?;
             Ok(0)
         }
         Command::User(command) => portal_cli::user(command, load),
+        Command::Writer { config } => {
+            let config = config::load_writer(&config)
+                .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+            owlet_logging::init(&config.log);
+            let writer = config.writer().context("postgres.password_file")?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let bus = owlet_soc_bus::Bus::connect(&config.bus()).await?;
+                tracing::info!(servers = %config.nats.servers.join(","), "owlet-soc writer {} running", env!("CARGO_PKG_VERSION"));
+                owlet_soc_bus::writer::run(bus.jetstream().clone(), writer, serve::stop_signal()).await?;
+                anyhow::Ok(())
+            })?;
+            Ok(0)
+        }
         Command::Agents { config, json } => analyst::agents(&load(&config)?, json),
         Command::Query {
             config,
@@ -228,8 +242,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             from_start,
         } => {
             let config = load(&config)?;
-            let db = query::open_read_only(config.sqlite_path())
-                .with_context(|| format!("cannot open {}", config.sqlite_path().display()))?;
+            let path = config.sqlite_path()?;
+            let db = query::open_read_only(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
             let store = analyst::store(&config)?;
             let agents = query::agents(&db, &store)?;
             let now = std::time::SystemTime::now();

@@ -12,7 +12,7 @@ use crate::cli::UserCommand;
 use crate::config::SocConfig;
 
 fn open(config: &SocConfig) -> anyhow::Result<Db> {
-    let settings = config.portal_settings();
+    let settings = config.portal_settings()?;
     std::fs::create_dir_all(&settings.root)?;
     Ok(Db::open(&settings.portal_db())?)
 }

@@ -34,7 +34,7 @@ use crate::lock::InstanceLock;
 use crate::refusals::Refusals;
 use crate::revocation;
 use crate::service::TelemetryService;
-use crate::sink::{SinkHandle, SqliteSink};
+use crate::sink::{BusSink, SinkHandle, SqliteSink};
 use crate::status_file::{self, ReceiverStatus};
 
 /// How long open agent streams may finish after a stop request.
@@ -47,16 +47,19 @@ pub struct Receiver {
     sink: SinkHandle,
     /// The sink thread's liveness (gates the systemd watchdog).
     liveness: Liveness,
-    /// Held until the receiver is dropped (after `serve` returns).
-    _lock: InstanceLock,
+    /// Held until the receiver is dropped (after `serve` returns); none
+    /// with a NATS sink (no local state: any number may run).
+    _lock: Option<InstanceLock>,
 }
 
 impl Receiver {
     /// Opens the sink and binds the listening socket, so callers know the
     /// port and can read the sink before serving starts.
     pub async fn bind(config: SocConfig) -> anyhow::Result<Self> {
-        let db = config.sqlite_path();
-        let lock = InstanceLock::acquire(db)?;
+        let lock = match config.sqlite_path() {
+            Ok(db) => Some(InstanceLock::acquire(db)?),
+            Err(_) => None,
+        };
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -68,10 +71,33 @@ impl Receiver {
                 anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}")
             }
         })?;
-        let sink = SqliteSink::open(db)
-            .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
         let liveness = Liveness::default();
-        let sink = SinkHandle::spawn_watched(sink, Some(liveness.register("sink")))?;
+        let beat = Some(liveness.register("sink"));
+        let sink = match config.bus() {
+            Some(bus) => {
+                let bus = owlet_soc_bus::Bus::connect(&bus).await?;
+                let policies = config.clone();
+                let retention_of = Box::new(move |tenant: &str| {
+                    let policy = policies.retention_of(tenant);
+                    owlet_soc_bus::Retention {
+                        max_age: policy.max_age,
+                        max_bytes: policy.max_bytes,
+                    }
+                });
+                let sink = BusSink::new(
+                    Arc::new(bus),
+                    tokio::runtime::Handle::current(),
+                    retention_of,
+                );
+                SinkHandle::spawn_watched(sink, beat)?
+            }
+            None => {
+                let db = config.sqlite_path()?;
+                let sink = SqliteSink::open(db)
+                    .with_context(|| format!("cannot open the SQLite sink {}", db.display()))?;
+                SinkHandle::spawn_watched(sink, beat)?
+            }
+        };
         Ok(Self {
             listener,
             config,
@@ -112,7 +138,9 @@ impl Receiver {
             Arc::clone(&live),
             sink.clone(),
         ));
-        let db = config.sqlite_path();
+        // The embedded store's directory; none with a NATS sink, whose
+        // configuration has no outputs, notifications or reports (config.rs).
+        let root = config.sqlite_path().ok().map(crate::sink::store_root);
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let refusals = Arc::new(Refusals::default());
         let accept = tokio::spawn(accept::accept_loop(
@@ -123,11 +151,9 @@ impl Receiver {
             Arc::clone(&refusals),
             conn_tx,
         ));
-        let figures = tokio::spawn(publish_figures(
-            sink.clone(),
-            Arc::clone(&refusals),
-            crate::sink::store_root(db),
-        ));
+        let figures = root
+            .clone()
+            .map(|root| tokio::spawn(publish_figures(sink.clone(), Arc::clone(&refusals), root)));
         let silence = tokio::spawn(watch_liveness(sink.clone(), config.liveness.clone()));
         let retention = tokio::spawn(apply_retention(sink.clone(), config.clone()));
         // SIEM outputs: each reads the tenants' logs with its own cursor.
@@ -138,7 +164,7 @@ impl Receiver {
             .map(|output| {
                 let name = output.name.clone();
                 let run = owlet_soc_outputs::run(
-                    crate::sink::store_root(db),
+                    root.clone().unwrap_or_default(),
                     output.clone(),
                     outputs_stop.clone(),
                 );
@@ -150,7 +176,7 @@ impl Receiver {
             })
             .collect();
         let notifier = config.notify.clone().map(|notify| {
-            let run = owlet_soc_notify::run(crate::sink::store_root(db), notify, outputs_stop.clone());
+            let run = owlet_soc_notify::run(root.clone().unwrap_or_default(), notify, outputs_stop.clone());
             tokio::spawn(async move {
                 if let Err(e) = run.await {
                     tracing::error!(error = %e, "notifications stopped: fix [notify] and restart owlet-soc");
@@ -167,7 +193,7 @@ impl Receiver {
             });
             let plans = config.clone();
             tokio::spawn(owlet_soc_report::schedule::run(
-                owlet_soc_store::Store::existing(&crate::sink::store_root(db)),
+                owlet_soc_store::Store::existing(&root.clone().unwrap_or_default()),
                 reports,
                 move |store: &owlet_soc_store::Store| {
                     store
@@ -190,7 +216,17 @@ impl Receiver {
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip);
-        info!(listen = %config.server.listen, sink = %db.display(), "owlet-soc {} serving", env!("CARGO_PKG_VERSION"));
+        let sink_name = match &root {
+            Some(root) => root.display().to_string(),
+            None => format!(
+                "NATS {}",
+                config
+                    .bus()
+                    .map(|b| b.servers.join(","))
+                    .unwrap_or_default()
+            ),
+        };
+        info!(listen = %config.server.listen, sink = %sink_name, "owlet-soc {} serving", env!("CARGO_PKG_VERSION"));
         // Graceful stop first (no new streams); agent streams never end by
         // themselves, so after a grace period the connections are dropped.
         // Nothing is lost: only durable batches were acknowledged, and agents
@@ -219,7 +255,9 @@ impl Receiver {
         accept.abort();
         silence.abort();
         retention.abort();
-        figures.abort();
+        if let Some(figures) = figures {
+            figures.abort();
+        }
         outputs_stop.cancel();
         for output in outputs.into_iter().chain(notifier).chain(reports) {
             let _ = output.await;

@@ -13,9 +13,11 @@
 //! * the identity passed in comes from the client certificate; sinks never
 //!   read identity from payloads (invariant 4).
 
+mod bus;
 mod legacy;
 mod sqlite;
 
+pub use bus::BusSink;
 pub use sqlite::{SqliteSink, store_root};
 
 use std::collections::HashSet;

@@ -1,0 +1,129 @@
+//! owlet-soc-bus: the SOC scaled out. Receivers publish agents' events to
+//! NATS JetStream ([`publish`]); the writer ([`writer`]) commits them to
+//! PostgreSQL, the shared query store.
+//!
+//! Layout on the bus (a tenant or agent name's `.` is written `~` there:
+//! `.` separates subject tokens and is not allowed in stream names, and
+//! `~` never occurs in an owlet identity, so the mapping is one to one):
+//!
+//! * a stream per tenant, `OWLET_<tenant>`, subjects `owlet.<tenant>.>`,
+//!   replicated (R3 in a 3-node cluster), limited by the tenant's retention
+//!   (`max_age`, `max_bytes`);
+//! * a subject per agent, `owlet.<tenant>.<agent>`, one message per event:
+//!   the body is the event's protobuf (`owlet.v1.Event`), header
+//!   [`SEQ_HEADER`] its sequence number, `Nats-Msg-Id` `<tenant>/<agent>/<seq>`.
+//!
+//! Guarantees (the SOC's invariants 1 and 3, across receivers):
+//! * **Exactly once on the subject.** Every publish carries
+//!   `Nats-Expected-Last-Subject-Sequence`: the stream sequence of the last
+//!   message on the agent's subject as this receiver knows it. JetStream
+//!   refuses the publish if anyone else wrote the subject meanwhile; the
+//!   receiver then re-reads the subject's last message, drops what is at or
+//!   below it, and goes on. Two receivers can therefore never interleave one
+//!   agent, and this holds after the duplicate window too (`Nats-Msg-Id`
+//!   only dedupes within it).
+//! * **Acknowledged only when replicated.** An agent's high-water mark moves
+//!   only with JetStream's publish ack (a quorum of the stream's replicas
+//!   has the message).
+//! * **Idempotent in PostgreSQL.** The writer inserts with `ON CONFLICT
+//!   (agent, seq) DO NOTHING` and acks (double ack) only after the commit:
+//!   a writer killed between the two re-inserts nothing.
+//! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
+//!   readable only by that tenant's role.
+//!
+//! Requires nats-server 2.10 or newer ([`MIN_NATS_SERVER`]).
+#![forbid(unsafe_code)]
+
+pub mod publish;
+pub mod writer;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use async_nats::ServerAddr;
+pub use publish::{AgentLog, Appended, Bus, BusConfig, Retention};
+
+/// The oldest nats-server this crate is tested with and relies on
+/// (`Nats-Expected-Last-Subject-Sequence` with clustered streams, stream
+/// metadata, the 2.10 storage format).
+pub const MIN_NATS_SERVER: (u32, u32) = (2, 10);
+
+/// Header with the agent's sequence number of the event in the body.
+pub const SEQ_HEADER: &str = "Owlet-Seq";
+
+/// Prefix of every tenant stream's name.
+pub const STREAM_PREFIX: &str = "OWLET_";
+
+/// An owlet name (tenant or agent id: `[A-Za-z0-9._-]`) as a subject token
+/// or stream-name part: `.` becomes `~`.
+pub fn token(name: &str) -> String {
+    name.replace('.', "~")
+}
+
+/// The inverse of [`token`].
+pub fn untoken(token: &str) -> String {
+    token.replace('~', ".")
+}
+
+/// The stream of `tenant`.
+pub fn stream_name(tenant: &str) -> String {
+    format!("{STREAM_PREFIX}{}", token(tenant))
+}
+
+/// The subject of `agent` of `tenant`.
+pub fn subject(tenant: &str, agent: &str) -> String {
+    format!("owlet.{}.{}", token(tenant), token(agent))
+}
+
+/// The agent id a subject of the tenant stream names (`owlet.T.A`).
+pub fn agent_of(subject: &str) -> Option<String> {
+    let mut parts = subject.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("owlet"), Some(_), Some(agent), None) => Some(untoken(agent)),
+        _ => None,
+    }
+}
+
+/// What went wrong on the bus or in the query store, in the operator's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(
+        "cannot connect to NATS at {servers}: {reason}; check that nats-server runs there with JetStream enabled (-js), that [sink] servers names it, and the credentials file"
+    )]
+    Connect { servers: String, reason: String },
+    #[error("NATS credentials file {path}: {reason}")]
+    Credentials { path: String, reason: String },
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error(
+        "JetStream did not take the events of {subject} within {waited:?} ({reason}); is a quorum of the stream's servers up?"
+    )]
+    Publish {
+        subject: String,
+        waited: std::time::Duration,
+        reason: String,
+    },
+    #[error("the last message of {subject} has no usable {SEQ_HEADER} header or body")]
+    BadLastMessage { subject: String },
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_one_to_one() {
+        assert_eq!(stream_name("acme.eu"), "OWLET_acme~eu");
+        assert_eq!(subject("acme.eu", "fw-1.dc"), "owlet.acme~eu.fw-1~dc");
+        assert_eq!(
+            agent_of("owlet.acme~eu.fw-1~dc").as_deref(),
+            Some("fw-1.dc")
+        );
+        assert_eq!(agent_of("owlet.acme.a.b"), None);
+        assert_eq!(untoken(&token("a.b_c-d")), "a.b_c-d");
+    }
+}

@@ -1,0 +1,264 @@
+//! Against a real 3-node JetStream cluster (R3) and a real PostgreSQL: the
+//! exactly-once guarantees of owlet-soc-bus's publisher and writer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use owlet_soc_bus::testkit::{
+    NatsCluster, Postgres, assert_exactly_once, stored_seqs, subject_seqs,
+};
+use owlet_soc_bus::writer::{WriterConfig, prepare_tenant};
+use owlet_soc_bus::{Bus, BusConfig, Retention};
+use prost::Message;
+
+fn events(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Bytes)> {
+    range
+        .map(|seq| {
+            let event = owlet_proto::v1::Event {
+                seq,
+                time: Some(owlet_proto::now()),
+                kind: Some(owlet_proto::v1::event::Kind::CheckResult(
+                    owlet_proto::v1::CheckResult {
+                        check_id: format!("web-{}", seq % 7),
+                        target: "https://example.org".into(),
+                        duration_us: seq * 10,
+                        ..Default::default()
+                    },
+                )),
+            };
+            (seq, Bytes::from(event.encode_to_vec()))
+        })
+        .collect()
+}
+
+async fn cluster_and_bus(window: Duration) -> (NatsCluster, Bus) {
+    let cluster = NatsCluster::start(3);
+    cluster.wait_ready().await;
+    let mut config = BusConfig::new(cluster.urls());
+    config.duplicate_window = window;
+    let bus = Bus::connect(&config).await.unwrap();
+    (cluster, bus)
+}
+
+/// Two receivers hold the same agent: B got its connection and wrote 1..=50;
+/// A, stale (it recovered the mark before B wrote), still publishes 1..=60
+/// after the duplicate window passed. `Nats-Msg-Id` cannot help any more;
+/// the expected last subject sequence must.
+async fn stale_receiver_after_the_window(expect_last: bool) -> Vec<u64> {
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(1)).await;
+    let mut a = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    if !expect_last {
+        a = a.without_expected_sequence();
+    }
+    let mut b = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    assert_eq!((a.mark(), b.mark()), (0, 0));
+    assert_eq!(b.append(&events(1..=50)).await.unwrap().acked_seq, 50);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let done = a.append(&events(1..=60)).await.unwrap();
+    assert_eq!(done.acked_seq, 60);
+    subject_seqs(bus.jetstream(), "acme", "fw-1").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_receivers_of_one_agent_store_each_event_once_after_the_duplicate_window() {
+    let seqs = stale_receiver_after_the_window(true).await;
+    assert_exactly_once("the agent's subject", &seqs, 60);
+}
+
+/// The same run without `Nats-Expected-Last-Subject-Sequence` duplicates
+/// events: the test above can fail, and fails for the reason it names.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_expected_sequence_header_the_stale_receiver_duplicates() {
+    let seqs = stale_receiver_after_the_window(false).await;
+    assert!(
+        seqs.len() > 60,
+        "expected duplicates without the header, got {} messages",
+        seqs.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mark_is_recovered_from_the_subject_by_a_new_receiver() {
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let mut a = bus
+        .agent("acme.eu", "s.1", Retention::default())
+        .await
+        .unwrap();
+    a.append(&events(1..=10)).await.unwrap();
+    let other = Bus::connect(&BusConfig::new(vec![_cluster.urls()[2].clone()]))
+        .await
+        .unwrap();
+    let mut b = other
+        .agent("acme.eu", "s.1", Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(b.mark(), 10);
+    let done = b.append(&events(5..=12)).await.unwrap();
+    assert_eq!((done.acked_seq, done.published, done.skipped), (12, 2, 6));
+    assert_exactly_once(
+        "subject",
+        &subject_seqs(bus.jetstream(), "acme.eu", "s.1").await,
+        12,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_limits_become_the_stream_limits() {
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(60)).await;
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_bytes: Some(1 << 30),
+    };
+    bus.ensure_stream("acme", retention).await.unwrap();
+    let mut stream = bus.jetstream().get_stream("OWLET_acme").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_age, Duration::from_secs(86_400));
+    assert_eq!(info.config.max_bytes, 1 << 30);
+    assert_eq!(info.config.num_replicas, 3);
+    assert_eq!(info.config.subjects, ["owlet.acme.>"]);
+}
+
+/// The tenant stream's leader is killed while an agent's events are being
+/// published and written: the subject and PostgreSQL hold each event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_leader_killed_mid_stream_loses_and_duplicates_nothing() {
+    let (mut cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let writer_js = bus.jetstream().clone();
+    let writer = tokio::spawn(owlet_soc_bus::writer::run(
+        writer_js,
+        WriterConfig::new(pg.conninfo("owlet")),
+        std::future::pending(),
+    ));
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    const N: u64 = 1500;
+    let publisher = tokio::spawn(async move {
+        for start in (1..=N).step_by(50) {
+            log.append(&events(start..=start + 49)).await.unwrap();
+        }
+        log.mark()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stream = bus.jetstream().get_stream("OWLET_acme").await.unwrap();
+    let leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .unwrap()
+        .leader
+        .unwrap();
+    assert!(!publisher.is_finished(), "the leader must die mid-stream");
+    cluster.kill(&leader);
+    assert_eq!(publisher.await.unwrap(), N);
+    let seqs = subject_seqs(bus.jetstream(), "acme", "fw-1").await;
+    assert_exactly_once("the agent's subject", &seqs, N);
+    let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
+    assert_exactly_once("PostgreSQL", &stored, N);
+    writer.abort();
+}
+
+async fn wait_for_rows(pg: &tokio_postgres::Client, tenant: &str, agent: &str, n: u64) -> Vec<i64> {
+    let started = std::time::Instant::now();
+    loop {
+        let seqs = stored_seqs(pg, tenant, agent).await;
+        if seqs.len() as u64 >= n || started.elapsed() > Duration::from_secs(60) {
+            // Give a duplicate (there must be none) the time to show.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return stored_seqs(pg, tenant, agent).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The writer stopped dead (its task dropped, mid-batch) over and over and
+/// started again: redelivered messages conflict and store nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    const N: u64 = 3000;
+    log.append(&events(1..=N)).await.unwrap();
+    let mut config = WriterConfig::new(pg.conninfo("owlet"));
+    config.ack_wait = Duration::from_secs(2);
+    config.batch = 100;
+    for round in 0..5 {
+        let writer = tokio::spawn(owlet_soc_bus::writer::run(
+            bus.jetstream().clone(),
+            config.clone(),
+            std::future::pending(),
+        ));
+        tokio::time::sleep(Duration::from_millis(300 + round * 150)).await;
+        writer.abort();
+        let _ = writer.await;
+    }
+    let writer = tokio::spawn(owlet_soc_bus::writer::run(
+        bus.jetstream().clone(),
+        config,
+        std::future::pending(),
+    ));
+    let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
+    assert_exactly_once("PostgreSQL", &stored, N);
+    writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_role_cannot_read_another_tenants_schema() {
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    prepare_tenant(&admin, "a").await.unwrap();
+    prepare_tenant(&admin, "b").await.unwrap();
+    // Idempotent: a second writer (or a restart) prepares again.
+    prepare_tenant(&admin, "b").await.unwrap();
+    admin
+        .batch_execute(
+            "INSERT INTO tenant_b.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00');
+             ALTER ROLE owlet_tenant_a LOGIN; ALTER ROLE owlet_tenant_b LOGIN;",
+        )
+        .await
+        .unwrap();
+    let a = pg.client("owlet_tenant_a").await;
+    assert_eq!(
+        a.query("SELECT * FROM tenant_a.events", &[])
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    for sql in [
+        "SELECT * FROM tenant_b.events",
+        "SELECT count(*) FROM tenant_b.events",
+        "INSERT INTO tenant_a.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00')",
+    ] {
+        let e = a.query(sql, &[]).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {e}"
+        );
+    }
+    let b = pg.client("owlet_tenant_b").await;
+    assert_eq!(
+        b.query("SELECT * FROM tenant_b.events", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

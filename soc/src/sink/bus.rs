@@ -1,0 +1,184 @@
+//! The stateless receiver's sink (`[sink] type = "nats"`): each agent's
+//! batches go to its subject on its tenant's JetStream stream through
+//! [`owlet_soc_bus::AgentLog`]. Nothing is stored on the receiver.
+//!
+//! Contract (the [`Sink`] contract, across any number of receivers):
+//! * a batch's high-water mark is returned only after JetStream acked every
+//!   event of it (a quorum of the stream's replicas holds it);
+//! * an (agent, seq) is published at most once: the mark is read from the
+//!   agent's subject at every connect, and publishes carry the subject's
+//!   expected last sequence, so another receiver writing the same agent
+//!   is detected and its events are not repeated;
+//! * identity comes from the certificate: the subject is built from it.
+//!
+//! Not here yet (issue 17): liveness across receivers (no silent-agent
+//! alerts in this mode), revocation alerts, self-test records, retention
+//! runs (JetStream enforces the tenant's `max_age` / `max_bytes` itself).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use owlet_proto::v1::{Event, Hello};
+use owlet_soc_bus::{AgentLog, Bus, Retention};
+use owlet_tls::{CertInfo, Identity, RevokedCert};
+
+use super::{LivenessChange, Prepared, Sink, SinkError, Stored};
+
+/// The retention of a tenant (from `[retention]` / `[tenants.NAME]`).
+pub type RetentionOf = Box<dyn Fn(&str) -> Retention + Send>;
+
+pub struct BusSink {
+    bus: Arc<Bus>,
+    runtime: tokio::runtime::Handle,
+    retention_of: RetentionOf,
+    agents: HashMap<Identity, AgentLog>,
+}
+
+impl BusSink {
+    /// `runtime` runs the publishes; the sink's own thread waits for them.
+    pub fn new(bus: Arc<Bus>, runtime: tokio::runtime::Handle, retention_of: RetentionOf) -> Self {
+        Self {
+            bus,
+            runtime,
+            retention_of,
+            agents: HashMap::new(),
+        }
+    }
+
+    async fn open(bus: &Bus, who: &Identity, retention: Retention) -> Result<AgentLog, SinkError> {
+        bus.agent(&who.tenant, &who.agent_id, retention)
+            .await
+            .map_err(|e| SinkError::Failed(e.to_string()))
+    }
+}
+
+impl Sink for BusSink {
+    fn agent_connected(
+        &mut self,
+        who: &Identity,
+        _hello: &Hello,
+        _clock_offset_ms: i64,
+        _peer: &str,
+        _cert: &CertInfo,
+    ) -> Result<u64, SinkError> {
+        // Always re-read: another receiver may have written this agent.
+        let retention = (self.retention_of)(&who.tenant);
+        let log = self
+            .runtime
+            .block_on(Self::open(&self.bus, who, retention))?;
+        let mark = log.mark();
+        self.agents.insert(who.clone(), log);
+        Ok(mark)
+    }
+
+    fn set_revoked(&mut self, _revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
+        Ok(Vec::new())
+    }
+
+    fn store_batches(
+        &mut self,
+        batches: &[(Identity, Prepared)],
+    ) -> Vec<Result<Stored, SinkError>> {
+        // Agents publish concurrently; one agent's batches in order.
+        let mut by_agent: HashMap<&Identity, Vec<usize>> = HashMap::new();
+        for (i, (who, _)) in batches.iter().enumerate() {
+            by_agent.entry(who).or_default().push(i);
+        }
+        let work: Vec<_> = by_agent
+            .into_iter()
+            .map(|(who, indices)| {
+                let log = self.agents.remove(who);
+                let retention = (self.retention_of)(&who.tenant);
+                (who.clone(), indices, log, retention)
+            })
+            .collect();
+        let bus = Arc::clone(&self.bus);
+        let done =
+            self.runtime
+                .block_on(futures::future::join_all(work.into_iter().map(
+                    |(who, indices, log, retention)| {
+                        let bus = Arc::clone(&bus);
+                        async move {
+                            let mut results = Vec::new();
+                            let mut log =
+                                match log {
+                                    Some(log) => Some(log),
+                                    None => match Self::open(&bus, &who, retention).await {
+                                        Ok(log) => Some(log),
+                                        Err(e) => {
+                                            results.extend(indices.iter().map(|&i| {
+                                                (i, Err(SinkError::Failed(e.to_string())))
+                                            }));
+                                            None
+                                        }
+                                    },
+                                };
+                            if let Some(agent_log) = log.as_mut() {
+                                for &i in &indices {
+                                    let events: Vec<(u64, Bytes)> = batches[i]
+                                        .1
+                                        .rows
+                                        .iter()
+                                        .map(|r| (r.seq(), Bytes::copy_from_slice(r.body())))
+                                        .collect();
+                                    let result = agent_log
+                                        .append(&events)
+                                        .await
+                                        .map(|a| Stored {
+                                            acked_seq: a.acked_seq,
+                                            change: None,
+                                        })
+                                        .map_err(|e| SinkError::Failed(e.to_string()));
+                                    results.push((i, result));
+                                }
+                            }
+                            (who, log, results)
+                        }
+                    },
+                )));
+        let mut out: Vec<Option<Result<Stored, SinkError>>> =
+            batches.iter().map(|_| None).collect();
+        for (who, log, results) in done {
+            if let Some(log) = log {
+                self.agents.insert(who, log);
+            }
+            for (i, r) in results {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(SinkError::Failed("batch not handled".into()))))
+            .collect()
+    }
+
+    fn store_self_test(&mut self, who: &Identity, _event: &Event) -> Result<(), SinkError> {
+        Err(SinkError::Failed(format!(
+            "self-tests of {who} need the embedded sink; this receiver publishes to NATS ([sink] type = \"nats\")"
+        )))
+    }
+
+    fn enforce_retention(
+        &mut self,
+        _policy_of: &(dyn Fn(&str) -> owlet_soc_store::Policy + Send),
+        _now: SystemTime,
+    ) -> Result<Vec<(String, owlet_soc_store::Deletion)>, SinkError> {
+        // JetStream applies max_age / max_bytes to each tenant stream.
+        Ok(Vec::new())
+    }
+
+    fn agent_disconnected(&mut self, who: &Identity) -> Result<(), SinkError> {
+        // Forget the mark: the next connect reads it from the stream again.
+        self.agents.remove(who);
+        Ok(())
+    }
+
+    fn check_liveness(
+        &mut self,
+        _now: SystemTime,
+        _silent_after: Duration,
+    ) -> Result<Vec<LivenessChange>, SinkError> {
+        Ok(Vec::new())
+    }
+}
