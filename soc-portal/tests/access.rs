@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BETA_MARK, Fixture};
+use common::{BETA_MARK, Fixture, KEPT_FILE};
 use owlet_soc_portal::Role;
 use owlet_soc_portal::roles::Perm;
 use owlet_soc_portal::web::routes::{Method, ROUTES, Route};
@@ -28,10 +28,13 @@ fn path(fx: &Fixture, route: &Route, tenant: &str) -> String {
         .path
         .replace("{tenant}", tenant)
         .replace("{id}", &id.to_string())
+        .replace("{file}", KEPT_FILE)
         .replace(
             "{name}",
             if route.path.starts_with("/assets") {
                 "live.js"
+            } else if route.path.contains("/series/") {
+                "availability"
             } else {
                 "victim"
             },
@@ -71,7 +74,9 @@ async fn call(fx: &Fixture, route: &Route, path: &str, role: Option<Role>) -> (u
 async fn every_route_every_role_every_tenant() {
     let fx = Fixture::new();
     let mut checked = 0;
+    let mut paths = Vec::new();
     for route in ROUTES {
+        paths.push(route.path);
         for role in Role::ALL {
             let tenants: &[&str] = if !route.tenant {
                 &["-"]
@@ -118,6 +123,15 @@ async fn every_route_every_role_every_tenant() {
         }
     }
     assert!(checked > 100, "only {checked} combinations");
+    for p in [
+        "/t/{tenant}/plots",
+        "/t/{tenant}/series/{name}",
+        "/t/{tenant}/reports",
+        "/t/{tenant}/reports/now",
+        "/t/{tenant}/reports/files/{file}",
+    ] {
+        assert!(paths.contains(&p), "{p} is not in the matrix");
+    }
 }
 
 /// An id that exists only in beta's log, asked for under acme: the path's

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod changes;
 pub mod download;
 pub mod login;
+pub mod plots;
+pub mod reports;
 pub mod tenant;
 
 use axum::http::header;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;
+use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use owlet_soc_store::TenantReader;
 
@@ -398,30 +398,4 @@ pub async fn live(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-#[derive(Template)]
-#[template(path = "placeholder.html")]
-struct Placeholder {
-    f: Frame,
-    what: &'static str,
-}
-
-/// PLOTS: the place for the plot pages (soc-report's series; another
-/// engineer builds them). Shown in the tenant navigation already.
-pub async fn plots(Extension(ctx): Extension<Ctx>) -> Result<Response, PageError> {
-    render(&Placeholder {
-        f: Frame::new(&ctx, "nav.plots"),
-        what: "plots",
-    })
-    .map(IntoResponse::into_response)
-}
-
-/// REPORTS: the place for the weekly / monthly reports (soc-report's HTML
-/// and PDF; another engineer builds them).
-pub async fn reports(Extension(ctx): Extension<Ctx>) -> Result<Response, PageError> {
-    render(&Placeholder {
-        f: Frame::new(&ctx, "nav.reports"),
-        what: "reports",
-    })
 }

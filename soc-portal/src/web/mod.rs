@@ -66,6 +66,16 @@ impl Inner {
             || self.store.tenant_file(tenant).is_ok_and(|f| f.exists())
     }
 
+    /// The tenant's zone (`[tenants.NAME] time_zone`), UTC when unset:
+    /// plots and reports are in the tenant's days, as the scheduled
+    /// reports are.
+    pub fn tenant_zone(&self, tenant: &str) -> Tz {
+        self.settings
+            .tenant_zones
+            .get(tenant)
+            .map_or(Tz::UTC, |z| crate::timefmt::zone(z))
+    }
+
     /// Every tenant the SOC has, sorted.
     pub fn all_tenants(&self) -> Vec<String> {
         let mut all = self.store.tenants().unwrap_or_default();
@@ -212,6 +222,15 @@ impl From<rusqlite::Error> for PageError {
 impl From<owlet_soc_store::StoreError> for PageError {
     fn from(e: owlet_soc_store::StoreError) -> Self {
         PageError::Internal(e.to_string())
+    }
+}
+
+impl From<owlet_soc_report::ReportError> for PageError {
+    fn from(e: owlet_soc_report::ReportError) -> Self {
+        match e {
+            owlet_soc_report::ReportError::Period(e) => PageError::BadRequest(e.to_string()),
+            other => PageError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use axum::Router;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{AppState, guard, headers};
-use crate::pages::{account, admin, alerts, audit, changes, download, login, tenant};
+use crate::pages::{
+    account, admin, alerts, audit, changes, download, login, plots, reports, tenant,
+};
 use crate::roles::Perm;
 
 /// HTTP methods the portal uses.
@@ -102,8 +104,17 @@ pub static ROUTES: &[Route] = &[
         on(m, tenant::attention)
     }),
     route(Get, "/t/{tenant}/live", View, |m| on(m, tenant::live)),
-    route(Get, "/t/{tenant}/plots", View, |m| on(m, tenant::plots)),
-    route(Get, "/t/{tenant}/reports", View, |m| on(m, tenant::reports)),
+    route(Get, "/t/{tenant}/plots", View, |m| on(m, plots::page)),
+    route(Get, "/t/{tenant}/series/{name}", View, |m| {
+        on(m, plots::json)
+    }),
+    route(Get, "/t/{tenant}/reports", View, |m| on(m, reports::list)),
+    route(Get, "/t/{tenant}/reports/now", View, |m| {
+        on(m, reports::now)
+    }),
+    route(Get, "/t/{tenant}/reports/files/{file}", View, |m| {
+        on(m, reports::file)
+    }),
     route(Get, "/t/{tenant}/changes", View, |m| on(m, changes::list)),
     route(Get, "/t/{tenant}/changes/{id}", View, |m| {
         on(m, changes::detail)

@@ -29,6 +29,17 @@ pub const XSS_DNS: &str = "\"><script>alert(4)</script>.evil";
 /// Text only beta's events carry: must never appear in a refusal or in
 /// acme's pages.
 pub const BETA_MARK: &str = "BETA-SECRET";
+/// A kept report's JSON both tenants have (the access test's `{file}`).
+pub const KEPT_FILE: &str = "2026-11.json";
+
+/// Writes `files` (name, bytes) into `tenant`'s kept reports.
+pub fn keep_reports(store: &Store, tenant: &str, files: &[(&str, &[u8])]) {
+    let dir = owlet_soc_report::schedule::reports_dir(store, tenant).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -197,6 +208,15 @@ impl Fixture {
             false,
         ));
         let b = append(&store, "beta", "BETA-SECRET-sensor", beta_kinds);
+        keep_reports(&store, "acme", &[(KEPT_FILE, b"{\"tenant\":\"acme\"}")]);
+        keep_reports(
+            &store,
+            "beta",
+            &[
+                (KEPT_FILE, b"{\"tenant\":\"BETA-SECRET\"}"),
+                ("2026-11.en.html", b"<html><body>BETA-SECRET</body></html>"),
+            ],
+        );
         control_db(&root.join("soc.db"));
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -326,4 +346,24 @@ pub fn set_session(response: &Response<()>) -> Option<String> {
 
 pub fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// No markup from sensor data: every page that shows it has only the
+/// portal's own script tags, no event-handler attributes, no inline style.
+pub fn assert_inert(page: &str, body: &str) {
+    let scripts = body.matches("<script").count();
+    let own = body.matches("<script src=\"/assets/").count();
+    assert_eq!(
+        scripts, own,
+        "{page}: a script tag that is not ours\n{body}"
+    );
+    let handler = regex::Regex::new(r#"<[^>]*\son[a-z]+\s*="#).unwrap();
+    assert!(
+        !handler.is_match(body),
+        "{page}: an event handler attribute"
+    );
+    assert!(!body.contains("style="), "{page}: inline style");
+    assert!(!body.contains("<img"), "{page}: an image from data");
+    assert!(!body.contains("<svg"), "{page}: svg from data");
+    assert!(!body.contains("<b>"), "{page}: markup from data");
 }
