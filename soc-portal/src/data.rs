@@ -150,51 +150,36 @@ pub struct CheckRow {
     pub state: String,
     pub message: String,
     pub last_us: i64,
-    /// When the state last changed (the check's latest alert), if known.
+    /// When the current state began (the first result of its run), if known.
     pub since_us: Option<i64>,
 }
 
 /// Every check that reported within `window_us` before `now_us`, with its
-/// latest result's state.
+/// latest result's state: one row per check from the store's `check_state`
+/// (kept on ingest), not a scan of the window's results.
 pub fn check_board(reader: &TenantReader, now_us: i64, window_us: i64) -> Result<Vec<CheckRow>> {
     let db = reader.connection();
     let mut stmt = db
         .prepare(
             "SELECT agent, check_id, COALESCE(check_type, ''), COALESCE(target, ''),
-                    COALESCE(state, 'unknown'), COALESCE(message, ''), time_us, MAX(id)
-             FROM events WHERE kind = 'check_result' AND time_us >= ?1
-             GROUP BY agent, check_id ORDER BY agent, check_id",
+                    COALESCE(state, 'unknown'), COALESCE(message, ''), time_us, since_us
+             FROM check_state WHERE time_us >= ?1 ORDER BY agent, check_id",
         )
         .map_err(|e| sql_err(reader, e))?;
-    let rows: Vec<CheckRow> = stmt
-        .query_map([now_us - window_us], |r| {
-            Ok(CheckRow {
-                agent: r.get(0)?,
-                check_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                check_type: r.get(2)?,
-                target: r.get(3)?,
-                state: r.get(4)?,
-                message: r.get(5)?,
-                last_us: r.get(6)?,
-                since_us: None,
-            })
+    stmt.query_map([now_us - window_us], |r| {
+        Ok(CheckRow {
+            agent: r.get(0)?,
+            check_id: r.get(1)?,
+            check_type: r.get(2)?,
+            target: r.get(3)?,
+            state: r.get(4)?,
+            message: r.get(5)?,
+            last_us: r.get(6)?,
+            since_us: r.get(7)?,
         })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| sql_err(reader, e))?;
-    let mut since = db
-        .prepare(
-            "SELECT MAX(time_us) FROM events WHERE kind = 'alert' AND agent = ?1
-               AND alert_source = 'check' AND alert_subject = ?2",
-        )
-        .map_err(|e| sql_err(reader, e))?;
-    rows.into_iter()
-        .map(|mut row| {
-            row.since_us = since
-                .query_row(params![row.agent, row.check_id], |r| r.get(0))
-                .map_err(|e| sql_err(reader, e))?;
-            Ok(row)
-        })
-        .collect()
+    })
+    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    .map_err(|e| sql_err(reader, e))
 }
 
 /// What an alert or change list selects (each value bound, never inlined).

@@ -22,6 +22,7 @@
 pub mod columns;
 pub mod cursor;
 pub mod error;
+pub mod latest;
 pub mod read;
 pub mod retention;
 pub mod rollup;

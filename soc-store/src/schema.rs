@@ -11,7 +11,7 @@ use rusqlite::{Connection, Transaction};
 use crate::columns::NAMES;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// SQL type of each typed column (same order as [`NAMES`]).
 const TYPES: &[&str] = &[
@@ -109,8 +109,11 @@ pub fn migrate(db: &mut Connection) -> rusqlite::Result<Result<i64, i64>> {
 }
 
 /// `STEPS[v]` takes a database from version `v` to `v + 1`.
-const STEPS: &[fn(&Transaction) -> rusqlite::Result<()>] =
-    &[|tx| tx.execute_batch(FIXED), crate::rollup::migrate];
+const STEPS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[
+    |tx| tx.execute_batch(FIXED),
+    crate::rollup::migrate,
+    crate::latest::migrate,
+];
 
 /// The partition table of a UTC day (`YYYY-MM-DD`).
 pub fn partition_name(day: &str) -> String {

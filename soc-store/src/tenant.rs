@@ -279,6 +279,7 @@ impl TenantLog {
         };
         let mut results = Vec::with_capacity(batches.len());
         let mut rollup = crate::rollup::Rollup::default();
+        let mut latest = crate::latest::Latest::default();
         {
             // One statement per set of columns present (a check result
             // binds 17 values, not 39), prepared once per transaction.
@@ -332,6 +333,7 @@ impl TenantLog {
                     };
                     insert.execute(&values[..n]).at(&path)?;
                     rollup.add(batch.agent, columns);
+                    latest.add(batch.agent, last_id, columns);
                     done.stored += 1;
                 }
                 done.acked_seq = mark;
@@ -362,6 +364,7 @@ impl TenantLog {
             .at(&path)?;
         }
         rollup.flush(&tx, received_us).at(&path)?;
+        latest.flush(&tx).at(&path)?;
         tx.commit().at(&path)?;
         self.last_id = last_id;
         self.current = Some((day, table));

@@ -658,6 +658,7 @@ fn a_version_1_database_gets_its_rollups_backfilled() {
     for t in tables {
         db.execute_batch(&format!("DROP TABLE {t}")).unwrap();
     }
+    db.execute_batch("DROP TABLE check_state").unwrap();
     db.pragma_update(None, "user_version", 1).unwrap();
     drop(db);
     let log = store.writer("acme").unwrap();
