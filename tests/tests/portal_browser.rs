@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use owlet_proto::v1::{event::Kind, State};
+use owlet_proto::v1::{State, event::Kind};
 use owlet_tests::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -184,9 +184,10 @@ fn query_value(soc: &Soc, tenant: &str, sql: &str) -> String {
 }
 
 fn has_check(db: &Db, agent: &str, tenant: &str, id: &str, state: State) -> bool {
-    db.events_of(tenant, agent)
-        .iter()
-        .any(|e| e.check_result().is_some_and(|c| c.check_id == id && c.result == state as i32))
+    db.events_of(tenant, agent).iter().any(|e| {
+        e.check_result()
+            .is_some_and(|c| c.check_id == id && c.result == state as i32)
+    })
 }
 
 /// A datetime-local value (minutes, UTC: the users' zone).
@@ -210,7 +211,9 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         "the browser test needs {CHROMIUM} (Debian package chromium; dev/test installs it)"
     );
     assert!(
-        output(Command::new("openssl").arg("version")).status.success(),
+        output(Command::new("openssl").arg("version"))
+            .status
+            .success(),
         "the browser test needs openssl (Debian package openssl)"
     );
     let artifacts = artifacts_dir();
@@ -249,11 +252,15 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         has_check(&db, AGENT_A, TENANT_A, CHECK_A, State::Up)
             && has_check(&db, AGENT_B, TENANT_B, CHECK_B, State::Up)
     });
-    wait_until("fim_baseline_ready of tenant A at the SOC", DEADLINE, || {
-        db.events_of(TENANT_A, AGENT_A).iter().any(|e| {
-            matches!(&e.event.kind, Some(Kind::Alert(a)) if a.name == "fim_baseline_ready")
-        })
-    });
+    wait_until(
+        "fim_baseline_ready of tenant A at the SOC",
+        DEADLINE,
+        || {
+            db.events_of(TENANT_A, AGENT_A).iter().any(
+                |e| matches!(&e.event.kind, Some(Kind::Alert(a)) if a.name == "fim_baseline_ready"),
+            )
+        },
+    );
     // A configuration change whose diff carries markup (shown as text).
     fs::write(&watched, "port = 2\nname = web\n<b>bold</b>\n").unwrap();
     let watched_path = watched.display().to_string();
@@ -279,7 +286,9 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         TcpStream::connect(("127.0.0.1", portal_port)).is_ok()
     });
     let soc_toml: toml::Table = fs::read_to_string(&soc.config).unwrap().parse().unwrap();
-    let cert = soc.ca_dir.join(soc_toml["server"]["cert"].as_str().unwrap());
+    let cert = soc
+        .ca_dir
+        .join(soc_toml["server"]["cert"].as_str().unwrap());
 
     let config = serde_json::json!({
         "base_url": format!("https://127.0.0.1:{portal_port}"),
@@ -443,8 +452,14 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         download["from"], download["to"]
     );
     println!("reports page: {}", result["reports"]);
-    println!("tenant {TENANT_B} as {TENANT_A}'s viewer: {}", result["foreign_status"]);
+    println!(
+        "tenant {TENANT_B} as {TENANT_A}'s viewer: {}",
+        result["foreign_status"]
+    );
     println!("screenshots: {}", result["screenshots"]);
-    assert!(result["screenshots"].as_array().unwrap().len() >= 10, "{result}");
+    assert!(
+        result["screenshots"].as_array().unwrap().len() >= 10,
+        "{result}"
+    );
     drop(portal);
 }
