@@ -28,6 +28,7 @@ import traceback
 import urllib.parse
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -180,7 +181,13 @@ def live_check_down(page):
         [CFG["agent_a"], check_id],
     )
     ask("stop-target")
-    page.wait_for_function("() => window.__owletDownAt !== null", timeout=TIMEOUT_MS, polling=50)
+    try:
+        page.wait_for_function("() => window.__owletDownAt !== null", timeout=TIMEOUT_MS, polling=50)
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"the open overview never showed {check_id} down within {TIMEOUT_MS / 1000:.0f} s of its "
+            "target being stopped (no live update; a reload might show it)"
+        ) from None
     RESULT["down_seen_ms"] = page.evaluate("() => window.__owletDownAt")
     check(page.evaluate("() => window.__owletSameDocument === true"), "the overview was reloaded")
     check(page.locator(f"{row}.state-down").count() == 1, "the down row is gone again")
