@@ -231,25 +231,30 @@ def download(page):
 
 
 def reports(page):
-    """The reports page (built by another engineer): render a report when
-    the page offers one, else note that only the placeholder exists."""
+    """The reports page: render this month's report now (the form), and
+    check it names the check the agent runs; then open a kept report if
+    the page lists one."""
     tenant = CFG["tenant_a"]
     goto(page, f"/t/{tenant}/plots")
     shot(page, "plots")
     goto(page, f"/t/{tenant}/reports")
     shot(page, "reports")
-    if page.locator("main p.placeholder").count() > 0:
-        RESULT["reports"] = "placeholder"
-        return
-    links = page.locator(f"main a[href^='/t/{tenant}/reports/']")
-    if links.count() == 0:
-        RESULT["reports"] = "page without report links"
-        return
+    month = time.strftime("%Y-%m", time.gmtime())
+    page.fill("main input[name=period]", month)
     with page.expect_navigation():
-        links.first.click()
-    check(page.locator("body").inner_text().strip() != "", "the report is empty")
-    shot(page, "report")
-    RESULT["reports"] = f"rendered {page.url}"
+        page.click(f"form[action='/t/{tenant}/reports/now'] button[type=submit]")
+    text = page.locator("body").inner_text()
+    check(CFG["check_id"] in text,
+          f"the report rendered for {month} does not name check {CFG['check_id']}: {text[:400]!r}")
+    shot(page, "report-now")
+    RESULT["reports"] = f"rendered {month} now ({page.url})"
+    goto(page, f"/t/{tenant}/reports")
+    links = page.locator(f"main a[href^='/t/{tenant}/reports/files/']")
+    if links.count() > 0:
+        with page.expect_navigation():
+            links.first.click()
+        shot(page, "report-kept")
+        RESULT["reports"] += f"; opened kept {page.url}"
 
 
 def other_pages(page):

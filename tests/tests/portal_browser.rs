@@ -9,7 +9,8 @@
 //! (the delay from the SOC receiving the down result to the page showing it
 //! is measured and must be ≤ 2 s, with no reload), opens a configuration
 //! change's diff, downloads NDJSON and this test compares it with
-//! `owlet-soc export` for the same range, opens the reports page, and logs
+//! `owlet-soc export` for the same range, renders this month's report (it
+//! must name the check), and logs
 //! in as tenant A's viewer to find tenant B's URLs 404 with none of B's
 //! data. Full-page screenshots go to `TARGET/browser-artifacts/portal/`
 //! (or `$OWLET_BROWSER_ARTIFACTS`); the test prints where.
