@@ -25,7 +25,12 @@ const CHECKS: u64 = 4;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["fill", root, events, sensors, days] => fill(
             root,
             events.parse().expect("EVENTS"),
@@ -82,7 +87,7 @@ fn kind_of(n: u64, sensor: u64) -> Kind {
             protocol: 6,
             bytes_out: 1_000 + n % 50_000,
             packets_out: 10,
-            tls_sni: if n % 4 == 0 {
+            tls_sni: if n.is_multiple_of(4) {
                 format!("site{}.example", n % 300)
             } else {
                 String::new()
@@ -90,7 +95,7 @@ fn kind_of(n: u64, sensor: u64) -> Kind {
             ..Default::default()
         }),
         _ => {
-            let up = n % 53 != 0;
+            let up = !n.is_multiple_of(53);
             let state = if up { State::Up } else { State::Down } as i32;
             Kind::CheckResult(CheckResult {
                 check_id: format!("check-{}", n % CHECKS),
