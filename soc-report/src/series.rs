@@ -646,6 +646,10 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
         *v[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
         Ok(())
     })?;
+    // How many alerts the range holds: the hourly counts already read when
+    // the axis is the rollups' (a count over a month of raw alerts took a
+    // second for 100,000 alerts), else the raw events'.
+    let counted: f64 = by.values().flatten().flatten().sum();
     let lines = by
         .into_iter()
         .map(|(severity, values)| Line {
@@ -661,11 +665,7 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
         .collect();
     let (mut marks, mut total) = (Vec::new(), 0);
     if raw {
-        total = db.query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'alert' AND time_us >= ?1 AND time_us < ?2",
-            params![req.from_us, req.to_us],
-            |r| r.get(0),
-        )?;
+        total = counted as i64;
         let mut stmt = db.prepare(
             "SELECT time_us, agent, COALESCE(alert_name, ''), COALESCE(severity, ''),
                     COALESCE(state, ''), COALESCE(alert_subject, '')

@@ -20,6 +20,7 @@ mod db;
 mod process;
 mod relay;
 mod soc;
+mod target;
 mod tmpfs;
 mod users;
 
@@ -29,5 +30,6 @@ pub use db::*;
 pub use process::*;
 pub use relay::*;
 pub use soc::*;
+pub use target::*;
 pub use tmpfs::*;
 pub use users::*;

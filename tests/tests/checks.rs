@@ -6,67 +6,12 @@
 //! results; a reload with a broken config exits non-zero, keeps the running
 //! checks, and `owlet health` shows the rejected reload until a good one.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use owlet_proto::v1::{FailureClass, State};
 use owlet_tests::*;
-
-/// A loopback TCP port that accepts (and closes) connections until
-/// [`Port::close`]; after that, connecting is refused.
-struct Port {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Port {
-    fn open() -> Port {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((conn, _)) => drop(conn),
-                        Err(_) => sleep(Duration::from_millis(20)),
-                    }
-                }
-            })
-        };
-        Port {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Stops listening: the port refuses connections from now on.
-    fn close(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Port {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
 
 const PAGE: &str = "owlet end-to-end page";
 

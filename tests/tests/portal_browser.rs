@@ -20,13 +20,10 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use owlet_proto::v1::{State, event::Kind};
@@ -44,66 +41,6 @@ const CHECK_A: &str = "db-port";
 const LIVE_GOAL: Duration = Duration::from_secs(2);
 /// The whole browser script, on a slow shared machine.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
-
-/// A loopback TCP port that accepts (and closes) connections until
-/// [`Port::close`]; after that, connecting is refused.
-struct Port {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Port {
-    fn open() -> Port {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((conn, _)) => drop(conn),
-                        Err(_) => sleep(Duration::from_millis(20)),
-                    }
-                }
-            })
-        };
-        Port {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn close(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Port {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-fn tcp_check(id: &str, target: &str) -> toml::Value {
-    let mut t = toml::Table::new();
-    t.insert("id".into(), id.into());
-    t.insert("type".into(), "tcp".into());
-    t.insert("target".into(), target.into());
-    t.insert("interval".into(), "1s".into());
-    t.insert("timeout".into(), "1s".into());
-    toml::Value::Table(t)
-}
 
 /// The target directory this test was built into (`TARGET/debug/deps/EXE`).
 fn target_dir() -> PathBuf {
