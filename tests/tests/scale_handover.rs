@@ -138,6 +138,7 @@ fn an_agent_moved_between_two_receivers_mid_stream_is_stored_exactly_once() {
         stored() > 1_000
     });
     // The agent's connection moves from receiver 1 to receiver 2 mid-stream.
+    let before_switch = stored();
     switch.switch();
     wait_until("the agent on receiver 2", DEADLINE, || {
         two.log().contains("agent connected")
@@ -145,11 +146,14 @@ fn an_agent_moved_between_two_receivers_mid_stream_is_stored_exactly_once() {
     // The writer dies between whatever it was doing, and comes back.
     wait_until("more events stored", DEADLINE, || stored() > 4_000);
     writer.kill9();
+    let at_kill = stored();
     sleep(Duration::from_millis(500));
     writer = start_writer();
+    // Mid-stream means events still to be stored (the agent may have
+    // produced them all already; its spool holds the rest).
     assert!(
-        !agent.log().contains("synthetic load finished"),
-        "the load finished before the handover and the writer kill: the test proves little"
+        before_switch < N && at_kill < N,
+        "all {N} events were stored before the handover ({before_switch}) or the writer kill ({at_kill}): the test proves little"
     );
     agent.wait_synthetic_finished(Duration::from_secs(180));
     agent.drain_and_stop(Duration::from_secs(120));
