@@ -71,7 +71,8 @@ impl Row {
         &self.columns
     }
 
-    /// The event's protobuf (`owlet.v1.Event`), as received.
+    /// The event's protobuf (`owlet.v1.Event`) as stored: encoded again from
+    /// the decoded event (fields this build does not know are not kept).
     pub fn body(&self) -> &[u8] {
         &self.body
     }
