@@ -23,18 +23,9 @@ fn get(port: u16, path: &str) -> String {
 /// Two TCP checks (so a metric family holds several samples): one to a
 /// closed port, one to the SOC.
 fn checks(closed: u16, soc: &str) -> toml::Value {
-    let check = |id: &str, target: String| {
-        let mut t = toml::Table::new();
-        t.insert("id".into(), id.into());
-        t.insert("type".into(), "tcp".into());
-        t.insert("target".into(), target.into());
-        t.insert("interval".into(), "1s".into());
-        t.insert("timeout".into(), "1s".into());
-        toml::Value::Table(t)
-    };
     toml::Value::Array(vec![
-        check("closed-port", format!("127.0.0.1:{closed}")),
-        check("soc-port", soc.to_string()),
+        tcp_check("closed-port", &format!("127.0.0.1:{closed}")),
+        tcp_check("soc-port", soc),
     ])
 }
 
