@@ -471,6 +471,7 @@ impl Engine {
             if self.save_due() {
                 self.save_baseline();
             }
+            self.sync_stats();
         }
         self.flush(Instant::now(), true);
         self.save_baseline();

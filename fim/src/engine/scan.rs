@@ -173,7 +173,6 @@ impl Engine {
             // Everything is watched again (the limit was raised).
             self.limit_alerted = false;
         }
-        self.sync_stats();
     }
 
     /// A directory appeared inside a watched tree: watch it (and its
@@ -185,7 +184,6 @@ impl Engine {
         for f in files.iter() {
             self.touch(f.to_path_buf(), now);
         }
-        self.sync_stats();
     }
 
     /// Notifications were lost: say so and rescan everything.

@@ -108,9 +108,13 @@ impl Engine {
                 format!("cannot watch {}: {e}", dir.display()),
             ),
         }
-        self.sync_stats();
     }
 
+    /// Publishes the counts `owlet health` shows. Called between whole
+    /// steps (the end of a scan, each turn of the event loop), never in the
+    /// middle of one: a fallback scan rebuilds `unwatched`, and a count
+    /// taken halfway would tell the operator that nearly every directory is
+    /// watched again.
     pub(super) fn sync_stats(&self) {
         if let Ok(mut s) = self.stats.lock() {
             s.watched_dirs = self.watched.len();
@@ -155,7 +159,6 @@ impl Engine {
             self.watched.remove(&d);
         }
         self.unwatched.retain(|d| !d.starts_with(dir));
-        self.sync_stats();
     }
 }
 
