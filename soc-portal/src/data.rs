@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use owlet_proto::v1::{Event, event::Kind};
-use owlet_soc_store::{StoredEvent, TenantReader};
+use owlet_soc_store::{Newest, StoredEvent, TenantReader, newest_first};
 use prost::Message;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, params};
 
 pub type Result<T> = std::result::Result<T, owlet_soc_store::StoreError>;
 
@@ -195,9 +195,18 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
-    /// ` AND ...` terms for `text_columns` with their values.
-    fn terms(&self, text_columns: &[&str]) -> (String, Vec<Value>) {
-        let mut sql = String::new();
+    /// The events of `kind` this filter selects, newest first, each made
+    /// by `row`: read partition by partition ([`newest_first`]), so the
+    /// newest 50 of a month's alerts do not sort the whole month.
+    fn newest<T>(
+        &self,
+        reader: &TenantReader,
+        kind: &str,
+        columns: &str,
+        text_columns: &[&str],
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut sql = format!("kind = '{kind}'");
         let mut values = Vec::new();
         if let Some(a) = &self.agent {
             sql.push_str(" AND agent = ?");
@@ -206,14 +215,6 @@ impl ListFilter {
         if let Some(s) = &self.severity {
             sql.push_str(" AND severity = ?");
             values.push(Value::Text(s.clone()));
-        }
-        if let Some(from) = self.from_us {
-            sql.push_str(" AND time_us >= ?");
-            values.push(Value::Integer(from));
-        }
-        if let Some(to) = self.to_us {
-            sql.push_str(" AND time_us < ?");
-            values.push(Value::Integer(to));
         }
         if let Some(text) = &self.text {
             let pattern = format!(
@@ -229,8 +230,15 @@ impl ListFilter {
             sql.push_str(&format!(" AND ({})", ors.join(" OR ")));
             values.extend(text_columns.iter().map(|_| Value::Text(pattern.clone())));
         }
-        values.push(Value::Integer(self.limit.clamp(1, 1000)));
-        (sql, values)
+        let select = Newest {
+            columns,
+            filter: &sql,
+            values: &values,
+            from_us: self.from_us,
+            to_us: self.to_us,
+            limit: self.limit.clamp(1, 1000) as usize,
+        };
+        newest_first(reader.connection(), &select, row).map_err(|e| sql_err(reader, e))
     }
 }
 
@@ -252,17 +260,14 @@ pub struct AlertRow {
 
 /// Raised alerts (new state not `up`), newest first.
 pub fn alerts(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<AlertRow>> {
-    let (terms, values) = filter.terms(&["alert_subject", "alert_name", "message"]);
-    let sql = format!(
-        "SELECT id, agent, time_us, COALESCE(severity, ''), COALESCE(alert_name, ''),
-                COALESCE(alert_subject, ''), COALESCE(alert_source, ''), COALESCE(message, ''),
-                COALESCE(state, '')
-         FROM events WHERE kind = 'alert'{terms} ORDER BY time_us DESC, id DESC LIMIT ?"
-    );
-    let db = reader.connection();
-    let mut stmt = db.prepare(&sql).map_err(|e| sql_err(reader, e))?;
-    let all: Vec<AlertRow> = stmt
-        .query_map(params_from_iter(values.iter()), |r| {
+    let all = filter.newest(
+        reader,
+        "alert",
+        "id, agent, time_us, COALESCE(severity, ''), COALESCE(alert_name, ''),
+         COALESCE(alert_subject, ''), COALESCE(alert_source, ''), COALESCE(message, ''),
+         COALESCE(state, '')",
+        &["alert_subject", "alert_name", "message"],
+        |r| {
             Ok(AlertRow {
                 id: r.get(0)?,
                 agent: r.get(1)?,
@@ -275,9 +280,8 @@ pub fn alerts(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<AlertRow
                 new_state: r.get(8)?,
                 cleared: false,
             })
-        })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| sql_err(reader, e))?;
+        },
+    )?;
     // Newest first: a clear seen before (later than) a raise clears it.
     let mut cleared: HashSet<(String, String, String)> = HashSet::new();
     let mut out = Vec::new();
@@ -308,33 +312,30 @@ pub struct ChangeRow {
 
 /// File changes, newest first.
 pub fn changes(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<ChangeRow>> {
-    let (terms, values) = filter.terms(&["file_path"]);
-    let sql = format!(
-        "SELECT id, agent, time_us, COALESCE(file_path, ''), COALESCE(file_action, ''),
-                COALESCE(severity, ''), COALESCE(changed_by, ''), body
-         FROM events WHERE kind = 'file_change'{terms} ORDER BY time_us DESC, id DESC LIMIT ?"
-    );
-    let db = reader.connection();
-    let mut stmt = db.prepare(&sql).map_err(|e| sql_err(reader, e))?;
-    stmt.query_map(params_from_iter(values.iter()), |r| {
-        let body: Vec<u8> = r.get(7)?;
-        let while_stopped = matches!(
-            Event::decode(body.as_slice()).ok().and_then(|e| e.kind),
-            Some(Kind::FileChange(f)) if f.while_agent_stopped
-        );
-        Ok(ChangeRow {
-            id: r.get(0)?,
-            agent: r.get(1)?,
-            time_us: r.get(2)?,
-            path: r.get(3)?,
-            action: r.get(4)?,
-            severity: r.get(5)?,
-            changed_by: r.get(6)?,
-            while_stopped,
-        })
-    })
-    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-    .map_err(|e| sql_err(reader, e))
+    filter.newest(
+        reader,
+        "file_change",
+        "id, agent, time_us, COALESCE(file_path, ''), COALESCE(file_action, ''),
+         COALESCE(severity, ''), COALESCE(changed_by, ''), body",
+        &["file_path"],
+        |r| {
+            let body: Vec<u8> = r.get(7)?;
+            let while_stopped = matches!(
+                Event::decode(body.as_slice()).ok().and_then(|e| e.kind),
+                Some(Kind::FileChange(f)) if f.while_agent_stopped
+            );
+            Ok(ChangeRow {
+                id: r.get(0)?,
+                agent: r.get(1)?,
+                time_us: r.get(2)?,
+                path: r.get(3)?,
+                action: r.get(4)?,
+                severity: r.get(5)?,
+                changed_by: r.get(6)?,
+                while_stopped,
+            })
+        },
+    )
 }
 
 /// The event with log id `id`, if stored (and not deleted by retention).

@@ -33,8 +33,8 @@
 use std::collections::BTreeMap;
 
 use owlet_soc_export::Zone;
-use owlet_soc_store::TenantReader;
 use owlet_soc_store::rollup::{HOUR_US, Hist, Scale};
+use owlet_soc_store::{Newest, TenantReader, newest_first};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -666,26 +666,27 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
     let (mut marks, mut total) = (Vec::new(), 0);
     if raw {
         total = counted as i64;
-        let mut stmt = db.prepare(
-            "SELECT time_us, agent, COALESCE(alert_name, ''), COALESCE(severity, ''),
-                    COALESCE(state, ''), COALESCE(alert_subject, '')
-             FROM events WHERE kind = 'alert' AND time_us >= ?1 AND time_us < ?2
-             ORDER BY time_us DESC, id DESC LIMIT ?3",
-        )?;
-        marks = stmt
-            .query_map(params![req.from_us, req.to_us, limit as i64], |r| {
-                let t: i64 = r.get(0)?;
-                Ok(AlertMark {
-                    t: t.div_euclid(1_000_000),
-                    time: req.zone.rfc3339(t),
-                    agent: r.get(1)?,
-                    name: r.get(2)?,
-                    severity: r.get(3)?,
-                    state: r.get(4)?,
-                    subject: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let select = Newest {
+            columns: "time_us, agent, COALESCE(alert_name, ''), COALESCE(severity, ''),
+                      COALESCE(state, ''), COALESCE(alert_subject, '')",
+            filter: "kind = 'alert'",
+            values: &[],
+            from_us: Some(req.from_us),
+            to_us: Some(req.to_us),
+            limit,
+        };
+        marks = newest_first(db, &select, |r| {
+            let t: i64 = r.get(0)?;
+            Ok(AlertMark {
+                t: t.div_euclid(1_000_000),
+                time: req.zone.rfc3339(t),
+                agent: r.get(1)?,
+                name: r.get(2)?,
+                severity: r.get(3)?,
+                state: r.get(4)?,
+                subject: r.get(5)?,
+            })
+        })?;
     }
     Ok(Timeline {
         counts: req.series("Alerts", &axis, lines),

@@ -19,7 +19,6 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::error::{AtPath, Result};
-use crate::tenant::partitions;
 
 /// One stored event with where it sits in the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,19 +211,26 @@ impl TenantReader {
         mut each: impl FnMut(StoredEvent) -> ControlFlow<()>,
     ) -> Result<()> {
         let (clause, values) = where_clause(filter);
-        let all = partitions(&self.db).at(&self.path)?;
-        // A partition holds what arrived that day; an event's own time can
-        // be earlier (spooled) but not later than a day after arrival
-        // (clock skew bound), so days ending a day before `from` are skipped.
-        let first_day = filter.from_us.map(|from| {
-            let t =
-                chrono::DateTime::from_timestamp_micros(from - 86_400_000_000).unwrap_or_default();
-            t.format("%Y-%m-%d").to_string()
-        });
-        for (table, day) in all {
-            if first_day.as_ref().is_some_and(|first| day < *first) {
-                continue;
-            }
+        // Partitions holding events of the range (skipped by the event
+        // times each holds, not by its day of arrival: an event's own time
+        // can lie anywhere), in order of arrival.
+        let tables: Vec<String> = self
+            .db
+            .prepare(
+                "SELECT name FROM partitions WHERE max_time_us >= ?1 AND min_time_us < ?2 ORDER BY day",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    [
+                        filter.from_us.unwrap_or(i64::MIN),
+                        filter.to_us.unwrap_or(i64::MAX),
+                    ],
+                    |r| r.get(0),
+                )?
+                .collect()
+            })
+            .at(&self.path)?;
+        for table in tables {
             let mut stmt = self
                 .db
                 .prepare(&format!(

@@ -8,8 +8,10 @@
 //!
 //! Every table lives in the tenant's own database file, is keyed by
 //! `hour_us` (the start of the UTC hour of the event's own time, in µs) and
-//! then by its key columns (`TEXT NOT NULL`; a value an event lacks is the
-//! empty string):
+//! its key columns (`TEXT NOT NULL`; a value an event lacks is the empty
+//! string), in that order on disk except in the bounded tables, which are
+//! ordered by their group first (`dimension, hour_us, key`), so a month of
+//! one dimension is read without the others:
 //!
 //! | table | key | values |
 //! |---|---|---|
@@ -314,26 +316,55 @@ CREATE INDEX rollup_hours_open ON rollup_hours(hour_us) WHERE pruned = 0;
 ",
     );
     for t in &TABLES {
-        let mut columns = vec!["    hour_us INTEGER NOT NULL".to_string()];
-        columns.extend(t.keys.iter().map(|k| format!("    {k} TEXT NOT NULL")));
-        columns.extend(t.values.iter().map(|(v, m)| {
-            let ty = match m {
-                Sum => "INTEGER NOT NULL DEFAULT 0",
-                SumReal => "REAL NOT NULL DEFAULT 0",
-                Min | Max => "REAL",
-                Merge::Hist(_) => "TEXT NOT NULL DEFAULT '{}'",
-            };
-            format!("    {v} {ty}")
-        }));
-        columns.push(format!("    PRIMARY KEY (hour_us, {})", t.keys.join(", ")));
-        ddl.push_str(&format!(
-            "CREATE TABLE {} (\n{}\n) WITHOUT ROWID;\n",
-            t.name,
-            columns.join(",\n")
-        ));
+        ddl.push_str(&create_table(t, t.name));
     }
     tx.execute_batch(&ddl)?;
     backfill(tx)
+}
+
+/// The `CREATE TABLE` of `t`, named `name`. Its primary key is the table's
+/// order on disk: `hour_us` first, except in the bounded tables, whose
+/// readers ask for one group (`dimension = 'src'`) over a range of hours
+/// and so read the group's rows alone, not every group's.
+fn create_table(t: &Table, name: &str) -> String {
+    let mut columns = vec!["    hour_us INTEGER NOT NULL".to_string()];
+    columns.extend(t.keys.iter().map(|k| format!("    {k} TEXT NOT NULL")));
+    columns.extend(t.values.iter().map(|(v, m)| {
+        let ty = match m {
+            Sum => "INTEGER NOT NULL DEFAULT 0",
+            SumReal => "REAL NOT NULL DEFAULT 0",
+            Min | Max => "REAL",
+            Merge::Hist(_) => "TEXT NOT NULL DEFAULT '{}'",
+        };
+        format!("    {v} {ty}")
+    }));
+    let key = match (t.rank, t.keys) {
+        (Some(_), [group, key]) => format!("{group}, hour_us, {key}"),
+        _ => format!("hour_us, {}", t.keys.join(", ")),
+    };
+    columns.push(format!("    PRIMARY KEY ({key})"));
+    format!(
+        "CREATE TABLE {name} (\n{}\n) WITHOUT ROWID;\n",
+        columns.join(",\n")
+    )
+}
+
+/// Schema step 4 → 5: the bounded tables of a file made before step 5
+/// were keyed `hour_us` first; they are copied into their current order
+/// (a month's top list read 3 groups' rows for one).
+pub fn group_first(tx: &Transaction) -> rusqlite::Result<()> {
+    for t in TABLES.iter().filter(|t| t.rank.is_some()) {
+        let old = format!("{}_before_v5", t.name);
+        tx.execute_batch(&format!(
+            "ALTER TABLE {name} RENAME TO {old};
+             {create}
+             INSERT INTO {name} SELECT * FROM {old};
+             DROP TABLE {old};",
+            name = t.name,
+            create = create_table(t, t.name),
+        ))?;
+    }
+    Ok(())
 }
 
 /// Rolls up every event already stored (a database from schema version 1),
@@ -786,10 +817,18 @@ fn prune(tx: &Transaction, t: usize, hour: i64) -> rusqlite::Result<()> {
         return Ok(());
     };
     let name = table.name;
+    // The groups (a handful) by a skip through the key, each then counted
+    // in `hour`: a plain `GROUP BY` would scan every hour of every group.
     let groups: Vec<String> = tx
-        .prepare(&format!(
-            "SELECT {group} FROM {name} WHERE hour_us = ?1 AND {key} != ''
-             GROUP BY {group} HAVING COUNT(*) > ?2"
+        .prepare_cached(&format!(
+            "WITH RECURSIVE g(v) AS (
+                 SELECT MIN({group}) FROM {name}
+                 UNION ALL
+                 SELECT (SELECT MIN({group}) FROM {name} WHERE {group} > g.v) FROM g
+                 WHERE g.v IS NOT NULL)
+             SELECT v FROM g WHERE v IS NOT NULL
+               AND (SELECT COUNT(*) FROM {name}
+                    WHERE {group} = g.v AND hour_us = ?1 AND {key} != '') > ?2"
         ))?
         .query_map(params![hour, TOP_N as i64], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, Transaction};
 use crate::columns::NAMES;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 5;
 
 /// SQL type of each typed column (same order as [`NAMES`]).
 const TYPES: &[&str] = &[
@@ -113,7 +113,38 @@ const STEPS: &[fn(&Transaction) -> rusqlite::Result<()>] = &[
     |tx| tx.execute_batch(FIXED),
     crate::rollup::migrate,
     crate::latest::migrate,
+    time_bounds,
+    crate::rollup::group_first,
 ];
+
+/// Step 3 → 4: each partition's range of event times (`min_time_us`,
+/// `max_time_us`, NULL while it holds no event), kept on ingest. A
+/// partition is a day of *arrival*; an event's own time may lie anywhere
+/// (spooled for weeks, or a sensor's clock ahead), so readers that want a
+/// time range or the newest events skip partitions by these bounds rather
+/// than by the day.
+fn time_bounds(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE partitions ADD COLUMN min_time_us INTEGER;
+         ALTER TABLE partitions ADD COLUMN max_time_us INTEGER;",
+    )?;
+    let names: Vec<String> = tx
+        .prepare("SELECT name FROM partitions")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for name in names {
+        // Two index lookups (the partition's time index) per partition.
+        tx.execute(
+            &format!(
+                "UPDATE partitions SET min_time_us = (SELECT MIN(time_us) FROM {name}),
+                                       max_time_us = (SELECT MAX(time_us) FROM {name})
+                 WHERE name = ?1"
+            ),
+            [&name],
+        )?;
+    }
+    Ok(())
+}
 
 /// The partition table of a UTC day (`YYYY-MM-DD`).
 pub fn partition_name(day: &str) -> String {

@@ -279,6 +279,7 @@ impl TenantLog {
             }
         };
         let mut results = Vec::with_capacity(batches.len());
+        let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         let mut rollup = crate::rollup::Rollup::default();
         let mut latest = crate::latest::Latest::default();
         {
@@ -333,6 +334,8 @@ impl TenantLog {
                         }
                     };
                     insert.execute(&values[..n]).at(&path)?;
+                    min_time = min_time.min(columns.time_us);
+                    max_time = max_time.max(columns.time_us);
                     rollup.add(batch.agent, columns);
                     latest.add(batch.agent, last_id, columns);
                     done.stored += 1;
@@ -352,9 +355,14 @@ impl TenantLog {
             }
         }
         if last_id > self.last_id {
+            // MIN(NULL, x) is NULL in SQLite: a partition's first events
+            // set the bounds through COALESCE.
             tx.execute(
-                "UPDATE partitions SET last_id = ?2, events = events + ?3 WHERE name = ?1",
-                params![table, last_id, last_id - self.last_id],
+                "UPDATE partitions SET last_id = ?2, events = events + ?3,
+                    min_time_us = COALESCE(MIN(min_time_us, ?4), ?4),
+                    max_time_us = COALESCE(MAX(max_time_us, ?5), ?5)
+                 WHERE name = ?1",
+                params![table, last_id, last_id - self.last_id, min_time, max_time],
             )
             .at(&path)?;
             tx.execute(

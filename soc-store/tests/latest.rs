@@ -111,7 +111,12 @@ fn a_version_2_database_gets_the_latest_states_backfilled() {
     );
     let path = store.tenant_file("acme").unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("DROP TABLE check_state").unwrap();
+    db.execute_batch(
+        "DROP TABLE check_state;
+         ALTER TABLE partitions DROP COLUMN min_time_us;
+         ALTER TABLE partitions DROP COLUMN max_time_us;",
+    )
+    .unwrap();
     db.pragma_update(None, "user_version", 2).unwrap();
     drop(db);
     drop(store.writer("acme").unwrap());

@@ -658,7 +658,12 @@ fn a_version_1_database_gets_its_rollups_backfilled() {
     for t in tables {
         db.execute_batch(&format!("DROP TABLE {t}")).unwrap();
     }
-    db.execute_batch("DROP TABLE check_state").unwrap();
+    db.execute_batch(
+        "DROP TABLE check_state;
+         ALTER TABLE partitions DROP COLUMN min_time_us;
+         ALTER TABLE partitions DROP COLUMN max_time_us;",
+    )
+    .unwrap();
     db.pragma_update(None, "user_version", 1).unwrap();
     drop(db);
     let log = store.writer("acme").unwrap();
@@ -670,4 +675,76 @@ fn a_version_1_database_gets_its_rollups_backfilled() {
         .sql("SELECT COUNT(*) FROM rollup_hours WHERE pruned = 0")
         .unwrap();
     assert_eq!(open[0][0], "0");
+}
+
+#[test]
+fn a_version_4_database_gets_its_bounded_tables_keyed_by_group_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log) = workload(dir.path());
+    let path = log.path().to_path_buf();
+    drop(log);
+    // Make the bounded tables what version 4 wrote: keyed hour first.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let all = |db: &rusqlite::Connection, table: &str| -> Vec<Vec<String>> {
+        let mut stmt = db
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)))
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    let before = [all(&db, "rollup_talkers"), all(&db, "rollup_names")];
+    for (table, group, key, values) in [
+        (
+            "rollup_talkers",
+            "dimension",
+            "key",
+            "bytes, packets, flows",
+        ),
+        ("rollup_names", "kind", "name", "flows, bytes"),
+    ] {
+        let typed: Vec<String> = values
+            .split(", ")
+            .map(|v| format!("{v} INTEGER NOT NULL DEFAULT 0"))
+            .collect();
+        db.execute_batch(&format!(
+            "CREATE TABLE v4 (hour_us INTEGER NOT NULL, {group} TEXT NOT NULL, {key} TEXT NOT NULL,
+                 {}, PRIMARY KEY (hour_us, {group}, {key})) WITHOUT ROWID;
+             INSERT INTO v4 SELECT * FROM {table};
+             DROP TABLE {table};
+             ALTER TABLE v4 RENAME TO {table};",
+            typed.join(", ")
+        ))
+        .unwrap();
+    }
+    db.pragma_update(None, "user_version", 4).unwrap();
+    drop(db);
+    drop(store.writer("acme").unwrap());
+    let db = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(
+        [all(&db, "rollup_talkers"), all(&db, "rollup_names")],
+        before
+    );
+    for (table, first) in [("rollup_talkers", "dimension"), ("rollup_names", "kind")] {
+        // A WITHOUT ROWID table's primary key is its first index.
+        let lead: String = db
+            .query_row(
+                &format!(
+                    "SELECT name FROM pragma_index_info(
+                         (SELECT name FROM pragma_index_list('{table}') WHERE origin = 'pk'))
+                     WHERE seqno = 0"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(lead, first, "{table}");
+    }
+    check_rollups(&store.reader("acme").unwrap());
 }
