@@ -20,8 +20,19 @@
 //!   consumer's `ack_wait`; a failed commit acks nothing.
 //! * **Tenants apart**: one consumer, one connection, one schema per tenant.
 //!
+//! * **Reconnects by itself.** A lost PostgreSQL or NATS connection ends
+//!   the tenant's consumer with the reason in the log; it starts again
+//!   (new connection, same durable consumer) with a growing pause, and
+//!   logs once when it stores again. What was fetched and not committed
+//!   comes again after `ack_wait`.
+//!
 //! It never decides what is a duplicate by anything but (agent, seq), and
 //! never acknowledges before the commit returned.
+//!
+//! Test builds only (feature `fault-hooks` and debug assertions, so never a
+//! release binary): `OWLET_FAULT_WRITER_HOLD_ACK_AFTER_COMMIT=N` makes the
+//! writer stop for good between the commit of its N-th batch and that
+//! batch's acks, so a test can SIGKILL it exactly there ([`fault`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -185,13 +196,14 @@ pub async fn connect_postgres(conninfo: &str) -> Result<tokio_postgres::Client, 
         .await
         .map_err(|e| {
             BusError::Other(format!(
-                "cannot connect to PostgreSQL ({}): {e}; check [writer] postgres and that the server runs",
-                redact(conninfo)
+                "cannot connect to PostgreSQL ({}): {}; check [postgres] connect and that the server runs",
+                redact(conninfo),
+                with_causes(&e)
             ))
         })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "PostgreSQL connection ended");
+            tracing::warn!(error = %with_causes(&e), "PostgreSQL connection ended");
         }
     });
     Ok(client)
@@ -206,9 +218,26 @@ fn redact(conninfo: &str) -> String {
         .join(" ")
 }
 
+/// A PostgreSQL error with its causes: tokio-postgres shows a server's
+/// refusal as just "db error" and keeps the server's words in the source.
+fn pg_error(e: tokio_postgres::Error) -> BusError {
+    BusError::Other(format!("PostgreSQL: {}", with_causes(&e)))
+}
+
+/// `e: cause: cause…`.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// Creates (idempotently) the schema, table and role of `tenant`.
 pub async fn prepare_tenant(pg: &tokio_postgres::Client, tenant: &str) -> Result<(), BusError> {
-    pg.batch_execute(&ddl(tenant)).await?;
+    pg.batch_execute(&ddl(tenant)).await.map_err(pg_error)?;
     Ok(())
 }
 
@@ -221,6 +250,8 @@ pub async fn run(
 ) -> Result<(), BusError> {
     // Fail early, with the reason, when PostgreSQL is not reachable.
     drop(connect_postgres(&config.postgres).await?);
+    #[cfg(all(feature = "fault-hooks", debug_assertions))]
+    fault::announce();
     let mut running = HashSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     let discover = async {
@@ -246,20 +277,39 @@ pub async fn run(
     Ok(())
 }
 
-/// Consumes one tenant's stream forever, reconnecting after failures.
+/// Consumes one tenant's stream forever, reconnecting after failures
+/// (pause 1 s, doubling to 30 s while the failures go on).
 async fn tenant_loop(js: jetstream::Context, config: WriterConfig, tenant: String) {
+    const FIRST_PAUSE: Duration = Duration::from_secs(1);
+    let mut pause = FIRST_PAUSE;
+    let mut failures = 0u32;
     loop {
-        if let Err(e) = consume(&js, &config, &tenant).await {
-            tracing::warn!(%tenant, error = %e, "writer: tenant consumer failed; retrying in 1s");
+        let stored = std::sync::atomic::AtomicBool::new(false);
+        if let Err(e) = consume(&js, &config, &tenant, &stored, failures).await {
+            if stored.load(std::sync::atomic::Ordering::Relaxed) {
+                failures = 0;
+                pause = FIRST_PAUSE;
+            }
+            failures += 1;
+            tracing::warn!(%tenant, error = %e, failures, retry_in = ?pause,
+                "writer: the tenant's consumer stopped; reconnecting (events not committed come again after ack_wait)");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        } else {
+            tokio::time::sleep(FIRST_PAUSE).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
+/// Runs the tenant's consumer until something fails. `stored` is set once
+/// a batch committed; `failures` is how many attempts failed before this
+/// one (it logs that it stores again).
 async fn consume(
     js: &jetstream::Context,
     config: &WriterConfig,
     tenant: &str,
+    stored: &std::sync::atomic::AtomicBool,
+    failures: u32,
 ) -> Result<(), BusError> {
     let stream_error = |reason: String| BusError::Stream {
         stream: crate::stream_name(tenant),
@@ -267,7 +317,7 @@ async fn consume(
     };
     let mut pg = connect_postgres(&config.postgres).await?;
     prepare_tenant(&pg, tenant).await?;
-    let insert = pg.prepare(&insert_sql(tenant)).await?;
+    let insert = pg.prepare(&insert_sql(tenant)).await.map_err(pg_error)?;
     let stream = js
         .get_stream(crate::stream_name(tenant))
         .await
@@ -312,7 +362,7 @@ async fn consume(
                     "writer: not an agent's event; acknowledged without storing"),
             }
         }
-        let tx = pg.transaction().await?;
+        let tx = pg.transaction().await.map_err(pg_error)?;
         let inserts = rows.iter().map(|params| {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
@@ -320,8 +370,15 @@ async fn consume(
             let insert = &insert;
             async move { tx.execute(insert, &refs).await }
         });
-        futures::future::try_join_all(inserts).await?;
-        tx.commit().await?;
+        futures::future::try_join_all(inserts)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
+            tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
+        }
+        #[cfg(all(feature = "fault-hooks", debug_assertions))]
+        fault::after_commit(tenant).await;
         // Committed: now (and only now) acknowledged. A crash here
         // redelivers; the inserts then conflict and store nothing.
         let acks = messages.iter().map(|m| m.double_ack());
@@ -329,6 +386,41 @@ async fn consume(
             if let Err(e) = result {
                 tracing::debug!(%tenant, error = %e, "writer: ack not confirmed; the message comes again and is skipped");
             }
+        }
+    }
+}
+
+/// Faults placed where only a test can put them (feature `fault-hooks`,
+/// debug builds): the writer's behaviour in a release binary never depends
+/// on this module, which is not even compiled there.
+#[cfg(all(feature = "fault-hooks", debug_assertions))]
+pub mod fault {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Stop between the commit of the N-th batch and its acks.
+    pub const HOLD_ACK_AFTER_COMMIT: &str = "OWLET_FAULT_WRITER_HOLD_ACK_AFTER_COMMIT";
+
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+    fn hold_after() -> Option<u64> {
+        std::env::var(HOLD_ACK_AFTER_COMMIT).ok()?.parse().ok()
+    }
+
+    /// Logs that the hook is armed (tests wait for this line, so a binary
+    /// built without the hook fails loudly instead of passing vacuously).
+    pub fn announce() {
+        if let Some(n) = hold_after() {
+            tracing::warn!("fault hook armed: {HOLD_ACK_AFTER_COMMIT}={n}");
+        }
+    }
+
+    /// Never returns once the N-th batch (counted over all tenants) has
+    /// committed: its acks are never sent.
+    pub async fn after_commit(tenant: &str) {
+        let Some(n) = hold_after() else { return };
+        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            tracing::warn!(%tenant, "fault hook: batch {n} committed; holding its acks until killed");
+            std::future::pending::<()>().await;
         }
     }
 }

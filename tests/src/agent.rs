@@ -124,6 +124,11 @@ impl Agent {
         }
     }
 
+    /// Sends `sig` to the running agent (SIGSTOP / SIGCONT to freeze it).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        self.proc.as_ref().expect("agent not running").signal(sig);
+    }
+
     /// SIGKILL, no chance to drain.
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {

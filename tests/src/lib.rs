@@ -9,6 +9,9 @@
 //! failing test leaves nothing running. When a test panics, each guard prints
 //! the tail of its process's log to help diagnosis.
 //!
+//! The scaled-out SOC (JetStream, PostgreSQL, receivers, writer) is in
+//! [`Scale`].
+//!
 //! Waits are bounded and polled every 100 ms ([`wait_until`]) with generous
 //! deadlines: the machines are shared and noisy, so no test asserts timing.
 
@@ -19,6 +22,7 @@ mod asserts;
 mod db;
 mod process;
 mod relay;
+mod scale;
 mod soc;
 mod target;
 mod tmpfs;
@@ -29,6 +33,7 @@ pub use asserts::*;
 pub use db::*;
 pub use process::*;
 pub use relay::*;
+pub use scale::*;
 pub use soc::*;
 pub use target::*;
 pub use tmpfs::*;

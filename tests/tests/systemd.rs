@@ -1,11 +1,11 @@
 //! The systemd units and the notify protocol, with the real binaries.
 //!
-//! * `systemd-analyze verify` accepts both units. It checks that ExecStart's
+//! * `systemd-analyze verify` accepts every unit in `systemd/` ([`UNITS`]). It checks that ExecStart's
 //!   binary exists, so each test copies the unit into a temporary directory
 //!   with `/usr/bin/owlet*` rewritten to the freshly built binaries (nothing
 //!   is installed on the machine), and passes `--man=no` (no man pages are
 //!   installed here either). Warnings count as failures.
-//! * `systemd-analyze security --offline=yes` rates both at most 2.5.
+//! * `systemd-analyze security --offline=yes` rates each at most 2.5.
 //! * The notify protocol against a datagram socket the test binds (a path
 //!   for the SOC, an abstract `@name` for the agent): READY=1, STATUS=,
 //!   WATCHDOG=1, STOPPING=1; and no WATCHDOG=1 while the spool writer or the
@@ -25,9 +25,14 @@ use nix::sys::signal::Signal;
 
 use owlet_tests::{Agent, DEADLINE, Proc, Soc, TestUser, bin, output, run_ok, wait_until};
 
-const UNITS: [(&str, &str); 2] = [
+/// Every unit the packages ship, with the binary it starts.
+const UNITS: [(&str, &str); 5] = [
     ("owlet.service", "owlet"),
     ("owlet-soc.service", "owlet-soc"),
+    // The scaled-out SOC's roles (packaging/examples/scale/).
+    ("owlet-soc-receiver.service", "owlet-soc"),
+    ("owlet-soc-writer.service", "owlet-soc"),
+    ("owlet-soc-portal.service", "owlet-soc"),
 ];
 
 fn repo() -> PathBuf {
@@ -50,7 +55,20 @@ fn unit_with_built_binary(unit: &str, binary: &str, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn both_units_pass_systemd_analyze_verify() {
+fn every_unit_in_systemd_is_checked() {
+    let mut shipped: Vec<String> = std::fs::read_dir(repo().join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".service"))
+        .collect();
+    shipped.sort();
+    let mut checked: Vec<String> = UNITS.iter().map(|(u, _)| u.to_string()).collect();
+    checked.sort();
+    assert_eq!(shipped, checked, "systemd/ and UNITS differ");
+}
+
+#[test]
+fn every_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     for (unit, binary) in UNITS {
         let path = unit_with_built_binary(unit, binary, dir.path());
@@ -69,7 +87,7 @@ fn both_units_pass_systemd_analyze_verify() {
 }
 
 #[test]
-fn both_units_expose_at_most_2_5() {
+fn every_unit_exposes_at_most_2_5() {
     for (unit, _) in UNITS {
         let path = repo().join("systemd").join(unit);
         let out = run_ok(

