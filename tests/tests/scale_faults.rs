@@ -164,6 +164,13 @@ fn the_writer_killed_between_commit_and_ack_stores_nothing_twice() {
         &mut [&mut writer],
     );
     scale.finish(&mut agent, N);
+    // The redelivered batch was absorbed quietly (ON CONFLICT DO NOTHING),
+    // not refused by the unique key and retried until it expired.
+    assert!(
+        !writer.log().contains("consumer stopped"),
+        "the restarted writer failed on the redelivered batch:\n{}",
+        writer.log()
+    );
     drop((receiver, writer));
 }
 
