@@ -6,6 +6,12 @@
 //! (`PRAGMA user_version`); every statement elsewhere binds its values
 //! (never formats them into SQL); one connection behind a mutex, used from
 //! blocking threads only. It never touches a tenant's event log or `soc.db`.
+//!
+//! Secrets at rest: TOTP secrets are sealed ([`crate::seal`]) under the key
+//! in `portal-totp.key` beside this file; schema 2 seals the clear secrets an
+//! older version stored. `secure_delete` is on, and the migration
+//! checkpoints and truncates the WAL, so an overwritten clear secret leaves
+//! no copy in free space, free pages or the WAL.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -13,11 +19,13 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::seal::SealKey;
+
 /// File name inside the store root.
 pub const FILE: &str = "portal.db";
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -25,7 +33,7 @@ CREATE TABLE IF NOT EXISTS users (
     name           TEXT NOT NULL UNIQUE,
     role           TEXT NOT NULL,
     password       TEXT NOT NULL,          -- argon2id PHC string
-    totp_secret    TEXT NOT NULL,          -- base32
+    totp_secret    TEXT NOT NULL,          -- sealed (seal.rs): xc20p1:base64
     totp_required  INTEGER NOT NULL,
     totp_last_step INTEGER NOT NULL DEFAULT 0, -- a code is accepted once
     lang           TEXT NOT NULL DEFAULT 'en',
@@ -100,12 +108,36 @@ pub enum DbError {
         found: i64,
         known: i64,
     },
+    #[error(transparent)]
+    Key(#[from] crate::seal::SealError),
 }
 
 /// The open portal database.
 pub struct Db {
     conn: Mutex<Connection>,
     path: PathBuf,
+    key: SealKey,
+}
+
+/// The locked connection with the key of the sealed secrets (a
+/// [`Connection`] by `Deref`).
+pub struct Conn<'a> {
+    conn: MutexGuard<'a, Connection>,
+    key: &'a SealKey,
+}
+
+impl Conn<'_> {
+    /// The key TOTP secrets are sealed with.
+    pub fn key(&self) -> &SealKey {
+        self.key
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 impl Db {
@@ -130,12 +162,25 @@ impl Db {
                 known: VERSION,
             });
         }
+        // Deleted or overwritten content is zeroed, not left in free space.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(at)?;
         conn.execute_batch(SCHEMA).map_err(at)?;
+        let sealed_exist: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE substr(totp_secret, 1, 7) = ?1)",
+                [crate::seal::PREFIX],
+                |r| r.get(0),
+            )
+            .map_err(at)?;
+        let key = SealKey::load_or_create(&crate::seal::key_path(path), sealed_exist)?;
+        seal_clear_secrets(&conn, &key).map_err(at)?;
         conn.pragma_update(None, "user_version", VERSION)
             .map_err(at)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            key,
         })
     }
 
@@ -144,10 +189,18 @@ impl Db {
     }
 
     /// The connection (blocking threads only).
-    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub fn lock(&self) -> Conn<'_> {
         // A panic while holding it leaves a consistent SQLite connection
         // (statements are transactional), so a poisoned lock is usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        Conn {
+            conn: self.conn.lock().unwrap_or_else(|e| e.into_inner()),
+            key: &self.key,
+        }
+    }
+
+    /// The key file of the sealed secrets.
+    pub fn key_path(&self) -> &Path {
+        self.key.path()
     }
 
     /// Wraps a rusqlite error with this file's path.
@@ -157,6 +210,30 @@ impl Db {
             source,
         }
     }
+}
+
+/// Schema 2: seals every clear TOTP secret (of schema 1), then moves the
+/// result into the main file and empties the WAL, so no clear copy stays.
+fn seal_clear_secrets(conn: &Connection, key: &SealKey) -> rusqlite::Result<()> {
+    let clear: Vec<(i64, String)> = conn
+        .prepare("SELECT id, totp_secret FROM users WHERE substr(totp_secret, 1, 7) != ?1")?
+        .query_map([crate::seal::PREFIX], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if clear.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    for (id, secret) in &clear {
+        tx.execute(
+            "UPDATE users SET totp_secret = ?2 WHERE id = ?1",
+            rusqlite::params![id, key.seal(*id, secret)],
+        )?;
+    }
+    tx.commit()?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.execute_batch("VACUUM")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 /// Now, UTC µs.

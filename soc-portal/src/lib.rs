@@ -14,6 +14,7 @@
 //!   session, the tenant against the user's scope (a foreign tenant is
 //!   404), the role's permission (403) and the CSRF token of every
 //!   non-GET request;
+//! * TOTP secrets sealed at rest under `portal-totp.key` ([`seal`]);
 //! * argon2id passwords, TOTP for MSSP roles, lockout after repeated
 //!   failures; session ids random, stored hashed, renewed at login;
 //! * every page is a compiled askama template with escaping on: data from
@@ -35,6 +36,7 @@ pub mod i18n;
 pub mod lockout;
 pub mod pages;
 pub mod roles;
+pub mod seal;
 pub mod server;
 pub mod session;
 pub mod timefmt;

@@ -5,12 +5,14 @@
 //! least one (an admin none: it reaches all); every name, tenant, language
 //! and zone is checked before it is stored; a new or reset password is
 //! random, shown once and must be changed at the next login; every user
-//! has a TOTP secret, required for MSSP roles.
+//! has a TOTP secret, required for MSSP roles, stored only sealed
+//! ([`crate::seal`], bound to the user's id): the functions that touch it
+//! take the [`Conn`] that carries the key.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::auth;
-use crate::db::now_us;
+use crate::db::{Conn, now_us};
 use crate::i18n::Lang;
 use crate::roles::{Role, Scope};
 
@@ -24,6 +26,8 @@ pub enum UserError {
     Exists(String),
     #[error("portal database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 /// What to create.
@@ -113,7 +117,7 @@ fn check_tenants(role: Role, tenants: &[String]) -> Result<(), UserError> {
 }
 
 /// Creates a user with a one-time password.
-pub fn add(db: &Connection, new: &NewUser) -> Result<Credentials, UserError> {
+pub fn add(db: &Conn, new: &NewUser) -> Result<Credentials, UserError> {
     check_name(&new.name)?;
     check_zone(&new.time_zone)?;
     let mut tenants = new.tenants.clone();
@@ -127,27 +131,35 @@ pub fn add(db: &Connection, new: &NewUser) -> Result<Credentials, UserError> {
     let hash = auth::hash_password(&password).map_err(UserError::Invalid)?;
     let secret = auth::new_totp_secret();
     let totp_required = new.role.is_mssp() || new.totp;
-    db.execute(
+    // The sealed secret is bound to the id, known after the insert: the
+    // row is written with an empty secret and sealed in the same
+    // transaction (the clear secret never reaches the file).
+    let tx = db.unchecked_transaction()?;
+    tx.execute(
         "INSERT INTO users (name, role, password, totp_secret, totp_required, lang, time_zone, created_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, ?7)",
         params![
             new.name,
             new.role.name(),
             hash,
-            secret,
             totp_required,
             new.lang.code(),
             new.time_zone,
             now_us()
         ],
     )?;
-    let id = db.last_insert_rowid();
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE users SET totp_secret = ?2 WHERE id = ?1",
+        params![id, db.key().seal(id, &secret)],
+    )?;
     for t in &tenants {
-        db.execute(
+        tx.execute(
             "INSERT INTO user_tenants (user_id, tenant) VALUES (?1, ?2)",
             params![id, t],
         )?;
     }
+    tx.commit()?;
     Ok(Credentials {
         name: new.name.clone(),
         password,
@@ -210,7 +222,7 @@ pub fn list(db: &Connection) -> Result<Vec<User>, UserError> {
 
 /// A new one-time password for `name` (ends its sessions; unlocks nothing
 /// else: a disabled user stays disabled).
-pub fn reset_password(db: &Connection, name: &str) -> Result<Credentials, UserError> {
+pub fn reset_password(db: &Conn, name: &str) -> Result<Credentials, UserError> {
     let user = find(db, name)?.ok_or_else(|| UserError::Unknown(name.to_string()))?;
     let password = auth::one_time_password();
     let hash = auth::hash_password(&password).map_err(UserError::Invalid)?;
@@ -219,11 +231,7 @@ pub fn reset_password(db: &Connection, name: &str) -> Result<Credentials, UserEr
         params![user.id, hash],
     )?;
     db.execute("DELETE FROM sessions WHERE user_id = ?1", [user.id])?;
-    let secret: String = db.query_row(
-        "SELECT totp_secret FROM users WHERE id = ?1",
-        [user.id],
-        |r| r.get(0),
-    )?;
+    let (_, secret, _) = secrets(db, user.id)?;
     Ok(Credentials {
         name: user.name.clone(),
         password,
@@ -285,13 +293,15 @@ pub fn set_preferences(db: &Connection, id: i64, lang: Lang, zone: &str) -> Resu
     Ok(())
 }
 
-/// `(password hash, totp secret, last totp step)` of `id`, for login.
-pub fn secrets(db: &Connection, id: i64) -> rusqlite::Result<(String, String, u64)> {
-    db.query_row(
+/// `(password hash, totp secret opened, last totp step)` of `id`, for login.
+pub fn secrets(db: &Conn, id: i64) -> Result<(String, String, u64), UserError> {
+    let (hash, sealed, last): (String, String, i64) = db.query_row(
         "SELECT password, totp_secret, totp_last_step FROM users WHERE id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
-    )
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let secret = db.key().open(id, &sealed)?;
+    Ok((hash, secret, last as u64))
 }
 
 /// Records the TOTP step just used, so its code is not accepted again.

@@ -181,7 +181,7 @@ async fn change(
     ctx: Ctx,
     name: String,
     action: &'static str,
-    f: impl FnOnce(&rusqlite::Connection, &str) -> Result<Option<Credentials>, users::UserError>
+    f: impl FnOnce(&crate::db::Conn, &str) -> Result<Option<Credentials>, users::UserError>
     + Send
     + 'static,
 ) -> Result<Response, PageError> {

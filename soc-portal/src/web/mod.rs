@@ -238,6 +238,7 @@ impl From<crate::users::UserError> for PageError {
     fn from(e: crate::users::UserError) -> Self {
         match e {
             crate::users::UserError::Db(e) => PageError::Internal(e.to_string()),
+            crate::users::UserError::Seal(e) => PageError::Internal(e.to_string()),
             other => PageError::BadRequest(other.to_string()),
         }
     }

@@ -274,10 +274,7 @@ impl Fixture {
         .unwrap();
         let id = users::find(&c, name).unwrap().unwrap().id;
         users::set_password(&c, id, "a long enough password").unwrap();
-        c.query_row("SELECT totp_secret FROM users WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .unwrap()
+        users::secrets(&c, id).unwrap().1
     }
 
     /// A fresh full session of `name`: (cookie header value, CSRF token).
