@@ -193,6 +193,25 @@ fn bad_soc_address() {
 }
 
 #[test]
+fn bad_soc_alternative() {
+    let (_soc, dir) = credentials();
+    // Line 7: the second alternative.
+    let text = valid("localhost:4443", "agent.pem", "agent.key").replace(
+        "ca = \"ca.pem\"",
+        "alternatives = [\"soc-2.example.net:4443\",\n  \"soc-3.example.net\"]\nca = \"ca.pem\"",
+    );
+    let stderr = assert_error(
+        &dir,
+        "alternatives.toml",
+        &text,
+        8,
+        "soc.alternatives[1]",
+        "HOST:PORT",
+    );
+    assert_all_located(&dir.join("alternatives.toml"), &stderr);
+}
+
+#[test]
 fn several_mistakes_are_reported_at_once() {
     let (_soc, dir) = credentials();
     let text = valid("localhost:4443", "missing.pem", "agent.key")

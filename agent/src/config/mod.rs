@@ -100,6 +100,13 @@ impl Config {
             "soc.address",
             "expected HOST:PORT, e.g. \"soc.example.net:4443\" or \"[2001:db8::1]:4443\"",
         );
+        for (i, alternative) in self.soc.alternatives.iter().enumerate() {
+            check(
+                split_host_port(alternative).is_some(),
+                &format!("soc.alternatives[{i}]"),
+                "expected HOST:PORT, e.g. \"soc-2.example.net:4443\" (another receiver of the same SOC)",
+            );
+        }
         check(
             self.soc.server_name.as_deref() != Some(""),
             "soc.server_name",
@@ -356,12 +363,25 @@ impl Config {
     /// Name the SOC's certificate must match: `soc.server_name`, or the host
     /// part of `soc.address`.
     pub fn server_name(&self) -> String {
+        self.server_name_of(&self.soc.address)
+    }
+
+    /// Name the certificate of the receiver at `address` must match:
+    /// `soc.server_name`, or the host part of `address`.
+    pub fn server_name_of(&self, address: &str) -> String {
         match &self.soc.server_name {
             Some(name) => name.clone(),
-            None => split_host_port(&self.soc.address)
+            None => split_host_port(address)
                 .map(|(host, _)| host.to_string())
                 .unwrap_or_default(),
         }
+    }
+
+    /// `soc.address`, then `soc.alternatives`: every receiver the agent may
+    /// stream to, in the order it tries them.
+    pub fn soc_addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.soc.address.as_str())
+            .chain(self.soc.alternatives.iter().map(String::as_str))
     }
 }
 

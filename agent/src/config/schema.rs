@@ -88,6 +88,12 @@ pub enum Compression {
 pub struct SocSection {
     /// `HOST:PORT` of the SOC receiver.
     pub address: String,
+    /// Other receivers of the same SOC (`HOST:PORT` each), tried in order
+    /// when the current one cannot be reached; the agent stays with the one
+    /// that answered until it fails. For a scaled-out SOC without a load
+    /// balancer in front of its receivers.
+    #[serde(default)]
+    pub alternatives: Vec<String>,
     /// Name the SOC certificate must carry (default: host part of `address`).
     pub server_name: Option<String>,
     /// CA that signed the SOC's certificate; the only CA trusted (pinning).

@@ -5,9 +5,12 @@
 //! and offers the agent's certificate; the server name checked is
 //! `soc.server_name` (or the host of `soc.address`). tonic gets the finished
 //! TLS stream through a custom connector, so no TLS code of tonic's own is
-//! involved and TLS 1.3-only is enforced by our config.
+//! involved and TLS 1.3-only is enforced by our config. With
+//! `soc.alternatives`, the connector tries the receivers in turn
+//! ([`Connector`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -25,23 +28,44 @@ use super::replay::Replay;
 const FIRST_READ: usize = 4096;
 use crate::config::Config;
 
+/// One receiver the agent may stream to.
+#[derive(Clone)]
+struct Target {
+    address: String,
+    server_name: ServerName<'static>,
+}
+
+/// Dials the SOC: `soc.address`, then each of `soc.alternatives` while the
+/// earlier ones cannot be reached. Sticky: the next connection starts with
+/// the receiver that answered last, so an agent moves only when its
+/// receiver fails (the SOC keeps exactly-once across receivers either way).
 #[derive(Clone)]
 pub struct Connector {
     tls: TlsConnector,
-    address: String,
-    server_name: ServerName<'static>,
+    targets: Arc<[Target]>,
+    /// Index in `targets` of the receiver to try first.
+    current: Arc<AtomicUsize>,
     timeout: Duration,
 }
 
 impl Connector {
     pub fn new(config: &Config) -> Result<Self, UplinkError> {
         let tls = owlet_tls::client_config(&config.soc.ca, &config.soc.cert, &config.soc.key)?;
-        let server_name = ServerName::try_from(config.server_name())
-            .map_err(|_| UplinkError::ServerName(config.server_name()))?;
+        let targets = config
+            .soc_addresses()
+            .map(|address| {
+                let name = config.server_name_of(address);
+                Ok(Target {
+                    address: address.to_string(),
+                    server_name: ServerName::try_from(name.clone())
+                        .map_err(|_| UplinkError::ServerName(name))?,
+                })
+            })
+            .collect::<Result<Vec<_>, UplinkError>>()?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
-            address: config.soc.address.clone(),
-            server_name,
+            targets: targets.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             timeout: config.soc.connect_timeout,
         })
     }
@@ -49,6 +73,36 @@ impl Connector {
     /// The connect timeout, also used for the hello/welcome exchange.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The receiver tried first (the one connected to, once connected).
+    pub fn address(&self) -> &str {
+        &self.targets[self.current.load(Ordering::Relaxed) % self.targets.len()].address
+    }
+
+    /// A TLS connection to the first receiver that answers, starting with
+    /// the current one. Each receiver gets the whole connect timeout. If
+    /// none answers, the error is the first receiver's; the others' are
+    /// logged.
+    async fn connect_any(&self) -> Result<Replay<TlsStream<TcpStream>>, UplinkError> {
+        let first = self.current.load(Ordering::Relaxed);
+        let n = self.targets.len();
+        let mut first_error = None;
+        for i in (first..first + n).map(|i| i % n) {
+            match self.connect_tls(&self.targets[i]).await {
+                Ok(stream) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(e) if n > 1 => {
+                    tracing::warn!(soc = %self.targets[i].address, reason = %e,
+                        "cannot reach this receiver; trying the next of soc.address and soc.alternatives");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_error.unwrap_or(UplinkError::Closed))
     }
 
     /// TCP connect + TLS handshake + the SOC's first bytes, bounded by the
@@ -61,12 +115,16 @@ impl Connector {
     /// done here — the SOC, an HTTP/2 server, sends its SETTINGS at once —
     /// and a refusal becomes a handshake error that names its alert; the
     /// bytes read are replayed to hyper.
-    async fn connect_tls(&self) -> Result<Replay<TlsStream<TcpStream>>, UplinkError> {
+    async fn connect_tls(
+        &self,
+        target: &Target,
+    ) -> Result<Replay<TlsStream<TcpStream>>, UplinkError> {
+        let address = &target.address;
         let attempt = async {
             // Resolve first, so a DNS failure is told apart from a refusal.
-            let addrs: Vec<_> = tokio::net::lookup_host(&self.address)
+            let addrs: Vec<_> = tokio::net::lookup_host(address)
                 .await
-                .map_err(|e| UplinkError::Dns(self.address.clone(), e))?
+                .map_err(|e| UplinkError::Dns(address.clone(), e))?
                 .collect();
             let mut last_error = None;
             let mut connected = None;
@@ -83,20 +141,20 @@ impl Connector {
                 let e = last_error.unwrap_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses")
                 });
-                UplinkError::Connect(self.address.clone(), e)
+                UplinkError::Connect(address.clone(), e)
             })?;
             tcp.set_nodelay(true)
-                .map_err(|e| UplinkError::Connect(self.address.clone(), e))?;
+                .map_err(|e| UplinkError::Connect(address.clone(), e))?;
             let mut tls = self
                 .tls
-                .connect(self.server_name.clone(), tcp)
+                .connect(target.server_name.clone(), tcp)
                 .await
-                .map_err(|e| UplinkError::Handshake(self.address.clone(), e))?;
+                .map_err(|e| UplinkError::Handshake(address.clone(), e))?;
             let mut first = vec![0u8; FIRST_READ];
             let n = tls
                 .read(&mut first)
                 .await
-                .map_err(|e| UplinkError::Handshake(self.address.clone(), e))?;
+                .map_err(|e| UplinkError::Handshake(address.clone(), e))?;
             if n == 0 {
                 return Err(UplinkError::Closed);
             }
@@ -105,7 +163,7 @@ impl Connector {
         };
         tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| UplinkError::Timeout(self.address.clone(), self.timeout))?
+            .map_err(|_| UplinkError::Timeout(address.clone(), self.timeout))?
     }
 
     /// A gRPC channel over one fresh TLS connection.
@@ -120,7 +178,7 @@ impl Connector {
         endpoint
             .connect_with_connector(tower::service_fn(move |_| {
                 let connector = connector.clone();
-                async move { connector.connect_tls().await.map(TokioIo::new) }
+                async move { connector.connect_any().await.map(TokioIo::new) }
             }))
             .await
             .map_err(|e| UplinkError::Transport(Box::new(e)))

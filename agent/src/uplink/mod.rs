@@ -223,7 +223,7 @@ impl Uplink {
         } = open_session(connector, hello, self.compression).await?;
         self.metrics.set_connection(ConnectionState::Connected);
         info!(tenant = %welcome.tenant, agent = %welcome.agent_id, acked_seq = welcome.acked_seq,
-              soc_version = %welcome.soc_version, "connected to the SOC");
+              soc_version = %welcome.soc_version, soc = %connector.address(), "connected to the SOC");
         if welcome.acked_seq > 0 {
             self.store.ack(welcome.acked_seq).await?;
         }
