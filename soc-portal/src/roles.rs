@@ -28,6 +28,11 @@ pub enum Perm {
     Triage,
     /// Read a tenant's audit log.
     TenantAudit,
+    /// Manage a tenant's own customer users (`/t/T/users`): add a
+    /// customer-viewer or customer-admin of that tenant, disable, enable,
+    /// reset a password. The tenant comes from the path, checked against
+    /// the scope like every tenant route.
+    TenantUsers,
     /// Tenants, users, sensors, the whole audit log.
     Admin,
 }
@@ -71,7 +76,9 @@ impl Role {
         match perm {
             Perm::Public | Perm::Session | Perm::View => true,
             Perm::Triage => self.is_mssp(),
-            Perm::TenantAudit => matches!(self, Role::MsspAdmin | Role::CustomerAdmin),
+            Perm::TenantAudit | Perm::TenantUsers => {
+                matches!(self, Role::MsspAdmin | Role::CustomerAdmin)
+            }
             Perm::Admin => self == Role::MsspAdmin,
         }
     }
@@ -130,5 +137,8 @@ mod tests {
         assert!(Role::CustomerAdmin.may(Perm::TenantAudit));
         assert!(!Role::MsspAnalyst.may(Perm::Admin));
         assert!(!Role::CustomerViewer.may(Perm::TenantAudit));
+        assert!(Role::CustomerAdmin.may(Perm::TenantUsers));
+        assert!(!Role::CustomerViewer.may(Perm::TenantUsers));
+        assert!(!Role::MsspAnalyst.may(Perm::TenantUsers));
     }
 }

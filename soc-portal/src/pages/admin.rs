@@ -1,9 +1,18 @@
 //! Administration (mssp-admin only, by the route table): tenants with
 //! their sensors, users (add, disable / enable, reset password, tenants).
 //! Every change is audited; a new or reset password is shown once.
+//!
+//! The same user handlers serve a tenant's own user page, `/t/T/users`
+//! (mssp-admin, or that tenant's customer-admin): there [`Managed`] limits
+//! them to customer users of exactly that tenant. A role or a user outside
+//! it is refused whatever the form says (a crafted POST included): an
+//! MSSP role or another tenant is a 400, a user of another tenant or an
+//! MSSP user is not found (404), as if it did not exist.
 
 use askama::Template;
 use axum::Extension;
+use std::collections::HashMap;
+
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -12,7 +21,7 @@ use super::tenant::SensorRow;
 use crate::data;
 use crate::i18n::Lang;
 use crate::roles::Role;
-use crate::users::{self, Credentials, NewUser};
+use crate::users::{self, Credentials, NewUser, User};
 use crate::web::{AppState, Ctx, Frame, PageError, render};
 
 pub struct TenantRow {
@@ -75,6 +84,55 @@ pub async fn overview(
         .await
 }
 
+/// Whose users a request manages: every user (`/admin/users`) or the
+/// customer users of one tenant (`/t/T/users`, the tenant the guard
+/// checked against the user's scope).
+pub enum Managed {
+    All,
+    Tenant(String),
+}
+
+impl Managed {
+    pub fn of(ctx: &Ctx) -> Managed {
+        ctx.tenant.clone().map_or(Managed::All, Managed::Tenant)
+    }
+
+    /// Where the page and its forms are.
+    pub fn base(&self) -> String {
+        match self {
+            Managed::All => "/admin/users".into(),
+            Managed::Tenant(t) => format!("/t/{t}/users"),
+        }
+    }
+
+    /// The roles it may give.
+    pub fn roles(&self) -> &'static [Role] {
+        match self {
+            Managed::All => &Role::ALL,
+            Managed::Tenant(_) => &[Role::CustomerViewer, Role::CustomerAdmin],
+        }
+    }
+
+    /// Whether `user` is one it manages.
+    pub fn holds(&self, user: &User) -> bool {
+        match self {
+            Managed::All => true,
+            Managed::Tenant(t) => !user.role.is_mssp() && user.tenants == [t.as_str()],
+        }
+    }
+
+    /// The tenants of a user it adds: a tenant page's own tenant only.
+    fn tenants(&self, given: Vec<String>) -> Result<Vec<String>, PageError> {
+        match self {
+            Managed::All => Ok(given),
+            Managed::Tenant(t) if given.iter().all(|g| g == t) => Ok(vec![t.clone()]),
+            Managed::Tenant(t) => Err(PageError::BadRequest(format!(
+                "a user added here belongs to {t} alone; another tenant is not yours to give"
+            ))),
+        }
+    }
+}
+
 pub struct UserRow {
     pub name: String,
     pub role: String,
@@ -90,6 +148,10 @@ struct UsersPage {
     users: Vec<UserRow>,
     roles: Vec<&'static str>,
     issued: Option<Credentials>,
+    /// `/admin/users` or `/t/T/users`.
+    base: String,
+    /// A tenant's page: no tenant fields.
+    scoped: bool,
 }
 
 fn users_page(
@@ -97,8 +159,10 @@ fn users_page(
     ctx: &Ctx,
     issued: Option<Credentials>,
 ) -> Result<Response, PageError> {
+    let managed = Managed::of(ctx);
     let users = users::list(&s.db.lock())?
         .into_iter()
+        .filter(|u| managed.holds(u))
         .map(|u| UserRow {
             name: u.name,
             role: u.role.name().into(),
@@ -110,8 +174,10 @@ fn users_page(
     render(&UsersPage {
         f: Frame::new(ctx, "users.title"),
         users,
-        roles: Role::ALL.iter().map(|r| r.name()).collect(),
+        roles: managed.roles().iter().map(|r| r.name()).collect(),
         issued,
+        base: managed.base(),
+        scoped: matches!(managed, Managed::Tenant(_)),
     })
 }
 
@@ -150,11 +216,17 @@ pub async fn add_user(
     Extension(ctx): Extension<Ctx>,
     Form(form): Form<AddForm>,
 ) -> Result<Response, PageError> {
+    let managed = Managed::of(&ctx);
     let role = Role::parse(form.role.trim()).map_err(PageError::BadRequest)?;
+    if !managed.roles().contains(&role) {
+        return Err(PageError::BadRequest(format!(
+            "{role} cannot be given here: a tenant's users are customer-viewer or customer-admin"
+        )));
+    }
     let new = NewUser {
         name: form.name.trim().to_string(),
         role,
-        tenants: tenant_list(&form.tenants),
+        tenants: managed.tenants(tenant_list(&form.tenants))?,
         lang: Lang::parse(&form.lang),
         time_zone: if form.time_zone.trim().is_empty() {
             "UTC".into()
@@ -176,22 +248,39 @@ pub async fn add_user(
         .await
 }
 
+/// `{name}` of the path (admin and tenant routes alike).
+type PathParams = Path<HashMap<String, String>>;
+
+fn name_of(params: &HashMap<String, String>) -> Result<String, PageError> {
+    const NAME: &str = "name";
+    params.get(NAME).cloned().ok_or(PageError::NotFound)
+}
+
 async fn change(
     state: AppState,
     ctx: Ctx,
-    name: String,
+    params: HashMap<String, String>,
     action: &'static str,
     f: impl FnOnce(&crate::db::Conn, &str) -> Result<Option<Credentials>, users::UserError>
     + Send
     + 'static,
 ) -> Result<Response, PageError> {
+    let name = name_of(&params)?;
     state
         .blocking(move |s| {
-            let issued = f(&s.db.lock(), &name)?;
+            let managed = Managed::of(&ctx);
+            let db = s.db.lock();
+            // Outside what this page manages is as good as absent.
+            match users::find(&db, &name)? {
+                Some(u) if managed.holds(&u) => {}
+                _ => return Err(PageError::NotFound),
+            }
+            let issued = f(&db, &name)?;
+            drop(db);
             s.audit(&ctx, action, &name);
             match issued {
                 Some(c) => users_page(s, &ctx, Some(c)),
-                None => Ok(Redirect::to("/admin/users").into_response()),
+                None => Ok(Redirect::to(&managed.base()).into_response()),
             }
         })
         .await
@@ -200,12 +289,12 @@ async fn change(
 pub async fn disable(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Path(name): Path<String>,
+    Path(params): PathParams,
 ) -> Result<Response, PageError> {
-    if ctx.who()?.name == name {
+    if ctx.who()?.name == name_of(&params)? {
         return Err(PageError::BadRequest("you cannot disable yourself".into()));
     }
-    change(state, ctx, name, "admin.user.disable", |db, n| {
+    change(state, ctx, params, "admin.user.disable", |db, n| {
         users::set_disabled(db, n, true).map(|_| None)
     })
     .await
@@ -214,9 +303,9 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Path(name): Path<String>,
+    Path(params): PathParams,
 ) -> Result<Response, PageError> {
-    change(state, ctx, name, "admin.user.enable", |db, n| {
+    change(state, ctx, params, "admin.user.enable", |db, n| {
         users::set_disabled(db, n, false).map(|_| None)
     })
     .await
@@ -225,9 +314,9 @@ pub async fn enable(
 pub async fn reset(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Path(name): Path<String>,
+    Path(params): PathParams,
 ) -> Result<Response, PageError> {
-    change(state, ctx, name, "admin.user.reset", |db, n| {
+    change(state, ctx, params, "admin.user.reset", |db, n| {
         users::reset_password(db, n).map(Some)
     })
     .await
@@ -242,11 +331,11 @@ pub struct TenantsForm {
 pub async fn tenants(
     State(state): State<AppState>,
     Extension(ctx): Extension<Ctx>,
-    Path(name): Path<String>,
+    Path(params): PathParams,
     Form(form): Form<TenantsForm>,
 ) -> Result<Response, PageError> {
     let list = tenant_list(&form.tenants);
-    change(state, ctx, name, "admin.user.tenants", move |db, n| {
+    change(state, ctx, params, "admin.user.tenants", move |db, n| {
         users::set_tenants(db, n, &list).map(|_| None)
     })
     .await

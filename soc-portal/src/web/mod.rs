@@ -162,6 +162,7 @@ pub struct Frame {
     pub is_admin: bool,
     pub can_audit: bool,
     pub can_triage: bool,
+    pub can_manage_users: bool,
 }
 
 impl Frame {
@@ -188,6 +189,7 @@ impl Frame {
             is_admin: role.is_some_and(|r| r.may(Perm::Admin)),
             can_audit: role.is_some_and(|r| r.may(Perm::TenantAudit)),
             can_triage: role.is_some_and(|r| r.may(Perm::Triage)),
+            can_manage_users: role.is_some_and(|r| r.may(Perm::TenantUsers)),
         }
     }
 

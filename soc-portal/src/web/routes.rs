@@ -78,7 +78,7 @@ const fn route(
 }
 
 use Method::{Get, Post};
-use Perm::{Admin, Public, Session, TenantAudit, Triage, View};
+use Perm::{Admin, Public, Session, TenantAudit, TenantUsers, Triage, View};
 
 /// Every route of the portal.
 pub static ROUTES: &[Route] = &[
@@ -135,15 +135,32 @@ pub static ROUTES: &[Route] = &[
         on(m, audit::tenant)
     }),
     route(Get, "/admin", Admin, |m| on(m, admin::overview)),
+    // The user pages twice: every user (admin), and a tenant's own customer
+    // users (`admin::Managed` scopes the same handlers to the path's tenant).
     route(Get, "/admin/users", Admin, |m| on(m, admin::users)),
+    route(Get, "/t/{tenant}/users", TenantUsers, |m| {
+        on(m, admin::users)
+    }),
     route(Post, "/admin/users", Admin, |m| on(m, admin::add_user)),
+    route(Post, "/t/{tenant}/users", TenantUsers, |m| {
+        on(m, admin::add_user)
+    }),
     route(Post, "/admin/users/{name}/disable", Admin, |m| {
+        on(m, admin::disable)
+    }),
+    route(Post, "/t/{tenant}/users/{name}/disable", TenantUsers, |m| {
         on(m, admin::disable)
     }),
     route(Post, "/admin/users/{name}/enable", Admin, |m| {
         on(m, admin::enable)
     }),
+    route(Post, "/t/{tenant}/users/{name}/enable", TenantUsers, |m| {
+        on(m, admin::enable)
+    }),
     route(Post, "/admin/users/{name}/reset", Admin, |m| {
+        on(m, admin::reset)
+    }),
+    route(Post, "/t/{tenant}/users/{name}/reset", TenantUsers, |m| {
         on(m, admin::reset)
     }),
     route(Post, "/admin/users/{name}/tenants", Admin, |m| {
@@ -183,7 +200,11 @@ mod tests {
             );
             assert_eq!(r.tenant, r.path.contains("{tenant}"), "{}", r.path);
             if r.tenant {
-                assert!(matches!(r.perm, View | Triage | TenantAudit), "{}", r.path);
+                assert!(
+                    matches!(r.perm, View | Triage | TenantAudit | TenantUsers),
+                    "{}",
+                    r.path
+                );
             }
         }
     }

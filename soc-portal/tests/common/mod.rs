@@ -29,6 +29,8 @@ pub const XSS_DNS: &str = "\"><script>alert(4)</script>.evil";
 /// Text only beta's events carry: must never appear in a refusal or in
 /// acme's pages.
 pub const BETA_MARK: &str = "BETA-SECRET";
+/// A customer-viewer of acme that tenant routes act on (`{name}`).
+pub const ACME_VICTIM: &str = "acme-victim";
 /// A kept report's JSON both tenants have (the access test's `{file}`).
 pub const KEPT_FILE: &str = "2026-11.json";
 
@@ -249,6 +251,7 @@ impl Fixture {
             fx.user(role.name(), role, "en");
         }
         fx.user("victim", Role::CustomerViewer, "en");
+        fx.user(ACME_VICTIM, Role::CustomerViewer, "en");
         fx
     }
 
