@@ -35,6 +35,12 @@ pub struct PortalSection {
     /// How long a lockout lasts (and the window failures are counted in).
     #[serde(default = "default_lockout_for", with = "humantime_serde")]
     pub lockout_for: Duration,
+    /// The CA directory (`owlet-soc ca init --dir`) the admin pages issue,
+    /// renew and revoke sensors' certificates with; default: the directory
+    /// of `[server] client_ca`. The portal's user must be able to read its
+    /// `ca.key` (mode 0600) and write the directory.
+    #[serde(default)]
+    pub ca_dir: Option<PathBuf>,
 }
 
 impl Default for PortalSection {
@@ -46,6 +52,7 @@ impl Default for PortalSection {
             session_idle: default_idle(),
             lockout_after: default_lockout_after(),
             lockout_for: default_lockout_for(),
+            ca_dir: None,
         }
     }
 }
@@ -100,6 +107,9 @@ pub struct Settings {
     pub silent_after: Duration,
     /// `[notify]`, for escalations.
     pub notify: Option<owlet_soc_notify::NotifyConfig>,
+    /// The CA directory for sensors' certificates (`[portal] ca_dir`);
+    /// `None`: the sensors page says how to set it.
+    pub ca_dir: Option<PathBuf>,
 }
 
 impl Settings {

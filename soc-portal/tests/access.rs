@@ -29,6 +29,7 @@ fn path(fx: &Fixture, route: &Route, tenant: &str) -> String {
         .replace("{tenant}", tenant)
         .replace("{id}", &id.to_string())
         .replace("{file}", KEPT_FILE)
+        .replace("{action}", "issue")
         .replace(
             "{name}",
             if route.path.starts_with("/assets") {

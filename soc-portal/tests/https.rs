@@ -29,6 +29,7 @@ async fn serves_https_only_with_the_headers() {
         tenant_zones: BTreeMap::new(),
         silent_after: Duration::from_secs(90),
         notify: None,
+        ca_dir: None,
     };
     let portal = Portal::bind(settings).await.unwrap();
     let addr = portal.local_addr().unwrap();

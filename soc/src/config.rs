@@ -282,6 +282,10 @@ impl SocConfig {
                 .collect(),
             silent_after: self.liveness.silent_after,
             notify: self.notify.clone(),
+            ca_dir: p
+                .ca_dir
+                .clone()
+                .or_else(|| self.server.client_ca.parent().map(Path::to_path_buf)),
         })
     }
 
@@ -474,9 +478,13 @@ fn resolve_and_check(
             }
         }
     }
-    for path in [&mut config.portal.cert, &mut config.portal.key]
-        .into_iter()
-        .flatten()
+    for path in [
+        &mut config.portal.cert,
+        &mut config.portal.key,
+        &mut config.portal.ca_dir,
+    ]
+    .into_iter()
+    .flatten()
     {
         *path = source.resolve(path);
     }

@@ -10,6 +10,7 @@ pub mod download;
 pub mod login;
 pub mod plots;
 pub mod reports;
+pub mod sensors;
 pub mod tenant;
 
 use axum::http::header;

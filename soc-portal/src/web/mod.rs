@@ -35,6 +35,8 @@ pub struct Inner {
     pub settings: Settings,
     pub db: Db,
     pub store: Store,
+    /// Sensors' certificate bundles waiting for their one download.
+    pub bundles: crate::pages::sensors::Bundles,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             settings,
             db,
             store,
+            bundles: Default::default(),
         }))
     }
 

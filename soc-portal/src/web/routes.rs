@@ -14,7 +14,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{AppState, guard, headers};
 use crate::pages::{
-    account, admin, alerts, audit, changes, download, login, plots, reports, tenant,
+    account, admin, alerts, audit, changes, download, login, plots, reports, sensors, tenant,
 };
 use crate::roles::Perm;
 
@@ -165,6 +165,11 @@ pub static ROUTES: &[Route] = &[
     }),
     route(Post, "/admin/users/{name}/tenants", Admin, |m| {
         on(m, admin::tenants)
+    }),
+    route(Get, "/admin/sensors", Admin, |m| on(m, sensors::list)),
+    // issue, renew, revoke, bundle (one handler: `sensors::act`)
+    route(Post, "/admin/sensors/{action}", Admin, |m| {
+        on(m, sensors::act)
     }),
     route(Get, "/admin/audit", Admin, |m| on(m, audit::all)),
 ];

@@ -220,6 +220,7 @@ impl Fixture {
             ],
         );
         control_db(&root.join("soc.db"));
+        owlet_ca::init(&root.join("ca"), &["soc.example".to_string()], 3650).unwrap();
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             cert: root.join("none.pem"),
@@ -232,6 +233,7 @@ impl Fixture {
             tenant_zones: BTreeMap::from([("acme".to_string(), "Asia/Tokyo".to_string())]),
             silent_after: Duration::from_secs(90),
             notify: None,
+            ca_dir: Some(root.join("ca")),
         };
         let db = Db::open(&settings.portal_db()).unwrap();
         let state = AppState::new(settings, db);
