@@ -8,25 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use owlet_soc_portal::i18n::Lang;
 use owlet_soc_portal::users::{self, NewUser};
 use owlet_soc_portal::{Db, Role, auth, session};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 fn raw(secret_b32: &str) -> Vec<u8> {
     totp_rs::Secret::try_from_base32(secret_b32)

@@ -7,8 +7,8 @@
 //! (`agent.pem`, `agent.key` 0600, `ca.pem`, `soc.pem`: what `ca issue`
 //! writes beside `owlet.toml`) that can be downloaded once: it is kept in
 //! memory only, under a random token, for [`BUNDLE_TTL`]; the files `ca`
-//! writes go to a private temporary directory removed before the page is
-//! shown. Every action is audited under the sensor's tenant.
+//! writes go to a private temporary directory in RAM (`/dev/shm`, else
+//! beside `portal.db`) removed before the page is shown. Every action is audited under the sensor's tenant.
 //!
 //! Must never: keep an agent's key on disk or hand it out twice, or run
 //! without saying what is wrong when the CA cannot be used.
@@ -237,11 +237,16 @@ fn make_bundle(
     make: impl FnOnce(&Path, &Path) -> owlet_tls::Result<String>,
 ) -> Result<(String, String, String), PageError> {
     let dir = ca_dir(s).map_err(PageError::BadRequest)?;
-    // Beside portal.db rather than /tmp: the same disk the portal already
-    // keeps private; mode 0700, removed when `out` drops.
-    let out = tempfile::Builder::new()
-        .prefix(".sensor-bundle-")
-        .tempdir_in(&s.settings.root)
+    // In RAM (/dev/shm) where there is one, so the agent's key never
+    // reaches a disk; else beside portal.db. Mode 0700, removed when `out`
+    // drops (before the page is shown).
+    let temp = |dir: &Path| {
+        tempfile::Builder::new()
+            .prefix(".sensor-bundle-")
+            .tempdir_in(dir)
+    };
+    let out = temp(Path::new("/dev/shm"))
+        .or_else(|_| temp(&s.settings.root))
         .map_err(|e| PageError::Internal(format!("temporary directory: {e}")))?;
     let what = make(&dir, out.path()).map_err(|e| PageError::BadRequest(e.to_string()))?;
     let tar = bundle_of(out.path(), &dir, identity)?;

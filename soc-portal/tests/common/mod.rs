@@ -330,6 +330,20 @@ impl Fixture {
     }
 }
 
+/// Every file below `dir` (recursively).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub async fn body_text(body: Body) -> String {
     String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned()
 }
