@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     id_hash      TEXT PRIMARY KEY,          -- SHA-256 of the cookie's id
     user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     stage        TEXT NOT NULL,             -- 'totp' (password ok) or 'full'
-    csrf         TEXT NOT NULL,
+    csrf         TEXT NOT NULL,             -- '' since schema 2 (derived from the id, session.rs)
     created_us   INTEGER NOT NULL,
     last_seen_us INTEGER NOT NULL
 );
@@ -212,17 +212,24 @@ impl Db {
     }
 }
 
-/// Schema 2: seals every clear TOTP secret (of schema 1), then moves the
-/// result into the main file and empties the WAL, so no clear copy stays.
+/// Schema 2: seals every clear TOTP secret (of schema 1) and forgets the
+/// stored CSRF tokens (now derived), then moves the result into the main
+/// file and empties the WAL, so no clear copy stays.
 fn seal_clear_secrets(conn: &Connection, key: &SealKey) -> rusqlite::Result<()> {
     let clear: Vec<(i64, String)> = conn
         .prepare("SELECT id, totp_secret FROM users WHERE substr(totp_secret, 1, 7) != ?1")?
         .query_map([crate::seal::PREFIX], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    if clear.is_empty() {
+    let stored_csrf: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sessions WHERE csrf != '')",
+        [],
+        |r| r.get(0),
+    )?;
+    if clear.is_empty() && !stored_csrf {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
+    tx.execute("UPDATE sessions SET csrf = '' WHERE csrf != ''", [])?;
     for (id, secret) in &clear {
         tx.execute(
             "UPDATE users SET totp_secret = ?2 WHERE id = ?1",

@@ -5,7 +5,10 @@
 //!   never promoted: session fixation), and the TOTP step replaces the
 //!   half-way session with another new id;
 //! * a session unused for the idle time is gone at its next use;
-//! * each session has its own CSRF token (random, compared in constant time);
+//! * each session has its own CSRF token, compared in constant time and
+//!   derived from the session's id (SHA-256 of a CSRF label and the id),
+//!   so it is never stored: the database holds neither (only the id's
+//!   own SHA-256, from which the token cannot be computed);
 //! * the cookie is `__Host-` prefixed, `Secure; HttpOnly; SameSite=Strict; Path=/`.
 
 use std::time::Duration;
@@ -54,13 +57,7 @@ pub fn create(db: &Connection, user_id: i64, stage: Stage) -> rusqlite::Result<S
     db.execute(
         "INSERT INTO sessions (id_hash, user_id, stage, csrf, created_us, last_seen_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![
-            auth::sha256_hex(&id),
-            user_id,
-            stage.name(),
-            auth::token(),
-            now
-        ],
+        params![auth::sha256_hex(&id), user_id, stage.name(), "", now],
     )?;
     Ok(id)
 }
@@ -75,21 +72,20 @@ pub fn lookup(db: &Connection, id: &str, idle: Duration) -> rusqlite::Result<Opt
     let now = now_us();
     let row = db
         .query_row(
-            "SELECT s.user_id, s.stage, s.csrf, s.last_seen_us, u.disabled
+            "SELECT s.user_id, s.stage, s.last_seen_us, u.disabled
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?1",
             [&hash],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, bool>(4)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
                 ))
             },
         )
         .optional()?;
-    let Some((user_id, stage, csrf, last_seen, disabled)) = row else {
+    let Some((user_id, stage, last_seen, disabled)) = row else {
         return Ok(None);
     };
     // A half-way (password only) session lasts five minutes at most.
@@ -114,8 +110,13 @@ pub fn lookup(db: &Connection, id: &str, idle: Duration) -> rusqlite::Result<Opt
         } else {
             Stage::Totp
         },
-        csrf,
+        csrf: csrf_of(id),
     }))
+}
+
+/// The CSRF token of the session whose cookie holds `id`.
+fn csrf_of(id: &str) -> String {
+    auth::sha256_hex(&format!("owlet-portal csrf {id}"))
 }
 
 /// Whether the session with hash `id_hash` is still live, without

@@ -1,4 +1,5 @@
-//! Nothing secret rests on disk in clear: TOTP secrets are planted
+//! Nothing secret rests on disk in clear: TOTP secrets (and one-time
+//! passwords, session ids, CSRF tokens) are planted
 //! (users added through the admin page and the library, one reset, one
 //! TOTP login), then every byte of every file under the store root
 //! (portal.db, its -wal and -shm, the key file, the tenants' logs) is
@@ -22,8 +23,9 @@ fn raw(secret_b32: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// Panics naming the file if any secret is in any file under `dir`.
-fn assert_no_secret_under(dir: &Path, secrets: &[String]) {
+/// Panics naming the file if any TOTP secret (`secrets`) or other secret
+/// (`plain`: passwords, session ids, CSRF tokens) is in any file under `dir`.
+fn assert_no_secret_under(dir: &Path, secrets: &[String], plain: &[String]) {
     let files = files_under(dir);
     let names: Vec<String> = files
         .iter()
@@ -49,6 +51,13 @@ fn assert_no_secret_under(dir: &Path, secrets: &[String]) {
                 );
             }
         }
+        for p in plain {
+            assert!(
+                !bytes.windows(p.len()).any(|w| w == p.as_bytes()),
+                "a password, session id or CSRF token in clear in {}",
+                f.display()
+            );
+        }
     }
 }
 
@@ -65,9 +74,13 @@ fn secret_of_uri(uri: &str) -> String {
 async fn no_totp_secret_rests_in_clear_in_any_file() {
     let fx = Fixture::new();
     let mut secrets = Vec::new();
+    let mut plain = Vec::new();
     // Through the admin page: the one-time page shows the URI.
     let (admin, csrf) = fx.login("mssp-admin");
+    plain.push(admin.split('=').nth(1).unwrap().to_string());
+    plain.push(csrf.clone());
     let shown = regex::Regex::new(r#"(otpauth://totp/[^<"]+)"#).unwrap();
+    let password = regex::Regex::new(r#"class="secret">([A-Za-z0-9]{20})<"#).unwrap();
     for (name, role, tenants) in [
         ("web-ana", "mssp-analyst", "acme"),
         ("web-cust", "customer-admin", "acme"),
@@ -82,6 +95,7 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
             )
             .await;
         assert_eq!(s, 200, "{body}");
+        plain.push(password.captures(&body).unwrap()[1].to_string());
         let uri = shown.captures(&body).unwrap()[1].replace("&amp;", "&");
         secrets.push(secret_of_uri(&uri));
     }
@@ -90,6 +104,7 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
         secrets.push(fx.user(&format!("lib-{role}"), role, "en"));
     }
     let reset = users::reset_password(&fx.state.0.db.lock(), "lib-mssp-analyst").unwrap();
+    plain.push(reset.password.clone());
     assert_eq!(secret_of_uri(&reset.otpauth_uri), secrets[3]);
     // And every user of the fixture.
     {
@@ -111,6 +126,7 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
         (session::create(&c, id, session::Stage::Totp).unwrap(), id)
     };
     let cookie = format!("{}={c}", session::COOKIE);
+    plain.push(c.clone());
     let csrf = {
         let db = fx.state.0.db.lock();
         session::lookup(&db, &c, std::time::Duration::from_secs(60))
@@ -120,7 +136,7 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
     };
     let now = (owlet_soc_portal::db::now_us() / 1_000_000) as u64;
     let code = auth::current_code(&secret, now).unwrap();
-    let (s, _, _) = fx
+    let (s, _, r) = fx
         .post(
             "/login/totp",
             Some(&cookie),
@@ -128,9 +144,18 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
         )
         .await;
     assert_eq!(s, 303, "TOTP login of user {id}");
+    plain.push(csrf.clone());
+    // The full session the TOTP step gave, and its CSRF token.
+    let full = set_session(&r).unwrap();
+    let (s, body, _) = fx
+        .get("/account", Some(&format!("{}={full}", session::COOKIE)))
+        .await;
+    assert_eq!(s, 200);
+    let token = csrf_in(&body);
+    plain.extend([full, token]);
 
     // While the portal runs (WAL not checkpointed) …
-    assert_no_secret_under(fx.dir.path(), &secrets);
+    assert_no_secret_under(fx.dir.path(), &secrets, &plain);
     // … and after it closed.
     let root = fx.dir.path().to_path_buf();
     let Fixture {
@@ -138,7 +163,7 @@ async fn no_totp_secret_rests_in_clear_in_any_file() {
     } = fx;
     drop(router);
     drop(state);
-    assert_no_secret_under(&root, &secrets);
+    assert_no_secret_under(&root, &secrets, &plain);
     drop(dir);
 }
 
@@ -154,6 +179,8 @@ fn add_admin(c: &owlet_soc_portal::db::Conn, name: &str) {
     users::add(c, &new).unwrap();
 }
 
+const OLD_CSRF: &str = "5eb5c0ffee5eb5c0ffee5eb5c0ffee5eb5c0ffee5eb5c0ffee5eb5c0ffee5eb5";
+
 #[test]
 fn clear_secrets_of_schema_1_are_sealed_at_open_and_leave_no_copy() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,9 +190,15 @@ fn clear_secrets_of_schema_1_are_sealed_at_open_and_leave_no_copy() {
         let db = Db::open(&path).unwrap();
         let c = db.lock();
         add_admin(&c, "old");
-        // What schema 1 stored: the base32 secret itself.
+        // What schema 1 stored: the base32 secret itself, and CSRF tokens.
         c.execute("UPDATE users SET totp_secret = ?1", [&clear])
             .unwrap();
+        c.execute(
+            "INSERT INTO sessions (id_hash, user_id, stage, csrf, created_us, last_seen_us)
+             SELECT 'h', id, 'full', ?1, 0, 0 FROM users",
+            [OLD_CSRF],
+        )
+        .unwrap();
         c.pragma_update(None, "user_version", 1).unwrap();
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
@@ -189,9 +222,10 @@ fn clear_secrets_of_schema_1_are_sealed_at_open_and_leave_no_copy() {
         "{stored}"
     );
     drop(c);
-    assert_no_secret_under(dir.path(), std::slice::from_ref(&clear));
+    let csrf = [OLD_CSRF.to_string()];
+    assert_no_secret_under(dir.path(), std::slice::from_ref(&clear), &csrf);
     drop(db);
-    assert_no_secret_under(dir.path(), &[clear]);
+    assert_no_secret_under(dir.path(), &[clear], &csrf);
 }
 
 #[test]

@@ -94,11 +94,7 @@ async fn totp_login_rotates_again_and_a_code_works_once() {
     assert_eq!(s, 303);
     let (s, body, _) = fx.get("/login/totp", Some(&half)).await;
     assert_eq!(s, 200);
-    let csrf = regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#)
-        .unwrap()
-        .captures(&body)
-        .unwrap()[1]
-        .to_string();
+    let csrf = csrf_in(&body);
     let (s, _, _) = fx
         .post(
             "/login/totp",

@@ -330,6 +330,15 @@ impl Fixture {
     }
 }
 
+/// The CSRF token a page's forms carry.
+pub fn csrf_in(body: &str) -> String {
+    regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#)
+        .unwrap()
+        .captures(body)
+        .unwrap_or_else(|| panic!("no CSRF token in the page\n{body}"))[1]
+        .to_string()
+}
+
 /// Every file below `dir` (recursively).
 pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
