@@ -47,6 +47,10 @@ pub enum SealError {
         "{path} holds {len} bytes, a key is exactly 32: restore the right file from your backup (a new key cannot open the stored secrets)"
     )]
     KeySize { path: PathBuf, len: usize },
+    #[error(
+        "{path} cannot be read by this user: run owlet-soc (portal and user commands alike) as the user that owns it, or chown it to that user (keep mode 0600)"
+    )]
+    KeyUnreadable { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -128,6 +132,11 @@ impl SealKey {
                 f.write_all(&bytes).map_err(io)?;
                 f.sync_all().map_err(io)?;
                 bytes.to_vec()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SealError::KeyUnreadable {
+                    path: path.to_path_buf(),
+                });
             }
             Err(e) => return Err(io(e)),
         };
