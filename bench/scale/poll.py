@@ -1,8 +1,11 @@
 """Reads tenant bench's query store for bench/scale/run.sh.
 
-  poll.py wait MODE PG_CONN SQLITE_DB N TIMEOUT_S
-      waits until the store's log position (PostgreSQL: max(id); SQLite:
-      meta.last_id) reaches N; prints the wall time (s) it saw it.
+  poll.py position MODE PG_CONN SQLITE_DB
+      prints the store's log position (PostgreSQL: max(id); SQLite:
+      meta.last_id; 0 before the first row).
+  poll.py wait MODE PG_CONN SQLITE_DB BASE TOTAL TIMEOUT_S
+      waits until the position reaches BASE + TOTAL; prints the wall times
+      (s) it saw BASE + 10 %, + 90 % and + 100 % of TOTAL.
   poll.py latency MODE PG_CONN SQLITE_DB OUT
       until SIGINT: every 50 ms reads the check results that became visible
       since the last read (id > last id seen: one writer per tenant commits
@@ -52,18 +55,27 @@ def retrying_connect(mode, pg_conn, db):
             time.sleep(0.1)
 
 
-def wait(mode, pg_conn, db, n, timeout):
+def position_of(query, position):
+    rows = query(position)
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def wait(mode, pg_conn, db, base, total, timeout):
     deadline = time.time() + timeout
     query, position = retrying_connect(mode, pg_conn, db)
-    while True:
-        rows = query(position)
-        if rows and rows[0][0] is not None and int(rows[0][0]) >= n:
-            print(f"{time.time():.3f}")
-            return 0
-        if time.time() > deadline:
-            print(f"only {rows} of {n} stored after {timeout} s", file=sys.stderr)
+    marks = [base + total // 10, base + total * 9 // 10, base + total]
+    seen = []
+    while len(seen) < len(marks):
+        at = position_of(query, position)
+        now = time.time()
+        while len(seen) < len(marks) and at >= marks[len(seen)]:
+            seen.append(now)
+        if now > deadline:
+            print(f"only {at - base} of {total} stored after {timeout} s", file=sys.stderr)
             return 1
         time.sleep(0.1)
+    print(" ".join(f"{t:.3f}" for t in seen))
+    return 0
 
 
 def latency(mode, pg_conn, db, out):
@@ -87,6 +99,12 @@ def latency(mode, pg_conn, db, out):
 
 if __name__ == "__main__":
     cmd, mode, pg_conn, db = sys.argv[1:5]
+    if cmd == "position":
+        try:
+            print(position_of(*connect(mode, pg_conn, db)))
+        except Exception:
+            print(0)
+        sys.exit(0)
     if cmd == "wait":
-        sys.exit(wait(mode, pg_conn, db, int(sys.argv[5]), float(sys.argv[6])))
+        sys.exit(wait(mode, pg_conn, db, int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])))
     sys.exit(latency(mode, pg_conn, db, sys.argv[5]))

@@ -1,23 +1,23 @@
 """Prints bench/scale/run.sh's figures and the sizing for 10,000 sensors.
 
-Arguments (positional, from run.sh): OUT AGENTS EVENTS LAT_RATE RAW_BATCH
+Arguments (positional, from run.sh): OUT AGENTS EVENTS LAT_AGENTS LAT_RATE RAW_BATCH
 RAW_SEQ RAW_ATOMIC STREAM_BYTES PG_BYTES PG_RSS SQLITE_BYTES NATS_VERSION
 PG_VERSION LOAD OTHERS. The per-mode results are OUT/{bus,embedded}.result
 and OUT/{bus,embedded}.latency.
 """
 
-import ast
 import math
 import sys
 
-(out, agents, events, lat_rate, raw_batch, raw_seq, raw_atomic, stream_bytes,
- pg_bytes, pg_rss, sqlite_bytes, nats_version, pg_version, load, others) = sys.argv[1:16]
+(out, agents, events, lat_agents, lat_rate, raw_batch, raw_seq, raw_atomic, stream_bytes,
+ pg_bytes, pg_rss, sqlite_bytes, nats_version, pg_version, load, others) = sys.argv[1:17]
 agents, events, lat_rate, raw_batch = int(agents), int(events), int(lat_rate), int(raw_batch)
+lat_agents = int(lat_agents)
 ROLES = ["receivers", "writer", "nats-servers", "postgres", "agents"]
 
 
 def result(mode):
-    r = ast.literal_eval(open(f"{out}/{mode}.result").read().replace("\n", " "))
+    r = eval(open(f"{out}/{mode}.result").read().replace("\n", " "))  # run.sh wrote it
     r["cpu"] = [float(a) - float(b) for a, b in zip(r["cpu_after"], r["cpu_before"])]
     r["lat_cpu"] = [float(a) - float(b) for a, b in zip(r["lat_cpu_after"], r["lat_cpu_before"])]
     lat = sorted(float(x) for x in open(f"{out}/{mode}.latency") if x.strip())
@@ -25,14 +25,16 @@ def result(mode):
     pick = lambda q: lat[min(len(lat) - 1, int(math.ceil(q * len(lat))) - 1)] if lat else float("nan")
     r["p50"], r["p99"], r["max"] = pick(0.50), pick(0.99), (lat[-1] if lat else float("nan"))
     r["rate"] = r["events"] / r["seconds"]
+    r["steady"] = 0.8 * r["events"] / r["steady_seconds"]
     return r
 
 
 bus, emb = result("bus"), result("embedded")
-raw = {}
+raw, raw_retries = {}, {}
 for line in (raw_seq, raw_atomic):
-    mode, n, secs, rate = line.split()
+    mode, n, secs, rate, retries = line.split()
     raw[mode.lower()] = float(rate)
+    raw_retries[mode.lower()] = int(retries)
 s_bytes, s_msgs = (int(x) for x in stream_bytes.split())
 p_bytes, p_rows = (int(x) for x in pg_bytes.split())
 
@@ -42,31 +44,33 @@ print()
 print(f"{'':44} {'bus':>14} {'embedded':>14} {'bus/emb':>8}")
 print(f"{'':44} {'2 recv+writer':>14} {'SQLite':>14}")
 print(f"{'events/s stored, end to end':44} {bus['rate']:>14,.0f} {emb['rate']:>14,.0f} {bus['rate'] / emb['rate']:>8.2f}")
-lat_title = f"latency p50 / p99 ms at {agents * lat_rate:,} ev/s offered"
+print(f"{'events/s stored, steady (10 % -> 90 %)':44} {bus['steady']:>14,.0f} {emb['steady']:>14,.0f} {bus['steady'] / emb['steady']:>8.2f}")
+lat_title = f"latency p50 / p99 ms at {lat_agents * lat_rate:,} ev/s offered"
 print(f"{lat_title:44} {bus['p50']:>6.0f} / {bus['p99']:<5.0f} {emb['p50']:>6.0f} / {emb['p99']:<5.0f}")
 print(f"{'  (rows sampled; max ms)':44} {bus['lat_n']:>7,} ;{bus['max']:>5.0f} {emb['lat_n']:>7,} ;{emb['max']:>5.0f}")
 print()
 print(f"CPU seconds per role, throughput phase ({agents * events:,} events)   [us per event]")
 for i, role in enumerate(ROLES):
     b, e = bus["cpu"][i], emb["cpu"][i]
-    e_txt = f"{e:>7.1f} [{e * 1e6 / emb['events']:>5.0f}]" if role not in ("writer", "nats-servers", "postgres") else f"{'-':>15}"
-    print(f"  {role:42} {b:>7.1f} [{b * 1e6 / bus['events']:>5.0f}] {e_txt}")
+    e_txt = f"{e:>7.2f} [{e * 1e6 / emb['events']:>5.0f}]" if role not in ("writer", "nats-servers", "postgres") else f"{'-':>15}"
+    print(f"  {role:42} {b:>7.2f} [{b * 1e6 / bus['events']:>5.0f}] {e_txt}")
 tb = sum(bus["cpu"][:4])
 te = emb["cpu"][0]
-print(f"  {'SOC side total (all but agents)':42} {tb:>7.1f} [{tb * 1e6 / bus['events']:>5.0f}] {te:>7.1f} [{te * 1e6 / emb['events']:>5.0f}]")
-print(f"CPU seconds per role, latency phase ({bus['lat_seconds']:.0f} s at {agents * lat_rate:,} ev/s)   [us per event]")
+print(f"  {'SOC side total (all but agents)':42} {tb:>7.2f} [{tb * 1e6 / bus['events']:>5.0f}] {te:>7.2f} [{te * 1e6 / emb['events']:>5.0f}]")
+print(f"CPU seconds per role, latency phase ({bus['lat_seconds']:.0f} s at {lat_agents * lat_rate:,} ev/s, {lat_agents} of {agents} agents sending)   [us per event]")
 lat_events_b = bus["lat_offered"] * bus["lat_seconds"]
 lat_events_e = emb["lat_offered"] * emb["lat_seconds"]
 for i, role in enumerate(ROLES):
     b, e = bus["lat_cpu"][i], emb["lat_cpu"][i]
-    e_txt = f"{e:>7.1f} [{e * 1e6 / lat_events_e:>5.0f}]" if role not in ("writer", "nats-servers", "postgres") else f"{'-':>15}"
-    print(f"  {role:42} {b:>7.1f} [{b * 1e6 / lat_events_b:>5.0f}] {e_txt}")
+    e_txt = f"{e:>7.2f} [{e * 1e6 / lat_events_e:>5.0f}]" if role not in ("writer", "nats-servers", "postgres") else f"{'-':>15}"
+    print(f"  {role:42} {b:>7.2f} [{b * 1e6 / lat_events_b:>5.0f}] {e_txt}")
 print()
 print(f"raw JetStream publish, {agents} publishers x {events:,} events of the same size and headers, batches of {raw_batch}:")
-print(f"  {'sequential (each ack awaited, as the receiver publishes)':60} {raw['sequential']:>10,.0f} ev/s")
-print(f"  {'atomic batch (one ack per <= 1000 events; 2.12+)':60} {raw['atomic']:>10,.0f} ev/s")
-print(f"stored events/s / raw publish/s:  vs sequential {bus['rate'] / raw['sequential']:.2f}   "
-      f"vs atomic {bus['rate'] / raw['atomic']:.2f}   goal >= 0.50")
+print(f"  {'sequential (each ack awaited before the next publish)':60} {raw['sequential']:>10,.0f} ev/s  ({raw_retries['sequential']} retried)")
+print(f"  {'atomic batches (one ack per <= 1000 events; 2.12+)':60} {raw['atomic']:>10,.0f} ev/s  ({raw_retries['atomic']} retried)")
+for what, rate in (("end to end", bus["rate"]), ("steady", bus["steady"])):
+    print(f"stored events/s ({what}) / raw publish/s:  vs sequential {rate / raw['sequential']:.2f}   "
+          f"vs atomic {rate / raw['atomic']:.2f}   goal >= 0.50")
 print()
 
 # ------------------------------------------------------------------ sizing

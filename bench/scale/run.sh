@@ -12,10 +12,19 @@
 #   embedded mode: one `owlet-soc serve` (default SQLite sink), the same
 #     agents (fresh spools).
 #   Each mode runs two phases:
+#     0. warm-up: every agent connects and sends its start-up events (the
+#        tenant stream, the writer's table, the SQLite file come to be).
 #     1. throughput: every agent sends EVENTS synthetic check results as
-#        fast as it can; events/s = AGENTS*EVENTS / (last one queryable -
-#        agents started). CPU seconds per role over the phase.
-#     2. latency: every agent sends LAT_RATE events/s for LAT_SECONDS; a
+#        fast as it can; events/s end to end = AGENTS*EVENTS / (last one
+#        queryable - agents started), and steady = 80 % of them / (time
+#        90 % were queryable - time 10 % were). CPU seconds per role over
+#        the phase.
+#     2. latency: all agents connected, LAT_AGENTS of them (spread over both
+#        receivers) send LAT_RATE events/s each for LAT_SECONDS, the others
+#        only their heartbeats (owlet-loadgen works in ticks of 10 ms: its
+#        rate is at least 100/s per agent, so the offered load is set by
+#        how many agents send, default 10 x 100 = 1,000 ev/s, about the
+#        steady load of 10,000 sensors); a
 #        poller (bench/scale/poll.py) reads the rows that became visible
 #        every 50 ms (`id > last seen`: one writer per tenant commits in id
 #        order) and takes now - time_us (the event's own stamp, made when
@@ -33,13 +42,15 @@
 #   for 10,000 sensors from the measured per-event costs (bench/scale/sizing.py).
 #
 # Usage: bench/scale/run.sh [EVENTS_PER_AGENT]   (default 4000)
-#   env: AGENTS (50), LAT_RATE (20), LAT_SECONDS (30), RAW_BATCH (1000),
-#        KEEP=1 keeps the work dir.
+#   env: AGENTS (50), LAT_AGENTS (10), LAT_RATE (100, a multiple of 100),
+#        LAT_SECONDS (30), RAW_BATCH (1000),
+#        KEEP=1 keeps the work dir, BIN=DIR uses binaries built before.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVENTS=${1:-4000}
 AGENTS=${AGENTS:-50}
-LAT_RATE=${LAT_RATE:-20}
+LAT_AGENTS=${LAT_AGENTS:-10}
+LAT_RATE=${LAT_RATE:-100}
 LAT_SECONDS=${LAT_SECONDS:-30}
 RAW_BATCH=${RAW_BATCH:-1000}
 OUT=$(mktemp -d /tmp/owlet-scalebench.XXXXXX)
@@ -57,12 +68,18 @@ trap cleanup EXIT
 source dev/lib.sh
 ensure_packages postgresql python3-psycopg2
 ensure_nats_server
-cargo build --release -q -p owlet-soc -p owlet-loadgen
-cargo build --release -q -p owlet-soc-bus --example raw_publish
-BIN=${CARGO_TARGET_DIR:-target}/release
+# BIN=DIR: take owlet-soc, owlet-loadgen and examples/raw_publish from DIR
+# instead of building them (to compare builds of the receiver).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p owlet-soc -p owlet-loadgen
+  cargo build --release -q -p owlet-soc-bus --example raw_publish
+  BIN=${CARGO_TARGET_DIR:-target}/release
+fi
+# Debian's python3 (python3-psycopg2 is installed for it, not for a pyenv one)
+PY=/usr/bin/python3
 PG_BIN=${OWLET_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # cpu PID... -> CPU seconds of these processes (their own, not children's)
 cpu() {
   local p t=0
@@ -78,7 +95,7 @@ pg_cpu() {
   pm=$(head -1 "$OUT/pg/data/postmaster.pid")
   kids=$(ps -o pid= --ppid "$pm" | tr '\n' ' ')
   # shellcheck disable=SC2086
-  python3 - "$pm" $kids <<'PY'
+  "$PY" - "$pm" $kids <<'PY'
 import os, sys
 hz = os.sysconf("SC_CLK_TCK")
 total = 0
@@ -100,6 +117,14 @@ rss_mb() {
   echo $((t / 1024))
 }
 
+# others -> what else runs here (cargo builds and tests of other sessions)
+others() {
+  local o
+  o=$(ps -eo args= | awk '$1 ~ /(^|\/)cargo$/ {print $2, $3, $4, $5}' | sort | uniq -c | awk '{$1=$1; printf "%s%s", sep, $0; sep="; "}')
+  echo "${o:-no cargo processes}, $(pgrep -c rustc || true) rustc"
+}
+OTHERS_START=$(others)
+
 # ---------------------------------------------------------------- servers
 N_PORTS=($(free_port) $(free_port) $(free_port))
 R_PORTS=($(free_port) $(free_port) $(free_port))
@@ -113,7 +138,7 @@ for i in 0 1 2; do
     echo "listen: \"127.0.0.1:${N_PORTS[$i]}\""
     [ "$i" = 0 ] && echo "http: \"127.0.0.1:$MON_PORT\""
     echo "jetstream { store_dir: \"$OUT/nats/n$i\" }"
-    echo "cluster { name: owlet, listen: \"127.0.0.1:${R_PORTS[$i]}\", routes: [$ROUTES] }"
+    printf 'cluster {\n  name: owlet\n  listen: "127.0.0.1:%s"\n  routes: [%s]\n}\n' "${R_PORTS[$i]}" "$ROUTES"
   } > "$OUT/nats/n$i.conf"
   nats-server -c "$OUT/nats/n$i.conf" > "$OUT/nats/n$i.log" 2>&1 &
   NATS_PIDS+=($!); PIDS+=($!)
@@ -130,15 +155,18 @@ runuser -u postgres -- "$PG_BIN/postgres" -D "$OUT/pg/data" -p "$PG_PORT" -k "$O
 PIDS+=($!)
 PG_CONN="host=127.0.0.1 port=$PG_PORT user=owlet dbname=postgres"
 for _ in $(seq 100); do
-  python3 -c "import psycopg2; psycopg2.connect('$PG_CONN')" 2>/dev/null && break
+  "$PY" -c "import psycopg2; psycopg2.connect('$PG_CONN')" 2>/dev/null && break
   sleep 0.2
 done
-# The cluster takes a replicated stream once its meta leader is elected.
-for _ in $(seq 150); do
-  curl -sf "http://127.0.0.1:$MON_PORT/jsz" | grep -q '"meta_cluster"' \
-    && curl -sf "http://127.0.0.1:$MON_PORT/jsz" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["meta_cluster"].get("leader") else 1)' && break
-  sleep 0.2
+# The cluster is ready when it takes (creates, fills, deletes) an R3 stream.
+ready=
+for _ in $(seq 30); do
+  if timeout 20 "$BIN/examples/raw_publish" --servers "$NATS_URLS" --publishers 1 --events 1 --batch 1 --mode sequential --tenant ready >/dev/null 2>&1; then
+    ready=1; break
+  fi
+  sleep 1
 done
+[ -n "$ready" ] || { echo "the JetStream cluster did not become ready; logs in $OUT/nats" >&2; exit 1; }
 NATS_VERSION=$(nats-server --version)
 PG_VERSION=$("$PG_BIN/postgres" --version)
 
@@ -148,9 +176,8 @@ $BIN/owlet-soc ca init --dir "$OUT/soc" --listen "127.0.0.1:$P1" >/dev/null
 cp "$OUT/soc/soc.toml" "$OUT/soc/embedded.toml"
 sed "s|127.0.0.1:$P1|127.0.0.1:$P2|" "$OUT/soc/soc.toml" > "$OUT/soc/receiver2.toml"
 for c in soc.toml receiver2.toml; do
-  printf '\n[sink]\ntype = "nats"\nservers = %s\n\n[log]\nlevel = "warn"\n' "$NATS_TOML" >> "$OUT/soc/$c"
+  sed -i "s|^type = \"sqlite\"|type = \"nats\"|; s|^path = \"soc.db\"|servers = $NATS_TOML|" "$OUT/soc/$c"
 done
-printf '\n[log]\nlevel = "warn"\n' >> "$OUT/soc/embedded.toml"
 cat > "$OUT/soc/writer.toml" <<EOF
 [nats]
 servers = $NATS_TOML
@@ -178,19 +205,35 @@ point_agents() {
   done
 }
 
-# wait_stored MODE N -> waits (one poller process, every 100 ms) until the
-# query store holds N rows of tenant bench; prints the wall time it saw them
+# alive PID...: fails the run (with the logs' tails) unless all still run
+alive() {
+  local p
+  for p in "$@"; do
+    kill -0 "$p" 2>/dev/null || { tail -n 3 "$OUT"/*.log >&2; echo "a SOC process exited early" >&2; exit 1; }
+  done
+}
+
+# position MODE -> the query store's log position (rows of tenant bench)
+position() {
+  "$PY" bench/scale/poll.py position "$1" "$PG_CONN" "$OUT/soc/tenants/bench/events.db"
+}
+# wait_stored MODE BASE N -> waits (one poller, every 100 ms) until the store
+# holds BASE + N rows; prints the wall times it saw 10 %, 90 %, 100 % of N
 wait_stored() {
-  python3 bench/scale/poll.py wait "$1" "$PG_CONN" "$OUT/soc/tenants/bench/events.db" "$2" 1200
+  "$PY" bench/scale/poll.py wait "$1" "$PG_CONN" "$OUT/soc/tenants/bench/events.db" "$2" "$3" 600
 }
 
 AGENT_PIDS=()
-# agents RATE TOTAL: starts every agent's loadgen
+# agents RATE TOTAL [LOADED]: starts every agent's loadgen; only the first
+# LOADED (default all) produce RATE/s, TOTAL events; the others heartbeats
 agents() {
   AGENT_PIDS=()
-  local i
+  local i n=0 loaded=${3:-$AGENTS}
   for i in $(seq -w 1 "$AGENTS"); do
-    $BIN/owlet-loadgen run --config "$OUT/agents/a$i/owlet.toml" --rate "$1" --total "$2" 2>>"$OUT/agents/a$i.log" &
+    n=$((n + 1))
+    local rate=$1 total=$2
+    [ "$n" -gt "$loaded" ] && rate=0 total=0
+    $BIN/owlet-loadgen run --config "$OUT/agents/a$i/owlet.toml" --rate "$rate" --total "$total" 2>>"$OUT/agents/a$i.log" &
     AGENT_PIDS+=($!); PIDS+=($!)
   done
 }
@@ -209,20 +252,32 @@ snapshot() {
 phases() {
   local mode=$1 total=$((AGENTS * EVENTS))
   local before after start end
-  # phase 1: throughput (the query store is empty: fresh streams, tables)
+  # warm-up: every agent connects and sends its start-up events (the
+  # tenant stream, the writer's consumer and table, the SQLite file exist)
+  agents 0 0
+  local deadline=$((SECONDS + 120))
+  until [ "$(position "$mode")" -ge "$AGENTS" ]; do
+    sleep 0.5
+    [ "$SECONDS" -gt "$deadline" ] && { echo "$mode: the agents' start-up events were not stored" >&2; exit 1; }
+  done
+  stop_agents
+  sleep 1
+  # phase 1: throughput
+  local base t10 t90
+  base=$(position "$mode")
   before=$(snapshot)
   start=$(date +%s.%N)
   agents 10000000 "$EVENTS"
-  end=$(wait_stored "$mode" "$total")
+  read -r t10 t90 end < <(wait_stored "$mode" "$base" "$total")
   after=$(snapshot)
   local rss_recv rss_writer rss_nats
   rss_recv=$(rss_mb "${RECV_PIDS[@]}"); rss_writer=$(rss_mb $WRITER_PID); rss_nats=$(rss_mb "${NATS_PIDS[@]}")
   stop_agents
   # phase 2: paced, latency (the agents go on with their sequence numbers)
-  python3 bench/scale/poll.py latency "$mode" "$PG_CONN" "$OUT/soc/tenants/bench/events.db" "$OUT/$mode.latency" &
+  "$PY" bench/scale/poll.py latency "$mode" "$PG_CONN" "$OUT/soc/tenants/bench/events.db" "$OUT/$mode.latency" &
   local poller=$!; PIDS+=($poller)
   sleep 1
-  agents "$LAT_RATE" $((LAT_RATE * (LAT_SECONDS + 10)))
+  agents "$LAT_RATE" $((LAT_RATE * (LAT_SECONDS + 10))) "$LAT_AGENTS"
   sleep 3 # connected, the first batches in
   local lbefore lafter lstart lend
   lbefore=$(snapshot); lstart=$(date +%s.%N)
@@ -232,10 +287,10 @@ phases() {
   sleep 2
   kill -INT $poller; wait $poller || true
   cat > "$OUT/$mode.result" <<EOF
-{"events": $total, "seconds": $end - $start, "cpu_before": "$before".split(), "cpu_after": "$after".split(),
+{"events": $total, "seconds": $end - $start, "steady_seconds": $t90 - $t10, "cpu_before": "$before".split(), "cpu_after": "$after".split(),
  "rss": {"receivers": $rss_recv, "writer": ${rss_writer:-0}, "nats": $rss_nats},
  "lat_seconds": $lend - $lstart, "lat_cpu_before": "$lbefore".split(), "lat_cpu_after": "$lafter".split(),
- "lat_offered": $((AGENTS * LAT_RATE))}
+ "lat_offered": $((LAT_AGENTS * LAT_RATE))}
 EOF
 }
 
@@ -247,21 +302,23 @@ RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/receiver2.toml" 2>>"$OUT/r
 RECV_PIDS+=($!); PIDS+=($!)
 RUST_LOG=warn $BIN/owlet-soc writer --config "$OUT/soc/writer.toml" 2>>"$OUT/writer.log" &
 WRITER_PID=$!; PIDS+=($!)
-sleep 1
+sleep 2
+alive "${RECV_PIDS[@]}" "$WRITER_PID"
 echo "bus mode: $AGENTS agents x $EVENTS events, 2 receivers, writer, JetStream R3, PostgreSQL" >&2
 phases bus
-STREAM_BYTES=$(curl -sf "http://127.0.0.1:$MON_PORT/jsz?streams=true" | python3 -c '
+STREAM_BYTES=$(curl -sf "http://127.0.0.1:$MON_PORT/jsz?streams=true" | "$PY" -c '
 import json, sys
 j = json.load(sys.stdin)
 for a in j.get("account_details", []):
     for s in a.get("stream_detail", []):
         if s["name"] == "OWLET_bench":
-            print(s["state"]["bytes"], s["state"]["messages"])' )
-PG_BYTES=$(python3 -c "
+            print(s["state"]["bytes"], s["state"]["messages"])' || true)
+STREAM_BYTES=${STREAM_BYTES:-0 0}
+PG_BYTES=$("$PY" -c "
 import psycopg2
 c = psycopg2.connect('$PG_CONN'); k = c.cursor()
 k.execute(\"SELECT pg_total_relation_size('\\\"tenant_bench\\\".events'), count(*) FROM \\\"tenant_bench\\\".events\"); print(*k.fetchone())")
-PG_RSS=$(python3 -c "
+PG_RSS=$("$PY" -c "
 import subprocess
 pm = open('$OUT/pg/data/postmaster.pid').readline().strip()
 pids = [pm] + subprocess.run(['ps', '-o', 'pid=', '--ppid', pm], capture_output=True, text=True).stdout.split()
@@ -282,15 +339,16 @@ RAW_ATOMIC=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGE
 point_agents embedded
 RUST_LOG=warn $BIN/owlet-soc serve --config "$OUT/soc/embedded.toml" 2>>"$OUT/embedded.log" &
 RECV_PIDS=($!); PIDS+=($!); WRITER_PID=
-sleep 1
+sleep 2
+alive "${RECV_PIDS[@]}"
 echo "embedded mode: $AGENTS agents x $EVENTS events, one owlet-soc serve (SQLite)" >&2
 phases embedded
 SQLITE_BYTES=$(du -sb "$OUT/soc/tenants/bench" | cut -f1)
 kill "${RECV_PIDS[@]}"; wait "${RECV_PIDS[@]}" 2>/dev/null || true
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-OTHERS=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 5 {print $2}' | grep -v -e owlet -e nats-server -e postgres | sort | uniq -c | awk '{printf "%s%s(%s)", sep, $2, $1; sep=", "}')
-python3 bench/scale/report.py "$OUT" "$AGENTS" "$EVENTS" "$LAT_RATE" "$RAW_BATCH" \
+OTHERS="start: ${OTHERS_START}; end: $(others)"
+"$PY" bench/scale/report.py "$OUT" "$AGENTS" "$EVENTS" "$LAT_AGENTS" "$LAT_RATE" "$RAW_BATCH" \
   "$RAW_SEQ" "$RAW_ATOMIC" "$STREAM_BYTES" "$PG_BYTES" "$PG_RSS" "$SQLITE_BYTES" \
   "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}"
 echo "work dir: $OUT${KEEP:+ (kept)}"

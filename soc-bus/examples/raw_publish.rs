@@ -13,16 +13,14 @@
 //!
 //! Modes (how one batch is published):
 //! * `sequential`: publish, await the ack, next (each message's expected
-//!   last subject sequence is the previous ack's);
-//! * `pipelined`: all publishes of the batch sent, the acks awaited together
-//!   (only the first message can carry the expected sequence: the others'
-//!   is not known before the acks);
+//!   last subject sequence is the previous ack's; the only safe way without
+//!   atomic batches: pipelined publishes cannot know the sequence to expect);
 //! * `atomic`: the batch as one JetStream atomic batch (nats-server 2.12+,
 //!   `allow_atomic`): `Nats-Batch-Id` / `-Sequence` / `-Commit`, one ack per
 //!   chunk of at most 1000 messages, the expected sequence on each chunk's
 //!   first message.
 //!
-//! Prints one line: `mode events seconds events_per_s`.
+//! Prints one line: `mode events seconds events_per_s retries`.
 //!
 //! Usage: `raw_publish --servers nats://127.0.0.1:4222[,…] [--publishers 50]
 //!   [--events 2000] [--batch 100] [--mode atomic] [--tenant rawbench]`
@@ -40,7 +38,6 @@ const ATOMIC_CHUNK: usize = 1000;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Sequential,
-    Pipelined,
     Atomic,
 }
 
@@ -74,9 +71,8 @@ fn args() -> Args {
             "--mode" => {
                 a.mode = match value.as_str() {
                     "sequential" => Mode::Sequential,
-                    "pipelined" => Mode::Pipelined,
                     "atomic" => Mode::Atomic,
-                    other => panic!("--mode sequential|pipelined|atomic, not {other}"),
+                    other => panic!("--mode sequential|atomic, not {other}"),
                 }
             }
             other => panic!("unknown flag {other}"),
@@ -128,80 +124,92 @@ async fn publisher(
     tenant: String,
     agent: String,
     args: (u64, usize, Mode),
-) -> u64 {
+) -> (u64, u64) {
     let (events, batch, mode) = args;
     let subject = subject(&tenant, &agent);
     let id_prefix = format!("{tenant}/{agent}/");
     let mut last = 0u64; // the subject's last stream sequence
+    let mut retries = 0u64;
+    let mut batches = 0u64;
     let mut seq = 1u64;
     while seq <= events {
         let end = (seq + batch as u64 - 1).min(events);
         match mode {
             Mode::Sequential => {
                 for s in seq..=end {
-                    let ack = js
-                        .publish_with_headers(
-                            subject.clone(),
-                            headers(&id_prefix, s, Some(last)),
-                            body(s),
-                        )
-                        .await
-                        .expect("publish")
-                        .await
-                        .expect("ack");
-                    last = ack.sequence;
-                }
-            }
-            Mode::Pipelined => {
-                let mut acks = Vec::with_capacity(batch);
-                for s in seq..=end {
-                    let expect = (s == seq).then_some(last);
-                    acks.push(
-                        js.publish_with_headers(
-                            subject.clone(),
-                            headers(&id_prefix, s, expect),
-                            body(s),
-                        )
-                        .await
-                        .expect("publish"),
-                    );
-                }
-                for ack in futures::future::join_all(acks).await {
-                    last = last.max(ack.expect("ack").sequence);
+                    // Retried like the receiver retries (a clustered
+                    // stream may answer "expected last sequence per subject
+                    // temporarily not ready" while a proposal is pending).
+                    last = loop {
+                        let sent = js
+                            .publish_with_headers(
+                                subject.clone(),
+                                headers(&id_prefix, s, Some(last)),
+                                body(s),
+                            )
+                            .await;
+                        match acked(sent).await {
+                            Ok(seq) => break seq,
+                            Err(e) => retry(&mut retries, e).await,
+                        }
+                    };
                 }
             }
             Mode::Atomic => {
                 let mut first = seq;
                 while first <= end {
                     let last_in_chunk = (first + ATOMIC_CHUNK as u64 - 1).min(end);
-                    let id = format!("{agent}-{first}");
-                    for s in first..=last_in_chunk {
-                        let mut h = headers(&id_prefix, s, (s == first).then_some(last));
-                        h.insert("Nats-Batch-Id", id.as_str());
-                        h.insert("Nats-Batch-Sequence", (s - first + 1).to_string().as_str());
-                        if s == last_in_chunk {
-                            h.insert("Nats-Batch-Commit", "1");
-                            let ack = js
-                                .publish_with_headers(subject.clone(), h, body(s))
-                                .await
-                                .expect("publish")
-                                .await
-                                .expect("commit ack");
-                            last = ack.sequence;
-                        } else {
-                            client
-                                .publish_with_headers(subject.clone(), h, body(s))
-                                .await
-                                .expect("publish");
+                    last = loop {
+                        batches += 1;
+                        let id = format!("{agent}-{batches}");
+                        let mut commit = None;
+                        for s in first..=last_in_chunk {
+                            let mut h = headers(&id_prefix, s, (s == first).then_some(last));
+                            h.insert("Nats-Batch-Id", id.as_str());
+                            h.insert("Nats-Batch-Sequence", (s - first + 1).to_string().as_str());
+                            if s == last_in_chunk {
+                                h.insert("Nats-Batch-Commit", "1");
+                                commit = Some(
+                                    js.publish_with_headers(subject.clone(), h, body(s)).await,
+                                );
+                            } else {
+                                client
+                                    .publish_with_headers(subject.clone(), h, body(s))
+                                    .await
+                                    .expect("publish");
+                            }
                         }
-                    }
+                        match acked(commit.expect("a commit")).await {
+                            Ok(seq) => break seq,
+                            Err(e) => retry(&mut retries, e).await,
+                        }
+                    };
                     first = last_in_chunk + 1;
                 }
             }
         }
         seq = end + 1;
     }
-    events
+    (events, retries)
+}
+
+type Sent = Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>;
+
+/// The stream sequence JetStream acknowledged.
+async fn acked(sent: Sent) -> Result<u64, jetstream::context::PublishError> {
+    Ok(sent?.await?.sequence)
+}
+
+/// After a refused or lost publish: wait as the receiver does, then again.
+/// A wrong last sequence cannot happen with one writer per subject.
+async fn retry(retries: &mut u64, e: jetstream::context::PublishError) {
+    use jetstream::context::PublishErrorKind;
+    assert!(
+        e.kind() != PublishErrorKind::WrongLastSequence,
+        "wrong last sequence with one writer: {e}"
+    );
+    *retries += 1;
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 #[tokio::main]
@@ -239,16 +247,18 @@ async fn main() {
             ))
         })
         .collect();
-    let mut total = 0;
+    let (mut total, mut retries) = (0, 0);
     for t in tasks {
-        total += t.await.expect("publisher");
+        let (n, r) = t.await.expect("publisher");
+        total += n;
+        retries += r;
     }
     let secs = started.elapsed().as_secs_f64();
     let mut stream = js.get_stream(&name).await.expect("stream");
     let info = stream.info().await.expect("info").state.messages;
     assert_eq!(info, total, "stream holds {info} of {total} messages");
     println!(
-        "{:?} {total} {secs:.3} {:.0}",
+        "{:?} {total} {secs:.3} {:.0} {retries}",
         args.mode,
         total as f64 / secs
     );
