@@ -13,6 +13,11 @@
       line). `now` is taken when the read returned: an upper bound of the
       row's agent->queryable latency by at most the period plus the read.
 
+  poll.py jsz URL STREAM OUT
+      until SIGINT: every 200 ms writes "time messages" of STREAM from
+      nats-server's monitoring endpoint URL (/jsz) to OUT: how fast the
+      receivers publish, apart from how fast the writer stores.
+
 MODE is "bus" (PostgreSQL, schema "tenant_bench") or "embedded" (SQLite
 tenant log). Cheap reads only (an index on id), so the poller's own cost in
 the server stays small.
@@ -97,7 +102,30 @@ def latency(mode, pg_conn, db, out):
     return 0
 
 
+def jsz(url, stream, out):
+    import json
+    import urllib.request
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    with open(out, "w") as f:
+        while not stop:
+            try:
+                j = json.load(urllib.request.urlopen(f"{url}/jsz?streams=true", timeout=2))
+                for a in j.get("account_details", []):
+                    for s in a.get("stream_detail", []):
+                        if s["name"] == stream:
+                            f.write(f"{time.time():.3f} {s['state']['messages']}\n")
+                            f.flush()
+            except Exception:
+                pass
+            time.sleep(0.2)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "jsz":
+        sys.exit(jsz(*sys.argv[2:5]))
     cmd, mode, pg_conn, db = sys.argv[1:5]
     if cmd == "position":
         try:

@@ -38,6 +38,9 @@
 #     Nats-Expected-Last-Subject-Sequence) on an R3 stream of the same
 #     cluster, in batches of RAW_BATCH, each mode of publishing a batch
 #     (sequential: each ack awaited; atomic: one JetStream atomic batch).
+#   In bus mode a poller also reads the tenant stream's message count from
+#   nats-server's monitoring port every 200 ms: the receivers' publish rate
+#   (10 % -> 90 % of the events on the stream), apart from the writer's.
 #   Prints stored events/s / raw publish/s (goal >= 50 %), and the sizing
 #   for 10,000 sensors from the measured per-event costs (bench/scale/sizing.py).
 #
@@ -266,10 +269,16 @@ phases() {
   local base t10 t90
   base=$(position "$mode")
   before=$(snapshot)
+  local jsz=
+  if [ "$mode" = bus ]; then
+    "$PY" bench/scale/poll.py jsz "http://127.0.0.1:$MON_PORT" OWLET_bench "$OUT/bus.jsz" &
+    jsz=$!; PIDS+=($jsz)
+  fi
   start=$(date +%s.%N)
   agents 10000000 "$EVENTS"
   read -r t10 t90 end < <(wait_stored "$mode" "$base" "$total")
   after=$(snapshot)
+  [ -n "$jsz" ] && { kill -INT "$jsz"; wait "$jsz" || true; }
   local rss_recv rss_writer rss_nats
   rss_recv=$(rss_mb "${RECV_PIDS[@]}"); rss_writer=$(rss_mb $WRITER_PID); rss_nats=$(rss_mb "${NATS_PIDS[@]}")
   stop_agents
