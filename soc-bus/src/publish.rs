@@ -7,6 +7,21 @@
 //! from the stream when the agent connects ([`Bus::agent`]) and after any
 //! refused publish; they are never trusted across a refusal. It must never
 //! move the mark before JetStream acknowledged the message.
+//!
+//! How a batch goes out. The next message's expected last subject sequence
+//! is the previous message's stream sequence, known only from its ack, so
+//! publishes of one agent cannot simply be pipelined without giving up the
+//! per-message check (and with it the order: a message lost in a leader
+//! election would let the next one through, out of order). On nats-server
+//! 2.12+ a batch therefore goes out as a JetStream *atomic batch* (ADR-50:
+//! `Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`; the stream
+//! has `allow_atomic`): the messages of a chunk of up to [`ATOMIC_MAX`] are
+//! sent back to back, the first carrying the expected last subject
+//! sequence, and JetStream stores the whole chunk or none of it with one
+//! ack for the commit. The check on the first message covers the chunk:
+//! nothing can come between messages of one atomic batch. On older servers,
+//! or when a server refuses atomic batches for the stream, each event is
+//! published and acknowledged in turn as before.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +33,13 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use crate::{BusError, SEQ_HEADER, stream_name, subject, token};
+
+/// Most events in one JetStream atomic batch (nats-server's default limit).
+pub const ATOMIC_MAX: usize = 1000;
+
+/// The first nats-server with atomic batch publishing (and `Nats-Msg-Id`
+/// in batches from 2.12.1).
+const ATOMIC_SINCE: (u32, u32, u32) = (2, 12, 1);
 
 /// How to reach the bus and how tenant streams are made.
 #[derive(Debug, Clone)]
@@ -59,8 +81,25 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     config: BusConfig,
-    /// Tenant streams this process has created or updated.
-    streams: Mutex<HashMap<String, stream::Stream<()>>>,
+    /// Whether the server takes atomic batches ([`ATOMIC_SINCE`]).
+    atomic: bool,
+    /// Tenant streams this process has created or updated, and whether
+    /// each allows atomic batches.
+    streams: Mutex<HashMap<String, (stream::Stream<()>, bool)>>,
+}
+
+/// Whether a nats-server version ("2.15.1", "2.12.0-RC.1") takes atomic
+/// batches with `Nats-Msg-Id`.
+fn takes_atomic_batches(version: &str) -> bool {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    found >= ATOMIC_SINCE
 }
 
 impl Bus {
@@ -98,10 +137,12 @@ impl Bus {
         js.query_account()
             .await
             .map_err(|e| connect_error(format!("JetStream does not answer: {e}")))?;
+        let atomic = takes_atomic_batches(&client.server_info().version);
         Ok(Self {
             client,
             js,
             config: config.clone(),
+            atomic,
             streams: Mutex::default(),
         })
     }
@@ -120,6 +161,15 @@ impl Bus {
         tenant: &str,
         retention: Retention,
     ) -> Result<stream::Stream<()>, BusError> {
+        Ok(self.ensure_stream_atomic(tenant, retention).await?.0)
+    }
+
+    /// [`Bus::ensure_stream`], and whether the stream takes atomic batches.
+    async fn ensure_stream_atomic(
+        &self,
+        tenant: &str,
+        retention: Retention,
+    ) -> Result<(stream::Stream<()>, bool), BusError> {
         let mut streams = self.streams.lock().await;
         if let Some(s) = streams.get(tenant) {
             return Ok(s.clone());
@@ -141,19 +191,39 @@ impl Bus {
             duplicate_window: self.config.duplicate_window,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
+            allow_atomic_publish: self.atomic,
             ..Default::default()
         };
-        self.js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|e| stream_error(e.to_string()))?;
+        let mut atomic = self.atomic;
+        if let Err(e) = self.js.create_or_update_stream(config.clone()).await {
+            // Only a refusal (an API error) is about the flag; a timeout
+            // says nothing about it and fails as it always did.
+            let refused = matches!(
+                e.kind(),
+                async_nats::jetstream::context::CreateStreamErrorKind::JetStream(_)
+            );
+            if !atomic || !refused {
+                return Err(stream_error(e.to_string()));
+            }
+            // A cluster with an older node, or a stream that cannot take
+            // the flag: publish event by event.
+            tracing::warn!(stream = %name, error = %e, "atomic batches refused; publishing event by event");
+            atomic = false;
+            self.js
+                .create_or_update_stream(stream::Config {
+                    allow_atomic_publish: false,
+                    ..config
+                })
+                .await
+                .map_err(|e| stream_error(e.to_string()))?;
+        }
         let handle = self
             .js
             .get_stream_no_info(&name)
             .await
             .map_err(|e| stream_error(e.to_string()))?;
-        streams.insert(tenant.to_string(), handle.clone());
-        Ok(handle)
+        streams.insert(tenant.to_string(), (handle.clone(), atomic));
+        Ok((handle, atomic))
     }
 
     /// The log of one agent, its high-water mark read from the stream.
@@ -163,10 +233,13 @@ impl Bus {
         agent: &str,
         retention: Retention,
     ) -> Result<AgentLog, BusError> {
-        let stream = self.ensure_stream(tenant, retention).await?;
+        let (stream, atomic) = self.ensure_stream_atomic(tenant, retention).await?;
         let mut log = AgentLog {
+            client: self.client.clone(),
             js: self.js.clone(),
             stream,
+            atomic,
+            batches: 0,
             subject: subject(tenant, agent),
             id_prefix: format!("{tenant}/{agent}/"),
             last_subject_seq: 0,
@@ -191,10 +264,25 @@ pub struct Appended {
     pub conflicts: u64,
 }
 
+/// What became of one atomic batch.
+enum Batch {
+    /// Stored whole; the mark is its last event.
+    Stored,
+    /// Refused because the subject moved; the mark was re-read.
+    Refused,
+    /// The server does not take atomic batches for this stream.
+    NotTaken,
+}
+
 /// One receiver's writer of one agent's subject.
 pub struct AgentLog {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream<()>,
+    /// Batches go out as JetStream atomic batches (else event by event).
+    atomic: bool,
+    /// Atomic batches sent so far (part of each batch id).
+    batches: u64,
     subject: String,
     id_prefix: String,
     /// Stream sequence of the subject's last message (0: none).
@@ -286,9 +374,26 @@ impl AgentLog {
     /// Returns when every published event is acknowledged by JetStream.
     pub async fn append(&mut self, events: &[(u64, Bytes)]) -> Result<Appended, BusError> {
         let mut done = Appended::default();
-        for (seq, body) in events {
+        let mut next = 0;
+        while next < events.len() {
+            let (seq, body) = &events[next];
             if *seq <= self.mark {
                 done.skipped += 1;
+                next += 1;
+                continue;
+            }
+            if self.atomic {
+                let end = (next + ATOMIC_MAX).min(events.len());
+                match self.publish_atomic(&events[next..end], &mut done).await? {
+                    Batch::Stored => {
+                        done.published += (end - next) as u64;
+                        next = end;
+                    }
+                    // The mark was re-read: what is at or below it is
+                    // skipped on the next round.
+                    Batch::Refused => {}
+                    Batch::NotTaken => self.atomic = false,
+                }
                 continue;
             }
             if self.publish_one(*seq, body, &mut done).await? {
@@ -296,9 +401,143 @@ impl AgentLog {
             } else {
                 done.skipped += 1;
             }
+            next += 1;
         }
         done.acked_seq = self.mark;
         Ok(done)
+    }
+
+    /// The headers every event carries; the expected last subject sequence
+    /// only when asked for (the first message of an atomic batch, every
+    /// message published alone).
+    fn headers(&self, seq: u64, expect: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}{seq}", self.id_prefix).as_str(),
+        );
+        if expect && self.expect_last {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                self.last_subject_seq.to_string().as_str(),
+            );
+        }
+        headers.insert(SEQ_HEADER, seq.to_string().as_str());
+        headers
+    }
+
+    /// A batch id unique among the stream's open batches (at most 64
+    /// characters): the subject's hash, this log's batch count, the time.
+    fn batch_id(&mut self) -> String {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        self.batches += 1;
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        self.subject.hash(&mut h);
+        std::process::id().hash(&mut h);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{:016x}-{:x}-{nanos:x}", h.finish(), self.batches)
+    }
+
+    /// Publishes `chunk` (above the mark, at most [`ATOMIC_MAX`]) as one
+    /// atomic batch, retrying through leader elections up to the deadline.
+    async fn publish_atomic(
+        &mut self,
+        chunk: &[(u64, Bytes)],
+        done: &mut Appended,
+    ) -> Result<Batch, BusError> {
+        use async_nats::jetstream::ErrorCode;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let id = self.batch_id();
+            let mut commit = None;
+            let mut failed = None;
+            for (k, (seq, body)) in chunk.iter().enumerate() {
+                let mut headers = self.headers(*seq, k == 0);
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", (k + 1).to_string().as_str());
+                if k + 1 == chunk.len() {
+                    headers.insert("Nats-Batch-Commit", "1");
+                    match self
+                        .js
+                        .publish_with_headers(self.subject.clone(), headers, body.clone())
+                        .await
+                    {
+                        Ok(ack) => commit = Some(ack),
+                        Err(e) => failed = Some(e.to_string()),
+                    }
+                } else if let Err(e) = self
+                    .client
+                    .publish_with_headers(self.subject.clone(), headers, body.clone())
+                    .await
+                {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            let reason = match (commit, failed) {
+                (Some(ack), None) => match ack.await {
+                    Ok(ack) if ack.duplicate => {
+                        // The commit's id is stored already: learn where
+                        // the subject is, and let the event-by-event path
+                        // sort out what this means for each event.
+                        done.conflicts += 1;
+                        self.recover().await?;
+                        return Ok(Batch::NotTaken);
+                    }
+                    Ok(ack) => {
+                        self.last_subject_seq = ack.sequence;
+                        self.mark = chunk[chunk.len() - 1].0;
+                        return Ok(Batch::Stored);
+                    }
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                        // Another receiver wrote this agent, or our last
+                        // batch was stored although its ack was lost.
+                        done.conflicts += 1;
+                        self.recover().await?;
+                        return Ok(Batch::Refused);
+                    }
+                    Err(e) => {
+                        let code = std::error::Error::source(&e)
+                            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+                            .map(|s| s.error_code());
+                        if matches!(
+                            code,
+                            Some(
+                                ErrorCode::ATOMIC_PUBLISH_DISABLED
+                                    | ErrorCode::ATOMIC_PUBLISH_UNSUPPORTED_HEADER
+                                    | ErrorCode::ATOMIC_PUBLISH_INVALID_BATCH_ID
+                                    | ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH
+                                    | ErrorCode::ATOMIC_PUBLISH_INVALID_BATCH_COMMIT
+                            )
+                        ) {
+                            // Nothing of the batch was stored (all or
+                            // nothing): publish event by event from here.
+                            tracing::warn!(subject = %self.subject, error = %e, "atomic batch refused; publishing event by event");
+                            return Ok(Batch::NotTaken);
+                        }
+                        e.to_string()
+                    }
+                },
+                (_, Some(reason)) => reason,
+                (None, None) => "batch not sent".into(),
+            };
+            if started.elapsed() >= self.deadline {
+                return Err(BusError::Publish {
+                    subject: self.subject.clone(),
+                    waited: self.deadline,
+                    reason,
+                });
+            }
+            // Timeouts, an incomplete batch (a message lost in a reconnect)
+            // or a leader election: the batch is stored whole or not at
+            // all; the retry's expected sequence tells which.
+            tracing::debug!(subject = %self.subject, first = chunk[0].0, %reason, "atomic batch retried");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Publishes one event; `false` when it turned out to be on the subject
@@ -312,18 +551,7 @@ impl AgentLog {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("{}{seq}", self.id_prefix).as_str(),
-            );
-            if self.expect_last {
-                headers.insert(
-                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    self.last_subject_seq.to_string().as_str(),
-                );
-            }
-            headers.insert(SEQ_HEADER, seq.to_string().as_str());
+            let headers = self.headers(seq, true);
             let sent = self
                 .js
                 .publish_with_headers(self.subject.clone(), headers, body.clone())
@@ -371,5 +599,21 @@ impl AgentLog {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_batches_from_2_12_1() {
+        assert!(takes_atomic_batches("2.15.1"));
+        assert!(takes_atomic_batches("2.12.1"));
+        assert!(takes_atomic_batches("3.0.0"));
+        assert!(!takes_atomic_batches("2.12.0"));
+        assert!(!takes_atomic_batches("2.12.0-RC.1"));
+        assert!(!takes_atomic_batches("2.10.22"));
+        assert!(!takes_atomic_batches(""));
     }
 }

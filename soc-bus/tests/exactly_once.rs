@@ -141,7 +141,9 @@ async fn the_stream_leader_killed_mid_stream_loses_and_duplicates_nothing() {
         .agent("acme", "fw-1", Retention::default())
         .await
         .unwrap();
-    const N: u64 = 1500;
+    // Enough that the leader dies mid-stream also with atomic batches (one
+    // ack per 50 events: thousands of events per second).
+    const N: u64 = 15_000;
     let publisher = tokio::spawn(async move {
         for start in (1..=N).step_by(50) {
             log.append(&events(start..=start + 49)).await.unwrap();
