@@ -16,7 +16,10 @@
 //! Guarantees (the SOC's invariants 1 and 3, across receivers):
 //! * **Exactly once on the subject.** Every publish carries
 //!   `Nats-Expected-Last-Subject-Sequence`: the stream sequence of the last
-//!   message on the agent's subject as this receiver knows it. JetStream
+//!   message on the agent's subject as this receiver knows it (with atomic
+//!   batches, nats-server 2.12.1+, the first message of each batch carries
+//!   it and JetStream stores the batch whole or not at all, so nothing comes
+//!   between its messages). JetStream
 //!   refuses the publish if anyone else wrote the subject meanwhile; the
 //!   receiver then re-reads the subject's last message, drops what is at or
 //!   below it, and goes on. Two receivers can therefore never interleave one

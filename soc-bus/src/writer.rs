@@ -67,7 +67,7 @@ impl WriterConfig {
             postgres: postgres.into(),
             durable: "owlet-writer".into(),
             ack_wait: Duration::from_secs(30),
-            batch: 512,
+            batch: 2048,
         }
     }
 }
@@ -335,6 +335,8 @@ async fn consume(
         )
         .await
         .map_err(|e| stream_error(format!("consumer {}: {e}", config.durable)))?;
+    // The acks of the batch committed last, still being confirmed.
+    let mut acking: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let mut batch = consumer
             .fetch()
@@ -379,14 +381,23 @@ async fn consume(
         }
         #[cfg(all(feature = "fault-hooks", debug_assertions))]
         fault::after_commit(tenant).await;
-        // Committed: now (and only now) acknowledged. A crash here
-        // redelivers; the inserts then conflict and store nothing.
-        let acks = messages.iter().map(|m| m.double_ack());
-        for result in futures::future::join_all(acks).await {
-            if let Err(e) = result {
-                tracing::debug!(%tenant, error = %e, "writer: ack not confirmed; the message comes again and is skipped");
-            }
+        // Committed: now (and only now) acknowledged, double acks (the
+        // server confirms each). They are awaited while the next batch is
+        // fetched and inserted, one batch of acks in flight at a time. A
+        // crash before they land redelivers; the inserts then conflict and
+        // store nothing.
+        if let Some(previous) = acking.take() {
+            let _ = previous.await;
         }
+        let tenant_name = tenant.to_string();
+        acking = Some(tokio::spawn(async move {
+            let acks = messages.iter().map(|m| m.double_ack());
+            for result in futures::future::join_all(acks).await {
+                if let Err(e) = result {
+                    tracing::debug!(tenant = %tenant_name, error = %e, "writer: ack not confirmed; the message comes again and is skipped");
+                }
+            }
+        }));
     }
 }
 

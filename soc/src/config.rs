@@ -372,7 +372,7 @@ fn default_ack_wait() -> Duration {
     Duration::from_secs(30)
 }
 fn default_batch() -> usize {
-    512
+    2048
 }
 
 impl WriterFile {
