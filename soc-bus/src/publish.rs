@@ -37,6 +37,12 @@ use crate::{BusError, SEQ_HEADER, stream_name, subject, token};
 /// Most events in one JetStream atomic batch (nats-server's default limit).
 pub const ATOMIC_MAX: usize = 1000;
 
+/// JetStream's refusal of an atomic batch holding a `Nats-Msg-Id` it
+/// stored within the duplicate window ("atomic publish batch contains
+/// duplicate message id"; async-nats has no name for it).
+const DUPLICATE_IN_BATCH: async_nats::jetstream::ErrorCode =
+    async_nats::jetstream::ErrorCode(10201);
+
 /// The first nats-server with atomic batch publishing (and `Nats-Msg-Id`
 /// in batches from 2.12.1).
 const ATOMIC_SINCE: (u32, u32, u32) = (2, 12, 1);
@@ -503,6 +509,20 @@ impl AgentLog {
                         let code = std::error::Error::source(&e)
                             .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
                             .map(|s| s.error_code());
+                        if code == Some(DUPLICATE_IN_BATCH) {
+                            // An earlier attempt of this batch was stored
+                            // and its ack lost (a leader election): the
+                            // subject says how far. Should the mark not
+                            // cover the chunk's start, the event-by-event
+                            // path sorts out each event.
+                            done.conflicts += 1;
+                            self.recover().await?;
+                            return Ok(if self.mark >= chunk[0].0 {
+                                Batch::Refused
+                            } else {
+                                Batch::NotTaken
+                            });
+                        }
                         if matches!(
                             code,
                             Some(

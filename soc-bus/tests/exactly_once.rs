@@ -83,6 +83,34 @@ async fn without_the_expected_sequence_header_the_stale_receiver_duplicates() {
     );
 }
 
+/// Within the duplicate window, a stale receiver resends a batch another
+/// receiver stored (as after an ack lost in a leader election): JetStream
+/// refuses the atomic batch for its duplicate `Nats-Msg-Id`s, and the
+/// receiver learns the mark from the subject and goes on, at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_resent_within_the_duplicate_window_is_recognised_as_stored() {
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let mut a = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    let mut b = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(b.append(&events(1..=50)).await.unwrap().acked_seq, 50);
+    let started = std::time::Instant::now();
+    let done = a.append(&events(1..=60)).await.unwrap();
+    assert_eq!(done.acked_seq, 60);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the resent batch took {:?}: retried instead of recognised",
+        started.elapsed()
+    );
+    let seqs = subject_seqs(bus.jetstream(), "acme", "fw-1").await;
+    assert_exactly_once("the agent's subject", &seqs, 60);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mark_is_recovered_from_the_subject_by_a_new_receiver() {
     let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
