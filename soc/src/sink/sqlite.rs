@@ -115,9 +115,13 @@ impl SqliteSink {
         // Every tenant's file is brought to this release's schema now (a
         // writer migrates at open), so the portal, reports and `query`,
         // which read without migrating, never meet an older file while
-        // this SOC serves.
+        // this SOC serves. One tenant's unusable file does not keep the
+        // others from being served: it is reported, and its own batches
+        // are refused with the reason as before.
         for tenant in writers.store().tenants()? {
-            drop(writers.store().writer(&tenant)?);
+            if let Err(e) = writers.store().writer(&tenant) {
+                tracing::error!(%tenant, error = %e, "cannot open the tenant's event store to migrate it; its batches are refused until it opens");
+            }
         }
         Ok(Self {
             db,
