@@ -19,7 +19,7 @@ use crate::config::Severity;
 use crate::rules::Candidate;
 
 /// One event as a notification tells it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Stable id (`tenant/agent/seq`) the customer can quote.
     pub event_id: String,

@@ -574,6 +574,43 @@ impl Record {
     }
 }
 
+/// Retention: deletes the finished notifications (`delivered`, `failed`,
+/// `dropped`) all of whose events had log ids up to `last_log_id`, which
+/// the tenant's retention deleted, with their events and deliveries, in one
+/// transaction; notifications still open stay. Returns how many went.
+/// Does nothing for a tenant without a record (it had no notification).
+pub fn forget_through(store_root: &Path, tenant: &str, last_log_id: i64) -> Result<usize> {
+    let path = record_path(store_root, tenant);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let mut record = Record::open(path.parent().unwrap_or(store_root), tenant)?;
+    let tx = record.db.transaction().at(&path)?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS forgotten (id INTEGER PRIMARY KEY);
+         DELETE FROM temp.forgotten;",
+    )
+    .at(&path)?;
+    let gone = tx
+        .execute(
+            "INSERT INTO temp.forgotten
+             SELECT n.id FROM notifications n
+             WHERE n.status IN ('delivered', 'failed', 'dropped')
+               AND NOT EXISTS (SELECT 1 FROM notification_events e
+                               WHERE e.notification_id = n.id AND e.log_id > ?1)",
+            params![last_log_id],
+        )
+        .at(&path)?;
+    tx.execute_batch(
+        "DELETE FROM deliveries WHERE notification_id IN temp.forgotten;
+         DELETE FROM notification_events WHERE notification_id IN temp.forgotten;
+         DELETE FROM notifications WHERE id IN temp.forgotten;",
+    )
+    .at(&path)?;
+    tx.commit().at(&path)?;
+    Ok(gone)
+}
+
 /// What [`history`] selects.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
@@ -730,6 +767,71 @@ pub fn render_history(rows: &[HistoryRow], zone: chrono_tz::Tz) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn join(group: &str, log_id: i64) -> Join {
+        Join {
+            rule: "urgent".into(),
+            group_key: group.into(),
+            severity: Severity::Critical,
+            log_id,
+            incident: Incident {
+                event_id: format!("acme/fw1/{log_id}"),
+                detected_us: log_id,
+                ..Default::default()
+            },
+            due_us: 0,
+        }
+    }
+
+    #[test]
+    fn retention_forgets_finished_notifications_of_deleted_events_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("tenants").join("acme");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut record = Record::open(&dir, "acme").unwrap();
+        // Groups: "gone" (ids 1, 2: deleted), "straddles" (ids 3 and 20),
+        // "open" (id 4: not yet sent), "kept" (id 30).
+        let joins = [
+            join("gone", 1),
+            join("gone", 2),
+            join("straddles", 3),
+            join("open", 4),
+            join("straddles", 20),
+            join("kept", 30),
+        ];
+        record.ingest(30, &joins, "UTC", 0).unwrap();
+        record
+            .db
+            .execute_batch(
+                "UPDATE notifications SET status = 'delivered' WHERE group_key != 'open';
+                 INSERT INTO deliveries (notification_id, channel, channel_type, recipients, status, attempts, next_attempt_us)
+                 SELECT id, 'mail', 'smtp', 'noc@acme.test', 'delivered', 1, 0 FROM notifications;",
+            )
+            .unwrap();
+        let gone = forget_through(root.path(), "acme", 10).unwrap();
+        assert_eq!(gone, 1);
+        let left = |sql: &str| -> Vec<String> {
+            let mut stmt = record.db.prepare(sql).unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.collect::<rusqlite::Result<_>>().unwrap()
+        };
+        let groups = left("SELECT group_key FROM notifications ORDER BY group_key");
+        assert_eq!(groups, ["kept", "open", "straddles"]);
+        let events = left("SELECT event_id FROM notification_events ORDER BY log_id");
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.ends_with("/1") || e.ends_with("/2")),
+            "{events:?}"
+        );
+        let deliveries = left(
+            "SELECT n.group_key FROM deliveries d JOIN notifications n ON n.id = d.notification_id ORDER BY 1",
+        );
+        assert_eq!(deliveries, ["kept", "open", "straddles"]);
+        // A tenant without a record gets none.
+        assert_eq!(forget_through(root.path(), "nobody", 10).unwrap(), 0);
+        assert!(!record_path(root.path(), "nobody").exists());
+    }
 
     #[test]
     fn the_listing_shows_offsets_latency_and_errors() {

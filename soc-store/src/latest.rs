@@ -48,6 +48,17 @@ pub fn migrate(tx: &Transaction) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Retention: forgets the states whose latest result was among the deleted
+/// ids `first..=last` (a check that has not reported since; its next
+/// result makes a new row).
+pub fn forget(tx: &Transaction, first: i64, last: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM check_state WHERE last_id BETWEEN ?1 AND ?2",
+        params![first, last],
+    )?;
+    Ok(())
+}
+
 /// The latest result of each check in one append.
 #[derive(Debug, Default)]
 pub struct Latest<'a> {

@@ -7,6 +7,9 @@
 //! * every deletion is recorded in `deletions` (partition, day, id range,
 //!   events, bytes before and after, reason) in the transaction that
 //!   deletes, so a report can say what was removed and why;
+//! * a check's latest state goes with its latest result, in the same
+//!   transaction (a check that stopped reporting leaves the check board
+//!   when its last result expires); rollups stay (`SCHEMA.md` says why);
 //! * freed pages are returned to the filesystem (`incremental_vacuum`).
 
 use std::time::{Duration, SystemTime};
@@ -17,9 +20,9 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AtPath, Result};
-use crate::schema;
 use crate::tenant::{TenantLog, partitions, usage};
 use crate::time::{micros, utc_day};
+use crate::{latest, schema};
 
 /// A tenant's retention limits; `None` is no limit of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,6 +87,7 @@ impl TenantLog {
                 .at(&path)?;
             let rest = partitions(&tx).at(&path)?;
             schema::rebuild_view(&tx, &rest).at(&path)?;
+            latest::forget(&tx, first_id, last_id).at(&path)?;
             let deletion = Deletion {
                 partition: name.clone(),
                 day: day.clone(),

@@ -178,8 +178,19 @@ impl Writers {
         &self.store
     }
 
-    /// The writer of `tenant`, opened on first use.
+    /// The writer of `tenant`, opened on first use, and opened again when
+    /// its file was deleted meanwhile (`owlet-soc tenant delete` while the
+    /// receiver runs): writing on into the unlinked file would acknowledge
+    /// events that no one can ever read.
     pub fn get(&mut self, tenant: &str) -> Result<&mut TenantLog> {
+        if self
+            .open
+            .get(tenant)
+            .is_some_and(|log| !log.path().exists())
+        {
+            tracing::info!(%tenant, "the tenant's database was deleted; a new one is started");
+            self.open.remove(tenant);
+        }
         if !self.open.contains_key(tenant) {
             let log = self.store.writer(tenant)?;
             self.open.insert(tenant.to_string(), log);

@@ -211,6 +211,39 @@ fn retention_by_age_deletes_whole_old_days_and_records_them() {
 }
 
 #[test]
+fn retention_takes_a_check_state_with_its_latest_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.writer("acme").unwrap();
+    // Day 0: a check that never reports again; days 0..=9: "web".
+    let retired = [check(1, at(0), "retired", State::Down)];
+    log.append(&[batch("s1", &retired)], at(0)).unwrap();
+    for day in 0..10u64 {
+        let events = [check(day + 2, at(day), "web", State::Up)];
+        log.append(&[batch("s1", &events)], at(day)).unwrap();
+    }
+    let checks = |log: &owlet_soc_store::TenantLog| -> Vec<String> {
+        let db = rusqlite::Connection::open(log.path()).unwrap();
+        let mut stmt = db
+            .prepare("SELECT check_id FROM check_state ORDER BY 1")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(checks(&log), ["retired", "web"]);
+    let policy = Policy {
+        max_age: Some(DAY * 3),
+        max_bytes: None,
+    };
+    log.enforce(&policy, at(9)).unwrap();
+    assert_eq!(checks(&log), ["web"], "a state outlived its results");
+    // The retired check reports again: it is back.
+    let back = [check(12, at(9), "retired", State::Up)];
+    log.append(&[batch("s1", &back)], at(9)).unwrap();
+    assert_eq!(checks(&log), ["retired", "web"]);
+}
+
+#[test]
 fn retention_by_capacity_deletes_oldest_first_but_never_today() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -269,6 +302,31 @@ fn retention_by_capacity_deletes_oldest_first_but_never_today() {
             .len(),
         500
     );
+}
+
+#[test]
+fn a_tenant_deleted_while_its_writer_is_open_gets_a_new_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut writers = owlet_soc_store::Writers::new(Store::existing(dir.path()));
+    let first = [check(1, at(0), "web", State::Up)];
+    writers
+        .get("acme")
+        .unwrap()
+        .append(&[batch("s1", &first)], at(0))
+        .unwrap();
+    store.delete_tenant("acme").unwrap();
+    // The agent was not revoked yet and sends on: its events must land in
+    // a file a reader can open, not in the unlinked one.
+    let next = [check(2, at(0), "web", State::Down)];
+    writers
+        .get("acme")
+        .unwrap()
+        .append(&[batch("s1", &next)], at(0))
+        .unwrap();
+    let stored = store.reader("acme").unwrap().read_after(0, 10).unwrap();
+    let seqs: Vec<Option<u64>> = stored.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [Some(2)]);
 }
 
 #[test]

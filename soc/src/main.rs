@@ -265,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 follow: !no_follow && until.is_none(),
                 json,
             };
-            tail::run(&store, &agents, &options)
+            tail::run(&store, &agents, &options, &mut std::io::stdout().lock())
         }
     }
 }

@@ -399,6 +399,43 @@ async fn apply_retention(sink: SinkHandle, config: SocConfig) {
             }
             Err(e) => warn!(error = %e, "retention failed; it is tried again at the next interval"),
         }
+        if let Ok(control) = config.sqlite_path() {
+            let root = crate::sink::store_root(control);
+            let _ = tokio::task::spawn_blocking(move || forget_notifications(&root)).await;
+        }
+    }
+}
+
+/// The notifications whose events retention deleted go too: through each
+/// tenant's newest recorded deletion (partitions go oldest first, so every
+/// id up to its last is gone). Idempotent, so a failure is mended at the
+/// next interval.
+fn forget_notifications(root: &std::path::Path) {
+    let store = owlet_soc_store::Store::existing(root);
+    let newest_deletions = store
+        .tenants()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tenant| {
+            let newest = store
+                .reader(&tenant)
+                .ok()?
+                .deletions(1)
+                .ok()?
+                .into_iter()
+                .next()?;
+            Some((tenant, newest.last_id))
+        });
+    for (tenant, last_id) in newest_deletions {
+        match owlet_soc_notify::record::forget_through(root, &tenant, last_id) {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(%tenant, notifications = n, "retention deleted the notifications of deleted events")
+            }
+            Err(e) => {
+                warn!(%tenant, error = %e, "retention could not delete old notifications; it is tried again at the next interval")
+            }
+        }
     }
 }
 

@@ -122,9 +122,16 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// Runs the tail until the reader of stdout goes away or, without
-/// `follow`, until the history is printed.
-pub fn run(store: &Store, agents: &[AgentRow], options: &TailOptions) -> anyhow::Result<i32> {
+/// Runs the tail until the reader of `out` goes away or, without
+/// `follow`, until the history is printed. Each event is printed once: the
+/// history stops at each tenant's cursor, taken before it is read, and
+/// following starts there.
+pub fn run(
+    store: &Store,
+    agents: &[AgentRow],
+    options: &TailOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<i32> {
     let (tenants, agent_ids) = resolve(store, agents, options)?;
     let filter = Filter {
         from_us: options.since_us,
@@ -134,7 +141,6 @@ pub fn run(store: &Store, agents: &[AgentRow], options: &TailOptions) -> anyhow:
         severities: options.severities.clone(),
         after_id: None,
     };
-    let mut out = std::io::stdout().lock();
     // (tenant, reader, last id printed or skipped)
     let mut cursors: Vec<(String, Option<TenantReader>, i64)> = Vec::new();
     for tenant in &tenants {
@@ -148,15 +154,21 @@ pub fn run(store: &Store, agents: &[AgentRow], options: &TailOptions) -> anyhow:
         {
             let mut done = false;
             let mut failed = None;
-            r.scan(&filter, |e| match print(&mut out, r, &e, options.json) {
-                Ok(true) => ControlFlow::Continue(()),
-                Ok(false) => {
-                    done = true;
-                    ControlFlow::Break(())
+            r.scan(&filter, |e| {
+                if e.id > last {
+                    // Stored while the history is read: following prints it.
+                    return ControlFlow::Continue(());
                 }
-                Err(err) => {
-                    failed = Some(err);
-                    ControlFlow::Break(())
+                match print(out, r, &e, options.json) {
+                    Ok(true) => ControlFlow::Continue(()),
+                    Ok(false) => {
+                        done = true;
+                        ControlFlow::Break(())
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        ControlFlow::Break(())
+                    }
                 }
             })?;
             if let Some(e) = failed {
@@ -183,7 +195,7 @@ pub fn run(store: &Store, agents: &[AgentRow], options: &TailOptions) -> anyhow:
             any |= !events.is_empty();
             for e in events {
                 *last = e.id;
-                if filter.matches(&e) && !print(&mut out, r, &e, options.json)? {
+                if filter.matches(&e) && !print(out, r, &e, options.json)? {
                     return Ok(0);
                 }
             }
@@ -228,5 +240,121 @@ pub fn write_or_done(result: std::io::Result<()>) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
+
+    use owlet_proto::v1::{Alert, Event, event::Kind};
+    use owlet_soc_store::Batch;
+
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn alert(seq: u64, time: SystemTime, subject: &str) -> Event {
+        Event {
+            seq,
+            time: Some(owlet_proto::timestamp(time)),
+            kind: Some(Kind::Alert(Alert {
+                name: "check_down".into(),
+                subject: subject.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn store_alert(store: &Store, seq: u64, time: SystemTime, subject: &str, received: SystemTime) {
+        let events = [alert(seq, time, subject)];
+        let batch = Batch {
+            agent: "s1",
+            zone: "UTC",
+            events: &events,
+            sequenced: true,
+        };
+        store
+            .writer("acme")
+            .unwrap()
+            .append(&[batch], received)
+            .unwrap();
+    }
+
+    /// Stdout of the tail: the first line printed stores one more event
+    /// (it lands while the history is read); flushing fails as a closed
+    /// pipe once the test has seen enough.
+    struct Terminal {
+        store: Store,
+        printed: Arc<Mutex<String>>,
+        stored_during_history: bool,
+        closed: Arc<AtomicBool>,
+    }
+
+    impl Write for Terminal {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.stored_during_history {
+                self.stored_during_history = true;
+                let now = SystemTime::now();
+                store_alert(&self.store, 3, now - HOUR / 2, "late-alert", now);
+            }
+            self.printed
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(buf));
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_stored_while_the_history_is_read_is_printed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        // Two days of arrival: the history reads the older partition first,
+        // and "late" arrives in today's before that one is read.
+        store_alert(&store, 1, now - 48 * HOUR, "first-alert", now - 48 * HOUR);
+        store_alert(&store, 2, now - HOUR, "second-alert", now);
+        let printed = Arc::new(Mutex::new(String::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut terminal = Terminal {
+            store: Store::existing(dir.path()),
+            printed: printed.clone(),
+            stored_during_history: false,
+            closed: closed.clone(),
+        };
+        let options = TailOptions {
+            tenant: Some("acme".into()),
+            since_us: Some(0),
+            follow: true,
+            ..Default::default()
+        };
+        let tail = std::thread::spawn(move || run(&store, &[], &options, &mut terminal).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !printed.lock().unwrap().contains("late-alert") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the late alert was never printed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Several turns of following (250 ms each) for a second copy.
+        std::thread::sleep(Duration::from_millis(800));
+        closed.store(true, Ordering::SeqCst);
+        assert_eq!(tail.join().unwrap(), 0);
+        let printed = printed.lock().unwrap();
+        for subject in ["first-alert", "second-alert", "late-alert"] {
+            let times = printed.lines().filter(|l| l.contains(subject)).count();
+            assert_eq!(times, 1, "{subject:?} printed {times} times:\n{printed}");
+        }
     }
 }
