@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use owlet_soc_bus::testkit::{
-    NatsCluster, Postgres, assert_exactly_once, stored_seqs, subject_seqs,
+    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, stored_seqs, subject_seqs,
 };
 use owlet_soc_bus::writer::{WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
@@ -245,6 +245,52 @@ async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
     ));
     let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
     assert_exactly_once("PostgreSQL", &stored, N);
+    writer.abort();
+}
+
+/// A writer that committed part of the stream and died before its acks
+/// landed (the state `tests/tests/scale_faults.rs` reaches with a kill -9
+/// and a fault hook), made deterministic: the first 1,000 events are in
+/// PostgreSQL already, none acknowledged. A writer gets all 3,000: the
+/// stored ones are absorbed (`ON CONFLICT`), the others stored once, and
+/// their ids follow the stream's order (readers use `id` as a cursor).
+#[tokio::test(flavor = "multi_thread")]
+async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
+    const N: u64 = 3000;
+    const COMMITTED: u64 = 1000;
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    log.append(&events(1..=N)).await.unwrap();
+    prepare_tenant(&admin, "acme").await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)
+             SELECT 'fw-1', s, s, 0, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s"
+        ))
+        .await
+        .unwrap();
+    let mut config = WriterConfig::new(pg.conninfo("owlet"));
+    config.batch = 512;
+    let writer = tokio::spawn(owlet_soc_bus::writer::run(
+        bus.jetstream().clone(),
+        config,
+        std::future::pending(),
+    ));
+    let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
+    assert_exactly_once("PostgreSQL", &stored, N);
+    let by_id: Vec<i64> = admin
+        .query("SELECT seq FROM tenant_acme.events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_contiguous("PostgreSQL, in id order", &by_id, 1);
     writer.abort();
 }
 
