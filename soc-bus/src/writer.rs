@@ -34,6 +34,9 @@
 //! * **Nothing lost.** A message not acknowledged is redelivered after the
 //!   consumer's `ack_wait`; a failed commit acks nothing.
 //! * **Tenants apart**: one consumer, one connection, one schema per tenant.
+//!   A tenant name longer than [`MAX_TENANT_BYTES`] is refused (its stream
+//!   is not stored, with an error in the log): PostgreSQL would cut its
+//!   schema and role names, and two tenants could share them.
 //!
 //! * **Reconnects by itself.** A lost PostgreSQL or NATS connection ends
 //!   the tenant's consumer with the reason in the log; it starts again
@@ -91,14 +94,38 @@ impl WriterConfig {
     }
 }
 
+const SCHEMA_PREFIX: &str = "tenant_";
+const ROLE_PREFIX: &str = "owlet_tenant_";
+
+/// PostgreSQL's longest identifier in bytes (`NAMEDATALEN` - 1). It cuts
+/// a longer one to this length with only a notice, so two tenants whose
+/// names differ only after the cut would share a schema and a role.
+pub const PG_MAX_IDENTIFIER: usize = 63;
+
+/// The longest tenant name (bytes) the scaled-out SOC takes: its role name
+/// (the longer prefix) still fits [`PG_MAX_IDENTIFIER`].
+pub const MAX_TENANT_BYTES: usize = PG_MAX_IDENTIFIER - ROLE_PREFIX.len();
+const _: () = assert!(ROLE_PREFIX.len() >= SCHEMA_PREFIX.len());
+
+/// Refuses a tenant whose schema or role name PostgreSQL would cut.
+pub fn check_tenant(tenant: &str) -> Result<(), BusError> {
+    if tenant.len() > MAX_TENANT_BYTES {
+        return Err(BusError::TenantTooLong {
+            tenant: tenant.to_string(),
+            bytes: tenant.len(),
+        });
+    }
+    Ok(())
+}
+
 /// The schema of `tenant` (quoted identifier).
 pub fn schema_of(tenant: &str) -> String {
-    format!("\"tenant_{tenant}\"")
+    format!("\"{SCHEMA_PREFIX}{tenant}\"")
 }
 
 /// The read-only role of `tenant` (quoted identifier).
 pub fn role_of(tenant: &str) -> String {
-    format!("\"owlet_tenant_{tenant}\"")
+    format!("\"{ROLE_PREFIX}{tenant}\"")
 }
 
 #[derive(Clone, Copy)]
@@ -410,8 +437,10 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Creates (idempotently) the schema, table and role of `tenant`.
+/// Creates (idempotently) the schema, table and role of `tenant`; refuses
+/// a tenant whose names PostgreSQL would cut ([`check_tenant`]).
 pub async fn prepare_tenant(pg: &tokio_postgres::Client, tenant: &str) -> Result<(), BusError> {
+    check_tenant(tenant)?;
     pg.batch_execute(&ddl(tenant)).await.map_err(pg_error)?;
     Ok(())
 }
@@ -436,7 +465,12 @@ pub async fn run(
                 let Some(tenant) = name.strip_prefix(STREAM_PREFIX).map(untoken) else {
                     continue;
                 };
-                if running.insert(tenant.clone()) {
+                if !running.insert(tenant.clone()) {
+                    continue;
+                }
+                if let Err(e) = check_tenant(&tenant) {
+                    tracing::error!(%tenant, error = %e, "writer: the tenant's stream is not stored");
+                } else {
                     tracing::info!(%tenant, "writer: consuming the tenant's stream");
                     tasks.spawn(tenant_loop(js.clone(), config.clone(), tenant));
                 }
@@ -640,5 +674,18 @@ mod tests {
         assert!(move_sql("a").contains("ON CONFLICT (agent, seq) DO NOTHING"));
         assert_eq!(staged_columns().len(), staged_types().len());
         assert!(ddl("a.b").contains("\"tenant_a.b\".events"));
+    }
+
+    #[test]
+    fn a_tenant_name_postgres_would_cut_is_refused_naming_the_tenant_and_the_limit() {
+        let longest = "t".repeat(MAX_TENANT_BYTES);
+        check_tenant(&longest).unwrap();
+        assert_eq!(role_of(&longest).len(), PG_MAX_IDENTIFIER + 2, "quoted");
+        assert!(schema_of(&longest).len() <= PG_MAX_IDENTIFIER + 2);
+        let too_long = format!("{longest}x");
+        let e = check_tenant(&too_long).unwrap_err().to_string();
+        for part in [too_long.as_str(), "51 bytes", "63", "at most 50"] {
+            assert!(e.contains(part), "{part:?} missing: {e}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use owlet_soc_bus::testkit::{
     NatsCluster, Postgres, assert_contiguous, assert_exactly_once, stored_seqs, subject_seqs,
 };
-use owlet_soc_bus::writer::{WriterConfig, prepare_tenant};
+use owlet_soc_bus::writer::{MAX_TENANT_BYTES, WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
 use prost::Message;
 
@@ -337,4 +337,41 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
             .len(),
         1
     );
+}
+
+/// PostgreSQL cuts identifiers at 63 bytes: the longest tenant name the
+/// SOC takes keeps its schema and role whole; one byte more (whose role
+/// PostgreSQL would cut to the first one's) is refused by the writer and by
+/// the receivers, naming the tenant and the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_name_postgres_would_cut_is_refused_and_the_longest_is_kept_whole() {
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let longest = "t".repeat(MAX_TENANT_BYTES);
+    prepare_tenant(&admin, &longest).await.unwrap();
+    let whole = admin
+        .query_one(
+            "SELECT count(*) FROM pg_namespace n, pg_roles r WHERE n.nspname = $1 AND r.rolname = $2",
+            &[&format!("tenant_{longest}"), &format!("owlet_tenant_{longest}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole.get::<_, i64>(0), 1, "schema and role not whole");
+    let too_long = format!("{longest}x");
+    let refused = prepare_tenant(&admin, &too_long)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&too_long) && refused.contains("63 bytes"),
+        "{refused}"
+    );
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let refused = bus
+        .agent(&too_long, "fw-1", Retention::default())
+        .await
+        .err()
+        .expect("a receiver must refuse the tenant")
+        .to_string();
+    assert!(refused.contains("63 bytes"), "{refused}");
 }
