@@ -212,37 +212,47 @@ async fn wait_for_rows(pg: &tokio_postgres::Client, tenant: &str, agent: &str, n
     }
 }
 
-/// The writer stopped dead (its task dropped, mid-batch) over and over and
-/// started again: redelivered messages conflict and store nothing twice.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
-    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+/// The writer, running until its task is aborted.
+fn spawn_writer(
+    bus: &Bus,
+    config: WriterConfig,
+) -> tokio::task::JoinHandle<Result<(), owlet_soc_bus::BusError>> {
+    tokio::spawn(owlet_soc_bus::writer::run(
+        bus.jetstream().clone(),
+        config,
+        std::future::pending(),
+    ))
+}
+
+/// A cluster, PostgreSQL, and events `1..=n` of agent acme/fw-1 on the bus.
+async fn published(n: u64) -> (NatsCluster, Bus, Postgres) {
+    let (cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
     let pg = Postgres::start();
-    let admin = pg.client("owlet").await;
     let mut log = bus
         .agent("acme", "fw-1", Retention::default())
         .await
         .unwrap();
+    log.append(&events(1..=n)).await.unwrap();
+    (cluster, bus, pg)
+}
+
+/// The writer stopped dead (its task dropped, mid-batch) over and over and
+/// started again: redelivered messages conflict and store nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
     const N: u64 = 3000;
-    log.append(&events(1..=N)).await.unwrap();
+    let (_cluster, bus, pg) = published(N).await;
+    let admin = pg.client("owlet").await;
     let mut config = WriterConfig::new(pg.conninfo("owlet"));
     config.ack_wait = Duration::from_secs(2);
     config.batch = 100;
     for round in 0..5 {
-        let writer = tokio::spawn(owlet_soc_bus::writer::run(
-            bus.jetstream().clone(),
-            config.clone(),
-            std::future::pending(),
-        ));
+        let writer = spawn_writer(&bus, config.clone());
         tokio::time::sleep(Duration::from_millis(300 + round * 150)).await;
         writer.abort();
         let _ = writer.await;
     }
-    let writer = tokio::spawn(owlet_soc_bus::writer::run(
-        bus.jetstream().clone(),
-        config,
-        std::future::pending(),
-    ));
+    let writer = spawn_writer(&bus, config);
     let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
     assert_exactly_once("PostgreSQL", &stored, N);
     writer.abort();
@@ -258,14 +268,8 @@ async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
 async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
     const N: u64 = 3000;
     const COMMITTED: u64 = 1000;
-    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
-    let pg = Postgres::start();
+    let (_cluster, bus, pg) = published(N).await;
     let admin = pg.client("owlet").await;
-    let mut log = bus
-        .agent("acme", "fw-1", Retention::default())
-        .await
-        .unwrap();
-    log.append(&events(1..=N)).await.unwrap();
     prepare_tenant(&admin, "acme").await.unwrap();
     admin
         .batch_execute(&format!(
@@ -276,11 +280,7 @@ async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
         .unwrap();
     let mut config = WriterConfig::new(pg.conninfo("owlet"));
     config.batch = 512;
-    let writer = tokio::spawn(owlet_soc_bus::writer::run(
-        bus.jetstream().clone(),
-        config,
-        std::future::pending(),
-    ));
+    let writer = spawn_writer(&bus, config);
     let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
     assert_exactly_once("PostgreSQL", &stored, N);
     let by_id: Vec<i64> = admin
