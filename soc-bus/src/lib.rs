@@ -28,11 +28,14 @@
 //! * **Acknowledged only when replicated.** An agent's high-water mark moves
 //!   only with JetStream's publish ack (a quorum of the stream's replicas
 //!   has the message).
-//! * **Idempotent in PostgreSQL.** The writer inserts with `ON CONFLICT
-//!   (agent, seq) DO NOTHING` and acks (double ack) only after the commit:
-//!   a writer killed between the two re-inserts nothing.
+//! * **Idempotent in PostgreSQL.** The writer moves each batch from its
+//!   `COPY` staging table with `ON CONFLICT (agent, seq) DO NOTHING` and
+//!   acks (double ack) only after the commit: a writer killed between the
+//!   two re-inserts nothing.
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
-//!   readable only by that tenant's role.
+//!   readable only by that tenant's role; a tenant name PostgreSQL would cut
+//!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
+//!   writer alike.
 //!
 //! Requires nats-server 2.10 or newer ([`MIN_NATS_SERVER`]).
 #![forbid(unsafe_code)]
