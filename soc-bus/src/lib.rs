@@ -28,11 +28,14 @@
 //! * **Acknowledged only when replicated.** An agent's high-water mark moves
 //!   only with JetStream's publish ack (a quorum of the stream's replicas
 //!   has the message).
-//! * **Idempotent in PostgreSQL.** The writer inserts with `ON CONFLICT
-//!   (agent, seq) DO NOTHING` and acks (double ack) only after the commit:
-//!   a writer killed between the two re-inserts nothing.
+//! * **Idempotent in PostgreSQL.** The writer moves each batch from its
+//!   `COPY` staging table with `ON CONFLICT (agent, seq) DO NOTHING` and
+//!   acks (double ack) only after the commit: a writer killed between the
+//!   two re-inserts nothing.
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
-//!   readable only by that tenant's role.
+//!   readable only by that tenant's role; a tenant name PostgreSQL would cut
+//!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
+//!   writer alike.
 //!
 //! Requires nats-server 2.10 or newer ([`MIN_NATS_SERVER`]).
 #![forbid(unsafe_code)]
@@ -108,6 +111,12 @@ pub enum BusError {
     },
     #[error("the last message of {subject} has no usable {SEQ_HEADER} header or body")]
     BadLastMessage { subject: String },
+    #[error(
+        "tenant {tenant:?} is {bytes} bytes long: the scaled-out SOC keeps it in the PostgreSQL schema \"tenant_{tenant}\" and role \"owlet_tenant_{tenant}\", and PostgreSQL cuts names at {max_identifier} bytes (two tenants could then share them), so a tenant name has at most {max_tenant} bytes here; issue this tenant's certificates under a shorter name",
+        max_identifier = writer::PG_MAX_IDENTIFIER,
+        max_tenant = writer::MAX_TENANT_BYTES
+    )]
+    TenantTooLong { tenant: String, bytes: usize },
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]

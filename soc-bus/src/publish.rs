@@ -239,6 +239,9 @@ impl Bus {
         agent: &str,
         retention: Retention,
     ) -> Result<AgentLog, BusError> {
+        // A tenant the writer cannot store is refused before its first
+        // event is acknowledged.
+        crate::writer::check_tenant(tenant)?;
         let (stream, atomic) = self.ensure_stream_atomic(tenant, retention).await?;
         let mut log = AgentLog {
             client: self.client.clone(),

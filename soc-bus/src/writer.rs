@@ -11,14 +11,32 @@
 //!   a password): USAGE on its schema and SELECT on its table only. Nothing
 //!   is granted to PUBLIC, so no tenant's role can read another's schema.
 //!
+//! How a batch is stored (one transaction, on the tenant's own connection):
+//! the fetched messages are written with `COPY … FROM STDIN (FORMAT binary)`
+//! into `pg_temp.owlet_staging` (a session-local `TEMP` table with the
+//! columns of `events` but `id`, emptied at every commit), then moved with
+//! one `INSERT INTO events … SELECT … FROM owlet_staging ORDER BY stream_seq
+//! ON CONFLICT (agent, seq) DO NOTHING`. One statement per batch instead of
+//! one per row: the rows' encoding is the binary COPY format, not bound
+//! parameters.
+//!
 //! Guarantees:
-//! * **Exactly once.** Inserts are `ON CONFLICT (agent, seq) DO NOTHING`, and
-//!   a message is acknowledged (double ack: the server confirmed the ack)
-//!   only after the transaction holding it committed. A writer killed
-//!   between commit and ack gets the messages again and inserts nothing.
+//! * **Exactly once.** The move from staging is `ON CONFLICT (agent, seq)
+//!   DO NOTHING` (a duplicate within one batch too), and a message is
+//!   acknowledged (double ack: the server confirmed the ack) only after the
+//!   transaction holding it committed. A writer killed between commit and
+//!   ack gets the messages again and inserts nothing.
+//! * **Stream order.** Within a batch, rows get their `id` in stream
+//!   sequence order (`ORDER BY stream_seq`), and one transaction at a time
+//!   per tenant commits, so `id` is a cursor for readers. (A message
+//!   redelivered after a crash is stored when it comes again, after the
+//!   ones fetched meanwhile.)
 //! * **Nothing lost.** A message not acknowledged is redelivered after the
 //!   consumer's `ack_wait`; a failed commit acks nothing.
 //! * **Tenants apart**: one consumer, one connection, one schema per tenant.
+//!   A tenant name longer than [`MAX_TENANT_BYTES`] is refused (its stream
+//!   is not stored, with an error in the log): PostgreSQL would cut its
+//!   schema and role names, and two tenants could share them.
 //!
 //! * **Reconnects by itself.** A lost PostgreSQL or NATS connection ends
 //!   the tenant's consumer with the reason in the log; it starts again
@@ -35,13 +53,17 @@
 //! batch's acks, so a test can SIGKILL it exactly there ([`fault`]).
 
 use std::collections::HashSet;
+use std::pin::pin;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use owlet_soc_store::columns::{NAMES, Value};
 use prost::Message as _;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 pub use tokio_postgres::Config as PgConfig;
 
@@ -72,14 +94,38 @@ impl WriterConfig {
     }
 }
 
+const SCHEMA_PREFIX: &str = "tenant_";
+const ROLE_PREFIX: &str = "owlet_tenant_";
+
+/// PostgreSQL's longest identifier in bytes (`NAMEDATALEN` - 1). It cuts
+/// a longer one to this length with only a notice, so two tenants whose
+/// names differ only after the cut would share a schema and a role.
+pub const PG_MAX_IDENTIFIER: usize = 63;
+
+/// The longest tenant name (bytes) the scaled-out SOC takes: its role name
+/// (the longer prefix) still fits [`PG_MAX_IDENTIFIER`].
+pub const MAX_TENANT_BYTES: usize = PG_MAX_IDENTIFIER - ROLE_PREFIX.len();
+const _: () = assert!(ROLE_PREFIX.len() >= SCHEMA_PREFIX.len());
+
+/// Refuses a tenant whose schema or role name PostgreSQL would cut.
+pub fn check_tenant(tenant: &str) -> Result<(), BusError> {
+    if tenant.len() > MAX_TENANT_BYTES {
+        return Err(BusError::TenantTooLong {
+            tenant: tenant.to_string(),
+            bytes: tenant.len(),
+        });
+    }
+    Ok(())
+}
+
 /// The schema of `tenant` (quoted identifier).
 pub fn schema_of(tenant: &str) -> String {
-    format!("\"tenant_{tenant}\"")
+    format!("\"{SCHEMA_PREFIX}{tenant}\"")
 }
 
 /// The read-only role of `tenant` (quoted identifier).
 pub fn role_of(tenant: &str) -> String {
-    format!("\"owlet_tenant_{tenant}\"")
+    format!("\"{ROLE_PREFIX}{tenant}\"")
 }
 
 #[derive(Clone, Copy)]
@@ -100,17 +146,33 @@ fn pg_type(column: &str) -> PgType {
     }
 }
 
+impl PgType {
+    /// The type's name in the table's DDL.
+    fn sql(self) -> &'static str {
+        match self {
+            PgType::Int => "bigint",
+            PgType::Real => "double precision",
+            PgType::Text => "text",
+        }
+    }
+
+    /// The type on the wire (COPY's binary format).
+    fn wire(self) -> Type {
+        match self {
+            PgType::Int => Type::INT8,
+            PgType::Real => Type::FLOAT8,
+            PgType::Text => Type::TEXT,
+        }
+    }
+}
+
 fn ddl(tenant: &str) -> String {
     let schema = schema_of(tenant);
     let role = role_of(tenant);
     let columns: String = NAMES
         .iter()
         .map(|name| {
-            let ty = match pg_type(name) {
-                PgType::Int => "bigint",
-                PgType::Real => "double precision",
-                PgType::Text => "text",
-            };
+            let ty = pg_type(name).sql();
             let null = if matches!(*name, "kind" | "time_us") {
                 " NOT NULL"
             } else {
@@ -139,55 +201,195 @@ GRANT SELECT ON {schema}.events TO {role};"
     )
 }
 
-fn insert_sql(tenant: &str) -> String {
-    let n = 5 + NAMES.len();
-    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+/// The staging table's name (session-local: one per tenant connection).
+const STAGING: &str = "pg_temp.owlet_staging";
+
+/// The columns a batch stages and moves: every column of `events` but
+/// `id`, in table order.
+fn staged_columns() -> Vec<&'static str> {
+    let mut columns = vec!["agent", "seq", "stream_seq", "received_us"];
+    columns.extend_from_slice(NAMES);
+    columns.push("body");
+    columns
+}
+
+/// The PostgreSQL types of [`staged_columns`], in the same order.
+fn staged_types() -> Vec<Type> {
+    let mut types = vec![Type::TEXT, Type::INT8, Type::INT8, Type::INT8];
+    types.extend(NAMES.iter().map(|name| pg_type(name).wire()));
+    types.push(Type::BYTEA);
+    types
+}
+
+/// Creates the session's staging table: the staged columns of the tenant's
+/// `events`, same types, no constraints, emptied at every commit.
+fn staging_ddl(tenant: &str) -> String {
     format!(
-        "INSERT INTO {}.events (agent, seq, stream_seq, received_us, {}, body) VALUES ({}) ON CONFLICT (agent, seq) DO NOTHING",
-        schema_of(tenant),
-        NAMES.join(", "),
-        placeholders.join(", ")
+        "CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS SELECT {} FROM {}.events WITH NO DATA",
+        staged_columns().join(", "),
+        schema_of(tenant)
     )
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
+fn copy_sql() -> String {
+    format!(
+        "COPY {STAGING} ({}) FROM STDIN (FORMAT binary)",
+        staged_columns().join(", ")
+    )
+}
 
-/// One message made into insert parameters; `None` when it is not an
-/// agent's sequenced event (acknowledged and skipped, with a warning).
-fn params_of(message: &jetstream::Message, stream_seq: u64) -> Option<Vec<Param>> {
-    let agent = agent_of(message.subject.as_str())?;
-    let event = owlet_proto::v1::Event::decode(message.payload.clone()).ok()?;
-    let seq = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(SEQ_HEADER))
-        .and_then(|v| v.as_str().parse::<u64>().ok())
-        .unwrap_or(event.seq);
-    let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
-    let columns = owlet_soc_store::Columns::of(&event);
-    let received_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let mut params: Vec<Param> = vec![
-        Box::new(agent),
-        Box::new(seq),
-        Box::new(stream_seq as i64),
-        Box::new(received_us),
-    ];
-    for (name, value) in NAMES.iter().zip(columns.values()) {
-        let param: Param = match (pg_type(name), value) {
-            (PgType::Int, Value::Integer(v)) => Box::new(Some(v)),
-            (PgType::Real, Value::Real(v)) => Box::new(Some(v)),
-            (PgType::Real, Value::Integer(v)) => Box::new(Some(v as f64)),
-            (PgType::Text, Value::Text(v)) => Box::new(Some(v)),
-            (PgType::Int, _) => Box::new(None::<i64>),
-            (PgType::Real, _) => Box::new(None::<f64>),
-            (PgType::Text, _) => Box::new(None::<String>),
-        };
-        params.push(param);
+/// Moves the staged batch into `events`: in stream order, and whatever is
+/// stored already (a redelivery) is skipped.
+fn move_sql(tenant: &str) -> String {
+    let columns = staged_columns().join(", ");
+    format!(
+        "INSERT INTO {}.events ({columns}) SELECT {columns} FROM {STAGING} ORDER BY stream_seq ON CONFLICT (agent, seq) DO NOTHING",
+        schema_of(tenant)
+    )
+}
+
+/// The statements of one tenant connection, prepared once.
+struct Statements {
+    copy: Statement,
+    mv: Statement,
+}
+
+impl Statements {
+    /// Creates the connection's staging table and prepares the statements.
+    async fn prepare(pg: &tokio_postgres::Client, tenant: &str) -> Result<Self, BusError> {
+        pg.batch_execute(&staging_ddl(tenant))
+            .await
+            .map_err(pg_error)?;
+        Ok(Self {
+            copy: pg.prepare(&copy_sql()).await.map_err(pg_error)?,
+            mv: pg.prepare(&move_sql(tenant)).await.map_err(pg_error)?,
+        })
     }
-    params.push(Box::new(message.payload.to_vec()));
-    Some(params)
+}
+
+/// One agent's event as it is staged: every column of `events` but `id`.
+struct Row {
+    agent: String,
+    seq: i64,
+    stream_seq: i64,
+    received_us: i64,
+    /// The typed columns, in [`NAMES`] order.
+    columns: Vec<Value>,
+    /// The `owlet.v1.Event` protobuf, unaltered.
+    body: Bytes,
+}
+
+impl Row {
+    /// One message as a row; `None` when it is not an agent's sequenced
+    /// event (acknowledged and skipped, with a warning).
+    fn of(message: &jetstream::Message, stream_seq: u64) -> Option<Self> {
+        let agent = agent_of(message.subject.as_str())?;
+        let event = owlet_proto::v1::Event::decode(message.payload.clone()).ok()?;
+        let seq = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(SEQ_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(event.seq);
+        let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
+        let received_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        Some(Self {
+            agent,
+            seq,
+            stream_seq: i64::try_from(stream_seq).ok()?,
+            received_us,
+            columns: owlet_soc_store::Columns::of(&event).values(),
+            body: message.payload.clone(),
+        })
+    }
+
+    /// The row's cells in [`staged_columns`] order.
+    fn cells(&self) -> Vec<Cell<'_>> {
+        let mut cells = vec![
+            Cell::Text(&self.agent),
+            Cell::Int(self.seq),
+            Cell::Int(self.stream_seq),
+            Cell::Int(self.received_us),
+        ];
+        cells.extend(
+            NAMES
+                .iter()
+                .zip(&self.columns)
+                .map(|(name, value)| Cell::of(pg_type(name), value)),
+        );
+        cells.push(Cell::Bytes(&self.body));
+        cells
+    }
+}
+
+/// One value as COPY writes it.
+#[derive(Debug)]
+enum Cell<'a> {
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Null,
+}
+
+impl<'a> Cell<'a> {
+    /// A typed column's value as a cell of its PostgreSQL type; NULL when
+    /// the value does not fit the type (never, for the columns of
+    /// `soc-store/SCHEMA.md`: a unit test holds it).
+    fn of(ty: PgType, value: &'a Value) -> Self {
+        match (ty, value) {
+            (PgType::Int, Value::Integer(v)) => Cell::Int(*v),
+            (PgType::Real, Value::Real(v)) => Cell::Real(*v),
+            (PgType::Real, Value::Integer(v)) => Cell::Real(*v as f64),
+            (PgType::Text, Value::Text(v)) => Cell::Text(v),
+            _ => Cell::Null,
+        }
+    }
+}
+
+impl ToSql for Cell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Cell::Int(v) => v.to_sql(ty, out),
+            Cell::Real(v) => v.to_sql(ty, out),
+            Cell::Text(v) => v.to_sql(ty, out),
+            Cell::Bytes(v) => v.to_sql(ty, out),
+            Cell::Null => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::INT8 | Type::FLOAT8 | Type::TEXT | Type::BYTEA)
+    }
+
+    to_sql_checked!();
+}
+
+/// Stores `rows` in one transaction: COPY into staging, then the move into
+/// `events`. Returns when the transaction committed.
+async fn store(
+    pg: &mut tokio_postgres::Client,
+    statements: &Statements,
+    rows: &[Row],
+) -> Result<(), BusError> {
+    let tx = pg.transaction().await.map_err(pg_error)?;
+    let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
+    let mut copy = pin!(BinaryCopyInWriter::new(sink, &staged_types()));
+    for row in rows {
+        copy.as_mut()
+            .write_raw(row.cells())
+            .await
+            .map_err(pg_error)?;
+    }
+    copy.finish().await.map_err(pg_error)?;
+    tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)
 }
 
 /// Connects to PostgreSQL; the connection's task runs on the runtime.
@@ -235,8 +437,10 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Creates (idempotently) the schema, table and role of `tenant`.
+/// Creates (idempotently) the schema, table and role of `tenant`; refuses
+/// a tenant whose names PostgreSQL would cut ([`check_tenant`]).
 pub async fn prepare_tenant(pg: &tokio_postgres::Client, tenant: &str) -> Result<(), BusError> {
+    check_tenant(tenant)?;
     pg.batch_execute(&ddl(tenant)).await.map_err(pg_error)?;
     Ok(())
 }
@@ -261,7 +465,12 @@ pub async fn run(
                 let Some(tenant) = name.strip_prefix(STREAM_PREFIX).map(untoken) else {
                     continue;
                 };
-                if running.insert(tenant.clone()) {
+                if !running.insert(tenant.clone()) {
+                    continue;
+                }
+                if let Err(e) = check_tenant(&tenant) {
+                    tracing::error!(%tenant, error = %e, "writer: the tenant's stream is not stored");
+                } else {
                     tracing::info!(%tenant, "writer: consuming the tenant's stream");
                     tasks.spawn(tenant_loop(js.clone(), config.clone(), tenant));
                 }
@@ -317,7 +526,7 @@ async fn consume(
     };
     let mut pg = connect_postgres(&config.postgres).await?;
     prepare_tenant(&pg, tenant).await?;
-    let insert = pg.prepare(&insert_sql(tenant)).await.map_err(pg_error)?;
+    let statements = Statements::prepare(&pg, tenant).await?;
     let stream = js
         .get_stream(crate::stream_name(tenant))
         .await
@@ -358,24 +567,13 @@ async fn consume(
                 .info()
                 .map_err(|e| stream_error(e.to_string()))?
                 .stream_sequence;
-            match params_of(message, stream_seq) {
-                Some(params) => rows.push(params),
+            match Row::of(message, stream_seq) {
+                Some(row) => rows.push(row),
                 None => tracing::warn!(%tenant, subject = %message.subject, stream_seq,
                     "writer: not an agent's event; acknowledged without storing"),
             }
         }
-        let tx = pg.transaction().await.map_err(pg_error)?;
-        let inserts = rows.iter().map(|params| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            let tx = &tx;
-            let insert = &insert;
-            async move { tx.execute(insert, &refs).await }
-        });
-        futures::future::try_join_all(inserts)
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
+        store(&mut pg, &statements, &rows).await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }
@@ -473,7 +671,21 @@ mod tests {
                 assert!(fits, "{name}: {value:?} does not fit its PostgreSQL type");
             }
         }
-        assert!(insert_sql("a").contains("ON CONFLICT (agent, seq) DO NOTHING"));
+        assert!(move_sql("a").contains("ON CONFLICT (agent, seq) DO NOTHING"));
+        assert_eq!(staged_columns().len(), staged_types().len());
         assert!(ddl("a.b").contains("\"tenant_a.b\".events"));
+    }
+
+    #[test]
+    fn a_tenant_name_postgres_would_cut_is_refused_naming_the_tenant_and_the_limit() {
+        let longest = "t".repeat(MAX_TENANT_BYTES);
+        check_tenant(&longest).unwrap();
+        assert_eq!(role_of(&longest).len(), PG_MAX_IDENTIFIER + 2, "quoted");
+        assert!(schema_of(&longest).len() <= PG_MAX_IDENTIFIER + 2);
+        let too_long = format!("{longest}x");
+        let e = check_tenant(&too_long).unwrap_err().to_string();
+        for part in [too_long.as_str(), "51 bytes", "63", "at most 50"] {
+            assert!(e.contains(part), "{part:?} missing: {e}");
+        }
     }
 }

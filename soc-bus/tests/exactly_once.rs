@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use owlet_soc_bus::testkit::{
-    NatsCluster, Postgres, assert_exactly_once, stored_seqs, subject_seqs,
+    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, stored_seqs, subject_seqs,
 };
-use owlet_soc_bus::writer::{WriterConfig, prepare_tenant};
+use owlet_soc_bus::writer::{MAX_TENANT_BYTES, WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
 use prost::Message;
 
@@ -212,39 +212,85 @@ async fn wait_for_rows(pg: &tokio_postgres::Client, tenant: &str, agent: &str, n
     }
 }
 
-/// The writer stopped dead (its task dropped, mid-batch) over and over and
-/// started again: redelivered messages conflict and store nothing twice.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
-    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+/// The writer, running until its task is aborted.
+fn spawn_writer(
+    bus: &Bus,
+    config: WriterConfig,
+) -> tokio::task::JoinHandle<Result<(), owlet_soc_bus::BusError>> {
+    tokio::spawn(owlet_soc_bus::writer::run(
+        bus.jetstream().clone(),
+        config,
+        std::future::pending(),
+    ))
+}
+
+/// A cluster, PostgreSQL, and events `1..=n` of agent acme/fw-1 on the bus.
+async fn published(n: u64) -> (NatsCluster, Bus, Postgres) {
+    let (cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
     let pg = Postgres::start();
-    let admin = pg.client("owlet").await;
     let mut log = bus
         .agent("acme", "fw-1", Retention::default())
         .await
         .unwrap();
+    log.append(&events(1..=n)).await.unwrap();
+    (cluster, bus, pg)
+}
+
+/// The writer stopped dead (its task dropped, mid-batch) over and over and
+/// started again: redelivered messages conflict and store nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
     const N: u64 = 3000;
-    log.append(&events(1..=N)).await.unwrap();
+    let (_cluster, bus, pg) = published(N).await;
+    let admin = pg.client("owlet").await;
     let mut config = WriterConfig::new(pg.conninfo("owlet"));
     config.ack_wait = Duration::from_secs(2);
     config.batch = 100;
     for round in 0..5 {
-        let writer = tokio::spawn(owlet_soc_bus::writer::run(
-            bus.jetstream().clone(),
-            config.clone(),
-            std::future::pending(),
-        ));
+        let writer = spawn_writer(&bus, config.clone());
         tokio::time::sleep(Duration::from_millis(300 + round * 150)).await;
         writer.abort();
         let _ = writer.await;
     }
-    let writer = tokio::spawn(owlet_soc_bus::writer::run(
-        bus.jetstream().clone(),
-        config,
-        std::future::pending(),
-    ));
+    let writer = spawn_writer(&bus, config);
     let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
     assert_exactly_once("PostgreSQL", &stored, N);
+    writer.abort();
+}
+
+/// A writer that committed part of the stream and died before its acks
+/// landed (the state `tests/tests/scale_faults.rs` reaches with a kill -9
+/// and a fault hook), made deterministic: the first 1,000 events are in
+/// PostgreSQL already, none acknowledged. A writer gets all 3,000: the
+/// stored ones are absorbed (`ON CONFLICT`), the others stored once, and
+/// their ids follow the stream's order (readers use `id` as a cursor).
+#[tokio::test(flavor = "multi_thread")]
+async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
+    const N: u64 = 3000;
+    const COMMITTED: u64 = 1000;
+    let (_cluster, bus, pg) = published(N).await;
+    let admin = pg.client("owlet").await;
+    prepare_tenant(&admin, "acme").await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)
+             SELECT 'fw-1', s, s, 0, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s"
+        ))
+        .await
+        .unwrap();
+    let mut config = WriterConfig::new(pg.conninfo("owlet"));
+    config.batch = 512;
+    let writer = spawn_writer(&bus, config);
+    let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
+    assert_exactly_once("PostgreSQL", &stored, N);
+    let by_id: Vec<i64> = admin
+        .query("SELECT seq FROM tenant_acme.events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_contiguous("PostgreSQL, in id order", &by_id, 1);
     writer.abort();
 }
 
@@ -291,4 +337,41 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
             .len(),
         1
     );
+}
+
+/// PostgreSQL cuts identifiers at 63 bytes: the longest tenant name the
+/// SOC takes keeps its schema and role whole; one byte more (whose role
+/// PostgreSQL would cut to the first one's) is refused by the writer and by
+/// the receivers, naming the tenant and the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_name_postgres_would_cut_is_refused_and_the_longest_is_kept_whole() {
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let longest = "t".repeat(MAX_TENANT_BYTES);
+    prepare_tenant(&admin, &longest).await.unwrap();
+    let whole = admin
+        .query_one(
+            "SELECT count(*) FROM pg_namespace n, pg_roles r WHERE n.nspname = $1 AND r.rolname = $2",
+            &[&format!("tenant_{longest}"), &format!("owlet_tenant_{longest}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole.get::<_, i64>(0), 1, "schema and role not whole");
+    let too_long = format!("{longest}x");
+    let refused = prepare_tenant(&admin, &too_long)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&too_long) && refused.contains("63 bytes"),
+        "{refused}"
+    );
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let refused = bus
+        .agent(&too_long, "fw-1", Retention::default())
+        .await
+        .err()
+        .expect("a receiver must refuse the tenant")
+        .to_string();
+    assert!(refused.contains("63 bytes"), "{refused}");
 }

@@ -662,6 +662,11 @@ fn check_bus(
     if duplicate_window.is_zero() {
         errors.push(source.error("sink.duplicate_window", "must be more than 0s"));
     }
+    for name in config.tenants.keys() {
+        if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
+            errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
+        }
+    }
     for (key, used) in [
         ("output", !config.outputs.is_empty()),
         ("notify", config.notify.is_some()),
@@ -681,16 +686,23 @@ fn check_bus(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_nats_sink_is_read_and_its_mistakes_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+    /// A fresh SOC config (`enroll::init`): its path, and its text with the
+    /// `[sink]` section replaced by `sink`.
+    fn config_with_sink(dir: &Path) -> (std::path::PathBuf, impl Fn(&str) -> String) {
+        let path = crate::enroll::init(dir, &["localhost".into()], "127.0.0.1:0").unwrap();
         let base = std::fs::read_to_string(&path).unwrap();
         let start = base.find("[sink]").unwrap();
         let end = base[start + 6..]
             .find("\n[")
             .map_or(base.len(), |i| start + 6 + i);
-        let with = |sink: &str| format!("{}{sink}\n{}", &base[..start], &base[end..]);
+        let with = move |sink: &str| format!("{}{sink}\n{}", &base[..start], &base[end..]);
+        (path, with)
+    }
+
+    #[test]
+    fn a_nats_sink_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with) = config_with_sink(dir.path());
         std::fs::write(
             &path,
             with("[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\n"),
@@ -722,6 +734,26 @@ mod tests {
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("server"), "{errors}");
+    }
+
+    #[test]
+    fn with_a_nats_sink_a_tenant_name_postgres_would_cut_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        let long = "t".repeat(owlet_soc_bus::writer::MAX_TENANT_BYTES + 1);
+        let with = |tenant: &str| {
+            with_sink(&format!(
+                "[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n\n[tenants.{tenant}]\ntime_zone = \"UTC\""
+            ))
+        };
+        std::fs::write(&path, with(&long)).unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains(&format!("tenants.{long}")) && errors.contains("63 bytes"),
+            "{errors}"
+        );
+        std::fs::write(&path, with(&long[1..])).unwrap();
+        load(&path).unwrap();
     }
 
     #[test]
