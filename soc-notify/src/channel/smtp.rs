@@ -109,11 +109,9 @@ impl SmtpChannel {
     pub fn recipients(&self, contacts: &[lettre::Address]) -> String {
         let mut all = self.to.clone();
         for address in contacts {
-            let known = all.iter().any(|m| {
-                m.email
-                    .to_string()
-                    .eq_ignore_ascii_case(&address.to_string())
-            });
+            let known = all
+                .iter()
+                .any(|m| m.email.to_string().eq_ignore_ascii_case(address.as_ref()));
             if !known {
                 all.push(Mailbox::new(None, address.clone()));
             }
