@@ -69,7 +69,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::NotifyError;
 use chrono::NaiveTime;
@@ -141,7 +141,7 @@ pub struct TenantConfig {
 }
 
 /// Alert and file-change severity, ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -156,6 +156,13 @@ impl Severity {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
+    }
+
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    /// The severity named `name` (`info`, `warning`, `critical`).
+    pub fn parse(name: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.name() == name)
     }
 }
 

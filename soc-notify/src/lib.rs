@@ -27,6 +27,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod contacts;
 pub mod error;
 pub mod message;
 pub mod notifier;

@@ -14,6 +14,10 @@
 //!   nothing delivered is sent again;
 //! * retry state lives in the record, not in memory: a restart resumes the
 //!   backoff where it was;
+//! * a mail channel sends to its `to` and the worker's tenant's contacts
+//!   ([`crate::contacts`], re-read when changed) that want the
+//!   notification's severity, as recorded with each delivery; the worker
+//!   reads its own tenant's contacts only;
 //! * SQLite work runs on the blocking pool; deliveries in flight are bounded
 //!   per tenant ([`MAX_IN_FLIGHT`]).
 
@@ -30,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Channel, Sent};
 use crate::config::{NotifyConfig, RetryConfig};
+use crate::contacts::Watch;
 use crate::error::{NotifyError, Result};
 use crate::message::{Incident, compose, local_time};
 use crate::record::{Attempt, Job, Join, Record};
@@ -142,11 +147,13 @@ struct TenantWorker {
     poll: Duration,
 }
 
-/// The blocking half of a worker: the tenant's log, record and cursor.
+/// The blocking half of a worker: the tenant's log, record, cursor and
+/// contacts.
 struct Files {
     reader: TenantReader,
     record: Record,
     cursors: Cursors,
+    contacts: Watch,
 }
 
 /// What a step leaves for the async half.
@@ -169,6 +176,7 @@ impl TenantWorker {
                     reader: w.store.reader(&w.tenant)?,
                     record: Record::open(&dir, &w.tenant)?,
                     cursors: Cursors::open(w.store.root())?,
+                    contacts: Watch::new(w.store.root(), &w.tenant),
                 })
             })
             .await??
@@ -366,18 +374,16 @@ impl TenantWorker {
                 self.zone,
                 note.as_deref(),
             );
+            // The contacts as they are now: a change in the portal applies
+            // to the next notification composed, without a restart.
+            let contacts = crate::contacts::recipients(files.contacts.current(), g.severity);
             let targets: Vec<(String, &'static str, String)> = rule
                 .config
                 .channels
                 .iter()
                 .filter_map(|name| {
                     let c = self.channels.get(name)?;
-                    let cfg_type = match c.as_ref() {
-                        Channel::Smtp(_) => "smtp",
-                        Channel::Snmp(_) => "snmp_trap",
-                        Channel::Webhook(_) => "webhook",
-                    };
-                    Some((name.clone(), cfg_type, c.recipients()))
+                    Some((name.clone(), c.type_name(), c.recipients(&contacts)))
                 })
                 .collect();
             files.record.compose(g.id, &subject, &body, &targets, now)?;
@@ -400,7 +406,7 @@ impl TenantWorker {
 async fn attempt(job: Job, channel: Option<Arc<Channel>>, retry: RetryConfig) -> Done {
     let started = now_us();
     let result = match &channel {
-        Some(c) => c.send(&job.message).await,
+        Some(c) => c.send(&job.message, &job.recipients).await,
         None => Err(crate::channel::SendError::permanent(format!(
             "channel \"{}\" is no longer configured",
             job.channel
@@ -439,17 +445,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NotifyError::Join(e.to_string()))
-}
-
-impl Channel {
-    /// Who the channel reaches, as recorded per delivery.
-    pub fn recipients(&self) -> String {
-        match self {
-            Channel::Smtp(c) => c.recipients(),
-            Channel::Snmp(c) => c.recipients(),
-            Channel::Webhook(c) => c.recipients(),
-        }
-    }
 }
 
 /// The store root's notify state directory (the SNMP boot counter).

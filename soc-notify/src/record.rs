@@ -117,6 +117,7 @@ pub struct DueGroup {
 type JobRow = (
     i64,
     String,
+    String,
     i64,
     Option<i64>,
     String,
@@ -132,6 +133,10 @@ type JobRow = (
 pub struct Job {
     pub notification_id: i64,
     pub channel: String,
+    /// Who it goes to, as recorded when the notification was composed
+    /// (a mail channel's `to` and the tenant's contacts then): a retry,
+    /// after a restart too, goes to the same people.
+    pub recipients: String,
     pub attempts: u32,
     pub first_attempt_us: Option<i64>,
     pub message: Outgoing,
@@ -196,11 +201,7 @@ pub struct DeliveryRow {
 }
 
 fn severity_from(name: &str) -> Severity {
-    match name {
-        "critical" => Severity::Critical,
-        "warning" => Severity::Warning,
-        _ => Severity::Info,
-    }
+    Severity::parse(name).unwrap_or(Severity::Info)
 }
 
 /// The path of `tenant`'s record under the store root.
@@ -437,7 +438,7 @@ impl Record {
         let mut stmt = self
             .db
             .prepare_cached(
-                "SELECT d.notification_id, d.channel, d.attempts, d.first_attempt_us,
+                "SELECT d.notification_id, d.channel, d.recipients, d.attempts, d.first_attempt_us,
                         n.rule, n.severity, n.subject, n.body, n.zone, n.first_detected_us
                  FROM deliveries d JOIN notifications n ON n.id = d.notification_id
                  WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_us <= ?1
@@ -457,19 +458,34 @@ impl Record {
                     r.get(7)?,
                     r.get(8)?,
                     r.get(9)?,
+                    r.get(10)?,
                 ))
             })
             .at(&self.path)?
             .collect::<rusqlite::Result<_>>()
             .at(&self.path)?;
         let mut out = Vec::new();
-        for (nid, channel, attempts, first, rule, severity, subject, body, zone, detected) in rows {
+        for (
+            nid,
+            channel,
+            recipients,
+            attempts,
+            first,
+            rule,
+            severity,
+            subject,
+            body,
+            zone,
+            detected,
+        ) in rows
+        {
             if out.len() >= limit || busy.contains(&(nid, channel.clone())) {
                 continue;
             }
             out.push(Job {
                 notification_id: nid,
                 channel,
+                recipients,
                 attempts: attempts as u32,
                 first_attempt_us: first,
                 message: Outgoing {

@@ -3,7 +3,9 @@
 //! channels, one attempt each), and says what happened per channel.
 //!
 //! Guarantees: only channels that list the tenant are used (a channel
-//! serves named tenants; another tenant's contacts never hear of it); the
+//! serves named tenants; another tenant's contacts never hear of it); mail
+//! goes to the channel's `to` and the tenant's own contacts that want the
+//! alert's severity (`owlet_soc_notify::contacts`), as notifications do; the
 //! message is plain text built from the alert (never HTML); a failed
 //! channel is reported, not retried here (the analyst sees it and the
 //! audit log records it).
@@ -12,6 +14,8 @@ use std::path::Path;
 
 use owlet_soc_notify::NotifyConfig;
 use owlet_soc_notify::channel::{Channel, Sent};
+use owlet_soc_notify::config::Severity;
+use owlet_soc_notify::contacts;
 use owlet_soc_notify::message::Incident;
 use owlet_soc_notify::record::Outgoing;
 
@@ -89,14 +93,24 @@ pub async fn send(
             response: e.comment.clone(),
         }],
     };
+    let mut out = Vec::new();
+    let contacts = match contacts::load(store_root, &e.tenant) {
+        Ok(list) => list,
+        Err(err) => {
+            // Said to the analyst; the channels' own recipients still get it.
+            out.push(format!("contacts: {err}"));
+            Vec::new()
+        }
+    };
+    let severity = Severity::parse(&e.severity).unwrap_or(Severity::Critical);
+    let contacts = contacts::recipients(&contacts, severity);
     // The portal's own SNMP engine state, apart from the receiver's.
     let state_dir = store_root.join("portal-notify");
-    let mut out = Vec::new();
     for config in configs {
         let name = config.name().to_string();
         let line = match Channel::build(config, &state_dir) {
             Err(err) => format!("{name}: cannot set up the channel: {err}"),
-            Ok(channel) => match channel.send(&message).await {
+            Ok(channel) => match channel.send(&message, &channel.recipients(&contacts)).await {
                 Ok(Sent::Delivered) => format!("{name}: delivered"),
                 Ok(Sent::Unacknowledged) => format!("{name}: sent"),
                 Err(err) => format!("{name}: failed: {}", err.message),

@@ -425,6 +425,28 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ),
     ("sensors.download", "Download", "ダウンロード"),
     ("sensors.none", "None issued yet.", "発行済みなし。"),
+    ("nav.contacts", "Contacts", "通知先"),
+    ("contacts.title", "Notification contacts", "通知先"),
+    (
+        "contacts.note",
+        "These people receive this tenant's mail notifications, besides the recipients the SOC configured. A change applies to the next notification.",
+        "ここに登録した方は、SOC が設定した宛先に加えて、このテナントのメール通知を受け取ります。変更は次の通知から反映されます。",
+    ),
+    ("contacts.email", "Mail address", "メールアドレス"),
+    ("contacts.min_severity", "Minimum severity", "最低重要度"),
+    ("contacts.any", "any", "すべて"),
+    ("contacts.add", "Add contact", "通知先を追加"),
+    ("contacts.delete", "Delete", "削除"),
+    (
+        "contacts.none",
+        "No contacts yet.",
+        "通知先はまだありません。",
+    ),
+    (
+        "contacts.unreadable",
+        "The contact list cannot be read right now; the SOC's log names the reason. Notifications still go to the recipients the SOC configured.",
+        "通知先一覧を読み込めません（理由は SOC のログに記録されています）。SOC が設定した宛先への通知は継続します。",
+    ),
     ("users.title", "Users", "ユーザー"),
     ("users.role", "Role", "ロール"),
     (

@@ -33,6 +33,10 @@ pub enum Perm {
     /// reset a password. The tenant comes from the path, checked against
     /// the scope like every tenant route.
     TenantUsers,
+    /// Manage a tenant's notification contacts (`/t/T/contacts`): who
+    /// gets its mail notifications besides the SOC's configured
+    /// recipients. The tenant comes from the path, like every tenant route.
+    TenantContacts,
     /// Tenants, users, sensors, the whole audit log.
     Admin,
 }
@@ -76,7 +80,7 @@ impl Role {
         match perm {
             Perm::Public | Perm::Session | Perm::View => true,
             Perm::Triage => self.is_mssp(),
-            Perm::TenantAudit | Perm::TenantUsers => {
+            Perm::TenantAudit | Perm::TenantUsers | Perm::TenantContacts => {
                 matches!(self, Role::MsspAdmin | Role::CustomerAdmin)
             }
             Perm::Admin => self == Role::MsspAdmin,
@@ -140,5 +144,7 @@ mod tests {
         assert!(Role::CustomerAdmin.may(Perm::TenantUsers));
         assert!(!Role::CustomerViewer.may(Perm::TenantUsers));
         assert!(!Role::MsspAnalyst.may(Perm::TenantUsers));
+        assert!(Role::CustomerAdmin.may(Perm::TenantContacts));
+        assert!(!Role::CustomerViewer.may(Perm::TenantContacts));
     }
 }

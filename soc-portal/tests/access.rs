@@ -29,6 +29,17 @@ fn path(fx: &Fixture, route: &Route, tenant: &str) -> String {
         .replace("{tenant}", tenant)
         .replace("{id}", &id.to_string())
         .replace("{file}", KEPT_FILE)
+        // A contact of the path's tenant, made anew for each call (delete
+        // removes it); beta's is made the same way, so a refusal is the
+        // guard's and not a missing id.
+        .replace(
+            "{contact}",
+            &if route.path.contains("{contact}") && ["acme", "beta"].contains(&tenant) {
+                fx.contact(tenant, "c", "c@x.example").to_string()
+            } else {
+                "1".to_string()
+            },
+        )
         .replace("{action}", "issue")
         .replace(
             "{name}",
@@ -53,7 +64,9 @@ fn allowed(perm: Perm, role: Role) -> bool {
     match perm {
         Perm::Public | Perm::Session | Perm::View => true,
         Perm::Triage => matches!(role, MsspAdmin | MsspAnalyst),
-        Perm::TenantAudit | Perm::TenantUsers => matches!(role, MsspAdmin | CustomerAdmin),
+        Perm::TenantAudit | Perm::TenantUsers | Perm::TenantContacts => {
+            matches!(role, MsspAdmin | CustomerAdmin)
+        }
         Perm::Admin => role == MsspAdmin,
     }
 }
@@ -79,7 +92,7 @@ async fn call(fx: &Fixture, route: &Route, path: &str, role: Option<Role>) -> (u
         Method::Get => fx.get(path, cookie.as_deref()).await,
         Method::Post => {
             let form = format!(
-                "csrf={csrf}&state=acknowledged&text=hello&comment=&tenants=beta&name=newbie&role=customer-viewer&lang=en&time_zone=UTC&current=x&new=y&repeat=y&code=000000&password=x"
+                "csrf={csrf}&state=acknowledged&text=hello&comment=&tenants=beta&name=newbie&role=customer-viewer&lang=en&time_zone=UTC&current=x&new=y&repeat=y&code=000000&password=x&email=newbie@acme.example&min_severity="
             );
             fx.post(path, cookie.as_deref(), &form).await
         }
@@ -151,6 +164,11 @@ async fn every_route_every_role_every_tenant() {
         "/t/{tenant}/users/{name}/disable",
         "/t/{tenant}/users/{name}/enable",
         "/t/{tenant}/users/{name}/reset",
+        "/t/{tenant}/contacts",
+        "/t/{tenant}/contacts/{contact}",
+        "/t/{tenant}/contacts/{contact}/enable",
+        "/t/{tenant}/contacts/{contact}/disable",
+        "/t/{tenant}/contacts/{contact}/delete",
     ] {
         assert!(paths.contains(&p), "{p} is not in the matrix");
     }

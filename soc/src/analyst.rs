@@ -464,7 +464,20 @@ pub fn tenant_delete(config: &SocConfig, tenant: &str, yes: bool) -> anyhow::Res
     if Cursors::existing(store.root())?.is_some() {
         Cursors::open(store.root())?.forget_tenant(tenant)?;
     }
-    println!("Deleted tenant {tenant}'s events and its consumers' positions.");
+    // The tenant's notification contacts are its settings: they go too.
+    let contacts = owlet_soc_notify::contacts::path(store.root(), tenant)?;
+    match std::fs::remove_file(&contacts) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            bail!(
+                "cannot remove {}: {e}; remove it by hand",
+                contacts.display()
+            )
+        }
+        _ => {}
+    }
+    println!(
+        "Deleted tenant {tenant}'s events, its consumers' positions and its notification contacts."
+    );
     Ok(0)
 }
 

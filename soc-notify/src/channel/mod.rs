@@ -72,10 +72,37 @@ impl Channel {
         }))
     }
 
-    /// One attempt.
-    pub async fn send(&self, msg: &Outgoing) -> std::result::Result<Sent, SendError> {
+    /// Who a notification through this channel reaches, recorded with its
+    /// delivery: a mail channel's `to` and `contacts` (the tenant's that want
+    /// this notification, [`crate::contacts::recipients`]); a trap receiver's
+    /// or a webhook's one configured target.
+    pub fn recipients(&self, contacts: &[lettre::Address]) -> String {
         match self {
-            Channel::Smtp(c) => c.send(msg).await,
+            Channel::Smtp(c) => c.recipients(contacts),
+            Channel::Snmp(c) => c.recipients(),
+            Channel::Webhook(c) => c.recipients(),
+        }
+    }
+
+    /// `smtp`, `snmp_trap` or `webhook`, as in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Channel::Smtp(_) => "smtp",
+            Channel::Snmp(_) => "snmp_trap",
+            Channel::Webhook(_) => "webhook",
+        }
+    }
+
+    /// One attempt. `recipients` is what [`Channel::recipients`] gave when
+    /// the delivery was composed; only mail reads it (a trap or a webhook
+    /// goes to its one configured target).
+    pub async fn send(
+        &self,
+        msg: &Outgoing,
+        recipients: &str,
+    ) -> std::result::Result<Sent, SendError> {
+        match self {
+            Channel::Smtp(c) => c.send(msg, recipients).await,
             Channel::Snmp(c) => c.send(msg).await,
             Channel::Webhook(c) => c.send(msg).await,
         }

@@ -3,6 +3,10 @@
 //! A server that does not offer STARTTLS, or whose certificate does not
 //! verify against the system's roots (or `ca_file`), gets nothing: the
 //! password and the customer's incident never cross the network in clear.
+//! A notification goes to the channel's `to` and the tenant's contacts
+//! that want it ([`crate::contacts`]), each address once: the list
+//! [`SmtpChannel::recipients`] makes when the notification is composed is
+//! recorded with the delivery, and every attempt sends to exactly that list.
 //! The message id is stable per notification (`<owlet.TENANT.ID@owlet-soc>`)
 //! so a resend after a crash can be recognised by the customer's mail
 //! system; `X-Owlet-Notification` carries `TENANT/ID` for their filters.
@@ -100,8 +104,19 @@ impl SmtpChannel {
         })
     }
 
-    pub fn recipients(&self) -> String {
-        self.to.to_string()
+    /// The channel's `to`, then each of `contacts` not already among them
+    /// (addresses compared without case), as one list.
+    pub fn recipients(&self, contacts: &[lettre::Address]) -> String {
+        let mut all = self.to.clone();
+        for address in contacts {
+            let known = all
+                .iter()
+                .any(|m| m.email.to_string().eq_ignore_ascii_case(address.as_ref()));
+            if !known {
+                all.push(Mailbox::new(None, address.clone()));
+            }
+        }
+        all.to_string()
     }
 
     /// Mails a periodic report (owlet-soc-report's schedule) to `to`, not
@@ -141,7 +156,18 @@ impl SmtpChannel {
             .map_err(|e| SendError::retry(e.to_string()))
     }
 
-    pub async fn send(&self, msg: &Outgoing) -> std::result::Result<Sent, SendError> {
+    /// Sends `msg` to `recipients`, a list [`SmtpChannel::recipients`] made.
+    pub async fn send(
+        &self,
+        msg: &Outgoing,
+        recipients: &str,
+    ) -> std::result::Result<Sent, SendError> {
+        let to: Mailboxes = recipients.parse().map_err(|e| {
+            SendError::permanent(format!(
+                "{}: the recorded recipients \"{recipients}\" are not a mail address list: {e}",
+                self.name
+            ))
+        })?;
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(msg.subject.clone())
@@ -154,8 +180,8 @@ impl SmtpChannel {
                 "{}/{}",
                 msg.tenant, msg.notification_id
             )));
-        for to in self.to.iter() {
-            b = b.to(to.clone());
+        for to in to {
+            b = b.to(to);
         }
         let email = b
             .body(msg.body.clone())

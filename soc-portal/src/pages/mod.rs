@@ -6,6 +6,7 @@ pub mod admin;
 pub mod alerts;
 pub mod audit;
 pub mod changes;
+pub mod contacts;
 pub mod download;
 pub mod login;
 pub mod plots;

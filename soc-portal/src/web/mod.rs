@@ -166,6 +166,7 @@ pub struct Frame {
     pub can_audit: bool,
     pub can_triage: bool,
     pub can_manage_users: bool,
+    pub can_manage_contacts: bool,
 }
 
 impl Frame {
@@ -193,6 +194,7 @@ impl Frame {
             can_audit: role.is_some_and(|r| r.may(Perm::TenantAudit)),
             can_triage: role.is_some_and(|r| r.may(Perm::Triage)),
             can_manage_users: role.is_some_and(|r| r.may(Perm::TenantUsers)),
+            can_manage_contacts: role.is_some_and(|r| r.may(Perm::TenantContacts)),
         }
     }
 

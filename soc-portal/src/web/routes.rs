@@ -14,7 +14,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{AppState, guard, headers};
 use crate::pages::{
-    account, admin, alerts, audit, changes, download, login, plots, reports, sensors, tenant,
+    account, admin, alerts, audit, changes, contacts, download, login, plots, reports, sensors,
+    tenant,
 };
 use crate::roles::Perm;
 
@@ -78,7 +79,7 @@ const fn route(
 }
 
 use Method::{Get, Post};
-use Perm::{Admin, Public, Session, TenantAudit, TenantUsers, Triage, View};
+use Perm::{Admin, Public, Session, TenantAudit, TenantContacts, TenantUsers, Triage, View};
 
 /// Every route of the portal.
 pub static ROUTES: &[Route] = &[
@@ -163,6 +164,36 @@ pub static ROUTES: &[Route] = &[
     route(Post, "/t/{tenant}/users/{name}/reset", TenantUsers, |m| {
         on(m, admin::reset)
     }),
+    route(Get, "/t/{tenant}/contacts", TenantContacts, |m| {
+        on(m, contacts::list)
+    }),
+    route(Post, "/t/{tenant}/contacts", TenantContacts, |m| {
+        on(m, contacts::add)
+    }),
+    route(
+        Post,
+        "/t/{tenant}/contacts/{contact}",
+        TenantContacts,
+        |m| on(m, contacts::edit),
+    ),
+    route(
+        Post,
+        "/t/{tenant}/contacts/{contact}/enable",
+        TenantContacts,
+        |m| on(m, contacts::enable),
+    ),
+    route(
+        Post,
+        "/t/{tenant}/contacts/{contact}/disable",
+        TenantContacts,
+        |m| on(m, contacts::disable),
+    ),
+    route(
+        Post,
+        "/t/{tenant}/contacts/{contact}/delete",
+        TenantContacts,
+        |m| on(m, contacts::delete),
+    ),
     route(Post, "/admin/users/{name}/tenants", Admin, |m| {
         on(m, admin::tenants)
     }),
@@ -206,7 +237,10 @@ mod tests {
             assert_eq!(r.tenant, r.path.contains("{tenant}"), "{}", r.path);
             if r.tenant {
                 assert!(
-                    matches!(r.perm, View | Triage | TenantAudit | TenantUsers),
+                    matches!(
+                        r.perm,
+                        View | Triage | TenantAudit | TenantUsers | TenantContacts
+                    ),
                     "{}",
                     r.path
                 );

@@ -254,7 +254,25 @@ impl Fixture {
         }
         fx.user("victim", Role::CustomerViewer, "en");
         fx.user(ACME_VICTIM, Role::CustomerViewer, "en");
+        fx.contact("beta", "BETA-SECRET contact", "beta-secret@beta.example");
         fx
+    }
+
+    /// A notification contact of `tenant` (enabled, any severity); its id.
+    pub fn contact(&self, tenant: &str, name: &str, email: &str) -> u64 {
+        use owlet_soc_notify::contacts::{self, Contact, ContactsError};
+        contacts::update(&self.state.0.settings.root, tenant, |list| {
+            let id = contacts::next_id(list);
+            list.push(Contact {
+                id,
+                name: name.into(),
+                email: email.into(),
+                min_severity: None,
+                enabled: true,
+            });
+            Ok::<_, ContactsError>(id)
+        })
+        .unwrap()
     }
 
     /// Adds a user of `role` (acme's, for scoped roles) with a chosen password.
