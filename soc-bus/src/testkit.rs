@@ -383,15 +383,30 @@ pub async fn subject_seqs(
 ) -> Vec<u64> {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     use futures::StreamExt;
-    let stream = js.get_stream(crate::stream_name(tenant)).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: crate::subject(tenant, agent),
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // Right after a node was killed, the cluster may still be electing its
+    // meta or stream leader: requests time out until it has one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut consumer = loop {
+        let attempt = async {
+            js.get_stream(crate::stream_name(tenant))
+                .await?
+                .create_consumer(pull::Config {
+                    filter_subject: crate::subject(tenant, agent),
+                    ack_policy: AckPolicy::None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(async_nats::Error::from)
+        };
+        match attempt.await {
+            Ok(consumer) => break consumer,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reading the subject back: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("reading the subject back for 60 s: {e}"),
+        }
+    };
     let mut seqs = Vec::new();
     loop {
         let mut batch = consumer
@@ -412,7 +427,11 @@ pub async fn subject_seqs(
                 .unwrap();
             seqs.push(seq);
         }
-        if seqs.len() == before {
+        // An empty fetch ends the read only when nothing is left for it.
+        if seqs.len() == before
+            && (consumer.info().await.is_ok_and(|i| i.num_pending == 0)
+                || std::time::Instant::now() > deadline)
+        {
             return seqs;
         }
     }
