@@ -38,6 +38,7 @@
 //! issue a certificate for an identity that does not validate; issue a
 //! certificate the register does not list.
 
+pub mod agent_config;
 pub mod register;
 pub mod revoke;
 

@@ -161,6 +161,7 @@ async fn demo(
     let agent_dir = dir.join("agent");
     let identity = owlet_tls::Identity::new("demo", "sensor-1")?;
     let options = enroll::AgentConfigOptions {
+        written_by: enroll::ISSUE,
         soc_address: &soc_addr.to_string(),
         server_name: None,
         hw_profile: enroll::DEFAULT_HW_PROFILE,

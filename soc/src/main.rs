@@ -60,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .paths(&out)
                 .with_context(|| format!("cannot resolve {}", out.display()))?;
             let options = enroll::AgentConfigOptions {
+                written_by: enroll::ISSUE,
                 soc_address: &soc,
                 server_name: server_name.as_deref(),
                 hw_profile: hw_profile.name(),
