@@ -165,6 +165,9 @@ pub const EXAMPLE_CHECKS: &str = r#"
 /// the packaged unit's `MemoryMax=` is written for.
 pub const DEFAULT_HW_PROFILE: &str = "small";
 
+/// The heartbeat period written unless told otherwise.
+pub const DEFAULT_STATUS_INTERVAL: &str = "30s";
+
 /// A generated `owlet.toml`.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -41,6 +41,10 @@ pub struct PortalSection {
     /// `ca.key` (mode 0600) and write the directory.
     #[serde(default)]
     pub ca_dir: Option<PathBuf>,
+    /// The SOC's address (`HOST:PORT`) written into the `owlet.toml` of a
+    /// sensor's bundle; default: `[server] listen` (see [`Settings::soc_address`]).
+    #[serde(default)]
+    pub soc_address: Option<String>,
 }
 
 impl Default for PortalSection {
@@ -53,6 +57,7 @@ impl Default for PortalSection {
             lockout_after: default_lockout_after(),
             lockout_for: default_lockout_for(),
             ca_dir: None,
+            soc_address: None,
         }
     }
 }
@@ -83,6 +88,14 @@ impl PortalSection {
         if self.lockout_for.is_zero() {
             out.push(("lockout_for", "must be longer than 0s".to_string()));
         }
+        if let Some(address) = &self.soc_address
+            && owlet_tls::names::split_host_port(address).is_none()
+        {
+            out.push((
+                "soc_address",
+                format!("{address:?}: expected HOST:PORT, e.g. \"soc.example.net:4443\""),
+            ));
+        }
         out
     }
 }
@@ -110,6 +123,16 @@ pub struct Settings {
     /// The CA directory for sensors' certificates (`[portal] ca_dir`);
     /// `None`: the sensors page says how to set it.
     pub ca_dir: Option<PathBuf>,
+    /// The SOC's address sensors connect to (`HOST:PORT`), written into
+    /// their bundles' `owlet.toml`: `[portal] soc_address`, else `[server]
+    /// listen` as the SOC passes it. A setting rather than a field of the
+    /// issue form because it is one fact about the deployment, the same for
+    /// every sensor, and `ca issue --soc` takes it once per command too; the
+    /// default is the receiver's own address, right as it is whenever that is
+    /// a specific address. An unspecified one (`0.0.0.0`, `[::]`) is no
+    /// address to connect to: the sensors page then refuses to make a bundle
+    /// and names the setting to add.
+    pub soc_address: String,
 }
 
 impl Settings {

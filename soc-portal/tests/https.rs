@@ -30,6 +30,7 @@ async fn serves_https_only_with_the_headers() {
         silent_after: Duration::from_secs(90),
         notify: None,
         ca_dir: None,
+        soc_address: "127.0.0.1:4443".to_string(),
     };
     let portal = Portal::bind(settings).await.unwrap();
     let addr = portal.local_addr().unwrap();

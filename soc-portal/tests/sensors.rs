@@ -116,9 +116,29 @@ async fn issue_download_once_renew_and_revoke() {
             "acme-fw-9/agent.key",
             "acme-fw-9/agent.pem",
             "acme-fw-9/ca.pem",
+            "acme-fw-9/owlet.toml",
             "acme-fw-9/soc.pem"
         ]
     );
+    // owlet.toml names the bundle's own files, the sensor and the SOC.
+    let config: toml::Table =
+        toml::from_str(std::str::from_utf8(&files["acme-fw-9/owlet.toml"].1).unwrap()).unwrap();
+    assert_eq!(files["acme-fw-9/owlet.toml"].0, 0o644);
+    let soc = config["soc"].as_table().unwrap();
+    for (key, file) in [
+        ("cert", "agent.pem"),
+        ("key", "agent.key"),
+        ("ca", "ca.pem"),
+    ] {
+        assert_eq!(soc[key].as_str(), Some(file), "soc.{key}");
+        assert!(files.contains_key(&format!("acme-fw-9/{file}")), "{file}");
+    }
+    // The fixture's soc_address, and the only name of the SOC's certificate
+    // (soc.example) as it does not carry 127.0.0.1.
+    assert_eq!(soc["address"].as_str(), Some("127.0.0.1:4443"));
+    assert_eq!(soc["server_name"].as_str(), Some("soc.example"));
+    assert_eq!(config["agent"]["tenant"].as_str(), Some("acme"));
+    assert_eq!(config["agent"]["id"].as_str(), Some("fw-9"));
     assert_eq!(files["acme-fw-9/agent.key"].0, 0o600);
     assert!(String::from_utf8_lossy(&files["acme-fw-9/agent.key"].1).contains("PRIVATE KEY"));
     assert_eq!(
@@ -159,7 +179,7 @@ async fn issue_download_once_renew_and_revoke() {
     assert!(certs.iter().all(|c| c.revoked_at.is_none()));
     let (s, files) = download(&fx, &cookie, &csrf, &token_of(&body)).await;
     assert_eq!(s, 200);
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     // Renew revoking the earlier ones.
     let (s, body, _) = fx
         .post(
@@ -262,4 +282,20 @@ async fn a_ca_key_the_portal_cannot_use_is_said_with_the_fix() {
     std::fs::remove_file(&key).unwrap();
     let (_, body, _) = fx.get("/admin/sensors", Some(&cookie)).await;
     assert!(body.contains("cannot use the CA key"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soc_address_sensors_cannot_reach_issues_nothing_and_says_the_fix() {
+    let fx = Fixture::with_settings(|s| s.soc_address = "0.0.0.0:4443".to_string());
+    let (cookie, csrf) = fx.login("mssp-admin");
+    let (s, body, _) = fx
+        .post(
+            "/admin/sensors/issue",
+            Some(&cookie),
+            &format!("csrf={csrf}&tenant=acme&agent=fw-9"),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("[portal] soc_address"), "{body}");
+    assert!(certs_of(&fx, "fw-9").is_empty());
 }

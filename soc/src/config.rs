@@ -286,6 +286,10 @@ impl SocConfig {
                 .ca_dir
                 .clone()
                 .or_else(|| self.server.client_ca.parent().map(Path::to_path_buf)),
+            soc_address: p
+                .soc_address
+                .clone()
+                .unwrap_or_else(|| self.server.listen.to_string()),
         })
     }
 

@@ -76,7 +76,6 @@ pub fn init(dir: &Path, soc_names: &[String], listen: &str) -> anyhow::Result<Pa
     Ok(config)
 }
 
-
 /// What [`issue`] wrote.
 #[derive(Debug, Clone)]
 pub struct Issued {

@@ -66,7 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 hw_profile: hw_profile.name(),
                 state_dir: &state_dir,
                 socket: &socket,
-                status_interval: "30s",
+                status_interval: owlet_ca::agent_config::DEFAULT_STATUS_INTERVAL,
             };
             let issued = enroll::issue_for_days(&who.dir, &identity, &out, &options, days)?;
             if let Some(note) = &issued.server_name_note {

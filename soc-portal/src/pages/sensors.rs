@@ -3,9 +3,14 @@
 //! and revoke through the `owlet-ca` crate, as `owlet-soc ca issue / renew
 //! / revoke` do, with the CA directory of `[portal] ca_dir`.
 //!
-//! An issued or renewed certificate is handed over as a tar bundle
-//! (`agent.pem`, `agent.key` 0600, `ca.pem`, `soc.pem`: what `ca issue`
-//! writes beside `owlet.toml`) that can be downloaded once: it is kept in
+//! An issued or renewed certificate is handed over as a tar bundle with
+//! what `ca issue` writes (`owlet.toml`, `agent.pem`, `agent.key` 0600,
+//! `ca.pem`, `soc.pem`) that can be downloaded once. Its `owlet.toml` comes
+//! from [`owlet_ca::agent_config`] as `ca issue`'s does, with the packaged
+//! service's paths, and names the SOC by [`crate::Settings::soc_address`]
+//! (why a setting, and its default, are said there); it is made, and
+//! checked against the SOC's certificate, before the certificate is issued,
+//! so an address that cannot work issues nothing. The bundle it is kept in
 //! memory only, under a random token, for [`BUNDLE_TTL`]; the files `ca`
 //! writes go to a private temporary directory in RAM (`/dev/shm`, else
 //! beside `portal.db`) removed before the page is shown. Every action is audited under the sensor's tenant.
@@ -23,7 +28,7 @@ use axum::Extension;
 use axum::extract::{Form, Path as UrlPath, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use owlet_ca::{Reason, Selection};
+use owlet_ca::{Reason, Selection, agent_config};
 use owlet_tls::Identity;
 use serde::Deserialize;
 
@@ -206,24 +211,90 @@ impl ActionForm {
     }
 }
 
-/// The files `ca` wrote into `out`, as a tar (`TENANT-AGENT/…`).
-fn bundle_of(out: &Path, ca_dir: &Path, identity: &Identity) -> Result<Vec<u8>, PageError> {
+/// The sensor's `owlet.toml` (see the module doc).
+fn agent_config(
+    s: &crate::web::Inner,
+    ca_dir: &Path,
+    identity: &Identity,
+) -> Result<String, PageError> {
+    let address = s.settings.soc_address.as_str();
+    let unspecified = owlet_tls::names::split_host_port(address)
+        .and_then(|(host, _)| host.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_unspecified());
+    if unspecified {
+        return Err(PageError::BadRequest(format!(
+            "the SOC address {address} (from [server] listen) is no address a sensor can connect to: \
+             set [portal] soc_address = \"HOST:PORT\" in soc.toml to the name or address sensors reach \
+             the SOC by, and restart the portal"
+        )));
+    }
+    let (state_dir, socket) = agent_config::Layout::System
+        .paths(ca_dir)
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let options = agent_config::AgentConfigOptions {
+        written_by: "the SOC portal (/admin/sensors)",
+        soc_address: address,
+        server_name: None,
+        hw_profile: agent_config::DEFAULT_HW_PROFILE,
+        state_dir: &state_dir,
+        socket: &socket,
+        status_interval: agent_config::DEFAULT_STATUS_INTERVAL,
+    };
+    agent_config::agent_config(ca_dir, identity, &options)
+        .map(|c| c.text)
+        .map_err(|e| {
+            PageError::BadRequest(format!(
+                "owlet.toml for {identity} with the SOC address {address} ([portal] soc_address, \
+                 else [server] listen; `--soc` below is that setting): {e}"
+            ))
+        })
+}
+
+/// `owlet.toml` and the files `ca` wrote into `out`, as a tar
+/// (`TENANT-AGENT/…`).
+fn bundle_of(
+    out: &Path,
+    ca_dir: &Path,
+    identity: &Identity,
+    config: &str,
+) -> Result<Vec<u8>, PageError> {
     let io = |e: std::io::Error| PageError::Internal(format!("certificate bundle: {e}"));
     let top = format!("{}-{}", identity.tenant, identity.agent_id);
     let mut tar = tar::Builder::new(Vec::new());
-    for (file, from, mode) in [
-        (owlet_ca::AGENT_CERT_FILE, out, 0o644),
-        (owlet_ca::AGENT_KEY_FILE, out, 0o600),
-        (owlet_ca::CA_CERT_FILE, out, 0o644),
-        (owlet_ca::SOC_CERT_FILE, ca_dir, 0o644),
+    let file = |name: &str, from: &Path| std::fs::read(from.join(name)).map_err(io);
+    for (name, bytes, mode) in [
+        (
+            agent_config::AGENT_CONFIG_FILE,
+            config.as_bytes().to_vec(),
+            0o644,
+        ),
+        (
+            owlet_ca::AGENT_CERT_FILE,
+            file(owlet_ca::AGENT_CERT_FILE, out)?,
+            0o644,
+        ),
+        (
+            owlet_ca::AGENT_KEY_FILE,
+            file(owlet_ca::AGENT_KEY_FILE, out)?,
+            0o600,
+        ),
+        (
+            owlet_ca::CA_CERT_FILE,
+            file(owlet_ca::CA_CERT_FILE, out)?,
+            0o644,
+        ),
+        (
+            owlet_ca::SOC_CERT_FILE,
+            file(owlet_ca::SOC_CERT_FILE, ca_dir)?,
+            0o644,
+        ),
     ] {
-        let bytes = std::fs::read(from.join(file)).map_err(io)?;
         let mut h = tar::Header::new_ustar();
         h.set_size(bytes.len() as u64);
         h.set_mode(mode);
         h.set_mtime((crate::db::now_us() / 1_000_000) as u64);
         h.set_cksum();
-        tar.append_data(&mut h, format!("{top}/{file}"), bytes.as_slice())
+        tar.append_data(&mut h, format!("{top}/{name}"), bytes.as_slice())
             .map_err(io)?;
     }
     tar.into_inner().map_err(io)
@@ -237,6 +308,7 @@ fn make_bundle(
     make: impl FnOnce(&Path, &Path) -> owlet_tls::Result<String>,
 ) -> Result<(String, String, String), PageError> {
     let dir = ca_dir(s).map_err(PageError::BadRequest)?;
+    let config = agent_config(s, &dir, identity)?;
     // In RAM (/dev/shm) where there is one, so the agent's key never
     // reaches a disk; else beside portal.db. Mode 0700, removed when `out`
     // drops (before the page is shown).
@@ -249,7 +321,7 @@ fn make_bundle(
         .or_else(|_| temp(&s.settings.root))
         .map_err(|e| PageError::Internal(format!("temporary directory: {e}")))?;
     let what = make(&dir, out.path()).map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let tar = bundle_of(out.path(), &dir, identity)?;
+    let tar = bundle_of(out.path(), &dir, identity, &config)?;
     drop(out);
     let file_name = format!("owlet-{}-{}.tar", identity.tenant, identity.agent_id);
     let token = s.bundles.put(Bundle {

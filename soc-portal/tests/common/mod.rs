@@ -158,6 +158,11 @@ fn control_db(path: &Path) {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Self::with_settings(|_| {})
+    }
+
+    /// [`Fixture::new`] with its settings changed by `change` first.
+    pub fn with_settings(change: impl FnOnce(&mut Settings)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let store = Store::open(&root).unwrap();
@@ -221,7 +226,7 @@ impl Fixture {
         );
         control_db(&root.join("soc.db"));
         owlet_ca::init(&root.join("ca"), &["soc.example".to_string()], 3650).unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             cert: root.join("none.pem"),
             key: root.join("none.key"),
@@ -234,7 +239,9 @@ impl Fixture {
             silent_after: Duration::from_secs(90),
             notify: None,
             ca_dir: Some(root.join("ca")),
+            soc_address: "127.0.0.1:4443".to_string(),
         };
+        change(&mut settings);
         let db = Db::open(&settings.portal_db()).unwrap();
         let state = AppState::new(settings, db);
         let router = owlet_soc_portal::web::routes::router(state.clone());
