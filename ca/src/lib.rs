@@ -28,6 +28,9 @@
 //! | `agent.key` | agent private key                                     | 0600 |
 //! | `ca.pem`    | copy of the CA certificate, pinned by the agent       | 0644 |
 //!
+//! Beside them, the callers write `soc.pem` and the agent's `owlet.toml`
+//! ([`agent_config`]).
+//!
 //! Agent certificates: CN = `TENANT/AGENT` (for humans only), exactly one URI
 //! SAN `owlet://TENANT/AGENT` (the identity), EKU clientAuth, a random
 //! 126-bit serial number recorded in the register before the files are

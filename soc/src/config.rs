@@ -795,15 +795,27 @@ mod tests {
         assert_eq!(settings.cert, config.server.cert);
         assert_eq!(settings.root, config.store_root().unwrap());
         assert_eq!(settings.lockout_after, 5);
+        // Sensors' bundles name the receiver's address unless told otherwise.
+        assert_eq!(settings.soc_address, config.server.listen.to_string());
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(
             &path,
-            format!("{text}\n[portal]\nsession_idle = \"5s\"\nlockout_after = 0\n"),
+            format!("{text}\n[portal]\nsoc_address = \"soc.example.net:4443\"\n"),
+        )
+        .unwrap();
+        let settings = load(&path).unwrap().portal_settings().unwrap();
+        assert_eq!(settings.soc_address, "soc.example.net:4443");
+        std::fs::write(
+            &path,
+            format!(
+                "{text}\n[portal]\nsession_idle = \"5s\"\nlockout_after = 0\nsoc_address = \"no-port\"\n"
+            ),
         )
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("portal.session_idle"), "{errors}");
         assert!(errors.contains("portal.lockout_after"), "{errors}");
+        assert!(errors.contains("portal.soc_address"), "{errors}");
         std::fs::write(
             &path,
             format!("{text}\n[portal]\nlisten = \"127.0.0.1:9443\"\nsession_idel = \"10m\"\n"),
