@@ -73,6 +73,18 @@ async fn download(
     (s, files)
 }
 
+/// Issues a certificate for acme/fw-9 with the defaults: (status, page).
+async fn issue_fw9(fx: &Fixture, cookie: &str, csrf: &str) -> (u16, String) {
+    let (s, body, _) = fx
+        .post(
+            "/admin/sensors/issue",
+            Some(cookie),
+            &format!("csrf={csrf}&tenant=acme&agent=fw-9"),
+        )
+        .await;
+    (s, body)
+}
+
 fn audit_actions(fx: &Fixture, tenant: &str) -> Vec<String> {
     owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some(tenant), 100)
         .unwrap()
@@ -269,13 +281,7 @@ async fn a_ca_key_the_portal_cannot_use_is_said_with_the_fix() {
     assert!(body.contains("cannot use the CA key"), "{body}");
     assert!(body.contains("0600") && body.contains("ca.key"), "{body}");
     assert!(!body.contains("action=\"/admin/sensors/issue\""));
-    let (s, body, _) = fx
-        .post(
-            "/admin/sensors/issue",
-            Some(&cookie),
-            &format!("csrf={csrf}&tenant=acme&agent=fw-9"),
-        )
-        .await;
+    let (s, body) = issue_fw9(&fx, &cookie, &csrf).await;
     assert_eq!(s, 400);
     assert!(body.contains("cannot use the CA key"), "{body}");
     assert!(certs_of(&fx, "fw-9").is_empty());
@@ -288,13 +294,7 @@ async fn a_ca_key_the_portal_cannot_use_is_said_with_the_fix() {
 async fn a_soc_address_sensors_cannot_reach_issues_nothing_and_says_the_fix() {
     let fx = Fixture::with_settings(|s| s.soc_address = "0.0.0.0:4443".to_string());
     let (cookie, csrf) = fx.login("mssp-admin");
-    let (s, body, _) = fx
-        .post(
-            "/admin/sensors/issue",
-            Some(&cookie),
-            &format!("csrf={csrf}&tenant=acme&agent=fw-9"),
-        )
-        .await;
+    let (s, body) = issue_fw9(&fx, &cookie, &csrf).await;
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("[portal] soc_address"), "{body}");
     assert!(certs_of(&fx, "fw-9").is_empty());

@@ -261,34 +261,24 @@ fn bundle_of(
     let io = |e: std::io::Error| PageError::Internal(format!("certificate bundle: {e}"));
     let top = format!("{}-{}", identity.tenant, identity.agent_id);
     let mut tar = tar::Builder::new(Vec::new());
-    let file = |name: &str, from: &Path| std::fs::read(from.join(name)).map_err(io);
+    let file = |name: &'static str, from: &Path, mode: u32| {
+        std::fs::read(from.join(name)).map(|bytes| (name, bytes, mode))
+    };
     for (name, bytes, mode) in [
-        (
+        Ok((
             agent_config::AGENT_CONFIG_FILE,
             config.as_bytes().to_vec(),
             0o644,
-        ),
-        (
-            owlet_ca::AGENT_CERT_FILE,
-            file(owlet_ca::AGENT_CERT_FILE, out)?,
-            0o644,
-        ),
-        (
-            owlet_ca::AGENT_KEY_FILE,
-            file(owlet_ca::AGENT_KEY_FILE, out)?,
-            0o600,
-        ),
-        (
-            owlet_ca::CA_CERT_FILE,
-            file(owlet_ca::CA_CERT_FILE, out)?,
-            0o644,
-        ),
-        (
-            owlet_ca::SOC_CERT_FILE,
-            file(owlet_ca::SOC_CERT_FILE, ca_dir)?,
-            0o644,
-        ),
-    ] {
+        )),
+        file(owlet_ca::AGENT_CERT_FILE, out, 0o644),
+        file(owlet_ca::AGENT_KEY_FILE, out, 0o600),
+        file(owlet_ca::CA_CERT_FILE, out, 0o644),
+        file(owlet_ca::SOC_CERT_FILE, ca_dir, 0o644),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(io)?
+    {
         let mut h = tar::Header::new_ustar();
         h.set_size(bytes.len() as u64);
         h.set_mode(mode);
