@@ -420,8 +420,8 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("col.revoked", "Revoked", "失効日時"),
     (
         "sensors.bundle",
-        "The sensor's key and certificates (agent.pem, agent.key, ca.pem, soc.pem). Download it once and hand it to the field engineer; it is not kept and cannot be downloaded again.",
-        "センサーの鍵と証明書（agent.pem、agent.key、ca.pem、soc.pem）です。一度だけダウンロードでき、保存されません。現地作業者へお渡しください。",
+        "The sensor's configuration, key and certificates (owlet.toml, agent.pem, agent.key, ca.pem, soc.pem): copy them to the sensor's /etc/owlet/. Download it once and hand it to the field engineer; it is not kept and cannot be downloaded again.",
+        "センサーの設定・鍵・証明書（owlet.toml、agent.pem、agent.key、ca.pem、soc.pem）です。センサーの /etc/owlet/ へコピーしてください。一度だけダウンロードでき、保存されません。現地作業者へお渡しください。",
     ),
     ("sensors.download", "Download", "ダウンロード"),
     ("sensors.none", "None issued yet.", "発行済みなし。"),

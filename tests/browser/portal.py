@@ -23,6 +23,7 @@ import json
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 import urllib.parse
@@ -265,6 +266,53 @@ def other_pages(page):
     shot(page, "account")
 
 
+def tenant_users_and_contacts(page):
+    """The tenant's users (its viewer is listed) and contacts: one added
+    through the form is listed after the page comes back."""
+    tenant = CFG["tenant_a"]
+    goto(page, f"/t/{tenant}/users")
+    check(CFG["viewer"]["name"] in page.inner_text("main"),
+          f"/t/{tenant}/users does not list the tenant's viewer {CFG['viewer']['name']!r}")
+    shot(page, "tenant-users")
+    goto(page, f"/t/{tenant}/contacts")
+    shot(page, "contacts")
+    contact = CFG["contact"]
+    page.fill("#add-contact input[name=name]", contact["name"])
+    page.fill("#add-contact input[name=email]", contact["email"])
+    with page.expect_navigation():
+        page.click("#add-contact button[type=submit]")
+    check(page.url.endswith(f"/t/{tenant}/contacts"), f"adding a contact led to {page.url}")
+    listed = page.locator(f"table input[name=email][value='{contact['email']}']")
+    check(listed.count() == 1, f"the added contact {contact['email']} is not listed: {page.inner_text('main')}")
+    shot(page, "contacts-added")
+
+
+def sensors(page):
+    """Issues a sensor's certificate through the form and downloads its
+    bundle once; the test reads the bundle's file names and owlet.toml."""
+    tenant, agent = CFG["tenant_a"], CFG["new_sensor"]
+    goto(page, "/admin/sensors")
+    shot(page, "sensors")
+    form = "form[action='/admin/sensors/issue']"
+    page.fill(f"{form} input[name=tenant]", tenant)
+    page.fill(f"{form} input[name=agent]", agent)
+    with page.expect_navigation():
+        page.click(f"{form} button[type=submit]")
+    check(page.locator("div.issued").count() == 1, f"no bundle after issuing: {page.inner_text('main')}")
+    shot(page, "sensor-issued")
+    with page.expect_download(timeout=TIMEOUT_MS) as info:
+        page.click("form[action='/admin/sensors/bundle'] button[type=submit]")
+    dl = info.value
+    check(dl.failure() is None, f"bundle download failed: {dl.failure()}")
+    path = ARTIFACTS / dl.suggested_filename
+    dl.save_as(str(path))
+    with tarfile.open(path) as tar:
+        names = sorted(tar.getnames())
+        config = tar.extractfile(f"{tenant}-{agent}/owlet.toml")
+        check(config is not None, f"no owlet.toml in the bundle: {names}")
+        RESULT["bundle"] = {"path": str(path), "names": names, "owlet_toml": config.read().decode()}
+
+
 def viewer_cannot_reach_b(page):
     a, b = CFG["tenant_a"], CFG["tenant_b"]
     goto(page, "/")
@@ -327,6 +375,14 @@ def main():
             download(page)
             reports(page)
             other_pages(page)
+            ctx.close()
+
+            ctx = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+            ctx.set_default_timeout(TIMEOUT_MS)
+            page = ctx.new_page()
+            login(page, CFG["admin"], "admin")
+            tenant_users_and_contacts(page)
+            sensors(page)
             ctx.close()
 
             ctx = browser.new_context(viewport={"width": 1280, "height": 900})

@@ -12,7 +12,10 @@
 //! `owlet-soc export` for the same range, renders this month's report (it
 //! must name the check), and logs
 //! in as tenant A's viewer to find tenant B's URLs 404 with none of B's
-//! data. Full-page screenshots go to `TARGET/browser-artifacts/portal/`
+//! data. An MSSP admin opens tenant A's users (its viewer listed) and
+//! contacts (one added through the form is listed), and issues a sensor at
+//! `/admin/sensors` whose downloaded bundle holds the certificates and an
+//! `owlet.toml` naming them and the SOC's address. Full-page screenshots go to `TARGET/browser-artifacts/portal/`
 //! (or `$OWLET_BROWSER_ARTIFACTS`); the test prints where.
 //!
 //! Needs: `/usr/bin/chromium`, `openssl`, and the venv of `dev/browser-venv`
@@ -37,6 +40,8 @@ const AGENT_A: &str = "fw1";
 const AGENT_B: &str = "globex-vault-sensor";
 const CHECK_B: &str = "globex-ledger-port";
 const CHECK_A: &str = "db-port";
+/// The sensor the admin issues a certificate bundle for in the browser.
+const NEW_SENSOR: &str = "fw2";
 /// The live goal of the issue: a stored status change on the page within 2 s.
 const LIVE_GOAL: Duration = Duration::from_secs(2);
 /// The whole browser script, on a slow shared machine.
@@ -79,13 +84,16 @@ struct User {
 }
 
 /// `owlet-soc user add`: the one-time password and the TOTP URI it prints.
-fn add_user(soc: &Soc, name: &str, role: &str, tenant: &str) -> User {
-    let out = run_ok(
-        owlet_soc()
-            .args(["user", "add", "--config"])
-            .arg(&soc.config)
-            .args(["--name", name, "--role", role, "--tenant", tenant]),
-    );
+/// `tenant`: `None` for the mssp-admin, who reaches every tenant.
+fn add_user(soc: &Soc, name: &str, role: &str, tenant: Option<&str>) -> User {
+    let mut cmd = owlet_soc();
+    cmd.args(["user", "add", "--config"])
+        .arg(&soc.config)
+        .args(["--name", name, "--role", role]);
+    if let Some(tenant) = tenant {
+        cmd.args(["--tenant", tenant]);
+    }
+    let out = run_ok(&mut cmd);
     let field = |label: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(label))
@@ -207,8 +215,10 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
     });
 
     // Users: an analyst of A (TOTP is mandatory) and A's customer viewer.
-    let analyst = add_user(&soc, "ana", "mssp-analyst", TENANT_A);
-    let viewer = add_user(&soc, "cleo", "customer-viewer", TENANT_A);
+    let analyst = add_user(&soc, "ana", "mssp-analyst", Some(TENANT_A));
+    let viewer = add_user(&soc, "cleo", "customer-viewer", Some(TENANT_A));
+    // And an MSSP admin: A's users and contacts, sensors' certificates.
+    let admin = add_user(&soc, "max", "mssp-admin", None);
 
     // The portal (HTTPS with the SOC's server certificate).
     let mut portal_cmd = owlet_soc();
@@ -241,6 +251,9 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         "diff_lines": ["-port = 1", "+port = 2", "+<b>bold</b>"],
         "analyst": user_json(&analyst, true),
         "viewer": user_json(&viewer, false),
+        "admin": user_json(&admin, true),
+        "contact": { "name": "On-call desk", "email": "oncall@acme.example" },
+        "new_sensor": NEW_SENSOR,
     });
     let config_path = artifacts.join("config.json");
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -325,6 +338,7 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
     assert_eq!(result["analyst_totp"], true, "{result}");
     assert_eq!(result["analyst_password_changed"], true, "{result}");
     assert_eq!(result["viewer_password_changed"], true, "{result}");
+    assert_eq!(result["admin_totp"], true, "{result}");
 
     // Live: from the SOC receiving the first down result to the page.
     let stopped_us = stopped_us.expect("the script never asked to stop the target");
@@ -394,7 +408,35 @@ fn the_portal_in_headless_chromium_login_live_diff_download_reports_and_tenant_i
         "tenant {TENANT_B} as {TENANT_A}'s viewer: {}",
         result["foreign_status"]
     );
+    // The bundle issued in the browser: the certificates and an owlet.toml
+    // naming them and the SOC the agents here connect to.
+    let bundle = &result["bundle"];
+    let top = format!("{TENANT_A}-{NEW_SENSOR}");
+    let names: Vec<&str> = bundle["names"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no bundle downloaded: {result}"))
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    for file in ["owlet.toml", "agent.pem", "agent.key", "ca.pem", "soc.pem"] {
+        assert!(
+            names.contains(&format!("{top}/{file}").as_str()),
+            "{file}: {names:?}"
+        );
+    }
+    let agent_toml: toml::Table = bundle["owlet_toml"].as_str().unwrap().parse().unwrap();
+    assert_eq!(agent_toml["agent"]["id"].as_str(), Some(NEW_SENSOR));
+    assert_eq!(
+        agent_toml["soc"]["address"].as_str(),
+        soc_toml["server"]["listen"].as_str()
+    );
+    assert_eq!(agent_toml["soc"]["key"].as_str(), Some("agent.key"));
+    println!("sensor bundle: {} ({names:?})", bundle["path"]);
     println!("screenshots: {}", result["screenshots"]);
+    let shots = result["screenshots"].to_string();
+    for name in ["tenant-users", "contacts-added", "sensor-issued"] {
+        assert!(shots.contains(name), "no {name} screenshot: {shots}");
+    }
     assert!(
         result["screenshots"].as_array().unwrap().len() >= 10,
         "{result}"
