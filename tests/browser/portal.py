@@ -355,6 +355,13 @@ def viewer_cannot_reach_b(page):
     check(not leaks, f"tenant {b}'s data shown to {a}'s viewer: {leaks}")
 
 
+def fresh_page(browser, downloads):
+    """A page in a new context (no cookies: a user of its own)."""
+    ctx = browser.new_context(accept_downloads=downloads, viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    return ctx.new_page()
+
+
 def main():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     pin = spki_pin(CFG["cert_pem"])
@@ -366,28 +373,22 @@ def main():
         RESULT["browser"] = browser.version
         page = None
         try:
-            ctx = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(TIMEOUT_MS)
-            page = ctx.new_page()
+            page = fresh_page(browser, downloads=True)
             login(page, CFG["analyst"], "analyst")
             live_check_down(page)
             diff(page)
             download(page)
             reports(page)
             other_pages(page)
-            ctx.close()
+            page.context.close()
 
-            ctx = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(TIMEOUT_MS)
-            page = ctx.new_page()
+            page = fresh_page(browser, downloads=True)
             login(page, CFG["admin"], "admin")
             tenant_users_and_contacts(page)
             sensors(page)
-            ctx.close()
+            page.context.close()
 
-            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(TIMEOUT_MS)
-            page = ctx.new_page()
+            page = fresh_page(browser, downloads=False)
             login(page, CFG["viewer"], "viewer")
             viewer_cannot_reach_b(page)
         except Exception:
