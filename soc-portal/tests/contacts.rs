@@ -20,14 +20,6 @@ fn saved(fx: &Fixture, tenant: &str) -> Vec<Contact> {
     contacts::load(&fx.state.0.settings.root, tenant).unwrap()
 }
 
-fn audit_of(fx: &Fixture, tenant: &str) -> Vec<(String, String)> {
-    owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some(tenant), 100)
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.action, e.detail))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_admin_manages_its_tenants_contacts() {
     let fx = Fixture::new();

@@ -18,14 +18,6 @@ fn user(fx: &Fixture, name: &str) -> Option<users::User> {
     users::find(&fx.state.0.db.lock(), name).unwrap()
 }
 
-fn audit_of(fx: &Fixture, tenant: &str) -> Vec<(String, String)> {
-    owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some(tenant), 100)
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.action, e.detail))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_admin_manages_its_own_tenants_customer_users() {
     let fx = Fixture::new();

@@ -417,3 +417,12 @@ pub fn assert_inert(page: &str, body: &str) {
     assert!(!body.contains("<svg"), "{page}: svg from data");
     assert!(!body.contains("<b>"), "{page}: markup from data");
 }
+
+/// `(action, detail)` of the audit entries of `tenant` (at most 100).
+pub fn audit_of(fx: &Fixture, tenant: &str) -> Vec<(String, String)> {
+    owlet_soc_portal::audit::list(&fx.state.0.db.lock(), Some(tenant), 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.detail))
+        .collect()
+}
