@@ -165,9 +165,11 @@ fn the_writer_killed_between_commit_and_ack_stores_nothing_twice() {
     );
     scale.finish(&mut agent, N);
     // The redelivered batch was absorbed quietly (ON CONFLICT DO NOTHING),
-    // not refused by the unique key and retried until it expired.
+    // not refused by the unique key and retried until it expired. (A
+    // consumer restart for another reason, such as JetStream's 503 while
+    // the consumer's leader settles after the kill, is not this failure.)
     assert!(
-        !writer.log().contains("consumer stopped"),
+        !writer.log().contains("violates unique constraint"),
         "the restarted writer failed on the redelivered batch:\n{}",
         writer.log()
     );
