@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,8 @@ struct Knobs {
     amr: Vec<&'static str>,
     /// Change the payload after signing (the signature no longer fits).
     tamper: bool,
+    /// The IdP's keys are named `rsa-N` / `ec-N`: a new N is a rotation.
+    key_generation: u32,
 }
 
 impl Knobs {
@@ -61,6 +64,7 @@ impl Knobs {
             nonce: None,
             amr: vec!["pwd"],
             tamper: false,
+            key_generation: 1,
         }
     }
 }
@@ -72,7 +76,9 @@ struct Idp {
     codes: Mutex<HashMap<String, (String, String)>>,
     rsa_der: Vec<u8>,
     ec_pkcs8: Vec<u8>,
+    /// The JWKS with kids `rsa` / `ec` (the generation is added as served).
     jwks: Value,
+    jwks_fetches: AtomicUsize,
 }
 
 impl Idp {
@@ -94,11 +100,11 @@ impl Idp {
             "amr": k.amr,
         });
         let (kid, key) = match k.alg {
-            Algorithm::ES256 => ("ec-1", EncodingKey::from_ec_der(&self.ec_pkcs8)),
-            _ => ("rsa-1", EncodingKey::from_rsa_der(&self.rsa_der)),
+            Algorithm::ES256 => ("ec", EncodingKey::from_ec_der(&self.ec_pkcs8)),
+            _ => ("rsa", EncodingKey::from_rsa_der(&self.rsa_der)),
         };
         let mut h = jsonwebtoken::Header::new(k.alg);
-        h.kid = Some(kid.into());
+        h.kid = Some(format!("{kid}-{}", k.key_generation));
         let token = jsonwebtoken::encode(&h, &claims, &key).unwrap();
         if !k.tamper {
             return token;
@@ -123,7 +129,13 @@ async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
 }
 
 async fn keys(State(idp): State<Arc<Idp>>) -> Response {
-    axum::Json(idp.jwks.clone()).into_response()
+    idp.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let generation = idp.knobs.lock().unwrap().key_generation;
+    let mut jwks = idp.jwks.clone();
+    for key in jwks["keys"].as_array_mut().unwrap() {
+        key["kid"] = json!(format!("{}-{generation}", key["kid"].as_str().unwrap()));
+    }
+    axum::Json(jwks).into_response()
 }
 
 async fn authorize(
@@ -196,9 +208,9 @@ async fn start_idp() -> (Arc<Idp>, String) {
     let point = ec.public_key_raw();
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let jwks = json!({"keys": [
-        {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256",
+        {"kty": "RSA", "kid": "rsa", "use": "sig", "alg": "RS256",
          "n": b64(&rsa_public.n), "e": b64(&rsa_public.e)},
-        {"kty": "EC", "kid": "ec-1", "use": "sig", "alg": "ES256", "crv": "P-256",
+        {"kty": "EC", "kid": "ec", "use": "sig", "alg": "ES256", "crv": "P-256",
          "x": b64(&point[1..33]), "y": b64(&point[33..65])},
     ]});
     let idp = Arc::new(Idp {
@@ -208,6 +220,7 @@ async fn start_idp() -> (Arc<Idp>, String) {
         rsa_der,
         ec_pkcs8: ec.serialize_der(),
         jwks,
+        jwks_fetches: AtomicUsize::new(0),
     });
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -396,6 +409,23 @@ async fn a_customer_logs_in_with_rs256_and_es256() {
         logged_in_as(&s.fx, &r, "carol@acme.example").await;
     }
     s.audited("login", &format!("OIDC ({})", s.idp.base));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_kept_and_fetched_again_once_when_the_idp_rotates_its_keys() {
+    let s = setup(false).await;
+    let carol = Knobs::for_user("carol@acme.example");
+    for generation in [1, 1, 2] {
+        s.set(Knobs {
+            key_generation: generation,
+            ..carol.clone()
+        });
+        let (status, body, r) = s.login().await;
+        assert_eq!(status, 200, "key generation {generation}: {body}");
+        logged_in_as(&s.fx, &r, "carol@acme.example").await;
+    }
+    // Once at the first login, once for the unknown kid `rsa-2`.
+    assert_eq!(s.idp.jwks_fetches.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
