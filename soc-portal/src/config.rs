@@ -45,6 +45,9 @@ pub struct PortalSection {
     /// sensor's bundle; default: `[server] listen` (see [`Settings::soc_address`]).
     #[serde(default)]
     pub soc_address: Option<String>,
+    /// `[portal.oidc]`: optional login through an OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcSection>,
 }
 
 impl Default for PortalSection {
@@ -58,6 +61,7 @@ impl Default for PortalSection {
             lockout_for: default_lockout_for(),
             ca_dir: None,
             soc_address: None,
+            oidc: None,
         }
     }
 }
@@ -96,6 +100,9 @@ impl PortalSection {
                 format!("{address:?}: expected HOST:PORT, e.g. \"soc.example.net:4443\""),
             ));
         }
+        if let Some(oidc) = &self.oidc {
+            out.extend(oidc.problems());
+        }
         out
     }
 }
@@ -133,6 +140,8 @@ pub struct Settings {
     /// address to connect to: the sensors page then refuses to make a bundle
     /// and names the setting to add.
     pub soc_address: String,
+    /// `[portal.oidc]`, if set.
+    pub oidc: Option<crate::oidc::OidcSection>,
 }
 
 impl Settings {

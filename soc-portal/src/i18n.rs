@@ -97,6 +97,21 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
         "Too many failed logins. Try again in {minutes} minutes.",
         "ログイン失敗が多すぎます。{minutes} 分後に再度お試しください。",
     ),
+    (
+        "oidc.sign_in_with",
+        "Sign in with",
+        "次のアカウントでサインイン:",
+    ),
+    (
+        "oidc.failed",
+        "Sign-in through the identity provider was refused:",
+        "ID プロバイダー経由のサインインは拒否されました:",
+    ),
+    (
+        "oidc.continue",
+        "Signed in: continue",
+        "サインインしました: 続ける",
+    ),
     ("totp.title", "One-time code", "ワンタイムコード"),
     (
         "totp.code",

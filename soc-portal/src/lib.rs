@@ -34,6 +34,7 @@ pub mod db;
 pub mod escalate;
 pub mod i18n;
 pub mod lockout;
+pub mod oidc;
 pub mod pages;
 pub mod roles;
 pub mod seal;

@@ -31,6 +31,7 @@ async fn serves_https_only_with_the_headers() {
         notify: None,
         ca_dir: None,
         soc_address: "127.0.0.1:4443".to_string(),
+        oidc: None,
     };
     let portal = Portal::bind(settings).await.unwrap();
     let addr = portal.local_addr().unwrap();

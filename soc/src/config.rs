@@ -290,6 +290,7 @@ impl SocConfig {
                 .soc_address
                 .clone()
                 .unwrap_or_else(|| self.server.listen.to_string()),
+            oidc: p.oidc.clone(),
         })
     }
 
@@ -489,6 +490,7 @@ fn resolve_and_check(
     ]
     .into_iter()
     .flatten()
+    .chain(config.portal.oidc.iter_mut().flat_map(|o| o.paths_mut()))
     {
         *path = source.resolve(path);
     }
@@ -559,7 +561,8 @@ fn resolve_and_check(
             format!("not a log filter ({e}); examples: \"info\", \"owlet_soc=debug,info\""),
         ));
     }
-    for (key, message) in config.portal.problems() {
+    let oidc_files = config.portal.oidc.iter().flat_map(|o| o.check_files());
+    for (key, message) in config.portal.problems().into_iter().chain(oidc_files) {
         errors.push(source.error(&format!("portal.{key}"), message));
     }
     if let Some(cert) = &config.portal.cert
@@ -823,6 +826,53 @@ mod tests {
         .unwrap();
         let errors = load(&path).unwrap_err().to_string();
         assert!(errors.contains("session_idle"), "{errors}");
+    }
+
+    #[test]
+    fn portal_oidc_is_off_by_default_and_checked_with_its_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        assert!(
+            load(&path)
+                .unwrap()
+                .portal_settings()
+                .unwrap()
+                .oidc
+                .is_none()
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let secret = dir.path().join("oidc-secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let oidc = "[portal.oidc]\nissuer = \"https://idp.example.net/realms/soc\"\n\
+                    client_id = \"owlet\"\nclient_secret_file = \"oidc-secret\"\n\
+                    redirect_url = \"https://soc.example.net:8443/login/oidc/callback\"\n";
+        std::fs::write(&path, format!("{text}\n{oidc}")).unwrap();
+        let settings = load(&path).unwrap().portal_settings().unwrap();
+        let oidc_settings = settings.oidc.unwrap();
+        assert_eq!(
+            oidc_settings.client_secret_file, secret,
+            "relative to soc.toml"
+        );
+        assert_eq!(oidc_settings.claim, "email");
+        assert!(!oidc_settings.trust_idp_mfa);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let broken = oidc.replace("https://idp", "http://idp");
+        std::fs::write(
+            &path,
+            format!("{text}\n{broken}ca_file = \"nonexistent.pem\"\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        for key in [
+            "portal.oidc.issuer",
+            "portal.oidc.client_secret_file",
+            "portal.oidc.ca_file",
+        ] {
+            assert!(errors.contains(key), "{key}: {errors}");
+        }
+        assert!(errors.contains("chmod 600"), "{errors}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::web::{AppState, Ctx, Frame, PageError, render};
 struct LoginPage {
     f: Frame,
     error: String,
+    /// The OIDC button's IdP name; empty: no OIDC login.
+    oidc: String,
 }
 
 #[derive(Template)]
@@ -34,18 +36,39 @@ struct TotpPage {
     error: String,
 }
 
-pub async fn form(Extension(mut ctx): Extension<Ctx>) -> Result<Response, PageError> {
+pub async fn form(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Ctx>,
+) -> Result<Response, PageError> {
     if ctx.user.is_some() {
         return Ok(Redirect::to("/").into_response());
     }
+    page(&state.0, ctx, StatusCode::OK, String::new())
+}
+
+/// The login page with `error` (empty: none). Its form's CSRF token lives
+/// in the page and in the login cookie, set here when the browser did not
+/// send one (a first visit, or a cross-site arrival such as the IdP's
+/// redirect back, on which the `SameSite=Strict` cookie is not sent).
+pub(crate) fn page(
+    state: &crate::web::Inner,
+    mut ctx: Ctx,
+    status: StatusCode,
+    error: String,
+) -> Result<Response, PageError> {
     let fresh = ctx.login_token.is_none();
     let token = ctx.login_token.clone().unwrap_or_else(auth::token);
     ctx.login_token = Some(token.clone());
-    // The login form's CSRF token lives in the page and in this cookie.
     ctx.session = None;
+    ctx.user = None;
     let mut page = render(&LoginPage {
         f: Frame::new(&ctx, "login.title"),
-        error: String::new(),
+        error,
+        oidc: state
+            .oidc
+            .as_ref()
+            .map(|o| o.provider.section().display_name())
+            .unwrap_or_default(),
     })?;
     if fresh {
         page.headers_mut().insert(
@@ -58,7 +81,7 @@ pub async fn form(Extension(mut ctx): Extension<Ctx>) -> Result<Response, PageEr
             .map_err(|_| PageError::Internal("cookie".into()))?,
         );
     }
-    Ok(page)
+    Ok((status, page).into_response())
 }
 
 #[derive(Deserialize)]
@@ -74,7 +97,7 @@ enum Outcome {
     Full(String),
 }
 
-fn limits(state: &crate::web::Inner) -> Limits {
+pub(crate) fn limits(state: &crate::web::Inner) -> Limits {
     Limits {
         after: state.settings.lockout_after,
         window: state.settings.lockout_for,
@@ -138,16 +161,7 @@ pub async fn submit(
         })
         .await?;
     let t = ctx.tr();
-    let fail = |status: StatusCode, error: String| -> Result<Response, PageError> {
-        let mut ctx = ctx.clone();
-        ctx.session = None;
-        ctx.user = None;
-        let page = render(&LoginPage {
-            f: Frame::new(&ctx, "login.title"),
-            error,
-        })?;
-        Ok((status, page).into_response())
-    };
+    let fail = |status: StatusCode, error: String| page(&state.0, ctx.clone(), status, error);
     match outcome {
         Outcome::Locked(left) => fail(
             StatusCode::TOO_MANY_REQUESTS,

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod contacts;
 pub mod download;
 pub mod login;
+pub mod oidc;
 pub mod plots;
 pub mod reports;
 pub mod sensors;

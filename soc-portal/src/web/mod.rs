@@ -37,12 +37,16 @@ pub struct Inner {
     pub store: Store,
     /// Sensors' certificate bundles waiting for their one download.
     pub bundles: crate::pages::sensors::Bundles,
+    /// The OIDC provider, when `[portal.oidc]` is set.
+    pub oidc: Option<crate::oidc::Oidc>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, db: Db) -> Self {
         let store = Store::existing(&settings.root);
+        let oidc = settings.oidc.clone().map(crate::oidc::Oidc::new);
         AppState(Arc::new(Inner {
+            oidc,
             settings,
             db,
             store,

@@ -14,8 +14,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{AppState, guard, headers};
 use crate::pages::{
-    account, admin, alerts, audit, changes, contacts, download, login, plots, reports, sensors,
-    tenant,
+    account, admin, alerts, audit, changes, contacts, download, login, oidc, plots, reports,
+    sensors, tenant,
 };
 use crate::roles::Perm;
 
@@ -90,6 +90,10 @@ pub static ROUTES: &[Route] = &[
     route(Post, "/login", Public, |m| on(m, login::submit)),
     route(Get, "/login/totp", Public, |m| on(m, login::totp_form)),
     route(Post, "/login/totp", Public, |m| on(m, login::totp_submit)),
+    route(Post, "/login/oidc", Public, |m| on(m, oidc::start)),
+    route(Get, "/login/oidc/callback", Public, |m| {
+        on(m, oidc::callback)
+    }),
     route(Post, "/logout", Session, |m| on(m, login::logout)),
     route(Get, "/", Session, |m| on(m, account::home)),
     route(Get, "/account", Session, |m| on(m, account::form)),

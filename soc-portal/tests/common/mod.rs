@@ -240,6 +240,7 @@ impl Fixture {
             notify: None,
             ca_dir: Some(root.join("ca")),
             soc_address: "127.0.0.1:4443".to_string(),
+            oidc: None,
         };
         change(&mut settings);
         let db = Db::open(&settings.portal_db()).unwrap();
