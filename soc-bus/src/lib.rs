@@ -1,6 +1,7 @@
 //! owlet-soc-bus: the SOC scaled out. Receivers publish agents' events to
 //! NATS JetStream ([`publish`]); the writer ([`writer`]) commits them to
-//! PostgreSQL, the shared query store.
+//! PostgreSQL, the shared query store, keeping its position in each
+//! tenant stream there ([`cursor`]).
 //!
 //! Layout on the bus (a tenant or agent name's `.` is written `~` there:
 //! `.` separates subject tokens and is not allowed in stream names, and
@@ -28,10 +29,13 @@
 //! * **Acknowledged only when replicated.** An agent's high-water mark moves
 //!   only with JetStream's publish ack (a quorum of the stream's replicas
 //!   has the message).
-//! * **Idempotent in PostgreSQL.** The writer moves each batch from its
-//!   `COPY` staging table with `ON CONFLICT (agent, seq) DO NOTHING` and
-//!   acks (double ack) only after the commit: a writer killed between the
-//!   two re-inserts nothing.
+//! * **Exactly once in PostgreSQL.** The writer reads each tenant stream
+//!   with an ordered consumer (no acks) from the position it keeps in
+//!   PostgreSQL ([`cursor`]), and moves that position in the transaction
+//!   that stores the batch (`COPY` into a staging table, then `ON CONFLICT
+//!   (agent, seq) DO NOTHING` into `events`): a writer killed anywhere
+//!   resumes right after its last commit. One writer holds a tenant at a
+//!   time; others stand by.
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
 //!   readable only by that tenant's role; a tenant name PostgreSQL would cut
 //!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
@@ -40,6 +44,7 @@
 //! Requires nats-server 2.10 or newer ([`MIN_NATS_SERVER`]).
 #![forbid(unsafe_code)]
 
+pub mod cursor;
 pub mod publish;
 pub mod writer;
 

@@ -1,5 +1,6 @@
-//! The store writer of the scaled-out SOC: a durable JetStream pull consumer
-//! per tenant stream that commits events to PostgreSQL, then acks.
+//! The store writer of the scaled-out SOC: per tenant stream, an ordered
+//! JetStream consumer from the position committed in PostgreSQL, and one
+//! transaction per batch that stores the events and moves the position.
 //!
 //! PostgreSQL layout, per tenant (created by the writer, idempotently):
 //! * schema `tenant_<tenant>`, table `events`: `agent`, `seq`,
@@ -10,47 +11,57 @@
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
 //!   a password): USAGE on its schema and SELECT on its table only. Nothing
 //!   is granted to PUBLIC, so no tenant's role can read another's schema.
+//! * the writer's position in each tenant stream: [`crate::cursor`]
+//!   (schema `owlet_bus`, the writer's own).
 //!
 //! How a batch is stored (one transaction, on the tenant's own connection):
-//! the fetched messages are written with `COPY … FROM STDIN (FORMAT binary)`
-//! into `pg_temp.owlet_staging` (a session-local `TEMP` table with the
-//! columns of `events` but `id`, emptied at every commit), then moved with
-//! one `INSERT INTO events … SELECT … FROM owlet_staging ORDER BY stream_seq
-//! ON CONFLICT (agent, seq) DO NOTHING`. One statement per batch instead of
-//! one per row: the rows' encoding is the binary COPY format, not bound
-//! parameters.
+//! the messages are written with `COPY … FROM STDIN (FORMAT binary)` into
+//! `pg_temp.owlet_staging` (a session-local `TEMP` table with the columns
+//! of `events` but `id`, emptied at every commit), moved with one `INSERT
+//! INTO events … SELECT … FROM owlet_staging ORDER BY stream_seq ON
+//! CONFLICT (agent, seq) DO NOTHING`, and the tenant's cursor is set to
+//! the batch's last stream sequence. A batch is what the consumer has
+//! delivered, up to [`WriterConfig::batch`] messages or [`LINGER`] after
+//! the first, whichever comes first.
 //!
 //! Guarantees:
-//! * **Exactly once.** The move from staging is `ON CONFLICT (agent, seq)
-//!   DO NOTHING` (a duplicate within one batch too), and a message is
-//!   acknowledged (double ack: the server confirmed the ack) only after the
-//!   transaction holding it committed. A writer killed between commit and
-//!   ack gets the messages again and inserts nothing.
-//! * **Stream order.** Within a batch, rows get their `id` in stream
-//!   sequence order (`ORDER BY stream_seq`), and one transaction at a time
-//!   per tenant commits, so `id` is a cursor for readers. (A message
-//!   redelivered after a crash is stored when it comes again, after the
-//!   ones fetched meanwhile.)
-//! * **Nothing lost.** A message not acknowledged is redelivered after the
-//!   consumer's `ack_wait`; a failed commit acks nothing.
+//! * **Exactly once.** The position moves in the transaction that stores
+//!   the rows, so a writer killed anywhere resumes right after what it
+//!   committed, and there is no acknowledgement to lose. (This replaces
+//!   the double acks of a durable consumer: the same guarantee without a
+//!   window between commit and ack, and without the JetStream cluster
+//!   replicating an ack per event, which cost it more CPU than storing
+//!   the event; see bench/RESULTS.md.) `ON CONFLICT (agent, seq) DO
+//!   NOTHING` still absorbs whatever comes twice anyway: a position set
+//!   back by a database restore, or a tenant stream deleted and created
+//!   again (its sequences start over, and the writer reads it from its
+//!   start).
+//! * **One writer per tenant, any number of standbys.** The tenant's
+//!   position is held by one connection at a time ([`crate::cursor`]).
+//!   Writers on the same PostgreSQL split the tenants between them; when
+//!   one dies, another takes its tenants over within [`STANDBY_POLL`].
+//! * **Stream order.** Rows get their `id` in stream sequence order, and
+//!   one transaction at a time per tenant commits, so `id` is a cursor for
+//!   readers.
+//! * **Nothing lost, or the loss named.** A failed commit moves nothing;
+//!   the consumer starts again from the committed position. Messages that
+//!   JetStream's own limits (`max_age`, `max_bytes`) removed before the
+//!   writer stored them are logged as an error with their count.
 //! * **Tenants apart**: one consumer, one connection, one schema per tenant.
 //!   A tenant name longer than [`MAX_TENANT_BYTES`] is refused (its stream
 //!   is not stored, with an error in the log): PostgreSQL would cut its
 //!   schema and role names, and two tenants could share them.
-//!
 //! * **Reconnects by itself.** A lost PostgreSQL or NATS connection ends
 //!   the tenant's consumer with the reason in the log; it starts again
-//!   (new connection, same durable consumer) with a growing pause, and
-//!   logs once when it stores again. What was fetched and not committed
-//!   comes again after `ack_wait`.
+//!   (new connection, from the committed position) with a growing pause,
+//!   and logs once when it stores again.
 //!
-//! It never decides what is a duplicate by anything but (agent, seq), and
-//! never acknowledges before the commit returned.
+//! It never decides what is a duplicate by anything but (agent, seq).
 //!
 //! Test builds only (feature `fault-hooks` and debug assertions, so never a
-//! release binary): `OWLET_FAULT_WRITER_HOLD_ACK_AFTER_COMMIT=N` makes the
-//! writer stop for good between the commit of its N-th batch and that
-//! batch's acks, so a test can SIGKILL it exactly there ([`fault`]).
+//! release binary): `OWLET_FAULT_WRITER_HOLD_AFTER_COMMIT=N` makes the
+//! writer stop for good right after the commit of its N-th batch, so a
+//! test can SIGKILL it exactly there ([`fault`]).
 
 use std::collections::HashSet;
 use std::pin::pin;
@@ -67,6 +78,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 pub use tokio_postgres::Config as PgConfig;
 
+use crate::cursor::{self, Claim};
 use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 
 /// How the writer consumes.
@@ -74,11 +86,6 @@ use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 pub struct WriterConfig {
     /// libpq-style connection string (`host=… port=… user=… dbname=…`).
     pub postgres: String,
-    /// The durable consumer's name (the same for every writer instance:
-    /// several writers share the work).
-    pub durable: String,
-    /// Redelivery after this long without an ack.
-    pub ack_wait: Duration,
     /// Most messages committed in one transaction.
     pub batch: usize,
 }
@@ -87,12 +94,24 @@ impl WriterConfig {
     pub fn new(postgres: impl Into<String>) -> Self {
         Self {
             postgres: postgres.into(),
-            durable: "owlet-writer".into(),
-            ack_wait: Duration::from_secs(30),
             batch: 2048,
         }
     }
 }
+
+/// The writer's name in `owlet_bus.cursors`.
+pub const CURSOR_CONSUMER: &str = "store";
+
+/// How long a batch waits for more messages after its first.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+/// Messages asked for in one pull request (the client asks again when
+/// half are delivered, so a batch rarely waits for the server).
+const PULL_BATCH: usize = 1000;
+
+/// How often a standby writer tries to take over a tenant another writer
+/// holds.
+pub const STANDBY_POLL: Duration = Duration::from_secs(3);
 
 const SCHEMA_PREFIX: &str = "tenant_";
 const ROLE_PREFIX: &str = "owlet_tenant_";
@@ -371,12 +390,15 @@ impl ToSql for Cell<'_> {
     to_sql_checked!();
 }
 
-/// Stores `rows` in one transaction: COPY into staging, then the move into
-/// `events`. Returns when the transaction committed.
+/// Stores `rows` and moves `position` to `last` (the batch's last stream
+/// sequence) in one transaction: COPY into staging, the move into
+/// `events`, the cursor. Returns when the transaction committed.
 async fn store(
     pg: &mut tokio_postgres::Client,
     statements: &Statements,
     rows: &[Row],
+    position: &mut Claim,
+    last: u64,
 ) -> Result<(), BusError> {
     let tx = pg.transaction().await.map_err(pg_error)?;
     let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
@@ -389,7 +411,12 @@ async fn store(
     }
     copy.finish().await.map_err(pg_error)?;
     tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
-    tx.commit().await.map_err(pg_error)
+    let before = position.stream_seq;
+    position.advance(&tx, last).await?;
+    tx.commit().await.map_err(|e| {
+        position.stream_seq = before;
+        pg_error(e)
+    })
 }
 
 /// Connects to PostgreSQL; the connection's task runs on the runtime.
@@ -408,6 +435,11 @@ pub async fn connect_postgres(conninfo: &str) -> Result<tokio_postgres::Client, 
             tracing::warn!(error = %with_causes(&e), "PostgreSQL connection ended");
         }
     });
+    // The idempotent DDL's "already exists, skipping" notices are not news.
+    client
+        .batch_execute("SET client_min_messages TO warning")
+        .await
+        .map_err(pg_error)?;
     Ok(client)
 }
 
@@ -422,7 +454,7 @@ fn redact(conninfo: &str) -> String {
 
 /// A PostgreSQL error with its causes: tokio-postgres shows a server's
 /// refusal as just "db error" and keeps the server's words in the source.
-fn pg_error(e: tokio_postgres::Error) -> BusError {
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> BusError {
     BusError::Other(format!("PostgreSQL: {}", with_causes(&e)))
 }
 
@@ -453,7 +485,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), BusError> {
     // Fail early, with the reason, when PostgreSQL is not reachable.
-    drop(connect_postgres(&config.postgres).await?);
+    cursor::prepare(&connect_postgres(&config.postgres).await?).await?;
     #[cfg(all(feature = "fault-hooks", debug_assertions))]
     fault::announce();
     let mut running = HashSet::new();
@@ -471,7 +503,6 @@ pub async fn run(
                 if let Err(e) = check_tenant(&tenant) {
                     tracing::error!(%tenant, error = %e, "writer: the tenant's stream is not stored");
                 } else {
-                    tracing::info!(%tenant, "writer: consuming the tenant's stream");
                     tasks.spawn(tenant_loop(js.clone(), config.clone(), tenant));
                 }
             }
@@ -486,117 +517,171 @@ pub async fn run(
     Ok(())
 }
 
+/// How a tenant's consumer ended without an error.
+enum Ended {
+    /// Another writer holds the tenant's position.
+    Standby,
+}
+
 /// Consumes one tenant's stream forever, reconnecting after failures
-/// (pause 1 s, doubling to 30 s while the failures go on).
+/// (pause 1 s, doubling to 30 s while the failures go on), standing by
+/// while another writer holds it.
 async fn tenant_loop(js: jetstream::Context, config: WriterConfig, tenant: String) {
     const FIRST_PAUSE: Duration = Duration::from_secs(1);
     let mut pause = FIRST_PAUSE;
     let mut failures = 0u32;
+    let mut standing_by = false;
     loop {
         let stored = std::sync::atomic::AtomicBool::new(false);
-        if let Err(e) = consume(&js, &config, &tenant, &stored, failures).await {
-            if stored.load(std::sync::atomic::Ordering::Relaxed) {
-                failures = 0;
-                pause = FIRST_PAUSE;
+        match consume(&js, &config, &tenant, &stored, failures).await {
+            Err(e) => {
+                if stored.load(std::sync::atomic::Ordering::Relaxed) {
+                    failures = 0;
+                    pause = FIRST_PAUSE;
+                }
+                failures += 1;
+                standing_by = false;
+                tracing::warn!(%tenant, error = %e, failures, retry_in = ?pause,
+                    "writer: the tenant's consumer stopped; reconnecting (it resumes after the last committed batch)");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
             }
-            failures += 1;
-            tracing::warn!(%tenant, error = %e, failures, retry_in = ?pause,
-                "writer: the tenant's consumer stopped; reconnecting (events not committed come again after ack_wait)");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(30));
-        } else {
-            tokio::time::sleep(FIRST_PAUSE).await;
+            Ok(Ended::Standby) => {
+                if !standing_by {
+                    tracing::info!(%tenant, "writer: another writer stores this tenant; standing by to take over");
+                    standing_by = true;
+                }
+                tokio::time::sleep(STANDBY_POLL).await;
+            }
         }
     }
 }
 
-/// Runs the tenant's consumer until something fails. `stored` is set once
-/// a batch committed; `failures` is how many attempts failed before this
-/// one (it logs that it stores again).
+/// Runs the tenant's consumer until something fails, or returns at once
+/// when another writer holds the tenant. `stored` is set once a batch
+/// committed; `failures` is how many attempts failed before this one (it
+/// logs that it stores again).
 async fn consume(
     js: &jetstream::Context,
     config: &WriterConfig,
     tenant: &str,
     stored: &std::sync::atomic::AtomicBool,
     failures: u32,
-) -> Result<(), BusError> {
+) -> Result<Ended, BusError> {
     let stream_error = |reason: String| BusError::Stream {
         stream: crate::stream_name(tenant),
         reason,
     };
     let mut pg = connect_postgres(&config.postgres).await?;
+    let Some(mut position) = cursor::claim(&pg, CURSOR_CONSUMER, tenant).await? else {
+        return Ok(Ended::Standby);
+    };
     prepare_tenant(&pg, tenant).await?;
     let statements = Statements::prepare(&pg, tenant).await?;
-    let stream = js
+    let mut stream = js
         .get_stream(crate::stream_name(tenant))
         .await
         .map_err(|e| stream_error(e.to_string()))?;
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(
-            &config.durable,
-            pull::Config {
-                durable_name: Some(config.durable.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_ack_pending: (config.batch * 4) as i64,
-                ..Default::default()
-            },
-        )
+    let info = stream
+        .info()
         .await
-        .map_err(|e| stream_error(format!("consumer {}: {e}", config.durable)))?;
-    // The acks of the batch committed last, still being confirmed.
-    let mut acking: Option<tokio::task::JoinHandle<()>> = None;
+        .map_err(|e| stream_error(e.to_string()))?;
+    let created_ns = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    let state = info.state.clone();
+    if let Some(old) = position.bind(&pg, created_ns).await?
+        && old > 0
+    {
+        tracing::warn!(%tenant, old_position = old,
+            "writer: the tenant's stream was deleted and created again since the writer stored from it; reading the new one from its start (what is stored already is skipped)");
+    }
+    let start = position.stream_seq + 1;
+    if state.messages > 0 && state.first_sequence > start {
+        tracing::error!(%tenant, lost = state.first_sequence - start, from = start, to = state.first_sequence - 1,
+            "writer: JetStream's limits (max_age, max_bytes) removed these messages of the tenant's stream before they were stored; raise the tenant's retention or add writers");
+    }
+    // Ephemeral, unacknowledged, one replica in memory: nothing for the
+    // servers to replicate per delivered message. Any disruption (a lost
+    // heartbeat, the consumer gone with its server, a gap) ends this
+    // attempt, and the next one starts again from the committed position,
+    // checking first that the stream is still the one it counts in.
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            num_replicas: 1,
+            memory_storage: true,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_error(format!("cannot create the writer's consumer: {e}")))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| stream_error(e.to_string()))?;
+    // The consumer sequence of the last message delivered: each next one
+    // must be one more (without acks nothing is delivered twice).
+    let mut delivered = 0u64;
+    tracing::info!(%tenant, from = start, "writer: storing the tenant's stream");
     loop {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(config.batch)
-            .expires(Duration::from_secs(1))
-            .messages()
+        let batch = next_batch(&mut messages, config.batch)
             .await
-            .map_err(|e| stream_error(e.to_string()))?;
-        let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            messages.push(message.map_err(|e| stream_error(e.to_string()))?);
-        }
-        if messages.is_empty() {
-            continue;
-        }
-        let mut rows = Vec::with_capacity(messages.len());
-        for message in &messages {
-            let stream_seq = message
-                .info()
-                .map_err(|e| stream_error(e.to_string()))?
-                .stream_sequence;
+            .map_err(stream_error)?;
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut last = position.stream_seq;
+        for message in &batch {
+            let info = message.info().map_err(|e| stream_error(e.to_string()))?;
+            if info.consumer_sequence != delivered + 1 || info.stream_sequence <= last {
+                return Err(stream_error(format!(
+                    "delivery out of order (consumer sequence {} after {delivered}, stream sequence {} after {last}); starting again from the committed position",
+                    info.consumer_sequence, info.stream_sequence
+                )));
+            }
+            delivered = info.consumer_sequence;
+            let stream_seq = info.stream_sequence;
+            last = stream_seq;
             match Row::of(message, stream_seq) {
                 Some(row) => rows.push(row),
                 None => tracing::warn!(%tenant, subject = %message.subject, stream_seq,
-                    "writer: not an agent's event; acknowledged without storing"),
+                    "writer: not an agent's event; skipped"),
             }
         }
-        store(&mut pg, &statements, &rows).await?;
+        store(&mut pg, &statements, &rows, &mut position, last).await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }
         #[cfg(all(feature = "fault-hooks", debug_assertions))]
         fault::after_commit(tenant).await;
-        // Committed: now (and only now) acknowledged, double acks (the
-        // server confirms each). They are awaited while the next batch is
-        // fetched and inserted, one batch of acks in flight at a time. A
-        // crash before they land redelivers; the inserts then conflict and
-        // store nothing.
-        if let Some(previous) = acking.take() {
-            let _ = previous.await;
-        }
-        let tenant_name = tenant.to_string();
-        acking = Some(tokio::spawn(async move {
-            let acks = messages.iter().map(|m| m.double_ack());
-            for result in futures::future::join_all(acks).await {
-                if let Err(e) = result {
-                    tracing::debug!(tenant = %tenant_name, error = %e, "writer: ack not confirmed; the message comes again and is skipped");
-                }
-            }
-        }));
     }
+}
+
+/// The next batch: at least one message, then what comes within
+/// [`LINGER`], at most `max`.
+async fn next_batch(
+    messages: &mut pull::Stream,
+    max: usize,
+) -> Result<Vec<jetstream::Message>, String> {
+    let ended = || "the consumer ended".to_string();
+    let first = messages
+        .next()
+        .await
+        .ok_or_else(ended)?
+        .map_err(|e| e.to_string())?;
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(message)) => batch.push(message.map_err(|e| e.to_string())?),
+            Ok(None) => return Err(ended()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
 }
 
 /// Faults placed where only a test can put them (feature `fault-hooks`,
@@ -606,29 +691,29 @@ async fn consume(
 pub mod fault {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// Stop between the commit of the N-th batch and its acks.
-    pub const HOLD_ACK_AFTER_COMMIT: &str = "OWLET_FAULT_WRITER_HOLD_ACK_AFTER_COMMIT";
+    /// Stop right after the commit of the N-th batch.
+    pub const HOLD_AFTER_COMMIT: &str = "OWLET_FAULT_WRITER_HOLD_AFTER_COMMIT";
 
     static COMMITS: AtomicU64 = AtomicU64::new(0);
 
     fn hold_after() -> Option<u64> {
-        std::env::var(HOLD_ACK_AFTER_COMMIT).ok()?.parse().ok()
+        std::env::var(HOLD_AFTER_COMMIT).ok()?.parse().ok()
     }
 
     /// Logs that the hook is armed (tests wait for this line, so a binary
     /// built without the hook fails loudly instead of passing vacuously).
     pub fn announce() {
         if let Some(n) = hold_after() {
-            tracing::warn!("fault hook armed: {HOLD_ACK_AFTER_COMMIT}={n}");
+            tracing::warn!("fault hook armed: {HOLD_AFTER_COMMIT}={n}");
         }
     }
 
     /// Never returns once the N-th batch (counted over all tenants) has
-    /// committed: its acks are never sent.
+    /// committed: the writer does nothing more for that tenant.
     pub async fn after_commit(tenant: &str) {
         let Some(n) = hold_after() else { return };
         if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
-            tracing::warn!(%tenant, "fault hook: batch {n} committed; holding its acks until killed");
+            tracing::warn!(%tenant, "fault hook: batch {n} committed; holding here until killed");
             std::future::pending::<()>().await;
         }
     }

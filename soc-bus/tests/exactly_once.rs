@@ -237,14 +237,13 @@ async fn published(n: u64) -> (NatsCluster, Bus, Postgres) {
 }
 
 /// The writer stopped dead (its task dropped, mid-batch) over and over and
-/// started again: redelivered messages conflict and store nothing twice.
+/// started again: each start resumes after the last commit, nothing twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
     const N: u64 = 3000;
     let (_cluster, bus, pg) = published(N).await;
     let admin = pg.client("owlet").await;
     let mut config = WriterConfig::new(pg.conninfo("owlet"));
-    config.ack_wait = Duration::from_secs(2);
     config.batch = 100;
     for round in 0..5 {
         let writer = spawn_writer(&bus, config.clone());
@@ -258,14 +257,14 @@ async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
     writer.abort();
 }
 
-/// A writer that committed part of the stream and died before its acks
-/// landed (the state `tests/tests/scale_faults.rs` reaches with a kill -9
-/// and a fault hook), made deterministic: the first 1,000 events are in
-/// PostgreSQL already, none acknowledged. A writer gets all 3,000: the
-/// stored ones are absorbed (`ON CONFLICT`), the others stored once, and
-/// their ids follow the stream's order (readers use `id` as a cursor).
+/// Events stored while the writer's position is behind them (the cursor
+/// row lost, or restored from an older backup than the events): the first
+/// 1,000 events are in PostgreSQL, the position is at the stream's start.
+/// A writer reads all 3,000: the stored ones are absorbed (`ON CONFLICT`),
+/// the others stored once, and their ids follow the stream's order
+/// (readers use `id` as a cursor).
 #[tokio::test(flavor = "multi_thread")]
-async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
+async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     const N: u64 = 3000;
     const COMMITTED: u64 = 1000;
     let (_cluster, bus, pg) = published(N).await;
@@ -283,15 +282,96 @@ async fn events_committed_but_never_acknowledged_come_again_and_are_absorbed() {
     let writer = spawn_writer(&bus, config);
     let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
     assert_exactly_once("PostgreSQL", &stored, N);
-    let by_id: Vec<i64> = admin
+    assert_contiguous("PostgreSQL, in id order", &seqs_by_id(&admin).await, 1);
+    writer.abort();
+}
+
+/// Two writers on one PostgreSQL: one holds the tenant, the other stands
+/// by; the holder dies mid-stream (its task dropped, its connections with
+/// it) and the standby goes on from the committed position: each event
+/// stored once, in stream order by `id`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_writer_takes_the_tenant_over_when_the_holder_dies() {
+    const N: u64 = 6000;
+    let (_cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    // Published over about 3 s, so the holder dies mid-stream.
+    let publisher = tokio::spawn(async move {
+        for start in (1..=N).step_by(100) {
+            log.append(&events(start..=start + 99)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut config = WriterConfig::new(pg.conninfo("owlet"));
+    config.batch = 100;
+    let holder = spawn_writer(&bus, config.clone());
+    wait_for_rows(&admin, "acme", "fw-1", 1).await;
+    let standby = spawn_writer(&bus, config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The standby reads nothing: one consumer on the stream, the holder's.
+    let consumers = bus
+        .jetstream()
+        .get_stream("OWLET_acme")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .consumer_count;
+    assert_eq!(consumers, 1, "only the holder consumes the tenant's stream");
+    holder.abort();
+    let _ = holder.await;
+    let at_death = stored_seqs(&admin, "acme", "fw-1").await.len() as u64;
+    assert!(at_death < N, "the holder must die mid-stream");
+    publisher.await.unwrap();
+    let stored = wait_for_rows(&admin, "acme", "fw-1", N).await;
+    assert_exactly_once("PostgreSQL", &stored, N);
+    assert_contiguous("PostgreSQL, in id order", &seqs_by_id(&admin).await, 1);
+    standby.abort();
+}
+
+/// The tenant stream deleted and created again (an operator's mistake, or
+/// a cluster rebuilt): its messages are numbered from 1 anew, so the
+/// writer's position in the old stream means nothing. The writer notices
+/// (the stream's creation time) and reads the new stream from its start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_created_again_is_read_from_its_start() {
+    let (cluster, bus, pg) = published(1500).await;
+    let admin = pg.client("owlet").await;
+    let writer = spawn_writer(&bus, WriterConfig::new(pg.conninfo("owlet")));
+    wait_for_rows(&admin, "acme", "fw-1", 1500).await;
+    bus.jetstream().delete_stream("OWLET_acme").await.unwrap();
+    // The new stream's sequences 1..=1000 are below the old position
+    // (1500): a writer that kept it would skip them. (A receiver started
+    // afterwards creates the stream again.)
+    let receiver = Bus::connect(&BusConfig::new(cluster.urls()))
+        .await
+        .unwrap();
+    let mut log = receiver
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    log.append(&events(1501..=2500)).await.unwrap();
+    let stored = wait_for_rows(&admin, "acme", "fw-1", 2500).await;
+    assert_exactly_once("PostgreSQL", &stored, 2500);
+    writer.abort();
+}
+
+/// The tenant's stored seqs in `id` order.
+async fn seqs_by_id(admin: &tokio_postgres::Client) -> Vec<i64> {
+    admin
         .query("SELECT seq FROM tenant_acme.events ORDER BY id", &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    assert_contiguous("PostgreSQL, in id order", &by_id, 1);
-    writer.abort();
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

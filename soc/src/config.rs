@@ -349,12 +349,6 @@ pub struct PostgresSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriterSection {
-    /// The durable consumer's name; writers with the same name share work.
-    #[serde(default = "default_durable")]
-    pub durable: String,
-    /// Redelivery after this long without an ack.
-    #[serde(default = "default_ack_wait", with = "humantime_serde")]
-    pub ack_wait: Duration,
     /// Most events committed in one transaction.
     #[serde(default = "default_batch")]
     pub batch: usize,
@@ -363,19 +357,11 @@ pub struct WriterSection {
 impl Default for WriterSection {
     fn default() -> Self {
         Self {
-            durable: default_durable(),
-            ack_wait: default_ack_wait(),
             batch: default_batch(),
         }
     }
 }
 
-fn default_durable() -> String {
-    "owlet-writer".into()
-}
-fn default_ack_wait() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_batch() -> usize {
     2048
 }
@@ -396,8 +382,6 @@ impl WriterFile {
             connect.push_str(&format!(" password='{password}'"));
         }
         let mut writer = owlet_soc_bus::writer::WriterConfig::new(connect);
-        writer.durable = self.writer.durable.clone();
-        writer.ack_wait = self.writer.ack_wait;
         writer.batch = self.writer.batch;
         Ok(writer)
     }
@@ -452,8 +436,8 @@ pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
                 errors.push(source.error(key, format!("cannot read {}: {e}", path.display())));
             }
         }
-        if config.writer.batch == 0 || config.writer.ack_wait.is_zero() {
-            errors.push(source.error("writer", "batch and ack_wait must be more than 0"));
+        if config.writer.batch == 0 {
+            errors.push(source.error("writer.batch", "must be more than 0"));
         }
         errors
     })

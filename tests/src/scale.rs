@@ -139,8 +139,6 @@ pub struct Scale {
     pub soc: Soc,
     pub dir: PathBuf,
     pub writer_toml: PathBuf,
-    /// Redelivery of what a writer fetched and did not ack.
-    pub ack_wait: Duration,
     admin: RefCell<Option<tokio_postgres::Client>>,
     // Last: the PostgreSQL client's connection task runs on it.
     pub rt: tokio::runtime::Runtime,
@@ -158,15 +156,13 @@ impl Scale {
         let soc = Soc::init();
         let dir = soc.tmp.path().to_path_buf();
         nats_sink(&soc.config, &cluster.urls(), None, sink_extra);
-        let ack_wait = Duration::from_secs(2);
         let writer_toml = dir.join("writer.toml");
         std::fs::write(
             &writer_toml,
             format!(
-                "[nats]\nservers = {:?}\n\n[postgres]\nconnect = \"{}\"\n\n[writer]\nack_wait = \"{}s\"\nbatch = 200\n",
+                "[nats]\nservers = {:?}\n\n[postgres]\nconnect = \"{}\"\n\n[writer]\nbatch = 200\n",
                 cluster.urls(),
                 pg.conninfo("owlet"),
-                ack_wait.as_secs()
             ),
         )
         .unwrap();
@@ -176,7 +172,6 @@ impl Scale {
             soc,
             dir,
             writer_toml,
-            ack_wait,
             admin: RefCell::new(Some(admin)),
             rt,
         }
@@ -256,6 +251,37 @@ impl Scale {
     /// does not exist or the server is away: the connection is made again
     /// on the next call).
     pub fn stored(&self, tenant: &str, agent: &str) -> Vec<i64> {
+        let sql = format!(
+            "SELECT seq FROM {}.events WHERE agent = $1 ORDER BY seq",
+            owlet_soc_bus::writer::schema_of(tenant)
+        );
+        self.query(&sql, &[&agent])
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// The writer's committed position in `tenant`'s stream and the
+    /// highest stream sequence stored in the tenant's `events`: equal
+    /// whenever no transaction is open, since they commit together.
+    pub fn position_and_last_stored(&self, tenant: &str) -> (i64, i64) {
+        let sql = format!(
+            "SELECT (SELECT stream_seq FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2), \
+             (SELECT max(stream_seq) FROM {}.events)",
+            owlet_soc_bus::writer::schema_of(tenant)
+        );
+        let rows = self.query(&sql, &[&owlet_soc_bus::writer::CURSOR_CONSUMER, &tenant]);
+        let row = rows.first().expect("the position query answers");
+        (row.get(0), row.get(1))
+    }
+
+    /// Rows of `sql` as the PostgreSQL superuser; none while the server
+    /// is away (the connection is made again on the next call).
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
         let mut admin = self.admin.borrow_mut();
         if admin.as_ref().is_none_or(|c| c.is_closed()) {
             *admin = self.rt.block_on(async {
@@ -267,14 +293,7 @@ impl Scale {
         let Some(client) = admin.as_ref() else {
             return Vec::new();
         };
-        let sql = format!(
-            "SELECT seq FROM {}.events WHERE agent = $1 ORDER BY seq",
-            owlet_soc_bus::writer::schema_of(tenant)
-        );
-        match self.rt.block_on(client.query(&sql, &[&agent])) {
-            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.rt.block_on(client.query(sql, params)).unwrap_or_default()
     }
 
     /// How many of the agent's events PostgreSQL holds.
@@ -300,7 +319,7 @@ impl Scale {
     /// subject holds its events exactly once, contiguous from its first
     /// sequence number (an agent's numbers start anywhere, and carry its
     /// status events beside the synthetic ones), at least `at_least` of
-    /// them; and PostgreSQL, once the writer caught up and a redelivery
+    /// them; and PostgreSQL, once the writer caught up and a late duplicate
     /// had time to show, holds exactly what the subject holds. Returns the
     /// subject's seqs.
     pub fn assert_exactly_once(&self, tenant: &str, agent: &str, at_least: u64) -> Vec<u64> {
@@ -315,7 +334,7 @@ impl Scale {
         wait_until("every event of the subject in PostgreSQL", DEADLINE, || {
             self.stored_count(tenant, agent) >= on_subject.len() as u64
         });
-        sleep(self.ack_wait + Duration::from_secs(1)); // a redelivery would show now
+        sleep(Duration::from_secs(2)); // a late duplicate would show now
         let in_pg = self.stored(tenant, agent);
         assert_contiguous("PostgreSQL", &in_pg, first);
         assert_eq!(

@@ -7,8 +7,9 @@
 //!
 //! * a receiver killed -9 mid-stream (twice: the agent moves to the other
 //!   receiver, then back to the first one restarted);
-//! * the writer killed -9 between a commit and its acks (a test-only hook
-//!   holds the writer exactly there: soc-bus feature `fault-hooks`);
+//! * the writer killed -9 right after a commit (a test-only hook holds it
+//!   exactly there: soc-bus feature `fault-hooks`), with a second writer
+//!   standing by that takes the tenant over at the committed position;
 //! * PostgreSQL killed and restarted mid-stream: the same writer process
 //!   reconnects by itself and says why in its log;
 //! * an agent offline for longer than the JetStream duplicate window (1 s
@@ -101,19 +102,19 @@ fn a_receiver_killed_mid_stream_loses_and_repeats_nothing() {
 }
 
 #[test]
-fn the_writer_killed_between_commit_and_ack_stores_nothing_twice() {
+fn the_writer_killed_right_after_a_commit_its_standby_resumes_after_that_commit() {
     const N: u64 = 8_000;
-    // The writer stops for good right after its 5th commit, before acking.
+    // The active writer stops for good right after its 5th commit.
     const HOLD_AFTER: &str = "5";
     let scale = Scale::start(&[]);
     let OneReceiver {
         receiver,
-        mut writer,
+        writer: mut active,
         mut agent,
     } = scale.one_receiver(
         RATE,
         N,
-        &[("OWLET_FAULT_WRITER_HOLD_ACK_AFTER_COMMIT", HOLD_AFTER)],
+        &[("OWLET_FAULT_WRITER_HOLD_AFTER_COMMIT", HOLD_AFTER)],
     );
     wait_until(
         "the writer's fault hook to be armed (it is only in an owlet-soc built with soc-bus's \
@@ -121,59 +122,56 @@ fn the_writer_killed_between_commit_and_ack_stores_nothing_twice() {
          through tests/Cargo.toml)",
         DEADLINE,
         || {
-            if let Some(status) = writer.try_wait() {
-                panic!("the writer exited with {status}:\n{}", writer.log());
+            if let Some(status) = active.try_wait() {
+                panic!("the writer exited with {status}:\n{}", active.log());
             }
-            writer.log().contains("fault hook armed")
+            active.log().contains("fault hook armed")
         },
     );
     agent.start();
-
-    wait_until("the writer held between commit and ack", DEADLINE, || {
-        writer.log().contains("holding its acks until killed")
+    wait_until("the writer held right after a commit", DEADLINE, || {
+        active.log().contains("holding here until killed")
     });
-    // The held batch is committed, its acks never sent.
+    // A second writer on the same PostgreSQL: the tenant is held, so it
+    // stands by.
+    let mut standby = scale.writer("standby", &[]);
+    wait_until("the second writer standing by", DEADLINE, || {
+        standby
+            .log()
+            .contains("another writer stores this tenant; standing by")
+    });
     let at_kill = scale.stored_count("acme", "a");
-    assert!(
-        at_kill > 0 && at_kill < N,
-        "{at_kill} events stored when the writer was held: the held batch must be committed, with events still to come"
+    assert_mid_stream(at_kill, N, "the writer's kill");
+    active.kill9();
+    // The position committed with the rows: it points at the last stored
+    // message, so the standby neither skips nor repeats anything.
+    let (position, last_stored) = scale.position_and_last_stored("acme");
+    assert!(position > 0, "no committed position after 5 commits");
+    assert_eq!(
+        position, last_stored,
+        "the committed position and the last stored message differ"
     );
-    writer.kill9();
-    // The committed batch's messages wait for their acks in JetStream.
-    let js = scale.jetstream();
-    let ack_pending = scale.rt.block_on(async {
-        let stream = js
-            .get_stream(owlet_soc_bus::stream_name("acme"))
-            .await
-            .unwrap();
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer("owlet-writer").await.unwrap();
-        consumer.info().await.unwrap().num_ack_pending
+    wait_until("the standby taking the tenant over", DEADLINE, || {
+        standby.log().contains("storing the tenant's stream")
     });
     assert!(
-        ack_pending > 0,
-        "nothing waits for an ack after the kill: the kill did not hit between commit and ack"
+        standby.log().contains(&format!("\"from\":{}", position + 1)),
+        "the standby must resume right after the committed position {position}:\n{}",
+        standby.log()
     );
-    // Its messages come again (ack_wait) to the restarted writer, which
-    // must store none of them twice and go on.
-    writer = scale.writer("writer", &[]);
     wait_stored(
         &scale,
-        "the restarted writer storing",
+        "the standby storing",
         at_kill,
-        &mut [&mut writer],
+        &mut [&mut standby],
     );
     scale.finish(&mut agent, N);
-    // The redelivered batch was absorbed quietly (ON CONFLICT DO NOTHING),
-    // not refused by the unique key and retried until it expired. (A
-    // consumer restart for another reason, such as JetStream's 503 while
-    // the consumer's leader settles after the kill, is not this failure.)
     assert!(
-        !writer.log().contains("violates unique constraint"),
-        "the restarted writer failed on the redelivered batch:\n{}",
-        writer.log()
+        !standby.log().contains("violates unique constraint"),
+        "the standby met rows stored already:\n{}",
+        standby.log()
     );
-    drop((receiver, writer));
+    drop((receiver, standby));
 }
 
 #[test]

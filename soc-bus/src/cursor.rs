@@ -1,0 +1,155 @@
+//! Where a bus consumer stands in a tenant's stream, kept in PostgreSQL
+//! beside what the consumer wrote, and which process may move it.
+//!
+//! Table `owlet_bus.cursors`: one row per (consumer, tenant) — the stream
+//! sequence of the last message of the tenant's stream the consumer
+//! committed, when that stream was created (a stream deleted and created
+//! again numbers its messages from 1 anew: a position in the old one means
+//! nothing there), and the row's `id`, the key of its lock.
+//!
+//! Guarantees:
+//! * **Moved with the data.** [`Claim::advance`] runs inside the caller's
+//!   transaction, so what a batch wrote and the position after it commit
+//!   together or not at all. A consumer killed at any point resumes right
+//!   after what it committed: no acknowledgement can be lost or come late,
+//!   because there is none (JetStream's side is an ordered consumer without
+//!   acks, single replica, in memory: nothing for the servers to replicate
+//!   per message).
+//! * **One holder at a time.** [`claim`] takes a session-level advisory
+//!   lock on the row's `id` on the connection that then writes. Another
+//!   process running the same consumer stands by; when the holder's
+//!   connection ends (killed, host gone, network cut), PostgreSQL drops
+//!   the lock and a standby takes over at the committed position. A lock
+//!   key is a row's own `id`, never a hash of a name, so two tenants never
+//!   share one.
+//! * **The writer's own.** The schema grants nothing to PUBLIC, so no
+//!   tenant role reads it.
+
+use tokio_postgres::Client;
+
+use crate::BusError;
+use crate::writer::pg_error;
+
+/// The first key of every owlet advisory lock ("owlt"), so the second,
+/// the cursor row's `id`, cannot meet another application's locks.
+const LOCK_CLASS: i32 = 0x6f77_6c74;
+
+const DDL: &str = "CREATE SCHEMA IF NOT EXISTS owlet_bus;
+REVOKE ALL ON SCHEMA owlet_bus FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS owlet_bus.cursors (
+  id integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+  consumer text NOT NULL,
+  tenant text NOT NULL,
+  stream_seq bigint NOT NULL DEFAULT 0,
+  stream_created_ns bigint,
+  PRIMARY KEY (consumer, tenant)
+);
+REVOKE ALL ON owlet_bus.cursors FROM PUBLIC;";
+
+/// Creates the cursor table (idempotent). Run once per process before its
+/// consumers start: concurrent `CREATE … IF NOT EXISTS` of one object can
+/// fail in PostgreSQL.
+pub async fn prepare(pg: &Client) -> Result<(), BusError> {
+    pg.batch_execute(DDL).await.map_err(pg_error)
+}
+
+/// The consumer's position in one tenant stream, held by this connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    id: i32,
+    /// The stream sequence of the last message committed (0: none yet).
+    pub stream_seq: u64,
+    /// The creation time (ns since the epoch) of the stream `stream_seq`
+    /// counts in; `None` before the first [`Claim::bind`].
+    stream_created_ns: Option<i64>,
+}
+
+/// Takes the position of `consumer` in `tenant`'s stream for the session
+/// of `pg`, creating it at 0 the first time; `None` when another session
+/// holds it. The lock lasts as long as the connection.
+pub async fn claim(pg: &Client, consumer: &str, tenant: &str) -> Result<Option<Claim>, BusError> {
+    pg.execute(
+        "INSERT INTO owlet_bus.cursors (consumer, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&consumer, &tenant],
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = pg
+        .query_one(
+            "SELECT id FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2",
+            &[&consumer, &tenant],
+        )
+        .await
+        .map_err(pg_error)?;
+    let id: i32 = row.get(0);
+    let locked: bool = pg
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &id])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    // Read under the lock: the last holder's final commit is visible.
+    let row = pg
+        .query_one(
+            "SELECT stream_seq, stream_created_ns FROM owlet_bus.cursors WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?;
+    let stream_seq: i64 = row.get(0);
+    Ok(Some(Claim {
+        id,
+        stream_seq: u64::try_from(stream_seq).unwrap_or(0),
+        stream_created_ns: row.get(1),
+    }))
+}
+
+impl Claim {
+    /// Moves the position to `stream_seq` inside `tx`: it commits with the
+    /// rows written in the same transaction, or not at all.
+    pub async fn advance(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        stream_seq: u64,
+    ) -> Result<(), BusError> {
+        let to = i64::try_from(stream_seq)
+            .map_err(|_| BusError::Other(format!("stream sequence {stream_seq} out of range")))?;
+        let moved = tx
+            .execute(
+                "UPDATE owlet_bus.cursors SET stream_seq = $2 WHERE id = $1",
+                &[&self.id, &to],
+            )
+            .await
+            .map_err(pg_error)?;
+        if moved != 1 {
+            return Err(BusError::Other(format!(
+                "the cursor row {} is gone from owlet_bus.cursors (dropped by hand?)",
+                self.id
+            )));
+        }
+        self.stream_seq = stream_seq;
+        Ok(())
+    }
+
+    /// Ties the position to the stream created at `created_ns` (ns since
+    /// the epoch). When it counted in another stream of the same name (one
+    /// deleted since), it starts over at 0 and this returns the old
+    /// position.
+    pub async fn bind(&mut self, pg: &Client, created_ns: i64) -> Result<Option<u64>, BusError> {
+        if self.stream_created_ns == Some(created_ns) {
+            return Ok(None);
+        }
+        let old = self.stream_created_ns.map(|_| self.stream_seq);
+        pg.execute(
+            "UPDATE owlet_bus.cursors SET stream_seq = 0, stream_created_ns = $2 WHERE id = $1",
+            &[&self.id, &created_ns],
+        )
+        .await
+        .map_err(pg_error)?;
+        self.stream_seq = 0;
+        self.stream_created_ns = Some(created_ns);
+        Ok(old)
+    }
+}
