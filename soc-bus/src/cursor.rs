@@ -1,16 +1,18 @@
-//! Where a bus consumer stands in a tenant's stream, kept in PostgreSQL
-//! beside what the consumer wrote, and which process may move it.
+//! Where a consumer of the scaled-out SOC stands in a tenant's events,
+//! kept in PostgreSQL, and which process may move it.
 //!
-//! Table `owlet_bus.cursors`: one row per (consumer, tenant) — the stream
-//! sequence of the last message of the tenant's stream the consumer
-//! committed, when that stream was created (a stream deleted and created
-//! again numbers its messages from 1 anew: a position in the old one means
-//! nothing there), and the row's `id`, the key of its lock.
+//! Table `owlet_bus.cursors`: one row per (consumer, tenant) — its
+//! `position` (the writer: the stream sequence of the last message of the
+//! tenant's stream it committed; a reader of the stored events: the last
+//! `id` it has dealt with), for a stream's consumer when that stream was
+//! created (a stream deleted and created again numbers its messages from 1
+//! anew: a position in the old one means nothing there), and the row's
+//! `id`, the key of its lock.
 //!
 //! Guarantees:
 //! * **Moved with the data.** [`Claim::advance`] runs inside the caller's
-//!   transaction, so what a batch wrote and the position after it commit
-//!   together or not at all. A consumer killed at any point resumes right
+//!   transaction, so what a batch wrote (the writer's rows, a notifier's
+//!   record) and the position after it commit together or not at all. A consumer killed at any point resumes right
 //!   after what it committed: no acknowledgement can be lost or come late,
 //!   because there is none (JetStream's side is an ordered consumer without
 //!   acks, single replica, in memory: nothing for the servers to replicate
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS owlet_bus.cursors (
   id integer GENERATED ALWAYS AS IDENTITY UNIQUE,
   consumer text NOT NULL,
   tenant text NOT NULL,
-  stream_seq bigint NOT NULL DEFAULT 0,
+  position bigint NOT NULL DEFAULT 0,
   stream_created_ns bigint,
   PRIMARY KEY (consumer, tenant)
 );
@@ -57,9 +59,9 @@ pub async fn prepare(pg: &Client) -> Result<(), BusError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Claim {
     id: i32,
-    /// The stream sequence of the last message committed (0: none yet).
-    pub stream_seq: u64,
-    /// The creation time (ns since the epoch) of the stream `stream_seq`
+    /// What the holder committed last (0: nothing yet).
+    pub position: u64,
+    /// The creation time (ns since the epoch) of the stream `position`
     /// counts in; `None` before the first [`Claim::bind`].
     stream_created_ns: Option<i64>,
 }
@@ -93,32 +95,32 @@ pub async fn claim(pg: &Client, consumer: &str, tenant: &str) -> Result<Option<C
     // Read under the lock: the last holder's final commit is visible.
     let row = pg
         .query_one(
-            "SELECT stream_seq, stream_created_ns FROM owlet_bus.cursors WHERE id = $1",
+            "SELECT position, stream_created_ns FROM owlet_bus.cursors WHERE id = $1",
             &[&id],
         )
         .await
         .map_err(pg_error)?;
-    let stream_seq: i64 = row.get(0);
+    let position: i64 = row.get(0);
     Ok(Some(Claim {
         id,
-        stream_seq: u64::try_from(stream_seq).unwrap_or(0),
+        position: u64::try_from(position).unwrap_or(0),
         stream_created_ns: row.get(1),
     }))
 }
 
 impl Claim {
-    /// Moves the position to `stream_seq` inside `tx`: it commits with the
-    /// rows written in the same transaction, or not at all.
+    /// Moves the position to `to` inside `tx`: it commits with what the
+    /// transaction wrote, or not at all.
     pub async fn advance(
         &mut self,
         tx: &tokio_postgres::Transaction<'_>,
-        stream_seq: u64,
+        position: u64,
     ) -> Result<(), BusError> {
-        let to = i64::try_from(stream_seq)
-            .map_err(|_| BusError::Other(format!("stream sequence {stream_seq} out of range")))?;
+        let to = i64::try_from(position)
+            .map_err(|_| BusError::Other(format!("position {position} out of range")))?;
         let moved = tx
             .execute(
-                "UPDATE owlet_bus.cursors SET stream_seq = $2 WHERE id = $1",
+                "UPDATE owlet_bus.cursors SET position = $2 WHERE id = $1",
                 &[&self.id, &to],
             )
             .await
@@ -129,26 +131,26 @@ impl Claim {
                 self.id
             )));
         }
-        self.stream_seq = stream_seq;
+        self.position = position;
         Ok(())
     }
 
-    /// Ties the position to the stream created at `created_ns` (ns since
-    /// the epoch). When it counted in another stream of the same name (one
-    /// deleted since), it starts over at 0 and this returns the old
-    /// position.
+    /// For a stream's consumer: ties the position to the stream created at
+    /// `created_ns` (ns since the epoch). When it counted in another stream
+    /// of the same name (one deleted since), it starts over at 0 and this
+    /// returns the old position.
     pub async fn bind(&mut self, pg: &Client, created_ns: i64) -> Result<Option<u64>, BusError> {
         if self.stream_created_ns == Some(created_ns) {
             return Ok(None);
         }
-        let old = self.stream_created_ns.map(|_| self.stream_seq);
+        let old = self.stream_created_ns.map(|_| self.position);
         pg.execute(
-            "UPDATE owlet_bus.cursors SET stream_seq = 0, stream_created_ns = $2 WHERE id = $1",
+            "UPDATE owlet_bus.cursors SET position = 0, stream_created_ns = $2 WHERE id = $1",
             &[&self.id, &created_ns],
         )
         .await
         .map_err(pg_error)?;
-        self.stream_seq = 0;
+        self.position = 0;
         self.stream_created_ns = Some(created_ns);
         Ok(old)
     }

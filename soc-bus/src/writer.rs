@@ -390,14 +390,14 @@ impl ToSql for Cell<'_> {
     to_sql_checked!();
 }
 
-/// Stores `rows` and moves `position` to `last` (the batch's last stream
-/// sequence) in one transaction: COPY into staging, the move into
-/// `events`, the cursor. Returns when the transaction committed.
+/// Stores `rows` and moves the tenant's position to `last` (the batch's
+/// last stream sequence) in one transaction: COPY into staging, the move
+/// into `events`, the cursor. Returns when the transaction committed.
 async fn store(
     pg: &mut tokio_postgres::Client,
     statements: &Statements,
     rows: &[Row],
-    position: &mut Claim,
+    claim: &mut Claim,
     last: u64,
 ) -> Result<(), BusError> {
     let tx = pg.transaction().await.map_err(pg_error)?;
@@ -411,10 +411,10 @@ async fn store(
     }
     copy.finish().await.map_err(pg_error)?;
     tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
-    let before = position.stream_seq;
-    position.advance(&tx, last).await?;
+    let before = claim.position;
+    claim.advance(&tx, last).await?;
     tx.commit().await.map_err(|e| {
-        position.stream_seq = before;
+        claim.position = before;
         pg_error(e)
     })
 }
@@ -573,7 +573,7 @@ async fn consume(
         reason,
     };
     let mut pg = connect_postgres(&config.postgres).await?;
-    let Some(mut position) = cursor::claim(&pg, CURSOR_CONSUMER, tenant).await? else {
+    let Some(mut claim) = cursor::claim(&pg, CURSOR_CONSUMER, tenant).await? else {
         return Ok(Ended::Standby);
     };
     prepare_tenant(&pg, tenant).await?;
@@ -588,13 +588,13 @@ async fn consume(
         .map_err(|e| stream_error(e.to_string()))?;
     let created_ns = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
     let state = info.state.clone();
-    if let Some(old) = position.bind(&pg, created_ns).await?
+    if let Some(old) = claim.bind(&pg, created_ns).await?
         && old > 0
     {
         tracing::warn!(%tenant, old_position = old,
             "writer: the tenant's stream was deleted and created again since the writer stored from it; reading the new one from its start (what is stored already is skipped)");
     }
-    let start = position.stream_seq + 1;
+    let start = claim.position + 1;
     if state.messages > 0 && state.first_sequence > start {
         tracing::error!(%tenant, lost = state.first_sequence - start, from = start, to = state.first_sequence - 1,
             "writer: JetStream's limits (max_age, max_bytes) removed these messages of the tenant's stream before they were stored; raise the tenant's retention or add writers");
@@ -633,7 +633,7 @@ async fn consume(
             .await
             .map_err(stream_error)?;
         let mut rows = Vec::with_capacity(batch.len());
-        let mut last = position.stream_seq;
+        let mut last = claim.position;
         for message in &batch {
             let info = message.info().map_err(|e| stream_error(e.to_string()))?;
             if info.consumer_sequence != delivered + 1 || info.stream_sequence <= last {
@@ -651,7 +651,7 @@ async fn consume(
                     "writer: not an agent's event; skipped"),
             }
         }
-        store(&mut pg, &statements, &rows, &mut position, last).await?;
+        store(&mut pg, &statements, &rows, &mut claim, last).await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }

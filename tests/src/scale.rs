@@ -266,7 +266,7 @@ impl Scale {
     /// whenever no transaction is open, since they commit together.
     pub fn position_and_last_stored(&self, tenant: &str) -> (i64, i64) {
         let sql = format!(
-            "SELECT (SELECT stream_seq FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2), \
+            "SELECT (SELECT position FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2), \
              (SELECT max(stream_seq) FROM {}.events)",
             owlet_soc_bus::writer::schema_of(tenant)
         );
