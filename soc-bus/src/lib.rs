@@ -30,12 +30,13 @@
 //!   only with JetStream's publish ack (a quorum of the stream's replicas
 //!   has the message).
 //! * **Exactly once in PostgreSQL.** The writer reads each tenant stream
-//!   with an ordered consumer (no acks) from the position it keeps in
+//!   through a consumer without acks from the position it keeps in
 //!   PostgreSQL ([`cursor`]), and moves that position in the transaction
-//!   that stores the batch (`COPY` into a staging table, then `ON CONFLICT
-//!   (agent, seq) DO NOTHING` into `events`): a writer killed anywhere
+//!   that stores the batch (`COPY` into a staging table, then into
+//!   `events` what is above its agent's mark): a writer killed anywhere
 //!   resumes right after its last commit. One writer holds a tenant at a
-//!   time; others stand by.
+//!   time; others stand by. Retention drops whole day partitions
+//!   ([`partitions`]).
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
 //!   readable only by that tenant's role; a tenant name PostgreSQL would cut
 //!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
@@ -45,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod partitions;
 pub mod publish;
 pub mod writer;
 

@@ -449,6 +449,16 @@ pub async fn stored_seqs(pg: &tokio_postgres::Client, tenant: &str, agent: &str)
     }
 }
 
+/// The first column (`bigint`) of every row `sql` returns.
+pub async fn ints(pg: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    pg.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Panics unless `seqs` is exactly `1..=n`, naming the first duplicate or gap.
 pub fn assert_exactly_once<T: Copy + Into<i128> + std::fmt::Debug>(what: &str, seqs: &[T], n: u64) {
     assert_contiguous(what, seqs, 1);

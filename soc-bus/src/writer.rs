@@ -3,26 +3,29 @@
 //! transaction per batch that stores the events and moves the position.
 //!
 //! PostgreSQL layout, per tenant (created by the writer, idempotently):
-//! * schema `tenant_<tenant>`, table `events`: `agent`, `seq`,
-//!   `stream_seq`, `received_us`, the typed columns of
+//! * schema `tenant_<tenant>`, table `events`: `id` (the readers' cursor),
+//!   `agent`, `seq`, `stream_seq`, `received_us`, the typed columns of
 //!   [`owlet_soc_store::Columns`] (same names and meaning as in
 //!   `soc-store/SCHEMA.md`), `body bytea` (the `owlet.v1.Event` protobuf);
-//!   `UNIQUE (agent, seq)`;
+//!   partitioned by day of `received_us` ([`crate::partitions`]: retention
+//!   drops whole days); indexes on `id` and `time_us`;
+//! * table `marks`: per agent, the highest `seq` stored;
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
-//!   a password): USAGE on its schema and SELECT on its table only. Nothing
-//!   is granted to PUBLIC, so no tenant's role can read another's schema.
+//!   a password): USAGE on its schema and SELECT on its tables only.
+//!   Nothing is granted to PUBLIC, so no tenant's role can read another's
+//!   schema.
 //! * the writer's position in each tenant stream: [`crate::cursor`]
 //!   (schema `owlet_bus`, the writer's own).
 //!
 //! How a batch is stored (one transaction, on the tenant's own connection):
 //! the messages are written with `COPY … FROM STDIN (FORMAT binary)` into
 //! `pg_temp.owlet_staging` (a session-local `TEMP` table with the columns
-//! of `events` but `id`, emptied at every commit), moved with one `INSERT
-//! INTO events … SELECT … FROM owlet_staging ORDER BY stream_seq ON
-//! CONFLICT (agent, seq) DO NOTHING`, and the tenant's cursor is set to
-//! the batch's last stream sequence. A batch is what the consumer has
-//! delivered, up to [`WriterConfig::batch`] messages or [`LINGER`] after
-//! the first, whichever comes first.
+//! of `events` but `id`, emptied at every commit); one statement moves
+//! into `events`, in stream order, the rows above their agent's mark and
+//! raises the marks; the tenant's cursor is set to the batch's last stream
+//! sequence. A batch is what the consumer has delivered, up to
+//! [`WriterConfig::batch`] messages or [`LINGER`] after the first,
+//! whichever comes first.
 //!
 //! Guarantees:
 //! * **Exactly once.** The position moves in the transaction that stores
@@ -31,11 +34,14 @@
 //!   the double acks of a durable consumer: the same guarantee without a
 //!   window between commit and ack, and without the JetStream cluster
 //!   replicating an ack per event, which cost it more CPU than storing
-//!   the event; see bench/RESULTS.md.) `ON CONFLICT (agent, seq) DO
-//!   NOTHING` still absorbs whatever comes twice anyway: a position set
-//!   back by a database restore, or a tenant stream deleted and created
-//!   again (its sequences start over, and the writer reads it from its
-//!   start).
+//!   the event; see bench/RESULTS.md.) The agents' marks, raised in the
+//!   same transaction, still drop whatever comes twice anyway: a position
+//!   set back by a database restore, or a tenant stream deleted and
+//!   created again (its sequences start over, and the writer reads it
+//!   from its start). An agent's events are on its subject once each, in
+//!   ascending order (the receivers' guarantee), so "at or below the mark"
+//!   is exactly "stored already"; a unique index on (agent, seq) is not
+//!   needed, which a table partitioned by day could not enforce anyway.
 //! * **One writer per tenant, any number of standbys.** The tenant's
 //!   position is held by one connection at a time ([`crate::cursor`]).
 //!   Writers on the same PostgreSQL split the tenants between them; when
@@ -57,6 +63,8 @@
 //!   and logs once when it stores again.
 //!
 //! It never decides what is a duplicate by anything but (agent, seq).
+//! Retention: [`crate::partitions`], every [`RETENTION_EVERY`] and when a
+//! tenant's consumer starts.
 //!
 //! Test builds only (feature `fault-hooks` and debug assertions, so never a
 //! release binary): `OWLET_FAULT_WRITER_HOLD_AFTER_COMMIT=N` makes the
@@ -79,6 +87,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 pub use tokio_postgres::Config as PgConfig;
 
 use crate::cursor::{self, Claim};
+use crate::partitions;
 use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 
 /// How the writer consumes.
@@ -109,11 +118,14 @@ pub const LINGER: Duration = Duration::from_millis(5);
 /// half are delivered, so a batch rarely waits for the server).
 const PULL_BATCH: usize = 1000;
 
+/// How often the tenant's retention is applied to its partitions.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
 /// How often a standby writer tries to take over a tenant another writer
 /// holds.
 pub const STANDBY_POLL: Duration = Duration::from_secs(3);
 
-const SCHEMA_PREFIX: &str = "tenant_";
+pub(crate) const SCHEMA_PREFIX: &str = "tenant_";
 const ROLE_PREFIX: &str = "owlet_tenant_";
 
 /// PostgreSQL's longest identifier in bytes (`NAMEDATALEN` - 1). It cuts
@@ -204,19 +216,23 @@ fn ddl(tenant: &str) -> String {
         "CREATE SCHEMA IF NOT EXISTS {schema};
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS {schema}.events (
-  id bigserial PRIMARY KEY,
+  id bigserial NOT NULL,
   agent text NOT NULL,
   seq bigint NOT NULL,
   stream_seq bigint NOT NULL,
   received_us bigint NOT NULL,
-{columns}  body bytea NOT NULL,
-  UNIQUE (agent, seq)
-);
+{columns}  body bytea NOT NULL
+) PARTITION BY RANGE (received_us);
+CREATE INDEX IF NOT EXISTS events_id ON {schema}.events (id);
 CREATE INDEX IF NOT EXISTS events_time ON {schema}.events (time_us);
-REVOKE ALL ON {schema}.events FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.marks (
+  agent text PRIMARY KEY,
+  seq bigint NOT NULL
+);
+REVOKE ALL ON {schema}.events, {schema}.marks FROM PUBLIC;
 DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.events TO {role};"
+GRANT SELECT ON {schema}.events, {schema}.marks TO {role};"
     )
 }
 
@@ -257,13 +273,25 @@ fn copy_sql() -> String {
     )
 }
 
-/// Moves the staged batch into `events`: in stream order, and whatever is
-/// stored already (a redelivery) is skipped.
+/// Moves the staged batch into `events`, in stream order, but for what
+/// is at or below its agent's mark (stored already: an agent's events come
+/// on its subject in ascending order, so the mark is an exact test), and
+/// raises the marks.
 fn move_sql(tenant: &str) -> String {
+    let schema = schema_of(tenant);
     let columns = staged_columns().join(", ");
     format!(
-        "INSERT INTO {}.events ({columns}) SELECT {columns} FROM {STAGING} ORDER BY stream_seq ON CONFLICT (agent, seq) DO NOTHING",
-        schema_of(tenant)
+        "WITH fresh AS (
+  SELECT DISTINCT ON (s.agent, s.seq) s.* FROM {STAGING} s
+    LEFT JOIN {schema}.marks m ON m.agent = s.agent
+   WHERE s.seq > coalesce(m.seq, 0)
+   ORDER BY s.agent, s.seq
+), stored AS (
+  INSERT INTO {schema}.events ({columns}) SELECT {columns} FROM fresh ORDER BY stream_seq
+  RETURNING agent, seq
+)
+INSERT INTO {schema}.marks AS mark (agent, seq) SELECT agent, max(seq) FROM stored GROUP BY agent
+ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(mark.seq, excluded.seq)"
     )
 }
 
@@ -300,8 +328,8 @@ struct Row {
 
 impl Row {
     /// One message as a row; `None` when it is not an agent's sequenced
-    /// event (acknowledged and skipped, with a warning).
-    fn of(message: &jetstream::Message, stream_seq: u64) -> Option<Self> {
+    /// event (skipped, with a warning).
+    fn of(message: &jetstream::Message, stream_seq: u64, received_us: i64) -> Option<Self> {
         let agent = agent_of(message.subject.as_str())?;
         let event = owlet_proto::v1::Event::decode(message.payload.clone()).ok()?;
         let seq = message
@@ -311,9 +339,6 @@ impl Row {
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(event.seq);
         let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
-        let received_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
         Some(Self {
             agent,
             seq,
@@ -628,10 +653,23 @@ async fn consume(
     // must be one more (without acks nothing is delivered twice).
     let mut delivered = 0u64;
     tracing::info!(%tenant, from = start, "writer: storing the tenant's stream");
+    let mut days = partitions::Days::default();
+    let mut retention_due = tokio::time::Instant::now();
     loop {
-        let batch = next_batch(&mut messages, config.batch)
+        if tokio::time::Instant::now() >= retention_due {
+            let policy = stream_policy(&mut stream).await.map_err(stream_error)?;
+            partitions::retain(&pg, tenant, policy, std::time::SystemTime::now(), &mut days)
+                .await?;
+            retention_due = tokio::time::Instant::now() + RETENTION_EVERY;
+        }
+        let batch = next_batch(&mut messages, config.batch, retention_due)
             .await
             .map_err(stream_error)?;
+        if batch.is_empty() {
+            continue;
+        }
+        let received_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
+        days.ensure(&pg, tenant, received_us).await?;
         let mut rows = Vec::with_capacity(batch.len());
         let mut last = claim.position;
         for message in &batch {
@@ -645,7 +683,7 @@ async fn consume(
             delivered = info.consumer_sequence;
             let stream_seq = info.stream_sequence;
             last = stream_seq;
-            match Row::of(message, stream_seq) {
+            match Row::of(message, stream_seq, received_us) {
                 Some(row) => rows.push(row),
                 None => tracing::warn!(%tenant, subject = %message.subject, stream_seq,
                     "writer: not an agent's event; skipped"),
@@ -660,18 +698,30 @@ async fn consume(
     }
 }
 
-/// The next batch: at least one message, then what comes within
-/// [`LINGER`], at most `max`.
+/// The tenant's retention as its stream has it (the receivers set the
+/// stream's limits from the tenant's settings).
+async fn stream_policy(
+    stream: &mut jetstream::stream::Stream,
+) -> Result<owlet_soc_store::Policy, String> {
+    let config = &stream.info().await.map_err(|e| e.to_string())?.config;
+    Ok(owlet_soc_store::Policy {
+        max_age: Some(config.max_age).filter(|age| !age.is_zero()),
+        max_bytes: u64::try_from(config.max_bytes).ok(),
+    })
+}
+
+/// The next batch: the first message, then what comes within [`LINGER`],
+/// at most `max`; empty when no message came before `until`.
 async fn next_batch(
     messages: &mut pull::Stream,
     max: usize,
+    until: tokio::time::Instant,
 ) -> Result<Vec<jetstream::Message>, String> {
     let ended = || "the consumer ended".to_string();
-    let first = messages
-        .next()
-        .await
-        .ok_or_else(ended)?
-        .map_err(|e| e.to_string())?;
+    let first = match tokio::time::timeout_at(until, messages.next()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(first) => first.ok_or_else(ended)?.map_err(|e| e.to_string())?,
+    };
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + LINGER;
     while batch.len() < max {
@@ -756,7 +806,7 @@ mod tests {
                 assert!(fits, "{name}: {value:?} does not fit its PostgreSQL type");
             }
         }
-        assert!(move_sql("a").contains("ON CONFLICT (agent, seq) DO NOTHING"));
+        assert!(move_sql("a").contains("WHERE s.seq > coalesce(m.seq, 0)"));
         assert_eq!(staged_columns().len(), staged_types().len());
         assert!(ddl("a.b").contains("\"tenant_a.b\".events"));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use owlet_soc_bus::testkit::{
-    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, stored_seqs, subject_seqs,
+    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, ints, stored_seqs, subject_seqs,
 };
 use owlet_soc_bus::writer::{MAX_TENANT_BYTES, WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
@@ -259,10 +259,10 @@ async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
 
 /// Events stored while the writer's position is behind them (the cursor
 /// row lost, or restored from an older backup than the events): the first
-/// 1,000 events are in PostgreSQL, the position is at the stream's start.
-/// A writer reads all 3,000: the stored ones are absorbed (`ON CONFLICT`),
-/// the others stored once, and their ids follow the stream's order
-/// (readers use `id` as a cursor).
+/// 1,000 events and their agent's mark are in PostgreSQL, the position is
+/// at the stream's start. A writer reads all 3,000: the stored ones are
+/// dropped by the mark, the others stored once, and their ids follow the
+/// stream's order (readers use `id` as a cursor).
 #[tokio::test(flavor = "multi_thread")]
 async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     const N: u64 = 3000;
@@ -270,10 +270,16 @@ async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     let (_cluster, bus, pg) = published(N).await;
     let admin = pg.client("owlet").await;
     prepare_tenant(&admin, "acme").await.unwrap();
+    let now_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
+    owlet_soc_bus::partitions::Days::default()
+        .ensure(&admin, "acme", now_us)
+        .await
+        .unwrap();
     admin
         .batch_execute(&format!(
             "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)
-             SELECT 'fw-1', s, s, 0, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s"
+             SELECT 'fw-1', s, s, {now_us}, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s;
+             INSERT INTO tenant_acme.marks VALUES ('fw-1', {COMMITTED})"
         ))
         .await
         .unwrap();
@@ -350,9 +356,7 @@ async fn a_stream_created_again_is_read_from_its_start() {
     // The new stream's sequences 1..=1000 are below the old position
     // (1500): a writer that kept it would skip them. (A receiver started
     // afterwards creates the stream again.)
-    let receiver = Bus::connect(&BusConfig::new(cluster.urls()))
-        .await
-        .unwrap();
+    let receiver = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
     let mut log = receiver
         .agent("acme", "fw-1", Retention::default())
         .await
@@ -365,13 +369,7 @@ async fn a_stream_created_again_is_read_from_its_start() {
 
 /// The tenant's stored seqs in `id` order.
 async fn seqs_by_id(admin: &tokio_postgres::Client) -> Vec<i64> {
-    admin
-        .query("SELECT seq FROM tenant_acme.events ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    ints(admin, "SELECT seq FROM tenant_acme.events ORDER BY id").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,6 +380,9 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
     prepare_tenant(&admin, "b").await.unwrap();
     // Idempotent: a second writer (or a restart) prepares again.
     prepare_tenant(&admin, "b").await.unwrap();
+    owlet_soc_bus::partitions::create_day(&admin, "b", 0)
+        .await
+        .unwrap();
     admin
         .batch_execute(
             "INSERT INTO tenant_b.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00');
@@ -400,6 +401,9 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
     for sql in [
         "SELECT * FROM tenant_b.events",
         "SELECT count(*) FROM tenant_b.events",
+        // The day partition itself, and the agents' marks.
+        "SELECT * FROM tenant_b.events_19700101",
+        "SELECT * FROM tenant_b.marks",
         "INSERT INTO tenant_a.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00')",
     ] {
         let e = a.query(sql, &[]).await.unwrap_err();
