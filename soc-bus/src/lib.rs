@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod liveness;
 pub mod partitions;
 pub mod publish;
 pub mod writer;

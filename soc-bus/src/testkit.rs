@@ -440,7 +440,7 @@ pub async fn subject_seqs(
 /// The agent's `seq`s stored in the tenant's PostgreSQL table, ascending.
 pub async fn stored_seqs(pg: &tokio_postgres::Client, tenant: &str, agent: &str) -> Vec<i64> {
     let sql = format!(
-        "SELECT seq FROM {}.events WHERE agent = $1 ORDER BY seq",
+        "SELECT seq FROM {}.events WHERE agent = $1 AND seq IS NOT NULL ORDER BY seq",
         crate::writer::schema_of(tenant)
     );
     match pg.query(&sql, &[&agent]).await {

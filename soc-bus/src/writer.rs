@@ -9,7 +9,8 @@
 //!   `soc-store/SCHEMA.md`), `body bytea` (the `owlet.v1.Event` protobuf);
 //!   partitioned by day of `received_us` ([`crate::partitions`]: retention
 //!   drops whole days); indexes on `id` and `time_us`;
-//! * table `marks`: per agent, the highest `seq` stored;
+//! * table `agents`: per agent, its mark (the highest `seq` stored) and
+//!   its liveness ([`crate::liveness`]);
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
 //!   a password): USAGE on its schema and SELECT on its tables only.
 //!   Nothing is granted to PUBLIC, so no tenant's role can read another's
@@ -87,6 +88,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 pub use tokio_postgres::Config as PgConfig;
 
 use crate::cursor::{self, Claim};
+use crate::liveness::{self, LivenessConfig};
 use crate::partitions;
 use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 
@@ -97,6 +99,8 @@ pub struct WriterConfig {
     pub postgres: String,
     /// Most messages committed in one transaction.
     pub batch: usize,
+    /// When agents are judged silent ([`liveness`]).
+    pub liveness: LivenessConfig,
 }
 
 impl WriterConfig {
@@ -104,6 +108,7 @@ impl WriterConfig {
         Self {
             postgres: postgres.into(),
             batch: 2048,
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -218,21 +223,25 @@ REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS {schema}.events (
   id bigserial NOT NULL,
   agent text NOT NULL,
-  seq bigint NOT NULL,
-  stream_seq bigint NOT NULL,
+  seq bigint,
+  stream_seq bigint,
   received_us bigint NOT NULL,
 {columns}  body bytea NOT NULL
 ) PARTITION BY RANGE (received_us);
 CREATE INDEX IF NOT EXISTS events_id ON {schema}.events (id);
 CREATE INDEX IF NOT EXISTS events_time ON {schema}.events (time_us);
-CREATE TABLE IF NOT EXISTS {schema}.marks (
+CREATE TABLE IF NOT EXISTS {schema}.agents (
   agent text PRIMARY KEY,
-  seq bigint NOT NULL
+  seq bigint NOT NULL,
+  first_seen_us bigint NOT NULL,
+  last_heartbeat_us bigint,
+  stopping boolean NOT NULL DEFAULT false,
+  silent boolean NOT NULL DEFAULT false
 );
-REVOKE ALL ON {schema}.events, {schema}.marks FROM PUBLIC;
+REVOKE ALL ON {schema}.events, {schema}.agents FROM PUBLIC;
 DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.events, {schema}.marks TO {role};"
+GRANT SELECT ON {schema}.events, {schema}.agents TO {role};"
     )
 }
 
@@ -274,24 +283,26 @@ fn copy_sql() -> String {
 }
 
 /// Moves the staged batch into `events`, in stream order, but for what
-/// is at or below its agent's mark (stored already: an agent's events come
-/// on its subject in ascending order, so the mark is an exact test), and
-/// raises the marks.
+/// is at or below its agent's mark (`agents.seq`: stored already; an
+/// agent's events come on its subject in ascending order, so the mark is
+/// an exact test), and raises the marks (an agent first seen gets its
+/// row).
 fn move_sql(tenant: &str) -> String {
     let schema = schema_of(tenant);
     let columns = staged_columns().join(", ");
     format!(
         "WITH fresh AS (
   SELECT DISTINCT ON (s.agent, s.seq) s.* FROM {STAGING} s
-    LEFT JOIN {schema}.marks m ON m.agent = s.agent
+    LEFT JOIN {schema}.agents m ON m.agent = s.agent
    WHERE s.seq > coalesce(m.seq, 0)
    ORDER BY s.agent, s.seq
 ), stored AS (
   INSERT INTO {schema}.events ({columns}) SELECT {columns} FROM fresh ORDER BY stream_seq
-  RETURNING agent, seq
+  RETURNING agent, seq, received_us
 )
-INSERT INTO {schema}.marks AS mark (agent, seq) SELECT agent, max(seq) FROM stored GROUP BY agent
-ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(mark.seq, excluded.seq)"
+INSERT INTO {schema}.agents AS a (agent, seq, first_seen_us)
+  SELECT agent, max(seq), min(received_us) FROM stored GROUP BY agent
+ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(a.seq, excluded.seq)"
     )
 }
 
@@ -315,15 +326,19 @@ impl Statements {
 }
 
 /// One agent's event as it is staged: every column of `events` but `id`.
-struct Row {
-    agent: String,
-    seq: i64,
-    stream_seq: i64,
+pub(crate) struct Row {
+    pub(crate) agent: String,
+    /// The agent's sequence number; `None` for a record the SOC made (a
+    /// liveness alert).
+    seq: Option<i64>,
+    stream_seq: Option<i64>,
     received_us: i64,
     /// The typed columns, in [`NAMES`] order.
     columns: Vec<Value>,
     /// The `owlet.v1.Event` protobuf, unaltered.
     body: Bytes,
+    /// For an agent's heartbeat (`agent_status`): whether it said goodbye.
+    pub(crate) heartbeat: Option<bool>,
 }
 
 impl Row {
@@ -339,22 +354,43 @@ impl Row {
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(event.seq);
         let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
+        let columns = owlet_soc_store::Columns::of(&event);
         Some(Self {
             agent,
-            seq,
-            stream_seq: i64::try_from(stream_seq).ok()?,
+            seq: Some(seq),
+            stream_seq: Some(i64::try_from(stream_seq).ok()?),
             received_us,
-            columns: owlet_soc_store::Columns::of(&event).values(),
+            heartbeat: (columns.kind == "agent_status")
+                .then_some(columns.state == Some("stopping")),
+            columns: columns.values(),
             body: message.payload.clone(),
         })
     }
 
+    /// A record the SOC makes about `agent` (outside its sequence).
+    pub(crate) fn soc_record(
+        agent: &str,
+        event: &owlet_proto::v1::Event,
+        received_us: i64,
+    ) -> Self {
+        Self {
+            agent: agent.to_string(),
+            seq: None,
+            stream_seq: None,
+            received_us,
+            heartbeat: None,
+            columns: owlet_soc_store::Columns::of(event).values(),
+            body: Bytes::from(event.encode_to_vec()),
+        }
+    }
+
     /// The row's cells in [`staged_columns`] order.
     fn cells(&self) -> Vec<Cell<'_>> {
+        let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
         let mut cells = vec![
             Cell::Text(&self.agent),
-            Cell::Int(self.seq),
-            Cell::Int(self.stream_seq),
+            int(self.seq),
+            int(self.stream_seq),
             Cell::Int(self.received_us),
         ];
         cells.extend(
@@ -366,6 +402,38 @@ impl Row {
         cells.push(Cell::Bytes(&self.body));
         cells
     }
+}
+
+/// Inserts records the SOC made (no COPY: a few rows at a time).
+pub(crate) async fn insert_records(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &str,
+    rows: &[Row],
+) -> Result<(), BusError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let columns = staged_columns();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    let insert = tx
+        .prepare_typed(
+            &format!(
+                "INSERT INTO {}.events ({}) VALUES ({})",
+                schema_of(tenant),
+                columns.join(", "),
+                placeholders.join(", ")
+            ),
+            &staged_types(),
+        )
+        .await
+        .map_err(pg_error)?;
+    for row in rows {
+        let cells = row.cells();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        tx.execute(&insert, &params).await.map_err(pg_error)?;
+    }
+    Ok(())
 }
 
 /// One value as COPY writes it.
@@ -415,16 +483,27 @@ impl ToSql for Cell<'_> {
     to_sql_checked!();
 }
 
-/// Stores `rows` and moves the tenant's position to `last` (the batch's
-/// last stream sequence) in one transaction: COPY into staging, the move
-/// into `events`, the cursor. Returns when the transaction committed.
+/// One batch as it is stored.
+struct Stored {
+    rows: Vec<Row>,
+    /// When the writer took it (every row's `received_us`).
+    received_us: i64,
+    /// Its last stream sequence: the tenant's position after it.
+    last: u64,
+}
+
+/// Stores a batch and moves the tenant's position past it in one
+/// transaction: COPY into staging, the move into `events`, the agents'
+/// heartbeats ([`liveness`]), the cursor. Returns when the transaction
+/// committed.
 async fn store(
     pg: &mut tokio_postgres::Client,
     statements: &Statements,
-    rows: &[Row],
+    tenant: &str,
+    batch: &Stored,
     claim: &mut Claim,
-    last: u64,
 ) -> Result<(), BusError> {
+    let rows = &batch.rows;
     let tx = pg.transaction().await.map_err(pg_error)?;
     let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
     let mut copy = pin!(BinaryCopyInWriter::new(sink, &staged_types()));
@@ -436,8 +515,9 @@ async fn store(
     }
     copy.finish().await.map_err(pg_error)?;
     tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
+    liveness::note_heartbeats(&tx, tenant, rows, batch.received_us).await?;
     let before = claim.position;
-    claim.advance(&tx, last).await?;
+    claim.advance(&tx, batch.last).await?;
     tx.commit().await.map_err(|e| {
         claim.position = before;
         pg_error(e)
@@ -655,19 +735,38 @@ async fn consume(
     tracing::info!(%tenant, from = start, "writer: storing the tenant's stream");
     let mut days = partitions::Days::default();
     let mut retention_due = tokio::time::Instant::now();
+    let mut liveness_due = tokio::time::Instant::now();
+    // Everything in the stream is stored: agents may be judged.
+    let mut caught_up = false;
     loop {
-        if tokio::time::Instant::now() >= retention_due {
+        let now = tokio::time::Instant::now();
+        if now >= retention_due {
             let policy = stream_policy(&mut stream).await.map_err(stream_error)?;
             partitions::retain(&pg, tenant, policy, std::time::SystemTime::now(), &mut days)
                 .await?;
-            retention_due = tokio::time::Instant::now() + RETENTION_EVERY;
+            retention_due = now + RETENTION_EVERY;
         }
-        let batch = next_batch(&mut messages, config.batch, retention_due)
+        if now >= liveness_due {
+            if caught_up {
+                liveness::judge(
+                    &mut pg,
+                    tenant,
+                    config.liveness,
+                    std::time::SystemTime::now(),
+                    &mut days,
+                )
+                .await?;
+            }
+            liveness_due = now + config.liveness.check_every;
+        }
+        let batch = next_batch(&mut messages, config.batch, retention_due.min(liveness_due))
             .await
             .map_err(stream_error)?;
-        if batch.is_empty() {
+        let Some(newest) = batch.last() else {
+            caught_up = true;
             continue;
-        }
+        };
+        caught_up = newest.info().is_ok_and(|info| info.pending == 0);
         let received_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
         days.ensure(&pg, tenant, received_us).await?;
         let mut rows = Vec::with_capacity(batch.len());
@@ -689,7 +788,12 @@ async fn consume(
                     "writer: not an agent's event; skipped"),
             }
         }
-        store(&mut pg, &statements, &rows, &mut claim, last).await?;
+        let stored_batch = Stored {
+            rows,
+            received_us,
+            last,
+        };
+        store(&mut pg, &statements, tenant, &stored_batch, &mut claim).await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }

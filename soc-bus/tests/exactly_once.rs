@@ -279,7 +279,7 @@ async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
         .batch_execute(&format!(
             "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)
              SELECT 'fw-1', s, s, {now_us}, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s;
-             INSERT INTO tenant_acme.marks VALUES ('fw-1', {COMMITTED})"
+             INSERT INTO tenant_acme.agents (agent, seq, first_seen_us) VALUES ('fw-1', {COMMITTED}, {now_us})"
         ))
         .await
         .unwrap();
@@ -401,9 +401,9 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
     for sql in [
         "SELECT * FROM tenant_b.events",
         "SELECT count(*) FROM tenant_b.events",
-        // The day partition itself, and the agents' marks.
+        // The day partition itself, and the agents' marks and liveness.
         "SELECT * FROM tenant_b.events_19700101",
-        "SELECT * FROM tenant_b.marks",
+        "SELECT * FROM tenant_b.agents",
         "INSERT INTO tenant_a.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00')",
     ] {
         let e = a.query(sql, &[]).await.unwrap_err();

@@ -323,6 +323,10 @@ pub struct WriterFile {
     pub postgres: PostgresSection,
     #[serde(default)]
     pub writer: WriterSection,
+    /// When agents are judged silent (the same keys as `soc.toml`'s): in
+    /// the scaled-out SOC the writer holding a tenant judges its agents.
+    #[serde(default)]
+    pub liveness: LivenessSection,
     #[serde(default)]
     pub log: owlet_logging::LogSection,
 }
@@ -383,6 +387,10 @@ impl WriterFile {
         }
         let mut writer = owlet_soc_bus::writer::WriterConfig::new(connect);
         writer.batch = self.writer.batch;
+        writer.liveness = owlet_soc_bus::liveness::LivenessConfig {
+            silent_after: self.liveness.silent_after,
+            check_every: self.liveness.check_every,
+        };
         Ok(writer)
     }
 }
@@ -438,6 +446,12 @@ pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
         }
         if config.writer.batch == 0 {
             errors.push(source.error("writer.batch", "must be more than 0"));
+        }
+        if config.liveness.silent_after.is_zero() || config.liveness.check_every.is_zero() {
+            errors.push(source.error(
+                "liveness",
+                "silent_after and check_every must be more than 0",
+            ));
         }
         errors
     })
