@@ -120,6 +120,10 @@ pub enum BusError {
     #[error("the last message of {subject} has no usable {SEQ_HEADER} header or body")]
     BadLastMessage { subject: String },
     #[error(
+        "the stream of {subject} is gone from JetStream (deleted by hand, or the cluster rebuilt); it is created again at the agent's next connection"
+    )]
+    StreamGone { subject: String },
+    #[error(
         "tenant {tenant:?} is {bytes} bytes long: the scaled-out SOC keeps it in the PostgreSQL schema \"tenant_{tenant}\" and role \"owlet_tenant_{tenant}\", and PostgreSQL cuts names at {max_identifier} bytes (two tenants could then share them), so a tenant name has at most {max_tenant} bytes here; issue this tenant's certificates under a shorter name",
         max_identifier = writer::PG_MAX_IDENTIFIER,
         max_tenant = writer::MAX_TENANT_BYTES

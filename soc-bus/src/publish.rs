@@ -256,7 +256,19 @@ impl Bus {
             deadline: self.config.publish_deadline,
             expect_last: true,
         };
-        log.recover().await?;
+        match log.recover().await {
+            Err(BusError::StreamGone { subject }) => {
+                // Deleted since this receiver created it (by hand, or a
+                // cluster rebuilt): create it again, once.
+                tracing::warn!(%tenant, %subject, "the tenant's stream is gone; creating it again");
+                self.streams.lock().await.remove(tenant);
+                let (stream, atomic) = self.ensure_stream_atomic(tenant, retention).await?;
+                log.stream = stream;
+                log.atomic = atomic;
+                log.recover().await?;
+            }
+            other => other?,
+        }
         Ok(log)
     }
 }
@@ -329,7 +341,9 @@ impl AgentLog {
         loop {
             match self.read_last().await {
                 Ok(()) => return Ok(()),
-                Err(e @ BusError::BadLastMessage { .. }) => return Err(e),
+                Err(e @ (BusError::BadLastMessage { .. } | BusError::StreamGone { .. })) => {
+                    return Err(e);
+                }
                 Err(e) if started.elapsed() >= self.deadline => return Err(e),
                 Err(e) => {
                     tracing::debug!(subject = %self.subject, error = %e, "re-reading the agent's last message");
@@ -369,6 +383,14 @@ impl AgentLog {
                 self.mark = 0;
                 self.last_subject_seq = 0;
                 Ok(())
+            }
+            Err(e)
+                if matches!(e.kind(), LastRawMessageErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Err(BusError::StreamGone {
+                    subject: self.subject.clone(),
+                })
             }
             Err(e) => Err(BusError::Publish {
                 subject: self.subject.clone(),
