@@ -329,7 +329,8 @@ STREAM_BYTES=${STREAM_BYTES:-0 0}
 PG_BYTES=$("$PY" -c "
 import psycopg2
 c = psycopg2.connect('$PG_CONN'); k = c.cursor()
-k.execute(\"SELECT pg_total_relation_size('\\\"tenant_bench\\\".events'), count(*) FROM \\\"tenant_bench\\\".events\"); print(*k.fetchone())")
+# events is partitioned by day: its size is its partitions' (tables + indexes).
+k.execute(\"SELECT (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = '\\\"tenant_bench\\\".events'::regclass), count(*) FROM \\\"tenant_bench\\\".events\"); print(*k.fetchone())")
 PG_RSS=$("$PY" -c "
 import subprocess
 pm = open('$OUT/pg/data/postmaster.pid').readline().strip()
