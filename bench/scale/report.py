@@ -129,9 +129,9 @@ print(f"    TLS + HTTP/2 state and a batch in flight each; not measured at 10,00
 print(f"  disk: JetStream {bytes_msg:.0f} B/event per replica x 3 replicas; PostgreSQL {bytes_row:.0f} B/event (table + indexes);")
 print(f"    SQLite (embedded) {int(sqlite_bytes) / max(emb['events'], 1):.0f} B/event. Per day at steady rate: JetStream "
       f"{day * bytes_msg * 3 / 1e9:.1f} GB (3 replicas), PostgreSQL {day * bytes_row / 1e9:.1f} GB.")
-print(f"    With the default tenant retention (400 days) applied to the streams too: JetStream {day * bytes_msg * 3 * 400 / 1e12:.2f} TB,"
-      f" PostgreSQL {day * bytes_row * 400 / 1e12:.2f} TB.")
-print(f"  stream limits: one stream per tenant, R3, max_age = the tenant's retention, max_bytes = its share of the disk above;")
+print(f"    JetStream keeps the default buffer (buffer_max_age, 7 days): {day * bytes_msg * 3 * 7 / 1e12:.2f} TB;"
+      f" PostgreSQL the default tenant retention (400 days): {day * bytes_row * 400 / 1e12:.2f} TB.")
+print(f"  stream limits: one stream per tenant, R3, max_age = 7 days (or the tenant's retention if shorter), max_bytes = the tenant's;")
 print(f"    duplicate_window 120 s; subjects per stream = its sensors (10,000 in one tenant is fine for JetStream).")
 print()
 print(f"machine: 2 cores; load average at the end {load}; other processes above 5 % CPU then: {others}")

@@ -8,8 +8,11 @@
 //! `~` never occurs in an owlet identity, so the mapping is one to one):
 //!
 //! * a stream per tenant, `OWLET_<tenant>`, subjects `owlet.<tenant>.>`,
-//!   replicated (R3 in a 3-node cluster), limited by the tenant's retention
-//!   (`max_age`, `max_bytes`);
+//!   replicated (R3 in a 3-node cluster): a buffer in front of PostgreSQL,
+//!   keeping events for [`BusConfig::buffer_max_age`] (7 days by default)
+//!   or the tenant's `max_age` if shorter, at most the tenant's
+//!   `max_bytes`; the tenant's retention itself rides in the stream's
+//!   metadata for the writer ([`Retention::of_stream`]);
 //! * a subject per agent, `owlet.<tenant>.<agent>`, one message per event:
 //!   the body is the event's protobuf (`owlet.v1.Event`), header
 //!   [`SEQ_HEADER`] its sequence number, `Nats-Msg-Id` `<tenant>/<agent>/<seq>`.

@@ -13,10 +13,10 @@
 //!   whole, oldest first, never today's — first those whose day ended more
 //!   than `max_age` ago, then the oldest while the tenant's events take
 //!   more than `max_bytes`. No `DELETE`, so no bloat and no vacuum debt.
-//!   The limits are the tenant stream's own (the receivers set them from
-//!   the tenant's retention settings), so JetStream and PostgreSQL keep the
-//!   same span of a tenant's events. Each drop is logged with its day and
-//!   size.
+//!   The limits are the tenant's retention settings, which the receivers
+//!   write on the tenant's stream ([`crate::Retention::of_stream`]); the
+//!   stream itself keeps only a buffer of them (`buffer_max_age`). Each
+//!   drop is logged with its day and size.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

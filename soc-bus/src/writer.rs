@@ -802,15 +802,15 @@ async fn consume(
     }
 }
 
-/// The tenant's retention as its stream has it (the receivers set the
-/// stream's limits from the tenant's settings).
+/// The tenant's retention, as the receivers wrote it on its stream.
 async fn stream_policy(
     stream: &mut jetstream::stream::Stream,
 ) -> Result<owlet_soc_store::Policy, String> {
     let config = &stream.info().await.map_err(|e| e.to_string())?.config;
+    let retention = crate::Retention::of_stream(config);
     Ok(owlet_soc_store::Policy {
-        max_age: Some(config.max_age).filter(|age| !age.is_zero()),
-        max_bytes: u64::try_from(config.max_bytes).ok(),
+        max_age: retention.max_age,
+        max_bytes: retention.max_bytes,
     })
 }
 

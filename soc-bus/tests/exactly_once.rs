@@ -139,17 +139,34 @@ async fn the_mark_is_recovered_from_the_subject_by_a_new_receiver() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_limits_become_the_stream_limits() {
     let (_cluster, bus) = cluster_and_bus(Duration::from_secs(60)).await;
-    let retention = Retention {
+    // A tenant keeping a day: the stream keeps that day.
+    let day = Retention {
         max_age: Some(Duration::from_secs(86_400)),
         max_bytes: Some(1 << 30),
     };
-    bus.ensure_stream("acme", retention).await.unwrap();
+    bus.ensure_stream("acme", day).await.unwrap();
     let mut stream = bus.jetstream().get_stream("OWLET_acme").await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.max_age, Duration::from_secs(86_400));
     assert_eq!(info.config.max_bytes, 1 << 30);
     assert_eq!(info.config.num_replicas, 3);
     assert_eq!(info.config.subjects, ["owlet.acme.>"]);
+    assert_eq!(Retention::of_stream(&info.config), day);
+    // A tenant keeping 400 days: the stream is a buffer of 7 days (the
+    // default), and carries the 400 days for the writer's PostgreSQL.
+    let long = Retention {
+        max_age: Some(Duration::from_secs(400 * 86_400)),
+        max_bytes: None,
+    };
+    bus.ensure_stream("globex", long).await.unwrap();
+    let mut stream = bus.jetstream().get_stream("OWLET_globex").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.config.max_age,
+        owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE
+    );
+    assert_eq!(info.config.max_bytes, -1);
+    assert_eq!(Retention::of_stream(&info.config), long);
 }
 
 /// The tenant stream's leader is killed while an agent's events are being

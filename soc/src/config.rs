@@ -94,11 +94,21 @@ pub enum SinkSection {
         /// `Nats-Msg-Id` duplicate window of each tenant stream.
         #[serde(default = "default_duplicate_window", with = "humantime_serde")]
         duplicate_window: Duration,
+        /// How long JetStream keeps a tenant's events at most (its own
+        /// retention when shorter): the buffer in front of PostgreSQL,
+        /// which keeps them for the tenant's retention. Longer than the
+        /// writer may be down; "0s": the tenant's retention.
+        #[serde(default = "default_buffer_max_age", with = "humantime_serde")]
+        buffer_max_age: Duration,
     },
 }
 
 fn default_replicas() -> usize {
     3
+}
+
+fn default_buffer_max_age() -> Duration {
+    owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE
 }
 
 fn default_duplicate_window() -> Duration {
@@ -303,11 +313,13 @@ impl SocConfig {
                 credentials,
                 replicas,
                 duplicate_window,
+                buffer_max_age,
             } => {
                 let mut bus = owlet_soc_bus::BusConfig::new(servers.clone());
                 bus.credentials = credentials.clone();
                 bus.replicas = *replicas;
                 bus.duplicate_window = *duplicate_window;
+                bus.buffer_max_age = Some(*buffer_max_age).filter(|age| !age.is_zero());
                 Some(bus)
             }
         }
@@ -632,6 +644,7 @@ fn check_bus(
         credentials,
         replicas,
         duplicate_window,
+        buffer_max_age,
     } = &config.sink
     else {
         return;
@@ -666,6 +679,17 @@ fn check_bus(
     }
     if duplicate_window.is_zero() {
         errors.push(source.error("sink.duplicate_window", "must be more than 0s"));
+    }
+    if !buffer_max_age.is_zero() && buffer_max_age < duplicate_window {
+        errors.push(source.error(
+            "sink.buffer_max_age",
+            format!(
+                "{} is shorter than sink.duplicate_window ({}): JetStream refuses such a stream; \
+                 keep it longer than the writer may be down (default 7days)",
+                humantime::format_duration(*buffer_max_age),
+                humantime::format_duration(*duplicate_window)
+            ),
+        ));
     }
     for name in config.tenants.keys() {
         if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
@@ -759,6 +783,31 @@ mod tests {
         );
         std::fs::write(&path, with(&long[1..])).unwrap();
         load(&path).unwrap();
+    }
+
+    #[test]
+    fn the_bus_buffer_defaults_to_a_week_and_may_not_undercut_the_duplicate_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        let sink = |extra: &str| {
+            with_sink(&format!(
+                "[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n{extra}"
+            ))
+        };
+        std::fs::write(&path, sink("")).unwrap();
+        let bus = load(&path).unwrap().bus().unwrap();
+        assert_eq!(
+            bus.buffer_max_age,
+            Some(owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE)
+        );
+        std::fs::write(&path, sink("buffer_max_age = \"0s\"")).unwrap();
+        assert_eq!(load(&path).unwrap().bus().unwrap().buffer_max_age, None);
+        std::fs::write(&path, sink("buffer_max_age = \"1m\"")).unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains("sink.buffer_max_age") && errors.contains("duplicate_window (2m)"),
+            "{errors}"
+        );
     }
 
     #[test]
