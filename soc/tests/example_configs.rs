@@ -1,6 +1,6 @@
 //! The shipped configuration files load with owlet-soc's own loader (the
 //! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
-//! examples in `packaging/examples/scale/` (receiver and writer), and the
+//! examples in `packaging/examples/scale/` (receiver, writer, outputs), and the
 //! example nats-server configs pass `nats-server -t`. A key renamed in the
 //! code, or a typo in an example, fails here.
 
@@ -47,6 +47,18 @@ fn the_scale_out_writer_example_loads() {
         writer.postgres.contains("dbname=owlet"),
         "{}",
         writer.postgres
+    );
+}
+
+#[test]
+fn the_scale_out_outputs_example_loads() {
+    let path = packaging().join("examples/scale/outputs.toml");
+    let config = owlet_soc::config::load_outputs(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.outputs.is_empty(), "an [[output]] to start from");
+    assert!(
+        config.postgres.conninfo().unwrap().contains("dbname=owlet"),
+        "{}",
+        config.postgres.connect
     );
 }
 
