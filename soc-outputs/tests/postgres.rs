@@ -146,8 +146,8 @@ async fn wait_created(index: &Shared, n: usize) {
 ///
 /// Seen failing: with `OutputConfig::wants` true for every tenant, the
 /// acme server got globex's events ("unexpected events"); with the cursor
-/// read from 0 instead of the claim's position after a restart, the 300
-/// first events were sent again (attempts 700, not 400).
+/// a new claim starting at 0 instead of the committed position, the 300
+/// first events were sent again after the restart (attempts 700, not 400).
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_reaches_its_tenants_output_once_and_a_restart_resumes_after_the_cursor() {
     let soc = Scaled::start().await;
@@ -206,8 +206,8 @@ async fn every_event_reaches_its_tenants_output_once_and_a_restart_resumes_after
 /// stored, then comes back on the same port.
 ///
 /// Seen failing: with the cursor advanced when a delivery failed (the
-/// loop's `continue` moved after the advance), the position reached the
-/// last id while the server was down, and the 150 events never arrived.
+/// loop's `continue` after a failure removed), the position reached 150
+/// while the server was down ("nothing was confirmed").
 #[tokio::test(flavor = "multi_thread")]
 async fn the_destination_down_then_up_loses_nothing() {
     let soc = Scaled::start().await;

@@ -830,14 +830,16 @@ mod tests {
         }
     }
 
-    /// Seen failing: with `deny_unknown_fields` off, `[postgres] conect`
-    /// loaded (and connected nowhere).
+    /// Seen failing: without the empty-`[[output]]` check, a file with no
+    /// output loaded (a process that would send nothing).
     #[test]
     fn outputs_toml_is_read_and_its_mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outputs.toml");
         let output = "[[output]]\nname = \"siem\"\ntype = \"splunk_hec\"\nurl = \"https://splunk.example:8088\"\ntenants = [\"acme\"]\ntoken_file = \"hec.token\"\n";
-        std::fs::write(dir.path().join("hec.token"), "t\n").unwrap();
+        let token = dir.path().join("hec.token");
+        std::fs::write(&token, "t\n").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         std::fs::write(
             &path,
             format!("[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n\n{output}"),

@@ -52,7 +52,14 @@ fn the_scale_out_writer_example_loads() {
 
 #[test]
 fn the_scale_out_outputs_example_loads() {
-    let path = packaging().join("examples/scale/outputs.toml");
+    // With the CA and key files it names beside it, as an operator puts them.
+    let (dir, path) = beside_certificates(&packaging().join("examples/scale/outputs.toml"));
+    let files = dir.path().join("outputs");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::copy(dir.path().join("ca.pem"), files.join("acme-ca.pem")).unwrap();
+    let key = files.join("acme-es.key");
+    std::fs::write(&key, "an-api-key\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config = owlet_soc::config::load_outputs(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!config.outputs.is_empty(), "an [[output]] to start from");
     assert!(
