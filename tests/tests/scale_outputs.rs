@@ -44,7 +44,10 @@ fn outputs(scale: &Scale, name: &str, config: &std::path::Path) -> Proc {
 fn a_standby_outputs_process_takes_over_from_a_killed_one_and_nothing_is_lost() {
     const N: u64 = 6_000;
     let scale = Scale::start(&[]);
-    let ca = test_ca(&scale.dir);
+    // The destination's own CA (the SOC's is in scale.dir/ca already).
+    let siem = scale.dir.join("siem");
+    std::fs::create_dir(&siem).unwrap();
+    let ca = test_ca(&siem);
     let index = Shared::default();
     let server = scale
         .rt
@@ -59,7 +62,7 @@ fn a_standby_outputs_process_takes_over_from_a_killed_one_and_nothing_is_lost() 
             scale.pg.conninfo("owlet"),
             server.url(),
             ca.ca.display(),
-            token_file(&scale.dir, "s3cret").display(),
+            token_file(&siem, "s3cret").display(),
         ),
     )
     .unwrap();
