@@ -37,9 +37,9 @@ fn outputs(scale: &Scale, name: &str, config: &std::path::Path) -> Proc {
 }
 
 /// Seen failing: with `cursor::claim` not checking its advisory lock,
-/// outputs-2 never stood by (both sent); with the SIGTERM handling
-/// removed from `owlet-soc outputs` (stop never resolving), it did not
-/// exit within the deadline.
+/// outputs-2 never stood by ("timed out … outputs-2 to stand by"); with
+/// the SIGTERM handling removed from `owlet-soc outputs` (its stop future
+/// never resolving), SIGTERM killed it instead of a clean exit 0.
 #[test]
 fn a_standby_outputs_process_takes_over_from_a_killed_one_and_nothing_is_lost() {
     const N: u64 = 6_000;
