@@ -350,9 +350,7 @@ async fn a_stream_created_again_is_read_from_its_start() {
     // The new stream's sequences 1..=1000 are below the old position
     // (1500): a writer that kept it would skip them. (A receiver started
     // afterwards creates the stream again.)
-    let receiver = Bus::connect(&BusConfig::new(cluster.urls()))
-        .await
-        .unwrap();
+    let receiver = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
     let mut log = receiver
         .agent("acme", "fw-1", Retention::default())
         .await
@@ -500,7 +498,10 @@ async fn a_readers_cursor_never_moves_back_and_is_held_by_one_session() {
         {
             break c;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the lock outlived its session");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lock outlived its session"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(taken.position, 10);

@@ -80,7 +80,10 @@ impl Scaled {
         }
         let started = std::time::Instant::now();
         while stored_seqs(&self.admin, tenant, "s1").await.last() != Some(&(last as i64)) {
-            assert!(started.elapsed() < LIMIT, "the writer did not store {tenant} 1..={last}");
+            assert!(
+                started.elapsed() < LIMIT,
+                "the writer did not store {tenant} 1..={last}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -91,7 +94,10 @@ impl Scaled {
         let last: i64 = self
             .admin
             .query_one(
-                &format!("SELECT coalesce(max(id), 0) FROM {}.events", schema_of(tenant)),
+                &format!(
+                    "SELECT coalesce(max(id), 0) FROM {}.events",
+                    schema_of(tenant)
+                ),
                 &[],
             )
             .await
@@ -284,5 +290,8 @@ async fn a_standby_takes_the_tenant_over_when_the_holder_dies() {
     standby.shutdown().await;
     let ix = index.lock().unwrap();
     assert_complete_and_ordered(&ix.created, &ids("acme", 1..=100));
-    assert_eq!(ix.attempts, 100, "taken over after the last confirmed batch");
+    assert_eq!(
+        ix.attempts, 100,
+        "taken over after the last confirmed batch"
+    );
 }

@@ -839,7 +839,8 @@ mod tests {
         let output = "[[output]]\nname = \"siem\"\ntype = \"splunk_hec\"\nurl = \"https://splunk.example:8088\"\ntenants = [\"acme\"]\ntoken_file = \"hec.token\"\n";
         let token = dir.path().join("hec.token");
         std::fs::write(&token, "t\n").unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         std::fs::write(
             &path,
             format!("[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n\n{output}"),
@@ -855,7 +856,10 @@ mod tests {
         assert!(config.postgres.conninfo().unwrap().contains("dbname=owlet"));
         for (text, key) in [
             (format!("[postgres]\nconect = \"x\"\n\n{output}"), "conect"),
-            ("[postgres]\nconnect = \"host=h\"\n".to_string(), "no [[output]]"),
+            (
+                "[postgres]\nconnect = \"host=h\"\n".to_string(),
+                "no [[output]]",
+            ),
             (
                 format!("[postgres]\nconnect = \"host=h\"\n\n{output}{output}"),
                 "siem",

@@ -307,7 +307,9 @@ impl Scale {
         let Some(client) = admin.as_ref() else {
             return Vec::new();
         };
-        self.rt.block_on(client.query(sql, params)).unwrap_or_default()
+        self.rt
+            .block_on(client.query(sql, params))
+            .unwrap_or_default()
     }
 
     /// How many of the agent's events PostgreSQL holds.

@@ -108,7 +108,12 @@ fn a_standby_outputs_process_takes_over_from_a_killed_one_and_nothing_is_lost() 
         let got: HashSet<String> = ix.created.iter().cloned().collect();
         assert_eq!(got.len(), ix.created.len(), "created once each");
         let lost: Vec<_> = expected.difference(&got).collect();
-        assert!(lost.is_empty(), "lost: {} e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+        assert!(
+            lost.is_empty(),
+            "lost: {} e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
         let extra: Vec<_> = got.difference(&expected).collect();
         assert!(extra.is_empty(), "not the agent's: {extra:?}");
         assert!(

@@ -194,7 +194,6 @@ impl Postgres {
             .collect();
         Ok((after, events))
     }
-
 }
 
 /// The tenants the writer stores (it keeps a cursor for each), by name.
@@ -256,7 +255,11 @@ pub async fn status(
                 )
                 .await
                 .map_err(BusError::from_postgres)?;
-            let count = |i: usize| cursor.as_ref().map_or(0, |r| r.get::<_, i64>(i).max(0) as u64);
+            let count = |i: usize| {
+                cursor
+                    .as_ref()
+                    .map_or(0, |r| r.get::<_, i64>(i).max(0) as u64)
+            };
             out.push(OutputStatus {
                 output: output.name.clone(),
                 kind: output.kind.as_str(),

@@ -108,7 +108,12 @@ pub fn bulk_handler(index: Shared) -> Handler {
     })
 }
 
-pub fn config(server_url: &str, ca: &TestCa, dir: &std::path::Path, tenants: &[&str]) -> OutputConfig {
+pub fn config(
+    server_url: &str,
+    ca: &TestCa,
+    dir: &std::path::Path,
+    tenants: &[&str],
+) -> OutputConfig {
     let mut c = OutputConfig::new("es", OutputType::Elasticsearch, tenants);
     c.url = Some(server_url.to_string());
     c.ca_file = Some(ca.ca.clone());

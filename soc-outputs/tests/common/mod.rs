@@ -58,29 +58,29 @@ pub fn fill_at(
 /// results (so documents differ by kind), naming `tenant` in their fields.
 pub fn events(tenant: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
     seqs.map(|seq| Event {
-            seq,
-            time: Some(owlet_proto::now()),
-            kind: Some(if seq % 2 == 0 {
-                Kind::FlowRecord(FlowRecord {
-                    src_addr: "10.0.0.5".into(),
-                    dst_addr: "192.0.2.1".into(),
-                    src_port: 40000 + (seq % 1000) as u32,
-                    dst_port: 443,
-                    protocol: 6,
-                    bytes_out: seq,
-                    tls_sni: format!("{tenant}.example"),
-                    ..Default::default()
-                })
-            } else {
-                Kind::CheckResult(CheckResult {
-                    check_id: format!("{tenant}-web"),
-                    result: State::Up as i32,
-                    state: State::Up as i32,
-                    ..Default::default()
-                })
-            }),
-        })
-        .collect()
+        seq,
+        time: Some(owlet_proto::now()),
+        kind: Some(if seq % 2 == 0 {
+            Kind::FlowRecord(FlowRecord {
+                src_addr: "10.0.0.5".into(),
+                dst_addr: "192.0.2.1".into(),
+                src_port: 40000 + (seq % 1000) as u32,
+                dst_port: 443,
+                protocol: 6,
+                bytes_out: seq,
+                tls_sni: format!("{tenant}.example"),
+                ..Default::default()
+            })
+        } else {
+            Kind::CheckResult(CheckResult {
+                check_id: format!("{tenant}-web"),
+                result: State::Up as i32,
+                state: State::Up as i32,
+                ..Default::default()
+            })
+        }),
+    })
+    .collect()
 }
 
 /// `tenant/s1/N` for N in `seqs`: the event ids `fill` produced.
