@@ -41,6 +41,9 @@
 #   In bus mode a poller also reads the tenant stream's message count from
 #   nats-server's monitoring port every 200 ms: the receivers' publish rate
 #   (10 % -> 90 % of the events on the stream), apart from the writer's.
+#   The nats-servers' CPU is also read over the atomic raw run: what the
+#   cluster spends per event published, against what it spends per event
+#   on the stored path (publish, replicate, deliver to the writer).
 #   Prints stored events/s / raw publish/s (goal >= 50 %), and the sizing
 #   for 10,000 sensors from the measured per-event costs (bench/scale/sizing.py).
 #
@@ -326,7 +329,8 @@ STREAM_BYTES=${STREAM_BYTES:-0 0}
 PG_BYTES=$("$PY" -c "
 import psycopg2
 c = psycopg2.connect('$PG_CONN'); k = c.cursor()
-k.execute(\"SELECT pg_total_relation_size('\\\"tenant_bench\\\".events'), count(*) FROM \\\"tenant_bench\\\".events\"); print(*k.fetchone())")
+# events is partitioned by day: its size is its partitions' (tables + indexes).
+k.execute(\"SELECT (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = '\\\"tenant_bench\\\".events'::regclass), count(*) FROM \\\"tenant_bench\\\".events\"); print(*k.fetchone())")
 PG_RSS=$("$PY" -c "
 import subprocess
 pm = open('$OUT/pg/data/postmaster.pid').readline().strip()
@@ -342,7 +346,9 @@ kill "${RECV_PIDS[@]}" $WRITER_PID; wait "${RECV_PIDS[@]}" $WRITER_PID 2>/dev/nu
 # ---------------------------------------------------------------- raw JetStream
 echo "raw JetStream publish: $AGENTS publishers x $EVENTS events, batches of $RAW_BATCH" >&2
 RAW_SEQ=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode sequential)
+NATS_RAW_BEFORE=$(cpu "${NATS_PIDS[@]}")
 RAW_ATOMIC=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode atomic)
+NATS_RAW_CPU=$("$PY" -c "print($(cpu "${NATS_PIDS[@]}") - $NATS_RAW_BEFORE)")
 
 # ---------------------------------------------------------------- embedded mode
 point_agents embedded
@@ -359,5 +365,5 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHERS="start: ${OTHERS_START}; end: $(others)"
 "$PY" bench/scale/report.py "$OUT" "$AGENTS" "$EVENTS" "$LAT_AGENTS" "$LAT_RATE" "$RAW_BATCH" \
   "$RAW_SEQ" "$RAW_ATOMIC" "$STREAM_BYTES" "$PG_BYTES" "$PG_RSS" "$SQLITE_BYTES" \
-  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}"
+  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}" "$NATS_RAW_CPU"
 echo "work dir: $OUT${KEEP:+ (kept)}"

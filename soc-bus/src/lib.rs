@@ -8,8 +8,11 @@
 //! `~` never occurs in an owlet identity, so the mapping is one to one):
 //!
 //! * a stream per tenant, `OWLET_<tenant>`, subjects `owlet.<tenant>.>`,
-//!   replicated (R3 in a 3-node cluster), limited by the tenant's retention
-//!   (`max_age`, `max_bytes`);
+//!   replicated (R3 in a 3-node cluster): a buffer in front of PostgreSQL,
+//!   keeping events for [`BusConfig::buffer_max_age`] (7 days by default)
+//!   or the tenant's `max_age` if shorter, at most the tenant's
+//!   `max_bytes`; the tenant's retention itself rides in the stream's
+//!   metadata for the writer ([`Retention::of_stream`]);
 //! * a subject per agent, `owlet.<tenant>.<agent>`, one message per event:
 //!   the body is the event's protobuf (`owlet.v1.Event`), header
 //!   [`SEQ_HEADER`] its sequence number, `Nats-Msg-Id` `<tenant>/<agent>/<seq>`.
@@ -30,12 +33,13 @@
 //!   only with JetStream's publish ack (a quorum of the stream's replicas
 //!   has the message).
 //! * **Exactly once in PostgreSQL.** The writer reads each tenant stream
-//!   with an ordered consumer (no acks) from the position it keeps in
+//!   through a consumer without acks from the position it keeps in
 //!   PostgreSQL ([`cursor`]), and moves that position in the transaction
-//!   that stores the batch (`COPY` into a staging table, then `ON CONFLICT
-//!   (agent, seq) DO NOTHING` into `events`): a writer killed anywhere
+//!   that stores the batch (`COPY` into a staging table, then into
+//!   `events` what is above its agent's mark): a writer killed anywhere
 //!   resumes right after its last commit. One writer holds a tenant at a
-//!   time; others stand by.
+//!   time; others stand by. Retention drops whole day partitions
+//!   ([`partitions`]).
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
 //!   readable only by that tenant's role; a tenant name PostgreSQL would cut
 //!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
@@ -45,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod liveness;
+pub mod partitions;
 pub mod publish;
 pub mod writer;
 
@@ -116,6 +122,10 @@ pub enum BusError {
     },
     #[error("the last message of {subject} has no usable {SEQ_HEADER} header or body")]
     BadLastMessage { subject: String },
+    #[error(
+        "the stream of {subject} is gone from JetStream (deleted by hand, or the cluster rebuilt); it is created again at the agent's next connection"
+    )]
+    StreamGone { subject: String },
     #[error(
         "tenant {tenant:?} is {bytes} bytes long: the scaled-out SOC keeps it in the PostgreSQL schema \"tenant_{tenant}\" and role \"owlet_tenant_{tenant}\", and PostgreSQL cuts names at {max_identifier} bytes (two tenants could then share them), so a tenant name has at most {max_tenant} bytes here; issue this tenant's certificates under a shorter name",
         max_identifier = writer::PG_MAX_IDENTIFIER,

@@ -61,6 +61,11 @@ pub struct BusConfig {
     /// How long one event may wait for JetStream (leader elections included)
     /// before the batch fails and the agent resends it.
     pub publish_deadline: Duration,
+    /// How long a tenant stream keeps events at most (the tenant's own
+    /// `max_age` when shorter): JetStream is the buffer in front of
+    /// PostgreSQL, which keeps them for the tenant's retention. Longer
+    /// than the writer may ever be down. `None`: the tenant's retention.
+    pub buffer_max_age: Option<Duration>,
 }
 
 impl BusConfig {
@@ -71,6 +76,52 @@ impl BusConfig {
             replicas: 3,
             duplicate_window: Duration::from_secs(120),
             publish_deadline: Duration::from_secs(30),
+            buffer_max_age: Some(DEFAULT_BUFFER_MAX_AGE),
+        }
+    }
+}
+
+/// 7 days: a week-long writer or PostgreSQL outage loses nothing.
+pub const DEFAULT_BUFFER_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Stream metadata keys with the tenant's retention (seconds; bytes),
+/// absent when unlimited. The writer applies them to PostgreSQL; the
+/// stream's own limits are the buffer's.
+const META_RETENTION: &str = "owlet.retention";
+const META_MAX_AGE: &str = "owlet.retention.max_age_s";
+const META_MAX_BYTES: &str = "owlet.retention.max_bytes";
+
+impl Retention {
+    /// The stream metadata that carries this retention.
+    fn metadata(self) -> HashMap<String, String> {
+        let mut meta = HashMap::from([(META_RETENTION.to_string(), "1".to_string())]);
+        if let Some(age) = self.max_age {
+            meta.insert(META_MAX_AGE.into(), age.as_secs().to_string());
+        }
+        if let Some(bytes) = self.max_bytes {
+            meta.insert(META_MAX_BYTES.into(), bytes.to_string());
+        }
+        meta
+    }
+
+    /// The tenant's retention as a receiver wrote it on its stream; for a
+    /// stream without it (made by an older receiver), the stream's limits.
+    pub fn of_stream(config: &stream::Config) -> Self {
+        if config.metadata.contains_key(META_RETENTION) {
+            let number = |key| {
+                config
+                    .metadata
+                    .get(key)
+                    .and_then(|v: &String| v.parse::<u64>().ok())
+            };
+            return Self {
+                max_age: number(META_MAX_AGE).map(Duration::from_secs),
+                max_bytes: number(META_MAX_BYTES),
+            };
+        }
+        Self {
+            max_age: Some(config.max_age).filter(|age| !age.is_zero()),
+            max_bytes: u64::try_from(config.max_bytes).ok(),
         }
     }
 }
@@ -189,7 +240,12 @@ impl Bus {
             name: name.clone(),
             description: Some(format!("owlet events of tenant {tenant}")),
             subjects: vec![format!("owlet.{}.>", token(tenant))],
-            max_age: retention.max_age.unwrap_or_default(),
+            max_age: [retention.max_age, self.config.buffer_max_age]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_default(),
+            metadata: retention.metadata(),
             max_bytes: retention
                 .max_bytes
                 .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
@@ -256,7 +312,19 @@ impl Bus {
             deadline: self.config.publish_deadline,
             expect_last: true,
         };
-        log.recover().await?;
+        match log.recover().await {
+            Err(BusError::StreamGone { subject }) => {
+                // Deleted since this receiver created it (by hand, or a
+                // cluster rebuilt): create it again, once.
+                tracing::warn!(%tenant, %subject, "the tenant's stream is gone; creating it again");
+                self.streams.lock().await.remove(tenant);
+                let (stream, atomic) = self.ensure_stream_atomic(tenant, retention).await?;
+                log.stream = stream;
+                log.atomic = atomic;
+                log.recover().await?;
+            }
+            other => other?,
+        }
         Ok(log)
     }
 }
@@ -329,7 +397,9 @@ impl AgentLog {
         loop {
             match self.read_last().await {
                 Ok(()) => return Ok(()),
-                Err(e @ BusError::BadLastMessage { .. }) => return Err(e),
+                Err(e @ (BusError::BadLastMessage { .. } | BusError::StreamGone { .. })) => {
+                    return Err(e);
+                }
                 Err(e) if started.elapsed() >= self.deadline => return Err(e),
                 Err(e) => {
                     tracing::debug!(subject = %self.subject, error = %e, "re-reading the agent's last message");
@@ -369,6 +439,14 @@ impl AgentLog {
                 self.mark = 0;
                 self.last_subject_seq = 0;
                 Ok(())
+            }
+            Err(e)
+                if matches!(e.kind(), LastRawMessageErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Err(BusError::StreamGone {
+                    subject: self.subject.clone(),
+                })
             }
             Err(e) => Err(BusError::Publish {
                 subject: self.subject.clone(),

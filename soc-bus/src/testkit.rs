@@ -440,13 +440,23 @@ pub async fn subject_seqs(
 /// The agent's `seq`s stored in the tenant's PostgreSQL table, ascending.
 pub async fn stored_seqs(pg: &tokio_postgres::Client, tenant: &str, agent: &str) -> Vec<i64> {
     let sql = format!(
-        "SELECT seq FROM {}.events WHERE agent = $1 ORDER BY seq",
+        "SELECT seq FROM {}.events WHERE agent = $1 AND seq IS NOT NULL ORDER BY seq",
         crate::writer::schema_of(tenant)
     );
     match pg.query(&sql, &[&agent]).await {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
         Err(_) => Vec::new(), // not created yet
     }
+}
+
+/// The first column (`bigint`) of every row `sql` returns.
+pub async fn ints(pg: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    pg.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Panics unless `seqs` is exactly `1..=n`, naming the first duplicate or gap.

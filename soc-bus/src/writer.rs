@@ -3,26 +3,30 @@
 //! transaction per batch that stores the events and moves the position.
 //!
 //! PostgreSQL layout, per tenant (created by the writer, idempotently):
-//! * schema `tenant_<tenant>`, table `events`: `agent`, `seq`,
-//!   `stream_seq`, `received_us`, the typed columns of
+//! * schema `tenant_<tenant>`, table `events`: `id` (the readers' cursor),
+//!   `agent`, `seq`, `stream_seq`, `received_us`, the typed columns of
 //!   [`owlet_soc_store::Columns`] (same names and meaning as in
 //!   `soc-store/SCHEMA.md`), `body bytea` (the `owlet.v1.Event` protobuf);
-//!   `UNIQUE (agent, seq)`;
+//!   partitioned by day of `received_us` ([`crate::partitions`]: retention
+//!   drops whole days); indexes on `id` and `time_us`;
+//! * table `agents`: per agent, its mark (the highest `seq` stored) and
+//!   its liveness ([`crate::liveness`]);
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
-//!   a password): USAGE on its schema and SELECT on its table only. Nothing
-//!   is granted to PUBLIC, so no tenant's role can read another's schema.
+//!   a password): USAGE on its schema and SELECT on its tables only.
+//!   Nothing is granted to PUBLIC, so no tenant's role can read another's
+//!   schema.
 //! * the writer's position in each tenant stream: [`crate::cursor`]
 //!   (schema `owlet_bus`, the writer's own).
 //!
 //! How a batch is stored (one transaction, on the tenant's own connection):
 //! the messages are written with `COPY … FROM STDIN (FORMAT binary)` into
 //! `pg_temp.owlet_staging` (a session-local `TEMP` table with the columns
-//! of `events` but `id`, emptied at every commit), moved with one `INSERT
-//! INTO events … SELECT … FROM owlet_staging ORDER BY stream_seq ON
-//! CONFLICT (agent, seq) DO NOTHING`, and the tenant's cursor is set to
-//! the batch's last stream sequence. A batch is what the consumer has
-//! delivered, up to [`WriterConfig::batch`] messages or [`LINGER`] after
-//! the first, whichever comes first.
+//! of `events` but `id`, emptied at every commit); one statement moves
+//! into `events`, in stream order, the rows above their agent's mark and
+//! raises the marks; the tenant's cursor is set to the batch's last stream
+//! sequence. A batch is what the consumer has delivered, up to
+//! [`WriterConfig::batch`] messages or [`LINGER`] after the first,
+//! whichever comes first.
 //!
 //! Guarantees:
 //! * **Exactly once.** The position moves in the transaction that stores
@@ -31,11 +35,14 @@
 //!   the double acks of a durable consumer: the same guarantee without a
 //!   window between commit and ack, and without the JetStream cluster
 //!   replicating an ack per event, which cost it more CPU than storing
-//!   the event; see bench/RESULTS.md.) `ON CONFLICT (agent, seq) DO
-//!   NOTHING` still absorbs whatever comes twice anyway: a position set
-//!   back by a database restore, or a tenant stream deleted and created
-//!   again (its sequences start over, and the writer reads it from its
-//!   start).
+//!   the event; see bench/RESULTS.md.) The agents' marks, raised in the
+//!   same transaction, still drop whatever comes twice anyway: a position
+//!   set back by a database restore, or a tenant stream deleted and
+//!   created again (its sequences start over, and the writer reads it
+//!   from its start). An agent's events are on its subject once each, in
+//!   ascending order (the receivers' guarantee), so "at or below the mark"
+//!   is exactly "stored already"; a unique index on (agent, seq) is not
+//!   needed, which a table partitioned by day could not enforce anyway.
 //! * **One writer per tenant, any number of standbys.** The tenant's
 //!   position is held by one connection at a time ([`crate::cursor`]).
 //!   Writers on the same PostgreSQL split the tenants between them; when
@@ -57,6 +64,8 @@
 //!   and logs once when it stores again.
 //!
 //! It never decides what is a duplicate by anything but (agent, seq).
+//! Retention: [`crate::partitions`], every [`RETENTION_EVERY`] and when a
+//! tenant's consumer starts.
 //!
 //! Test builds only (feature `fault-hooks` and debug assertions, so never a
 //! release binary): `OWLET_FAULT_WRITER_HOLD_AFTER_COMMIT=N` makes the
@@ -79,6 +88,8 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 pub use tokio_postgres::Config as PgConfig;
 
 use crate::cursor::{self, Claim};
+use crate::liveness::{self, LivenessConfig};
+use crate::partitions;
 use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
 
 /// How the writer consumes.
@@ -88,6 +99,8 @@ pub struct WriterConfig {
     pub postgres: String,
     /// Most messages committed in one transaction.
     pub batch: usize,
+    /// When agents are judged silent ([`liveness`]).
+    pub liveness: LivenessConfig,
 }
 
 impl WriterConfig {
@@ -95,6 +108,7 @@ impl WriterConfig {
         Self {
             postgres: postgres.into(),
             batch: 2048,
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -109,11 +123,14 @@ pub const LINGER: Duration = Duration::from_millis(5);
 /// half are delivered, so a batch rarely waits for the server).
 const PULL_BATCH: usize = 1000;
 
+/// How often the tenant's retention is applied to its partitions.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
 /// How often a standby writer tries to take over a tenant another writer
 /// holds.
 pub const STANDBY_POLL: Duration = Duration::from_secs(3);
 
-const SCHEMA_PREFIX: &str = "tenant_";
+pub(crate) const SCHEMA_PREFIX: &str = "tenant_";
 const ROLE_PREFIX: &str = "owlet_tenant_";
 
 /// PostgreSQL's longest identifier in bytes (`NAMEDATALEN` - 1). It cuts
@@ -204,19 +221,27 @@ fn ddl(tenant: &str) -> String {
         "CREATE SCHEMA IF NOT EXISTS {schema};
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 CREATE TABLE IF NOT EXISTS {schema}.events (
-  id bigserial PRIMARY KEY,
+  id bigserial NOT NULL,
   agent text NOT NULL,
-  seq bigint NOT NULL,
-  stream_seq bigint NOT NULL,
+  seq bigint,
+  stream_seq bigint,
   received_us bigint NOT NULL,
-{columns}  body bytea NOT NULL,
-  UNIQUE (agent, seq)
-);
+{columns}  body bytea NOT NULL
+) PARTITION BY RANGE (received_us);
+CREATE INDEX IF NOT EXISTS events_id ON {schema}.events (id);
 CREATE INDEX IF NOT EXISTS events_time ON {schema}.events (time_us);
-REVOKE ALL ON {schema}.events FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.agents (
+  agent text PRIMARY KEY,
+  seq bigint NOT NULL,
+  first_seen_us bigint NOT NULL,
+  last_heartbeat_us bigint,
+  stopping boolean NOT NULL DEFAULT false,
+  silent boolean NOT NULL DEFAULT false
+);
+REVOKE ALL ON {schema}.events, {schema}.agents FROM PUBLIC;
 DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.events TO {role};"
+GRANT SELECT ON {schema}.events, {schema}.agents TO {role};"
     )
 }
 
@@ -257,13 +282,27 @@ fn copy_sql() -> String {
     )
 }
 
-/// Moves the staged batch into `events`: in stream order, and whatever is
-/// stored already (a redelivery) is skipped.
+/// Moves the staged batch into `events`, in stream order, but for what
+/// is at or below its agent's mark (`agents.seq`: stored already; an
+/// agent's events come on its subject in ascending order, so the mark is
+/// an exact test), and raises the marks (an agent first seen gets its
+/// row).
 fn move_sql(tenant: &str) -> String {
+    let schema = schema_of(tenant);
     let columns = staged_columns().join(", ");
     format!(
-        "INSERT INTO {}.events ({columns}) SELECT {columns} FROM {STAGING} ORDER BY stream_seq ON CONFLICT (agent, seq) DO NOTHING",
-        schema_of(tenant)
+        "WITH fresh AS (
+  SELECT DISTINCT ON (s.agent, s.seq) s.* FROM {STAGING} s
+    LEFT JOIN {schema}.agents m ON m.agent = s.agent
+   WHERE s.seq > coalesce(m.seq, 0)
+   ORDER BY s.agent, s.seq
+), stored AS (
+  INSERT INTO {schema}.events ({columns}) SELECT {columns} FROM fresh ORDER BY stream_seq
+  RETURNING agent, seq, received_us
+)
+INSERT INTO {schema}.agents AS a (agent, seq, first_seen_us)
+  SELECT agent, max(seq), min(received_us) FROM stored GROUP BY agent
+ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(a.seq, excluded.seq)"
     )
 }
 
@@ -287,21 +326,25 @@ impl Statements {
 }
 
 /// One agent's event as it is staged: every column of `events` but `id`.
-struct Row {
-    agent: String,
-    seq: i64,
-    stream_seq: i64,
+pub(crate) struct Row {
+    pub(crate) agent: String,
+    /// The agent's sequence number; `None` for a record the SOC made (a
+    /// liveness alert).
+    seq: Option<i64>,
+    stream_seq: Option<i64>,
     received_us: i64,
     /// The typed columns, in [`NAMES`] order.
     columns: Vec<Value>,
     /// The `owlet.v1.Event` protobuf, unaltered.
     body: Bytes,
+    /// For an agent's heartbeat (`agent_status`): whether it said goodbye.
+    pub(crate) heartbeat: Option<bool>,
 }
 
 impl Row {
     /// One message as a row; `None` when it is not an agent's sequenced
-    /// event (acknowledged and skipped, with a warning).
-    fn of(message: &jetstream::Message, stream_seq: u64) -> Option<Self> {
+    /// event (skipped, with a warning).
+    fn of(message: &jetstream::Message, stream_seq: u64, received_us: i64) -> Option<Self> {
         let agent = agent_of(message.subject.as_str())?;
         let event = owlet_proto::v1::Event::decode(message.payload.clone()).ok()?;
         let seq = message
@@ -311,25 +354,43 @@ impl Row {
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(event.seq);
         let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
-        let received_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let columns = owlet_soc_store::Columns::of(&event);
         Some(Self {
             agent,
-            seq,
-            stream_seq: i64::try_from(stream_seq).ok()?,
+            seq: Some(seq),
+            stream_seq: Some(i64::try_from(stream_seq).ok()?),
             received_us,
-            columns: owlet_soc_store::Columns::of(&event).values(),
+            heartbeat: (columns.kind == "agent_status")
+                .then_some(columns.state == Some("stopping")),
+            columns: columns.values(),
             body: message.payload.clone(),
         })
     }
 
+    /// A record the SOC makes about `agent` (outside its sequence).
+    pub(crate) fn soc_record(
+        agent: &str,
+        event: &owlet_proto::v1::Event,
+        received_us: i64,
+    ) -> Self {
+        Self {
+            agent: agent.to_string(),
+            seq: None,
+            stream_seq: None,
+            received_us,
+            heartbeat: None,
+            columns: owlet_soc_store::Columns::of(event).values(),
+            body: Bytes::from(event.encode_to_vec()),
+        }
+    }
+
     /// The row's cells in [`staged_columns`] order.
     fn cells(&self) -> Vec<Cell<'_>> {
+        let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
         let mut cells = vec![
             Cell::Text(&self.agent),
-            Cell::Int(self.seq),
-            Cell::Int(self.stream_seq),
+            int(self.seq),
+            int(self.stream_seq),
             Cell::Int(self.received_us),
         ];
         cells.extend(
@@ -341,6 +402,38 @@ impl Row {
         cells.push(Cell::Bytes(&self.body));
         cells
     }
+}
+
+/// Inserts records the SOC made (no COPY: a few rows at a time).
+pub(crate) async fn insert_records(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &str,
+    rows: &[Row],
+) -> Result<(), BusError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let columns = staged_columns();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    let insert = tx
+        .prepare_typed(
+            &format!(
+                "INSERT INTO {}.events ({}) VALUES ({})",
+                schema_of(tenant),
+                columns.join(", "),
+                placeholders.join(", ")
+            ),
+            &staged_types(),
+        )
+        .await
+        .map_err(pg_error)?;
+    for row in rows {
+        let cells = row.cells();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        tx.execute(&insert, &params).await.map_err(pg_error)?;
+    }
+    Ok(())
 }
 
 /// One value as COPY writes it.
@@ -390,16 +483,27 @@ impl ToSql for Cell<'_> {
     to_sql_checked!();
 }
 
-/// Stores `rows` and moves the tenant's position to `last` (the batch's
-/// last stream sequence) in one transaction: COPY into staging, the move
-/// into `events`, the cursor. Returns when the transaction committed.
+/// One batch as it is stored.
+struct Stored {
+    rows: Vec<Row>,
+    /// When the writer took it (every row's `received_us`).
+    received_us: i64,
+    /// Its last stream sequence: the tenant's position after it.
+    last: u64,
+}
+
+/// Stores a batch and moves the tenant's position past it in one
+/// transaction: COPY into staging, the move into `events`, the agents'
+/// heartbeats ([`liveness`]), the cursor. Returns when the transaction
+/// committed.
 async fn store(
     pg: &mut tokio_postgres::Client,
     statements: &Statements,
-    rows: &[Row],
+    tenant: &str,
+    batch: &Stored,
     claim: &mut Claim,
-    last: u64,
 ) -> Result<(), BusError> {
+    let rows = &batch.rows;
     let tx = pg.transaction().await.map_err(pg_error)?;
     let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
     let mut copy = pin!(BinaryCopyInWriter::new(sink, &staged_types()));
@@ -411,8 +515,9 @@ async fn store(
     }
     copy.finish().await.map_err(pg_error)?;
     tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
+    liveness::note_heartbeats(&tx, tenant, rows, batch.received_us).await?;
     let before = claim.position;
-    claim.advance(&tx, last).await?;
+    claim.advance(&tx, batch.last).await?;
     tx.commit().await.map_err(|e| {
         claim.position = before;
         pg_error(e)
@@ -628,10 +733,42 @@ async fn consume(
     // must be one more (without acks nothing is delivered twice).
     let mut delivered = 0u64;
     tracing::info!(%tenant, from = start, "writer: storing the tenant's stream");
+    let mut days = partitions::Days::default();
+    let mut retention_due = tokio::time::Instant::now();
+    let mut liveness_due = tokio::time::Instant::now();
+    // Everything in the stream is stored: agents may be judged.
+    let mut caught_up = false;
     loop {
-        let batch = next_batch(&mut messages, config.batch)
+        let now = tokio::time::Instant::now();
+        if now >= retention_due {
+            let policy = stream_policy(&mut stream).await.map_err(stream_error)?;
+            partitions::retain(&pg, tenant, policy, std::time::SystemTime::now(), &mut days)
+                .await?;
+            retention_due = now + RETENTION_EVERY;
+        }
+        if now >= liveness_due {
+            if caught_up {
+                liveness::judge(
+                    &mut pg,
+                    tenant,
+                    config.liveness,
+                    std::time::SystemTime::now(),
+                    &mut days,
+                )
+                .await?;
+            }
+            liveness_due = now + config.liveness.check_every;
+        }
+        let batch = next_batch(&mut messages, config.batch, retention_due.min(liveness_due))
             .await
             .map_err(stream_error)?;
+        let Some(newest) = batch.last() else {
+            caught_up = true;
+            continue;
+        };
+        caught_up = newest.info().is_ok_and(|info| info.pending == 0);
+        let received_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
+        days.ensure(&pg, tenant, received_us).await?;
         let mut rows = Vec::with_capacity(batch.len());
         let mut last = claim.position;
         for message in &batch {
@@ -645,13 +782,18 @@ async fn consume(
             delivered = info.consumer_sequence;
             let stream_seq = info.stream_sequence;
             last = stream_seq;
-            match Row::of(message, stream_seq) {
+            match Row::of(message, stream_seq, received_us) {
                 Some(row) => rows.push(row),
                 None => tracing::warn!(%tenant, subject = %message.subject, stream_seq,
                     "writer: not an agent's event; skipped"),
             }
         }
-        store(&mut pg, &statements, &rows, &mut claim, last).await?;
+        let stored_batch = Stored {
+            rows,
+            received_us,
+            last,
+        };
+        store(&mut pg, &statements, tenant, &stored_batch, &mut claim).await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }
@@ -660,18 +802,30 @@ async fn consume(
     }
 }
 
-/// The next batch: at least one message, then what comes within
-/// [`LINGER`], at most `max`.
+/// The tenant's retention, as the receivers wrote it on its stream.
+async fn stream_policy(
+    stream: &mut jetstream::stream::Stream,
+) -> Result<owlet_soc_store::Policy, String> {
+    let config = &stream.info().await.map_err(|e| e.to_string())?.config;
+    let retention = crate::Retention::of_stream(config);
+    Ok(owlet_soc_store::Policy {
+        max_age: retention.max_age,
+        max_bytes: retention.max_bytes,
+    })
+}
+
+/// The next batch: the first message, then what comes within [`LINGER`],
+/// at most `max`; empty when no message came before `until`.
 async fn next_batch(
     messages: &mut pull::Stream,
     max: usize,
+    until: tokio::time::Instant,
 ) -> Result<Vec<jetstream::Message>, String> {
     let ended = || "the consumer ended".to_string();
-    let first = messages
-        .next()
-        .await
-        .ok_or_else(ended)?
-        .map_err(|e| e.to_string())?;
+    let first = match tokio::time::timeout_at(until, messages.next()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(first) => first.ok_or_else(ended)?.map_err(|e| e.to_string())?,
+    };
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + LINGER;
     while batch.len() < max {
@@ -756,7 +910,7 @@ mod tests {
                 assert!(fits, "{name}: {value:?} does not fit its PostgreSQL type");
             }
         }
-        assert!(move_sql("a").contains("ON CONFLICT (agent, seq) DO NOTHING"));
+        assert!(move_sql("a").contains("WHERE s.seq > coalesce(m.seq, 0)"));
         assert_eq!(staged_columns().len(), staged_types().len());
         assert!(ddl("a.b").contains("\"tenant_a.b\".events"));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use owlet_soc_bus::testkit::{
-    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, stored_seqs, subject_seqs,
+    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, ints, stored_seqs, subject_seqs,
 };
 use owlet_soc_bus::writer::{MAX_TENANT_BYTES, WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
@@ -139,17 +139,34 @@ async fn the_mark_is_recovered_from_the_subject_by_a_new_receiver() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_limits_become_the_stream_limits() {
     let (_cluster, bus) = cluster_and_bus(Duration::from_secs(60)).await;
-    let retention = Retention {
+    // A tenant keeping a day: the stream keeps that day.
+    let day = Retention {
         max_age: Some(Duration::from_secs(86_400)),
         max_bytes: Some(1 << 30),
     };
-    bus.ensure_stream("acme", retention).await.unwrap();
+    bus.ensure_stream("acme", day).await.unwrap();
     let mut stream = bus.jetstream().get_stream("OWLET_acme").await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.max_age, Duration::from_secs(86_400));
     assert_eq!(info.config.max_bytes, 1 << 30);
     assert_eq!(info.config.num_replicas, 3);
     assert_eq!(info.config.subjects, ["owlet.acme.>"]);
+    assert_eq!(Retention::of_stream(&info.config), day);
+    // A tenant keeping 400 days: the stream is a buffer of 7 days (the
+    // default), and carries the 400 days for the writer's PostgreSQL.
+    let long = Retention {
+        max_age: Some(Duration::from_secs(400 * 86_400)),
+        max_bytes: None,
+    };
+    bus.ensure_stream("globex", long).await.unwrap();
+    let mut stream = bus.jetstream().get_stream("OWLET_globex").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.config.max_age,
+        owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE
+    );
+    assert_eq!(info.config.max_bytes, -1);
+    assert_eq!(Retention::of_stream(&info.config), long);
 }
 
 /// The tenant stream's leader is killed while an agent's events are being
@@ -259,10 +276,10 @@ async fn a_writer_stopped_mid_stream_and_restarted_stores_each_event_once() {
 
 /// Events stored while the writer's position is behind them (the cursor
 /// row lost, or restored from an older backup than the events): the first
-/// 1,000 events are in PostgreSQL, the position is at the stream's start.
-/// A writer reads all 3,000: the stored ones are absorbed (`ON CONFLICT`),
-/// the others stored once, and their ids follow the stream's order
-/// (readers use `id` as a cursor).
+/// 1,000 events and their agent's mark are in PostgreSQL, the position is
+/// at the stream's start. A writer reads all 3,000: the stored ones are
+/// dropped by the mark, the others stored once, and their ids follow the
+/// stream's order (readers use `id` as a cursor).
 #[tokio::test(flavor = "multi_thread")]
 async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     const N: u64 = 3000;
@@ -270,10 +287,16 @@ async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     let (_cluster, bus, pg) = published(N).await;
     let admin = pg.client("owlet").await;
     prepare_tenant(&admin, "acme").await.unwrap();
+    let now_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
+    owlet_soc_bus::partitions::Days::default()
+        .ensure(&admin, "acme", now_us)
+        .await
+        .unwrap();
     admin
         .batch_execute(&format!(
             "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)
-             SELECT 'fw-1', s, s, 0, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s"
+             SELECT 'fw-1', s, s, {now_us}, 'check_result', 0, '\\x00' FROM generate_series(1, {COMMITTED}) s;
+             INSERT INTO tenant_acme.agents (agent, seq, first_seen_us) VALUES ('fw-1', {COMMITTED}, {now_us})"
         ))
         .await
         .unwrap();
@@ -342,16 +365,15 @@ async fn a_standby_writer_takes_the_tenant_over_when_the_holder_dies() {
 /// (the stream's creation time) and reads the new stream from its start.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_created_again_is_read_from_its_start() {
-    let (cluster, bus, pg) = published(1500).await;
+    let (_cluster, bus, pg) = published(1500).await;
     let admin = pg.client("owlet").await;
     let writer = spawn_writer(&bus, WriterConfig::new(pg.conninfo("owlet")));
     wait_for_rows(&admin, "acme", "fw-1", 1500).await;
     bus.jetstream().delete_stream("OWLET_acme").await.unwrap();
     // The new stream's sequences 1..=1000 are below the old position
-    // (1500): a writer that kept it would skip them. (A receiver started
-    // afterwards creates the stream again.)
-    let receiver = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
-    let mut log = receiver
+    // (1500): a writer that kept it would skip them. The receiver that
+    // created the stream notices it is gone and creates it again.
+    let mut log = bus
         .agent("acme", "fw-1", Retention::default())
         .await
         .unwrap();
@@ -363,13 +385,7 @@ async fn a_stream_created_again_is_read_from_its_start() {
 
 /// The tenant's stored seqs in `id` order.
 async fn seqs_by_id(admin: &tokio_postgres::Client) -> Vec<i64> {
-    admin
-        .query("SELECT seq FROM tenant_acme.events ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    ints(admin, "SELECT seq FROM tenant_acme.events ORDER BY id").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -380,6 +396,9 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
     prepare_tenant(&admin, "b").await.unwrap();
     // Idempotent: a second writer (or a restart) prepares again.
     prepare_tenant(&admin, "b").await.unwrap();
+    owlet_soc_bus::partitions::create_day(&admin, "b", 0)
+        .await
+        .unwrap();
     admin
         .batch_execute(
             "INSERT INTO tenant_b.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00');
@@ -398,6 +417,9 @@ async fn a_tenant_role_cannot_read_another_tenants_schema() {
     for sql in [
         "SELECT * FROM tenant_b.events",
         "SELECT count(*) FROM tenant_b.events",
+        // The day partition itself, and the agents' marks and liveness.
+        "SELECT * FROM tenant_b.events_19700101",
+        "SELECT * FROM tenant_b.agents",
         "INSERT INTO tenant_a.events (agent, seq, stream_seq, received_us, kind, time_us, body) VALUES ('x', 1, 1, 0, 'alert', 0, '\\x00')",
     ] {
         let e = a.query(sql, &[]).await.unwrap_err();

@@ -117,6 +117,40 @@ impl Scaled {
         }
     }
 
+    /// Stores an alert outside any agent's sequence (seq NULL), as the
+    /// writer stores its liveness alerts; returns its event id.
+    async fn soc_record(&self, tenant: &str) -> String {
+        let event = owlet_proto::v1::Event {
+            seq: 0,
+            time: Some(owlet_proto::now()),
+            kind: Some(owlet_proto::v1::event::Kind::Alert(
+                owlet_proto::v1::Alert {
+                    source: "liveness".into(),
+                    subject: "s1".into(),
+                    name: "agent_silent".into(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let id: i64 = self
+            .admin
+            .query_one(
+                &format!(
+                    "INSERT INTO {}.events (agent, seq, received_us, kind, time_us, body) VALUES ('s1', NULL, $1, 'alert', $1, $2) RETURNING id",
+                    schema_of(tenant)
+                ),
+                &[&now, &event.encode_to_vec()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        format!("{tenant}/soc/{id}")
+    }
+
     /// Waits until `output`'s cursor in `tenant` is at the last stored id.
     async fn caught_up(&self, output: &str, tenant: &str) {
         let started = std::time::Instant::now();
@@ -211,9 +245,13 @@ async fn every_event_reaches_its_tenants_output_once_and_a_restart_resumes_after
 /// The destination is down (nothing listens on its port) while events are
 /// stored, then comes back on the same port.
 ///
+/// A record outside the agents' sequences (seq NULL, as the writer's
+/// liveness alerts) goes with them, as `TENANT/soc/ID`.
+///
 /// Seen failing: with the cursor advanced when a delivery failed (the
 /// loop's `continue` after a failure removed), the position reached 150
-/// while the server was down ("nothing was confirmed").
+/// while the server was down ("nothing was confirmed"); with `seq` read as
+/// NOT NULL, the output's task panicked on the SOC's record.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_destination_down_then_up_loses_nothing() {
     let soc = Scaled::start().await;
@@ -239,14 +277,19 @@ async fn the_destination_down_then_up_loses_nothing() {
         assert!(started.elapsed() < LIMIT, "no failure recorded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A record the SOC made itself (a liveness alert: no agent seq).
+    let record = soc.soc_record("acme").await;
     soc.publish("acme", 151..=200).await;
     let _server = HttpsServer::start(&ca, port, bulk_handler(index.clone())).await;
-    wait_created(&index, 200).await;
+    wait_created(&index, 201).await;
     soc.caught_up(&c.name, "acme").await;
     out.shutdown().await;
     let (_, delivered, errors, last_error, _) = soc.cursor(&c.name, "acme").await;
-    assert_complete_and_ordered(&index.lock().unwrap().created, &ids("acme", 1..=200));
-    assert_eq!(delivered, 200);
+    let mut expected = ids("acme", 1..=150);
+    expected.push(record);
+    expected.extend(ids("acme", 151..=200));
+    assert_complete_and_ordered(&index.lock().unwrap().created, &expected);
+    assert_eq!(delivered, 201);
     assert!(errors >= 2, "the failures stay counted: {errors}");
     assert_eq!(last_error, None, "cleared by the next confirmed batch");
 }

@@ -23,6 +23,7 @@ pub mod columns;
 pub mod cursor;
 pub mod error;
 pub mod latest;
+pub mod liveness;
 pub mod newest;
 pub mod read;
 pub mod retention;

@@ -11,7 +11,7 @@ pub fn micros(t: SystemTime) -> i64 {
 }
 
 /// `YYYY-MM-DD` of `t` in UTC.
-pub(crate) fn utc_day(t: SystemTime) -> String {
+pub fn utc_day(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t)
         .format("%Y-%m-%d")
         .to_string()

@@ -94,11 +94,21 @@ pub enum SinkSection {
         /// `Nats-Msg-Id` duplicate window of each tenant stream.
         #[serde(default = "default_duplicate_window", with = "humantime_serde")]
         duplicate_window: Duration,
+        /// How long JetStream keeps a tenant's events at most (its own
+        /// retention when shorter): the buffer in front of PostgreSQL,
+        /// which keeps them for the tenant's retention. Longer than the
+        /// writer may be down; "0s": the tenant's retention.
+        #[serde(default = "default_buffer_max_age", with = "humantime_serde")]
+        buffer_max_age: Duration,
     },
 }
 
 fn default_replicas() -> usize {
     3
+}
+
+fn default_buffer_max_age() -> Duration {
+    owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE
 }
 
 fn default_duplicate_window() -> Duration {
@@ -303,11 +313,13 @@ impl SocConfig {
                 credentials,
                 replicas,
                 duplicate_window,
+                buffer_max_age,
             } => {
                 let mut bus = owlet_soc_bus::BusConfig::new(servers.clone());
                 bus.credentials = credentials.clone();
                 bus.replicas = *replicas;
                 bus.duplicate_window = *duplicate_window;
+                bus.buffer_max_age = Some(*buffer_max_age).filter(|age| !age.is_zero());
                 Some(bus)
             }
         }
@@ -323,6 +335,10 @@ pub struct WriterFile {
     pub postgres: PostgresSection,
     #[serde(default)]
     pub writer: WriterSection,
+    /// When agents are judged silent (the same keys as `soc.toml`'s): in
+    /// the scaled-out SOC the writer holding a tenant judges its agents.
+    #[serde(default)]
+    pub liveness: LivenessSection,
     #[serde(default)]
     pub log: owlet_logging::LogSection,
 }
@@ -377,6 +393,10 @@ impl WriterFile {
     pub fn writer(&self) -> std::io::Result<owlet_soc_bus::writer::WriterConfig> {
         let mut writer = owlet_soc_bus::writer::WriterConfig::new(self.postgres.conninfo()?);
         writer.batch = self.writer.batch;
+        writer.liveness = owlet_soc_bus::liveness::LivenessConfig {
+            silent_after: self.liveness.silent_after,
+            check_every: self.liveness.check_every,
+        };
         Ok(writer)
     }
 }
@@ -503,6 +523,12 @@ pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
         }
         if config.writer.batch == 0 {
             errors.push(source.error("writer.batch", "must be more than 0"));
+        }
+        if config.liveness.silent_after.is_zero() || config.liveness.check_every.is_zero() {
+            errors.push(source.error(
+                "liveness",
+                "silent_after and check_every must be more than 0",
+            ));
         }
         errors
     })
@@ -673,6 +699,7 @@ fn check_bus(
         credentials,
         replicas,
         duplicate_window,
+        buffer_max_age,
     } = &config.sink
     else {
         return;
@@ -707,6 +734,17 @@ fn check_bus(
     }
     if duplicate_window.is_zero() {
         errors.push(source.error("sink.duplicate_window", "must be more than 0s"));
+    }
+    if !buffer_max_age.is_zero() && buffer_max_age < duplicate_window {
+        errors.push(source.error(
+            "sink.buffer_max_age",
+            format!(
+                "{} is shorter than sink.duplicate_window ({}): JetStream refuses such a stream; \
+                 keep it longer than the writer may be down (default 7days)",
+                humantime::format_duration(*buffer_max_age),
+                humantime::format_duration(*duplicate_window)
+            ),
+        ));
     }
     for name in config.tenants.keys() {
         if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
@@ -876,6 +914,31 @@ mod tests {
                 "{key:?} missing: {errors}"
             );
         }
+    }
+
+    #[test]
+    fn the_bus_buffer_defaults_to_a_week_and_may_not_undercut_the_duplicate_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        let sink = |extra: &str| {
+            with_sink(&format!(
+                "[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n{extra}"
+            ))
+        };
+        std::fs::write(&path, sink("")).unwrap();
+        let bus = load(&path).unwrap().bus().unwrap();
+        assert_eq!(
+            bus.buffer_max_age,
+            Some(owlet_soc_bus::publish::DEFAULT_BUFFER_MAX_AGE)
+        );
+        std::fs::write(&path, sink("buffer_max_age = \"0s\"")).unwrap();
+        assert_eq!(load(&path).unwrap().bus().unwrap().buffer_max_age, None);
+        std::fs::write(&path, sink("buffer_max_age = \"1m\"")).unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains("sink.buffer_max_age") && errors.contains("duplicate_window (2m)"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl Scale {
     /// on the next call).
     pub fn stored(&self, tenant: &str, agent: &str) -> Vec<i64> {
         let sql = format!(
-            "SELECT seq FROM {}.events WHERE agent = $1 ORDER BY seq",
+            "SELECT seq FROM {}.events WHERE agent = $1 AND seq IS NOT NULL ORDER BY seq",
             owlet_soc_bus::writer::schema_of(tenant)
         );
         self.query(&sql, &[&agent])

@@ -183,7 +183,10 @@ impl Postgres {
                     id: r.get(0),
                     tenant: tenant.to_string(),
                     agent: r.get(1),
-                    seq: u64::try_from(r.get::<_, i64>(2)).ok(),
+                    // NULL for the SOC's own records (liveness alerts).
+                    seq: r
+                        .get::<_, Option<i64>>(2)
+                        .and_then(|s| u64::try_from(s).ok()),
                     kind: r.get(3),
                     time_us: r.get(4),
                     received_us: r.get(5),

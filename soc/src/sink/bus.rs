@@ -11,9 +11,12 @@
 //!   is detected and its events are not repeated;
 //! * identity comes from the certificate: the subject is built from it.
 //!
-//! Not here yet (issue 17): liveness across receivers (no silent-agent
-//! alerts in this mode), revocation alerts, self-test records, retention
-//! runs (JetStream enforces the tenant's `max_age` / `max_bytes` itself).
+//! Not here, by design: liveness (the writer holding the tenant judges
+//! its agents from the heartbeats on their subjects, whichever receiver
+//! published them: owlet_soc_bus::liveness) and retention (JetStream
+//! enforces the tenant's `max_age` / `max_bytes` on the stream, the writer
+//! on its PostgreSQL partitions). Not here yet (issue 17): revocation
+//! alerts, self-test records.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -179,6 +182,7 @@ impl Sink for BusSink {
         _now: SystemTime,
         _silent_after: Duration,
     ) -> Result<Vec<LivenessChange>, SinkError> {
+        // The writer judges liveness (see the module doc).
         Ok(Vec::new())
     }
 }

@@ -34,7 +34,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Alert, Event, Hello, Severity, State, event::Kind};
+use owlet_proto::v1::{Event, Hello, Severity, State};
+use owlet_soc_store::liveness::{Liveness, soc_alert};
 use owlet_soc_store::{Store, Writers};
 use owlet_tls::{CertInfo, Identity, RevokedCert};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -200,50 +201,6 @@ fn micros(t: SystemTime) -> i64 {
     owlet_proto::timestamp_micros(&owlet_proto::timestamp(t))
 }
 
-/// What a liveness alert says about an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Liveness {
-    /// No heartbeat within the window, and no goodbye: a crash, a power
-    /// cut, a network down (Critical).
-    Silent,
-    /// No heartbeat since its goodbye: stopped on purpose (Info).
-    Stopped,
-    /// Heartbeats again.
-    Recovered,
-}
-
-/// An alert the SOC raises about an agent, stored like any event (seq NULL).
-fn soc_alert(who: &Identity, name: &str, severity: Severity, new: State, message: String) -> Event {
-    let old = if new == State::Up {
-        State::Down
-    } else {
-        State::Up
-    };
-    Event {
-        seq: 0,
-        time: Some(owlet_proto::now()),
-        kind: Some(Kind::Alert(Alert {
-            source: "soc".into(),
-            subject: who.to_string(),
-            name: name.into(),
-            severity: severity as i32,
-            old_state: old as i32,
-            new_state: new as i32,
-            message,
-            ..Default::default()
-        })),
-    }
-}
-
-/// `agent_silent`, `agent_stopped` or `agent_recovered`.
-fn liveness_alert(who: &Identity, liveness: Liveness, detail: String) -> Event {
-    match liveness {
-        Liveness::Silent => soc_alert(who, "agent_silent", Severity::Critical, State::Down, detail),
-        Liveness::Stopped => soc_alert(who, "agent_stopped", Severity::Info, State::Down, detail),
-        Liveness::Recovered => soc_alert(who, "agent_recovered", Severity::Info, State::Up, detail),
-    }
-}
-
 /// The alert the SOC records when the CRL it enforces revokes an agent's
 /// certificate.
 fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
@@ -253,7 +210,7 @@ fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
         cert.reason.as_deref().unwrap_or("no reason given")
     );
     soc_alert(
-        who,
+        &who.to_string(),
         "certificate_revoked",
         Severity::Warning,
         State::Down,
@@ -318,11 +275,8 @@ impl SqliteSink {
             .enumerate()
             .filter(|(_, (_, s))| s.recovered)
             .map(|(i, ((who, _), _))| {
-                let alert = liveness_alert(
-                    who,
-                    Liveness::Recovered,
-                    format!("{who} is sending heartbeats again"),
-                );
+                let alert =
+                    Liveness::Recovered.alert(&who.to_string(), Duration::ZERO, Duration::ZERO);
                 (i, alert)
             })
             .collect();
@@ -615,27 +569,9 @@ impl Sink for SqliteSink {
         for (row, tenant, agent_id, last, stopping) in overdue {
             let who = Identity { tenant, agent_id };
             let quiet = Duration::from_micros(u64::try_from(now_us - last).unwrap_or(0));
-            let (liveness, detail) = if stopping {
-                (
-                    Liveness::Stopped,
-                    format!(
-                        "{who} was stopped on purpose {}s ago (its last heartbeat said goodbye: \
-                         systemctl stop, an upgrade); no data until it starts again",
-                        quiet.as_secs()
-                    ),
-                )
-            } else {
-                (
-                    Liveness::Silent,
-                    format!(
-                        "no heartbeat from {who} for {}s (window {}s)",
-                        quiet.as_secs(),
-                        silent_after.as_secs()
-                    ),
-                )
-            };
+            let alert = Liveness::overdue(stopping).alert(&who.to_string(), quiet, silent_after);
             // The alert first: a crash in between repeats it, never loses it.
-            self.store_soc_events(&who, &[liveness_alert(&who, liveness, detail)])?;
+            self.store_soc_events(&who, &[alert])?;
             self.db
                 .execute("UPDATE agents SET silent = 1 WHERE id = ?1", params![row])?;
             changes.push(LivenessChange {
@@ -697,7 +633,7 @@ pub(crate) fn test_cert() -> CertInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use owlet_proto::v1::{AgentStatus, Batch};
+    use owlet_proto::v1::{AgentStatus, Alert, Batch, event::Kind};
 
     fn event(seq: u64, status: bool) -> Event {
         let kind = if status {
