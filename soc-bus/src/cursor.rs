@@ -24,6 +24,11 @@
 //!   the lock and a standby takes over at the committed position. A lock
 //!   key is a row's own `id`, never a hash of a name, so two tenants never
 //!   share one.
+//! * **Or moved on its own.** A consumer whose batch goes somewhere else
+//!   (a SIEM output: the destination confirmed it) moves its position with
+//!   [`Claim::advance_to`], a statement of its own that never moves it
+//!   back, and keeps its delivery figures (`delivered`, `errors`,
+//!   `last_error`, `updated_us`) on the same row for the operator.
 //! * **The writer's own.** The schema grants nothing to PUBLIC, so no
 //!   tenant role reads it.
 
@@ -46,6 +51,11 @@ CREATE TABLE IF NOT EXISTS owlet_bus.cursors (
   stream_created_ns bigint,
   PRIMARY KEY (consumer, tenant)
 );
+ALTER TABLE owlet_bus.cursors
+  ADD COLUMN IF NOT EXISTS delivered bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS errors bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS last_error text,
+  ADD COLUMN IF NOT EXISTS updated_us bigint NOT NULL DEFAULT 0;
 REVOKE ALL ON owlet_bus.cursors FROM PUBLIC;";
 
 /// Creates the cursor table (idempotent). Run once per process before its
@@ -125,14 +135,60 @@ impl Claim {
             )
             .await
             .map_err(pg_error)?;
-        if moved != 1 {
-            return Err(BusError::Other(format!(
-                "the cursor row {} is gone from owlet_bus.cursors (dropped by hand?)",
-                self.id
-            )));
-        }
+        self.gone_unless(moved)?;
         self.position = position;
         Ok(())
+    }
+
+    /// Moves the position to `position` on its own (autocommit; durable on
+    /// return) and counts `delivered` more events, clearing `last_error`:
+    /// for a consumer whose batch was confirmed elsewhere. Never moves the
+    /// position back (`GREATEST`), so even a holder that lost its lock
+    /// unnoticed cannot undo what the new holder confirmed.
+    pub async fn advance_to(
+        &mut self,
+        pg: &Client,
+        position: u64,
+        delivered: u64,
+    ) -> Result<(), BusError> {
+        let to = i64::try_from(position)
+            .map_err(|_| BusError::Other(format!("position {position} out of range")))?;
+        let delivered = i64::try_from(delivered).unwrap_or(i64::MAX);
+        let moved = pg
+            .execute(
+                "UPDATE owlet_bus.cursors SET position = GREATEST(position, $2), \
+                 delivered = delivered + $3, last_error = NULL, updated_us = $4 WHERE id = $1",
+                &[&self.id, &to, &delivered, &now_us()],
+            )
+            .await
+            .map_err(pg_error)?;
+        self.gone_unless(moved)?;
+        self.position = self.position.max(position);
+        Ok(())
+    }
+
+    /// Records a failed attempt (`errors` + 1, `last_error`); the position
+    /// stays.
+    pub async fn failed(&self, pg: &Client, error: &str) -> Result<(), BusError> {
+        let moved = pg
+            .execute(
+                "UPDATE owlet_bus.cursors SET errors = errors + 1, last_error = $2, updated_us = $3 WHERE id = $1",
+                &[&self.id, &error, &now_us()],
+            )
+            .await
+            .map_err(pg_error)?;
+        self.gone_unless(moved)
+    }
+
+    /// The error for an update that found no row.
+    fn gone_unless(&self, moved: u64) -> Result<(), BusError> {
+        if moved == 1 {
+            return Ok(());
+        }
+        Err(BusError::Other(format!(
+            "the cursor row {} is gone from owlet_bus.cursors (dropped by hand?)",
+            self.id
+        )))
     }
 
     /// For a stream's consumer: ties the position to the stream created at
@@ -154,4 +210,11 @@ impl Claim {
         self.stream_created_ns = Some(created_ns);
         Ok(old)
     }
+}
+
+/// The wall clock in µs since the epoch (UTC), for `updated_us`.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }

@@ -138,6 +138,15 @@ pub enum BusError {
     Other(String),
 }
 
+impl BusError {
+    /// A PostgreSQL error with the server's own words (tokio-postgres
+    /// keeps them in the error's causes), for readers of the store outside
+    /// this crate.
+    pub fn from_postgres(e: tokio_postgres::Error) -> Self {
+        writer::pg_error(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

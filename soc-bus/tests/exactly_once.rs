@@ -475,3 +475,56 @@ async fn a_tenant_name_postgres_would_cut_is_refused_and_the_longest_is_kept_who
         .to_string();
     assert!(refused.contains("63 bytes"), "{refused}");
 }
+
+/// A reader's cursor moved on its own (`Claim::advance_to`): never back,
+/// with its figures; one session holds it, another gets `None` until the
+/// holder's connection ends.
+///
+/// Seen failing: without `GREATEST` in `advance_to`, a stale holder's
+/// advance to 5 set the position back from 10.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readers_cursor_never_moves_back_and_is_held_by_one_session() {
+    let pg = Postgres::start();
+    let (one, two) = (pg.client("owlet").await, pg.client("owlet").await);
+    owlet_soc_bus::cursor::prepare(&one).await.unwrap();
+    let mut claim = owlet_soc_bus::cursor::claim(&one, "output:es", "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.position, 0);
+    assert!(
+        owlet_soc_bus::cursor::claim(&two, "output:es", "acme")
+            .await
+            .unwrap()
+            .is_none(),
+        "held by the first session"
+    );
+    claim.failed(&one, "es down").await.unwrap();
+    claim.advance_to(&one, 10, 10).await.unwrap();
+    claim.advance_to(&one, 5, 3).await.unwrap();
+    let row = one
+        .query_one(
+            "SELECT position, delivered, errors, last_error FROM owlet_bus.cursors WHERE consumer = 'output:es' AND tenant = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let figures: (i64, i64, i64, Option<String>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(figures, (10, 13, 1, None));
+    drop(one);
+    let started = std::time::Instant::now();
+    let taken = loop {
+        if let Some(c) = owlet_soc_bus::cursor::claim(&two, "output:es", "acme")
+            .await
+            .unwrap()
+        {
+            break c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lock outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(taken.position, 10);
+}

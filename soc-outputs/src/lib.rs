@@ -1,11 +1,14 @@
 //! owlet-soc-outputs: forwards the SOC's stored events to SIEMs.
 //!
-//! Each `[[output]]` ([`OutputConfig`]) is one task ([`run`]) that reads
-//! every tenant it is configured for from the event store (`owlet-soc-store`)
-//! with its own durable cursor (consumer name = the output's name), and
-//! sends ECS documents (`owlet-soc-ecs`) to one destination:
+//! Each `[[output]]` ([`OutputConfig`]) is one task that reads every
+//! tenant it is configured for with its own durable cursor, and sends ECS documents (`owlet-soc-ecs`) to one destination:
 //! Elasticsearch/OpenSearch `_bulk`, Splunk HEC, syslog over TLS, or a
-//! signed webhook (alerts by default).
+//! signed webhook (alerts by default). Where the events and cursors live
+//! is a [`Source`] ([`source`]): the embedded SOC's store ([`run`]:
+//! `owlet-soc-store`, consumer name = the output's name) or the scaled-out
+//! SOC's PostgreSQL ([`run_postgres`]: the writer's `tenant_<t>.events`,
+//! cursors in `owlet_bus.cursors`, consumer `output:<name>`, one process
+//! per (output, tenant) at a time). The loop is the same for both.
 //!
 //! Guarantees (README.md has the per-output detail; `tests/` has a test
 //! that fails when each breaks):
@@ -27,19 +30,22 @@
 //!   there is no implicit "all tenants" (`tenants = ["*"]` must be said).
 //!
 //! What it must never do: advance a cursor on an unconfirmed send, block
-//! the async workers with SQLite (store calls run in `spawn_blocking`), or
+//! the async workers with SQLite (store calls run in `spawn_blocking`),
+//! send a tenant whose PostgreSQL cursor lock another process holds, or
 //! read a secret from the configuration text (tokens come from files).
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod http;
 mod runner;
+pub mod source;
 mod syslog;
 mod tls;
 
 pub use config::{OutputConfig, OutputType, SyslogFormat, validate_all};
 pub use http::webhook_signature;
-pub use runner::{OutputStatus, run, status};
+pub use runner::{OutputStatus, run, run_on, run_postgres, status};
+pub use source::Source;
 pub use syslog::frame as syslog_frame;
 
 /// What can go wrong in an output.
@@ -50,6 +56,9 @@ pub enum OutputError {
     Config { output: String, message: String },
     #[error(transparent)]
     Store(#[from] owlet_soc_store::StoreError),
+    /// The scaled-out SOC's PostgreSQL (connection, query, cursor).
+    #[error(transparent)]
+    Bus(#[from] owlet_soc_bus::BusError),
     /// One delivery attempt failed (retried; recorded on the cursor).
     #[error("{0}")]
     Delivery(String),

@@ -1,5 +1,6 @@
-//! The loop every output runs, whatever its destination, and the figures
-//! `owlet-soc status` shows.
+//! The loop every output runs, whatever its destination and whatever its
+//! [`Source`] (the embedded store or the scaled-out SOC's PostgreSQL), and
+//! the figures `owlet-soc status` shows for the embedded store.
 //!
 //! One round visits each wanted tenant once and sends at most one batch of
 //! it (so a tenant with a backlog cannot starve the others); rounds repeat
@@ -13,13 +14,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use owlet_soc_store::{Cursors, Store, StoreError, StoredEvent, TenantReader};
+use owlet_soc_store::{Cursors, Store, StoredEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::source::{Source, postgres::Postgres, sqlite::Sqlite};
 use crate::{OutputConfig, OutputError, OutputType, http, syslog};
 
 /// The destinations, one per output type.
@@ -61,87 +62,54 @@ impl Sink {
     }
 }
 
-/// The store side of one output: its cursors and open tenant readers.
-/// Blocking (SQLite): used only inside `spawn_blocking`.
-struct StoreSide {
-    store: Store,
-    cursors: Cursors,
-    readers: HashMap<String, TenantReader>,
-    consumer: String,
-}
-
-impl StoreSide {
-    /// The cursor's position and up to `limit` events after it.
-    fn next_batch(
-        &mut self,
-        tenant: &str,
-        limit: usize,
-    ) -> Result<(i64, Vec<StoredEvent>), StoreError> {
-        let after = self.cursors.get(&self.consumer, tenant)?;
-        if !self.readers.contains_key(tenant) {
-            let reader = self.store.reader(tenant)?;
-            self.readers.insert(tenant.to_string(), reader);
-        }
-        let reader = &self.readers[tenant];
-        let events = reader.read_after(after, limit);
-        if events.is_err() {
-            // Reopen next time (the tenant's file may have been replaced).
-            self.readers.remove(tenant);
-        }
-        Ok((after, events?))
-    }
-}
-
-/// Runs `store_root`'s side of `f` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    side: &Arc<Mutex<StoreSide>>,
-    f: impl FnOnce(&mut StoreSide) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, OutputError> {
-    let side = side.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = side.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    })
-    .await
-    .map_err(|e| OutputError::Delivery(format!("store task failed: {e}")))?
-    .map_err(OutputError::from)
-}
-
-/// Runs one output until `shutdown` is cancelled: reads each wanted
-/// tenant's log after the output's cursor, sends, and advances the cursor
-/// once the destination confirmed. Returns `Err` only for a setup problem
-/// (a wrong entry, an unreadable CA or token file, a store that cannot be
-/// opened); delivery failures are retried for as long as it runs, and
-/// recorded on the cursor.
-///
-/// Cancel-safe: a batch cut off by `shutdown` was not confirmed, so its
-/// cursor did not move and the next start sends it again.
+/// Runs one output on the embedded store at `store_root` until `shutdown`
+/// is cancelled (see [`run_on`]; the cursor file is the store's).
 pub async fn run(
     store_root: PathBuf,
     config: OutputConfig,
     shutdown: CancellationToken,
 ) -> Result<(), OutputError> {
+    // A wrong entry is named before the store is opened (or created).
+    config.validate()?;
+    let source = Sqlite::open(store_root, &config).await?;
+    run_on(source, config, shutdown).await
+}
+
+/// Runs one output on the scaled-out SOC's PostgreSQL (`conninfo`, a
+/// libpq connection string) until `shutdown` is cancelled (see
+/// [`run_on`]; cursors in `owlet_bus.cursors`, consumer `output:<name>`).
+pub async fn run_postgres(
+    conninfo: String,
+    config: OutputConfig,
+    shutdown: CancellationToken,
+) -> Result<(), OutputError> {
+    let source = Postgres::new(conninfo, &config);
+    run_on(source, config, shutdown).await
+}
+
+/// Runs one output until `shutdown` is cancelled: reads each wanted
+/// tenant's log after the output's cursor in `source`, sends, and
+/// advances the cursor once the destination confirmed. Returns `Err` only
+/// for a setup problem (a wrong entry, an unreadable CA or token file);
+/// delivery failures, and a store that cannot be read for a while, are
+/// retried for as long as it runs, and recorded on the cursor.
+///
+/// Cancel-safe: a batch cut off by `shutdown` was not confirmed, so its
+/// cursor did not move and the next start sends it again.
+pub async fn run_on<S: Source>(
+    mut source: S,
+    config: OutputConfig,
+    shutdown: CancellationToken,
+) -> Result<(), OutputError> {
     config.validate()?;
     let mut sink = Sink::new(&config)?;
-    let consumer = config.name.clone();
-    let side = tokio::task::spawn_blocking(move || -> Result<StoreSide, StoreError> {
-        Ok(StoreSide {
-            store: Store::open(&store_root)?,
-            cursors: Cursors::open(&store_root)?,
-            readers: HashMap::new(),
-            consumer,
-        })
-    })
-    .await
-    .map_err(|e| OutputError::Delivery(format!("store task failed: {e}")))??;
-    let side = Arc::new(Mutex::new(side));
     let name = config.name.clone();
     tracing::info!(output = %name, kind = config.kind.as_str(), "output started");
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
     loop {
         let sent = tokio::select! {
             _ = shutdown.cancelled() => break,
-            sent = round(&config, &side, &mut sink, &mut backoff) => sent,
+            sent = round(&config, &mut source, &mut sink, &mut backoff) => sent,
         };
         if shutdown.is_cancelled() {
             break;
@@ -185,27 +153,14 @@ fn back_off(config: &OutputConfig, backoff: &mut HashMap<String, Backoff>, tenan
 /// One round over the wanted tenants; true when a batch was confirmed.
 /// Cancel-safe: dropped mid-delivery, the batch was not confirmed and its
 /// cursor did not move.
-async fn round(
+async fn round<S: Source>(
     config: &OutputConfig,
-    side: &Arc<Mutex<StoreSide>>,
+    source: &mut S,
     sink: &mut Sink,
     backoff: &mut HashMap<String, Backoff>,
 ) -> bool {
     let name = config.name.as_str();
-    let wanted = config.clone();
-    let tenants = match blocking(side, move |s| {
-        let tenants: Vec<String> = s
-            .store
-            .tenants()?
-            .into_iter()
-            .filter(|t| wanted.wants(t))
-            .collect();
-        // Close the readers of tenants that are gone (contract ended).
-        s.readers.retain(|t, _| tenants.contains(t));
-        Ok(tenants)
-    })
-    .await
-    {
+    let tenants = match source.tenants().await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(output = name, error = %e, "cannot list the store's tenants");
@@ -221,12 +176,10 @@ async fn round(
         {
             continue;
         }
-        let limit = config.batch_size;
-        let t = tenant.clone();
-        let (after, events) = match blocking(side, move |s| s.next_batch(&t, limit)).await {
+        let (after, events) = match source.next_batch(&tenant, config.batch_size).await {
             Ok(batch) => batch,
             Err(e) => {
-                record_failure(side, name, &tenant, &format!("reading the store: {e}")).await;
+                record_failure(source, name, &tenant, &format!("reading the store: {e}")).await;
                 back_off(config, backoff, &tenant);
                 continue;
             }
@@ -234,18 +187,19 @@ async fn round(
         let Some(last) = events.last().map(|e| e.id) else {
             continue;
         };
-        // Ids are contiguous in a tenant's log: a hole after the cursor is
-        // retention deleting what this output had not delivered. Said, then
-        // the output goes on with what remains (loss is never silent).
+        // Where ids are contiguous in a tenant's log, a hole after the
+        // cursor is retention deleting what this output had not delivered.
+        // Said, then the output goes on with what remains (loss is never
+        // silent).
         let first = events[0].id;
-        if first > after + 1 {
+        if S::CONTIGUOUS_IDS && first > after + 1 {
             let message = format!(
                 "retention deleted ids {}..={} ({} events) before this output delivered them; keep data longer or bring the destination back sooner",
                 after + 1,
                 first - 1,
                 first - 1 - after
             );
-            record_failure(side, name, &tenant, &message).await;
+            record_failure(source, name, &tenant, &message).await;
         }
         // Kinds this output does not send are passed over: the cursor moves
         // past them with the batch.
@@ -260,20 +214,15 @@ async fn round(
             sink.deliver(&tenant, &events).await
         };
         if let Err(error) = delivery {
-            record_failure(side, name, &tenant, &error).await;
+            record_failure(source, name, &tenant, &error).await;
             back_off(config, backoff, &tenant);
             continue;
         }
         let sent_now = events.len() as u64;
-        let (consumer, t) = (name.to_string(), tenant.clone());
-        if let Err(e) = blocking(side, move |s| {
-            s.cursors.advance(&consumer, &t, last, sent_now)
-        })
-        .await
-        {
+        if let Err(e) = source.advance(&tenant, last, sent_now).await {
             // Delivered but not recorded: the batch is sent again (at
             // least once), never skipped.
-            record_failure(side, name, &tenant, &format!("recording the cursor: {e}")).await;
+            record_failure(source, name, &tenant, &format!("recording the cursor: {e}")).await;
             back_off(config, backoff, &tenant);
             continue;
         }
@@ -284,10 +233,9 @@ async fn round(
     sent
 }
 
-async fn record_failure(side: &Arc<Mutex<StoreSide>>, output: &str, tenant: &str, error: &str) {
+async fn record_failure<S: Source>(source: &mut S, output: &str, tenant: &str, error: &str) {
     tracing::warn!(output, tenant, error, "delivery failed; will retry");
-    let (consumer, t, message) = (output.to_string(), tenant.to_string(), error.to_string());
-    if let Err(e) = blocking(side, move |s| s.cursors.failed(&consumer, &t, &message)).await {
+    if let Err(e) = source.failed(tenant, error).await {
         tracing::warn!(output, tenant, error = %e, "cannot record the failure on the cursor");
     }
 }

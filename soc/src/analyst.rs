@@ -482,6 +482,30 @@ pub fn tenant_delete(config: &SocConfig, tenant: &str, yes: bool) -> anyhow::Res
 }
 
 /// `owlet-soc status`.
+/// The outputs' lines of `owlet-soc status` (and `owlet-soc outputs
+/// --status`); `file` is where an operator configures them.
+pub fn print_outputs(outputs: &[owlet_soc_outputs::OutputStatus], file: &str) {
+    println!("Outputs:");
+    if outputs.is_empty() {
+        println!("  none configured, or no tenant stored yet ([[output]] in {file})");
+    }
+    for o in outputs {
+        println!(
+            "  {:<20} {:<14} {:<16} lag {:>8} events, delivered {:>10}, errors {:>6}{}",
+            o.output,
+            o.kind,
+            o.tenant,
+            o.lag,
+            o.delivered,
+            o.errors,
+            o.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
     let store = store(config)?;
     let tenants: Vec<TenantStatus> = store
@@ -563,25 +587,7 @@ pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
-    println!("Outputs:");
-    if outputs.is_empty() {
-        println!("  none configured ([[output]] in soc.toml)");
-    }
-    for o in &outputs {
-        println!(
-            "  {:<20} {:<14} {:<16} lag {:>8} events, delivered {:>10}, errors {:>6}{}",
-            o.output,
-            o.kind,
-            o.tenant,
-            o.lag,
-            o.delivered,
-            o.errors,
-            o.last_error
-                .as_deref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        );
-    }
+    print_outputs(&outputs, "soc.toml");
     println!("Other consumers (notifications):");
     if consumers.is_empty() {
         println!("  none has read the store yet");

@@ -35,6 +35,18 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The scaled-out SOC's SIEM outputs: sends the tenants' events from
+    /// PostgreSQL to each `[[output]]`, at least once; several processes
+    /// split the (output, tenant) pairs, the others stand by.
+    Outputs {
+        /// The outputs configuration ([postgres], [[output]], [log]).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print each output's position, lag, delivered and errors per
+        /// tenant (from PostgreSQL) and exit.
+        #[arg(long)]
+        status: bool,
+    },
     /// Known agents with their state, last contact and duplicates dropped.
     Agents {
         /// The SOC configuration; its [sink] names the database to read.

@@ -391,13 +391,7 @@ impl WriterFile {
 
     /// The writer's settings, the password read from its file.
     pub fn writer(&self) -> std::io::Result<owlet_soc_bus::writer::WriterConfig> {
-        let mut connect = self.postgres.connect.clone();
-        if let Some(path) = &self.postgres.password_file {
-            let password = std::fs::read_to_string(path)?;
-            let password = password.trim().replace('\\', "\\\\").replace('\'', "\\'");
-            connect.push_str(&format!(" password='{password}'"));
-        }
-        let mut writer = owlet_soc_bus::writer::WriterConfig::new(connect);
+        let mut writer = owlet_soc_bus::writer::WriterConfig::new(self.postgres.conninfo()?);
         writer.batch = self.writer.batch;
         writer.liveness = owlet_soc_bus::liveness::LivenessConfig {
             silent_after: self.liveness.silent_after,
@@ -407,19 +401,102 @@ impl WriterFile {
     }
 }
 
+impl PostgresSection {
+    /// The connection string, with the password read from its file.
+    pub fn conninfo(&self) -> std::io::Result<String> {
+        let mut connect = self.connect.clone();
+        if let Some(path) = &self.password_file {
+            let password = std::fs::read_to_string(path)?;
+            let password = password.trim().replace('\\', "\\\\").replace('\'', "\\'");
+            connect.push_str(&format!(" password='{password}'"));
+        }
+        Ok(connect)
+    }
+
+    /// Resolves `password_file` against the config file's directory and
+    /// checks the connection string and that the file is there.
+    fn resolve_and_check(
+        &mut self,
+        source: &owlet_tomlconf::Source,
+        errors: &mut Vec<owlet_tomlconf::ConfigError>,
+    ) {
+        if let Some(p) = &mut self.password_file {
+            *p = source.resolve(p);
+        }
+        if let Err(e) = self.connect.parse::<owlet_soc_bus::writer::PgConfig>() {
+            errors.push(source.error(
+                "postgres.connect",
+                format!("not a PostgreSQL connection string ({e}); e.g. \"host=127.0.0.1 port=5432 user=owlet_writer dbname=owlet\""),
+            ));
+        }
+        if let Some(path) = &self.password_file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            errors.push(source.error(
+                "postgres.password_file",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    }
+}
+
+/// `outputs.toml`: `owlet-soc outputs`, the scaled-out SOC's SIEM outputs
+/// (PostgreSQL → SIEM, see owlet-soc-outputs). `[[output]]` entries are
+/// written exactly as in `soc.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsFile {
+    pub postgres: PostgresSection,
+    #[serde(default, rename = "output")]
+    pub outputs: Vec<owlet_soc_outputs::OutputConfig>,
+    #[serde(default)]
+    pub log: owlet_logging::LogSection,
+}
+
+/// Loads and checks an outputs config file.
+pub fn load_outputs(path: &Path) -> Result<OutputsFile, ConfigErrors> {
+    owlet_tomlconf::load(path, |config: &mut OutputsFile, source| {
+        let mut errors = Vec::new();
+        config.postgres.resolve_and_check(source, &mut errors);
+        if config.outputs.is_empty() {
+            errors.push(source.error(
+                "output",
+                "no [[output]] entry: name at least one (soc-outputs/README.md lists the keys)",
+            ));
+        }
+        resolve_and_check_outputs(&mut config.outputs, source, &mut errors);
+        errors
+    })
+}
+
+/// Resolves the `[[output]]` entries' files against the config file's
+/// directory and validates them (unique names, keys of their type).
+fn resolve_and_check_outputs(
+    outputs: &mut [owlet_soc_outputs::OutputConfig],
+    source: &owlet_tomlconf::Source,
+    errors: &mut Vec<owlet_tomlconf::ConfigError>,
+) {
+    for output in outputs.iter_mut() {
+        for path in [&mut output.ca_file, &mut output.token_file]
+            .into_iter()
+            .flatten()
+        {
+            *path = source.resolve(path);
+        }
+    }
+    if let Err(e) = owlet_soc_outputs::validate_all(outputs) {
+        errors.push(source.error("output", e.to_string()));
+    }
+}
+
 /// Loads and checks a writer config file.
 pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut WriterFile, source| {
         let mut errors = Vec::new();
-        for p in [
-            &mut config.nats.credentials,
-            &mut config.postgres.password_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        if let Some(p) = &mut config.nats.credentials {
             *p = source.resolve(p);
         }
+        config.postgres.resolve_and_check(source, &mut errors);
         if config.nats.servers.is_empty() {
             errors.push(source.error(
                 "nats.servers",
@@ -436,25 +513,13 @@ pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
                 ));
             }
         }
-        if let Err(e) = config
-            .postgres
-            .connect
-            .parse::<owlet_soc_bus::writer::PgConfig>()
+        if let Some(path) = &config.nats.credentials
+            && let Err(e) = std::fs::metadata(path)
         {
             errors.push(source.error(
-                "postgres.connect",
-                format!("not a PostgreSQL connection string ({e}); e.g. \"host=127.0.0.1 port=5432 user=owlet_writer dbname=owlet\""),
+                "nats.credentials",
+                format!("cannot read {}: {e}", path.display()),
             ));
-        }
-        for (key, path) in [
-            ("nats.credentials", &config.nats.credentials),
-            ("postgres.password_file", &config.postgres.password_file),
-        ] {
-            if let Some(path) = path
-                && let Err(e) = std::fs::metadata(path)
-            {
-                errors.push(source.error(key, format!("cannot read {}: {e}", path.display())));
-            }
         }
         if config.writer.batch == 0 {
             errors.push(source.error("writer.batch", "must be more than 0"));
@@ -504,14 +569,6 @@ fn resolve_and_check(
     {
         *path = source.resolve(path);
     }
-    for output in &mut config.outputs {
-        for path in [&mut output.ca_file, &mut output.token_file]
-            .into_iter()
-            .flatten()
-        {
-            *path = source.resolve(path);
-        }
-    }
     if let Some(notify) = &mut config.notify {
         for channel in &mut notify.channels {
             for path in channel.files_mut() {
@@ -537,9 +594,7 @@ fn resolve_and_check(
     {
         errors.push(source.error("notify", e.to_string()));
     }
-    if let Err(e) = owlet_soc_outputs::validate_all(&config.outputs) {
-        errors.push(source.error("output", e.to_string()));
-    }
+    resolve_and_check_outputs(&mut config.outputs, source, &mut errors);
     for (key, path) in [
         ("server.cert", &config.server.cert),
         ("server.client_ca", &config.server.client_ca),
@@ -696,8 +751,16 @@ fn check_bus(
             errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
         }
     }
+    if !config.outputs.is_empty() {
+        errors.push(source.error(
+            "output",
+            "a receiver with [sink] type = \"nats\" runs no SIEM outputs (it keeps no store to read); \
+             move these [[output]] entries, unchanged, into outputs.toml beside a [postgres] section \
+             and run `owlet-soc outputs --config /etc/owlet-soc/outputs.toml` \
+             (owlet-soc-outputs.service; packaging/examples/scale/outputs.toml)",
+        ));
+    }
     for (key, used) in [
-        ("output", !config.outputs.is_empty()),
         ("notify", config.notify.is_some()),
         ("reports", config.reports.is_some()),
     ] {
@@ -705,7 +768,7 @@ fn check_bus(
             errors.push(source.error(
                 key,
                 "reads the embedded store, which a receiver with [sink] type = \"nats\" does not have; \
-                 remove it here (outputs, notifications and reports as JetStream consumers are not built yet)",
+                 remove it here (notifications and reports are not built for the scaled-out SOC yet)",
             ));
         }
     }
@@ -783,6 +846,74 @@ mod tests {
         );
         std::fs::write(&path, with(&long[1..])).unwrap();
         load(&path).unwrap();
+    }
+
+    /// Seen failing: with the old refusal (naming no command), the
+    /// operator was not pointed at `owlet-soc outputs`.
+    #[test]
+    fn an_output_on_a_nats_receiver_points_at_owlet_soc_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        std::fs::write(
+            &path,
+            with_sink(
+                "[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n\n\
+                 [[output]]\nname = \"siem\"\ntype = \"splunk_hec\"\nurl = \"https://splunk.example:8088\"\ntenants = [\"acme\"]\n",
+            ),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        for part in ["output", "owlet-soc outputs --config", "outputs.toml"] {
+            assert!(errors.contains(part), "{part:?} missing: {errors}");
+        }
+    }
+
+    /// Seen failing: without the empty-`[[output]]` check, a file with no
+    /// output loaded (a process that would send nothing).
+    #[test]
+    fn outputs_toml_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outputs.toml");
+        let output = "[[output]]\nname = \"siem\"\ntype = \"splunk_hec\"\nurl = \"https://splunk.example:8088\"\ntenants = [\"acme\"]\ntoken_file = \"hec.token\"\n";
+        let token = dir.path().join("hec.token");
+        std::fs::write(&token, "t\n").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::write(
+            &path,
+            format!("[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n\n{output}"),
+        )
+        .unwrap();
+        let config = load_outputs(&path).unwrap();
+        assert_eq!(config.outputs[0].name, "siem");
+        assert_eq!(
+            config.outputs[0].token_file.as_deref(),
+            Some(dir.path().join("hec.token").as_path()),
+            "relative to the file"
+        );
+        assert!(config.postgres.conninfo().unwrap().contains("dbname=owlet"));
+        for (text, key) in [
+            (format!("[postgres]\nconect = \"x\"\n\n{output}"), "conect"),
+            (
+                "[postgres]\nconnect = \"host=h\"\n".to_string(),
+                "no [[output]]",
+            ),
+            (
+                format!("[postgres]\nconnect = \"host=h\"\n\n{output}{output}"),
+                "siem",
+            ),
+            (
+                format!("[postgres]\nconnect = \"host=h\"\npassword_file = \"nope\"\n\n{output}"),
+                "postgres.password_file",
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let errors = load_outputs(&path).unwrap_err().to_string();
+            assert!(
+                errors.contains(key) && errors.contains("outputs.toml:"),
+                "{key:?} missing: {errors}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
 use owlet_soc::portal_cli;
-use owlet_soc::{analyst, cli, config, demo, enroll, query, serve, tail};
+use owlet_soc::{analyst, cli, config, demo, enroll, outputs, query, serve, tail};
 use owlet_tls::Identity;
 
 fn main() {
@@ -177,6 +177,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 owlet_soc_bus::writer::run(bus.jetstream().clone(), writer, serve::stop_signal()).await?;
                 anyhow::Ok(())
             })?;
+            Ok(0)
+        }
+        Command::Outputs { config, status } => {
+            let config = config::load_outputs(&config)
+                .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+            let conninfo = config
+                .postgres
+                .conninfo()
+                .context("postgres.password_file")?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            if status {
+                let rows = runtime.block_on(owlet_soc_outputs::source::postgres::status(
+                    &conninfo,
+                    &config.outputs,
+                ))?;
+                analyst::print_outputs(&rows, "outputs.toml");
+                return Ok(0);
+            }
+            owlet_logging::init(&config.log);
+            runtime.block_on(outputs::run(conninfo, config.outputs, serve::stop_signal()))?;
             Ok(0)
         }
         Command::Agents { config, json } => analyst::agents(&load(&config)?, json),

@@ -1,6 +1,6 @@
 //! The shipped configuration files load with owlet-soc's own loader (the
 //! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
-//! examples in `packaging/examples/scale/` (receiver and writer), and the
+//! examples in `packaging/examples/scale/` (receiver, writer, outputs), and the
 //! example nats-server configs pass `nats-server -t`. A key renamed in the
 //! code, or a typo in an example, fails here.
 
@@ -47,6 +47,25 @@ fn the_scale_out_writer_example_loads() {
         writer.postgres.contains("dbname=owlet"),
         "{}",
         writer.postgres
+    );
+}
+
+#[test]
+fn the_scale_out_outputs_example_loads() {
+    // With the CA and key files it names beside it, as an operator puts them.
+    let (dir, path) = beside_certificates(&packaging().join("examples/scale/outputs.toml"));
+    let files = dir.path().join("outputs");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::copy(dir.path().join("ca.pem"), files.join("acme-ca.pem")).unwrap();
+    let key = files.join("acme-es.key");
+    std::fs::write(&key, "an-api-key\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = owlet_soc::config::load_outputs(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.outputs.is_empty(), "an [[output]] to start from");
+    assert!(
+        config.postgres.conninfo().unwrap().contains("dbname=owlet"),
+        "{}",
+        config.postgres.connect
     );
 }
 

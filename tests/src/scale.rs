@@ -275,6 +275,20 @@ impl Scale {
         (row.get(0), row.get(1))
     }
 
+    /// The cursor of SIEM output `output` in `tenant` (`owlet-soc
+    /// outputs`) and the tenant's highest stored id: equal once the output
+    /// caught up.
+    pub fn output_position_and_last_id(&self, output: &str, tenant: &str) -> (i64, i64) {
+        let sql = format!(
+            "SELECT coalesce((SELECT position FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2), 0), \
+             (SELECT coalesce(max(id), 0) FROM {}.events)",
+            owlet_soc_bus::writer::schema_of(tenant)
+        );
+        let consumer = format!("output:{output}");
+        let rows = self.query(&sql, &[&consumer, &tenant]);
+        rows.first().map_or((0, 0), |row| (row.get(0), row.get(1)))
+    }
+
     /// Rows of `sql` as the PostgreSQL superuser; none while the server
     /// is away (the connection is made again on the next call).
     fn query(

@@ -3,6 +3,8 @@
 //! fake SIEMs run on, and waiting helpers.
 #![allow(dead_code)]
 
+pub mod bulk;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,31 +37,7 @@ pub fn fill_at(
     seqs: std::ops::RangeInclusive<u64>,
     received: SystemTime,
 ) {
-    let events: Vec<Event> = seqs
-        .map(|seq| Event {
-            seq,
-            time: Some(owlet_proto::now()),
-            kind: Some(if seq % 2 == 0 {
-                Kind::FlowRecord(FlowRecord {
-                    src_addr: "10.0.0.5".into(),
-                    dst_addr: "192.0.2.1".into(),
-                    src_port: 40000 + (seq % 1000) as u32,
-                    dst_port: 443,
-                    protocol: 6,
-                    bytes_out: seq,
-                    tls_sni: format!("{tenant}.example"),
-                    ..Default::default()
-                })
-            } else {
-                Kind::CheckResult(CheckResult {
-                    check_id: format!("{tenant}-web"),
-                    result: State::Up as i32,
-                    state: State::Up as i32,
-                    ..Default::default()
-                })
-            }),
-        })
-        .collect();
+    let events = events(tenant, seqs);
     let store = Store::open(root).unwrap();
     let mut log = store.writer(tenant).unwrap();
     for chunk in events.chunks(1000) {
@@ -74,6 +52,35 @@ pub fn fill_at(
         )
         .unwrap();
     }
+}
+
+/// Events with agent sequence numbers `seqs`, alternating flows and check
+/// results (so documents differ by kind), naming `tenant` in their fields.
+pub fn events(tenant: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
+    seqs.map(|seq| Event {
+        seq,
+        time: Some(owlet_proto::now()),
+        kind: Some(if seq % 2 == 0 {
+            Kind::FlowRecord(FlowRecord {
+                src_addr: "10.0.0.5".into(),
+                dst_addr: "192.0.2.1".into(),
+                src_port: 40000 + (seq % 1000) as u32,
+                dst_port: 443,
+                protocol: 6,
+                bytes_out: seq,
+                tls_sni: format!("{tenant}.example"),
+                ..Default::default()
+            })
+        } else {
+            Kind::CheckResult(CheckResult {
+                check_id: format!("{tenant}-web"),
+                result: State::Up as i32,
+                state: State::Up as i32,
+                ..Default::default()
+            })
+        }),
+    })
+    .collect()
 }
 
 /// `tenant/s1/N` for N in `seqs`: the event ids `fill` produced.
@@ -211,12 +218,21 @@ pub struct Running {
 }
 
 pub fn spawn(root: &Path, config: &OutputConfig) -> Running {
+    spawn_with(|stop| owlet_soc_outputs::run(root.to_path_buf(), config.clone(), stop))
+}
+
+/// Runs `config` as `owlet-soc outputs` would, on the scaled-out SOC's
+/// PostgreSQL at `conninfo`.
+pub fn spawn_postgres(conninfo: &str, config: &OutputConfig) -> Running {
+    spawn_with(|stop| owlet_soc_outputs::run_postgres(conninfo.to_string(), config.clone(), stop))
+}
+
+fn spawn_with<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: Future<Output = Result<(), owlet_soc_outputs::OutputError>> + Send + 'static,
+{
     let stop = CancellationToken::new();
-    let task = tokio::spawn(owlet_soc_outputs::run(
-        root.to_path_buf(),
-        config.clone(),
-        stop.clone(),
-    ));
+    let task = tokio::spawn(run(stop.clone()));
     Running { stop, task }
 }
 
