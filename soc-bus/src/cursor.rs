@@ -49,13 +49,12 @@ CREATE TABLE IF NOT EXISTS owlet_bus.cursors (
   tenant text NOT NULL,
   position bigint NOT NULL DEFAULT 0,
   stream_created_ns bigint,
+  delivered bigint NOT NULL DEFAULT 0,
+  errors bigint NOT NULL DEFAULT 0,
+  last_error text,
+  updated_us bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (consumer, tenant)
 );
-ALTER TABLE owlet_bus.cursors
-  ADD COLUMN IF NOT EXISTS delivered bigint NOT NULL DEFAULT 0,
-  ADD COLUMN IF NOT EXISTS errors bigint NOT NULL DEFAULT 0,
-  ADD COLUMN IF NOT EXISTS last_error text,
-  ADD COLUMN IF NOT EXISTS updated_us bigint NOT NULL DEFAULT 0;
 REVOKE ALL ON owlet_bus.cursors FROM PUBLIC;";
 
 /// Creates the cursor table (idempotent). Run once per process before its
@@ -214,7 +213,5 @@ impl Claim {
 
 /// The wall clock in µs since the epoch (UTC), for `updated_us`.
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    owlet_soc_store::time::micros(std::time::SystemTime::now())
 }
