@@ -702,7 +702,7 @@ async fn consume(
     let start = claim.position + 1;
     if state.messages > 0 && state.first_sequence > start {
         tracing::error!(%tenant, lost = state.first_sequence - start, from = start, to = state.first_sequence - 1,
-            "writer: JetStream's limits (max_age, max_bytes) removed these messages of the tenant's stream before they were stored; raise the tenant's retention or add writers");
+            "writer: JetStream's limits on the tenant's stream (the receivers' [sink] buffer_max_age, the tenant's max_age or max_bytes) removed these messages before they were stored: they are lost; keep a writer running, or raise buffer_max_age above the longest writer or PostgreSQL outage");
     }
     // Ephemeral, unacknowledged, one replica in memory: nothing for the
     // servers to replicate per delivered message. Any disruption (a lost
