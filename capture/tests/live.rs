@@ -238,9 +238,20 @@ fn capture_start_loses_nothing_and_the_filter_runs_in_the_kernel() {
         missing.is_empty(),
         "datagrams sent after start, not seen: {missing:?}"
     );
-    assert!(by_port.values().all(|&c| c == 1), "each datagram seen once");
+    // Once each from the start on. Before it returned, the second worker
+    // may get a datagram between its bind and its fanout join as well (the
+    // module's documented window: twice, never lost).
+    let wrong: Vec<(u16, u64)> = by_port
+        .iter()
+        .map(|(&port, &count)| (port - 20000, count))
+        .filter(|&(i, count)| count != 1 && (i >= first || count > 2))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "(datagram, times seen) once each after the start, at most twice before it: {wrong:?}"
+    );
     let s = &stats[0];
-    let seen = by_port.len() as u64;
+    let seen: u64 = by_port.values().sum();
     assert_eq!(s.packets, seen);
     assert_eq!(s.kernel_drops, 0);
     // The kernel counted only what passed the filter (the 9998 datagrams
