@@ -215,3 +215,36 @@ impl Claim {
 fn now_us() -> i64 {
     owlet_soc_store::time::micros(std::time::SystemTime::now())
 }
+
+/// One (consumer, tenant) position as [`positions`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub tenant: String,
+    pub position: u64,
+    /// A session holds it now (its lock is taken).
+    pub held: bool,
+}
+
+/// The positions of `consumer` in every tenant, by tenant name, and
+/// whether a session holds each now. Takes no lock.
+pub async fn positions(pg: &Client, consumer: &str) -> Result<Vec<Position>, BusError> {
+    let rows = pg
+        .query(
+            "SELECT c.tenant, c.position, EXISTS (
+                 SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.granted
+                    AND l.classid::bigint = $2 AND l.objid::bigint = c.id AND l.objsubid = 2)
+               FROM owlet_bus.cursors c WHERE c.consumer = $1 ORDER BY c.tenant",
+            &[&consumer, &i64::from(LOCK_CLASS)],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|r| Position {
+            tenant: r.get(0),
+            position: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+            held: r.get(2),
+        })
+        .collect())
+}

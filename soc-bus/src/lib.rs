@@ -52,6 +52,7 @@ pub mod cursor;
 pub mod liveness;
 pub mod partitions;
 pub mod publish;
+pub mod status;
 pub mod writer;
 
 #[cfg(feature = "testkit")]

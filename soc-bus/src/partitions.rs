@@ -145,6 +145,12 @@ fn day_of_name(yyyymmdd: &str) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
+/// How many day partitions the tenant has, and their bytes.
+pub async fn usage(pg: &Client, tenant: &str) -> Result<(usize, u64), BusError> {
+    let all = partitions(pg, tenant).await?;
+    Ok((all.len(), all.iter().map(|(_, _, bytes)| bytes).sum()))
+}
+
 /// Applies `policy` to the tenant's partitions at `now`; returns what it
 /// dropped, oldest first.
 pub async fn retain(

@@ -383,6 +383,54 @@ async fn a_stream_created_again_is_read_from_its_start() {
     writer.abort();
 }
 
+/// What `owlet-soc writer --status` shows: the stream's end, the stored
+/// position and the lag between them, whether a writer holds the tenant,
+/// the partitions and the agents.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writers_status_shows_lag_holder_storage_and_agents() {
+    let (_cluster, bus, pg) = published(3000).await;
+    let admin = pg.client("owlet").await;
+    let writer = spawn_writer(&bus, WriterConfig::new(pg.conninfo("owlet")));
+    wait_for_rows(&admin, "acme", "fw-1", 3000).await;
+    let status = owlet_soc_bus::status::tenants(bus.jetstream(), &admin)
+        .await
+        .unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    let acme = &status[0];
+    assert_eq!(acme.tenant, "acme");
+    assert_eq!(
+        (acme.stream_last, acme.position, acme.lag),
+        (Some(3000), 3000, 0)
+    );
+    assert!(acme.held, "the running writer holds the tenant");
+    assert_eq!((acme.days, acme.agents, acme.silent), (1, 1, 0));
+    assert!(acme.bytes > 0);
+    writer.abort();
+    let _ = writer.await;
+    // Its connection gone, nobody holds the tenant; more events: a lag.
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    log.append(&events(3001..=3010)).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let acme = owlet_soc_bus::status::tenants(bus.jetstream(), &admin)
+            .await
+            .unwrap()
+            .remove(0);
+        if !acme.held {
+            assert_eq!(acme.lag, 10, "{acme:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still held: {acme:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The tenant's stored seqs in `id` order.
 async fn seqs_by_id(admin: &tokio_postgres::Client) -> Vec<i64> {
     ints(admin, "SELECT seq FROM tenant_acme.events ORDER BY id").await

@@ -506,6 +506,39 @@ pub fn print_outputs(outputs: &[owlet_soc_outputs::OutputStatus], file: &str) {
     }
 }
 
+/// `owlet-soc writer --status`: one line per tenant a writer has stored.
+pub fn print_writer(tenants: &[owlet_soc_bus::status::TenantStatus]) {
+    println!("Tenants stored by the writers:");
+    if tenants.is_empty() {
+        println!("  none yet (a writer stores a tenant once its stream exists)");
+    }
+    for t in tenants {
+        let stream = t.stream_last.map_or_else(
+            || "stream gone".to_string(),
+            |last| format!("stream at {last}"),
+        );
+        let holder = if t.held {
+            "held by a writer"
+        } else {
+            "NOT HELD: no writer runs for it (start owlet-soc writer)"
+        };
+        let kept = t.max_age.map_or_else(
+            || "kept without age limit".to_string(),
+            |age| format!("kept {}", humantime::format_duration(age)),
+        );
+        println!(
+            "  {:<20} {stream}, stored to {}, lag {} events, {holder}; {} days, {}, {kept}; {} agents, {} silent",
+            t.tenant,
+            t.position,
+            t.lag,
+            t.days,
+            bytesize::ByteSize(t.bytes),
+            t.agents,
+            t.silent,
+        );
+    }
+}
+
 pub fn status(config: &SocConfig, json: bool) -> anyhow::Result<i32> {
     let store = store(config)?;
     let tenants: Vec<TenantStatus> = store

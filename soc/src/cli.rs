@@ -34,6 +34,11 @@ pub enum Command {
         /// The writer configuration ([nats], [postgres], [writer]).
         #[arg(long, short)]
         config: PathBuf,
+        /// Print, per tenant, the stream's end, the stored position and
+        /// the lag, whether a writer holds the tenant, the days and bytes
+        /// PostgreSQL keeps and the agents (silent ones too), and exit.
+        #[arg(long)]
+        status: bool,
     },
     /// The scaled-out SOC's SIEM outputs: sends the tenants' events from
     /// PostgreSQL to each `[[output]]`, at least once; several processes

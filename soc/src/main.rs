@@ -165,12 +165,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::User(command) => portal_cli::user(command, load),
-        Command::Writer { config } => {
+        Command::Writer { config, status } => {
             let config = config::load_writer(&config)
                 .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-            owlet_logging::init(&config.log);
             let writer = config.writer().context("postgres.password_file")?;
             let runtime = tokio::runtime::Runtime::new()?;
+            if status {
+                let tenants = runtime.block_on(async {
+                    let bus = owlet_soc_bus::Bus::connect(&config.bus()).await?;
+                    let pg = owlet_soc_bus::writer::connect_postgres(&writer.postgres).await?;
+                    owlet_soc_bus::status::tenants(bus.jetstream(), &pg).await
+                })?;
+                analyst::print_writer(&tenants);
+                return Ok(0);
+            }
+            owlet_logging::init(&config.log);
             runtime.block_on(async {
                 let bus = owlet_soc_bus::Bus::connect(&config.bus()).await?;
                 tracing::info!(servers = %config.nats.servers.join(","), "owlet-soc writer {} running", env!("CARGO_PKG_VERSION"));

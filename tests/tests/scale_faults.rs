@@ -163,6 +163,21 @@ fn the_writer_killed_right_after_a_commit_its_standby_resumes_after_that_commit(
     );
     wait_stored(&scale, "the standby storing", at_kill, &mut [&mut standby]);
     scale.finish(&mut agent, N);
+    // What the operator sees: the tenant held (by the standby), nothing
+    // left to store.
+    let out = owlet_soc()
+        .args(["writer", "--status", "--config"])
+        .arg(&scale.writer_toml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains("acme")
+            && text.contains("lag 0 events, held by a writer"),
+        "owlet-soc writer --status:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop((receiver, standby));
 }
 

@@ -1,0 +1,84 @@
+//! What the scaled-out SOC's writers are doing, per tenant, for the
+//! operator (`owlet-soc writer --status`): how far the tenant's stream
+//! goes, where the writers' committed position is, whether a writer holds
+//! the tenant now, how much PostgreSQL keeps, and its agents' liveness.
+//! Read-only: it takes no lock and moves nothing.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio_postgres::Client;
+
+use crate::writer::{CURSOR_CONSUMER, pg_error, schema_of};
+use crate::{BusError, cursor, partitions, stream_name};
+
+/// One tenant as the writers have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStatus {
+    pub tenant: String,
+    /// The stream's last sequence (`None`: the stream is gone).
+    pub stream_last: Option<u64>,
+    /// The writers' committed position in it.
+    pub position: u64,
+    /// Messages in the stream not stored yet.
+    pub lag: u64,
+    /// A writer holds the tenant now (else none runs for it, or all stand
+    /// by and one takes it within seconds).
+    pub held: bool,
+    /// Day partitions kept, and their bytes (tables and indexes).
+    pub days: usize,
+    pub bytes: u64,
+    /// Agents seen, and those silent now.
+    pub agents: u64,
+    pub silent: u64,
+    /// The tenant's retention (as its stream carries it).
+    pub max_age: Option<Duration>,
+}
+
+/// Every tenant a writer has stored, by name.
+pub async fn tenants(js: &jetstream::Context, pg: &Client) -> Result<Vec<TenantStatus>, BusError> {
+    let mut out = Vec::new();
+    for position in cursor::positions(pg, CURSOR_CONSUMER).await? {
+        let tenant = position.tenant;
+        let config = match js.get_stream(stream_name(&tenant)).await {
+            Ok(mut stream) => Some(
+                stream
+                    .info()
+                    .await
+                    .map_err(|e| BusError::Stream {
+                        stream: stream_name(&tenant),
+                        reason: e.to_string(),
+                    })?
+                    .clone(),
+            ),
+            Err(_) => None,
+        };
+        let stream_last = config.as_ref().map(|info| info.state.last_sequence);
+        let (days, bytes) = partitions::usage(pg, &tenant).await?;
+        let agents = pg
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE silent) FROM {}.agents",
+                    schema_of(&tenant)
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        out.push(TenantStatus {
+            stream_last,
+            position: position.position,
+            lag: stream_last.unwrap_or(0).saturating_sub(position.position),
+            held: position.held,
+            days,
+            bytes,
+            agents: u64::try_from(agents.get::<_, i64>(0)).unwrap_or(0),
+            silent: u64::try_from(agents.get::<_, i64>(1)).unwrap_or(0),
+            max_age: config
+                .as_ref()
+                .and_then(|info| crate::Retention::of_stream(&info.config).max_age),
+            tenant,
+        });
+    }
+    Ok(out)
+}
