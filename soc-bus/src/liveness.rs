@@ -59,11 +59,12 @@ pub(crate) async fn note_heartbeats(
     received_us: i64,
 ) -> Result<(), BusError> {
     // The last heartbeat of each agent in the batch decides.
+    let mut seen = std::collections::HashSet::new();
     let mut agents: Vec<&str> = Vec::new();
     let mut stopping: Vec<bool> = Vec::new();
     for row in rows.iter().rev() {
         if let Some(goodbye) = row.heartbeat
-            && !agents.contains(&row.agent.as_str())
+            && seen.insert(row.agent.as_str())
         {
             agents.push(&row.agent);
             stopping.push(goodbye);

@@ -55,7 +55,9 @@ pub async fn tenants(js: &jetstream::Context, pg: &Client) -> Result<Vec<TenantS
         };
         let stream_last = config.as_ref().map(|info| info.state.last_sequence);
         let (days, bytes) = partitions::usage(pg, &tenant).await?;
-        let agents = pg
+        // The writer claims a tenant before it creates its tables: a tenant
+        // claimed a moment ago may have none yet (no agents then).
+        let counts = pg
             .query_one(
                 &format!(
                     "SELECT count(*), count(*) FILTER (WHERE silent) FROM {}.agents",
@@ -63,8 +65,12 @@ pub async fn tenants(js: &jetstream::Context, pg: &Client) -> Result<Vec<TenantS
                 ),
                 &[],
             )
-            .await
-            .map_err(pg_error)?;
+            .await;
+        let (agents, silent): (i64, i64) = match counts {
+            Ok(row) => (row.get(0), row.get(1)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => (0, 0),
+            Err(e) => return Err(pg_error(e)),
+        };
         out.push(TenantStatus {
             stream_last,
             position: position.position,
@@ -72,8 +78,8 @@ pub async fn tenants(js: &jetstream::Context, pg: &Client) -> Result<Vec<TenantS
             held: position.held,
             days,
             bytes,
-            agents: u64::try_from(agents.get::<_, i64>(0)).unwrap_or(0),
-            silent: u64::try_from(agents.get::<_, i64>(1)).unwrap_or(0),
+            agents: u64::try_from(agents).unwrap_or(0),
+            silent: u64::try_from(silent).unwrap_or(0),
             max_age: config
                 .as_ref()
                 .and_then(|info| crate::Retention::of_stream(&info.config).max_age),
