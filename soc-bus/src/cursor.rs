@@ -225,6 +225,60 @@ pub struct Position {
     pub held: bool,
 }
 
+/// A reader of a tenant's stored events (an output, the notifier) whose
+/// position is below `id`: it has not yet dealt with every event up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behind {
+    pub consumer: String,
+    pub position: i64,
+}
+
+/// The readers of `tenant`'s stored events (every consumer but the
+/// writer, `writer_consumer`, whose position is in its stream) whose
+/// position is below `id`. Takes no lock.
+pub async fn readers_behind(
+    pg: &Client,
+    tenant: &str,
+    writer_consumer: &str,
+    id: i64,
+) -> Result<Vec<Behind>, BusError> {
+    let rows = pg
+        .query(
+            "SELECT consumer, position FROM owlet_bus.cursors
+              WHERE tenant = $1 AND consumer <> $2 AND position < $3 ORDER BY consumer",
+            &[&tenant, &writer_consumer, &id],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|r| Behind {
+            consumer: r.get(0),
+            position: r.get(1),
+        })
+        .collect())
+}
+
+/// Records `error` on the cursor of (`consumer`, `tenant`) without holding
+/// it (its holder's figures are shown by its `--status`): for a loss the
+/// consumer itself cannot see, such as retention dropping events it had
+/// not read.
+pub async fn note_error(
+    pg: &Client,
+    consumer: &str,
+    tenant: &str,
+    error: &str,
+) -> Result<(), BusError> {
+    pg.execute(
+        "UPDATE owlet_bus.cursors SET errors = errors + 1, last_error = $3, updated_us = $4
+          WHERE consumer = $1 AND tenant = $2",
+        &[&consumer, &tenant, &error, &now_us()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
 /// The positions of `consumer` in every tenant, by tenant name, and
 /// whether a session holds each now. Takes no lock.
 pub async fn positions(pg: &Client, consumer: &str) -> Result<Vec<Position>, BusError> {

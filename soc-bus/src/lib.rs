@@ -15,7 +15,13 @@
 //!   metadata for the writer ([`Retention::of_stream`]);
 //! * a subject per agent, `owlet.<tenant>.<agent>`, one message per event:
 //!   the body is the event's protobuf (`owlet.v1.Event`), header
-//!   [`SEQ_HEADER`] its sequence number, `Nats-Msg-Id` `<tenant>/<agent>/<seq>`.
+//!   [`SEQ_HEADER`] its sequence number, `Nats-Msg-Id` `<tenant>/<agent>/<seq>`;
+//! * a subject per agent for the records the SOC makes about it,
+//!   `owlet.<tenant>.<agent>.soc` ([`record_subject`]): a receiver publishes
+//!   there what it would store itself in the embedded SOC outside the
+//!   agent's sequence (its self-test records), without a sequence header,
+//!   `Nats-Msg-Id` `<tenant>/<agent>/soc/<id>` ([`Bus::publish_record`]);
+//!   the writer stores them with `seq` NULL, exactly once like the rest.
 //!
 //! Guarantees (the SOC's invariants 1 and 3, across receivers):
 //! * **Exactly once on the subject.** Every publish carries
@@ -93,11 +99,37 @@ pub fn subject(tenant: &str, agent: &str) -> String {
     format!("owlet.{}.{}", token(tenant), token(agent))
 }
 
-/// The agent id a subject of the tenant stream names (`owlet.T.A`).
-pub fn agent_of(subject: &str) -> Option<String> {
+/// The last token of the subject of the SOC's records about an agent.
+const RECORD_TOKEN: &str = "soc";
+
+/// The subject of the records the SOC makes about `agent` of `tenant`.
+pub fn record_subject(tenant: &str, agent: &str) -> String {
+    format!("{}.{RECORD_TOKEN}", subject(tenant, agent))
+}
+
+/// Who wrote a message of a tenant stream, by its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The agent's own sequenced event (`owlet.T.A`).
+    Agent(String),
+    /// A record the SOC made about the agent (`owlet.T.A.soc`).
+    Record(String),
+}
+
+/// The agent a subject of the tenant stream names, and who wrote it.
+pub fn origin_of(subject: &str) -> Option<Origin> {
     let mut parts = subject.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("owlet"), Some(_), Some(agent), None) => Some(untoken(agent)),
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("owlet"), Some(_), Some(agent), None, None) => Some(Origin::Agent(untoken(agent))),
+        (Some("owlet"), Some(_), Some(agent), Some(RECORD_TOKEN), None) => {
+            Some(Origin::Record(untoken(agent)))
+        }
         _ => None,
     }
 }
@@ -157,10 +189,15 @@ mod tests {
         assert_eq!(stream_name("acme.eu"), "OWLET_acme~eu");
         assert_eq!(subject("acme.eu", "fw-1.dc"), "owlet.acme~eu.fw-1~dc");
         assert_eq!(
-            agent_of("owlet.acme~eu.fw-1~dc").as_deref(),
-            Some("fw-1.dc")
+            origin_of("owlet.acme~eu.fw-1~dc"),
+            Some(Origin::Agent("fw-1.dc".into()))
         );
-        assert_eq!(agent_of("owlet.acme.a.b"), None);
+        assert_eq!(
+            origin_of(&record_subject("acme.eu", "fw-1.dc")),
+            Some(Origin::Record("fw-1.dc".into()))
+        );
+        assert_eq!(origin_of("owlet.acme.a.b"), None);
+        assert_eq!(origin_of("owlet.acme.a.soc.x"), None);
         assert_eq!(untoken(&token("a.b_c-d")), "a.b_c-d");
     }
 }

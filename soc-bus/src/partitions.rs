@@ -17,6 +17,13 @@
 //!   write on the tenant's stream ([`crate::Retention::of_stream`]); the
 //!   stream itself keeps only a buffer of them (`buffer_max_age`). Each
 //!   drop is logged with its day and size.
+//! * **No silent loss for readers.** Retention does not wait for the
+//!   readers of the stored events (SIEM outputs, the notifier): the disk
+//!   limit wins, as in the embedded store. But a day dropped while a
+//!   reader's position was below its last event is an error, logged with
+//!   the reader, the day and the events it had not read, and recorded on
+//!   that reader's cursor (`errors`, `last_error`), so its `--status`
+//!   shows the loss ([`Dropped::unread`]).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,8 +33,8 @@ use owlet_soc_store::schema::partition_name;
 use owlet_soc_store::time::utc_day;
 use tokio_postgres::Client;
 
-use crate::BusError;
-use crate::writer::{pg_error, schema_of};
+use crate::writer::{CURSOR_CONSUMER, pg_error, schema_of};
+use crate::{BusError, cursor};
 
 /// One UTC day in microseconds.
 pub const DAY_US: i64 = 86_400_000_000;
@@ -93,6 +100,9 @@ pub struct Dropped {
     pub bytes: u64,
     /// `max_age` or `max_bytes`.
     pub reason: &'static str,
+    /// Readers (consumer names) that had not read every event of the day,
+    /// with how many they had not read.
+    pub unread: Vec<(String, i64)>,
 }
 
 /// The tenant's partitions, oldest first: (day number, name, bytes).
@@ -151,6 +161,33 @@ pub async fn usage(pg: &Client, tenant: &str) -> Result<(usize, u64), BusError> 
     Ok((all.len(), all.iter().map(|(_, _, bytes)| bytes).sum()))
 }
 
+/// The readers whose position is below the last event of partition
+/// `name`, with how many of its events each has not read.
+async fn unread(pg: &Client, tenant: &str, name: &str) -> Result<Vec<(String, i64)>, BusError> {
+    let table = format!("{}.{name}", schema_of(tenant));
+    let last = pg
+        .query_one(&format!("SELECT max(id) FROM {table}"), &[])
+        .await
+        .map_err(pg_error)?
+        .get::<_, Option<i64>>(0);
+    let Some(last) = last else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for reader in cursor::readers_behind(pg, tenant, CURSOR_CONSUMER, last).await? {
+        let events: i64 = pg
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE id > $1"),
+                &[&reader.position],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        out.push((reader.consumer, events));
+    }
+    Ok(out)
+}
+
 /// Applies `policy` to the tenant's partitions at `now`; returns what it
 /// dropped, oldest first.
 pub async fn retain(
@@ -179,6 +216,8 @@ pub async fn retain(
             (false, true) => "max_bytes",
             (false, false) => break,
         };
+        let date = date_of(day);
+        let unread = unread(pg, tenant, &name).await?;
         pg.batch_execute(&format!(
             "DROP TABLE IF EXISTS {}.{name}",
             schema_of(tenant)
@@ -187,12 +226,21 @@ pub async fn retain(
         .map_err(pg_error)?;
         days.forget(day);
         total = total.saturating_sub(bytes);
-        let date = date_of(day);
         tracing::info!(%tenant, day = %date, bytes, reason, "writer: retention dropped a day of the tenant's events");
+        for (consumer, events) in &unread {
+            let error = format!(
+                "retention ({reason}) dropped day {date} of tenant {tenant} with {events} events \
+                 this reader had not read: they are lost to it. It lags behind the tenant's \
+                 retention; see why it is slow or failing, or raise the tenant's max_age / max_bytes"
+            );
+            tracing::error!(%tenant, day = %date, reader = %consumer, events, "writer: {error}");
+            cursor::note_error(pg, consumer, tenant, &error).await?;
+        }
         dropped.push(Dropped {
             day: date,
             bytes,
             reason,
+            unread,
         });
     }
     Ok(dropped)

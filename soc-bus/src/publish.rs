@@ -327,6 +327,57 @@ impl Bus {
         }
         Ok(log)
     }
+
+    /// Publishes a record the SOC made about `agent` of `tenant` (`body`:
+    /// an `owlet.v1.Event` protobuf outside the agent's sequence) on the
+    /// agent's records subject ([`crate::record_subject`]), with
+    /// `Nats-Msg-Id` `<tenant>/<agent>/soc/<id>`: the same `id` published
+    /// again within the duplicate window (a retry, another receiver) is
+    /// stored once. Returns when JetStream acknowledged it; retries
+    /// through leader elections up to the publish deadline.
+    pub async fn publish_record(
+        &self,
+        tenant: &str,
+        agent: &str,
+        retention: Retention,
+        id: &str,
+        body: Bytes,
+    ) -> Result<(), BusError> {
+        crate::writer::check_tenant(tenant)?;
+        self.ensure_stream_atomic(tenant, retention).await?;
+        let subject = crate::record_subject(tenant, agent);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("{tenant}/{agent}/soc/{id}").as_str(),
+            );
+            let acked = match self
+                .js
+                .publish_with_headers(subject.clone(), headers, body.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            let reason = match acked {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() >= self.config.publish_deadline {
+                return Err(BusError::Publish {
+                    subject,
+                    waited: self.config.publish_deadline,
+                    reason,
+                });
+            }
+            tracing::debug!(%subject, %reason, "record publish retried");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
 }
 
 /// What [`AgentLog::append`] did.

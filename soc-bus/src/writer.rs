@@ -90,7 +90,7 @@ pub use tokio_postgres::Config as PgConfig;
 use crate::cursor::{self, Claim};
 use crate::liveness::{self, LivenessConfig};
 use crate::partitions;
-use crate::{BusError, SEQ_HEADER, STREAM_PREFIX, agent_of, untoken};
+use crate::{BusError, Origin, SEQ_HEADER, STREAM_PREFIX, origin_of, untoken};
 
 /// How the writer consumes.
 #[derive(Debug, Clone)]
@@ -282,26 +282,31 @@ fn copy_sql() -> String {
     )
 }
 
+/// What tells a staged record the SOC made (`seq` NULL) from another: its
+/// stream sequence. An agent's events are one per `(agent, seq)`.
+const RECORD_KEY: &str = "CASE WHEN s.seq IS NULL THEN s.stream_seq END";
+
 /// Moves the staged batch into `events`, in stream order, but for what
 /// is at or below its agent's mark (`agents.seq`: stored already; an
 /// agent's events come on its subject in ascending order, so the mark is
 /// an exact test), and raises the marks (an agent first seen gets its
-/// row).
+/// row). Records the SOC made (`seq` NULL, from the agent's records
+/// subject) have no mark: the writer's position alone stores each once.
 fn move_sql(tenant: &str) -> String {
     let schema = schema_of(tenant);
     let columns = staged_columns().join(", ");
     format!(
         "WITH fresh AS (
-  SELECT DISTINCT ON (s.agent, s.seq) s.* FROM {STAGING} s
+  SELECT DISTINCT ON (s.agent, s.seq, {RECORD_KEY}) s.* FROM {STAGING} s
     LEFT JOIN {schema}.agents m ON m.agent = s.agent
-   WHERE s.seq > coalesce(m.seq, 0)
-   ORDER BY s.agent, s.seq
+   WHERE s.seq > coalesce(m.seq, 0) OR s.seq IS NULL
+   ORDER BY s.agent, s.seq, {RECORD_KEY}, s.stream_seq
 ), stored AS (
   INSERT INTO {schema}.events ({columns}) SELECT {columns} FROM fresh ORDER BY stream_seq
   RETURNING agent, seq, received_us
 )
 INSERT INTO {schema}.agents AS a (agent, seq, first_seen_us)
-  SELECT agent, max(seq), min(received_us) FROM stored GROUP BY agent
+  SELECT agent, max(seq), min(received_us) FROM stored WHERE seq IS NOT NULL GROUP BY agent
 ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(a.seq, excluded.seq)"
     )
 }
@@ -342,26 +347,35 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    /// One message as a row; `None` when it is not an agent's sequenced
-    /// event (skipped, with a warning).
+    /// One message as a row: an agent's sequenced event, or a record a
+    /// receiver made about the agent (`seq` NULL); `None` for anything
+    /// else (skipped, with a warning).
     fn of(message: &jetstream::Message, stream_seq: u64, received_us: i64) -> Option<Self> {
-        let agent = agent_of(message.subject.as_str())?;
+        let origin = origin_of(message.subject.as_str())?;
         let event = owlet_proto::v1::Event::decode(message.payload.clone()).ok()?;
-        let seq = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(SEQ_HEADER))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .unwrap_or(event.seq);
-        let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
+        let stream_seq = Some(i64::try_from(stream_seq).ok()?);
         let columns = owlet_soc_store::Columns::of(&event);
+        let (agent, seq, heartbeat) = match origin {
+            Origin::Agent(agent) => {
+                let seq = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SEQ_HEADER))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .unwrap_or(event.seq);
+                let seq = i64::try_from(seq).ok().filter(|&s| s > 0)?;
+                let heartbeat =
+                    (columns.kind == "agent_status").then_some(columns.state == Some("stopping"));
+                (agent, Some(seq), heartbeat)
+            }
+            Origin::Record(agent) => (agent, None, None),
+        };
         Some(Self {
             agent,
-            seq: Some(seq),
-            stream_seq: Some(i64::try_from(stream_seq).ok()?),
+            seq,
+            stream_seq,
             received_us,
-            heartbeat: (columns.kind == "agent_status")
-                .then_some(columns.state == Some("stopping")),
+            heartbeat,
             columns: columns.values(),
             body: message.payload.clone(),
         })

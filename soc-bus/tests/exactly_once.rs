@@ -576,3 +576,46 @@ async fn a_readers_cursor_never_moves_back_and_is_held_by_one_session() {
     };
     assert_eq!(taken.position, 10);
 }
+
+/// Records the SOC makes about an agent (a self-test's): published on the
+/// agent's records subject between its events, one of them twice (a
+/// retry within the duplicate window). The writer stores each record once
+/// with `seq` NULL, every event once, and the agent's mark is its events'
+/// alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_outside_the_agents_sequence_are_stored_once_beside_its_events() {
+    let (_cluster, bus, pg) = published(100).await;
+    let admin = pg.client("owlet").await;
+    let record = |n: u64| {
+        let mut event = owlet_proto::v1::Event::decode(events(n..=n)[0].1.clone()).unwrap();
+        event.seq = 0;
+        Bytes::from(event.encode_to_vec())
+    };
+    for (id, n) in [("selftest/1", 1), ("selftest/2", 2), ("selftest/1", 1)] {
+        bus.publish_record("acme", "fw-1", Retention::default(), id, record(n))
+            .await
+            .unwrap();
+    }
+    let mut log = bus
+        .agent("acme", "fw-1", Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(log.mark(), 100, "records do not move the agent's mark");
+    log.append(&events(101..=150)).await.unwrap();
+    let writer = spawn_writer(&bus, WriterConfig::new(pg.conninfo("owlet")));
+    let stored = wait_for_rows(&admin, "acme", "fw-1", 150).await;
+    assert_exactly_once("PostgreSQL", &stored, 150);
+    let records = ints(
+        &admin,
+        "SELECT stream_seq FROM tenant_acme.events WHERE agent = 'fw-1' AND seq IS NULL ORDER BY id",
+    )
+    .await;
+    assert_eq!(records, [101, 102], "each record once, in stream order");
+    let mark = ints(
+        &admin,
+        "SELECT seq FROM tenant_acme.agents WHERE agent = 'fw-1'",
+    )
+    .await;
+    assert_eq!(mark, [150]);
+    writer.abort();
+}

@@ -1,16 +1,19 @@
 //! Against a real PostgreSQL: a tenant's `events` in day partitions, and
-//! retention that drops whole days by age and by size, never today's.
+//! retention that drops whole days by age and by size, never today's, and
+//! says on a reader's cursor what it dropped before the reader read it.
 
 use std::time::{Duration, SystemTime};
 
+use owlet_soc_bus::cursor;
 use owlet_soc_bus::partitions::{DAY_US, Days, create_day, day_of, retain};
 use owlet_soc_bus::testkit::{Postgres, ints};
-use owlet_soc_bus::writer::prepare_tenant;
+use owlet_soc_bus::writer::{CURSOR_CONSUMER, prepare_tenant};
 use owlet_soc_store::Policy;
 
 /// Tenant `acme` with one row on each of the 6 days up to today (day
-/// numbers returned, oldest first).
+/// numbers returned, oldest first), and the cursor table a writer makes.
 async fn six_days(admin: &tokio_postgres::Client, now: SystemTime) -> Vec<i64> {
+    cursor::prepare(admin).await.unwrap();
     prepare_tenant(admin, "acme").await.unwrap();
     let today = day_of(owlet_soc_store::time::micros(now));
     let days: Vec<i64> = (today - 5..=today).collect();
@@ -59,6 +62,68 @@ async fn days_older_than_max_age_are_dropped_whole_and_the_rest_kept() {
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_day_a_reader_had_not_read_is_an_error_on_its_cursor() {
+    let pg = Postgres::start();
+    let admin = pg.client("owlet").await;
+    let now = SystemTime::now();
+    six_days(&admin, now).await; // ids 1..=6, one per day, oldest first
+    // A slow output has dealt with the first day's event only; the
+    // notifier with all of them; the writer's own cursor (a stream
+    // sequence, not an id) is not a reader.
+    let reader = pg.client("owlet").await;
+    let mut slow = cursor::claim(&reader, "output:siem", "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    slow.advance_to(&reader, 1, 1).await.unwrap();
+    let mut fast = cursor::claim(&reader, "notify", "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    fast.advance_to(&reader, 6, 6).await.unwrap();
+    cursor::claim(&reader, CURSOR_CONSUMER, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+
+    let policy = Policy {
+        max_age: Some(Duration::from_secs(2 * 86_400)),
+        max_bytes: None,
+    };
+    let dropped = retain(&admin, "acme", policy, now, &mut Days::default())
+        .await
+        .unwrap();
+    let unread: Vec<_> = dropped.iter().map(|d| d.unread.clone()).collect();
+    let siem = || vec![("output:siem".to_string(), 1)];
+    assert_eq!(unread, [vec![], siem(), siem()], "{dropped:?}");
+    let row = admin
+        .query_one(
+            "SELECT errors, last_error FROM owlet_bus.cursors WHERE consumer = 'output:siem'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (errors, last_error): (i64, String) = (row.get(0), row.get(1));
+    assert_eq!(errors, 2, "one error per day it lost");
+    assert!(
+        last_error.contains(&format!(
+            "dropped day {} of tenant acme with 1 events",
+            dropped[2].day
+        )) && last_error.contains("lost to it"),
+        "{last_error}"
+    );
+    let clean: i64 = admin
+        .query_one(
+            "SELECT errors FROM owlet_bus.cursors WHERE consumer = 'notify'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clean, 0, "a reader that had read every event lost nothing");
 }
 
 #[tokio::test(flavor = "multi_thread")]

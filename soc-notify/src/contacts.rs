@@ -37,6 +37,10 @@
 //!   `to` are not touched by anything here.
 //! * The tenant name is checked as the store checks it, so a name like
 //!   `../x` cannot reach outside `ROOT/contacts/`.
+//! * **Bounded.** A list holds at most [`MAX_CONTACTS`] contacts ([`update`]
+//!   refuses to save more, with [`ContactsError::Full`]) and a file larger
+//!   than [`MAX_FILE_BYTES`] is damaged, not read: a file grown by hand or
+//!   by mistake cannot make the notifier or the portal read without bound.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,6 +57,11 @@ use crate::config::Severity;
 pub const DIR: &str = "contacts";
 /// The format's version, written in every file.
 const VERSION: u32 = 1;
+/// The most contacts one tenant lists.
+pub const MAX_CONTACTS: usize = 200;
+/// The largest contacts file read: [`MAX_CONTACTS`] contacts with the
+/// longest names and addresses the portal saves fit with room to spare.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// One person to notify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +112,8 @@ pub enum ContactsError {
          backup; the portal rewrites it at the next change)"
     )]
     Damaged { path: PathBuf, reason: String },
+    #[error("a tenant lists at most {MAX_CONTACTS} contacts; delete or reuse one first")]
+    Full,
 }
 
 /// `ROOT/contacts/TENANT.json`, the tenant name checked as the store does.
@@ -130,25 +141,40 @@ pub fn load(store_root: &Path, tenant: &str) -> Result<Vec<Contact>, ContactsErr
 }
 
 fn read(path: &Path) -> Result<Vec<Contact>, ContactsError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ContactsError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+    use std::io::Read;
+    let io = |source| ContactsError::Io {
+        path: path.to_path_buf(),
+        source,
     };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io(source)),
+    };
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
     let damaged = |reason: String| ContactsError::Damaged {
         path: path.to_path_buf(),
         reason,
     };
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(damaged(format!(
+            "it is larger than {MAX_FILE_BYTES} bytes, more than {MAX_CONTACTS} contacts can take"
+        )));
+    }
     let body: FileBody = serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
     if body.version != VERSION {
         return Err(damaged(format!(
             "format version {} is not the {VERSION} this owlet-soc reads",
             body.version
+        )));
+    }
+    if body.contacts.len() > MAX_CONTACTS {
+        return Err(damaged(format!(
+            "it lists {} contacts, more than the {MAX_CONTACTS} a tenant may have",
+            body.contacts.len()
         )));
     }
     for c in &body.contacts {
@@ -161,7 +187,8 @@ fn read(path: &Path) -> Result<Vec<Contact>, ContactsError> {
 static WRITER: Mutex<()> = Mutex::new(());
 
 /// Reads the tenant's list, lets `change` edit it, and saves the result
-/// atomically (see the module doc). `change`'s error leaves the file as it
+/// atomically (see the module doc). `change`'s error, or a list longer
+/// than [`MAX_CONTACTS`] ([`ContactsError::Full`]), leaves the file as it
 /// was. Returns what `change` returned.
 pub fn update<T, E: From<ContactsError>>(
     store_root: &Path,
@@ -174,6 +201,9 @@ pub fn update<T, E: From<ContactsError>>(
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut contacts = read(&path)?;
     let out = change(&mut contacts)?;
+    if contacts.len() > MAX_CONTACTS {
+        return Err(ContactsError::Full.into());
+    }
     write(&path, &contacts)?;
     Ok(out)
 }
@@ -386,6 +416,47 @@ mod tests {
             e.to_string().contains("is damaged"),
             "a damaged file is not overwritten blindly"
         );
+    }
+
+    #[test]
+    fn a_list_and_its_file_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let fill = |l: &mut Vec<Contact>| {
+            while l.len() < MAX_CONTACTS {
+                let id = next_id(l);
+                l.push(contact(id, &format!("c{id}@x.example"), None, true));
+            }
+            Ok::<_, ContactsError>(())
+        };
+        update(root, "acme", fill).unwrap();
+        let e = update(root, "acme", |l| {
+            l.push(contact(next_id(l), "one-more@x.example", None, true));
+            Ok::<_, ContactsError>(())
+        })
+        .unwrap_err();
+        assert!(matches!(e, ContactsError::Full), "{e}");
+        assert!(e.to_string().contains("delete or reuse one"), "{e}");
+        assert_eq!(
+            load(root, "acme").unwrap().len(),
+            MAX_CONTACTS,
+            "file unchanged"
+        );
+
+        let mut watch = Watch::new(root, "acme");
+        assert_eq!(watch.current().len(), MAX_CONTACTS);
+        let file = path(root, "acme").unwrap();
+        let huge = format!(
+            "{{\"version\":1,\"contacts\":[],\"pad\":\"{}\"}}",
+            "x".repeat(MAX_FILE_BYTES as usize)
+        );
+        std::fs::write(&file, huge).unwrap();
+        let e = load(root, "acme").unwrap_err().to_string();
+        assert!(
+            e.contains("larger than") && e.contains("fix or remove"),
+            "{e}"
+        );
+        assert_eq!(watch.current().len(), MAX_CONTACTS, "last good list kept");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the page with its reason and nothing saved; every change is audited
 //! under the tenant; another tenant's contact cannot be reached; a viewer
 //! and a request without the CSRF token are refused; markup in a name is
-//! text.
+//! text; a full list refuses one more contact on the page.
 //!
 //! (Mail to contacts against a real SMTP server: soc-notify's
 //! `tests/contacts.rs`.)
@@ -183,4 +183,42 @@ async fn another_tenants_contacts_a_viewer_and_a_missing_token_are_refused() {
         .0;
     assert_eq!(s, 403);
     assert!(saved(&fx, "acme").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_list_refuses_one_more_on_the_page() {
+    let fx = Fixture::new();
+    let root = fx.state.0.settings.root.clone();
+    contacts::update(&root, "acme", |l| {
+        while l.len() < contacts::MAX_CONTACTS {
+            let id = contacts::next_id(l);
+            l.push(Contact {
+                id,
+                name: format!("c{id}"),
+                email: format!("c{id}@acme.example"),
+                min_severity: None,
+                enabled: true,
+            });
+        }
+        Ok::<_, contacts::ContactsError>(())
+    })
+    .unwrap();
+    let (cookie, csrf) = fx.login("customer-admin");
+    let (s, body, _) = fx
+        .post(
+            "/t/acme/contacts",
+            Some(&cookie),
+            &format!("csrf={csrf}&name=late&email=late%40acme.example&min_severity="),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.contains("class=\"error\"") && body.contains("at most 200 contacts"),
+        "{body}"
+    );
+    assert_eq!(
+        saved(&fx, "acme").len(),
+        contacts::MAX_CONTACTS,
+        "nothing saved"
+    );
 }

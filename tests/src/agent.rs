@@ -88,6 +88,34 @@ impl Agent {
         self
     }
 
+    /// Runs `owlet selftest --json --config` on this agent's config
+    /// (behind `wrapper`, e.g. setpriv, with `args` added); returns the
+    /// exit status and the report.
+    pub fn selftest(&self, wrapper: &[&str], args: &[&str]) -> (i32, serde_json::Value) {
+        self.write_config();
+        let owlet = bin("owlet");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(args).arg(&owlet);
+                cmd
+            }
+            None => std::process::Command::new(&owlet),
+        };
+        cmd.args(["selftest", "--json", "--config"])
+            .arg(&self.config_path)
+            .args(args);
+        let out = output(&mut cmd);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "owlet selftest printed no JSON report ({e}):\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+
     pub fn write_config(&self) {
         fs::write(&self.config_path, toml::to_string(&self.config).unwrap()).unwrap();
     }
@@ -248,4 +276,12 @@ impl Drop for Agent {
             eprintln!("----- agent health at failure -----\n{:?}", self.health());
         }
     }
+}
+
+/// The first step of a self-test report called `name`.
+pub fn selftest_step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {report:#}"))
 }

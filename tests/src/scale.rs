@@ -312,6 +312,11 @@ impl Scale {
             .unwrap_or_default()
     }
 
+    /// The first column (text) of every row of `sql`, as the superuser.
+    pub fn query_strings(&self, sql: &str) -> Vec<String> {
+        self.query(sql, &[]).iter().map(|r| r.get(0)).collect()
+    }
+
     /// How many of the agent's events PostgreSQL holds.
     pub fn stored_count(&self, tenant: &str, agent: &str) -> u64 {
         self.stored(tenant, agent).len() as u64

@@ -6,54 +6,16 @@
 //! are checked as the unit's `User=` with its `AmbientCapabilities=` (a test
 //! user and unit made here). Needs root (setpriv, useradd, a tmpfs mount).
 
-use std::process::Command;
-
 use owlet_proto::v1::event::Kind;
 use owlet_tests::*;
 use serde_json::Value;
 
-/// Runs `owlet selftest --json` (behind `wrapper`, e.g. setpriv); returns
-/// the exit status and the report.
 fn selftest_with(agent: &Agent, wrapper: &[&str]) -> (i32, Value) {
-    selftest_args(agent, wrapper, &[])
-}
-
-/// [`selftest_with`] with more arguments for `owlet selftest`.
-fn selftest_args(agent: &Agent, wrapper: &[&str], args: &[&str]) -> (i32, Value) {
-    agent.write_config();
-    let owlet = bin("owlet");
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut cmd = Command::new(program);
-            cmd.args(args).arg(&owlet);
-            cmd
-        }
-        None => Command::new(&owlet),
-    };
-    cmd.args(["selftest", "--json", "--config"])
-        .arg(&agent.config_path)
-        .args(args);
-    let out = output(&mut cmd);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "owlet selftest printed no JSON report ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
+    agent.selftest(wrapper, &[])
 }
 
 fn selftest(agent: &Agent) -> (i32, Value) {
-    selftest_with(agent, &[])
-}
-
-/// The first step called `name`.
-fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["step"] == name))
-        .unwrap_or_else(|| panic!("no step {name} in {report:#}"))
+    agent.selftest(&[], &[])
 }
 
 /// The report failed (exit 2) at `name`, whose detail says `words`, with a
@@ -61,7 +23,7 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
 fn assert_failed_at(status: i32, report: &Value, name: &str, words: &str, fix_words: &str) {
     assert_eq!(status, 2, "selftest should fail: {report:#}");
     assert_eq!(report["result"], "fail", "{report:#}");
-    let s = step(report, name);
+    let s = selftest_step(report, name);
     assert_eq!(s["status"], "fail", "step {name} should fail: {report:#}");
     let detail = s["detail"].as_str().unwrap_or_default();
     assert!(
@@ -136,11 +98,15 @@ fn a_good_setup_passes_every_step_and_the_soc_records_it_beside_the_running_agen
         "test_event",
         "failure_test",
     ] {
-        assert_eq!(step(&report, name)["status"], "pass", "{name}: {report:#}");
+        assert_eq!(
+            selftest_step(&report, name)["status"],
+            "pass",
+            "{name}: {report:#}"
+        );
     }
     for name in ["soc", "test_event", "failure_test"] {
         assert!(
-            step(&report, name)["round_trip_ms"].is_number(),
+            selftest_step(&report, name)["round_trip_ms"].is_number(),
             "{name} shows no round trip: {report:#}"
         );
     }
@@ -243,13 +209,15 @@ fn a_wrong_ca_fails_the_chain_and_the_soc_step() {
     );
     // The fixes name the CA file `owlet-soc ca init` really writes.
     for name in ["chain", "soc"] {
-        let fix = step(&report, name)["fix"].as_str().unwrap_or_default();
+        let fix = selftest_step(&report, name)["fix"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
             fix.contains("ca.pem") && !fix.contains("ca.crt"),
             "{name}: {fix}"
         );
     }
-    assert_eq!(step(&report, "test_event")["status"], "skip");
+    assert_eq!(selftest_step(&report, "test_event")["status"], "skip");
 }
 
 #[test]
@@ -276,7 +244,11 @@ fn an_expired_certificate_fails_the_expiry_and_the_soc_step() {
         "owlet-soc ca issue",
     );
     // The chain itself is fine: only the date is wrong.
-    assert_eq!(step(&report, "chain")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "chain")["status"],
+        "pass",
+        "{report:#}"
+    );
     assert_failed_at(
         status,
         &report,
@@ -299,10 +271,14 @@ fn a_soc_that_is_down_fails_the_soc_step_and_skips_what_needs_it() {
         "check that owlet-soc runs there",
     );
     for name in ["clock", "test_event", "failure_test"] {
-        assert_eq!(step(&report, name)["status"], "skip", "{report:#}");
+        assert_eq!(selftest_step(&report, name)["status"], "skip", "{report:#}");
     }
     // The local steps still ran.
-    assert_eq!(step(&report, "spool")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "spool")["status"],
+        "pass",
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -333,7 +309,11 @@ fn an_unreadable_watched_path_fails_the_watched_paths_step() {
         "watched.conf: Permission denied",
         "setfacl",
     );
-    assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "soc")["status"],
+        "pass",
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -346,7 +326,11 @@ fn a_missing_capability_fails_the_capture_step() {
         &["setpriv", "--inh-caps=-all", "--bounding-set=-net_raw"],
     );
     assert_capture_needs_net_raw(status, &report);
-    assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "soc")["status"],
+        "pass",
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -378,7 +362,7 @@ fn a_broken_config_fails_the_config_step_naming_file_line_and_key() {
     let (status, report) = selftest(&agent);
     let file = agent.config_path.display().to_string();
     assert_failed_at(status, &report, "config", &file, "owlet check-config");
-    let detail = step(&report, "config")["detail"]
+    let detail = selftest_step(&report, "config")["detail"]
         .as_str()
         .unwrap()
         .to_string();
@@ -455,8 +439,8 @@ fn as_root_capture_and_watched_paths_are_checked_as_the_service_user() {
     let unit_arg = unit.display().to_string();
 
     write_unit("CAP_NET_RAW");
-    let (status, report) = selftest_args(&agent, &[], &["--service-unit", &unit_arg]);
-    let as_whom = step(&report, "service_user");
+    let (status, report) = agent.selftest(&[], &["--service-unit", &unit_arg]);
+    let as_whom = selftest_step(&report, "service_user");
     assert_eq!(as_whom["status"], "pass", "{report:#}");
     let detail = as_whom["detail"].as_str().unwrap();
     assert!(
@@ -464,7 +448,11 @@ fn as_root_capture_and_watched_paths_are_checked_as_the_service_user() {
             && detail.contains("with CAP_NET_RAW"),
         "{detail}"
     );
-    assert_eq!(step(&report, "capture")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "capture")["status"],
+        "pass",
+        "{report:#}"
+    );
     assert_failed_at(
         status,
         &report,
@@ -475,21 +463,25 @@ fn as_root_capture_and_watched_paths_are_checked_as_the_service_user() {
         ),
         &format!("setfacl -m u:{}:r", user.name),
     );
-    let detail = step(&report, "watched_paths")["detail"]
+    let detail = selftest_step(&report, "watched_paths")["detail"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(!detail.contains("open.conf"), "{detail}");
     // The rest still runs as root, as before.
-    assert_eq!(step(&report, "soc")["status"], "pass", "{report:#}");
+    assert_eq!(
+        selftest_step(&report, "soc")["status"],
+        "pass",
+        "{report:#}"
+    );
 
     // Without the capability in the unit, capture fails as it would for
     // the service, although the self-test itself runs as root.
     write_unit("");
-    let (status, report) = selftest_args(&agent, &[], &["--service-unit", &unit_arg]);
+    let (status, report) = agent.selftest(&[], &["--service-unit", &unit_arg]);
     assert_capture_needs_net_raw(status, &report);
     assert!(
-        step(&report, "service_user")["detail"]
+        selftest_step(&report, "service_user")["detail"]
             .as_str()
             .unwrap()
             .contains("with no capabilities"),
@@ -506,11 +498,7 @@ fn a_unit_whose_user_does_not_exist_fails_the_service_user_step() {
     let agent = soc.issue("acme", "a");
     let unit = agent.dir.join("owlet.service");
     std::fs::write(&unit, "[Service]\nUser=owlet-no-such-user\n").unwrap();
-    let (status, report) = selftest_args(
-        &agent,
-        &[],
-        &["--service-unit", &unit.display().to_string()],
-    );
+    let (status, report) = agent.selftest(&[], &["--service-unit", &unit.display().to_string()]);
     assert_failed_at(
         status,
         &report,

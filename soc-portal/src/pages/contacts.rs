@@ -93,7 +93,10 @@ enum Refused {
 
 impl From<ContactsError> for Refused {
     fn from(e: ContactsError) -> Self {
-        Refused::Page(e.into())
+        match e {
+            ContactsError::Full => Refused::Form(e.to_string()),
+            other => Refused::Page(other.into()),
+        }
     }
 }
 

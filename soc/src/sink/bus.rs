@@ -16,7 +16,12 @@
 //! published them: owlet_soc_bus::liveness) and retention (JetStream
 //! enforces the tenant's `max_age` / `max_bytes` on the stream, the writer
 //! on its PostgreSQL partitions). Not here yet (issue 17): revocation
-//! alerts, self-test records.
+//! alerts.
+//!
+//! Self-test records go to the agent's records subject
+//! ([`owlet_soc_bus::record_subject`]) and are acknowledged once JetStream
+//! holds them; the writer stores them outside the agent's sequence, as
+//! the embedded store does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,10 +161,29 @@ impl Sink for BusSink {
             .collect()
     }
 
-    fn store_self_test(&mut self, who: &Identity, _event: &Event) -> Result<(), SinkError> {
-        Err(SinkError::Failed(format!(
-            "self-tests of {who} need the embedded sink; this receiver publishes to NATS ([sink] type = \"nats\")"
-        )))
+    fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError> {
+        // seq 0: the record is outside the agent's sequence, as in the
+        // embedded store; its time and check name it, so a retry of the
+        // same self-test is stored once.
+        let event = Event {
+            seq: 0,
+            ..event.clone()
+        };
+        let columns = owlet_soc_store::Columns::of(&event);
+        let id = format!(
+            "{}/{}/{}",
+            columns.kind,
+            columns.check_id.as_deref().unwrap_or(""),
+            columns.time_us
+        );
+        let retention = (self.retention_of)(&who.tenant);
+        let body = Bytes::from(prost::Message::encode_to_vec(&event));
+        self.runtime
+            .block_on(
+                self.bus
+                    .publish_record(&who.tenant, &who.agent_id, retention, &id, body),
+            )
+            .map_err(|e| SinkError::Failed(e.to_string()))
     }
 
     fn enforce_retention(
