@@ -32,6 +32,8 @@ pub mod schema;
 pub mod store;
 pub mod tenant;
 pub mod time;
+#[cfg(feature = "workload")]
+pub mod workload;
 
 pub use columns::Columns;
 pub use cursor::{Cursors, Position};
