@@ -46,6 +46,9 @@
 //!   resumes right after its last commit. One writer holds a tenant at a
 //!   time; others stand by. Retention drops whole day partitions
 //!   ([`partitions`]).
+//! * **Rollups exactly once.** The hourly rollups reports read are kept
+//!   off the writer's path by their own consumer ([`rollup`]), which moves
+//!   its cursor in the transaction of the figures it adds.
 //! * **Tenants apart.** A stream per tenant, a PostgreSQL schema per tenant
 //!   readable only by that tenant's role; a tenant name PostgreSQL would cut
 //!   (more than [`writer::MAX_TENANT_BYTES`]) is refused by receivers and
@@ -58,7 +61,9 @@ pub mod cursor;
 pub mod liveness;
 pub mod partitions;
 pub mod publish;
+pub mod rollup;
 pub mod status;
+pub mod stored;
 pub mod writer;
 
 #[cfg(feature = "testkit")]

@@ -88,7 +88,7 @@ pub mod sql;
 mod sqlite;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::columns::Columns;
 use acc::Acc;
@@ -214,7 +214,10 @@ const ALERTS: usize = 5;
 /// per `(table, hour, key)` by [`Rollup::write_to`] (SQLite: [`Rollup::flush`]).
 #[derive(Debug, Default)]
 pub struct Rollup {
-    rows: HashMap<(usize, i64, Vec<String>), Vec<Acc>>,
+    /// In key order: a closed hour's new keys take its free rows in that
+    /// order (the rest go to OTHER), so the same batches give the same
+    /// rows in every run and in both backends.
+    rows: BTreeMap<(usize, i64, Vec<String>), Vec<Acc>>,
     hours: BTreeMap<i64, i64>,
 }
 
