@@ -62,6 +62,8 @@ pub mod liveness;
 pub mod partitions;
 pub mod publish;
 pub mod rollup;
+#[cfg(feature = "testkit")]
+pub mod scenario;
 pub mod status;
 pub mod stored;
 pub mod writer;

@@ -12,8 +12,11 @@
 //!   health (heartbeats, stops, data loss).
 //!
 //! Guarantees:
-//! * reads exactly one tenant's database, through its read-only
-//!   [`TenantReader`];
+//! * reads exactly one tenant's data, through a [`Source`]: the embedded
+//!   SOC's read-only `TenantReader` (its SQLite file) or the scaled-out
+//!   SOC's PostgreSQL schema ([`source::postgres`]); sections, figures and
+//!   rendering are the same code for both, only the queries' runner
+//!   differs;
 //! * the period is midnight to midnight in the tenant's zone, and every
 //!   time shown carries its offset;
 //! * every section is present in the text and in the JSON: an empty one
@@ -41,25 +44,24 @@ pub mod pdf;
 pub mod period;
 pub mod schedule;
 pub mod series;
+pub mod source;
 mod text;
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::time::SystemTime;
 
+use owlet_proto::v1::Event;
 use owlet_proto::v1::event::Kind;
 use owlet_soc_export::Zone;
 use owlet_soc_store::rollup::{HOUR_US, Hist, OTHER, Scale};
-use owlet_soc_store::{Filter, Newest, TenantReader, newest_first};
-use rusqlite::params;
+use prost::Message as _;
 use serde::Serialize;
 
 pub use html::Style;
 pub use i18n::Lang;
 pub use period::{Period, PeriodError};
-
-/// The first schema version with the rollups.
-const ROLLUP_VERSION: i64 = 2;
+pub use source::Source;
+use source::{Param, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -73,6 +75,8 @@ pub enum ReportError {
     NotUpgraded { found: i64, needed: i64 },
     #[error("reading the tenant's database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("reading the tenant's PostgreSQL schema: {0}")]
+    Postgres(String),
     #[error("reading the tenant's notification record {path}: {source}")]
     Notifications {
         path: std::path::PathBuf,
@@ -289,10 +293,11 @@ pub struct SensorHealth {
     pub events_lost: u64,
 }
 
-/// Builds the report of `period` for the tenant of `reader`, with times in
+/// Builds the report of `period` for the tenant `source` reads (its
+/// SQLite file or its PostgreSQL schema: [`source`]), with times in
 /// `zone`. `now` bounds open incidents and stamps the report.
 pub fn build(
-    reader: &TenantReader,
+    source: &(impl Source + ?Sized),
     period: &Period,
     zone: &Zone,
     now: SystemTime,
@@ -300,20 +305,10 @@ pub fn build(
 ) -> Result<Report, ReportError> {
     let (start, end) = period.bounds(zone);
     let now_us = chrono::DateTime::<chrono::Utc>::from(now).timestamp_micros();
-    let db = reader.connection();
-    let found: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found < ROLLUP_VERSION {
-        return Err(ReportError::NotUpgraded {
-            found,
-            needed: ROLLUP_VERSION,
-        });
-    }
-    // A tenant file that never stored an event has no `events` view yet.
-    let raw: bool = db.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'events')",
-        [],
-        |r| r.get(0),
-    )?;
+    let db = source;
+    db.ready()?;
+    // A tenant that never stored an event has no `events` table yet.
+    let raw = db.has_events()?;
     // Rollup rows are selected by the start of their UTC hour.
     let (h0, h1) = (
         start.div_euclid(HOUR_US) * HOUR_US,
@@ -336,17 +331,17 @@ pub fn build(
         ));
     }
 
-    let (events, hours_with_events): (i64, i64) = db.query_row(
-        "SELECT COALESCE(SUM(events), 0), COUNT(*) FROM rollup_hours WHERE hour_us >= ?1 AND hour_us < ?2",
-        params![h0, h1],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let hours = db.row(
+        "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT), COUNT(*) FROM rollup_hours WHERE hour_us >= ?1 AND hour_us < ?2",
+        &[Param::Int(h0), Param::Int(h1)],
     )?;
+    let (events, hours_with_events) = (hours.int(0), hours.int(1));
     let raw_events_stored: i64 = if raw {
-        db.query_row(
+        db.row(
             "SELECT COUNT(*) FROM events WHERE time_us >= ?1 AND time_us < ?2",
-            params![start, end],
-            |r| r.get(0),
+            &[Param::Int(start), Param::Int(end)],
         )?
+        .int(0)
     } else {
         0
     };
@@ -364,7 +359,7 @@ pub fn build(
     };
 
     Ok(Report {
-        tenant: reader.tenant().to_string(),
+        tenant: db.tenant().to_string(),
         period: period.label.clone(),
         time_zone: zone.name().to_string(),
         from: zone.rfc3339(start),
@@ -375,7 +370,7 @@ pub fn build(
         alerts: alerts(db, h0, h1)?,
         incidents: if raw {
             let mut list = incidents(db, zone, start, end.min(now_us), options)?;
-            notified::fill(reader, zone, &mut list)?;
+            db.fill_notified(zone, &mut list)?;
             list
         } else {
             Vec::new()
@@ -393,7 +388,7 @@ pub fn build(
         },
         host_health: host(db, h0, h1)?,
         sensor_health: if raw {
-            sensors(reader, zone, start, end)?
+            sensors(db, zone, start, end)?
         } else {
             Vec::new()
         },
@@ -445,27 +440,28 @@ impl Dist {
     }
 }
 
-fn checks(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<CheckFigures>> {
+fn checks(db: &(impl Source + ?Sized), h0: i64, h1: i64) -> Result<Vec<CheckFigures>, ReportError> {
     let mut by: BTreeMap<(String, String), ([i64; 4], Dist)> = BTreeMap::new();
-    let mut stmt = db.prepare(
+    db.each_row(
         "SELECT agent, check_id, results, up, degraded, down, latency_n, latency_sum,
                 latency_min, latency_max, latency_hist
          FROM rollup_checks WHERE hour_us >= ?1 AND hour_us < ?2",
+        &[Param::Int(h0), Param::Int(h1)],
+        &mut |r| {
+            let (counts, dist) = by.entry((r.text(0), r.text(1))).or_default();
+            for (i, c) in counts.iter_mut().enumerate() {
+                *c += r.int(2 + i);
+            }
+            dist.add(
+                r.int(6),
+                r.int(7) as f64,
+                r.opt_real(8),
+                r.opt_real(9),
+                &r.text(10),
+            );
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![h0, h1])?;
-    while let Some(r) = rows.next()? {
-        let (counts, dist) = by.entry((r.get(0)?, r.get(1)?)).or_default();
-        for (i, c) in counts.iter_mut().enumerate() {
-            *c += r.get::<_, i64>(2 + i)?;
-        }
-        dist.add(
-            r.get(6)?,
-            r.get::<_, i64>(7)? as f64,
-            r.get(8)?,
-            r.get(9)?,
-            &r.get::<_, String>(10)?,
-        );
-    }
     Ok(by
         .into_iter()
         .map(
@@ -484,23 +480,25 @@ fn checks(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<CheckFigures>> {
         .collect())
 }
 
-fn alerts(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<AlertCount>> {
-    db.prepare(
-        "SELECT agent, alert_name, severity, SUM(alerts), SUM(raised), SUM(cleared)
-         FROM rollup_alerts WHERE hour_us >= ?1 AND hour_us < ?2
-         GROUP BY 1, 2, 3 ORDER BY SUM(alerts) DESC, 1, 2, 3",
-    )?
-    .query_map(params![h0, h1], |r| {
-        Ok(AlertCount {
-            agent: r.get(0)?,
-            name: r.get(1)?,
-            severity: r.get(2)?,
-            alerts: r.get(3)?,
-            raised: r.get(4)?,
-            cleared: r.get(5)?,
+fn alerts(db: &(impl Source + ?Sized), h0: i64, h1: i64) -> Result<Vec<AlertCount>, ReportError> {
+    Ok(db
+        .rows(
+            "SELECT agent, alert_name, severity, CAST(SUM(alerts) AS BIGINT),
+                    CAST(SUM(raised) AS BIGINT), CAST(SUM(cleared) AS BIGINT)
+             FROM rollup_alerts WHERE hour_us >= ?1 AND hour_us < ?2
+             GROUP BY 1, 2, 3 ORDER BY SUM(alerts) DESC, 1, 2, 3",
+            &[Param::Int(h0), Param::Int(h1)],
+        )?
+        .iter()
+        .map(|r| AlertCount {
+            agent: r.text(0),
+            name: r.text(1),
+            severity: r.text(2),
+            alerts: r.int(3),
+            raised: r.int(4),
+            cleared: r.int(5),
         })
-    })?
-    .collect()
+        .collect())
 }
 
 fn severity_rank(s: &str) -> u8 {
@@ -515,45 +513,42 @@ fn severity_rank(s: &str) -> u8 {
 /// Raised → cleared pairs per (agent, source, subject) that overlap
 /// `[start, end)`, from the raw alerts (and those of the lookback before).
 fn incidents(
-    db: &Db,
+    db: &(impl Source + ?Sized),
     zone: &Zone,
     start: i64,
     end: i64,
     options: &Options,
-) -> rusqlite::Result<Vec<Incident>> {
+) -> Result<Vec<Incident>, ReportError> {
     let lookback = start - options.incident_lookback_days * 86_400_000_000;
-    let mut stmt = db.prepare(
-        "SELECT time_us, agent, COALESCE(alert_source, ''), COALESCE(alert_subject, ''),
+    let sql = "SELECT time_us, agent, COALESCE(alert_source, ''), COALESCE(alert_subject, ''),
                 COALESCE(alert_name, ''), COALESCE(severity, ''), COALESCE(state, ''), id
          FROM events WHERE kind = 'alert' AND time_us >= ?1 AND time_us < ?2
-         ORDER BY time_us, id",
-    )?;
-    let mut rows = stmt.query(params![lookback, end])?;
+         ORDER BY time_us, id";
     // Open conditions: (agent, source, subject) → (raised at, name,
     // severity, log id).
     type Key = (String, String, String);
     let mut open: BTreeMap<Key, (i64, String, String, i64)> = BTreeMap::new();
     let mut out: Vec<(Option<i64>, i64, Incident)> = Vec::new();
-    while let Some(r) = rows.next()? {
-        let t: i64 = r.get(0)?;
-        let key = (r.get(1)?, r.get(2)?, r.get(3)?);
-        let (name, severity, state): (String, String, String) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        let id: i64 = r.get(7)?;
+    db.each_row(sql, &[Param::Int(lookback), Param::Int(end)], &mut |r| {
+        let t = r.int(0);
+        let key = (r.text(1), r.text(2), r.text(3));
+        let (name, severity, state) = (r.text(4), r.text(5), r.text(6));
+        let id = r.int(7);
         if state != "up" && !matches!(state.as_str(), "down" | "degraded" | "unknown") {
             // An alert without a state (a one-off notice) is counted in
             // `alerts`, but opens no incident.
-            continue;
+            return Ok(());
         }
         if state != "up" {
             let entry = open.entry(key).or_insert((t, name, severity.clone(), id));
             if severity_rank(&severity) > severity_rank(&entry.2) {
                 entry.2 = severity;
             }
-            continue;
+            return Ok(());
         }
         if t < start {
             open.remove(&key);
-            continue;
+            return Ok(());
         }
         let (agent, source, subject) = key.clone();
         let (raised, name, severity, raised_log_id) = match open.remove(&key) {
@@ -578,7 +573,8 @@ fn incidents(
                 time_to_notification_seconds: None,
             },
         ));
-    }
+        Ok(())
+    })?;
     for ((agent, source, subject), (raised, name, severity, id)) in open {
         out.push((
             Some(raised),
@@ -604,26 +600,26 @@ fn incidents(
 }
 
 fn changes(
-    db: &Db,
+    db: &(impl Source + ?Sized),
     raw: bool,
     zone: &Zone,
     (h0, h1): (i64, i64),
     (start, end): (i64, i64),
     options: &Options,
-) -> rusqlite::Result<Changes> {
+) -> Result<Changes, ReportError> {
     let by_agent: Vec<ChangeCount> = db
-        .prepare(
-            "SELECT agent, action, SUM(changes) FROM rollup_changes
+        .rows(
+            "SELECT agent, action, CAST(SUM(changes) AS BIGINT) FROM rollup_changes
              WHERE hour_us >= ?1 AND hour_us < ?2 GROUP BY 1, 2 ORDER BY 1, 2",
+            &[Param::Int(h0), Param::Int(h1)],
         )?
-        .query_map(params![h0, h1], |r| {
-            Ok(ChangeCount {
-                agent: r.get(0)?,
-                action: r.get(1)?,
-                changes: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        .iter()
+        .map(|r| ChangeCount {
+            agent: r.text(0),
+            action: r.text(1),
+            changes: r.int(2),
+        })
+        .collect();
     let total = by_agent.iter().map(|c| c.changes).sum();
     if !raw {
         return Ok(Changes {
@@ -633,30 +629,30 @@ fn changes(
             latest: Vec::new(),
         });
     }
-    let stored: i64 = db.query_row(
-        "SELECT COUNT(*) FROM events WHERE kind = 'file_change' AND time_us >= ?1 AND time_us < ?2",
-        params![start, end],
-        |r| r.get(0),
-    )?;
-    let select = Newest {
-        columns: "time_us, agent, COALESCE(file_path, ''), COALESCE(file_action, ''),
-                  changed_by, severity",
-        filter: "kind = 'file_change'",
-        values: &[],
-        from_us: Some(start),
-        to_us: Some(end),
-        limit: options.changes_listed,
-    };
-    let latest = newest_first(db, &select, |r| {
-        Ok(Change {
-            time: zone.rfc3339(r.get(0)?),
-            agent: r.get(1)?,
-            path: r.get(2)?,
-            action: r.get(3)?,
-            changed_by: r.get(4)?,
-            severity: r.get(5)?,
+    let stored = db
+        .row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'file_change' AND time_us >= ?1 AND time_us < ?2",
+            &[Param::Int(start), Param::Int(end)],
+        )?
+        .int(0);
+    let latest = db
+        .newest(
+            "time_us, agent, COALESCE(file_path, ''), COALESCE(file_action, ''),
+             changed_by, severity",
+            "kind = 'file_change'",
+            (start, end),
+            options.changes_listed,
+        )?
+        .iter()
+        .map(|r| Change {
+            time: zone.rfc3339(r.int(0)),
+            agent: r.text(1),
+            path: r.text(2),
+            action: r.text(3),
+            changed_by: r.opt_text(4),
+            severity: r.opt_text(5),
         })
-    })?;
+        .collect::<Vec<_>>();
     Ok(Changes {
         total,
         not_listed: stored.max(total) - latest.len() as i64,
@@ -666,18 +662,18 @@ fn changes(
 }
 
 pub(crate) fn top_list(
-    db: &Db,
+    db: &(impl Source + ?Sized),
     dimension: &str,
     h0: i64,
     h1: i64,
     top: usize,
-) -> rusqlite::Result<TopList> {
+) -> Result<TopList, ReportError> {
     let mut list = TopList::default();
     let sums = sums_by_key::<3>(
         db,
         "SELECT key, bytes, packets, flows FROM rollup_talkers
          WHERE dimension = ?1 AND hour_us >= ?2 AND hour_us < ?3",
-        params![dimension, h0, h1],
+        &[Param::Text(dimension), Param::Int(h0), Param::Int(h1)],
     )?;
     for (key, [bytes, packets, flows]) in sums {
         list.total_bytes += bytes;
@@ -698,17 +694,17 @@ pub(crate) fn top_list(
 }
 
 pub(crate) fn names(
-    db: &Db,
+    db: &(impl Source + ?Sized),
     kind: &str,
     h0: i64,
     h1: i64,
     top: usize,
-) -> rusqlite::Result<Vec<NameCount>> {
+) -> Result<Vec<NameCount>, ReportError> {
     let sums = sums_by_key::<2>(
         db,
         "SELECT name, flows, bytes FROM rollup_names
-         WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name != ''",
-        params![kind, h0, h1],
+         WHERE kind = ?1 AND hour_us >= ?2 AND hour_us < ?3 AND name <> ''",
+        &[Param::Text(kind), Param::Int(h0), Param::Int(h1)],
     )?;
     Ok(sums
         .into_iter()
@@ -722,52 +718,49 @@ pub(crate) fn names(
 /// `GROUP BY`, which sorts every row of the range (a month of hourly rows:
 /// 72,000 for one dimension) to group ~100 keys.
 fn sums_by_key<const N: usize>(
-    db: &Db,
+    db: &(impl Source + ?Sized),
     sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<(String, [i64; N])>> {
+    params: &[Param<'_>],
+) -> Result<Vec<(String, [i64; N])>, ReportError> {
     let mut by: std::collections::HashMap<String, [i64; N]> = std::collections::HashMap::new();
-    let mut stmt = db.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    while let Some(r) = rows.next()? {
-        let key = r.get_ref(0)?.as_str()?;
-        let sum = match by.get_mut(key) {
-            Some(sum) => sum,
-            None => by.entry(key.to_string()).or_insert([0; N]),
-        };
+    db.each_row(sql, params, &mut |r: &Row| {
+        let key = r.text(0);
+        let sum = by.entry(key).or_insert([0; N]);
         for (i, v) in sum.iter_mut().enumerate() {
-            *v += r.get::<_, i64>(i + 1)?;
+            *v += r.int(i + 1);
         }
-    }
+        Ok(())
+    })?;
     let mut out: Vec<(String, [i64; N])> = by.into_iter().collect();
     out.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
     Ok(out)
 }
 
-fn host(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<HostHealth>> {
+fn host(db: &(impl Source + ?Sized), h0: i64, h1: i64) -> Result<Vec<HostHealth>, ReportError> {
     let mut by: BTreeMap<String, (i64, [Dist; 3])> = BTreeMap::new();
-    let mut stmt = db.prepare(
+    db.each_row(
         "SELECT agent, samples,
                 cpu_n, cpu_sum, cpu_max, cpu_hist,
                 memory_n, memory_sum, memory_max, memory_hist,
                 disk_n, disk_sum, disk_max, disk_hist
          FROM rollup_host WHERE hour_us >= ?1 AND hour_us < ?2",
+        &[Param::Int(h0), Param::Int(h1)],
+        &mut |r| {
+            let (samples, dists) = by.entry(r.text(0)).or_default();
+            *samples += r.int(1);
+            for (i, d) in dists.iter_mut().enumerate() {
+                let c = 2 + 4 * i;
+                d.add(
+                    r.int(c),
+                    r.real(c + 1),
+                    None,
+                    r.opt_real(c + 2),
+                    &r.text(c + 3),
+                );
+            }
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![h0, h1])?;
-    while let Some(r) = rows.next()? {
-        let (samples, dists) = by.entry(r.get(0)?).or_default();
-        *samples += r.get::<_, i64>(1)?;
-        for (i, d) in dists.iter_mut().enumerate() {
-            let c = 2 + 4 * i;
-            d.add(
-                r.get(c)?,
-                r.get(c + 1)?,
-                None,
-                r.get(c + 2)?,
-                &r.get::<_, String>(c + 3)?,
-            );
-        }
-    }
     Ok(by
         .into_iter()
         .map(|(agent, (samples, [cpu, memory, disk]))| HostHealth {
@@ -781,12 +774,11 @@ fn host(db: &Db, h0: i64, h1: i64) -> rusqlite::Result<Vec<HostHealth>> {
 }
 
 fn sensors(
-    reader: &TenantReader,
+    db: &(impl Source + ?Sized),
     zone: &Zone,
     start: i64,
     end: i64,
 ) -> Result<Vec<SensorHealth>, ReportError> {
-    let db = reader.connection();
     let mut by: BTreeMap<String, SensorHealth> = BTreeMap::new();
     let blank = |agent: &str| SensorHealth {
         agent: agent.to_string(),
@@ -798,37 +790,41 @@ fn sensors(
         data_loss_reports: 0,
         events_lost: 0,
     };
-    let mut stmt = db.prepare(
-        "SELECT agent, COUNT(*), MIN(time_us), MAX(time_us), SUM(state = 'stopping'), MAX(gap)
+    let range = [Param::Int(start), Param::Int(end)];
+    db.each_row(
+        "SELECT agent, COUNT(*), MIN(time_us), MAX(time_us),
+                CAST(SUM(CASE WHEN state = 'stopping' THEN 1 ELSE 0 END) AS BIGINT), MAX(gap)
          FROM (SELECT agent, time_us, state,
                       time_us - LAG(time_us) OVER (PARTITION BY agent ORDER BY time_us) AS gap
-               FROM events WHERE kind = 'agent_status' AND time_us >= ?1 AND time_us < ?2)
+               FROM events WHERE kind = 'agent_status' AND time_us >= ?1 AND time_us < ?2) h
          GROUP BY agent",
+        &range,
+        &mut |r| {
+            let agent = r.text(0);
+            let s = by.entry(agent.clone()).or_insert_with(|| blank(&agent));
+            s.heartbeats = r.int(1);
+            s.first_heartbeat = Some(zone.rfc3339(r.int(2)));
+            s.last_heartbeat = Some(zone.rfc3339(r.int(3)));
+            s.stops = r.int(4);
+            s.longest_gap_seconds = r.opt_int(5).map(|g| g / 1_000_000);
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![start, end])?;
-    while let Some(r) = rows.next()? {
-        let agent: String = r.get(0)?;
-        let s = by.entry(agent.clone()).or_insert_with(|| blank(&agent));
-        s.heartbeats = r.get(1)?;
-        s.first_heartbeat = Some(zone.rfc3339(r.get(2)?));
-        s.last_heartbeat = Some(zone.rfc3339(r.get(3)?));
-        s.stops = r.get(4)?;
-        s.longest_gap_seconds = r.get::<_, Option<i64>>(5)?.map(|g| g / 1_000_000);
-    }
-    let filter = Filter {
-        from_us: Some(start),
-        to_us: Some(end),
-        kinds: vec!["data_loss".to_string()],
-        ..Default::default()
-    };
-    reader.scan(&filter, |e| {
-        let s = by.entry(e.agent.clone()).or_insert_with(|| blank(&e.agent));
-        s.data_loss_reports += 1;
-        if let Some(Kind::DataLoss(d)) = e.event.as_ref().and_then(|ev| ev.kind.as_ref()) {
-            s.events_lost += d.events_lost;
-        }
-        ControlFlow::Continue(())
-    })?;
+    db.each_row(
+        "SELECT agent, body FROM events WHERE kind = 'data_loss' AND time_us >= ?1 AND time_us < ?2",
+        &range,
+        &mut |r| {
+            let agent = r.text(0);
+            let s = by.entry(agent.clone()).or_insert_with(|| blank(&agent));
+            s.data_loss_reports += 1;
+            // A body that does not decode was never stored so; it counts as
+            // a report without a figure.
+            if let Ok(Event { kind: Some(Kind::DataLoss(d)), .. }) = Event::decode(r.bytes(1)) {
+                s.events_lost += d.events_lost;
+            }
+            Ok(())
+        },
+    )?;
     Ok(by.into_values().collect())
 }
 

@@ -589,17 +589,16 @@ pub struct Tops {
 }
 
 pub fn tops(req: &Request, top: usize) -> Result<Tops, ReportError> {
-    let db = req.reader.connection();
     let h0 = req.from_us.div_euclid(HOUR_US) * HOUR_US;
     let h1 = req.to_us;
     Ok(Tops {
         from: req.zone.rfc3339(h0),
         to: req.zone.rfc3339(req.to_us),
-        sources: crate::top_list(db, "src", h0, h1, top)?,
-        destinations: crate::top_list(db, "dst", h0, h1, top)?,
-        ports: crate::top_list(db, "dst_port", h0, h1, top)?,
-        dns: crate::names(db, "dns", h0, h1, top)?,
-        sni: crate::names(db, "sni", h0, h1, top)?,
+        sources: crate::top_list(req.reader, "src", h0, h1, top)?,
+        destinations: crate::top_list(req.reader, "dst", h0, h1, top)?,
+        ports: crate::top_list(req.reader, "dst_port", h0, h1, top)?,
+        dns: crate::names(req.reader, "dns", h0, h1, top)?,
+        sni: crate::names(req.reader, "sni", h0, h1, top)?,
     })
 }
 
