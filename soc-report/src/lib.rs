@@ -44,6 +44,7 @@ pub mod pdf;
 pub mod period;
 pub mod schedule;
 pub mod series;
+pub mod shelf;
 pub mod source;
 mod text;
 

@@ -41,7 +41,8 @@ use serde::Deserialize;
 
 use crate::i18n::Lang;
 use crate::pdf::PdfError;
-use crate::{Options, Period, ReportError, Style, html};
+use crate::shelf::{Dir, Shelf};
+use crate::{Options, Period, ReportError, Source, Style, html};
 
 /// `[reports]` of the SOC configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -136,6 +137,21 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
+impl Outcome {
+    /// Logs what the run did.
+    pub fn log(&self) {
+        for path in &self.written {
+            tracing::info!(file = %path.display(), "report written");
+        }
+        for path in &self.deleted {
+            tracing::info!(file = %path.display(), "expired report deleted (tenant retention max_age)");
+        }
+        for e in &self.errors {
+            tracing::warn!(error = %e, "report not made; tried again at the next interval");
+        }
+    }
+}
+
 /// Prints an HTML page to a PDF file (real: [`crate::pdf::html_to_pdf`]).
 pub type PdfPrinter<'a> = &'a (dyn Fn(&str, &Path) -> Result<(), PdfError> + Sync);
 
@@ -181,20 +197,6 @@ fn expired(period: &Period, zone: &Zone, max_age: Option<Duration>, now: SystemT
     period.bounds(zone).1 < now_us - age.as_micros() as i64
 }
 
-/// Writes `bytes` to `path` whole or not at all.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".report")
-        .suffix(".part")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// One pass over `tenants` at `now`: writes the due reports that are
 /// missing and deletes the expired ones.
 pub fn run_once(
@@ -206,59 +208,84 @@ pub fn run_once(
 ) -> Outcome {
     let mut out = Outcome::default();
     for plan in tenants {
-        if let Err(e) = tenant_once(store, config, plan, now, print, &mut out) {
+        let done = reports_dir(store, &plan.tenant).and_then(|dir| {
+            let open = || -> Result<Box<dyn Source>, ReportError> {
+                Ok(Box::new(store.reader(&plan.tenant)?))
+            };
+            tenant_once(&Dir(dir), &open, config, plan, now, print, &mut out)
+        });
+        if let Err(e) = done {
             out.errors.push(format!("tenant {}: {e}", plan.tenant));
         }
     }
     out
 }
 
-fn tenant_once(
-    store: &Store,
+/// Opens the source of a tenant's report, only when one is missing.
+pub type Open<'a> = &'a dyn Fn() -> Result<Box<dyn Source>, ReportError>;
+
+/// One tenant's pass: deletes what expired from `shelf`, then builds the
+/// due reports from the source `open` gives and keeps the files `shelf`
+/// lacks. Both SOCs run it: the embedded one with the tenant's directory
+/// and file, the scaled-out one with its `reports` table and schema.
+pub fn tenant_once(
+    shelf: &dyn Shelf,
+    open: Open,
     config: &ReportsConfig,
     plan: &TenantPlan,
     now: SystemTime,
     print: PdfPrinter,
     out: &mut Outcome,
 ) -> Result<(), ReportError> {
-    let dir = reports_dir(store, &plan.tenant)?;
-    let io = |what: &str, path: &Path, e: std::io::Error| {
-        format!("tenant {}: {what} {}: {e}", plan.tenant, path.display())
-    };
-    delete_expired(&dir, plan, now, out);
+    let fail = |e: String| format!("tenant {}: {e}", plan.tenant);
+    let expired_period = |p: &Period| expired(p, &plan.zone, plan.max_age, now);
+    match shelf.delete_expired(&expired_period) {
+        Ok(deleted) => out.deleted.extend(deleted),
+        Err(e) => out.errors.push(fail(e)),
+    }
     for period in due_periods(config, &plan.zone, now) {
         if expired(&period, &plan.zone, plan.max_age, now) {
             continue;
         }
         let label = &period.label;
-        let json = dir.join(format!("{label}.json"));
+        let json = format!("{label}.json");
         let mut wanted = vec![json.clone()];
         for lang in &config.languages {
-            wanted.push(dir.join(format!("{label}.{lang}.html")));
+            wanted.push(format!("{label}.{lang}.html"));
             if config.pdf {
-                wanted.push(dir.join(format!("{label}.{lang}.pdf")));
+                wanted.push(format!("{label}.{lang}.pdf"));
             }
         }
-        if wanted.iter().all(|p| p.exists()) {
+        let mut missing = Vec::new();
+        for name in wanted {
+            match shelf.has(&name) {
+                Ok(true) => {}
+                Ok(false) => missing.push(name),
+                Err(e) => {
+                    out.errors.push(fail(e));
+                    return Ok(());
+                }
+            }
+        }
+        if missing.is_empty() {
             continue;
         }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            out.errors.push(io("creating", &dir, e));
-            return Ok(());
-        }
-        let reader = store.reader(&plan.tenant)?;
-        let report = crate::build(&reader, &period, &plan.zone, now, &Options::default())?;
+        let source = open()?;
+        let report = crate::build(&*source, &period, &plan.zone, now, &Options::default())?;
         let mut wrote = false;
-        if !json.exists() {
-            let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
-            match write_atomic(&json, &body) {
-                Ok(()) => {
-                    out.written.push(json.clone());
-                    wrote = true;
+        let mut keep = |name: &str, bytes: &[u8], out: &mut Outcome| {
+            if missing.iter().any(|m| m == name) {
+                match shelf.put(name, bytes) {
+                    Ok(place) => {
+                        out.written.push(place);
+                        wrote = true;
+                    }
+                    Err(e) => out.errors.push(fail(e)),
                 }
-                Err(e) => out.errors.push(io("writing", &json, e)),
             }
-        }
+        };
+        let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        keep(&json, &body, out);
         for lang in &config.languages {
             let page = match html::render(&report, *lang, &Style::Inline) {
                 Ok(page) => page,
@@ -270,67 +297,39 @@ fn tenant_once(
                     continue;
                 }
             };
-            let path = dir.join(format!("{label}.{lang}.html"));
-            if !path.exists() {
-                match write_atomic(&path, page.as_bytes()) {
-                    Ok(()) => {
-                        out.written.push(path);
-                        wrote = true;
-                    }
-                    Err(e) => out.errors.push(io("writing", &path, e)),
-                }
-            }
-            let pdf = dir.join(format!("{label}.{lang}.pdf"));
-            if config.pdf && !pdf.exists() {
-                match print(&page, &pdf) {
-                    Ok(()) => {
-                        out.written.push(pdf);
-                        wrote = true;
-                    }
+            keep(&format!("{label}.{lang}.html"), page.as_bytes(), out);
+            let pdf = format!("{label}.{lang}.pdf");
+            if config.pdf && missing.contains(&pdf) {
+                match printed(print, &page) {
+                    Ok(bytes) => keep(&pdf, &bytes, out),
                     Err(e) => out
                         .errors
                         .push(format!("tenant {} {label}: {e}", plan.tenant)),
                 }
             }
         }
-        if wrote && config.mail_channel.is_some() && !plan.mail_to.is_empty() {
-            let mark = dir.join(format!("{label}.mail-pending"));
-            if let Err(e) = write_atomic(&mark, b"") {
-                out.errors.push(io("writing", &mark, e));
-            }
+        if wrote
+            && config.mail_channel.is_some()
+            && !plan.mail_to.is_empty()
+            && let Err(e) = shelf.mark_for_mail(label)
+        {
+            out.errors.push(fail(e));
         }
     }
     Ok(())
 }
 
-/// The period a report file belongs to: the name up to its first dot.
-fn period_of(path: &Path) -> Option<Period> {
-    let name = path.file_name()?.to_str()?;
-    if name.starts_with('.') {
-        return None;
-    }
-    Period::parse(name.split('.').next()?).ok()
+/// `page` printed to PDF, through a temporary file.
+fn printed(print: PdfPrinter, page: &str) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory for the PDF: {e}"))?;
+    let path = dir.path().join("report.pdf");
+    print(page, &path).map_err(|e| e.to_string())?;
+    std::fs::read(&path).map_err(|e| format!("reading the printed PDF: {e}"))
 }
 
-fn delete_expired(dir: &Path, plan: &TenantPlan, now: SystemTime, out: &mut Outcome) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
-        let Some(period) = period_of(&path) else {
-            continue;
-        };
-        if expired(&period, &plan.zone, plan.max_age, now) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => out.deleted.push(path),
-                Err(e) => out.errors.push(format!(
-                    "tenant {}: deleting the expired report {}: {e}",
-                    plan.tenant,
-                    path.display()
-                )),
-            }
-        }
-    }
+/// The period a report file belongs to: the name up to its first dot.
+fn period_of(path: &Path) -> Option<Period> {
+    crate::shelf::period_of(path.file_name()?.to_str()?)
 }
 
 /// The report files of one period in a tenant's `reports/` directory.
@@ -485,15 +484,7 @@ pub async fn run(
             );
             continue;
         };
-        for path in &outcome.written {
-            tracing::info!(file = %path.display(), "report written");
-        }
-        for path in &outcome.deleted {
-            tracing::info!(file = %path.display(), "expired report deleted (tenant retention max_age)");
-        }
-        for e in &outcome.errors {
-            tracing::warn!(error = %e, "report not made; tried again at the next interval");
-        }
+        outcome.log();
         let Some(mailer) = &mailer else { continue };
         for (to, m) in mail {
             match mailer
@@ -509,6 +500,115 @@ pub async fn run(
                     "report mail failed; tried again at the next interval")
                 }
             }
+        }
+    }
+}
+
+/// The scaled-out SOC's pass over `tenants` at `now`: the same as
+/// [`run_once`], each tenant's report built from its PostgreSQL schema
+/// ([`crate::source::postgres`]) and kept in its `reports` table
+/// ([`crate::shelf::postgres`]). Runs on a blocking thread; `runtime` runs
+/// the queries.
+pub fn run_once_postgres(
+    pg: &tokio_postgres::Client,
+    conninfo: &str,
+    runtime: &tokio::runtime::Handle,
+    config: &ReportsConfig,
+    tenants: &[TenantPlan],
+    now: SystemTime,
+    print: PdfPrinter,
+) -> Outcome {
+    let mut out = Outcome::default();
+    for plan in tenants {
+        let tenant = plan.tenant.as_str();
+        let made = runtime.block_on(pg.batch_execute(&crate::shelf::postgres::ddl(tenant)));
+        if let Err(e) = made {
+            out.errors.push(format!(
+                "tenant {tenant}: creating its reports table: {}",
+                owlet_soc_bus::BusError::from_postgres(e)
+            ));
+            continue;
+        }
+        let shelf = crate::shelf::postgres::Table {
+            pg,
+            tenant,
+            runtime,
+        };
+        let open = || -> Result<Box<dyn Source>, ReportError> {
+            let source = crate::source::postgres::Postgres::connect(conninfo, tenant);
+            Ok(Box::new(runtime.block_on(source)?))
+        };
+        if let Err(e) = tenant_once(&shelf, &open, config, plan, now, print, &mut out) {
+            out.errors.push(format!("tenant {tenant}: {e}"));
+        }
+    }
+    out
+}
+
+/// `owlet-soc reports`' loop: [`run_once_postgres`] now and every
+/// `check_every` over the tenants the writer stores (`plan` gives each
+/// one's zone and retention), until `stop`. Fails at start when
+/// PostgreSQL cannot be reached.
+pub async fn run_postgres(
+    conninfo: String,
+    config: ReportsConfig,
+    plan: impl Fn(&str) -> TenantPlan + Send + Sync + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), ReportError> {
+    let connect = || async {
+        owlet_soc_bus::writer::connect_postgres(&conninfo)
+            .await
+            .map(std::sync::Arc::new)
+            .map_err(|e| ReportError::Postgres(e.to_string()))
+    };
+    let mut pg = connect().await?;
+    let plan = std::sync::Arc::new(plan);
+    let mut ticker = tokio::time::interval(config.check_every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        if pg.is_closed() {
+            match connect().await {
+                Ok(again) => pg = again,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reports: PostgreSQL connection lost; tried again at the next interval");
+                    continue;
+                }
+            }
+        }
+        let tenants = match owlet_soc_bus::stored::tenants(&*pg).await {
+            Ok(tenants) => tenants,
+            Err(e) => {
+                tracing::warn!(error = %e, "reports: cannot list the stored tenants; tried again at the next interval");
+                continue;
+            }
+        };
+        let (pg2, conninfo2, config2, plan2) =
+            (pg.clone(), conninfo.clone(), config.clone(), plan.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let done = tokio::task::spawn_blocking(move || {
+            let plans: Vec<TenantPlan> = tenants.iter().map(|t| plan2(t)).collect();
+            let printer = |html: &str, out: &Path| {
+                crate::pdf::html_to_pdf(html, out, crate::pdf::DEFAULT_TIMEOUT)
+            };
+            run_once_postgres(
+                &pg2,
+                &conninfo2,
+                &runtime,
+                &config2,
+                &plans,
+                SystemTime::now(),
+                &printer,
+            )
+        })
+        .await;
+        match done {
+            Ok(outcome) => outcome.log(),
+            Err(_) => tracing::error!(
+                "the report schedule's worker panicked; tried again at the next interval"
+            ),
         }
     }
 }

@@ -15,20 +15,26 @@
 //!   (globex's report showed acme's agents s1, s2);
 //! * its newest changes read oldest first: "acme: the report's
 //!   \"config_changes\" differs".
+//! * the `reports` table's `has` answering false: the second scheduled run
+//!   "wrote" all four files again (`again.written` not empty).
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use owlet_soc_bus::rollup::{self, Tenants};
 use owlet_soc_bus::scenario::{sqlite_mirror, wait_rolled_up, world};
 use owlet_soc_export::Zone;
+use owlet_soc_report::schedule::{ReportsConfig, TenantPlan, run_once_postgres};
 use owlet_soc_report::source::postgres::Postgres;
-use owlet_soc_report::{Options, Period, Report, build};
+use owlet_soc_report::{Lang, Options, Period, Report, build};
 use owlet_soc_store::workload::T0;
 use serde_json::Value;
 
 /// The report as JSON without the backend-specific fields.
 fn comparable(report: &Report) -> Value {
-    let mut json = serde_json::to_value(report).unwrap();
+    without_backend_fields(serde_json::to_value(report).unwrap())
+}
+
+fn without_backend_fields(mut json: Value) -> Value {
     for incident in json["incidents"].as_array_mut().unwrap() {
         let incident = incident.as_object_mut().unwrap();
         for field in [
@@ -142,6 +148,79 @@ async fn a_report_from_postgres_equals_the_embedded_socs_and_holds_one_tenant() 
                 .all(|h| !foreign_agents.contains(&format!("\"{}\"", h.agent).as_str()))
         );
     }
+    scheduled_reports_are_kept_in_the_tenants_table_once(&world, &reports, &zone).await;
     consumer.abort();
     world.writer.abort();
+}
+
+/// The schedule of `owlet-soc reports` (`run_once_postgres`): the due
+/// month of each tenant kept in its own `reports` table, once, with the
+/// figures of the report built above.
+async fn scheduled_reports_are_kept_in_the_tenants_table_once(
+    world: &owlet_soc_bus::scenario::World,
+    reports: &[(String, Report)],
+    zone: &Zone,
+) {
+    let config = ReportsConfig {
+        weekly: false,
+        languages: vec![Lang::En],
+        pdf: false,
+        ..ReportsConfig::default()
+    };
+    let plans: Vec<TenantPlan> = reports
+        .iter()
+        .map(|(tenant, _)| TenantPlan {
+            tenant: tenant.clone(),
+            zone: *zone,
+            max_age: None,
+            mail_to: Vec::new(),
+        })
+        .collect();
+    let conninfo = world.pg.conninfo("owlet");
+    let pg = std::sync::Arc::new(world.pg.client("owlet").await);
+    let run = || {
+        let (pg, conninfo, config, plans) =
+            (pg.clone(), conninfo.clone(), config.clone(), plans.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let print =
+                |_: &str, _: &std::path::Path| -> Result<(), owlet_soc_report::pdf::PdfError> {
+                    unreachable!("pdf = false")
+                };
+            run_once_postgres(&pg, &conninfo, &runtime, &config, &plans, now(), &print)
+        })
+    };
+    let first = run().await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(
+        first.written.len(),
+        2 * reports.len(),
+        "{:?}",
+        first.written
+    );
+    let again = run().await.unwrap();
+    assert!(
+        again.written.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
+    for (tenant, report) in reports {
+        let rows = world
+            .admin
+            .query(
+                &format!("SELECT name, period, body FROM tenant_{tenant}.reports ORDER BY name"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, ["2026-11.en.html", "2026-11.json"], "{tenant}");
+        assert!(rows.iter().all(|r| r.get::<_, String>(1) == "2026-11"));
+        let kept: Value = serde_json::from_slice(rows[1].get::<_, &[u8]>(2)).unwrap();
+        assert_eq!(kept["tenant"], tenant.as_str());
+        assert_eq!(
+            without_backend_fields(kept),
+            comparable(report),
+            "{tenant}: the kept JSON"
+        );
+    }
 }

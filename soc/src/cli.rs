@@ -52,6 +52,15 @@ pub enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// The scaled-out SOC's hourly rollups and periodic reports: keeps
+    /// each tenant's rollups in PostgreSQL (exactly once; several
+    /// processes split the tenants, the others stand by) and writes the
+    /// due weekly / monthly reports into its `reports` table.
+    Reports {
+        /// The reports configuration ([postgres], [reports], [tenants.NAME], [log]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Known agents with their state, last contact and duplicates dropped.
     Agents {
         /// The SOC configuration; its [sink] names the database to read.

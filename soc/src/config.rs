@@ -489,6 +489,80 @@ fn resolve_and_check_outputs(
     }
 }
 
+/// `reports.toml`: `owlet-soc reports`, the scaled-out SOC's rollups and
+/// periodic reports (PostgreSQL → `tenant_T.rollup_*` and
+/// `tenant_T.reports`). `[reports]` is written exactly as in `soc.toml`
+/// (same keys, same checks), but for `mail_channel`: this process mails
+/// nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsFile {
+    pub postgres: PostgresSection,
+    pub reports: owlet_soc_report::schedule::ReportsConfig,
+    /// `[tenants.NAME]`: a tenant's zone and how long its reports are kept
+    /// (tenants not named: UTC, kept forever).
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, ReportsTenant>,
+    #[serde(default)]
+    pub log: owlet_logging::LogSection,
+}
+
+/// `[tenants.NAME]` of `reports.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsTenant {
+    /// The tenant's IANA time zone (its periods run midnight to midnight there).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Reports of periods that ended longer ago are deleted (`"0s"`: kept).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+impl ReportsFile {
+    /// What the schedule needs of `tenant`: zone and retention.
+    pub fn plan(&self, tenant: &str) -> owlet_soc_report::schedule::TenantPlan {
+        let own = self.tenants.get(tenant);
+        owlet_soc_report::schedule::TenantPlan {
+            tenant: tenant.to_string(),
+            zone: own
+                .and_then(|t| t.time_zone.as_deref())
+                .and_then(|z| owlet_soc_export::Zone::parse(z).ok())
+                .unwrap_or(owlet_soc_export::Zone::Utc),
+            max_age: own.and_then(|t| t.max_age).filter(|age| !age.is_zero()),
+            mail_to: Vec::new(),
+        }
+    }
+}
+
+/// Loads and checks a reports config file.
+pub fn load_reports(path: &Path) -> Result<ReportsFile, ConfigErrors> {
+    owlet_tomlconf::load(path, |config: &mut ReportsFile, source| {
+        let mut errors = Vec::new();
+        config.postgres.resolve_and_check(source, &mut errors);
+        for (key, problem) in config.reports.problems() {
+            errors.push(source.error(key, problem));
+        }
+        if config.reports.mail_channel.is_some() {
+            errors.push(source.error(
+                "reports.mail_channel",
+                "owlet-soc reports keeps the reports in PostgreSQL (tenant_T.reports) and mails nothing; remove mail_channel",
+            ));
+        }
+        for (name, tenant) in &config.tenants {
+            if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
+                errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
+            }
+            if let Some(zone) = &tenant.time_zone
+                && let Err(e) = owlet_soc_export::Zone::parse(zone)
+            {
+                errors.push(source.error(&format!("tenants.{name}.time_zone"), e));
+            }
+        }
+        errors
+    })
+}
+
 /// Loads and checks a writer config file.
 pub fn load_writer(path: &Path) -> Result<WriterFile, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut WriterFile, source| {
@@ -760,15 +834,21 @@ fn check_bus(
              (owlet-soc-outputs.service; packaging/examples/scale/outputs.toml)",
         ));
     }
-    for (key, used) in [
-        ("notify", config.notify.is_some()),
-        ("reports", config.reports.is_some()),
-    ] {
+    if config.reports.is_some() {
+        errors.push(source.error(
+            "reports",
+            "a receiver with [sink] type = \"nats\" makes no reports (it keeps no store to read); \
+             move this [reports] section, unchanged, into reports.toml beside a [postgres] section \
+             and run `owlet-soc reports --config /etc/owlet-soc/reports.toml` \
+             (owlet-soc-reports.service; packaging/examples/scale/reports.toml)",
+        ));
+    }
+    for (key, used) in [("notify", config.notify.is_some())] {
         if used {
             errors.push(source.error(
                 key,
                 "reads the embedded store, which a receiver with [sink] type = \"nats\" does not have; \
-                 remove it here (notifications and reports are not built for the scaled-out SOC yet)",
+                 remove it here (notifications are not built for the scaled-out SOC yet)",
             ));
         }
     }
@@ -911,6 +991,74 @@ mod tests {
             let errors = load_outputs(&path).unwrap_err().to_string();
             assert!(
                 errors.contains(key) && errors.contains("outputs.toml:"),
+                "{key:?} missing: {errors}"
+            );
+        }
+    }
+
+    /// Seen failing: with the old refusal ("not built for the scaled-out
+    /// SOC yet") the operator was not pointed at `owlet-soc reports`.
+    #[test]
+    fn reports_on_a_nats_receiver_point_at_owlet_soc_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        std::fs::write(
+            &path,
+            with_sink("[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n\n[reports]\nweekly = false\n"),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        for part in ["reports", "owlet-soc reports --config", "reports.toml"] {
+            assert!(errors.contains(part), "{part:?} missing: {errors}");
+        }
+    }
+
+    /// `[reports]` of reports.toml goes through soc.toml's checks, and
+    /// every mistake names file, line and key.
+    #[test]
+    fn reports_toml_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.toml");
+        let pg = "[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n\n";
+        std::fs::write(
+            &path,
+            format!("{pg}[reports]\nweekly = false\nlanguages = [\"en\"]\n\n[tenants.acme]\ntime_zone = \"Asia/Tokyo\"\nmax_age = \"400days\"\n"),
+        )
+        .unwrap();
+        let config = load_reports(&path).unwrap();
+        assert!(!config.reports.weekly);
+        let plan = config.plan("acme");
+        assert_eq!(plan.zone.name(), "Asia/Tokyo");
+        assert!(plan.max_age.is_some());
+        assert_eq!(config.plan("globex").zone.name(), "UTC");
+        for (text, key) in [
+            (
+                format!("{pg}[reports]\nlanguages = [\"de\"]\n"),
+                "reports.languages",
+            ),
+            (
+                format!("{pg}[reports]\nlanguages = []\n"),
+                "reports.languages",
+            ),
+            (
+                format!("{pg}[reports]\ncheck_every = \"0s\"\n"),
+                "reports.check_every",
+            ),
+            (
+                format!("{pg}[reports]\nmail_channel = \"mail\"\n"),
+                "reports.mail_channel",
+            ),
+            (
+                format!("{pg}[reports]\n\n[tenants.acme]\ntime_zone = \"Mars/Base\"\n"),
+                "tenants.acme.time_zone",
+            ),
+            (format!("{pg}[reports]\nweakly = true\n"), "weakly"),
+            (pg.to_string(), "reports"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let errors = load_reports(&path).unwrap_err().to_string();
+            assert!(
+                errors.contains(key) && errors.contains("reports.toml:"),
                 "{key:?} missing: {errors}"
             );
         }

@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod portal_cli;
 pub mod query;
 pub mod refusals;
+pub mod reports;
 pub mod revocation;
 pub mod serve;
 pub mod service;

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
 use owlet_soc::portal_cli;
-use owlet_soc::{analyst, cli, config, demo, enroll, outputs, query, serve, tail};
+use owlet_soc::{analyst, cli, config, demo, enroll, outputs, query, reports, serve, tail};
 use owlet_tls::Identity;
 
 fn main() {
@@ -206,6 +206,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             owlet_logging::init(&config.log);
             runtime.block_on(outputs::run(conninfo, config.outputs, serve::stop_signal()))?;
+            Ok(0)
+        }
+        Command::Reports { config } => {
+            let config = config::load_reports(&config)
+                .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+            let conninfo = config
+                .postgres
+                .conninfo()
+                .context("postgres.password_file")?;
+            owlet_logging::init(&config.log);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(reports::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
         }
         Command::Agents { config, json } => analyst::agents(&load(&config)?, json),

@@ -26,17 +26,23 @@ use anyhow::Context;
 use owlet_soc_outputs::OutputConfig;
 use tokio_util::sync::CancellationToken;
 
+/// Connects to PostgreSQL and makes the cursor table, so that a role
+/// fails at start, with the reason, when it cannot run.
+pub(crate) async fn prepare_cursors(conninfo: &str) -> anyhow::Result<()> {
+    let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
+    owlet_soc_bus::cursor::prepare(&pg)
+        .await
+        .context("creating owlet_bus.cursors (connect as the writer's PostgreSQL role: it owns the table and the tenants' schemas)")?;
+    Ok(())
+}
+
 /// Runs `outputs` on the PostgreSQL of `conninfo` until `stop` resolves.
 pub async fn run(
     conninfo: String,
     outputs: Vec<OutputConfig>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pg = owlet_soc_bus::writer::connect_postgres(&conninfo).await?;
-    owlet_soc_bus::cursor::prepare(&pg)
-        .await
-        .context("creating owlet_bus.cursors (connect as the writer's PostgreSQL role: it owns the table and the tenants' schemas)")?;
-    drop(pg);
+    prepare_cursors(&conninfo).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for output in outputs {

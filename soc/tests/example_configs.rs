@@ -1,6 +1,6 @@
 //! The shipped configuration files load with owlet-soc's own loader (the
 //! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
-//! examples in `packaging/examples/scale/` (receiver, writer, outputs), and the
+//! examples in `packaging/examples/scale/` (receiver, writer, outputs, reports), and the
 //! example nats-server configs pass `nats-server -t`. A key renamed in the
 //! code, or a typo in an example, fails here.
 
@@ -93,4 +93,12 @@ fn the_example_nats_server_configs_pass_nats_server_t() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_scale_out_reports_example_loads() {
+    let path = packaging().join("examples/scale/reports.toml");
+    let config = owlet_soc::config::load_reports(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.reports.monthly && config.reports.weekly);
+    assert_eq!(config.plan("acme").zone.name(), "Asia/Tokyo");
 }

@@ -1,0 +1,58 @@
+//! `owlet-soc reports`: the scaled-out SOC's hourly rollups and periodic
+//! reports, a process of its own beside the receivers, writers and
+//! outputs. It runs the rollup consumer (`owlet_soc_bus::rollup`: each
+//! tenant's `rollup_*` tables, exactly once, one holder per tenant and
+//! standbys) and the report schedule (`owlet_soc_report::schedule::
+//! run_postgres`: each due week and month built from the tenant's schema
+//! and kept in its `reports` table, where a portal on any host reads it).
+//!
+//! Guarantees:
+//! * **Fails at start, with the reason,** when PostgreSQL cannot be
+//!   reached or the cursor table cannot be made (systemd starts it again).
+//! * **Several processes.** Rollups: one holder per tenant, the others
+//!   stand by. Reports: each file is inserted once (the first process to
+//!   make it keeps it), so two schedules never keep two versions.
+//! * **Graceful stop.** SIGTERM or SIGINT ends both; a rollup batch cut
+//!   off was not committed, so its cursor did not move.
+
+use std::future::Future;
+
+use anyhow::Context;
+use owlet_soc_bus::rollup::{self, Tenants};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ReportsFile;
+
+/// Runs the rollups and the schedule on the PostgreSQL of `conninfo`
+/// until `stop` resolves.
+pub async fn run(
+    conninfo: String,
+    config: ReportsFile,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    crate::outputs::prepare_cursors(&conninfo).await?;
+    let shutdown = CancellationToken::new();
+    let rollups = tokio::spawn(rollup::run(
+        conninfo.clone(),
+        Tenants::default(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let reports = config.reports.clone();
+    let schedule = tokio::spawn(owlet_soc_report::schedule::run_postgres(
+        conninfo,
+        reports,
+        move |tenant| config.plan(tenant),
+        shutdown.clone(),
+    ));
+    tracing::info!("owlet-soc reports {} running", env!("CARGO_PKG_VERSION"));
+    stop.await;
+    shutdown.cancel();
+    let rolled = rollups.await.context("the rollup task failed")?;
+    let scheduled = schedule
+        .await
+        .context("the report schedule's task failed")?;
+    tracing::info!("owlet-soc reports stopped");
+    rolled?;
+    scheduled?;
+    Ok(())
+}
