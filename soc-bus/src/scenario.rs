@@ -10,6 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use owlet_proto::v1::Event;
+use owlet_soc_store::rollup::TABLES;
+use owlet_soc_store::rollup::acc::Cell;
 use owlet_soc_store::workload::{Rng, hour_of_events, late_flow};
 use owlet_soc_store::{Batch, Store};
 use prost::Message;
@@ -199,4 +201,116 @@ pub async fn sqlite_mirror(admin: &Client, tenant: &str, dir: &std::path::Path) 
         log.append(&batches, received).unwrap();
     }
     store
+}
+
+/// Every row of every rollup table, sorted, as cells.
+pub type Tables = Vec<(&'static str, Vec<Vec<Cell>>)>;
+
+fn key_cells(hour: i64, keys: impl Iterator<Item = String>) -> Vec<Cell> {
+    std::iter::once(Cell::Int(hour))
+        .chain(keys.map(Cell::Text))
+        .collect()
+}
+
+fn sorted(mut rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
+    rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    rows
+}
+
+pub async fn pg_tables(admin: &Client, tenant: &str) -> Tables {
+    let mut out = Vec::new();
+    let hours = admin
+        .query(
+            &format!("SELECT hour_us, events, pruned FROM tenant_{tenant}.rollup_hours"),
+            &[],
+        )
+        .await
+        .unwrap();
+    out.push((
+        "rollup_hours",
+        sorted(
+            hours
+                .iter()
+                .map(|r| (0..3).map(|i| Cell::Int(r.get(i))).collect())
+                .collect(),
+        ),
+    ));
+    for (t, table) in TABLES.iter().enumerate() {
+        let rows = admin
+            .query(
+                &format!("SELECT * FROM tenant_{tenant}.{}", table.name),
+                &[],
+            )
+            .await
+            .unwrap();
+        let n = table.keys.len();
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let mut cells = key_cells(r.get(0), (1..=n).map(|i| r.get::<_, String>(i)));
+                cells.extend(crate::rollup::tables::values_of(r, t, 1 + n));
+                cells
+            })
+            .collect();
+        out.push((table.name, sorted(rows)));
+    }
+    out
+}
+
+pub fn sqlite_tables(store: &Store, tenant: &str) -> Tables {
+    use rusqlite::types::Value;
+    let reader = store.reader(tenant).unwrap();
+    let db = reader.connection();
+    let names = std::iter::once("rollup_hours").chain(TABLES.iter().map(|t| t.name));
+    names
+        .map(|name| {
+            let mut stmt = db.prepare(&format!("SELECT * FROM {name}")).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get::<_, Value>(i)? {
+                                Value::Integer(v) => Cell::Int(v),
+                                Value::Real(v) => Cell::Real(v),
+                                Value::Text(v) => Cell::Text(v),
+                                _ => Cell::Null,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<Vec<Cell>>>>()
+                .unwrap();
+            (name, sorted(rows))
+        })
+        .collect()
+}
+
+/// The rollups of `tenant` in PostgreSQL equal the embedded SOC's for the
+/// same stored batches, table by table and row by row.
+pub async fn assert_same_as_sqlite(admin: &Client, tenant: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_mirror(admin, tenant, dir.path()).await;
+    let want = sqlite_tables(&store, tenant);
+    let got = pg_tables(admin, tenant).await;
+    for ((name, want), (_, got)) in want.iter().zip(&got) {
+        assert!(
+            !want.is_empty(),
+            "{tenant}: {name} is empty in SQLite: the workload misses it"
+        );
+        assert_eq!(
+            want.len(),
+            got.len(),
+            "{tenant}: {name} has {} rows in SQLite, {} in PostgreSQL",
+            want.len(),
+            got.len()
+        );
+        for (w, g) in want.iter().zip(got) {
+            assert_eq!(
+                w, g,
+                "{tenant}: a row of {name} differs (SQLite, PostgreSQL)"
+            );
+        }
+    }
 }
