@@ -276,10 +276,11 @@ pub fn tenant_once(
         let mut keep = |name: &str, bytes: &[u8], out: &mut Outcome| {
             if missing.iter().any(|m| m == name) {
                 match shelf.put(name, bytes) {
-                    Ok(place) => {
+                    Ok(Some(place)) => {
                         out.written.push(place);
                         wrote = true;
                     }
+                    Ok(None) => {}
                     Err(e) => out.errors.push(fail(e)),
                 }
             }

@@ -15,8 +15,9 @@
 //!   (globex's report showed acme's agents s1, s2);
 //! * its newest changes read oldest first: "acme: the report's
 //!   \"config_changes\" differs".
-//! * the `reports` table's `has` answering false: the second scheduled run
-//!   "wrote" all four files again (`again.written` not empty).
+//! * the `reports` table's insert replacing a kept file (`ON CONFLICT DO
+//!   UPDATE`): "a kept report replaced" (a second process's `put` of a
+//!   kept file went through).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,6 +25,8 @@ use owlet_soc_bus::rollup::{self, Tenants};
 use owlet_soc_bus::scenario::{sqlite_mirror, wait_rolled_up, world};
 use owlet_soc_export::Zone;
 use owlet_soc_report::schedule::{ReportsConfig, TenantPlan, run_once_postgres};
+use owlet_soc_report::shelf::Shelf;
+use owlet_soc_report::shelf::postgres::Table;
 use owlet_soc_report::source::postgres::Postgres;
 use owlet_soc_report::{Lang, Options, Period, Report, build};
 use owlet_soc_store::workload::T0;
@@ -178,7 +181,7 @@ async fn scheduled_reports_are_kept_in_the_tenants_table_once(
         .collect();
     let conninfo = world.pg.conninfo("owlet");
     let pg = std::sync::Arc::new(world.pg.client("owlet").await);
-    let run = || {
+    let run = |at: std::time::SystemTime| {
         let (pg, conninfo, config, plans) =
             (pg.clone(), conninfo.clone(), config.clone(), plans.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -187,10 +190,10 @@ async fn scheduled_reports_are_kept_in_the_tenants_table_once(
                 |_: &str, _: &std::path::Path| -> Result<(), owlet_soc_report::pdf::PdfError> {
                     unreachable!("pdf = false")
                 };
-            run_once_postgres(&pg, &conninfo, &runtime, &config, &plans, now(), &print)
+            run_once_postgres(&pg, &conninfo, &runtime, &config, &plans, at, &print)
         })
     };
-    let first = run().await.unwrap();
+    let first = run(now()).await.unwrap();
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     assert_eq!(
         first.written.len(),
@@ -198,11 +201,28 @@ async fn scheduled_reports_are_kept_in_the_tenants_table_once(
         "{:?}",
         first.written
     );
-    let again = run().await.unwrap();
+    // A day later (another `generated_at`): nothing made again, nothing replaced.
+    let again = run(now() + std::time::Duration::from_secs(86_400))
+        .await
+        .unwrap();
     assert!(
         again.written.is_empty() && again.errors.is_empty(),
         "{again:?}"
     );
+    // A second process keeping the same file (a race the `has` check
+    // cannot close) keeps nothing: the first file stays as it was.
+    let (pg2, runtime) = (pg.clone(), tokio::runtime::Handle::current());
+    let raced = tokio::task::spawn_blocking(move || {
+        let shelf = Table {
+            pg: &pg2,
+            tenant: "acme",
+            runtime: &runtime,
+        };
+        shelf.put("2026-11.json", b"{}")
+    })
+    .await
+    .unwrap();
+    assert_eq!(raced, Ok(None), "a kept report replaced");
     for (tenant, report) in reports {
         let rows = world
             .admin

@@ -45,14 +45,25 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!("owlet-soc reports {} running", env!("CARGO_PKG_VERSION"));
-    stop.await;
-    shutdown.cancel();
-    let rolled = rollups.await.context("the rollup task failed")?;
-    let scheduled = schedule
-        .await
-        .context("the report schedule's task failed")?;
+    let (mut rollups, mut schedule) = (rollups, schedule);
+    // Either half ending on its own is a failure: stop the process with
+    // its reason (systemd starts it again) rather than run half of it.
+    let (rolled, scheduled) = tokio::select! {
+        () = stop => {
+            shutdown.cancel();
+            (rollups.await, schedule.await)
+        }
+        rolled = &mut rollups => {
+            shutdown.cancel();
+            (rolled, schedule.await)
+        }
+        scheduled = &mut schedule => {
+            shutdown.cancel();
+            (rollups.await, scheduled)
+        }
+    };
     tracing::info!("owlet-soc reports stopped");
-    rolled?;
-    scheduled?;
+    rolled.context("the rollup task failed")??;
+    scheduled.context("the report schedule's task failed")??;
     Ok(())
 }

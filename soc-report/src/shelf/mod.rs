@@ -21,8 +21,9 @@ use crate::Period;
 pub trait Shelf {
     /// Whether `name` (`2026-11.json`, `2026-11.ja.pdf`, …) is kept.
     fn has(&self, name: &str) -> Result<bool, String>;
-    /// Keeps `bytes` as `name`; returns where, for the log.
-    fn put(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String>;
+    /// Keeps `bytes` as `name`; returns where, for the log, or `None`
+    /// when another process kept that file first.
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<Option<PathBuf>, String>;
     /// Deletes the files of every period `expired` says is past keeping;
     /// returns where each was.
     fn delete_expired(&self, expired: &dyn Fn(&Period) -> bool) -> Result<Vec<PathBuf>, String>;
@@ -61,12 +62,12 @@ impl Shelf for Dir {
         Ok(self.0.join(name).exists())
     }
 
-    fn put(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<Option<PathBuf>, String> {
         std::fs::create_dir_all(&self.0)
             .map_err(|e| format!("creating {}: {e}", self.0.display()))?;
         let path = self.0.join(name);
         write_atomic(&path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(path)
+        Ok(Some(path))
     }
 
     fn delete_expired(&self, expired: &dyn Fn(&Period) -> bool) -> Result<Vec<PathBuf>, String> {

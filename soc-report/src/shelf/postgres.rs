@@ -76,10 +76,10 @@ impl Shelf for Table<'_> {
         })
     }
 
-    fn put(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<Option<PathBuf>, String> {
         let period = period_of(name).map(|p| p.label).unwrap_or_default();
         let now = owlet_soc_store::time::micros(std::time::SystemTime::now());
-        self.runtime.block_on(async {
+        let inserted = self.runtime.block_on(async {
             let sql = format!(
                 "INSERT INTO {} (name, period, body, created_us) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO NOTHING",
@@ -90,7 +90,7 @@ impl Shelf for Table<'_> {
                 .await
                 .map_err(|e| self.error("writing into", e))
         })?;
-        Ok(self.place(name))
+        Ok((inserted == 1).then(|| self.place(name)))
     }
 
     fn delete_expired(&self, expired: &dyn Fn(&Period) -> bool) -> Result<Vec<PathBuf>, String> {
