@@ -29,6 +29,7 @@ pub mod channel;
 pub mod config;
 pub mod contacts;
 pub mod error;
+pub mod ledger;
 pub mod message;
 pub mod notifier;
 pub mod record;
@@ -36,5 +37,5 @@ pub mod rules;
 
 pub use config::NotifyConfig;
 pub use error::{NotifyError, Result};
-pub use notifier::{CONSUMER, run};
+pub use notifier::{CONSUMER, run, supervise};
 pub use record::{DeliveryRow, HistoryQuery, HistoryRow, history, record_path, render_history};
