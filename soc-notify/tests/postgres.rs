@@ -268,8 +268,7 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
 /// Seen failing: with `Ledger::ingest` of the PostgreSQL ledger moving the
 /// cursor with `Claim::advance_to` (its own statement, committed before
 /// the record's transaction), the injected failure of the record's write
-/// lost both events ("timed out waiting for every event mailed"), and
-/// they were never notified.
+/// lost both events: "timed out waiting for every event mailed".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_twice() {
     let s = Scaled::start().await;
@@ -342,9 +341,11 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     task.await.unwrap();
 }
 
-/// Seen failing: with the PostgreSQL ledger reading `tenant_acme.events`
-/// for every tenant (the schema fixed instead of `schema_of(tenant)`),
-/// globex's mail listed acme's events ("globex's mail names acme").
+/// Seen failing: with `owlet_soc_bus::stored::events_after` reading
+/// `tenant_acme.events` for every tenant (the schema fixed instead of
+/// `schema_of(tenant)`), globex's mail carried acme's two fw1 alerts
+/// ("[owlet globex] CRITICAL: 2 events: check_down x2 on fw1") and not
+/// globex's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_rule_never_sees_another_tenants_events() {
     let s = Scaled::start().await;
