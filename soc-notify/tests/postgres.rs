@@ -217,8 +217,9 @@ fn data(mail: &serde_json::Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered_in_postgres() {
     let s = Scaled::start().await;
-    let config =
-        head() + &s.smtp.channel("mail", "acme", "noc@acme.test") + &rule("urgent", "acme", "mail", "");
+    let config = head()
+        + &s.smtp.channel("mail", "acme", "noc@acme.test")
+        + &rule("urgent", "acme", "mail", "");
     s.publish(
         "acme",
         "fw1",
@@ -243,7 +244,10 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
     assert_eq!(n.event_count, 3);
     assert_eq!(n.severity, "critical");
     let d = &n.deliveries[0];
-    assert_eq!((d.channel.as_str(), d.status.as_str()), ("mail", "delivered"));
+    assert_eq!(
+        (d.channel.as_str(), d.status.as_str()),
+        ("mail", "delivered")
+    );
     assert_eq!(d.recipients, "noc@acme.test");
     assert_eq!(d.attempts, 1);
     assert!(d.delivered_us.is_some());
@@ -275,11 +279,18 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     let config = head()
         + &s.smtp.channel("mail", "acme", "noc@acme.test")
         + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
-    s.publish("acme", "fw1", &[alert(1, "check_down", Severity::Critical, "shop")])
-        .await;
+    s.publish(
+        "acme",
+        "fw1",
+        &[alert(1, "check_down", Severity::Critical, "shop")],
+    )
+    .await;
     let (token, task) = s.notifier(&config);
     s.record_ready("acme").await;
-    until("the first mail", || async { (s.smtp.mails().len() == 1).then_some(()) }).await;
+    until("the first mail", || async {
+        (s.smtp.mails().len() == 1).then_some(())
+    })
+    .await;
     // The next write of an event into the record fails once (a sequence is
     // not rolled back with the transaction that called it).
     let schema = schema_of("acme");
@@ -316,7 +327,10 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
         .await
         .unwrap()
         .get(0);
-    assert!(faults >= 2, "the fault was not hit: the test proves nothing");
+    assert!(
+        faults >= 2,
+        "the fault was not hit: the test proves nothing"
+    );
     // Give a wrong second group time to show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mails = s.smtp.mails().len().max(mails.len());
@@ -385,10 +399,16 @@ async fn a_tenants_rule_never_sees_another_tenants_events() {
             .unwrap_or_else(|| panic!("no mail to {who}"))
     };
     let (acme, globex) = (to("noc@acme.test"), to("noc@globex.test"));
-    assert!(acme.contains("acme/fw1/1") && acme.contains("acme/fw1/2"), "{acme}");
+    assert!(
+        acme.contains("acme/fw1/1") && acme.contains("acme/fw1/2"),
+        "{acme}"
+    );
     assert!(!acme.contains("globex"), "acme's mail names globex: {acme}");
     assert!(globex.contains("globex/gw1/1"), "{globex}");
-    assert!(!globex.contains("acme"), "globex's mail names acme: {globex}");
+    assert!(
+        !globex.contains("acme"),
+        "globex's mail names acme: {globex}"
+    );
     // Each record lists its own tenant's events only.
     for (tenant, other) in [("acme", "globex"), ("globex", "acme")] {
         let rows = until("the deliveries recorded", || async {
@@ -398,7 +418,10 @@ async fn a_tenants_rule_never_sees_another_tenants_events() {
         .await;
         assert_eq!(rows.len(), 1, "{tenant}: {rows:?}");
         for id in &rows[0].event_ids {
-            assert!(id.starts_with(&format!("{tenant}/")), "{tenant} records {id}");
+            assert!(
+                id.starts_with(&format!("{tenant}/")),
+                "{tenant} records {id}"
+            );
             assert!(!id.starts_with(&format!("{other}/")));
         }
     }

@@ -193,7 +193,9 @@ impl SmtpServer {
             cert(dir)
         };
         let password_file = secret(dir, "smtp-password", SMTP_PASSWORD);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        // Through the workspace root: tests/ includes this module too.
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../soc-notify/tests/smtp_server.py");
         let mut child = Command::new(PYTHON)
             .args(["-W", "ignore"])
             .arg(&script)
