@@ -1007,6 +1007,80 @@ mod tests {
         }
     }
 
+    /// The old refusal ("not built for the scaled-out SOC yet") named no
+    /// command; this one points the operator at `owlet-soc notify`.
+    #[test]
+    fn notify_on_a_nats_receiver_points_at_owlet_soc_notify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, with_sink) = config_with_sink(dir.path());
+        std::fs::write(
+            &path,
+            with_sink(
+                "[sink]\ntype = \"nats\"\nservers = [\"nats://10.0.0.1:4222\"]\n\n[notify]\n",
+            ),
+        )
+        .unwrap();
+        let errors = load(&path).unwrap_err().to_string();
+        for part in ["notify", "owlet-soc notify --config", "notify.toml"] {
+            assert!(errors.contains(part), "{part:?} missing: {errors}");
+        }
+    }
+
+    /// Seen failing: without the empty-rule check a notify.toml without
+    /// rules loaded (a process that would notify nothing); without
+    /// `[tenants.NAME] time_zone` merged, acme's zone was UTC.
+    #[test]
+    fn notify_toml_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.toml");
+        let pass = dir.path().join("smtp.pass");
+        std::fs::write(&pass, "p\n").unwrap();
+        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let notify = "[notify]\n\n[[notify.rule]]\nname = \"urgent\"\ntenant = \"acme\"\nchannels = [\"mail\"]\n\n\
+             [[notify.channel]]\nname = \"mail\"\ntenants = [\"acme\"]\ntype = \"smtp\"\nserver = \"mail.example\"\n\
+             user = \"owlet\"\npassword_file = \"smtp.pass\"\nfrom = \"soc@example.net\"\nto = [\"noc@acme.example\"]\n";
+        let pg = "[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n";
+        std::fs::write(
+            &path,
+            format!(
+                "{pg}\n[paths]\nstate_dir = \"state\"\ncontacts_dir = \"portal/contacts\"\n\n\
+                 [tenants.acme]\ntime_zone = \"Asia/Tokyo\"\n\n{notify}"
+            ),
+        )
+        .unwrap();
+        let config = load_notify(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.notify.zone_of("acme").name(), "Asia/Tokyo");
+        assert_eq!(config.paths.state_dir, dir.path().join("state"));
+        assert_eq!(config.contacts_root(), Some(dir.path().join("portal")));
+        for (text, key) in [
+            (format!("{pg}\n[notify]\n"), "no [[notify.rule]]"),
+            (format!("[postgres]\nconect = \"x\"\n\n{notify}"), "conect"),
+            (
+                format!("{pg}\n[paths]\ncontacts_dir = \"portal\"\n\n{notify}"),
+                "paths.contacts_dir",
+            ),
+            (
+                format!("{pg}\n[tenants.acme]\ntime_zone = \"Mars/Base\"\n\n{notify}"),
+                "tenants.acme.time_zone",
+            ),
+            (
+                format!(
+                    "{pg}\n{}",
+                    notify.replace("tenants = [\"acme\"]", "tenants = [\"globex\"]")
+                ),
+                "notify",
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let errors = load_notify(&path).unwrap_err().to_string();
+            assert!(
+                errors.contains(key) && errors.contains("notify.toml:"),
+                "{key:?} missing: {errors}"
+            );
+        }
+    }
+
     /// Seen failing: without the empty-`[[output]]` check, a file with no
     /// output loaded (a process that would send nothing).
     #[test]
