@@ -17,9 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use owlet_proto::v1::{Event, Severity};
-use owlet_soc_bus::testkit::{NatsCluster, Postgres};
-use owlet_soc_bus::writer::{WriterConfig, schema_of};
-use owlet_soc_bus::{Bus, BusConfig, Retention};
+use owlet_soc_bus::Retention;
+use owlet_soc_bus::testkit::WriterStack;
+use owlet_soc_bus::writer::schema_of;
 use owlet_soc_notify::ledger::postgres;
 use owlet_soc_notify::{HistoryQuery, HistoryRow, NotifyConfig};
 use prost::Message;
@@ -29,11 +29,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 /// The scaled-out SOC's servers, its writer (a task) and an SMTP server.
 struct Scaled {
-    _cluster: NatsCluster,
-    pg: Postgres,
-    bus: Bus,
-    admin: tokio_postgres::Client,
-    _writer: tokio::task::JoinHandle<()>,
+    stack: WriterStack,
     smtp: SmtpServer,
     dir: tempfile::TempDir,
 }
@@ -42,31 +38,8 @@ impl Scaled {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let smtp = SmtpServer::start(dir.path(), free_port()).await;
-        let cluster = NatsCluster::start(3);
-        cluster.wait_ready().await;
-        let pg = Postgres::start();
-        let admin = pg.client("owlet").await;
-        let bus = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
-        let writer = tokio::spawn({
-            let (js, config) = (
-                bus.jetstream().clone(),
-                WriterConfig::new(pg.conninfo("owlet")),
-            );
-            async move {
-                owlet_soc_bus::writer::run(js, config, std::future::pending())
-                    .await
-                    .unwrap()
-            }
-        });
-        Self {
-            _cluster: cluster,
-            pg,
-            bus,
-            admin,
-            _writer: writer,
-            smtp,
-            dir,
-        }
+        let stack = WriterStack::start().await;
+        Self { stack, smtp, dir }
     }
 
     /// Publishes `events` as agent `agent` of `tenant` as a receiver does,
@@ -77,6 +50,7 @@ impl Scaled {
             .map(|e| (e.seq, Bytes::from(e.encode_to_vec())))
             .collect();
         let mut log = self
+            .stack
             .bus
             .agent(tenant, agent, Retention::default())
             .await
@@ -89,7 +63,7 @@ impl Scaled {
         );
         let started = std::time::Instant::now();
         loop {
-            let stored: i64 = match self.admin.query_one(&sql, &[&agent]).await {
+            let stored: i64 = match self.stack.admin.query_one(&sql, &[&agent]).await {
                 Ok(row) => row.get(0),
                 Err(_) => 0, // the writer has not made the table yet
             };
@@ -110,7 +84,7 @@ impl Scaled {
         let config = NotifyConfig::from_toml(toml).unwrap();
         let token = CancellationToken::new();
         let run = postgres::run(
-            self.pg.conninfo("owlet"),
+            self.stack.pg.conninfo("owlet"),
             None,
             config,
             self.dir.path().join("state"),
@@ -120,7 +94,7 @@ impl Scaled {
     }
 
     async fn history(&self, tenant: &str) -> Vec<HistoryRow> {
-        postgres::history(&self.admin, tenant, &HistoryQuery::default())
+        postgres::history(&self.stack.admin, tenant, &HistoryQuery::default())
             .await
             .unwrap()
     }
@@ -128,6 +102,7 @@ impl Scaled {
     /// The `notify` cursor's position in `tenant` and its highest stored id.
     async fn position_and_last_id(&self, tenant: &str) -> (i64, i64) {
         let last: i64 = self
+            .stack
             .admin
             .query_one(
                 &format!("SELECT max(id) FROM {}.events", schema_of(tenant)),
@@ -137,6 +112,7 @@ impl Scaled {
             .unwrap()
             .get(0);
         let position: i64 = self
+            .stack
             .admin
             .query_one(
                 "SELECT position FROM owlet_bus.cursors WHERE consumer = 'notify' AND tenant = $1",
@@ -154,6 +130,7 @@ impl Scaled {
         let started = std::time::Instant::now();
         loop {
             let ready: bool = self
+                .stack
                 .admin
                 .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
                 .await
@@ -166,32 +143,6 @@ impl Scaled {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-fn head() -> String {
-    r#"
-[notify]
-poll_interval = "100ms"
-[notify.retry]
-initial = "200ms"
-max = "1s"
-give_up_after = "5m"
-"#
-    .to_string()
-}
-
-fn rule(name: &str, tenant: &str, channel: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[notify.rule]]
-name = "{name}"
-tenant = "{tenant}"
-min_severity = "warning"
-group_window = "1s"
-channels = ["{channel}"]
-{extra}
-"#
-    )
 }
 
 /// Waits for the async condition `f` (polled every 100 ms) up to LIMIT.
@@ -217,7 +168,7 @@ fn data(mail: &serde_json::Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered_in_postgres() {
     let s = Scaled::start().await;
-    let config = head()
+    let config = head("100ms")
         + &s.smtp.channel("mail", "acme", "noc@acme.test")
         + &rule("urgent", "acme", "mail", "");
     s.publish(
@@ -276,7 +227,7 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_twice() {
     let s = Scaled::start().await;
-    let config = head()
+    let config = head("100ms")
         + &s.smtp.channel("mail", "acme", "noc@acme.test")
         + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
     s.publish(
@@ -294,7 +245,8 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     // The next write of an event into the record fails once (a sequence is
     // not rolled back with the transaction that called it).
     let schema = schema_of("acme");
-    s.admin
+    s.stack
+        .admin
         .batch_execute(&format!(
             "CREATE SEQUENCE {schema}.fault;
              CREATE FUNCTION {schema}.fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -322,6 +274,7 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     })
     .await;
     let faults: i64 = s
+        .stack
         .admin
         .query_one(&format!("SELECT last_value FROM {schema}.fault"), &[])
         .await
@@ -336,7 +289,7 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     let mails = s.smtp.mails().len().max(mails.len());
     assert_eq!(mails, 3, "one mail per event");
     let twice: Vec<i64> = s
-        .admin
+        .stack.admin
         .query(
             &format!(
                 "SELECT log_id FROM {schema}.notification_events GROUP BY log_id HAVING count(*) > 1"
@@ -363,7 +316,7 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_rule_never_sees_another_tenants_events() {
     let s = Scaled::start().await;
-    let config = head()
+    let config = head("100ms")
         + &s.smtp.channel("acme-mail", "acme", "noc@acme.test")
         + &s.smtp.channel("globex-mail", "globex", "noc@globex.test")
         + &rule("acme-urgent", "acme", "acme-mail", "")

@@ -298,3 +298,36 @@ timeout = "5s"
         cert.display()
     )
 }
+
+/// A `[[notify.rule]]` of `tenant` through `channel`: warning and up,
+/// grouped for 1 s.
+pub fn rule(name: &str, tenant: &str, channel: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[notify.rule]]
+name = "{name}"
+tenant = "{tenant}"
+min_severity = "warning"
+group_window = "1s"
+channels = ["{channel}"]
+{extra}
+"#
+    )
+}
+
+/// `[notify]` polling every `poll`, quick retries, acme in Asia/Tokyo.
+pub fn head(poll: &str) -> String {
+    format!(
+        r#"
+[notify]
+poll_interval = "{poll}"
+[notify.retry]
+initial = "200ms"
+max = "1s"
+give_up_after = "5m"
+[[notify.tenant]]
+name = "acme"
+zone = "Asia/Tokyo"
+"#
+    )
+}
