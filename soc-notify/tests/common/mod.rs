@@ -248,6 +248,12 @@ pub fn mails(out: &Path) -> Vec<serde_json::Value> {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                // `.NAME.json` is a mail the server is still writing
+                // (smtp_server.py renames it into place when complete).
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();
