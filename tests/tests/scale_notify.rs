@@ -10,7 +10,8 @@
 //! record's retry state; every event is mailed exactly once (nothing lost,
 //! nothing grouped twice, no delivered notification mailed again);
 //! `owlet-soc notifications --notify-config` lists the record from
-//! PostgreSQL; SIGTERM stops the process cleanly (exit 0).
+//! PostgreSQL; SIGTERM stops the process cleanly (exit 0) and, started
+//! again, it mails nothing again.
 
 #[path = "../../soc-notify/tests/common/mod.rs"]
 mod common;
@@ -209,6 +210,13 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
     let status = second.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM: {status}\n{}", second.log());
     assert!(second.log().contains("owlet-soc notify stopped"));
+    let mut again = notify(&config, "notify-2", &scale.dir);
+    wait_until("notify-2 to hold acme again", DEADLINE, || {
+        again.log().matches("holding the tenant's cursor").count() >= 2
+    });
+    sleep(Duration::from_secs(2));
+    assert_eq!(smtp.mails().len(), 12, "a restart resumes after the cursor");
+    again.terminate(Duration::from_secs(20));
     scale.rt.block_on(smtp.stop());
     drop(writer);
 }
