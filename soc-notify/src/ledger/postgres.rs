@@ -26,7 +26,7 @@
 //!   role is given a contacts directory ([`crate::contacts`]); none
 //!   otherwise.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use owlet_soc_bus::BusError;
@@ -103,6 +103,10 @@ pub struct PgLedgers {
     contacts_root: Option<PathBuf>,
     /// The connection that lists the tenants (no lock on it).
     lister: Mutex<Option<Client>>,
+    /// The connections of tenants another process holds, kept for the next
+    /// try (a standby tries every few seconds, not with a new connection
+    /// each time): at most one per tenant with rules.
+    standby: Mutex<HashMap<String, Client>>,
 }
 
 impl PgLedgers {
@@ -113,6 +117,7 @@ impl PgLedgers {
             conninfo,
             contacts_root,
             lister: Mutex::new(None),
+            standby: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -145,8 +150,13 @@ impl Ledgers for PgLedgers {
     }
 
     async fn open(&self, tenant: &str) -> Result<Option<PgLedger>> {
-        let pg = connect_postgres(&self.conninfo).await?;
+        let kept = self.standby.lock().await.remove(tenant);
+        let pg = match kept.filter(|pg| !pg.is_closed()) {
+            Some(pg) => pg,
+            None => connect_postgres(&self.conninfo).await?,
+        };
         let Some(claim) = cursor::claim(&pg, CONSUMER, tenant).await? else {
+            self.standby.lock().await.insert(tenant.to_string(), pg);
             return Ok(None);
         };
         let schema = schema_of(tenant);
