@@ -78,14 +78,19 @@ impl Scaled {
         }
     }
 
+    /// The directory holding `contacts/` (the portal's store root).
+    fn contacts_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("portal")
+    }
+
     /// Starts the notifier of `toml` (a `[notify]` document) on this
-    /// PostgreSQL.
+    /// PostgreSQL, with the contacts under [`Scaled::contacts_root`].
     fn notifier(&self, toml: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let config = NotifyConfig::from_toml(toml).unwrap();
         let token = CancellationToken::new();
         let run = postgres::run(
             self.stack.pg.conninfo("owlet"),
-            None,
+            Some(self.contacts_root()),
             config,
             self.dir.path().join("state"),
             token.clone(),
@@ -183,6 +188,18 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
         ],
     )
     .await;
+    // A contact the tenant's admin keeps in the portal gets it too.
+    owlet_soc_notify::contacts::update(&s.contacts_root(), "acme", |list| {
+        list.push(owlet_soc_notify::contacts::Contact {
+            id: 1,
+            name: "on call".into(),
+            email: "oncall@acme.test".into(),
+            min_severity: None,
+            enabled: true,
+        });
+        Ok::<_, owlet_soc_notify::contacts::ContactsError>(())
+    })
+    .unwrap();
     let (token, task) = s.notifier(&config);
     let rows = until("the notification recorded delivered", || async {
         let rows = s.history("acme").await;
@@ -199,14 +216,22 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
         (d.channel.as_str(), d.status.as_str()),
         ("mail", "delivered")
     );
-    assert_eq!(d.recipients, "noc@acme.test");
+    assert!(
+        d.recipients.contains("noc@acme.test") && d.recipients.contains("oncall@acme.test"),
+        "{}",
+        d.recipients
+    );
     assert_eq!(d.attempts, 1);
     assert!(d.delivered_us.is_some());
     let mails = s.smtp.mails();
     assert_eq!(mails.len(), 1, "one mail for the group");
     let text = data(&mails[0]);
     assert_eq!(mails[0]["tls"], true);
-    assert_eq!(mails[0]["rcpt_tos"][0], "noc@acme.test");
+    let to = mails[0]["rcpt_tos"].to_string();
+    assert!(
+        to.contains("noc@acme.test") && to.contains("oncall@acme.test"),
+        "{to}"
+    );
     for id in ["acme/fw1/1", "acme/fw1/2", "acme/fw1/4"] {
         assert!(text.contains(id), "{id} missing: {text}");
     }
