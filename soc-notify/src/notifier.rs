@@ -48,6 +48,9 @@ pub const CONSUMER: &str = "notify";
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Events read from the log per step.
 const READ_BATCH: usize = 1000;
+/// How often a worker applies retention to its record
+/// ([`Ledger::forget_expired`]).
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// How long a worker that failed waits before it starts again.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
@@ -208,7 +211,16 @@ impl TenantWorker {
         // task fails (a panic in a channel must not pin a delivery).
         let mut tasks: HashMap<tokio::task::Id, (i64, String)> = HashMap::new();
         let mut finished: Vec<Done> = Vec::new();
+        let mut retained_at: Option<tokio::time::Instant> = None;
         loop {
+            if retained_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+                let forgotten = ledger.forget_expired().await?;
+                if forgotten > 0 {
+                    tracing::info!(tenant = %this.tenant, forgotten,
+                        "notify: forgot finished notifications whose events retention deleted");
+                }
+                retained_at = Some(tokio::time::Instant::now());
+            }
             let now = now_us();
             let done = std::mem::take(&mut finished);
             let step = this.step(&mut ledger, now, done, &busy).await?;

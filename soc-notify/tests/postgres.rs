@@ -21,6 +21,7 @@ use owlet_soc_bus::Retention;
 use owlet_soc_bus::testkit::WriterStack;
 use owlet_soc_bus::writer::schema_of;
 use owlet_soc_notify::ledger::postgres;
+use owlet_soc_notify::ledger::{Ledger, Ledgers};
 use owlet_soc_notify::{HistoryQuery, HistoryRow, NotifyConfig};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -243,6 +244,32 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
     assert_eq!(position, last);
     token.cancel();
     task.await.unwrap();
+
+    // Retention: the writer dropped the events the notification covers
+    // (here: deleted, one newer event left). The record forgets it.
+    s.publish(
+        "acme",
+        "fw1",
+        &[alert(5, "check_up", Severity::Info, "shop")],
+    )
+    .await;
+    s.stack
+        .admin
+        .execute("DELETE FROM tenant_acme.events WHERE seq <= 4", &[])
+        .await
+        .unwrap();
+    let ledgers = postgres::PgLedgers::new(s.stack.pg.conninfo("owlet"), None);
+    let mut ledger = ledgers
+        .open("acme")
+        .await
+        .unwrap()
+        .expect("no other holder");
+    assert_eq!(ledger.forget_expired().await.unwrap(), 1);
+    assert!(
+        s.history("acme").await.is_empty(),
+        "forgotten with its events"
+    );
+    assert_eq!(ledger.forget_expired().await.unwrap(), 0, "once");
 }
 
 /// Seen failing: with `Ledger::ingest` of the PostgreSQL ledger moving the

@@ -108,6 +108,11 @@ pub trait Ledger: Send + 'static {
 
     /// The tenant's contacts now (re-read when their file changed).
     fn contacts(&mut self) -> impl Future<Output = Result<Vec<Contact>>> + Send;
+
+    /// Retention of the record: forgets the finished notifications all of
+    /// whose events the store's retention deleted, with their events and
+    /// deliveries (as [`crate::record::forget_through`]); returns how many.
+    fn forget_expired(&mut self) -> impl Future<Output = Result<usize>> + Send;
 }
 
 /// Runs `f` on `slot`'s value on the blocking pool and puts the value

@@ -22,6 +22,9 @@
 //!   the embedded SOC; receivers dedupe on the notification id).
 //! * **Tenant separation**: a ledger reads and writes one schema only; the
 //!   record's tables are granted to no tenant role.
+//! * **Kept as long as their events.** [`Ledger::forget_expired`] forgets
+//!   the finished notifications all of whose events are older than the
+//!   oldest event the writer's retention left; open ones stay.
 //! * Contacts are read from `CONTACTS_ROOT/contacts/TENANT.json` when the
 //!   role is given a contacts directory ([`crate::contacts`]); none
 //!   otherwise.
@@ -542,6 +545,57 @@ impl Ledger for PgLedger {
             return Ok(Vec::new());
         }
         on_blocking(&mut self.contacts, |w| Ok(w.current().to_vec())).await
+    }
+
+    async fn forget_expired(&mut self) -> Result<usize> {
+        // The writer's retention drops whole days of events: what is left
+        // starts at the oldest id still stored. Nothing stored: nothing
+        // to compare with, so nothing is forgotten.
+        let s = &self.schema;
+        let oldest: Option<i64> = self
+            .pg
+            .query_one(&format!("SELECT min(id) FROM {s}.events"), &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let Some(oldest) = oldest else {
+            return Ok(0);
+        };
+        let tx = self.pg.transaction().await.map_err(pg_err)?;
+        let gone: Vec<i64> = tx
+            .query(
+                &format!(
+                    "SELECT n.id FROM {s}.notifications n
+                      WHERE n.status IN ('delivered', 'failed', 'dropped')
+                        AND NOT EXISTS (SELECT 1 FROM {s}.notification_events e
+                                         WHERE e.notification_id = n.id AND e.log_id >= $1)"
+                ),
+                &[&oldest],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        for table in ["deliveries", "notification_events"] {
+            tx.execute(
+                &format!("DELETE FROM {s}.{table} WHERE notification_id = ANY($1)"),
+                &[&gone],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.execute(
+            &format!("DELETE FROM {s}.notifications WHERE id = ANY($1)"),
+            &[&gone],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(gone.len())
     }
 }
 
