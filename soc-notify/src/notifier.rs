@@ -3,23 +3,24 @@
 //! tenant's rules match, holding it through quiet hours, and sending each
 //! group through the rule's channels with retries and exponential backoff.
 //!
+//! Where the events, the record and the cursor live is the worker's
+//! [`Ledger`] ([`crate::ledger`]): SQLite files in the embedded SOC,
+//! PostgreSQL when scaled out. This module is the one loop for both.
+//!
 //! Invariants:
-//! * a worker opens one tenant's log and record and holds only that
-//!   tenant's rules and channels, so a rule never sees another tenant's
-//!   events (and [`Rule::matches`] checks the tenant again);
+//! * a worker holds one tenant's ledger and only that tenant's rules and
+//!   channels, so a rule never sees another tenant's events (and
+//!   [`Rule::matches`] checks the tenant again);
 //! * the worker's position moves in the record's transaction that stores
-//!   the groups the events joined (see [`crate::record`]); the store's
-//!   `notify` cursor follows it for `owlet-soc status`. After a restart the
-//!   worker resumes at the later of the two, so nothing is grouped twice and
-//!   nothing delivered is sent again;
-//! * retry state lives in the record, not in memory: a restart resumes the
-//!   backoff where it was;
+//!   the groups the events joined ([`Ledger::ingest`]), so after a restart
+//!   nothing is grouped twice and nothing delivered is sent again;
+//! * retry state lives in the record, not in memory: a restart (or the
+//!   standby taking over) resumes the backoff where it was;
 //! * a mail channel sends to its `to` and the worker's tenant's contacts
 //!   ([`crate::contacts`], re-read when changed) that want the
 //!   notification's severity, as recorded with each delivery; the worker
 //!   reads its own tenant's contacts only;
-//! * SQLite work runs on the blocking pool; deliveries in flight are bounded
-//!   per tenant ([`MAX_IN_FLIGHT`]).
+//! * deliveries in flight are bounded per tenant ([`MAX_IN_FLIGHT`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,16 +29,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use owlet_soc_store::{Cursors, Store, TenantReader};
+use owlet_soc_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{Channel, Sent};
 use crate::config::{NotifyConfig, RetryConfig};
-use crate::contacts::Watch;
-use crate::error::{NotifyError, Result};
+use crate::error::Result;
+use crate::ledger::sqlite::SqliteLedgers;
+use crate::ledger::{Ledger, Ledgers};
 use crate::message::{Incident, compose, local_time};
-use crate::record::{Attempt, Job, Join, Record};
+use crate::record::{Attempt, Job, Join};
 use crate::rules::{Candidate, Rule};
 
 /// The consumer name of the notifier's cursors.
@@ -46,6 +48,11 @@ pub const CONSUMER: &str = "notify";
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Events read from the log per step.
 const READ_BATCH: usize = 1000;
+/// How often a worker applies retention to its record
+/// ([`Ledger::forget_expired`]).
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// How long a worker that failed waits before it starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -53,10 +60,8 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Runs the notifier until `shutdown`: a worker per tenant that has rules
-/// (started when the tenant's log appears). Returns an error only for a bad
-/// configuration (a missing secret file, a channel that cannot be built);
-/// a worker's failure is logged and the worker restarted.
+/// Runs the embedded SOC's notifier until `shutdown`: the store under
+/// `store_root`, each tenant's record in its directory ([`supervise`]).
 pub async fn run(
     store_root: PathBuf,
     config: NotifyConfig,
@@ -64,10 +69,38 @@ pub async fn run(
 ) -> Result<()> {
     config.validate()?;
     let store = Store::open(&store_root)?;
-    let state_dir = state_dir(&store_root);
+    supervise(
+        Arc::new(SqliteLedgers::new(store)),
+        config,
+        &state_dir(&store_root),
+        shutdown,
+    )
+    .await
+}
+
+/// How a worker ended.
+enum Ended {
+    /// Shut down.
+    Stopped,
+    /// Another process holds the tenant: try again later.
+    StandingBy,
+}
+
+/// Runs the notifier on `ledgers` until `shutdown`: a worker per tenant
+/// that has rules (started when the tenant's events appear; where another
+/// process holds a tenant, tried again every `standby_poll`). Returns an
+/// error only for a bad configuration (a missing secret file, a channel
+/// that cannot be built); a worker's failure is logged and the worker
+/// restarted. `state_dir` keeps the SNMP engine's boot counter.
+pub async fn supervise<L: Ledgers>(
+    ledgers: Arc<L>,
+    config: NotifyConfig,
+    state_dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let mut channels = HashMap::new();
     for c in &config.channels {
-        channels.insert(c.name().to_string(), Channel::build(c, &state_dir)?);
+        channels.insert(c.name().to_string(), Channel::build(c, state_dir)?);
     }
     let channels = Arc::new(channels);
     let mut by_tenant: HashMap<String, Vec<Rule>> = HashMap::new();
@@ -77,17 +110,12 @@ pub async fn run(
             .or_default()
             .push(Rule::new(r.clone(), config.zone_of(&r.tenant)));
     }
-    let mut workers: JoinSet<(String, Result<()>)> = JoinSet::new();
+    let mut workers: JoinSet<(String, Result<Ended>)> = JoinSet::new();
     let mut running: HashSet<String> = HashSet::new();
+    let mut standing_by: HashSet<String> = HashSet::new();
     let mut retry_after: HashMap<String, tokio::time::Instant> = HashMap::new();
     loop {
-        let existing = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.tenants())
-                .await
-                .map_err(|e| NotifyError::Join(e.to_string()))?
-        };
-        match existing {
+        match ledgers.tenants().await {
             Ok(existing) => {
                 for tenant in existing {
                     let Some(rules) = by_tenant.get(&tenant) else {
@@ -101,7 +129,6 @@ pub async fn run(
                         continue;
                     }
                     let worker = TenantWorker {
-                        store: store.clone(),
                         tenant: tenant.clone(),
                         zone: config.zone_of(&tenant),
                         rules: rules.clone(),
@@ -111,20 +138,40 @@ pub async fn run(
                     };
                     running.insert(tenant.clone());
                     let token = shutdown.clone();
-                    workers.spawn(async move { (tenant, worker.run(token).await) });
+                    let ledgers = ledgers.clone();
+                    workers.spawn(async move {
+                        let ended = match ledgers.open(&tenant).await {
+                            Ok(Some(ledger)) => {
+                                worker.run(ledger, token).await.map(|()| Ended::Stopped)
+                            }
+                            Ok(None) => Ok(Ended::StandingBy),
+                            Err(e) => Err(e),
+                        };
+                        (tenant, ended)
+                    });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "notify: cannot list the store's tenants"),
+            Err(e) => tracing::warn!(error = %e, "notify: cannot list the tenants"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = workers.join_next(), if !workers.is_empty() => {
                 match done {
-                    Ok((tenant, result)) => {
-                        if let Err(e) = result {
-                            tracing::error!(tenant = %tenant, error = %e, "notify worker failed; restarting it in 5 s");
-                        }
-                        retry_after.insert(tenant.clone(), tokio::time::Instant::now() + Duration::from_secs(5));
+                    Ok((tenant, ended)) => {
+                        let wait = match ended {
+                            Ok(Ended::StandingBy) => {
+                                if standing_by.insert(tenant.clone()) {
+                                    tracing::info!(tenant = %tenant, "notify: another process notifies this tenant; standing by to take over");
+                                }
+                                owlet_soc_bus::writer::STANDBY_POLL
+                            }
+                            Ok(Ended::Stopped) => RESTART_AFTER,
+                            Err(e) => {
+                                tracing::error!(tenant = %tenant, error = %e, "notify worker failed; restarting it in 5 s");
+                                RESTART_AFTER
+                            }
+                        };
+                        retry_after.insert(tenant.clone(), tokio::time::Instant::now() + wait);
                         running.remove(&tenant);
                     }
                     Err(e) => tracing::error!(error = %e, "notify worker panicked"),
@@ -138,7 +185,6 @@ pub async fn run(
 }
 
 struct TenantWorker {
-    store: Store,
     tenant: String,
     zone: Tz,
     rules: Vec<Rule>,
@@ -147,16 +193,7 @@ struct TenantWorker {
     poll: Duration,
 }
 
-/// The blocking half of a worker: the tenant's log, record, cursor and
-/// contacts.
-struct Files {
-    reader: TenantReader,
-    record: Record,
-    cursors: Cursors,
-    contacts: Watch,
-}
-
-/// What a step leaves for the async half.
+/// What a step leaves for the delivery half.
 struct Step {
     jobs: Vec<Job>,
     more: bool,
@@ -166,39 +203,27 @@ struct Step {
 type Done = (Job, i64, i64, Attempt);
 
 impl TenantWorker {
-    async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    async fn run(self, mut ledger: impl Ledger, shutdown: CancellationToken) -> Result<()> {
         let this = Arc::new(self);
-        let mut files = {
-            let w = this.clone();
-            blocking(move || -> Result<Files> {
-                let dir = w.store.tenant_dir(&w.tenant)?;
-                Ok(Files {
-                    reader: w.store.reader(&w.tenant)?,
-                    record: Record::open(&dir, &w.tenant)?,
-                    cursors: Cursors::open(w.store.root())?,
-                    contacts: Watch::new(w.store.root(), &w.tenant),
-                })
-            })
-            .await??
-        };
         let mut in_flight: JoinSet<Done> = JoinSet::new();
         let mut busy: HashSet<(i64, String)> = HashSet::new();
         // Which delivery each task carries, to free its slot even if the
         // task fails (a panic in a channel must not pin a delivery).
         let mut tasks: HashMap<tokio::task::Id, (i64, String)> = HashMap::new();
         let mut finished: Vec<Done> = Vec::new();
+        let mut retained_at: Option<tokio::time::Instant> = None;
         loop {
+            if retained_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
+                let forgotten = ledger.forget_expired().await?;
+                if forgotten > 0 {
+                    tracing::info!(tenant = %this.tenant, forgotten,
+                        "notify: forgot finished notifications whose events retention deleted");
+                }
+                retained_at = Some(tokio::time::Instant::now());
+            }
             let now = now_us();
-            let w = this.clone();
-            let busy_now = busy.clone();
             let done = std::mem::take(&mut finished);
-            let (back, step) = blocking(move || {
-                let step = w.step(&mut files, now, &done, &busy_now);
-                (files, step)
-            })
-            .await?;
-            files = back;
-            let step = step?;
+            let step = this.step(&mut ledger, now, done, &busy).await?;
             for job in step.jobs {
                 let key = (job.notification_id, job.channel.clone());
                 busy.insert(key.clone());
@@ -249,67 +274,59 @@ impl TenantWorker {
             finished.push(done);
         }
         in_flight.abort_all();
-        if !finished.is_empty() {
-            let w = this.clone();
-            blocking(move || -> Result<()> {
-                for (job, started, ended, outcome) in &finished {
-                    w.settle(&mut files, job, *started, *ended, outcome)?;
-                }
-                Ok(())
-            })
-            .await??;
+        for (job, started, ended, outcome) in finished {
+            this.settle(&mut ledger, &job, started, ended, outcome)
+                .await?;
         }
         Ok(())
     }
 
-    fn settle(
+    async fn settle(
         &self,
-        files: &mut Files,
+        ledger: &mut impl Ledger,
         job: &Job,
         started: i64,
         ended: i64,
-        outcome: &Attempt,
+        outcome: Attempt,
     ) -> Result<()> {
-        files
-            .record
-            .attempted(job.notification_id, &job.channel, started, ended, outcome)?;
         if matches!(outcome, Attempt::Delivered | Attempt::Sent) {
             tracing::info!(tenant = %self.tenant, notification = job.notification_id,
                 channel = %job.channel, attempts = job.attempts + 1,
                 latency_ms = (ended - job.message.first_detected_us) / 1000, "notification out");
         }
-        if let Attempt::Failed { error, retry_at_us } = outcome {
-            let what = if retry_at_us.is_some() {
-                "will retry"
-            } else {
-                "gave up"
-            };
-            tracing::warn!(tenant = %self.tenant, notification = job.notification_id,
-                channel = %job.channel, attempts = job.attempts + 1, error = %error, "notification not delivered; {what}");
-            files
-                .cursors
-                .failed(CONSUMER, &self.tenant, &format!("{}: {error}", job.channel))?;
+        let failed = match &outcome {
+            Attempt::Failed { error, retry_at_us } => {
+                let what = if retry_at_us.is_some() {
+                    "will retry"
+                } else {
+                    "gave up"
+                };
+                tracing::warn!(tenant = %self.tenant, notification = job.notification_id,
+                    channel = %job.channel, attempts = job.attempts + 1, error = %error, "notification not delivered; {what}");
+                Some(format!("{}: {error}", job.channel))
+            }
+            _ => None,
+        };
+        ledger.attempted(job, started, ended, outcome).await?;
+        if let Some(error) = failed {
+            ledger.failed(error).await?;
         }
         Ok(())
     }
 
     /// Records finished attempts, reads new events into groups, closes
     /// groups whose window ended, and picks the deliveries due now.
-    fn step(
+    async fn step(
         &self,
-        files: &mut Files,
+        ledger: &mut impl Ledger,
         now: i64,
-        done: &[Done],
+        done: Vec<Done>,
         busy: &HashSet<(i64, String)>,
     ) -> Result<Step> {
         for (job, started, ended, outcome) in done {
-            self.settle(files, job, *started, *ended, outcome)?;
+            self.settle(ledger, &job, started, ended, outcome).await?;
         }
-        let position = files
-            .record
-            .progress()?
-            .max(files.cursors.get(CONSUMER, &self.tenant)?);
-        let events = files.reader.read_after(position, READ_BATCH)?;
+        let events = ledger.events(READ_BATCH).await?;
         let more = events.len() == READ_BATCH;
         if let Some(last) = events.last() {
             let now_utc = DateTime::<Utc>::from_timestamp_micros(now).unwrap_or_default();
@@ -340,24 +357,27 @@ impl TenantWorker {
                     });
                 }
             }
-            files
-                .record
-                .ingest(last.id, &joins, self.zone.name(), now)?;
-            files
-                .cursors
-                .advance(CONSUMER, &self.tenant, last.id, joins.len() as u64)?;
+            ledger.ingest(last.id, joins, self.zone.name(), now).await?;
         }
         let now_utc = DateTime::<Utc>::from_timestamp_micros(now).unwrap_or_default();
-        for g in files.record.due_groups(now)? {
+        for g in ledger.due_groups(now).await? {
             let Some(rule) = self.rules.iter().find(|r| r.name() == g.rule) else {
                 // The rule was removed from the config: nothing to send through.
-                files.record.compose(g.id, "(rule removed)", "", &[], now)?;
+                ledger
+                    .compose(
+                        g.id,
+                        "(rule removed)".into(),
+                        String::new(),
+                        Vec::new(),
+                        now,
+                    )
+                    .await?;
                 continue;
             };
             if g.status == "grouping"
                 && let Some(until) = rule.quiet_until(g.severity, now_utc)
             {
-                files.record.hold(g.id, until.timestamp_micros())?;
+                ledger.hold(g.id, until.timestamp_micros()).await?;
                 continue;
             }
             let note = g.held_until_us.map(|until| {
@@ -376,7 +396,7 @@ impl TenantWorker {
             );
             // The contacts as they are now: a change in the portal applies
             // to the next notification composed, without a restart.
-            let contacts = crate::contacts::recipients(files.contacts.current(), g.severity);
+            let contacts = crate::contacts::recipients(&ledger.contacts().await?, g.severity);
             let targets: Vec<(String, &'static str, String)> = rule
                 .config
                 .channels
@@ -386,18 +406,18 @@ impl TenantWorker {
                     Some((name.clone(), c.type_name(), c.recipients(&contacts)))
                 })
                 .collect();
-            files.record.compose(g.id, &subject, &body, &targets, now)?;
+            ledger.compose(g.id, subject, body, targets, now).await?;
         }
         let free = MAX_IN_FLIGHT.saturating_sub(busy.len());
         let jobs = if free > 0 {
-            files.record.due_jobs(now, busy, free)?
+            ledger.due_jobs(now, busy.clone(), free).await?
         } else {
             Vec::new()
         };
         Ok(Step {
             jobs,
             more,
-            next_due_us: files.record.next_due(now)?,
+            next_due_us: ledger.next_due(now).await?,
         })
     }
 }
@@ -439,12 +459,6 @@ pub fn backoff(retry: &RetryConfig, attempts: u32) -> Duration {
         .min(retry.max);
     let jitter = base.mul_f64(rand::random::<f64>() * 0.2);
     (base + jitter).min(retry.max)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NotifyError::Join(e.to_string()))
 }
 
 /// The store root's notify state directory (the SNMP boot counter).

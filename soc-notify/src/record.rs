@@ -113,8 +113,9 @@ pub struct DueGroup {
     pub incidents: Vec<Incident>,
 }
 
-/// A due delivery row, before its incidents are loaded.
-type JobRow = (
+/// A due delivery row as both records select it ([`DUE_JOBS_COLUMNS`]),
+/// before its incidents are loaded.
+pub(crate) type JobRow = (
     i64,
     String,
     String,
@@ -127,6 +128,48 @@ type JobRow = (
     String,
     i64,
 );
+
+/// The columns of a [`JobRow`], from `deliveries d JOIN notifications n`.
+pub(crate) const DUE_JOBS_COLUMNS: &str =
+    "d.notification_id, d.channel, d.recipients, d.attempts, d.first_attempt_us,
+     n.rule, n.severity, n.subject, n.body, n.zone, n.first_detected_us";
+
+impl Job {
+    /// The job of a due delivery `row` of `tenant`, carrying `incidents`.
+    pub(crate) fn of_row(tenant: &str, row: JobRow, incidents: Vec<Incident>) -> Job {
+        let (
+            nid,
+            channel,
+            recipients,
+            attempts,
+            first,
+            rule,
+            severity,
+            subject,
+            body,
+            zone,
+            detected,
+        ) = row;
+        Job {
+            notification_id: nid,
+            channel,
+            recipients,
+            attempts: attempts as u32,
+            first_attempt_us: first,
+            message: Outgoing {
+                notification_id: nid,
+                tenant: tenant.to_string(),
+                rule,
+                severity,
+                subject: subject.unwrap_or_default(),
+                body: body.unwrap_or_default(),
+                zone,
+                first_detected_us: detected,
+                incidents,
+            },
+        }
+    }
+}
 
 /// One delivery to attempt now, with what it carries.
 #[derive(Debug, Clone)]
@@ -437,13 +480,12 @@ impl Record {
     ) -> Result<Vec<Job>> {
         let mut stmt = self
             .db
-            .prepare_cached(
-                "SELECT d.notification_id, d.channel, d.recipients, d.attempts, d.first_attempt_us,
-                        n.rule, n.severity, n.subject, n.body, n.zone, n.first_detected_us
+            .prepare_cached(&format!(
+                "SELECT {DUE_JOBS_COLUMNS}
                  FROM deliveries d JOIN notifications n ON n.id = d.notification_id
                  WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_us <= ?1
-                 ORDER BY d.next_attempt_us LIMIT ?2",
-            )
+                 ORDER BY d.next_attempt_us LIMIT ?2"
+            ))
             .at(&self.path)?;
         let rows: Vec<JobRow> = stmt
             .query_map(params![now_us, (limit + busy.len()) as i64], |r| {
@@ -465,41 +507,12 @@ impl Record {
             .collect::<rusqlite::Result<_>>()
             .at(&self.path)?;
         let mut out = Vec::new();
-        for (
-            nid,
-            channel,
-            recipients,
-            attempts,
-            first,
-            rule,
-            severity,
-            subject,
-            body,
-            zone,
-            detected,
-        ) in rows
-        {
-            if out.len() >= limit || busy.contains(&(nid, channel.clone())) {
+        for row in rows {
+            if out.len() >= limit || busy.contains(&(row.0, row.1.clone())) {
                 continue;
             }
-            out.push(Job {
-                notification_id: nid,
-                channel,
-                recipients,
-                attempts: attempts as u32,
-                first_attempt_us: first,
-                message: Outgoing {
-                    notification_id: nid,
-                    tenant: self.tenant.clone(),
-                    rule,
-                    severity,
-                    subject: subject.unwrap_or_default(),
-                    body: body.unwrap_or_default(),
-                    zone,
-                    first_detected_us: detected,
-                    incidents: self.incidents(nid)?,
-                },
-            });
+            let incidents = self.incidents(row.0)?;
+            out.push(Job::of_row(&self.tenant, row, incidents));
         }
         Ok(out)
     }

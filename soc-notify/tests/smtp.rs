@@ -22,20 +22,6 @@ async fn mail_test() -> (tempfile::TempDir, std::path::PathBuf, SmtpServer) {
     (dir, root, smtp)
 }
 
-fn rule(name: &str, tenant: &str, channel: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[notify.rule]]
-name = "{name}"
-tenant = "{tenant}"
-min_severity = "warning"
-group_window = "1s"
-channels = ["{channel}"]
-{extra}
-"#
-    )
-}
-
 /// `quiet_hours` from `start` to `end` relative to now, in acme's zone
 /// (Asia/Tokyo), to the second.
 fn quiet_hours(start: chrono::Duration, end: chrono::Duration, extra: &str) -> String {
@@ -50,22 +36,6 @@ fn quiet_hours(start: chrono::Duration, end: chrono::Duration, extra: &str) -> S
         "quiet_hours = {{ start = \"{}\", end = \"{}\"{extra} }}",
         local(start),
         local(end)
-    )
-}
-
-fn head(poll: &str) -> String {
-    format!(
-        r#"
-[notify]
-poll_interval = "{poll}"
-[notify.retry]
-initial = "200ms"
-max = "1s"
-give_up_after = "5m"
-[[notify.tenant]]
-name = "acme"
-zone = "Asia/Tokyo"
-"#
     )
 }
 

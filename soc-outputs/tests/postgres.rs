@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::bulk::*;
 use common::*;
-use owlet_soc_bus::testkit::{NatsCluster, Postgres, stored_seqs};
-use owlet_soc_bus::writer::{WriterConfig, schema_of};
-use owlet_soc_bus::{Bus, BusConfig, Retention};
+use owlet_soc_bus::testkit::{NatsCluster, Postgres, WriterStack, stored_seqs};
+use owlet_soc_bus::writer::schema_of;
+use owlet_soc_bus::{Bus, Retention};
 use owlet_soc_outputs::OutputConfig;
 use owlet_soc_outputs::source::postgres::{ZONE, consumer_of};
 use prost::Message;
@@ -33,22 +33,13 @@ struct Scaled {
 
 impl Scaled {
     async fn start() -> Self {
-        let cluster = NatsCluster::start(3);
-        cluster.wait_ready().await;
-        let pg = Postgres::start();
-        let admin = pg.client("owlet").await;
-        let bus = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
-        let writer = tokio::spawn({
-            let (js, config) = (
-                bus.jetstream().clone(),
-                WriterConfig::new(pg.conninfo("owlet")),
-            );
-            async move {
-                owlet_soc_bus::writer::run(js, config, std::future::pending())
-                    .await
-                    .unwrap()
-            }
-        });
+        let WriterStack {
+            cluster,
+            pg,
+            bus,
+            admin,
+            writer,
+        } = WriterStack::start().await;
         Self {
             _cluster: cluster,
             pg,

@@ -234,28 +234,46 @@ pub fn export(config: &SocConfig, args: &ExportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `owlet-soc notifications`.
+/// `owlet-soc notifications` in the embedded SOC: the tenant's record
+/// under the store.
 pub fn notifications(
     config: &SocConfig,
     tenant: &str,
+    query: &owlet_soc_notify::HistoryQuery,
+) -> anyhow::Result<Vec<owlet_soc_notify::HistoryRow>> {
+    Ok(owlet_soc_notify::history(
+        store(config)?.root(),
+        tenant,
+        query,
+    )?)
+}
+
+/// What `owlet-soc notifications` selects: `--since` and `--limit`.
+pub fn history_query(
     since: Option<&str>,
     limit: usize,
-    json: bool,
-) -> anyhow::Result<i32> {
-    let query = owlet_soc_notify::HistoryQuery {
+) -> anyhow::Result<owlet_soc_notify::HistoryQuery> {
+    Ok(owlet_soc_notify::HistoryQuery {
         since_us: since
             .map(|t| parse_time(t, SystemTime::now()))
             .transpose()?,
         limit,
-    };
-    let rows = owlet_soc_notify::history(store(config)?.root(), tenant, &query)?;
+    })
+}
+
+/// Prints a tenant's notifications, as JSON or as text in `zone`.
+pub fn print_notifications(
+    rows: &[owlet_soc_notify::HistoryRow],
+    tenant: &str,
+    zone: chrono_tz::Tz,
+    json: bool,
+) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
     } else if rows.is_empty() {
         println!("No notifications for tenant {tenant} in this range.");
     } else {
-        let zone: chrono_tz::Tz = config.zone_of(tenant).parse().unwrap_or(chrono_tz::UTC);
-        print!("{}", owlet_soc_notify::render_history(&rows, zone));
+        print!("{}", owlet_soc_notify::render_history(rows, zone));
     }
     Ok(0)
 }

@@ -61,6 +61,16 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The scaled-out SOC's incident notifications: reads the tenants'
+    /// events from PostgreSQL and notifies by `[notify]`'s rules, the
+    /// record in PostgreSQL; several processes split the tenants, the
+    /// others stand by.
+    Notify {
+        /// The notify configuration ([postgres], [paths], [tenants.*],
+        /// [notify], [log]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Known agents with their state, last contact and duplicates dropped.
     Agents {
         /// The SOC configuration; its [sink] names the database to read.
@@ -161,6 +171,10 @@ pub enum Command {
         /// The SOC configuration.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// The scaled-out SOC's notify.toml instead: the record in
+        /// PostgreSQL.
+        #[arg(long, value_name = "FILE")]
+        notify_config: Option<PathBuf>,
         /// The tenant.
         #[arg(long)]
         tenant: String,

@@ -17,6 +17,7 @@ mod demo_portal;
 pub mod enroll;
 pub mod live;
 pub mod lock;
+pub mod notify;
 pub mod outputs;
 pub mod portal_cli;
 pub mod query;

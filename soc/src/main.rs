@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use owlet_soc::cli::{CaCommand, Cli, Command, LayoutArg, TenantCommand};
 use owlet_soc::portal_cli;
-use owlet_soc::{analyst, cli, config, demo, enroll, outputs, query, reports, serve, tail};
+use owlet_soc::{analyst, cli, config, demo, enroll, notify, outputs, query, reports, serve, tail};
 use owlet_tls::Identity;
 
 fn main() {
@@ -22,6 +22,10 @@ fn main() {
 
 fn load(path: &std::path::Path) -> anyhow::Result<config::SocConfig> {
     config::load(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
+}
+
+fn load_notify(path: &std::path::Path) -> anyhow::Result<config::NotifyFile> {
+    config::load_notify(path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -220,6 +224,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime.block_on(reports::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
         }
+        Command::Notify { config } => {
+            let config = load_notify(&config)?;
+            let conninfo = config
+                .postgres
+                .conninfo()
+                .context("postgres.password_file")?;
+            owlet_logging::init(&config.log);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(notify::run(conninfo, config, serve::stop_signal()))?;
+            Ok(0)
+        }
         Command::Agents { config, json } => analyst::agents(&load(&config)?, json),
         Command::Query {
             config,
@@ -230,11 +245,33 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => analyst::export(&load(&args.config)?, &args),
         Command::Notifications {
             config,
+            notify_config,
             tenant,
             since,
             limit,
             json,
-        } => analyst::notifications(&load(&config)?, &tenant, since.as_deref(), limit, json),
+        } => {
+            let query = analyst::history_query(since.as_deref(), limit)?;
+            let (rows, zone) = match notify_config {
+                Some(path) => {
+                    let config = load_notify(&path)?;
+                    let conninfo = config
+                        .postgres
+                        .conninfo()
+                        .context("postgres.password_file")?;
+                    let runtime = tokio::runtime::Runtime::new()?;
+                    let rows = runtime.block_on(notify::history(&conninfo, &tenant, &query))?;
+                    (rows, config.notify.zone_of(&tenant))
+                }
+                None => {
+                    let config = load(&config)?;
+                    let rows = analyst::notifications(&config, &tenant, &query)?;
+                    let zone = config.zone_of(&tenant).parse().unwrap_or(chrono_tz::UTC);
+                    (rows, zone)
+                }
+            };
+            analyst::print_notifications(&rows, &tenant, zone, json)
+        }
         Command::Report {
             config,
             tenant,

@@ -1,6 +1,7 @@
 //! The shipped configuration files load with owlet-soc's own loader (the
 //! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
-//! examples in `packaging/examples/scale/` (receiver, writer, outputs, reports), and the
+//! examples in `packaging/examples/scale/` (receiver, writer, outputs,
+//! notify, reports), and the
 //! example nats-server configs pass `nats-server -t`. A key renamed in the
 //! code, or a typo in an example, fails here.
 
@@ -62,6 +63,26 @@ fn the_scale_out_outputs_example_loads() {
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config = owlet_soc::config::load_outputs(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!config.outputs.is_empty(), "an [[output]] to start from");
+    assert!(
+        config.postgres.conninfo().unwrap().contains("dbname=owlet"),
+        "{}",
+        config.postgres.connect
+    );
+}
+
+#[test]
+fn the_scale_out_notify_example_loads() {
+    // With the SMTP password file it names beside it, as an operator puts it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.toml");
+    std::fs::copy(packaging().join("examples/scale/notify.toml"), &path).unwrap();
+    std::fs::create_dir(dir.path().join("notify")).unwrap();
+    let pass = dir.path().join("notify/smtp.pass");
+    std::fs::write(&pass, "a-password\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = owlet_soc::config::load_notify(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.notify.rules.is_empty(), "a rule to start from");
+    assert_eq!(config.notify.zone_of("acme").name(), "Asia/Tokyo");
     assert!(
         config.postgres.conninfo().unwrap().contains("dbname=owlet"),
         "{}",

@@ -279,19 +279,24 @@ impl Scale {
     /// outputs`) and the tenant's highest stored id: equal once the output
     /// caught up.
     pub fn output_position_and_last_id(&self, output: &str, tenant: &str) -> (i64, i64) {
+        self.cursor_and_last_id(&format!("output:{output}"), tenant)
+    }
+
+    /// The position of reader `consumer` (`output:NAME`, `notify`) in
+    /// `tenant` and the tenant's highest stored id.
+    pub fn cursor_and_last_id(&self, consumer: &str, tenant: &str) -> (i64, i64) {
         let sql = format!(
             "SELECT coalesce((SELECT position FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2), 0), \
              (SELECT coalesce(max(id), 0) FROM {}.events)",
             owlet_soc_bus::writer::schema_of(tenant)
         );
-        let consumer = format!("output:{output}");
         let rows = self.query(&sql, &[&consumer, &tenant]);
         rows.first().map_or((0, 0), |row| (row.get(0), row.get(1)))
     }
 
     /// Rows of `sql` as the PostgreSQL superuser; none while the server
     /// is away (the connection is made again on the next call).
-    fn query(
+    pub fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],

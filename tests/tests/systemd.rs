@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use owlet_tests::{Agent, DEADLINE, Proc, Soc, TestUser, bin, output, run_ok, wait_until};
 
 /// Every unit the packages ship, with the binary it starts.
-const UNITS: [(&str, &str); 7] = [
+const UNITS: [(&str, &str); 8] = [
     ("owlet.service", "owlet"),
     ("owlet-soc.service", "owlet-soc"),
     // The scaled-out SOC's roles (packaging/examples/scale/).
@@ -34,6 +34,7 @@ const UNITS: [(&str, &str); 7] = [
     ("owlet-soc-writer.service", "owlet-soc"),
     ("owlet-soc-outputs.service", "owlet-soc"),
     ("owlet-soc-reports.service", "owlet-soc"),
+    ("owlet-soc-notify.service", "owlet-soc"),
     ("owlet-soc-portal.service", "owlet-soc"),
 ];
 

@@ -193,7 +193,9 @@ impl SmtpServer {
             cert(dir)
         };
         let password_file = secret(dir, "smtp-password", SMTP_PASSWORD);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        // Through the workspace root: tests/ includes this module too.
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../soc-notify/tests/smtp_server.py");
         let mut child = Command::new(PYTHON)
             .args(["-W", "ignore"])
             .arg(&script)
@@ -246,6 +248,12 @@ pub fn mails(out: &Path) -> Vec<serde_json::Value> {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                // `.NAME.json` is a mail the server is still writing
+                // (smtp_server.py renames it into place when complete).
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -294,5 +302,38 @@ timeout = "5s"
 "#,
         password_file.display(),
         cert.display()
+    )
+}
+
+/// A `[[notify.rule]]` of `tenant` through `channel`: warning and up,
+/// grouped for 1 s.
+pub fn rule(name: &str, tenant: &str, channel: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[notify.rule]]
+name = "{name}"
+tenant = "{tenant}"
+min_severity = "warning"
+group_window = "1s"
+channels = ["{channel}"]
+{extra}
+"#
+    )
+}
+
+/// `[notify]` polling every `poll`, quick retries, acme in Asia/Tokyo.
+pub fn head(poll: &str) -> String {
+    format!(
+        r#"
+[notify]
+poll_interval = "{poll}"
+[notify.retry]
+initial = "200ms"
+max = "1s"
+give_up_after = "5m"
+[[notify.tenant]]
+name = "acme"
+zone = "Asia/Tokyo"
+"#
     )
 }

@@ -15,15 +15,22 @@
 //! its agents from the heartbeats on their subjects, whichever receiver
 //! published them: owlet_soc_bus::liveness) and retention (JetStream
 //! enforces the tenant's `max_age` / `max_bytes` on the stream, the writer
-//! on its PostgreSQL partitions). Not here yet (issue 17): revocation
-//! alerts.
+//! on its PostgreSQL partitions).
 //!
-//! Self-test records go to the agent's records subject
-//! ([`owlet_soc_bus::record_subject`]) and are acknowledged once JetStream
-//! holds them; the writer stores them outside the agent's sequence, as
-//! the embedded store does.
+//! Records the receiver makes about an agent go to the agent's records
+//! subject ([`owlet_soc_bus::record_subject`]); the writer stores them
+//! outside the agent's sequence, as the embedded store does:
+//! * self-test records, acknowledged to the agent once JetStream holds
+//!   them;
+//! * a `certificate_revoked` alert when the CRL newly revokes the
+//!   certificate an agent connected to this receiver with (the receiver
+//!   ending its stream knows it; `Nats-Msg-Id` `…/certificate_revoked/
+//!   <serial>`, so receivers that both saw the agent store it once). An
+//!   agent connected to no receiver when its certificate is revoked gets
+//!   no alert here: receivers keep no inventory of every agent (its
+//!   connections are refused all the same, and logged).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +49,12 @@ pub struct BusSink {
     runtime: tokio::runtime::Handle,
     retention_of: RetentionOf,
     agents: HashMap<Identity, AgentLog>,
+    /// The certificate serial each agent last connected here with (kept
+    /// after it disconnects: the CRL may end its stream before it is
+    /// read; one short entry per agent this receiver has seen).
+    serials: HashMap<Identity, String>,
+    /// Serials whose revocation this receiver has recorded.
+    recorded: HashSet<String>,
 }
 
 impl BusSink {
@@ -52,6 +65,8 @@ impl BusSink {
             runtime,
             retention_of,
             agents: HashMap::new(),
+            serials: HashMap::new(),
+            recorded: HashSet::new(),
         }
     }
 
@@ -69,8 +84,9 @@ impl Sink for BusSink {
         _hello: &Hello,
         _clock_offset_ms: i64,
         _peer: &str,
-        _cert: &CertInfo,
+        cert: &CertInfo,
     ) -> Result<u64, SinkError> {
+        self.serials.insert(who.clone(), cert.serial.clone());
         // Always re-read: another receiver may have written this agent.
         let retention = (self.retention_of)(&who.tenant);
         let log = self
@@ -81,8 +97,44 @@ impl Sink for BusSink {
         Ok(mark)
     }
 
-    fn set_revoked(&mut self, _revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
-        Ok(Vec::new())
+    fn set_revoked(&mut self, revoked: &[RevokedCert]) -> Result<Vec<Identity>, SinkError> {
+        let mut newly = Vec::new();
+        let mut failed = Vec::new();
+        for (who, serial) in &self.serials {
+            let Some(cert) = revoked.iter().find(|c| &c.serial == serial) else {
+                continue;
+            };
+            if self.recorded.contains(serial) {
+                continue;
+            }
+            let body = Bytes::from(prost::Message::encode_to_vec(&super::revoked_alert(
+                who, cert,
+            )));
+            let published = self.runtime.block_on(self.bus.publish_record(
+                &who.tenant,
+                &who.agent_id,
+                (self.retention_of)(&who.tenant),
+                &format!("certificate_revoked/{serial}"),
+                body,
+            ));
+            match published {
+                Ok(()) => {
+                    self.recorded.insert(serial.clone());
+                    newly.push(who.clone());
+                }
+                Err(e) => failed.push(format!("{who}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(newly)
+        } else {
+            // Tried again at the next reading of the CRL (its change, SIGHUP).
+            Err(SinkError::Failed(format!(
+                "certificate_revoked alerts not published ({}); recorded so far: {}",
+                failed.join("; "),
+                newly.len()
+            )))
+        }
     }
 
     fn store_batches(

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Batch, Event, Hello};
+use owlet_proto::v1::{Batch, Event, Hello, Severity, State};
+use owlet_soc_store::liveness::soc_alert;
 use owlet_tls::{CertInfo, Identity, RevokedCert};
 use tokio::sync::{mpsc, oneshot};
 
@@ -411,6 +412,23 @@ impl SinkHandle {
         })
         .await
     }
+}
+
+/// The alert the SOC records when the CRL it enforces revokes an agent's
+/// certificate.
+pub(crate) fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
+    let message = format!(
+        "the certificate {} of {who} is revoked ({}): its streams are ended and its connections refused",
+        cert.serial,
+        cert.reason.as_deref().unwrap_or("no reason given")
+    );
+    soc_alert(
+        &who.to_string(),
+        "certificate_revoked",
+        Severity::Warning,
+        State::Down,
+        message,
+    )
 }
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use owlet_proto::v1::{Event, Hello, Severity, State};
-use owlet_soc_store::liveness::{Liveness, soc_alert};
+use owlet_proto::v1::{Event, Hello};
+use owlet_soc_store::liveness::Liveness;
 use owlet_soc_store::{Store, Writers};
 use owlet_tls::{CertInfo, Identity, RevokedCert};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -201,23 +201,6 @@ fn micros(t: SystemTime) -> i64 {
     owlet_proto::timestamp_micros(&owlet_proto::timestamp(t))
 }
 
-/// The alert the SOC records when the CRL it enforces revokes an agent's
-/// certificate.
-fn revoked_alert(who: &Identity, cert: &RevokedCert) -> Event {
-    let message = format!(
-        "the certificate {} of {who} is revoked ({}): its streams are ended and its connections refused",
-        cert.serial,
-        cert.reason.as_deref().unwrap_or("no reason given")
-    );
-    soc_alert(
-        &who.to_string(),
-        "certificate_revoked",
-        Severity::Warning,
-        State::Down,
-        message,
-    )
-}
-
 /// What one batch said about its agent, for the control database.
 struct Seen {
     row: i64,
@@ -370,7 +353,7 @@ impl Sink for SqliteSink {
                 continue;
             };
             let who = Identity { tenant, agent_id };
-            self.store_soc_events(&who, &[revoked_alert(&who, cert)])?;
+            self.store_soc_events(&who, &[super::revoked_alert(&who, cert)])?;
             newly.push(who);
         }
         let tx = self.db.transaction()?;
