@@ -215,22 +215,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reports { config } => {
             let config = config::load_reports(&config)
                 .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-            let conninfo = config
-                .postgres
-                .conninfo()
-                .context("postgres.password_file")?;
-            owlet_logging::init(&config.log);
+            let conninfo = start_role(&config.postgres, &config.log)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(reports::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
         }
         Command::Notify { config } => {
             let config = load_notify(&config)?;
-            let conninfo = config
-                .postgres
-                .conninfo()
-                .context("postgres.password_file")?;
-            owlet_logging::init(&config.log);
+            let conninfo = start_role(&config.postgres, &config.log)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(notify::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
@@ -392,6 +384,17 @@ fn ca_renew(
         out.display()
     );
     Ok(0)
+}
+
+/// A PostgreSQL role's start: its connection string (the password read
+/// from its file) and its logging.
+fn start_role(
+    postgres: &config::PostgresSection,
+    log: &owlet_logging::LogSection,
+) -> anyhow::Result<String> {
+    let conninfo = postgres.conninfo().context("postgres.password_file")?;
+    owlet_logging::init(log);
+    Ok(conninfo)
 }
 
 #[cfg(test)]
