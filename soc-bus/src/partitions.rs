@@ -231,7 +231,9 @@ pub async fn retain(
             let error = format!(
                 "retention ({reason}) dropped day {date} of tenant {tenant} with {events} events \
                  this reader had not read: they are lost to it. It lags behind the tenant's \
-                 retention; see why it is slow or failing, or raise the tenant's max_age / max_bytes"
+                 retention; see why it is slow or failing, or raise the tenant's max_age / max_bytes \
+                 (a reader removed from the configuration leaves its cursor behind: delete its row \
+                 of owlet_bus.cursors)"
             );
             tracing::error!(%tenant, day = %date, reader = %consumer, events, "writer: {error}");
             cursor::note_error(pg, consumer, tenant, &error).await?;

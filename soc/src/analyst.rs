@@ -460,7 +460,8 @@ pub fn tenant_export(config: &SocConfig, tenant: &str, out: &Path) -> anyhow::Re
     Ok(0)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

@@ -215,21 +215,15 @@ impl Sink for BusSink {
 
     fn store_self_test(&mut self, who: &Identity, event: &Event) -> Result<(), SinkError> {
         // seq 0: the record is outside the agent's sequence, as in the
-        // embedded store; its time and check name it, so a retry of the
-        // same self-test is stored once.
+        // embedded store. Its id is its bytes' digest: a retry of the same
+        // self-test (to this receiver or another) is stored once.
         let event = Event {
             seq: 0,
             ..event.clone()
         };
-        let columns = owlet_soc_store::Columns::of(&event);
-        let id = format!(
-            "{}/{}/{}",
-            columns.kind,
-            columns.check_id.as_deref().unwrap_or(""),
-            columns.time_us
-        );
         let retention = (self.retention_of)(&who.tenant);
         let body = Bytes::from(prost::Message::encode_to_vec(&event));
+        let id = format!("selftest/{}", crate::analyst::sha256_hex(&body));
         self.runtime
             .block_on(
                 self.bus
