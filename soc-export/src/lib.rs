@@ -39,6 +39,9 @@ pub enum ExportError {
     Store(#[from] owlet_soc_store::StoreError),
     #[error("writing the export: {0}")]
     Write(#[from] std::io::Error),
+    /// Reading events from another store (the scaled-out SOC's PostgreSQL).
+    #[error("reading the events: {0}")]
+    Read(String),
 }
 
 /// What an export wrote.
@@ -57,13 +60,26 @@ pub fn export(
     zone: &Zone,
     out: &mut impl Write,
 ) -> Result<Summary, ExportError> {
+    export_from(|each| Ok(reader.scan(filter, each)?), format, zone, out)
+}
+
+/// Writes every event `scan` hands over to `out`, one at a time: `scan`
+/// calls its argument per event, in order, and stops when it returns
+/// `Break` (the output failed). The store behind `scan` selects the
+/// events; memory stays constant when it streams them.
+pub fn export_from(
+    scan: impl FnOnce(&mut dyn FnMut(StoredEvent) -> ControlFlow<()>) -> Result<(), ExportError>,
+    format: Format,
+    zone: &Zone,
+    out: &mut impl Write,
+) -> Result<Summary, ExportError> {
     let mut summary = Summary::default();
     let mut failed = None;
     let mut line = Vec::with_capacity(1024);
     if matches!(format, Format::Csv) {
         write_csv_header(out)?;
     }
-    reader.scan(filter, |e| {
+    scan(&mut |e| {
         line.clear();
         if e.event.is_none() {
             summary.undecodable += 1;

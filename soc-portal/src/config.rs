@@ -2,7 +2,8 @@
 //!
 //! The section only holds what a person writes; [`Settings`] is the whole
 //! picture `owlet-soc portal` hands over (the section with its defaults
-//! resolved, where the SOC's store and control database are, the tenants'
+//! resolved, where the tenants' data is read (the embedded SOC's store
+//! and control database, or the scaled-out SOC's PostgreSQL), the tenants'
 //! zones, the notification channels). Checks here return `(key, message)`
 //! pairs so the SOC's loader can locate them as `FILE:LINE:COL: portal.KEY`.
 
@@ -116,11 +117,17 @@ pub struct Settings {
     pub session_idle: Duration,
     pub lockout_after: u32,
     pub lockout_for: Duration,
-    /// The store's root (the directory of `[sink] path`): tenants' logs
-    /// and the portal's own `portal.db`.
+    /// The portal's own directory: `portal.db`, the TOTP key, the state of
+    /// escalations. Embedded: the store's root (the directory of `[sink]
+    /// path`, where the tenants' logs are too); scaled-out: portal.toml's
+    /// `[paths] state_dir`.
     pub root: PathBuf,
-    /// The receiver's control database (`soc.db`), read-only.
-    pub control_db: PathBuf,
+    /// Where the tenants' data is read ([`crate::backend`]).
+    pub data: DataSettings,
+    /// The directory whose `contacts/` holds the tenants' contacts
+    /// (`contacts/TENANT.json`, read by the notifier too). Embedded: the
+    /// store's root; scaled-out: the parent of `[paths] contacts_dir`.
+    pub contacts_root: PathBuf,
     /// Tenants' IANA zones from `[tenants.NAME] time_zone`.
     pub tenant_zones: BTreeMap<String, String>,
     /// A sensor without a heartbeat for this long shows as silent.
@@ -142,6 +149,30 @@ pub struct Settings {
     pub soc_address: String,
     /// `[portal.oidc]`, if set.
     pub oidc: Option<crate::oidc::OidcSection>,
+}
+
+/// Where the portal reads the tenants' data. Its `Debug` leaves out the
+/// connection string (it holds the password).
+#[derive(Clone)]
+pub enum DataSettings {
+    /// The embedded SOC: tenants' logs under [`Settings::root`] and the
+    /// receiver's control database (`soc.db`), read-only.
+    Embedded { control_db: PathBuf },
+    /// The scaled-out SOC's PostgreSQL: a libpq connection string (the
+    /// password read from its file already).
+    Postgres { conninfo: String },
+}
+
+impl std::fmt::Debug for DataSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSettings::Embedded { control_db } => f
+                .debug_struct("Embedded")
+                .field("control_db", control_db)
+                .finish(),
+            DataSettings::Postgres { .. } => f.write_str("Postgres { .. }"),
+        }
+    }
 }
 
 impl Settings {

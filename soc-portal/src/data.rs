@@ -217,12 +217,7 @@ impl ListFilter {
             values.push(Value::Text(s.clone()));
         }
         if let Some(text) = &self.text {
-            let pattern = format!(
-                "%{}%",
-                text.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let pattern = like_pattern(text);
             let ors: Vec<String> = text_columns
                 .iter()
                 .map(|c| format!("{c} LIKE ? ESCAPE '\\'"))
@@ -240,6 +235,17 @@ impl ListFilter {
         };
         newest_first(reader.connection(), &select, row).map_err(|e| sql_err(reader, e))
     }
+}
+
+/// A `LIKE … ESCAPE '\\'` pattern that finds `text` anywhere, its own `%`,
+/// `_` and `\\` taken literally.
+pub fn like_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }
 
 /// One raised alert.
@@ -282,6 +288,12 @@ pub fn alerts(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<AlertRow
             })
         },
     )?;
+    Ok(raised(all))
+}
+
+/// The raised alerts among `all` (newest first), each marked `cleared`
+/// when a later alert of its subject brought it back up.
+pub fn raised(all: Vec<AlertRow>) -> Vec<AlertRow> {
     // Newest first: a clear seen before (later than) a raise clears it.
     let mut cleared: HashSet<(String, String, String)> = HashSet::new();
     let mut out = Vec::new();
@@ -294,7 +306,7 @@ pub fn alerts(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<AlertRow
         a.cleared = cleared.contains(&key);
         out.push(a);
     }
-    Ok(out)
+    out
 }
 
 /// One configuration (watched file) change.
@@ -320,10 +332,6 @@ pub fn changes(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<ChangeR
         &["file_path"],
         |r| {
             let body: Vec<u8> = r.get(7)?;
-            let while_stopped = matches!(
-                Event::decode(body.as_slice()).ok().and_then(|e| e.kind),
-                Some(Kind::FileChange(f)) if f.while_agent_stopped
-            );
             Ok(ChangeRow {
                 id: r.get(0)?,
                 agent: r.get(1)?,
@@ -332,9 +340,18 @@ pub fn changes(reader: &TenantReader, filter: &ListFilter) -> Result<Vec<ChangeR
                 action: r.get(4)?,
                 severity: r.get(5)?,
                 changed_by: r.get(6)?,
-                while_stopped,
+                while_stopped: while_stopped(&body),
             })
         },
+    )
+}
+
+/// Whether a stored file change (its protobuf `body`) happened while the
+/// agent was stopped.
+pub fn while_stopped(body: &[u8]) -> bool {
+    matches!(
+        Event::decode(body).ok().and_then(|e| e.kind),
+        Some(Kind::FileChange(f)) if f.while_agent_stopped
     )
 }
 

@@ -36,11 +36,14 @@ pub struct Escalation {
     pub comment: String,
 }
 
-/// Sends `e` through every channel of its tenant; one line per channel.
-/// `None` when `[notify]` is not configured or has no channel for the tenant.
+/// Sends `e` through every channel of its tenant, to the tenant's contacts
+/// (`contacts_root/contacts/TENANT.json`), keeping the channels' state
+/// under `portal_root`; one line per channel. `None` when `[notify]` is not
+/// configured or has no channel for the tenant.
 pub async fn send(
     notify: Option<&NotifyConfig>,
-    store_root: &Path,
+    contacts_root: &Path,
+    portal_root: &Path,
     e: &Escalation,
 ) -> Option<Vec<String>> {
     let notify = notify?;
@@ -94,7 +97,7 @@ pub async fn send(
         }],
     };
     let mut out = Vec::new();
-    let contacts = match contacts::load(store_root, &e.tenant) {
+    let contacts = match contacts::load(contacts_root, &e.tenant) {
         Ok(list) => list,
         Err(err) => {
             // Said to the analyst; the channels' own recipients still get it.
@@ -105,7 +108,7 @@ pub async fn send(
     let severity = Severity::parse(&e.severity).unwrap_or(Severity::Critical);
     let contacts = contacts::recipients(&contacts, severity);
     // The portal's own SNMP engine state, apart from the receiver's.
-    let state_dir = store_root.join("portal-notify");
+    let state_dir = portal_root.join("portal-notify");
     for config in configs {
         let name = config.name().to_string();
         let line = match Channel::build(config, &state_dir) {

@@ -28,6 +28,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod data;
 pub mod db;
@@ -45,7 +46,7 @@ pub mod users;
 pub mod web;
 pub mod workflow;
 
-pub use config::{PortalSection, Settings};
+pub use config::{DataSettings, PortalSection, Settings};
 pub use db::Db;
 pub use roles::Role;
 pub use server::serve;

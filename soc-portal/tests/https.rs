@@ -25,7 +25,10 @@ async fn serves_https_only_with_the_headers() {
         lockout_after: 5,
         lockout_for: Duration::from_secs(900),
         root: dir.path().to_path_buf(),
-        control_db: dir.path().join("soc.db"),
+        contacts_root: dir.path().to_path_buf(),
+        data: owlet_soc_portal::DataSettings::Embedded {
+            control_db: dir.path().join("soc.db"),
+        },
         tenant_zones: BTreeMap::new(),
         silent_after: Duration::from_secs(90),
         notify: None,

@@ -109,7 +109,7 @@ fn main() {
     let reader = store.reader("bench").expect("reader");
     let zone = Zone::parse("Asia/Tokyo").expect("zone");
     let req = Request {
-        reader: &reader,
+        source: &reader,
         zone: &zone,
         from_us: start + 7 * 24 * HOUR_US,
         to_us: start + HOURS * HOUR_US,

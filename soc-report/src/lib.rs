@@ -397,8 +397,6 @@ pub fn build(
     })
 }
 
-pub(crate) type Db = rusqlite::Connection;
-
 pub(crate) fn round(v: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (v * f).round() / f

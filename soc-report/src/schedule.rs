@@ -349,30 +349,9 @@ pub fn stored(store: &Store, tenant: &str) -> Result<Vec<StoredReport>, ReportEr
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
     };
-    let mut by: std::collections::BTreeMap<(i64, String), Vec<String>> = Default::default();
-    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
-        let Some(period) = period_of(&path) else {
-            continue;
-        };
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.ends_with(".mail-pending") {
-            continue;
-        }
-        let end = period.bounds(&Zone::Utc).1;
-        by.entry((end, period.label))
-            .or_default()
-            .push(name.to_string());
-    }
-    Ok(by
-        .into_iter()
-        .rev()
-        .map(|((_, period), mut files)| {
-            files.sort();
-            StoredReport { period, files }
-        })
-        .collect())
+    Ok(crate::shelf::listing::periods(
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()),
+    ))
 }
 
 /// A report set waiting to be mailed.

@@ -25,8 +25,9 @@
 //! rolling along the range), from the rollups' histograms (within half a
 //! point), so a 30-day plot reads 7 × 24 extra rows per sensor.
 //!
-//! Guarantees: reads one tenant's file through its read-only
-//! [`TenantReader`]; every series has one value per step (`null` where
+//! Guarantees: reads one tenant's data through its read-only [`Source`]
+//! (`crate::source`: the embedded SOC's tenant file or the scaled-out
+//! SOC's tenant schema, the same portable SQL); every series has one value per step (`null` where
 //! there was no data, never a made-up zero); times are Unix seconds (UTC)
 //! for the x axis, with the tenant's zone named for the axis labels.
 
@@ -34,10 +35,9 @@ use std::collections::BTreeMap;
 
 use owlet_soc_export::Zone;
 use owlet_soc_store::rollup::{HOUR_US, Hist, Scale};
-use owlet_soc_store::{Newest, TenantReader, newest_first};
-use rusqlite::params;
 use serde::Serialize;
 
+use crate::source::{Param, Row, Source as TenantSource};
 use crate::{NameCount, ReportError, TopList, round};
 
 const MINUTE_US: i64 = 60_000_000;
@@ -165,9 +165,9 @@ impl Metric {
     }
 }
 
-/// The request: a tenant (its reader), a range and the zone of the labels.
+/// The request: a tenant (its source), a range and the zone of the labels.
 pub struct Request<'a> {
-    pub reader: &'a TenantReader,
+    pub source: &'a dyn TenantSource,
     pub zone: &'a Zone,
     pub from_us: i64,
     pub to_us: i64,
@@ -203,24 +203,26 @@ fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
 /// Runs `sql` (its first column a time in µs, bound `?1` = from, `?2` =
 /// to of `axis`) and calls `each` with the step of every row in the range.
 fn each_step(
-    db: &crate::Db,
+    db: &dyn TenantSource,
     sql: &str,
     axis: &Axis,
-    mut each: impl FnMut(usize, &rusqlite::Row) -> rusqlite::Result<()>,
-) -> rusqlite::Result<()> {
-    // A tenant file that never stored an event has rollup tables but no
-    // `events` view yet: nothing to read.
-    if sql.contains("FROM events") && !has_events(db)? {
+    mut each: impl FnMut(usize, &Row),
+) -> Result<(), ReportError> {
+    // A tenant that never stored an event has rollup tables but no
+    // `events` yet: nothing to read.
+    if sql.contains("FROM events") && !db.has_events()? {
         return Ok(());
     }
-    let mut stmt = db.prepare(sql)?;
-    let mut rows = stmt.query(params![axis.from_us, axis.to_us])?;
-    while let Some(r) = rows.next()? {
-        if let Some(i) = axis.index(r.get(0)?) {
-            each(i, r)?;
-        }
-    }
-    Ok(())
+    db.each_row(
+        sql,
+        &[Param::Int(axis.from_us), Param::Int(axis.to_us)],
+        &mut |r| {
+            if let Some(i) = axis.index(r.int(0)) {
+                each(i, r);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Per key, per step: an accumulator.
@@ -298,7 +300,7 @@ impl CheckAcc {
 /// Counts per check and step, and the latency distribution when `latency`
 /// (reading and merging histograms is most of the cost of a long range).
 fn check_grid(req: &Request, axis: &Axis, latency: bool) -> Result<Grid<CheckAcc>, ReportError> {
-    let db = req.reader.connection();
+    let db = req.source;
     let n = axis.len();
     let mut grid: Grid<CheckAcc> = BTreeMap::new();
     // Hourly steps over rollups: each cell is exactly one row.
@@ -314,22 +316,19 @@ fn check_grid(req: &Request, axis: &Axis, latency: bool) -> Result<Grid<CheckAcc
                  FROM rollup_checks WHERE hour_us >= ?1 AND hour_us < ?2"
             };
             each_step(db, sql, axis, |i, r| {
-                let a = &mut slot(&mut grid, r.get(1)?, n)[i];
-                a.results += r.get::<_, i64>(2)?;
-                a.up += r.get::<_, i64>(3)?;
-                if let (Some(lo), Some(hi)) =
-                    (r.get::<_, Option<f64>>(4)?, r.get::<_, Option<f64>>(5)?)
-                {
+                let a = &mut slot(&mut grid, r.text(1), n)[i];
+                a.results += r.int(2);
+                a.up += r.int(3);
+                if let (Some(lo), Some(hi)) = (r.opt_real(4), r.opt_real(5)) {
                     a.min = Some(a.min.map_or(lo, |m| m.min(lo)));
                     a.max = Some(a.max.map_or(hi, |m| m.max(hi)));
-                    let text = r.get_ref(6)?.as_str().unwrap_or("{}");
+                    let text = r.opt_text(6).unwrap_or_else(|| "{}".into());
                     if one_row {
-                        a.read = Some(stored_percentiles(text, lo, hi));
+                        a.read = Some(stored_percentiles(&text, lo, hi));
                     } else {
-                        a.hist.merge(&Hist::parse(text));
+                        a.hist.merge(&Hist::parse(&text));
                     }
                 }
-                Ok(())
             })?;
         }
         Source::Events => {
@@ -339,16 +338,15 @@ fn check_grid(req: &Request, axis: &Axis, latency: bool) -> Result<Grid<CheckAcc
                  FROM events WHERE time_us >= ?1 AND time_us < ?2 AND kind = 'check_result'",
                 axis,
                 |i, r| {
-                    let a = &mut slot(&mut grid, r.get(1)?, n)[i];
-                    let result: Option<String> = r.get(2)?;
+                    let a = &mut slot(&mut grid, r.text(1), n)[i];
+                    let result = r.opt_text(2);
                     a.results += 1;
                     a.up += i64::from(result.as_deref() == Some("up"));
                     if matches!(result.as_deref(), Some("up" | "degraded"))
-                        && let Some(l) = r.get::<_, Option<i64>>(3)?
+                        && let Some(l) = r.opt_int(3)
                     {
                         a.raw.push(l as f64);
                     }
-                    Ok(())
                 },
             )?;
         }
@@ -406,7 +404,7 @@ struct Mean {
 /// range (see the module doc).
 pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
     let axis = req.axis();
-    let db = req.reader.connection();
+    let db = req.source;
     let n = axis.len();
     let c = metric.column();
     let mut grid: Grid<Mean> = BTreeMap::new();
@@ -420,10 +418,9 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
                 ),
                 &axis,
                 |i, r| {
-                    let m = &mut slot(&mut grid, r.get(1)?, n)[i];
-                    m.n += r.get::<_, i64>(2)?;
-                    m.sum += r.get::<_, f64>(3)?;
-                    Ok(())
+                    let m = &mut slot(&mut grid, r.text(1), n)[i];
+                    m.n += r.int(2);
+                    m.sum += r.real(3);
                 },
             )?;
         }
@@ -432,10 +429,9 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
                 "SELECT time_us, agent, {c}_percent FROM events
                  WHERE time_us >= ?1 AND time_us < ?2 AND kind = 'host_metrics' AND {c}_percent IS NOT NULL"
             ), &axis, |i, r| {
-                let m = &mut slot(&mut grid, r.get(1)?, n)[i];
+                let m = &mut slot(&mut grid, r.text(1), n)[i];
                 m.n += 1;
-                m.sum += r.get::<_, f64>(2)?;
-                Ok(())
+                m.sum += r.real(2);
             })?;
         }
     }
@@ -486,34 +482,37 @@ pub fn host(req: &Request, metric: Metric) -> Result<Series, ReportError> {
 type Bands = [Option<(f64, f64)>; 25];
 
 fn learned_normal(
-    db: &crate::Db,
+    db: &dyn TenantSource,
     c: &str,
     from_us: i64,
 ) -> Result<BTreeMap<String, Bands>, ReportError> {
     let start = from_us.div_euclid(HOUR_US) * HOUR_US - 7 * DAY_US;
-    let mut stmt = db.prepare(&format!(
-        "SELECT hour_us, agent, {c}_n, {c}_max, {c}_hist FROM rollup_host
-         WHERE hour_us >= ?1 AND hour_us < ?2 AND {c}_n > 0"
-    ))?;
     // Per agent, per hour of day and all (24): histogram, max, days seen.
     let mut acc: BTreeMap<String, Vec<(Hist, f64, i64, i64)>> = BTreeMap::new();
-    let mut rows = stmt.query(params![start, start + 7 * DAY_US])?;
-    while let Some(r) = rows.next()? {
-        let hour: i64 = r.get(0)?;
-        let hist = Hist::parse(&r.get::<_, String>(4)?);
-        let max: f64 = r.get::<_, Option<f64>>(3)?.unwrap_or(100.0);
-        let n: i64 = r.get(2)?;
-        let slots = acc
-            .entry(r.get(1)?)
-            .or_insert_with(|| vec![(Hist::default(), 0.0, 0, 0); 25]);
-        for h in [(hour.rem_euclid(DAY_US) / HOUR_US) as usize, 24] {
-            let s = &mut slots[h];
-            s.0.merge(&hist);
-            s.1 = f64::max(s.1, max);
-            s.2 += 1;
-            s.3 += n;
-        }
-    }
+    db.each_row(
+        &format!(
+            "SELECT hour_us, agent, {c}_n, {c}_max, {c}_hist FROM rollup_host
+             WHERE hour_us >= ?1 AND hour_us < ?2 AND {c}_n > 0"
+        ),
+        &[Param::Int(start), Param::Int(start + 7 * DAY_US)],
+        &mut |r| {
+            let hour = r.int(0);
+            let hist = Hist::parse(&r.text(4));
+            let max = r.opt_real(3).unwrap_or(100.0);
+            let n = r.int(2);
+            let slots = acc
+                .entry(r.text(1))
+                .or_insert_with(|| vec![(Hist::default(), 0.0, 0, 0); 25]);
+            for h in [(hour.rem_euclid(DAY_US) / HOUR_US) as usize, 24] {
+                let s = &mut slots[h];
+                s.0.merge(&hist);
+                s.1 = f64::max(s.1, max);
+                s.2 += 1;
+                s.3 += n;
+            }
+            Ok(())
+        },
+    )?;
     Ok(acc
         .into_iter()
         .map(|(agent, slots)| {
@@ -533,7 +532,7 @@ fn learned_normal(
 /// Capture throughput: flow bytes and packets per second (flows' own times).
 pub fn capture(req: &Request) -> Result<Series, ReportError> {
     let axis = req.axis();
-    let db = req.reader.connection();
+    let db = req.source;
     let n = axis.len();
     let mut bytes = vec![None::<f64>; n];
     let mut packets = vec![None::<f64>; n];
@@ -549,9 +548,8 @@ pub fn capture(req: &Request) -> Result<Series, ReportError> {
         }
     };
     each_step(db, sql, &axis, |i, r| {
-        *bytes[i].get_or_insert(0.0) += r.get::<_, i64>(1)? as f64;
-        *packets[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
-        Ok(())
+        *bytes[i].get_or_insert(0.0) += r.real(1);
+        *packets[i].get_or_insert(0.0) += r.real(2);
     })?;
     let secs = axis.step_us as f64 / 1e6;
     let per_second = |v: Vec<Option<f64>>| {
@@ -594,11 +592,11 @@ pub fn tops(req: &Request, top: usize) -> Result<Tops, ReportError> {
     Ok(Tops {
         from: req.zone.rfc3339(h0),
         to: req.zone.rfc3339(req.to_us),
-        sources: crate::top_list(req.reader, "src", h0, h1, top)?,
-        destinations: crate::top_list(req.reader, "dst", h0, h1, top)?,
-        ports: crate::top_list(req.reader, "dst_port", h0, h1, top)?,
-        dns: crate::names(req.reader, "dns", h0, h1, top)?,
-        sni: crate::names(req.reader, "sni", h0, h1, top)?,
+        sources: crate::top_list(req.source, "src", h0, h1, top)?,
+        destinations: crate::top_list(req.source, "dst", h0, h1, top)?,
+        ports: crate::top_list(req.source, "dst_port", h0, h1, top)?,
+        dns: crate::names(req.source, "dns", h0, h1, top)?,
+        sni: crate::names(req.source, "sni", h0, h1, top)?,
     })
 }
 
@@ -627,10 +625,10 @@ pub struct AlertMark {
 
 pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
     let axis = req.axis();
-    let db = req.reader.connection();
+    let db = req.source;
     let n = axis.len();
     let mut by: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
-    let raw = has_events(db)?;
+    let raw = db.has_events()?;
     let sql = match axis.source {
         Source::Rollups => {
             "SELECT hour_us, severity, alerts FROM rollup_alerts WHERE hour_us >= ?1 AND hour_us < ?2"
@@ -641,9 +639,8 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
         }
     };
     each_step(db, sql, &axis, |i, r| {
-        let v = by.entry(r.get(1)?).or_insert_with(|| vec![None; n]);
-        *v[i].get_or_insert(0.0) += r.get::<_, i64>(2)? as f64;
-        Ok(())
+        let v = by.entry(r.text(1)).or_insert_with(|| vec![None; n]);
+        *v[i].get_or_insert(0.0) += r.real(2);
     })?;
     // How many alerts the range holds: the hourly counts already read when
     // the axis is the rollups' (a count over a month of raw alerts took a
@@ -665,43 +662,34 @@ pub fn alerts(req: &Request, limit: usize) -> Result<Timeline, ReportError> {
     let (mut marks, mut total) = (Vec::new(), 0);
     if raw {
         total = counted as i64;
-        let select = Newest {
-            columns: "time_us, agent, COALESCE(alert_name, ''), COALESCE(severity, ''),
-                      COALESCE(state, ''), COALESCE(alert_subject, '')",
-            filter: "kind = 'alert'",
-            values: &[],
-            from_us: Some(req.from_us),
-            to_us: Some(req.to_us),
-            limit,
-        };
-        marks = newest_first(db, &select, |r| {
-            let t: i64 = r.get(0)?;
-            Ok(AlertMark {
-                t: t.div_euclid(1_000_000),
-                time: req.zone.rfc3339(t),
-                agent: r.get(1)?,
-                name: r.get(2)?,
-                severity: r.get(3)?,
-                state: r.get(4)?,
-                subject: r.get(5)?,
+        marks = db
+            .newest(
+                "time_us, agent, COALESCE(alert_name, ''), COALESCE(severity, ''),
+                 COALESCE(state, ''), COALESCE(alert_subject, '')",
+                "kind = 'alert'",
+                (req.from_us, req.to_us),
+                limit,
+            )?
+            .iter()
+            .map(|r| {
+                let t = r.int(0);
+                AlertMark {
+                    t: t.div_euclid(1_000_000),
+                    time: req.zone.rfc3339(t),
+                    agent: r.text(1),
+                    name: r.text(2),
+                    severity: r.text(3),
+                    state: r.text(4),
+                    subject: r.text(5),
+                }
             })
-        })?;
+            .collect();
     }
     Ok(Timeline {
         counts: req.series("Alerts", &axis, lines),
         not_listed: total - marks.len() as i64,
         alerts: marks,
     })
-}
-
-/// Whether the tenant's file has the `events` view yet (a file that never
-/// stored an event has not).
-fn has_events(db: &crate::Db) -> rusqlite::Result<bool> {
-    db.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'events')",
-        [],
-        |r| r.get(0),
-    )
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ fn long_ranges_read_rollups_short_ones_read_events() {
     let reader = store.reader("acme").unwrap();
     let zone = Zone::parse("Asia/Tokyo").unwrap();
     let month = Request {
-        reader: &reader,
+        source: &reader,
         zone: &zone,
         from_us: us(0),
         to_us: us(30 * DAY),
@@ -86,7 +86,7 @@ fn long_ranges_read_rollups_short_ones_read_events() {
 
     // Two hours around the web checks: 1-minute steps from the events.
     let short = Request {
-        reader: &reader,
+        source: &reader,
         zone: &zone,
         from_us: us(DAY),
         to_us: us(DAY + 7200),
@@ -132,7 +132,7 @@ fn a_tenant_that_never_stored_an_event_has_empty_series() {
     let reader = store.reader("acme").unwrap();
     for (from_us, to_us) in [(us(0), us(3600)), (us(0), us(30 * DAY))] {
         let req = Request {
-            reader: &reader,
+            source: &reader,
             zone: &Zone::Utc,
             from_us,
             to_us,

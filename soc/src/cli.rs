@@ -205,9 +205,11 @@ pub enum Command {
         json: bool,
     },
     /// Run the web portal (HTTPS) for analysts and customers: its own
-    /// process, reading the store read-only ([portal] in soc.toml).
+    /// process, reading the store read-only ([portal] in soc.toml), or in
+    /// the scaled-out SOC the writer's PostgreSQL (a portal.toml with
+    /// [postgres], [portal] and [paths]).
     Portal {
-        /// The SOC configuration.
+        /// The SOC configuration (soc.toml), or the scaled-out SOC's portal.toml.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },

@@ -284,7 +284,10 @@ impl SocConfig {
             lockout_after: p.lockout_after,
             lockout_for: p.lockout_for,
             root: self.store_root()?,
-            control_db: self.sqlite_path()?.to_path_buf(),
+            contacts_root: self.store_root()?,
+            data: owlet_soc_portal::DataSettings::Embedded {
+                control_db: self.sqlite_path()?.to_path_buf(),
+            },
             tenant_zones: self
                 .tenants
                 .iter()
@@ -415,7 +418,7 @@ impl PostgresSection {
 
     /// Resolves `password_file` against the config file's directory and
     /// checks the connection string and that the file is there.
-    fn resolve_and_check(
+    pub(crate) fn resolve_and_check(
         &mut self,
         source: &owlet_tomlconf::Source,
         errors: &mut Vec<owlet_tomlconf::ConfigError>,
@@ -471,7 +474,7 @@ pub fn load_outputs(path: &Path) -> Result<OutputsFile, ConfigErrors> {
 
 /// Adds each tenant's zone (`[tenants.NAME] time_zone`) to `notify`
 /// unless `[[notify.tenant]]` names the tenant already.
-fn add_tenant_zones<'a>(
+pub(crate) fn add_tenant_zones<'a>(
     notify: &mut owlet_soc_notify::NotifyConfig,
     zones: impl Iterator<Item = (&'a String, Option<&'a String>)>,
 ) {
@@ -532,7 +535,8 @@ fn default_notify_state() -> PathBuf {
     PathBuf::from("/var/lib/owlet-soc-notify")
 }
 
-/// `notify.toml`'s `[tenants.NAME]`: only the zone means anything here.
+/// `notify.toml`'s and `portal.toml`'s `[tenants.NAME]`: only the zone
+/// means anything there.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyTenant {
@@ -759,17 +763,8 @@ fn resolve_and_check(
             }
         }
     }
-    for path in [
-        &mut config.portal.cert,
-        &mut config.portal.key,
-        &mut config.portal.ca_dir,
-    ]
-    .into_iter()
-    .flatten()
-    .chain(config.portal.oidc.iter_mut().flat_map(|o| o.paths_mut()))
-    {
-        *path = source.resolve(path);
-    }
+    let mut errors = Vec::new();
+    resolve_and_check_portal(&mut config.portal, source, &mut errors);
     if let Some(notify) = &mut config.notify {
         for channel in &mut notify.channels {
             for path in channel.files_mut() {
@@ -785,7 +780,6 @@ fn resolve_and_check(
                 .map(|(name, t)| (name, t.time_zone.as_ref())),
         );
     }
-    let mut errors = Vec::new();
     check_bus(config, source, &mut errors);
     if let Some(notify) = &config.notify
         && let Err(e) = notify.validate()
@@ -823,20 +817,6 @@ fn resolve_and_check(
             "log.level",
             format!("not a log filter ({e}); examples: \"info\", \"owlet_soc=debug,info\""),
         ));
-    }
-    let oidc_files = config.portal.oidc.iter().flat_map(|o| o.check_files());
-    for (key, message) in config.portal.problems().into_iter().chain(oidc_files) {
-        errors.push(source.error(&format!("portal.{key}"), message));
-    }
-    if let Some(cert) = &config.portal.cert
-        && let Err(e) = owlet_tls::load_certs(cert)
-    {
-        errors.push(source.error("portal.cert", e.to_string()));
-    }
-    if let Some(key) = &config.portal.key
-        && let Err(e) = owlet_tls::load_private_key(key)
-    {
-        errors.push(source.error("portal.key", e.to_string()));
     }
     if config.server.max_connections == 0 {
         errors.push(source.error("server.max_connections", "must be at least 1"));
@@ -877,9 +857,40 @@ fn resolve_and_check(
     errors
 }
 
+/// `[portal]`, in soc.toml or portal.toml: its files resolved against the
+/// config file's directory, its values, the OIDC files, and the
+/// certificate and key when given.
+pub(crate) fn resolve_and_check_portal(
+    portal: &mut owlet_soc_portal::PortalSection,
+    source: &owlet_tomlconf::Source,
+    errors: &mut Vec<owlet_tomlconf::ConfigError>,
+) {
+    for path in [&mut portal.cert, &mut portal.key, &mut portal.ca_dir]
+        .into_iter()
+        .flatten()
+        .chain(portal.oidc.iter_mut().flat_map(|o| o.paths_mut()))
+    {
+        *path = source.resolve(path);
+    }
+    let oidc_files = portal.oidc.iter().flat_map(|o| o.check_files());
+    for (key, message) in portal.problems().into_iter().chain(oidc_files) {
+        errors.push(source.error(&format!("portal.{key}"), message));
+    }
+    if let Some(cert) = &portal.cert
+        && let Err(e) = owlet_tls::load_certs(cert)
+    {
+        errors.push(source.error("portal.cert", e.to_string()));
+    }
+    if let Some(key) = &portal.key
+        && let Err(e) = owlet_tls::load_private_key(key)
+    {
+        errors.push(source.error("portal.key", e.to_string()));
+    }
+}
+
 /// `[tenants.NAME]`: a tenant name an identity may carry, and an IANA
 /// `time_zone`.
-fn check_tenant_zone(
+pub(crate) fn check_tenant_zone(
     name: &str,
     zone: Option<&str>,
     source: &owlet_tomlconf::Source,

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod notify;
 pub mod outputs;
 pub mod portal_cli;
+pub mod portal_config;
 pub mod query;
 pub mod refusals;
 pub mod reports;

@@ -1,6 +1,7 @@
 //! `owlet-soc user ...`: the portal's users from the command line (the
 //! first mssp-admin has to come from somewhere). Opens the portal's
-//! database beside `[sink] path` (`portal.db`), creating it.
+//! database (`portal.db`), creating it: beside `[sink] path` of a soc.toml,
+//! or in `[paths] state_dir` of the scaled-out SOC's portal.toml.
 
 use std::path::Path;
 
@@ -11,8 +12,8 @@ use owlet_soc_portal::{Db, Role};
 use crate::cli::UserCommand;
 use crate::config::SocConfig;
 
-fn open(config: &SocConfig) -> anyhow::Result<Db> {
-    let settings = config.portal_settings()?;
+fn open(path: &Path, load: &impl Fn(&Path) -> anyhow::Result<SocConfig>) -> anyhow::Result<Db> {
+    let (settings, _) = crate::portal_config::settings(path, load)?;
     std::fs::create_dir_all(&settings.root)?;
     Ok(Db::open(&settings.portal_db())?)
 }
@@ -47,7 +48,7 @@ pub fn user(
             time_zone,
             totp,
         } => {
-            let db = open(&load(&config)?)?;
+            let db = open(&config, &load)?;
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
             if !matches!(lang.as_str(), "en" | "ja") {
                 anyhow::bail!("--lang: \"{lang}\"; choose en or ja");
@@ -67,7 +68,7 @@ pub fn user(
             Ok(0)
         }
         UserCommand::List { config } => {
-            let db = open(&load(&config)?)?;
+            let db = open(&config, &load)?;
             let list = users::list(&db.lock())?;
             if list.is_empty() {
                 println!("No portal users yet: owlet-soc user add --name N --role mssp-admin");
@@ -90,7 +91,7 @@ pub fn user(
             Ok(0)
         }
         UserCommand::Passwd { config, name } => {
-            let db = open(&load(&config)?)?;
+            let db = open(&config, &load)?;
             print_credentials(&users::reset_password(&db.lock(), &name)?);
             Ok(0)
         }
@@ -99,7 +100,7 @@ pub fn user(
             name,
             enable,
         } => {
-            let db = open(&load(&config)?)?;
+            let db = open(&config, &load)?;
             users::set_disabled(&db.lock(), &name, !enable)?;
             println!(
                 "{name} {}.",

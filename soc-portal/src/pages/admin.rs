@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::tenant::SensorRow;
-use crate::data;
 use crate::i18n::Lang;
 use crate::roles::Role;
 use crate::users::{self, Credentials, NewUser, User};
@@ -46,25 +45,21 @@ pub async fn overview(
             let now = crate::db::now_us();
             let mut tenants = Vec::new();
             for name in s.all_tenants() {
-                let sensors = data::sensors(
-                    &s.settings.control_db,
-                    &name,
-                    None,
-                    s.settings.silent_after,
-                    now,
-                )?
-                .into_iter()
-                .map(|x| SensorRow {
-                    state: x.state.to_string(),
-                    last_seen: ctx.show(x.last_seen_us),
-                    cert_expires: x.cert_expires_us.map_or_else(String::new, |t| ctx.show(t)),
-                    spool: String::new(),
-                    agent: x.agent,
-                    hostname: x.hostname,
-                    version: x.version,
-                    hw_profile: x.hw_profile,
-                })
-                .collect();
+                let sensors = s
+                    .data(&name)?
+                    .sensors(s.settings.silent_after, now)?
+                    .into_iter()
+                    .map(|x| SensorRow {
+                        state: x.state.to_string(),
+                        last_seen: ctx.show(x.last_seen_us),
+                        cert_expires: x.cert_expires_us.map_or_else(String::new, |t| ctx.show(t)),
+                        spool: String::new(),
+                        agent: x.agent,
+                        hostname: x.hostname,
+                        version: x.version,
+                        hw_profile: x.hw_profile,
+                    })
+                    .collect();
                 tenants.push(TenantRow {
                     zone: s
                         .settings

@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::tenant::{AlertItem, alert_items};
 use super::{FilterQuery, given};
-use crate::data;
 use crate::escalate::{self, Escalation};
 use crate::web::{AppState, Ctx, Frame, PageError, render};
 use crate::workflow;
@@ -36,13 +35,9 @@ pub async fn list(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?;
-            let rows = match s.reader(tenant)? {
-                Some(r) => {
-                    let states = workflow::states(&s.db.lock(), tenant)?;
-                    alert_items(&ctx, data::alerts(&r, &filter)?, &states)
-                }
-                None => Vec::new(),
-            };
+            let alerts = s.data(tenant)?.alerts(&filter)?;
+            let states = workflow::states(&s.db.lock(), tenant)?;
+            let rows = alert_items(&ctx, alerts, &states);
             let rows = rows
                 .into_iter()
                 .filter(|a| wanted.as_ref().is_none_or(|w| *w == a.workflow))
@@ -91,8 +86,10 @@ fn load_alert(
     ctx: &Ctx,
     id: i64,
 ) -> Result<(owlet_soc_store::StoredEvent, owlet_proto::v1::Alert), PageError> {
-    let reader = s.reader(ctx.tenant()?)?.ok_or(PageError::NotFound)?;
-    let e = data::event(&reader, id)?.ok_or(PageError::NotFound)?;
+    let e = s
+        .data(ctx.tenant()?)?
+        .event(id)?
+        .ok_or(PageError::NotFound)?;
     match e.event.as_ref().and_then(|ev| ev.kind.clone()) {
         Some(Kind::Alert(a)) => Ok((e, a)),
         _ => Err(PageError::NotFound),
@@ -230,8 +227,13 @@ pub async fn set_state(
         .await?;
     if let Some(esc) = escalation {
         let inner = state.0.clone();
-        let result =
-            escalate::send(inner.settings.notify.as_ref(), &inner.settings.root, &esc).await;
+        let result = escalate::send(
+            inner.settings.notify.as_ref(),
+            &inner.settings.contacts_root,
+            &inner.settings.root,
+            &esc,
+        )
+        .await;
         let detail = match result {
             Some(lines) => lines.join("; "),
             None => "no [notify] channel serves this tenant: recorded only".to_string(),

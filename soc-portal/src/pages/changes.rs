@@ -29,10 +29,7 @@ pub async fn list(
     let filter = q.filter(&ctx, 200)?;
     state
         .blocking(move |s| {
-            let rows = match s.reader(ctx.tenant()?)? {
-                Some(r) => change_items(&ctx, data::changes(&r, &filter)?),
-                None => Vec::new(),
-            };
+            let rows = change_items(&ctx, s.data(ctx.tenant()?)?.changes(&filter)?);
             s.audit(&ctx, "view.changes", &format!("{q:?}"));
             render(&ChangesPage {
                 f: Frame::new(&ctx, "changes.title"),
@@ -74,8 +71,10 @@ pub async fn detail(
 ) -> Result<Response, PageError> {
     state
         .blocking(move |s| {
-            let reader = s.reader(ctx.tenant()?)?.ok_or(PageError::NotFound)?;
-            let e = data::event(&reader, id)?.ok_or(PageError::NotFound)?;
+            let e = s
+                .data(ctx.tenant()?)?
+                .event(id)?
+                .ok_or(PageError::NotFound)?;
             let Some(Kind::FileChange(fc)) = e.event.as_ref().and_then(|ev| ev.kind.clone()) else {
                 return Err(PageError::NotFound);
             };

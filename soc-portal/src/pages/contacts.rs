@@ -102,7 +102,7 @@ impl From<ContactsError> for Refused {
 
 fn page(s: &Inner, ctx: &Ctx, error: String, typed: ContactForm) -> Result<Response, PageError> {
     let tenant = ctx.tenant()?;
-    let (list, unreadable) = match contacts::load(&s.settings.root, tenant) {
+    let (list, unreadable) = match contacts::load(&s.settings.contacts_root, tenant) {
         Ok(list) => (list, false),
         Err(ContactsError::Tenant { .. }) => return Err(PageError::NotFound),
         Err(e) => {
@@ -148,7 +148,7 @@ async fn apply(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?.to_string();
-            match contacts::update(&s.settings.root, &tenant, change) {
+            match contacts::update(&s.settings.contacts_root, &tenant, change) {
                 Ok(detail) => {
                     s.audit(&ctx, action, &detail);
                     Ok(Redirect::to(&base(&tenant)).into_response())

@@ -115,11 +115,14 @@ pub async fn export(
     let tenant = ctx.tenant()?.to_string();
     let c = ctx.clone();
     let detail = format!("{q:?}");
-    let reader = state
+    let data = state
         .blocking(move |s| {
-            let reader = s.reader(c.tenant()?)?.ok_or(PageError::NotFound)?;
+            let data = s.data(c.tenant()?)?;
+            if !data.has_events()? {
+                return Err(PageError::NotFound);
+            }
             s.audit(&c, "download", &detail);
-            Ok(reader)
+            Ok(data)
         })
         .await?;
     let (tx, rx) = mpsc::channel(8);
@@ -128,7 +131,7 @@ pub async fn export(
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        if let Err(e) = owlet_soc_export::export(&reader, &filter, format, &zone, &mut out) {
+        if let Err(e) = data.export(&filter, format, &zone, &mut out) {
             // The browser sees a cut download; the log says why.
             tracing::warn!("portal download: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));

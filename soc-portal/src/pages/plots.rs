@@ -9,7 +9,7 @@
 //!   `from ≥ to` or a range over [`MAX_RANGE_DAYS`] is a 400 with a
 //!   readable message, never a panic;
 //! * the series are soc-report's ([`owlet_soc_report::series`]), read
-//!   through the request's tenant's read-only reader with the range bound
+//!   through the request's tenant's read-only source ([`crate::backend`]) with the range bound
 //!   as SQL parameters; the tenant is the guard's, never the request's;
 //! * sensor data (labels, names, subjects) reaches the page only through
 //!   askama's escaping or as JSON that `plots.js` sets as text.
@@ -213,9 +213,10 @@ pub async fn page(
                 })
                 .collect();
             let (mut tops, mut alerts, mut not_listed) = (Vec::new(), Vec::new(), 0);
-            if let Some(reader) = s.reader(tenant)? {
+            let data = s.data(tenant)?;
+            if let Some(source) = data.source() {
                 let req = Request {
-                    reader: &reader,
+                    source,
                     zone: &zone,
                     from_us: r.from_us,
                     to_us: r.to_us,
@@ -279,7 +280,8 @@ fn series_json(
         return Err(PageError::NotFound);
     }
     let zone = zone_of(s.tenant_zone(tenant));
-    let Some(reader) = s.reader(tenant)? else {
+    let data = s.data(tenant)?;
+    let Some(source) = data.source() else {
         // Nothing stored yet: an empty plot.
         return Ok(serde_json::json!({
             "title": name, "time_zone": zone.name(),
@@ -288,7 +290,7 @@ fn series_json(
         }));
     };
     let req = Request {
-        reader: &reader,
+        source,
         zone: &zone,
         from_us: r.from_us,
         to_us: r.to_us,

@@ -1,13 +1,15 @@
-//! Reports of one tenant: the kept ones (soc-report's schedule writes them
-//! into `tenants/T/reports/`) per period, each HTML page shown inside the
+//! Reports of one tenant: the kept ones (soc-report's schedule keeps them
+//! in `tenants/T/reports/`, or in the scaled-out SOC in `tenant_T.reports`,
+//! read through [`crate::backend`]) per period, each HTML page shown inside the
 //! portal and each PDF / JSON downloaded (audited); and "render now" of a
 //! chosen month or ISO week as HTML (no PDF on demand: printing through
 //! headless Chromium takes seconds and a browser prints the page itself).
 //!
 //! Guarantees:
-//! * a file is served only if its exact name is in the tenant's listing
-//!   ([`schedule::stored`]): no name from the request reaches the disk
-//!   otherwise, and the directory is the guard's tenant's;
+//! * a file is served only if its exact name is kept for the guard's
+//!   tenant ([`crate::backend::TenantData::report_file`]: embedded, listed
+//!   in the tenant's directory before it is read; scaled-out, a bound
+//!   parameter on the tenant's own `reports` table);
 //! * a kept page is self-contained (its stylesheet inline); the portal's
 //!   CSP refuses inline style, so its `<style>` element is swapped for the
 //!   same stylesheet linked from the portal's assets. Nothing else of the
@@ -21,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use owlet_soc_export::Zone;
-use owlet_soc_report::schedule::{self, StoredReport};
+use owlet_soc_report::schedule::StoredReport;
 use owlet_soc_report::{Options, Period, Style};
 use serde::Deserialize;
 
@@ -96,7 +98,9 @@ pub async fn list(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?;
-            let rows = schedule::stored(&s.store, tenant)?
+            let rows = s
+                .data(tenant)?
+                .reports()?
                 .into_iter()
                 .map(|r| row(tenant, r))
                 .collect();
@@ -135,16 +139,13 @@ pub async fn file(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?;
-            let listed = schedule::stored(&s.store, tenant)?
-                .into_iter()
-                .any(|r| r.files.contains(&name));
-            if !listed {
-                return Err(PageError::NotFound);
-            }
-            let path = schedule::reports_dir(&s.store, tenant)?.join(&name);
-            let read = |e: std::io::Error| PageError::Internal(format!("reading {name}: {e}"));
+            let bytes = s
+                .data(tenant)?
+                .report_file(&name)?
+                .ok_or(PageError::NotFound)?;
             if name.ends_with(".html") {
-                let page = std::fs::read_to_string(&path).map_err(read)?;
+                let page = String::from_utf8(bytes)
+                    .map_err(|e| PageError::Internal(format!("reading {name}: {e}")))?;
                 s.audit(&ctx, "report.view", &name);
                 return Ok(Html(linked_style(&page)).into_response());
             }
@@ -155,7 +156,6 @@ pub async fn file(
             } else {
                 return Err(PageError::NotFound);
             };
-            let bytes = std::fs::read(&path).map_err(read)?;
             s.audit(&ctx, "report.download", &name);
             Ok((
                 [
@@ -195,12 +195,13 @@ pub async fn now(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?;
-            let reader = s.reader(tenant)?.ok_or_else(|| {
+            let data = s.data(tenant)?;
+            let source = data.source().ok_or_else(|| {
                 PageError::BadRequest("this tenant has no stored events yet".into())
             })?;
             let zone = Zone::parse(s.tenant_zone(tenant).name()).unwrap_or(Zone::Utc);
             let report = owlet_soc_report::build(
-                &reader,
+                source,
                 &period,
                 &zone,
                 std::time::SystemTime::now(),

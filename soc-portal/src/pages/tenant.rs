@@ -19,8 +19,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use owlet_soc_store::TenantReader;
 
+use crate::backend::TenantData;
 use crate::data::{self, ListFilter};
 use crate::db::now_us;
 use crate::web::{AppState, Ctx, Frame, Inner, PageError, render};
@@ -112,12 +112,10 @@ pub fn change_items(ctx: &Ctx, rows: Vec<data::ChangeRow>) -> Vec<ChangeItem> {
         .collect()
 }
 
-fn board_rows(ctx: &Ctx, reader: Option<&TenantReader>) -> Result<Vec<BoardRow>, PageError> {
-    let Some(reader) = reader else {
-        return Ok(Vec::new());
-    };
+fn board_rows(ctx: &Ctx, data: &dyn TenantData) -> Result<Vec<BoardRow>, PageError> {
     let now = now_us();
-    Ok(data::check_board(reader, now, WINDOW_US)?
+    Ok(data
+        .check_board(now, WINDOW_US)?
         .into_iter()
         .map(|c| BoardRow {
             since: c.since_us.map_or_else(String::new, |t| {
@@ -145,18 +143,12 @@ fn attention_of(
     s: &Inner,
     ctx: &Ctx,
     tenant: &str,
-    reader: Option<&TenantReader>,
+    data: &dyn TenantData,
     board: &[BoardRow],
 ) -> Result<Attention, PageError> {
     let now = now_us();
     let t = ctx.tr();
-    let sensors = data::sensors(
-        &s.settings.control_db,
-        tenant,
-        reader,
-        s.settings.silent_after,
-        now,
-    )?;
+    let sensors = data.sensors(s.settings.silent_after, now)?;
     let silent = sensors.iter().any(data::Sensor::needs_attention);
     let sensors = sensors
         .into_iter()
@@ -177,24 +169,16 @@ fn attention_of(
             hw_profile: x.hw_profile,
         })
         .collect();
-    let alerts = match reader {
-        Some(reader) => {
-            let rows = data::alerts(
-                reader,
-                &ListFilter {
-                    from_us: Some(now - WINDOW_US),
-                    limit: 500,
-                    ..Default::default()
-                },
-            )?;
-            let states = workflow::states(&s.db.lock(), tenant)?;
-            alert_items(ctx, rows, &states)
-                .into_iter()
-                .filter(|a| !a.cleared && a.workflow != "resolved")
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let rows = data.alerts(&ListFilter {
+        from_us: Some(now - WINDOW_US),
+        limit: 500,
+        ..Default::default()
+    })?;
+    let states = workflow::states(&s.db.lock(), tenant)?;
+    let alerts: Vec<AlertItem> = alert_items(ctx, rows, &states)
+        .into_iter()
+        .filter(|a| !a.cleared && a.workflow != "resolved")
+        .collect();
     let down = board.iter().any(|b| b.state == "down");
     Ok(Attention {
         nothing: !down && !silent && alerts.is_empty(),
@@ -222,23 +206,17 @@ pub async fn overview(
     state
         .blocking(move |s| {
             let tenant = c.tenant()?;
-            let reader = s.reader(tenant)?;
-            let board = board_rows(&c, reader.as_ref())?;
-            let a = attention_of(s, &c, tenant, reader.as_ref(), &board)?;
-            let changes = match &reader {
-                Some(r) => change_items(
-                    &c,
-                    data::changes(
-                        r,
-                        &ListFilter {
-                            from_us: Some(now_us() - WINDOW_US),
-                            limit: 10,
-                            ..Default::default()
-                        },
-                    )?,
-                ),
-                None => Vec::new(),
-            };
+            let data = s.data(tenant)?;
+            let board = board_rows(&c, data.as_ref())?;
+            let a = attention_of(s, &c, tenant, data.as_ref(), &board)?;
+            let changes = change_items(
+                &c,
+                data.changes(&ListFilter {
+                    from_us: Some(now_us() - WINDOW_US),
+                    limit: 10,
+                    ..Default::default()
+                })?,
+            );
             s.audit(&c, "view.overview", "");
             render(&OverviewPage {
                 f: Frame::new(&c, "overview.title"),
@@ -265,9 +243,9 @@ pub async fn board(
 ) -> Result<Response, PageError> {
     state
         .blocking(move |s| {
-            let reader = s.reader(ctx.tenant()?)?;
+            let data = s.data(ctx.tenant()?)?;
             render(&BoardPart {
-                board: board_rows(&ctx, reader.as_ref())?,
+                board: board_rows(&ctx, data.as_ref())?,
                 f: Frame::new(&ctx, "overview.title"),
             })
         })
@@ -290,9 +268,9 @@ pub async fn attention(
     state
         .blocking(move |s| {
             let tenant = ctx.tenant()?;
-            let reader = s.reader(tenant)?;
-            let board = board_rows(&ctx, reader.as_ref())?;
-            let a = attention_of(s, &ctx, tenant, reader.as_ref(), &board)?;
+            let data = s.data(tenant)?;
+            let board = board_rows(&ctx, data.as_ref())?;
+            let a = attention_of(s, &ctx, tenant, data.as_ref(), &board)?;
             render(&AttentionPart {
                 f: Frame::new(&ctx, "overview.title"),
                 sensors: a.sensors,
@@ -309,22 +287,25 @@ struct Live {
     tenant: String,
     session: String,
     last_id: i64,
-    reader: Option<TenantReader>,
+    /// The tenant's data, kept between polls (one connection per stream).
+    data: Box<dyn TenantData>,
     polls: u64,
 }
 
 /// One look at the log: the new last id and the kinds that arrived.
 fn poll(s: &Inner, live: &mut Live) -> Result<Option<(i64, Vec<String>)>, PageError> {
-    if live.reader.is_none() {
-        live.reader = s.reader(&live.tenant)?;
+    if !live.data.has_events()? {
+        // Opened before the tenant's first event: open it again.
+        live.data = s.data(&live.tenant)?;
+        if !live.data.has_events()? {
+            return Ok(None);
+        }
     }
-    let Some(reader) = &live.reader else {
-        return Ok(None);
-    };
-    if reader.last_id()? <= live.last_id {
+    let data = &live.data;
+    if data.last_id()? <= live.last_id {
         return Ok(None);
     }
-    let events = reader.read_after(live.last_id, 1000)?;
+    let events = data.read_after(live.last_id, 1000)?;
     let Some(last) = events.last().map(|e| e.id) else {
         return Ok(None);
     };
@@ -345,14 +326,11 @@ pub async fn live(
         .map(|s| s.id_hash.clone())
         .ok_or(PageError::Forbidden)?;
     let t = tenant.clone();
-    let (reader, last_id) = state
+    let (data, last_id) = state
         .blocking(move |s| {
-            let reader = s.reader(&t)?;
-            let last = match &reader {
-                Some(r) => r.last_id()?,
-                None => 0,
-            };
-            Ok((reader, last))
+            let data = s.data(&t)?;
+            let last = data.last_id()?;
+            Ok((data, last))
         })
         .await?;
     let live = Live {
@@ -360,7 +338,7 @@ pub async fn live(
         tenant,
         session,
         last_id,
-        reader,
+        data,
         polls: 0,
     };
     let stream = futures::stream::unfold(live, |mut live| async move {

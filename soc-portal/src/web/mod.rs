@@ -14,18 +14,17 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use askama::Template;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use chrono_tz::Tz;
-use owlet_soc_store::{Store, TenantReader};
-
-use crate::config::Settings;
+use crate::backend::{Backend, TenantData};
+use crate::config::{DataSettings, Settings};
 use crate::db::Db;
 use crate::i18n::{Lang, Tr};
 use crate::roles::{Perm, Role};
 use crate::session::Session;
 use crate::users::User;
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use chrono_tz::Tz;
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -34,7 +33,8 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub db: Db,
-    pub store: Store,
+    /// Where the tenants' data is read.
+    pub backend: Backend,
     /// Sensors' certificate bundles waiting for their one download.
     pub bundles: crate::pages::sensors::Bundles,
     /// The OIDC provider, when `[portal.oidc]` is set.
@@ -43,18 +43,26 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(settings: Settings, db: Db) -> Self {
-        let store = Store::existing(&settings.root);
+        let backend = match &settings.data {
+            DataSettings::Embedded { control_db } => Backend::Embedded(
+                crate::backend::embedded::Embedded::new(&settings.root, control_db.clone()),
+            ),
+            DataSettings::Postgres { conninfo } => {
+                Backend::Postgres(crate::backend::postgres::Postgres::new(conninfo.clone()))
+            }
+        };
         let oidc = settings.oidc.clone().map(crate::oidc::Oidc::new);
         AppState(Arc::new(Inner {
             oidc,
             settings,
             db,
-            store,
+            backend,
             bundles: Default::default(),
         }))
     }
 
-    /// Runs blocking work (SQLite) off the async workers.
+    /// Runs blocking work (SQLite, PostgreSQL through the runtime) off the
+    /// async workers.
     pub async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T, PageError> + Send + 'static,
@@ -69,8 +77,7 @@ impl AppState {
 impl Inner {
     /// Whether `tenant` exists (stored events or configured).
     pub fn tenant_known(&self, tenant: &str) -> bool {
-        self.settings.tenant_zones.contains_key(tenant)
-            || self.store.tenant_file(tenant).is_ok_and(|f| f.exists())
+        self.settings.tenant_zones.contains_key(tenant) || self.backend.stores(tenant)
     }
 
     /// The tenant's zone (`[tenants.NAME] time_zone`), UTC when unset:
@@ -85,20 +92,16 @@ impl Inner {
 
     /// Every tenant the SOC has, sorted.
     pub fn all_tenants(&self) -> Vec<String> {
-        let mut all = self.store.tenants().unwrap_or_default();
+        let mut all = self.backend.tenants();
         all.extend(self.settings.tenant_zones.keys().cloned());
         all.sort();
         all.dedup();
         all
     }
 
-    /// The tenant's log, or `None` before its first event.
-    pub fn reader(&self, tenant: &str) -> Result<Option<TenantReader>, PageError> {
-        match self.store.reader(tenant) {
-            Ok(r) => Ok(Some(r)),
-            Err(owlet_soc_store::StoreError::UnknownTenant { .. }) => Ok(None),
-            Err(e) => Err(PageError::Internal(e.to_string())),
-        }
+    /// The tenant's data (the guard's tenant: every page reads through it).
+    pub fn data(&self, tenant: &str) -> Result<Box<dyn TenantData>, PageError> {
+        self.backend.tenant(tenant)
     }
 
     /// Appends to the audit log (failures are logged, never shown).

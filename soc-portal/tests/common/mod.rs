@@ -234,7 +234,10 @@ impl Fixture {
             lockout_after: 5,
             lockout_for: Duration::from_secs(900),
             root: root.clone(),
-            control_db: root.join("soc.db"),
+            contacts_root: root.clone(),
+            data: owlet_soc_portal::DataSettings::Embedded {
+                control_db: root.join("soc.db"),
+            },
             tenant_zones: BTreeMap::from([("acme".to_string(), "Asia/Tokyo".to_string())]),
             silent_after: Duration::from_secs(90),
             notify: None,

@@ -10,6 +10,7 @@
 //! * [`Shelf::delete_expired`] deletes only files whose name starts with a
 //!   period label it was asked about, never anything else.
 
+pub mod listing;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

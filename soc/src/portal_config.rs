@@ -1,0 +1,214 @@
+//! Which configuration `owlet-soc portal` (and `owlet-soc user`) runs
+//! with. Two shapes, told apart by a top-level `[postgres]` table:
+//!
+//! * **soc.toml** (the embedded SOC): `[portal]` beside the receiver's
+//!   sections; the portal reads the store under `[sink] path`. A soc.toml
+//!   whose sink is NATS is refused with the command to run instead.
+//! * **portal.toml** (the scaled-out SOC, [`PortalFile`]): `[postgres]`
+//!   like the other roles', `[portal]` written and checked exactly as in
+//!   soc.toml, `[tenants.NAME] time_zone`, `[paths] state_dir` (the
+//!   portal's own `portal.db`: users, sessions, audit log, workflow; and
+//!   its TOTP key) and `contacts_dir` (as notify.toml names it),
+//!   `[liveness] silent_after`, `[notify]` (escalations), `[log]`.
+//!
+//! Guarantees: every mistake names the file, line and key (owlet-tomlconf);
+//! the password is read from `[postgres] password_file` only when the
+//! portal starts, never written anywhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use owlet_tomlconf::ConfigErrors;
+use serde::Deserialize;
+
+use crate::config::{
+    LivenessSection, NotEmbedded, NotifyTenant, PostgresSection, SocConfig, add_tenant_zones,
+    check_tenant_zone, resolve_and_check_portal,
+};
+
+/// `portal.toml`: the portal of the scaled-out SOC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalFile {
+    pub postgres: PostgresSection,
+    pub portal: owlet_soc_portal::PortalSection,
+    #[serde(default)]
+    pub paths: PortalPaths,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, NotifyTenant>,
+    /// A sensor whose last heartbeat is older than `silent_after` shows
+    /// as silent (the writer's `[liveness]` keys; `check_every` unused).
+    #[serde(default)]
+    pub liveness: LivenessSection,
+    /// Channels an analyst escalates an alert through (as in soc.toml).
+    #[serde(default)]
+    pub notify: Option<owlet_soc_notify::NotifyConfig>,
+    #[serde(default)]
+    pub log: owlet_logging::LogSection,
+}
+
+/// `portal.toml`'s `[paths]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalPaths {
+    /// The portal's own files: `portal.db`, `portal-totp.key`, escalation
+    /// state; systemd's StateDirectory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The tenants' contacts (`TENANT.json`), a directory named
+    /// `contacts`: name the one notify.toml's `contacts_dir` names (shared
+    /// between the hosts), so the notifier mails whom the portal lists.
+    /// Default: `STATE_DIR/contacts`.
+    #[serde(default)]
+    pub contacts_dir: Option<PathBuf>,
+}
+
+impl Default for PortalPaths {
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+            contacts_dir: None,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/owlet-soc-portal")
+}
+
+/// Loads and checks a portal.toml.
+pub fn load_portal(path: &Path) -> Result<PortalFile, ConfigErrors> {
+    owlet_tomlconf::load(path, |config: &mut PortalFile, source| {
+        let mut errors = Vec::new();
+        config.postgres.resolve_and_check(source, &mut errors);
+        resolve_and_check_portal(&mut config.portal, source, &mut errors);
+        for (key, given) in [
+            ("portal.cert", config.portal.cert.is_some()),
+            ("portal.key", config.portal.key.is_some()),
+        ] {
+            if !given {
+                errors.push(source.error(
+                    key,
+                    "required in portal.toml (there is no [server] to default to): the portal's HTTPS certificate and key (PEM)",
+                ));
+            }
+        }
+        if config.portal.ca_dir.is_some() && config.portal.soc_address.is_none() {
+            errors.push(source.error(
+                "portal.soc_address",
+                "required with portal.ca_dir in portal.toml: the HOST:PORT sensors reach the receivers by (their load balancer), written into the sensors' owlet.toml",
+            ));
+        }
+        config.paths.state_dir = source.resolve(&config.paths.state_dir);
+        if let Some(dir) = &mut config.paths.contacts_dir {
+            *dir = source.resolve(dir);
+            if dir.file_name() != Some(std::ffi::OsStr::new(owlet_soc_notify::contacts::DIR)) {
+                errors.push(source.error(
+                    "paths.contacts_dir",
+                    format!(
+                        "{} is not a directory named \"{}\": name the directory notify.toml's contacts_dir names",
+                        dir.display(),
+                        owlet_soc_notify::contacts::DIR
+                    ),
+                ));
+            }
+        }
+        for (name, tenant) in &config.tenants {
+            if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
+                errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
+            }
+            check_tenant_zone(name, tenant.time_zone.as_deref(), source, &mut errors);
+        }
+        if config.liveness.silent_after.is_zero() {
+            errors.push(source.error("liveness.silent_after", "must be more than 0s"));
+        }
+        if let Some(notify) = &mut config.notify {
+            for channel in &mut notify.channels {
+                for path in channel.files_mut() {
+                    *path = source.resolve(path);
+                }
+            }
+            add_tenant_zones(
+                notify,
+                config
+                    .tenants
+                    .iter()
+                    .map(|(name, t)| (name, t.time_zone.as_ref())),
+            );
+            if let Err(e) = notify.validate() {
+                errors.push(source.error("notify", e.to_string()));
+            }
+        }
+        errors
+    })
+}
+
+impl PortalFile {
+    /// What the portal runs with, the connection string given (its
+    /// password read from `password_file`).
+    pub fn settings(&self, conninfo: String) -> owlet_soc_portal::Settings {
+        let p = &self.portal;
+        let state_dir = self.paths.state_dir.clone();
+        owlet_soc_portal::Settings {
+            listen: p.listen,
+            // Both checked present by `load_portal`.
+            cert: p.cert.clone().unwrap_or_default(),
+            key: p.key.clone().unwrap_or_default(),
+            session_idle: p.session_idle,
+            lockout_after: p.lockout_after,
+            lockout_for: p.lockout_for,
+            contacts_root: self
+                .paths
+                .contacts_dir
+                .as_ref()
+                .and_then(|d| d.parent())
+                .map_or_else(|| state_dir.clone(), Path::to_path_buf),
+            root: state_dir,
+            data: owlet_soc_portal::DataSettings::Postgres { conninfo },
+            tenant_zones: self
+                .tenants
+                .iter()
+                .filter_map(|(name, t)| t.time_zone.clone().map(|z| (name.clone(), z)))
+                .collect(),
+            silent_after: self.liveness.silent_after,
+            notify: self.notify.clone(),
+            ca_dir: p.ca_dir.clone(),
+            soc_address: p.soc_address.clone().unwrap_or_default(),
+            oidc: p.oidc.clone(),
+        }
+    }
+}
+
+/// Whether the file at `path` is a portal.toml (a top-level `[postgres]`);
+/// a file that cannot be read or parsed is left to the loader to report.
+fn is_portal_file(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|table| table.contains_key("postgres"))
+}
+
+/// The portal's settings and log section from `path`: a portal.toml, or
+/// a soc.toml read by `load_soc`.
+pub fn settings(
+    path: &Path,
+    load_soc: impl Fn(&Path) -> anyhow::Result<SocConfig>,
+) -> anyhow::Result<(owlet_soc_portal::Settings, owlet_logging::LogSection)> {
+    if is_portal_file(path) {
+        let file = load_portal(path)
+            .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+        let conninfo = file
+            .postgres
+            .conninfo()
+            .map_err(|e| anyhow::anyhow!("{}: postgres.password_file: {e}", path.display()))?;
+        return Ok((file.settings(conninfo), file.log));
+    }
+    let config = load_soc(path)?;
+    let settings = config.portal_settings().map_err(|NotEmbedded| {
+        anyhow::anyhow!(
+            "{}: [sink] type = \"nats\": this SOC keeps its events in PostgreSQL, and its portal runs as a role of its own with a portal.toml ([postgres], [portal], [paths]): owlet-soc portal --config /etc/owlet-soc/portal.toml (example: packaging/examples/scale/portal.toml)",
+            path.display()
+        )
+    })?;
+    Ok((settings, config.log))
+}
