@@ -105,7 +105,7 @@ expect_rpm_list "$SOC_RPM" /usr/bin/owlet-soc /etc/owlet-soc/soc.toml /usr/lib/s
   /usr/lib/systemd/system/owlet-soc.service /usr/lib/systemd/system/owlet-soc-receiver.service \
   /usr/lib/systemd/system/owlet-soc-writer.service /usr/lib/systemd/system/owlet-soc-outputs.service \
   /usr/lib/systemd/system/owlet-soc-notify.service /usr/lib/systemd/system/owlet-soc-reports.service \
-  /usr/lib/systemd/system/owlet-soc-portal.service \
+  /usr/lib/systemd/system/owlet-soc-portal.service /usr/lib/systemd/system/owlet-soc-scale-portal.service \
   $(cd packaging/examples/scale && for f in *; do echo "/usr/share/doc/owlet-soc/examples/scale/$f"; done) \
   "${SOC_MAN[@]}" /usr/share/bash-completion/completions/owlet-soc /usr/share/zsh/site-functions/_owlet-soc \
   /usr/share/fish/vendor_completions.d/owlet-soc.fish

@@ -58,7 +58,11 @@ fn events(mark: &str, pad: usize) -> Vec<Kind> {
         spool_events: 7,
         ..Default::default()
     }));
-    kinds.push(check(&format!("{mark}-check"), &format!("{mark}.example"), 3));
+    kinds.push(check(
+        &format!("{mark}-check"),
+        &format!("{mark}.example"),
+        3,
+    ));
     kinds.push(alert(
         &format!("{mark}-check"),
         &format!("{mark} alert message"),
@@ -257,19 +261,40 @@ async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
 
     // What acme's user sees, each page with acme's planted rows.
     let own = [
-        ("/t/acme".to_string(), vec!["acme-sensor", "ACME-MARK-check", "9.9.9-ACME-MARK"]),
+        (
+            "/t/acme".to_string(),
+            vec!["acme-sensor", "ACME-MARK-check", "9.9.9-ACME-MARK"],
+        ),
         ("/t/acme/alerts".into(), vec!["ACME-MARK alert message"]),
-        (format!("/t/acme/alerts/{acme_alert}"), vec!["ACME-MARK alert message"]),
+        (
+            format!("/t/acme/alerts/{acme_alert}"),
+            vec!["ACME-MARK alert message"],
+        ),
         ("/t/acme/changes".into(), vec!["/etc/ACME-MARK.conf"]),
-        (format!("/t/acme/changes/{acme_change}"), vec!["+ACME-MARK line"]),
-        (format!("/t/acme/series/availability?{range}"), vec!["acme-sensor/ACME-MARK-check"]),
+        (
+            format!("/t/acme/changes/{acme_change}"),
+            vec!["+ACME-MARK line"],
+        ),
+        (
+            format!("/t/acme/series/availability?{range}"),
+            vec!["acme-sensor/ACME-MARK-check"],
+        ),
         (format!("/t/acme/series/cpu?{range}"), vec!["acme-sensor"]),
         (format!("/t/acme/plots?{range}"), vec!["ACME-MARK"]),
         ("/t/acme/reports".into(), vec![KEPT]),
         (format!("/t/acme/reports/files/{KEPT}"), vec!["ACME-MARK"]),
-        (format!("/t/acme/reports/now?period={month}"), vec!["acme-sensor"]),
-        ("/t/acme/export?format=ndjson".into(), vec!["ACME-MARK alert message", "+ACME-MARK line"]),
-        ("/t/acme/export?format=csv&kind=alert".into(), vec!["ACME-MARK alert message"]),
+        (
+            format!("/t/acme/reports/now?period={month}"),
+            vec!["acme-sensor"],
+        ),
+        (
+            "/t/acme/export?format=ndjson".into(),
+            vec!["ACME-MARK alert message", "+ACME-MARK line"],
+        ),
+        (
+            "/t/acme/export?format=csv&kind=alert".into(),
+            vec!["ACME-MARK alert message"],
+        ),
     ];
     for (path, wanted) in &own {
         let (status, body) = w.get(path, &cookie).await;
@@ -277,7 +302,10 @@ async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
         for text in wanted {
             assert!(body.contains(text), "{path}: no {text:?}\n{body}");
         }
-        assert!(!body.contains(BETA_MARK), "{path} shows beta's data\n{body}");
+        assert!(
+            !body.contains(BETA_MARK),
+            "{path} shows beta's data\n{body}"
+        );
     }
     let (_, export) = w.get("/t/acme/export?format=ndjson", &cookie).await;
     let acme_events: i64 = w
@@ -286,11 +314,18 @@ async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(export.lines().count() as i64, acme_events, "every acme event, once");
+    assert_eq!(
+        export.lines().count() as i64,
+        acme_events,
+        "every acme event, once"
+    );
 
     // Every tenant route for beta: 404, nothing of beta's.
     let mut checked = 0;
-    for route in ROUTES.iter().filter(|r| r.tenant && r.method == Method::Get) {
+    for route in ROUTES
+        .iter()
+        .filter(|r| r.tenant && r.method == Method::Get)
+    {
         let path = route
             .path
             .replace("{tenant}", "beta")

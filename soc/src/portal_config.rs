@@ -212,3 +212,107 @@ pub fn settings(
     })?;
     Ok((settings, config.log))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soc_loader(path: &Path) -> anyhow::Result<SocConfig> {
+        crate::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// A portal.toml is told from a soc.toml, read with its paths relative
+    /// to it, and each mistake names file, line and key.
+    #[test]
+    fn portal_toml_is_read_and_its_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let path = dir.path().join("portal.toml");
+        let pg = "[postgres]\nconnect = \"host=127.0.0.1 user=o dbname=owlet\"\n";
+        let portal = "[portal]\ncert = \"soc.pem\"\nkey = \"soc.key\"\n";
+        std::fs::write(
+            &path,
+            format!(
+                "{pg}\n{portal}\n[paths]\nstate_dir = \"state\"\ncontacts_dir = \"share/contacts\"\n\n\
+                 [tenants.acme]\ntime_zone = \"Asia/Tokyo\"\n"
+            ),
+        )
+        .unwrap();
+        let (got, _) = settings(&path, soc_loader).unwrap();
+        assert_eq!(got.root, dir.path().join("state"));
+        assert_eq!(got.portal_db(), dir.path().join("state/portal.db"));
+        assert_eq!(got.contacts_root, dir.path().join("share"));
+        assert_eq!(got.tenant_zones["acme"], "Asia/Tokyo");
+        assert!(matches!(
+            got.data,
+            owlet_soc_portal::DataSettings::Postgres { ref conninfo } if conninfo.contains("dbname=owlet")
+        ));
+        for (text, key) in [
+            (
+                format!("{pg}\n[portal]\nkey = \"soc.key\"\n"),
+                "portal.cert",
+            ),
+            (
+                format!("{pg}\n{portal}session_idle = \"5s\"\n"),
+                "portal.session_idle",
+            ),
+            (
+                format!("{pg}\n{portal}ca_dir = \".\"\n"),
+                "portal.soc_address",
+            ),
+            (
+                format!("{pg}\n{portal}\n[paths]\ncontacts_dir = \"share\"\n"),
+                "paths.contacts_dir",
+            ),
+            (
+                format!("{pg}\n{portal}\n[tenants.acme]\ntime_zone = \"Mars/Base\"\n"),
+                "tenants.acme.time_zone",
+            ),
+            (
+                format!("{pg}\n{portal}\n[tenants.{}]\n", "t".repeat(51)),
+                "tenants.ttt",
+            ),
+            (
+                format!("{pg}password_file = \"nope\"\n\n{portal}"),
+                "postgres.password_file",
+            ),
+            (format!("{pg}\n{portal}lisen = \"x\"\n"), "lisen"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let errors = settings(&path, soc_loader).unwrap_err().to_string();
+            assert!(
+                errors.contains(key) && errors.contains("portal.toml:"),
+                "{key:?} missing: {errors}"
+            );
+        }
+    }
+
+    /// A soc.toml of the embedded SOC gives the embedded portal; one with a
+    /// NATS sink names portal.toml instead of starting.
+    #[test]
+    fn a_soc_toml_gives_the_embedded_portal_and_a_nats_one_names_portal_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let soc = crate::enroll::init(dir.path(), &["localhost".into()], "127.0.0.1:0").unwrap();
+        let (got, _) = settings(&soc, soc_loader).unwrap();
+        assert!(matches!(
+            got.data,
+            owlet_soc_portal::DataSettings::Embedded { .. }
+        ));
+        let text = std::fs::read_to_string(&soc).unwrap();
+        let start = text.find("[sink]").unwrap();
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |e| start + 1 + e);
+        let nats = format!(
+            "{}[sink]\ntype = \"nats\"\nservers = [\"nats://127.0.0.1:4222\"]\n{}",
+            &text[..start],
+            &text[end..]
+        );
+        std::fs::write(&soc, nats).unwrap();
+        let said = settings(&soc, soc_loader).unwrap_err().to_string();
+        assert!(
+            said.contains("portal.toml") && said.contains("owlet-soc portal --config"),
+            "{said}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The shipped configuration files load with owlet-soc's own loader (the
 //! one `serve` and `writer` use): `packaging/soc.toml` and the scale-out
 //! examples in `packaging/examples/scale/` (receiver, writer, outputs,
-//! notify, reports), and the
+//! notify, reports, portal), and the
 //! example nats-server configs pass `nats-server -t`. A key renamed in the
 //! code, or a typo in an example, fails here.
 
@@ -122,4 +122,17 @@ fn the_scale_out_reports_example_loads() {
     let config = owlet_soc::config::load_reports(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.reports.monthly && config.reports.weekly);
     assert_eq!(config.plan("acme").zone.name(), "Asia/Tokyo");
+}
+
+#[test]
+fn the_scale_out_portal_example_loads() {
+    let (dir, path) = beside_certificates(&packaging().join("examples/scale/portal.toml"));
+    let config = owlet_soc::portal_config::load_portal(&path).unwrap_or_else(|e| panic!("{e}"));
+    let settings = config.settings("host=127.0.0.1".into());
+    assert_eq!(settings.cert, dir.path().join("soc.pem"));
+    assert_eq!(settings.tenant_zones["acme"], "Asia/Tokyo");
+    assert!(matches!(
+        settings.data,
+        owlet_soc_portal::DataSettings::Postgres { .. }
+    ));
 }

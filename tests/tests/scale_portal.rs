@@ -218,7 +218,11 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
     let csrf = csrf_in(&page);
     let (status, page) = b.post(
         "/login",
-        &[("csrf", &csrf), ("name", "acme-viewer"), ("password", &password)],
+        &[
+            ("csrf", &csrf),
+            ("name", "acme-viewer"),
+            ("password", &password),
+        ],
     );
     assert_eq!(status, 303, "{page}");
     let (_, page) = b.get("/account");
@@ -226,14 +230,22 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
     let new = "a new long enough password";
     let (status, page) = b.post(
         "/account/password",
-        &[("csrf", &csrf), ("current", &password), ("new", new), ("repeat", new)],
+        &[
+            ("csrf", &csrf),
+            ("current", &password),
+            ("new", new),
+            ("repeat", new),
+        ],
     );
     assert!(status == 303 || status == 200, "{status}\n{page}");
 
     // The agent's alert, its detail, the sensor.
     let (status, page) = b.get("/t/acme/alerts");
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("check_down") && page.contains("db-port"), "{page}");
+    assert!(
+        page.contains("check_down") && page.contains("db-port"),
+        "{page}"
+    );
     let id = scale.query_strings(
         "SELECT id::text FROM tenant_acme.events WHERE kind = 'alert' AND alert_name = 'check_down' ORDER BY id LIMIT 1",
     )[0]

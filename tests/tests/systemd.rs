@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use owlet_tests::{Agent, DEADLINE, Proc, Soc, TestUser, bin, output, run_ok, wait_until};
 
 /// Every unit the packages ship, with the binary it starts.
-const UNITS: [(&str, &str); 8] = [
+const UNITS: [(&str, &str); 9] = [
     ("owlet.service", "owlet"),
     ("owlet-soc.service", "owlet-soc"),
     // The scaled-out SOC's roles (packaging/examples/scale/).
@@ -36,6 +36,7 @@ const UNITS: [(&str, &str); 8] = [
     ("owlet-soc-reports.service", "owlet-soc"),
     ("owlet-soc-notify.service", "owlet-soc"),
     ("owlet-soc-portal.service", "owlet-soc"),
+    ("owlet-soc-scale-portal.service", "owlet-soc"),
 ];
 
 fn repo() -> PathBuf {
