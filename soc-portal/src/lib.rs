@@ -1,10 +1,15 @@
 //! owlet-soc-portal: the MSSP's web portal, run as its own process
 //! (`owlet-soc portal`), so a portal failure never touches the receiver.
 //!
-//! It reads tenants' event logs read-only (`owlet_soc_store::TenantReader`)
-//! and the receiver's `soc.db` read-only (sensors), and owns one database,
-//! `ROOT/portal.db` ([`db`]): users, sessions, audit log, alert workflow,
-//! login attempts.
+//! Every page reads a tenant's data through one seam, [`backend`]: in the
+//! embedded SOC the tenants' event logs (`owlet_soc_store::TenantReader`)
+//! and the receiver's `soc.db` (sensors), read-only; in the scaled-out SOC
+//! the writer's PostgreSQL, one read-only connection per request whose
+//! `search_path` is the session's tenant's schema alone. In both modes it
+//! owns one local database, `ROOT/portal.db` ([`db`]; scaled-out: `[paths]
+//! state_dir`): users, sessions, audit log, alert workflow, login
+//! attempts. It is never shared between hosts, so the scaled-out SOC runs
+//! one portal process.
 //!
 //! What it guarantees:
 //! * HTTPS only (rustls, [`server`]); every response carries a strict CSP
@@ -22,7 +27,7 @@
 //! * filters reach SQL only as bound parameters.
 //!
 //! What it must never do: show one tenant's data to a user outside that
-//! tenant's scope, write to a tenant's log or to `soc.db`, or load anything
+//! tenant's scope, write to a tenant's log, to `soc.db` or to PostgreSQL, or load anything
 //! from outside (the JavaScript it uses is vendored, [`web::assets`]).
 #![forbid(unsafe_code)]
 

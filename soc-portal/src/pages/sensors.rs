@@ -72,7 +72,9 @@ fn ca_dir(s: &crate::web::Inner) -> Result<PathBuf, String> {
     let Some(dir) = s.settings.ca_dir.clone() else {
         return Err(
             "no CA directory: set [portal] ca_dir in soc.toml to the directory of `owlet-soc ca init` \
-             (or [server] client_ca to its ca.pem) and restart the portal"
+             (or [server] client_ca to its ca.pem) and restart the portal. In the scaled-out SOC \
+             (portal.toml) the CA directory must be on the portal's host: set [portal] ca_dir and \
+             soc_address there, or issue on the CA host with `owlet-soc ca issue`"
                 .into(),
         );
     };
