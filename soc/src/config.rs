@@ -474,7 +474,7 @@ pub fn load_outputs(path: &Path) -> Result<OutputsFile, ConfigErrors> {
 
 /// Adds each tenant's zone (`[tenants.NAME] time_zone`) to `notify`
 /// unless `[[notify.tenant]]` names the tenant already.
-pub(crate) fn add_tenant_zones<'a>(
+fn add_tenant_zones<'a>(
     notify: &mut owlet_soc_notify::NotifyConfig,
     zones: impl Iterator<Item = (&'a String, Option<&'a String>)>,
 ) {
@@ -558,38 +558,16 @@ pub fn load_notify(path: &Path) -> Result<NotifyFile, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut NotifyFile, source| {
         let mut errors = Vec::new();
         config.postgres.resolve_and_check(source, &mut errors);
-        config.paths.state_dir = source.resolve(&config.paths.state_dir);
-        if let Some(dir) = &mut config.paths.contacts_dir {
-            *dir = source.resolve(dir);
-            if dir.file_name() != Some(std::ffi::OsStr::new(owlet_soc_notify::contacts::DIR)) {
-                errors.push(source.error(
-                    "paths.contacts_dir",
-                    format!(
-                        "{} is not a directory named \"{}\": name the portal's ROOT/{1} directory (where it writes TENANT.json)",
-                        dir.display(),
-                        owlet_soc_notify::contacts::DIR
-                    ),
-                ));
-            }
-        }
-        for channel in &mut config.notify.channels {
-            for path in channel.files_mut() {
-                *path = source.resolve(path);
-            }
-        }
+        resolve_and_check_paths(
+            &mut config.paths.state_dir,
+            &mut config.paths.contacts_dir,
+            source,
+            &mut errors,
+        );
         for (name, tenant) in &config.tenants {
             check_tenant_zone(name, tenant.time_zone.as_deref(), source, &mut errors);
         }
-        add_tenant_zones(
-            &mut config.notify,
-            config
-                .tenants
-                .iter()
-                .map(|(name, t)| (name, t.time_zone.as_ref())),
-        );
-        if let Err(e) = config.notify.validate() {
-            errors.push(source.error("notify", e.to_string()));
-        }
+        resolve_and_check_notify(&mut config.notify, &config.tenants, source, &mut errors);
         if config.notify.rules.is_empty() {
             errors.push(source.error(
                 "notify.rule",
@@ -598,6 +576,53 @@ pub fn load_notify(path: &Path) -> Result<NotifyFile, ConfigErrors> {
         }
         errors
     })
+}
+
+/// `[paths]` of notify.toml and portal.toml: both resolved against the
+/// config file's directory; `contacts_dir` must be a directory named
+/// `contacts` (the portal's `ROOT/contacts`, where it writes TENANT.json).
+pub(crate) fn resolve_and_check_paths(
+    state_dir: &mut PathBuf,
+    contacts_dir: &mut Option<PathBuf>,
+    source: &owlet_tomlconf::Source,
+    errors: &mut Vec<owlet_tomlconf::ConfigError>,
+) {
+    *state_dir = source.resolve(state_dir);
+    if let Some(dir) = contacts_dir {
+        *dir = source.resolve(dir);
+        if dir.file_name() != Some(std::ffi::OsStr::new(owlet_soc_notify::contacts::DIR)) {
+            errors.push(source.error(
+                "paths.contacts_dir",
+                format!(
+                    "{} is not a directory named \"{}\": name the portal's ROOT/{1} directory (where it writes TENANT.json)",
+                    dir.display(),
+                    owlet_soc_notify::contacts::DIR
+                ),
+            ));
+        }
+    }
+}
+
+/// `[notify]` of notify.toml and portal.toml: its channels' files
+/// resolved, the tenants' zones of `[tenants.NAME]` added, validated.
+pub(crate) fn resolve_and_check_notify(
+    notify: &mut owlet_soc_notify::NotifyConfig,
+    tenants: &std::collections::BTreeMap<String, NotifyTenant>,
+    source: &owlet_tomlconf::Source,
+    errors: &mut Vec<owlet_tomlconf::ConfigError>,
+) {
+    for channel in &mut notify.channels {
+        for path in channel.files_mut() {
+            *path = source.resolve(path);
+        }
+    }
+    add_tenant_zones(
+        notify,
+        tenants.iter().map(|(name, t)| (name, t.time_zone.as_ref())),
+    );
+    if let Err(e) = notify.validate() {
+        errors.push(source.error("notify", e.to_string()));
+    }
 }
 
 /// Resolves the `[[output]]` entries' files against the config file's

@@ -22,8 +22,8 @@ use owlet_tomlconf::ConfigErrors;
 use serde::Deserialize;
 
 use crate::config::{
-    LivenessSection, NotEmbedded, NotifyTenant, PostgresSection, SocConfig, add_tenant_zones,
-    check_tenant_zone, resolve_and_check_portal,
+    LivenessSection, NotEmbedded, NotifyTenant, PostgresSection, SocConfig, check_tenant_zone,
+    resolve_and_check_notify, resolve_and_check_paths, resolve_and_check_portal,
 };
 
 /// `portal.toml`: the portal of the scaled-out SOC.
@@ -99,20 +99,12 @@ pub fn load_portal(path: &Path) -> Result<PortalFile, ConfigErrors> {
                 "required with portal.ca_dir in portal.toml: the HOST:PORT sensors reach the receivers by (their load balancer), written into the sensors' owlet.toml",
             ));
         }
-        config.paths.state_dir = source.resolve(&config.paths.state_dir);
-        if let Some(dir) = &mut config.paths.contacts_dir {
-            *dir = source.resolve(dir);
-            if dir.file_name() != Some(std::ffi::OsStr::new(owlet_soc_notify::contacts::DIR)) {
-                errors.push(source.error(
-                    "paths.contacts_dir",
-                    format!(
-                        "{} is not a directory named \"{}\": name the directory notify.toml's contacts_dir names",
-                        dir.display(),
-                        owlet_soc_notify::contacts::DIR
-                    ),
-                ));
-            }
-        }
+        resolve_and_check_paths(
+            &mut config.paths.state_dir,
+            &mut config.paths.contacts_dir,
+            source,
+            &mut errors,
+        );
         for (name, tenant) in &config.tenants {
             if let Err(e) = owlet_soc_bus::writer::check_tenant(name) {
                 errors.push(source.error(&format!("tenants.{name}"), e.to_string()));
@@ -123,21 +115,7 @@ pub fn load_portal(path: &Path) -> Result<PortalFile, ConfigErrors> {
             errors.push(source.error("liveness.silent_after", "must be more than 0s"));
         }
         if let Some(notify) = &mut config.notify {
-            for channel in &mut notify.channels {
-                for path in channel.files_mut() {
-                    *path = source.resolve(path);
-                }
-            }
-            add_tenant_zones(
-                notify,
-                config
-                    .tenants
-                    .iter()
-                    .map(|(name, t)| (name, t.time_zone.as_ref())),
-            );
-            if let Err(e) = notify.validate() {
-                errors.push(source.error("notify", e.to_string()));
-            }
+            resolve_and_check_notify(notify, &config.tenants, source, &mut errors);
         }
         errors
     })
