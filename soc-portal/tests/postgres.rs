@@ -3,7 +3,8 @@
 //! writer (`owlet_soc_bus::writer`) in a real PostgreSQL, rolled up by the
 //! real rollup consumer, each with a kept report in its `reports` table
 //! (soc-report's shelf). beta's events carry a marker (`BETA-SECRET`) and
-//! its log is longer, so some of its ids exist only there.
+//! its log is longer, so some of its ids exist only there; acme's export
+//! spans several pages of the PostgreSQL export and chunks of the response.
 //!
 //! A customer of acme, logged in, sees acme's sensors, alerts, an alert's
 //! detail, a change's diff, a plot series, a report (kept and made now)
@@ -112,8 +113,10 @@ async fn world() -> World {
         std::future::pending(),
     ));
     for (tenant, agent, mark, pad) in [
-        ("acme", "acme-sensor", "ACME-MARK", 0),
-        ("beta", "BETA-SECRET-sensor", BETA_MARK, 20),
+        // acme's export is longer than a page of the export (500 rows)
+        // and than a chunk of the response (64 KiB).
+        ("acme", "acme-sensor", "ACME-MARK", 700),
+        ("beta", "BETA-SECRET-sensor", BETA_MARK, 720),
     ] {
         let kinds = events(mark, pad);
         let n = kinds.len();

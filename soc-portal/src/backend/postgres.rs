@@ -16,20 +16,19 @@
 //!   state comes from `agents` (the writer's liveness judgement: `silent`,
 //!   `stopping`) and its last heartbeat; events carry the zone `UTC`
 //!   (`owlet_soc_bus::stored::ZONE`).
-//! * **Bounded memory.** Lists are limited; an export streams row by row
-//!   (`Source::each_row`).
+//! * **Bounded memory.** Lists are limited; an export reads
+//!   [`EXPORT_PAGE`] rows at a time (keyset on `(time_us, id)`, the
+//!   embedded export's order) and writes each event outside the query.
 //! * The catalogue questions that are not a tenant's data (which tenants
 //!   exist: `owlet_bus.cursors` of the writer) use a short connection of
 //!   their own and read no tenant's rows.
 
 use std::io::Write;
-use std::ops::ControlFlow;
 use std::time::Duration;
 
 use owlet_proto::v1::Event;
 use owlet_proto::v1::event::Kind;
 use owlet_soc_export::{ExportError, Format, Summary, Zone};
-use owlet_soc_report::ReportError;
 use owlet_soc_report::schedule::StoredReport;
 use owlet_soc_report::shelf::listing;
 use owlet_soc_report::source::postgres::Postgres as SchemaSource;
@@ -89,7 +88,11 @@ pub struct PgTenant {
     has_events: bool,
 }
 
+/// Rows an export reads at a time.
+const EXPORT_PAGE: usize = 500;
+
 /// A query parameter the query owns until it runs.
+#[derive(Clone)]
 enum Value {
     Int(i64),
     Text(String),
@@ -218,6 +221,14 @@ impl PgTenant {
             .first()
             .is_some_and(|r| r.int(0) != 0))
     }
+}
+
+/// A failed read of an export, as its error.
+fn read_error(e: PageError) -> ExportError {
+    ExportError::Read(match e {
+        PageError::Internal(m) | PageError::BadRequest(m) => m,
+        other => format!("{other:?}"),
+    })
 }
 
 /// A sensor's state from the writer's judgement and its last heartbeat.
@@ -400,39 +411,47 @@ impl TenantData for PgTenant {
             return owlet_soc_export::export_from(|_| Ok(()), format, zone, &mut out);
         }
         let mut values = Vec::new();
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE true");
+        let mut filters = String::new();
         if let Some(from) = filter.from_us {
-            sql += &format!(" AND time_us >= {}", bind(&mut values, Value::Int(from)));
+            filters += &format!(" AND time_us >= {}", bind(&mut values, Value::Int(from)));
         }
         if let Some(to) = filter.to_us {
-            sql += &format!(" AND time_us < {}", bind(&mut values, Value::Int(to)));
+            filters += &format!(" AND time_us < {}", bind(&mut values, Value::Int(to)));
         }
         if let Some(after) = filter.after_id {
-            sql += &format!(" AND id > {}", bind(&mut values, Value::Int(after)));
+            filters += &format!(" AND id > {}", bind(&mut values, Value::Int(after)));
         }
-        sql += &any_of(&mut values, "kind", &filter.kinds);
-        sql += &any_of(&mut values, "agent", &filter.agents);
-        sql += &any_of(&mut values, "severity", &filter.severities);
-        sql += " ORDER BY time_us, id";
+        filters += &any_of(&mut values, "kind", &filter.kinds);
+        filters += &any_of(&mut values, "agent", &filter.agents);
+        filters += &any_of(&mut values, "severity", &filter.severities);
         let tenant = self.source.tenant();
         owlet_soc_export::export_from(
             |each| {
-                let mut stopped = false;
-                let read =
-                    self.source
-                        .each_row(&sql, &params(&values), &mut |r| match each(stored_event(
-                            tenant, r,
-                        )) {
-                            ControlFlow::Continue(()) => Ok(()),
-                            ControlFlow::Break(()) => {
-                                stopped = true;
-                                Err(ReportError::Postgres("the export stopped".into()))
-                            }
-                        });
-                match read {
-                    Err(_) if stopped => Ok(()),
-                    Err(e) => Err(ExportError::Read(e.to_string())),
-                    Ok(()) => Ok(()),
+                // Page by page (keyset on the export's order): at most
+                // EXPORT_PAGE rows in memory, and each event is written
+                // outside the query (the writer may block on the browser).
+                let mut after: Option<(i64, i64)> = None;
+                loop {
+                    let mut page_values = values.clone();
+                    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE true{filters}");
+                    if let Some((time_us, id)) = after {
+                        let t = bind(&mut page_values, Value::Int(time_us));
+                        let i = bind(&mut page_values, Value::Int(id));
+                        sql += &format!(" AND (time_us, id) > ({t}, {i})");
+                    }
+                    sql += &format!(" ORDER BY time_us, id LIMIT {EXPORT_PAGE}");
+                    let rows = self.rows(&sql, &page_values).map_err(read_error)?;
+                    for r in &rows {
+                        if each(stored_event(tenant, r)).is_break() {
+                            return Ok(());
+                        }
+                    }
+                    match rows.last() {
+                        Some(last) if rows.len() == EXPORT_PAGE => {
+                            after = Some((last.int(4), last.int(0)));
+                        }
+                        _ => return Ok(()),
+                    }
                 }
             },
             format,
