@@ -4,8 +4,9 @@
 //! --config portal.toml` (`[postgres]`: the scaled-out portal). A customer
 //! of the agent's tenant, added with `owlet-soc user add --config
 //! portal.toml`, logs in over HTTPS (password changed at the first login)
-//! and sees the agent's `check_down` alert, its detail and the sensor; the
-//! other tenant's pages are 404.
+//! and sees the agent's `check_down` alert, its detail, the sensor and
+//! its export; another tenant's pages (its alert stored by the same
+//! writer) are 404 and carry nothing of it.
 //!
 //! Also: `owlet-soc portal --config soc.toml` with a NATS sink names
 //! portal.toml instead of starting.
@@ -167,6 +168,36 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
             .is_empty()
     });
 
+    // Another tenant's alert, published as a receiver publishes it.
+    let globex_alert = owlet_proto::v1::Event {
+        seq: 1,
+        time: Some(owlet_proto::timestamp(std::time::SystemTime::now())),
+        kind: Some(owlet_proto::v1::event::Kind::Alert(owlet_proto::v1::Alert {
+            source: "check".into(),
+            subject: "GLOBEX-SECRET-port".into(),
+            name: "check_down".into(),
+            severity: 3,
+            new_state: 3,
+            message: "GLOBEX-SECRET down".into(),
+            ..Default::default()
+        })),
+    };
+    scale.rt.block_on(async {
+        let bus = owlet_soc_bus::Bus::connect(&owlet_soc_bus::BusConfig::new(scale.cluster.urls()))
+            .await
+            .unwrap();
+        let mut log = bus
+            .agent("globex", "g1", owlet_soc_bus::Retention::default())
+            .await
+            .unwrap();
+        log.append(&[(1, prost::Message::encode_to_vec(&globex_alert).into())])
+            .await
+            .unwrap();
+    });
+    wait_until("globex's alert in PostgreSQL", DEADLINE, || {
+        scale.stored("globex", "g1") == [1]
+    });
+
     // portal.toml and its first user.
     let port = free_port();
     let config = scale.dir.join("portal.toml");
@@ -175,7 +206,7 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
         format!(
             "[postgres]\nconnect = \"{}\"\n\n[portal]\nlisten = \"127.0.0.1:{port}\"\n\
              cert = \"{}\"\nkey = \"{}\"\n\n[paths]\nstate_dir = \"portal-state\"\n\n\
-             [tenants.acme]\ntime_zone = \"Asia/Tokyo\"\n\n[tenants.globex]\n",
+             [tenants.acme]\ntime_zone = \"Asia/Tokyo\"\n\n[tenants.globex]\ntime_zone = \"UTC\"\n",
             scale.pg.conninfo("owlet"),
             scale.soc.ca_dir.join(owlet_ca::SOC_CERT_FILE).display(),
             scale.soc.ca_dir.join(owlet_ca::SOC_KEY_FILE).display(),
@@ -257,11 +288,24 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("fw1"), "{page}");
 
-    // Another tenant (configured, so it exists): not this user's.
-    for path in ["/t/globex", "/t/globex/alerts", "/t/globex/export"] {
-        let (status, page) = b.get(path);
+    // Another tenant, stored and configured: not this user's.
+    let globex_id = scale.query_strings(
+        "SELECT id::text FROM tenant_globex.events WHERE kind = 'alert' LIMIT 1",
+    )[0]
+    .clone();
+    for path in [
+        "/t/globex".to_string(),
+        "/t/globex/alerts".into(),
+        format!("/t/globex/alerts/{globex_id}"),
+        "/t/globex/export".into(),
+        "/t/globex/series/availability".into(),
+    ] {
+        let (status, page) = b.get(&path);
         assert_eq!(status, 404, "{path}\n{page}");
+        assert!(!page.contains("GLOBEX-SECRET"), "{path}\n{page}");
     }
+    let (_, export) = b.get("/t/acme/export");
+    assert!(export.contains("check_down") && !export.contains("GLOBEX-SECRET"), "{export}");
 
     let status = portal.terminate(DEADLINE);
     assert!(status.success(), "SIGTERM: {status}\n{}", portal.log());
