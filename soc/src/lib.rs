@@ -19,6 +19,7 @@ pub mod live;
 pub mod lock;
 pub mod notify;
 pub mod outputs;
+pub mod portal;
 pub mod portal_cli;
 pub mod portal_config;
 pub mod query;

@@ -162,7 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let (settings, log) = owlet_soc::portal_config::settings(&config, load)?;
             owlet_logging::init(&log);
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(owlet_soc_portal::serve(settings, serve::stop_signal()))?;
+            runtime.block_on(owlet_soc::portal::run(settings, serve::stop_signal()))?;
             Ok(0)
         }
         Command::User(command) => portal_cli::user(command, load),

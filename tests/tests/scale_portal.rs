@@ -9,7 +9,8 @@
 //! writer) are 404 and carry nothing of it.
 //!
 //! Also: `owlet-soc portal --config soc.toml` with a NATS sink names
-//! portal.toml instead of starting.
+//! portal.toml instead of starting, and a portal.toml whose PostgreSQL
+//! cannot be reached stops at start naming it.
 //!
 //! Seen failing (each break made by hand, then undone): the guard's scope
 //! check weakened to `!known && !in_scope` ("/t/globex" answered 200);
@@ -220,6 +221,26 @@ fn an_agents_alert_reaches_the_scaled_out_portal_and_stays_in_its_tenant() {
         ),
     )
     .unwrap();
+    // A PostgreSQL it cannot reach: it does not start, and says which.
+    let unreachable = scale.dir.join("portal-unreachable.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let closed = free_port();
+    std::fs::write(
+        &unreachable,
+        text.replace(
+            &scale.pg.conninfo("owlet"),
+            &format!("host=127.0.0.1 port={closed} user=owlet dbname=postgres"),
+        ),
+    )
+    .unwrap();
+    let out = output(owlet_soc().args(["portal", "--config"]).arg(&unreachable));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("cannot connect to PostgreSQL") && said.contains(&format!("port={closed}")),
+        "{said}"
+    );
+
     let added = run_ok(
         owlet_soc()
             .args(["user", "add", "--config"])

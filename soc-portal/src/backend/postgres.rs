@@ -63,9 +63,16 @@ impl Postgres {
         Ok(PgTenant { source, has_events })
     }
 
+    /// Whether `tenant`'s schema has events; `false` (logged) when
+    /// PostgreSQL cannot be read.
     pub fn stores(&self, tenant: &str) -> bool {
-        self.tenant(tenant)
-            .is_ok_and(|t| t.has_events().unwrap_or(false))
+        match self.tenant(tenant) {
+            Ok(t) => t.has_events,
+            Err(e) => {
+                tracing::error!("portal: reading tenant {tenant} in PostgreSQL: {e:?}");
+                false
+            }
+        }
     }
 
     /// The tenants the writer stores (its cursors), sorted; none when
