@@ -47,7 +47,7 @@ use owlet_soc_portal::session::{self, Stage};
 use owlet_soc_portal::users::{self, NewUser};
 use owlet_soc_portal::web::AppState;
 use owlet_soc_portal::web::routes::{Method, ROUTES};
-use owlet_soc_portal::{DataSettings, Db, Role, Settings};
+use owlet_soc_portal::{DataSettings, Db, Role};
 use owlet_soc_report::shelf::Shelf;
 use owlet_soc_report::shelf::postgres::{Table, ddl};
 use prost::Message;
@@ -179,23 +179,9 @@ async fn world() -> World {
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert: root.join("none.pem"),
-        key: root.join("none.key"),
-        session_idle: Duration::from_secs(1800),
-        lockout_after: 5,
-        lockout_for: Duration::from_secs(900),
-        root: root.clone(),
-        contacts_root: root.clone(),
-        data: DataSettings::Postgres { conninfo },
-        tenant_zones: Default::default(),
-        silent_after: Duration::from_secs(3600),
-        notify: None,
-        ca_dir: None,
-        soc_address: String::new(),
-        oidc: None,
-    };
+    let mut settings = common::settings(&root, DataSettings::Postgres { conninfo });
+    // The heartbeat was stored when the test began.
+    settings.silent_after = Duration::from_secs(3600);
     let db = Db::open(&settings.portal_db()).unwrap();
     let state = AppState::new(settings, db);
     World {

@@ -43,6 +43,28 @@ pub fn keep_reports(store: &Store, tenant: &str, files: &[(&str, &[u8])]) {
     }
 }
 
+/// The settings of a test portal in `root` reading `data` (no HTTPS:
+/// requests go through the router in process).
+pub fn settings(root: &Path, data: owlet_soc_portal::DataSettings) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: root.join("none.pem"),
+        key: root.join("none.key"),
+        session_idle: Duration::from_secs(1800),
+        lockout_after: 5,
+        lockout_for: Duration::from_secs(900),
+        root: root.to_path_buf(),
+        contacts_root: root.to_path_buf(),
+        data,
+        tenant_zones: BTreeMap::new(),
+        silent_after: Duration::from_secs(90),
+        notify: None,
+        ca_dir: None,
+        soc_address: String::new(),
+        oidc: None,
+    }
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub state: AppState,
@@ -226,25 +248,15 @@ impl Fixture {
         );
         control_db(&root.join("soc.db"));
         owlet_ca::init(&root.join("ca"), &["soc.example".to_string()], 3650).unwrap();
-        let mut settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: root.join("none.pem"),
-            key: root.join("none.key"),
-            session_idle: Duration::from_secs(1800),
-            lockout_after: 5,
-            lockout_for: Duration::from_secs(900),
-            root: root.clone(),
-            contacts_root: root.clone(),
-            data: owlet_soc_portal::DataSettings::Embedded {
+        let mut settings = settings(
+            &root,
+            owlet_soc_portal::DataSettings::Embedded {
                 control_db: root.join("soc.db"),
             },
-            tenant_zones: BTreeMap::from([("acme".to_string(), "Asia/Tokyo".to_string())]),
-            silent_after: Duration::from_secs(90),
-            notify: None,
-            ca_dir: Some(root.join("ca")),
-            soc_address: "127.0.0.1:4443".to_string(),
-            oidc: None,
-        };
+        );
+        settings.tenant_zones = BTreeMap::from([("acme".to_string(), "Asia/Tokyo".to_string())]);
+        settings.ca_dir = Some(root.join("ca"));
+        settings.soc_address = "127.0.0.1:4443".to_string();
         change(&mut settings);
         let db = Db::open(&settings.portal_db()).unwrap();
         let state = AppState::new(settings, db);
