@@ -256,6 +256,13 @@ async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
     )
     .replace('+', "%2B");
     let month = Utc::now().format("%Y-%m").to_string();
+    // Longer than 2 days: read from the rollups.
+    let week = format!(
+        "from={}&to={}",
+        rfc3339(now - Duration::from_secs(7 * 86_400)),
+        rfc3339(now + Duration::from_secs(3600))
+    )
+    .replace('+', "%2B");
 
     // What acme's user sees, each page with acme's planted rows.
     let own = [
@@ -278,6 +285,25 @@ async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
             vec!["acme-sensor/ACME-MARK-check"],
         ),
         (format!("/t/acme/series/cpu?{range}"), vec!["acme-sensor"]),
+        (
+            format!("/t/acme/series/alerts?{range}"),
+            vec!["ACME-MARK-check"],
+        ),
+        (
+            format!("/t/acme/series/availability?{week}"),
+            vec!["acme-sensor/ACME-MARK-check", "\"rollups\""],
+        ),
+        (
+            format!("/t/acme/series/latency?{week}"),
+            vec!["acme-sensor/ACME-MARK-check"],
+        ),
+        (format!("/t/acme/series/cpu?{week}"), vec!["acme-sensor"]),
+        (
+            format!("/t/acme/series/alerts?{week}"),
+            vec!["ACME-MARK-check"],
+        ),
+        (format!("/t/acme/series/tops?{week}"), vec!["\"sources\""]),
+        (format!("/t/acme/series/capture?{week}"), vec!["bytes/s"]),
         (format!("/t/acme/plots?{range}"), vec!["ACME-MARK"]),
         ("/t/acme/reports".into(), vec![KEPT]),
         (format!("/t/acme/reports/files/{KEPT}"), vec!["ACME-MARK"]),
