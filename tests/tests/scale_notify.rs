@@ -10,8 +10,10 @@
 //! record's retry state; every event is mailed exactly once (nothing lost,
 //! nothing grouped twice, no delivered notification mailed again);
 //! `owlet-soc notifications --notify-config` lists the record from
-//! PostgreSQL; SIGTERM stops the process cleanly (exit 0) and, started
-//! again, it mails nothing again.
+//! PostgreSQL; `owlet-soc notify --status` shows the five deliveries
+//! waiting with the SMTP server's refusal as the last error, then the tenant caught up and held, then not held once the
+//! process stopped; SIGTERM stops the process cleanly (exit 0) and,
+//! started again, it mails nothing again.
 
 #[path = "../../soc-notify/tests/common/mod.rs"]
 mod common;
@@ -149,6 +151,17 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
             "SELECT count(*) FROM tenant_acme.deliveries WHERE status = 'retrying' AND attempts >= 1",
         ) == 5
     });
+    let retrying = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        retrying.contains("lag 0 events, held; errors ")
+            && retrying.contains("last error: mail: Connection error")
+            && retrying.contains(" 5 deliveries waiting, 0 failed; last delivered 20"),
+        "{retrying}"
+    );
     first.kill9();
     wait_until("notify-2 to take over", DEADLINE, || {
         second.log().contains("holding the tenant's cursor")
@@ -207,9 +220,28 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
         "{listed}"
     );
 
+    let caught_up = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        caught_up.contains("lag 0 events, held; errors ")
+            && caught_up.contains(" 0 open, 0 deliveries waiting, 0 failed;"),
+        "{caught_up}"
+    );
     let status = second.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM: {status}\n{}", second.log());
     assert!(second.log().contains("owlet-soc notify stopped"));
+    let stopped = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        stopped.contains("NOT HELD: no owlet-soc notify runs for it"),
+        "{stopped}"
+    );
     let mut again = notify(&config, "notify-2", &scale.dir);
     wait_until("notify-2 to hold acme again", DEADLINE, || {
         again.log().matches("holding the tenant's cursor").count() >= 2
