@@ -279,6 +279,50 @@ pub async fn note_error(
     Ok(())
 }
 
+/// A consumer's row for one tenant as the operator reads it: its
+/// position, whether a session holds it now, and the delivery figures a
+/// consumer keeps there (zero for those that keep none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub position: i64,
+    pub held: bool,
+    pub delivered: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// When the row last changed (UTC µs; 0: never).
+    pub updated_us: i64,
+}
+
+/// `consumer`'s row for `tenant`; `None` when it has none yet (it never
+/// claimed the tenant). Takes no lock.
+pub async fn standing(
+    pg: &Client,
+    consumer: &str,
+    tenant: &str,
+) -> Result<Option<Standing>, BusError> {
+    let row = pg
+        .query_opt(
+            "SELECT c.position, EXISTS (
+                 SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.granted
+                    AND l.classid::bigint = $3 AND l.objid::bigint = c.id AND l.objsubid = 2),
+                    c.delivered, c.errors, c.last_error, c.updated_us
+               FROM owlet_bus.cursors c WHERE c.consumer = $1 AND c.tenant = $2",
+            &[&consumer, &tenant, &i64::from(LOCK_CLASS)],
+        )
+        .await
+        .map_err(pg_error)?;
+    let count = |r: &tokio_postgres::Row, i: usize| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+    Ok(row.map(|r| Standing {
+        position: r.get(0),
+        held: r.get(1),
+        delivered: count(&r, 2),
+        errors: count(&r, 3),
+        last_error: r.get(4),
+        updated_us: r.get(5),
+    }))
+}
+
 /// The positions of `consumer` in every tenant, by tenant name, and
 /// whether a session holds each now. Takes no lock.
 pub async fn positions(pg: &Client, consumer: &str) -> Result<Vec<Position>, BusError> {

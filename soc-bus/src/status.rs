@@ -1,7 +1,11 @@
-//! What the scaled-out SOC's writers are doing, per tenant, for the
-//! operator (`owlet-soc writer --status`): how far the tenant's stream
-//! goes, where the writers' committed position is, whether a writer holds
-//! the tenant now, how much PostgreSQL keeps, and its agents' liveness.
+//! What the scaled-out SOC's consumers are doing, per tenant, for the
+//! operator. The writers ([`tenants`], `owlet-soc writer --status`): how
+//! far the tenant's stream goes, where the writers' committed position is,
+//! whether a writer holds the tenant now, how much PostgreSQL keeps, and
+//! its agents' liveness. A reader of the stored events ([`reader`]: an
+//! output, the notifier, the rollup consumer; their roles' `--status`):
+//! its position, the stored events after it, whether it is held, its
+//! delivery figures and last error.
 //! Read-only: it takes no lock and moves nothing.
 
 use std::time::Duration;
@@ -9,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio_postgres::Client;
 
+use crate::cursor::Standing;
 use crate::writer::{CURSOR_CONSUMER, pg_error, schema_of};
 use crate::{BusError, cursor, partitions, stream_name};
 
@@ -87,4 +92,44 @@ pub async fn tenants(js: &jetstream::Context, pg: &Client) -> Result<Vec<TenantS
         });
     }
     Ok(out)
+}
+
+/// A reader of one tenant's stored events, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderStatus {
+    pub tenant: String,
+    /// Its cursor's row (all zero when it never claimed the tenant).
+    pub standing: Standing,
+    /// Whether it ever claimed the tenant (has a cursor row).
+    pub started: bool,
+    /// The last id stored in the tenant's `events`.
+    pub last_id: i64,
+    /// Stored events after its position (ids have holes, so this is a
+    /// count, not `last_id - position`).
+    pub lag: i64,
+}
+
+/// Where `consumer` stands in `tenant`'s stored events (which must exist:
+/// see [`crate::stored::tenants_with_events`]).
+pub async fn reader(pg: &Client, consumer: &str, tenant: &str) -> Result<ReaderStatus, BusError> {
+    let standing = cursor::standing(pg, consumer, tenant).await?;
+    let started = standing.is_some();
+    let standing = standing.unwrap_or_default();
+    let figures = pg
+        .query_one(
+            &format!(
+                "SELECT coalesce(max(id), 0), count(*) FILTER (WHERE id > $1) FROM {}.events",
+                schema_of(tenant)
+            ),
+            &[&standing.position],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(ReaderStatus {
+        tenant: tenant.to_string(),
+        standing,
+        started,
+        last_id: figures.get(0),
+        lag: figures.get(1),
+    })
 }

@@ -37,6 +37,18 @@ pub async fn tenants(pg: &impl GenericClient) -> Result<Vec<String>, BusError> {
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The tenants whose `events` table the writer made, by name: those a
+/// reader of the stored events can read.
+pub async fn tenants_with_events(pg: &impl GenericClient) -> Result<Vec<String>, BusError> {
+    let mut out = Vec::new();
+    for tenant in tenants(pg).await? {
+        if table_exists(pg, &tenant).await? {
+            out.push(tenant);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the writer made `tenant`'s `events` table yet (it claims the
 /// tenant's stream just before).
 pub async fn table_exists(pg: &impl GenericClient, tenant: &str) -> Result<bool, BusError> {

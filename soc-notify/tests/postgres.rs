@@ -360,6 +360,132 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
     task.await.unwrap();
 }
 
+/// The other half of "the position moves with the record": while the
+/// cursor's row cannot be updated (an injected fault on
+/// `owlet_bus.cursors`), nothing of the new events is recorded or mailed;
+/// once it can, each is mailed once.
+///
+/// Seen failing: with `Ledger::ingest` committing the record first and
+/// moving the cursor in a transaction of its own afterwards, "recorded
+/// while the cursor could not move: 3 rows".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_that_cannot_move_records_nothing_and_then_each_event_is_mailed_once() {
+    let s = Scaled::start().await;
+    let config = head("100ms")
+        + &s.smtp.channel("mail", "acme", "noc@acme.test")
+        + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
+    s.publish(
+        "acme",
+        "fw1",
+        &[alert(1, "check_down", Severity::Critical, "shop")],
+    )
+    .await;
+    let (token, task) = s.notifier(&config);
+    s.record_ready("acme").await;
+    until("the first mail", || async {
+        (s.smtp.mails().len() == 1).then_some(())
+    })
+    .await;
+    // Every update of acme's notify cursor fails while `cursor_fault` has
+    // a row; `cursor_faults` counts the failures.
+    s.stack
+        .admin
+        .batch_execute(
+            "CREATE TABLE public.cursor_fault (on_ boolean);
+             INSERT INTO public.cursor_fault VALUES (true);
+             CREATE SEQUENCE public.cursor_faults;
+             CREATE FUNCTION public.fail_cursor() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.consumer = 'notify' AND NEW.tenant = 'acme'
+                  AND EXISTS (SELECT 1 FROM public.cursor_fault) THEN
+                 PERFORM nextval('public.cursor_faults');
+                 RAISE EXCEPTION 'injected fault';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER fail_cursor BEFORE UPDATE ON owlet_bus.cursors
+               FOR EACH ROW EXECUTE FUNCTION public.fail_cursor();",
+        )
+        .await
+        .unwrap();
+    s.publish(
+        "acme",
+        "fw1",
+        &[
+            alert(2, "check_down", Severity::Critical, "api"),
+            alert(3, "check_down", Severity::Critical, "db"),
+        ],
+    )
+    .await;
+    until("the fault hit twice", || async {
+        let hits: i64 = s
+            .stack
+            .admin
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.cursor_faults",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (hits >= 2).then_some(())
+    })
+    .await;
+    // Longer than the group window: a group recorded anyway would be
+    // composed and mailed by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let schema = schema_of("acme");
+    let recorded: i64 = s
+        .stack
+        .admin
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.notification_events"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded, 1,
+        "recorded while the cursor could not move: {recorded} rows"
+    );
+    assert_eq!(
+        s.smtp.mails().len(),
+        1,
+        "mailed while the cursor could not move"
+    );
+
+    s.stack
+        .admin
+        .batch_execute("DELETE FROM public.cursor_fault")
+        .await
+        .unwrap();
+    until("every event mailed", || async {
+        (s.smtp.mails().len() >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.smtp.mails().len(), 3, "one mail per event");
+    let twice: i64 = s
+        .stack
+        .admin
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT log_id FROM {schema}.notification_events
+                  GROUP BY log_id HAVING count(*) > 1) AS t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "an event grouped twice");
+    let (position, last) = s.position_and_last_id("acme").await;
+    assert_eq!(position, last);
+    token.cancel();
+    task.await.unwrap();
+}
+
 /// Seen failing: with `owlet_soc_bus::stored::events_after` reading
 /// `tenant_acme.events` for every tenant (the schema fixed instead of
 /// `schema_of(tenant)`), globex's mail carried acme's two fw1 alerts

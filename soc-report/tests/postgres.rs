@@ -6,8 +6,9 @@
 //!
 //! Backend-specific, and left out of the comparison: each incident's
 //! `raised_log_id` (the row id in each store) and its notification figures
-//! (`notified_at`, `time_to_notification_seconds`: the embedded SOC reads
-//! its notification record file, PostgreSQL has none here).
+//! (`notified_at`, `time_to_notification_seconds`: each backend reads its
+//! own notification record; the PostgreSQL one is tested on its own in
+//! `notification_figures_come_from_the_tenants_own_record`).
 //!
 //! Seen failing (each break made by hand, then undone):
 //! * the PostgreSQL source's `search_path` naming tenant acme's schema
@@ -18,6 +19,11 @@
 //! * the `reports` table's insert replacing a kept file (`ON CONFLICT DO
 //!   UPDATE`): "a kept report replaced" (a second process's `put` of a
 //!   kept file went through).
+//! * the search path falling back to acme's schema after the tenant's
+//!   own (`tenant_globex, tenant_acme`): every other section still equal,
+//!   but "globex's report shows acme's notification record";
+//! * the PostgreSQL source filling no notification figures: "left: None,
+//!   right: Some(42)".
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -152,6 +158,7 @@ async fn a_report_from_postgres_equals_the_embedded_socs_and_holds_one_tenant() 
         );
     }
     scheduled_reports_are_kept_in_the_tenants_table_once(&world, &reports, &zone).await;
+    notification_figures_come_from_the_tenants_own_record(&world, &reports, &period, &zone).await;
     consumer.abort();
     world.writer.abort();
 }
@@ -243,4 +250,116 @@ async fn scheduled_reports_are_kept_in_the_tenants_table_once(
             "{tenant}: the kept JSON"
         );
     }
+}
+
+/// An incident's time to notification is read from the record
+/// `owlet-soc notify` keeps in the tenant's own schema (its tables made by
+/// the ledger's own DDL): acme's record says acme's first incident was
+/// delivered 42 s after its raise, and also carries the log ids of every
+/// globex incident; globex, with no record of its own, shows none.
+async fn notification_figures_come_from_the_tenants_own_record(
+    world: &owlet_soc_bus::scenario::World,
+    reports: &[(String, Report)],
+    period: &Period,
+    zone: &Zone,
+) {
+    let incidents = |tenant: &str| {
+        let (_, report) = reports.iter().find(|(t, _)| t == tenant).unwrap();
+        report.incidents.clone()
+    };
+    let (acme, globex) = (incidents("acme"), incidents("globex"));
+    assert!(
+        acme.iter().chain(&globex).all(|i| i.notified_at.is_none()),
+        "notification figures without any record"
+    );
+    let raised = acme
+        .iter()
+        .find_map(|i| i.raised_log_id)
+        .expect("acme has an incident raised in its log");
+    let planted: Vec<i64> = std::iter::once(raised)
+        .chain(globex.iter().filter_map(|i| i.raised_log_id))
+        .collect();
+    assert!(
+        planted.len() > 1,
+        "globex has no incident raised in its log"
+    );
+    world
+        .admin
+        .batch_execute(&owlet_soc_notify::ledger::postgres::ddl("tenant_acme"))
+        .await
+        .unwrap();
+    let id: i64 = world
+        .admin
+        .query_one(
+            "INSERT INTO tenant_acme.notifications (rule, group_key, status, severity,
+                 severity_rank, zone, opened_us, due_us, first_detected_us, last_detected_us)
+             VALUES ('all', 'acme', 'delivered', 'critical', 4, 'UTC', 0, 0, 0, 0)
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for log_id in &planted {
+        let time_us: i64 = world
+            .admin
+            .query_one(
+                "SELECT time_us FROM tenant_acme.events WHERE id = $1",
+                &[log_id],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        world
+            .admin
+            .execute(
+                "INSERT INTO tenant_acme.notification_events
+                     (notification_id, log_id, event_id, time_us, incident)
+                 VALUES ($1, $2, 'e', $3, 'raised')",
+                &[&id, log_id, &time_us],
+            )
+            .await
+            .unwrap();
+    }
+    let detected: i64 = world
+        .admin
+        .query_one(
+            "SELECT time_us FROM tenant_acme.notification_events WHERE log_id = $1",
+            &[&raised],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    world
+        .admin
+        .execute(
+            "INSERT INTO tenant_acme.deliveries (notification_id, channel, channel_type,
+                 recipients, status, sent_us, delivered_us, next_attempt_us)
+             VALUES ($1, 'soc-mail', 'email', 'soc@example.org', 'delivered', $2, $2, 0)",
+            &[&id, &(detected + 42_000_000)],
+        )
+        .await
+        .unwrap();
+
+    let got = from_postgres(world.pg.conninfo("owlet"), "acme", period, zone).await;
+    let incident = got
+        .incidents
+        .iter()
+        .find(|i| i.raised_log_id == Some(raised))
+        .unwrap();
+    assert_eq!(
+        incident.time_to_notification_seconds,
+        Some(42),
+        "{incident:?}"
+    );
+    assert_eq!(
+        incident.notified_at.as_deref(),
+        Some(zone.rfc3339(detected + 42_000_000).as_str())
+    );
+    let got = from_postgres(world.pg.conninfo("owlet"), "globex", period, zone).await;
+    assert!(
+        got.incidents.iter().all(|i| i.notified_at.is_none()),
+        "globex's report shows acme's notification record: {:?}",
+        got.incidents
+    );
 }

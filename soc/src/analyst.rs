@@ -525,6 +525,29 @@ pub fn print_outputs(outputs: &[owlet_soc_outputs::OutputStatus], file: &str) {
     }
 }
 
+/// A reader of the stored events in one tenant, as `--status` of the
+/// scaled-out roles prints it: position, lag, holder, errors. `role` names
+/// the command that holds it.
+pub fn reader_line(r: &owlet_soc_bus::status::ReaderStatus, role: &str) -> String {
+    let holder = if r.standing.held {
+        "held".to_string()
+    } else if r.started {
+        format!("NOT HELD: no {role} runs for it")
+    } else {
+        format!("NOT STARTED: no {role} has claimed it yet")
+    };
+    let error = r
+        .standing
+        .last_error
+        .as_deref()
+        .map(|e| format!(", last error: {e}"))
+        .unwrap_or_default();
+    format!(
+        "  {:<20} at {} of {}, lag {} events, {holder}; errors {}{error}",
+        r.tenant, r.standing.position, r.last_id, r.lag, r.standing.errors
+    )
+}
+
 /// `owlet-soc writer --status`: one line per tenant a writer has stored.
 pub fn print_writer(tenants: &[owlet_soc_bus::status::TenantStatus]) {
     println!("Tenants stored by the writers:");

@@ -60,6 +60,10 @@ pub enum Command {
         /// The reports configuration ([postgres], [reports], [tenants.NAME], [log]).
         #[arg(long, short)]
         config: PathBuf,
+        /// Print, per tenant, the rollups' position, lag, holder and last
+        /// error and the reports kept (from PostgreSQL), and exit.
+        #[arg(long)]
+        status: bool,
     },
     /// The scaled-out SOC's incident notifications: reads the tenants'
     /// events from PostgreSQL and notifies by `[notify]`'s rules, the
@@ -70,6 +74,11 @@ pub enum Command {
         /// [notify], [log]).
         #[arg(long, short)]
         config: PathBuf,
+        /// Print, per tenant, the notifier's position, lag, holder and
+        /// last error and the record's open, waiting and failed
+        /// notifications (from PostgreSQL), and exit.
+        #[arg(long)]
+        status: bool,
     },
     /// Known agents with their state, last contact and duplicates dropped.
     Agents {

@@ -209,18 +209,34 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             runtime.block_on(outputs::run(conninfo, config.outputs, serve::stop_signal()))?;
             Ok(0)
         }
-        Command::Reports { config } => {
+        Command::Reports { config, status } => {
             let config = config::load_reports(&config)
                 .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-            let conninfo = start_role(&config.postgres, &config.log)?;
             let runtime = tokio::runtime::Runtime::new()?;
+            if status {
+                let conninfo = config
+                    .postgres
+                    .conninfo()
+                    .context("postgres.password_file")?;
+                runtime.block_on(reports::status(&conninfo))?;
+                return Ok(0);
+            }
+            let conninfo = start_role(&config.postgres, &config.log)?;
             runtime.block_on(reports::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
         }
-        Command::Notify { config } => {
+        Command::Notify { config, status } => {
             let config = load_notify(&config)?;
-            let conninfo = start_role(&config.postgres, &config.log)?;
             let runtime = tokio::runtime::Runtime::new()?;
+            if status {
+                let conninfo = config
+                    .postgres
+                    .conninfo()
+                    .context("postgres.password_file")?;
+                runtime.block_on(notify::status(&conninfo))?;
+                return Ok(0);
+            }
+            let conninfo = start_role(&config.postgres, &config.log)?;
             runtime.block_on(notify::run(conninfo, config, serve::stop_signal()))?;
             Ok(0)
         }

@@ -65,3 +65,33 @@ pub async fn history(
     let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
     Ok(owlet_soc_notify::ledger::postgres::history(&pg, tenant, query).await?)
 }
+
+/// `owlet-soc notify --status`: per tenant with stored events, where the
+/// notifier stands and what its record holds. Read-only.
+pub async fn status(conninfo: &str) -> anyhow::Result<()> {
+    use owlet_soc_notify::ledger::postgres::figures;
+    let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
+    let consumer = owlet_soc_notify::notifier::CONSUMER;
+    println!("Notifications (consumer {consumer}):");
+    let tenants = owlet_soc_bus::stored::tenants_with_events(&pg).await?;
+    if tenants.is_empty() {
+        println!("  no tenant stored yet (the writer makes a tenant's events table first)");
+    }
+    for tenant in tenants {
+        let reader = owlet_soc_bus::status::reader(&pg, consumer, &tenant).await?;
+        let f = figures(&pg, &tenant).await?;
+        let last = f.last_delivered_us.map_or_else(
+            || "none delivered yet".to_string(),
+            |us| format!("last delivered {}", crate::query::rfc3339(us)),
+        );
+        println!(
+            "{}\n  {:<20} {} open, {} deliveries waiting, {} failed; {last}",
+            crate::analyst::reader_line(&reader, "owlet-soc notify"),
+            "",
+            f.open,
+            f.waiting,
+            f.failed
+        );
+    }
+    Ok(())
+}

@@ -67,3 +67,27 @@ pub async fn run(
     scheduled.context("the report schedule's task failed")??;
     Ok(())
 }
+
+/// `owlet-soc reports --status`: per tenant with stored events, where the
+/// rollup consumer stands and which reports are kept. Read-only.
+pub async fn status(conninfo: &str) -> anyhow::Result<()> {
+    let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
+    println!("Rollups (consumer {}) and reports kept:", rollup::CONSUMER);
+    let tenants = owlet_soc_bus::stored::tenants_with_events(&pg).await?;
+    if tenants.is_empty() {
+        println!("  no tenant stored yet (the writer makes a tenant's events table first)");
+    }
+    for tenant in tenants {
+        let reader = owlet_soc_bus::status::reader(&pg, rollup::CONSUMER, &tenant).await?;
+        let (count, newest) = owlet_soc_report::shelf::postgres::kept(&pg, &tenant)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "{}\n  {:<20} {count} reports kept{}",
+            crate::analyst::reader_line(&reader, "owlet-soc reports"),
+            "",
+            newest.map(|n| format!(", newest {n}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -10,8 +10,10 @@
 //! record's retry state; every event is mailed exactly once (nothing lost,
 //! nothing grouped twice, no delivered notification mailed again);
 //! `owlet-soc notifications --notify-config` lists the record from
-//! PostgreSQL; SIGTERM stops the process cleanly (exit 0) and, started
-//! again, it mails nothing again.
+//! PostgreSQL; `owlet-soc notify --status` shows the five deliveries
+//! waiting with the SMTP server's refusal as the last error, then the tenant caught up and held, then not held once the
+//! process stopped; SIGTERM stops the process cleanly (exit 0) and,
+//! started again, it mails nothing again.
 
 #[path = "../../soc-notify/tests/common/mod.rs"]
 mod common;
@@ -80,6 +82,18 @@ fn mailed(mails: &[serde_json::Value]) -> HashMap<String, usize> {
     seen
 }
 
+/// The attempts of each delivery still retrying, by notification id.
+fn attempts(scale: &Scale) -> HashMap<i64, i64> {
+    scale
+        .query(
+            "SELECT notification_id, attempts FROM tenant_acme.deliveries WHERE status = 'retrying'",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// One figure of the record in PostgreSQL.
 fn count(scale: &Scale, sql: &str) -> i64 {
     scale.query(sql, &[]).first().map_or(-1, |row| row.get(0))
@@ -89,7 +103,10 @@ fn count(scale: &Scale, sql: &str) -> i64 {
 /// processes notified ("timed out waiting for notify-2 to stand by"); with
 /// the PostgreSQL ledger's `ingest` no longer moving the cursor in its
 /// transaction, notify-2 took over at position 0 and grouped and mailed
-/// the events of before the kill again ("acme/fw1/1 mailed 2 times").
+/// the events of before the kill again ("acme/fw1/1 mailed 2 times");
+/// with the ledger setting the attempts of waiting deliveries to 0 when it
+/// claims a tenant (retry state not carried over), "notification 8: tried
+/// 1 times by notify-1, then delivered by notify-2" (left: 1, right: 2).
 #[test]
 fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_once() {
     let scale = Scale::start(&[]);
@@ -149,11 +166,29 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
             "SELECT count(*) FROM tenant_acme.deliveries WHERE status = 'retrying' AND attempts >= 1",
         ) == 5
     });
+    let retrying = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        retrying.contains("lag 0 events, held; errors ")
+            && retrying.contains("last error: mail: Connection error")
+            && retrying.contains(" 5 deliveries waiting, 0 failed; last delivered 20"),
+        "{retrying}"
+    );
+    // Freeze the holder so its attempts stop where they are, read them,
+    // bring the SMTP server back, then kill it: the standby takes over
+    // with a server that accepts, so each retried delivery goes out on
+    // its first attempt there, counted after the holder's own.
+    first.signal(nix::sys::signal::Signal::SIGSTOP);
+    let tried = attempts(&scale);
+    assert_eq!(tried.len(), 5, "{tried:?}");
+    let smtp = scale.rt.block_on(SmtpServer::start(&smtp_dir, smtp_port));
     first.kill9();
     wait_until("notify-2 to take over", DEADLINE, || {
         second.log().contains("holding the tenant's cursor")
     });
-    let smtp = scale.rt.block_on(SmtpServer::start(&smtp_dir, smtp_port));
     publish(&scale, 9..=12);
     wait_until("every notification delivered", DEADLINE, || {
         count(
@@ -178,16 +213,23 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
         0,
         "an event grouped twice"
     );
-    // The retry state came over: the deliveries notify-1 tried went out
-    // from notify-2 with the attempts of both.
-    assert_eq!(
-        count(
-            &scale,
-            "SELECT count(*) FROM tenant_acme.deliveries WHERE status = 'delivered' AND attempts >= 2",
-        ),
-        5,
-        "the five retried deliveries kept their attempts"
-    );
+    // The retry state came over: each delivery notify-1 tried went out
+    // from notify-2 on its first attempt there, after notify-1's.
+    let delivered: HashMap<i64, i64> = scale
+        .query(
+            "SELECT notification_id, attempts FROM tenant_acme.deliveries WHERE status = 'delivered'",
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (id, before) in &tried {
+        assert_eq!(
+            delivered.get(id),
+            Some(&(before + 1)),
+            "notification {id}: tried {before} times by notify-1, then delivered by notify-2"
+        );
+    }
     let (position, last) = scale.cursor_and_last_id("notify", "acme");
     assert_eq!(position, last, "the position is past every stored event");
 
@@ -207,9 +249,28 @@ fn a_standby_notify_process_takes_over_from_a_killed_one_and_mails_each_event_on
         "{listed}"
     );
 
+    let caught_up = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        caught_up.contains("lag 0 events, held; errors ")
+            && caught_up.contains(" 0 open, 0 deliveries waiting, 0 failed;"),
+        "{caught_up}"
+    );
     let status = second.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM: {status}\n{}", second.log());
     assert!(second.log().contains("owlet-soc notify stopped"));
+    let stopped = run_ok(
+        owlet_soc()
+            .args(["notify", "--status", "--config"])
+            .arg(&config),
+    );
+    assert!(
+        stopped.contains("NOT HELD: no owlet-soc notify runs for it"),
+        "{stopped}"
+    );
     let mut again = notify(&config, "notify-2", &scale.dir);
     wait_until("notify-2 to hold acme again", DEADLINE, || {
         again.log().matches("holding the tenant's cursor").count() >= 2

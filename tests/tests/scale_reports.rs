@@ -7,7 +7,9 @@
 //! by; the first killed -9 mid-run, the second takes over and every rollup
 //! figure is counted once (the rollups equal the embedded SOC's for the
 //! same stored batches); the due month's report of each tenant is kept in
-//! its own `reports` table; SIGTERM stops the process cleanly (exit 0).
+//! its own `reports` table; SIGTERM stops the process cleanly (exit 0);
+//! `owlet-soc reports --status` shows each tenant caught up and held with
+//! its reports while the process runs, and not held once it stopped.
 //!
 //! Seen failing: with `cursor::claim` not checking its advisory lock (both
 //! processes rolling the tenants up), "acme: a row of rollup_hours
@@ -96,7 +98,37 @@ fn a_standby_reports_process_takes_over_from_a_killed_one_and_counts_each_event_
             reports_kept(&rt, &world, tenant) == ["2026-11.en.html", "2026-11.json"]
         });
     }
+    let running = status_of(&config);
+    for (tenant, _) in &world.stored {
+        let line = format!("  {tenant:<20} at ");
+        assert!(
+            running.contains(&line) && running.contains("lag 0 events, held; errors 0"),
+            "{running}"
+        );
+    }
+    assert_eq!(
+        running.matches("2 reports kept, newest 2026-11.").count(),
+        2,
+        "{running}"
+    );
     let status = second.terminate(DEADLINE);
     assert!(status.success(), "SIGTERM: {status}\n{}", second.log());
+    let stopped = status_of(&config);
+    assert_eq!(
+        stopped
+            .matches("NOT HELD: no owlet-soc reports runs for it")
+            .count(),
+        2,
+        "{stopped}"
+    );
     world.writer.abort();
+}
+
+/// What `owlet-soc reports --status` prints.
+fn status_of(config: &std::path::Path) -> String {
+    run_ok(
+        owlet_soc()
+            .args(["reports", "--status", "--config"])
+            .arg(config),
+    )
 }

@@ -50,8 +50,10 @@ use crate::record::{
     Attempt, DUE_JOBS_COLUMNS, DeliveryRow, DueGroup, HistoryQuery, HistoryRow, Job, JobRow, Join,
 };
 
-/// The record's tables in schema `schema` (idempotent).
-fn ddl(schema: &str) -> String {
+/// The record's tables in schema `schema` (idempotent). Public so that a
+/// reader of the record (soc-report's notification figures) can be tested
+/// against the very tables the ledger makes.
+pub fn ddl(schema: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {schema}.notifications (
     id               bigserial PRIMARY KEY,
@@ -596,6 +598,48 @@ impl Ledger for PgLedger {
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
         Ok(gone.len())
+    }
+}
+
+/// What a tenant's record holds now, for `owlet-soc notify --status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Notifications still grouping or held by quiet hours.
+    pub open: i64,
+    /// Deliveries pending or waiting to be tried again.
+    pub waiting: i64,
+    /// Notifications none of whose deliveries can succeed any more.
+    pub failed: i64,
+    /// When the newest delivery was confirmed (or sent), UTC µs.
+    pub last_delivered_us: Option<i64>,
+}
+
+/// `tenant`'s record figures; all zero while the notifier made no record
+/// there yet. Read-only.
+pub async fn figures(pg: &Client, tenant: &str) -> Result<Figures> {
+    let s = schema_of(tenant);
+    let row = pg
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {s}.notifications WHERE status IN ('grouping', 'held')),
+                        (SELECT count(*) FROM {s}.deliveries WHERE status IN ('pending', 'retrying')),
+                        (SELECT count(*) FROM {s}.notifications WHERE status = 'failed'),
+                        (SELECT max(COALESCE(delivered_us, sent_us)) FROM {s}.deliveries)"
+            ),
+            &[],
+        )
+        .await;
+    match row {
+        Ok(r) => Ok(Figures {
+            open: r.get(0),
+            waiting: r.get(1),
+            failed: r.get(2),
+            last_delivered_us: r.get(3),
+        }),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Ok(Figures::default())
+        }
+        Err(e) => Err(pg_err(e)),
     }
 }
 

@@ -25,10 +25,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use owlet_soc_bus::BusError;
 use owlet_soc_bus::cursor::{self, Claim};
 use owlet_soc_bus::stored::{self, events_after, table_exists};
-use owlet_soc_bus::writer::{STANDBY_POLL, connect_postgres, schema_of};
+use owlet_soc_bus::writer::{STANDBY_POLL, connect_postgres};
 use owlet_soc_store::StoredEvent;
 use tokio_postgres::Client;
 
@@ -178,49 +177,22 @@ pub async fn status(
     outputs: &[OutputConfig],
 ) -> Result<Vec<OutputStatus>, OutputError> {
     let pg = connect_postgres(conninfo).await?;
-    let mut tenants = Vec::new();
-    for tenant in stored::tenants(&pg).await? {
-        if table_exists(&pg, &tenant).await? {
-            tenants.push(tenant);
-        }
-    }
+    let tenants = stored::tenants_with_events(&pg).await?;
     let mut out = Vec::new();
     for output in outputs {
         for tenant in tenants.iter().filter(|t| output.wants(t)) {
-            let cursor = pg
-                .query_opt(
-                    "SELECT position, delivered, errors, last_error, updated_us FROM owlet_bus.cursors WHERE consumer = $1 AND tenant = $2",
-                    &[&consumer_of(&output.name), tenant],
-                )
-                .await
-                .map_err(BusError::from_postgres)?;
-            let position: i64 = cursor.as_ref().map_or(0, |r| r.get(0));
-            let figures = pg
-                .query_one(
-                    &format!(
-                        "SELECT coalesce(max(id), 0), count(*) FILTER (WHERE id > $1) FROM {}.events",
-                        schema_of(tenant)
-                    ),
-                    &[&position],
-                )
-                .await
-                .map_err(BusError::from_postgres)?;
-            let count = |i: usize| {
-                cursor
-                    .as_ref()
-                    .map_or(0, |r| r.get::<_, i64>(i).max(0) as u64)
-            };
+            let r = owlet_soc_bus::status::reader(&pg, &consumer_of(&output.name), tenant).await?;
             out.push(OutputStatus {
                 output: output.name.clone(),
                 kind: output.kind.as_str(),
-                tenant: tenant.clone(),
-                position,
-                last_id: figures.get(0),
-                lag: figures.get(1),
-                delivered: count(1),
-                errors: count(2),
-                last_error: cursor.as_ref().and_then(|r| r.get(3)),
-                updated_us: cursor.as_ref().map_or(0, |r| r.get(4)),
+                tenant: r.tenant,
+                position: r.standing.position,
+                last_id: r.last_id,
+                lag: r.lag,
+                delivered: r.standing.delivered,
+                errors: r.standing.errors,
+                last_error: r.standing.last_error,
+                updated_us: r.standing.updated_us,
             });
         }
     }

@@ -126,3 +126,28 @@ impl Shelf for Table<'_> {
         Ok(false)
     }
 }
+
+/// How many files `tenant`'s `reports` table keeps and the newest one's
+/// name (by when it was made), for `owlet-soc reports --status`; none
+/// while the schedule made no table there yet. Read-only.
+pub async fn kept(pg: &Client, tenant: &str) -> Result<(i64, Option<String>), String> {
+    let table = format!("{}.reports", schema_of(tenant));
+    let row = pg
+        .query_one(
+            &format!(
+                "SELECT count(*), (SELECT name FROM {table} ORDER BY created_us DESC, name LIMIT 1) FROM {table}"
+            ),
+            &[],
+        )
+        .await;
+    match row {
+        Ok(r) => Ok((r.get(0), r.get(1))),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Ok((0, None))
+        }
+        Err(e) => Err(format!(
+            "reading {table}: {}",
+            owlet_soc_bus::BusError::from_postgres(e)
+        )),
+    }
+}

@@ -11,8 +11,9 @@
 //!   thread (`spawn_blocking`); each query runs on the runtime of the
 //!   handle given at connect time, rows streamed one at a time.
 //! * **Backend-specific**: incidents' `raised_log_id` is the PostgreSQL
-//!   row id, and no notification figures are filled in (the embedded SOC
-//!   reads them from its notification record file; there is none here).
+//!   row id; notification figures come from the record `owlet-soc notify`
+//!   keeps in the same schema (`notification_events`, `deliveries`), none
+//!   while it has made no record there.
 
 use futures::StreamExt;
 use owlet_soc_bus::writer::{connect_postgres, schema_of};
@@ -22,7 +23,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::{Param, Row, Source, Value};
-use crate::{Incident, ReportError};
+use crate::{Incident, ReportError, notified};
 
 /// One tenant's schema, read-only.
 pub struct Postgres {
@@ -176,8 +177,16 @@ impl Source for Postgres {
         )
     }
 
-    fn fill_notified(&self, _: &Zone, _: &mut [Incident]) -> Result<(), ReportError> {
-        Ok(())
+    fn fill_notified(&self, zone: &Zone, incidents: &mut [Incident]) -> Result<(), ReportError> {
+        if incidents.iter().all(|i| i.raised_log_id.is_none())
+            || !(self.exists("notification_events")? && self.exists("deliveries")?)
+        {
+            return Ok(());
+        }
+        notified::fill_each(zone, incidents, |id| {
+            let r = self.row(notified::FIRST_DELIVERY, &[Param::Int(id)])?;
+            Ok(r.opt_int(0).zip(r.opt_int(1)))
+        })
     }
 }
 
