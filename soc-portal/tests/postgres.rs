@@ -10,6 +10,9 @@
 //! detail, a change's diff, a plot series, a report (kept and made now)
 //! and an export; every tenant route with beta in the path is 404, acme's
 //! routes with beta's ids are 404, and no response carries beta's marker.
+//! The portal connects as `owlet_portal`, a role granted exactly what
+//! `packaging/examples/scale/portal.toml` says (the tenants' read-only
+//! roles, the tenant list), with acme's notification record present.
 //!
 //! Needs PostgreSQL 15 and nats-server (soc-bus's testkit): without them
 //! the test fails, it never skips.
@@ -25,6 +28,9 @@
 //!   first version): a response chunk sent from within the runtime's
 //!   `block_on` panicked, "/t/acme/export?format=ndjson: no \"ACME-MARK
 //!   alert message\"".
+//! * the notification record's tables without the `GRANT SELECT` to the
+//!   tenant's role: "/t/acme/reports/now?period=…" answered 500
+//!   (permission denied for the record).
 
 mod common;
 
@@ -158,6 +164,23 @@ async fn world() -> World {
         wait_rolled_up(&admin, tenant).await;
         admin.batch_execute(&ddl(tenant)).await.unwrap();
     }
+    // acme's notification record, as `owlet-soc notify` makes it: a report
+    // made now reads its incidents' notification figures there.
+    admin
+        .batch_execute(&owlet_soc_notify::ledger::postgres::ddl("acme"))
+        .await
+        .unwrap();
+    // The portal's own role, granted exactly what portal.toml's example
+    // says: the tenants' read-only roles and the tenant list.
+    admin
+        .batch_execute(
+            "CREATE ROLE owlet_portal LOGIN;
+             GRANT owlet_tenant_acme, owlet_tenant_beta TO owlet_portal;
+             GRANT USAGE ON SCHEMA owlet_bus TO owlet_portal;
+             GRANT SELECT ON owlet_bus.cursors TO owlet_portal;",
+        )
+        .await
+        .unwrap();
     // Each tenant's kept report, through the report shelf.
     let shelf_pg = pg.client("owlet").await;
     tokio::task::spawn_blocking(move || {
@@ -179,6 +202,7 @@ async fn world() -> World {
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
+    let conninfo = pg.conninfo("owlet_portal");
     let mut settings = common::settings(&root, DataSettings::Postgres { conninfo });
     // The heartbeat was stored when the test began.
     settings.silent_after = Duration::from_secs(3600);

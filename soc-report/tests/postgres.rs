@@ -285,7 +285,7 @@ async fn notification_figures_come_from_the_tenants_own_record(
     );
     world
         .admin
-        .batch_execute(&owlet_soc_notify::ledger::postgres::ddl("tenant_acme"))
+        .batch_execute(&owlet_soc_notify::ledger::postgres::ddl("acme"))
         .await
         .unwrap();
     let id: i64 = world

@@ -21,7 +21,9 @@
 //!   recorded when the holder died is sent again (at-least-once, as in
 //!   the embedded SOC; receivers dedupe on the notification id).
 //! * **Tenant separation**: a ledger reads and writes one schema only; the
-//!   record's tables are granted to no tenant role.
+//!   record's tables are readable (`SELECT`) by the tenant's own read-only
+//!   role only, like its events (a portal reads reports' notification
+//!   figures through it).
 //! * **Kept as long as their events.** [`Ledger::forget_expired`] forgets
 //!   the finished notifications all of whose events are older than the
 //!   oldest event the writer's retention left; open ones stay.
@@ -50,10 +52,13 @@ use crate::record::{
     Attempt, DUE_JOBS_COLUMNS, DeliveryRow, DueGroup, HistoryQuery, HistoryRow, Job, JobRow, Join,
 };
 
-/// The record's tables in schema `schema` (idempotent). Public so that a
-/// reader of the record (soc-report's notification figures) can be tested
-/// against the very tables the ledger makes.
-pub fn ddl(schema: &str) -> String {
+/// The record's tables in `tenant`'s schema (idempotent), readable by the
+/// tenant's read-only role like its events. Public so that a reader of the
+/// record (soc-report's notification figures) can be tested against the
+/// very tables the ledger makes.
+pub fn ddl(tenant: &str) -> String {
+    let schema = schema_of(tenant);
+    let role = owlet_soc_bus::writer::role_of(tenant);
     format!(
         "CREATE TABLE IF NOT EXISTS {schema}.notifications (
     id               bigserial PRIMARY KEY,
@@ -98,7 +103,8 @@ CREATE TABLE IF NOT EXISTS {schema}.deliveries (
     PRIMARY KEY (notification_id, channel)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON {schema}.deliveries (status, next_attempt_us);
-REVOKE ALL ON {schema}.notifications, {schema}.notification_events, {schema}.deliveries FROM PUBLIC;"
+REVOKE ALL ON {schema}.notifications, {schema}.notification_events, {schema}.deliveries FROM PUBLIC;
+GRANT SELECT ON {schema}.notifications, {schema}.notification_events, {schema}.deliveries TO {role};"
     )
 }
 
@@ -165,7 +171,7 @@ impl Ledgers for PgLedgers {
             return Ok(None);
         };
         let schema = schema_of(tenant);
-        pg.batch_execute(&ddl(&schema))
+        pg.batch_execute(&ddl(tenant))
             .await
             .map_err(BusError::from_postgres)?;
         tracing::info!(%tenant, position = claim.position,
