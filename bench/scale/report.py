@@ -2,7 +2,8 @@
 
 Arguments (positional, from run.sh): OUT AGENTS EVENTS LAT_AGENTS LAT_RATE RAW_BATCH
 RAW_SEQ RAW_ATOMIC STREAM_BYTES PG_BYTES PG_RSS SQLITE_BYTES NATS_VERSION
-PG_VERSION LOAD OTHERS NATS_RAW_CPU. The per-mode results are OUT/{bus,embedded}.result
+PG_VERSION LOAD OTHERS NATS_RAW_CPU ROLLUP ("events seconds reports_cpu postgres_cpu").
+The per-mode results are OUT/{bus,embedded}.result
 and OUT/{bus,embedded}.latency.
 """
 
@@ -10,7 +11,8 @@ import math
 import sys
 
 (out, agents, events, lat_agents, lat_rate, raw_batch, raw_seq, raw_atomic, stream_bytes,
- pg_bytes, pg_rss, sqlite_bytes, nats_version, pg_version, load, others, nats_raw_cpu) = sys.argv[1:18]
+ pg_bytes, pg_rss, sqlite_bytes, nats_version, pg_version, load, others, nats_raw_cpu,
+ rollup) = sys.argv[1:19]
 agents, events, lat_rate, raw_batch = int(agents), int(events), int(lat_rate), int(raw_batch)
 lat_agents = int(lat_agents)
 ROLES = ["receivers", "writer", "nats-servers", "postgres", "agents"]
@@ -100,6 +102,11 @@ nats_bus_us = bus["cpu"][ROLES.index("nats-servers")] * 1e6 / bus["events"]
 print(f"JetStream servers' CPU per event: raw atomic publish {nats_raw_us:.1f} us, stored path (throughput phase) {nats_bus_us:.1f} us")
 print(f"  the cluster is what every event and every role shares; on its own cores (the 3-node deployment) it caps")
 print(f"  the stored rate at {nats_raw_us / nats_bus_us:.2f} of raw atomic publishing (goal >= 0.50); here all roles share 2 cores")
+print()
+r_events, r_seconds, r_cpu, r_pg = (float(x) for x in rollup.split())
+print(f"rollup consumer (owlet-soc reports, no report due), {r_events:,.0f} stored events from position 0:")
+print(f"  {r_events / r_seconds:,.0f} events/s; CPU {r_cpu * 1e6 / r_events:.1f} us/event in the process, "
+      f"{r_pg * 1e6 / r_events:.1f} us/event in PostgreSQL")
 print()
 
 # ------------------------------------------------------------------ sizing

@@ -44,6 +44,9 @@
 #   The nats-servers' CPU is also read over the atomic raw run: what the
 #   cluster spends per event published, against what it spends per event
 #   on the stored path (publish, replicate, deliver to the writer).
+#   rollup consumer: `owlet-soc reports` (no report due) rolls up the events
+#     the bus phases stored from position 0, alone: events/s, and CPU per
+#     event of the process and of PostgreSQL.
 #   Prints stored events/s / raw publish/s (goal >= 50 %), and the sizing
 #   for 10,000 sensors from the measured per-event costs (bench/scale/sizing.py).
 #
@@ -343,6 +346,45 @@ for p in pids:
 print(t // 1024)")
 kill "${RECV_PIDS[@]}" $WRITER_PID; wait "${RECV_PIDS[@]}" $WRITER_PID 2>/dev/null || true
 
+# ---------------------------------------------------------------- rollup consumer
+# `owlet-soc reports` (no report due: weekly and monthly off) rolls up the
+# events the bus phases stored, from position 0 to the last id, alone on
+# the machine: events/s and CPU per event of the process and PostgreSQL.
+cat > "$OUT/soc/reports.toml" <<EOF
+[postgres]
+connect = "$PG_CONN"
+
+[reports]
+weekly = false
+monthly = false
+pdf = false
+
+[log]
+level = "warn"
+EOF
+read -r ROLLUP_EVENTS ROLLUP_LAST < <("$PY" -c "
+import psycopg2
+k = psycopg2.connect('$PG_CONN').cursor()
+k.execute('SELECT count(*), max(id) FROM tenant_bench.events'); print(*k.fetchone())")
+echo "rollup consumer: $ROLLUP_EVENTS stored events" >&2
+ROLLUP_PG_BEFORE=$(pg_cpu); ROLLUP_START=$(date +%s.%N)
+RUST_LOG=warn $BIN/owlet-soc reports --config "$OUT/soc/reports.toml" 2>>"$OUT/reports.log" &
+REPORTS_PID=$!; PIDS+=($!)
+"$PY" -c "
+import psycopg2, sys, time
+c = psycopg2.connect('$PG_CONN'); c.autocommit = True; k = c.cursor()
+deadline = time.time() + 900
+while True:
+    k.execute(\"SELECT position FROM owlet_bus.cursors WHERE consumer = 'rollup' AND tenant = 'bench'\")
+    row = k.fetchone()
+    if row and row[0] >= $ROLLUP_LAST: break
+    if time.time() > deadline: sys.exit('the rollup consumer did not reach the last stored event in 900 s')
+    time.sleep(0.1)"
+ROLLUP_END=$(date +%s.%N)
+alive $REPORTS_PID
+ROLLUP="$ROLLUP_EVENTS $("$PY" -c "print($ROLLUP_END - $ROLLUP_START)") $(cpu $REPORTS_PID) $("$PY" -c "print($(pg_cpu) - $ROLLUP_PG_BEFORE)")"
+kill $REPORTS_PID; wait $REPORTS_PID 2>/dev/null || true
+
 # ---------------------------------------------------------------- raw JetStream
 echo "raw JetStream publish: $AGENTS publishers x $EVENTS events, batches of $RAW_BATCH" >&2
 RAW_SEQ=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode sequential)
@@ -365,5 +407,5 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHERS="start: ${OTHERS_START}; end: $(others)"
 "$PY" bench/scale/report.py "$OUT" "$AGENTS" "$EVENTS" "$LAT_AGENTS" "$LAT_RATE" "$RAW_BATCH" \
   "$RAW_SEQ" "$RAW_ATOMIC" "$STREAM_BYTES" "$PG_BYTES" "$PG_RSS" "$SQLITE_BYTES" \
-  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}" "$NATS_RAW_CPU"
+  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}" "$NATS_RAW_CPU" "$ROLLUP"
 echo "work dir: $OUT${KEEP:+ (kept)}"

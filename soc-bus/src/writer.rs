@@ -8,7 +8,9 @@
 //!   [`owlet_soc_store::Columns`] (same names and meaning as in
 //!   `soc-store/SCHEMA.md`), `body bytea` (the `owlet.v1.Event` protobuf);
 //!   partitioned by day of `received_us` ([`crate::partitions`]: retention
-//!   drops whole days); indexes on `id` and `time_us`;
+//!   drops whole days); indexes on `id` and `time_us`, and partial ones
+//!   on `time_us` of alerts and file changes (the portal's lists, as in
+//!   the embedded store);
 //! * table `agents`: per agent, its mark (the highest `seq` stored) and
 //!   its liveness ([`crate::liveness`]);
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
@@ -230,6 +232,8 @@ CREATE TABLE IF NOT EXISTS {schema}.events (
 ) PARTITION BY RANGE (received_us);
 CREATE INDEX IF NOT EXISTS events_id ON {schema}.events (id);
 CREATE INDEX IF NOT EXISTS events_time ON {schema}.events (time_us);
+CREATE INDEX IF NOT EXISTS events_alerts ON {schema}.events (time_us) WHERE kind = 'alert';
+CREATE INDEX IF NOT EXISTS events_changes ON {schema}.events (time_us) WHERE kind = 'file_change';
 CREATE TABLE IF NOT EXISTS {schema}.agents (
   agent text PRIMARY KEY,
   seq bigint NOT NULL,
