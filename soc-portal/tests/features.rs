@@ -1,4 +1,5 @@
-//! What the pages do: the live stream reports a stored event; the
+//! What the pages do: the live stream reports a stored event, and its
+//! viewers of one tenant share one poller that stops with the last; the
 //! download streams the export of the tenant (audited); the alert
 //! workflow with comments and escalation; customers see but cannot
 //! change; the overview says "nothing needs your attention" when so;
@@ -32,13 +33,21 @@ async fn the_live_stream_reports_a_newly_stored_event() {
         "fw-1",
         vec![check("web", "https://shop.example", 1)],
     );
+    let seen = read_until(&mut body, "check_result").await;
+    assert!(seen.contains("event: stored"), "{seen}");
+    // The page's fragment now shows the check up.
+    let (_, board, _) = fx.get("/t/acme/board", Some(&cookie)).await;
+    assert!(board.contains("state-up"), "{board}");
+}
+
+/// Reads `body` until `want` appears (20 s bound: a broken stream fails).
+async fn read_until(body: &mut Body, want: &str) -> String {
     let mut seen = String::new();
-    // A bound so a broken stream fails the test instead of hanging it.
     let read = async {
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame.unwrap().into_data() {
                 seen.push_str(&String::from_utf8_lossy(&data));
-                if seen.contains("check_result") {
+                if seen.contains(want) {
                     break;
                 }
             }
@@ -46,11 +55,48 @@ async fn the_live_stream_reports_a_newly_stored_event() {
     };
     tokio::time::timeout(Duration::from_secs(20), read)
         .await
-        .expect("no live event");
-    assert!(seen.contains("event: stored"), "{seen}");
-    // The page's fragment now shows the check up.
-    let (_, board, _) = fx.get("/t/acme/board", Some(&cookie)).await;
-    assert!(board.contains("state-up"), "{board}");
+        .unwrap_or_else(|_| panic!("no {want:?} on the live stream"));
+    seen
+}
+
+/// Seen failing with a poller per stream (the hub's `join` always
+/// starting a new one): "three viewers, one poller" (left: 3); and with
+/// the poller never looking at its viewer count: "the poller outlived its
+/// viewers".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_of_a_tenant_share_one_poller_which_stops_with_the_last() {
+    let fx = Fixture::new();
+    let (cookie, _) = fx.login("customer-viewer");
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let request = Request::get("/t/acme/live")
+            .header("cookie", &cookie)
+            .body(Body::empty())
+            .unwrap();
+        let (status, response) = fx.send(request).await;
+        assert_eq!(status, 200);
+        bodies.push(response.into_body());
+    }
+    assert_eq!(fx.state.0.live.running(), 1, "three viewers, one poller");
+    append(
+        &fx.store,
+        "acme",
+        "fw-1",
+        vec![check("web", "https://shop.example", 1)],
+    );
+    for body in &mut bodies {
+        let seen = read_until(body, "check_result").await;
+        assert!(seen.contains("event: stored"), "{seen}");
+    }
+    drop(bodies);
+    let started = std::time::Instant::now();
+    while fx.state.0.live.running() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the poller outlived its viewers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod changes;
 pub mod contacts;
 pub mod download;
+pub mod live;
 pub mod login;
 pub mod oidc;
 pub mod plots;

@@ -1,24 +1,15 @@
 //! A tenant's overview: sensors, the check board, open alerts, recent
 //! configuration changes and, when nothing is wrong, a plain "nothing
 //! needs your attention"; its two live parts (`board`, `attention`) as
-//! fragments, and the live stream (`live`, server-sent events) that tells
-//! the page when to fetch them again.
-//!
-//! The stream only says *that* the log grew and which kinds arrived
-//! (`{"last_id": N, "kinds": [...]}`); the page then fetches the
-//! server-rendered, escaped fragments. No sensor data travels through
-//! JavaScript, so none can become markup there.
+//! fragments, which the live stream ([`super::live`]) tells the page to
+//! fetch again.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
 
 use crate::backend::TenantData;
 use crate::data::{self, ListFilter};
@@ -28,8 +19,6 @@ use crate::workflow;
 
 /// How far back the check board and open alerts look.
 const WINDOW_US: i64 = 7 * 86_400 * 1_000_000;
-/// How often the live stream looks at the log.
-const POLL: Duration = Duration::from_millis(250);
 
 pub struct SensorRow {
     pub agent: String,
@@ -279,101 +268,4 @@ pub async fn attention(
             })
         })
         .await
-}
-
-/// State of one live stream between polls.
-struct Live {
-    state: AppState,
-    tenant: String,
-    session: String,
-    last_id: i64,
-    /// The tenant's data, kept between polls (one connection per stream).
-    data: Box<dyn TenantData>,
-    polls: u64,
-}
-
-/// One look at the log: the new last id and the kinds that arrived.
-fn poll(s: &Inner, live: &mut Live) -> Result<Option<(i64, Vec<String>)>, PageError> {
-    if !live.data.has_events()? {
-        // Opened before the tenant's first event: open it again.
-        live.data = s.data(&live.tenant)?;
-        if !live.data.has_events()? {
-            return Ok(None);
-        }
-    }
-    let data = &live.data;
-    if data.last_id()? <= live.last_id {
-        return Ok(None);
-    }
-    let events = data.read_after(live.last_id, 1000)?;
-    let Some(last) = events.last().map(|e| e.id) else {
-        return Ok(None);
-    };
-    let mut kinds: Vec<String> = events.into_iter().map(|e| e.kind).collect();
-    kinds.sort();
-    kinds.dedup();
-    Ok(Some((last, kinds)))
-}
-
-pub async fn live(
-    State(state): State<AppState>,
-    Extension(ctx): Extension<Ctx>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
-    let tenant = ctx.tenant()?.to_string();
-    let session = ctx
-        .session
-        .as_ref()
-        .map(|s| s.id_hash.clone())
-        .ok_or(PageError::Forbidden)?;
-    let t = tenant.clone();
-    let (data, last_id) = state
-        .blocking(move |s| {
-            let data = s.data(&t)?;
-            let last = data.last_id()?;
-            Ok((data, last))
-        })
-        .await?;
-    let live = Live {
-        state,
-        tenant,
-        session,
-        last_id,
-        data,
-        polls: 0,
-    };
-    let stream = futures::stream::unfold(live, |mut live| async move {
-        loop {
-            tokio::time::sleep(POLL).await;
-            live.polls += 1;
-            let state = live.state.clone();
-            let idle = state.0.settings.session_idle;
-            // Every ~10 s: the stream ends with the session (logout, idle,
-            // disabled), without keeping it alive itself.
-            let check_session = live.polls % 40 == 0;
-            let result = state
-                .blocking(move |s| {
-                    if check_session && !crate::session::alive(&s.db.lock(), &live.session, idle)? {
-                        return Ok((live, None, false));
-                    }
-                    let found = poll(s, &mut live)?;
-                    Ok((live, found, true))
-                })
-                .await;
-            let (back, found, alive) = match result {
-                Ok(r) => r,
-                Err(_) => return None,
-            };
-            live = back;
-            if !alive {
-                return None;
-            }
-            if let Some((last, kinds)) = found {
-                live.last_id = last;
-                let data = serde_json::json!({ "last_id": last, "kinds": kinds }).to_string();
-                let event = Event::default().event("stored").data(data);
-                return Some((Ok(event), live));
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -39,6 +39,8 @@ pub struct Inner {
     pub bundles: crate::pages::sensors::Bundles,
     /// The OIDC provider, when `[portal.oidc]` is set.
     pub oidc: Option<crate::oidc::Oidc>,
+    /// The tenants' live-stream pollers, one per watched tenant.
+    pub live: crate::pages::live::Hub,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             db,
             backend,
             bundles: Default::default(),
+            live: Default::default(),
         }))
     }
 

@@ -14,7 +14,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{AppState, guard, headers};
 use crate::pages::{
-    account, admin, alerts, audit, changes, contacts, download, login, oidc, plots, reports,
+    account, admin, alerts, audit, changes, contacts, download, live, login, oidc, plots, reports,
     sensors, tenant,
 };
 use crate::roles::Perm;
@@ -108,7 +108,7 @@ pub static ROUTES: &[Route] = &[
     route(Get, "/t/{tenant}/attention", View, |m| {
         on(m, tenant::attention)
     }),
-    route(Get, "/t/{tenant}/live", View, |m| on(m, tenant::live)),
+    route(Get, "/t/{tenant}/live", View, |m| on(m, live::live)),
     route(Get, "/t/{tenant}/plots", View, |m| on(m, plots::page)),
     route(Get, "/t/{tenant}/series/{name}", View, |m| {
         on(m, plots::json)
