@@ -130,6 +130,57 @@ impl Scaled {
         (position, last)
     }
 
+    /// acme's rule mailing each subject, its notifier running and its
+    /// first alert mailed: where the fault tests start.
+    async fn first_mail(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let config = head("100ms")
+            + &self.smtp.channel("mail", "acme", "noc@acme.test")
+            + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
+        self.publish(
+            "acme",
+            "fw1",
+            &[alert(1, "check_down", Severity::Critical, "shop")],
+        )
+        .await;
+        let notifier = self.notifier(&config);
+        self.record_ready("acme").await;
+        until("the first mail", || async {
+            (self.smtp.mails().len() == 1).then_some(())
+        })
+        .await;
+        notifier
+    }
+
+    /// Waits for `n` mails and gives a wrong extra one time to show: one
+    /// mail per event, no event of acme's grouped twice, the position past
+    /// every stored event.
+    async fn each_mailed_once(&self, n: usize) {
+        until("every event mailed", || async {
+            (self.smtp.mails().len() >= n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(self.smtp.mails().len(), n, "one mail per event");
+        let twice: Vec<i64> = self
+            .stack
+            .admin
+            .query(
+                &format!(
+                    "SELECT log_id FROM {}.notification_events GROUP BY log_id HAVING count(*) > 1",
+                    schema_of("acme")
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(twice.is_empty(), "grouped twice: {twice:?}");
+        let (position, last) = self.position_and_last_id("acme").await;
+        assert_eq!(position, last);
+    }
+
     /// Waits until `tenant`'s record tables exist (the notifier claimed it).
     async fn record_ready(&self, tenant: &str) {
         let table = format!("{}.deliveries", schema_of(tenant));
@@ -279,21 +330,7 @@ async fn events_the_writer_stored_are_mailed_as_one_group_and_recorded_delivered
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_twice() {
     let s = Scaled::start().await;
-    let config = head("100ms")
-        + &s.smtp.channel("mail", "acme", "noc@acme.test")
-        + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
-    s.publish(
-        "acme",
-        "fw1",
-        &[alert(1, "check_down", Severity::Critical, "shop")],
-    )
-    .await;
-    let (token, task) = s.notifier(&config);
-    s.record_ready("acme").await;
-    until("the first mail", || async {
-        (s.smtp.mails().len() == 1).then_some(())
-    })
-    .await;
+    let (token, task) = s.first_mail().await;
     // The next write of an event into the record fails once (a sequence is
     // not rolled back with the transaction that called it).
     let schema = schema_of("acme");
@@ -320,11 +357,7 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
         ],
     )
     .await;
-    let mails = until("every event mailed", || async {
-        let mails = s.smtp.mails();
-        (mails.len() >= 3).then_some(mails)
-    })
-    .await;
+    s.each_mailed_once(3).await;
     let faults: i64 = s
         .stack
         .admin
@@ -336,26 +369,6 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
         faults >= 2,
         "the fault was not hit: the test proves nothing"
     );
-    // Give a wrong second group time to show.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mails = s.smtp.mails().len().max(mails.len());
-    assert_eq!(mails, 3, "one mail per event");
-    let twice: Vec<i64> = s
-        .stack.admin
-        .query(
-            &format!(
-                "SELECT log_id FROM {schema}.notification_events GROUP BY log_id HAVING count(*) > 1"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(twice.is_empty(), "grouped twice: {twice:?}");
-    let (position, last) = s.position_and_last_id("acme").await;
-    assert_eq!(position, last);
     token.cancel();
     task.await.unwrap();
 }
@@ -371,21 +384,7 @@ async fn a_failed_record_write_moves_no_position_so_nothing_is_lost_or_grouped_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_that_cannot_move_records_nothing_and_then_each_event_is_mailed_once() {
     let s = Scaled::start().await;
-    let config = head("100ms")
-        + &s.smtp.channel("mail", "acme", "noc@acme.test")
-        + &rule("urgent", "acme", "mail", "group_by = \"subject\"");
-    s.publish(
-        "acme",
-        "fw1",
-        &[alert(1, "check_down", Severity::Critical, "shop")],
-    )
-    .await;
-    let (token, task) = s.notifier(&config);
-    s.record_ready("acme").await;
-    until("the first mail", || async {
-        (s.smtp.mails().len() == 1).then_some(())
-    })
-    .await;
+    let (token, task) = s.first_mail().await;
     // Every update of acme's notify cursor fails while `cursor_fault` has
     // a row; `cursor_faults` counts the failures.
     s.stack
@@ -460,28 +459,7 @@ async fn a_cursor_that_cannot_move_records_nothing_and_then_each_event_is_mailed
         .batch_execute("DELETE FROM public.cursor_fault")
         .await
         .unwrap();
-    until("every event mailed", || async {
-        (s.smtp.mails().len() >= 3).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.smtp.mails().len(), 3, "one mail per event");
-    let twice: i64 = s
-        .stack
-        .admin
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM (SELECT log_id FROM {schema}.notification_events
-                  GROUP BY log_id HAVING count(*) > 1) AS t"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(twice, 0, "an event grouped twice");
-    let (position, last) = s.position_and_last_id("acme").await;
-    assert_eq!(position, last);
+    s.each_mailed_once(3).await;
     token.cancel();
     task.await.unwrap();
 }

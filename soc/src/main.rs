@@ -192,10 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Outputs { config, status } => {
             let config = config::load_outputs(&config)
                 .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-            let conninfo = config
-                .postgres
-                .conninfo()
-                .context("postgres.password_file")?;
+            let conninfo = role_conninfo(&config.postgres)?;
             let runtime = tokio::runtime::Runtime::new()?;
             if status {
                 let rows = runtime.block_on(owlet_soc_outputs::source::postgres::status(
@@ -214,10 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
             let runtime = tokio::runtime::Runtime::new()?;
             if status {
-                let conninfo = config
-                    .postgres
-                    .conninfo()
-                    .context("postgres.password_file")?;
+                let conninfo = role_conninfo(&config.postgres)?;
                 runtime.block_on(reports::status(&conninfo))?;
                 return Ok(0);
             }
@@ -229,10 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let config = load_notify(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
             if status {
-                let conninfo = config
-                    .postgres
-                    .conninfo()
-                    .context("postgres.password_file")?;
+                let conninfo = role_conninfo(&config.postgres)?;
                 runtime.block_on(notify::status(&conninfo))?;
                 return Ok(0);
             }
@@ -260,10 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let (rows, zone) = match notify_config {
                 Some(path) => {
                     let config = load_notify(&path)?;
-                    let conninfo = config
-                        .postgres
-                        .conninfo()
-                        .context("postgres.password_file")?;
+                    let conninfo = role_conninfo(&config.postgres)?;
                     let runtime = tokio::runtime::Runtime::new()?;
                     let rows = runtime.block_on(notify::history(&conninfo, &tenant, &query))?;
                     (rows, config.notify.zone_of(&tenant))
@@ -405,9 +393,15 @@ fn start_role(
     postgres: &config::PostgresSection,
     log: &owlet_logging::LogSection,
 ) -> anyhow::Result<String> {
-    let conninfo = postgres.conninfo().context("postgres.password_file")?;
+    let conninfo = role_conninfo(postgres)?;
     owlet_logging::init(log);
     Ok(conninfo)
+}
+
+/// A scaled-out role's connection string, its password read from
+/// `password_file`.
+fn role_conninfo(postgres: &config::PostgresSection) -> anyhow::Result<String> {
+    postgres.conninfo().context("postgres.password_file")
 }
 
 #[cfg(test)]
