@@ -41,8 +41,8 @@
 //! * **Exactly once in PostgreSQL.** The writer reads each tenant stream
 //!   through a consumer without acks from the position it keeps in
 //!   PostgreSQL ([`cursor`]), and moves that position in the transaction
-//!   that stores the batch (`COPY` into a staging table, then into
-//!   `events` what is above its agent's mark): a writer killed anywhere
+//!   that stores the batch (`COPY` into `events` of what is above its
+//!   agent's mark, kept by the writer): a writer killed anywhere
 //!   resumes right after its last commit. One writer holds a tenant at a
 //!   time; others stand by. Retention drops whole day partitions
 //!   ([`partitions`]).
@@ -59,6 +59,7 @@
 
 pub mod cursor;
 pub mod liveness;
+mod marks;
 pub mod partitions;
 pub mod publish;
 pub mod rollup;

@@ -21,12 +21,11 @@
 //!   (schema `owlet_bus`, the writer's own).
 //!
 //! How a batch is stored (one transaction, on the tenant's own connection):
-//! the messages are written with `COPY … FROM STDIN (FORMAT binary)` into
-//! `pg_temp.owlet_staging` (a session-local `TEMP` table with the columns
-//! of `events` but `id`, emptied at every commit); one statement moves
-//! into `events`, in stream order, the rows above their agent's mark and
-//! raises the marks; the tenant's cursor is set to the batch's last stream
-//! sequence. A batch is what the consumer has delivered, up to
+//! the messages above their agent's mark ([`crate::marks`]: the writer
+//! holding the tenant keeps the marks it stored) are written, in stream
+//! order, with one `COPY … FROM STDIN (FORMAT binary)` into `events`; one
+//! statement raises the marks of the batch's agents; the tenant's cursor
+//! is set to the batch's last stream sequence. A batch is what the consumer has delivered, up to
 //! [`WriterConfig::batch`] messages or [`LINGER`] after the first,
 //! whichever comes first.
 //!
@@ -91,6 +90,7 @@ pub use tokio_postgres::Config as PgConfig;
 
 use crate::cursor::{self, Claim};
 use crate::liveness::{self, LivenessConfig};
+use crate::marks::{self, Marks};
 use crate::partitions;
 use crate::{BusError, Origin, SEQ_HEADER, STREAM_PREFIX, origin_of, untoken};
 
@@ -249,97 +249,57 @@ GRANT SELECT ON {schema}.events, {schema}.agents TO {role};"
     )
 }
 
-/// The staging table's name (session-local: one per tenant connection).
-const STAGING: &str = "pg_temp.owlet_staging";
-
-/// The columns a batch stages and moves: every column of `events` but
-/// `id`, in table order.
-fn staged_columns() -> Vec<&'static str> {
+/// The columns a batch writes: every column of `events` but `id`, in
+/// table order.
+fn stored_columns() -> Vec<&'static str> {
     let mut columns = vec!["agent", "seq", "stream_seq", "received_us"];
     columns.extend_from_slice(NAMES);
     columns.push("body");
     columns
 }
 
-/// The PostgreSQL types of [`staged_columns`], in the same order.
-fn staged_types() -> Vec<Type> {
+/// The PostgreSQL types of [`stored_columns`], in the same order.
+fn stored_types() -> Vec<Type> {
     let mut types = vec![Type::TEXT, Type::INT8, Type::INT8, Type::INT8];
     types.extend(NAMES.iter().map(|name| pg_type(name).wire()));
     types.push(Type::BYTEA);
     types
 }
 
-/// Creates the session's staging table: the staged columns of the tenant's
-/// `events`, same types, no constraints, emptied at every commit.
-fn staging_ddl(tenant: &str) -> String {
+/// Writes a batch's rows into the tenant's `events` (PostgreSQL routes
+/// each to its day's partition; `id` is given in the order of the rows).
+fn copy_sql(tenant: &str) -> String {
     format!(
-        "CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS SELECT {} FROM {}.events WITH NO DATA",
-        staged_columns().join(", "),
-        schema_of(tenant)
-    )
-}
-
-fn copy_sql() -> String {
-    format!(
-        "COPY {STAGING} ({}) FROM STDIN (FORMAT binary)",
-        staged_columns().join(", ")
-    )
-}
-
-/// What tells a staged record the SOC made (`seq` NULL) from another: its
-/// stream sequence. An agent's events are one per `(agent, seq)`.
-const RECORD_KEY: &str = "CASE WHEN s.seq IS NULL THEN s.stream_seq END";
-
-/// Moves the staged batch into `events`, in stream order, but for what
-/// is at or below its agent's mark (`agents.seq`: stored already; an
-/// agent's events come on its subject in ascending order, so the mark is
-/// an exact test), and raises the marks (an agent first seen gets its
-/// row). Records the SOC made (`seq` NULL, from the agent's records
-/// subject) have no mark: the writer's position alone stores each once.
-fn move_sql(tenant: &str) -> String {
-    let schema = schema_of(tenant);
-    let columns = staged_columns().join(", ");
-    format!(
-        "WITH fresh AS (
-  SELECT DISTINCT ON (s.agent, s.seq, {RECORD_KEY}) s.* FROM {STAGING} s
-    LEFT JOIN {schema}.agents m ON m.agent = s.agent
-   WHERE s.seq > coalesce(m.seq, 0) OR s.seq IS NULL
-   ORDER BY s.agent, s.seq, {RECORD_KEY}, s.stream_seq
-), stored AS (
-  INSERT INTO {schema}.events ({columns}) SELECT {columns} FROM fresh ORDER BY stream_seq
-  RETURNING agent, seq, received_us
-)
-INSERT INTO {schema}.agents AS a (agent, seq, first_seen_us)
-  SELECT agent, max(seq), min(received_us) FROM stored WHERE seq IS NOT NULL GROUP BY agent
-ON CONFLICT (agent) DO UPDATE SET seq = GREATEST(a.seq, excluded.seq)"
+        "COPY {}.events ({}) FROM STDIN (FORMAT binary)",
+        schema_of(tenant),
+        stored_columns().join(", ")
     )
 }
 
 /// The statements of one tenant connection, prepared once.
 struct Statements {
     copy: Statement,
-    mv: Statement,
+    raise: Statement,
 }
 
 impl Statements {
-    /// Creates the connection's staging table and prepares the statements.
     async fn prepare(pg: &tokio_postgres::Client, tenant: &str) -> Result<Self, BusError> {
-        pg.batch_execute(&staging_ddl(tenant))
-            .await
-            .map_err(pg_error)?;
         Ok(Self {
-            copy: pg.prepare(&copy_sql()).await.map_err(pg_error)?,
-            mv: pg.prepare(&move_sql(tenant)).await.map_err(pg_error)?,
+            copy: pg.prepare(&copy_sql(tenant)).await.map_err(pg_error)?,
+            raise: pg
+                .prepare(&marks::raise_sql(tenant))
+                .await
+                .map_err(pg_error)?,
         })
     }
 }
 
-/// One agent's event as it is staged: every column of `events` but `id`.
+/// One agent's event as it is stored: every column of `events` but `id`.
 pub(crate) struct Row {
     pub(crate) agent: String,
     /// The agent's sequence number; `None` for a record the SOC made (a
     /// liveness alert).
-    seq: Option<i64>,
+    pub(crate) seq: Option<i64>,
     stream_seq: Option<i64>,
     received_us: i64,
     /// The typed columns, in [`NAMES`] order.
@@ -402,7 +362,21 @@ impl Row {
         }
     }
 
-    /// The row's cells in [`staged_columns`] order.
+    /// An agent's event of kind `check_result` (or a record, `seq` None).
+    #[cfg(test)]
+    pub(crate) fn for_test(agent: &str, seq: Option<i64>) -> Self {
+        Self {
+            agent: agent.to_string(),
+            seq,
+            stream_seq: None,
+            received_us: 0,
+            columns: Vec::new(),
+            body: Bytes::new(),
+            heartbeat: None,
+        }
+    }
+
+    /// The row's cells in [`stored_columns`] order.
     fn cells(&self) -> Vec<Cell<'_>> {
         let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
         let mut cells = vec![
@@ -431,7 +405,7 @@ pub(crate) async fn insert_records(
     if rows.is_empty() {
         return Ok(());
     }
-    let columns = staged_columns();
+    let columns = stored_columns();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     let insert = tx
         .prepare_typed(
@@ -441,7 +415,7 @@ pub(crate) async fn insert_records(
                 columns.join(", "),
                 placeholders.join(", ")
             ),
-            &staged_types(),
+            &stored_types(),
         )
         .await
         .map_err(pg_error)?;
@@ -511,35 +485,48 @@ struct Stored {
 }
 
 /// Stores a batch and moves the tenant's position past it in one
-/// transaction: COPY into staging, the move into `events`, the agents'
-/// heartbeats ([`liveness`]), the cursor. Returns when the transaction
-/// committed.
+/// transaction: the rows above their agents' marks COPY'd into `events`,
+/// the marks raised, the agents' heartbeats ([`liveness`]), the cursor.
+/// Returns when the transaction committed (and `marks` took the raise).
 async fn store(
     pg: &mut tokio_postgres::Client,
     statements: &Statements,
     tenant: &str,
     batch: &Stored,
     claim: &mut Claim,
+    marks: &mut Marks,
 ) -> Result<(), BusError> {
     let rows = &batch.rows;
+    let (fresh, raised) = marks.fresh(rows);
     let tx = pg.transaction().await.map_err(pg_error)?;
-    let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
-    let mut copy = pin!(BinaryCopyInWriter::new(sink, &staged_types()));
-    for row in rows {
-        copy.as_mut()
-            .write_raw(row.cells())
-            .await
-            .map_err(pg_error)?;
+    if !fresh.is_empty() {
+        let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
+        let mut copy = pin!(BinaryCopyInWriter::new(sink, &stored_types()));
+        for row in fresh {
+            copy.as_mut()
+                .write_raw(row.cells())
+                .await
+                .map_err(pg_error)?;
+        }
+        copy.finish().await.map_err(pg_error)?;
     }
-    copy.finish().await.map_err(pg_error)?;
-    tx.execute(&statements.mv, &[]).await.map_err(pg_error)?;
+    if !raised.agents.is_empty() {
+        tx.execute(
+            &statements.raise,
+            &[&raised.agents, &raised.seqs, &batch.received_us],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
     liveness::note_heartbeats(&tx, tenant, rows, batch.received_us).await?;
     let before = claim.position;
     claim.advance(&tx, batch.last).await?;
     tx.commit().await.map_err(|e| {
         claim.position = before;
         pg_error(e)
-    })
+    })?;
+    marks.raise(raised);
+    Ok(())
 }
 
 /// Connects to PostgreSQL; the connection's task runs on the runtime.
@@ -701,6 +688,7 @@ async fn consume(
     };
     prepare_tenant(&pg, tenant).await?;
     let statements = Statements::prepare(&pg, tenant).await?;
+    let mut marks = Marks::load(&pg, tenant).await?;
     let mut stream = js
         .get_stream(crate::stream_name(tenant))
         .await
@@ -811,7 +799,15 @@ async fn consume(
             received_us,
             last,
         };
-        store(&mut pg, &statements, tenant, &stored_batch, &mut claim).await?;
+        store(
+            &mut pg,
+            &statements,
+            tenant,
+            &stored_batch,
+            &mut claim,
+            &mut marks,
+        )
+        .await?;
         if !stored.swap(true, std::sync::atomic::Ordering::Relaxed) && failures > 0 {
             tracing::info!(%tenant, failures, "writer: storing again after reconnecting");
         }
@@ -928,8 +924,7 @@ mod tests {
                 assert!(fits, "{name}: {value:?} does not fit its PostgreSQL type");
             }
         }
-        assert!(move_sql("a").contains("WHERE s.seq > coalesce(m.seq, 0)"));
-        assert_eq!(staged_columns().len(), staged_types().len());
+        assert_eq!(stored_columns().len(), stored_types().len());
         assert!(ddl("a.b").contains("\"tenant_a.b\".events"));
     }
 
