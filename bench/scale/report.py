@@ -2,7 +2,8 @@
 
 Arguments (positional, from run.sh): OUT AGENTS EVENTS LAT_AGENTS LAT_RATE RAW_BATCH
 RAW_SEQ RAW_ATOMIC STREAM_BYTES PG_BYTES PG_RSS SQLITE_BYTES NATS_VERSION
-PG_VERSION LOAD OTHERS NATS_RAW_CPU ROLLUP ("events seconds reports_cpu postgres_cpu").
+PG_VERSION LOAD OTHERS NATS_RAW_CPU ROLLUP ("events seconds reports_cpu postgres_cpu")
+CATCHUP ("events seconds writer_cpu nats_before pg_before nats_after pg_after").
 The per-mode results are OUT/{bus,embedded}.result
 and OUT/{bus,embedded}.latency.
 """
@@ -12,7 +13,7 @@ import sys
 
 (out, agents, events, lat_agents, lat_rate, raw_batch, raw_seq, raw_atomic, stream_bytes,
  pg_bytes, pg_rss, sqlite_bytes, nats_version, pg_version, load, others, nats_raw_cpu,
- rollup) = sys.argv[1:19]
+ rollup, catchup) = sys.argv[1:20]
 agents, events, lat_rate, raw_batch = int(agents), int(events), int(lat_rate), int(raw_batch)
 lat_agents = int(lat_agents)
 ROLES = ["receivers", "writer", "nats-servers", "postgres", "agents"]
@@ -63,6 +64,7 @@ s_bytes, s_msgs = (int(x) for x in stream_bytes.split())
 p_bytes, p_rows = (int(x) for x in pg_bytes.split())
 
 print(f"SOC scale-out benchmark (issue 17): {agents} agents (owlet-loadgen) x {events:,} events, tenant 'bench'")
+print("  agents: owlet-loadgen with [host] enabled = false (50 sensors on one box would each scan the same /proc)")
 print(f"  {nats_version}, 3 nodes, R3 file streams; {pg_version}, fsync on; all on loopback")
 print()
 print(f"{'':44} {'bus':>14} {'embedded':>14} {'bus/emb':>8}")
@@ -107,6 +109,11 @@ r_events, r_seconds, r_cpu, r_pg = (float(x) for x in rollup.split())
 print(f"rollup consumer (owlet-soc reports, no report due), {r_events:,.0f} stored events from position 0:")
 print(f"  {r_events / r_seconds:,.0f} events/s; CPU {r_cpu * 1e6 / r_events:.1f} us/event in the process, "
       f"{r_pg * 1e6 / r_events:.1f} us/event in PostgreSQL")
+c_events, c_seconds, c_writer, c_nats0, c_pg0, c_nats1, c_pg1 = (float(x) for x in catchup.split())
+c_us = lambda cpu: cpu * 1e6 / c_events
+print(f"writer catch-up (a fresh writer on the atomic raw run's stream, {c_events:,.0f} events waiting, alone):")
+print(f"  {c_events / c_seconds:,.0f} events/s stored; CPU per event: writer {c_us(c_writer):.1f} us, "
+      f"nats-servers {c_us(c_nats1 - c_nats0):.1f} us (delivery), postgres {c_us(c_pg1 - c_pg0):.1f} us")
 print()
 
 # ------------------------------------------------------------------ sizing

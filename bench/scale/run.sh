@@ -7,7 +7,8 @@
 #     cluster (Debian's postgresql, fsync on) in a temp dir.
 #   bus mode: 2 receivers (`owlet-soc serve`, [sink] type = "nats"), the
 #     writer (`owlet-soc writer`) and AGENTS simulated agents
-#     (`owlet-loadgen`, real agents: spool with fsync per batch, mTLS gRPC),
+#     (`owlet-loadgen`, real agents: spool with fsync per batch, mTLS gRPC;
+#     host sampling off, see below),
 #     half of them on each receiver, all of tenant "bench".
 #   embedded mode: one `owlet-soc serve` (default SQLite sink), the same
 #     agents (fresh spools).
@@ -44,6 +45,9 @@
 #   The nats-servers' CPU is also read over the atomic raw run: what the
 #   cluster spends per event published, against what it spends per event
 #   on the stored path (publish, replicate, deliver to the writer).
+#   writer catch-up: the atomic raw run's stream (kept) is a backlog a
+#     fresh writer stores alone (as after an outage): events/s and CPU per
+#     event of the writer, the nats-servers and PostgreSQL.
 #   rollup consumer: `owlet-soc reports` (no report due) rolls up the events
 #     the bus phases stored from position 0, alone: events/s, and CPU per
 #     event of the process and of PostgreSQL.
@@ -200,7 +204,10 @@ EOF
 for i in $(seq -w 1 "$AGENTS"); do
   $BIN/owlet-soc ca issue --dir "$OUT/soc" --tenant bench --agent "a$i" --out "$OUT/agents/a$i" --soc "127.0.0.1:$P1" >/dev/null
   sed -i "s|/var/lib/owlet|$OUT/agents/a$i/state|; s|/run/owlet/owlet.sock|$OUT/agents/a$i/owlet.sock|" "$OUT/agents/a$i/owlet.toml"
-  printf '\n[log]\nlevel = "warn"\n' >> "$OUT/agents/a$i/owlet.toml"
+  # No host sampling: 50 simulated sensors on one box would each scan the
+  # same /proc (a real sensor samples its own host) and take the SOC's CPU
+  # at the start of every phase; the SOC's share of the work is the same.
+  printf '\n[host]\nenabled = false\n\n[log]\nlevel = "warn"\n' >> "$OUT/agents/a$i/owlet.toml"
 done
 # point_agents MODE: bus = odd agents on receiver 1, even on 2; embedded = all on 1
 point_agents() {
@@ -389,8 +396,34 @@ kill $REPORTS_PID; wait $REPORTS_PID 2>/dev/null || true
 echo "raw JetStream publish: $AGENTS publishers x $EVENTS events, batches of $RAW_BATCH" >&2
 RAW_SEQ=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode sequential)
 NATS_RAW_BEFORE=$(cpu "${NATS_PIDS[@]}")
-RAW_ATOMIC=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode atomic)
+RAW_ATOMIC=$($BIN/examples/raw_publish --servers "$NATS_URLS" --publishers "$AGENTS" --events "$EVENTS" --batch "$RAW_BATCH" --mode atomic --tenant rawbench --keep true)
 NATS_RAW_CPU=$("$PY" -c "print($(cpu "${NATS_PIDS[@]}") - $NATS_RAW_BEFORE)")
+
+# ---------------------------------------------------------------- writer catch-up
+# The atomic run's stream (tenant rawbench, kept) is a backlog, as after a
+# writer or PostgreSQL outage: a writer started on it stores it alone on
+# the machine: events/s, and CPU per event of the writer, the nats-servers
+# (delivery to the writer) and PostgreSQL.
+echo "writer catch-up: $((AGENTS * EVENTS)) events waiting in the stream" >&2
+CATCHUP_BEFORE="$(cpu "${NATS_PIDS[@]}") $(pg_cpu)"; CATCHUP_START=$(date +%s.%N)
+RUST_LOG=warn $BIN/owlet-soc writer --config "$OUT/soc/writer.toml" 2>>"$OUT/writer.log" &
+WRITER_PID=$!; PIDS+=($!)
+"$PY" -c "
+import psycopg2, sys, time
+c = psycopg2.connect('$PG_CONN'); c.autocommit = True; k = c.cursor()
+deadline = time.time() + 900
+while True:
+    try:
+        k.execute('SELECT count(*) FROM tenant_rawbench.events')
+        if k.fetchone()[0] >= $((AGENTS * EVENTS)): break
+    except psycopg2.Error:
+        pass
+    if time.time() > deadline: sys.exit('the writer did not store the backlog in 900 s')
+    time.sleep(0.1)"
+CATCHUP_END=$(date +%s.%N)
+alive $WRITER_PID
+CATCHUP="$((AGENTS * EVENTS)) $("$PY" -c "print($CATCHUP_END - $CATCHUP_START)") $(cpu $WRITER_PID) $CATCHUP_BEFORE $(cpu "${NATS_PIDS[@]}") $(pg_cpu)"
+kill $WRITER_PID; wait $WRITER_PID 2>/dev/null || true; WRITER_PID=
 
 # ---------------------------------------------------------------- embedded mode
 point_agents embedded
@@ -407,5 +440,5 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHERS="start: ${OTHERS_START}; end: $(others)"
 "$PY" bench/scale/report.py "$OUT" "$AGENTS" "$EVENTS" "$LAT_AGENTS" "$LAT_RATE" "$RAW_BATCH" \
   "$RAW_SEQ" "$RAW_ATOMIC" "$STREAM_BYTES" "$PG_BYTES" "$PG_RSS" "$SQLITE_BYTES" \
-  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}" "$NATS_RAW_CPU" "$ROLLUP"
+  "$NATS_VERSION" "$PG_VERSION" "$LOAD" "${OTHERS:-none}" "$NATS_RAW_CPU" "$ROLLUP" "$CATCHUP"
 echo "work dir: $OUT${KEEP:+ (kept)}"

@@ -23,7 +23,8 @@
 //! Prints one line: `mode events seconds events_per_s retries`.
 //!
 //! Usage: `raw_publish --servers nats://127.0.0.1:4222[,…] [--publishers 50]
-//!   [--events 2000] [--batch 100] [--mode atomic] [--tenant rawbench]`
+//!   [--events 2000] [--batch 100] [--mode atomic] [--tenant rawbench]
+//!   [--keep false]` (`--keep true` leaves the stream, for a writer to store)
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ struct Args {
     batch: usize,
     mode: Mode,
     tenant: String,
+    /// Keep the stream (the benchmark's catch-up phase stores it).
+    keep: bool,
 }
 
 fn args() -> Args {
@@ -58,6 +61,7 @@ fn args() -> Args {
         batch: 100,
         mode: Mode::Atomic,
         tenant: "rawbench".into(),
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +72,7 @@ fn args() -> Args {
             "--events" => a.events = value.parse().expect("--events N"),
             "--batch" => a.batch = value.parse().expect("--batch N"),
             "--tenant" => a.tenant = value,
+            "--keep" => a.keep = value.parse().expect("--keep true|false"),
             "--mode" => {
                 a.mode = match value.as_str() {
                     "sequential" => Mode::Sequential,
@@ -262,5 +267,7 @@ async fn main() {
         args.mode,
         total as f64 / secs
     );
-    let _ = js.delete_stream(&name).await;
+    if !args.keep {
+        let _ = js.delete_stream(&name).await;
+    }
 }
