@@ -115,7 +115,8 @@ async fn id_of(admin: &tokio_postgres::Client, tenant: &str, kind: &str) -> i64 
         .get(0)
 }
 
-async fn world() -> World {
+/// The world, the portal keeping at most `max_connections` open.
+async fn world(max_connections: usize) -> World {
     let cluster = NatsCluster::start(3);
     cluster.wait_ready().await;
     let bus = Bus::connect(&BusConfig::new(cluster.urls())).await.unwrap();
@@ -203,7 +204,13 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let conninfo = pg.conninfo("owlet_portal");
-    let mut settings = common::settings(&root, DataSettings::Postgres { conninfo });
+    let mut settings = common::settings(
+        &root,
+        DataSettings::Postgres {
+            conninfo,
+            max_connections,
+        },
+    );
     // The heartbeat was stored when the test began.
     settings.silent_after = Duration::from_secs(3600);
     let db = Db::open(&settings.portal_db()).unwrap();
@@ -261,7 +268,8 @@ fn rfc3339(t: SystemTime) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_sees_its_own_rows_from_postgres_and_nothing_of_another() {
-    let w = world().await;
+    // Two connections for every page: each is reused many times over.
+    let w = world(2).await;
     let cookie = w.login_acme();
     let (acme_alert, acme_change) = (
         id_of(&w.admin, "acme", "alert").await,

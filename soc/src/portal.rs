@@ -17,7 +17,7 @@ use owlet_soc_portal::{DataSettings, Settings};
 
 /// Serves `settings`' portal until `stop` resolves.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if let DataSettings::Postgres { conninfo } = &settings.data {
+    if let DataSettings::Postgres { conninfo, .. } = &settings.data {
         let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
         owlet_soc_bus::stored::tenants(&pg).await.context(
             "the portal's PostgreSQL role cannot read the tenant list: grant it USAGE on schema owlet_bus and SELECT on owlet_bus.cursors (the writer makes them at its first start), and the tenants' roles owlet_tenant_<name>",

@@ -49,9 +49,13 @@ impl AppState {
             DataSettings::Embedded { control_db } => Backend::Embedded(
                 crate::backend::embedded::Embedded::new(&settings.root, control_db.clone()),
             ),
-            DataSettings::Postgres { conninfo } => {
-                Backend::Postgres(crate::backend::postgres::Postgres::new(conninfo.clone()))
-            }
+            DataSettings::Postgres {
+                conninfo,
+                max_connections,
+            } => Backend::Postgres(crate::backend::postgres::Postgres::new(
+                conninfo,
+                *max_connections,
+            )),
         };
         let oidc = settings.oidc.clone().map(crate::oidc::Oidc::new);
         AppState(Arc::new(Inner {
@@ -228,6 +232,8 @@ pub enum PageError {
     Forbidden,
     BadRequest(String),
     Internal(String),
+    /// The server is busy (the log says why, the page asks to retry).
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for PageError {
@@ -247,6 +253,17 @@ impl From<owlet_soc_report::ReportError> for PageError {
         match e {
             owlet_soc_report::ReportError::Period(e) => PageError::BadRequest(e.to_string()),
             other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::backend::pool::PoolError> for PageError {
+    fn from(e: crate::backend::pool::PoolError) -> Self {
+        match e {
+            crate::backend::pool::PoolError::Exhausted { .. } => {
+                PageError::Unavailable(e.to_string())
+            }
+            crate::backend::pool::PoolError::Connect(e) => PageError::Internal(e.to_string()),
         }
     }
 }
@@ -282,6 +299,13 @@ impl IntoResponse for PageError {
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong on the server; the SOC's log says what.",
+                )
+            }
+            PageError::Unavailable(m) => {
+                tracing::error!("portal: {m}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The SOC is busy; try again in a moment. / 混み合っています。しばらくしてから再度お試しください。",
                 )
             }
         };
