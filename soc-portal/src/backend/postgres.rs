@@ -65,6 +65,12 @@ impl Postgres {
         }
     }
 
+    /// Connections the portal has open now, by its own count (PostgreSQL
+    /// may still list one closed to make room while its backend exits).
+    pub fn open_connections(&self) -> usize {
+        self.pool.open()
+    }
+
     /// `tenant`'s data, through a connection that sees its schema alone.
     pub fn tenant(&self, tenant: &str) -> Result<PgTenant, PageError> {
         if owlet_soc_bus::writer::check_tenant(tenant).is_err() {
