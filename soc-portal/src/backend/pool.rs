@@ -86,7 +86,8 @@ struct Idle {
 }
 
 impl State {
-    /// Drops idle connections that ended or idled since before `expired`.
+    /// Drops idle connections that ended (their backend is gone) or
+    /// idled since before `expired`.
     fn close_idle(&mut self, expired: Instant) {
         let mut closed = 0;
         self.idle.retain(|_, list| {
@@ -98,17 +99,11 @@ impl State {
         self.open -= closed;
     }
 
-    /// `tenant`'s most recently used idle connection that is still open.
+    /// `tenant`'s most recently used idle connection (call after
+    /// [`State::close_idle`], which drops the ones that ended).
     fn take_idle(&mut self, tenant: &str) -> Option<SchemaSource> {
         let list = self.idle.get_mut(tenant)?;
-        let mut found = None;
-        while let Some(c) = list.pop() {
-            if !c.source.is_closed() {
-                found = Some(c.source);
-                break;
-            }
-            self.open -= 1;
-        }
+        let found = list.pop().map(|c| c.source);
         if list.is_empty() {
             self.idle.remove(tenant);
         }
