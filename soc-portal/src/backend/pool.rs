@@ -395,20 +395,23 @@ mod tests {
             )
             .await
             .unwrap();
-        let p = pool.clone();
-        let next = blocking(move || {
-            // The client notices the end of its backend on its own.
-            for _ in 0..50 {
-                let c = p.checkout("acme").unwrap();
-                if !c.reused() {
-                    return pid(&c);
-                }
-                drop(c);
-                std::thread::sleep(Duration::from_millis(100));
+        // The client notices the end of its backend on its own.
+        for _ in 0..50 {
+            if pool.lock().idle["acme"]
+                .iter()
+                .all(|c| c.source.is_closed())
+            {
+                break;
             }
-            panic!("the ended connection was still handed out");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let p = pool.clone();
+        let (next, reused) = blocking(move || {
+            let c = p.checkout("acme").unwrap();
+            (pid(&c), c.reused())
         })
         .await;
+        assert!(!reused, "the ended connection was handed out again");
         assert_ne!(first, next);
         assert_eq!(pool.open(), 1);
     }
