@@ -7,7 +7,8 @@
 //!   PostgreSQL cannot be reached or its role cannot read the tenant list
 //!   (`owlet_bus.cursors`); systemd starts it again. Once running, a page
 //!   whose PostgreSQL read fails is a 500 and the log says why; the next
-//!   request connects again.
+//!   request takes another of the pool's connections (one that ended is
+//!   never reused: owlet_soc_portal's `backend::pool`).
 //! * **Graceful stop.** SIGTERM or SIGINT stops accepting and exits 0.
 
 use std::future::Future;
