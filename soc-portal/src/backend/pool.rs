@@ -313,6 +313,14 @@ mod tests {
             .get(0)
     }
 
+    /// A PostgreSQL, its superuser's connection and a pool of `max` to it.
+    async fn started(max: usize) -> (Postgres, tokio_postgres::Client, Arc<Pool>) {
+        let pg = Postgres::start();
+        let admin = pg.client("owlet").await;
+        let pool = Pool::new(&pg.conninfo("owlet"), max);
+        (pg, admin, pool)
+    }
+
     /// Runs `f` on a blocking thread, as the pages do.
     async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         tokio::task::spawn_blocking(f).await.unwrap()
@@ -320,9 +328,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_cap_holds_other_tenants_make_room_and_a_full_pool_says_what_to_raise() {
-        let pg = Postgres::start();
-        let admin = pg.client("owlet").await;
-        let pool = Pool::new(&pg.conninfo("owlet"), 2);
+        let (_pg, admin, pool) = started(2).await;
 
         // Two of acme in use: the cap. A third waits, then names the key.
         let p = pool.clone();
@@ -379,9 +385,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_whose_backend_ended_is_not_handed_out_again() {
-        let pg = Postgres::start();
-        let admin = pg.client("owlet").await;
-        let pool = Pool::new(&pg.conninfo("owlet"), 2);
+        let (_pg, admin, pool) = started(2).await;
         let p = pool.clone();
         let first = blocking(move || {
             let c = p.checkout("acme").unwrap();
