@@ -86,13 +86,15 @@ struct Idle {
 }
 
 impl State {
-    /// Drops idle connections that ended (their backend is gone) or
-    /// idled since before `expired`.
-    fn close_idle(&mut self, expired: Instant) {
+    /// Drops idle connections that ended (their backend is gone) or were
+    /// idle for [`IDLE_TIMEOUT`] by `now`.
+    fn close_idle(&mut self, now: Instant) {
         let mut closed = 0;
         self.idle.retain(|_, list| {
             let before = list.len();
-            list.retain(|c| c.since > expired && !c.source.is_closed());
+            list.retain(|c| {
+                now.saturating_duration_since(c.since) < IDLE_TIMEOUT && !c.source.is_closed()
+            });
             closed += before - list.len();
             !list.is_empty()
         });
@@ -187,10 +189,7 @@ impl Pool {
         let started = Instant::now();
         let mut state = self.lock();
         loop {
-            let now = Instant::now();
-            if let Some(expired) = now.checked_sub(IDLE_TIMEOUT) {
-                state.close_idle(expired);
-            }
+            state.close_idle(Instant::now());
             if let Some(source) = tenant.and_then(|t| state.take_idle(t)) {
                 return Ok(Some(source));
             }
@@ -243,10 +242,8 @@ async fn reap(pool: Weak<Pool>) {
     loop {
         tokio::time::sleep(REAP_EVERY).await;
         let Some(pool) = pool.upgrade() else { return };
-        if let Some(expired) = Instant::now().checked_sub(IDLE_TIMEOUT) {
-            pool.lock().close_idle(expired);
-            pool.freed.notify_all();
-        }
+        pool.lock().close_idle(Instant::now());
+        pool.freed.notify_all();
     }
 }
 
@@ -372,7 +369,7 @@ mod tests {
         drop((beta, place));
 
         // Idle past the timeout: closed.
-        pool.lock().close_idle(Instant::now());
+        pool.lock().close_idle(Instant::now() + IDLE_TIMEOUT);
         assert_eq!(pool.open(), 0);
         for _ in 0..50 {
             if backends(&admin).await == 0 {
