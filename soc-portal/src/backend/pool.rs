@@ -370,7 +370,7 @@ mod tests {
 
         // Idle past the timeout: closed.
         pool.lock().close_idle(Instant::now() + IDLE_TIMEOUT);
-        assert_eq!(pool.open(), 0);
+        assert_eq!(pool.open(), 0, "idle past the timeout, still counted");
         for _ in 0..50 {
             if backends(&admin).await == 0 {
                 break;
