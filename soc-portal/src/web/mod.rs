@@ -318,3 +318,24 @@ impl IntoResponse for PageError {
         (status, Html(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::pool::PoolError;
+
+    /// All connections in use: the page is a 503 asking to retry, and
+    /// the reason (logged) names the cap and the key to raise.
+    #[test]
+    fn a_full_pool_is_a_503_whose_reason_names_the_key() {
+        let e = PageError::from(PoolError::Exhausted {
+            max: 16,
+            waited: std::time::Duration::from_secs(5),
+        });
+        let PageError::Unavailable(reason) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(reason.contains("all 16") && reason.contains("[postgres] max_connections"));
+        assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
