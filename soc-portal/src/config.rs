@@ -159,8 +159,12 @@ pub enum DataSettings {
     /// receiver's control database (`soc.db`), read-only.
     Embedded { control_db: PathBuf },
     /// The scaled-out SOC's PostgreSQL: a libpq connection string (the
-    /// password read from its file already).
-    Postgres { conninfo: String },
+    /// password read from its file already) and the most connections the
+    /// portal keeps open to it (`[postgres] max_connections`).
+    Postgres {
+        conninfo: String,
+        max_connections: usize,
+    },
 }
 
 impl std::fmt::Debug for DataSettings {

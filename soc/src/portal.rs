@@ -7,7 +7,8 @@
 //!   PostgreSQL cannot be reached or its role cannot read the tenant list
 //!   (`owlet_bus.cursors`); systemd starts it again. Once running, a page
 //!   whose PostgreSQL read fails is a 500 and the log says why; the next
-//!   request connects again.
+//!   request takes another of the pool's connections (one that ended is
+//!   never reused: owlet_soc_portal's `backend::pool`).
 //! * **Graceful stop.** SIGTERM or SIGINT stops accepting and exits 0.
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use owlet_soc_portal::{DataSettings, Settings};
 
 /// Serves `settings`' portal until `stop` resolves.
 pub async fn run(settings: Settings, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if let DataSettings::Postgres { conninfo } = &settings.data {
+    if let DataSettings::Postgres { conninfo, .. } = &settings.data {
         let pg = owlet_soc_bus::writer::connect_postgres(conninfo).await?;
         owlet_soc_bus::stored::tenants(&pg).await.context(
             "the portal's PostgreSQL role cannot read the tenant list: grant it USAGE on schema owlet_bus and SELECT on owlet_bus.cursors (the writer makes them at its first start), and the tenants' roles owlet_tenant_<name>",

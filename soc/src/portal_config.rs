@@ -30,7 +30,7 @@ use crate::config::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortalFile {
-    pub postgres: PostgresSection,
+    pub postgres: PortalPostgres,
     pub portal: owlet_soc_portal::PortalSection,
     #[serde(default)]
     pub paths: PortalPaths,
@@ -45,6 +45,34 @@ pub struct PortalFile {
     pub notify: Option<owlet_soc_notify::NotifyConfig>,
     #[serde(default)]
     pub log: owlet_logging::LogSection,
+}
+
+/// `portal.toml`'s `[postgres]`: the other roles' keys
+/// ([`PostgresSection`]) and the portal's cap on its connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalPostgres {
+    pub connect: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The most connections the portal keeps open to PostgreSQL, idle
+    /// and in use, of every tenant (owlet_soc_portal's pool).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    16
+}
+
+impl PortalPostgres {
+    /// The keys every role's `[postgres]` has.
+    pub fn section(&self) -> PostgresSection {
+        PostgresSection {
+            connect: self.connect.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
 }
 
 /// `portal.toml`'s `[paths]`.
@@ -80,7 +108,15 @@ fn default_state_dir() -> PathBuf {
 pub fn load_portal(path: &Path) -> Result<PortalFile, ConfigErrors> {
     owlet_tomlconf::load(path, |config: &mut PortalFile, source| {
         let mut errors = Vec::new();
-        config.postgres.resolve_and_check(source, &mut errors);
+        let mut postgres = config.postgres.section();
+        postgres.resolve_and_check(source, &mut errors);
+        config.postgres.password_file = postgres.password_file;
+        if config.postgres.max_connections == 0 {
+            errors.push(source.error(
+                "postgres.max_connections",
+                "must be at least 1: the most connections the portal keeps open to PostgreSQL (pages, live streams, the tenant list; default 16)",
+            ));
+        }
         resolve_and_check_portal(&mut config.portal, source, &mut errors);
         for (key, given) in [
             ("portal.cert", config.portal.cert.is_some()),
@@ -142,7 +178,10 @@ impl PortalFile {
                 .and_then(|d| d.parent())
                 .map_or_else(|| state_dir.clone(), Path::to_path_buf),
             root: state_dir,
-            data: owlet_soc_portal::DataSettings::Postgres { conninfo },
+            data: owlet_soc_portal::DataSettings::Postgres {
+                conninfo,
+                max_connections: self.postgres.max_connections,
+            },
             tenant_zones: self
                 .tenants
                 .iter()
@@ -177,6 +216,7 @@ pub fn settings(
             .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
         let conninfo = file
             .postgres
+            .section()
             .conninfo()
             .map_err(|e| anyhow::anyhow!("{}: postgres.password_file: {e}", path.display()))?;
         return Ok((file.settings(conninfo), file.log));
@@ -223,7 +263,16 @@ mod tests {
         assert_eq!(got.tenant_zones["acme"], "Asia/Tokyo");
         assert!(matches!(
             got.data,
-            owlet_soc_portal::DataSettings::Postgres { ref conninfo } if conninfo.contains("dbname=owlet")
+            owlet_soc_portal::DataSettings::Postgres { ref conninfo, max_connections: 16 } if conninfo.contains("dbname=owlet")
+        ));
+        std::fs::write(&path, format!("{pg}max_connections = 3\n\n{portal}")).unwrap();
+        let (got, _) = settings(&path, soc_loader).unwrap();
+        assert!(matches!(
+            got.data,
+            owlet_soc_portal::DataSettings::Postgres {
+                max_connections: 3,
+                ..
+            }
         ));
         for (text, key) in [
             (
@@ -253,6 +302,10 @@ mod tests {
             (
                 format!("{pg}password_file = \"nope\"\n\n{portal}"),
                 "postgres.password_file",
+            ),
+            (
+                format!("{pg}max_connections = 0\n\n{portal}"),
+                "postgres.max_connections",
             ),
             (format!("{pg}\n{portal}lisen = \"x\"\n"), "lisen"),
         ] {

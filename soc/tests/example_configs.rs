@@ -133,6 +133,9 @@ fn the_scale_out_portal_example_loads() {
     assert_eq!(settings.tenant_zones["acme"], "Asia/Tokyo");
     assert!(matches!(
         settings.data,
-        owlet_soc_portal::DataSettings::Postgres { .. }
+        owlet_soc_portal::DataSettings::Postgres {
+            max_connections: 16,
+            ..
+        }
     ));
 }

@@ -10,8 +10,9 @@
 //! * **One tenant per [`TenantData`].** It is made for one tenant name
 //!   (the guard's, from the session) and can read only that tenant's rows:
 //!   embedded, the tenant's own file and `WHERE tenant = ?` on `soc.db`;
-//!   PostgreSQL, a connection of its own whose `search_path` is the
-//!   tenant's schema alone and whose transactions are read-only (soc-report's
+//!   PostgreSQL, a connection opened for that tenant alone (pooled per
+//!   tenant, [`pool`]) whose `search_path` is the tenant's schema alone and
+//!   whose transactions are read-only (soc-report's
 //!   [`owlet_soc_report::source::postgres::Postgres`]), so every query names
 //!   its tables unqualified and cannot reach another schema's.
 //! * **Read-only.** Nothing here writes a tenant's data.
@@ -23,6 +24,7 @@
 //! alert workflow (`portal.db`, [`crate::db`]) and the contacts files.
 
 pub mod embedded;
+pub mod pool;
 pub mod postgres;
 
 use std::io::Write;

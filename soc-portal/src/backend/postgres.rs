@@ -4,12 +4,21 @@
 //! consumer's `rollup_*` and the report schedule's `reports`.
 //!
 //! * **Tenant separation.** Every [`PgTenant`] reads through soc-report's
-//!   [`SchemaSource`]: a connection of its own, opened for the guard's
-//!   tenant, whose `search_path` is that tenant's schema alone and whose
-//!   transactions are read-only. Every query here names its tables
+//!   [`SchemaSource`](owlet_soc_report::source::postgres::Postgres): a
+//!   connection checked out of the guard's tenant's pool ([`pool`]),
+//!   opened for that tenant alone, whose `search_path` is that tenant's
+//!   schema alone and whose transactions are read-only; it goes back to
+//!   that tenant's idle connections when the page is done and never
+//!   serves another tenant. Every query here names its tables
 //!   unqualified (`events`, `agents`, `reports`), so it reads the
 //!   tenant's own and nothing else; a tenant name PostgreSQL would cut
 //!   (`owlet_soc_bus::writer::check_tenant`) is not found.
+//! * **Bounded connections.** Pages, the guard's [`Postgres::stores`], the
+//!   live pollers and the tenant list share the [`pool`]'s cap
+//!   (`[postgres] max_connections`); when it is exhausted the page is a 503
+//!   and the log names the key to raise. A reused connection whose first
+//!   query fails (its backend ended: a PostgreSQL restart) is closed and
+//!   the page opens a new one.
 //! * **What differs from the embedded portal**, because the writer does
 //!   not store it: a sensor's host name and certificate expiry (receivers
 //!   keep no inventory), and a check's "since" on the board. A sensor's
@@ -21,9 +30,10 @@
 //!   embedded export's order) and writes each event outside the query.
 //! * The catalogue questions that are not a tenant's data (which tenants
 //!   exist: `owlet_bus.cursors` of the writer) use a short connection of
-//!   their own and read no tenant's rows.
+//!   their own, counted under the cap, and read no tenant's rows.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use owlet_proto::v1::Event;
@@ -31,24 +41,34 @@ use owlet_proto::v1::event::Kind;
 use owlet_soc_export::{ExportError, Format, Summary, Zone};
 use owlet_soc_report::schedule::StoredReport;
 use owlet_soc_report::shelf::listing;
-use owlet_soc_report::source::postgres::Postgres as SchemaSource;
 use owlet_soc_report::source::{Param, Row, Source};
 use owlet_soc_store::{Filter, StoredEvent};
 use prost::Message as _;
 use tokio::runtime::Handle;
 
+use super::pool::{Conn, Pool};
 use super::{TenantData, internal};
 use crate::data::{self, AlertRow, ChangeRow, CheckRow, ListFilter, Sensor};
 use crate::web::PageError;
 
 /// The PostgreSQL of the scaled-out SOC (`[postgres]` of portal.toml).
 pub struct Postgres {
-    conninfo: String,
+    pool: Arc<Pool>,
 }
 
 impl Postgres {
-    pub fn new(conninfo: String) -> Self {
-        Self { conninfo }
+    /// At most `max_connections` open to `conninfo` (call within the
+    /// runtime: the pool's idle reaper starts).
+    pub fn new(conninfo: &str, max_connections: usize) -> Self {
+        Self {
+            pool: Pool::new(conninfo, max_connections),
+        }
+    }
+
+    /// Connections the portal has open now, by its own count (PostgreSQL
+    /// may still list one closed to make room while its backend exits).
+    pub fn open_connections(&self) -> usize {
+        self.pool.open()
     }
 
     /// `tenant`'s data, through a connection that sees its schema alone.
@@ -56,11 +76,19 @@ impl Postgres {
         if owlet_soc_bus::writer::check_tenant(tenant).is_err() {
             return Err(PageError::NotFound);
         }
-        let source = Handle::current()
-            .block_on(SchemaSource::connect(&self.conninfo, tenant))
-            .map_err(internal)?;
-        let has_events = source.has_events().map_err(internal)?;
-        Ok(PgTenant { source, has_events })
+        loop {
+            let conn = self.pool.checkout(tenant)?;
+            match conn.source().has_events() {
+                Ok(has_events) => return Ok(PgTenant { conn, has_events }),
+                // Idle while its backend ended (a PostgreSQL restart):
+                // closed, and the next checkout reuses or opens another.
+                Err(e) if conn.reused() => {
+                    tracing::warn!(%tenant, "portal: a pooled PostgreSQL connection failed ({e}); opening another");
+                    conn.discard();
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
     }
 
     /// Whether `tenant`'s schema has events; `false` (logged) when
@@ -78,10 +106,19 @@ impl Postgres {
     /// The tenants the writer stores (its cursors), sorted; none when
     /// PostgreSQL cannot be read (logged).
     pub fn tenants(&self) -> Vec<String> {
-        let listed = Handle::current().block_on(async {
-            let pg = owlet_soc_bus::writer::connect_postgres(&self.conninfo).await?;
-            owlet_soc_bus::stored::tenants(&pg).await
-        });
+        let listed = self
+            .pool
+            .place()
+            .map_err(|e| e.to_string())
+            .and_then(|_place| {
+                Handle::current()
+                    .block_on(async {
+                        let pg =
+                            owlet_soc_bus::writer::connect_postgres(self.pool.conninfo()).await?;
+                        owlet_soc_bus::stored::tenants(&pg).await
+                    })
+                    .map_err(|e| e.to_string())
+            });
         listed.unwrap_or_else(|e| {
             tracing::error!("portal: listing the tenants in PostgreSQL: {e}");
             Vec::new()
@@ -89,9 +126,9 @@ impl Postgres {
     }
 }
 
-/// One tenant's schema.
+/// One tenant's schema, through its checked-out connection.
 pub struct PgTenant {
-    source: SchemaSource,
+    conn: Conn,
     has_events: bool,
 }
 
@@ -152,7 +189,7 @@ fn stored_event(tenant: &str, r: &Row) -> StoredEvent {
 
 impl PgTenant {
     fn rows(&self, sql: &str, values: &[Value]) -> Result<Vec<Row>, PageError> {
-        Ok(self.source.rows(sql, &params(values))?)
+        Ok(self.conn.source().rows(sql, &params(values))?)
     }
 
     /// The newest events of `kind` `filter` selects, as `columns`.
@@ -233,7 +270,7 @@ impl PgTenant {
 /// A failed read of an export, as its error.
 fn read_error(e: PageError) -> ExportError {
     ExportError::Read(match e {
-        PageError::Internal(m) | PageError::BadRequest(m) => m,
+        PageError::Internal(m) | PageError::BadRequest(m) | PageError::Unavailable(m) => m,
         other => format!("{other:?}"),
     })
 }
@@ -377,7 +414,9 @@ impl TenantData for PgTenant {
             &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
             &[Value::Int(id)],
         )?;
-        Ok(rows.first().map(|r| stored_event(self.source.tenant(), r)))
+        Ok(rows
+            .first()
+            .map(|r| stored_event(self.conn.source().tenant(), r)))
     }
 
     fn last_id(&self) -> Result<i64, PageError> {
@@ -403,7 +442,7 @@ impl TenantData for PgTenant {
         )?;
         Ok(rows
             .iter()
-            .map(|r| stored_event(self.source.tenant(), r))
+            .map(|r| stored_event(self.conn.source().tenant(), r))
             .collect())
     }
 
@@ -431,7 +470,7 @@ impl TenantData for PgTenant {
         filters += &any_of(&mut values, "kind", &filter.kinds);
         filters += &any_of(&mut values, "agent", &filter.agents);
         filters += &any_of(&mut values, "severity", &filter.severities);
-        let tenant = self.source.tenant();
+        let tenant = self.conn.source().tenant();
         owlet_soc_export::export_from(
             |each| {
                 // Page by page (keyset on the export's order): at most
@@ -468,7 +507,7 @@ impl TenantData for PgTenant {
     }
 
     fn source(&self) -> Option<&dyn Source> {
-        self.has_events.then_some(&self.source as &dyn Source)
+        self.has_events.then_some(self.conn.source() as &dyn Source)
     }
 
     fn reports(&self) -> Result<Vec<StoredReport>, PageError> {

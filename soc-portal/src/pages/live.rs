@@ -9,7 +9,9 @@
 //!   [`Hub`] starts a tenant's poller with its first viewer and the poller
 //!   stops (and leaves the hub) when its last viewer is gone. It holds the
 //!   tenant's one [`TenantData`] (in the scaled-out SOC one PostgreSQL
-//!   connection), so 100 viewers of a tenant cost one connection, not 100.
+//!   connection, checked out of the tenant's pool while the poller runs
+//!   and counted under `[postgres] max_connections`), so 100 viewers of a
+//!   tenant cost one connection, not 100.
 //! * **Each viewer is told of every growth after it connected**, at most
 //!   [`POLL`] after the commit that made it visible (growth between two
 //!   looks of a slow viewer comes as one event: the page refreshes the
@@ -153,24 +155,14 @@ async fn run_poller(state: AppState, mut poller: Poller, tx: Sender) {
                 return;
             }
         }
-        let looked = state
-            .blocking(move |s| {
-                let found = look(s, &mut poller);
-                Ok((poller, found))
-            })
-            .await;
-        let (back, found) = match looked {
+        let (back, found) = match state.blocking(move |s| look(s, poller)).await {
             Ok(looked) => looked,
             Err(e) => return stop_failed(&state, &tenant, &tx, e),
         };
         poller = back;
-        match found {
-            Ok(Some(grown)) => {
-                poller.last_id = grown.last_id;
-                tx.send_replace(grown);
-            }
-            Ok(None) => {}
-            Err(e) => return stop_failed(&state, &tenant, &tx, e),
+        if let Some(grown) = found {
+            poller.last_id = grown.last_id;
+            tx.send_replace(grown);
         }
     }
 }
@@ -186,25 +178,36 @@ fn stop_failed(state: &AppState, tenant: &str, tx: &Sender, e: PageError) {
 }
 
 /// One look at the log: what grew since the poller's last id.
-fn look(s: &Inner, p: &mut Poller) -> Result<Option<Grown>, PageError> {
+fn look(s: &Inner, mut p: Poller) -> Result<(Poller, Option<Grown>), PageError> {
     if !p.data.has_events()? {
-        // Opened before the tenant's first event: open it again.
-        p.data = s.data(&p.tenant)?;
+        // Opened before the tenant's first event: open it again, the old
+        // one given back first (a poller holds one connection at most).
+        let Poller {
+            tenant,
+            data,
+            last_id,
+        } = p;
+        drop(data);
+        p = Poller {
+            data: s.data(&tenant)?,
+            tenant,
+            last_id,
+        };
         if !p.data.has_events()? {
-            return Ok(None);
+            return Ok((p, None));
         }
     }
     if p.data.last_id()? <= p.last_id {
-        return Ok(None);
+        return Ok((p, None));
     }
     let events = p.data.read_after(p.last_id, READ_AT_MOST)?;
     let Some(last_id) = events.last().map(|e| e.id) else {
-        return Ok(None);
+        return Ok((p, None));
     };
     let mut kinds: Vec<String> = events.into_iter().map(|e| e.kind).collect();
     kinds.sort();
     kinds.dedup();
-    Ok(Some(Grown { last_id, kinds }))
+    Ok((p, Some(Grown { last_id, kinds })))
 }
 
 /// One open stream.

@@ -49,9 +49,13 @@ impl AppState {
             DataSettings::Embedded { control_db } => Backend::Embedded(
                 crate::backend::embedded::Embedded::new(&settings.root, control_db.clone()),
             ),
-            DataSettings::Postgres { conninfo } => {
-                Backend::Postgres(crate::backend::postgres::Postgres::new(conninfo.clone()))
-            }
+            DataSettings::Postgres {
+                conninfo,
+                max_connections,
+            } => Backend::Postgres(crate::backend::postgres::Postgres::new(
+                conninfo,
+                *max_connections,
+            )),
         };
         let oidc = settings.oidc.clone().map(crate::oidc::Oidc::new);
         AppState(Arc::new(Inner {
@@ -228,6 +232,8 @@ pub enum PageError {
     Forbidden,
     BadRequest(String),
     Internal(String),
+    /// The server is busy (the log says why, the page asks to retry).
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for PageError {
@@ -247,6 +253,17 @@ impl From<owlet_soc_report::ReportError> for PageError {
         match e {
             owlet_soc_report::ReportError::Period(e) => PageError::BadRequest(e.to_string()),
             other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::backend::pool::PoolError> for PageError {
+    fn from(e: crate::backend::pool::PoolError) -> Self {
+        match e {
+            crate::backend::pool::PoolError::Exhausted { .. } => {
+                PageError::Unavailable(e.to_string())
+            }
+            crate::backend::pool::PoolError::Connect(e) => PageError::Internal(e.to_string()),
         }
     }
 }
@@ -284,6 +301,13 @@ impl IntoResponse for PageError {
                     "Something went wrong on the server; the SOC's log says what.",
                 )
             }
+            PageError::Unavailable(m) => {
+                tracing::error!("portal: {m}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The SOC is busy; try again in a moment. / 混み合っています。しばらくしてから再度お試しください。",
+                )
+            }
         };
         let body = ErrorPage {
             status: status.as_u16(),
@@ -292,5 +316,26 @@ impl IntoResponse for PageError {
         .render()
         .unwrap_or_else(|_| status.to_string());
         (status, Html(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::pool::PoolError;
+
+    /// All connections in use: the page is a 503 asking to retry, and
+    /// the reason (logged) names the cap and the key to raise.
+    #[test]
+    fn a_full_pool_is_a_503_whose_reason_names_the_key() {
+        let e = PageError::from(PoolError::Exhausted {
+            max: 16,
+            waited: std::time::Duration::from_secs(5),
+        });
+        let PageError::Unavailable(reason) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(reason.contains("all 16") && reason.contains("[postgres] max_connections"));
+        assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -54,6 +54,12 @@ impl Postgres {
         })
     }
 
+    /// Whether the connection ended (the server closed it, restarted,
+    /// or terminated its backend): nothing can be read through it again.
+    pub fn is_closed(&self) -> bool {
+        self.pg.is_closed()
+    }
+
     fn exists(&self, table: &str) -> Result<bool, ReportError> {
         Ok(self
             .row("SELECT to_regclass(?1) IS NOT NULL", &[Param::Text(table)])?
