@@ -57,6 +57,7 @@
 //! Requires nats-server 2.10 or newer ([`MIN_NATS_SERVER`]).
 #![forbid(unsafe_code)]
 
+mod checks;
 pub mod cursor;
 pub mod liveness;
 mod marks;

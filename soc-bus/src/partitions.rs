@@ -218,6 +218,9 @@ pub async fn retain(
         };
         let date = date_of(day);
         let unread = unread(pg, tenant, &name).await?;
+        // The states first: were the drop lost, the next run drops the
+        // day again, and no state is left pointing at a day that is gone.
+        crate::checks::forget(pg, tenant, day_end_us).await?;
         pg.batch_execute(&format!(
             "DROP TABLE IF EXISTS {}.{name}",
             schema_of(tenant)

@@ -448,6 +448,30 @@ async fn read_subject(
     }
 }
 
+/// The writer on `bus`, running until its task is aborted.
+pub fn spawn_writer(
+    bus: &crate::Bus,
+    config: crate::writer::WriterConfig,
+) -> tokio::task::JoinHandle<Result<(), crate::BusError>> {
+    tokio::spawn(crate::writer::run(
+        bus.jetstream().clone(),
+        config,
+        std::future::pending(),
+    ))
+}
+
+/// The tenant's tables, as a writer makes them, with today's partition,
+/// for rows a test plants; returns now (µs), the day it made.
+pub async fn tenant_of_today(pg: &tokio_postgres::Client, tenant: &str) -> i64 {
+    crate::writer::prepare_tenant(pg, tenant).await.unwrap();
+    let now_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
+    crate::partitions::Days::default()
+        .ensure(pg, tenant, now_us)
+        .await
+        .unwrap();
+    now_us
+}
+
 /// The agent's `seq`s stored in the tenant's PostgreSQL table, ascending.
 pub async fn stored_seqs(pg: &tokio_postgres::Client, tenant: &str, agent: &str) -> Vec<i64> {
     let sql = format!(

@@ -13,6 +13,7 @@
 //!   the embedded store);
 //! * table `agents`: per agent, its mark (the highest `seq` stored) and
 //!   its liveness ([`crate::liveness`]);
+//! * table `check_state`: each check's latest result ([`crate::checks`]);
 //! * role `owlet_tenant_<tenant>` (NOLOGIN; the operator gives it LOGIN and
 //!   a password): USAGE on its schema and SELECT on its tables only.
 //!   Nothing is granted to PUBLIC, so no tenant's role can read another's
@@ -24,8 +25,9 @@
 //! the messages above their agent's mark ([`crate::marks`]: the writer
 //! holding the tenant keeps the marks it stored) are written, in stream
 //! order, with one `COPY … FROM STDIN (FORMAT binary)` into `events`; one
-//! statement raises the marks of the batch's agents; the tenant's cursor
-//! is set to the batch's last stream sequence. A batch is what the consumer has delivered, up to
+//! statement raises the marks of the batch's agents, one notes its checks'
+//! latest results; the tenant's cursor is set to the batch's last stream
+//! sequence. A batch is what the consumer has delivered, up to
 //! [`WriterConfig::batch`] messages or [`LINGER`] after the first,
 //! whichever comes first.
 //!
@@ -88,6 +90,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 pub use tokio_postgres::Config as PgConfig;
 
+use crate::checks;
 use crate::cursor::{self, Claim};
 use crate::liveness::{self, LivenessConfig};
 use crate::marks::{self, Marks};
@@ -121,9 +124,11 @@ pub const CURSOR_CONSUMER: &str = "store";
 /// How long a batch waits for more messages after its first.
 pub const LINGER: Duration = Duration::from_millis(5);
 
-/// Messages asked for in one pull request (the client asks again when
-/// half are delivered, so a batch rarely waits for the server).
-const PULL_BATCH: usize = 1000;
+/// Messages asked for in one pull request, in batches: the client asks
+/// again when half are delivered, but only while the writer reads from it,
+/// not while it stores a batch. Two batches' worth in flight keep the next
+/// batch whole and waiting when a commit returns.
+const PULL_BATCHES: usize = 2;
 
 /// How often the tenant's retention is applied to its partitions.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -245,7 +250,9 @@ CREATE TABLE IF NOT EXISTS {schema}.agents (
 REVOKE ALL ON {schema}.events, {schema}.agents FROM PUBLIC;
 DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.events, {schema}.agents TO {role};"
+GRANT SELECT ON {schema}.events, {schema}.agents TO {role};
+{checks}",
+        checks = checks::ddl(tenant, &role)
     )
 }
 
@@ -280,6 +287,7 @@ fn copy_sql(tenant: &str) -> String {
 struct Statements {
     copy: Statement,
     raise: Statement,
+    checks: Statement,
 }
 
 impl Statements {
@@ -288,6 +296,10 @@ impl Statements {
             copy: pg.prepare(&copy_sql(tenant)).await.map_err(pg_error)?,
             raise: pg
                 .prepare(&marks::raise_sql(tenant))
+                .await
+                .map_err(pg_error)?,
+            checks: pg
+                .prepare(&checks::upsert_sql(tenant))
                 .await
                 .map_err(pg_error)?,
         })
@@ -302,8 +314,8 @@ pub(crate) struct Row {
     pub(crate) seq: Option<i64>,
     stream_seq: Option<i64>,
     received_us: i64,
-    /// The typed columns, in [`NAMES`] order.
-    columns: Vec<Value>,
+    /// The typed columns.
+    pub(crate) columns: owlet_soc_store::Columns,
     /// The `owlet.v1.Event` protobuf, unaltered.
     body: Bytes,
     /// For an agent's heartbeat (`agent_status`): whether it said goodbye.
@@ -340,7 +352,7 @@ impl Row {
             stream_seq,
             received_us,
             heartbeat,
-            columns: columns.values(),
+            columns,
             body: message.payload.clone(),
         })
     }
@@ -357,7 +369,7 @@ impl Row {
             stream_seq: None,
             received_us,
             heartbeat: None,
-            columns: owlet_soc_store::Columns::of(event).values(),
+            columns: owlet_soc_store::Columns::of(event),
             body: Bytes::from(event.encode_to_vec()),
         }
     }
@@ -370,14 +382,15 @@ impl Row {
             seq,
             stream_seq: None,
             received_us: 0,
-            columns: Vec::new(),
+            columns: owlet_soc_store::Columns::default(),
             body: Bytes::new(),
             heartbeat: None,
         }
     }
 
-    /// The row's cells in [`stored_columns`] order.
-    fn cells(&self) -> Vec<Cell<'_>> {
+    /// The row's cells in [`stored_columns`] order; `values` are its
+    /// typed columns' (`self.columns.values()`).
+    fn cells<'v>(&'v self, values: &'v [Value]) -> Vec<Cell<'v>> {
         let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
         let mut cells = vec![
             Cell::Text(&self.agent),
@@ -388,7 +401,7 @@ impl Row {
         cells.extend(
             NAMES
                 .iter()
-                .zip(&self.columns)
+                .zip(values)
                 .map(|(name, value)| Cell::of(pg_type(name), value)),
         );
         cells.push(Cell::Bytes(&self.body));
@@ -420,7 +433,8 @@ pub(crate) async fn insert_records(
         .await
         .map_err(pg_error)?;
     for row in rows {
-        let cells = row.cells();
+        let values = row.columns.values();
+        let cells = row.cells(&values);
         let params: Vec<&(dyn ToSql + Sync)> =
             cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         tx.execute(&insert, &params).await.map_err(pg_error)?;
@@ -502,9 +516,10 @@ async fn store(
     if !fresh.is_empty() {
         let sink = tx.copy_in(&statements.copy).await.map_err(pg_error)?;
         let mut copy = pin!(BinaryCopyInWriter::new(sink, &stored_types()));
-        for row in fresh {
+        for row in &fresh {
+            let values = row.columns.values();
             copy.as_mut()
-                .write_raw(row.cells())
+                .write_raw(row.cells(&values))
                 .await
                 .map_err(pg_error)?;
         }
@@ -518,6 +533,7 @@ async fn store(
         .await
         .map_err(pg_error)?;
     }
+    checks::note(&tx, &statements.checks, &fresh, batch.received_us).await?;
     liveness::note_heartbeats(&tx, tenant, rows, batch.received_us).await?;
     let before = claim.position;
     claim.advance(&tx, batch.last).await?;
@@ -730,7 +746,7 @@ async fn consume(
         .map_err(|e| stream_error(format!("cannot create the writer's consumer: {e}")))?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(PULL_BATCH)
+        .max_messages_per_batch(config.batch.saturating_mul(PULL_BATCHES))
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await

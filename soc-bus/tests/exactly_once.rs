@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use owlet_soc_bus::testkit::{
-    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, ints, stored_seqs, subject_seqs,
+    NatsCluster, Postgres, assert_contiguous, assert_exactly_once, ints, spawn_writer, stored_seqs,
+    subject_seqs, tenant_of_today,
 };
 use owlet_soc_bus::writer::{MAX_TENANT_BYTES, WriterConfig, prepare_tenant};
 use owlet_soc_bus::{Bus, BusConfig, Retention};
@@ -176,12 +177,7 @@ async fn the_stream_leader_killed_mid_stream_loses_and_duplicates_nothing() {
     let (mut cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
     let pg = Postgres::start();
     let admin = pg.client("owlet").await;
-    let writer_js = bus.jetstream().clone();
-    let writer = tokio::spawn(owlet_soc_bus::writer::run(
-        writer_js,
-        WriterConfig::new(pg.conninfo("owlet")),
-        std::future::pending(),
-    ));
+    let writer = spawn_writer(&bus, WriterConfig::new(pg.conninfo("owlet")));
     let mut log = bus
         .agent("acme", "fw-1", Retention::default())
         .await
@@ -229,18 +225,6 @@ async fn wait_for_rows(pg: &tokio_postgres::Client, tenant: &str, agent: &str, n
     }
 }
 
-/// The writer, running until its task is aborted.
-fn spawn_writer(
-    bus: &Bus,
-    config: WriterConfig,
-) -> tokio::task::JoinHandle<Result<(), owlet_soc_bus::BusError>> {
-    tokio::spawn(owlet_soc_bus::writer::run(
-        bus.jetstream().clone(),
-        config,
-        std::future::pending(),
-    ))
-}
-
 /// A cluster, PostgreSQL, and events `1..=n` of agent acme/fw-1 on the bus.
 async fn published(n: u64) -> (NatsCluster, Bus, Postgres) {
     let (cluster, bus) = cluster_and_bus(Duration::from_secs(120)).await;
@@ -286,12 +270,7 @@ async fn events_stored_behind_the_position_come_again_and_are_absorbed() {
     const COMMITTED: u64 = 1000;
     let (_cluster, bus, pg) = published(N).await;
     let admin = pg.client("owlet").await;
-    prepare_tenant(&admin, "acme").await.unwrap();
-    let now_us = owlet_soc_store::time::micros(std::time::SystemTime::now());
-    owlet_soc_bus::partitions::Days::default()
-        .ensure(&admin, "acme", now_us)
-        .await
-        .unwrap();
+    let now_us = tenant_of_today(&admin, "acme").await;
     admin
         .batch_execute(&format!(
             "INSERT INTO tenant_acme.events (agent, seq, stream_seq, received_us, kind, time_us, body)

@@ -45,6 +45,17 @@ async fn days_older_than_max_age_are_dropped_whole_and_the_rest_kept() {
     let admin = pg.client("owlet").await;
     let now = SystemTime::now();
     let days = six_days(&admin, now).await;
+    // A check whose latest result arrived on the oldest day, and one of today.
+    for (check, day) in [("old", days[0]), ("new", days[5])] {
+        admin
+            .execute(
+                "INSERT INTO tenant_acme.check_state (agent, check_id, state, time_us, received_us)
+                 VALUES ('fw-1', $1, 'up', $2, $2)",
+                &[&check, &(day * DAY_US + 3_600_000_000)],
+            )
+            .await
+            .unwrap();
+    }
     let policy = Policy {
         max_age: Some(Duration::from_secs(2 * 86_400)),
         max_bytes: None,
@@ -57,6 +68,15 @@ async fn days_older_than_max_age_are_dropped_whole_and_the_rest_kept() {
     assert_eq!(dropped.len(), 3, "{dropped:?}");
     assert!(dropped.iter().all(|d| d.reason == "max_age" && d.bytes > 0));
     assert_eq!(stored_days(&admin).await, days[3..]);
+    // The check that stopped reporting left the board with its day.
+    let checks: Vec<String> = admin
+        .query("SELECT check_id FROM tenant_acme.check_state", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(checks, ["new"]);
     // Applied again: nothing more to drop.
     let again = retain(&admin, "acme", policy, now, &mut Days::default())
         .await

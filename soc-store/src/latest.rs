@@ -1,6 +1,8 @@
 //! Each check's latest state, kept on ingest (table `check_state`), so a
 //! check board reads one row per check instead of scanning days of results
-//! (the portal's overview of a tenant with millions of events).
+//! (the portal's overview of a tenant with millions of events). [`Latest`]
+//! gathers a batch's runs; this store writes them with [`Latest::flush`],
+//! the scaled-out SOC's writer (`owlet-soc-bus`) from [`Latest::runs`].
 //!
 //! Guarantees:
 //! * **Same transaction.** The rows are written in the transaction that
@@ -65,15 +67,20 @@ pub struct Latest<'a> {
     checks: HashMap<(&'a str, &'a str), Run<'a>>,
 }
 
+/// One check's latest result in an append.
 #[derive(Debug)]
-struct Run<'a> {
-    columns: &'a Columns,
-    id: i64,
+pub struct Run<'a> {
+    pub agent: &'a str,
+    pub check_id: &'a str,
+    /// The latest result's columns.
+    pub columns: &'a Columns,
+    /// The latest result's id as [`Latest::add`] was given it.
+    pub id: i64,
     /// Event time of the first result of the latest run of one state.
-    run_start_us: i64,
+    pub run_start_us: i64,
     /// Whether the state changed within this append (else the run may have
     /// begun before it: the stored `since_us` stands if the state is equal).
-    changed: bool,
+    pub changed: bool,
 }
 
 impl<'a> Latest<'a> {
@@ -96,6 +103,8 @@ impl<'a> Latest<'a> {
                 self.checks.insert(
                     (agent, check),
                     Run {
+                        agent,
+                        check_id: check,
                         columns: c,
                         id,
                         run_start_us: c.time_us,
@@ -104,6 +113,11 @@ impl<'a> Latest<'a> {
                 );
             }
         }
+    }
+
+    /// Each check's run, in no particular order.
+    pub fn runs(self) -> impl Iterator<Item = Run<'a>> {
+        self.checks.into_values()
     }
 
     /// Writes the rows.
@@ -123,11 +137,11 @@ impl<'a> Latest<'a> {
                  time_us = excluded.time_us, last_id = excluded.last_id
              WHERE excluded.time_us >= check_state.time_us",
         )?;
-        for ((agent, check), run) in self.checks {
+        for run in self.runs() {
             let c = run.columns;
             upsert.execute(params![
-                agent,
-                check,
+                run.agent,
+                run.check_id,
                 c.check_type,
                 c.target,
                 c.state,

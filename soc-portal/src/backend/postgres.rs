@@ -21,7 +21,8 @@
 //!   the page opens a new one.
 //! * **What differs from the embedded portal**, because the writer does
 //!   not store it: a sensor's host name and certificate expiry (receivers
-//!   keep no inventory), and a check's "since" on the board. A sensor's
+//!   keep no inventory). The check board reads the writer's
+//!   `check_state` (one row per check, with its "since"). A sensor's
 //!   state comes from `agents` (the writer's liveness judgement: `silent`,
 //!   `stopping`) and its last heartbeat; events carry the zone `UTC`
 //!   (`owlet_soc_bus::stored::ZONE`).
@@ -334,11 +335,11 @@ impl TenantData for PgTenant {
         if !self.has_events {
             return Ok(Vec::new());
         }
+        // The writer's check_state: one row per check (owlet_soc_bus checks).
         let rows = self.rows(
-            "SELECT DISTINCT ON (agent, check_id) agent, check_id, COALESCE(check_type, ''),
-                    COALESCE(target, ''), COALESCE(state, 'unknown'), COALESCE(message, ''), time_us
-             FROM events WHERE kind = 'check_result' AND time_us >= ?1 AND check_id IS NOT NULL
-             ORDER BY agent, check_id, time_us DESC, id DESC",
+            "SELECT agent, check_id, COALESCE(check_type, ''), COALESCE(target, ''),
+                    COALESCE(state, 'unknown'), COALESCE(message, ''), time_us, since_us
+             FROM check_state WHERE time_us >= ?1 ORDER BY agent, check_id",
             &[Value::Int(now_us - window_us)],
         )?;
         Ok(rows
@@ -351,7 +352,7 @@ impl TenantData for PgTenant {
                 state: r.text(4),
                 message: r.text(5),
                 last_us: r.int(6),
-                since_us: None,
+                since_us: r.opt_int(7),
             })
             .collect())
     }
