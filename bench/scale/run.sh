@@ -102,17 +102,21 @@ cpu() {
   echo "$t"
 }
 # pg_cpu -> CPU seconds of the postmaster, its live children and its reaped
-# ones (cutime/cstime)
+# ones (cutime/cstime), but for the latency poller's backend (the
+# benchmark's instrument, not the SOC; its pid in $OUT/*.pgpid)
 pg_cpu() {
   local pm kids
   pm=$(head -1 "$OUT/pg/data/postmaster.pid")
   kids=$(ps -o pid= --ppid "$pm" | tr '\n' ' ')
   # shellcheck disable=SC2086
-  "$PY" - "$pm" $kids <<'PY'
-import os, sys
+  "$PY" - "$OUT" "$pm" $kids <<'PY'
+import glob, os, sys
 hz = os.sysconf("SC_CLK_TCK")
+skip = {open(f).read().strip() for f in glob.glob(f"{sys.argv[1]}/*.pgpid")}
 total = 0
-for i, p in enumerate(sys.argv[1:]):
+for i, p in enumerate(sys.argv[2:]):
+    if p in skip:
+        continue
     try:
         f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
     except OSError:
