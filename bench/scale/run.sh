@@ -225,6 +225,27 @@ point_agents() {
   done
 }
 
+# until_sql SQL TARGET WHY: waits (every 100 ms, at most 900 s) until the
+# first column of SQL's first row is at least TARGET; a table not made yet
+# counts as not there; fails the run with WHY
+until_sql() {
+  "$PY" - "$PG_CONN" "$1" "$2" "$3" <<'PY'
+import psycopg2, sys, time
+conn, sql, target, why = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+c = psycopg2.connect(conn); c.autocommit = True; k = c.cursor()
+deadline = time.time() + 900
+while True:
+    try:
+        k.execute(sql)
+        row = k.fetchone()
+        if row and row[0] is not None and row[0] >= target: break
+    except psycopg2.Error:
+        pass
+    if time.time() > deadline: sys.exit(f"{why} in 900 s")
+    time.sleep(0.1)
+PY
+}
+
 # alive PID...: fails the run (with the logs' tails) unless all still run
 alive() {
   local p
@@ -381,16 +402,8 @@ echo "rollup consumer: $ROLLUP_EVENTS stored events" >&2
 ROLLUP_PG_BEFORE=$(pg_cpu); ROLLUP_START=$(date +%s.%N)
 RUST_LOG=warn $BIN/owlet-soc reports --config "$OUT/soc/reports.toml" 2>>"$OUT/reports.log" &
 REPORTS_PID=$!; PIDS+=($!)
-"$PY" -c "
-import psycopg2, sys, time
-c = psycopg2.connect('$PG_CONN'); c.autocommit = True; k = c.cursor()
-deadline = time.time() + 900
-while True:
-    k.execute(\"SELECT position FROM owlet_bus.cursors WHERE consumer = 'rollup' AND tenant = 'bench'\")
-    row = k.fetchone()
-    if row and row[0] >= $ROLLUP_LAST: break
-    if time.time() > deadline: sys.exit('the rollup consumer did not reach the last stored event in 900 s')
-    time.sleep(0.1)"
+until_sql "SELECT position FROM owlet_bus.cursors WHERE consumer = 'rollup' AND tenant = 'bench'" \
+  "$ROLLUP_LAST" "the rollup consumer did not reach the last stored event"
 ROLLUP_END=$(date +%s.%N)
 alive $REPORTS_PID
 ROLLUP="$ROLLUP_EVENTS $("$PY" -c "print($ROLLUP_END - $ROLLUP_START)") $(cpu $REPORTS_PID) $("$PY" -c "print($(pg_cpu) - $ROLLUP_PG_BEFORE)")"
@@ -412,18 +425,8 @@ echo "writer catch-up: $((AGENTS * EVENTS)) events waiting in the stream" >&2
 CATCHUP_BEFORE="$(cpu "${NATS_PIDS[@]}") $(pg_cpu)"; CATCHUP_START=$(date +%s.%N)
 RUST_LOG=warn $BIN/owlet-soc writer --config "$OUT/soc/writer.toml" 2>>"$OUT/writer.log" &
 WRITER_PID=$!; PIDS+=($!)
-"$PY" -c "
-import psycopg2, sys, time
-c = psycopg2.connect('$PG_CONN'); c.autocommit = True; k = c.cursor()
-deadline = time.time() + 900
-while True:
-    try:
-        k.execute('SELECT count(*) FROM tenant_rawbench.events')
-        if k.fetchone()[0] >= $((AGENTS * EVENTS)): break
-    except psycopg2.Error:
-        pass
-    if time.time() > deadline: sys.exit('the writer did not store the backlog in 900 s')
-    time.sleep(0.1)"
+until_sql "SELECT count(*) FROM tenant_rawbench.events" "$((AGENTS * EVENTS))" \
+  "the writer did not store the backlog"
 CATCHUP_END=$(date +%s.%N)
 alive $WRITER_PID
 CATCHUP="$((AGENTS * EVENTS)) $("$PY" -c "print($CATCHUP_END - $CATCHUP_START)") $(cpu $WRITER_PID) $CATCHUP_BEFORE $(cpu "${NATS_PIDS[@]}") $(pg_cpu)"

@@ -374,7 +374,8 @@ impl Row {
         }
     }
 
-    /// An agent's event of kind `check_result` (or a record, `seq` None).
+    /// A row of `agent` with `seq` (`None`: a record the SOC made) and
+    /// no typed columns.
     #[cfg(test)]
     pub(crate) fn for_test(agent: &str, seq: Option<i64>) -> Self {
         Self {
